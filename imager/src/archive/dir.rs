@@ -1,0 +1,116 @@
+//! Exporting an image into a directory with exact metadata: owners, modes (setuid and
+//! all), xattrs (capabilities included), devices, fifos, hard links and mtimes.
+//!
+//! The target must be new or empty. Directories are made first (private, 0700), then
+//! files, links, devices and fifos in parallel, then hard links, then every directory's
+//! metadata deepest first, so that creating children does not disturb a parent's mtime
+//! and a read-only directory is filled before it becomes read-only. Every write goes
+//! through [`crate::safe_dir`], beneath the target.
+
+use crate::error::{Error, IoContext, Result};
+use crate::progress::Progress;
+use crate::safe_dir::{set_meta_at, set_meta_fd, Beneath};
+use crate::store::Store;
+use crate::tree::{Kind, Tree};
+use rayon::prelude::*;
+use rustix::fs::{FileType, Mode, OFlags};
+use std::path::Path;
+
+pub fn export_dir(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progress) -> Result<()> {
+    match std::fs::read_dir(dest) {
+        Ok(mut it) => {
+            if it.next().is_some() {
+                return Err(Error::Usage(format!(
+                    "{} is not empty; export into a new or empty directory",
+                    dest.display()
+                )));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir(dest).ctx("create directory", dest)?;
+        }
+        Err(e) => return Err(Error::io("open directory", dest, e)),
+    }
+    let b = Beneath::open(dest)?;
+    let entries = tree.entries();
+    progress.start("export", Some(entries.len() as u64));
+
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == Kind::Dir && e.path != b"/")
+    {
+        let (parent, name) = b.parent(&e.path)?;
+        rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))
+            .ctx("create directory", b.display(&e.path))?;
+    }
+
+    entries
+        .par_iter()
+        .filter(|e| !matches!(e.kind, Kind::Dir | Kind::HardLink { .. }))
+        .try_for_each(|e| -> Result<()> {
+            let shown = b.display(&e.path);
+            let (parent, name) = b.parent(&e.path)?;
+            match &e.kind {
+                Kind::File { hash, size } => {
+                    let fd = rustix::fs::openat(
+                        &parent,
+                        name,
+                        OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::WRONLY
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o600),
+                    )
+                    .ctx("create", &shown)?;
+                    let mut f = std::fs::File::from(fd);
+                    let mut r = store.object_reader(hash, *size)?;
+                    std::io::copy(&mut r, &mut f).map_err(|err| Error::Store {
+                        store: store.root().to_path_buf(),
+                        reason: format!("exporting {}: {err}", shown.display()),
+                    })?;
+                    set_meta_fd(&f, e, &shown)?;
+                }
+                Kind::Symlink { target } => {
+                    rustix::fs::symlinkat(target.as_slice(), &parent, name)
+                        .ctx("create symlink", &shown)?;
+                    set_meta_at(&parent, name, e, &shown)?;
+                }
+                Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => {
+                    let (ft, dev) = match e.kind {
+                        Kind::CharDev { major, minor } => {
+                            (FileType::CharacterDevice, rustix::fs::makedev(major, minor))
+                        }
+                        Kind::BlockDev { major, minor } => {
+                            (FileType::BlockDevice, rustix::fs::makedev(major, minor))
+                        }
+                        _ => (FileType::Fifo, 0),
+                    };
+                    rustix::fs::mknodat(&parent, name, ft, Mode::from_raw_mode(0o600), dev)
+                        .ctx("create node", &shown)?;
+                    set_meta_at(&parent, name, e, &shown)?;
+                }
+                _ => {}
+            }
+            progress.inc(1);
+            Ok(())
+        })?;
+
+    for e in entries {
+        if let Kind::HardLink { target } = &e.kind {
+            let (tparent, tname) = b.parent(target)?;
+            let (parent, name) = b.parent(&e.path)?;
+            rustix::fs::linkat(&tparent, tname, &parent, name, rustix::fs::AtFlags::empty())
+                .ctx("create hard link", b.display(&e.path))?;
+            progress.inc(1);
+        }
+    }
+
+    for e in entries.iter().rev().filter(|e| e.kind == Kind::Dir) {
+        let fd = b.open_dir(&e.path)?;
+        set_meta_fd(&fd, e, &b.display(&e.path))?;
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok(())
+}

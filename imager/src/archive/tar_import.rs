@@ -1,0 +1,476 @@
+//! Reading a tar, tar.gz or tar.zst into pending entries, content going straight into
+//! the store as it streams.
+//!
+//! Nothing here writes to a filesystem tree, so an archive cannot make us write outside
+//! anything; but an image must not carry what an unpacker would turn into an escape, so
+//! absolute names, `..`, entries under a symlink (checked by [`crate::tree::validate`]),
+//! hard links to anything not earlier in the archive, and duplicate names are refused,
+//! each with the entry's name. Extension headers are read by us, not by the `tar` crate,
+//! so that their sizes are bounded before anything is allocated. An archive that ends
+//! without its end-of-archive blocks, or a compressed stream that is cut short, is an
+//! error: a truncated archive would otherwise import as a smaller, valid-looking tree.
+
+use crate::error::{Error, Result};
+use crate::ingest::IN_MEMORY_LIMIT;
+use crate::normalize::gzip;
+use crate::store::Txn;
+use crate::tree::escape::escape;
+use crate::tree::scan::{Content, Pending};
+use crate::tree::{entry_path, Entry, Hash, Kind, MAX_PATH, SYMLINK_MODE};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::rc::Rc;
+use tar::EntryType;
+
+/// Largest regular file accepted (a size field can claim up to 8 EiB).
+pub const MAX_FILE_SIZE: u64 = 1 << 40;
+/// Largest pax extended header (xattrs included) and GNU long name.
+const MAX_PAX: u64 = 1 << 20;
+const MAX_LONG_NAME: u64 = MAX_PATH as u64 + 1;
+
+/// Remembers whether the underlying stream reached its end.
+struct EofTracker<R> {
+    inner: R,
+    eof: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for EofTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.eof.set(true);
+        }
+        Ok(n)
+    }
+}
+
+/// Options for reading an archive.
+pub struct ImportOptions<'a> {
+    /// Keep gzip and pyc files in memory so normalisation can rewrite them.
+    pub keep_candidates: bool,
+    pub excludes: &'a crate::tree::scan::Excludes,
+}
+
+/// Reads an archive; `name` is how errors refer to it.
+pub fn read_archive(
+    src: impl Read,
+    name: &str,
+    txn: &Txn,
+    opts: &ImportOptions,
+) -> Result<Vec<Pending>> {
+    let mut src = BufReader::with_capacity(1 << 20, src);
+    let head = src
+        .fill_buf()
+        .map_err(|e| Error::io("read", name, e))?
+        .to_vec();
+    let eof = Rc::new(Cell::new(false));
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        let dec = zstd::stream::read::Decoder::with_buffer(src)
+            .map_err(|e| Error::io("decompress", name, e))?;
+        read_tar(
+            EofTracker {
+                inner: dec,
+                eof: eof.clone(),
+            },
+            &eof,
+            name,
+            txn,
+            opts,
+        )
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        let dec = flate2::bufread::MultiGzDecoder::new(src);
+        read_tar(
+            EofTracker {
+                inner: dec,
+                eof: eof.clone(),
+            },
+            &eof,
+            name,
+            txn,
+            opts,
+        )
+    } else {
+        read_tar(
+            EofTracker {
+                inner: src,
+                eof: eof.clone(),
+            },
+            &eof,
+            name,
+            txn,
+            opts,
+        )
+    }
+}
+
+fn read_tar<R: Read>(
+    src: EofTracker<R>,
+    eof: &Rc<Cell<bool>>,
+    name: &str,
+    txn: &Txn,
+    opts: &ImportOptions,
+) -> Result<Vec<Pending>> {
+    let bad = |path: &[u8], reason: String| Error::Archive {
+        archive: name.to_string(),
+        path: escape(path),
+        reason,
+    };
+    let io_bad =
+        |path: &[u8], e: std::io::Error| bad(path, format!("cannot read the archive: {e}"));
+    let mut ar = tar::Archive::new(src);
+    let mut out: Vec<Pending> = Vec::new();
+    // Path -> index in `out`, for duplicates and hard link targets.
+    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut pax: Option<Vec<u8>> = None;
+    let mut long_name: Option<Vec<u8>> = None;
+    let mut long_link: Option<Vec<u8>> = None;
+    let mut last_path: Vec<u8> = b"(start of archive)".to_vec();
+    let entries = ar.entries().map_err(|e| io_bad(&last_path, e))?.raw(true);
+    for item in entries {
+        let mut ent = item.map_err(|e| io_bad(&last_path, e))?;
+        let h = ent.header().clone();
+        let ty = h.entry_type();
+        let declared = h.entry_size().map_err(|e| io_bad(&last_path, e))?;
+        // Extension headers first: bounded, then read whole.
+        let ext_limit = match ty {
+            EntryType::XHeader | EntryType::XGlobalHeader => Some(MAX_PAX),
+            EntryType::GNULongName | EntryType::GNULongLink => Some(MAX_LONG_NAME),
+            _ => None,
+        };
+        if let Some(limit) = ext_limit {
+            if declared > limit {
+                return Err(bad(
+                    &last_path,
+                    format!(
+                        "an extension header after it declares {declared} bytes (limit {limit})"
+                    ),
+                ));
+            }
+            let mut data = Vec::with_capacity(declared as usize);
+            ent.read_to_end(&mut data)
+                .map_err(|e| io_bad(&last_path, e))?;
+            match ty {
+                EntryType::XHeader => pax = Some(data),
+                EntryType::XGlobalHeader => {} // archive comments (git archive); nothing we use
+                EntryType::GNULongName => long_name = Some(strip_nul(data)),
+                _ => long_link = Some(strip_nul(data)),
+            }
+            continue;
+        }
+        let pax_data = pax.take();
+        let mut p = PaxFields::default();
+        if let Some(d) = &pax_data {
+            p = parse_pax(d).map_err(|r| {
+                bad(
+                    &last_path,
+                    format!("bad pax header before the next entry: {r}"),
+                )
+            })?;
+        }
+        let raw_name = p
+            .path
+            .take()
+            .or(long_name.take())
+            .unwrap_or_else(|| h.path_bytes().into_owned());
+        let raw_link = p
+            .linkpath
+            .take()
+            .or(long_link.take())
+            .or_else(|| h.link_name_bytes().map(|c| c.into_owned()));
+        last_path = raw_name.clone();
+        if raw_name.first() == Some(&b'/') {
+            return Err(bad(
+                &raw_name,
+                "absolute path (refused; archives for images use ./ names)".into(),
+            ));
+        }
+        let path = entry_path(&raw_name).map_err(|r| bad(&raw_name, r))?;
+        if let Some(s) = p.size {
+            if s != declared {
+                return Err(bad(
+                    &raw_name,
+                    format!("pax size {s} differs from the header's {declared}"),
+                ));
+            }
+        }
+        let is_old_dir = ty == EntryType::Regular && raw_name.ends_with(b"/");
+        let mode_bits = h.mode().map_err(|e| io_bad(&raw_name, e))? & crate::tree::MODE_MASK;
+        let uid = match p.uid {
+            Some(u) => u,
+            None => h.uid().map_err(|e| io_bad(&raw_name, e))?,
+        };
+        let gid = match p.gid {
+            Some(g) => g,
+            None => h.gid().map_err(|e| io_bad(&raw_name, e))?,
+        };
+        let mtime = match p.mtime {
+            Some(m) => m,
+            None => h.mtime().map_err(|e| io_bad(&raw_name, e))? as i64,
+        };
+        let to_u32 = |v: u64, what: &str| {
+            u32::try_from(v).map_err(|_| bad(&raw_name, format!("{what} {v} out of range")))
+        };
+        let mut entry = Entry {
+            path: path.clone(),
+            kind: Kind::Dir,
+            mode: mode_bits,
+            uid: to_u32(uid, "uid")?,
+            gid: to_u32(gid, "gid")?,
+            mtime,
+            xattrs: p.xattrs,
+        };
+        let mut content = None;
+        let dev = |h: &tar::Header| -> Result<(u32, u32)> {
+            let major = h
+                .device_major()
+                .map_err(|e| io_bad(&raw_name, e))?
+                .unwrap_or(0);
+            let minor = h
+                .device_minor()
+                .map_err(|e| io_bad(&raw_name, e))?
+                .unwrap_or(0);
+            Ok((major, minor))
+        };
+        entry.kind = match ty {
+            _ if is_old_dir => Kind::Dir,
+            EntryType::Regular | EntryType::Continuous => {
+                if declared > MAX_FILE_SIZE {
+                    return Err(bad(
+                        &raw_name,
+                        format!(
+                            "declares {declared} bytes, more than the limit of {MAX_FILE_SIZE}"
+                        ),
+                    ));
+                }
+                let (hash, c) =
+                    read_content(&mut ent, declared, &path, txn, opts).map_err(|e| match e {
+                        Error::Io { source, .. } => io_bad(&raw_name, source),
+                        other => other,
+                    })?;
+                content = Some(c);
+                Kind::File {
+                    size: declared,
+                    hash,
+                }
+            }
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => {
+                let t =
+                    raw_link.ok_or_else(|| bad(&raw_name, "symlink without a target".into()))?;
+                entry.mode = SYMLINK_MODE;
+                Kind::Symlink { target: t }
+            }
+            EntryType::Link => {
+                let t =
+                    raw_link.ok_or_else(|| bad(&raw_name, "hard link without a target".into()))?;
+                if t.first() == Some(&b'/') {
+                    return Err(bad(
+                        &raw_name,
+                        format!(
+                            "hard link to absolute path {} (outside the archive)",
+                            escape(&t)
+                        ),
+                    ));
+                }
+                let tp = entry_path(&t)
+                    .map_err(|r| bad(&raw_name, format!("hard link target {}: {r}", escape(&t))))?;
+                let target =
+                    match seen.get(&tp).map(|&i| &out[i].entry) {
+                        Some(Entry {
+                            kind: Kind::File { .. },
+                            path,
+                            ..
+                        }) => path.clone(),
+                        Some(Entry {
+                            kind: Kind::HardLink { target },
+                            ..
+                        }) => target.clone(),
+                        Some(other) => {
+                            return Err(bad(
+                                &raw_name,
+                                format!(
+                                    "hard link to {} which is a {}",
+                                    escape(&tp),
+                                    other.kind.name()
+                                ),
+                            ))
+                        }
+                        None => return Err(bad(
+                            &raw_name,
+                            format!(
+                                "hard link to {} which is not earlier in the archive (outside it)",
+                                escape(&tp)
+                            ),
+                        )),
+                    };
+                Kind::HardLink { target }
+            }
+            EntryType::Char => {
+                let (major, minor) = dev(&h)?;
+                Kind::CharDev { major, minor }
+            }
+            EntryType::Block => {
+                let (major, minor) = dev(&h)?;
+                Kind::BlockDev { major, minor }
+            }
+            EntryType::Fifo => Kind::Fifo,
+            other => {
+                return Err(bad(
+                    &raw_name,
+                    format!("unsupported tar entry type {:?}", other.as_byte() as char),
+                ))
+            }
+        };
+        if opts.excludes.is_excluded(&path)
+            || crate::tree::parent(&path).is_some_and(|_| excluded_parent(&path, opts.excludes))
+        {
+            continue;
+        }
+        if let Some(&i) = seen.get(&path) {
+            // A directory listed twice (tar -r, some tools) is harmless if identical.
+            if !(out[i].entry == entry && entry.kind == Kind::Dir) {
+                return Err(bad(&raw_name, "the archive has this path twice".into()));
+            }
+            continue;
+        }
+        seen.insert(path, out.len());
+        out.push(Pending { entry, content });
+    }
+    if eof.get() {
+        return Err(bad(
+            &last_path,
+            "the archive ends without its end-of-archive marker (truncated?)".into(),
+        ));
+    }
+    // Drain what follows the end marker so a compressed stream's end (and checksum) is checked.
+    let mut rest = ar.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink())
+        .map_err(|e| bad(&last_path, format!("after the end of the archive: {e}")))?;
+    if !seen.contains_key(&b"/"[..]) {
+        // `tar -C dir -cf x.tar file…` has no entry for the root; it is a plain directory.
+        out.push(Pending {
+            entry: Entry {
+                path: b"/".to_vec(),
+                kind: Kind::Dir,
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                xattrs: Vec::new(),
+            },
+            content: None,
+        });
+    }
+    Ok(out)
+}
+
+fn excluded_parent(path: &[u8], ex: &crate::tree::scan::Excludes) -> bool {
+    let mut p = path;
+    while let Some(parent) = crate::tree::parent(p) {
+        if ex.is_excluded(parent) {
+            return true;
+        }
+        p = parent;
+    }
+    false
+}
+
+fn strip_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
+}
+
+/// Streams a file's content into the store, or keeps it in memory if normalisation may
+/// rewrite it.
+fn read_content(
+    r: &mut impl Read,
+    size: u64,
+    path: &[u8],
+    txn: &Txn,
+    opts: &ImportOptions,
+) -> Result<(Hash, Content)> {
+    let what = escape(path);
+    let mut head = [0u8; 3];
+    let k = (size as usize).min(3);
+    r.read_exact(&mut head[..k])
+        .map_err(|e| Error::io("read content of", &what, e))?;
+    let candidate = opts.keep_candidates
+        && size <= IN_MEMORY_LIMIT
+        && (path.ends_with(b".pyc") || gzip::looks_like_gzip(&head[..k]));
+    if candidate {
+        let mut data = Vec::with_capacity(size as usize);
+        data.extend_from_slice(&head[..k]);
+        r.take(size - k as u64)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io("read content of", &what, e))?;
+        if data.len() as u64 != size {
+            return Err(Error::io(
+                "read content of",
+                &what,
+                std::io::ErrorKind::UnexpectedEof.into(),
+            ));
+        }
+        return Ok((Hash::of(&data), Content::Bytes(data)));
+    }
+    let h = txn.put_reader(
+        std::io::Cursor::new(head[..k].to_vec()).chain(r),
+        size,
+        &what,
+    )?;
+    Ok((h, Content::Known))
+}
+
+#[derive(Default)]
+struct PaxFields {
+    path: Option<Vec<u8>>,
+    linkpath: Option<Vec<u8>>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<i64>,
+    size: Option<u64>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn parse_pax(data: &[u8]) -> std::result::Result<PaxFields, String> {
+    let mut f = PaxFields::default();
+    for rec in tar::PaxExtensions::new(data) {
+        let rec = rec.map_err(|e| e.to_string())?;
+        let (k, v) = (rec.key_bytes(), rec.value_bytes());
+        let num = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| format!("{} is not a number", String::from_utf8_lossy(k)))
+        };
+        match k {
+            b"path" => f.path = Some(v.to_vec()),
+            b"linkpath" => f.linkpath = Some(v.to_vec()),
+            b"uid" => f.uid = Some(num(v)?),
+            b"gid" => f.gid = Some(num(v)?),
+            b"size" => f.size = Some(num(v)?),
+            b"mtime" => {
+                // Seconds, possibly with a fraction, possibly negative: the whole seconds.
+                let s = std::str::from_utf8(v).map_err(|_| "mtime is not text")?;
+                let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+                let mut m = int
+                    .parse::<i64>()
+                    .map_err(|_| format!("mtime {s:?} is not a number"))?;
+                if int.starts_with('-') && frac.bytes().any(|b| b != b'0') {
+                    m -= 1; // floor, for negative times with a fraction
+                }
+                f.mtime = Some(m);
+            }
+            _ if k.starts_with(b"SCHILY.xattr.") => f.xattrs.push((k[13..].to_vec(), v.to_vec())),
+            _ if k.starts_with(b"GNU.sparse.") => {
+                return Err("sparse files are not supported".into())
+            }
+            _ => {} // atime, ctime, comments, charset: not part of an image
+        }
+    }
+    f.xattrs.sort();
+    f.xattrs.dedup_by(|a, b| a.0 == b.0);
+    Ok(f)
+}

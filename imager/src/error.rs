@@ -1,0 +1,104 @@
+//! The library's error type and its policy.
+//!
+//! Policy: every error that comes from the filesystem names the path and the action
+//! (`failed to read /x: ...`), every error about bad input names the input (the archive,
+//! the manifest line, the path inside the tree) and what was wrong with it. Library code
+//! returns `Error`; the binary adds the command's context with `anyhow`. An error that
+//! would make a result wrong stops the operation before anything is written to the store
+//! or the target directory; nothing is ever left half-written under its final name.
+
+use std::io;
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem call failed; `action` is a verb phrase such as "read" or "create directory".
+    #[error("failed to {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The tree (from a directory, an archive or a manifest) is not a valid image.
+    #[error("invalid tree at {path}: {reason}")]
+    InvalidTree { path: String, reason: String },
+
+    /// A manifest text could not be parsed.
+    #[error("{source_name}:{line}: {reason}")]
+    Manifest {
+        source_name: String,
+        line: usize,
+        reason: String,
+    },
+
+    /// An archive being imported is malformed or unsafe.
+    #[error("{archive}: {path}: {reason}")]
+    Archive {
+        archive: String,
+        path: String,
+        reason: String,
+    },
+
+    /// The store is damaged or an object/image is not what its name says.
+    #[error("store {}: {reason}", store.display())]
+    Store { store: PathBuf, reason: String },
+
+    /// A name, `name~N` or ID that does not resolve to an image.
+    #[error("no image {spec:?} in store {}: {reason}", store.display())]
+    NotFound {
+        spec: String,
+        store: PathBuf,
+        reason: String,
+    },
+
+    /// The caller asked for something that cannot be done as asked.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn invalid(path: &[u8], reason: impl Into<String>) -> Self {
+        Error::InvalidTree {
+            path: crate::tree::escape::escape(path),
+            reason: reason.into(),
+        }
+    }
+
+    /// The underlying I/O error kind, if this is an I/O error (used to tell "disk full"
+    /// or "permission denied" apart in callers that react to them).
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            Error::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+}
+
+/// Adds the action and path to a `std::io::Result`, cargo-util style.
+pub trait IoContext<T> {
+    fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e))
+    }
+}
+
+impl<T> IoContext<T> for rustix::io::Result<T> {
+    fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(action, path, e.into()))
+    }
+}

@@ -1,0 +1,127 @@
+//! Filesystem calls with the path and the action in every error, and the few Linux
+//! calls std lacks (xattrs, device numbers, `O_NOFOLLOW` opens, fixed timestamps). All of
+//! the library's filesystem access goes through here or through [`crate::safe_dir`].
+
+use crate::error::{IoContext, Result};
+use rustix::fs::{Gid, Timespec, Timestamps, Uid};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).ctx("read", path)
+}
+
+pub fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).ctx("read", path)
+}
+
+pub fn create_dir_all(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).ctx("create directory", path)
+}
+
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).ctx("rename into place", to)
+}
+
+pub fn remove_file(path: &Path) -> Result<()> {
+    std::fs::remove_file(path).ctx("remove", path)
+}
+
+/// Opens a file for reading without following a symlink in the last component, so a
+/// tree that changes under a scan cannot redirect it.
+pub fn open_nofollow(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .ctx("open", path)
+}
+
+/// Reads a whole file into memory, refusing to follow a final symlink.
+pub fn read_nofollow(path: &Path, size_hint: u64) -> Result<Vec<u8>> {
+    let mut f = open_nofollow(path)?;
+    let mut buf = Vec::with_capacity(size_hint.min(1 << 30) as usize);
+    f.read_to_end(&mut buf).ctx("read", path)?;
+    Ok(buf)
+}
+
+pub fn path_bytes(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
+}
+
+pub fn bytes_path(b: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(b))
+}
+
+/// Extended attributes of `path` (not following a final symlink), sorted by name.
+pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = xattr_names(|buf| rustix::fs::llistxattr(path, buf), path)?;
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let mut buf = vec![0u8; 256];
+        let value = loop {
+            match rustix::fs::lgetxattr(path, name.as_slice(), &mut buf[..]) {
+                Ok(n) => break buf[..n].to_vec(),
+                Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+                // Removed between list and get: the tree changed under us; not an xattr.
+                Err(rustix::io::Errno::NODATA) => break Vec::new(),
+                Err(e) => return Err(e).ctx("read extended attribute of", path),
+            }
+        };
+        out.push((name, value));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn xattr_names(
+    mut list: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    path: &Path,
+) -> Result<Vec<Vec<u8>>> {
+    let mut buf = vec![0u8; 1024];
+    let n = loop {
+        match list(&mut buf[..]) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e).ctx("list extended attributes of", path),
+        }
+    };
+    Ok(buf[..n]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| n.to_vec())
+        .collect())
+}
+
+pub fn set_xattr_fd(fd: impl AsFd, name: &[u8], value: &[u8], path: &Path) -> Result<()> {
+    rustix::fs::fsetxattr(fd, name, value, rustix::fs::XattrFlags::empty())
+        .ctx("set extended attribute on", path)
+}
+
+pub fn timestamps(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+pub fn fchown(fd: impl AsFd, uid: u32, gid: u32, path: &Path) -> Result<()> {
+    rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+        .ctx("change owner of", path)
+}
+
+/// `path` joined under `root`, for messages: `root` + `/etc/x`.
+pub fn under(root: &Path, entry_path: &[u8]) -> PathBuf {
+    let rel = entry_path.strip_prefix(b"/").unwrap_or(entry_path);
+    root.join(bytes_path(rel))
+}

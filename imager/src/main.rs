@@ -1,0 +1,450 @@
+//! The `imager` command line: parses arguments into the library's option structs, calls
+//! [`imager::ops`], prints. No behaviour lives here.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use imager::normalize::{self, MtimePolicy};
+use imager::ops::{self, ExportTarget, ImportOptions, Source};
+use imager::progress::{Progress, Quiet};
+use imager::store::{Access, Store};
+use imager::tree::scan::Excludes;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "imager",
+    version,
+    about = "Reproducible, content-hashed images of Linux root filesystems"
+)]
+struct Cli {
+    /// The image store [env: IMAGER_STORE; default /var/lib/imager]
+    #[arg(long, global = true, value_name = "DIR")]
+    store: Option<PathBuf>,
+    /// No progress bars, even on a terminal
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Add a directory or a tar[.gz|.zst] archive to the store as an image
+    Import {
+        /// A directory, an archive, or - for an archive on standard input
+        source: PathBuf,
+        /// Point this name at the new image (the previous one stays as NAME~1)
+        #[arg(long)]
+        name: Option<String>,
+        /// Normalise (mtimes, gzip headers, pyc headers) while importing
+        #[arg(long)]
+        normalize: bool,
+        #[command(flatten)]
+        norm: NormArgs,
+        #[command(flatten)]
+        ex: ExcludeArgs,
+        #[arg(long)]
+        json: bool,
+        /// List every path normalisation changed
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Write an image out as a deterministic tar.zst or into a directory
+    Export {
+        image: String,
+        /// The tar.zst to write (- for standard output)
+        #[arg(
+            long,
+            value_name = "FILE",
+            conflicts_with = "dir",
+            required_unless_present = "dir"
+        )]
+        tar: Option<PathBuf>,
+        /// A new or empty directory to create the tree in (needs root for owners and devices)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// List an image's entries (all, or PATH and what is below it) in manifest form
+    Ls { image: String, path: Option<String> },
+    /// Show an image's ID, names and totals; --manifest prints its canonical text
+    Show {
+        image: String,
+        #[arg(long)]
+        manifest: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the ID a directory would have as an image, storing nothing
+    Hash {
+        dir: PathBuf,
+        /// Compute the ID of the normalised tree (the directory is not changed)
+        #[arg(long)]
+        normalize: bool,
+        #[command(flatten)]
+        norm: NormArgs,
+        #[command(flatten)]
+        ex: ExcludeArgs,
+    },
+    /// Normalise a directory in place: mtimes, gzip headers, pyc headers
+    Normalize {
+        dir: PathBuf,
+        #[command(flatten)]
+        norm: NormArgs,
+        #[command(flatten)]
+        ex: ExcludeArgs,
+        #[arg(long)]
+        json: bool,
+        /// List every path changed
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Verify every object, image and name in the store
+    Fsck {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The images a name has pointed at, newest first (NAME, NAME~1, ...)
+    History { name: String },
+}
+
+#[derive(Args)]
+struct NormArgs {
+    /// The epoch for mtimes [default: $SOURCE_DATE_EPOCH]
+    #[arg(long)]
+    epoch: Option<i64>,
+    /// Clamp mtimes at the epoch, or set all of them to it
+    #[arg(long, value_enum, default_value_t = MtimeArg::Clamp)]
+    mtime: MtimeArg,
+    /// Leave gzip headers alone
+    #[arg(long)]
+    no_gzip: bool,
+    /// Leave pyc headers alone
+    #[arg(long)]
+    no_pyc: bool,
+    /// An image (name, name~N or ID) whose mtimes unchanged entries keep (ProdNG's rule)
+    #[arg(long, value_name = "IMAGE")]
+    previous: Option<String>,
+}
+
+#[derive(Args)]
+struct ExcludeArgs {
+    /// Leave out paths matching this glob (e.g. '/var/log/**'); repeatable
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Leave out the globs listed in this file (one a line, # comments); repeatable
+    #[arg(long, value_name = "FILE")]
+    exclude_from: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MtimeArg {
+    Clamp,
+    Set,
+}
+
+impl ExcludeArgs {
+    fn build(&self) -> Result<Excludes> {
+        Ok(Excludes::from_files(&self.exclude_from, &self.exclude)?)
+    }
+}
+
+impl NormArgs {
+    /// `store` is the store the command already holds, if any (a second handle would
+    /// wait on its lock).
+    fn build(&self, store: Option<&Store>, root: &std::path::Path) -> Result<normalize::Options> {
+        let epoch = match self.epoch {
+            Some(e) => e,
+            None => std::env::var("SOURCE_DATE_EPOCH")
+                .context("normalising needs an epoch: pass --epoch or set SOURCE_DATE_EPOCH")?
+                .trim()
+                .parse()
+                .context("SOURCE_DATE_EPOCH is not a whole number of seconds")?,
+        };
+        let mut o = normalize::Options::new(epoch);
+        o.mtime = match self.mtime {
+            MtimeArg::Clamp => MtimePolicy::Clamp,
+            MtimeArg::Set => MtimePolicy::Set,
+        };
+        o.gzip = !self.no_gzip;
+        o.pyc = !self.no_pyc;
+        if let Some(p) = &self.previous {
+            let owned;
+            let s = match store {
+                Some(s) => s,
+                None => {
+                    owned = Store::open(root, Access::Read)?;
+                    &owned
+                }
+            };
+            let id = s.resolve(p)?;
+            o.previous = Some(s.read_image(&id)?);
+        }
+        Ok(o)
+    }
+}
+
+/// indicatif bars on a terminal.
+struct Bars {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn start(&self, phase: &str, total: Option<u64>) {
+        let bar = match total {
+            Some(n) => indicatif::ProgressBar::new(n).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>14} [{bar:40}] {pos}/{len} {per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            ),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        bar.set_message(phase.to_string());
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(bar);
+        }
+    }
+    fn inc(&self, n: u64) {
+        if let Ok(b) = self.bar.lock() {
+            if let Some(b) = b.as_ref() {
+                b.inc(n);
+            }
+        }
+    }
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock() {
+            if let Some(b) = b.take() {
+                b.finish_and_clear();
+            }
+        }
+    }
+}
+
+fn store_path(cli: &Cli) -> PathBuf {
+    cli.store
+        .clone()
+        .or_else(|| std::env::var_os("IMAGER_STORE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/imager"))
+}
+
+fn print_report(r: &normalize::Report, verbose: bool, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "normalised: {} mtimes set, {} mtimes kept from the previous image, {} gzip headers, {} pyc headers",
+        r.mtime, r.mtime_previous, r.gzip, r.pyc
+    )?;
+    for (path, why) in &r.skipped {
+        writeln!(out, "left as is: {path}: {why}")?;
+    }
+    if verbose {
+        for (rule, path) in &r.changed {
+            let rule = serde_json::to_value(rule)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            writeln!(out, "{rule:>14} {path}")?;
+        }
+    }
+    Ok(())
+}
+
+fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
+    let bars = Bars {
+        bar: std::sync::Mutex::new(None),
+    };
+    let progress: &dyn Progress = if !cli.quiet && std::io::stderr().is_terminal() {
+        &bars
+    } else {
+        &Quiet
+    };
+    let root = store_path(&cli);
+    let open = |a: Access| -> Result<Store> { Ok(Store::open(&root, a)?) };
+    match &cli.cmd {
+        Cmd::Import {
+            source,
+            name,
+            normalize,
+            norm,
+            ex,
+            json,
+            verbose,
+        } => {
+            let store = open(Access::Write)?;
+            let norm_opts = if *normalize {
+                Some(norm.build(Some(&store), &root)?)
+            } else {
+                None
+            };
+            let opts = ImportOptions {
+                name: name.clone(),
+                normalize: norm_opts,
+                excludes: ex.build()?,
+            };
+            let src = Source::guess(source);
+            let r = ops::import(&store, &src, &opts, progress)
+                .with_context(|| format!("importing {}", source.display()))?;
+            if *json {
+                serde_json::to_writer_pretty(&mut *out, &r)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{}", r.id)?;
+                eprintln!(
+                    "imported {} files, {} dirs, {} symlinks, {} hard links, {} devices/fifos; {} bytes, {} new objects ({} new bytes){}",
+                    r.stats.files, r.stats.dirs, r.stats.symlinks, r.stats.hardlinks, r.stats.devices + r.stats.fifos,
+                    r.stats.bytes, r.new_objects, r.new_bytes,
+                    r.name.as_deref().map(|n| format!("; name {n}")).unwrap_or_default()
+                );
+                if opts.normalize.is_some() {
+                    print_report(&r.normalize, *verbose, &mut std::io::stderr())?;
+                }
+            }
+        }
+        Cmd::Export { image, tar, dir } => {
+            let store = open(Access::Read)?;
+            let id = store.resolve(image)?;
+            let target = match (tar, dir) {
+                (Some(t), _) if t.as_os_str() == "-" => ExportTarget::TarZstStdout,
+                (Some(t), _) => ExportTarget::TarZst(t.clone()),
+                (None, Some(d)) => ExportTarget::Dir(d.clone()),
+                (None, None) => bail!("give --tar FILE or --dir DIR"),
+            };
+            ops::export(&store, &id, &target, progress)
+                .with_context(|| format!("exporting {image}"))?;
+        }
+        Cmd::Ls { image, path } => {
+            let store = open(Access::Read)?;
+            let tree = store.read_image(&store.resolve(image)?)?;
+            out.write_all(ops::ls(&tree, path.as_deref().unwrap_or("/"))?.as_bytes())?;
+        }
+        Cmd::Show {
+            image,
+            manifest,
+            json,
+        } => {
+            let store = open(Access::Read)?;
+            let id = store.resolve(image)?;
+            if *manifest {
+                out.write_all(store.image_text(&id)?.as_bytes())?;
+            } else {
+                let s = ops::show(&store, &id)?;
+                if *json {
+                    serde_json::to_writer_pretty(&mut *out, &s)?;
+                    writeln!(out)?;
+                } else {
+                    let t = &s.stats;
+                    writeln!(out, "image   {}", s.id)?;
+                    writeln!(
+                        out,
+                        "names   {}",
+                        if s.names.is_empty() {
+                            "-".to_string()
+                        } else {
+                            s.names.join(" ")
+                        }
+                    )?;
+                    writeln!(out, "entries {} files, {} dirs, {} symlinks, {} hard links, {} devices, {} fifos", t.files, t.dirs, t.symlinks, t.hardlinks, t.devices, t.fifos)?;
+                    writeln!(
+                        out,
+                        "content {} bytes in {} distinct objects; {} entries with xattrs",
+                        t.bytes, t.objects, t.with_xattrs
+                    )?;
+                }
+            }
+        }
+        Cmd::Hash {
+            dir,
+            normalize,
+            norm,
+            ex,
+        } => {
+            let norm_opts = if *normalize {
+                Some(norm.build(None, &root)?)
+            } else {
+                None
+            };
+            let (id, _, _) = ops::hash_dir(dir, norm_opts.as_ref(), &ex.build()?, progress)?;
+            writeln!(out, "{id}")?;
+        }
+        Cmd::Normalize {
+            dir,
+            norm,
+            ex,
+            json,
+            verbose,
+        } => {
+            let o = norm.build(None, &root)?;
+            let r = ops::normalize_dir(dir, &o, &ex.build()?, progress)
+                .with_context(|| format!("normalising {}", dir.display()))?;
+            if *json {
+                serde_json::to_writer_pretty(&mut *out, &r)?;
+                writeln!(out)?;
+            } else {
+                print_report(&r, *verbose, out)?;
+            }
+        }
+        Cmd::Fsck { json } => {
+            let store = open(Access::Read)?;
+            let r = store.fsck(progress)?;
+            if *json {
+                serde_json::to_writer_pretty(&mut *out, &r)?;
+                writeln!(out)?;
+            } else {
+                for p in &r.problems {
+                    writeln!(out, "problem: {p}")?;
+                }
+                writeln!(
+                    out,
+                    "{}: {} images, {} names, {} objects ({} bytes, {} unreferenced), {} problems",
+                    root.display(),
+                    r.images,
+                    r.refs,
+                    r.objects,
+                    r.bytes,
+                    r.unreferenced,
+                    r.problems.len()
+                )?;
+            }
+            if !r.ok() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::History { name } => {
+            let store = open(Access::Read)?;
+            let hist = store.ref_history(name)?;
+            if hist.is_empty() {
+                bail!("no image is named {name:?} in {}", root.display());
+            }
+            for (back, h) in hist.iter().rev().enumerate() {
+                let label = if back == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}~{back}")
+                };
+                writeln!(out, "{h} {label}")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    match run(cli, &mut out).and_then(|c| out.flush().map(|_| c).map_err(Into::into)) {
+        Ok(c) => c,
+        Err(e) => {
+            // `imager ls x | head` closes the pipe: that is a normal end.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("imager: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

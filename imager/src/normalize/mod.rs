@@ -1,0 +1,82 @@
+//! Normalisation: the rules that take build-time noise out of a tree so that two builds
+//! of the same inputs give the same image. Each rule is a pure function in its own
+//! module; [`crate::ingest`] applies them while it reads each file once.
+//!
+//! - [`mtime`]: every mtime set to, or clamped at, the epoch; then ProdNG's rule: an
+//!   entry whose content and metadata equal the previous image's keeps that image's
+//!   mtime, so a rebuild does not produce "mtime-only" changes.
+//! - [`gzip`]: member headers rewritten to MTIME 0 and no stored file name.
+//! - [`pyc`]: timestamp-based pycs rewritten to their normalised source's mtime and size.
+
+pub mod gzip;
+pub mod mtime;
+pub mod pyc;
+
+use crate::tree::Tree;
+
+/// How mtimes are made constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum MtimePolicy {
+    /// Every mtime later than the epoch becomes the epoch (older ones are kept).
+    Clamp,
+    /// Every mtime becomes the epoch.
+    Set,
+}
+
+/// What normalisation does; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub epoch: i64,
+    pub mtime: MtimePolicy,
+    pub gzip: bool,
+    pub pyc: bool,
+    /// The image this one follows, for the ProdNG mtime rule.
+    pub previous: Option<Tree>,
+}
+
+impl Options {
+    pub fn new(epoch: i64) -> Options {
+        Options {
+            epoch,
+            mtime: MtimePolicy::Clamp,
+            gzip: true,
+            pyc: true,
+            previous: None,
+        }
+    }
+}
+
+/// The rule that changed a path, for the report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rule {
+    Mtime,
+    MtimePrevious,
+    Gzip,
+    Pyc,
+}
+
+/// What normalisation changed: counts per rule, the paths, and what it left alone.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Report {
+    pub mtime: usize,
+    pub mtime_previous: usize,
+    pub gzip: usize,
+    pub pyc: usize,
+    /// (rule, escaped path), sorted.
+    pub changed: Vec<(Rule, String)>,
+    /// Files that looked like gzip but could not be parsed, with the reason; unchanged.
+    pub skipped: Vec<(String, String)>,
+}
+
+impl Report {
+    pub(crate) fn record(&mut self, rule: Rule, path: &[u8]) {
+        match rule {
+            Rule::Mtime => self.mtime += 1,
+            Rule::MtimePrevious => self.mtime_previous += 1,
+            Rule::Gzip => self.gzip += 1,
+            Rule::Pyc => self.pyc += 1,
+        }
+        self.changed.push((rule, crate::tree::escape::escape(path)));
+    }
+}

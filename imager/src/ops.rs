@@ -1,0 +1,262 @@
+//! What each command does, as library functions: the binary parses arguments into these
+//! option structs and prints the results; tests call them directly.
+
+use crate::archive::{dir, tar_export, tar_import};
+use crate::error::{Error, IoContext, Result};
+use crate::ingest::{ingest, HashOnly, Ingested, StoreSink};
+use crate::normalize::{self, Report};
+use crate::progress::Progress;
+use crate::safe_dir::Beneath;
+use crate::store::{Access, Store};
+use crate::tree::scan::{scan, Excludes};
+use crate::tree::{Hash, Kind, Stats, Tree};
+use rustix::fs::{Mode, OFlags};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where a tree comes from.
+#[derive(Clone, Debug)]
+pub enum Source {
+    Dir(PathBuf),
+    /// A tar, tar.gz or tar.zst file (`-` for standard input).
+    Archive(PathBuf),
+}
+
+impl Source {
+    /// A directory is a directory; anything else is read as an archive.
+    pub fn guess(path: &Path) -> Source {
+        if path.is_dir() {
+            Source::Dir(path.to_path_buf())
+        } else {
+            Source::Archive(path.to_path_buf())
+        }
+    }
+}
+
+pub struct ImportOptions {
+    /// The name to point at the new image (its history keeps the previous one).
+    pub name: Option<String>,
+    pub normalize: Option<normalize::Options>,
+    pub excludes: Excludes,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Imported {
+    pub id: String,
+    pub name: Option<String>,
+    pub stats: Stats,
+    /// Bytes of content the store did not have before.
+    pub new_bytes: u64,
+    pub new_objects: usize,
+    pub normalize: Report,
+}
+
+/// `imager import`: a directory or archive into the store, normalised if asked.
+pub fn import(
+    store: &Store,
+    src: &Source,
+    opts: &ImportOptions,
+    progress: &dyn Progress,
+) -> Result<Imported> {
+    let txn = store.txn();
+    let pending = match src {
+        Source::Dir(d) => scan(d, &opts.excludes)?,
+        Source::Archive(p) => {
+            let shown = p.display().to_string();
+            let iopts = tar_import::ImportOptions {
+                keep_candidates: opts.normalize.is_some(),
+                excludes: &opts.excludes,
+            };
+            progress.start("read archive", None);
+            let r = if p.as_os_str() == "-" {
+                tar_import::read_archive(std::io::stdin().lock(), "standard input", &txn, &iopts)
+            } else {
+                let f = std::fs::File::open(p).ctx("open", p)?;
+                tar_import::read_archive(f, &shown, &txn, &iopts)
+            };
+            progress.finish();
+            r?
+        }
+    };
+    let Ingested { tree, report, .. } = ingest(
+        pending,
+        opts.normalize.as_ref(),
+        &StoreSink { txn: &txn },
+        false,
+        progress,
+    )?;
+    let new_bytes = txn.new_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let new_objects = txn.commit()?;
+    let id = store.write_image(&tree, &[])?;
+    if let Some(n) = &opts.name {
+        store.set_ref(n, &id)?;
+    }
+    Ok(Imported {
+        id: id.to_hex(),
+        name: opts.name.clone(),
+        stats: tree.stats(),
+        new_bytes,
+        new_objects,
+        normalize: report,
+    })
+}
+
+/// `imager hash`: the ID a directory would have (after normalisation, if asked),
+/// writing nothing.
+pub fn hash_dir(
+    dir: &Path,
+    norm: Option<&normalize::Options>,
+    excludes: &Excludes,
+    progress: &dyn Progress,
+) -> Result<(Hash, Tree, Report)> {
+    let pending = scan(dir, excludes)?;
+    let Ingested { tree, report, .. } = ingest(pending, norm, &HashOnly, false, progress)?;
+    Ok((
+        crate::tree::text::id_of(&crate::tree::text::print(&tree)),
+        tree,
+        report,
+    ))
+}
+
+/// `imager normalize DIR`: applies the rules to the directory in place. Rewritten files
+/// keep their inode (hard links stay linked), owner, mode and xattrs.
+pub fn normalize_dir(
+    dir: &Path,
+    norm: &normalize::Options,
+    excludes: &Excludes,
+    progress: &dyn Progress,
+) -> Result<Report> {
+    let pending = scan(dir, excludes)?;
+    let before: Vec<(Vec<u8>, i64, bool)> = pending
+        .iter()
+        .map(|p| {
+            (
+                p.entry.path.clone(),
+                p.entry.mtime,
+                p.entry.kind == Kind::Dir,
+            )
+        })
+        .collect();
+    let Ingested {
+        tree,
+        report,
+        rewritten,
+    } = ingest(pending, Some(norm), &HashOnly, true, progress)?;
+    let b = Beneath::open(dir)?;
+    for (path, data) in &rewritten {
+        let shown = b.display(path);
+        let (parent, name) = b.parent(path)?;
+        let fd = rustix::fs::openat(
+            &parent,
+            name,
+            OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open for rewriting", &shown)?;
+        let mut f = std::fs::File::from(fd);
+        f.write_all(data).ctx("rewrite", &shown)?;
+        f.set_len(data.len() as u64).ctx("truncate", &shown)?;
+    }
+    // Content writes changed mtimes; set every mtime that differs, directories last and
+    // deepest first.
+    let rewritten_paths: std::collections::HashSet<&[u8]> =
+        rewritten.iter().map(|(p, _)| p.as_slice()).collect();
+    let mut todo: Vec<(&[u8], i64, bool)> = Vec::new();
+    for (path, old, is_dir) in &before {
+        if let Some(e) = tree.get(path) {
+            if e.mtime != *old || rewritten_paths.contains(path.as_slice()) {
+                todo.push((path, e.mtime, *is_dir));
+            }
+        }
+    }
+    todo.sort_by_key(|(p, _, is_dir)| (*is_dir, std::cmp::Reverse(p.to_vec())));
+    for (path, m, _) in todo {
+        let shown = b.display(path);
+        let ts = crate::fsx::timestamps(m);
+        if path == b"/" {
+            rustix::fs::futimens(b.root_fd(), &ts).ctx("set mtime of", &shown)?;
+        } else {
+            let (parent, name) = b.parent(path)?;
+            rustix::fs::utimensat(&parent, name, &ts, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .ctx("set mtime of", &shown)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Where an export goes.
+pub enum ExportTarget {
+    TarZst(PathBuf),
+    /// The same tar.zst bytes on standard output.
+    TarZstStdout,
+    Dir(PathBuf),
+}
+
+pub fn export(
+    store: &Store,
+    id: &Hash,
+    target: &ExportTarget,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let tree = store.read_image(id)?;
+    match target {
+        ExportTarget::TarZst(p) => tar_export::export_tar_zst(store, &tree, p, progress),
+        ExportTarget::TarZstStdout => {
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut w = tar_export::write_tar_zst(store, &tree, out, progress)?;
+            w.flush()
+                .map_err(|e| Error::io("write", "standard output", e))
+        }
+        ExportTarget::Dir(d) => dir::export_dir(store, &tree, d, progress),
+    }
+}
+
+/// `imager ls`: the manifest lines of `path` and everything below it.
+pub fn ls(tree: &Tree, path: &str) -> Result<String> {
+    let p = crate::tree::entry_path(path.as_bytes())
+        .map_err(|r| Error::Usage(format!("{path}: {r}")))?;
+    if tree.get(&p).is_none() {
+        return Err(Error::Usage(format!("{path}: no such path in the image")));
+    }
+    let mut out = String::new();
+    for e in tree.subtree(&p) {
+        crate::tree::text::write_entry(&mut out, e);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Shown {
+    pub id: String,
+    /// Names whose current image this is, and names that had it earlier (`name~N`).
+    pub names: Vec<String>,
+    pub stats: Stats,
+}
+
+/// `imager show`: what an image is and what names it.
+pub fn show(store: &Store, id: &Hash) -> Result<Shown> {
+    let tree = store.read_image(id)?;
+    let mut names = Vec::new();
+    for r in store.refs()? {
+        let hist = store.ref_history(&r)?;
+        for (back, h) in hist.iter().rev().enumerate() {
+            if h == id {
+                names.push(if back == 0 {
+                    r.clone()
+                } else {
+                    format!("{r}~{back}")
+                });
+            }
+        }
+    }
+    Ok(Shown {
+        id: id.to_hex(),
+        names,
+        stats: tree.stats(),
+    })
+}
+
+/// Opens the store for a command.
+pub fn open_store(root: &Path, access: Access) -> Result<Store> {
+    Store::open(root, access)
+}

@@ -1,0 +1,108 @@
+//! Writing beneath a directory without ever following a symlink: every parent is opened
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative to a handle on the root,
+//! and every new name is created relative to that parent with `O_EXCL | O_NOFOLLOW`.
+//! Whatever a tree or a hostile directory contains, nothing is written outside the root.
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsx;
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+pub struct Beneath {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+impl Beneath {
+    pub fn open(path: &Path) -> Result<Beneath> {
+        let root = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open directory", path)?;
+        Ok(Beneath {
+            root,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn root_fd(&self) -> &OwnedFd {
+        &self.root
+    }
+
+    /// The host path of an entry path, for messages.
+    pub fn display(&self, entry_path: &[u8]) -> PathBuf {
+        fsx::under(&self.path, entry_path)
+    }
+
+    /// Opens a directory entry path (`/` or `/a/b`) beneath the root.
+    pub fn open_dir(&self, entry_path: &[u8]) -> Result<OwnedFd> {
+        let rel = entry_path.strip_prefix(b"/").unwrap_or(entry_path);
+        let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
+        rustix::fs::openat2(
+            &self.root,
+            rel,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .ctx("open directory", self.display(entry_path))
+    }
+
+    /// The parent directory's handle and the last name of an entry path.
+    pub fn parent<'p>(&self, entry_path: &'p [u8]) -> Result<(OwnedFd, &'p [u8])> {
+        let parent = crate::tree::parent(entry_path)
+            .ok_or_else(|| Error::Usage("the root has no parent".into()))?;
+        Ok((self.open_dir(parent)?, crate::tree::file_name(entry_path)))
+    }
+}
+
+/// Sets owner, then mode, then xattrs, then mtime through a file handle: chown clears
+/// setuid/setgid and file capabilities, so the order is what keeps them.
+pub fn set_meta_fd(fd: impl AsFd, e: &crate::Entry, shown: &Path) -> Result<()> {
+    let fd = fd.as_fd();
+    fsx::fchown(fd, e.uid, e.gid, shown)?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(e.mode)).ctx("set mode of", shown)?;
+    for (name, value) in &e.xattrs {
+        fsx::set_xattr_fd(fd, name, value, shown)?;
+    }
+    rustix::fs::futimens(fd, &fsx::timestamps(e.mtime)).ctx("set mtime of", shown)
+}
+
+/// The same for a name that cannot be opened for writing (symlink, device, fifo):
+/// through its parent's handle, never following the name.
+pub fn set_meta_at(parent: &OwnedFd, name: &[u8], e: &crate::Entry, shown: &Path) -> Result<()> {
+    rustix::fs::chownat(
+        parent,
+        name,
+        Some(rustix::fs::Uid::from_raw(e.uid)),
+        Some(rustix::fs::Gid::from_raw(e.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ctx("change owner of", shown)?;
+    let is_link = matches!(e.kind, crate::Kind::Symlink { .. });
+    if !is_link {
+        rustix::fs::chmodat(parent, name, Mode::from_raw_mode(e.mode), AtFlags::empty())
+            .ctx("set mode of", shown)?;
+    }
+    if !e.xattrs.is_empty() {
+        // No fd-based call reaches a symlink; the parent's /proc handle plus a final
+        // name that l*xattr does not follow is the same guarantee.
+        use std::os::fd::AsRawFd;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd()))
+            .join(fsx::bytes_path(name));
+        for (n, v) in &e.xattrs {
+            rustix::fs::lsetxattr(&via, n.as_slice(), v, rustix::fs::XattrFlags::empty())
+                .ctx("set extended attribute on", shown)?;
+        }
+    }
+    rustix::fs::utimensat(
+        parent,
+        name,
+        &fsx::timestamps(e.mtime),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .ctx("set mtime of", shown)
+}

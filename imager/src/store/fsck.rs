@@ -1,0 +1,148 @@
+//! `imager fsck`: re-reads everything in the store and checks it against its name.
+
+use super::Store;
+use crate::error::{IoContext, Result};
+use crate::progress::Progress;
+use crate::tree::{Hash, Kind};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct FsckReport {
+    pub images: usize,
+    pub objects: usize,
+    pub bytes: u64,
+    pub refs: usize,
+    /// Objects no image refers to (left by an interrupted import; harmless).
+    pub unreferenced: usize,
+    /// Everything wrong, one message each, naming the object, image or ref.
+    pub problems: Vec<String>,
+}
+
+impl FsckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+pub(super) fn run(store: &Store, progress: &dyn Progress) -> Result<FsckReport> {
+    let mut r = FsckReport::default();
+    // Images: manifest hashes to the ID, parses, names only objects that exist with the
+    // right size.
+    let mut wanted: HashMap<Hash, (u64, Hash)> = HashMap::new();
+    let images = store.images()?;
+    r.images = images.len();
+    for id in &images {
+        match store.read_image(id) {
+            Ok(tree) => {
+                for e in tree.entries() {
+                    if let Kind::File { size, hash } = e.kind {
+                        wanted.entry(hash).or_insert((size, *id));
+                    }
+                }
+            }
+            Err(e) => r.problems.push(format!("image {id}: {e}")),
+        }
+    }
+    for name in store.refs()? {
+        r.refs += 1;
+        match store.ref_history(&name) {
+            Ok(hist) => {
+                for h in hist.iter().filter(|h| !store.has_image(h)) {
+                    r.problems
+                        .push(format!("ref {name}: points at missing image {h}"));
+                }
+            }
+            Err(e) => r.problems.push(format!("ref {name}: {e}")),
+        }
+    }
+
+    // Objects: every file under objects/ hashes to its name.
+    let objdir = store.root.join("objects");
+    let mut files = Vec::new();
+    for fan in std::fs::read_dir(&objdir).ctx("list", &objdir)? {
+        let fan = fan.ctx("list", &objdir)?.path();
+        for e in std::fs::read_dir(&fan).ctx("list", &fan)? {
+            files.push(e.ctx("list", &fan)?.path());
+        }
+    }
+    progress.start("verify objects", Some(files.len() as u64));
+    let results: Vec<(Option<Hash>, u64, Option<String>)> = files
+        .par_iter()
+        .map(|p| {
+            progress.inc(1);
+            let name = p
+                .parent()
+                .and_then(|d| d.file_name())
+                .zip(p.file_name())
+                .map(|(a, b)| format!("{}{}", a.to_string_lossy(), b.to_string_lossy()));
+            let Some(h) = name.as_deref().and_then(Hash::from_hex) else {
+                return (
+                    None,
+                    0,
+                    Some(format!("stray file in objects/: {}", p.display())),
+                );
+            };
+            let mut hasher = blake3::Hasher::new();
+            let mut n = 0u64;
+            let res = std::fs::File::open(p).and_then(|mut f| {
+                let mut buf = vec![0u8; 256 * 1024];
+                loop {
+                    let k = f.read(&mut buf)?;
+                    if k == 0 {
+                        return Ok(());
+                    }
+                    n += k as u64;
+                    hasher.update(&buf[..k]);
+                }
+            });
+            match res {
+                Err(e) => (
+                    Some(h),
+                    n,
+                    Some(format!("object {h}: cannot read {}: {e}", p.display())),
+                ),
+                Ok(()) if Hash::from(hasher.finalize()) != h => (
+                    Some(h),
+                    n,
+                    Some(format!(
+                        "object {h} is corrupt ({}): content hashes differently",
+                        p.display()
+                    )),
+                ),
+                Ok(()) => (Some(h), n, None),
+            }
+        })
+        .collect();
+    progress.finish();
+    let mut present = HashSet::new();
+    for (h, n, problem) in results {
+        if let Some(h) = h {
+            r.objects += 1;
+            r.bytes += n;
+            if let Some((size, _)) = wanted.get(&h) {
+                if *size != n && problem.is_none() {
+                    r.problems
+                        .push(format!("object {h}: {n} bytes, images say {size}"));
+                }
+            } else {
+                r.unreferenced += 1;
+            }
+            present.insert(h);
+        }
+        if let Some(p) = problem {
+            r.problems.push(p);
+        }
+    }
+    let mut missing: Vec<_> = wanted
+        .iter()
+        .filter(|(h, _)| !present.contains(h))
+        .collect();
+    missing.sort();
+    for (h, (_, img)) in missing {
+        r.problems
+            .push(format!("object {h} is missing (used by image {img})"));
+    }
+    Ok(r)
+}

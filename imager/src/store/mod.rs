@@ -1,0 +1,408 @@
+//! The on-disk store: content objects addressed by blake3, images by ID, and names with
+//! history.
+//!
+//! ```text
+//! STORE/
+//!   objects/ab/cdef…   file content, raw, named by its blake3 (read-only files)
+//!   images/<id>/manifest   the canonical manifest text; blake3(manifest) == <id>
+//!   images/<id>/…      whatever else belongs to the image (build info, package list)
+//!   refs/<name>        the image IDs the name has pointed at, oldest first, one a line
+//!   tmp/               staging; anything here is an unfinished write, removed on open
+//!   lock               flock: shared by readers, exclusive by writers
+//! ```
+//! Writes are atomic: objects are staged in `tmp/`, flushed with one `syncfs`, then
+//! renamed into place; an image directory is renamed into place only after all its
+//! objects are; a ref is replaced by rename. A crash leaves at worst unreferenced objects
+//! and files in `tmp/`, never a name pointing at something incomplete. Every read checks
+//! the content against its name.
+
+mod fsck;
+mod txn;
+
+pub use fsck::FsckReport;
+pub use txn::Txn;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsx;
+use crate::tree::{text, Hash, Tree};
+use rustix::fs::FlockOperation;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub struct Store {
+    root: PathBuf,
+    _lock: File,
+}
+
+/// Whether a command only reads the store or also writes to it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+impl Store {
+    /// Opens (and on first write, creates) the store at `root`, taking its lock.
+    pub fn open(root: &Path, access: Access) -> Result<Store> {
+        if access == Access::Write {
+            for sub in ["objects", "images", "refs", "tmp"] {
+                fsx::create_dir_all(&root.join(sub))?;
+            }
+        } else if !root.join("images").is_dir() {
+            return Err(Error::Store {
+                store: root.to_path_buf(),
+                reason: "no store here (import an image first, or pass --store)".into(),
+            });
+        }
+        let lock_path = root.join("lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(access == Access::Write)
+            .truncate(false)
+            .read(true)
+            .write(access == Access::Write)
+            .open(&lock_path)
+            .ctx("open lock", &lock_path)?;
+        let op = match access {
+            Access::Read => FlockOperation::LockShared,
+            Access::Write => FlockOperation::LockExclusive,
+        };
+        rustix::fs::flock(&lock, op).ctx("lock", &lock_path)?;
+        let store = Store {
+            root: root.to_path_buf(),
+            _lock: lock,
+        };
+        if access == Access::Write {
+            store.clean_tmp()?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn err(&self, reason: impl Into<String>) -> Error {
+        Error::Store {
+            store: self.root.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Removes what an interrupted writer left in `tmp/` (we hold the exclusive lock).
+    fn clean_tmp(&self) -> Result<()> {
+        let tmp = self.root.join("tmp");
+        for e in std::fs::read_dir(&tmp).ctx("list", &tmp)? {
+            let p = e.ctx("list", &tmp)?.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p).ctx("remove", &p)?;
+            } else {
+                fsx::remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn object_path(&self, h: &Hash) -> PathBuf {
+        let hex = h.to_hex();
+        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
+    }
+
+    pub fn has_object(&self, h: &Hash) -> bool {
+        self.object_path(h).is_file()
+    }
+
+    /// Starts a write of new objects (see [`Txn`]).
+    pub fn txn(&self) -> Txn<'_> {
+        Txn::new(self)
+    }
+
+    /// An object's content, verified against its name.
+    pub fn read_object(&self, h: &Hash) -> Result<Vec<u8>> {
+        let p = self.object_path(h);
+        let data = std::fs::read(&p).ctx("read object", &p)?;
+        if Hash::of(&data) != *h {
+            return Err(self.err(format!(
+                "object {h} is corrupt: its content hashes to {}",
+                Hash::of(&data)
+            )));
+        }
+        Ok(data)
+    }
+
+    /// A reader of an object that checks, when it reaches the end, that the content has
+    /// the expected size and hash, and fails the read otherwise: whatever consumes it
+    /// (an archive, a copy) fails instead of passing on corrupt bytes.
+    pub fn object_reader(&self, h: &Hash, size: u64) -> Result<ObjectReader> {
+        let p = self.object_path(h);
+        let f = File::open(&p).ctx("open object", &p)?;
+        Ok(ObjectReader {
+            f,
+            path: p,
+            want: *h,
+            size,
+            seen: 0,
+            hasher: blake3::Hasher::new(),
+        })
+    }
+
+    fn image_dir(&self, id: &Hash) -> PathBuf {
+        self.root.join("images").join(id.to_hex())
+    }
+
+    pub fn has_image(&self, id: &Hash) -> bool {
+        self.image_dir(id).join("manifest").is_file()
+    }
+
+    /// The canonical text of an image, verified against its ID.
+    pub fn image_text(&self, id: &Hash) -> Result<String> {
+        let p = self.image_dir(id).join("manifest");
+        let text = fsx::read_to_string(&p)?;
+        if text::id_of(&text) != *id {
+            return Err(self.err(format!(
+                "image {id} is corrupt: its manifest hashes to {}",
+                text::id_of(&text)
+            )));
+        }
+        Ok(text)
+    }
+
+    pub fn read_image(&self, id: &Hash) -> Result<Tree> {
+        text::parse(&self.image_text(id)?, &format!("image {id}"))
+    }
+
+    /// Reads a file stored with an image (`None` if the image has no such file).
+    pub fn image_file(&self, id: &Hash, name: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.image_dir(id).join(name);
+        match std::fs::read(&p) {
+            Ok(d) => Ok(Some(d)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", p, e)),
+        }
+    }
+
+    /// Records an image whose objects are all in the store. `extra` files are stored
+    /// beside the manifest. Returns the image ID.
+    pub fn write_image(&self, tree: &Tree, extra: &[(&str, &[u8])]) -> Result<Hash> {
+        for (h, size) in tree.objects() {
+            let p = self.object_path(&h);
+            let m = std::fs::metadata(&p).ctx("inspect object", &p)?;
+            if m.len() != size {
+                return Err(self.err(format!(
+                    "object {h} has {} bytes, the image says {size}",
+                    m.len()
+                )));
+            }
+        }
+        let text = text::print(tree);
+        let id = text::id_of(&text);
+        let dir = self.image_dir(&id);
+        if dir.join("manifest").is_file() {
+            return Ok(id);
+        }
+        let tmp = self.root.join("tmp").join(format!("image-{}", id.to_hex()));
+        fsx::create_dir_all(&tmp)?;
+        write_synced(&tmp.join("manifest"), text.as_bytes())?;
+        for (name, data) in extra {
+            write_synced(&tmp.join(name), data)?;
+        }
+        sync_dir(&tmp)?;
+        fsx::rename(&tmp, &dir)?;
+        sync_dir(&self.root.join("images"))?;
+        Ok(id)
+    }
+
+    /// All image IDs in the store.
+    pub fn images(&self) -> Result<Vec<Hash>> {
+        let d = self.root.join("images");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&d).ctx("list", &d)? {
+            let e = e.ctx("list", &d)?;
+            if let Some(h) = e.file_name().to_str().and_then(Hash::from_hex) {
+                out.push(h);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn check_ref_name(&self, name: &str) -> Result<()> {
+        let ok = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "bad image name {name:?}: use letters, digits, `.`, `_` and `-` (not starting with `.`)"
+            )))
+        }
+    }
+
+    /// The IDs a name has pointed at, oldest first (empty if the name is unknown).
+    pub fn ref_history(&self, name: &str) -> Result<Vec<Hash>> {
+        self.check_ref_name(name)?;
+        let p = self.root.join("refs").join(name);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io("read", p, e)),
+        };
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| {
+                Hash::from_hex(l).ok_or_else(|| {
+                    self.err(format!("refs/{name}:{}: not an image ID: {l:?}", i + 1))
+                })
+            })
+            .collect()
+    }
+
+    /// All names, sorted.
+    pub fn refs(&self) -> Result<Vec<String>> {
+        let d = self.root.join("refs");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&d).ctx("list", &d)? {
+            if let Some(n) = e.ctx("list", &d)?.file_name().to_str() {
+                out.push(n.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Points `name` at `id`, keeping the history (`name~1` is then the previous image).
+    /// Pointing a name at the image it already has changes nothing.
+    pub fn set_ref(&self, name: &str, id: &Hash) -> Result<()> {
+        if !self.has_image(id) {
+            return Err(self.err(format!("cannot name {id}: no such image")));
+        }
+        let mut hist = self.ref_history(name)?;
+        if hist.last() == Some(id) {
+            return Ok(());
+        }
+        hist.push(*id);
+        let text: String = hist.iter().map(|h| format!("{h}\n")).collect();
+        let tmp = self.root.join("tmp").join(format!("ref-{name}"));
+        write_synced(&tmp, text.as_bytes())?;
+        let refs = self.root.join("refs");
+        fsx::rename(&tmp, &refs.join(name))?;
+        sync_dir(&refs)
+    }
+
+    /// Resolves `name`, `name~N`, a full ID or an unambiguous ID prefix (8+ hex digits).
+    pub fn resolve(&self, spec: &str) -> Result<Hash> {
+        let not_found = |reason: String| Error::NotFound {
+            spec: spec.to_string(),
+            store: self.root.clone(),
+            reason,
+        };
+        if let Some(h) = Hash::from_hex(spec) {
+            return if self.has_image(&h) {
+                Ok(h)
+            } else {
+                Err(not_found("no image with that ID".into()))
+            };
+        }
+        let (name, back) = match spec.split_once('~') {
+            Some((n, k)) => (
+                n,
+                k.parse::<usize>()
+                    .map_err(|_| not_found(format!("{k:?} after ~ is not a number")))?,
+            ),
+            None => (spec, 0),
+        };
+        let hist = if self.check_ref_name(name).is_ok() {
+            self.ref_history(name)?
+        } else {
+            Vec::new()
+        };
+        if !hist.is_empty() {
+            return hist
+                .len()
+                .checked_sub(back + 1)
+                .map(|i| hist[i])
+                .ok_or_else(|| {
+                    not_found(format!(
+                        "{name} has only {} image(s) in its history",
+                        hist.len()
+                    ))
+                });
+        }
+        if back == 0
+            && spec.len() >= 8
+            && spec
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            let matches: Vec<Hash> = self
+                .images()?
+                .into_iter()
+                .filter(|h| h.to_hex().starts_with(spec))
+                .collect();
+            return match matches.as_slice() {
+                [h] => Ok(*h),
+                [] => Err(not_found("no name and no image ID starts so".into())),
+                _ => Err(not_found(format!("{} image IDs start so", matches.len()))),
+            };
+        }
+        Err(not_found("no such name".into()))
+    }
+
+    /// Verifies every object and image (see [`fsck`]).
+    pub fn fsck(&self, progress: &dyn crate::progress::Progress) -> Result<FsckReport> {
+        fsck::run(self, progress)
+    }
+}
+
+/// Writes a file and flushes it to disk before returning.
+pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = File::create(path).ctx("create", path)?;
+    f.write_all(data).ctx("write", path)?;
+    f.sync_all().ctx("flush", path)
+}
+
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .ctx("flush directory", path)
+}
+
+/// See [`Store::object_reader`].
+pub struct ObjectReader {
+    f: File,
+    path: PathBuf,
+    want: Hash,
+    size: u64,
+    seen: u64,
+    hasher: blake3::Hasher,
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.f.read(buf)?;
+        self.seen += n as u64;
+        self.hasher.update(&buf[..n]);
+        if self.seen > self.size || (n == 0 && self.seen != self.size) {
+            return Err(std::io::Error::other(format!(
+                "object {} ({}) has {} bytes, the image says {}",
+                self.want,
+                self.path.display(),
+                self.seen,
+                self.size
+            )));
+        }
+        if n == 0 && Hash::from(self.hasher.finalize()) != self.want {
+            return Err(std::io::Error::other(format!(
+                "object {} ({}) is corrupt: its content hashes to {}",
+                self.want,
+                self.path.display(),
+                Hash::from(self.hasher.finalize())
+            )));
+        }
+        Ok(n)
+    }
+}

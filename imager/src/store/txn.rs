@@ -1,0 +1,165 @@
+//! A batch of new objects written atomically.
+//!
+//! Objects are written to `tmp/` as they come (from many threads), then one `syncfs`
+//! makes them all durable before any is renamed to its final name. Flushing each file on
+//! its own would cost one disk round trip per file, a few thousand for a root filesystem;
+//! the store's promise (an object under its final name is complete) is the same.
+
+use super::Store;
+use crate::error::{Error, IoContext, Result};
+use crate::fsx;
+use crate::tree::Hash;
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub struct Txn<'s> {
+    store: &'s Store,
+    staged: Mutex<Vec<(PathBuf, Hash)>>,
+    known: Mutex<HashSet<Hash>>,
+    counter: AtomicU64,
+    /// Bytes of content that were new to the store.
+    pub new_bytes: AtomicU64,
+}
+
+impl<'s> Txn<'s> {
+    pub(super) fn new(store: &'s Store) -> Txn<'s> {
+        Txn {
+            store,
+            staged: Mutex::new(Vec::new()),
+            known: Mutex::new(HashSet::new()),
+            counter: AtomicU64::new(0),
+            new_bytes: AtomicU64::new(0),
+        }
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.store
+            .root
+            .join("tmp")
+            .join(format!("obj-{}-{n}", std::process::id()))
+    }
+
+    /// True if the object is in the store or this batch already (and claims it if not,
+    /// so two threads with the same content write it once).
+    fn claim(&self, h: &Hash) -> bool {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.contains(h) {
+            return true;
+        }
+        known.insert(*h);
+        self.store.has_object(h)
+    }
+
+    /// Adds content held in memory; returns its hash.
+    pub fn put_bytes(&self, data: &[u8]) -> Result<Hash> {
+        let h = Hash::of(data);
+        if self.claim(&h) {
+            return Ok(h);
+        }
+        let tmp = self.tmp_path();
+        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        f.write_all(data).ctx("write", &tmp)?;
+        drop(f);
+        self.stage(tmp, h)?;
+        self.new_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Ok(h)
+    }
+
+    /// Adds content from a stream of exactly `size` bytes (larger than memory is fine);
+    /// `what` names the source in errors. Returns the hash.
+    pub fn put_reader(&self, mut r: impl Read, size: u64, what: &str) -> Result<Hash> {
+        let tmp = self.tmp_path();
+        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(Error::io("read content of", what, e));
+                }
+            };
+            hasher.update(&buf[..k]);
+            f.write_all(&buf[..k]).ctx("write", &tmp)?;
+            n += k as u64;
+        }
+        drop(f);
+        if n != size {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::io(
+                "read content of",
+                what,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("expected {size} bytes, got {n}"),
+                ),
+            ));
+        }
+        let h = Hash::from(hasher.finalize());
+        if self.claim(&h) {
+            fsx::remove_file(&tmp)?;
+            return Ok(h);
+        }
+        self.stage(tmp, h)?;
+        self.new_bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(h)
+    }
+
+    fn stage(&self, tmp: PathBuf, h: Hash) -> Result<()> {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
+            .ctx("set mode of", &tmp)?;
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((tmp, h));
+        Ok(())
+    }
+
+    /// Makes every staged object durable, then gives each its final name.
+    pub fn commit(self) -> Result<usize> {
+        let staged = std::mem::take(&mut *self.staged.lock().unwrap_or_else(|e| e.into_inner()));
+        if staged.is_empty() {
+            return Ok(0);
+        }
+        let tmp_dir = self.store.root.join("tmp");
+        let d = File::open(&tmp_dir).ctx("open", &tmp_dir)?;
+        rustix::fs::syncfs(&d).ctx("flush the filesystem of", &tmp_dir)?;
+        let mut dirs = HashSet::new();
+        for (tmp, h) in &staged {
+            let dst = self.store.object_path(h);
+            if let Some(parent) = dst.parent() {
+                if dirs.insert(parent.to_path_buf()) {
+                    fsx::create_dir_all(parent)?;
+                }
+            }
+            fsx::rename(tmp, &dst)?;
+        }
+        rustix::fs::syncfs(&d).ctx("flush the filesystem of", &tmp_dir)?;
+        Ok(staged.len())
+    }
+}
+
+impl Drop for Txn<'_> {
+    fn drop(&mut self) {
+        // An abandoned batch leaves nothing behind (a crash leaves tmp/, cleaned on open).
+        let staged = self
+            .staged
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for (tmp, _) in staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}

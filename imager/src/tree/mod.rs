@@ -1,0 +1,444 @@
+//! What an image *is*: one entry per path with its kind and metadata, sorted by path
+//! bytes, plus the rules a valid tree obeys. Every other part (scan, store, archives,
+//! normalisation, the syncer) builds or reads this one model.
+
+pub mod escape;
+pub mod scan;
+pub mod text;
+
+use crate::error::{Error, Result};
+use std::fmt;
+
+/// The blake3 hash of a file's content; also the name of its object in the store.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash(pub [u8; 32]);
+
+impl Hash {
+    pub fn of(data: &[u8]) -> Hash {
+        Hash(*blake3::hash(data).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Hash> {
+        if s.len() != 64 || s.bytes().any(|c| c.is_ascii_uppercase()) {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Hash(out))
+    }
+}
+
+impl From<blake3::Hash> for Hash {
+    fn from(h: blake3::Hash) -> Self {
+        Hash(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.to_hex())
+    }
+}
+
+/// What kind of filesystem object an entry is, with the data that only that kind has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    File {
+        size: u64,
+        hash: Hash,
+    },
+    Dir,
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// Another name for an earlier `File` entry (same inode): it has no metadata of its
+    /// own, the target's applies.
+    HardLink {
+        target: Vec<u8>,
+    },
+    CharDev {
+        major: u32,
+        minor: u32,
+    },
+    BlockDev {
+        major: u32,
+        minor: u32,
+    },
+    Fifo,
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::File { .. } => "file",
+            Kind::Dir => "dir",
+            Kind::Symlink { .. } => "symlink",
+            Kind::HardLink { .. } => "hardlink",
+            Kind::CharDev { .. } => "char",
+            Kind::BlockDev { .. } => "block",
+            Kind::Fifo => "fifo",
+        }
+    }
+}
+
+/// Permission bits an entry may carry: rwx for all three, setuid, setgid, sticky.
+pub const MODE_MASK: u32 = 0o7777;
+/// Linux cannot change a symlink's mode; it is always this.
+pub const SYMLINK_MODE: u32 = 0o777;
+/// Longest path and link target accepted (Linux PATH_MAX).
+pub const MAX_PATH: usize = 4096;
+/// Longest single name (Linux NAME_MAX).
+pub const MAX_NAME: usize = 255;
+/// Xattr limits of Linux (XATTR_NAME_MAX, XATTR_SIZE_MAX).
+pub const MAX_XATTR_NAME: usize = 255;
+pub const MAX_XATTR_VALUE: usize = 65536;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// `/` for the root, `/etc/passwd` otherwise: raw bytes, no `.`/`..`/empty components.
+    pub path: Vec<u8>,
+    pub kind: Kind,
+    /// Permission bits (`MODE_MASK`); the file type is in `kind`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch; sub-second parts are not part of an image.
+    pub mtime: i64,
+    /// Sorted by name, names unique.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Entry {
+    /// Everything but the mtime is equal: the ProdNG rule's "content and metadata unchanged".
+    pub fn same_but_mtime(&self, other: &Entry) -> bool {
+        self.path == other.path
+            && self.kind == other.kind
+            && self.mode == other.mode
+            && self.uid == other.uid
+            && self.gid == other.gid
+            && self.xattrs == other.xattrs
+    }
+
+    pub fn is_hardlink(&self) -> bool {
+        matches!(self.kind, Kind::HardLink { .. })
+    }
+}
+
+/// A validated image tree: entries sorted by path bytes, root first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tree {
+    entries: Vec<Entry>,
+}
+
+impl Tree {
+    /// Sorts and validates `entries` (see [`validate`]).
+    pub fn new(mut entries: Vec<Entry>) -> Result<Tree> {
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        validate(&entries)?;
+        Ok(Tree { entries })
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn into_entries(self) -> Vec<Entry> {
+        self.entries
+    }
+
+    pub fn get(&self, path: &[u8]) -> Option<&Entry> {
+        self.index_of(path).map(|i| &self.entries[i])
+    }
+
+    pub fn index_of(&self, path: &[u8]) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| e.path.as_slice().cmp(path))
+            .ok()
+    }
+
+    /// The entry and everything below it, in order (`path` `/` gives the whole tree).
+    pub fn subtree<'a>(&'a self, path: &'a [u8]) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.entries
+            .iter()
+            .filter(move |e| path == b"/" || e.path == path || is_below(&e.path, path))
+    }
+
+    /// Totals for `imager show`.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats::default();
+        for e in &self.entries {
+            match &e.kind {
+                Kind::File { size, .. } => {
+                    s.files += 1;
+                    s.bytes += size;
+                }
+                Kind::Dir => s.dirs += 1,
+                Kind::Symlink { .. } => s.symlinks += 1,
+                Kind::HardLink { .. } => s.hardlinks += 1,
+                Kind::CharDev { .. } | Kind::BlockDev { .. } => s.devices += 1,
+                Kind::Fifo => s.fifos += 1,
+            }
+            if !e.xattrs.is_empty() {
+                s.with_xattrs += 1;
+            }
+        }
+        let mut hashes: Vec<Hash> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                Kind::File { hash, .. } => Some(hash),
+                _ => None,
+            })
+            .collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        s.objects = hashes.len() as u64;
+        s
+    }
+
+    /// The distinct content hashes with their sizes.
+    pub fn objects(&self) -> Vec<(Hash, u64)> {
+        let mut v: Vec<(Hash, u64)> = self
+            .entries
+            .iter()
+            .filter_map(|e| match e.kind {
+                Kind::File { hash, size } => Some((hash, size)),
+                _ => None,
+            })
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+    pub devices: u64,
+    pub fifos: u64,
+    pub with_xattrs: u64,
+    pub bytes: u64,
+    pub objects: u64,
+}
+
+/// True when `path` is strictly below directory `dir` (both in entry form).
+pub fn is_below(path: &[u8], dir: &[u8]) -> bool {
+    if dir == b"/" {
+        return path != b"/";
+    }
+    path.len() > dir.len() && path.starts_with(dir) && path[dir.len()] == b'/'
+}
+
+/// The parent directory of an entry path (`None` for the root).
+pub fn parent(path: &[u8]) -> Option<&[u8]> {
+    if path == b"/" {
+        return None;
+    }
+    let i = path.iter().rposition(|&b| b == b'/')?;
+    Some(if i == 0 { b"/" } else { &path[..i] })
+}
+
+/// The last component of an entry path.
+pub fn file_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// Joins a relative path (components separated by `/`, no leading slash) onto `/`,
+/// checking every component; the form every importer turns its names into.
+pub fn entry_path(rel: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(rel.len() + 1);
+    for comp in rel.split(|&b| b == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => return Err("path has a `..` component".into()),
+            c => {
+                if c.contains(&0) {
+                    return Err("path has a NUL byte".into());
+                }
+                out.push(b'/');
+                out.extend_from_slice(c);
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    Ok(out)
+}
+
+fn check_path(p: &[u8]) -> std::result::Result<(), String> {
+    if p == b"/" {
+        return Ok(());
+    }
+    if p.first() != Some(&b'/') {
+        return Err("path does not start with /".into());
+    }
+    if p.len() > MAX_PATH {
+        return Err(format!("path longer than {MAX_PATH} bytes"));
+    }
+    for comp in p[1..].split(|&b| b == b'/') {
+        match comp {
+            b"" => return Err("empty path component".into()),
+            b"." | b".." => return Err("`.` or `..` path component".into()),
+            c if c.len() > MAX_NAME => return Err(format!("name longer than {MAX_NAME} bytes")),
+            c if c.contains(&0) => return Err("NUL byte in path".into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The rules every tree obeys, whatever produced it. `entries` must be sorted.
+///
+/// Parents come before children and must be directories: this is what makes "an entry
+/// under a symlink" impossible in an image, so nothing that materialises an image can be
+/// led through a link.
+pub fn validate(entries: &[Entry]) -> Result<()> {
+    let root = entries
+        .first()
+        .ok_or_else(|| Error::invalid(b"/", "the tree is empty (no root directory)"))?;
+    if root.path != b"/" || root.kind != Kind::Dir {
+        return Err(Error::invalid(b"/", "the root must be a directory"));
+    }
+    // Directory paths in a set: a sorted Vec probed by binary search.
+    let mut dirs: Vec<&[u8]> = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        check_path(&e.path).map_err(|r| Error::invalid(&e.path, r))?;
+        if i > 0 && entries[i - 1].path >= e.path {
+            return Err(Error::invalid(&e.path, "duplicate path"));
+        }
+        if let Some(p) = parent(&e.path) {
+            if dirs.binary_search(&p).is_err() {
+                let reason = match entries.binary_search_by(|x| x.path.as_slice().cmp(p)) {
+                    Ok(j) => format!(
+                        "its parent {} is a {}, not a directory",
+                        escape::escape(p),
+                        entries[j].kind.name()
+                    ),
+                    Err(_) => format!("its parent directory {} is missing", escape::escape(p)),
+                };
+                return Err(Error::invalid(&e.path, reason));
+            }
+        }
+        if e.mode & !MODE_MASK != 0 {
+            return Err(Error::invalid(
+                &e.path,
+                format!("mode {:o} has bits beyond 7777", e.mode),
+            ));
+        }
+        match &e.kind {
+            Kind::Dir => {
+                // Sorted insert keeps `dirs` sorted: byte order of dirs is entry order,
+                // and entries arrive sorted.
+                dirs.push(&e.path);
+            }
+            Kind::Symlink { target } => {
+                if target.is_empty() || target.len() > MAX_PATH || target.contains(&0) {
+                    return Err(Error::invalid(
+                        &e.path,
+                        "symlink target empty, too long or with NUL",
+                    ));
+                }
+                if e.mode != SYMLINK_MODE {
+                    return Err(Error::invalid(&e.path, "a symlink's mode is always 0777"));
+                }
+            }
+            Kind::HardLink { target } => {
+                let j = entries
+                    .binary_search_by(|x| x.path.as_slice().cmp(target))
+                    .map_err(|_| {
+                        Error::invalid(
+                            &e.path,
+                            format!(
+                                "hard link to {} which is not in the tree",
+                                escape::escape(target)
+                            ),
+                        )
+                    })?;
+                if j >= i || !matches!(entries[j].kind, Kind::File { .. }) {
+                    return Err(Error::invalid(
+                        &e.path,
+                        format!(
+                            "hard link target {} is not an earlier regular file",
+                            escape::escape(target)
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        for (k, (name, value)) in e.xattrs.iter().enumerate() {
+            if name.is_empty() || name.len() > MAX_XATTR_NAME || name.contains(&0) {
+                return Err(Error::invalid(
+                    &e.path,
+                    "xattr name empty, too long or with NUL",
+                ));
+            }
+            if value.len() > MAX_XATTR_VALUE {
+                return Err(Error::invalid(&e.path, "xattr value larger than 64 KiB"));
+            }
+            if k > 0 && e.xattrs[k - 1].0 >= *name {
+                return Err(Error::invalid(&e.path, "xattrs not sorted or duplicated"));
+            }
+        }
+    }
+    // `dirs` was filled in entry order, which is sorted order, so binary search held.
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn dir(p: &str) -> Entry {
+        Entry {
+            path: p.as_bytes().to_vec(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: vec![],
+        }
+    }
+
+    #[test]
+    fn entry_under_a_symlink_is_refused() {
+        let mut l = dir("/lib");
+        l.kind = Kind::Symlink {
+            target: b"usr/lib".to_vec(),
+        };
+        l.mode = SYMLINK_MODE;
+        let err = Tree::new(vec![dir("/"), l, dir("/lib/x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/lib/x") && err.contains("symlink"), "{err}");
+    }
+
+    #[test]
+    fn entry_paths_are_checked() {
+        assert_eq!(entry_path(b"./a//b/").unwrap(), b"/a/b");
+        assert_eq!(entry_path(b"./").unwrap(), b"/");
+        assert!(entry_path(b"a/../../etc").is_err());
+        assert_eq!(parent(b"/a"), Some(&b"/"[..]));
+        assert_eq!(parent(b"/a/b"), Some(&b"/a"[..]));
+        assert!(is_below(b"/a/b", b"/a") && !is_below(b"/ab", b"/a"));
+    }
+}

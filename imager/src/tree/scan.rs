@@ -1,0 +1,226 @@
+//! Reading a directory into image entries: one walk (not crossing into other
+//! filesystems), then the per-entry system calls (xattrs) in parallel. File content is not
+//! read here; the ingest stage reads each file once, to normalise, hash and store it.
+
+use super::{entry_path, Entry, Hash, Kind, SYMLINK_MODE};
+use crate::error::{Error, IoContext, Result};
+use crate::fsx;
+use globset::{Candidate, GlobSet};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Where an entry's content comes from until it is hashed and stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// A file on disk, read when ingested.
+    Disk(PathBuf),
+    /// Held in memory: small files an archive importer keeps because a normalisation
+    /// rule may apply to them.
+    Bytes(Vec<u8>),
+    /// Already hashed (and stored, when ingesting into a store): the hash is in the entry.
+    Known,
+}
+
+/// An entry whose file content (if any) has not been hashed yet.
+#[derive(Clone, Debug)]
+pub struct Pending {
+    pub entry: Entry,
+    pub content: Option<Content>,
+}
+
+/// Paths left out of a scan or an import: globs over entry paths (`/var/log/**`).
+/// A directory that matches is left out with everything below it.
+#[derive(Clone, Default)]
+pub struct Excludes {
+    set: Option<GlobSet>,
+}
+
+impl Excludes {
+    pub fn new(patterns: &[String]) -> Result<Excludes> {
+        if patterns.is_empty() {
+            return Ok(Excludes::default());
+        }
+        let mut b = globset::GlobSetBuilder::new();
+        for p in patterns {
+            let g = globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| Error::Usage(format!("bad exclude pattern {p:?}: {e}")))?;
+            b.add(g);
+        }
+        let set = b
+            .build()
+            .map_err(|e| Error::Usage(format!("bad exclude patterns: {e}")))?;
+        Ok(Excludes { set: Some(set) })
+    }
+
+    /// Reads patterns from list files: one a line, `#` comments and blank lines skipped.
+    pub fn from_files(files: &[PathBuf], extra: &[String]) -> Result<Excludes> {
+        let mut patterns = extra.to_vec();
+        for f in files {
+            for line in fsx::read_to_string(f)?.lines() {
+                let l = line.trim();
+                if !l.is_empty() && !l.starts_with('#') {
+                    patterns.push(l.to_string());
+                }
+            }
+        }
+        Excludes::new(&patterns)
+    }
+
+    pub fn is_excluded(&self, path: &[u8]) -> bool {
+        match &self.set {
+            Some(s) => path != b"/" && s.is_match_candidate(&Candidate::new(fsx::bytes_path(path))),
+            None => false,
+        }
+    }
+}
+
+/// Walks `root` into sorted pending entries. Sockets are refused (an image cannot carry
+/// one); mount points below `root` are kept as directories but not entered.
+pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
+    let meta = std::fs::symlink_metadata(root).ctx("inspect", root)?;
+    if !meta.is_dir() {
+        return Err(Error::Usage(format!(
+            "{} is not a directory",
+            root.display()
+        )));
+    }
+    let mut found: Vec<(Vec<u8>, PathBuf, std::fs::Metadata)> = Vec::new();
+    let walker = walkdir::WalkDir::new(root)
+        .same_file_system(true)
+        .follow_links(false)
+        .into_iter()
+        .filter_entry(|d| match d.path().strip_prefix(root) {
+            Ok(rel) => match entry_path(fsx::path_bytes(rel)) {
+                Ok(p) => !excludes.is_excluded(&p),
+                Err(_) => true,
+            },
+            Err(_) => true,
+        });
+    for item in walker {
+        let d = item.map_err(|e| {
+            let path = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.to_path_buf());
+            let io = e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
+            Error::io("walk", path, io)
+        })?;
+        let rel = d.path().strip_prefix(root).unwrap_or(d.path());
+        let p = entry_path(fsx::path_bytes(rel))
+            .map_err(|r| Error::invalid(fsx::path_bytes(rel), r))?;
+        let m = d.metadata().map_err(|e| {
+            let io = e
+                .into_io_error()
+                .unwrap_or_else(|| std::io::Error::other("metadata"));
+            Error::io("inspect", d.path(), io)
+        })?;
+        found.push((p, d.into_path(), m));
+    }
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+
+    // Hard links: the first path (in image order) of an inode holds the content.
+    let mut first_of_inode: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
+    let mut out: Vec<Pending> = Vec::with_capacity(found.len());
+    for (p, disk, m) in &found {
+        let ft = m.file_type();
+        let mut content = None;
+        let kind = if ft.is_file() {
+            if m.nlink() > 1 {
+                if let Some(first) = first_of_inode.get(&(m.dev(), m.ino())) {
+                    out.push(Pending {
+                        entry: Entry {
+                            path: p.clone(),
+                            kind: Kind::HardLink {
+                                target: first.clone(),
+                            },
+                            mode: m.mode() & super::MODE_MASK,
+                            uid: m.uid(),
+                            gid: m.gid(),
+                            mtime: m.mtime(),
+                            xattrs: Vec::new(),
+                        },
+                        content: None,
+                    });
+                    continue;
+                }
+                first_of_inode.insert((m.dev(), m.ino()), p.clone());
+            }
+            content = Some(Content::Disk(disk.clone()));
+            Kind::File {
+                size: m.len(),
+                hash: Hash([0; 32]),
+            }
+        } else if ft.is_dir() {
+            Kind::Dir
+        } else if ft.is_symlink() {
+            let t = std::fs::read_link(disk).ctx("read symlink", disk)?;
+            Kind::Symlink {
+                target: fsx::path_bytes(&t).to_vec(),
+            }
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let (major, minor) = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
+            if ft.is_char_device() {
+                Kind::CharDev { major, minor }
+            } else {
+                Kind::BlockDev { major, minor }
+            }
+        } else if ft.is_fifo() {
+            Kind::Fifo
+        } else if ft.is_socket() {
+            return Err(Error::invalid(
+                p,
+                format!("{} is a socket, which an image cannot hold", disk.display()),
+            ));
+        } else {
+            return Err(Error::invalid(p, "unknown file type"));
+        };
+        let mode = if matches!(kind, Kind::Symlink { .. }) {
+            SYMLINK_MODE
+        } else {
+            m.mode() & super::MODE_MASK
+        };
+        out.push(Pending {
+            entry: Entry {
+                path: p.clone(),
+                kind,
+                mode,
+                uid: m.uid(),
+                gid: m.gid(),
+                mtime: m.mtime(),
+                xattrs: Vec::new(),
+            },
+            content,
+        });
+    }
+    drop(found);
+
+    // The xattr calls are the scan's per-entry syscalls; spread them over the cores.
+    out.par_iter_mut().try_for_each(|pe| -> Result<()> {
+        if !pe.entry.is_hardlink() {
+            pe.entry.xattrs = fsx::read_xattrs(&fsx::under(root, &pe.entry.path))?;
+        }
+        Ok(())
+    })?;
+    // Hard links carry their target's metadata (a second name of one inode).
+    let mut by_path: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (i, pe) in out.iter().enumerate() {
+        if first_of_inode.values().any(|_| true) && matches!(pe.entry.kind, Kind::File { .. }) {
+            by_path.insert(pe.entry.path.clone(), i);
+        }
+    }
+    for i in 0..out.len() {
+        if let Kind::HardLink { target } = &out[i].entry.kind {
+            if let Some(&j) = by_path.get(target) {
+                out[i].entry.xattrs = out[j].entry.xattrs.clone();
+            }
+        }
+    }
+    Ok(out)
+}

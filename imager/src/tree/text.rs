@@ -1,0 +1,282 @@
+//! The canonical manifest text: one line per entry, sorted by path bytes, the form
+//! reviewers read and diff and whose blake3 is the image ID.
+//!
+//! ```text
+//! #imager-manifest v1
+//! / dir mode=0755 uid=0 gid=0 mtime=1700000000
+//! /bin symlink uid=0 gid=0 mtime=1700000000 target=usr/bin
+//! /usr/bin/ping file mode=0755 uid=0 gid=0 mtime=1700000000 size=90568 blake3=… xattr.security.capability=0100000200200000…
+//! /usr/bin/perl5.36.0 hardlink target=/usr/bin/perl
+//! /dev/null char mode=0666 uid=0 gid=0 mtime=1700000000 dev=1,3
+//! ```
+//! Fields come in this fixed order and only where the kind has them; paths, targets and
+//! xattr names use [`super::escape`]; xattr values are lowercase hex. A symlink's mode is
+//! always 0777 and is not written; a hard link has no metadata of its own. Parsing is
+//! strict: a text is accepted only if printing what was parsed gives the same bytes, so
+//! an image ID names exactly one tree.
+
+use super::escape::{escape, escape_with, unescape, unescape_with};
+use super::{Entry, Hash, Kind, Tree, SYMLINK_MODE};
+use crate::error::{Error, Result};
+use std::fmt::Write;
+
+pub const HEADER: &str = "#imager-manifest v1";
+
+/// Appends one entry's line (with its newline) to `out`.
+pub fn write_entry(out: &mut String, e: &Entry) {
+    out.push_str(&escape(&e.path));
+    out.push(' ');
+    out.push_str(e.kind.name());
+    if let Kind::HardLink { target } = &e.kind {
+        let _ = write!(out, " target={}", escape(target));
+        out.push('\n');
+        return;
+    }
+    if !matches!(e.kind, Kind::Symlink { .. }) {
+        let _ = write!(out, " mode={:04o}", e.mode);
+    }
+    let _ = write!(out, " uid={} gid={} mtime={}", e.uid, e.gid, e.mtime);
+    match &e.kind {
+        Kind::File { size, hash } => {
+            let _ = write!(out, " size={size} blake3={hash}");
+        }
+        Kind::Symlink { target } => {
+            let _ = write!(out, " target={}", escape(target));
+        }
+        Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+            let _ = write!(out, " dev={major},{minor}");
+        }
+        Kind::Dir | Kind::Fifo | Kind::HardLink { .. } => {}
+    }
+    for (name, value) in &e.xattrs {
+        let _ = write!(
+            out,
+            " xattr.{}={}",
+            escape_with(name, b"="),
+            hex::encode(value)
+        );
+    }
+    out.push('\n');
+}
+
+/// The canonical text of a tree.
+pub fn print(tree: &Tree) -> String {
+    let mut out = String::with_capacity(tree.entries().len() * 120 + HEADER.len() + 1);
+    out.push_str(HEADER);
+    out.push('\n');
+    for e in tree.entries() {
+        write_entry(&mut out, e);
+    }
+    out
+}
+
+/// The image ID of a canonical text.
+pub fn id_of(text: &str) -> Hash {
+    Hash::of(text.as_bytes())
+}
+
+/// Parses a canonical text; `source_name` names it in errors (a file path or an image ID).
+pub fn parse(text: &str, source_name: &str) -> Result<Tree> {
+    let err = |line: usize, reason: String| Error::Manifest {
+        source_name: source_name.to_string(),
+        line,
+        reason,
+    };
+    let mut lines = text.split_inclusive('\n');
+    match lines.next() {
+        Some(h) if h == format!("{HEADER}\n") => {}
+        _ => return Err(err(1, format!("expected the header line {HEADER:?}"))),
+    }
+    let mut entries: Vec<Entry> = Vec::new();
+    for (n, raw) in lines.enumerate() {
+        let lineno = n + 2;
+        let line = raw
+            .strip_suffix('\n')
+            .ok_or_else(|| err(lineno, "the last line has no newline".into()))?;
+        let mut e = parse_line(line).map_err(|r| err(lineno, r))?;
+        if let Kind::HardLink { target } = &e.kind {
+            // A hard link shares its target's inode, so it shares its metadata.
+            let t = entries
+                .binary_search_by(|x| x.path.as_slice().cmp(target))
+                .ok()
+                .map(|i| &entries[i])
+                .ok_or_else(|| {
+                    err(
+                        lineno,
+                        format!(
+                            "hard link target {} is not an earlier entry",
+                            escape(target)
+                        ),
+                    )
+                })?;
+            e.mode = t.mode;
+            e.uid = t.uid;
+            e.gid = t.gid;
+            e.mtime = t.mtime;
+            e.xattrs = t.xattrs.clone();
+        }
+        if let Some(prev) = entries.last() {
+            if prev.path >= e.path {
+                return Err(err(
+                    lineno,
+                    "entries are not sorted by path bytes, or a path repeats".into(),
+                ));
+            }
+        }
+        entries.push(e);
+    }
+    let tree = Tree::new(entries).map_err(|e| err(0, e.to_string()))?;
+    // Strictness: exactly one text per tree.
+    if print(&tree) != text {
+        return Err(err(
+            0,
+            "the text is not in canonical form (fields, order or spelling)".into(),
+        ));
+    }
+    Ok(tree)
+}
+
+fn parse_line(line: &str) -> std::result::Result<Entry, String> {
+    let mut fields = line.split(' ');
+    let path = unescape(fields.next().unwrap_or_default())?;
+    let kind_name = fields.next().ok_or("missing the kind")?;
+    let mut kv: Vec<(&str, &str)> = Vec::new();
+    for f in fields {
+        let (k, v) = f
+            .split_once('=')
+            .ok_or_else(|| format!("field {f:?} is not key=value"))?;
+        kv.push((k, v));
+    }
+    let mut it = kv.into_iter().peekable();
+    let mut take = |key: &str| -> std::result::Result<&str, String> {
+        match it.next() {
+            Some((k, v)) if k == key => Ok(v),
+            Some((k, _)) => Err(format!("expected field {key}, found {k}")),
+            None => Err(format!("missing field {key}")),
+        }
+    };
+    let num = |key: &str, v: &str| -> std::result::Result<u64, String> {
+        v.parse::<u64>()
+            .map_err(|_| format!("{key}={v:?} is not a number"))
+    };
+    let mut e = Entry {
+        path,
+        kind: Kind::Dir,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        xattrs: Vec::new(),
+    };
+    if kind_name == "hardlink" {
+        e.kind = Kind::HardLink {
+            target: unescape(take("target")?)?,
+        };
+        if it.next().is_some() {
+            return Err("a hardlink line has only a target".into());
+        }
+        return Ok(e);
+    }
+    if kind_name == "symlink" {
+        e.mode = SYMLINK_MODE;
+    } else {
+        let m = take("mode")?;
+        e.mode = u32::from_str_radix(m, 8).map_err(|_| format!("mode={m:?} is not octal"))?;
+    }
+    e.uid = u32::try_from(num("uid", take("uid")?)?).map_err(|_| "uid out of range")?;
+    e.gid = u32::try_from(num("gid", take("gid")?)?).map_err(|_| "gid out of range")?;
+    let m = take("mtime")?;
+    e.mtime = m
+        .parse::<i64>()
+        .map_err(|_| format!("mtime={m:?} is not a number"))?;
+    e.kind = match kind_name {
+        "file" => {
+            let size = num("size", take("size")?)?;
+            let h = take("blake3")?;
+            let hash = Hash::from_hex(h)
+                .ok_or_else(|| format!("blake3={h:?} is not 64 lowercase hex digits"))?;
+            Kind::File { size, hash }
+        }
+        "dir" => Kind::Dir,
+        "fifo" => Kind::Fifo,
+        "symlink" => Kind::Symlink {
+            target: unescape(take("target")?)?,
+        },
+        "char" | "block" => {
+            let d = take("dev")?;
+            let (a, b) = d
+                .split_once(',')
+                .ok_or_else(|| format!("dev={d:?} is not MAJOR,MINOR"))?;
+            let major = a
+                .parse::<u32>()
+                .map_err(|_| format!("bad device major {a:?}"))?;
+            let minor = b
+                .parse::<u32>()
+                .map_err(|_| format!("bad device minor {b:?}"))?;
+            if kind_name == "char" {
+                Kind::CharDev { major, minor }
+            } else {
+                Kind::BlockDev { major, minor }
+            }
+        }
+        other => return Err(format!("unknown kind {other:?}")),
+    };
+    for (k, v) in it {
+        let name = k
+            .strip_prefix("xattr.")
+            .ok_or_else(|| format!("unexpected field {k}"))?;
+        let name = unescape_with(name, b"=")?;
+        if v.bytes().any(|c| c.is_ascii_uppercase()) {
+            return Err(format!("xattr value of {k} is not lowercase hex"));
+        }
+        let value = hex::decode(v).map_err(|_| format!("xattr value of {k} is not hex"))?;
+        e.xattrs.push((name, value));
+    }
+    Ok(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "#imager-manifest v1
+/ dir mode=0755 uid=0 gid=0 mtime=1700000000
+/a\\x20b\\x0a file mode=4755 uid=0 gid=0 mtime=5 size=3 blake3=6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85 xattr.security.capability=0100000200200000 xattr.user.a\\x3db=
+/a\\x20b\\x0a2 hardlink target=/a\\x20b\\x0a
+/bin symlink uid=0 gid=0 mtime=-1 target=usr/bin
+/null char mode=0666 uid=0 gid=0 mtime=0 dev=1,3
+/p fifo mode=0600 uid=1000 gid=1000 mtime=0
+";
+
+    #[test]
+    fn canonical_text_round_trips() {
+        let t = parse(SAMPLE, "sample").unwrap();
+        assert_eq!(print(&t), SAMPLE);
+        assert_eq!(t.entries().len(), 6);
+        let hl = t.get(b"/a b\n2").unwrap();
+        assert_eq!(hl.mode, 0o4755, "a hard link takes its target's metadata");
+    }
+
+    #[test]
+    fn non_canonical_texts_are_refused() {
+        for (bad, why) in [
+            (
+                SAMPLE.replace(
+                    "mode=0755 uid=0 gid=0 mtime=1700000000",
+                    "uid=0 mode=0755 gid=0 mtime=1700000000",
+                ),
+                "field order",
+            ),
+            (SAMPLE.replace("mode=0666", "mode=666"), "mode spelling"),
+            (SAMPLE.replace("/bin symlink", "/bim symlink"), "sort order"),
+            (SAMPLE.replace("dev=1,3\n", "dev=1,3"), "missing newline"),
+            (SAMPLE.replace("/p fifo", "/q/p fifo"), "missing parent"),
+            (
+                SAMPLE.replace("hardlink target=/a\\x20b\\x0a", "hardlink target=/zz"),
+                "dangling hard link",
+            ),
+        ] {
+            assert!(parse(&bad, "x").is_err(), "{why} accepted");
+        }
+    }
+}
