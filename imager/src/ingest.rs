@@ -12,7 +12,7 @@ use crate::normalize::{self, gzip, mtime, pyc, Report, Rule};
 use crate::progress::Progress;
 use crate::store::Txn;
 use crate::tree::scan::{Content, Pending};
-use crate::tree::{Entry, Hash, Kind, Tree};
+use crate::tree::{path_cmp, Entry, Hash, Kind, Tree};
 use rayon::prelude::*;
 use std::path::Path;
 
@@ -77,7 +77,7 @@ pub fn ingest(
     keep_rewritten: bool,
     progress: &dyn Progress,
 ) -> Result<Ingested> {
-    pending.sort_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    pending.sort_by(|a, b| path_cmp(&a.entry.path, &b.entry.path));
     let files = pending.iter().filter(|p| p.content.is_some()).count() as u64;
     progress.start("hash", Some(files));
     let mut report = Report::default();
@@ -136,7 +136,7 @@ pub fn ingest(
     let mut entries: Vec<Entry> = pending.into_iter().map(|p| p.entry).collect();
     for i in 0..entries.len() {
         if let Kind::HardLink { target } = &entries[i].kind {
-            if let Ok(j) = entries.binary_search_by(|e| e.path.as_slice().cmp(target)) {
+            if let Ok(j) = entries.binary_search_by(|e| path_cmp(&e.path, target)) {
                 let t = entries[j].clone();
                 let e = &mut entries[i];
                 (e.mode, e.uid, e.gid, e.mtime, e.xattrs) =
@@ -209,10 +209,7 @@ fn content_stage(
             }
         } else if o.pyc && is_pyc(path) {
             let source = pyc::source_path(path)
-                .and_then(|s| {
-                    all.binary_search_by(|x| x.entry.path.as_slice().cmp(s.as_slice()))
-                        .ok()
-                })
+                .and_then(|s| all.binary_search_by(|x| path_cmp(&x.entry.path, &s)).ok())
                 .map(|j| &all[j].entry);
             if let Some(Entry {
                 kind: Kind::File { size: src_size, .. },

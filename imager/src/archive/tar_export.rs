@@ -1,6 +1,6 @@
 //! The deterministic tar.zst export: the same image gives the same bytes on any machine.
 //!
-//! Entries in image order (sorted path bytes, so parents first); names `./path`, with a
+//! Entries in image order ([`crate::tree::path_cmp`]: each directory followed by its contents); names `./path`, with a
 //! trailing `/` for directories; numeric owners only (empty user and group names); ustar
 //! headers, with a pax header only when needed, holding in this order `path` and
 //! `linkpath` (longer than 100 bytes), `uid`/`gid` (too large for ustar), `mtime`

@@ -275,35 +275,36 @@ fn read_tar<R: Read>(
                 }
                 let tp = entry_path(&t)
                     .map_err(|r| bad(&raw_name, format!("hard link target {}: {r}", escape(&t))))?;
-                let target =
-                    match seen.get(&tp).map(|&i| &out[i].entry) {
-                        Some(Entry {
-                            kind: Kind::File { .. },
-                            path,
-                            ..
-                        }) => path.clone(),
-                        Some(Entry {
-                            kind: Kind::HardLink { target },
-                            ..
-                        }) => target.clone(),
-                        Some(other) => {
-                            return Err(bad(
-                                &raw_name,
-                                format!(
-                                    "hard link to {} which is a {}",
-                                    escape(&tp),
-                                    other.kind.name()
-                                ),
-                            ))
-                        }
-                        None => return Err(bad(
+                let target = match seen.get(&tp).map(|&i| &out[i].entry) {
+                    Some(Entry {
+                        kind: Kind::File { .. },
+                        path,
+                        ..
+                    }) => path.clone(),
+                    Some(Entry {
+                        kind: Kind::HardLink { target },
+                        ..
+                    }) => target.clone(),
+                    Some(other) => {
+                        return Err(bad(
+                            &raw_name,
+                            format!(
+                                "hard link to {} which is a {}",
+                                escape(&tp),
+                                other.kind.name()
+                            ),
+                        ))
+                    }
+                    None => {
+                        return Err(bad(
                             &raw_name,
                             format!(
                                 "hard link to {} which is not earlier in the archive (outside it)",
                                 escape(&tp)
                             ),
-                        )),
-                    };
+                        ))
+                    }
+                };
                 Kind::HardLink { target }
             }
             EntryType::Char => {
@@ -434,11 +435,48 @@ struct PaxFields {
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// The records of a pax extended header: `LEN key=value\n`, LEN counting the whole
+/// record. Parsed by length, since values (paths, binary xattrs) may hold newlines; the
+/// `tar` crate's parser splits on newlines and would misread them.
+fn pax_records(data: &[u8]) -> impl Iterator<Item = std::result::Result<(&[u8], &[u8]), String>> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let parsed = (|| {
+            let sp = rest
+                .iter()
+                .take(20)
+                .position(|&b| b == b' ')
+                .ok_or("record without a length")?;
+            let len: usize = std::str::from_utf8(&rest[..sp])
+                .ok()
+                .and_then(|l| l.parse().ok())
+                .ok_or("record length is not a number")?;
+            let rec = rest
+                .get(..len)
+                .filter(|r| len > sp + 1 && r.last() == Some(&b'\n'))
+                .ok_or("record length does not match its content")?;
+            let kv = &rec[sp + 1..len - 1];
+            let eq = kv
+                .iter()
+                .position(|&b| b == b'=')
+                .ok_or("record without `=`")?;
+            rest = &rest[len..];
+            Ok((&kv[..eq], &kv[eq + 1..]))
+        })();
+        if parsed.is_err() {
+            rest = &[];
+        }
+        Some(parsed.map_err(|e: &str| e.to_string()))
+    })
+}
+
 fn parse_pax(data: &[u8]) -> std::result::Result<PaxFields, String> {
     let mut f = PaxFields::default();
-    for rec in tar::PaxExtensions::new(data) {
-        let rec = rec.map_err(|e| e.to_string())?;
-        let (k, v) = (rec.key_bytes(), rec.value_bytes());
+    for rec in pax_records(data) {
+        let (k, v) = rec?;
         let num = |v: &[u8]| {
             std::str::from_utf8(v)
                 .ok()

@@ -1,5 +1,5 @@
-//! What an image *is*: one entry per path with its kind and metadata, sorted by path
-//! bytes, plus the rules a valid tree obeys. Every other part (scan, store, archives,
+//! What an image *is*: one entry per path with its kind and metadata, in path order
+//! ([`path_cmp`]), plus the rules a valid tree obeys. Every other part (scan, store, archives,
 //! normalisation, the syncer) builds or reads this one model.
 
 pub mod escape;
@@ -7,6 +7,7 @@ pub mod scan;
 pub mod text;
 
 use crate::error::{Error, Result};
+use std::cmp::Ordering;
 use std::fmt;
 
 /// The blake3 hash of a file's content; also the name of its object in the store.
@@ -134,7 +135,7 @@ impl Entry {
     }
 }
 
-/// A validated image tree: entries sorted by path bytes, root first.
+/// A validated image tree: entries in path order ([`path_cmp`]), root first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tree {
     entries: Vec<Entry>,
@@ -143,7 +144,7 @@ pub struct Tree {
 impl Tree {
     /// Sorts and validates `entries` (see [`validate`]).
     pub fn new(mut entries: Vec<Entry>) -> Result<Tree> {
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        entries.sort_by(|a, b| path_cmp(&a.path, &b.path));
         validate(&entries)?;
         Ok(Tree { entries })
     }
@@ -162,7 +163,7 @@ impl Tree {
 
     pub fn index_of(&self, path: &[u8]) -> Option<usize> {
         self.entries
-            .binary_search_by(|e| e.path.as_slice().cmp(path))
+            .binary_search_by(|e| path_cmp(&e.path, path))
             .ok()
     }
 
@@ -233,6 +234,17 @@ pub struct Stats {
     pub with_xattrs: u64,
     pub bytes: u64,
     pub objects: u64,
+}
+
+/// The order of entries in an image: byte order, except that `/` sorts before every
+/// other byte. That is a depth-first walk with each directory's names in byte order, so
+/// everything below a directory comes right after it (`/etc/python3`, its children, then
+/// `/etc/python3.11`). Tar extractors finish a directory when they meet a path outside
+/// it, so this order is what lets GNU tar restore directory mtimes exactly. Paths hold
+/// no NUL byte, so mapping `/` to 0 is exact.
+pub fn path_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    let key = |c: &u8| if *c == b'/' { 0 } else { *c };
+    a.iter().map(key).cmp(b.iter().map(key))
 }
 
 /// True when `path` is strictly below directory `dir` (both in entry form).
@@ -321,12 +333,12 @@ pub fn validate(entries: &[Entry]) -> Result<()> {
     let mut dirs: Vec<&[u8]> = Vec::new();
     for (i, e) in entries.iter().enumerate() {
         check_path(&e.path).map_err(|r| Error::invalid(&e.path, r))?;
-        if i > 0 && entries[i - 1].path >= e.path {
+        if i > 0 && path_cmp(&entries[i - 1].path, &e.path) != Ordering::Less {
             return Err(Error::invalid(&e.path, "duplicate path"));
         }
         if let Some(p) = parent(&e.path) {
-            if dirs.binary_search(&p).is_err() {
-                let reason = match entries.binary_search_by(|x| x.path.as_slice().cmp(p)) {
+            if dirs.binary_search_by(|d| path_cmp(d, p)).is_err() {
+                let reason = match entries.binary_search_by(|x| path_cmp(&x.path, p)) {
                     Ok(j) => format!(
                         "its parent {} is a {}, not a directory",
                         escape::escape(p),
@@ -362,7 +374,7 @@ pub fn validate(entries: &[Entry]) -> Result<()> {
             }
             Kind::HardLink { target } => {
                 let j = entries
-                    .binary_search_by(|x| x.path.as_slice().cmp(target))
+                    .binary_search_by(|x| path_cmp(&x.path, target))
                     .map_err(|_| {
                         Error::invalid(
                             &e.path,

@@ -123,7 +123,7 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
         })?;
         found.push((p, d.into_path(), m));
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.sort_by(|a, b| super::path_cmp(&a.0, &b.0));
 
     // Hard links: the first path (in image order) of an inode holds the content.
     let mut first_of_inode: HashMap<(u64, u64), Vec<u8>> = HashMap::new();

@@ -1,0 +1,109 @@
+//! Helpers for the imager integration tests: run the real binary against an isolated
+//! store, and on failure show the command and everything it printed.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::Builder::new()
+                .prefix("imager-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    /// Runs `imager --store <store> --quiet ARGS`, whatever its outcome.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_imager"))
+            .arg("--store")
+            .arg(self.store())
+            .arg("--quiet")
+            .args(args)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("run imager")
+    }
+
+    /// Runs imager and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        if !out.status.success() {
+            panic!(
+                "imager {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs imager and requires failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "imager {args:?} should have failed; stdout:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// The ID printed by `import` / `hash` (first line of stdout).
+    pub fn id(&self, args: &[&str]) -> String {
+        let out = self.ok(args);
+        let id = out.lines().next().unwrap_or_default().trim().to_string();
+        assert_eq!(id.len(), 64, "not an ID: {out:?}");
+        id
+    }
+}
+
+pub fn sh(cmd: &str, dir: &Path) -> Output {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 test path")
+}
+
+/// A small tree with a bit of everything: setuid, a capability, a user xattr, a hard
+/// link, a symlink, a device, a fifo, a name with a space and a newline, a long name.
+pub fn sample_tree(root: &Path) {
+    let long = "l".repeat(150);
+    let script = format!(
+        "set -e; mkdir -p a/b '{long}'; echo hello > a/f; ln a/f a/hl; ln -s ../f a/b/link; \
+         printf x > 'a/sp ace
+nl'; mknod a/null c 1 3; mkfifo a/fifo; chmod 4755 a/f; setfattr -n user.test -v val a/f; \
+         setcap cap_net_raw+ep a/hl; chown 1000:1001 a/b; echo deep > '{long}/{long}'; \
+         ln -s '{long}/{long}' '{long}/link-{long}'; touch -d @1600000000 a/b; touch -h -d @1500000000 a/b/link"
+    );
+    std::fs::create_dir_all(root).expect("mkdir");
+    sh(&script, root);
+}
