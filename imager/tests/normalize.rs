@@ -1,0 +1,187 @@
+//! Normalisation on files made by the real tools: `gzip` (which stores the name and
+//! mtime) and `python3 -m py_compile` (timestamp-based pycs), checked with `gzip` and the
+//! real interpreter afterwards.
+
+mod common;
+use common::{s, sh, Env};
+use std::path::Path;
+
+const EPOCH: &str = "1700000000";
+
+/// A small tree whose build noise is a function of `label` and the wall clock.
+fn build(root: &Path, label: &str) {
+    std::fs::create_dir_all(root.join("pkg/__pycache__")).unwrap();
+    let script = format!(
+        "set -e
+         seq 1 2000 > notes-{label}.txt && gzip -9 notes-{label}.txt && mv notes-{label}.txt.gz notes.txt.gz
+         (seq 1 10; echo one) > m1 && (seq 1 10; echo two) > m2 && gzip m1 m2 && cat m1.gz m2.gz > multi.gz && rm m1.gz m2.gz
+         printf 'VALUE = 42\\n' > pkg/mod_a.py
+         env -u SOURCE_DATE_EPOCH python3 -m py_compile pkg/mod_a.py
+         touch -d @$(( {EPOCH} + 1000 + $(date +%N) % 1000 )) pkg/mod_a.py"
+    );
+    sh(&script, root);
+}
+
+#[test]
+fn gzip_and_pyc_from_real_tools_normalise_to_the_same_image() {
+    let env = Env::new();
+    let (a, b) = (env.path("a"), env.path("b"));
+    build(&a, "first");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    build(&b, "second");
+    assert_ne!(
+        env.id(&["hash", s(&a)]),
+        env.id(&["hash", s(&b)]),
+        "the two builds should differ before normalising"
+    );
+    // hash --normalize predicts what normalize does in place.
+    let predicted = env.id(&["hash", s(&a), "--normalize", "--epoch", EPOCH]);
+    let report = env.ok(&["normalize", s(&a), "--epoch", EPOCH, "--verbose"]);
+    assert!(report.contains("2 gzip headers, 1 pyc headers"), "{report}");
+    env.ok(&["normalize", s(&b), "--epoch", EPOCH]);
+    let id = env.id(&["hash", s(&a)]);
+    assert_eq!(id, predicted);
+    assert_eq!(id, env.id(&["hash", s(&b)]), "normalised builds differ");
+    // Idempotent: a second pass changes nothing.
+    assert!(env.ok(&["normalize", s(&a), "--epoch", EPOCH]).contains(
+        "0 mtimes set, 0 mtimes kept from the previous image, 0 gzip headers, 0 pyc headers"
+    ));
+
+    // gzip: MTIME 0 and no name in every member, same decompressed bytes.
+    let gz = std::fs::read(a.join("notes.txt.gz")).unwrap();
+    assert_eq!(&gz[4..8], &[0, 0, 0, 0], "MTIME not cleared");
+    assert_eq!(gz[3] & 0x08, 0, "FNAME still set");
+    let out = sh(
+        "gzip -dc notes.txt.gz | cmp - /dev/stdin <<EOF\n$(seq 1 2000)\nEOF",
+        &a,
+    );
+    assert!(out.status.success());
+    let multi = sh("gzip -dc multi.gz", &a);
+    assert_eq!(
+        String::from_utf8_lossy(&multi.stdout),
+        "1\n2\n3\n4\n5\n6\n7\n8\n9\n10\none\n1\n2\n3\n4\n5\n6\n7\n8\n9\n10\ntwo\n"
+    );
+    sh("gzip -t multi.gz notes.txt.gz", &a);
+
+    // pyc: Python uses it as it is (its verbose import says "matches") and leaves it alone.
+    let pyc = a.join("pkg/__pycache__/mod_a.cpython-311.pyc");
+    let pyc = if pyc.exists() {
+        pyc
+    } else {
+        std::fs::read_dir(a.join("pkg/__pycache__"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    };
+    let before = std::fs::read(&pyc).unwrap();
+    let out = std::process::Command::new("python3")
+        .args(["-v", "-c", "import pkg.mod_a as m; assert m.VALUE == 42"])
+        .current_dir(&a)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("mod_a") && l.contains("matches")),
+        "python recompiled:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&pyc).unwrap(),
+        before,
+        "python rewrote the pyc"
+    );
+}
+
+#[test]
+fn import_normalises_directories_and_archives_alike() {
+    let env = Env::new();
+    let a = env.path("a");
+    build(&a, "x");
+    env.ok(&["import", s(&a), "--name", "raw"]);
+    env.ok(&["export", "raw", "--tar", s(&env.path("raw.tar.zst"))]);
+    let from_dir = env.id(&["import", s(&a), "--normalize", "--epoch", EPOCH]);
+    let from_tar = env.id(&[
+        "import",
+        s(&env.path("raw.tar.zst")),
+        "--normalize",
+        "--epoch",
+        EPOCH,
+    ]);
+    assert_eq!(from_dir, from_tar);
+    assert_eq!(
+        from_dir,
+        env.id(&["hash", s(&a), "--normalize", "--epoch", EPOCH])
+    );
+}
+
+#[test]
+fn unchanged_entries_keep_the_previous_images_mtime() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    sh(
+        "echo same > same && echo old > changed && touch -d @1800000000 same changed .",
+        &src,
+    );
+    env.ok(&[
+        "import",
+        s(&src),
+        "--name",
+        "app",
+        "--normalize",
+        "--epoch",
+        "1000",
+    ]);
+    // The next build: same content for `same` but a new mtime, new content for `changed`.
+    sh(
+        "echo new > changed && touch -d @1900000000 same changed .",
+        &src,
+    );
+    let out = env.run(&[
+        "import",
+        s(&src),
+        "--name",
+        "app",
+        "--normalize",
+        "--epoch",
+        "2000",
+        "--previous",
+        "app",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ls = env.ok(&["ls", "app"]);
+    let line = |p: &str| {
+        ls.lines()
+            .find(|l| l.starts_with(&format!("{p} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("/same").contains("mtime=1000 "), "{ls}");
+    assert!(line("/changed").contains("mtime=2000 "), "{ls}");
+    // The root's metadata did not change either: it keeps the old mtime too.
+    assert!(line("/").contains("mtime=1000"), "{ls}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 mtimes kept from the previous image"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sockets_are_refused_with_their_path() {
+    let env = Env::new();
+    let src = env.path("src");
+    std::fs::create_dir(&src).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(src.join("sock")).unwrap();
+    let err = env.fails(&["import", s(&src)]);
+    assert!(err.contains("sock") && err.contains("socket"), "{err}");
+}
