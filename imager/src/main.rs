@@ -45,11 +45,8 @@ enum Cmd {
         norm: NormArgs,
         #[command(flatten)]
         ex: ExcludeArgs,
-        #[arg(long)]
-        json: bool,
-        /// List every path normalisation changed
-        #[arg(long, short)]
-        verbose: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Write an image out as a deterministic tar.zst or into a directory
     Export {
@@ -94,11 +91,8 @@ enum Cmd {
         norm: NormArgs,
         #[command(flatten)]
         ex: ExcludeArgs,
-        #[arg(long)]
-        json: bool,
-        /// List every path changed
-        #[arg(long, short)]
-        verbose: bool,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Verify every object, image and name in the store
     Fsck {
@@ -136,6 +130,16 @@ struct ExcludeArgs {
     /// Leave out the globs listed in this file (one a line, # comments); repeatable
     #[arg(long, value_name = "FILE")]
     exclude_from: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+    /// List every path normalisation changed
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -269,8 +273,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             normalize,
             norm,
             ex,
-            json,
-            verbose,
+            report: ReportArgs { json, verbose },
         } => {
             let store = open(Access::Write)?;
             let norm_opts = if *normalize {
@@ -372,8 +375,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             dir,
             norm,
             ex,
-            json,
-            verbose,
+            report: ReportArgs { json, verbose },
         } => {
             let o = norm.build(None, &root)?;
             let r = ops::normalize_dir(dir, &o, &ex.build()?, progress)

@@ -1,6 +1,7 @@
 //! Exports and imports through the real binary: determinism, GNU tar compatibility, and
 //! the refusal of unsafe or damaged archives.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod common;
 use common::{s, sample_tree, sh, Env};
 

@@ -3,6 +3,7 @@
 //! same. SSH host keys are random per build and left out (the build removes them, a later
 //! issue). Needs root and the Debian archive, as CI has; about two minutes.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod common;
 use common::{s, Env};
 use std::process::Command;

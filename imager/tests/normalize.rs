@@ -2,6 +2,7 @@
 //! mtime) and `python3 -m py_compile` (timestamp-based pycs), checked with `gzip` and the
 //! real interpreter afterwards.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod common;
 use common::{s, sh, Env};
 use std::path::Path;

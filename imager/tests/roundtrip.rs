@@ -4,6 +4,7 @@
 //! The trees are made on disk by this test with plain system calls, not by imager.
 //! (Xattr names with `=` are left out: tar cannot carry them, and the export says so.)
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 use imager::ops::{self, ExportTarget, ImportOptions, Source};
 use imager::progress::Quiet;
 use imager::store::{Access, Store};

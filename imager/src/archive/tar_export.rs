@@ -69,9 +69,12 @@ pub fn write_tar<W: Write>(
     b.into_inner().map_err(io)
 }
 
-fn header(e: &Entry) -> Result<(Header, Vec<(String, Vec<u8>)>)> {
+/// Pax records (key, value) that go before an entry's header.
+type Pax = Vec<(String, Vec<u8>)>;
+
+fn header(e: &Entry) -> Result<(Header, Pax)> {
     let mut h = Header::new_ustar();
-    let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut pax: Pax = Vec::new();
     let is_dir = e.kind == Kind::Dir;
     let name = tar_name(&e.path, is_dir);
     set_name_field(&mut h, &name, &mut pax, "path");
@@ -135,7 +138,7 @@ fn header(e: &Entry) -> Result<(Header, Vec<(String, Vec<u8>)>)> {
     Ok((h, pax))
 }
 
-fn set_name_field(h: &mut Header, name: &[u8], pax: &mut Vec<(String, Vec<u8>)>, key: &str) {
+fn set_name_field(h: &mut Header, name: &[u8], pax: &mut Pax, key: &str) {
     let field = &mut h.as_old_mut().name;
     if name.len() <= field.len() {
         field[..name.len()].copy_from_slice(name);
@@ -146,7 +149,7 @@ fn set_name_field(h: &mut Header, name: &[u8], pax: &mut Vec<(String, Vec<u8>)>,
     }
 }
 
-fn set_link_field(h: &mut Header, target: &[u8], pax: &mut Vec<(String, Vec<u8>)>) {
+fn set_link_field(h: &mut Header, target: &[u8], pax: &mut Pax) {
     let field = &mut h.as_old_mut().linkname;
     if target.len() <= field.len() {
         field[..target.len()].copy_from_slice(target);

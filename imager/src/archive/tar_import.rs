@@ -64,44 +64,27 @@ pub fn read_archive(
         .fill_buf()
         .map_err(|e| Error::io("read", name, e))?
         .to_vec();
-    let eof = Rc::new(Cell::new(false));
-    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        let dec = zstd::stream::read::Decoder::with_buffer(src)
-            .map_err(|e| Error::io("decompress", name, e))?;
-        read_tar(
-            EofTracker {
-                inner: dec,
-                eof: eof.clone(),
-            },
-            &eof,
-            name,
-            txn,
-            opts,
+    let inner: Box<dyn Read> = if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(src)
+                .map_err(|e| Error::io("decompress", name, e))?,
         )
     } else if head.starts_with(&[0x1f, 0x8b]) {
-        let dec = flate2::bufread::MultiGzDecoder::new(src);
-        read_tar(
-            EofTracker {
-                inner: dec,
-                eof: eof.clone(),
-            },
-            &eof,
-            name,
-            txn,
-            opts,
-        )
+        Box::new(flate2::bufread::MultiGzDecoder::new(src))
     } else {
-        read_tar(
-            EofTracker {
-                inner: src,
-                eof: eof.clone(),
-            },
-            &eof,
-            name,
-            txn,
-            opts,
-        )
-    }
+        Box::new(src)
+    };
+    let eof = Rc::new(Cell::new(false));
+    read_tar(
+        EofTracker {
+            inner,
+            eof: eof.clone(),
+        },
+        &eof,
+        name,
+        txn,
+        opts,
+    )
 }
 
 fn read_tar<R: Read>(
@@ -186,6 +169,9 @@ fn read_tar<R: Read>(
             ));
         }
         let path = entry_path(&raw_name).map_err(|r| bad(&raw_name, r))?;
+        if opts.excludes.covers(&path) {
+            continue; // its content is skipped unread
+        }
         if let Some(s) = p.size {
             if s != declared {
                 return Err(bad(
@@ -323,11 +309,6 @@ fn read_tar<R: Read>(
                 ))
             }
         };
-        if opts.excludes.is_excluded(&path)
-            || crate::tree::parent(&path).is_some_and(|_| excluded_parent(&path, opts.excludes))
-        {
-            continue;
-        }
         if let Some(&i) = seen.get(&path) {
             // A directory listed twice (tar -r, some tools) is harmless if identical.
             if !(out[i].entry == entry && entry.kind == Kind::Dir) {
@@ -351,30 +332,11 @@ fn read_tar<R: Read>(
     if !seen.contains_key(&b"/"[..]) {
         // `tar -C dir -cf x.tar file…` has no entry for the root; it is a plain directory.
         out.push(Pending {
-            entry: Entry {
-                path: b"/".to_vec(),
-                kind: Kind::Dir,
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime: 0,
-                xattrs: Vec::new(),
-            },
+            entry: Entry::dir(b"/", 0o755, 0),
             content: None,
         });
     }
     Ok(out)
-}
-
-fn excluded_parent(path: &[u8], ex: &crate::tree::scan::Excludes) -> bool {
-    let mut p = path;
-    while let Some(parent) = crate::tree::parent(p) {
-        if ex.is_excluded(parent) {
-            return true;
-        }
-        p = parent;
-    }
-    false
 }
 
 fn strip_nul(mut v: Vec<u8>) -> Vec<u8> {

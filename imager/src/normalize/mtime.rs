@@ -43,15 +43,7 @@ mod tests {
     }
 
     fn prev_tree(e: Entry) -> Tree {
-        let root = Entry {
-            path: b"/".to_vec(),
-            kind: Kind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            xattrs: vec![],
-        };
+        let root = Entry::dir(b"/", 0o755, 0);
         Tree::new(vec![root, e]).unwrap()
     }
 

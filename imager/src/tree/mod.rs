@@ -120,6 +120,19 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// A directory entry (tests, and the root an archive may leave implicit).
+    pub fn dir(path: &[u8], mode: u32, mtime: i64) -> Entry {
+        Entry {
+            path: path.to_vec(),
+            kind: Kind::Dir,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: Vec::new(),
+        }
+    }
+
     /// Everything but the mtime is equal: the ProdNG rule's "content and metadata unchanged".
     pub fn same_but_mtime(&self, other: &Entry) -> bool {
         self.path == other.path
@@ -419,16 +432,8 @@ pub fn validate(entries: &[Entry]) -> Result<()> {
 mod tests {
     use super::*;
 
-    pub fn dir(p: &str) -> Entry {
-        Entry {
-            path: p.as_bytes().to_vec(),
-            kind: Kind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            mtime: 0,
-            xattrs: vec![],
-        }
+    fn dir(p: &str) -> Entry {
+        Entry::dir(p.as_bytes(), 0o755, 0)
     }
 
     #[test]

@@ -71,6 +71,18 @@ impl Excludes {
         Excludes::new(&patterns)
     }
 
+    /// True when `path` or one of its parent directories is excluded.
+    pub fn covers(&self, path: &[u8]) -> bool {
+        let mut p = Some(path);
+        while let Some(q) = p {
+            if self.is_excluded(q) {
+                return true;
+            }
+            p = super::parent(q);
+        }
+        false
+    }
+
     pub fn is_excluded(&self, path: &[u8]) -> bool {
         match &self.set {
             Some(s) => path != b"/" && s.is_match_candidate(&Candidate::new(fsx::bytes_path(path))),
@@ -208,19 +220,6 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
         }
         Ok(())
     })?;
-    // Hard links carry their target's metadata (a second name of one inode).
-    let mut by_path: HashMap<Vec<u8>, usize> = HashMap::new();
-    for (i, pe) in out.iter().enumerate() {
-        if first_of_inode.values().any(|_| true) && matches!(pe.entry.kind, Kind::File { .. }) {
-            by_path.insert(pe.entry.path.clone(), i);
-        }
-    }
-    for i in 0..out.len() {
-        if let Kind::HardLink { target } = &out[i].entry.kind {
-            if let Some(&j) = by_path.get(target) {
-                out[i].entry.xattrs = out[j].entry.xattrs.clone();
-            }
-        }
-    }
+    // A hard link's metadata is its target's; ingest copies it once content is final.
     Ok(out)
 }

@@ -1,7 +1,7 @@
 //! Helpers for the imager integration tests: run the real binary against an isolated
 //! store, and on failure show the command and everything it printed.
 #![allow(dead_code)]
-
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
