@@ -59,7 +59,7 @@ for d, _, fs in os.walk(sys.argv[1]):
 PY
 ngz=$(find "$work/gz" -type f | wc -l); gzbytes=$(du -sb "$work/gz" | cut -f1)
 rm -rf "$work/gz1" "$work/gz2"; cp -a "$work/gz" "$work/gz1"; cp -a "$work/gz" "$work/gz2"
-t0=$(now); find "$work/gz1" -type f -print0 | xargs -0 -P"$(nproc)" -n 200 strip-nondeterminism -q -t gzip; t1=$(now)
+t0=$(now); find "$work/gz1" -type f -print0 | xargs -0 -P"$(nproc)" -n 200 strip-nondeterminism -t gzip -T $epoch; t1=$(now)
 echo "strip-nondeterminism-gz files=$ngz bytes=$gzbytes wall_s=$(printf '%.2f' "$(echo "$t1 - $t0" | bc)")"
 t0=$(now); "$imager" -q normalize "$work/gz2" --epoch $epoch --no-pyc >/dev/null; t1=$(now)
 echo "imager-normalize-gz files=$ngz bytes=$gzbytes wall_s=$(printf '%.2f' "$(echo "$t1 - $t0" | bc)")"
