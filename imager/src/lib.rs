@@ -6,6 +6,8 @@
 //! The `imager` binary is a thin layer over [`ops`], which is what commands do.
 
 pub mod archive;
+pub mod build;
+pub mod deb822;
 pub mod error;
 pub mod fsx;
 pub mod ingest;

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use imager::build;
 use imager::normalize::{self, MtimePolicy};
 use imager::ops::{self, ExportTarget, ImportOptions, Source};
 use imager::progress::{Progress, Quiet};
@@ -101,6 +102,42 @@ enum Cmd {
     },
     /// The images a name has pointed at, newest first (NAME, NAME~1, ...)
     History { name: String },
+    /// Resolve a build manifest's packages to exact versions and .deb hashes (M.lock)
+    Lock {
+        manifest: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the image a manifest describes, from its lock, and store it under its name
+    Build {
+        manifest: PathBuf,
+        /// Resolve again (and rewrite M.lock) if the lock is missing or stale
+        #[arg(long)]
+        update_lock: bool,
+        /// Keep the chroot and log of a failed build to inspect
+        #[arg(long)]
+        keep_failed: bool,
+        /// An image whose mtimes unchanged entries keep (ProdNG's rule)
+        #[arg(long, value_name = "IMAGE")]
+        previous: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build an image again from what its build stored, and report any difference
+    Rebuild {
+        image: String,
+        #[arg(long)]
+        keep_failed: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print what a build stored with an image: packages, lock, manifest, log, info
+    BuildInfo {
+        image: String,
+        /// packages, lock, manifest, log, info or local-state
+        #[arg(long, default_value = "info")]
+        what: String,
+    },
 }
 
 #[derive(Args)]
@@ -285,6 +322,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                 name: name.clone(),
                 normalize: norm_opts,
                 excludes: ex.build()?,
+                extra: Vec::new(),
             };
             let src = Source::guess(source);
             let r = ops::import(&store, &src, &opts, progress)
@@ -413,6 +451,69 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        Cmd::Lock { manifest, json } => {
+            let (l, path) = build::lock(manifest)?;
+            if *json {
+                let pk: Vec<_> = l.packages.iter().map(|p| serde_json::json!({"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256, "size": p.size})).collect();
+                serde_json::to_writer_pretty(&mut *out, &serde_json::json!({"lock": path, "epoch": l.epoch, "packages": pk}))?;
+                writeln!(out)?;
+            } else {
+                let bytes: u64 = l.packages.iter().map(|p| p.size).sum();
+                writeln!(out, "{}: {} packages, {} bytes of .debs, epoch {}", path.display(), l.packages.len(), bytes, l.epoch)?;
+            }
+        }
+        Cmd::Build { manifest, update_lock, keep_failed, previous, json } => {
+            let store = open(Access::Write)?;
+            let opts = build::BuildOptions {
+                manifest: manifest.clone(),
+                update_lock: *update_lock,
+                keep_failed: *keep_failed,
+                previous: previous.clone(),
+                set_ref: true,
+            };
+            let b = build::build(&store, &opts, progress).with_context(|| format!("building {}", manifest.display()))?;
+            if *json {
+                serde_json::to_writer_pretty(&mut *out, &b)?;
+                writeln!(out)?;
+            } else {
+                print_built(&b, out)?;
+            }
+        }
+        Cmd::Rebuild { image, keep_failed, json } => {
+            let store = open(Access::Write)?;
+            let r = build::rebuild(&store, image, *keep_failed, progress).with_context(|| format!("rebuilding {image}"))?;
+            if *json {
+                serde_json::to_writer_pretty(&mut *out, &r)?;
+                writeln!(out)?;
+            } else if r.identical {
+                writeln!(out, "{}: rebuilt bit for bit", r.original)?;
+            } else {
+                writeln!(out, "{} rebuilt as {}: {} lines differ", r.original, r.rebuilt, r.differences.len())?;
+                for d in &r.differences {
+                    writeln!(out, "{d}")?;
+                }
+            }
+            if !r.identical {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::BuildInfo { image, what } => {
+            let store = open(Access::Read)?;
+            let id = store.resolve(image)?;
+            let file = match what.as_str() {
+                "packages" => build::PACKAGES,
+                "lock" => build::BUILD_LOCK,
+                "manifest" => build::BUILD_MANIFEST,
+                "log" => build::BUILD_LOG,
+                "info" => build::BUILD_INFO,
+                "local-state" => build::BUILD_LOCAL_STATE,
+                other => bail!("--what {other:?}: expected packages, lock, manifest, log, info or local-state"),
+            };
+            match store.image_file(&id, file)? {
+                Some(d) => out.write_all(&d)?,
+                None => bail!("image {id} has no {file}: it was not made by `imager build`"),
+            }
+        }
         Cmd::History { name } => {
             let store = open(Access::Read)?;
             let hist = store.ref_history(name)?;
@@ -430,6 +531,34 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_built(b: &build::Built, out: &mut impl Write) -> Result<()> {
+    writeln!(out, "{} {}", b.id, b.name)?;
+    writeln!(
+        out,
+        "  {} packages ({} downloaded, {} bytes; {} cached), epoch {}{}",
+        b.packages,
+        b.download.downloaded,
+        b.download.bytes,
+        b.download.cached,
+        b.epoch,
+        if b.lock_updated { ", lock updated" } else { "" }
+    )?;
+    writeln!(
+        out,
+        "  {} overlay entries, {} hooks; removed {} machine-state and {} local-state paths, {} dpkg list lines of stripped files",
+        b.overlays, b.hooks, b.scrub.machine_state_removed, b.scrub.local_state_removed, b.scrub.dpkg_list_lines_dropped
+    )?;
+    writeln!(
+        out,
+        "  normalised: {} mtimes, {} gzip headers, {} pyc headers; {} files, {} dirs, {} bytes",
+        b.normalize.mtime, b.normalize.gzip, b.normalize.pyc, b.stats.files, b.stats.dirs, b.stats.bytes
+    )?;
+    let total: f64 = b.phases.iter().map(|(_, s)| s).sum();
+    let phases: Vec<String> = b.phases.iter().map(|(n, s)| format!("{n} {s:.1}s")).collect();
+    writeln!(out, "  time {total:.1}s: {}", phases.join(", "))?;
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -38,6 +38,8 @@ pub struct ImportOptions {
     pub name: Option<String>,
     pub normalize: Option<normalize::Options>,
     pub excludes: Excludes,
+    /// Files stored beside the image's manifest (a build's record), by name.
+    pub extra: Vec<(String, Vec<u8>)>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -87,7 +89,8 @@ pub fn import(
     )?;
     let new_bytes = txn.new_bytes.load(std::sync::atomic::Ordering::Relaxed);
     let new_objects = txn.commit()?;
-    let id = store.write_image(&tree, &[])?;
+    let extra: Vec<(&str, &[u8])> = opts.extra.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let id = store.write_image(&tree, &extra)?;
     if let Some(n) = &opts.name {
         store.set_ref(n, &id)?;
     }

@@ -264,6 +264,7 @@ fn import(store: &Store, src: Source) -> String {
         name: None,
         normalize: None,
         excludes: Excludes::default(),
+        extra: Vec::new(),
     };
     ops::import(store, &src, &opts, &Quiet).expect("import").id
 }

@@ -70,6 +70,45 @@ pub fn print(tree: &Tree) -> String {
     out
 }
 
+/// Path by path, how two trees differ: `- line` for an entry of `a` that `b` lacks or
+/// has otherwise, `+ line` for `b`'s. Entries equal in both are left out.
+pub fn differences(a: &Tree, b: &Tree) -> Vec<String> {
+    let line = |e: &Entry| {
+        let mut s = String::new();
+        write_entry(&mut s, e);
+        s.trim_end().to_string()
+    };
+    let (mut i, mut j) = (0, 0);
+    let (x, y) = (a.entries(), b.entries());
+    let mut out = Vec::new();
+    while i < x.len() || j < y.len() {
+        let ord = match (x.get(i), y.get(j)) {
+            (Some(p), Some(q)) => super::path_cmp(&p.path, &q.path),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                out.push(format!("- {}", line(&x[i])));
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(format!("+ {}", line(&y[j])));
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                if x[i] != y[j] {
+                    out.push(format!("- {}", line(&x[i])));
+                    out.push(format!("+ {}", line(&y[j])));
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
 /// The image ID of a canonical text.
 pub fn id_of(text: &str) -> Hash {
     Hash::of(text.as_bytes())

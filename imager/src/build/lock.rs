@@ -1,0 +1,204 @@
+//! The lock: every package of an image (dependencies included) at an exact version with
+//! the sha256 of its .deb, the sources it was resolved from, and the epoch. A build from a
+//! lock resolves nothing; with the .debs cached it needs no network.
+//!
+//! ```text
+//! # imager lock v1 ...
+//! inputs <blake3 of the manifest's resolution inputs>
+//! epoch 1747734000
+//! source http://deb.debian.org/debian bookworm main
+//! package adduser 3.134 all 0 pool/main/a/adduser/adduser_3.134_all.deb 1234 <sha256>
+//! ```
+//! A `package` line is: name, version, architecture, index of the `source` it came from,
+//! path below that source's URI, size, sha256.
+
+use super::apt::{resolve_sources, PrivateApt, SourceLine};
+use super::manifest::Manifest;
+use crate::error::{Error, Result};
+use crate::fsx;
+use std::path::{Path, PathBuf};
+
+const HEADER: &str = "# imager lock v1";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedPackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub source: usize,
+    pub filename: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lock {
+    pub inputs: String,
+    pub epoch: i64,
+    pub sources: Vec<SourceLine>,
+    pub packages: Vec<LockedPackage>,
+}
+
+/// `M.toml` → `M.lock`.
+pub fn lock_path(manifest: &Path) -> PathBuf {
+    manifest.with_extension("lock")
+}
+
+/// The digest of what decides the package set: a lock made from other inputs is stale.
+/// Hooks, strip rules, overlays and triggers do not enter it.
+pub fn inputs_digest(m: &Manifest) -> String {
+    let s = &m.source;
+    let text = serde_json::json!({
+        "suite": s.suite, "architecture": s.architecture, "components": s.components,
+        "variant": s.variant, "mirrors": s.mirrors, "updates": s.updates,
+        "packages": m.packages.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "epoch": m.epoch,
+    });
+    blake3::hash(text.to_string().as_bytes()).to_hex().to_string()
+}
+
+/// Resolves the manifest's packages against its sources, using `work` (an empty
+/// directory) for apt's state.
+pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
+    let file = m.files[0].display().to_string();
+    let sources = resolve_sources(&m.source)?;
+    let apt = PrivateApt::new(work, &sources, &m.source.architecture)?;
+    apt.update().map_err(|e| Error::Usage(format!("{file}: {e}")))?;
+    let specs: Vec<String> = m.packages.iter().map(|p| p.to_string()).collect();
+    let chosen = apt
+        .resolve(m.source.variant, &specs)
+        .map_err(|e| Error::Usage(format!("{file}: resolving packages: {e}")))?;
+    let index = apt.index(&sources)?;
+    let mut packages = Vec::new();
+    for (name, version, arch) in chosen {
+        let e = index.get(&(name.clone(), version.clone(), arch.clone())).ok_or_else(|| {
+            Error::Usage(format!("{file}: apt chose {name} {version} {arch}, which no index lists"))
+        })?;
+        let source = e.source.ok_or_else(|| {
+            Error::Usage(format!("{file}: cannot tell which source lists {name} {version}"))
+        })?;
+        packages.push(LockedPackage {
+            name,
+            version,
+            arch,
+            source,
+            filename: e.filename.clone(),
+            size: e.size,
+            sha256: e.sha256.clone(),
+        });
+    }
+    let epoch = match m.epoch {
+        Some(e) => e,
+        None => apt.newest_release_date()?.ok_or_else(|| {
+            Error::Usage(format!("{file}: the sources' Release files carry no Date; set `epoch` in the manifest"))
+        })?,
+    };
+    Ok(Lock { inputs: inputs_digest(m), epoch, sources, packages })
+}
+
+impl Lock {
+    pub fn print(&self, manifest_name: &str) -> String {
+        let mut s = format!(
+            "{HEADER}: the exact package set of {manifest_name}, made by `imager lock`; edit the manifest, not this file\n"
+        );
+        s += &format!("inputs {}\nepoch {}\n", self.inputs, self.epoch);
+        for src in &self.sources {
+            s += &format!("source {}\n", src.text());
+        }
+        for p in &self.packages {
+            s += &format!(
+                "package {} {} {} {} {} {} {}\n",
+                p.name, p.version, p.arch, p.source, p.filename, p.size, p.sha256
+            );
+        }
+        s
+    }
+
+    pub fn parse(text: &str, shown: &str) -> Result<Lock> {
+        let bad = |line: usize, why: &str| Error::Manifest {
+            source_name: shown.to_string(),
+            line,
+            reason: why.to_string(),
+        };
+        if !text.starts_with(HEADER) {
+            return Err(bad(1, "not an imager lock (no `# imager lock v1` header)"));
+        }
+        let (mut inputs, mut epoch) = (None, None);
+        let (mut sources, mut packages) = (Vec::new(), Vec::new());
+        for (i, l) in text.lines().enumerate() {
+            let n = i + 1;
+            if l.starts_with('#') || l.trim().is_empty() {
+                continue;
+            }
+            let (kw, rest) = l.split_once(' ').ok_or_else(|| bad(n, "expected `keyword value`"))?;
+            match kw {
+                "inputs" => inputs = Some(rest.to_string()),
+                "epoch" => epoch = Some(rest.parse().map_err(|_| bad(n, "epoch is not an integer"))?),
+                "source" => sources.push(SourceLine::parse(rest).ok_or_else(|| bad(n, "expected `source URI SUITE COMPONENT...`"))?),
+                "package" => {
+                    let f: Vec<&str> = rest.split(' ').collect();
+                    let ok = f.len() == 7
+                        && f[6].len() == 64
+                        && f[6].bytes().all(|b| b.is_ascii_hexdigit())
+                        && !f[4].split('/').any(|c| c == ".." || c.is_empty());
+                    if !ok {
+                        return Err(bad(n, "expected `package NAME VERSION ARCH SOURCE PATH SIZE SHA256`"));
+                    }
+                    let source: usize = f[3].parse().map_err(|_| bad(n, "source index is not a number"))?;
+                    if source >= sources.len() {
+                        return Err(bad(n, "source index names no `source` line above"));
+                    }
+                    packages.push(LockedPackage {
+                        name: f[0].into(),
+                        version: f[1].into(),
+                        arch: f[2].into(),
+                        source,
+                        filename: f[4].into(),
+                        size: f[5].parse().map_err(|_| bad(n, "size is not a number"))?,
+                        sha256: f[6].to_ascii_lowercase(),
+                    });
+                }
+                _ => return Err(bad(n, &format!("unknown keyword {kw:?}"))),
+            }
+        }
+        Ok(Lock {
+            inputs: inputs.ok_or_else(|| bad(0, "no `inputs` line"))?,
+            epoch: epoch.ok_or_else(|| bad(0, "no `epoch` line"))?,
+            sources,
+            packages,
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Lock> {
+        Lock::parse(&fsx::read_to_string(path)?, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn print_parse_round_trip_and_errors() {
+        let l = Lock {
+            inputs: "ab".repeat(32),
+            epoch: 1_700_000_000,
+            sources: vec![SourceLine { uri: "http://deb.debian.org/debian".into(), suite: "bookworm".into(), components: vec!["main".into()] }],
+            packages: vec![LockedPackage {
+                name: "gzip".into(),
+                version: "1.12-1".into(),
+                arch: "amd64".into(),
+                source: 0,
+                filename: "pool/main/g/gzip/gzip_1.12-1_amd64.deb".into(),
+                size: 123,
+                sha256: "0".repeat(64),
+            }],
+        };
+        let t = l.print("base.toml");
+        assert_eq!(Lock::parse(&t, "x.lock").unwrap(), l);
+        let broken = t.replace(" 0 pool", " 3 pool");
+        let e = Lock::parse(&broken, "x.lock").unwrap_err().to_string();
+        assert!(e.starts_with("x.lock:5:"), "{e}");
+        assert!(Lock::parse("package x", "y.lock").is_err());
+    }
+}

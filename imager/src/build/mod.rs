@@ -1,0 +1,382 @@
+//! `imager lock`, `imager build` and `imager rebuild`: from a package manifest to a
+//! reproducible image in the store.
+//!
+//! Phases: resolve (the lock), download (.debs into the store's cache), install
+//! (mmdebstrap from a flat repository of exactly the locked .debs, in its own network and
+//! mount namespaces), overlays, hooks (no network), scrub (machine state, local state,
+//! dpkg lists), then normalise, hash and store through the same path as `imager import`.
+//! What the build used is stored with the image so that `imager rebuild` can repeat it.
+
+pub mod apt;
+pub mod chroot;
+pub mod debs;
+pub mod lock;
+pub mod manifest;
+pub mod scrub;
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsx;
+use crate::normalize;
+use crate::ops::{self, ImportOptions, Source};
+use crate::progress::Progress;
+use crate::store::Store;
+use crate::tree::scan::Excludes;
+use crate::tree::{text, Hash};
+use lock::Lock;
+use manifest::Manifest;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Files stored beside an image's manifest by a build.
+pub const BUILD_MANIFEST: &str = "build-manifest.toml";
+pub const BUILD_LOCK: &str = "build.lock";
+pub const BUILD_LOCAL_STATE: &str = "build-local-state.txt";
+pub const BUILD_INFO: &str = "build-info.json";
+pub const BUILD_LOG: &str = "build.log";
+pub const PACKAGES: &str = "packages.txt";
+
+/// A unique directory name for this process's work.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// Removes a work directory when dropped, unless told to keep it.
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn work_dir(parent: &Path, prefix: &str) -> Result<WorkDir> {
+    let path = parent.join(unique(prefix));
+    fsx::create_dir_all(&path)?;
+    Ok(WorkDir { path, keep: false })
+}
+
+/// Resolves the manifest's packages and writes `M.lock` beside it.
+pub fn lock(manifest_path: &Path) -> Result<(Lock, PathBuf)> {
+    let m = manifest::load(manifest_path)?;
+    let w = work_dir(&std::env::temp_dir(), "imager-lock")?;
+    let l = lock::resolve(&m, &w.path)?;
+    let path = lock::lock_path(&m.files[0]);
+    write_atomic(&path, l.print(&file_name(&m.files[0])).as_bytes())?;
+    Ok((l, path))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("lock.tmp");
+    std::fs::write(&tmp, data).ctx("write", &tmp)?;
+    fsx::rename(&tmp, path)
+}
+
+pub struct BuildOptions {
+    pub manifest: PathBuf,
+    /// Resolve again when the lock is missing or was made from other inputs.
+    pub update_lock: bool,
+    /// Keep the work directory (chroot, repository, log) when the build fails.
+    pub keep_failed: bool,
+    /// The image this one follows (ProdNG's mtime rule; see `normalize`).
+    pub previous: Option<String>,
+    /// Point the manifest's name at the new image.
+    pub set_ref: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Built {
+    pub id: String,
+    pub name: String,
+    pub epoch: i64,
+    pub packages: usize,
+    pub lock_updated: bool,
+    pub download: debs::Fetched,
+    pub overlays: usize,
+    pub hooks: usize,
+    pub scrub: scrub::Scrubbed,
+    pub normalize: normalize::Report,
+    pub stats: crate::tree::Stats,
+    /// (phase, seconds), in order.
+    pub phases: Vec<(String, f64)>,
+}
+
+struct Phases(Vec<(String, f64)>, Instant);
+impl Phases {
+    fn done(&mut self, name: &str) {
+        self.0.push((name.to_string(), self.1.elapsed().as_secs_f64()));
+        self.1 = Instant::now();
+    }
+}
+
+/// `imager build`: see the module comment. Needs root (mmdebstrap's root mode, chroot).
+pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<Built> {
+    let m = manifest::load(&opts.manifest)?;
+    if !rustix::process::geteuid().is_root() {
+        return Err(Error::Usage(
+            "imager build needs root: it installs packages into a chroot with mmdebstrap".into(),
+        ));
+    }
+    let mut ph = Phases(Vec::new(), Instant::now());
+    progress.start("resolve", None);
+    let lock_file = lock::lock_path(&m.files[0]);
+    let (lk, lock_updated) = current_lock(&m, &lock_file, opts.update_lock)?;
+    progress.finish();
+    ph.done("resolve");
+    let previous = match &opts.previous {
+        Some(spec) => Some(store.resolve(spec)?),
+        None => None,
+    };
+    build_with(store, &m, &lk, lock_updated, previous, opts, progress, ph)
+}
+
+fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)> {
+    let want = lock::inputs_digest(m);
+    if path.is_file() {
+        let l = Lock::read(path)?;
+        if l.inputs == want {
+            return Ok((l, false));
+        }
+        if !update {
+            return Err(Error::Usage(format!(
+                "{} no longer matches {} (its packages or sources changed): run `imager lock {}` \
+                 and review the change, or build with --update-lock",
+                path.display(),
+                m.files[0].display(),
+                m.files[0].display()
+            )));
+        }
+    } else if !update {
+        return Err(Error::Usage(format!(
+            "{} has no lock ({} is missing): run `imager lock {}` first, or build with --update-lock",
+            m.files[0].display(),
+            path.display(),
+            m.files[0].display()
+        )));
+    }
+    let (l, _) = lock(&m.files[0])?;
+    Ok((l, true))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_with(
+    store: &Store,
+    m: &Manifest,
+    lk: &Lock,
+    lock_updated: bool,
+    previous: Option<Hash>,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+    mut ph: Phases,
+) -> Result<Built> {
+    let started = std::time::SystemTime::now();
+    let sources = apt::resolve_sources(&m.source).unwrap_or_else(|_| lk.sources.clone());
+    let download = debs::fetch(store, lk, &sources, progress)?;
+    ph.done("download");
+
+    let builds = store.root().join("build");
+    let mut w = work_dir(&builds, &m.name)?;
+    let root = w.path.join("root");
+    let repo = w.path.join("repo");
+    let log = w.path.join("build.log");
+    let result = (|| -> Result<Built> {
+        progress.start("install", None);
+        debs::make_repo(store, lk, &repo)?;
+        let names: Vec<String> = lk.packages.iter().map(|p| p.name.clone()).collect();
+        chroot::install(&root, &repo, m, &names, lk.epoch, &log)?;
+        check_installed(&root, lk, &m.files[0])?;
+        progress.finish();
+        ph.done("install");
+
+        progress.start("overlays and hooks", None);
+        let overlays = chroot::apply_overlays(&root, &m.overlays)?;
+        ph.done("overlays");
+        chroot::run_hooks(&root, &m.hooks, lk.epoch, &log, &m.files[0])?;
+        progress.finish();
+        ph.done("hooks");
+
+        let scrubbed = scrub::scrub(&root, m, lk)?;
+        let installed = scrub::installed(&root)?;
+        ph.done("scrub");
+
+        // What is needed to build this image again, stored beside it.
+        let overlay_image = store_overlays(store, m, &w.path)?;
+        let packages: String = installed
+            .iter()
+            .map(|p| format!("{} {} {} {}\n", p.name, p.version, p.arch, p.source))
+            .collect();
+        let mut norm = normalize::Options::new(lk.epoch);
+        norm.previous = match previous {
+            Some(id) => Some(store.read_image(&id)?),
+            None => None,
+        };
+        let info = serde_json::json!({
+            "tool": format!("imager {}", env!("CARGO_PKG_VERSION")),
+            "manifest": m.name,
+            "manifest_files": m.files,
+            "epoch": lk.epoch,
+            "lock_inputs": lk.inputs,
+            "previous": previous.map(|p| p.to_hex()),
+            "overlays": overlay_image.map(|p| p.to_hex()),
+            "started": started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "phases": ph.0,
+        });
+        let local_state: String = m.local_state.iter().map(|l| format!("{l}\n")).collect();
+        let log_text = std::fs::read(&log).unwrap_or_default();
+        let extra = vec![
+            (BUILD_MANIFEST.to_string(), m.flattened()?.into_bytes()),
+            (BUILD_LOCK.to_string(), lk.print(&format!("{} (stored with the image)", m.name)).into_bytes()),
+            (BUILD_LOCAL_STATE.to_string(), local_state.into_bytes()),
+            (BUILD_INFO.to_string(), serde_json::to_vec_pretty(&info).unwrap_or_default()),
+            (PACKAGES.to_string(), packages.into_bytes()),
+            (BUILD_LOG.to_string(), log_text),
+        ];
+        let imported = ops::import(
+            store,
+            &Source::Dir(root.clone()),
+            &ImportOptions {
+                name: opts.set_ref.then(|| m.name.clone()),
+                normalize: Some(norm),
+                excludes: Excludes::default(),
+                extra,
+            },
+            progress,
+        )?;
+        ph.done("normalise, hash, store");
+        Ok(Built {
+            id: imported.id,
+            name: m.name.clone(),
+            epoch: lk.epoch,
+            packages: installed.len(),
+            lock_updated,
+            download,
+            overlays,
+            hooks: m.hooks.len(),
+            scrub: scrubbed,
+            normalize: imported.normalize,
+            stats: imported.stats,
+            phases: Vec::new(),
+        })
+    })();
+    match result {
+        Ok(mut b) => {
+            b.phases = ph.0;
+            Ok(b)
+        }
+        Err(e) if opts.keep_failed => {
+            w.keep = true;
+            Err(Error::Usage(format!("{e}\n(the failed build is kept in {})", w.path.display())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// mmdebstrap must have installed exactly the locked set.
+fn check_installed(root: &Path, lk: &Lock, manifest: &Path) -> Result<()> {
+    let got: Vec<(String, String, String)> =
+        scrub::installed(root)?.into_iter().map(|p| (p.name, p.version, p.arch)).collect();
+    let mut want: Vec<(String, String, String)> =
+        lk.packages.iter().map(|p| (p.name.clone(), p.version.clone(), p.arch.clone())).collect();
+    want.sort();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    if got_sorted != want {
+        let extra: Vec<String> = got_sorted.iter().filter(|p| !want.contains(p)).map(|p| format!("+{} {}", p.0, p.1)).collect();
+        let missing: Vec<String> = want.iter().filter(|p| !got_sorted.contains(p)).map(|p| format!("-{} {}", p.0, p.1)).collect();
+        return Err(Error::Usage(format!(
+            "{}: the chroot's packages differ from the lock: {} {}",
+            manifest.display(),
+            extra.join(" "),
+            missing.join(" ")
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the overlay sources into the store as an (unnamed) image of their own, so a
+/// rebuild has them even when the repository has moved on.
+fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Hash>> {
+    if m.overlays.is_empty() {
+        return Ok(None);
+    }
+    let dir = work.join("overlays");
+    fsx::create_dir_all(&dir)?;
+    for (i, o) in m.overlays.iter().enumerate() {
+        let st = std::process::Command::new("cp")
+            .args(["-a", "--no-dereference"])
+            .arg(&o.src)
+            .arg(dir.join(i.to_string()))
+            .status()
+            .map_err(|e| Error::io("run", "cp", e))?;
+        if !st.success() {
+            return Err(Error::Usage(format!("cannot copy overlay {}", o.src.display())));
+        }
+    }
+    let imported = ops::import(
+        store,
+        &Source::Dir(dir),
+        &ImportOptions { name: None, normalize: None, excludes: Excludes::default(), extra: Vec::new() },
+        &crate::progress::Quiet,
+    )?;
+    Hash::from_hex(&imported.id).map(Some).ok_or_else(|| Error::Usage("bad overlay image ID".into()))
+}
+
+/// What `imager rebuild` found.
+#[derive(Debug, serde::Serialize)]
+pub struct Rebuilt {
+    pub original: String,
+    pub rebuilt: String,
+    pub identical: bool,
+    /// Path by path, `-` the original's manifest line, `+` the rebuild's.
+    pub differences: Vec<String>,
+}
+
+/// `imager rebuild ID`: builds the image again from what its build stored (manifest,
+/// lock, overlays, local-state list, previous image) and compares, path by path.
+pub fn rebuild(store: &Store, spec: &str, keep_failed: bool, progress: &dyn Progress) -> Result<Rebuilt> {
+    let id = store.resolve(spec)?;
+    let need = |name: &str| -> Result<Vec<u8>> {
+        store.image_file(&id, name)?.ok_or_else(|| {
+            Error::Usage(format!("image {id} has no {name}: it was not made by `imager build`, so there is nothing to rebuild it from"))
+        })
+    };
+    let flat = need(BUILD_MANIFEST)?;
+    let lock_text = need(BUILD_LOCK)?;
+    let local_state = need(BUILD_LOCAL_STATE)?;
+    let info: serde_json::Value = serde_json::from_slice(&need(BUILD_INFO)?)
+        .map_err(|e| Error::Usage(format!("image {id}: {BUILD_INFO} is not JSON: {e}")))?;
+    let w = work_dir(&store.root().join("build"), "rebuild")?;
+    let mpath = w.path.join("manifest.toml");
+    std::fs::write(&mpath, &flat).ctx("write", &mpath)?;
+    std::fs::write(lock::lock_path(&mpath), &lock_text).ctx("write", lock::lock_path(&mpath))?;
+    std::fs::write(w.path.join("local-state.txt"), &local_state).ctx("write", w.path.join("local-state.txt"))?;
+    if let Some(ov) = info["overlays"].as_str().and_then(Hash::from_hex) {
+        let tree = store.read_image(&ov)?;
+        crate::archive::dir::export_dir(store, &tree, &w.path.join("overlays"), &crate::progress::Quiet)?;
+    }
+    let previous = info["previous"].as_str().map(String::from);
+    let built = build(
+        store,
+        &BuildOptions { manifest: mpath, update_lock: false, keep_failed, previous, set_ref: false },
+        progress,
+    )?;
+    let new_id = Hash::from_hex(&built.id).ok_or_else(|| Error::Usage("bad image ID".into()))?;
+    let differences = if new_id == id {
+        Vec::new()
+    } else {
+        text::differences(&store.read_image(&id)?, &store.read_image(&new_id)?)
+    };
+    Ok(Rebuilt { original: id.to_hex(), rebuilt: built.id, identical: new_id == id, differences })
+}
