@@ -109,9 +109,18 @@ mod tests {
     #[test]
     fn release_dates() {
         assert_eq!(parse_release_date("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
-        assert_eq!(parse_release_date("Tue, 14 Nov 2023 22:13:20 UTC"), Some(1_700_000_000));
-        assert_eq!(parse_release_date("Tue, 14 Nov 2023 23:13:20 +0100"), Some(1_700_000_000));
-        assert_eq!(parse_release_date("Sat, 29 Feb 2020 12:00:00 UTC"), Some(1_582_977_600));
+        assert_eq!(
+            parse_release_date("Tue, 14 Nov 2023 22:13:20 UTC"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_release_date("Tue, 14 Nov 2023 23:13:20 +0100"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_release_date("Sat, 29 Feb 2020 12:00:00 UTC"),
+            Some(1_582_977_600)
+        );
         assert_eq!(parse_release_date("yesterday"), None);
     }
 }

@@ -455,14 +455,30 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             let (l, path) = build::lock(manifest)?;
             if *json {
                 let pk: Vec<_> = l.packages.iter().map(|p| serde_json::json!({"name": p.name, "version": p.version, "arch": p.arch, "sha256": p.sha256, "size": p.size})).collect();
-                serde_json::to_writer_pretty(&mut *out, &serde_json::json!({"lock": path, "epoch": l.epoch, "packages": pk}))?;
+                serde_json::to_writer_pretty(
+                    &mut *out,
+                    &serde_json::json!({"lock": path, "epoch": l.epoch, "packages": pk}),
+                )?;
                 writeln!(out)?;
             } else {
                 let bytes: u64 = l.packages.iter().map(|p| p.size).sum();
-                writeln!(out, "{}: {} packages, {} bytes of .debs, epoch {}", path.display(), l.packages.len(), bytes, l.epoch)?;
+                writeln!(
+                    out,
+                    "{}: {} packages, {} bytes of .debs, epoch {}",
+                    path.display(),
+                    l.packages.len(),
+                    bytes,
+                    l.epoch
+                )?;
             }
         }
-        Cmd::Build { manifest, update_lock, keep_failed, previous, json } => {
+        Cmd::Build {
+            manifest,
+            update_lock,
+            keep_failed,
+            previous,
+            json,
+        } => {
             let store = open(Access::Write)?;
             let opts = build::BuildOptions {
                 manifest: manifest.clone(),
@@ -471,7 +487,8 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                 previous: previous.clone(),
                 set_ref: true,
             };
-            let b = build::build(&store, &opts, progress).with_context(|| format!("building {}", manifest.display()))?;
+            let b = build::build(&store, &opts, progress)
+                .with_context(|| format!("building {}", manifest.display()))?;
             if *json {
                 serde_json::to_writer_pretty(&mut *out, &b)?;
                 writeln!(out)?;
@@ -479,16 +496,27 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                 print_built(&b, out)?;
             }
         }
-        Cmd::Rebuild { image, keep_failed, json } => {
+        Cmd::Rebuild {
+            image,
+            keep_failed,
+            json,
+        } => {
             let store = open(Access::Write)?;
-            let r = build::rebuild(&store, image, *keep_failed, progress).with_context(|| format!("rebuilding {image}"))?;
+            let r = build::rebuild(&store, image, *keep_failed, progress)
+                .with_context(|| format!("rebuilding {image}"))?;
             if *json {
                 serde_json::to_writer_pretty(&mut *out, &r)?;
                 writeln!(out)?;
             } else if r.identical {
                 writeln!(out, "{}: rebuilt bit for bit", r.original)?;
             } else {
-                writeln!(out, "{} rebuilt as {}: {} lines differ", r.original, r.rebuilt, r.differences.len())?;
+                writeln!(
+                    out,
+                    "{} rebuilt as {}: {} lines differ",
+                    r.original,
+                    r.rebuilt,
+                    r.differences.len()
+                )?;
                 for d in &r.differences {
                     writeln!(out, "{d}")?;
                 }
@@ -507,7 +535,9 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                 "log" => build::BUILD_LOG,
                 "info" => build::BUILD_INFO,
                 "local-state" => build::BUILD_LOCAL_STATE,
-                other => bail!("--what {other:?}: expected packages, lock, manifest, log, info or local-state"),
+                other => bail!(
+                    "--what {other:?}: expected packages, lock, manifest, log, info or local-state"
+                ),
             };
             match store.image_file(&id, file)? {
                 Some(d) => out.write_all(&d)?,
@@ -553,10 +583,19 @@ fn print_built(b: &build::Built, out: &mut impl Write) -> Result<()> {
     writeln!(
         out,
         "  normalised: {} mtimes, {} gzip headers, {} pyc headers; {} files, {} dirs, {} bytes",
-        b.normalize.mtime, b.normalize.gzip, b.normalize.pyc, b.stats.files, b.stats.dirs, b.stats.bytes
+        b.normalize.mtime,
+        b.normalize.gzip,
+        b.normalize.pyc,
+        b.stats.files,
+        b.stats.dirs,
+        b.stats.bytes
     )?;
     let total: f64 = b.phases.iter().map(|(_, s)| s).sum();
-    let phases: Vec<String> = b.phases.iter().map(|(n, s)| format!("{n} {s:.1}s")).collect();
+    let phases: Vec<String> = b
+        .phases
+        .iter()
+        .map(|(n, s)| format!("{n} {s:.1}s"))
+        .collect();
     writeln!(out, "  time {total:.1}s: {}", phases.join(", "))?;
     Ok(())
 }
@@ -574,7 +613,19 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("imager: error: {e:#}");
+            // The library's errors already include their source's text: print each
+            // cause only once.
+            let mut msg = String::new();
+            for c in e.chain() {
+                let s = c.to_string();
+                if !msg.contains(&s) {
+                    if !msg.is_empty() {
+                        msg.push_str(": ");
+                    }
+                    msg.push_str(&s);
+                }
+            }
+            eprintln!("imager: error: {msg}");
             ExitCode::FAILURE
         }
     }

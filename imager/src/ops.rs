@@ -89,7 +89,11 @@ pub fn import(
     )?;
     let new_bytes = txn.new_bytes.load(std::sync::atomic::Ordering::Relaxed);
     let new_objects = txn.commit()?;
-    let extra: Vec<(&str, &[u8])> = opts.extra.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect();
+    let extra: Vec<(&str, &[u8])> = opts
+        .extra
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_slice()))
+        .collect();
     let id = store.write_image(&tree, &extra)?;
     if let Some(n) = &opts.name {
         store.set_ref(n, &id)?;

@@ -30,7 +30,11 @@ impl SourceLine {
         let uri = it.next()?.to_string();
         let suite = it.next()?.to_string();
         let components: Vec<String> = it.map(String::from).collect();
-        (!components.is_empty()).then_some(SourceLine { uri, suite, components })
+        (!components.is_empty()).then_some(SourceLine {
+            uri,
+            suite,
+            components,
+        })
     }
 }
 
@@ -43,7 +47,11 @@ pub fn resolve_sources(src: &Source) -> Result<Vec<SourceLine>> {
         let l = SourceLine {
             uri: uri.trim_end_matches('/').to_string(),
             suite,
-            components: if components.is_empty() { src.components.clone() } else { components.to_vec() },
+            components: if components.is_empty() {
+                src.components.clone()
+            } else {
+                components.to_vec()
+            },
         };
         if !out.contains(&l) {
             out.push(l);
@@ -115,7 +123,9 @@ fn host_sources() -> Result<Vec<(String, String)>> {
     }
     let mut out = Vec::new();
     for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else { continue };
+        let Ok(text) = std::fs::read_to_string(&f) else {
+            continue;
+        };
         let name = f.to_string_lossy();
         if name.ends_with(".sources") {
             for p in deb822::parse(&text) {
@@ -172,7 +182,12 @@ pub struct PrivateApt {
 impl PrivateApt {
     /// Sets up `dir` (which must be empty or absent) for the given sources.
     pub fn new(dir: &Path, sources: &[SourceLine], arch: &str) -> Result<PrivateApt> {
-        for sub in ["lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/preferences.d"] {
+        for sub in [
+            "lists/partial",
+            "cache/archives/partial",
+            "etc/sources.list.d",
+            "etc/preferences.d",
+        ] {
             fsx::create_dir_all(&dir.join(sub))?;
         }
         std::fs::write(dir.join("status"), b"").ctx("write", dir.join("status"))?;
@@ -181,9 +196,16 @@ impl PrivateApt {
         } else {
             String::new()
         };
-        let list: String = sources.iter().map(|s| format!("deb {signed}{}\n", s.text())).collect();
-        std::fs::write(dir.join("etc/sources.list"), list).ctx("write", dir.join("etc/sources.list"))?;
-        Ok(PrivateApt { dir: dir.to_path_buf(), arch: arch.to_string() })
+        let list: String = sources
+            .iter()
+            .map(|s| format!("deb {signed}{}\n", s.text()))
+            .collect();
+        std::fs::write(dir.join("etc/sources.list"), list)
+            .ctx("write", dir.join("etc/sources.list"))?;
+        Ok(PrivateApt {
+            dir: dir.to_path_buf(),
+            arch: arch.to_string(),
+        })
     }
 
     fn cmd(&self, program: &str) -> Command {
@@ -219,24 +241,43 @@ impl PrivateApt {
     /// Downloads the indices. Fails (with apt's own words) when a mirror is unreachable
     /// or does not have the suite.
     pub fn update(&self) -> Result<()> {
-        let out = run(self.cmd("apt-get").args(["-q", "update"]), "apt-get update")?;
+        let mut c = self.cmd("apt-get");
+        c.args(["-q", "update"]);
+        let out = c
+            .output()
+            .map_err(|e| Error::io("run", "apt-get update", e))?;
+        let text = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
         // apt-get update exits 0 on some fetch failures; its W:/E: lines tell.
-        let bad: Vec<&str> = out
+        let bad: Vec<&str> = text
             .lines()
-            .filter(|l| l.starts_with("E:") || (l.starts_with("W:") && l.contains("Failed to fetch")))
+            .filter(|l| {
+                l.starts_with("E:") || (l.starts_with("W:") && l.contains("Failed to fetch"))
+            })
             .collect();
-        if !bad.is_empty() {
-            return Err(Error::Usage(format!("apt-get update failed:\n{}", bad.join("\n"))));
+        if !bad.is_empty() || !out.status.success() {
+            return Err(Error::Usage(format!(
+                "apt-get update failed (is the mirror reachable?):\n{}",
+                bad.join("\n")
+            )));
         }
         Ok(())
     }
 
     /// Every package version of the downloaded indices, keyed by (name, version, arch).
-    pub fn index(&self, sources: &[SourceLine]) -> Result<BTreeMap<(String, String, String), IndexEntry>> {
+    pub fn index(
+        &self,
+        sources: &[SourceLine],
+    ) -> Result<BTreeMap<(String, String, String), IndexEntry>> {
         let mut out = BTreeMap::new();
         for f in self.list_files("_Packages")? {
-            let fname = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let source = sources.iter().position(|s| fname.starts_with(&list_prefix(s)));
+            let fname = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let source = sources
+                .iter()
+                .position(|s| fname.starts_with(&list_prefix(s)));
             for p in deb822::parse(&fsx::read_to_string(&f)?) {
                 let (Some(n), Some(v), Some(a), Some(file), Some(size), Some(sha)) = (
                     p.get("Package"),
@@ -248,14 +289,15 @@ impl PrivateApt {
                 ) else {
                     continue;
                 };
-                out.entry((n.to_string(), v.to_string(), a.to_string())).or_insert(IndexEntry {
-                    filename: file.to_string(),
-                    size,
-                    sha256: sha.to_string(),
-                    essential: p.get("Essential") == Some("yes"),
-                    priority: p.get("Priority").unwrap_or("optional").to_string(),
-                    source,
-                });
+                out.entry((n.to_string(), v.to_string(), a.to_string()))
+                    .or_insert(IndexEntry {
+                        filename: file.to_string(),
+                        size,
+                        sha256: sha.to_string(),
+                        essential: p.get("Essential") == Some("yes"),
+                        priority: p.get("Priority").unwrap_or("optional").to_string(),
+                        source,
+                    });
             }
         }
         Ok(out)
@@ -289,7 +331,11 @@ impl PrivateApt {
 
     /// What apt would install on an empty system for the variant's base set and these
     /// packages: (name, version, arch), sorted by name.
-    pub fn resolve(&self, variant: Variant, packages: &[String]) -> Result<Vec<(String, String, String)>> {
+    pub fn resolve(
+        &self,
+        variant: Variant,
+        packages: &[String],
+    ) -> Result<Vec<(String, String, String)>> {
         let index = self.index(&[])?;
         let mut want: Vec<String> = Vec::new();
         for ((n, _, _), e) in &index {
@@ -313,7 +359,9 @@ impl PrivateApt {
         let mut got = Vec::new();
         for l in out.lines() {
             // Inst libc6 (2.36-9+deb12u4 Debian:12.5/stable [amd64])
-            let Some(rest) = l.strip_prefix("Inst ") else { continue };
+            let Some(rest) = l.strip_prefix("Inst ") else {
+                continue;
+            };
             let mut it = rest.splitn(2, ' ');
             let name = it.next().unwrap_or("").to_string();
             // `(VERSION RELEASE [ARCH])`, sometimes followed by `[...]` (what it replaces)
@@ -361,9 +409,19 @@ fn run(c: &mut Command, what: &str) -> Result<String> {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let errs: Vec<&str> = stderr.lines().filter(|l| l.starts_with("E:") || l.starts_with("W:")).collect();
-        let shown = if errs.is_empty() { stderr.trim().to_string() } else { errs.join("\n") };
-        return Err(Error::Usage(format!("{what} failed ({}):\n{shown}", out.status)));
+        let errs: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.starts_with("E:") || l.starts_with("W:"))
+            .collect();
+        let shown = if errs.is_empty() {
+            stderr.trim().to_string()
+        } else {
+            errs.join("\n")
+        };
+        return Err(Error::Usage(format!(
+            "{what} failed ({}):\n{shown}",
+            out.status
+        )));
     }
     Ok(stdout)
 }

@@ -55,7 +55,11 @@ pub fn fetch(
 ) -> Result<Fetched> {
     let dir = cache_dir(store);
     fsx::create_dir_all(&dir)?;
-    let missing: Vec<&LockedPackage> = lock.packages.iter().filter(|p| !cached(store, p).is_file()).collect();
+    let missing: Vec<&LockedPackage> = lock
+        .packages
+        .iter()
+        .filter(|p| !cached(store, p).is_file())
+        .collect();
     progress.start("download", Some(missing.len() as u64));
     // Downloads wait on the network, not the CPU: a few more than the cores.
     let pool = rayon::ThreadPoolBuilder::new()
@@ -73,7 +77,10 @@ pub fn fetch(
             .collect()
     });
     progress.finish();
-    let mut f = Fetched { cached: lock.packages.len() - missing.len(), ..Fetched::default() };
+    let mut f = Fetched {
+        cached: lock.packages.len() - missing.len(),
+        ..Fetched::default()
+    };
     for r in results {
         f.bytes += r?;
         f.downloaded += 1;
@@ -81,7 +88,12 @@ pub fn fetch(
     Ok(f)
 }
 
-fn download(store: &Store, lock: &Lock, mirrors: &[super::apt::SourceLine], p: &LockedPackage) -> Result<u64> {
+fn download(
+    store: &Store,
+    lock: &Lock,
+    mirrors: &[super::apt::SourceLine],
+    p: &LockedPackage,
+) -> Result<u64> {
     let recorded = &lock.sources[p.source].uri;
     let mut uris: Vec<String> = Vec::new();
     // The source at the same place in today's list first (a host mirror may have moved),
@@ -95,7 +107,10 @@ fn download(store: &Store, lock: &Lock, mirrors: &[super::apt::SourceLine], p: &
     let mut seen = std::collections::HashSet::new();
     uris.retain(|u| seen.insert(u.clone()));
 
-    let tmp = store.root().join("tmp").join(format!("{}.deb.part", p.sha256));
+    let tmp = store
+        .root()
+        .join("tmp")
+        .join(format!("{}.deb.part", p.sha256));
     let mut tried = Vec::new();
     for base in uris {
         let url = format!("{base}/{}", p.filename);
@@ -116,7 +131,12 @@ fn download(store: &Store, lock: &Lock, mirrors: &[super::apt::SourceLine], p: &
             tried.push(format!("{url}: sha256 {got}"));
         } else {
             let why = String::from_utf8_lossy(&out.stderr);
-            let why = why.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("failed").trim();
+            let why = why
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("failed")
+                .trim();
             tried.push(format!("{url}: {why}"));
         }
     }
@@ -143,10 +163,18 @@ pub fn make_repo(store: &Store, lock: &Lock, repo: &Path) -> Result<()> {
             if got != p.sha256 {
                 return Err(Error::Store {
                     store: store.root().to_path_buf(),
-                    reason: format!("cached {} is corrupt (sha256 {got}); delete it to download again", src.display()),
+                    reason: format!(
+                        "cached {} is corrupt (sha256 {got}); delete it to download again",
+                        src.display()
+                    ),
                 });
             }
-            let name = format!("{}_{}_{}.deb", p.name, p.version.replace(':', "%3a"), p.arch);
+            let name = format!(
+                "{}_{}_{}.deb",
+                p.name,
+                p.version.replace(':', "%3a"),
+                p.arch
+            );
             let dest = repo.join(&name);
             std::fs::hard_link(&src, &dest).ctx("link", &dest)?;
             let out = Command::new("dpkg-deb")

@@ -54,7 +54,9 @@ pub fn inputs_digest(m: &Manifest) -> String {
         "packages": m.packages.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "epoch": m.epoch,
     });
-    blake3::hash(text.to_string().as_bytes()).to_hex().to_string()
+    blake3::hash(text.to_string().as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 /// Resolves the manifest's packages against its sources, using `work` (an empty
@@ -63,7 +65,8 @@ pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
     let file = m.files[0].display().to_string();
     let sources = resolve_sources(&m.source)?;
     let apt = PrivateApt::new(work, &sources, &m.source.architecture)?;
-    apt.update().map_err(|e| Error::Usage(format!("{file}: {e}")))?;
+    apt.update()
+        .map_err(|e| Error::Usage(format!("{file}: {e}")))?;
     let specs: Vec<String> = m.packages.iter().map(|p| p.to_string()).collect();
     let chosen = apt
         .resolve(m.source.variant, &specs)
@@ -71,11 +74,17 @@ pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
     let index = apt.index(&sources)?;
     let mut packages = Vec::new();
     for (name, version, arch) in chosen {
-        let e = index.get(&(name.clone(), version.clone(), arch.clone())).ok_or_else(|| {
-            Error::Usage(format!("{file}: apt chose {name} {version} {arch}, which no index lists"))
-        })?;
+        let e = index
+            .get(&(name.clone(), version.clone(), arch.clone()))
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "{file}: apt chose {name} {version} {arch}, which no index lists"
+                ))
+            })?;
         let source = e.source.ok_or_else(|| {
-            Error::Usage(format!("{file}: cannot tell which source lists {name} {version}"))
+            Error::Usage(format!(
+                "{file}: cannot tell which source lists {name} {version}"
+            ))
         })?;
         packages.push(LockedPackage {
             name,
@@ -90,10 +99,17 @@ pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
     let epoch = match m.epoch {
         Some(e) => e,
         None => apt.newest_release_date()?.ok_or_else(|| {
-            Error::Usage(format!("{file}: the sources' Release files carry no Date; set `epoch` in the manifest"))
+            Error::Usage(format!(
+                "{file}: the sources' Release files carry no Date; set `epoch` in the manifest"
+            ))
         })?,
     };
-    Ok(Lock { inputs: inputs_digest(m), epoch, sources, packages })
+    Ok(Lock {
+        inputs: inputs_digest(m),
+        epoch,
+        sources,
+        packages,
+    })
 }
 
 impl Lock {
@@ -130,11 +146,21 @@ impl Lock {
             if l.starts_with('#') || l.trim().is_empty() {
                 continue;
             }
-            let (kw, rest) = l.split_once(' ').ok_or_else(|| bad(n, "expected `keyword value`"))?;
+            let (kw, rest) = l
+                .split_once(' ')
+                .ok_or_else(|| bad(n, "expected `keyword value`"))?;
             match kw {
                 "inputs" => inputs = Some(rest.to_string()),
-                "epoch" => epoch = Some(rest.parse().map_err(|_| bad(n, "epoch is not an integer"))?),
-                "source" => sources.push(SourceLine::parse(rest).ok_or_else(|| bad(n, "expected `source URI SUITE COMPONENT...`"))?),
+                "epoch" => {
+                    epoch = Some(
+                        rest.parse()
+                            .map_err(|_| bad(n, "epoch is not an integer"))?,
+                    )
+                }
+                "source" => sources.push(
+                    SourceLine::parse(rest)
+                        .ok_or_else(|| bad(n, "expected `source URI SUITE COMPONENT...`"))?,
+                ),
                 "package" => {
                     let f: Vec<&str> = rest.split(' ').collect();
                     let ok = f.len() == 7
@@ -142,9 +168,14 @@ impl Lock {
                         && f[6].bytes().all(|b| b.is_ascii_hexdigit())
                         && !f[4].split('/').any(|c| c == ".." || c.is_empty());
                     if !ok {
-                        return Err(bad(n, "expected `package NAME VERSION ARCH SOURCE PATH SIZE SHA256`"));
+                        return Err(bad(
+                            n,
+                            "expected `package NAME VERSION ARCH SOURCE PATH SIZE SHA256`",
+                        ));
                     }
-                    let source: usize = f[3].parse().map_err(|_| bad(n, "source index is not a number"))?;
+                    let source: usize = f[3]
+                        .parse()
+                        .map_err(|_| bad(n, "source index is not a number"))?;
                     if source >= sources.len() {
                         return Err(bad(n, "source index names no `source` line above"));
                     }
@@ -183,7 +214,11 @@ mod tests {
         let l = Lock {
             inputs: "ab".repeat(32),
             epoch: 1_700_000_000,
-            sources: vec![SourceLine { uri: "http://deb.debian.org/debian".into(), suite: "bookworm".into(), components: vec!["main".into()] }],
+            sources: vec![SourceLine {
+                uri: "http://deb.debian.org/debian".into(),
+                suite: "bookworm".into(),
+                components: vec!["main".into()],
+            }],
             packages: vec![LockedPackage {
                 name: "gzip".into(),
                 version: "1.12-1".into(),

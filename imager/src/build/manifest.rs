@@ -117,14 +117,24 @@ impl<'de> Deserialize<'de> for Mirrors {
             List(Vec<One>),
         }
         let expected = "\"host\" or a list of mirrors (URLs or { url, suites, components } tables)";
-        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom(format!("expected {expected}")))? {
+        match Raw::deserialize(d)
+            .map_err(|_| serde::de::Error::custom(format!("expected {expected}")))?
+        {
             Raw::Word(w) if w == "host" => Ok(Mirrors::Host),
-            Raw::Word(w) => Err(serde::de::Error::custom(format!("{w:?}: expected {expected}"))),
-            Raw::List(l) if l.is_empty() => Err(serde::de::Error::custom("the mirror list is empty")),
+            Raw::Word(w) => Err(serde::de::Error::custom(format!(
+                "{w:?}: expected {expected}"
+            ))),
+            Raw::List(l) if l.is_empty() => {
+                Err(serde::de::Error::custom("the mirror list is empty"))
+            }
             Raw::List(l) => Ok(Mirrors::List(
                 l.into_iter()
                     .map(|m| match m {
-                        One::Url(url) => Mirror { url, suites: vec![], components: vec![] },
+                        One::Url(url) => Mirror {
+                            url,
+                            suites: vec![],
+                            components: vec![],
+                        },
                         One::Full(m) => m,
                     })
                     .collect(),
@@ -326,12 +336,18 @@ pub fn load(path: &Path) -> Result<Manifest> {
             None => Error::io("read manifest", &p, e),
         })?;
         if let Some(i) = chain.iter().position(|(q, _, _)| *q == canon) {
-            let cycle: Vec<String> =
-                chain[i..].iter().map(|(q, _, _)| q.display().to_string()).collect();
+            let cycle: Vec<String> = chain[i..]
+                .iter()
+                .map(|(q, _, _)| q.display().to_string())
+                .collect();
             return Err(Error::Manifest {
                 source_name: canon.display().to_string(),
                 line: 0,
-                reason: format!("`extends` makes a cycle: {} -> {}", cycle.join(" -> "), canon.display()),
+                reason: format!(
+                    "`extends` makes a cycle: {} -> {}",
+                    cycle.join(" -> "),
+                    canon.display()
+                ),
             });
         }
         let text = fsx::read_to_string(&canon)?;
@@ -349,16 +365,21 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
     let files: Vec<PathBuf> = chain.iter().map(|(p, _, _)| p.clone()).collect();
     let first = &chain[0].0;
     // Scalars: the nearest file that sets one wins; walk from the given file outwards.
-    let name = chain.iter().find_map(|(_, _, f)| f.name.clone()).ok_or_else(|| Error::Manifest {
-        source_name: first.display().to_string(),
-        line: 0,
-        reason: "no `name` (set it here or in a manifest this one extends)".into(),
-    })?;
+    let name = chain
+        .iter()
+        .find_map(|(_, _, f)| f.name.clone())
+        .ok_or_else(|| Error::Manifest {
+            source_name: first.display().to_string(),
+            line: 0,
+            reason: "no `name` (set it here or in a manifest this one extends)".into(),
+        })?;
     check_name(&name, first)?;
     let description = chain.iter().find_map(|(_, _, f)| f.description.clone());
     let epoch = chain.iter().find_map(|(_, _, f)| f.epoch);
     let src = |get: &dyn Fn(&SourceFile) -> Option<String>| {
-        chain.iter().find_map(|(_, _, f)| f.source.as_ref().and_then(get))
+        chain
+            .iter()
+            .find_map(|(_, _, f)| f.source.as_ref().and_then(get))
     };
     let suite = src(&|s| s.suite.clone()).unwrap_or_else(|| "bookworm".into());
     let architecture = src(&|s| s.architecture.clone()).unwrap_or_else(|| "amd64".into());
@@ -370,10 +391,15 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
     for (p, text, f) in &chain {
         if let Some(v) = f.source.as_ref().and_then(|s| s.variant.as_ref()) {
             variant = Variant::parse(v.get_ref()).ok_or_else(|| {
-                at(p, text, Some(v.span().start), format!(
-                    "source.variant {:?}: expected essential, minbase, required or important",
-                    v.get_ref()
-                ))
+                at(
+                    p,
+                    text,
+                    Some(v.span().start),
+                    format!(
+                        "source.variant {:?}: expected essential, minbase, required or important",
+                        v.get_ref()
+                    ),
+                )
             })?;
             break;
         }
@@ -388,7 +414,10 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
         .find_map(|(_, _, f)| f.source.as_ref().and_then(|s| s.updates))
         .unwrap_or(true);
     let strip_flag = |get: &dyn Fn(&StripFile) -> Option<bool>| {
-        chain.iter().find_map(|(_, _, f)| f.strip.as_ref().and_then(get)).unwrap_or(false)
+        chain
+            .iter()
+            .find_map(|(_, _, f)| f.strip.as_ref().and_then(get))
+            .unwrap_or(false)
     };
     let mut strip = Strip {
         docs: strip_flag(&|s| s.docs),
@@ -406,23 +435,46 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
     for (p, text, f) in chain.iter().rev() {
         let dir = p.parent().unwrap_or(Path::new("/"));
         for s in &f.packages {
-            let spec = parse_package(s.get_ref())
-                .ok_or_else(|| at(p, text, Some(s.span().start), format!("packages: {:?} is not a package name or name=version", s.get_ref())))?;
+            let spec = parse_package(s.get_ref()).ok_or_else(|| {
+                at(
+                    p,
+                    text,
+                    Some(s.span().start),
+                    format!(
+                        "packages: {:?} is not a package name or name=version",
+                        s.get_ref()
+                    ),
+                )
+            })?;
             packages.insert(spec.name.clone(), spec);
         }
         if let Some(st) = &f.strip {
             for l in &st.locales {
                 if l.is_empty() || l.contains('/') || l.contains('*') {
-                    return Err(at(p, text, None, format!("strip.locales: {l:?} is not a locale name")));
+                    return Err(at(
+                        p,
+                        text,
+                        None,
+                        format!("strip.locales: {l:?} is not a locale name"),
+                    ));
                 }
                 if !strip.locales.contains(l) {
                     strip.locales.push(l.clone());
                 }
             }
-            for (list, out) in [(&st.exclude, &mut strip.exclude), (&st.keep, &mut strip.keep)] {
+            for (list, out) in [
+                (&st.exclude, &mut strip.exclude),
+                (&st.keep, &mut strip.keep),
+            ] {
                 for g in list {
-                    check_dpkg_glob(g.get_ref())
-                        .map_err(|why| at(p, text, Some(g.span().start), format!("strip: {:?}: {why}", g.get_ref())))?;
+                    check_dpkg_glob(g.get_ref()).map_err(|why| {
+                        at(
+                            p,
+                            text,
+                            Some(g.span().start),
+                            format!("strip: {:?}: {why}", g.get_ref()),
+                        )
+                    })?;
                     out.push(g.get_ref().clone());
                 }
             }
@@ -430,15 +482,32 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
         for o in &f.overlay {
             let dest = o.dest.get_ref();
             if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
-                return Err(at(p, text, Some(o.dest.span().start), format!("overlay.dest {dest:?}: must be an absolute path without `..`")));
+                return Err(at(
+                    p,
+                    text,
+                    Some(o.dest.span().start),
+                    format!("overlay.dest {dest:?}: must be an absolute path without `..`"),
+                ));
             }
             let src = dir.join(o.src.get_ref());
             if std::fs::symlink_metadata(&src).is_err() {
-                return Err(at(p, text, Some(o.src.span().start), format!("overlay.src {}: no such file or directory", src.display())));
+                return Err(at(
+                    p,
+                    text,
+                    Some(o.src.span().start),
+                    format!("overlay.src {}: no such file or directory", src.display()),
+                ));
             }
             for (what, m) in [("mode", o.mode), ("dir_mode", o.dir_mode)] {
                 if m.is_some_and(|m| m > 0o7777) {
-                    return Err(at(p, text, Some(o.src.span().start), format!("overlay.{what}: {m:?} is not a permission mode (write it as 0o644)")));
+                    return Err(at(
+                        p,
+                        text,
+                        Some(o.src.span().start),
+                        format!(
+                            "overlay.{what}: {m:?} is not a permission mode (write it as 0o644)"
+                        ),
+                    ));
                 }
             }
             overlays.push(Overlay {
@@ -452,21 +521,42 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
         }
         for h in &f.hook {
             if hooks.iter().any(|x| x.name == h.name) {
-                return Err(at(p, text, None, format!("hook {:?} is defined twice", h.name)));
+                return Err(at(
+                    p,
+                    text,
+                    None,
+                    format!("hook {:?} is defined twice", h.name),
+                ));
             }
             hooks.push(h.clone());
         }
         for t in &f.trigger {
             let tr = t.get_ref();
             for g in &tr.paths {
-                crate::tree::scan::Excludes::new(std::slice::from_ref(g))
-                    .map_err(|e| at(p, text, Some(t.span().start), format!("trigger {:?}: {e}", tr.name)))?;
+                crate::tree::scan::Excludes::new(std::slice::from_ref(g)).map_err(|e| {
+                    at(
+                        p,
+                        text,
+                        Some(t.span().start),
+                        format!("trigger {:?}: {e}", tr.name),
+                    )
+                })?;
                 if !g.starts_with('/') {
-                    return Err(at(p, text, Some(t.span().start), format!("trigger {:?}: path {g:?} must be absolute", tr.name)));
+                    return Err(at(
+                        p,
+                        text,
+                        Some(t.span().start),
+                        format!("trigger {:?}: path {g:?} must be absolute", tr.name),
+                    ));
                 }
             }
             if tr.paths.is_empty() {
-                return Err(at(p, text, Some(t.span().start), format!("trigger {:?} watches no paths", tr.name)));
+                return Err(at(
+                    p,
+                    text,
+                    Some(t.span().start),
+                    format!("trigger {:?} watches no paths", tr.name),
+                ));
             }
             // A child may redefine a parent's trigger by name.
             triggers.retain(|x| x.name != tr.name);
@@ -477,7 +567,12 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
             for l in ls {
                 let lp = dir.join(l.get_ref());
                 let body = std::fs::read_to_string(&lp).map_err(|e| {
-                    at(p, text, Some(l.span().start), format!("local_state {}: {e}", lp.display()))
+                    at(
+                        p,
+                        text,
+                        Some(l.span().start),
+                        format!("local_state {}: {e}", lp.display()),
+                    )
                 })?;
                 acc.extend(list_lines(&body));
             }
@@ -491,7 +586,14 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
         description,
         files,
         epoch,
-        source: Source { suite, architecture, components, variant, mirrors, updates },
+        source: Source {
+            suite,
+            architecture,
+            components,
+            variant,
+            mirrors,
+            updates,
+        },
         packages: packages.into_values().collect(),
         strip,
         overlays,
@@ -589,7 +691,8 @@ impl Manifest {
             hook: &self.hooks,
             trigger: &self.triggers,
         };
-        toml::to_string(&flat).map_err(|e| Error::Usage(format!("cannot write the manifest of {}: {e}", self.name)))
+        toml::to_string(&flat)
+            .map_err(|e| Error::Usage(format!("cannot write the manifest of {}: {e}", self.name)))
     }
 }
 
@@ -605,7 +708,9 @@ pub fn list_lines(body: &str) -> Vec<String> {
 fn check_name(name: &str, file: &Path) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 100
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         && !name.starts_with('.');
     if ok {
         Ok(())
@@ -625,12 +730,19 @@ fn parse_package(s: &str) -> Option<PackageSpec> {
     };
     // Debian policy 5.6.1 for names; versions are checked by apt when resolving.
     let name_ok = name.len() >= 2
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
         && name.as_bytes()[0].is_ascii_alphanumeric();
     let version_ok = version.as_deref().is_none_or(|v| {
-        !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b".+-~:".contains(&b))
+        !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".+-~:".contains(&b))
     });
-    (name_ok && version_ok).then(|| PackageSpec { name: name.to_string(), version })
+    (name_ok && version_ok).then(|| PackageSpec {
+        name: name.to_string(),
+        version,
+    })
 }
 
 /// dpkg matches filters with fnmatch(3) on the absolute path; we check the syntax with
@@ -652,7 +764,11 @@ fn at(file: &Path, text: &str, offset: Option<usize>, reason: String) -> Error {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> Error {
@@ -684,7 +800,10 @@ mod tests {
         let names: Vec<String> = m.packages.iter().map(|p| p.to_string()).collect();
         assert_eq!(names, ["gzip=1.12-1", "openssh-server", "python3"]);
         assert!(m.strip.docs);
-        assert_eq!(m.strip.exclude, ["/usr/share/lintian/*", "/usr/share/bug/*"]);
+        assert_eq!(
+            m.strip.exclude,
+            ["/usr/share/lintian/*", "/usr/share/bug/*"]
+        );
         assert_eq!(m.triggers.len(), 1);
         assert_eq!(m.hooks.len(), 1);
         assert_eq!(m.files.len(), 2);
@@ -694,7 +813,11 @@ mod tests {
     #[test]
     fn errors_name_the_file_line_and_key() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(d.path(), "m.toml", "name = \"x\"\n\n[source]\nsuit = \"bookworm\"\n");
+        let p = write(
+            d.path(),
+            "m.toml",
+            "name = \"x\"\n\n[source]\nsuit = \"bookworm\"\n",
+        );
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("m.toml:4:") && e.contains("suit"), "{e}");
 
@@ -702,11 +825,19 @@ mod tests {
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("t.toml:2:"), "{e}");
 
-        let p = write(d.path(), "g.toml", "name = \"x\"\n[strip]\nexclude = [\"/usr/[share\"]\n");
+        let p = write(
+            d.path(),
+            "g.toml",
+            "name = \"x\"\n[strip]\nexclude = [\"/usr/[share\"]\n",
+        );
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("g.toml:3:") && e.contains("/usr/[share"), "{e}");
 
-        let p = write(d.path(), "v.toml", "name = \"x\"\n[source]\nmirrors = \"hots\"\n");
+        let p = write(
+            d.path(),
+            "v.toml",
+            "name = \"x\"\n[source]\nmirrors = \"hots\"\n",
+        );
         let e = load(&p).unwrap_err().to_string();
         assert!(e.contains("v.toml:3:") && e.contains("hots"), "{e}");
     }
@@ -718,7 +849,11 @@ mod tests {
         let b = write(d.path(), "b.toml", "name = \"b\"\nextends = \"a.toml\"\n");
         let e = load(&b).unwrap_err().to_string();
         assert!(e.contains("cycle") && e.contains("a.toml"), "{e}");
-        let c = write(d.path(), "c.toml", "name = \"c\"\n\nextends = \"nope.toml\"\n");
+        let c = write(
+            d.path(),
+            "c.toml",
+            "name = \"c\"\n\nextends = \"nope.toml\"\n",
+        );
         let e = load(&c).unwrap_err().to_string();
         assert!(e.contains("c.toml:3:") && e.contains("nope.toml"), "{e}");
     }
@@ -736,7 +871,11 @@ mod tests {
             Mirrors::Host => panic!("expected a list"),
         }
         assert_eq!(m.packages[0].version.as_deref(), Some("2.36-9+deb12u4"));
-        let bad = write(d.path(), "b.toml", "name = \"m\"\npackages = [\"Bad Name\"]\n");
+        let bad = write(
+            d.path(),
+            "b.toml",
+            "name = \"m\"\npackages = [\"Bad Name\"]\n",
+        );
         assert!(load(&bad).unwrap_err().to_string().contains("b.toml:2:"));
     }
 }

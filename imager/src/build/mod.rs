@@ -75,7 +75,9 @@ pub fn lock(manifest_path: &Path) -> Result<(Lock, PathBuf)> {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -116,7 +118,8 @@ pub struct Built {
 struct Phases(Vec<(String, f64)>, Instant);
 impl Phases {
     fn done(&mut self, name: &str) {
-        self.0.push((name.to_string(), self.1.elapsed().as_secs_f64()));
+        self.0
+            .push((name.to_string(), self.1.elapsed().as_secs_f64()));
         self.1 = Instant::now();
     }
 }
@@ -237,9 +240,16 @@ fn build_with(
         let log_text = std::fs::read(&log).unwrap_or_default();
         let extra = vec![
             (BUILD_MANIFEST.to_string(), m.flattened()?.into_bytes()),
-            (BUILD_LOCK.to_string(), lk.print(&format!("{} (stored with the image)", m.name)).into_bytes()),
+            (
+                BUILD_LOCK.to_string(),
+                lk.print(&format!("{} (stored with the image)", m.name))
+                    .into_bytes(),
+            ),
             (BUILD_LOCAL_STATE.to_string(), local_state.into_bytes()),
-            (BUILD_INFO.to_string(), serde_json::to_vec_pretty(&info).unwrap_or_default()),
+            (
+                BUILD_INFO.to_string(),
+                serde_json::to_vec_pretty(&info).unwrap_or_default(),
+            ),
             (PACKAGES.to_string(), packages.into_bytes()),
             (BUILD_LOG.to_string(), log_text),
         ];
@@ -277,7 +287,10 @@ fn build_with(
         }
         Err(e) if opts.keep_failed => {
             w.keep = true;
-            Err(Error::Usage(format!("{e}\n(the failed build is kept in {})", w.path.display())))
+            Err(Error::Usage(format!(
+                "{e}\n(the failed build is kept in {})",
+                w.path.display()
+            )))
         }
         Err(e) => Err(e),
     }
@@ -285,16 +298,29 @@ fn build_with(
 
 /// mmdebstrap must have installed exactly the locked set.
 fn check_installed(root: &Path, lk: &Lock, manifest: &Path) -> Result<()> {
-    let got: Vec<(String, String, String)> =
-        scrub::installed(root)?.into_iter().map(|p| (p.name, p.version, p.arch)).collect();
-    let mut want: Vec<(String, String, String)> =
-        lk.packages.iter().map(|p| (p.name.clone(), p.version.clone(), p.arch.clone())).collect();
+    let got: Vec<(String, String, String)> = scrub::installed(root)?
+        .into_iter()
+        .map(|p| (p.name, p.version, p.arch))
+        .collect();
+    let mut want: Vec<(String, String, String)> = lk
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect();
     want.sort();
     let mut got_sorted = got.clone();
     got_sorted.sort();
     if got_sorted != want {
-        let extra: Vec<String> = got_sorted.iter().filter(|p| !want.contains(p)).map(|p| format!("+{} {}", p.0, p.1)).collect();
-        let missing: Vec<String> = want.iter().filter(|p| !got_sorted.contains(p)).map(|p| format!("-{} {}", p.0, p.1)).collect();
+        let extra: Vec<String> = got_sorted
+            .iter()
+            .filter(|p| !want.contains(p))
+            .map(|p| format!("+{} {}", p.0, p.1))
+            .collect();
+        let missing: Vec<String> = want
+            .iter()
+            .filter(|p| !got_sorted.contains(p))
+            .map(|p| format!("-{} {}", p.0, p.1))
+            .collect();
         return Err(Error::Usage(format!(
             "{}: the chroot's packages differ from the lock: {} {}",
             manifest.display(),
@@ -321,16 +347,26 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
             .status()
             .map_err(|e| Error::io("run", "cp", e))?;
         if !st.success() {
-            return Err(Error::Usage(format!("cannot copy overlay {}", o.src.display())));
+            return Err(Error::Usage(format!(
+                "cannot copy overlay {}",
+                o.src.display()
+            )));
         }
     }
     let imported = ops::import(
         store,
         &Source::Dir(dir),
-        &ImportOptions { name: None, normalize: None, excludes: Excludes::default(), extra: Vec::new() },
+        &ImportOptions {
+            name: None,
+            normalize: None,
+            excludes: Excludes::default(),
+            extra: Vec::new(),
+        },
         &crate::progress::Quiet,
     )?;
-    Hash::from_hex(&imported.id).map(Some).ok_or_else(|| Error::Usage("bad overlay image ID".into()))
+    Hash::from_hex(&imported.id)
+        .map(Some)
+        .ok_or_else(|| Error::Usage("bad overlay image ID".into()))
 }
 
 /// What `imager rebuild` found.
@@ -345,7 +381,12 @@ pub struct Rebuilt {
 
 /// `imager rebuild ID`: builds the image again from what its build stored (manifest,
 /// lock, overlays, local-state list, previous image) and compares, path by path.
-pub fn rebuild(store: &Store, spec: &str, keep_failed: bool, progress: &dyn Progress) -> Result<Rebuilt> {
+pub fn rebuild(
+    store: &Store,
+    spec: &str,
+    keep_failed: bool,
+    progress: &dyn Progress,
+) -> Result<Rebuilt> {
     let id = store.resolve(spec)?;
     let need = |name: &str| -> Result<Vec<u8>> {
         store.image_file(&id, name)?.ok_or_else(|| {
@@ -361,15 +402,27 @@ pub fn rebuild(store: &Store, spec: &str, keep_failed: bool, progress: &dyn Prog
     let mpath = w.path.join("manifest.toml");
     std::fs::write(&mpath, &flat).ctx("write", &mpath)?;
     std::fs::write(lock::lock_path(&mpath), &lock_text).ctx("write", lock::lock_path(&mpath))?;
-    std::fs::write(w.path.join("local-state.txt"), &local_state).ctx("write", w.path.join("local-state.txt"))?;
+    std::fs::write(w.path.join("local-state.txt"), &local_state)
+        .ctx("write", w.path.join("local-state.txt"))?;
     if let Some(ov) = info["overlays"].as_str().and_then(Hash::from_hex) {
         let tree = store.read_image(&ov)?;
-        crate::archive::dir::export_dir(store, &tree, &w.path.join("overlays"), &crate::progress::Quiet)?;
+        crate::archive::dir::export_dir(
+            store,
+            &tree,
+            &w.path.join("overlays"),
+            &crate::progress::Quiet,
+        )?;
     }
     let previous = info["previous"].as_str().map(String::from);
     let built = build(
         store,
-        &BuildOptions { manifest: mpath, update_lock: false, keep_failed, previous, set_ref: false },
+        &BuildOptions {
+            manifest: mpath,
+            update_lock: false,
+            keep_failed,
+            previous,
+            set_ref: false,
+        },
         progress,
     )?;
     let new_id = Hash::from_hex(&built.id).ok_or_else(|| Error::Usage("bad image ID".into()))?;
@@ -378,5 +431,10 @@ pub fn rebuild(store: &Store, spec: &str, keep_failed: bool, progress: &dyn Prog
     } else {
         text::differences(&store.read_image(&id)?, &store.read_image(&new_id)?)
     };
-    Ok(Rebuilt { original: id.to_hex(), rebuilt: built.id, identical: new_id == id, differences })
+    Ok(Rebuilt {
+        original: id.to_hex(),
+        rebuilt: built.id,
+        identical: new_id == id,
+        differences,
+    })
 }

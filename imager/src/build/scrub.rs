@@ -55,25 +55,36 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
     let mid = root.join("etc/machine-id");
     let _ = std::fs::remove_file(&mid);
     std::fs::write(&mid, b"").ctx("write", &mid)?;
-    std::fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o444)).ctx("set mode of", &mid)?;
+    std::fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o444))
+        .ctx("set mode of", &mid)?;
 
     for f in ["etc/shadow", "etc/shadow-"] {
         fix_shadow(&root.join(f), lock.epoch)?;
     }
 
-    let sources: String = lock.sources.iter().map(|l| format!("deb {}\n", l.text())).collect();
+    let sources: String = lock
+        .sources
+        .iter()
+        .map(|l| format!("deb {}\n", l.text()))
+        .collect();
     let list = root.join("etc/apt/sources.list");
     std::fs::write(&list, sources).ctx("write", &list)?;
 
+    // A file below a local-state directory matches `dir/**`, a file named directly
+    // matches itself: `covers` sees both.
     s.local_state_removed = remove_matching(root, &Excludes::new(&m.local_state)?, true)?;
     s.dpkg_list_lines_dropped = align_dpkg_lists(root, &m.strip)?;
 
     let dir = root.join(IMAGE_DIR);
     fsx::create_dir_all(&dir)?;
-    let triggers = toml::to_string(&TriggerFile { trigger: m.triggers.clone() })
-        .map_err(|e| Error::Usage(format!("cannot write triggers: {e}")))?;
+    let triggers = toml::to_string(&TriggerFile {
+        trigger: m.triggers.clone(),
+    })
+    .map_err(|e| Error::Usage(format!("cannot write triggers: {e}")))?;
     std::fs::write(dir.join("triggers.toml"), triggers).ctx("write", dir.join("triggers.toml"))?;
-    let mut ls = String::from("# local state of this image: the syncer never touches these paths on a host\n");
+    let mut ls = String::from(
+        "# local state of this image: the syncer never touches these paths on a host\n",
+    );
     for l in &m.local_state {
         ls += l;
         ls.push('\n');
@@ -88,13 +99,16 @@ pub struct TriggerFile {
     pub trigger: Vec<super::manifest::Trigger>,
 }
 
-/// Removes what the globs match. For the local-state list (`local_state`), a matched
-/// directory goes with its contents and `/etc/machine-id` (made empty above) stays; for
-/// machine state only files go (apt and dpkg expect their directories). Never follows
-/// symlinks.
+/// Removes the files, symlinks and other non-directories the globs match, keeping
+/// `/etc/machine-id` (made empty above) when applying the local-state list. Directories
+/// stay, emptied: packages own directories such as /var/log/nginx and fail without them,
+/// and dpkg's lists name them. Never follows symlinks.
 fn remove_matching(root: &Path, ex: &Excludes, local_state: bool) -> Result<usize> {
     let mut n = 0;
-    let mut it = walkdir::WalkDir::new(root).follow_links(false).same_file_system(true).into_iter();
+    let mut it = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .same_file_system(true)
+        .into_iter();
     while let Some(e) = it.next() {
         let e = e.map_err(|e| Error::Usage(format!("walking {}: {e}", root.display())))?;
         let rel = e.path().strip_prefix(root).unwrap_or(Path::new(""));
@@ -103,26 +117,22 @@ fn remove_matching(root: &Path, ex: &Excludes, local_state: bool) -> Result<usiz
         }
         let mut p = b"/".to_vec();
         p.extend_from_slice(fsx::path_bytes(rel));
-        if !ex.is_excluded(&p) || (local_state && p == b"/etc/machine-id") {
+        if !ex.covers(&p) || (local_state && p == b"/etc/machine-id") {
             continue;
         }
-        if e.file_type().is_dir() {
-            if !local_state {
-                continue;
-            }
-            it.skip_current_dir();
-            std::fs::remove_dir_all(e.path()).ctx("remove", e.path())?;
-        } else {
+        if !e.file_type().is_dir() {
             fsx::remove_file(e.path())?;
+            n += 1;
         }
-        n += 1;
     }
     Ok(n)
 }
 
 /// Sets the last-change field (days since the epoch) of every account that has one.
 fn fix_shadow(path: &Path, epoch: i64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
     let day = (epoch / 86400).to_string();
     let mut out = String::new();
     for line in text.lines() {
@@ -155,10 +165,15 @@ fn align_dpkg_lists(root: &Path, strip: &Strip) -> Result<usize> {
             // fnmatch(3) without FNM_PATHNAME, as dpkg uses it: `*` crosses `/`.
             b.add(Glob::new(g).map_err(|e| Error::Usage(format!("strip glob {g:?}: {e}")))?);
         }
-        b.build().map_err(|e| Error::Usage(format!("strip globs: {e}")))
+        b.build()
+            .map_err(|e| Error::Usage(format!("strip globs: {e}")))
     };
     let (ex, keep) = (set(&ex)?, set(&keep)?);
-    let gone = |p: &str| ex.is_match(p) && !keep.is_match(p) && std::fs::symlink_metadata(fsx::under(root, p.as_bytes())).is_err();
+    let gone = |p: &str| {
+        ex.is_match(p)
+            && !keep.is_match(p)
+            && std::fs::symlink_metadata(fsx::under(root, p.as_bytes())).is_err()
+    };
     let info = root.join("var/lib/dpkg/info");
     let mut dropped = 0;
     for e in std::fs::read_dir(&info).ctx("read directory", &info)? {
@@ -213,7 +228,12 @@ pub fn installed(root: &Path) -> Result<Vec<Installed>> {
                 .get("Source")
                 .map(|s| s.split_whitespace().next().unwrap_or(s).to_string())
                 .unwrap_or_else(|| name.clone());
-            Some(Installed { version: p.get("Version")?.to_string(), arch: p.get("Architecture")?.to_string(), source, name })
+            Some(Installed {
+                version: p.get("Version")?.to_string(),
+                arch: p.get("Architecture")?.to_string(),
+                source,
+                name,
+            })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -1,0 +1,327 @@
+//! `imager lock` and `imager build` on the repository's real manifests: real Debian
+//! packages from the mirrors this machine's apt uses, installed by mmdebstrap as root.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::Env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A copy of `manifests/` (locks are written beside the manifests; the repository's own
+/// stay untouched).
+fn manifests(env: &Env) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+    let dst = env.path("manifests");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&dst)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _ = std::fs::remove_file(dst.join("base.lock"));
+    let _ = std::fs::remove_file(dst.join("python-app.lock"));
+    dst
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
+}
+
+fn chroot(root: &Path, cmd: &str) -> String {
+    let out = Command::new("chroot")
+        .arg(root)
+        .args(["/bin/sh", "-c", cmd])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chroot {cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[test]
+fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
+    let env = Env::new();
+    let m = manifests(&env);
+    let base = m.join("base.toml");
+    let base = base.to_str().unwrap();
+    let lock = env.ok(&["lock", base]);
+    assert!(lock.contains("packages"), "{lock}");
+    let first = json(&env.ok(&["build", base, "--json"]));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let second = json(&env.ok(&["build", base, "--json"]));
+    assert_eq!(first["id"], second["id"], "two builds of base differ");
+    assert_eq!(
+        second["download"]["downloaded"], 0,
+        "the second build should use the cache"
+    );
+    let id = first["id"].as_str().unwrap();
+    // The same image again: the name does not grow a second history entry.
+    assert_eq!(env.ok(&["history", "base"]).lines().count(), 1);
+
+    let (a, b) = (env.path("a.tar.zst"), env.path("b.tar.zst"));
+    env.ok(&["export", "base", "--tar", a.to_str().unwrap()]);
+    env.ok(&["export", id, "--tar", b.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    // What the build stored with the image is enough to build it again.
+    let rebuilt = env.ok(&["rebuild", id]);
+    assert!(rebuilt.contains("rebuilt bit for bit"), "{rebuilt}");
+    let pk = env.ok(&["build-info", "base", "--what", "packages"]);
+    assert!(
+        pk.lines()
+            .any(|l| l.starts_with("openssh-server ") && l.ends_with(" openssh")),
+        "{pk}"
+    );
+
+    let root = env.path("root");
+    env.ok(&["export", id, "--dir", root.to_str().unwrap()]);
+    // dpkg's database agrees with the disk, stripped files included.
+    assert_eq!(chroot(&root, "dpkg --verify"), "");
+    assert!(chroot(&root, "dpkg -S /usr/bin/ssh").starts_with("openssh-client: /usr/bin/ssh"));
+    assert!(chroot(&root, "dpkg -l openssh-server").contains("ii  openssh-server"));
+    let listed = chroot(&root, "dpkg -L openssh-server");
+    assert!(
+        !listed.contains("/usr/share/man/man8/sshd.8.gz")
+            || root.join("usr/share/man/man8/sshd.8.gz").exists()
+    );
+
+    // Strip rules: docs gone but copyright files, English man pages only, listed locales.
+    let docs: Vec<String> = walk(&root.join("usr/share/doc"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        !docs.is_empty() && docs.iter().all(|p| p.ends_with("/copyright")),
+        "{docs:?}"
+    );
+    assert!(root.join("usr/share/man/man8/sshd.8.gz").exists());
+    assert!(!root.join("usr/share/man/de").exists() && !root.join("usr/share/man/fr").exists());
+    assert!(walk(&root.join("usr/share/info"))
+        .iter()
+        .all(|p| p.is_dir()));
+    for l in std::fs::read_dir(root.join("usr/share/locale")).unwrap() {
+        let n = l.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(
+            n == "locale.alias" || n.starts_with("en"),
+            "locale {n} kept"
+        );
+    }
+
+    // Machine and local state.
+    assert_eq!(
+        std::fs::metadata(root.join("etc/machine-id"))
+            .unwrap()
+            .len(),
+        0
+    );
+    let keys: Vec<_> = std::fs::read_dir(root.join("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    assert!(keys.is_empty(), "host keys in the image: {keys:?}");
+    for d in [
+        "var/log",
+        "tmp",
+        "var/tmp",
+        "var/lib/apt/lists",
+        "var/cache/apt/archives",
+    ] {
+        let files: Vec<_> = walk(&root.join(d))
+            .into_iter()
+            .filter(|p| !p.is_dir())
+            .collect();
+        assert!(files.is_empty(), "{d} holds {files:?}");
+    }
+    for f in [
+        "etc/resolv.conf",
+        "etc/hostname",
+        "var/cache/ldconfig/aux-cache",
+        "var/lib/dpkg/status-old",
+    ] {
+        assert!(
+            std::fs::symlink_metadata(root.join(f)).is_err(),
+            "{f} is in the image"
+        );
+    }
+    let epoch_day = first["epoch"].as_i64().unwrap() / 86400;
+    let shadow = std::fs::read_to_string(root.join("etc/shadow")).unwrap();
+    assert!(
+        shadow.lines().all(|l| l
+            .split(':')
+            .nth(2)
+            .is_none_or(|d| d.is_empty() || d == epoch_day.to_string())),
+        "{shadow}"
+    );
+    let sources = std::fs::read_to_string(root.join("etc/apt/sources.list")).unwrap();
+    assert!(
+        sources.starts_with("deb http") && !sources.contains("file:"),
+        "{sources}"
+    );
+
+    // The syncer's inputs travel in the image.
+    let triggers = std::fs::read_to_string(root.join("usr/lib/imager/triggers.toml")).unwrap();
+    assert!(
+        triggers.contains("reload-sshd") && triggers.contains("/etc/ssh/sshd_config"),
+        "{triggers}"
+    );
+    let ls = std::fs::read_to_string(root.join("usr/lib/imager/local-state.txt")).unwrap();
+    assert!(ls.contains("/etc/machine-id"));
+}
+
+fn walk(p: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.into_path())
+        .collect()
+}
+
+#[test]
+fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
+    let env = Env::new();
+    let m = manifests(&env);
+    let app = m.join("python-app.toml");
+    let app = app.to_str().unwrap();
+    // No lock yet: the build says how to make one, and --update-lock makes it.
+    let e = env.fails(&["build", app]);
+    assert!(
+        e.contains("imager lock") && e.contains("python-app.lock"),
+        "{e}"
+    );
+    let first = json(&env.ok(&["build", app, "--update-lock", "--json"]));
+    assert!(m.join("python-app.lock").is_file());
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let second = json(&env.ok(&["build", app, "--json"]));
+    assert_eq!(first["id"], second["id"], "two builds of python-app differ");
+    // The hook's outputs really were made reproducible by the rules, not by luck.
+    assert!(first["normalize"]["pyc"].as_u64().unwrap() >= 1, "{first}");
+    assert!(first["normalize"]["gzip"].as_u64().unwrap() >= 1, "{first}");
+
+    let root = env.path("root");
+    env.ok(&["export", "python-app", "--dir", root.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::metadata(root.join("opt/app/app.py"))
+            .unwrap()
+            .len(),
+        404
+    );
+    // Python takes the normalised pyc as valid: it loads it rather than recompiling.
+    let v = chroot(
+        &root,
+        "cd / && python3 -v -c 'import sys; sys.path.insert(0, \"/opt/app\"); import app' 2>&1",
+    );
+    assert!(
+        v.contains("code object from '/opt/app/__pycache__/app.cpython-311.pyc'"),
+        "{v}"
+    );
+    // Overlays keep their owner and mode; the gzip stays valid.
+    assert!(chroot(&root, "stat -c '%a %u' /etc/systemd/system/app.service").starts_with("644 0"));
+    assert_eq!(
+        chroot(&root, "gzip -dc /opt/app/CHANGES.gz"),
+        "1.0: first release\n"
+    );
+
+    // A stale lock is refused until it is updated.
+    let text = std::fs::read_to_string(&app)
+        .unwrap()
+        .replace("\"python3-requests\"", "\"python3-requests\", \"jq\"");
+    std::fs::write(&app, text).unwrap();
+    let e = env.fails(&["build", app]);
+    assert!(
+        e.contains("no longer matches") && e.contains("--update-lock"),
+        "{e}"
+    );
+
+    // A failing hook: its name and output are shown, and --keep-failed keeps the chroot.
+    let bad = m.join("bad-hook.toml");
+    std::fs::write(&bad, "name = \"bad-hook\"\nextends = \"base.toml\"\n[[hook]]\nname = \"explode\"\nrun = \"echo the-hook-said-this >&2; exit 3\"\n").unwrap();
+    std::fs::copy(m.join("base.lock"), m.join("bad-hook.lock")).ok();
+    let e = env.fails(&[
+        "build",
+        bad.to_str().unwrap(),
+        "--update-lock",
+        "--keep-failed",
+    ]);
+    assert!(
+        e.contains("hook \"explode\"")
+            && e.contains("the-hook-said-this")
+            && e.contains("bad-hook.toml"),
+        "{e}"
+    );
+    let kept = e
+        .lines()
+        .find_map(|l| l.split("kept in ").nth(1))
+        .map(|s| s.trim_end_matches(')').to_string());
+    let kept = kept.unwrap_or_else(|| panic!("no kept directory in {e}"));
+    assert!(Path::new(&kept).join("root/usr/bin/dpkg").exists());
+    std::fs::remove_dir_all(&kept).unwrap();
+}
+
+#[test]
+fn bad_manifests_fail_with_clear_errors() {
+    let env = Env::new();
+    let m = env.path("m");
+    std::fs::create_dir_all(&m).unwrap();
+    let w = |name: &str, body: &str| {
+        let p = m.join(name);
+        std::fs::write(&p, body).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let unknown = w(
+        "unknown.toml",
+        "name = \"x\"\npackages = [\"gzip\"]\n\n[strip]\ndoc = true\n",
+    );
+    let e = env.fails(&["lock", &unknown]);
+    assert!(e.contains("unknown.toml:5") && e.contains("doc"), "{e}");
+
+    w("a.toml", "name = \"a\"\nextends = \"b.toml\"\n");
+    let b = w("b.toml", "name = \"b\"\nextends = \"a.toml\"\n");
+    let e = env.fails(&["build", &b]);
+    assert!(
+        e.contains("cycle") && e.contains("a.toml") && e.contains("b.toml"),
+        "{e}"
+    );
+
+    let missing = w("orphan.toml", "name = \"o\"\nextends = \"nowhere.toml\"\n");
+    let e = env.fails(&["lock", &missing]);
+    assert!(
+        e.contains("orphan.toml:2") && e.contains("nowhere.toml"),
+        "{e}"
+    );
+
+    let nopkg = w(
+        "nopkg.toml",
+        "name = \"n\"\npackages = [\"gzip\", \"no-such-package-anywhere\"]\n",
+    );
+    let e = env.fails(&["lock", &nopkg]);
+    assert!(
+        e.contains("nopkg.toml") && e.contains("no-such-package-anywhere"),
+        "{e}"
+    );
+
+    let gone = w(
+        "gone.toml",
+        "name = \"g\"\npackages = [\"gzip=0.0-no-such-version\"]\n",
+    );
+    let e = env.fails(&["lock", &gone]);
+    assert!(
+        e.contains("gone.toml") && e.contains("0.0-no-such-version"),
+        "{e}"
+    );
+
+    let mirror = w(
+        "mirror.toml",
+        "name = \"m\"\n[source]\nmirrors = [\"http://127.0.0.1:9/debian\"]\n",
+    );
+    let e = env.fails(&["lock", &mirror]);
+    assert!(
+        e.contains("mirror.toml") && e.contains("127.0.0.1:9"),
+        "{e}"
+    );
+}
