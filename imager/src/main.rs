@@ -577,8 +577,8 @@ fn print_built(b: &build::Built, out: &mut impl Write) -> Result<()> {
     )?;
     writeln!(
         out,
-        "  {} overlay entries, {} hooks; removed {} machine-state and {} local-state paths, {} dpkg list lines of stripped files",
-        b.overlays, b.hooks, b.scrub.machine_state_removed, b.scrub.local_state_removed, b.scrub.dpkg_list_lines_dropped
+        "  {} overlay entries, {} hooks; removed {} machine-state, {} local-state and {} generated stripped files; dropped {} dpkg list lines of stripped files",
+        b.overlays, b.hooks, b.scrub.machine_state_removed, b.scrub.local_state_removed, b.scrub.strip_generated_removed, b.scrub.dpkg_list_lines_dropped
     )?;
     writeln!(
         out,

@@ -39,6 +39,9 @@ pub struct Scrubbed {
     pub machine_state_removed: usize,
     pub local_state_removed: usize,
     pub dpkg_list_lines_dropped: usize,
+    /// Files the strip rules cover that maintainer scripts or hooks made (dpkg's filters
+    /// only see files from packages).
+    pub strip_generated_removed: usize,
 }
 
 pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
@@ -74,6 +77,7 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
     // matches itself: `covers` sees both.
     s.local_state_removed = remove_matching(root, &Excludes::new(&m.local_state)?, true)?;
     s.dpkg_list_lines_dropped = align_dpkg_lists(root, &m.strip)?;
+    s.strip_generated_removed = strip_generated(root, &m.strip)?;
 
     let dir = root.join(IMAGE_DIR);
     fsx::create_dir_all(&dir)?;
@@ -151,13 +155,11 @@ fn fix_shadow(path: &Path, epoch: i64) -> Result<()> {
     Ok(())
 }
 
-/// dpkg records the files its path-exclude filters kept off the disk; drop those lines
-/// (from `*.list` and `*.md5sums`) so that `dpkg -L`, `dpkg -S` and `dpkg --verify` tell
-/// the truth about the image. Only missing paths the filters excluded are dropped.
-fn align_dpkg_lists(root: &Path, strip: &Strip) -> Result<usize> {
+/// The strip filters as dpkg evaluates them: excluded by one glob and kept by none.
+fn strip_matcher(strip: &Strip) -> Result<Option<impl Fn(&str) -> bool>> {
     let (ex, keep) = strip.filters();
     if ex.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
     let set = |globs: &[String]| -> Result<GlobSet> {
         let mut b = GlobSetBuilder::new();
@@ -169,11 +171,54 @@ fn align_dpkg_lists(root: &Path, strip: &Strip) -> Result<usize> {
             .map_err(|e| Error::Usage(format!("strip globs: {e}")))
     };
     let (ex, keep) = (set(&ex)?, set(&keep)?);
-    let gone = |p: &str| {
-        ex.is_match(p)
-            && !keep.is_match(p)
-            && std::fs::symlink_metadata(fsx::under(root, p.as_bytes())).is_err()
+    Ok(Some(move |p: &str| ex.is_match(p) && !keep.is_match(p)))
+}
+
+/// Removes files under the strip rules that no package owns: made by maintainer scripts
+/// (base-files copies /usr/share/info/dir) or hooks, which dpkg's filters do not see.
+fn strip_generated(root: &Path, strip: &Strip) -> Result<usize> {
+    let Some(stripped) = strip_matcher(strip)? else {
+        return Ok(0);
     };
+    let info = root.join("var/lib/dpkg/info");
+    let mut owned = std::collections::HashSet::new();
+    for e in std::fs::read_dir(&info).ctx("read directory", &info)? {
+        let path = e.ctx("read directory", &info)?.path();
+        if path.extension().is_some_and(|x| x == "list") {
+            for l in fsx::read(&path)?.split(|&b| b == b'\n') {
+                owned.insert(l.to_vec());
+            }
+        }
+    }
+    let mut n = 0;
+    for e in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .same_file_system(true)
+    {
+        let e = e.map_err(|e| Error::Usage(format!("walking {}: {e}", root.display())))?;
+        if e.file_type().is_dir() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(root).unwrap_or(Path::new(""));
+        let mut p = b"/".to_vec();
+        p.extend_from_slice(fsx::path_bytes(rel));
+        if stripped(&String::from_utf8_lossy(&p)) && !owned.contains(&p) {
+            fsx::remove_file(e.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// dpkg records the files its path-exclude filters kept off the disk; drop those lines
+/// (from `*.list` and `*.md5sums`) so that `dpkg -L`, `dpkg -S` and `dpkg --verify` tell
+/// the truth about the image. Only missing paths the filters excluded are dropped.
+fn align_dpkg_lists(root: &Path, strip: &Strip) -> Result<usize> {
+    let Some(stripped) = strip_matcher(strip)? else {
+        return Ok(0);
+    };
+    let gone =
+        |p: &str| stripped(p) && std::fs::symlink_metadata(fsx::under(root, p.as_bytes())).is_err();
     let info = root.join("var/lib/dpkg/info");
     let mut dropped = 0;
     for e in std::fs::read_dir(&info).ctx("read directory", &info)? {

@@ -7,6 +7,8 @@
 //!   images/<id>/manifest   the canonical manifest text; blake3(manifest) == <id>
 //!   images/<id>/…      whatever else belongs to the image (build info, package list)
 //!   refs/<name>        the image IDs the name has pointed at, oldest first, one a line
+//!   debs/<sha256>.deb  the .deb cache of `imager build`
+//!   build/             builds in progress (see `crate::build`)
 //!   tmp/               staging; anything here is an unfinished write, removed on open
 //!   lock               flock: shared by readers, exclusive by writers
 //! ```
