@@ -132,9 +132,11 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
         "var/lib/apt/lists",
         "var/cache/apt/archives",
     ] {
+        // apt's empty lock files may stay: they carry nothing of the build machine.
         let files: Vec<_> = walk(&root.join(d))
             .into_iter()
             .filter(|p| !p.is_dir())
+            .filter(|p| !(p.ends_with("lock") && std::fs::metadata(p).unwrap().len() == 0))
             .collect();
         assert!(files.is_empty(), "{d} holds {files:?}");
     }
