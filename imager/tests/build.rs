@@ -230,10 +230,10 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
     );
 
     // A stale lock is refused until it is updated.
-    let text = std::fs::read_to_string(&app)
+    let text = std::fs::read_to_string(app)
         .unwrap()
         .replace("\"python3-requests\"", "\"python3-requests\", \"jq\"");
-    std::fs::write(&app, text).unwrap();
+    std::fs::write(app, text).unwrap();
     let e = env.fails(&["build", app]);
     assert!(
         e.contains("no longer matches") && e.contains("--update-lock"),

@@ -109,11 +109,10 @@ pub struct TriggerFile {
 /// and dpkg's lists name them. Never follows symlinks.
 fn remove_matching(root: &Path, ex: &Excludes, local_state: bool) -> Result<usize> {
     let mut n = 0;
-    let mut it = walkdir::WalkDir::new(root)
+    let it = walkdir::WalkDir::new(root)
         .follow_links(false)
-        .same_file_system(true)
-        .into_iter();
-    while let Some(e) = it.next() {
+        .same_file_system(true);
+    for e in it {
         let e = e.map_err(|e| Error::Usage(format!("walking {}: {e}", root.display())))?;
         let rel = e.path().strip_prefix(root).unwrap_or(Path::new(""));
         if rel.as_os_str().is_empty() {
