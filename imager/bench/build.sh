@@ -19,13 +19,14 @@ rm -rf "$work"; mkdir -p "$work"
 cp -a "$here/manifests" "$work/m"; rm -f "$work/m/"*.lock
 I() { "$imager" --store "$work/store" -q "$@"; }
 now() { date +%s.%N; }
-timed() { local t0; t0=$(now); "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }; printf '%.1f' "$(echo "$(now) - $t0" | bc)"; }
+timed() { local t0; t0=$(now); "$@" >"$work/out" 2>"$work/err" || { cat "$work/err" >&2; exit 1; }; printf '%.1f' "$(echo "$(now) - $t0" | bc)"; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "imager-lock          wall_s=$(timed I lock "$work/m/base.toml")"
 echo "imager-build-cold    wall_s=$(timed I build "$work/m/base.toml")"
 echo "imager-build-warm    wall_s=$(timed I build "$work/m/base.toml")"
 echo "imager-build-warm    wall_s=$(timed I build "$work/m/base.toml")"
+echo "phases of the last build: $(grep ' time ' "$work/out")"
 id=$(I show base --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "image $id"
 
@@ -43,5 +44,4 @@ awk '$1 == "package" {v = $3; gsub(":", "%3a", v); print $8, $2 "_" v "_" $4 ".d
 echo "mmdebstrap-local     wall_s=$(timed plain --hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount "" "$work/plain" "deb [trusted=yes] file://$work/repo ./")"
 du -sb "$work/plain" | awk '{print "plain tree bytes", $1}'
 I show base | sed -n '1,4p'
-I build-info base --what info | python3 -c 'import json,sys; d=json.load(sys.stdin); print("phases of the last build:", ", ".join("%s %.1fs" % (n, s) for n, s in d["phases"]))'
 rm -rf "$work/plain" "$work/repo"

@@ -65,10 +65,6 @@ pub struct Ingested {
     pub rewritten: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-fn is_pyc(path: &[u8]) -> bool {
-    path.ends_with(b".pyc")
-}
-
 /// Runs the stages described in the module documentation.
 pub fn ingest(
     mut pending: Vec<Pending>,
@@ -89,7 +85,7 @@ pub fn ingest(
         let outcomes: Vec<Result<(usize, Outcome)>> = pending
             .par_iter()
             .enumerate()
-            .filter(|(_, p)| p.content.is_some() && is_pyc(&p.entry.path) == pyc_pass)
+            .filter(|(_, p)| p.content.is_some() && pyc::is_pyc(&p.entry.path) == pyc_pass)
             .map(|(i, p)| {
                 let r = content_stage(&pending, p, opts, sink).map(|o| (i, o));
                 progress.inc(1);
@@ -119,7 +115,7 @@ pub fn ingest(
         // Hashes are final for this pass's files; now their mtimes.
         if let Some(o) = opts {
             for p in pending.iter_mut() {
-                if p.entry.is_hardlink() || is_pyc(&p.entry.path) != pyc_pass {
+                if p.entry.is_hardlink() || pyc::is_pyc(&p.entry.path) != pyc_pass {
                     continue;
                 }
                 let (m, rule) = mtime::normalize(&p.entry, o, previous);
@@ -207,7 +203,7 @@ fn content_stage(
                 // to refuse the tree; the report lists it.
                 Err(e) => skipped = Some(format!("gzip: {e}")),
             }
-        } else if o.pyc && is_pyc(path) {
+        } else if o.pyc && pyc::is_pyc(path) {
             let source = pyc::source_path(path)
                 .and_then(|s| all.binary_search_by(|x| path_cmp(&x.entry.path, &s)).ok())
                 .map(|j| &all[j].entry);

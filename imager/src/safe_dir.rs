@@ -2,6 +2,10 @@
 //! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` relative to a handle on the root,
 //! and every new name is created relative to that parent with `O_EXCL | O_NOFOLLOW`.
 //! Whatever a tree or a hostile directory contains, nothing is written outside the root.
+//!
+//! [`Beneath::in_root`] is the variant for a chroot the imager is building: there a
+//! symlink such as `/lib -> usr/lib` is part of the image and is followed, but resolved
+//! as the image would resolve it (`RESOLVE_IN_ROOT`), so it still cannot lead outside.
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
@@ -12,10 +16,28 @@ use std::path::{Path, PathBuf};
 pub struct Beneath {
     root: OwnedFd,
     path: PathBuf,
+    /// How parents are resolved: never through a symlink, or through symlinks taken
+    /// relative to the root.
+    resolve: ResolveFlags,
+    nofollow: OFlags,
 }
 
 impl Beneath {
+    /// No symlink is ever followed.
     pub fn open(path: &Path) -> Result<Beneath> {
+        Beneath::with(
+            path,
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+            OFlags::NOFOLLOW,
+        )
+    }
+
+    /// Symlinks are followed as if `path` were `/` (a chroot of our own making).
+    pub fn in_root(path: &Path) -> Result<Beneath> {
+        Beneath::with(path, ResolveFlags::IN_ROOT, OFlags::empty())
+    }
+
+    fn with(path: &Path, resolve: ResolveFlags, nofollow: OFlags) -> Result<Beneath> {
         let root = rustix::fs::open(
             path,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -25,6 +47,8 @@ impl Beneath {
         Ok(Beneath {
             root,
             path: path.to_path_buf(),
+            resolve: resolve | ResolveFlags::NO_MAGICLINKS,
+            nofollow,
         })
     }
 
@@ -44,9 +68,9 @@ impl Beneath {
         rustix::fs::openat2(
             &self.root,
             rel,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | self.nofollow,
             Mode::empty(),
-            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            self.resolve,
         )
         .ctx("open directory", self.display(entry_path))
     }

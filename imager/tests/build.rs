@@ -243,7 +243,6 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
     // A failing hook: its name and output are shown, and --keep-failed keeps the chroot.
     let bad = m.join("bad-hook.toml");
     std::fs::write(&bad, "name = \"bad-hook\"\nextends = \"base.toml\"\n[[hook]]\nname = \"explode\"\nrun = \"echo the-hook-said-this >&2; exit 3\"\n").unwrap();
-    std::fs::copy(m.join("base.lock"), m.join("bad-hook.lock")).ok();
     let e = env.fails(&[
         "build",
         bad.to_str().unwrap(),
@@ -275,55 +274,78 @@ fn bad_manifests_fail_with_clear_errors() {
         std::fs::write(&p, body).unwrap();
         p.to_str().unwrap().to_string()
     };
-    let unknown = w(
-        "unknown.toml",
-        "name = \"x\"\npackages = [\"gzip\"]\n\n[strip]\ndoc = true\n",
-    );
-    let e = env.fails(&["lock", &unknown]);
-    assert!(e.contains("unknown.toml:5") && e.contains("doc"), "{e}");
-
     w("a.toml", "name = \"a\"\nextends = \"b.toml\"\n");
-    let b = w("b.toml", "name = \"b\"\nextends = \"a.toml\"\n");
-    let e = env.fails(&["build", &b]);
-    assert!(
-        e.contains("cycle") && e.contains("a.toml") && e.contains("b.toml"),
-        "{e}"
-    );
+    // (file, body, command, what the error must name)
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "unknown.toml",
+            "name = \"x\"\npackages = [\"gzip\"]\n\n[strip]\ndoc = true\n",
+            "lock",
+            &["unknown.toml:5", "doc"],
+        ),
+        (
+            "b.toml",
+            "name = \"b\"\nextends = \"a.toml\"\n",
+            "build",
+            &["cycle", "a.toml", "b.toml"],
+        ),
+        (
+            "orphan.toml",
+            "name = \"o\"\nextends = \"nowhere.toml\"\n",
+            "lock",
+            &["orphan.toml:2", "nowhere.toml"],
+        ),
+        (
+            "nopkg.toml",
+            "name = \"n\"\npackages = [\"gzip\", \"no-such-package-anywhere\"]\n",
+            "lock",
+            &["nopkg.toml", "no-such-package-anywhere"],
+        ),
+        (
+            "gone.toml",
+            "name = \"g\"\npackages = [\"gzip=0.0-no-such-version\"]\n",
+            "lock",
+            &["gone.toml", "0.0-no-such-version"],
+        ),
+        (
+            "mirror.toml",
+            "name = \"m\"\n[source]\nmirrors = [\"http://127.0.0.1:9/debian\"]\n",
+            "lock",
+            &["mirror.toml", "127.0.0.1:9"],
+        ),
+    ];
+    for (file, body, cmd, expect) in cases {
+        let e = env.fails(&[cmd, &w(file, body)]);
+        for x in *expect {
+            assert!(e.contains(x), "{file}: {x:?} not in:\n{e}");
+        }
+    }
 
-    let missing = w("orphan.toml", "name = \"o\"\nextends = \"nowhere.toml\"\n");
-    let e = env.fails(&["lock", &missing]);
+    // A version the mirror no longer has: the build names the package and the way out.
+    let ok = w(
+        "vanished.toml",
+        "name = \"v\"\n[source]\nvariant = \"essential\"\n",
+    );
+    env.ok(&["lock", &ok]);
+    let lock = m.join("vanished.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let gzip = text
+        .lines()
+        .find(|l| l.starts_with("package gzip "))
+        .unwrap();
+    let f: Vec<&str> = gzip.split(' ').collect();
+    let gone = format!(
+        "{} pool/main/g/gzip/gzip_0.0-vanished_{}.deb {}",
+        f[..5].join(" "),
+        f[3],
+        f[6..].join(" ")
+    );
+    std::fs::write(&lock, text.replace(gzip, &gone)).unwrap();
+    let e = env.fails(&["build", &ok]);
     assert!(
-        e.contains("orphan.toml:2") && e.contains("nowhere.toml"),
-        "{e}"
-    );
-
-    let nopkg = w(
-        "nopkg.toml",
-        "name = \"n\"\npackages = [\"gzip\", \"no-such-package-anywhere\"]\n",
-    );
-    let e = env.fails(&["lock", &nopkg]);
-    assert!(
-        e.contains("nopkg.toml") && e.contains("no-such-package-anywhere"),
-        "{e}"
-    );
-
-    let gone = w(
-        "gone.toml",
-        "name = \"g\"\npackages = [\"gzip=0.0-no-such-version\"]\n",
-    );
-    let e = env.fails(&["lock", &gone]);
-    assert!(
-        e.contains("gone.toml") && e.contains("0.0-no-such-version"),
-        "{e}"
-    );
-
-    let mirror = w(
-        "mirror.toml",
-        "name = \"m\"\n[source]\nmirrors = [\"http://127.0.0.1:9/debian\"]\n",
-    );
-    let e = env.fails(&["lock", &mirror]);
-    assert!(
-        e.contains("mirror.toml") && e.contains("127.0.0.1:9"),
+        e.contains("cannot download gzip")
+            && e.contains("gzip_0.0-vanished")
+            && e.contains("imager lock"),
         "{e}"
     );
 }

@@ -12,7 +12,7 @@
 
 use crate::error::{Error, Result};
 use crate::ingest::IN_MEMORY_LIMIT;
-use crate::normalize::gzip;
+use crate::normalize::{gzip, pyc};
 use crate::store::Txn;
 use crate::tree::escape::escape;
 use crate::tree::scan::{Content, Pending};
@@ -362,7 +362,7 @@ fn read_content(
         .map_err(|e| Error::io("read content of", &what, e))?;
     let candidate = opts.keep_candidates
         && size <= IN_MEMORY_LIMIT
-        && (path.ends_with(b".pyc") || gzip::looks_like_gzip(&head[..k]));
+        && (pyc::is_pyc(path) || gzip::looks_like_gzip(&head[..k]));
     if candidate {
         let mut data = Vec::with_capacity(size as usize);
         data.extend_from_slice(&head[..k]);

@@ -173,10 +173,14 @@ pub struct IndexEntry {
     pub source: Option<usize>,
 }
 
+/// Every package version of the downloaded indices, keyed by (name, version, arch).
+pub type Index = BTreeMap<(String, String, String), IndexEntry>;
+
 /// apt with a state directory of its own.
 pub struct PrivateApt {
     dir: PathBuf,
     arch: String,
+    sources: Vec<SourceLine>,
 }
 
 impl PrivateApt {
@@ -205,6 +209,7 @@ impl PrivateApt {
         Ok(PrivateApt {
             dir: dir.to_path_buf(),
             arch: arch.to_string(),
+            sources: sources.to_vec(),
         })
     }
 
@@ -264,18 +269,16 @@ impl PrivateApt {
         Ok(())
     }
 
-    /// Every package version of the downloaded indices, keyed by (name, version, arch).
-    pub fn index(
-        &self,
-        sources: &[SourceLine],
-    ) -> Result<BTreeMap<(String, String, String), IndexEntry>> {
+    /// Reads the downloaded indices (once: they are large).
+    pub fn index(&self) -> Result<Index> {
         let mut out = BTreeMap::new();
         for f in self.list_files("_Packages")? {
             let fname = f
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let source = sources
+            let source = self
+                .sources
                 .iter()
                 .position(|s| fname.starts_with(&list_prefix(s)));
             for p in deb822::parse(&fsx::read_to_string(&f)?) {
@@ -333,12 +336,12 @@ impl PrivateApt {
     /// packages: (name, version, arch), sorted by name.
     pub fn resolve(
         &self,
+        index: &Index,
         variant: Variant,
         packages: &[String],
     ) -> Result<Vec<(String, String, String)>> {
-        let index = self.index(&[])?;
         let mut want: Vec<String> = Vec::new();
-        for ((n, _, _), e) in &index {
+        for ((n, _, _), e) in index {
             let base = e.essential
                 || match variant {
                     Variant::Essential => false,

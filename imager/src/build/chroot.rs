@@ -5,9 +5,9 @@
 use super::manifest::{Hook, Manifest, Overlay};
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use crate::safe_dir::Beneath;
+use rustix::fs::{AtFlags, Mode, OFlags};
 use std::io::Write;
-use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -124,142 +124,105 @@ pub fn install(
     run_logged(c, "mmdebstrap", log, None)
 }
 
-/// Opens a directory of the image, resolving symlinks as the image would (inside it).
-fn open_in_root(root: &OwnedFd, path: &str, shown: &Path) -> Result<OwnedFd> {
-    let rel = path.trim_start_matches('/');
-    rustix::fs::openat2(
-        root,
-        if rel.is_empty() { "." } else { rel },
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .ctx("open directory", shown)
-}
-
 /// Copies the manifest's overlays into the image, in order, with their owners and modes.
 pub fn apply_overlays(root: &Path, overlays: &[Overlay]) -> Result<usize> {
-    let root_fd = rustix::fs::open(
-        root,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("open", root)?;
+    let b = Beneath::in_root(root)?;
     let mut n = 0;
     for o in overlays {
         let meta = std::fs::symlink_metadata(&o.src).ctx("inspect overlay", &o.src)?;
-        if meta.is_dir() {
-            for e in walkdir::WalkDir::new(&o.src).sort_by_file_name() {
-                let e = e.map_err(|e| Error::Usage(format!("overlay {}: {e}", o.src.display())))?;
-                let rel = e.path().strip_prefix(&o.src).unwrap_or(Path::new(""));
-                let dest = if rel.as_os_str().is_empty() {
-                    o.dest.clone()
-                } else {
-                    format!("{}/{}", o.dest, rel.display())
-                };
-                place(&root_fd, root, e.path(), &dest, o)?;
-                n += 1;
-            }
+        let walk = walkdir::WalkDir::new(&o.src).sort_by_file_name();
+        // A directory brings everything below it; anything else is the one entry.
+        let walk = if meta.is_dir() {
+            walk
         } else {
-            place(&root_fd, root, &o.src, &o.dest, o)?;
+            walk.max_depth(0)
+        };
+        for e in walk {
+            let e = e.map_err(|e| Error::Usage(format!("overlay {}: {e}", o.src.display())))?;
+            let mut dest = o.dest.as_bytes().to_vec();
+            let rel = e.path().strip_prefix(&o.src).unwrap_or(Path::new(""));
+            if !rel.as_os_str().is_empty() {
+                dest.push(b'/');
+                dest.extend_from_slice(fsx::path_bytes(rel));
+            }
+            place(&b, e.path(), &dest, o)?;
             n += 1;
         }
     }
     Ok(n)
 }
 
-fn place(root_fd: &OwnedFd, root: &Path, src: &Path, dest: &str, o: &Overlay) -> Result<()> {
-    let shown = fsx::under(root, dest.as_bytes());
-    let (parent, name) = dest.rsplit_once('/').unwrap_or(("", dest));
-    if name.is_empty() {
-        return Err(Error::Usage(format!(
+/// Puts one overlay entry at `dest`: staged under a temporary name in its directory,
+/// then renamed over whatever is there (a symlink is replaced, not followed).
+fn place(b: &Beneath, src: &Path, dest: &[u8], o: &Overlay) -> Result<()> {
+    let shown = b.display(dest);
+    let parent = crate::tree::parent(dest).ok_or_else(|| {
+        Error::Usage(format!(
             "overlay {}: cannot replace the image's root",
             src.display()
-        )));
-    }
-    mkdirs(root_fd, root, parent, o.dir_mode)?;
-    let dir = open_in_root(root_fd, parent, &shown)?;
+        ))
+    })?;
+    mkdirs(b, parent, o.dir_mode)?;
+    let (dir, name) = b.parent(dest)?;
     let meta = std::fs::symlink_metadata(src).ctx("inspect overlay", src)?;
-    let tmp = format!(".{name}.imager-overlay");
-    let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), rustix::fs::AtFlags::empty());
     if meta.is_dir() {
         match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(o.dir_mode)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
             Err(e) => return Err(Error::io("create directory", &shown, e.into())),
         }
-        let d = rustix::fs::openat(
-            &dir,
-            name,
-            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY,
-            Mode::empty(),
-        )
-        .ctx("open directory", &shown)?;
-        rustix::fs::fchown(&d, Some(uid(o.owner)), Some(gid(o.group)))
-            .ctx("set owner of", &shown)?;
-        rustix::fs::fchmod(&d, Mode::from_raw_mode(o.dir_mode)).ctx("set mode of", &shown)?;
-        return Ok(());
+        let d = b.open_dir(dest)?;
+        fsx::fchown(&d, o.owner, o.group, &shown)?;
+        return rustix::fs::fchmod(&d, Mode::from_raw_mode(o.dir_mode)).ctx("set mode of", &shown);
     }
+    let mut tmp = b".imager-overlay.".to_vec();
+    tmp.extend_from_slice(name);
+    let tmp = tmp.as_slice();
+    let _ = rustix::fs::unlinkat(&dir, tmp, AtFlags::empty());
     if meta.file_type().is_symlink() {
         let target = std::fs::read_link(src).ctx("read link", src)?;
-        rustix::fs::symlinkat(&target, &dir, tmp.as_str()).ctx("create symlink", &shown)?;
+        rustix::fs::symlinkat(&target, &dir, tmp).ctx("create symlink", &shown)?;
         rustix::fs::chownat(
             &dir,
-            tmp.as_str(),
-            Some(uid(o.owner)),
-            Some(gid(o.group)),
-            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            tmp,
+            Some(rustix::fs::Uid::from_raw(o.owner)),
+            Some(rustix::fs::Gid::from_raw(o.group)),
+            AtFlags::SYMLINK_NOFOLLOW,
         )
         .ctx("set owner of", &shown)?;
     } else if meta.is_file() {
-        let data = fsx::read(src)?;
-        let mode = o.mode.unwrap_or(meta.mode() & 0o7777);
         let f = rustix::fs::openat(
             &dir,
-            tmp.as_str(),
+            tmp,
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
         .ctx("create", &shown)?;
         let mut file = std::fs::File::from(f);
-        file.write_all(&data).ctx("write", &shown)?;
-        rustix::fs::fchown(&file, Some(uid(o.owner)), Some(gid(o.group)))
-            .ctx("set owner of", &shown)?;
+        std::io::copy(&mut std::fs::File::open(src).ctx("open", src)?, &mut file)
+            .ctx("write", &shown)?;
+        fsx::fchown(&file, o.owner, o.group, &shown)?;
         // After chown, which clears setuid/setgid bits.
-        file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .ctx("set mode of", &shown)?;
+        let mode = o.mode.unwrap_or(meta.mode() & 0o7777);
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).ctx("set mode of", &shown)?;
     } else {
         return Err(Error::Usage(format!(
             "overlay {}: only files, directories and symlinks can be copied in",
             src.display()
         )));
     }
-    // Replaces whatever is there (a symlink included: it is replaced, not followed).
-    rustix::fs::renameat(&dir, tmp.as_str(), &dir, name).ctx("rename into place", &shown)?;
-    Ok(())
-}
-
-fn uid(n: u32) -> rustix::fs::Uid {
-    rustix::fs::Uid::from_raw(n)
-}
-fn gid(n: u32) -> rustix::fs::Gid {
-    rustix::fs::Gid::from_raw(n)
+    rustix::fs::renameat(&dir, tmp, &dir, name).ctx("rename into place", &shown)
 }
 
 /// Creates the missing directories of `path` inside the image.
-fn mkdirs(root_fd: &OwnedFd, root: &Path, path: &str, mode: u32) -> Result<()> {
-    let mut cur = String::new();
-    for c in path.split('/').filter(|c| !c.is_empty()) {
-        let parent = open_in_root(root_fd, &cur, &fsx::under(root, cur.as_bytes()))?;
-        cur = format!("{cur}/{c}");
+fn mkdirs(b: &Beneath, path: &[u8], mode: u32) -> Result<()> {
+    let mut cur = Vec::new();
+    for c in path.split(|&x| x == b'/').filter(|c| !c.is_empty()) {
+        let parent = b.open_dir(if cur.is_empty() { b"/" } else { &cur })?;
+        cur.push(b'/');
+        cur.extend_from_slice(c);
         match rustix::fs::mkdirat(&parent, c, Mode::from_raw_mode(mode)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-            Err(e) => {
-                return Err(Error::io(
-                    "create directory",
-                    fsx::under(root, cur.as_bytes()),
-                    e.into(),
-                ))
-            }
+            Err(e) => return Err(Error::io("create directory", b.display(&cur), e.into())),
         }
     }
     Ok(())

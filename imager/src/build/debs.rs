@@ -2,6 +2,7 @@
 //! and the flat apt repository a build installs from: exactly the locked .debs, so apt
 //! inside mmdebstrap can choose nothing else.
 
+use super::apt::SourceLine;
 use super::lock::{Lock, LockedPackage};
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
@@ -44,110 +45,139 @@ pub struct Fetched {
     pub cached: usize,
 }
 
-/// Makes sure every locked .deb is in the cache, downloading the missing ones from the
-/// current sources (`mirrors`, in the lock's source order) and then from the URI the
-/// lock recorded. Each download is checked against the lock's sha256 before it is kept.
+/// Makes sure every locked .deb is in the cache. Missing ones are fetched in one apt
+/// download from the first candidate mirror (apt pipelines and parallelises it); those
+/// that failed are then tried, one by one, on every other candidate. Each file is checked
+/// against the lock's sha256 before it is kept.
 pub fn fetch(
     store: &Store,
     lock: &Lock,
-    mirrors: &[super::apt::SourceLine],
+    mirrors: &[SourceLine],
     progress: &dyn crate::progress::Progress,
 ) -> Result<Fetched> {
-    let dir = cache_dir(store);
-    fsx::create_dir_all(&dir)?;
+    fsx::create_dir_all(&cache_dir(store))?;
     let missing: Vec<&LockedPackage> = lock
         .packages
         .iter()
         .filter(|p| !cached(store, p).is_file())
         .collect();
-    progress.start("download", Some(missing.len() as u64));
-    // Downloads wait on the network, not the CPU: a few more than the cores.
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(6)
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start download threads: {e}")))?;
-    let results: Vec<Result<u64>> = pool.install(|| {
-        missing
-            .par_iter()
-            .map(|p| {
-                let r = download(store, lock, mirrors, p);
-                progress.inc(1);
-                r
-            })
-            .collect()
-    });
-    progress.finish();
     let mut f = Fetched {
         cached: lock.packages.len() - missing.len(),
         ..Fetched::default()
     };
-    for r in results {
-        f.bytes += r?;
-        f.downloaded += 1;
+    if missing.is_empty() {
+        return Ok(f);
     }
+    progress.start("download", Some(missing.len() as u64));
+    let part = |p: &LockedPackage| {
+        store
+            .root()
+            .join("tmp")
+            .join(format!("{}.deb.part", p.sha256))
+    };
+    let first: Vec<(String, PathBuf, &LockedPackage)> = missing
+        .iter()
+        .map(|p| {
+            (
+                format!("{}/{}", candidates(lock, mirrors, p)[0], p.filename),
+                part(p),
+                *p,
+            )
+        })
+        .collect();
+    // The batch's failures are retried below, where each is reported.
+    let _ = apt_download(&first);
+    for p in missing {
+        let mut tried = Vec::new();
+        let mut ok = keep_if_valid(store, p, &part(p), &mut tried)?;
+        for base in candidates(lock, mirrors, p).iter().skip(1) {
+            if ok {
+                break;
+            }
+            let url = format!("{base}/{}", p.filename);
+            match apt_download(&[(url.clone(), part(p), p)]) {
+                Ok(()) => ok = keep_if_valid(store, p, &part(p), &mut tried)?,
+                Err(why) => tried.push(format!("{url}: {why}")),
+            }
+        }
+        if !ok {
+            return Err(Error::Usage(format!(
+                "cannot download {} {} ({}): {}\n(a version gone from the mirror needs \
+                 `imager lock` again, or a snapshot mirror)",
+                p.name,
+                p.version,
+                p.sha256,
+                tried.join("; ")
+            )));
+        }
+        f.downloaded += 1;
+        f.bytes += p.size;
+        progress.inc(1);
+    }
+    progress.finish();
     Ok(f)
 }
 
-fn download(
-    store: &Store,
-    lock: &Lock,
-    mirrors: &[super::apt::SourceLine],
-    p: &LockedPackage,
-) -> Result<u64> {
-    let recorded = &lock.sources[p.source].uri;
+/// Where a package may be found: the source at its place in today's list first (a host
+/// mirror may have moved), then every other current one, then the one the lock recorded.
+fn candidates(lock: &Lock, mirrors: &[SourceLine], p: &LockedPackage) -> Vec<String> {
     let mut uris: Vec<String> = Vec::new();
-    // The source at the same place in today's list first (a host mirror may have moved),
-    // then every other current one, then the recorded one.
-    if let Some(m) = mirrors.get(p.source) {
-        uris.push(m.uri.clone());
-    }
-    uris.extend(mirrors.iter().map(|m| m.uri.clone()));
-    uris.push(recorded.clone());
-    uris.dedup();
-    let mut seen = std::collections::HashSet::new();
-    uris.retain(|u| seen.insert(u.clone()));
-
-    let tmp = store
-        .root()
-        .join("tmp")
-        .join(format!("{}.deb.part", p.sha256));
-    let mut tried = Vec::new();
-    for base in uris {
-        let url = format!("{base}/{}", p.filename);
-        let _ = std::fs::remove_file(&tmp);
-        let out = Command::new(APT_HELPER)
-            .args(["-q", "download-file", &url])
-            .arg(&tmp)
-            .arg(format!("SHA256:{}", p.sha256))
-            .output()
-            .map_err(|e| Error::io("run", APT_HELPER, e))?;
-        if out.status.success() && tmp.is_file() {
-            let got = sha256_file(&tmp)?;
-            if got == p.sha256 {
-                let dest = cached(store, p);
-                fsx::rename(&tmp, &dest)?;
-                return Ok(p.size);
-            }
-            tried.push(format!("{url}: sha256 {got}"));
-        } else {
-            let why = String::from_utf8_lossy(&out.stderr);
-            let why = why
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("failed")
-                .trim();
-            tried.push(format!("{url}: {why}"));
+    let all = mirrors
+        .get(p.source)
+        .into_iter()
+        .chain(mirrors)
+        .chain(lock.sources.get(p.source));
+    for m in all {
+        if !uris.contains(&m.uri) {
+            uris.push(m.uri.clone());
         }
     }
-    let _ = std::fs::remove_file(&tmp);
-    Err(Error::Usage(format!(
-        "cannot download {} {} ({}): {}\n(a version gone from the mirror needs `imager lock` again, or a snapshot mirror)",
-        p.name,
-        p.version,
-        p.sha256,
-        tried.join("; ")
-    )))
+    uris
+}
+
+/// Moves a downloaded file into the cache if its sha256 is the locked one.
+fn keep_if_valid(
+    store: &Store,
+    p: &LockedPackage,
+    part: &Path,
+    tried: &mut Vec<String>,
+) -> Result<bool> {
+    if !part.is_file() {
+        return Ok(false);
+    }
+    let got = sha256_file(part)?;
+    if got != p.sha256 {
+        tried.push(format!("{}: sha256 {got}", p.filename));
+        fsx::remove_file(part)?;
+        return Ok(false);
+    }
+    fsx::rename(part, &cached(store, p))?;
+    Ok(true)
+}
+
+/// One run of apt's downloader (apt's methods, proxies and retries) for several files;
+/// apt checks each against its sha256 too. The error is apt's last complaint.
+fn apt_download(files: &[(String, PathBuf, &LockedPackage)]) -> std::result::Result<(), String> {
+    let mut c = Command::new(APT_HELPER);
+    // Files go to the store, which apt's unprivileged `_apt` user cannot write.
+    c.args(["-q", "-o", "APT::Sandbox::User=root", "download-file"]);
+    for (url, part, p) in files {
+        let _ = std::fs::remove_file(part);
+        c.arg(url).arg(part).arg(format!("SHA256:{}", p.sha256));
+    }
+    let out = c
+        .output()
+        .map_err(|e| format!("cannot run {APT_HELPER}: {e}"))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let why = err
+        .lines()
+        .find(|l| l.starts_with("E: Failed"))
+        .or_else(|| err.lines().rev().find(|l| l.starts_with("E:")))
+        .unwrap_or("failed");
+    Err(why.trim().to_string())
 }
 
 /// Builds a flat repository in `repo` (on the store's filesystem) from the cached .debs:

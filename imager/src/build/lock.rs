@@ -47,10 +47,8 @@ pub fn lock_path(manifest: &Path) -> PathBuf {
 /// The digest of what decides the package set: a lock made from other inputs is stale.
 /// Hooks, strip rules, overlays and triggers do not enter it.
 pub fn inputs_digest(m: &Manifest) -> String {
-    let s = &m.source;
     let text = serde_json::json!({
-        "suite": s.suite, "architecture": s.architecture, "components": s.components,
-        "variant": s.variant, "mirrors": s.mirrors, "updates": s.updates,
+        "source": m.source,
         "packages": m.packages.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "epoch": m.epoch,
     });
@@ -68,10 +66,10 @@ pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
     apt.update()
         .map_err(|e| Error::Usage(format!("{file}: {e}")))?;
     let specs: Vec<String> = m.packages.iter().map(|p| p.to_string()).collect();
+    let index = apt.index()?;
     let chosen = apt
-        .resolve(m.source.variant, &specs)
+        .resolve(&index, m.source.variant, &specs)
         .map_err(|e| Error::Usage(format!("{file}: resolving packages: {e}")))?;
-    let index = apt.index(&sources)?;
     let mut packages = Vec::new();
     for (name, version, arch) in chosen {
         let e = index

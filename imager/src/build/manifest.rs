@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::fsx;
+use crate::tree::scan::{list_lines, Excludes};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -191,7 +192,7 @@ pub struct Source {
 }
 
 /// A package to install, optionally pinned to an exact version (`name=version`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PackageSpec {
     pub name: String,
     pub version: Option<String>,
@@ -247,9 +248,47 @@ impl Strip {
         keep.extend(self.keep.iter().cloned());
         (ex, keep)
     }
+
+    /// The filters as dpkg evaluates them on a path (`None` when nothing is stripped).
+    pub fn matcher(&self) -> Result<Option<StripMatcher>> {
+        let (ex, keep) = self.filters();
+        if ex.is_empty() {
+            return Ok(None);
+        }
+        let set = |globs: &[String]| -> Result<globset::GlobSet> {
+            let mut b = globset::GlobSetBuilder::new();
+            for g in globs {
+                // fnmatch(3) without FNM_PATHNAME, as dpkg uses it: `*` crosses `/`.
+                b.add(
+                    globset::Glob::new(g)
+                        .map_err(|e| Error::Usage(format!("strip glob {g:?}: {e}")))?,
+                );
+            }
+            b.build()
+                .map_err(|e| Error::Usage(format!("strip globs: {e}")))
+        };
+        Ok(Some(StripMatcher {
+            exclude: set(&ex)?,
+            keep: set(&keep)?,
+        }))
+    }
 }
 
-#[derive(Debug, Clone, Serialize)]
+pub struct StripMatcher {
+    exclude: globset::GlobSet,
+    keep: globset::GlobSet,
+}
+
+impl StripMatcher {
+    /// Excluded by a glob and kept by none (dpkg: the last matching filter wins, and
+    /// every `path-include` comes after every `path-exclude`).
+    pub fn strips(&self, path: &[u8]) -> bool {
+        let c = globset::Candidate::new(crate::fsx::bytes_path(path));
+        self.exclude.is_match_candidate(&c) && !self.keep.is_match_candidate(&c)
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct Overlay {
     /// Absolute path of the file or directory to copy in.
     pub src: PathBuf,
@@ -303,12 +342,11 @@ fn default_trigger_timeout() -> u64 {
 
 /// A manifest with its `extends` chain merged: lists add up (parent first), scalars are
 /// the nearest file's.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Manifest {
     pub name: String,
     pub description: Option<String>,
     /// Files read, the one given first, then its parent, and so on.
-    #[serde(skip)]
     pub files: Vec<PathBuf>,
     pub epoch: Option<i64>,
     pub source: Source,
@@ -323,13 +361,13 @@ pub struct Manifest {
 
 /// Reads `path` and every manifest it extends.
 pub fn load(path: &Path) -> Result<Manifest> {
-    let mut chain: Vec<(PathBuf, String, File)> = Vec::new();
+    let mut chain: Vec<Link> = Vec::new();
     let mut next = Some(path.to_path_buf());
     while let Some(p) = next.take() {
         let canon = std::fs::canonicalize(&p).map_err(|e| match chain.last() {
-            Some((parent, _, f)) => at(
+            Some((parent, text, f)) => at(
                 parent,
-                &fsx::read_to_string(parent).unwrap_or_default(),
+                text,
                 f.extends.as_ref().map(|s| s.span().start),
                 format!("extends {}: {e}", p.display()),
             ),
@@ -361,68 +399,64 @@ pub fn load(path: &Path) -> Result<Manifest> {
     merge(chain)
 }
 
-fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
+/// A manifest file as read: its canonical path, its text (for line numbers), its content.
+type Link = (PathBuf, String, File);
+
+fn src_of(f: &File) -> Option<&SourceFile> {
+    f.source.as_ref()
+}
+
+/// A scalar's value: the nearest file that sets it wins (the given file, then its parent...).
+fn nearest<'c, T>(chain: &'c [Link], get: impl Fn(&'c File) -> Option<T>) -> Option<T> {
+    chain.iter().find_map(|(_, _, f)| get(f))
+}
+
+fn merge(chain: Vec<Link>) -> Result<Manifest> {
     let files: Vec<PathBuf> = chain.iter().map(|(p, _, _)| p.clone()).collect();
     let first = &chain[0].0;
-    // Scalars: the nearest file that sets one wins; walk from the given file outwards.
-    let name = chain
-        .iter()
-        .find_map(|(_, _, f)| f.name.clone())
-        .ok_or_else(|| Error::Manifest {
-            source_name: first.display().to_string(),
-            line: 0,
-            reason: "no `name` (set it here or in a manifest this one extends)".into(),
-        })?;
+    let name = nearest(&chain, |f| f.name.clone()).ok_or_else(|| Error::Manifest {
+        source_name: first.display().to_string(),
+        line: 0,
+        reason: "no `name` (set it here or in a manifest this one extends)".into(),
+    })?;
     check_name(&name, first)?;
-    let description = chain.iter().find_map(|(_, _, f)| f.description.clone());
-    let epoch = chain.iter().find_map(|(_, _, f)| f.epoch);
-    let src = |get: &dyn Fn(&SourceFile) -> Option<String>| {
-        chain
-            .iter()
-            .find_map(|(_, _, f)| f.source.as_ref().and_then(get))
+    let variant = match chain
+        .iter()
+        .find_map(|(p, text, f)| Some((p, text, src_of(f)?.variant.as_ref()?)))
+    {
+        None => Variant::Minbase,
+        Some((p, text, v)) => Variant::parse(v.get_ref()).ok_or_else(|| {
+            at(
+                p,
+                text,
+                Some(v.span().start),
+                format!(
+                    "source.variant {:?}: expected essential, minbase, required or important",
+                    v.get_ref()
+                ),
+            )
+        })?,
     };
-    let suite = src(&|s| s.suite.clone()).unwrap_or_else(|| "bookworm".into());
-    let architecture = src(&|s| s.architecture.clone()).unwrap_or_else(|| "amd64".into());
-    let components = chain
-        .iter()
-        .find_map(|(_, _, f)| f.source.as_ref().and_then(|s| s.components.clone()))
-        .unwrap_or_else(|| vec!["main".into()]);
-    let mut variant = Variant::Minbase;
-    for (p, text, f) in &chain {
-        if let Some(v) = f.source.as_ref().and_then(|s| s.variant.as_ref()) {
-            variant = Variant::parse(v.get_ref()).ok_or_else(|| {
-                at(
-                    p,
-                    text,
-                    Some(v.span().start),
-                    format!(
-                        "source.variant {:?}: expected essential, minbase, required or important",
-                        v.get_ref()
-                    ),
-                )
-            })?;
-            break;
-        }
-    }
-    let mirrors = chain
-        .iter()
-        .find_map(|(_, _, f)| f.source.as_ref().and_then(|s| s.mirrors.as_ref()))
-        .map(|m| m.get_ref().clone())
-        .unwrap_or(Mirrors::Host);
-    let updates = chain
-        .iter()
-        .find_map(|(_, _, f)| f.source.as_ref().and_then(|s| s.updates))
-        .unwrap_or(true);
-    let strip_flag = |get: &dyn Fn(&StripFile) -> Option<bool>| {
-        chain
-            .iter()
-            .find_map(|(_, _, f)| f.strip.as_ref().and_then(get))
-            .unwrap_or(false)
+    let source = Source {
+        suite: nearest(&chain, |f| src_of(f)?.suite.clone()).unwrap_or_else(|| "bookworm".into()),
+        architecture: nearest(&chain, |f| src_of(f)?.architecture.clone())
+            .unwrap_or_else(|| "amd64".into()),
+        components: nearest(&chain, |f| src_of(f)?.components.clone())
+            .unwrap_or_else(|| vec!["main".into()]),
+        variant,
+        mirrors: nearest(&chain, |f| {
+            Some(src_of(f)?.mirrors.as_ref()?.get_ref().clone())
+        })
+        .unwrap_or(Mirrors::Host),
+        updates: nearest(&chain, |f| src_of(f)?.updates).unwrap_or(true),
+    };
+    let strip_flag = |get: fn(&StripFile) -> Option<bool>| {
+        nearest(&chain, |f| f.strip.as_ref().and_then(get)).unwrap_or(false)
     };
     let mut strip = Strip {
-        docs: strip_flag(&|s| s.docs),
-        man: strip_flag(&|s| s.man),
-        info: strip_flag(&|s| s.info),
+        docs: strip_flag(|s| s.docs),
+        man: strip_flag(|s| s.man),
+        info: strip_flag(|s| s.info),
         ..Strip::default()
     };
 
@@ -533,7 +567,7 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
         for t in &f.trigger {
             let tr = t.get_ref();
             for g in &tr.paths {
-                crate::tree::scan::Excludes::new(std::slice::from_ref(g)).map_err(|e| {
+                Excludes::new(std::slice::from_ref(g)).map_err(|e| {
                     at(
                         p,
                         text,
@@ -580,20 +614,13 @@ fn merge(chain: Vec<(PathBuf, String, File)>) -> Result<Manifest> {
     }
     triggers.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
     let local_state = local_state.unwrap_or_else(|| list_lines(DEFAULT_LOCAL_STATE));
-    crate::tree::scan::Excludes::new(&local_state)?;
+    Excludes::new(&local_state)?;
     Ok(Manifest {
         name,
-        description,
+        description: nearest(&chain, |f| f.description.clone()),
+        epoch: nearest(&chain, |f| f.epoch),
         files,
-        epoch,
-        source: Source {
-            suite,
-            architecture,
-            components,
-            variant,
-            mirrors,
-            updates,
-        },
+        source,
         packages: packages.into_values().collect(),
         strip,
         overlays,
@@ -618,29 +645,12 @@ impl Manifest {
             epoch: Option<i64>,
             packages: Vec<String>,
             local_state: [&'a str; 1],
-            source: FlatSource<'a>,
-            strip: FlatStrip<'a>,
+            // Both serialise as the manifest writes them.
+            source: &'a Source,
+            strip: &'a Strip,
             overlay: Vec<FlatOverlay<'a>>,
             hook: &'a [Hook],
             trigger: &'a [Trigger],
-        }
-        #[derive(Serialize)]
-        struct FlatSource<'a> {
-            suite: &'a str,
-            architecture: &'a str,
-            components: &'a [String],
-            variant: &'a str,
-            updates: bool,
-            mirrors: &'a Mirrors,
-        }
-        #[derive(Serialize)]
-        struct FlatStrip<'a> {
-            docs: bool,
-            man: bool,
-            info: bool,
-            locales: &'a [String],
-            exclude: &'a [String],
-            keep: &'a [String],
         }
         #[derive(Serialize)]
         struct FlatOverlay<'a> {
@@ -652,29 +662,14 @@ impl Manifest {
             mode: Option<u32>,
             dir_mode: u32,
         }
-        let s = &self.source;
         let flat = Flat {
             name: &self.name,
             description: self.description.as_deref(),
             epoch: self.epoch,
             packages: self.packages.iter().map(|p| p.to_string()).collect(),
             local_state: ["local-state.txt"],
-            source: FlatSource {
-                suite: &s.suite,
-                architecture: &s.architecture,
-                components: &s.components,
-                variant: s.variant.as_str(),
-                updates: s.updates,
-                mirrors: &s.mirrors,
-            },
-            strip: FlatStrip {
-                docs: self.strip.docs,
-                man: self.strip.man,
-                info: self.strip.info,
-                locales: &self.strip.locales,
-                exclude: &self.strip.exclude,
-                keep: &self.strip.keep,
-            },
+            source: &self.source,
+            strip: &self.strip,
             overlay: self
                 .overlays
                 .iter()
@@ -694,15 +689,6 @@ impl Manifest {
         toml::to_string(&flat)
             .map_err(|e| Error::Usage(format!("cannot write the manifest of {}: {e}", self.name)))
     }
-}
-
-/// The non-comment lines of a list file.
-pub fn list_lines(body: &str) -> Vec<String> {
-    body.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect()
 }
 
 fn check_name(name: &str, file: &Path) -> Result<()> {
@@ -813,33 +799,83 @@ mod tests {
     #[test]
     fn errors_name_the_file_line_and_key() {
         let d = tempfile::tempdir().unwrap();
-        let p = write(
-            d.path(),
-            "m.toml",
-            "name = \"x\"\n\n[source]\nsuit = \"bookworm\"\n",
-        );
-        let e = load(&p).unwrap_err().to_string();
-        assert!(e.contains("m.toml:4:") && e.contains("suit"), "{e}");
+        // (file, body, what the error must say)
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                "m.toml",
+                "name = \"x\"\n\n[source]\nsuit = \"bookworm\"\n",
+                &["m.toml:4:", "suit"],
+            ),
+            (
+                "t.toml",
+                "name = \"x\"\npackages = \"gzip\"\n",
+                &["t.toml:2:"],
+            ),
+            (
+                "g.toml",
+                "name = \"x\"\n[strip]\nexclude = [\"/usr/[share\"]\n",
+                &["g.toml:3:", "/usr/[share"],
+            ),
+            (
+                "v.toml",
+                "name = \"x\"\n[source]\nmirrors = \"hots\"\n",
+                &["v.toml:3:", "hots"],
+            ),
+            (
+                "r.toml",
+                "name = \"x\"\n[source]\nvariant = \"tiny\"\n",
+                &["r.toml:3:", "tiny"],
+            ),
+        ];
+        for (file, body, expect) in cases {
+            let e = load(&write(d.path(), file, body)).unwrap_err().to_string();
+            for x in *expect {
+                assert!(e.contains(x), "{file}: {x:?} not in {e}");
+            }
+        }
+    }
 
-        let p = write(d.path(), "t.toml", "name = \"x\"\npackages = \"gzip\"\n");
-        let e = load(&p).unwrap_err().to_string();
-        assert!(e.contains("t.toml:2:"), "{e}");
-
-        let p = write(
-            d.path(),
-            "g.toml",
-            "name = \"x\"\n[strip]\nexclude = [\"/usr/[share\"]\n",
+    #[test]
+    fn a_flattened_manifest_reads_back_the_same() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("ov")).unwrap();
+        std::fs::write(d.path().join("ov/f"), "x").unwrap();
+        write(d.path(), "base.toml", "name = \"base\"\npackages = [\"gzip\"]\nepoch = 5\n[source]\nvariant = \"important\"\nmirrors = [\"http://a/debian\", { url = \"http://b/sec\", suites = [\"bookworm-security\"], components = [\"main\", \"contrib\"] }]\n[strip]\ndocs = true\nlocales = [\"en\"]\nkeep = [\"/usr/share/doc/x/*\"]\n[[trigger]]\nname = \"t\"\npaths = [\"/etc/**\"]\nrun = \"true\"\norder = 3\n");
+        let app = write(d.path(), "app.toml", "name = \"app\"\nextends = \"base.toml\"\npackages = [\"jq=1.6-2.1\"]\n[[overlay]]\nsrc = \"ov\"\ndest = \"/opt/ov\"\nowner = 7\nmode = 0o640\n[[hook]]\nname = \"h\"\nrun = \"echo hi\"\ntimeout = 9\n");
+        let m = load(&app).unwrap();
+        let flat = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(flat.path().join("overlays/0")).unwrap();
+        std::fs::write(
+            flat.path().join("local-state.txt"),
+            m.local_state.join("\n"),
+        )
+        .unwrap();
+        let back = load(&write(flat.path(), "flat.toml", &m.flattened().unwrap())).unwrap();
+        let show = |m: &Manifest| {
+            let o: Vec<_> = m
+                .overlays
+                .iter()
+                .map(|o| (&o.dest, o.owner, o.group, o.mode, o.dir_mode))
+                .collect();
+            format!(
+                "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+                m.name,
+                m.description,
+                m.epoch,
+                m.source,
+                m.packages,
+                m.strip,
+                o,
+                m.hooks,
+                m.triggers,
+                m.local_state
+            )
+        };
+        assert_eq!(show(&back), show(&m));
+        assert_eq!(
+            back.overlays[0].src,
+            flat.path().canonicalize().unwrap().join("overlays/0")
         );
-        let e = load(&p).unwrap_err().to_string();
-        assert!(e.contains("g.toml:3:") && e.contains("/usr/[share"), "{e}");
-
-        let p = write(
-            d.path(),
-            "v.toml",
-            "name = \"x\"\n[source]\nmirrors = \"hots\"\n",
-        );
-        let e = load(&p).unwrap_err().to_string();
-        assert!(e.contains("v.toml:3:") && e.contains("hots"), "{e}");
     }
 
     #[test]

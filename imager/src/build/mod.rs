@@ -10,6 +10,7 @@
 pub mod apt;
 pub mod chroot;
 pub mod debs;
+pub mod dpkg;
 pub mod lock;
 pub mod manifest;
 pub mod scrub;
@@ -64,26 +65,21 @@ fn work_dir(parent: &Path, prefix: &str) -> Result<WorkDir> {
     Ok(WorkDir { path, keep: false })
 }
 
-/// Resolves the manifest's packages and writes `M.lock` beside it.
+/// `imager lock`: resolves the manifest's packages and writes `M.lock` beside it.
 pub fn lock(manifest_path: &Path) -> Result<(Lock, PathBuf)> {
     let m = manifest::load(manifest_path)?;
-    let w = work_dir(&std::env::temp_dir(), "imager-lock")?;
-    let l = lock::resolve(&m, &w.path)?;
     let path = lock::lock_path(&m.files[0]);
-    write_atomic(&path, l.print(&file_name(&m.files[0])).as_bytes())?;
-    Ok((l, path))
+    Ok((write_lock(&m, &path)?, path))
 }
 
-fn file_name(p: &Path) -> String {
-    p.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+fn write_lock(m: &Manifest, path: &Path) -> Result<Lock> {
+    let w = work_dir(&std::env::temp_dir(), "imager-lock")?;
+    let l = lock::resolve(m, &w.path)?;
+    let shown = m.files[0].file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_extension("lock.tmp");
-    std::fs::write(&tmp, data).ctx("write", &tmp)?;
-    fsx::rename(&tmp, path)
+    std::fs::write(&tmp, l.print(&shown)).ctx("write", &tmp)?;
+    fsx::rename(&tmp, path)?;
+    Ok(l)
 }
 
 pub struct BuildOptions {
@@ -169,8 +165,7 @@ fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)>
             m.files[0].display()
         )));
     }
-    let (l, _) = lock(&m.files[0])?;
-    Ok((l, true))
+    Ok((write_lock(m, path)?, true))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -185,6 +180,8 @@ fn build_with(
     mut ph: Phases,
 ) -> Result<Built> {
     let started = std::time::SystemTime::now();
+    // Today's view of the mirrors to download from; a machine whose apt sources name no
+    // mirror for the suite can still build from the lock's recorded ones.
     let sources = apt::resolve_sources(&m.source).unwrap_or_else(|_| lk.sources.clone());
     let download = debs::fetch(store, lk, &sources, progress)?;
     ph.done("download");
@@ -211,7 +208,8 @@ fn build_with(
         ph.done("hooks");
 
         let scrubbed = scrub::scrub(&root, m, lk)?;
-        let installed = scrub::installed(&root)?;
+        // Read again: a hook may have installed or removed packages.
+        let installed = dpkg::installed(&root)?;
         ph.done("scrub");
 
         // What is needed to build this image again, stored beside it.
@@ -298,37 +296,30 @@ fn build_with(
 
 /// mmdebstrap must have installed exactly the locked set.
 fn check_installed(root: &Path, lk: &Lock, manifest: &Path) -> Result<()> {
-    let got: Vec<(String, String, String)> = scrub::installed(root)?
+    use std::collections::BTreeSet;
+    let got: BTreeSet<(String, String, String)> = dpkg::installed(root)?
         .into_iter()
         .map(|p| (p.name, p.version, p.arch))
         .collect();
-    let mut want: Vec<(String, String, String)> = lk
+    let want: BTreeSet<(String, String, String)> = lk
         .packages
         .iter()
         .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
         .collect();
-    want.sort();
-    let mut got_sorted = got.clone();
-    got_sorted.sort();
-    if got_sorted != want {
-        let extra: Vec<String> = got_sorted
-            .iter()
-            .filter(|p| !want.contains(p))
-            .map(|p| format!("+{} {}", p.0, p.1))
-            .collect();
-        let missing: Vec<String> = want
-            .iter()
-            .filter(|p| !got_sorted.contains(p))
-            .map(|p| format!("-{} {}", p.0, p.1))
-            .collect();
-        return Err(Error::Usage(format!(
-            "{}: the chroot's packages differ from the lock: {} {}",
-            manifest.display(),
-            extra.join(" "),
-            missing.join(" ")
-        )));
+    if got == want {
+        return Ok(());
     }
-    Ok(())
+    let show = |sign: char, s: &mut dyn Iterator<Item = &(String, String, String)>| {
+        s.map(|p| format!("{sign}{} {}", p.0, p.1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Err(Error::Usage(format!(
+        "{}: the chroot's packages differ from the lock: {} {}",
+        manifest.display(),
+        show('+', &mut got.difference(&want)),
+        show('-', &mut want.difference(&got))
+    )))
 }
 
 /// Copies the overlay sources into the store as an (unnamed) image of their own, so a

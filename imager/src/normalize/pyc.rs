@@ -62,9 +62,14 @@ pub fn source_path(pyc_path: &[u8]) -> Option<Vec<u8>> {
     Some([parent, module, b".py"].concat())
 }
 
+/// Whether a path names a compiled Python file (the rule's candidates).
+pub fn is_pyc(path: &[u8]) -> bool {
+    path.ends_with(b".pyc")
+}
+
 /// What a .pyc header says about how Python checks that the pyc is current.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PycKind {
+enum PycKind {
     /// Valid while the source's mtime and size (both modulo 2^32) match these.
     Timestamp { mtime: u32, size: u32 },
     /// Checked against a hash of the source, or not checked at all.
@@ -74,9 +79,9 @@ pub enum PycKind {
 }
 
 /// Reads the 16-byte PEP 552 header: a 2-byte little-endian magic number followed
-/// by `\r\n`, then a little-endian flags word. Flags 0 means a timestamp pyc with
-/// the source mtime at 8..12 and size at 12..16; bit 0 means hash-based.
-pub fn classify(data: &[u8]) -> PycKind {
+/// by `\r\n`, then a little-endian flags word. Bit 0 clear means a timestamp pyc with
+/// the source mtime at 8..12 and size at 12..16; bit 0 set means hash-based.
+fn classify(data: &[u8]) -> PycKind {
     let Some(&[m0, m1, b'\r', b'\n', f0, f1, f2, f3, t0, t1, t2, t3, s0, s1, s2, s3]) =
         data.get(..16)
     else {
@@ -87,16 +92,18 @@ pub fn classify(data: &[u8]) -> PycKind {
         return PycKind::Unknown;
     }
     let flags = u32::from_le_bytes([f0, f1, f2, f3]);
-    if flags == 0 {
+    if flags & !(FLAG_HASH_BASED | FLAG_CHECK_SOURCE) != 0 {
+        // CPython rejects other flags ("invalid flags"), so there is nothing to keep valid.
+        PycKind::Unknown
+    } else if flags & FLAG_HASH_BASED != 0 {
+        PycKind::Hash
+    } else {
+        // As importlib's _classify_pyc: without the hash bit it is a timestamp pyc,
+        // whatever the check_source bit says.
         PycKind::Timestamp {
             mtime: u32::from_le_bytes([t0, t1, t2, t3]),
             size: u32::from_le_bytes([s0, s1, s2, s3]),
         }
-    } else if flags & !(FLAG_HASH_BASED | FLAG_CHECK_SOURCE) == 0 && flags & FLAG_HASH_BASED != 0 {
-        PycKind::Hash
-    } else {
-        // CPython rejects other flags ("invalid flags"), so there is nothing to keep valid.
-        PycKind::Unknown
     }
 }
 
@@ -196,7 +203,8 @@ mod tests {
         assert_eq!(classify(&header(3390, 0, 7, 9)), ts);
         assert_eq!(classify(&header(3495, 1, 7, 9)), PycKind::Hash);
         assert_eq!(classify(&header(3495, 3, 7, 9)), PycKind::Hash);
-        assert_eq!(classify(&header(3495, 2, 7, 9)), PycKind::Unknown);
+        // Python writes flags 0 for timestamp pycs but reads bit 1 alone the same way.
+        assert_eq!(classify(&header(3495, 2, 7, 9)), ts);
         assert_eq!(classify(&header(3495, 5, 7, 9)), PycKind::Unknown);
         // Python 3.6 and 2.7: no flags word.
         assert_eq!(classify(&header(3379, 0, 7, 9)), PycKind::Unknown);

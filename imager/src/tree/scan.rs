@@ -61,12 +61,7 @@ impl Excludes {
     pub fn from_files(files: &[PathBuf], extra: &[String]) -> Result<Excludes> {
         let mut patterns = extra.to_vec();
         for f in files {
-            for line in fsx::read_to_string(f)?.lines() {
-                let l = line.trim();
-                if !l.is_empty() && !l.starts_with('#') {
-                    patterns.push(l.to_string());
-                }
-            }
+            patterns.extend(list_lines(&fsx::read_to_string(f)?));
         }
         Excludes::new(&patterns)
     }
@@ -89,6 +84,15 @@ impl Excludes {
             None => false,
         }
     }
+}
+
+/// The patterns of a list file: one a line, `#` comments and blank lines skipped.
+pub fn list_lines(body: &str) -> Vec<String> {
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
 }
 
 /// Walks `root` into sorted pending entries. Sockets are refused (an image cannot carry

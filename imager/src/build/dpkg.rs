@@ -1,0 +1,93 @@
+//! dpkg's database inside a root: what is installed (the status file) and which paths
+//! each package owns (`info/*.list`, with `info/*.md5sums` beside them).
+
+use super::manifest::StripMatcher;
+use crate::deb822;
+use crate::error::{IoContext, Result};
+use crate::fsx;
+use std::collections::HashSet;
+use std::path::Path;
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Installed {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    pub source: String,
+}
+
+/// The packages dpkg says are installed under `root`, sorted by name.
+pub fn installed(root: &Path) -> Result<Vec<Installed>> {
+    let status = root.join("var/lib/dpkg/status");
+    let mut out: Vec<Installed> = deb822::parse(&fsx::read_to_string(&status)?)
+        .into_iter()
+        .filter(|p| p.get("Status").is_some_and(|s| s.ends_with(" installed")))
+        .filter_map(|p| {
+            let name = p.get("Package")?.to_string();
+            // `Source: name (version)` when the binary's version differs.
+            let source = p
+                .get("Source")
+                .and_then(|s| s.split_whitespace().next())
+                .unwrap_or(&name)
+                .to_string();
+            Some(Installed {
+                version: p.get("Version")?.to_string(),
+                arch: p.get("Architecture")?.to_string(),
+                source,
+                name,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// dpkg records the files its path-exclude filters kept off the disk. Drops those lines
+/// (missing paths the filters strip, nothing else) from `*.list` and `*.md5sums`, so that
+/// `dpkg -L`, `dpkg -S` and `dpkg --verify` tell the truth about the image. Returns the
+/// number of lines dropped and every path the packages own afterwards.
+pub fn align_lists(root: &Path, strip: Option<&StripMatcher>) -> Result<(usize, HashSet<Vec<u8>>)> {
+    let gone = |p: &[u8]| {
+        strip.is_some_and(|s| s.strips(p))
+            && std::fs::symlink_metadata(fsx::under(root, p)).is_err()
+    };
+    let info = root.join("var/lib/dpkg/info");
+    let mut dropped = 0;
+    let mut owned = HashSet::new();
+    for e in std::fs::read_dir(&info).ctx("read directory", &info)? {
+        let path = e.ctx("read directory", &info)?.path();
+        let is_list = match path.extension().and_then(|x| x.to_str()) {
+            Some("list") => true,
+            Some("md5sums") => false,
+            _ => continue,
+        };
+        let text = fsx::read(&path)?;
+        let mut out = Vec::with_capacity(text.len());
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            let l = line.strip_suffix(b"\n").unwrap_or(line);
+            let p = if is_list {
+                l.to_vec()
+            } else {
+                // `<md5>  <path without the leading slash>`
+                let rel = l
+                    .windows(2)
+                    .position(|w| w == b"  ")
+                    .map_or(&l[..0], |i| &l[i + 2..]);
+                [b"/".as_slice(), rel].concat()
+            };
+            if gone(&p) {
+                dropped += 1;
+                continue;
+            }
+            out.extend_from_slice(line);
+            if is_list {
+                owned.insert(p);
+            }
+        }
+        if out.len() != text.len() {
+            std::fs::write(&path, out).ctx("write", &path)?;
+        }
+    }
+    Ok((dropped, owned))
+}
