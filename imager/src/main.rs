@@ -134,10 +134,23 @@ enum Cmd {
     /// Print what a build stored with an image: packages, lock, manifest, log, info
     BuildInfo {
         image: String,
-        /// packages, lock, manifest, log, info or local-state
-        #[arg(long, default_value = "info")]
-        what: String,
+        #[arg(long, value_enum, default_value_t = BuildFile::Info)]
+        what: BuildFile,
     },
+}
+
+/// The files a build stores with its image.
+#[derive(Clone, Copy, ValueEnum)]
+enum BuildFile {
+    /// name, version, architecture, source package
+    Packages,
+    Lock,
+    /// the manifest flattened into one file
+    Manifest,
+    Log,
+    /// tool version, epoch, phase timings (JSON)
+    Info,
+    LocalState,
 }
 
 #[derive(Args)]
@@ -528,16 +541,13 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
         Cmd::BuildInfo { image, what } => {
             let store = open(Access::Read)?;
             let id = store.resolve(image)?;
-            let file = match what.as_str() {
-                "packages" => build::PACKAGES,
-                "lock" => build::BUILD_LOCK,
-                "manifest" => build::BUILD_MANIFEST,
-                "log" => build::BUILD_LOG,
-                "info" => build::BUILD_INFO,
-                "local-state" => build::BUILD_LOCAL_STATE,
-                other => bail!(
-                    "--what {other:?}: expected packages, lock, manifest, log, info or local-state"
-                ),
+            let file = match what {
+                BuildFile::Packages => build::PACKAGES,
+                BuildFile::Lock => build::BUILD_LOCK,
+                BuildFile::Manifest => build::BUILD_MANIFEST,
+                BuildFile::Log => build::BUILD_LOG,
+                BuildFile::Info => build::BUILD_INFO,
+                BuildFile::LocalState => build::BUILD_LOCAL_STATE,
             };
             match store.image_file(&id, file)? {
                 Some(d) => out.write_all(&d)?,

@@ -18,7 +18,7 @@ fn build(root: &Path, label: &str) {
          (seq 1 10; echo one) > m1 && (seq 1 10; echo two) > m2 && gzip m1 m2 && cat m1.gz m2.gz > multi.gz && rm m1.gz m2.gz
          printf 'VALUE = 42\\n' > pkg/mod_a.py
          env -u SOURCE_DATE_EPOCH python3 -m py_compile pkg/mod_a.py
-         touch -d @$(( {EPOCH} + 1000 + $(date +%N) % 1000 )) pkg/mod_a.py"
+         touch -d @$(( {EPOCH} + 1000 + $(shuf -i 0-999 -n 1) )) pkg/mod_a.py"
     );
     sh(&script, root);
 }

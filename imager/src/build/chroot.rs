@@ -73,9 +73,9 @@ fn run_logged(mut c: Command, what: &str, log: &Path, timeout: Option<Duration>)
         None => format!("timed out after {} s", timeout.map_or(0, |t| t.as_secs())),
         Some(s) => format!("failed ({s})"),
     };
+    // Not the log's path: the work directory goes unless --keep-failed keeps it.
     Err(Error::Usage(format!(
-        "{what} {how}; its last output (all of it in {}):\n{shown}",
-        log.display()
+        "{what} {how}; its last output:\n{shown}"
     )))
 }
 
@@ -295,4 +295,108 @@ pub fn run_hooks(
         let _ = std::fs::remove_file(&policy);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// A root holding only a shell and `sleep` with the libraries they load: enough to
+    /// run hooks in, without building an image.
+    fn tiny_root(dir: &Path) {
+        for d in ["proc", "usr/sbin", "tmp"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::os::unix::fs::symlink("usr/bin", dir.join("bin")).unwrap();
+        for prog in ["/bin/sh", "/bin/sleep"] {
+            let real = std::fs::canonicalize(prog).unwrap();
+            let ldd = Command::new("ldd").arg(&real).output().unwrap();
+            let libs: Vec<String> = String::from_utf8_lossy(&ldd.stdout)
+                .split_whitespace()
+                .filter(|w| w.starts_with('/'))
+                .map(String::from)
+                .collect();
+            let name = Path::new(prog).file_name().unwrap();
+            let files = libs.iter().map(PathBuf::from).chain([real.clone()]);
+            for f in files {
+                let dest = if f == real {
+                    dir.join("usr/bin").join(name)
+                } else {
+                    dir.join(f.strip_prefix("/").unwrap())
+                };
+                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                std::fs::copy(&f, &dest).unwrap();
+            }
+        }
+    }
+
+    fn hook(name: &str, run: &str, timeout: u64) -> Hook {
+        Hook {
+            name: name.into(),
+            run: run.into(),
+            timeout,
+        }
+    }
+
+    #[test]
+    fn hooks_run_inside_and_time_out_with_their_output_shown() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        tiny_root(&root);
+        let log = d.path().join("log");
+        let m = Path::new("m.toml");
+        // Inside the root, with the build's environment and no network but loopback.
+        run_hooks(
+            &root,
+            &[hook(
+                "ok",
+                "echo $SOURCE_DATE_EPOCH $IMAGER_HOOK > /tmp/out; test ! -e /etc/passwd",
+                10,
+            )],
+            42,
+            &log,
+            m,
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("tmp/out")).unwrap(),
+            "42 ok\n"
+        );
+        assert!(!root.join(POLICY_RC_D).exists(), "policy-rc.d left behind");
+
+        let t0 = Instant::now();
+        let e = run_hooks(
+            &root,
+            &[hook("slow", "echo started-sleeping; sleep 60", 1)],
+            0,
+            &log,
+            m,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the timeout did not kill the hook"
+        );
+        assert!(
+            e.contains("hook \"slow\" of m.toml timed out after 1 s")
+                && e.contains("started-sleeping"),
+            "{e}"
+        );
+
+        let e = run_hooks(
+            &root,
+            &[hook("bad", "echo said-this >&2; exit 3", 10)],
+            0,
+            &log,
+            m,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("hook \"bad\"") && e.contains("said-this") && e.contains("exit status: 3"),
+            "{e}"
+        );
+    }
 }

@@ -278,6 +278,26 @@ fn parse_line(line: &str) -> std::result::Result<Entry, String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn differences_are_listed_path_by_path() {
+        let a = parse(SAMPLE, "a").unwrap();
+        let b_text = SAMPLE
+            .replace("/bin symlink uid=0 gid=0 mtime=-1 target=usr/bin\n", "")
+            .replace("/p fifo mode=0600", "/p fifo mode=0644")
+            + "/q fifo mode=0600 uid=0 gid=0 mtime=0\n";
+        let b = parse(&b_text, "b").unwrap();
+        assert_eq!(
+            differences(&a, &b),
+            [
+                "- /bin symlink uid=0 gid=0 mtime=-1 target=usr/bin",
+                "- /p fifo mode=0600 uid=1000 gid=1000 mtime=0",
+                "+ /p fifo mode=0644 uid=1000 gid=1000 mtime=0",
+                "+ /q fifo mode=0600 uid=0 gid=0 mtime=0",
+            ]
+        );
+        assert!(differences(&a, &a).is_empty());
+    }
+
     const SAMPLE: &str = "#imager-manifest v1
 / dir mode=0755 uid=0 gid=0 mtime=1700000000
 /a\\x20b\\x0a file mode=4755 uid=0 gid=0 mtime=5 size=3 blake3=6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85 xattr.security.capability=0100000200200000 xattr.user.a\\x3db=
