@@ -1,0 +1,419 @@
+//! The commit: staged content moved into place by renames, recorded first in a journal
+//! so that an agent killed at any point, or a dropped connection, is rolled forward the
+//! next time an agent starts on the host.
+//!
+//! Every operation is idempotent and checks what is there before acting (a rename whose
+//! staged file is gone was done; a swap whose path already has the new kind was done),
+//! so replaying a journal from the start after any crash converges on the image. Order:
+//! new directories and replacements in path order (parents first), hard links, in-place
+//! metadata, deletes deepest first, leftovers of swaps, directory metadata deepest first.
+//! A file is at every moment either its old or its new version: content only ever
+//! arrives by `rename` or `renameat2(RENAME_EXCHANGE)`.
+
+use super::fsops::{self, is_dir, remove_tree_at, stat_at};
+use super::state::{self, StateDir};
+use crate::error::{Error, Result};
+use crate::protocol::{Change, ChangeKind};
+use imager::error::IoContext;
+use imager::safe_dir::Beneath;
+use imager::tree::escape::{escape, unescape};
+use imager::tree::{parent, path_cmp};
+use imager::{Hash, Kind, Tree};
+use rustix::fs::{AtFlags, RenameFlags};
+use rustix::io::Errno;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::fd::OwnedFd;
+
+pub const STAGING: &[u8] = b"/.syncer-staging";
+const HEADER: &str = "#syncer-journal v1";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// A new directory (0700 until `DirMeta`).
+    Mkdir(Vec<u8>),
+    /// Exchange a staged entry with the host's entry of the other kind (directory versus
+    /// anything else); `new_is_dir` tells which side is new, so a replay can tell it was done.
+    Swap {
+        staged: String,
+        path: Vec<u8>,
+        new_is_dir: bool,
+    },
+    Rename {
+        staged: String,
+        path: Vec<u8>,
+    },
+    Link {
+        target: Vec<u8>,
+        path: Vec<u8>,
+    },
+    Meta(Vec<u8>),
+    Delete(Vec<u8>),
+    /// Remove what a swap left in the staging directory (the host's old entry).
+    Trash(String),
+    DirMeta(Vec<u8>),
+}
+
+impl Op {
+    fn line(&self) -> String {
+        match self {
+            Op::Mkdir(p) => format!("mkdir {}", escape(p)),
+            Op::Swap {
+                staged,
+                path,
+                new_is_dir,
+            } => format!(
+                "swap {staged} {} {}",
+                if *new_is_dir { "dir" } else { "nondir" },
+                escape(path)
+            ),
+            Op::Rename { staged, path } => format!("rename {staged} {}", escape(path)),
+            Op::Link { target, path } => format!("link {} {}", escape(target), escape(path)),
+            Op::Meta(p) => format!("meta {}", escape(p)),
+            Op::Delete(p) => format!("delete {}", escape(p)),
+            Op::Trash(s) => format!("trash {s}"),
+            Op::DirMeta(p) => format!("dirmeta {}", escape(p)),
+        }
+    }
+
+    fn parse(line: &str) -> std::result::Result<Op, String> {
+        let w: Vec<&str> = line.split(' ').collect();
+        let p = |s: &str| unescape(s);
+        let staged = |s: &str| -> std::result::Result<String, String> {
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                Ok(s.to_string())
+            } else {
+                Err(format!("bad staged name {s:?}"))
+            }
+        };
+        Ok(match w.as_slice() {
+            ["mkdir", a] => Op::Mkdir(p(a)?),
+            ["swap", s, k, a] => Op::Swap {
+                staged: staged(s)?,
+                path: p(a)?,
+                new_is_dir: *k == "dir",
+            },
+            ["rename", s, a] => Op::Rename {
+                staged: staged(s)?,
+                path: p(a)?,
+            },
+            ["link", t, a] => Op::Link {
+                target: p(t)?,
+                path: p(a)?,
+            },
+            ["meta", a] => Op::Meta(p(a)?),
+            ["delete", a] => Op::Delete(p(a)?),
+            ["trash", s] => Op::Trash(staged(s)?),
+            ["dirmeta", a] => Op::DirMeta(p(a)?),
+            _ => return Err(format!("unknown journal line {line:?}")),
+        })
+    }
+}
+
+pub struct Journal {
+    pub image: Hash,
+    pub ops: Vec<Op>,
+    /// Every path the commit changes (for triggers).
+    pub changed: Vec<Vec<u8>>,
+}
+
+impl Journal {
+    pub fn text(&self) -> String {
+        let mut s = format!("{HEADER} image={}\n", self.image);
+        for c in &self.changed {
+            s.push_str("changed ");
+            s.push_str(&escape(c));
+            s.push('\n');
+        }
+        for o in &self.ops {
+            s.push_str(&o.line());
+            s.push('\n');
+        }
+        s
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<Journal, String> {
+        let mut lines = text.lines();
+        let head = lines.next().unwrap_or("");
+        let image = head
+            .strip_prefix(HEADER)
+            .and_then(|r| r.strip_prefix(" image="))
+            .and_then(Hash::from_hex)
+            .ok_or_else(|| format!("bad journal header {head:?}"))?;
+        let mut j = Journal {
+            image,
+            ops: Vec::new(),
+            changed: Vec::new(),
+        };
+        for l in lines {
+            if let Some(c) = l.strip_prefix("changed ") {
+                j.changed.push(unescape(c)?);
+            } else {
+                j.ops.push(Op::parse(l)?);
+            }
+        }
+        Ok(j)
+    }
+}
+
+/// The journal for `changes` towards `image`. `staged` maps each path whose new entry
+/// was staged (files, nodes, replacement directories) to its staged name.
+pub fn plan_ops(
+    id: Hash,
+    image: &Tree,
+    changes: &[Change],
+    staged: &HashMap<Vec<u8>, String>,
+    protected: &HashSet<Vec<u8>>,
+) -> Result<Journal> {
+    let mut first = Vec::new();
+    let mut links = Vec::new();
+    let mut metas = Vec::new();
+    let mut deletes = Vec::new();
+    let mut trash = Vec::new();
+    // The root always: making the staging directory the first time moved its mtime.
+    let mut dirs: BTreeSet<Vec<u8>> = [b"/".to_vec()].into_iter().collect();
+    let need = |p: &[u8]| -> Result<String> {
+        staged.get(p).cloned().ok_or_else(|| {
+            Error::Protocol(format!(
+                "commit before the content of {} was sent",
+                escape(p)
+            ))
+        })
+    };
+    for c in changes {
+        if let Some(p) = parent(&c.path) {
+            dirs.insert(p.to_vec());
+        }
+        if c.kind == ChangeKind::Delete {
+            deletes.push(Op::Delete(c.path.clone()));
+            continue;
+        }
+        let t = image.get(&c.path).ok_or_else(|| {
+            Error::Protocol(format!(
+                "change for {} which the image lacks",
+                escape(&c.path)
+            ))
+        })?;
+        let host_is_dir = matches!(c.host.as_ref().map(|h| &h.kind), Some(Kind::Dir));
+        match (c.kind, &t.kind) {
+            (ChangeKind::Meta, Kind::Dir) => {
+                dirs.insert(c.path.clone());
+            }
+            (ChangeKind::Meta, _) => metas.push(Op::Meta(c.path.clone())),
+            (_, Kind::HardLink { target }) => links.push(Op::Link {
+                target: target.clone(),
+                path: c.path.clone(),
+            }),
+            (ChangeKind::Add, Kind::Dir) => {
+                first.push(Op::Mkdir(c.path.clone()));
+                dirs.insert(c.path.clone());
+            }
+            (_, Kind::Dir) => {
+                let s = need(&c.path)?;
+                first.push(Op::Swap {
+                    staged: s.clone(),
+                    path: c.path.clone(),
+                    new_is_dir: true,
+                });
+                trash.push(Op::Trash(s));
+                dirs.insert(c.path.clone());
+            }
+            _ if host_is_dir => {
+                if protected.contains(&c.path) {
+                    return Err(Error::Agent(format!(
+                        "cannot replace directory {} by a {}: it holds local state",
+                        escape(&c.path),
+                        t.kind.name()
+                    )));
+                }
+                let s = need(&c.path)?;
+                first.push(Op::Swap {
+                    staged: s.clone(),
+                    path: c.path.clone(),
+                    new_is_dir: false,
+                });
+                trash.push(Op::Trash(s));
+            }
+            _ => first.push(Op::Rename {
+                staged: need(&c.path)?,
+                path: c.path.clone(),
+            }),
+        }
+    }
+    deletes.reverse();
+    // Only directories the image has get its metadata back.
+    let mut dirmeta: Vec<Vec<u8>> = dirs
+        .into_iter()
+        .filter(|d| matches!(image.get(d).map(|e| &e.kind), Some(Kind::Dir)))
+        .collect();
+    dirmeta.sort_by(|a, b| path_cmp(b, a));
+    let mut ops = first;
+    ops.extend(links);
+    ops.extend(metas);
+    ops.extend(deletes);
+    ops.extend(trash);
+    ops.extend(dirmeta.into_iter().map(Op::DirMeta));
+    Ok(Journal {
+        image: id,
+        ops,
+        changed: changes.iter().map(|c| c.path.clone()).collect(),
+    })
+}
+
+/// Carries out the journal's operations (idempotently).
+pub fn apply(b: &Beneath, staging: &OwnedFd, image: &Tree, j: &Journal) -> Result<()> {
+    let entry = |p: &[u8]| {
+        image.get(p).ok_or_else(|| {
+            Error::Agent(format!("journal names {} which the image lacks", escape(p)))
+        })
+    };
+    let staging_shown = b.display(STAGING);
+    for op in &j.ops {
+        match op {
+            Op::Mkdir(p) => {
+                let (parent, name) = b.parent(p)?;
+                match rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o700)) {
+                    Ok(()) => {}
+                    Err(Errno::EXIST) if stat_at(&parent, name).is_some_and(|s| is_dir(&s)) => {}
+                    Err(e) => {
+                        return Err(e)
+                            .ctx("create directory", b.display(p))
+                            .map_err(Into::into)
+                    }
+                }
+            }
+            Op::Swap {
+                staged,
+                path,
+                new_is_dir,
+            } => {
+                if stat_at(staging, staged.as_bytes()).is_none() {
+                    continue;
+                }
+                let (parent, name) = b.parent(path)?;
+                match stat_at(&parent, name) {
+                    Some(st) if is_dir(&st) == *new_is_dir => continue,
+                    Some(_) => rustix::fs::renameat_with(
+                        staging,
+                        staged.as_str(),
+                        &parent,
+                        name,
+                        RenameFlags::EXCHANGE,
+                    )
+                    .ctx("exchange into place", b.display(path))?,
+                    None => rustix::fs::renameat(staging, staged.as_str(), &parent, name)
+                        .ctx("rename into place", b.display(path))?,
+                }
+            }
+            Op::Rename { staged, path } => {
+                if stat_at(staging, staged.as_bytes()).is_none() {
+                    continue;
+                }
+                let (parent, name) = b.parent(path)?;
+                rustix::fs::renameat(staging, staged.as_str(), &parent, name)
+                    .ctx("rename into place", b.display(path))?;
+            }
+            Op::Link { target, path } => link(b, staging, target, path)?,
+            Op::Meta(p) => fsops::set_meta(b, entry(p)?)?,
+            Op::Delete(p) => {
+                let (parent, name) = b.parent(p)?;
+                let Some(st) = stat_at(&parent, name) else {
+                    continue;
+                };
+                let flags = if is_dir(&st) {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                match rustix::fs::unlinkat(&parent, name, flags) {
+                    // A directory that still holds local state (or a mount) stays.
+                    Ok(()) | Err(Errno::NOENT) | Err(Errno::NOTEMPTY) | Err(Errno::BUSY) => {}
+                    Err(e) => return Err(e).ctx("remove", b.display(p)).map_err(Into::into),
+                }
+            }
+            Op::Trash(s) => remove_tree_at(staging, s.as_bytes(), &staging_shown.join(s))?,
+            Op::DirMeta(p) => fsops::set_meta(b, entry(p)?)?,
+        }
+    }
+    Ok(())
+}
+
+fn link(b: &Beneath, staging: &OwnedFd, target: &[u8], path: &[u8]) -> Result<()> {
+    let (tparent, tname) = b.parent(target)?;
+    let (parent, name) = b.parent(path)?;
+    let want = stat_at(&tparent, tname)
+        .ok_or_else(|| Error::Agent(format!("hard link target {} is missing", escape(target))))?;
+    if let Some(st) = stat_at(&parent, name) {
+        if st.st_ino == want.st_ino && st.st_dev == want.st_dev {
+            return Ok(());
+        }
+    }
+    let tmp = "link-tmp";
+    let _ = rustix::fs::unlinkat(staging, tmp, AtFlags::empty());
+    rustix::fs::linkat(&tparent, tname, staging, tmp, AtFlags::empty())
+        .ctx("create hard link", b.display(path))?;
+    match stat_at(&parent, name) {
+        Some(st) if is_dir(&st) => {
+            rustix::fs::renameat_with(staging, tmp, &parent, name, RenameFlags::EXCHANGE)
+                .ctx("exchange into place", b.display(path))?;
+            remove_tree_at(staging, tmp.as_bytes(), &b.display(STAGING).join(tmp))?;
+        }
+        _ => rustix::fs::renameat(staging, tmp, &parent, name)
+            .ctx("rename into place", b.display(path))?,
+    }
+    Ok(())
+}
+
+/// After the operations: the target becomes the host's image, its triggers are queued,
+/// the journal goes. In this order, so a crash at any step replays to the same end.
+pub fn finish(st: &StateDir, j: &Journal) -> Result<()> {
+    let mut pending = st
+        .read_text(state::PENDING_TRIGGERS)?
+        .map(|t| t.lines().map(String::from).collect::<Vec<_>>())
+        .unwrap_or_default();
+    pending.extend(j.changed.iter().map(|p| escape(p)));
+    pending.sort();
+    pending.dedup();
+    let mut text = pending.join("\n");
+    text.push('\n');
+    st.write(state::PENDING_TRIGGERS, text.as_bytes())?;
+    for (from, to) in [
+        (state::TARGET, state::MANIFEST),
+        (state::TARGET_LOCAL_STATE, state::LOCAL_STATE),
+        (state::TARGET_TRIGGERS, state::TRIGGERS),
+    ] {
+        if st.read(from)?.is_some() {
+            st.rename(from, to)?;
+        }
+    }
+    st.write(state::IMAGE, format!("{}\n", j.image).as_bytes())?;
+    st.remove(state::JOURNAL)
+}
+
+/// Finishes a commit an earlier agent left half-done. Returns whether there was one.
+pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
+    let Some(text) = st.read_text(state::JOURNAL)? else {
+        return Ok(false);
+    };
+    let j = Journal::parse(&text).map_err(|r| {
+        Error::Agent(format!(
+            "{}: {r}",
+            b.display(state::DIR).join(state::JOURNAL).display()
+        ))
+    })?;
+    let manifest = st
+        .read_text(state::TARGET)?
+        .or(st.read_text(state::MANIFEST)?);
+    let manifest = manifest.ok_or_else(|| {
+        Error::Agent("a journal without its target manifest: cannot roll forward".into())
+    })?;
+    if imager::tree::text::id_of(&manifest) != j.image {
+        return Err(Error::Agent(
+            "the journal's target manifest does not match its image ID".into(),
+        ));
+    }
+    let image = imager::tree::text::parse(&manifest, "the journal's target manifest")?;
+    let staging = fsops::ensure_dir(b, STAGING)?;
+    apply(b, &staging, &image, &j)?;
+    finish(st, &j)?;
+    Ok(true)
+}

@@ -1,0 +1,394 @@
+//! The agent (`syncer serve --root DIR`): the host side of a session. It answers what
+//! the host has and how it differs from an image, stages what the controller sends, and
+//! commits it through a journal; then runs the image's triggers.
+//!
+//! Before answering anything, an agent finishes a commit an earlier one left half-done
+//! ([`commit::roll_forward`]) and clears leftover staging.
+
+pub mod commit;
+pub mod fsops;
+pub mod scan;
+pub mod stage;
+pub mod state;
+pub mod triggers;
+
+use crate::compare::{compare, DirMtimes, HostTree};
+use crate::error::{Error, Result};
+use crate::protocol::{Change, ChangeKind, Conn, ManifestData, Msg, PROTOCOL_VERSION};
+use imager::safe_dir::Beneath;
+use imager::tree::escape::escape;
+use imager::{Hash, Kind, Tree};
+use stage::Staging;
+use state::StateDir;
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+/// The agent's identity: crate version and the blake3 of its own executable, so a
+/// controller can tell an outdated agent from a current one.
+pub fn identity() -> (String, Hash) {
+    let exe = std::fs::read("/proc/self/exe")
+        .map(|d| Hash::of(&d))
+        .unwrap_or(Hash([0; 32]));
+    (env!("CARGO_PKG_VERSION").to_string(), exe)
+}
+
+/// What the session knows after a `Target`.
+struct Pending {
+    id: Hash,
+    image: Tree,
+    manifest: String,
+    local_state: Vec<String>,
+    triggers: Vec<u8>,
+    changes: Vec<Change>,
+    host: HostTree,
+}
+
+/// Serves one session on `input`/`output`. Errors are sent to the controller as an
+/// `Error` message (when the stream still works) and returned.
+pub fn serve(root: &Path, input: impl Read, output: impl Write) -> Result<()> {
+    let mut conn = Conn::new(input, std::io::BufWriter::with_capacity(1 << 16, output));
+    let r = session(root, &mut conn);
+    if let Err(e) = &r {
+        let _ = conn.send(&Msg::Error {
+            message: e.to_string(),
+        });
+    }
+    r
+}
+
+fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> {
+    match conn.recv("the controller's Hello")? {
+        Msg::Hello { version } if version == PROTOCOL_VERSION => {}
+        Msg::Hello { version } => {
+            return Err(Error::Protocol(format!(
+                "the controller speaks protocol version {version}; this agent (syncer {}) speaks {PROTOCOL_VERSION}",
+                env!("CARGO_PKG_VERSION")
+            )))
+        }
+        m => return Err(Error::Protocol(format!("expected Hello, got {}", m.name()))),
+    }
+    let b = Beneath::open(root)?;
+    let st = StateDir::open(&b)?;
+    let rolled_forward = commit::roll_forward(&b, &st)?;
+    Staging::clear(&b)?;
+    let (agent, exe) = identity();
+    conn.send(&Msg::Welcome {
+        version: PROTOCOL_VERSION,
+        agent,
+        exe,
+        image: st.image()?,
+        rolled_forward,
+    })?;
+
+    let mut pending: Option<Pending> = None;
+    let mut staging: Option<Staging> = None;
+    let result = (|| -> Result<()> {
+        loop {
+            let Some(msg) = conn.recv_opt()? else {
+                return Ok(());
+            };
+            match msg {
+                Msg::Bye => return Ok(()),
+                Msg::Status { verify } => {
+                    let reply = status(root, &st, verify)?;
+                    conn.send(&reply)?;
+                }
+                Msg::Target {
+                    image,
+                    manifest,
+                    local_state,
+                    triggers,
+                    verify,
+                } => {
+                    let text = manifest_text(&st, manifest)?;
+                    if imager::tree::text::id_of(&text) != image {
+                        return Err(Error::Protocol(format!(
+                            "the manifest sent does not hash to image {image}"
+                        )));
+                    }
+                    let tree = imager::tree::text::parse(&text, &format!("image {image}"))?;
+                    let local = scan::local_excludes(&local_state)?;
+                    let mut cache = scan::HashCache::load(&st);
+                    let (host, stats) = scan::scan(root, &local, &mut cache, verify)?;
+                    cache.save(&st)?;
+                    let changes = compare(&tree, &host, &local, DirMtimes::Strict);
+                    let holders = scan::holders(&host);
+                    let mut have = Vec::new();
+                    let mut seen = HashSet::new();
+                    for c in &changes {
+                        if let Some(Kind::File { hash, .. }) = tree.get(&c.path).map(|e| &e.kind) {
+                            if let Some(p) = holders.get(hash) {
+                                if seen.insert(*hash) {
+                                    have.push((*hash, p.clone()));
+                                }
+                            }
+                        }
+                    }
+                    // The controller needs the host's entry only to pick a delta base.
+                    let sent: Vec<Change> = changes
+                        .iter()
+                        .map(|c| Change {
+                            path: c.path.clone(),
+                            kind: c.kind,
+                            host: c.host.clone().filter(|_| c.kind == ChangeKind::Content),
+                        })
+                        .collect();
+                    conn.send(&Msg::Differences {
+                        image: st.image()?,
+                        changes: sent,
+                        have,
+                        scan: stats,
+                    })?;
+                    pending = Some(Pending {
+                        id: image,
+                        image: tree,
+                        manifest: text,
+                        local_state,
+                        triggers,
+                        changes,
+                        host,
+                    });
+                }
+                Msg::SignatureRequest { paths } => {
+                    let p = pending
+                        .as_ref()
+                        .ok_or_else(|| Error::Protocol("SignatureRequest before Target".into()))?;
+                    let mut sigs = Vec::with_capacity(paths.len());
+                    for path in paths {
+                        if !p
+                            .changes
+                            .iter()
+                            .any(|c| c.path == path && c.kind == ChangeKind::Content)
+                        {
+                            return Err(Error::Protocol(format!(
+                                "signature asked for {}, which is not a changed file",
+                                escape(&path)
+                            )));
+                        }
+                        let data = read_host_file(&b, &path)?;
+                        sigs.push((path, crate::delta::rsync_signature(&data)));
+                    }
+                    conn.send(&Msg::Signatures { sigs })?;
+                }
+                Msg::Stage { bytes, .. } => {
+                    if pending.is_none() {
+                        return Err(Error::Protocol("Stage before Target".into()));
+                    }
+                    let s = Staging::create(&b)?;
+                    s.check_space(bytes)?;
+                    staging = Some(s);
+                }
+                Msg::Put { path, source, len } => {
+                    let (Some(p), Some(s)) = (pending.as_ref(), staging.as_mut()) else {
+                        return Err(Error::Protocol("Put before Stage".into()));
+                    };
+                    let payload = read_payload(conn, len)?;
+                    if !p
+                        .changes
+                        .iter()
+                        .any(|c| c.path == path && c.kind != ChangeKind::Delete)
+                    {
+                        return Err(Error::Protocol(format!(
+                            "content sent for {}, which does not need any",
+                            escape(&path)
+                        )));
+                    }
+                    let e = p.image.get(&path).ok_or_else(|| {
+                        Error::Protocol(format!(
+                            "content sent for {}, not in the image",
+                            escape(&path)
+                        ))
+                    })?;
+                    s.put_file(&b, e, &source, &payload)?;
+                }
+                Msg::Commit => {
+                    let p = pending
+                        .take()
+                        .ok_or_else(|| Error::Protocol("Commit before Target".into()))?;
+                    let s = match staging.take() {
+                        Some(s) => s,
+                        None => Staging::create(&b)?,
+                    };
+                    let started = Instant::now();
+                    let c = commit_pending(&b, &st, p, s, started)?;
+                    conn.send(&Msg::Committed(c))?;
+                    run_pending_triggers(root, &st, conn)?;
+                    conn.send(&Msg::Done)?;
+                }
+                m => {
+                    return Err(Error::Protocol(format!(
+                        "unexpected {} message from the controller",
+                        m.name()
+                    )))
+                }
+            }
+        }
+    })();
+    if result.is_err() && st.read(state::JOURNAL).ok().flatten().is_none() {
+        // Nothing was committed: the staged files are of no use.
+        let _ = Staging::clear(&b);
+    }
+    result
+}
+
+fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
+    let bytes = match m {
+        ManifestData::Whole(t) => t,
+        ManifestData::Delta { base, delta } => {
+            let old = st
+                .read_text(state::MANIFEST)?
+                .filter(|t| imager::tree::text::id_of(t) == base)
+                .ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "manifest delta against {base}, which this host lacks"
+                    ))
+                })?;
+            crate::delta::zstd_apply(old.as_bytes(), &delta, crate::protocol::MAX_FRAME * 4)
+                .map_err(|r| Error::Protocol(format!("manifest delta: {r}")))?
+        }
+    };
+    String::from_utf8(bytes).map_err(|_| Error::Protocol("the manifest is not UTF-8".into()))
+}
+
+fn read_payload<R: Read, W: Write>(conn: &mut Conn<R, W>, len: u64) -> Result<Vec<u8>> {
+    // Grown as data arrives, never allocated from the announced length.
+    let mut v = Vec::new();
+    while (v.len() as u64) < len {
+        match conn.recv("file content")? {
+            Msg::Data { bytes } => {
+                if bytes.len() > crate::protocol::CHUNK || v.len() as u64 + bytes.len() as u64 > len
+                {
+                    return Err(Error::Protocol("more file content than announced".into()));
+                }
+                v.extend_from_slice(&bytes);
+            }
+            m => {
+                return Err(Error::Protocol(format!(
+                    "expected file content, got {}",
+                    m.name()
+                )))
+            }
+        }
+    }
+    Ok(v)
+}
+
+fn read_host_file(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
+    use imager::error::IoContext;
+    use rustix::fs::{Mode, OFlags};
+    let (parent, name) = b.parent(path)?;
+    let fd = rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open", b.display(path))?;
+    let mut v = Vec::new();
+    std::fs::File::from(fd)
+        .read_to_end(&mut v)
+        .ctx("read", b.display(path))?;
+    Ok(v)
+}
+
+fn commit_pending(
+    b: &Beneath,
+    st: &StateDir,
+    p: Pending,
+    mut s: Staging,
+    started: Instant,
+) -> Result<crate::protocol::Committed> {
+    // Nodes and replacement directories are made here, not sent.
+    for c in &p.changes {
+        if c.kind == ChangeKind::Delete || c.kind == ChangeKind::Meta {
+            continue;
+        }
+        let Some(e) = p.image.get(&c.path) else {
+            continue;
+        };
+        let needs_node = match e.kind {
+            Kind::Symlink { .. } | Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => {
+                true
+            }
+            Kind::Dir => c.kind == ChangeKind::Replace,
+            _ => false,
+        };
+        if needs_node {
+            s.put_node(e)?;
+        }
+    }
+    s.sync()?;
+    let stage_seconds = started.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let j = commit::plan_ops(p.id, &p.image, &p.changes, &s.staged, &p.host.protected)?;
+    let mut ls = p.local_state.join("\n");
+    ls.push('\n');
+    st.write(state::TARGET, p.manifest.as_bytes())?;
+    st.write(state::TARGET_LOCAL_STATE, ls.as_bytes())?;
+    st.write(state::TARGET_TRIGGERS, &p.triggers)?;
+    // The commit point: from here on, any agent finishes this commit.
+    st.write(state::JOURNAL, j.text().as_bytes())?;
+    if std::env::var_os("SYNCER_TEST_CRASH_AFTER_JOURNAL").is_some() {
+        std::process::abort();
+    }
+    commit::apply(b, &s.fd, &p.image, &j)?;
+    commit::finish(st, &j)?;
+    Staging::clear(b)?;
+    Ok(crate::protocol::Committed {
+        ops: j.ops.len() as u64,
+        staged_bytes: s.bytes,
+        stage_seconds,
+        commit_seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs the triggers queued by commits (this one and any an interrupted agent left).
+fn run_pending_triggers<R: Read, W: Write>(
+    root: &Path,
+    st: &StateDir,
+    conn: &mut Conn<R, W>,
+) -> Result<()> {
+    let Some(pending) = st.read_text(state::PENDING_TRIGGERS)? else {
+        return Ok(());
+    };
+    let changed: Vec<Vec<u8>> = pending
+        .lines()
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| imager::tree::escape::unescape(l).ok())
+        .collect();
+    let defs = triggers::parse(&st.read(state::TRIGGERS)?.unwrap_or_default())?;
+    let image = st.image()?.map(|h| h.to_hex()).unwrap_or_default();
+    for (t, paths) in triggers::matching(&defs, &changed)? {
+        let r = triggers::run(root, &image, &t, &paths);
+        conn.send(&Msg::TriggerRan(r))?;
+    }
+    st.remove(state::PENDING_TRIGGERS)
+}
+
+/// Status: how the host differs from the image it was last synced to.
+fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Msg> {
+    let image = st.image()?;
+    let Some(text) = st.read_text(state::MANIFEST)? else {
+        return Ok(Msg::Differences {
+            image,
+            changes: Vec::new(),
+            have: Vec::new(),
+            scan: Default::default(),
+        });
+    };
+    let tree = imager::tree::text::parse(&text, "the host's recorded image manifest")?;
+    let globs =
+        imager::tree::scan::list_lines(&st.read_text(state::LOCAL_STATE)?.unwrap_or_default());
+    let local = scan::local_excludes(&globs)?;
+    let mut cache = scan::HashCache::load(st);
+    let (host, stats) = scan::scan(root, &local, &mut cache, verify)?;
+    cache.save(st)?;
+    Ok(Msg::Differences {
+        image,
+        changes: compare(&tree, &host, &local, DirMtimes::Lenient),
+        have: Vec::new(),
+        scan: stats,
+    })
+}

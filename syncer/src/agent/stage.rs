@@ -1,0 +1,225 @@
+//! Staging: every new file, node and replacement directory is first made in
+//! `ROOT/.syncer-staging/` (the root's filesystem, so the commit is renames), created
+//! with `O_EXCL | O_NOFOLLOW`, owner, mode, xattrs and mtime set through its handle, its
+//! content checked against the image's hash. Nothing outside the staging directory
+//! changes until the commit; a failure here (disk full included) removes the staging
+//! directory and leaves the host as it was.
+
+use super::commit::STAGING;
+use super::fsops::{self, ensure_dir, remove_tree_at};
+use crate::error::{Error, Result};
+use crate::protocol::Source;
+use imager::error::IoContext;
+use imager::safe_dir::{set_meta_fd, Beneath};
+use imager::tree::escape::escape;
+use imager::{Entry, Hash, Kind};
+use rustix::fs::{Mode, OFlags};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+/// Largest file whose delta is applied in memory (base + result).
+const MAX_DELTA_FILE: u64 = 4 << 30;
+
+pub struct Staging {
+    pub fd: OwnedFd,
+    shown: PathBuf,
+    next: u64,
+    /// Image path → staged name.
+    pub staged: HashMap<Vec<u8>, String>,
+    pub bytes: u64,
+}
+
+impl Staging {
+    /// A fresh, empty staging directory (whatever an interrupted run left is removed).
+    pub fn create(b: &Beneath) -> Result<Staging> {
+        Staging::clear(b)?;
+        Ok(Staging {
+            fd: ensure_dir(b, STAGING)?,
+            shown: b.display(STAGING),
+            next: 0,
+            staged: HashMap::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Empties the staging directory. The directory itself stays: removing and making
+    /// it again would move the root directory's mtime on every push.
+    pub fn clear(b: &Beneath) -> Result<()> {
+        let dir = ensure_dir(b, STAGING)?;
+        let shown = b.display(STAGING);
+        let mut names = Vec::new();
+        for ent in rustix::fs::Dir::read_from(&dir).ctx("list", shown.clone())? {
+            let ent = ent.ctx("list", shown.clone())?;
+            let n = ent.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        }
+        for n in names {
+            remove_tree_at(&dir, &n, &shown.join(imager::fsx::bytes_path(&n)))?;
+        }
+        Ok(())
+    }
+
+    fn name(&mut self, path: &[u8]) -> String {
+        self.next += 1;
+        let n = format!("s{}", self.next);
+        self.staged.insert(path.to_vec(), n.clone());
+        n
+    }
+
+    /// Checks there is room for `bytes` of new content, with a margin.
+    pub fn check_space(&self, bytes: u64) -> Result<()> {
+        let free = fsops::free_bytes(&self.fd, &self.shown)?;
+        let need = bytes + bytes / 50 + (8 << 20);
+        if free < need {
+            return Err(Error::Agent(format!(
+                "not enough space on the filesystem of {}: the update needs {} bytes, {} are free",
+                self.shown.display(),
+                need,
+                free
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stages file `e` from `source`; `payload` is what came with it. `b` reads host files
+    /// (local copies, delta bases) without following symlinks.
+    pub fn put_file(
+        &mut self,
+        b: &Beneath,
+        e: &Entry,
+        source: &Source,
+        payload: &[u8],
+    ) -> Result<()> {
+        let Kind::File { size, hash } = e.kind else {
+            return Err(Error::Protocol(format!(
+                "content sent for {}, which is a {} in the image",
+                escape(&e.path),
+                e.kind.name()
+            )));
+        };
+        let shown = b.display(&e.path);
+        let name = self.name(&e.path);
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name.as_str(),
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .ctx("create", self.shown.join(&name))?;
+        let mut w = Hashing {
+            f: std::fs::File::from(fd),
+            h: blake3::Hasher::new(),
+            n: 0,
+            limit: size,
+        };
+        let write_err = |err: std::io::Error| -> Error {
+            imager::Error::io("write staged copy of", shown.clone(), err).into()
+        };
+        match source {
+            Source::Whole => {
+                let mut d = zstd::stream::read::Decoder::new(payload).map_err(write_err)?;
+                std::io::copy(&mut d, &mut w).map_err(write_err)?;
+            }
+            Source::LocalCopy { from } => {
+                let (parent, fname) = b.parent(from)?;
+                let fd = rustix::fs::openat(
+                    &parent,
+                    fname,
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .ctx("open", b.display(from))?;
+                let mut f = std::fs::File::from(fd);
+                std::io::copy(&mut f, &mut w).map_err(write_err)?;
+            }
+            Source::ZstdDelta | Source::RsyncDelta => {
+                if size > MAX_DELTA_FILE {
+                    return Err(Error::Protocol(format!(
+                        "delta for {} ({size} bytes) is larger than the agent applies",
+                        escape(&e.path)
+                    )));
+                }
+                let base = read_base(b, &e.path)?;
+                let out = if *source == Source::ZstdDelta {
+                    crate::delta::zstd_apply(&base, payload, size as usize)
+                } else {
+                    crate::delta::rsync_apply(&base, payload, size as usize)
+                }
+                .map_err(|r| {
+                    Error::Agent(format!("applying the delta for {}: {r}", escape(&e.path)))
+                })?;
+                w.write_all(&out).map_err(write_err)?;
+            }
+        }
+        if w.n != size || Hash::from(w.h.finalize()) != hash {
+            return Err(Error::Agent(format!(
+                "{}: the content assembled for it does not match the image (size {} of {size}); \
+                 the host changed during the push, or a delta's base was not what was scanned",
+                shown.display(),
+                w.n
+            )));
+        }
+        set_meta_fd(&w.f, e, &shown)?;
+        self.bytes += size;
+        Ok(())
+    }
+
+    /// Stages a symlink, device, fifo or (empty) replacement directory.
+    pub fn put_node(&mut self, e: &Entry) -> Result<()> {
+        let name = self.name(&e.path);
+        let shown = self.shown.join(&name);
+        fsops::make_node(&self.fd, name.as_bytes(), e, &shown)?;
+        Ok(())
+    }
+
+    /// Makes everything staged durable (one `syncfs` instead of an fsync per file).
+    pub fn sync(&self) -> Result<()> {
+        rustix::fs::syncfs(&self.fd).ctx("flush", self.shown.clone())?;
+        Ok(())
+    }
+}
+
+fn read_base(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
+    let (parent, name) = b.parent(path)?;
+    let fd = rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open", b.display(path))?;
+    let mut v = Vec::new();
+    std::fs::File::from(fd)
+        .read_to_end(&mut v)
+        .ctx("read", b.display(path))?;
+    Ok(v)
+}
+
+/// Writes through, hashing, refusing to grow past the image's size for the file.
+struct Hashing {
+    f: std::fs::File,
+    h: blake3::Hasher,
+    n: u64,
+    limit: u64,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.n + buf.len() as u64 > self.limit {
+            return Err(std::io::Error::other(
+                "the content is larger than the image says",
+            ));
+        }
+        let n = self.f.write(buf)?;
+        self.h.update(&buf[..n]);
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.f.flush()
+    }
+}

@@ -1,0 +1,82 @@
+//! The agent's own files on a host, in `ROOT/var/lib/syncer/` (local state, so no push
+//! ever touches it): the image the host was last synced to and that image's manifest,
+//! local-state globs and triggers; the hash cache; and, while a commit is in flight, the
+//! journal and the target manifest it refers to, then the triggers still to run.
+
+use super::fsops::{self, ensure_dir};
+use imager::safe_dir::Beneath;
+use imager::Hash;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+pub const DIR: &[u8] = b"/var/lib/syncer";
+pub const IMAGE: &str = "image";
+pub const MANIFEST: &str = "image.manifest";
+pub const LOCAL_STATE: &str = "local-state.txt";
+pub const TRIGGERS: &str = "triggers.toml";
+pub const HASH_CACHE: &str = "hash-cache";
+pub const JOURNAL: &str = "journal";
+pub const TARGET: &str = "target.manifest";
+pub const TARGET_LOCAL_STATE: &str = "target.local-state.txt";
+pub const TARGET_TRIGGERS: &str = "target.triggers.toml";
+pub const PENDING_TRIGGERS: &str = "triggers.pending";
+
+pub struct StateDir {
+    fd: OwnedFd,
+    shown: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(b: &Beneath) -> crate::Result<StateDir> {
+        Ok(StateDir {
+            fd: ensure_dir(b, DIR)?,
+            shown: b.display(DIR),
+        })
+    }
+
+    fn shown(&self, name: &str) -> PathBuf {
+        self.shown.join(name)
+    }
+
+    pub fn read(&self, name: &str) -> crate::Result<Option<Vec<u8>>> {
+        Ok(fsops::read_at(&self.fd, name, &self.shown(name))?)
+    }
+
+    pub fn read_text(&self, name: &str) -> crate::Result<Option<String>> {
+        match self.read(name)? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b).map(Some).map_err(|_| {
+                crate::Error::Agent(format!("{} is not UTF-8", self.shown(name).display()))
+            }),
+        }
+    }
+
+    pub fn write(&self, name: &str, data: &[u8]) -> crate::Result<()> {
+        Ok(fsops::write_atomic(
+            &self.fd,
+            name,
+            data,
+            &self.shown(name),
+        )?)
+    }
+
+    pub fn remove(&self, name: &str) -> crate::Result<()> {
+        Ok(fsops::remove_at(&self.fd, name, &self.shown(name))?)
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> crate::Result<()> {
+        use imager::error::IoContext;
+        rustix::fs::renameat(&self.fd, from, &self.fd, to)
+            .ctx("rename into place", self.shown(to))?;
+        rustix::fs::fsync(&self.fd)
+            .ctx("flush directory", self.shown.clone())
+            .map_err(Into::into)
+    }
+
+    /// The image the host was last synced to.
+    pub fn image(&self) -> crate::Result<Option<Hash>> {
+        Ok(self
+            .read_text(IMAGE)?
+            .and_then(|t| Hash::from_hex(t.trim())))
+    }
+}

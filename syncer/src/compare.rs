@@ -1,0 +1,242 @@
+//! How a host's tree differs from an image: one merge walk of two sorted entry lists,
+//! producing the per-path [`Change`]s that a push applies and `status`/`diff` report.
+//! Local-state paths and whatever lies on other filesystems are never part of it.
+
+use crate::protocol::{Change, ChangeKind};
+use imager::tree::path_cmp;
+use imager::tree::scan::Excludes;
+use imager::{Entry, Kind, Tree};
+use std::cmp::Ordering;
+use std::collections::HashSet;
+
+/// A host's tree as the agent scanned it.
+#[derive(Debug, Default)]
+pub struct HostTree {
+    /// In image order ([`path_cmp`]), files with their content hash.
+    pub entries: Vec<Entry>,
+    /// Directories on which another filesystem is mounted: not entered, never changed.
+    pub mounts: HashSet<Vec<u8>>,
+    /// Directories holding local state the scan skipped: never deleted or replaced, and
+    /// their mtime (which the host's own writes move) is not compared.
+    pub protected: HashSet<Vec<u8>>,
+}
+
+impl HostTree {
+    fn under_mount(&self, path: &[u8]) -> bool {
+        let mut p = imager::tree::parent(path);
+        while let Some(q) = p {
+            if self.mounts.contains(q) {
+                return true;
+            }
+            p = imager::tree::parent(q);
+        }
+        false
+    }
+}
+
+/// How closely directories that hold local state are compared.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DirMtimes {
+    /// Their mtime counts: a push sets it back to the image's.
+    Strict,
+    /// Their mtime is the host's business (its own writes move it): `status` and `diff`.
+    Lenient,
+}
+
+/// Every path where the host differs from `image`, in image order.
+pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtimes) -> Vec<Change> {
+    let (x, y) = (image.entries(), &host.entries);
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::new();
+    let skip = |p: &[u8]| local.covers(p) || host.mounts.contains(p) || host.under_mount(p);
+    while i < x.len() || j < y.len() {
+        let ord = match (x.get(i), y.get(j)) {
+            (Some(a), Some(b)) => path_cmp(&a.path, &b.path),
+            (Some(_), None) => Ordering::Less,
+            _ => Ordering::Greater,
+        };
+        match ord {
+            Ordering::Less => {
+                let t = &x[i];
+                i += 1;
+                if !skip(&t.path) {
+                    out.push(change(&t.path, ChangeKind::Add, None));
+                }
+            }
+            Ordering::Greater => {
+                let h = &y[j];
+                j += 1;
+                if !skip(&h.path) {
+                    out.push(change(&h.path, ChangeKind::Delete, Some(h)));
+                }
+            }
+            Ordering::Equal => {
+                let (t, h) = (&x[i], &y[j]);
+                i += 1;
+                j += 1;
+                if skip(&t.path) {
+                    continue;
+                }
+                let lenient = mtimes == DirMtimes::Lenient && host.protected.contains(&t.path);
+                if let Some(kind) = differ(t, h, lenient) {
+                    out.push(change(&t.path, kind, Some(h)));
+                }
+            }
+        }
+    }
+    relink(image, &mut out);
+    out
+}
+
+fn change(path: &[u8], kind: ChangeKind, host: Option<&Entry>) -> Change {
+    Change {
+        path: path.to_vec(),
+        kind,
+        host: host.cloned(),
+    }
+}
+
+/// How `h` (host) must change to become `t` (image), if at all.
+fn differ(t: &Entry, h: &Entry, lenient_mtime: bool) -> Option<ChangeKind> {
+    let meta = |mtime_counts: bool| {
+        t.mode != h.mode
+            || t.uid != h.uid
+            || t.gid != h.gid
+            || t.xattrs != h.xattrs
+            || (mtime_counts && t.mtime != h.mtime)
+    };
+    match (&t.kind, &h.kind) {
+        (Kind::File { hash: a, size: s }, Kind::File { hash: b, size: r }) => {
+            if a != b || s != r {
+                Some(ChangeKind::Content)
+            } else {
+                meta(true).then_some(ChangeKind::Meta)
+            }
+        }
+        (Kind::Dir, Kind::Dir) => meta(!lenient_mtime).then_some(ChangeKind::Meta),
+        (Kind::HardLink { target: a }, Kind::HardLink { target: b }) => {
+            (a != b).then_some(ChangeKind::Replace)
+        }
+        (a, b) if a == b => meta(true).then_some(ChangeKind::Meta),
+        _ => Some(ChangeKind::Replace),
+    }
+}
+
+/// A hard link whose target file gets a new inode must be made again, or it would keep
+/// naming the old content.
+fn relink(image: &Tree, out: &mut Vec<Change>) {
+    let renewed: HashSet<Vec<u8>> = out
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.kind,
+                ChangeKind::Add | ChangeKind::Content | ChangeKind::Replace
+            )
+        })
+        .map(|c| c.path.clone())
+        .collect();
+    if renewed.is_empty() {
+        return;
+    }
+    let listed: HashSet<Vec<u8>> = out.iter().map(|c| c.path.clone()).collect();
+    let mut extra = Vec::new();
+    for e in image.entries() {
+        if let Kind::HardLink { target } = &e.kind {
+            if renewed.contains(target) && !listed.contains(&e.path) {
+                extra.push(Change {
+                    path: e.path.clone(),
+                    kind: ChangeKind::Replace,
+                    host: None,
+                });
+            }
+        }
+    }
+    if !extra.is_empty() {
+        out.extend(extra);
+        out.sort_by(|a, b| path_cmp(&a.path, &b.path));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imager::Hash;
+
+    fn file(p: &str, content: &[u8], mode: u32) -> Entry {
+        Entry {
+            path: p.as_bytes().to_vec(),
+            kind: Kind::File {
+                size: content.len() as u64,
+                hash: Hash::of(content),
+            },
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 1,
+            xattrs: vec![],
+        }
+    }
+
+    #[test]
+    fn classifies_every_kind_of_difference() {
+        let d = |p: &str| Entry::dir(p.as_bytes(), 0o755, 1);
+        let mut link = file("/etc/l", b"", 0);
+        link.kind = Kind::Symlink {
+            target: b"x".to_vec(),
+        };
+        link.mode = 0o777;
+        let image = Tree::new(vec![
+            d("/"),
+            d("/etc"),
+            file("/etc/a", b"new", 0o644),
+            file("/etc/b", b"same", 0o600),
+            file("/etc/c", b"c", 0o644),
+            link.clone(),
+            d("/var"),
+            d("/var/log"),
+        ])
+        .expect("tree");
+        let mut host_link = link;
+        host_link.kind = Kind::Symlink {
+            target: b"y".to_vec(),
+        };
+        let mut log_dir = d("/var/log");
+        log_dir.mtime = 99;
+        let host = HostTree {
+            entries: vec![
+                d("/"),
+                d("/etc"),
+                file("/etc/a", b"old", 0o644),
+                file("/etc/b", b"same", 0o644),
+                host_link,
+                file("/etc/z", b"extra", 0o644),
+                d("/var"),
+                log_dir,
+                file("/var/log/syslog", b"mine", 0o644),
+            ],
+            protected: [b"/var/log".to_vec()].into_iter().collect(),
+            ..Default::default()
+        };
+        let local = Excludes::new(&["/var/log/**".to_string()]).expect("globs");
+        let got: Vec<(String, char)> = compare(&image, &host, &local, DirMtimes::Lenient)
+            .iter()
+            .map(|c| {
+                (
+                    String::from_utf8_lossy(&c.path).into_owned(),
+                    c.kind.letter(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, char)> = [
+            ("/etc/a", 'M'),
+            ("/etc/b", 'm'),
+            ("/etc/c", 'A'),
+            ("/etc/l", 'R'),
+            ("/etc/z", 'D'),
+        ]
+        .iter()
+        .map(|(p, k)| (p.to_string(), *k))
+        .collect();
+        assert_eq!(got, want);
+    }
+}

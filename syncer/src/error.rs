@@ -1,0 +1,39 @@
+//! The syncer library's error type. Filesystem errors come from imager's own type (they
+//! carry the path and the action); protocol errors say what was malformed; errors an
+//! agent reports travel back as text and are shown with the host's name by the caller.
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Fs(#[from] imager::Error),
+
+    /// The peer sent something this side cannot accept (bad frame, version, message).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// The connection ended or failed while a message was expected or being sent.
+    #[error("connection: {0}")]
+    Connection(String),
+
+    /// The agent reported a failure.
+    #[error("{0}")]
+    Agent(String),
+
+    /// The request cannot be carried out as asked (bad host spec, unknown image, ...).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn protocol(m: impl Into<String>) -> Error {
+        Error::Protocol(m.into())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Connection(e.to_string())
+    }
+}

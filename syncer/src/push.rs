@@ -1,0 +1,601 @@
+//! The controller's side of a session: push an image to a host (plan, send, commit,
+//! triggers), or ask a host how it differs from the image it runs (status, diff).
+
+use crate::delta::{self, Cache};
+use crate::error::{Error, Result};
+use crate::protocol::{
+    Change, ChangeKind, ManifestData, Msg, ScanStats, Source, TriggerRun, CHUNK,
+};
+use crate::transport::{self, HostSpec, Session, TransportOptions};
+use imager::store::Store;
+use imager::tree::escape::escape;
+use imager::{Hash, Kind, Tree};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Files smaller than this are sent whole rather than as an rsync delta (the signature
+/// round trip costs more than it saves).
+const MIN_RSYNC: u64 = 16 << 10;
+
+/// An image as the controller pushes it: its tree and text, and the local-state globs and
+/// triggers it carries in `/usr/lib/imager/`.
+pub struct Image {
+    pub id: Hash,
+    pub tree: Tree,
+    pub text: String,
+    pub local_state: Vec<String>,
+    pub triggers: Vec<u8>,
+}
+
+impl Image {
+    pub fn load(store: &Store, id: Hash) -> Result<Image> {
+        let text = store.image_text(&id)?;
+        let tree = imager::tree::text::parse(&text, &format!("image {id}"))?;
+        let file = |p: &[u8]| -> Result<Option<Vec<u8>>> {
+            match tree.get(p).map(|e| &e.kind) {
+                Some(Kind::File { hash, .. }) => Ok(Some(store.read_object(hash)?)),
+                _ => Ok(None),
+            }
+        };
+        let local = match file(b"/usr/lib/imager/local-state.txt")? {
+            Some(b) => String::from_utf8_lossy(&b).into_owned(),
+            None => imager::build::manifest::DEFAULT_LOCAL_STATE.to_string(),
+        };
+        let triggers = file(b"/usr/lib/imager/triggers.toml")?.unwrap_or_default();
+        Ok(Image {
+            id,
+            tree,
+            text,
+            local_state: imager::tree::scan::list_lines(&local),
+            triggers,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PushOptions {
+    pub dry_run: bool,
+    pub verify: bool,
+    pub transport: TransportOptions,
+}
+
+/// Files and bytes for one way of sending content.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Sent {
+    pub files: u64,
+    /// Bytes on the wire for them.
+    pub bytes: u64,
+    /// Their size once written.
+    pub content_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ByKind {
+    pub local_copy: Sent,
+    pub zstd_delta: Sent,
+    pub rsync_delta: Sent,
+    pub whole: Sent,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct Phases {
+    pub connect: f64,
+    pub scan: f64,
+    pub plan: f64,
+    pub stage: f64,
+    pub commit: f64,
+    pub triggers: f64,
+    pub total: f64,
+}
+
+/// One planned path, for `--dry-run` and `diff`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct PathChange {
+    pub path: String,
+    pub change: ChangeKind,
+    /// How content would travel (files only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub dry_run: bool,
+    pub image_before: Option<String>,
+    pub image_after: Option<String>,
+    pub agent: Option<String>,
+    pub agent_installed: bool,
+    pub rolled_forward: bool,
+    pub added: u64,
+    pub changed: u64,
+    pub metadata: u64,
+    pub deleted: u64,
+    pub sent: ByKind,
+    pub wire_sent: u64,
+    pub wire_received: u64,
+    pub scan: ScanStats,
+    pub phases: Phases,
+    pub triggers: Vec<TriggerRun>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathChange>,
+}
+
+/// What a host is told to do for each changed file.
+struct Item {
+    path: Vec<u8>,
+    size: u64,
+    source: Source,
+    payload: Arc<Vec<u8>>,
+}
+
+/// Called as a push goes through its phases (progress bars).
+pub trait Observer: Sync {
+    fn phase(&self, _host: &str, _phase: &str) {}
+    fn bytes(&self, _host: &str, _total: u64, _done: u64) {}
+}
+
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Pushes `image` to one host; never fails, the report says how it went.
+pub fn push_host(
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    spec: &HostSpec,
+    opts: &PushOptions,
+    obs: &dyn Observer,
+) -> HostReport {
+    let started = Instant::now();
+    let mut r = HostReport {
+        host: spec.to_string(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    obs.phase(&r.host, "connecting");
+    let session = match transport::connect(spec, &opts.transport) {
+        Ok(s) => s,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            r.phases.total = started.elapsed().as_secs_f64();
+            return r;
+        }
+    };
+    r.phases.connect = started.elapsed().as_secs_f64();
+    r.agent = Some(session.welcome.agent.clone());
+    r.agent_installed = session.installed;
+    r.rolled_forward = session.welcome.rolled_forward;
+    r.image_before = session.welcome.image.map(|h| h.to_hex());
+    let outcome = run_push(session, store, image, cache, opts, obs, &mut r);
+    match outcome {
+        Ok(()) => {
+            let failed: Vec<String> = r
+                .triggers
+                .iter()
+                .filter(|t| t.status != Some(0))
+                .map(|t| {
+                    if t.timed_out {
+                        format!("trigger {} timed out", t.name)
+                    } else {
+                        format!("trigger {} failed ({:?})", t.name, t.status)
+                    }
+                })
+                .collect();
+            r.ok = failed.is_empty();
+            if !r.ok {
+                r.error = Some(failed.join("; "));
+            }
+        }
+        Err(e) => r.error = Some(e.to_string()),
+    }
+    r.phases.total = started.elapsed().as_secs_f64();
+    obs.phase(&r.host, if r.ok { "done" } else { "failed" });
+    r
+}
+
+fn run_push(
+    mut s: Session,
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    opts: &PushOptions,
+    obs: &dyn Observer,
+    r: &mut HostReport,
+) -> Result<()> {
+    let host = r.host.clone();
+    let t = Instant::now();
+    obs.phase(&host, "scanning");
+    let manifest = match s.welcome.image {
+        Some(base) if store.has_image(&base) => {
+            let old = store.image_text(&base)?;
+            let d = delta::zstd_delta(old.as_bytes(), image.text.as_bytes(), 19)
+                .map_err(|e| Error::Usage(format!("manifest delta: {e}")))?;
+            ManifestData::Delta { base, delta: d }
+        }
+        _ => ManifestData::Whole(image.text.as_bytes().to_vec()),
+    };
+    let target = Msg::Target {
+        image: image.id,
+        manifest,
+        local_state: image.local_state.clone(),
+        triggers: image.triggers.clone(),
+        verify: opts.verify,
+    };
+    let reply = s
+        .conn
+        .send(&target)
+        .and_then(|_| s.conn.recv("the host's differences"));
+    let (changes, have, scan) = match reply {
+        Ok(Msg::Differences {
+            changes,
+            have,
+            scan,
+            ..
+        }) => (changes, have, scan),
+        Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
+        Ok(m) => {
+            return Err(s.fail(Error::Protocol(format!(
+                "expected Differences, got {}",
+                m.name()
+            ))))
+        }
+        Err(e) => return Err(s.fail(e)),
+    };
+    r.scan = scan;
+    r.phases.scan = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    obs.phase(&host, "planning");
+    let items = match plan(&mut s, store, image, cache, &changes, &have, r) {
+        Ok(i) => i,
+        Err(e) => return Err(s.fail(e)),
+    };
+    r.phases.plan = t.elapsed().as_secs_f64();
+    if opts.dry_run {
+        r.paths = path_changes(&changes, &items);
+        r.wire_sent = s.conn.sent;
+        r.wire_received = s.conn.received;
+        s.close();
+        return Ok(());
+    }
+
+    let t = Instant::now();
+    obs.phase(&host, "staging");
+    if let Err(e) = send_items(&mut s, &items, &host, obs) {
+        return Err(s.fail(e));
+    }
+    r.phases.stage = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    obs.phase(&host, "committing");
+    match s.conn.recv("the commit's result") {
+        Ok(Msg::Committed(c)) => {
+            r.phases.stage += c.stage_seconds;
+            r.phases.commit = c.commit_seconds;
+        }
+        Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
+        Ok(m) => {
+            return Err(s.fail(Error::Protocol(format!(
+                "expected Committed, got {}",
+                m.name()
+            ))))
+        }
+        Err(e) => return Err(s.fail(e)),
+    }
+    r.image_after = Some(image.id.to_hex());
+    let _ = t;
+    let t = Instant::now();
+    obs.phase(&host, "triggers");
+    loop {
+        match s.conn.recv("the triggers' results") {
+            Ok(Msg::TriggerRan(tr)) => r.triggers.push(tr),
+            Ok(Msg::Done) => break,
+            Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
+            Ok(m) => {
+                return Err(s.fail(Error::Protocol(format!(
+                    "expected TriggerRan, got {}",
+                    m.name()
+                ))))
+            }
+            Err(e) => return Err(s.fail(e)),
+        }
+    }
+    r.phases.triggers = t.elapsed().as_secs_f64();
+    r.wire_sent = s.conn.sent;
+    r.wire_received = s.conn.received;
+    s.close();
+    Ok(())
+}
+
+/// Decides how each file's content travels and encodes it (deltas from the cache).
+fn plan(
+    s: &mut Session,
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    changes: &[Change],
+    have: &[(Hash, Vec<u8>)],
+    r: &mut HostReport,
+) -> Result<Vec<Item>> {
+    let have: HashMap<Hash, &Vec<u8>> = have.iter().map(|(h, p)| (*h, p)).collect();
+    enum Way {
+        Copy(Vec<u8>),
+        Zstd(Hash),
+        Rsync,
+        Whole,
+    }
+    let mut ways: Vec<(Vec<u8>, Hash, u64, Way)> = Vec::new();
+    for c in changes {
+        match c.kind {
+            ChangeKind::Add => r.added += 1,
+            ChangeKind::Content | ChangeKind::Replace => r.changed += 1,
+            ChangeKind::Meta => r.metadata += 1,
+            ChangeKind::Delete => r.deleted += 1,
+        }
+        if matches!(c.kind, ChangeKind::Meta | ChangeKind::Delete) {
+            continue;
+        }
+        let Some(Kind::File { hash, size }) = image.tree.get(&c.path).map(|e| &e.kind) else {
+            continue;
+        };
+        let old = match (&c.kind, c.host.as_ref().map(|h| &h.kind)) {
+            (ChangeKind::Content, Some(Kind::File { hash, .. })) => Some(*hash),
+            _ => None,
+        };
+        let way = if let Some(p) = have.get(hash) {
+            Way::Copy((*p).clone())
+        } else if let Some(o) = old.filter(|o| store.has_object(o)) {
+            Way::Zstd(o)
+        } else if old.is_some() && *size >= MIN_RSYNC {
+            Way::Rsync
+        } else {
+            Way::Whole
+        };
+        ways.push((c.path.clone(), *hash, *size, way));
+    }
+    let rsync_paths: Vec<Vec<u8>> = ways
+        .iter()
+        .filter(|w| matches!(w.3, Way::Rsync))
+        .map(|w| w.0.clone())
+        .collect();
+    let mut sigs: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    if !rsync_paths.is_empty() {
+        s.conn.send(&Msg::SignatureRequest { paths: rsync_paths })?;
+        match s.conn.recv("signatures")? {
+            Msg::Signatures { sigs: v } => sigs.extend(v),
+            Msg::Error { message } => return Err(Error::Agent(message)),
+            m => {
+                return Err(Error::Protocol(format!(
+                    "expected Signatures, got {}",
+                    m.name()
+                )))
+            }
+        }
+    }
+    let level = cache.level();
+    let items: Vec<Item> = ways
+        .into_par_iter()
+        .map(|(path, hash, size, way)| -> Result<Item> {
+            let enc = |e: std::result::Result<Arc<Vec<u8>>, String>| {
+                e.map_err(|m| Error::Usage(format!("encoding {}: {m}", escape(&path))))
+            };
+            let (source, payload) = match way {
+                Way::Copy(from) => (Source::LocalCopy { from }, Arc::new(Vec::new())),
+                Way::Whole => (Source::Whole, enc(cache.whole(store, &hash))?),
+                Way::Zstd(old) => {
+                    let d = enc(cache.zstd_delta(store, &old, &hash))?;
+                    smaller(
+                        d,
+                        Source::ZstdDelta,
+                        size,
+                        || enc(cache.whole(store, &hash)),
+                    )?
+                }
+                Way::Rsync => {
+                    let sig = sigs.get(&path).ok_or_else(|| {
+                        Error::Protocol(format!("no signature for {}", escape(&path)))
+                    })?;
+                    let new = store.read_object(&hash)?;
+                    let d =
+                        Arc::new(enc(delta::rsync_delta(sig, &new, level).map(Arc::new))?.to_vec());
+                    smaller(d, Source::RsyncDelta, size, || {
+                        enc(cache.whole(store, &hash))
+                    })?
+                }
+            };
+            Ok(Item {
+                path,
+                size,
+                source,
+                payload,
+            })
+        })
+        .collect::<Result<_>>()?;
+    for it in &items {
+        let k = match it.source {
+            Source::LocalCopy { .. } => &mut r.sent.local_copy,
+            Source::ZstdDelta => &mut r.sent.zstd_delta,
+            Source::RsyncDelta => &mut r.sent.rsync_delta,
+            Source::Whole => &mut r.sent.whole,
+        };
+        k.files += 1;
+        k.bytes += it.payload.len() as u64;
+        k.content_bytes += it.size;
+    }
+    Ok(items)
+}
+
+/// A delta, unless the whole file compressed is smaller (checked only when the delta is
+/// not clearly small).
+fn smaller(
+    d: Arc<Vec<u8>>,
+    kind: Source,
+    size: u64,
+    whole: impl FnOnce() -> Result<Arc<Vec<u8>>>,
+) -> Result<(Source, Arc<Vec<u8>>)> {
+    if (d.len() as u64) * 4 < size {
+        return Ok((kind, d));
+    }
+    let w = whole()?;
+    Ok(if w.len() <= d.len() {
+        (Source::Whole, w)
+    } else {
+        (kind, d)
+    })
+}
+
+fn send_items(s: &mut Session, items: &[Item], host: &str, obs: &dyn Observer) -> Result<()> {
+    let content: u64 = items.iter().map(|i| i.size).sum();
+    let total: u64 = items.iter().map(|i| i.payload.len() as u64).sum();
+    s.conn.send(&Msg::Stage {
+        files: items.len() as u64,
+        bytes: content,
+    })?;
+    let mut done = 0u64;
+    for it in items {
+        s.conn.send(&Msg::Put {
+            path: it.path.clone(),
+            source: it.source.clone(),
+            len: it.payload.len() as u64,
+        })?;
+        for chunk in it.payload.chunks(CHUNK) {
+            s.conn.send(&Msg::Data {
+                bytes: chunk.to_vec(),
+            })?;
+            done += chunk.len() as u64;
+            obs.bytes(host, total, done);
+        }
+    }
+    s.conn.send(&Msg::Commit)?;
+    s.conn.flush()
+}
+
+fn path_changes(changes: &[Change], items: &[Item]) -> Vec<PathChange> {
+    let via: HashMap<&[u8], &'static str> = items
+        .iter()
+        .map(|i| {
+            (
+                i.path.as_slice(),
+                match i.source {
+                    Source::LocalCopy { .. } => "local copy",
+                    Source::ZstdDelta => "zstd delta",
+                    Source::RsyncDelta => "rsync delta",
+                    Source::Whole => "whole",
+                },
+            )
+        })
+        .collect();
+    changes
+        .iter()
+        .map(|c| PathChange {
+            path: escape(&c.path),
+            change: c.kind,
+            via: via.get(c.path.as_slice()).copied(),
+        })
+        .collect()
+}
+
+/// What `status` and `diff` learn about a host.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostStatus {
+    pub host: String,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub image: Option<String>,
+    /// Names in the controller's store that point at the image now.
+    pub names: Vec<String>,
+    pub agent: Option<String>,
+    pub drifted: bool,
+    pub differences: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<PathChange>,
+}
+
+pub fn status_host(
+    store: Option<&Store>,
+    spec: &HostSpec,
+    opts: &PushOptions,
+    with_paths: bool,
+) -> HostStatus {
+    let mut st = HostStatus {
+        host: spec.to_string(),
+        ..Default::default()
+    };
+    let r = (|| -> Result<()> {
+        let mut s = transport::connect(spec, &opts.transport)?;
+        st.agent = Some(s.welcome.agent.clone());
+        st.image = s.welcome.image.map(|h| h.to_hex());
+        if let (Some(store), Some(id)) = (store, s.welcome.image) {
+            for name in store.refs()? {
+                if store.ref_history(&name)?.last() == Some(&id) {
+                    st.names.push(name);
+                }
+            }
+        }
+        let reply = s
+            .conn
+            .send(&Msg::Status {
+                verify: opts.verify,
+            })
+            .and_then(|_| s.conn.recv("the host's status"));
+        let changes = match reply {
+            Ok(Msg::Differences { changes, .. }) => changes,
+            Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
+            Ok(m) => {
+                return Err(s.fail(Error::Protocol(format!(
+                    "expected Differences, got {}",
+                    m.name()
+                ))))
+            }
+            Err(e) => return Err(s.fail(e)),
+        };
+        s.close();
+        st.differences = changes.len() as u64;
+        st.drifted = !changes.is_empty();
+        if with_paths {
+            st.paths = path_changes(&changes, &[]);
+        }
+        Ok(())
+    })();
+    match r {
+        Ok(()) => st.ok = true,
+        Err(e) => st.error = Some(e.to_string()),
+    }
+    st
+}
+
+/// Runs `f` for every host, at most `jobs` at a time, returning results in host order.
+pub fn for_hosts<T: Send>(
+    hosts: &[HostSpec],
+    jobs: usize,
+    f: impl Fn(&HostSpec) -> T + Sync,
+) -> Vec<T> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<T>>> =
+        std::sync::Mutex::new((0..hosts.len()).map(|_| None).collect());
+    std::thread::scope(|sc| {
+        for _ in 0..jobs.clamp(1, hosts.len().max(1)) {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= hosts.len() {
+                    break;
+                }
+                let out = f(&hosts[i]);
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(out);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}

@@ -1,0 +1,416 @@
+//! Reaching a host's agent: `local:/path` starts `syncer serve --root /path` as a child
+//! process; `ssh://[user@]host[:port][/root]` runs it through the system's OpenSSH client
+//! (the command is configurable, like rsync's `-e`). Either way the session is the
+//! child's stdin/stdout; its stderr is kept for error messages.
+//!
+//! With `install_agent`, a missing or different agent binary on an ssh host is replaced
+//! by this one (copied over the same ssh command) before the session starts.
+
+use crate::error::{Error, Result};
+use crate::protocol::{Conn, Msg, PROTOCOL_VERSION};
+use imager::Hash;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+/// Where `--install-agent` puts the agent on an ssh host (local state, never synced).
+pub const DEFAULT_AGENT: &str = "/var/lib/syncer/bin/syncer";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostSpec {
+    Local(PathBuf),
+    Ssh {
+        user: Option<String>,
+        host: String,
+        port: Option<u16>,
+        root: String,
+    },
+}
+
+impl HostSpec {
+    pub fn parse(s: &str) -> Result<HostSpec> {
+        let bad = |why: &str| {
+            Error::Usage(format!(
+                "bad host {s:?}: {why} (use local:/path or ssh://[user@]host[:port][/root])"
+            ))
+        };
+        if let Some(p) = s.strip_prefix("local:") {
+            if !p.starts_with('/') {
+                return Err(bad("a local root must be an absolute path"));
+            }
+            return Ok(HostSpec::Local(PathBuf::from(p)));
+        }
+        let rest = s
+            .strip_prefix("ssh://")
+            .ok_or_else(|| bad("unknown scheme"))?;
+        let (auth, root) = match rest.find('/') {
+            Some(i) => (&rest[..i], rest[i..].to_string()),
+            None => (rest, "/".to_string()),
+        };
+        let (user, hostport) = match auth.rsplit_once('@') {
+            Some((u, h)) if !u.is_empty() => (Some(u.to_string()), h),
+            Some(_) => return Err(bad("empty user name")),
+            None => (None, auth),
+        };
+        let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+            let (h, rest) = h.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            let port = match rest.strip_prefix(':') {
+                Some(p) => Some(p.parse().map_err(|_| bad("bad port"))?),
+                None if rest.is_empty() => None,
+                None => return Err(bad("junk after ]")),
+            };
+            (h.to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p.parse().map_err(|_| bad("bad port"))?)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() || host.starts_with('-') {
+            return Err(bad("empty or invalid host name"));
+        }
+        Ok(HostSpec::Ssh {
+            user,
+            host,
+            port,
+            root,
+        })
+    }
+}
+
+impl std::fmt::Display for HostSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostSpec::Local(p) => write!(f, "local:{}", p.display()),
+            HostSpec::Ssh {
+                user,
+                host,
+                port,
+                root,
+            } => {
+                write!(f, "ssh://")?;
+                if let Some(u) = user {
+                    write!(f, "{u}@")?;
+                }
+                if host.contains(':') {
+                    write!(f, "[{host}]")?;
+                } else {
+                    write!(f, "{host}")?;
+                }
+                if let Some(p) = port {
+                    write!(f, ":{p}")?;
+                }
+                if root != "/" {
+                    write!(f, "{root}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// The ssh command and its options, split on whitespace (`-e "ssh -p 2222"`).
+    pub ssh: Vec<String>,
+    /// The agent's path on ssh hosts.
+    pub agent: String,
+    pub install_agent: bool,
+    /// The `nice`/`ionice` prefix for the agent (issue-5 rollouts set it).
+    pub agent_prefix: Vec<String>,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        TransportOptions {
+            ssh: vec!["ssh".into()],
+            agent: DEFAULT_AGENT.into(),
+            install_agent: false,
+            agent_prefix: Vec::new(),
+        }
+    }
+}
+
+/// What the agent said about itself.
+#[derive(Clone, Debug)]
+pub struct Welcome {
+    pub agent: String,
+    pub exe: Hash,
+    pub image: Option<Hash>,
+    pub rolled_forward: bool,
+}
+
+pub struct Session {
+    pub conn: Conn<ChildStdout, std::io::BufWriter<ChildStdin>>,
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+    pub welcome: Welcome,
+    pub installed: bool,
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn ssh_command(spec: &HostSpec, opts: &TransportOptions, remote: &str) -> Command {
+    let HostSpec::Ssh {
+        user, host, port, ..
+    } = spec
+    else {
+        unreachable!("ssh_command is only called for ssh hosts")
+    };
+    let mut c = Command::new(&opts.ssh[0]);
+    c.args(&opts.ssh[1..]);
+    if let Some(p) = port {
+        c.arg("-p").arg(p.to_string());
+    }
+    if let Some(u) = user {
+        c.arg("-l").arg(u);
+    }
+    c.arg("--").arg(host).arg(remote);
+    c
+}
+
+fn agent_command(spec: &HostSpec, opts: &TransportOptions) -> Result<Command> {
+    Ok(match spec {
+        HostSpec::Local(root) => {
+            let exe = std::env::current_exe()
+                .map_err(|e| Error::Usage(format!("cannot find this program's path: {e}")))?;
+            let mut c = if opts.agent_prefix.is_empty() {
+                Command::new(exe)
+            } else {
+                let mut c = Command::new(&opts.agent_prefix[0]);
+                c.args(&opts.agent_prefix[1..]).arg(exe);
+                c
+            };
+            c.arg("serve").arg("--root").arg(root);
+            c
+        }
+        HostSpec::Ssh { root, .. } => {
+            let prefix: String = opts.agent_prefix.iter().map(|w| quote(w) + " ").collect();
+            let remote = format!(
+                "exec {prefix}{} serve --root {}",
+                quote(&opts.agent),
+                quote(root)
+            );
+            ssh_command(spec, opts, &remote)
+        }
+    })
+}
+
+/// Starts a session: the agent runs and has greeted us (installing it first if asked).
+pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
+    let (_, own) = crate::agent::identity();
+    let ssh = matches!(spec, HostSpec::Ssh { .. });
+    match start(spec, opts) {
+        Ok(s) if !ssh || !opts.install_agent || s.welcome.exe == own => Ok(s),
+        Ok(s) => {
+            s.close();
+            install(spec, opts)?;
+            let mut s = start(spec, opts)?;
+            s.installed = true;
+            Ok(s)
+        }
+        Err(e) if ssh && opts.install_agent => {
+            install(spec, opts).map_err(|i| {
+                Error::Connection(format!("{e}; installing the agent failed too: {i}"))
+            })?;
+            let mut s = start(spec, opts)?;
+            s.installed = true;
+            Ok(s)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
+    let mut cmd = agent_command(spec, opts)?;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Connection(format!("cannot start {:?}: {e}", cmd.get_program())))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Connection("no stdout".into()))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| Error::Connection("no stdin".into()))?;
+    let stderr = child.stderr.take().map(|mut e| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = (&mut e).take(64 << 10).read_to_end(&mut v);
+            let _ = std::io::copy(&mut e, &mut std::io::sink());
+            String::from_utf8_lossy(&v).trim().to_string()
+        })
+    });
+    let mut s = Session {
+        conn: Conn::new(stdout, std::io::BufWriter::with_capacity(1 << 16, stdin)),
+        child,
+        stderr,
+        welcome: Welcome {
+            agent: String::new(),
+            exe: Hash([0; 32]),
+            image: None,
+            rolled_forward: false,
+        },
+        installed: false,
+    };
+    let greeting = s
+        .conn
+        .send(&Msg::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .and_then(|_| s.conn.recv("the agent's Welcome"));
+    match greeting {
+        Ok(Msg::Welcome {
+            version,
+            agent,
+            exe,
+            image,
+            rolled_forward,
+        }) if version == PROTOCOL_VERSION => {
+            s.welcome = Welcome {
+                agent,
+                exe,
+                image,
+                rolled_forward,
+            };
+            Ok(s)
+        }
+        Ok(Msg::Welcome { version, agent, .. }) => {
+            s.close();
+            Err(Error::Protocol(format!(
+                "the agent (syncer {agent}) speaks protocol version {version}, this controller {PROTOCOL_VERSION}"
+            )))
+        }
+        Ok(Msg::Error { message }) => {
+            s.close();
+            Err(Error::Agent(message))
+        }
+        Ok(m) => {
+            s.close();
+            Err(Error::Protocol(format!(
+                "expected Welcome, got {}",
+                m.name()
+            )))
+        }
+        Err(e) => Err(s.fail(e)),
+    }
+}
+
+impl Session {
+    /// The error to show for a failed exchange: the agent's own `Error` message if it
+    /// sent one, else the transport's error with the agent's stderr and exit status.
+    pub fn fail(mut self, e: Error) -> Error {
+        if let Error::Connection(_) = e {
+            // The agent may have explained itself before the pipe broke.
+            if let Ok(Some(Msg::Error { message })) = self.conn.recv_opt() {
+                self.close();
+                return Error::Agent(message);
+            }
+        }
+        let (status, stderr) = self.close();
+        match e {
+            Error::Connection(m) | Error::Protocol(m) => {
+                let mut s = m;
+                if let Some(st) = status {
+                    s.push_str(&format!(" (agent {st})"));
+                }
+                if !stderr.is_empty() {
+                    s.push_str(&format!(": {stderr}"));
+                }
+                Error::Connection(s)
+            }
+            other => other,
+        }
+    }
+
+    /// Ends the session and returns the agent's exit status and stderr.
+    pub fn close(mut self) -> (Option<String>, String) {
+        let _ = self.conn.send(&Msg::Bye);
+        drop(self.conn);
+        let status = self.child.wait().ok().map(|s| s.to_string());
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (status, stderr)
+    }
+}
+
+/// Copies this program to the ssh host as its agent.
+fn install(spec: &HostSpec, opts: &TransportOptions) -> Result<()> {
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Usage(format!("cannot find this program's path: {e}")))?;
+    let bin = std::fs::read(&exe)
+        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", exe.display())))?;
+    let dir = match opts.agent.rsplit_once('/') {
+        Some((d, _)) if !d.is_empty() => d.to_string(),
+        _ => "/".to_string(),
+    };
+    let tmp = format!("{}.new", opts.agent);
+    let remote = format!(
+        "mkdir -p {d} && cat > {t} && chmod 755 {t} && mv -f {t} {a}",
+        d = quote(&dir),
+        t = quote(&tmp),
+        a = quote(&opts.agent)
+    );
+    let mut c = ssh_command(spec, opts, &remote);
+    c.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .map_err(|e| Error::Connection(format!("cannot start ssh: {e}")))?;
+    if let Some(mut i) = child.stdin.take() {
+        std::io::Write::write_all(&mut i, &bin)
+            .map_err(|e| Error::Connection(format!("sending the agent: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::Connection(format!("installing the agent: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Connection(format!(
+            "installing the agent at {} failed ({}): {}",
+            opts.agent,
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_specs() {
+        assert_eq!(
+            HostSpec::parse("ssh://root@127.0.0.1:2222/srv/h1").unwrap(),
+            HostSpec::Ssh {
+                user: Some("root".into()),
+                host: "127.0.0.1".into(),
+                port: Some(2222),
+                root: "/srv/h1".into()
+            }
+        );
+        assert_eq!(
+            HostSpec::parse("ssh://web1").unwrap().to_string(),
+            "ssh://web1"
+        );
+        assert_eq!(
+            HostSpec::parse("ssh://[::1]:22").unwrap().to_string(),
+            "ssh://[::1]:22"
+        );
+        assert!(HostSpec::parse("local:rel").is_err());
+        assert!(HostSpec::parse("ftp://x").is_err());
+        assert!(HostSpec::parse("ssh://-oProxyCommand=x").is_err());
+    }
+}
