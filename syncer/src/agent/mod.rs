@@ -70,7 +70,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
         m => return Err(Error::Protocol(format!("expected Hello, got {}", m.name()))),
     }
     let b = Beneath::open(root)?;
-    let st = StateDir::open(&b)?;
+    let st = StateDir::open(root)?;
     let rolled_forward = commit::roll_forward(&b, &st)?;
     Staging::clear(&b)?;
     let (agent, exe) = identity();

@@ -34,6 +34,7 @@ pub struct Staging {
 impl Staging {
     /// A fresh, empty staging directory (whatever an interrupted run left is removed).
     pub fn create(b: &Beneath) -> Result<Staging> {
+        ensure_dir(b, STAGING)?;
         Staging::clear(b)?;
         Ok(Staging {
             fd: ensure_dir(b, STAGING)?,
@@ -47,7 +48,11 @@ impl Staging {
     /// Empties the staging directory. The directory itself stays: removing and making
     /// it again would move the root directory's mtime on every push.
     pub fn clear(b: &Beneath) -> Result<()> {
-        let dir = ensure_dir(b, STAGING)?;
+        let dir = match b.open_dir(STAGING) {
+            Ok(d) => d,
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         let shown = b.display(STAGING);
         let mut names = Vec::new();
         for ent in rustix::fs::Dir::read_from(&dir).ctx("list", shown.clone())? {

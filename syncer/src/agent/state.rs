@@ -21,17 +21,38 @@ pub const TARGET_LOCAL_STATE: &str = "target.local-state.txt";
 pub const TARGET_TRIGGERS: &str = "target.triggers.toml";
 pub const PENDING_TRIGGERS: &str = "triggers.pending";
 
+/// Made on the first write, so that a session that writes nothing (a refused
+/// connection, `status` on a host never synced) leaves no trace.
 pub struct StateDir {
-    fd: OwnedFd,
+    fd: std::sync::OnceLock<OwnedFd>,
+    root: Beneath,
     shown: PathBuf,
 }
 
 impl StateDir {
-    pub fn open(b: &Beneath) -> crate::Result<StateDir> {
+    pub fn open(root: &std::path::Path) -> crate::Result<StateDir> {
+        let b = Beneath::open(root)?;
+        let fd = std::sync::OnceLock::new();
+        match b.open_dir(DIR) {
+            Ok(d) => {
+                let _ = fd.set(d);
+            }
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
         Ok(StateDir {
-            fd: ensure_dir(b, DIR)?,
+            fd,
             shown: b.display(DIR),
+            root: b,
         })
+    }
+
+    fn dir(&self) -> crate::Result<&OwnedFd> {
+        if let Some(d) = self.fd.get() {
+            return Ok(d);
+        }
+        let d = ensure_dir(&self.root, DIR)?;
+        Ok(self.fd.get_or_init(|| d))
     }
 
     fn shown(&self, name: &str) -> PathBuf {
@@ -39,7 +60,10 @@ impl StateDir {
     }
 
     pub fn read(&self, name: &str) -> crate::Result<Option<Vec<u8>>> {
-        Ok(fsops::read_at(&self.fd, name, &self.shown(name))?)
+        match self.fd.get() {
+            Some(d) => Ok(fsops::read_at(d, name, &self.shown(name))?),
+            None => Ok(None),
+        }
     }
 
     pub fn read_text(&self, name: &str) -> crate::Result<Option<String>> {
@@ -53,7 +77,7 @@ impl StateDir {
 
     pub fn write(&self, name: &str, data: &[u8]) -> crate::Result<()> {
         Ok(fsops::write_atomic(
-            &self.fd,
+            self.dir()?,
             name,
             data,
             &self.shown(name),
@@ -61,14 +85,17 @@ impl StateDir {
     }
 
     pub fn remove(&self, name: &str) -> crate::Result<()> {
-        Ok(fsops::remove_at(&self.fd, name, &self.shown(name))?)
+        match self.fd.get() {
+            Some(d) => Ok(fsops::remove_at(d, name, &self.shown(name))?),
+            None => Ok(()),
+        }
     }
 
     pub fn rename(&self, from: &str, to: &str) -> crate::Result<()> {
         use imager::error::IoContext;
-        rustix::fs::renameat(&self.fd, from, &self.fd, to)
-            .ctx("rename into place", self.shown(to))?;
-        rustix::fs::fsync(&self.fd)
+        let d = self.dir()?;
+        rustix::fs::renameat(d, from, d, to).ctx("rename into place", self.shown(to))?;
+        rustix::fs::fsync(d)
             .ctx("flush directory", self.shown.clone())
             .map_err(Into::into)
     }
