@@ -153,6 +153,8 @@ pub enum Msg {
         /// The image's /usr/lib/imager/triggers.toml (empty when it has none).
         triggers: Vec<u8>,
         verify: bool,
+        /// Only look: write nothing on the host, not even the hash cache.
+        dry_run: bool,
     },
     Differences {
         image: Option<Hash>,
@@ -282,6 +284,7 @@ impl Msg {
                 local_state,
                 triggers,
                 verify,
+                dry_run,
             } => {
                 e.hash(image);
                 match manifest {
@@ -301,6 +304,7 @@ impl Msg {
                 }
                 e.bytes(triggers);
                 e.bool(*verify);
+                e.bool(*dry_run);
             }
             Msg::Differences {
                 image,
@@ -445,6 +449,7 @@ impl Msg {
                     local_state,
                     triggers: d.bytes()?,
                     verify: d.bool()?,
+                    dry_run: d.bool()?,
                 }
             }
             6 => {

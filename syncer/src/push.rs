@@ -227,6 +227,7 @@ fn run_push(
         local_state: image.local_state.clone(),
         triggers: image.triggers.clone(),
         verify: opts.verify,
+        dry_run: opts.dry_run,
     };
     let reply = s
         .conn

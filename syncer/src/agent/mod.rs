@@ -101,6 +101,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     local_state,
                     triggers,
                     verify,
+                    dry_run,
                 } => {
                     let text = manifest_text(&st, manifest)?;
                     if imager::tree::text::id_of(&text) != image {
@@ -112,7 +113,9 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     let local = scan::local_excludes(&local_state)?;
                     let mut cache = scan::HashCache::load(&st);
                     let (host, stats) = scan::scan(root, &local, &mut cache, verify)?;
-                    cache.save(&st)?;
+                    if !dry_run {
+                        cache.save(&st)?;
+                    }
                     let changes = compare(&tree, &host, &local, DirMtimes::Strict);
                     let holders = scan::holders(&host);
                     let mut have = Vec::new();
@@ -141,6 +144,9 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         have,
                         scan: stats,
                     })?;
+                    if dry_run {
+                        continue;
+                    }
                     pending = Some(Pending {
                         id: image,
                         image: tree,

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# Measures `syncer push` on the corpus update A -> B, and runs the reference tools
+# (peers.sh: rsync, OSTree static delta, casync) in the same run, so that the figures
+# are side by side on the same machine and data.
+#   syncer-pipe-cold    unmanaged host (a fresh copy of A), empty delta cache, over a pipe
+#   syncer-pipe-warm    the same with the delta cache kept (the steady state in a fleet)
+#   syncer-pipe-adopt   first push of A onto a fresh copy of A (records the image)
+#   syncer-pipe-managed then B onto that managed host (the manifest travels as a delta)
+#   syncer-ssh-warm     unmanaged, warm cache, over ssh to a private sshd on 127.0.0.1
+#   rsync-ssh-cz        rsync -aHAXcz to a fresh copy of A over the same ssh
+#   *-noop-*            pushing B onto a host that is already B (syncer and rsync)
+#   syncer-level-N      cold cache at zstd level N: plan time and zstd delta bytes
+# Each figure is one line, `name key=value ...` (as peers.sh prints), then a summary.
+# Both trees get their mtimes clamped to one epoch first (the copies peers.sh makes and
+# reuses), and those clamped copies are what is imported as images A and B.
+# Usage: push.sh [CORPUSDIR] [WORKDIR]
+#   CORPUSDIR  default /work/corpus; built with corpus.sh when missing
+#   WORKDIR    default a temporary directory, removed at the end; a given WORKDIR keeps
+#              what peers.sh leaves there (clamped A and B are reused by later runs)
+# Environment: PEERS=path to peers.sh (default: next to this script, else
+#   /work/shared/bench/peers.sh); NO_BUILD=1 to skip `cargo build --release`;
+#   SSH_PORT=first port to try for the private sshd (default 2299); KEEP=1 keeps all.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+corpus=${1:-/work/corpus}
+if [ -n "${2:-}" ]; then work=$2; own_work=0; else work=$(mktemp -d /tmp/push-bench.XXXXXX); own_work=1; fi
+mkdir -p "$work"; work=$(cd "$work" && pwd)
+w="$work/syncer-bench"            # everything this script makes (peers.sh uses other names)
+exclude="$repo/exclude-lists/local-state.txt"
+peers=${PEERS:-}
+[ -n "$peers" ] || { [ -f "$here/peers.sh" ] && peers="$here/peers.sh" || peers=/work/shared/bench/peers.sh; }
+[ -f "$peers" ] || { echo "push.sh: peers.sh not found (set PEERS=)" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || { echo "push.sh: run as root (hosts are root filesystems)" >&2; exit 2; }
+for t in rsync python3 bc ssh ssh-keygen /usr/sbin/sshd; do
+  command -v "$t" >/dev/null || { echo "push.sh: $t is missing" >&2; exit 2; }
+done
+
+sshd_pid=
+cleanup() {
+  local rc=$?
+  if [ -n "$sshd_pid" ]; then kill "$sshd_pid" 2>/dev/null || true; wait "$sshd_pid" 2>/dev/null || true; fi
+  if [ "${KEEP:-0}" != 1 ]; then
+    rm -rf "$w"
+    [ "$own_work" = 1 ] && rm -rf "$work"
+  else
+    echo "push.sh: kept $work" >&2
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+now() { date +%s.%N; }
+results="$work/push-results.txt"; : > "$results"
+failed=0
+report() { echo "$*"; echo "$*" >> "$results"; }
+
+# ---- binaries, corpus, clamped trees, images ------------------------------------------
+if [ "${NO_BUILD:-0}" != 1 ]; then (cd "$repo" && cargo build --release -q); fi
+imager="$repo/target/release/imager"; syncer="$repo/target/release/syncer"
+[ -x "$imager" ] && [ -x "$syncer" ] || { echo "push.sh: no release binaries in $repo/target" >&2; exit 2; }
+[ -d "$corpus/A" ] && [ -d "$corpus/B" ] || bash "$here/corpus.sh" "$corpus"
+rm -rf "$w"; mkdir -p "$w"
+for n in A B; do   # exactly as peers.sh does, so that it reuses these copies
+  [ -d "$work/$n" ] || { cp -a "$corpus/$n" "$work/$n"; find "$work/$n" -newermt @1700000000 -exec touch -h -d @1700000000 {} +; }
+done
+store="$w/store"
+t0=$(now)
+import_tree() { "$imager" import "$work/$1" --name "$1" --store "$store" -q --exclude-from "$exclude" 2> "$w/import-$1.err" ||
+           { echo "push.sh: imager import $1 failed:" >&2; cat "$w/import-$1.err" >&2; exit 1; }; }
+idA=$(import_tree A)
+t1=$(now)
+idB=$(import_tree B)
+t2=$(now)
+report "imager-import-A wall_s=$(echo "$t1 - $t0" | bc) id=${idA:0:12}"
+report "imager-import-B wall_s=$(echo "$t2 - $t1" | bc) id=${idB:0:12}"
+
+# A fresh copy of a clamped tree, as an unmanaged host that syncer has never seen.
+fresh() { rm -rf "$2"; cp -a "$work/$1" "$2"; sync; }
+
+# push NAME IMAGE HOST [syncer options...]: times one push, prints its figures.
+push() {
+  local name=$1 image=$2 host=$3; shift 3
+  local out="$w/$name.json" err="$w/$name.err" t0 t1 rc=0
+  t0=$(now)
+  "$syncer" push "$image" "$host" --store "$store" --json "$@" > "$out" 2> "$err" || rc=$?
+  t1=$(now)
+  local line
+  line=$(python3 - "$out" "$(echo "$t1 - $t0" | bc)" "$rc" "$err" <<'PY'
+import json, sys
+out, wall, rc, err = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def oneline(s):
+    return " ".join(s.split())[:300]
+try:
+    h = json.load(open(out))["hosts"][0]
+except Exception:
+    print("ok=false rc=%d wall_s=%.3f error=%s" % (rc, wall, json.dumps(oneline(open(err).read()))))
+    sys.exit()
+s, p = h["sent"], h["phases"]
+fields = [
+    ("ok", str(h["ok"]).lower()),
+    ("wall_s", "%.3f" % wall),
+    ("wire_bytes", h["wire_sent"] + h["wire_received"]),
+    ("wire_sent", h["wire_sent"]),
+    ("wire_received", h["wire_received"]),
+    ("plan_s", "%.3f" % p["plan"]),
+    ("total_s", "%.3f" % p["total"]),
+    ("zstd_delta_bytes", s["zstd_delta"]["bytes"]),
+    ("rsync_delta_bytes", s["rsync_delta"]["bytes"]),
+    ("whole_bytes", s["whole"]["bytes"]),
+    ("changed", h.get("changed", 0) + h.get("added", 0) + h.get("deleted", 0) + h.get("metadata", 0)),
+]
+if rc != 0 or not h["ok"]:
+    fields.append(("rc", rc))
+    fields.append(("error", json.dumps(oneline(h.get("error") or open(err).read()))))
+print(" ".join("%s=%s" % kv for kv in fields))
+PY
+)
+  report "$name $line"
+  case "$line" in ok=true*) ;; *) failed=1; echo "push.sh: $name failed, stderr:" >&2; tail -5 "$err" >&2 || true;; esac
+}
+
+# rsync_run NAME SRC DEST [rsync options...]: times one rsync, prints bytes and wall.
+rsync_run() {
+  local name=$1 src=$2 dest=$3; shift 3
+  local t0 t1 rc=0
+  t0=$(now)
+  rsync "$@" --numeric-ids --delete --stats "$src" "$dest" > "$w/$name.stats" 2>&1 || rc=$?
+  t1=$(now)
+  local sent recv
+  sent=$(awk -F: '/Total bytes sent/ {gsub(/[ ,]/,"",$2); print $2}' "$w/$name.stats")
+  recv=$(awk -F: '/Total bytes received/ {gsub(/[ ,]/,"",$2); print $2}' "$w/$name.stats")
+  if [ "$rc" = 0 ]; then
+    report "$name ok=true wall_s=$(echo "$t1 - $t0" | bc) bytes_sent=$sent bytes_received=$recv wire_bytes=$((sent + recv))"
+  else
+    failed=1
+    report "$name ok=false rc=$rc wall_s=$(echo "$t1 - $t0" | bc)"
+    tail -5 "$w/$name.stats" >&2
+  fi
+}
+
+rsh="$w/rsh"; printf '#!/bin/sh\nshift\nexec "$@"\n' > "$rsh"; chmod +x "$rsh"   # as peers.sh
+cache="$w/cache"
+
+# ---- 1, 2: unmanaged host over a pipe, cold then warm delta cache ----------------------
+fresh A "$w/h1"
+push syncer-pipe-cold B "local:$w/h1" --cache "$cache"
+fresh A "$w/h2"
+push syncer-pipe-warm B "local:$w/h2" --cache "$cache"
+rm -rf "$w/h2"
+
+# ---- 3: managed host: adopt A, then push B ---------------------------------------------
+fresh A "$w/h3"
+push syncer-pipe-adopt A "local:$w/h3" --cache "$cache"
+push syncer-pipe-managed B "local:$w/h3" --cache "$cache"
+rm -rf "$w/h3"
+
+# ---- 4: over ssh to a private sshd on 127.0.0.1 -----------------------------------------
+port=$(python3 - "${SSH_PORT:-2299}" <<'PY'
+import socket, sys
+for p in range(int(sys.argv[1]), int(sys.argv[1]) + 100):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass
+    finally:
+        s.close()
+else:
+    sys.exit("no free port")
+PY
+)
+sd="$w/ssh"; mkdir -p "$sd" /run/sshd; chmod 700 "$sd"
+ssh-keygen -q -t ed25519 -N '' -f "$sd/host_key"
+ssh-keygen -q -t ed25519 -N '' -f "$sd/client_key"
+cp "$sd/client_key.pub" "$sd/authorized_keys"
+cat > "$sd/sshd_config" <<EOF
+Port $port
+ListenAddress 127.0.0.1
+HostKey $sd/host_key
+AuthorizedKeysFile $sd/authorized_keys
+PermitRootLogin yes
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PidFile $sd/sshd.pid
+EOF
+/usr/sbin/sshd -D -f "$sd/sshd_config" -E "$sd/sshd.log" &
+sshd_pid=$!
+ssh_cmd="ssh -i $sd/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -p $port"
+for i in $(seq 50); do
+  $ssh_cmd root@127.0.0.1 true 2>/dev/null && break
+  [ "$i" = 50 ] && { echo "push.sh: cannot log in to the private sshd on port $port:" >&2; tail "$sd/sshd.log" >&2; exit 1; }
+  sleep 0.2
+done
+fresh A "$w/h4"
+push syncer-ssh-warm B "ssh://root@127.0.0.1$w/h4" -e "$ssh_cmd" --agent "$syncer" --cache "$cache"
+rm -rf "$w/h4"
+fresh A "$w/r4"
+rsync_run rsync-ssh-cz "$work/B/" "root@127.0.0.1:$w/r4/" -aHAXcz --compress-choice=zstd -e "$ssh_cmd"
+rm -rf "$w/r4"
+kill "$sshd_pid"; wait "$sshd_pid" 2>/dev/null || true; sshd_pid=
+
+# ---- 5: no-op: the host is already B -----------------------------------------------------
+push syncer-noop-managed B "local:$w/h1" --cache "$cache"        # h1 was pushed to B in 1
+rm -rf "$w/h1"
+fresh B "$w/h5"
+push syncer-noop-fresh B "local:$w/h5" --cache "$cache"          # never seen, no hash cache
+rm -rf "$w/h5"
+fresh B "$w/r5"
+rsync_run rsync-c-noop "$work/B/" "x:$w/r5/" -aHAXc -e "$rsh"
+rsync_run rsync-noop "$work/B/" "x:$w/r5/" -aHAX -e "$rsh"       # quick check (size+mtime)
+rm -rf "$w/r5"
+
+# ---- 6: zstd level trade-off, cold cache each ---------------------------------------------
+for level in 3 9 19; do
+  fresh A "$w/h6"
+  push "syncer-level-$level" B "local:$w/h6" --cache "$w/cache-$level" --level "$level"
+  rm -rf "$w/h6" "$w/cache-$level"
+done
+
+# ---- 7: the reference tools, same machine, same clamped trees -----------------------------
+bash "$peers" "$corpus" "$work" | while IFS= read -r line; do report "$line"; done
+
+# ---- summary ---------------------------------------------------------------------------------
+echo
+python3 - "$results" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, *kv = line.split()
+    rows[name] = dict(x.split("=", 1) for x in kv if "=" in x)
+def mb(v):
+    return "%.2f MB" % (int(v) / 1e6) if v not in (None, "") else "-"
+def g(name, *keys):
+    r = rows.get(name, {})
+    for k in keys:
+        if k in r:
+            return r[k]
+    return None
+table = [
+    ("case", "wall s", "bytes", "what"),
+    ("syncer pipe, cold cache", g("syncer-pipe-cold", "wall_s"), mb(g("syncer-pipe-cold", "wire_bytes")), "wire sent+received; plan %s s" % g("syncer-pipe-cold", "plan_s")),
+    ("syncer pipe, warm cache", g("syncer-pipe-warm", "wall_s"), mb(g("syncer-pipe-warm", "wire_bytes")), "wire sent+received; plan %s s" % g("syncer-pipe-warm", "plan_s")),
+    ("syncer pipe, managed host", g("syncer-pipe-managed", "wall_s"), mb(g("syncer-pipe-managed", "wire_bytes")), "wire sent+received, warm cache"),
+    ("rsync -cz pipe (peers)", g("rsync-cz", "wall_s"), mb(g("rsync-cz", "bytes_sent")), "bytes sent only"),
+    ("rsync -cz pipe, 8 hosts", g("rsync-cz-8hosts", "wall_s"), "-", "parallel"),
+    ("syncer ssh, warm cache", g("syncer-ssh-warm", "wall_s"), mb(g("syncer-ssh-warm", "wire_bytes")), "wire sent+received"),
+    ("rsync -cz ssh", g("rsync-ssh-cz", "wall_s"), mb(g("rsync-ssh-cz", "wire_bytes")), "sent+received"),
+    ("syncer no-op, managed", g("syncer-noop-managed", "wall_s"), mb(g("syncer-noop-managed", "wire_bytes")), "hash cache on host"),
+    ("syncer no-op, fresh B copy", g("syncer-noop-fresh", "wall_s"), mb(g("syncer-noop-fresh", "wire_bytes")), "hashes every file"),
+    ("rsync -c no-op", g("rsync-c-noop", "wall_s"), mb(g("rsync-c-noop", "wire_bytes")), "checksums every file"),
+    ("rsync no-op (quick check)", g("rsync-noop", "wall_s"), mb(g("rsync-noop", "wire_bytes")), "size+mtime"),
+]
+for l in (3, 9, 19):
+    n = "syncer-level-%d" % l
+    table.append(("syncer level %d, cold" % l, g(n, "wall_s"), mb(g(n, "zstd_delta_bytes")), "zstd delta bytes; plan %s s" % g(n, "plan_s")))
+table += [
+    ("ostree static delta", g("ostree-static-delta", "generate_s"), mb(g("ostree-static-delta", "bytes")), "generation time"),
+    ("casync new chunks", None, mb(g("casync", "new_chunk_bytes")), ""),
+]
+w = [max(len(str(r[i] if r[i] is not None else "-")) for r in table) for i in range(4)]
+for i, r in enumerate(table):
+    c = [str(x) if x is not None else "-" for x in r]
+    print("  ".join([c[0].ljust(w[0]), c[1].rjust(w[1]), c[2].rjust(w[2]), c[3]]).rstrip())
+    if i == 0:
+        print("  ".join("-" * x for x in w))
+PY
+[ "$failed" = 0 ] || { echo "push.sh: some runs failed (ok=false above)" >&2; exit 1; }

@@ -1,0 +1,164 @@
+//! Helpers for the syncer integration tests: a store filled through imager's library,
+//! the real `syncer` binary, host roots compared with images entry by entry.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use imager::store::{Access, Store};
+use imager::tree::scan::Excludes;
+use imager::{Hash, Tree};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn syncer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_syncer"))
+}
+
+pub fn local_state_globs() -> Vec<String> {
+    imager::tree::scan::list_lines(imager::build::manifest::DEFAULT_LOCAL_STATE)
+}
+
+/// Imports `dir` into the store at `store` under `name`, leaving out local state as a
+/// build would.
+pub fn import(store: &Path, dir: &Path, name: &str) -> Hash {
+    let s = Store::open(store, Access::Write).unwrap();
+    let opts = imager::ops::ImportOptions {
+        name: Some(name.to_string()),
+        normalize: None,
+        excludes: Excludes::new(&local_state_globs()).unwrap(),
+        extra: Vec::new(),
+    };
+    let r = imager::ops::import(
+        &s,
+        &imager::ops::Source::Dir(dir.to_path_buf()),
+        &opts,
+        &imager::progress::Quiet,
+    )
+    .unwrap();
+    Hash::from_hex(&r.id).unwrap()
+}
+
+pub fn image(store: &Path, id: &Hash) -> Tree {
+    Store::open(store, Access::Read)
+        .unwrap()
+        .read_image(id)
+        .unwrap()
+}
+
+/// The host's tree as an image would see it: local state and the syncer's own paths
+/// left out.
+pub fn host_tree(root: &Path) -> Tree {
+    let mut globs = local_state_globs();
+    globs.push("/.syncer-staging".into());
+    globs.push("/var/lib/syncer".into());
+    let pending = imager::tree::scan::scan(root, &Excludes::new(&globs).unwrap()).unwrap();
+    imager::ingest::ingest(
+        pending,
+        None,
+        &imager::ingest::HashOnly,
+        false,
+        &imager::progress::Quiet,
+    )
+    .unwrap()
+    .tree
+}
+
+/// Fails with the differing manifest lines unless `root` is exactly the image.
+pub fn assert_host_is(root: &Path, store: &Path, id: &Hash) {
+    let want = image(store, id);
+    let got = host_tree(root);
+    let d = imager::tree::text::differences(&want, &got);
+    assert!(
+        d.is_empty(),
+        "{} differs from image {id} ({} lines):\n{}",
+        root.display(),
+        d.len(),
+        d.iter().take(40).cloned().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// Runs syncer with the store; returns the output whatever happened.
+pub fn run(store: &Path, args: &[&str]) -> Output {
+    syncer()
+        .args(args)
+        .env("IMAGER_STORE", store)
+        .output()
+        .unwrap()
+}
+
+pub fn ok(store: &Path, args: &[&str]) -> String {
+    let out = run(store, args);
+    assert!(
+        out.status.success(),
+        "syncer {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
+}
+
+/// `push --json` on one host; returns that host's report.
+pub fn push(store: &Path, image: &str, host: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["push", image, host, "--json"];
+    args.extend_from_slice(extra);
+    let out = run(store, &args);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let r = v["hosts"][0].clone();
+    assert!(
+        out.status.success() && r["ok"] == true,
+        "push {image} to {host} failed:\n{r:#}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    r
+}
+
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cp -a`, which keeps owners, modes, xattrs, hard links, devices.
+pub fn copy_tree(from: &Path, to: &Path) {
+    sh(&format!("cp -a '{}' '{}'", from.display(), to.display()));
+}
+
+/// blake3 of a file, for checking that something outside a host root was not touched.
+pub fn file_hash(p: &Path) -> Hash {
+    Hash::of(&std::fs::read(p).unwrap())
+}
+
+/// A test's scratch directory (removed at the end).
+pub fn scratch(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap()
+}
+
+/// The benchmark corpus (two Debian roots a security update apart), built once into the
+/// target directory with `syncer/bench/corpus.sh` (mmdebstrap; needs the network), or
+/// taken from `SYNCER_TEST_CORPUS`.
+pub fn corpus() -> PathBuf {
+    if let Some(d) = std::env::var_os("SYNCER_TEST_CORPUS") {
+        return PathBuf::from(d);
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("corpus");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/corpus.sh");
+    // flock: test binaries running at once build it once.
+    sh(&format!(
+        "mkdir -p '{d}' && flock '{d}.lock' bash '{s}' '{d}' >&2",
+        d = dir.display(),
+        s = script.display()
+    ));
+    dir
+}

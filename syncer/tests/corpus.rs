@@ -1,0 +1,374 @@
+//! Pushes between the two real Debian roots of the benchmark corpus (A, and B a security
+//! update later) onto `local:` host roots: exactness, local state, drift repair, hostile
+//! symlinks, `kill -9` at random moments, triggers and crash recovery.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::*;
+use imager::{Hash, Kind, Tree};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// One store with A and B, shared by the tests of this file.
+struct Corpus {
+    dir: PathBuf,
+    store: PathBuf,
+    a: Hash,
+    b: Hash,
+}
+
+fn corpus_store() -> &'static Corpus {
+    static C: OnceLock<Corpus> = OnceLock::new();
+    C.get_or_init(|| {
+        let dir = corpus();
+        let store = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("corpus-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&store);
+        let a = import(&store, &dir.join("A"), "A");
+        let b = import(&store, &dir.join("B"), "B");
+        Corpus { dir, store, a, b }
+    })
+}
+
+fn host(c: &Corpus, scratch: &Path, from: &str) -> PathBuf {
+    let h = scratch.join("host");
+    copy_tree(&c.dir.join(from), &h);
+    // The host's own state, which no push may touch.
+    std::fs::write(h.join("etc/hostname"), "web-17\n").unwrap();
+    std::fs::create_dir_all(h.join("var/log/app")).unwrap();
+    std::fs::write(h.join("var/log/app/today.log"), "request 1\n").unwrap();
+    std::fs::write(h.join("etc/ssh/ssh_host_ed25519_key"), "PRIVATE\n").unwrap();
+    std::fs::write(
+        h.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    h
+}
+
+fn local_state_intact(h: &Path) {
+    assert_eq!(
+        std::fs::read_to_string(h.join("etc/hostname")).unwrap(),
+        "web-17\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.join("var/log/app/today.log")).unwrap(),
+        "request 1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.join("etc/ssh/ssh_host_ed25519_key")).unwrap(),
+        "PRIVATE\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.join("etc/machine-id")).unwrap(),
+        "0123456789abcdef0123456789abcdef\n"
+    );
+}
+
+#[test]
+fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
+    let c = corpus_store();
+    let t = scratch("push-ab-");
+    let h = host(c, t.path(), "A");
+    let hs = format!("local:{}", h.display());
+    let before = host_tree(&h);
+
+    // A dry run reports the plan and changes nothing.
+    let dry = push(&c.store, "B", &hs, &["--dry-run"]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(dry["changed"].as_u64().unwrap() > 500, "{dry:#}");
+    assert!(
+        dry["sent"]["zstd_delta"]["files"].as_u64().unwrap() > 500,
+        "{dry:#}"
+    );
+    assert!(dry["paths"].as_array().unwrap().len() > 1000);
+    let d = imager::tree::text::differences(&before, &host_tree(&h));
+    assert!(d.is_empty(), "--dry-run changed the host: {d:?}");
+    assert!(!h.join("var/lib/syncer/image").exists());
+
+    let r = push(&c.store, "B", &hs, &[]);
+    assert_host_is(&h, &c.store, &c.b);
+    local_state_intact(&h);
+    assert_eq!(r["image_after"], c.b.to_hex());
+    // Content the store held in its old version went as zstd deltas, far smaller than
+    // the files; nothing changed went at all.
+    let zd = &r["sent"]["zstd_delta"];
+    assert!(
+        zd["bytes"].as_u64().unwrap() * 5 < zd["content_bytes"].as_u64().unwrap(),
+        "{r:#}"
+    );
+    assert!(r["wire_sent"].as_u64().unwrap() < 8_000_000, "{r:#}");
+    assert!(!h.join(".syncer-staging").read_dir().unwrap().any(|_| true));
+
+    // Status: at B, clean. A second push is a no-op that sends no content.
+    let st = json(&ok(&c.store, &["status", &hs, "--json"]));
+    assert_eq!(st[0]["image"], c.b.to_hex());
+    assert_eq!(st[0]["drifted"], false, "{st:#}");
+    assert_eq!(st[0]["names"][0], "B");
+    let again = push(&c.store, "B", &hs, &[]);
+    for k in ["added", "changed", "metadata", "deleted"] {
+        assert_eq!(again[k], 0, "{k}: {again:#}");
+    }
+    assert!(
+        again["scan"]["cached_files"].as_u64().unwrap() > 10_000,
+        "{again:#}"
+    );
+    assert_eq!(again["scan"]["hashed_files"], 0, "{again:#}");
+
+    // Back to A: the host is managed now, so the way back is a delta too.
+    let back = push(&c.store, "A", &hs, &[]);
+    assert_host_is(&h, &c.store, &c.a);
+    assert!(back["sent"]["zstd_delta"]["files"].as_u64().unwrap() > 500);
+    local_state_intact(&h);
+}
+
+#[test]
+fn a_drifted_host_is_repaired_and_nothing_outside_its_root_is_touched() {
+    let c = corpus_store();
+    let t = scratch("push-drift-");
+    let h = host(c, t.path(), "B");
+    let hs = format!("local:{}", h.display());
+    push(&c.store, "B", &hs, &[]);
+
+    // Drift: a modified file, an extra one, a missing one, a mode change, a file
+    // replaced by a symlink to the machine's /etc/shadow, a directory replaced by a
+    // symlink to /.
+    std::fs::write(h.join("etc/debian_version"), "hacked\n").unwrap();
+    std::fs::write(h.join("usr/bin/extra-tool"), "#!/bin/sh\n").unwrap();
+    std::fs::remove_file(h.join("etc/issue")).unwrap();
+    sh(&format!("chmod 600 '{}'", h.join("etc/passwd").display()));
+    std::fs::remove_file(h.join("etc/issue.net")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", h.join("etc/issue.net")).unwrap();
+    std::fs::remove_dir_all(h.join("usr/share/man")).unwrap();
+    std::os::unix::fs::symlink("/", h.join("usr/share/man")).unwrap();
+    let shadow = file_hash(Path::new("/etc/shadow"));
+    let real_root: Vec<_> = std::fs::read_dir("/")
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+
+    let out = run(&c.store, &["diff", &hs]);
+    assert_eq!(out.status.code(), Some(1), "diff exits 1 on a drifted host");
+    let out = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "M /etc/debian_version",
+        "D /usr/bin/extra-tool",
+        "A /etc/issue",
+        "m /etc/passwd",
+        "R /etc/issue.net",
+        "R /usr/share/man",
+        "A /usr/share/man/man1",
+    ] {
+        assert!(
+            out.lines().any(|l| l == want),
+            "diff lacks {want:?}:\n{out}"
+        );
+    }
+    let st = json(&String::from_utf8_lossy(
+        &run(&c.store, &["status", &hs, "--json"]).stdout,
+    ));
+    assert_eq!(st[0]["drifted"], true);
+
+    push(&c.store, "B", &hs, &[]);
+    assert_host_is(&h, &c.store, &c.b);
+    local_state_intact(&h);
+    assert_eq!(
+        file_hash(Path::new("/etc/shadow")),
+        shadow,
+        "/etc/shadow was written"
+    );
+    let after: Vec<_> = std::fs::read_dir("/")
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(real_root, after, "something was created in the machine's /");
+    assert!(!Path::new("/man1").exists());
+}
+
+/// Every file's content at `path` in either image, for the torn-file check.
+fn versions(trees: &[&Tree]) -> HashMap<Vec<u8>, Vec<Hash>> {
+    let mut m: HashMap<Vec<u8>, Vec<Hash>> = HashMap::new();
+    for t in trees {
+        for e in t.entries() {
+            if let Kind::File { hash, .. } = e.kind {
+                m.entry(e.path.clone()).or_default().push(hash);
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
+    let c = corpus_store();
+    let t = scratch("push-kill-");
+    let h = host(c, t.path(), "A");
+    let hs = format!("local:{}", h.display());
+    let (ta, tb) = (image(&c.store, &c.a), image(&c.store, &c.b));
+    let known = versions(&[&ta, &tb]);
+    // Warm the delta cache both ways so the rounds spend their time on the host.
+    push(&c.store, "B", &hs, &[]);
+    push(&c.store, "A", &hs, &[]);
+    let pattern = format!("serve --root {}", h.display());
+    let mut seed = std::process::id() as u64;
+    let mut interrupted = 0;
+    for round in 0..24 {
+        let target = if round % 2 == 0 { "B" } else { "A" };
+        // A cheap LCG: the moments differ from run to run and round to round.
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay_ms = 50 + (seed >> 33) % 900;
+        let mut child = syncer()
+            .args(["push", target, &hs, "--json"])
+            .env("IMAGER_STORE", &c.store)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let killed = std::process::Command::new("pkill")
+            .args(["-KILL", "-f", &pattern])
+            .status()
+            .unwrap()
+            .success();
+        let out = child.wait_with_output().unwrap();
+        if killed && !out.status.success() {
+            interrupted += 1;
+        }
+        // Every file is some image's version of that path, never a mix.
+        for e in host_tree(&h).entries() {
+            if let Kind::File { hash, .. } = e.kind {
+                let ok = known.get(&e.path).is_some_and(|v| v.contains(&hash));
+                assert!(
+                    ok,
+                    "round {round} (killed after {delay_ms} ms): {} has content of neither image",
+                    String::from_utf8_lossy(&e.path)
+                );
+            }
+        }
+    }
+    assert!(
+        interrupted >= 5,
+        "only {interrupted} of 24 pushes were interrupted"
+    );
+    let r = push(&c.store, "B", &hs, &[]);
+    assert_host_is(&h, &c.store, &c.b);
+    local_state_intact(&h);
+    let _ = r;
+}
+
+#[test]
+fn triggers_run_once_for_watched_changes_and_again_after_a_crash() {
+    let c = corpus_store();
+    let t = scratch("push-trig-");
+    // Image C: B plus an app config, triggers, and a changed sshd_config.
+    let src = t.path().join("C");
+    copy_tree(&c.dir.join("B"), &src);
+    std::fs::create_dir_all(src.join("usr/lib/imager")).unwrap();
+    std::fs::write(
+        src.join("usr/lib/imager/triggers.toml"),
+        r#"
+[[trigger]]
+name = "reload-app"
+paths = ["/etc/app/**"]
+run = "echo run >> /var/log/app/reloads; printf '%s\n' \"$SYNCER_CHANGED_PATHS\" >> /var/log/app/reloads; echo reloaded app"
+order = 10
+timeout = 30
+
+[[trigger]]
+name = "reload-sshd"
+paths = ["/etc/ssh/sshd_config"]
+run = "echo sshd >> /var/log/app/sshd-reloads"
+order = 20
+timeout = 30
+
+[[trigger]]
+name = "update-grub"
+paths = ["/boot/**"]
+run = "echo grub >> /var/log/app/grub-runs"
+"#,
+    )
+    .unwrap();
+    std::fs::create_dir_all(src.join("etc/app")).unwrap();
+    std::fs::write(src.join("etc/app/app.conf"), "workers = 4\n").unwrap();
+    let cid = import(&c.store, &src, "C");
+
+    let h = host(c, t.path(), "B");
+    let hs = format!("local:{}", h.display());
+    push(&c.store, "B", &hs, &[]);
+    let r = push(&c.store, "C", &hs, &[]);
+    assert_host_is(&h, &c.store, &cid);
+    let names: Vec<&str> = r["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["reload-app"], "{r:#}");
+    assert_eq!(r["triggers"][0]["status"], 0);
+    assert!(r["triggers"][0]["output"]
+        .as_str()
+        .unwrap()
+        .contains("reloaded app"));
+    let log = std::fs::read_to_string(h.join("var/log/app/reloads")).unwrap();
+    // It ran once, inside the host's root, with the changed paths it watches.
+    assert_eq!(log.matches("run\n").count(), 1, "{log}");
+    assert!(log.lines().any(|l| l == "/etc/app/app.conf"), "{log}");
+    assert!(!log.contains("/etc/ssh"), "{log}");
+    assert!(!h.join("var/log/app/sshd-reloads").exists());
+
+    // A change to sshd_config, and an agent that dies right after writing its journal:
+    // nothing ran yet; the next push finishes the commit and runs the trigger.
+    std::fs::write(src.join("etc/ssh/sshd_config"), "PermitRootLogin no\n").unwrap();
+    let did = import(&c.store, &src, "C");
+    let out = syncer()
+        .args(["push", "C", &hs, "--json"])
+        .env("IMAGER_STORE", &c.store)
+        .env("SYNCER_TEST_CRASH_AFTER_JOURNAL", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!h.join("var/log/app/sshd-reloads").exists());
+    let r = push(&c.store, "C", &hs, &[]);
+    assert_eq!(r["rolled_forward"], true, "{r:#}");
+    assert_eq!(
+        r["added"].as_u64().unwrap() + r["changed"].as_u64().unwrap(),
+        0,
+        "{r:#}"
+    );
+    let names: Vec<&str> = r["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["reload-sshd"], "{r:#}");
+    assert_eq!(
+        std::fs::read_to_string(h.join("var/log/app/sshd-reloads")).unwrap(),
+        "sshd\n"
+    );
+    assert_host_is(&h, &c.store, &did);
+
+    // A failing trigger fails the push and says so.
+    std::fs::write(
+        src.join("usr/lib/imager/triggers.toml"),
+        "[[trigger]]\nname = \"broken\"\npaths = [\"/etc/app/*\"]\nrun = \"echo nope >&2; exit 3\"\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("etc/app/app.conf"), "workers = 8\n").unwrap();
+    import(&c.store, &src, "C");
+    let out = run(&c.store, &["push", "C", &hs, "--json"]);
+    assert!(!out.status.success());
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["hosts"][0]["triggers"][0]["status"], 3);
+    assert!(
+        v["hosts"][0]["error"].as_str().unwrap().contains("broken"),
+        "{v:#}"
+    );
+    assert!(v["hosts"][0]["triggers"][0]["output"]
+        .as_str()
+        .unwrap()
+        .contains("nope"));
+}
