@@ -21,6 +21,7 @@
 #   /work/shared/bench/peers.sh); NO_BUILD=1 to skip `cargo build --release`;
 #   SSH_PORT=first port to try for the private sshd (default 2299); KEEP=1 keeps all.
 set -euo pipefail
+export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 corpus=${1:-/work/corpus}
@@ -52,6 +53,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
+secs() { printf '%.3f' "$(echo "$2 - $1" | bc)"; }   # secs T0 T1
 results="$work/push-results.txt"; : > "$results"
 failed=0
 report() { echo "$*"; echo "$*" >> "$results"; }
@@ -73,8 +75,8 @@ idA=$(import_tree A)
 t1=$(now)
 idB=$(import_tree B)
 t2=$(now)
-report "imager-import-A wall_s=$(echo "$t1 - $t0" | bc) id=${idA:0:12}"
-report "imager-import-B wall_s=$(echo "$t2 - $t1" | bc) id=${idB:0:12}"
+report "imager-import-A wall_s=$(secs $t0 $t1) id=${idA:0:12}"
+report "imager-import-B wall_s=$(secs $t1 $t2) id=${idB:0:12}"
 
 # A fresh copy of a clamped tree, as an unmanaged host that syncer has never seen.
 fresh() { rm -rf "$2"; cp -a "$work/$1" "$2"; sync; }
@@ -87,7 +89,7 @@ push() {
   "$syncer" push "$image" "$host" --store "$store" --json "$@" > "$out" 2> "$err" || rc=$?
   t1=$(now)
   local line
-  line=$(python3 - "$out" "$(echo "$t1 - $t0" | bc)" "$rc" "$err" <<'PY'
+  line=$(python3 - "$out" "$(secs $t0 $t1)" "$rc" "$err" <<'PY'
 import json, sys
 out, wall, rc, err = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 def oneline(s):
@@ -132,20 +134,24 @@ rsync_run() {
   sent=$(awk -F: '/Total bytes sent/ {gsub(/[ ,]/,"",$2); print $2}' "$w/$name.stats")
   recv=$(awk -F: '/Total bytes received/ {gsub(/[ ,]/,"",$2); print $2}' "$w/$name.stats")
   if [ "$rc" = 0 ]; then
-    report "$name ok=true wall_s=$(echo "$t1 - $t0" | bc) bytes_sent=$sent bytes_received=$recv wire_bytes=$((sent + recv))"
+    report "$name ok=true wall_s=$(secs $t0 $t1) bytes_sent=$sent bytes_received=$recv wire_bytes=$((sent + recv))"
   else
     failed=1
-    report "$name ok=false rc=$rc wall_s=$(echo "$t1 - $t0" | bc)"
+    report "$name ok=false rc=$rc wall_s=$(secs $t0 $t1)"
     tail -5 "$w/$name.stats" >&2
   fi
 }
 
 rsh="$w/rsh"; printf '#!/bin/sh\nshift\nexec "$@"\n' > "$rsh"; chmod +x "$rsh"   # as peers.sh
-cache="$w/cache"
+# syncer does not create a --cache directory it is given (writes into a missing one fail
+# silently and every push is cold), so make each one first.
+cache="$w/cache"; mkdir -p "$cache"
+cache_size() { report "syncer-cache-$1 files=$(find "$2" -type f | wc -l) bytes=$(du -sb "$2" | cut -f1)"; }
 
 # ---- 1, 2: unmanaged host over a pipe, cold then warm delta cache ----------------------
 fresh A "$w/h1"
 push syncer-pipe-cold B "local:$w/h1" --cache "$cache"
+cache_size L19 "$cache"
 fresh A "$w/h2"
 push syncer-pipe-warm B "local:$w/h2" --cache "$cache"
 rm -rf "$w/h2"
@@ -205,6 +211,7 @@ kill "$sshd_pid"; wait "$sshd_pid" 2>/dev/null || true; sshd_pid=
 
 # ---- 5: no-op: the host is already B -----------------------------------------------------
 push syncer-noop-managed B "local:$w/h1" --cache "$cache"        # h1 was pushed to B in 1
+push syncer-noop-managed2 B "local:$w/h1" --cache "$cache"       # and again: steady state
 rm -rf "$w/h1"
 fresh B "$w/h5"
 push syncer-noop-fresh B "local:$w/h5" --cache "$cache"          # never seen, no hash cache
@@ -217,6 +224,7 @@ rm -rf "$w/r5"
 # ---- 6: zstd level trade-off, cold cache each ---------------------------------------------
 for level in 3 9 19; do
   fresh A "$w/h6"
+  mkdir -p "$w/cache-$level"
   push "syncer-level-$level" B "local:$w/h6" --cache "$w/cache-$level" --level "$level"
   rm -rf "$w/h6" "$w/cache-$level"
 done
@@ -234,6 +242,11 @@ for line in open(sys.argv[1]):
     rows[name] = dict(x.split("=", 1) for x in kv if "=" in x)
 def mb(v):
     return "%.2f MB" % (int(v) / 1e6) if v not in (None, "") else "-"
+def s(v):
+    try:
+        return "%.2f" % float(v)
+    except (TypeError, ValueError):
+        return v
 def g(name, *keys):
     r = rows.get(name, {})
     for k in keys:
@@ -249,21 +262,23 @@ table = [
     ("rsync -cz pipe, 8 hosts", g("rsync-cz-8hosts", "wall_s"), "-", "parallel"),
     ("syncer ssh, warm cache", g("syncer-ssh-warm", "wall_s"), mb(g("syncer-ssh-warm", "wire_bytes")), "wire sent+received"),
     ("rsync -cz ssh", g("rsync-ssh-cz", "wall_s"), mb(g("rsync-ssh-cz", "wire_bytes")), "sent+received"),
-    ("syncer no-op, managed", g("syncer-noop-managed", "wall_s"), mb(g("syncer-noop-managed", "wire_bytes")), "hash cache on host"),
+    ("syncer no-op, managed", g("syncer-noop-managed", "wall_s"), mb(g("syncer-noop-managed", "wire_bytes")), "first one after the update"),
+    ("syncer no-op, managed again", g("syncer-noop-managed2", "wall_s"), mb(g("syncer-noop-managed2", "wire_bytes")), "steady state, hash cache warm"),
     ("syncer no-op, fresh B copy", g("syncer-noop-fresh", "wall_s"), mb(g("syncer-noop-fresh", "wire_bytes")), "hashes every file"),
     ("rsync -c no-op", g("rsync-c-noop", "wall_s"), mb(g("rsync-c-noop", "wire_bytes")), "checksums every file"),
     ("rsync no-op (quick check)", g("rsync-noop", "wall_s"), mb(g("rsync-noop", "wire_bytes")), "size+mtime"),
 ]
 for l in (3, 9, 19):
     n = "syncer-level-%d" % l
-    table.append(("syncer level %d, cold" % l, g(n, "wall_s"), mb(g(n, "zstd_delta_bytes")), "zstd delta bytes; plan %s s" % g(n, "plan_s")))
+    table.append(("syncer level %d, cold" % l, g(n, "wall_s"), mb(g(n, "wire_bytes")), "wire; zstd delta %s, whole %s; plan %s s" % (mb(g(n, "zstd_delta_bytes")), mb(g(n, "whole_bytes")), g(n, "plan_s"))))
 table += [
     ("ostree static delta", g("ostree-static-delta", "generate_s"), mb(g("ostree-static-delta", "bytes")), "generation time"),
     ("casync new chunks", None, mb(g("casync", "new_chunk_bytes")), ""),
 ]
-w = [max(len(str(r[i] if r[i] is not None else "-")) for r in table) for i in range(4)]
-for i, r in enumerate(table):
-    c = [str(x) if x is not None else "-" for x in r]
+cells = [table[0]] + [(r[0], s(r[1]), r[2], r[3]) for r in table[1:]]
+cells = [[str(x) if x is not None else "-" for x in r] for r in cells]
+w = [max(len(r[i]) for r in cells) for i in range(4)]
+for i, c in enumerate(cells):
     print("  ".join([c[0].ljust(w[0]), c[1].rjust(w[1]), c[2].rjust(w[2]), c[3]]).rstrip())
     if i == 0:
         print("  ".join("-" * x for x in w))

@@ -103,12 +103,14 @@ pub enum Encoding {
 }
 
 type Slot = Arc<OnceLock<Result<Arc<Vec<u8>>, String>>>;
+/// (encoding, old content, new content).
+type Key = (Encoding, Option<Hash>, Hash);
 
 /// Encodings computed once per process (and per cache directory), shared by every host.
 pub struct Cache {
     dir: Option<PathBuf>,
     level: i32,
-    slots: Mutex<HashMap<(Encoding, Option<Hash>, Hash), Slot>>,
+    slots: Mutex<HashMap<Key, Slot>>,
 }
 
 impl Cache {

@@ -220,6 +220,10 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             s.installed = true;
             Ok(s)
         }
+        Err(Error::Connection(m)) if ssh => Err(Error::Connection(format!(
+            "{m} (is the agent installed at {}? --install-agent copies it there)",
+            opts.agent
+        ))),
         Err(e) => Err(e),
     }
 }

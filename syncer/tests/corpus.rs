@@ -220,7 +220,7 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let delay_ms = 50 + (seed >> 33) % 900;
-        let mut child = syncer()
+        let child = syncer()
             .args(["push", target, &hs, "--json"])
             .env("IMAGER_STORE", &c.store)
             .stdout(std::process::Stdio::piped())

@@ -1,0 +1,440 @@
+//! The agent and transports on small synthetic trees: every kind of entry, a running
+//! executable replaced, a full disk, hostile protocol input, and a real sshd.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use syncer::protocol::{Msg, MAX_FRAME, PROTOCOL_VERSION};
+
+/// A tree with every kind of entry; `v` 2 changes content, modes, links and adds and
+/// removes files.
+fn make_tree(dir: &Path, v: u32) {
+    let d = dir.display();
+    let common = format!(
+        "set -e; mkdir -p '{d}'; cd '{d}'
+         mkdir -p etc usr/bin usr/local/bin var/lib/app srv/shared dev
+         printf 'conf {v}\\n' > etc/app.conf
+         printf 'static\\n' > etc/static.conf
+         cp /bin/sleep usr/local/bin/daemon
+         printf 'tool {v}\\n' > usr/bin/tool && chmod 4755 usr/bin/tool
+         cp /bin/true usr/bin/pinger && setcap cap_net_raw+ep usr/bin/pinger
+         printf 'linked {v}\\n' > usr/bin/h1 && ln usr/bin/h1 usr/bin/h2
+         mknod dev/null c 1 3 && chmod 666 dev/null
+         mkfifo var/lib/app/fifo
+         ln -s ../etc/app.conf usr/bin/conf-link
+         printf 'owned\\n' > var/lib/app/data && chown 1000:1000 var/lib/app/data
+         chmod 2775 srv/shared && chown 0:50 srv/shared
+         printf 'x\\n' > srv/shared/note && setfattr -n user.note -v 'v{v}' srv/shared/note
+        "
+    );
+    sh(&common);
+    if v == 2 {
+        sh(&format!(
+            "set -e; cd '{d}'
+             printf 'appended' >> usr/local/bin/daemon
+             chmod 640 etc/static.conf
+             rm var/lib/app/fifo && mkdir var/lib/app/fifo
+             rm usr/bin/conf-link && printf 'now a file\\n' > usr/bin/conf-link
+             mkdir -p opt/new/deep && printf 'new\\n' > opt/new/deep/file
+             setcap -r usr/bin/pinger
+             touch -d @1600000000 etc etc/app.conf"
+        ));
+    }
+}
+
+struct Fixture {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    store: PathBuf,
+}
+
+fn fixture(prefix: &str) -> Fixture {
+    let t = scratch(prefix);
+    let dir = t.path().to_path_buf();
+    let store = dir.join("store");
+    for v in [1, 2] {
+        make_tree(&dir.join(format!("v{v}")), v);
+        import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
+    }
+    Fixture { _t: t, dir, store }
+}
+
+fn id(store: &Path, name: &str) -> imager::Hash {
+    imager::store::Store::open(store, imager::store::Access::Read)
+        .unwrap()
+        .resolve(name)
+        .unwrap()
+}
+
+#[test]
+fn every_kind_of_entry_arrives_and_a_running_executable_is_replaced() {
+    let f = fixture("agent-kinds-");
+    let h = f.dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    let r = push(&f.store, "v1", &hs, &[]);
+    assert!(r["sent"]["whole"]["files"].as_u64().unwrap() > 0);
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+
+    let mut daemon = Command::new(h.join("usr/local/bin/daemon"))
+        .arg("60")
+        .spawn()
+        .unwrap();
+    push(&f.store, "v2", &hs, &[]);
+    assert_host_is(&h, &f.store, &id(&f.store, "v2"));
+    assert!(
+        daemon.try_wait().unwrap().is_none(),
+        "the running executable's process died"
+    );
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let (a, b) = (
+        std::fs::metadata(h.join("usr/bin/h1")).unwrap(),
+        std::fs::metadata(h.join("usr/bin/h2")).unwrap(),
+    );
+    assert_eq!(a.ino(), b.ino(), "hard links were split");
+    assert_eq!(a.mode() & 0o7777, 0o644);
+    assert_eq!(
+        std::fs::metadata(h.join("usr/bin/tool")).unwrap().mode() & 0o7777,
+        0o4755
+    );
+    // And back, which removes what v2 added.
+    push(&f.store, "v1", &hs, &[]);
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+    assert!(!h.join("opt").exists());
+}
+
+/// A tmpfs mounted for one test, unmounted however the test ends.
+struct Mount(PathBuf);
+impl Mount {
+    fn tmpfs(at: &Path, opts: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o {opts} tmpfs '{}'",
+            at.display()
+        ));
+        Mount(at.to_path_buf())
+    }
+}
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_leaves_the_old_tree_intact_and_no_staging_behind() {
+    let f = fixture("agent-full-");
+    // v3: a 96 MiB file (more than the host's filesystem holds).
+    let v3 = f.dir.join("v3");
+    sh(&format!(
+        "cp -a '{}' '{v}' && head -c 100663296 /dev/zero > '{v}/var/lib/app/big'",
+        f.dir.join("v1").display(),
+        v = v3.display()
+    ));
+    import(&f.store, &v3, "v3");
+    // v4: 3,000 small files (the bytes fit; the inodes do not).
+    let v4 = f.dir.join("v4");
+    sh(&format!(
+        "cp -a '{}' '{v}' && mkdir '{v}/many' && cd '{v}/many' && for i in $(seq 3000); do echo $i > f$i; done",
+        f.dir.join("v1").display(),
+        v = v4.display()
+    ));
+    import(&f.store, &v4, "v4");
+
+    let h = f.dir.join("host");
+    let _m = Mount::tmpfs(&h, "size=48m,nr_inodes=1000");
+    let hs = format!("local:{}", h.display());
+    push(&f.store, "v1", &hs, &[]);
+    let v1 = id(&f.store, "v1");
+
+    for (image, want) in [
+        ("v3", "not enough space"),
+        ("v4", "No space left on device"),
+    ] {
+        let out = run(&f.store, &["push", image, &hs, "--json"]);
+        assert!(!out.status.success(), "{image} fit on a full disk?");
+        let v = json(&String::from_utf8_lossy(&out.stdout));
+        let err = v["hosts"][0]["error"].as_str().unwrap().to_string();
+        assert!(err.contains(want), "{image}: {err}");
+        assert!(
+            err.contains(&h.display().to_string()),
+            "error names no path: {err}"
+        );
+        assert_host_is(&h, &f.store, &v1);
+        let staged: Vec<_> = std::fs::read_dir(h.join(".syncer-staging"))
+            .unwrap()
+            .collect();
+        assert!(
+            staged.is_empty(),
+            "{image}: staging left behind: {staged:?}"
+        );
+        let st = json(&ok(&f.store, &["status", &hs, "--json"]));
+        assert_eq!(st[0]["image"], v1.to_hex());
+        assert_eq!(st[0]["drifted"], false);
+    }
+}
+
+fn frame(m: &Msg) -> Vec<u8> {
+    let body = m.encode().unwrap();
+    let mut v = (body.len() as u32).to_le_bytes().to_vec();
+    v.extend(body);
+    v
+}
+
+fn listing(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .into_iter()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect()
+}
+
+/// Runs an agent on `root` with `input` as its whole stdin.
+fn agent_with(root: &Path, input: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut c = syncer()
+        .args(["serve", "--root"])
+        .arg(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = c.stdin.take().unwrap().write_all(input);
+    let out = c.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn hostile_protocol_input_is_refused_clearly_and_writes_nothing() {
+    let t = scratch("agent-proto-");
+    let root = t.path().join("root");
+    make_tree(&root, 1);
+    let before = listing(&root);
+    let hello = frame(&Msg::Hello {
+        version: PROTOCOL_VERSION,
+    });
+    let limit = format!("limit is {MAX_FRAME}");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "wrong version",
+            frame(&Msg::Hello { version: 99 }),
+            "protocol version 99",
+        ),
+        ("not a syncer", b"hello there\n".to_vec(), "limit"),
+        (
+            "bad magic",
+            {
+                let mut v = frame(&Msg::Hello { version: 1 });
+                v[5] = b'X';
+                v
+            },
+            "not a syncer",
+        ),
+        (
+            "truncated frame",
+            [hello.clone(), 100u32.to_le_bytes().to_vec(), vec![5u8; 10]].concat(),
+            "ended inside a frame",
+        ),
+        (
+            "oversized length",
+            [hello.clone(), u32::MAX.to_le_bytes().to_vec()].concat(),
+            &limit,
+        ),
+        (
+            "unknown message",
+            [hello.clone(), 1u32.to_le_bytes().to_vec(), vec![77u8]].concat(),
+            "unknown message type 77",
+        ),
+        (
+            "content before a target",
+            [
+                hello.clone(),
+                frame(&Msg::Put {
+                    path: b"/etc/passwd".to_vec(),
+                    source: syncer::protocol::Source::Whole,
+                    len: 0,
+                }),
+            ]
+            .concat(),
+            "Put before Stage",
+        ),
+    ];
+    for (name, input, want) in cases {
+        let (ok, stdout, stderr) = agent_with(&root, &input);
+        assert!(!ok, "{name}: the agent accepted it");
+        assert!(
+            stderr.contains(want),
+            "{name}: stderr lacks {want:?}: {stderr}"
+        );
+        // The controller hears why, as a frame.
+        let mut c = syncer::protocol::Conn::new(&stdout[..], Vec::new());
+        let mut said = None;
+        while let Ok(Some(m)) = c.recv_opt() {
+            if let Msg::Error { message } = m {
+                said = Some(message);
+            }
+        }
+        let said = said.unwrap_or_else(|| panic!("{name}: no Error frame sent"));
+        assert!(said.contains(want), "{name}: {said}");
+        assert_eq!(listing(&root), before, "{name}: the agent wrote something");
+    }
+}
+
+#[test]
+fn a_controller_refuses_an_agent_of_another_protocol_version() {
+    let f = fixture("agent-oldver-");
+    // A fake ssh that answers any command with a Welcome of version 7.
+    let reply = f.dir.join("welcome");
+    std::fs::write(
+        &reply,
+        frame(&Msg::Welcome {
+            version: 7,
+            agent: "0.0.1".into(),
+            exe: imager::Hash([0; 32]),
+            image: None,
+            rolled_forward: false,
+        }),
+    )
+    .unwrap();
+    let fake = f.dir.join("fake-ssh");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\ncat '{}'\nexec cat >/dev/null\n",
+            reply.display()
+        ),
+    )
+    .unwrap();
+    sh(&format!("chmod 755 '{}'", fake.display()));
+    let out = run(
+        &f.store,
+        &[
+            "push",
+            "v1",
+            "ssh://old-host",
+            "--json",
+            "-e",
+            fake.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let err = v["hosts"][0]["error"].as_str().unwrap();
+    assert!(err.contains("protocol version 7"), "{err}");
+    assert_eq!(v["hosts"][0]["host"], "ssh://old-host");
+}
+
+/// An sshd on 127.0.0.1 for one test, with its own keys; killed at the end.
+struct Sshd {
+    child: Child,
+    port: u16,
+    key: PathBuf,
+}
+
+impl Sshd {
+    fn start(dir: &Path) -> Sshd {
+        let d = dir.join("sshd");
+        std::fs::create_dir_all(&d).unwrap();
+        sh(&format!(
+            "cd '{d}' && ssh-keygen -q -t ed25519 -N '' -f host_key && ssh-keygen -q -t ed25519 -N '' -f id && cp id.pub authorized_keys && mkdir -p /run/sshd",
+            d = d.display()
+        ));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin yes\nStrictModes no\n\
+                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Sshd {
+            child,
+            port,
+            key: d.join("id"),
+        }
+    }
+
+    fn rsh(&self) -> String {
+        format!(
+            "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
+            self.key.display()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn ssh_hosts_through_a_real_sshd_with_agent_installation() {
+    let f = fixture("agent-ssh-");
+    let sshd = Sshd::start(&f.dir);
+    let h = f.dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("ssh://root@127.0.0.1:{}{}", sshd.port, h.display());
+    let agent = f.dir.join("remote/bin/syncer");
+    let rsh = sshd.rsh();
+    let common = ["-e", rsh.as_str(), "--agent", agent.to_str().unwrap()];
+
+    // No agent there yet: a clear error that says how to fix it.
+    let mut args = vec!["push", "v1", hs.as_str(), "--json"];
+    args.extend(common);
+    let out = run(&f.store, &args);
+    assert!(!out.status.success());
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let err = v["hosts"][0]["error"].as_str().unwrap();
+    assert!(err.contains("--install-agent"), "{err}");
+    assert!(!agent.exists());
+
+    let mut with_install = common.to_vec();
+    with_install.push("--install-agent");
+    let r = push(&f.store, "v1", &hs, &with_install);
+    assert_eq!(r["agent_installed"], true, "{r:#}");
+    assert_eq!(
+        file_hash(&agent),
+        file_hash(Path::new(env!("CARGO_BIN_EXE_syncer")))
+    );
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+
+    // Installed and current: used as it is.
+    let r = push(&f.store, "v2", &hs, &with_install);
+    assert_eq!(r["agent_installed"], false, "{r:#}");
+    assert!(r["wire_sent"].as_u64().unwrap() > 0);
+    assert_host_is(&h, &f.store, &id(&f.store, "v2"));
+    let mut args = vec!["status", hs.as_str(), "--json"];
+    args.extend(common);
+    let st = json(&ok(&f.store, &args));
+    assert_eq!(st[0]["image"], id(&f.store, "v2").to_hex());
+    assert_eq!(st[0]["drifted"], false);
+}
