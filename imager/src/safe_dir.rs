@@ -65,13 +65,19 @@ impl Beneath {
     pub fn open_dir(&self, entry_path: &[u8]) -> Result<OwnedFd> {
         let rel = entry_path.strip_prefix(b"/").unwrap_or(entry_path);
         let rel: &[u8] = if rel.is_empty() { b"." } else { rel };
-        rustix::fs::openat2(
+        match rustix::fs::openat2(
             &self.root,
             rel,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | self.nofollow,
             Mode::empty(),
             self.resolve,
-        )
+        ) {
+            // Kernels before 5.6 lack openat2: the same guarantee, one name at a time.
+            Err(rustix::io::Errno::NOSYS) if self.nofollow == OFlags::NOFOLLOW => {
+                open_dir_nofollow(&self.root, rel)
+            }
+            r => r,
+        }
         .ctx("open directory", self.display(entry_path))
     }
 
@@ -81,6 +87,22 @@ impl Beneath {
             .ok_or_else(|| Error::Usage("the root has no parent".into()))?;
         Ok((self.open_dir(parent)?, crate::tree::file_name(entry_path)))
     }
+}
+
+/// Opens directory `rel` below `root` component by component with `O_NOFOLLOW`, so no
+/// symlink is followed and `..` is refused: what `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`
+/// does where openat2 is missing.
+pub fn open_dir_nofollow(root: &OwnedFd, rel: &[u8]) -> rustix::io::Result<OwnedFd> {
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    let mut fd = rustix::fs::openat(root, ".", flags, Mode::empty())?;
+    for comp in rel.split(|&c| c == b'/') {
+        match comp {
+            b"" | b"." => continue,
+            b".." => return Err(rustix::io::Errno::XDEV),
+            c => fd = rustix::fs::openat(&fd, c, flags, Mode::empty())?,
+        }
+    }
+    Ok(fd)
 }
 
 /// Sets owner, then mode, then xattrs, then mtime through a file handle: chown clears
@@ -129,4 +151,30 @@ pub fn set_meta_at(parent: &OwnedFd, name: &[u8], e: &crate::Entry, shown: &Path
         AtFlags::SYMLINK_NOFOLLOW,
     )
     .ctx("set mtime of", shown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_walk_refuses_symlinks_and_dotdot() {
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(t.path().join("a/b")).expect("mkdir");
+        std::os::unix::fs::symlink("/", t.path().join("a/up")).expect("symlink");
+        let root = rustix::fs::open(t.path(), OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+            .expect("open");
+        assert!(open_dir_nofollow(&root, b"a/b").is_ok());
+        assert!(open_dir_nofollow(&root, b".").is_ok());
+        // O_DIRECTORY | O_NOFOLLOW on a symlink: ENOTDIR (ELOOP on some kernels).
+        let e = open_dir_nofollow(&root, b"a/up/etc").err();
+        assert!(
+            matches!(e, Some(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP)),
+            "{e:?}"
+        );
+        assert_eq!(
+            open_dir_nofollow(&root, b"a/../..").err(),
+            Some(rustix::io::Errno::XDEV)
+        );
+    }
 }

@@ -438,3 +438,37 @@ fn ssh_hosts_through_a_real_sshd_with_agent_installation() {
     assert_eq!(st[0]["image"], id(&f.store, "v2").to_hex());
     assert_eq!(st[0]["drifted"], false);
 }
+
+#[test]
+fn one_session_at_a_time_per_host() {
+    let f = fixture("agent-lock-");
+    let h = f.dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    let mut first = syncer()
+        .args(["serve", "--root"])
+        .arg(&h)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = first.stdin.take().unwrap();
+    stdin
+        .write_all(&frame(&Msg::Hello {
+            version: PROTOCOL_VERSION,
+        }))
+        .unwrap();
+    let mut c = syncer::protocol::Conn::new(first.stdout.take().unwrap(), Vec::new());
+    assert!(matches!(c.recv("welcome").unwrap(), Msg::Welcome { .. }));
+
+    let out = run(&f.store, &["push", "v1", &hs, "--json"]);
+    assert!(!out.status.success());
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let err = v["hosts"][0]["error"].as_str().unwrap();
+    assert!(err.contains("another syncer session"), "{err}");
+
+    drop(stdin);
+    assert!(first.wait().unwrap().success());
+    push(&f.store, "v1", &hs, &[]);
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+}

@@ -70,6 +70,20 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
         m => return Err(Error::Protocol(format!("expected Hello, got {}", m.name()))),
     }
     let b = Beneath::open(root)?;
+    // One session per root: two pushes interleaving their commits would mix images.
+    // The lock dies with the agent, so a killed one never leaves the host locked.
+    match rustix::fs::flock(b.root_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            return Err(Error::Agent(format!(
+                "another syncer session is working on {}; try again when it ends",
+                root.display()
+            )))
+        }
+        Err(e) => {
+            return Err(imager::Error::io("lock", root.to_path_buf(), e.into()).into());
+        }
+    }
     let st = StateDir::open(root)?;
     let rolled_forward = commit::roll_forward(&b, &st)?;
     Staging::clear(&b)?;
