@@ -106,12 +106,17 @@ fields = [
     ("wire_bytes", h["wire_sent"] + h["wire_received"]),
     ("wire_sent", h["wire_sent"]),
     ("wire_received", h["wire_received"]),
+    ("connect_s", "%.3f" % p["connect"]),
+    ("scan_s", "%.3f" % p["scan"]),
     ("plan_s", "%.3f" % p["plan"]),
+    ("stage_s", "%.3f" % p["stage"]),
+    ("commit_s", "%.3f" % p["commit"]),
     ("total_s", "%.3f" % p["total"]),
     ("zstd_delta_bytes", s["zstd_delta"]["bytes"]),
     ("rsync_delta_bytes", s["rsync_delta"]["bytes"]),
     ("whole_bytes", s["whole"]["bytes"]),
     ("changed", h.get("changed", 0) + h.get("added", 0) + h.get("deleted", 0) + h.get("metadata", 0)),
+    ("hashed_files", (h.get("scan") or {}).get("hashed_files", "-")),
 ]
 if rc != 0 or not h["ok"]:
     fields.append(("rc", rc))

@@ -87,12 +87,10 @@ pub struct Change {
 /// The image manifest as sent to an agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ManifestData {
-    Whole(Vec<u8>),
+    /// zstd-compressed (once per image, at a high level, by the controller).
+    Zstd(Vec<u8>),
     /// A zstd delta from the manifest of the image the agent says it has.
-    Delta {
-        base: Hash,
-        delta: Vec<u8>,
-    },
+    Delta { base: Hash, delta: Vec<u8> },
 }
 
 /// The outcome of one trigger.
@@ -288,14 +286,14 @@ impl Msg {
             } => {
                 e.hash(image);
                 match manifest {
-                    ManifestData::Whole(t) => {
-                        e.u8(0);
-                        e.bytes(t);
-                    }
                     ManifestData::Delta { base, delta } => {
                         e.u8(1);
                         e.hash(base);
                         e.bytes(delta);
+                    }
+                    ManifestData::Zstd(z) => {
+                        e.u8(0);
+                        e.bytes(z);
                     }
                 }
                 e.u32(local_state.len() as u32);
@@ -431,11 +429,11 @@ impl Msg {
             5 => {
                 let image = d.hash()?;
                 let manifest = match d.u8()? {
-                    0 => ManifestData::Whole(d.bytes()?),
                     1 => ManifestData::Delta {
                         base: d.hash()?,
                         delta: d.bytes()?,
                     },
+                    0 => ManifestData::Zstd(d.bytes()?),
                     k => return Err(Error::protocol(format!("unknown manifest form {k}"))),
                 };
                 let n = d.count(4)?;

@@ -28,6 +28,8 @@ pub struct Image {
     pub text: String,
     pub local_state: Vec<String>,
     pub triggers: Vec<u8>,
+    /// The manifest compressed for hosts that know no earlier image (made once).
+    packed: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Image {
@@ -51,7 +53,17 @@ impl Image {
             text,
             local_state: imager::tree::scan::list_lines(&local),
             triggers,
+            packed: std::sync::OnceLock::new(),
         })
+    }
+
+    fn packed(&self) -> Result<Vec<u8>> {
+        if let Some(p) = self.packed.get() {
+            return Ok(p.clone());
+        }
+        let p = delta::zstd_whole(self.text.as_bytes(), 19)
+            .map_err(|e| Error::Usage(format!("compressing the manifest: {e}")))?;
+        Ok(self.packed.get_or_init(|| p).clone())
     }
 }
 
@@ -219,7 +231,7 @@ fn run_push(
                 .map_err(|e| Error::Usage(format!("manifest delta: {e}")))?;
             ManifestData::Delta { base, delta: d }
         }
-        _ => ManifestData::Whole(image.text.as_bytes().to_vec()),
+        _ => ManifestData::Zstd(image.packed()?),
     };
     let target = Msg::Target {
         image: image.id,

@@ -72,7 +72,10 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
     let b = Beneath::open(root)?;
     // One session per root: two pushes interleaving their commits would mix images.
     // The lock dies with the agent, so a killed one never leaves the host locked.
-    match rustix::fs::flock(b.root_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+    match rustix::fs::flock(
+        b.root_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    ) {
         Ok(()) => {}
         Err(rustix::io::Errno::WOULDBLOCK) => {
             return Err(Error::Agent(format!(
@@ -253,9 +256,13 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
     result
 }
 
+/// Largest manifest text an agent accepts (about two million entries).
+const MAX_MANIFEST: usize = 256 << 20;
+
 fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
     let bytes = match m {
-        ManifestData::Whole(t) => t,
+        ManifestData::Zstd(z) => zstd::bulk::decompress(&z, MAX_MANIFEST)
+            .map_err(|e| Error::Protocol(format!("compressed manifest: {e}")))?,
         ManifestData::Delta { base, delta } => {
             let old = st
                 .read_text(state::MANIFEST)?
@@ -265,7 +272,7 @@ fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
                         "manifest delta against {base}, which this host lacks"
                     ))
                 })?;
-            crate::delta::zstd_apply(old.as_bytes(), &delta, crate::protocol::MAX_FRAME * 4)
+            crate::delta::zstd_apply(old.as_bytes(), &delta, MAX_MANIFEST)
                 .map_err(|r| Error::Protocol(format!("manifest delta: {r}")))?
         }
     };
