@@ -16,7 +16,8 @@
 # Usage: push.sh [CORPUSDIR] [WORKDIR]
 #   CORPUSDIR  default /work/corpus; built with corpus.sh when missing
 #   WORKDIR    default a temporary directory, removed at the end; a given WORKDIR keeps
-#              what peers.sh leaves there (clamped A and B are reused by later runs)
+#              what peers.sh leaves there (clamped A and B are reused by later runs) and
+#              push-results.txt (every figure line); this script's own scratch is removed
 # Environment: PEERS=path to peers.sh (default: next to this script, else
 #   /work/shared/bench/peers.sh); NO_BUILD=1 to skip `cargo build --release`;
 #   SSH_PORT=first port to try for the private sshd (default 2299); KEEP=1 keeps all.

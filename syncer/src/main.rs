@@ -64,8 +64,8 @@ enum Cmd {
         /// Show what would be sent, change nothing
         #[arg(long)]
         dry_run: bool,
-        /// Where computed deltas are kept between runs [default: STORE/../syncer-cache
-        /// if writable, else none]
+        /// Where computed deltas are kept between runs [default: STORE/syncer-cache if it
+        /// can be made, else none]
         #[arg(long)]
         cache: Option<PathBuf>,
         /// zstd level for whole files and deltas
@@ -189,10 +189,18 @@ fn run(cli: Cli) -> Result<i32> {
             let store = imager::store::Store::open(&root, imager::store::Access::Read)?;
             let id = store.resolve(&image)?;
             let img = Image::load(&store, id)?;
-            let cache_dir = cache.or_else(|| {
-                let d = root.join("syncer-cache");
-                std::fs::create_dir_all(&d).ok().map(|_| d)
-            });
+            let cache_dir = match cache {
+                Some(d) => {
+                    std::fs::create_dir_all(&d).with_context(|| {
+                        format!("cannot create the cache directory {}", d.display())
+                    })?;
+                    Some(d)
+                }
+                None => {
+                    let d = root.join("syncer-cache");
+                    std::fs::create_dir_all(&d).ok().map(|_| d)
+                }
+            };
             let cache = Cache::new(cache_dir, level);
             let opts = options(&conn, dry_run)?;
             let bars = Bars {

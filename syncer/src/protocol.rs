@@ -91,6 +91,8 @@ pub enum ManifestData {
     Zstd(Vec<u8>),
     /// A zstd delta from the manifest of the image the agent says it has.
     Delta { base: Hash, delta: Vec<u8> },
+    /// The image the agent says it has: it holds the manifest already.
+    Recorded,
 }
 
 /// The outcome of one trigger.
@@ -291,6 +293,7 @@ impl Msg {
                         e.hash(base);
                         e.bytes(delta);
                     }
+                    ManifestData::Recorded => e.u8(2),
                     ManifestData::Zstd(z) => {
                         e.u8(0);
                         e.bytes(z);
@@ -434,6 +437,7 @@ impl Msg {
                         delta: d.bytes()?,
                     },
                     0 => ManifestData::Zstd(d.bytes()?),
+                    2 => ManifestData::Recorded,
                     k => return Err(Error::protocol(format!("unknown manifest form {k}"))),
                 };
                 let n = d.count(4)?;

@@ -30,6 +30,8 @@ pub struct Image {
     pub triggers: Vec<u8>,
     /// The manifest compressed for hosts that know no earlier image (made once).
     packed: std::sync::OnceLock<Vec<u8>>,
+    /// The manifest as a delta from each earlier image hosts were found at.
+    deltas: std::sync::Mutex<HashMap<Hash, Arc<Vec<u8>>>>,
 }
 
 impl Image {
@@ -54,7 +56,37 @@ impl Image {
             local_state: imager::tree::scan::list_lines(&local),
             triggers,
             packed: std::sync::OnceLock::new(),
+            deltas: Default::default(),
         })
+    }
+
+    /// How to tell a host at image `base` (if any) what this image is.
+    fn manifest_for(&self, store: &Store, base: Option<Hash>) -> Result<ManifestData> {
+        match base {
+            Some(b) if b == self.id => Ok(ManifestData::Recorded),
+            Some(b) if store.has_image(&b) => {
+                if let Some(d) = self
+                    .deltas
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&b)
+                {
+                    return Ok(ManifestData::Delta {
+                        base: b,
+                        delta: d.to_vec(),
+                    });
+                }
+                let old = store.image_text(&b)?;
+                let d = delta::zstd_delta(old.as_bytes(), self.text.as_bytes(), 19)
+                    .map_err(|e| Error::Usage(format!("manifest delta: {e}")))?;
+                self.deltas
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(b, Arc::new(d.clone()));
+                Ok(ManifestData::Delta { base: b, delta: d })
+            }
+            _ => Ok(ManifestData::Zstd(self.packed()?)),
+        }
     }
 
     fn packed(&self) -> Result<Vec<u8>> {
@@ -224,15 +256,7 @@ fn run_push(
     let host = r.host.clone();
     let t = Instant::now();
     obs.phase(&host, "scanning");
-    let manifest = match s.welcome.image {
-        Some(base) if store.has_image(&base) => {
-            let old = store.image_text(&base)?;
-            let d = delta::zstd_delta(old.as_bytes(), image.text.as_bytes(), 19)
-                .map_err(|e| Error::Usage(format!("manifest delta: {e}")))?;
-            ManifestData::Delta { base, delta: d }
-        }
-        _ => ManifestData::Zstd(image.packed()?),
-    };
+    let manifest = image.manifest_for(store, s.welcome.image)?;
     let target = Msg::Target {
         image: image.id,
         manifest,

@@ -147,6 +147,18 @@ pub struct Session {
     stderr: Option<JoinHandle<String>>,
     pub welcome: Welcome,
     pub installed: bool,
+    closed: bool,
+}
+
+impl Drop for Session {
+    /// A session abandoned on an error path: the agent is stopped and reaped (it rolls
+    /// back nothing; an interrupted commit is finished by the next agent).
+    fn drop(&mut self) {
+        if !self.closed {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn quote(s: &str) -> String {
@@ -263,6 +275,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             rolled_forward: false,
         },
         installed: false,
+        closed: false,
     };
     let greeting = s
         .conn
@@ -337,8 +350,22 @@ impl Session {
     /// Ends the session and returns the agent's exit status and stderr.
     pub fn close(mut self) -> (Option<String>, String) {
         let _ = self.conn.send(&Msg::Bye);
-        drop(self.conn);
-        let status = self.child.wait().ok().map(|s| s.to_string());
+        self.closed = true;
+        // An agent that does not stop (stuck writing to a pipe no one reads) is killed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break Some(st.to_string()),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10))
+                }
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    break self.child.wait().ok().map(|st| st.to_string());
+                }
+                Err(_) => break None,
+            }
+        };
         let stderr = self
             .stderr
             .take()

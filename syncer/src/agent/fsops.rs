@@ -56,6 +56,18 @@ pub fn read_at(dir: &OwnedFd, name: &str, shown: &Path) -> Result<Option<Vec<u8>
 
 /// Replaces `name` in `dir` with `data`: a new file, flushed, then renamed over.
 pub fn write_atomic(dir: &OwnedFd, name: &str, data: &[u8], shown: &Path) -> Result<()> {
+    write_replace(dir, name, data, shown, true)
+}
+
+/// Replaces `name` by rename (readers see the old or the new file), flushing first if
+/// `durable`.
+pub fn write_replace(
+    dir: &OwnedFd,
+    name: &str,
+    data: &[u8],
+    shown: &Path,
+    durable: bool,
+) -> Result<()> {
     let tmp = format!(".{name}.tmp");
     let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
     let fd = rustix::fs::openat(
@@ -67,9 +79,14 @@ pub fn write_atomic(dir: &OwnedFd, name: &str, data: &[u8], shown: &Path) -> Res
     .ctx("create", shown)?;
     let mut f = std::fs::File::from(fd);
     f.write_all(data).ctx("write", shown)?;
-    f.sync_all().ctx("flush", shown)?;
+    if durable {
+        f.sync_all().ctx("flush", shown)?;
+    }
     rustix::fs::renameat(dir, tmp.as_str(), dir, name).ctx("rename into place", shown)?;
-    rustix::fs::fsync(dir).ctx("flush directory of", shown)
+    if durable {
+        rustix::fs::fsync(dir).ctx("flush directory of", shown)?;
+    }
+    Ok(())
 }
 
 pub fn remove_at(dir: &OwnedFd, name: &str, shown: &Path) -> Result<()> {

@@ -128,6 +128,11 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     }
                     let tree = imager::tree::text::parse(&text, &format!("image {image}"))?;
                     let local = scan::local_excludes(&local_state)?;
+                    if !dry_run {
+                        // Made before the scan, so the parent's mtime it moves is seen
+                        // (and set back to the image's) by this push, not the next.
+                        st.create()?;
+                    }
                     let mut cache = scan::HashCache::load(&st);
                     let (host, stats) = scan::scan(root, &local, &mut cache, verify)?;
                     if !dry_run {
@@ -261,6 +266,9 @@ const MAX_MANIFEST: usize = 256 << 20;
 
 fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
     let bytes = match m {
+        ManifestData::Recorded => st.read(state::MANIFEST)?.ok_or_else(|| {
+            Error::Protocol("told to use a recorded manifest this host lacks".into())
+        })?,
         ManifestData::Zstd(z) => zstd::bulk::decompress(&z, MAX_MANIFEST)
             .map_err(|e| Error::Protocol(format!("compressed manifest: {e}")))?,
         ManifestData::Delta { base, delta } => {
@@ -327,6 +335,11 @@ fn commit_pending(
     mut s: Staging,
     started: Instant,
 ) -> Result<crate::protocol::Committed> {
+    if p.changes.is_empty() && st.image()? == Some(p.id) {
+        // Already there: nothing to journal or record (triggers still left from an
+        // interrupted push run next).
+        return Ok(crate::protocol::Committed::default());
+    }
     // Nodes and replacement directories are made here, not sent.
     for c in &p.changes {
         if c.kind == ChangeKind::Delete || c.kind == ChangeKind::Meta {

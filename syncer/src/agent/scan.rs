@@ -35,6 +35,8 @@ struct Key {
 
 pub struct HashCache {
     map: HashMap<Vec<u8>, (Key, Hash)>,
+    /// Whether the last scan changed anything (an unchanged cache is not rewritten).
+    dirty: bool,
 }
 
 const CACHE_HEADER: &str = "#syncer-hash-cache v1";
@@ -54,10 +56,15 @@ impl HashCache {
                 }
             }
         }
-        HashCache { map }
+        HashCache { map, dirty: false }
     }
 
+    /// Writes the cache if the last scan changed it. Not flushed to disk: after a crash
+    /// a lost or empty cache only means hashing again.
     pub fn save(&self, state: &StateDir) -> crate::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
         let mut out = String::with_capacity(self.map.len() * 140);
         out.push_str(CACHE_HEADER);
         out.push('\n');
@@ -74,7 +81,7 @@ impl HashCache {
                 escape(p)
             ));
         }
-        state.write(super::state::HASH_CACHE, out.as_bytes())
+        state.write_unsynced(super::state::HASH_CACHE, out.as_bytes())
     }
 }
 
@@ -271,6 +278,7 @@ pub fn scan(
             }
         }
     }
+    cache.dirty = map != cache.map;
     cache.map = map;
     stats.entries = entries.len() as u64;
     stats.seconds = started.elapsed().as_secs_f64();

@@ -47,6 +47,11 @@ impl StateDir {
         })
     }
 
+    /// Makes the directory now if it does not exist yet.
+    pub fn create(&self) -> crate::Result<()> {
+        self.dir().map(|_| ())
+    }
+
     fn dir(&self) -> crate::Result<&OwnedFd> {
         if let Some(d) = self.fd.get() {
             return Ok(d);
@@ -81,6 +86,17 @@ impl StateDir {
             name,
             data,
             &self.shown(name),
+        )?)
+    }
+
+    /// The same without flushing: for files that are only a shortcut (the hash cache).
+    pub fn write_unsynced(&self, name: &str, data: &[u8]) -> crate::Result<()> {
+        Ok(fsops::write_replace(
+            self.dir()?,
+            name,
+            data,
+            &self.shown(name),
+            false,
         )?)
     }
 
