@@ -253,100 +253,88 @@ fn run_push(
     obs: &dyn Observer,
     r: &mut HostReport,
 ) -> Result<()> {
+    match push_steps(&mut s, store, image, cache, opts, obs, r) {
+        Ok(()) => {
+            r.wire_sent = s.conn.sent;
+            r.wire_received = s.conn.received;
+            s.close();
+            Ok(())
+        }
+        Err(e) => Err(s.fail(e)),
+    }
+}
+
+/// The error for a message that is not the one expected.
+fn unexpected(expected: &str, m: &Msg) -> Error {
+    Error::Protocol(format!("expected {expected}, got {}", m.name()))
+}
+
+fn push_steps(
+    s: &mut Session,
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    opts: &PushOptions,
+    obs: &dyn Observer,
+    r: &mut HostReport,
+) -> Result<()> {
     let host = r.host.clone();
     let t = Instant::now();
     obs.phase(&host, "scanning");
-    let manifest = image.manifest_for(store, s.welcome.image)?;
-    let target = Msg::Target {
+    s.conn.send(&Msg::Target {
         image: image.id,
-        manifest,
+        manifest: image.manifest_for(store, s.welcome.image)?,
         local_state: image.local_state.clone(),
         triggers: image.triggers.clone(),
         verify: opts.verify,
         dry_run: opts.dry_run,
-    };
-    let reply = s
-        .conn
-        .send(&target)
-        .and_then(|_| s.conn.recv("the host's differences"));
-    let (changes, have, scan) = match reply {
-        Ok(Msg::Differences {
+    })?;
+    let (changes, have) = match s.reply()? {
+        Msg::Differences {
             changes,
             have,
             scan,
             ..
-        }) => (changes, have, scan),
-        Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
-        Ok(m) => {
-            return Err(s.fail(Error::Protocol(format!(
-                "expected Differences, got {}",
-                m.name()
-            ))))
+        } => {
+            r.scan = scan;
+            (changes, have)
         }
-        Err(e) => return Err(s.fail(e)),
+        m => return Err(unexpected("Differences", &m)),
     };
-    r.scan = scan;
     r.phases.scan = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     obs.phase(&host, "planning");
-    let items = match plan(&mut s, store, image, cache, &changes, &have, r) {
-        Ok(i) => i,
-        Err(e) => return Err(s.fail(e)),
-    };
+    let items = plan(s, store, image, cache, &changes, &have, r)?;
     r.phases.plan = t.elapsed().as_secs_f64();
     if opts.dry_run {
         r.paths = path_changes(&changes, &items);
-        r.wire_sent = s.conn.sent;
-        r.wire_received = s.conn.received;
-        s.close();
         return Ok(());
     }
 
     let t = Instant::now();
     obs.phase(&host, "staging");
-    if let Err(e) = send_items(&mut s, &items, &host, obs) {
-        return Err(s.fail(e));
-    }
+    send_items(s, &items, &host, obs)?;
     r.phases.stage = t.elapsed().as_secs_f64();
-    let t = Instant::now();
     obs.phase(&host, "committing");
-    match s.conn.recv("the commit's result") {
-        Ok(Msg::Committed(c)) => {
+    match s.reply()? {
+        Msg::Committed(c) => {
             r.phases.stage += c.stage_seconds;
             r.phases.commit = c.commit_seconds;
         }
-        Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
-        Ok(m) => {
-            return Err(s.fail(Error::Protocol(format!(
-                "expected Committed, got {}",
-                m.name()
-            ))))
-        }
-        Err(e) => return Err(s.fail(e)),
+        m => return Err(unexpected("Committed", &m)),
     }
     r.image_after = Some(image.id.to_hex());
-    let _ = t;
     let t = Instant::now();
     obs.phase(&host, "triggers");
     loop {
-        match s.conn.recv("the triggers' results") {
-            Ok(Msg::TriggerRan(tr)) => r.triggers.push(tr),
-            Ok(Msg::Done) => break,
-            Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
-            Ok(m) => {
-                return Err(s.fail(Error::Protocol(format!(
-                    "expected TriggerRan, got {}",
-                    m.name()
-                ))))
-            }
-            Err(e) => return Err(s.fail(e)),
+        match s.reply()? {
+            Msg::TriggerRan(tr) => r.triggers.push(tr),
+            Msg::Done => break,
+            m => return Err(unexpected("TriggerRan", &m)),
         }
     }
     r.phases.triggers = t.elapsed().as_secs_f64();
-    r.wire_sent = s.conn.sent;
-    r.wire_received = s.conn.received;
-    s.close();
     Ok(())
 }
 
@@ -576,21 +564,15 @@ pub fn status_host(
                 }
             }
         }
-        let reply = s
+        let changes = match s
             .conn
             .send(&Msg::Status {
                 verify: opts.verify,
             })
-            .and_then(|_| s.conn.recv("the host's status"));
-        let changes = match reply {
+            .and_then(|_| s.reply())
+        {
             Ok(Msg::Differences { changes, .. }) => changes,
-            Ok(Msg::Error { message }) => return Err(Error::Agent(message)),
-            Ok(m) => {
-                return Err(s.fail(Error::Protocol(format!(
-                    "expected Differences, got {}",
-                    m.name()
-                ))))
-            }
+            Ok(m) => return Err(s.fail(unexpected("Differences", &m))),
             Err(e) => return Err(s.fail(e)),
         };
         s.close();

@@ -321,6 +321,14 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
 }
 
 impl Session {
+    /// The agent's next message; an `Error` frame from it becomes `Error::Agent`.
+    pub fn reply(&mut self) -> Result<Msg> {
+        match self.conn.recv("the agent's reply")? {
+            Msg::Error { message } => Err(Error::Agent(message)),
+            m => Ok(m),
+        }
+    }
+
     /// The error to show for a failed exchange: the agent's own `Error` message if it
     /// sent one, else the transport's error with the agent's stderr and exit status.
     pub fn fail(mut self, e: Error) -> Error {

@@ -31,39 +31,28 @@ fn corpus_store() -> &'static Corpus {
     })
 }
 
+/// The host's own state, which no push may touch.
+const LOCAL: &[(&str, &str)] = &[
+    ("etc/hostname", "web-17\n"),
+    ("var/log/app/today.log", "request 1\n"),
+    ("etc/ssh/ssh_host_ed25519_key", "PRIVATE\n"),
+    ("etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
+];
+
 fn host(c: &Corpus, scratch: &Path, from: &str) -> PathBuf {
     let h = scratch.join("host");
     copy_tree(&c.dir.join(from), &h);
-    // The host's own state, which no push may touch.
-    std::fs::write(h.join("etc/hostname"), "web-17\n").unwrap();
-    std::fs::create_dir_all(h.join("var/log/app")).unwrap();
-    std::fs::write(h.join("var/log/app/today.log"), "request 1\n").unwrap();
-    std::fs::write(h.join("etc/ssh/ssh_host_ed25519_key"), "PRIVATE\n").unwrap();
-    std::fs::write(
-        h.join("etc/machine-id"),
-        "0123456789abcdef0123456789abcdef\n",
-    )
-    .unwrap();
+    for (p, content) in LOCAL {
+        std::fs::create_dir_all(h.join(p).parent().unwrap()).unwrap();
+        std::fs::write(h.join(p), content).unwrap();
+    }
     h
 }
 
 fn local_state_intact(h: &Path) {
-    assert_eq!(
-        std::fs::read_to_string(h.join("etc/hostname")).unwrap(),
-        "web-17\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(h.join("var/log/app/today.log")).unwrap(),
-        "request 1\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(h.join("etc/ssh/ssh_host_ed25519_key")).unwrap(),
-        "PRIVATE\n"
-    );
-    assert_eq!(
-        std::fs::read_to_string(h.join("etc/machine-id")).unwrap(),
-        "0123456789abcdef0123456789abcdef\n"
-    );
+    for (p, content) in LOCAL {
+        assert_eq!(&std::fs::read_to_string(h.join(p)).unwrap(), content, "{p}");
+    }
 }
 
 #[test]
@@ -259,6 +248,15 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
     let _ = r;
 }
 
+fn trigger_names(r: &serde_json::Value) -> Vec<String> {
+    r["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn triggers_run_once_for_watched_changes_and_again_after_a_crash() {
     let c = corpus_store();
@@ -300,12 +298,7 @@ run = "echo grub >> /var/log/app/grub-runs"
     push(&c.store, "B", &hs, &[]);
     let r = push(&c.store, "C", &hs, &[]);
     assert_host_is(&h, &c.store, &cid);
-    let names: Vec<&str> = r["triggers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = trigger_names(&r);
     assert_eq!(names, ["reload-app"], "{r:#}");
     assert_eq!(r["triggers"][0]["status"], 0);
     assert!(r["triggers"][0]["output"]
@@ -338,12 +331,7 @@ run = "echo grub >> /var/log/app/grub-runs"
         0,
         "{r:#}"
     );
-    let names: Vec<&str> = r["triggers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = trigger_names(&r);
     assert_eq!(names, ["reload-sshd"], "{r:#}");
     assert_eq!(
         std::fs::read_to_string(h.join("var/log/app/sshd-reloads")).unwrap(),

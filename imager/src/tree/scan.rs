@@ -95,9 +95,17 @@ pub fn list_lines(body: &str) -> Vec<String> {
         .collect()
 }
 
-/// Walks `root` into sorted pending entries. Sockets are refused (an image cannot carry
-/// one); mount points below `root` are kept as directories but not entered.
-pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
+/// A path found by [`walk`]: its entry path, its path on disk and its metadata.
+pub struct Found {
+    pub path: Vec<u8>,
+    pub disk: PathBuf,
+    pub meta: std::fs::Metadata,
+}
+
+/// One walk of `root` (a directory), in image order, never following symlinks and never
+/// entering another filesystem (mount points below `root` are listed, not entered).
+/// `skip(path)` leaves a path out, and with a directory everything below it.
+pub fn walk(root: &Path, mut skip: impl FnMut(&[u8]) -> bool) -> Result<Vec<Found>> {
     let meta = std::fs::symlink_metadata(root).ctx("inspect", root)?;
     if !meta.is_dir() {
         return Err(Error::Usage(format!(
@@ -105,14 +113,14 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
             root.display()
         )));
     }
-    let mut found: Vec<(Vec<u8>, PathBuf, std::fs::Metadata)> = Vec::new();
+    let mut found: Vec<Found> = Vec::new();
     let walker = walkdir::WalkDir::new(root)
         .same_file_system(true)
         .follow_links(false)
         .into_iter()
         .filter_entry(|d| match d.path().strip_prefix(root) {
             Ok(rel) => match entry_path(fsx::path_bytes(rel)) {
-                Ok(p) => !excludes.is_excluded(&p),
+                Ok(p) => !skip(&p),
                 Err(_) => true,
             },
             Err(_) => true,
@@ -137,83 +145,97 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
                 .unwrap_or_else(|| std::io::Error::other("metadata"));
             Error::io("inspect", d.path(), io)
         })?;
-        found.push((p, d.into_path(), m));
+        found.push(Found {
+            path: p,
+            disk: d.into_path(),
+            meta: m,
+        });
     }
-    found.sort_by(|a, b| super::path_cmp(&a.0, &b.0));
+    found.sort_by(|a, b| super::path_cmp(&a.path, &b.path));
+    Ok(found)
+}
 
-    // Hard links: the first path (in image order) of an inode holds the content.
-    let mut first_of_inode: HashMap<(u64, u64), Vec<u8>> = HashMap::new();
-    let mut out: Vec<Pending> = Vec::with_capacity(found.len());
-    for (p, disk, m) in &found {
-        let ft = m.file_type();
-        let mut content = None;
-        let kind = if ft.is_file() {
-            if m.nlink() > 1 {
-                if let Some(first) = first_of_inode.get(&(m.dev(), m.ino())) {
-                    out.push(Pending {
-                        entry: Entry {
-                            path: p.clone(),
-                            kind: Kind::HardLink {
-                                target: first.clone(),
-                            },
-                            mode: m.mode() & super::MODE_MASK,
-                            uid: m.uid(),
-                            gid: m.gid(),
-                            mtime: m.mtime(),
-                            xattrs: Vec::new(),
-                        },
-                        content: None,
-                    });
-                    continue;
+/// The entry for a walked path, without content hash or xattrs (`None` for a socket,
+/// which no image holds). `links` remembers multiply-linked inodes: the first path (in
+/// image order) of an inode is its `File`, later ones are `HardLink`s to it.
+pub fn entry_of(f: &Found, links: &mut HashMap<(u64, u64), Vec<u8>>) -> Result<Option<Entry>> {
+    let (p, m) = (&f.path, &f.meta);
+    let ft = m.file_type();
+    let kind = if ft.is_file() {
+        match m.nlink() > 1 {
+            true => match links.get(&(m.dev(), m.ino())) {
+                Some(first) => Kind::HardLink {
+                    target: first.clone(),
+                },
+                None => {
+                    links.insert((m.dev(), m.ino()), p.clone());
+                    Kind::File {
+                        size: m.len(),
+                        hash: Hash([0; 32]),
+                    }
                 }
-                first_of_inode.insert((m.dev(), m.ino()), p.clone());
-            }
-            content = Some(Content::Disk(disk.clone()));
-            Kind::File {
+            },
+            false => Kind::File {
                 size: m.len(),
                 hash: Hash([0; 32]),
-            }
-        } else if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            let t = std::fs::read_link(disk).ctx("read symlink", disk)?;
-            Kind::Symlink {
-                target: fsx::path_bytes(&t).to_vec(),
-            }
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let (major, minor) = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
-            if ft.is_char_device() {
-                Kind::CharDev { major, minor }
-            } else {
-                Kind::BlockDev { major, minor }
-            }
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else if ft.is_socket() {
-            return Err(Error::invalid(
-                p,
-                format!("{} is a socket, which an image cannot hold", disk.display()),
-            ));
-        } else {
-            return Err(Error::invalid(p, "unknown file type"));
-        };
-        let mode = if matches!(kind, Kind::Symlink { .. }) {
-            SYMLINK_MODE
-        } else {
-            m.mode() & super::MODE_MASK
-        };
-        out.push(Pending {
-            entry: Entry {
-                path: p.clone(),
-                kind,
-                mode,
-                uid: m.uid(),
-                gid: m.gid(),
-                mtime: m.mtime(),
-                xattrs: Vec::new(),
             },
-            content,
-        });
+        }
+    } else if ft.is_dir() {
+        Kind::Dir
+    } else if ft.is_symlink() {
+        let t = std::fs::read_link(&f.disk).ctx("read symlink", &f.disk)?;
+        Kind::Symlink {
+            target: fsx::path_bytes(&t).to_vec(),
+        }
+    } else if ft.is_char_device() || ft.is_block_device() {
+        let (major, minor) = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
+        if ft.is_char_device() {
+            Kind::CharDev { major, minor }
+        } else {
+            Kind::BlockDev { major, minor }
+        }
+    } else if ft.is_fifo() {
+        Kind::Fifo
+    } else if ft.is_socket() {
+        return Ok(None);
+    } else {
+        return Err(Error::invalid(p, "unknown file type"));
+    };
+    let mode = if matches!(kind, Kind::Symlink { .. }) {
+        SYMLINK_MODE
+    } else {
+        m.mode() & super::MODE_MASK
+    };
+    Ok(Some(Entry {
+        path: p.clone(),
+        kind,
+        mode,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: m.mtime(),
+        xattrs: Vec::new(),
+    }))
+}
+
+/// Walks `root` into sorted pending entries. Sockets are refused (an image cannot carry
+/// one); mount points below `root` are kept as directories but not entered.
+pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
+    let found = walk(root, |p| excludes.is_excluded(p))?;
+    let mut links = HashMap::new();
+    let mut out: Vec<Pending> = Vec::with_capacity(found.len());
+    for f in &found {
+        let entry = entry_of(f, &mut links)?.ok_or_else(|| {
+            Error::invalid(
+                &f.path,
+                format!(
+                    "{} is a socket, which an image cannot hold",
+                    f.disk.display()
+                ),
+            )
+        })?;
+        let content =
+            matches!(entry.kind, Kind::File { .. }).then(|| Content::Disk(f.disk.clone()));
+        out.push(Pending { entry, content });
     }
     drop(found);
 

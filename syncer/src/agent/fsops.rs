@@ -89,6 +89,22 @@ pub fn write_replace(
     Ok(())
 }
 
+/// Reads a host file beneath the root, not following a symlink at any step.
+pub fn read_file(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
+    let (parent, name) = b.parent(path)?;
+    let fd = rustix::fs::openat(
+        &parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open", b.display(path))?;
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)
+        .ctx("read", b.display(path))?;
+    Ok(v)
+}
+
 pub fn remove_at(dir: &OwnedFd, name: &str, shown: &Path) -> Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),

@@ -195,7 +195,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                                 escape(&path)
                             )));
                         }
-                        let data = read_host_file(&b, &path)?;
+                        let data = fsops::read_file(&b, &path)?;
                         sigs.push((path, crate::delta::rsync_signature(&data)));
                     }
                     conn.send(&Msg::Signatures { sigs })?;
@@ -307,24 +307,6 @@ fn read_payload<R: Read, W: Write>(conn: &mut Conn<R, W>, len: u64) -> Result<Ve
             }
         }
     }
-    Ok(v)
-}
-
-fn read_host_file(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
-    use imager::error::IoContext;
-    use rustix::fs::{Mode, OFlags};
-    let (parent, name) = b.parent(path)?;
-    let fd = rustix::fs::openat(
-        &parent,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("open", b.display(path))?;
-    let mut v = Vec::new();
-    std::fs::File::from(fd)
-        .read_to_end(&mut v)
-        .ctx("read", b.display(path))?;
     Ok(v)
 }
 

@@ -10,15 +10,15 @@
 use super::state::StateDir;
 use crate::compare::HostTree;
 use crate::protocol::ScanStats;
-use imager::error::{Error as FsError, IoContext};
+use imager::error::IoContext;
 use imager::fsx;
 use imager::tree::escape::{escape, unescape};
 use imager::tree::scan::Excludes;
-use imager::tree::{entry_path, path_cmp, MODE_MASK, SYMLINK_MODE};
+use imager::tree::scan::{entry_of, walk};
 use imager::{Entry, Hash, Kind};
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -122,39 +122,14 @@ pub fn scan(
         .unwrap_or(0);
     let root_dev = std::fs::symlink_metadata(root).ctx("inspect", root)?.dev();
     let mut host = HostTree::default();
-    let mut found: Vec<(Vec<u8>, PathBuf, std::fs::Metadata)> = Vec::new();
     let mut skipped: Vec<Vec<u8>> = Vec::new();
-    let mut walker = walkdir::WalkDir::new(root)
-        .same_file_system(true)
-        .follow_links(false)
-        .into_iter();
-    while let Some(item) = walker.next() {
-        let d = item.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf());
-            let io = e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-            FsError::io("walk", path, io)
-        })?;
-        let rel = d.path().strip_prefix(root).unwrap_or(d.path());
-        let p = entry_path(fsx::path_bytes(rel))
-            .map_err(|r| FsError::invalid(fsx::path_bytes(rel), r))?;
-        if OWN_PATHS.contains(&p.as_slice()) || local.is_excluded(&p) {
-            if d.file_type().is_dir() {
-                walker.skip_current_dir();
-            }
-            skipped.push(p);
-            continue;
+    let found = walk(root, |p| {
+        let skip = OWN_PATHS.contains(&p) || local.is_excluded(p);
+        if skip {
+            skipped.push(p.to_vec());
         }
-        let m = std::fs::symlink_metadata(d.path()).ctx("inspect", d.path())?;
-        if m.is_dir() && m.dev() != root_dev {
-            host.mounts.insert(p.clone());
-        }
-        found.push((p, d.into_path(), m));
-    }
+        skip
+    })?;
     for s in skipped {
         let mut p = imager::tree::parent(&s);
         while let Some(q) = p {
@@ -164,82 +139,32 @@ pub fn scan(
             p = imager::tree::parent(q);
         }
     }
-    found.sort_by(|a, b| path_cmp(&a.0, &b.0));
-
-    let mut first_of_inode: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut links = HashMap::new();
     let mut entries = Vec::with_capacity(found.len());
     let mut to_hash: Vec<usize> = Vec::new();
     let mut stats = ScanStats::default();
-    for (p, disk, m) in &found {
-        let ft = m.file_type();
-        let mut mode = m.mode() & MODE_MASK;
-        let kind = if ft.is_file() {
-            if m.nlink() > 1 {
-                if let Some(first) = first_of_inode.get(&m.ino()) {
-                    entries.push(Entry {
-                        path: p.clone(),
-                        kind: Kind::HardLink {
-                            target: first.clone(),
-                        },
-                        mode,
-                        uid: m.uid(),
-                        gid: m.gid(),
-                        mtime: m.mtime(),
-                        xattrs: Vec::new(),
-                    });
-                    continue;
-                }
-                first_of_inode.insert(m.ino(), p.clone());
-            }
-            let k = key_of(m);
-            let hash = match cache.map.get(p) {
-                Some((ck, h)) if !verify && *ck == k => {
-                    stats.cached_files += 1;
-                    *h
-                }
-                _ => {
-                    to_hash.push(entries.len());
-                    Hash([0; 32])
-                }
-            };
-            Kind::File {
-                size: m.len(),
-                hash,
-            }
-        } else if ft.is_dir() {
-            Kind::Dir
-        } else if ft.is_symlink() {
-            mode = SYMLINK_MODE;
-            let t = std::fs::read_link(disk).ctx("read symlink", disk)?;
-            Kind::Symlink {
-                target: fsx::path_bytes(&t).to_vec(),
-            }
-        } else if ft.is_char_device() || ft.is_block_device() {
-            let (major, minor) = (rustix::fs::major(m.rdev()), rustix::fs::minor(m.rdev()));
-            if ft.is_char_device() {
-                Kind::CharDev { major, minor }
-            } else {
-                Kind::BlockDev { major, minor }
-            }
-        } else if ft.is_fifo() {
-            Kind::Fifo
-        } else {
-            // A socket: no image holds one; it is left alone (a rename over it replaces it).
+    for f in &found {
+        if f.meta.is_dir() && f.meta.dev() != root_dev {
+            host.mounts.insert(f.path.clone());
+        }
+        // A socket: no image holds one; it is left alone (a rename over it replaces it).
+        let Some(mut e) = entry_of(f, &mut links)? else {
             continue;
         };
-        entries.push(Entry {
-            path: p.clone(),
-            kind,
-            mode,
-            uid: m.uid(),
-            gid: m.gid(),
-            mtime: m.mtime(),
-            xattrs: Vec::new(),
-        });
+        if let Kind::File { hash, .. } = &mut e.kind {
+            match cache.map.get(&f.path) {
+                Some((ck, h)) if !verify && *ck == key_of(&f.meta) => {
+                    stats.cached_files += 1;
+                    *hash = *h;
+                }
+                _ => to_hash.push(entries.len()),
+            }
+        }
+        entries.push(e);
     }
     let disk_of: HashMap<&[u8], (&PathBuf, &std::fs::Metadata)> = found
         .iter()
-        .map(|(p, d, m)| (p.as_slice(), (d, m)))
+        .map(|f| (f.path.as_slice(), (&f.disk, &f.meta)))
         .collect();
 
     let hashed: Vec<(usize, Hash)> = to_hash

@@ -15,7 +15,7 @@ use imager::tree::escape::escape;
 use imager::{Entry, Hash, Kind};
 use rustix::fs::{Mode, OFlags};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
@@ -148,7 +148,7 @@ impl Staging {
                         escape(&e.path)
                     )));
                 }
-                let base = read_base(b, &e.path)?;
+                let base = fsops::read_file(b, &e.path)?;
                 let out = if *source == Source::ZstdDelta {
                     crate::delta::zstd_apply(&base, payload, size as usize)
                 } else {
@@ -186,22 +186,6 @@ impl Staging {
         rustix::fs::syncfs(&self.fd).ctx("flush", self.shown.clone())?;
         Ok(())
     }
-}
-
-fn read_base(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
-    let (parent, name) = b.parent(path)?;
-    let fd = rustix::fs::openat(
-        &parent,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("open", b.display(path))?;
-    let mut v = Vec::new();
-    std::fs::File::from(fd)
-        .read_to_end(&mut v)
-        .ctx("read", b.display(path))?;
-    Ok(v)
 }
 
 /// Writes through, hashing, refusing to grow past the image's size for the file.
