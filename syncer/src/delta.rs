@@ -148,6 +148,18 @@ impl Cache {
         })
     }
 
+    /// The patch-from delta between two image manifests (their IDs are the blake3 of
+    /// their text, like objects, so they share the cache's keys).
+    pub fn manifest_delta(
+        &self,
+        old: (&Hash, &str),
+        new: (&Hash, &str),
+    ) -> Result<Arc<Vec<u8>>, String> {
+        self.get(Encoding::ZstdDelta, Some(*old.0), new.0, || {
+            zstd_delta(old.1.as_bytes(), new.1.as_bytes(), self.level)
+        })
+    }
+
     fn file(&self, enc: Encoding, old: Option<Hash>, new: &Hash) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let name = match (enc, old) {

@@ -12,6 +12,8 @@ pub mod delta;
 pub mod error;
 pub mod protocol;
 pub mod push;
+pub mod ratelimit;
+pub mod rollout;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -9,6 +9,11 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use syncer::delta::Cache;
 use syncer::push::{self, HostReport, HostStatus, Image, Observer, PushOptions};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use syncer::rollout::inventory::Inventory;
+use syncer::rollout::state::RolloutState;
+use syncer::rollout::RolloutOptions;
 use syncer::transport::{HostSpec, TransportOptions, DEFAULT_AGENT};
 
 #[derive(Parser)]
@@ -74,8 +79,49 @@ enum Cmd {
     },
     /// The image each host runs and whether it drifted from it
     Status {
-        #[arg(required = true)]
+        /// Hosts (or every host of --inventory)
+        #[arg(required_unless_present = "inventory")]
         hosts: Vec<String>,
+        /// A fleet inventory: its hosts by colo, with the last rollout's result
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// The rollout state [default: the inventory's name with .rollout.json]
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Roll an image across a fleet: colo by colo, canary then waves, with health checks,
+    /// failure budgets and automatic rollback of failed hosts
+    Rollout {
+        /// The image (name, name~N or ID); with --resume, the saved rollout's
+        #[arg(required_unless_present = "resume")]
+        image: Option<String>,
+        #[arg(long)]
+        inventory: PathBuf,
+        /// Only these colos (repeatable), in inventory order
+        #[arg(long)]
+        colo: Vec<String>,
+        /// Continue the rollout saved in the state file
+        #[arg(long)]
+        resume: bool,
+        /// Go on between colos without asking (for unattended runs)
+        #[arg(long)]
+        yes: bool,
+        /// The rollout state [default: the inventory's name with .rollout.json]
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Return a colo (or the fleet) to each host's previous image, or to --to
+    Rollback {
+        #[arg(long)]
+        inventory: PathBuf,
+        #[arg(long)]
+        colo: Vec<String>,
+        #[arg(long)]
+        to: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -105,8 +151,9 @@ fn options(c: &Conn, dry_run: bool) -> Result<PushOptions> {
             ssh,
             agent: c.agent.clone(),
             install_agent: c.install_agent,
-            agent_prefix: Vec::new(),
+            ..Default::default()
         },
+        health: None,
     })
 }
 
@@ -123,6 +170,13 @@ struct Bars {
 }
 
 impl Bars {
+    fn new() -> Bars {
+        Bars {
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn bar(&self, host: &str) -> ProgressBar {
         let mut m = self.bars.lock().unwrap_or_else(|p| p.into_inner());
         m.entry(host.to_string())
@@ -148,6 +202,9 @@ impl Observer for Bars {
         if phase == "done" || phase == "failed" {
             b.finish();
         }
+    }
+    fn log(&self, line: &str) {
+        let _ = self.multi.println(line);
     }
     fn bytes(&self, host: &str, total: u64, done: u64) {
         let b = self.bar(host);
@@ -203,10 +260,7 @@ fn run(cli: Cli) -> Result<i32> {
             };
             let cache = Cache::new(cache_dir, level);
             let opts = options(&conn, dry_run)?;
-            let bars = Bars {
-                multi: MultiProgress::new(),
-                bars: Mutex::new(HashMap::new()),
-            };
+            let bars = Bars::new();
             let obs: &dyn Observer = if std::io::stderr().is_terminal() && !conn.json {
                 &bars
             } else {
@@ -230,7 +284,153 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if reports.iter().all(|r| r.ok) { 0 } else { 1 })
         }
-        Cmd::Status { hosts: list, conn } => {
+        Cmd::Status {
+            inventory: Some(inv),
+            state,
+            conn,
+            ..
+        } => {
+            let inv = Inventory::load(&inv)?;
+            let store =
+                imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)
+                    .ok();
+            let saved = RolloutState::load(&state.unwrap_or_else(|| state_path(&inv.path))).ok();
+            let opts = options(&conn, false)?;
+            let mut rows = Vec::new();
+            for colo in &inv.colos {
+                let st = push::for_hosts(&colo.hosts, conn.jobs, |h| {
+                    push::status_host(store.as_ref(), h, &opts, false)
+                });
+                for s in st {
+                    let last = saved
+                        .as_ref()
+                        .and_then(|r| r.hosts.iter().find(|x| x.host == s.host).cloned());
+                    rows.push((colo.name.clone(), s, last));
+                }
+            }
+            if conn.json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|(c, s, l)| serde_json::json!({"colo": c, "status": s, "last": l}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("{:<40} {:<10} {:<24} {:<18} LAST", "HOST", "COLO", "IMAGE", "DRIFT");
+                for (c, s, l) in &rows {
+                    let image = match (&s.error, &s.image) {
+                        (Some(_), _) => "unreachable".to_string(),
+                        (None, None) => "never synced".to_string(),
+                        (None, Some(id)) if s.names.is_empty() => id[..12].to_string(),
+                        (None, Some(id)) => format!("{} ({})", &id[..12], s.names.join(",")),
+                    };
+                    let drift = if s.error.is_some() {
+                        "-".to_string()
+                    } else if s.drifted {
+                        format!("{} paths", s.differences)
+                    } else {
+                        "clean".into()
+                    };
+                    let last = l
+                        .as_ref()
+                        .map(|r| format!("{} ({})", r.outcome, r.wave))
+                        .unwrap_or_else(|| "-".into());
+                    println!("{:<40} {c:<10} {image:<24} {drift:<18} {last}", s.host);
+                }
+            }
+            Ok(if rows.iter().all(|(_, s, _)| s.ok && !s.drifted) {
+                0
+            } else {
+                1
+            })
+        }
+        Cmd::Rollout {
+            image,
+            inventory,
+            colo,
+            resume,
+            yes,
+            state,
+            conn,
+        } => {
+            let inv = Inventory::load(&inventory)?;
+            let state_file = state.unwrap_or_else(|| state_path(&inv.path));
+            let store = imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)?;
+            let saved = if resume {
+                Some(RolloutState::load(&state_file)?)
+            } else {
+                None
+            };
+            let id = match (&image, &saved) {
+                (Some(i), _) => store.resolve(i)?,
+                (None, Some(s)) => imager::Hash::from_hex(&s.image)
+                    .with_context(|| format!("{}: bad image ID", state_file.display()))?,
+                (None, None) => bail!("give an IMAGE or --resume"),
+            };
+            let colos = match (&saved, colo.is_empty()) {
+                (Some(s), true) => s.colos.clone(),
+                _ => colo,
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+                .context("cannot catch Ctrl-C")?;
+            signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+                .context("cannot catch SIGTERM")?;
+            let base = options(&conn, false)?;
+            let opts = RolloutOptions {
+                colos,
+                yes,
+                verify: conn.verify,
+                transport: base.transport,
+                state_file: state_file.clone(),
+                stop,
+                confirm: Box::new(confirm),
+            };
+            let bars = Bars::new();
+            let obs: &dyn Observer = if std::io::stderr().is_terminal() && !conn.json {
+                &bars
+            } else {
+                &PlainLog
+            };
+            let st = syncer::rollout::run(&store, id, &inv, &opts, saved, obs)?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_rollout(&st, &state_file);
+            }
+            Ok(if st.finished && st.count("failed") == 0 { 0 } else { 1 })
+        }
+        Cmd::Rollback {
+            inventory,
+            colo,
+            to,
+            conn,
+        } => {
+            let inv = Inventory::load(&inventory)?;
+            let store = imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)?;
+            let to = to.map(|t| store.resolve(&t)).transpose()?;
+            let base = options(&conn, false)?;
+            let opts = RolloutOptions {
+                colos: colo.clone(),
+                yes: true,
+                verify: conn.verify,
+                transport: base.transport,
+                state_file: state_path(&inv.path),
+                stop: Arc::new(AtomicBool::new(false)),
+                confirm: Box::new(|_| true),
+            };
+            let reports = syncer::rollout::rollback(&store, &inv, &colo, to, &opts, &PlainLog)?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&reports)?);
+            } else {
+                for r in &reports {
+                    print_push(r);
+                }
+            }
+            Ok(if reports.iter().all(|r| r.ok) { 0 } else { 1 })
+        }
+        Cmd::Status {
+            hosts: list, conn, ..
+        } => {
             let specs = hosts(&list)?;
             let store =
                 imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)
@@ -271,6 +471,54 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if s.ok && !s.drifted { 0 } else { 1 })
         }
+    }
+}
+
+/// Where a rollout over `inventory` keeps its state: `fleet.toml` → `fleet.rollout.json`.
+fn state_path(inventory: &std::path::Path) -> PathBuf {
+    inventory.with_extension("rollout.json")
+}
+
+/// Asks on the terminal whether to go on to the next colo.
+fn confirm(colo: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        eprintln!("syncer: not asking about colo {colo} without a terminal; pass --yes for unattended runs");
+        return false;
+    }
+    eprint!("Continue with colo {colo}? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}
+
+/// Log lines on stderr, for runs without a terminal.
+struct PlainLog;
+impl Observer for PlainLog {
+    fn log(&self, line: &str) {
+        eprintln!("{line}");
+    }
+}
+
+fn print_rollout(st: &RolloutState, state_file: &std::path::Path) {
+    for r in &st.hosts {
+        println!("{}", r.line());
+    }
+    println!(
+        "{} host(s) ok, {} failed, {} rolled back; {:.1} s, controller CPU {:.2} s",
+        st.count("ok"),
+        st.count("failed"),
+        st.hosts
+            .iter()
+            .filter(|r| r.rollback.as_ref().is_some_and(|b| b.ok))
+            .count(),
+        st.wall_seconds,
+        st.controller_cpu_seconds
+    );
+    match &st.stopped {
+        Some(why) => println!(
+            "STOPPED: {why}\n(state in {}; `syncer rollout --resume --inventory ...` continues)",
+            state_file.display()
+        ),
+        None => println!("finished: image {}", &st.image[..12]),
     }
 }
 

@@ -135,8 +135,9 @@ pub enum Msg {
         /// The agent's crate version and the blake3 of its executable.
         agent: String,
         exe: Hash,
-        /// The image the host was last synced to.
+        /// The image the host was last synced to, and the one before it.
         image: Option<Hash>,
+        previous: Option<Hash>,
         /// A commit interrupted earlier that this session finished first.
         rolled_forward: bool,
     },
@@ -186,6 +187,12 @@ pub enum Msg {
     TriggerRan(TriggerRun),
     Done,
     Bye,
+    /// Run a health check on the host (after a push), as a trigger would be run.
+    Health {
+        command: String,
+        timeout: u64,
+    },
+    HealthResult(TriggerRun),
 }
 
 impl Msg {
@@ -207,6 +214,8 @@ impl Msg {
             Msg::TriggerRan(_) => "TriggerRan",
             Msg::Done => "Done",
             Msg::Bye => "Bye",
+            Msg::Health { .. } => "Health",
+            Msg::HealthResult(_) => "HealthResult",
         }
     }
 
@@ -228,6 +237,8 @@ impl Msg {
             Msg::TriggerRan(_) => 14,
             Msg::Done => 15,
             Msg::Bye => 16,
+            Msg::Health { .. } => 17,
+            Msg::HealthResult(_) => 18,
         }
     }
 
@@ -268,12 +279,14 @@ impl Msg {
                 agent,
                 exe,
                 image,
+                previous,
                 rolled_forward,
             } => {
                 e.u32(*version);
                 e.str(agent);
                 e.hash(exe);
                 e.opt_hash(image);
+                e.opt_hash(previous);
                 e.bool(*rolled_forward);
             }
             Msg::Error { message } => e.str(message),
@@ -381,7 +394,11 @@ impl Msg {
                 e.f64(c.stage_seconds);
                 e.f64(c.commit_seconds);
             }
-            Msg::TriggerRan(t) => {
+            Msg::Health { command, timeout } => {
+                e.str(command);
+                e.u64(*timeout);
+            }
+            Msg::TriggerRan(t) | Msg::HealthResult(t) => {
                 e.str(&t.name);
                 match t.status {
                     None => e.u8(0),
@@ -425,6 +442,7 @@ impl Msg {
                 agent: d.str()?,
                 exe: d.hash()?,
                 image: d.opt_hash()?,
+                previous: d.opt_hash()?,
                 rolled_forward: d.bool()?,
             },
             3 => Msg::Error { message: d.str()? },
@@ -538,22 +556,14 @@ impl Msg {
                 stage_seconds: d.f64()?,
                 commit_seconds: d.f64()?,
             }),
-            14 => {
-                let name = d.str()?;
-                let status = match d.u8()? {
-                    0 => None,
-                    _ => Some(d.u32()? as i32),
-                };
-                Msg::TriggerRan(TriggerRun {
-                    name,
-                    status,
-                    timed_out: d.bool()?,
-                    seconds: d.f64()?,
-                    output: d.str()?,
-                })
-            }
+            14 => Msg::TriggerRan(d.run()?),
             15 => Msg::Done,
             16 => Msg::Bye,
+            17 => Msg::Health {
+                command: d.str()?,
+                timeout: d.u64()?,
+            },
+            18 => Msg::HealthResult(d.run()?),
             t => return Err(Error::protocol(format!("unknown message type {t}"))),
         };
         if !d.0.is_empty() {
@@ -792,6 +802,21 @@ impl<'a> Dec<'a> {
             _ => Some(self.hash()?),
         })
     }
+    fn run(&mut self) -> Result<TriggerRun> {
+        let name = self.str()?;
+        let status = match self.u8()? {
+            0 => None,
+            _ => Some(self.u32()? as i32),
+        };
+        Ok(TriggerRun {
+            name,
+            status,
+            timed_out: self.bool()?,
+            seconds: self.f64()?,
+            output: self.str()?,
+        })
+    }
+
     fn entry(&mut self) -> Result<Entry> {
         let path = self.bytes()?;
         let kind = match self.u8()? {

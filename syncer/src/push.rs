@@ -30,8 +30,6 @@ pub struct Image {
     pub triggers: Vec<u8>,
     /// The manifest compressed for hosts that know no earlier image (made once).
     packed: std::sync::OnceLock<Vec<u8>>,
-    /// The manifest as a delta from each earlier image hosts were found at.
-    deltas: std::sync::Mutex<HashMap<Hash, Arc<Vec<u8>>>>,
 }
 
 impl Image {
@@ -56,34 +54,22 @@ impl Image {
             local_state: imager::tree::scan::list_lines(&local),
             triggers,
             packed: std::sync::OnceLock::new(),
-            deltas: Default::default(),
         })
     }
 
     /// How to tell a host at image `base` (if any) what this image is.
-    fn manifest_for(&self, store: &Store, base: Option<Hash>) -> Result<ManifestData> {
+    fn manifest_for(&self, store: &Store, cache: &Cache, base: Option<Hash>) -> Result<ManifestData> {
         match base {
             Some(b) if b == self.id => Ok(ManifestData::Recorded),
             Some(b) if store.has_image(&b) => {
-                if let Some(d) = self
-                    .deltas
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&b)
-                {
-                    return Ok(ManifestData::Delta {
-                        base: b,
-                        delta: d.to_vec(),
-                    });
-                }
                 let old = store.image_text(&b)?;
-                let d = delta::zstd_delta(old.as_bytes(), self.text.as_bytes(), 19)
+                let d = cache
+                    .manifest_delta((&b, &old), (&self.id, &self.text))
                     .map_err(|e| Error::Usage(format!("manifest delta: {e}")))?;
-                self.deltas
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(b, Arc::new(d.clone()));
-                Ok(ManifestData::Delta { base: b, delta: d })
+                Ok(ManifestData::Delta {
+                    base: b,
+                    delta: d.to_vec(),
+                })
             }
             _ => Ok(ManifestData::Zstd(self.packed()?)),
         }
@@ -99,11 +85,13 @@ impl Image {
     }
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct PushOptions {
     pub dry_run: bool,
     pub verify: bool,
     pub transport: TransportOptions,
+    /// Run on the host after its triggers; a failure fails the push.
+    pub health: Option<crate::rollout::inventory::Health>,
 }
 
 /// Files and bytes for one way of sending content.
@@ -132,6 +120,7 @@ pub struct Phases {
     pub stage: f64,
     pub commit: f64,
     pub triggers: f64,
+    pub health: f64,
     pub total: f64,
 }
 
@@ -167,6 +156,9 @@ pub struct HostReport {
     pub scan: ScanStats,
     pub phases: Phases,
     pub triggers: Vec<TriggerRun>,
+    /// Every attempt of the health check, the last one deciding.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<TriggerRun>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathChange>,
 }
@@ -183,6 +175,8 @@ struct Item {
 pub trait Observer: Sync {
     fn phase(&self, _host: &str, _phase: &str) {}
     fn bytes(&self, _host: &str, _total: u64, _done: u64) {}
+    /// A line for the log of a rollout (printed when there are no progress bars).
+    fn log(&self, _line: &str) {}
 }
 
 pub struct NoObserver;
@@ -220,7 +214,7 @@ pub fn push_host(
     let outcome = run_push(session, store, image, cache, opts, obs, &mut r);
     match outcome {
         Ok(()) => {
-            let failed: Vec<String> = r
+            let mut failed: Vec<String> = r
                 .triggers
                 .iter()
                 .filter(|t| t.status != Some(0))
@@ -232,6 +226,18 @@ pub fn push_host(
                     }
                 })
                 .collect();
+            if let Some(last) = r.health.last().filter(|h| h.status != Some(0)) {
+                failed.push(format!(
+                    "health check failed after {} attempt(s) ({}): {}",
+                    r.health.len(),
+                    if last.timed_out {
+                        "timed out".to_string()
+                    } else {
+                        format!("exit {:?}", last.status)
+                    },
+                    last.output.trim()
+                ));
+            }
             r.ok = failed.is_empty();
             if !r.ok {
                 r.error = Some(failed.join("; "));
@@ -283,7 +289,7 @@ fn push_steps(
     obs.phase(&host, "scanning");
     s.conn.send(&Msg::Target {
         image: image.id,
-        manifest: image.manifest_for(store, s.welcome.image)?,
+        manifest: image.manifest_for(store, cache, s.welcome.image)?,
         local_state: image.local_state.clone(),
         triggers: image.triggers.clone(),
         verify: opts.verify,
@@ -335,6 +341,30 @@ fn push_steps(
         }
     }
     r.phases.triggers = t.elapsed().as_secs_f64();
+    if let Some(h) = &opts.health {
+        obs.phase(&host, "health check");
+        let t = Instant::now();
+        for attempt in 0..=h.retries {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(h.interval));
+            }
+            s.conn.send(&Msg::Health {
+                command: h.command.clone(),
+                timeout: h.timeout,
+            })?;
+            match s.reply()? {
+                Msg::HealthResult(run) => {
+                    let ok = run.status == Some(0);
+                    r.health.push(run);
+                    if ok {
+                        break;
+                    }
+                }
+                m => return Err(unexpected("HealthResult", &m)),
+            }
+        }
+        r.phases.health = t.elapsed().as_secs_f64();
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::{Conn, Msg, PROTOCOL_VERSION};
+use crate::ratelimit::{Bucket, Limited};
 use imager::Hash;
 use std::io::Read;
 use std::path::PathBuf;
@@ -110,15 +111,18 @@ impl std::fmt::Display for HostSpec {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct TransportOptions {
     /// The ssh command and its options, split on whitespace (`-e "ssh -p 2222"`).
     pub ssh: Vec<String>,
     /// The agent's path on ssh hosts.
     pub agent: String,
     pub install_agent: bool,
-    /// The `nice`/`ionice` prefix for the agent (issue-5 rollouts set it).
+    /// A command prefix for the agent (`nice -n 10 ionice -c 3`), from a rollout policy.
     pub agent_prefix: Vec<String>,
+    /// Bytes per second sent to each host, and to all hosts together.
+    pub rate_per_host: Option<u64>,
+    pub rate_total: Option<std::sync::Arc<crate::ratelimit::Bucket>>,
 }
 
 impl Default for TransportOptions {
@@ -128,6 +132,8 @@ impl Default for TransportOptions {
             agent: DEFAULT_AGENT.into(),
             install_agent: false,
             agent_prefix: Vec::new(),
+            rate_per_host: None,
+            rate_total: None,
         }
     }
 }
@@ -138,11 +144,12 @@ pub struct Welcome {
     pub agent: String,
     pub exe: Hash,
     pub image: Option<Hash>,
+    pub previous: Option<Hash>,
     pub rolled_forward: bool,
 }
 
 pub struct Session {
-    pub conn: Conn<ChildStdout, std::io::BufWriter<ChildStdin>>,
+    pub conn: Conn<ChildStdout, std::io::BufWriter<Limited<ChildStdin>>>,
     child: Child,
     stderr: Option<JoinHandle<String>>,
     pub welcome: Welcome,
@@ -264,14 +271,22 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             String::from_utf8_lossy(&v).trim().to_string()
         })
     });
+    let mut buckets: Vec<_> = opts.rate_total.iter().cloned().collect();
+    if let Some(r) = opts.rate_per_host {
+        buckets.push(Bucket::new(r));
+    }
     let mut s = Session {
-        conn: Conn::new(stdout, std::io::BufWriter::with_capacity(1 << 16, stdin)),
+        conn: Conn::new(
+            stdout,
+            std::io::BufWriter::with_capacity(1 << 16, Limited::new(stdin, buckets)),
+        ),
         child,
         stderr,
         welcome: Welcome {
             agent: String::new(),
             exe: Hash([0; 32]),
             image: None,
+            previous: None,
             rolled_forward: false,
         },
         installed: false,
@@ -289,12 +304,14 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             agent,
             exe,
             image,
+            previous,
             rolled_forward,
         }) if version == PROTOCOL_VERSION => {
             s.welcome = Welcome {
                 agent,
                 exe,
                 image,
+                previous,
                 rolled_forward,
             };
             Ok(s)

@@ -300,6 +300,7 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
             agent: "0.0.1".into(),
             exe: imager::Hash([0; 32]),
             image: None,
+            previous: None,
             rolled_forward: false,
         }),
     )

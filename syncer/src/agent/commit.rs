@@ -385,6 +385,10 @@ pub fn finish(st: &StateDir, j: &Journal) -> Result<()> {
             st.rename(from, to)?;
         }
     }
+    match st.image()? {
+        Some(old) if old != j.image => st.write(state::PREVIOUS, format!("{old}\n").as_bytes())?,
+        _ => {}
+    }
     st.write(state::IMAGE, format!("{}\n", j.image).as_bytes())?;
     st.remove(state::JOURNAL)
 }

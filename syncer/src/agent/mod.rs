@@ -96,6 +96,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
         agent,
         exe,
         image: st.image()?,
+        previous: st.previous()?,
         rolled_forward,
     })?;
 
@@ -230,6 +231,17 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         ))
                     })?;
                     s.put_file(&b, e, &source, &payload)?;
+                }
+                Msg::Health { command, timeout } => {
+                    let t = imager::build::manifest::Trigger {
+                        name: "health".into(),
+                        paths: Vec::new(),
+                        run: command,
+                        order: 0,
+                        timeout,
+                    };
+                    let image = st.image()?.map(|h| h.to_hex()).unwrap_or_default();
+                    conn.send(&Msg::HealthResult(triggers::run(root, &image, &t, &[])))?;
                 }
                 Msg::Commit => {
                     let p = pending

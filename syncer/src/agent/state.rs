@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 pub const DIR: &[u8] = b"/var/lib/syncer";
 pub const IMAGE: &str = "image";
+pub const PREVIOUS: &str = "image.previous";
 pub const MANIFEST: &str = "image.manifest";
 pub const LOCAL_STATE: &str = "local-state.txt";
 pub const TRIGGERS: &str = "triggers.toml";
@@ -118,8 +119,17 @@ impl StateDir {
 
     /// The image the host was last synced to.
     pub fn image(&self) -> crate::Result<Option<Hash>> {
+        self.id(IMAGE)
+    }
+
+    /// The image it ran before that.
+    pub fn previous(&self) -> crate::Result<Option<Hash>> {
+        self.id(PREVIOUS)
+    }
+
+    fn id(&self, name: &str) -> crate::Result<Option<Hash>> {
         Ok(self
-            .read_text(IMAGE)?
+            .read_text(name)?
             .and_then(|t| Hash::from_hex(t.trim())))
     }
 }

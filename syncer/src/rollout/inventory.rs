@@ -1,0 +1,405 @@
+//! The fleet inventory: colos in rollout order, their hosts, and the rollout policy
+//! (global, overridden per colo). TOML; see `inventories/example.toml` for every key.
+//!
+//! ```toml
+//! [policy]
+//! canary = 1                  # hosts first, alone, in each colo
+//! waves = ["25%", "100%"]     # then waves: counts or percentages of the colo's hosts
+//! parallel = 8                # hosts at once
+//! failure_budget = "10%"      # failures a wave may have before the rollout stops
+//! pause = "confirm"           # between colos: "none", "confirm" or seconds ("30")
+//! bandwidth_per_host = "20MB" # bytes per second sent to one host (k, M, G; B optional)
+//! bandwidth_total = "200MB"   # ... and to all hosts together
+//! nice = 10                   # CPU priority of the agent
+//! ionice = "idle"             # IO priority: "idle", "best-effort:N", "realtime:N"
+//! [policy.health]
+//! command = "systemctl is-system-running --wait"
+//! timeout = 60
+//! retries = 3
+//! interval = 5
+//!
+//! [[colo]]
+//! name = "test"
+//! hosts = ["ssh://root@test1", "local:/srv/chroots/test2"]
+//! [colo.policy]
+//! canary = 0
+//! ```
+
+use crate::error::{Error, Result};
+use crate::transport::HostSpec;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    pub canary: Option<usize>,
+    pub waves: Option<Vec<Size>>,
+    pub parallel: Option<usize>,
+    pub failure_budget: Option<Size>,
+    pub pause: Option<String>,
+    pub health: Option<Health>,
+    pub bandwidth_per_host: Option<String>,
+    pub bandwidth_total: Option<String>,
+    pub nice: Option<i32>,
+    pub ionice: Option<String>,
+}
+
+/// A count of hosts or a percentage of a colo's hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Count(usize),
+    Text(String),
+}
+
+impl Size {
+    /// The number of hosts this is out of `of` (a percentage rounds up, at least 1
+    /// when above 0%).
+    pub fn of(&self, of: usize) -> Result<usize> {
+        match self {
+            Size::Count(n) => Ok(*n),
+            Size::Text(t) => {
+                let bad = || Error::Usage(format!("bad size {t:?}: use a count or N%"));
+                match t.trim().strip_suffix('%') {
+                    Some(p) => {
+                        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                        if !(0.0..=100.0).contains(&p) {
+                            return Err(bad());
+                        }
+                        Ok(((of as f64) * p / 100.0).ceil() as usize)
+                    }
+                    None => t.trim().parse().map_err(|_| bad()),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub command: String,
+    #[serde(default = "default_health_timeout")]
+    pub timeout: u64,
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds between attempts.
+    #[serde(default = "default_health_interval")]
+    pub interval: u64,
+}
+
+fn default_health_timeout() -> u64 {
+    60
+}
+fn default_health_interval() -> u64 {
+    5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ColoFile {
+    name: String,
+    hosts: Vec<String>,
+    #[serde(default)]
+    policy: PolicyFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryFile {
+    #[serde(default)]
+    policy: PolicyFile,
+    #[serde(default)]
+    colo: Vec<ColoFile>,
+}
+
+/// Between colos.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pause {
+    None,
+    Confirm,
+    Seconds(u64),
+}
+
+/// IO priority of the agent (`ionice`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IoNice {
+    Idle,
+    BestEffort(u8),
+    Realtime(u8),
+}
+
+/// A colo's policy with the global one applied under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub canary: usize,
+    pub waves: Vec<Size>,
+    pub parallel: usize,
+    pub failure_budget: Size,
+    pub pause: Pause,
+    pub health: Option<Health>,
+    /// Bytes per second.
+    pub bandwidth_per_host: Option<u64>,
+    pub bandwidth_total: Option<u64>,
+    pub nice: Option<i32>,
+    pub ionice: Option<IoNice>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Colo {
+    pub name: String,
+    pub hosts: Vec<HostSpec>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub path: PathBuf,
+    pub colos: Vec<Colo>,
+}
+
+/// `20MB`, `512k`, `1G`, `1500` (bytes per second).
+pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let t = t.strip_suffix("/s").unwrap_or(t);
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad rate {s:?}: use bytes per second, e.g. 20MB or 512k"))?;
+    if n <= 0.0 {
+        return Err(format!("bad rate {s:?}: must be positive"));
+    }
+    Ok((n * mult) as u64)
+}
+
+fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
+    let bad = |m: String| Error::Usage(format!("{what}: {m}"));
+    let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
+    let pause = match pick(&global.pause, &colo.pause).as_deref() {
+        None | Some("confirm") => Pause::Confirm,
+        Some("none") => Pause::None,
+        Some(s) => Pause::Seconds(
+            s.parse()
+                .map_err(|_| bad(format!("pause {s:?}: use none, confirm or seconds")))?,
+        ),
+    };
+    let ionice = match pick(&global.ionice, &colo.ionice).as_deref() {
+        None => None,
+        Some("idle") => Some(IoNice::Idle),
+        Some(s) => {
+            let (class, level) = s
+                .split_once(':')
+                .ok_or_else(|| bad(format!("ionice {s:?}: use idle, best-effort:N or realtime:N")))?;
+            let level: u8 = level
+                .parse()
+                .ok()
+                .filter(|l| *l <= 7)
+                .ok_or_else(|| bad(format!("ionice level {level:?}: 0 to 7")))?;
+            match class {
+                "best-effort" => Some(IoNice::BestEffort(level)),
+                "realtime" => Some(IoNice::Realtime(level)),
+                _ => return Err(bad(format!("ionice class {class:?}"))),
+            }
+        }
+    };
+    let rate = |v: Option<String>| -> Result<Option<u64>> {
+        v.map(|s| parse_rate(&s).map_err(bad)).transpose()
+    };
+    let p = Policy {
+        canary: colo.canary.or(global.canary).unwrap_or(1),
+        waves: colo
+            .waves
+            .clone()
+            .or_else(|| global.waves.clone())
+            .unwrap_or_else(|| vec![Size::Text("100%".into())]),
+        parallel: colo.parallel.or(global.parallel).unwrap_or(8),
+        failure_budget: colo
+            .failure_budget
+            .clone()
+            .or_else(|| global.failure_budget.clone())
+            .unwrap_or(Size::Count(0)),
+        pause,
+        health: colo.health.clone().or_else(|| global.health.clone()),
+        bandwidth_per_host: rate(pick(&global.bandwidth_per_host, &colo.bandwidth_per_host))?,
+        bandwidth_total: rate(pick(&global.bandwidth_total, &colo.bandwidth_total))?,
+        nice: colo.nice.or(global.nice),
+        ionice,
+    };
+    if p.parallel == 0 {
+        return Err(bad("parallel must be at least 1".into()));
+    }
+    if p.waves.is_empty() {
+        return Err(bad("waves is empty".into()));
+    }
+    for w in &p.waves {
+        if w.of(100)? == 0 {
+            return Err(bad(format!("a wave of {w:?} has no hosts")));
+        }
+    }
+    p.failure_budget.of(100)?;
+    if let Some(n) = p.nice {
+        if !(-20..=19).contains(&n) {
+            return Err(bad(format!("nice {n}: -20 to 19")));
+        }
+    }
+    Ok(p)
+}
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Inventory> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+        Inventory::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
+        let f: InventoryFile = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(0);
+            Error::Usage(format!("{}:{line}: {}", path.display(), e.message()))
+        })?;
+        if f.colo.is_empty() {
+            return Err(Error::Usage(format!("{}: no [[colo]]", path.display())));
+        }
+        let mut colos = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for c in &f.colo {
+            let what = format!("{}: colo {}", path.display(), c.name);
+            if !seen.insert(c.name.clone()) {
+                return Err(Error::Usage(format!("{what}: listed twice")));
+            }
+            let mut hosts = Vec::new();
+            for h in &c.hosts {
+                let spec = HostSpec::parse(h).map_err(|e| Error::Usage(format!("{what}: {e}")))?;
+                if colos
+                    .iter()
+                    .any(|o: &Colo| o.hosts.contains(&spec))
+                    || hosts.contains(&spec)
+                {
+                    return Err(Error::Usage(format!("{what}: host {h} is listed twice")));
+                }
+                hosts.push(spec);
+            }
+            colos.push(Colo {
+                name: c.name.clone(),
+                hosts,
+                policy: merge(&f.policy, &c.policy, &what)?,
+            });
+        }
+        Ok(Inventory {
+            path: path.to_path_buf(),
+            colos,
+        })
+    }
+
+    /// The colos named (all when `names` is empty), in rollout order.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Colo>> {
+        for n in names {
+            if !self.colos.iter().any(|c| &c.name == n) {
+                return Err(Error::Usage(format!(
+                    "{}: no colo named {n:?}",
+                    self.path.display()
+                )));
+            }
+        }
+        Ok(self
+            .colos
+            .iter()
+            .filter(|c| names.is_empty() || names.contains(&c.name))
+            .collect())
+    }
+}
+
+/// A colo's hosts split into the canary wave and the waves after it (none empty).
+pub fn waves(colo: &Colo) -> Result<Vec<Vec<HostSpec>>> {
+    let n = colo.hosts.len();
+    let mut out = Vec::new();
+    let mut at = colo.policy.canary.min(n);
+    if at > 0 {
+        out.push(colo.hosts[..at].to_vec());
+    }
+    for w in &colo.policy.waves {
+        if at >= n {
+            break;
+        }
+        let size = w.of(n)?.max(1);
+        let end = (at + size).min(n);
+        out.push(colo.hosts[at..end].to_vec());
+        at = end;
+    }
+    if at < n {
+        out.push(colo.hosts[at..].to_vec());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventories_parse_merge_and_split_into_waves() {
+        let text = r#"
+[policy]
+canary = 1
+waves = [2, "50%"]
+failure_budget = "10%"
+pause = "none"
+bandwidth_per_host = "2MB"
+ionice = "best-effort:7"
+[policy.health]
+command = "true"
+
+[[colo]]
+name = "test"
+hosts = ["local:/h/1", "local:/h/2"]
+[colo.policy]
+canary = 0
+pause = "30"
+
+[[colo]]
+name = "ams"
+hosts = ["local:/h/3", "local:/h/4", "local:/h/5", "local:/h/6", "local:/h/7", "local:/h/8", "local:/h/9"]
+"#;
+        let inv = Inventory::parse(text, Path::new("fleet.toml")).unwrap();
+        assert_eq!(inv.colos[0].policy.canary, 0);
+        assert_eq!(inv.colos[0].policy.pause, Pause::Seconds(30));
+        assert_eq!(inv.colos[1].policy.pause, Pause::None);
+        assert_eq!(inv.colos[1].policy.bandwidth_per_host, Some(2_000_000));
+        assert_eq!(inv.colos[1].policy.ionice, Some(IoNice::BestEffort(7)));
+        assert_eq!(inv.colos[1].policy.health.as_ref().unwrap().timeout, 60);
+        let sizes: Vec<usize> = waves(&inv.colos[1]).unwrap().iter().map(|w| w.len()).collect();
+        assert_eq!(sizes, [1, 2, 4]);
+        let sizes: Vec<usize> = waves(&inv.colos[0]).unwrap().iter().map(|w| w.len()).collect();
+        assert_eq!(sizes, [2]);
+        assert_eq!(Size::Text("10%".into()).of(7).unwrap(), 1);
+        assert_eq!(Size::Text("0%".into()).of(7).unwrap(), 0);
+
+        for (bad, want) in [
+            ("[[colo]]\nname = \"a\"\nhosts = [\"ftp://x\"]\n", "fleet.toml: colo a: bad host"),
+            ("[[colo]]\nname = \"a\"\nhosts = []\nfoo = 1\n", "fleet.toml:4: unknown field"),
+            (
+                "[policy]\nionice = \"fast\"\n[[colo]]\nname = \"a\"\nhosts = []\n",
+                "ionice \"fast\"",
+            ),
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n[[colo]]\nname = \"b\"\nhosts = [\"local:/x\"]\n",
+                "listed twice",
+            ),
+            ("[policy]\nbandwidth_total = \"fast\"\n[[colo]]\nname = \"a\"\nhosts = []\n", "bad rate"),
+        ] {
+            let e = Inventory::parse(bad, Path::new("fleet.toml")).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Rollouts: an image across the fleet, colo after colo (in inventory order), canary
+//! first, then waves, hosts in parallel up to the policy's limit. A host that fails (sync
+//! error, trigger failure, failed health check) is rolled back to the image it ran before,
+//! as a delta too. When a wave spends its failure budget, or on Ctrl-C once the hosts in
+//! flight are done, the rollout stops; its state is saved after every host, so
+//! `--resume` continues where it stopped. Deltas are computed once per (from, to) pair
+//! and shared by every host ([`crate::delta::Cache`]).
+
+pub mod inventory;
+pub mod state;
+
+use crate::delta::Cache;
+use crate::error::{Error, Result};
+use crate::push::{self, HostReport, Image, Observer, PushOptions};
+use crate::ratelimit::Bucket;
+use crate::transport::{self, HostSpec, TransportOptions};
+use imager::store::Store;
+use imager::Hash;
+use inventory::{Colo, Inventory, IoNice, Pause};
+use state::{HostResult, Rollback, RolloutState};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+pub struct RolloutOptions {
+    /// Colos to roll, by name (all when empty).
+    pub colos: Vec<String>,
+    /// Go on between colos without asking.
+    pub yes: bool,
+    pub verify: bool,
+    /// ssh command, agent path, agent installation (policies add the rest).
+    pub transport: TransportOptions,
+    pub state_file: PathBuf,
+    /// Set by Ctrl-C: no new host starts; those in flight finish.
+    pub stop: Arc<AtomicBool>,
+    /// Asks whether to go on to the next colo (a terminal prompt in the binary).
+    pub confirm: Box<dyn Fn(&str) -> bool + Sync>,
+}
+
+/// The options one host of a colo is pushed with.
+fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) -> PushOptions {
+    let p = &colo.policy;
+    let mut prefix = Vec::new();
+    if let Some(n) = p.nice {
+        prefix.extend(["nice".to_string(), "-n".into(), n.to_string()]);
+    }
+    match &p.ionice {
+        Some(IoNice::Idle) => prefix.extend(["ionice".to_string(), "-c".into(), "3".into()]),
+        Some(IoNice::BestEffort(l)) => {
+            prefix.extend(["ionice".to_string(), "-c".into(), "2".into(), "-n".into(), l.to_string()])
+        }
+        Some(IoNice::Realtime(l)) => {
+            prefix.extend(["ionice".to_string(), "-c".into(), "1".into(), "-n".into(), l.to_string()])
+        }
+        None => {}
+    }
+    let mut transport = base.transport.clone();
+    transport.agent_prefix = prefix;
+    transport.rate_per_host = p.bandwidth_per_host;
+    transport.rate_total = total;
+    PushOptions {
+        dry_run: false,
+        verify: base.verify,
+        transport,
+        health: p.health.clone(),
+    }
+}
+
+/// Images loaded once each (the target, and every image hosts are rolled back to).
+struct Images<'s> {
+    store: &'s Store,
+    loaded: Mutex<HashMap<Hash, Arc<Image>>>,
+}
+
+impl Images<'_> {
+    fn get(&self, id: Hash) -> Result<Arc<Image>> {
+        if let Some(i) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(Image::load(self.store, id)?);
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, i.clone());
+        Ok(i)
+    }
+}
+
+/// Pushes `target` to one host and, if that fails after the host was reached, pushes
+/// back the image it had before.
+fn roll_host(
+    images: &Images,
+    target: &Image,
+    cache: &Cache,
+    spec: &HostSpec,
+    opts: &PushOptions,
+    obs: &dyn Observer,
+) -> (HostReport, Option<Rollback>) {
+    let r = push::push_host(images.store, target, cache, spec, opts, obs);
+    if r.ok || r.agent.is_none() {
+        // Success, or the host was never reached: nothing to undo.
+        return (r, None);
+    }
+    let before = r.image_before.as_deref().and_then(Hash::from_hex);
+    let rb = match before {
+        None => Rollback {
+            ok: false,
+            image: None,
+            error: Some("the host had no recorded image to go back to".into()),
+            report: None,
+        },
+        Some(b) if b == target.id => Rollback {
+            ok: true,
+            image: Some(b.to_hex()),
+            error: Some("the host was already at the target image before".into()),
+            report: None,
+        },
+        Some(b) => match images.get(b) {
+            Err(e) => Rollback {
+                ok: false,
+                image: Some(b.to_hex()),
+                error: Some(format!("cannot load the previous image: {e}")),
+                report: None,
+            },
+            Ok(prev) => {
+                obs.log(&format!("{spec}: rolling back to {}", &b.to_hex()[..12]));
+                let mut back = opts.clone();
+                back.health = None;
+                let rr = push::push_host(images.store, &prev, cache, spec, &back, obs);
+                Rollback {
+                    ok: rr.ok,
+                    image: Some(b.to_hex()),
+                    error: rr.error.clone(),
+                    report: Some(rr),
+                }
+            }
+        },
+    };
+    (r, Some(rb))
+}
+
+/// Runs (or, with `resume`, continues) a rollout of `image` over `inv`.
+pub fn run(
+    store: &Store,
+    image: Hash,
+    inv: &Inventory,
+    opts: &RolloutOptions,
+    resume: Option<RolloutState>,
+    obs: &dyn Observer,
+) -> Result<RolloutState> {
+    let started = Instant::now();
+    let colos = inv.select(&opts.colos)?;
+    let mut st = match resume {
+        Some(s) => {
+            s.check(image, inv)?;
+            s
+        }
+        None => RolloutState::new(image, inv, &colos),
+    };
+    st.stopped = None;
+    st.finished = false;
+    let images = Images {
+        store,
+        loaded: Mutex::new(HashMap::new()),
+    };
+    let target = images.get(image)?;
+    let cache = Cache::new(opts_cache_dir(store), 19);
+    let st = Mutex::new(st);
+    let save = |s: &RolloutState| s.save(&opts.state_file);
+    let mut first = true;
+    'colos: for colo in colos {
+        let waves = inventory::waves(colo)?;
+        let todo: usize = colo
+            .hosts
+            .iter()
+            .filter(|h| !lock(&st).is_done(h))
+            .count();
+        if todo == 0 {
+            continue;
+        }
+        if !first {
+            match colo.policy.pause {
+                Pause::None => {}
+                Pause::Seconds(n) => {
+                    obs.log(&format!("pausing {n} s before colo {}", colo.name));
+                    std::thread::sleep(std::time::Duration::from_secs(n));
+                }
+                Pause::Confirm if opts.yes => {}
+                Pause::Confirm => {
+                    if !(opts.confirm)(&colo.name) {
+                        let mut s = lock(&st);
+                        s.stopped = Some(format!("not confirmed: colo {}", colo.name));
+                        save(&s)?;
+                        break 'colos;
+                    }
+                }
+            }
+        }
+        first = false;
+        let total = colo.policy.bandwidth_total.map(Bucket::new);
+        let popts = push_options(colo, opts, total);
+        let canary = colo.policy.canary.min(colo.hosts.len());
+        for (wi, wave) in waves.iter().enumerate() {
+            let hosts: Vec<HostSpec> = wave
+                .iter()
+                .filter(|h| !lock(&st).is_done(h))
+                .cloned()
+                .collect();
+            if hosts.is_empty() {
+                continue;
+            }
+            let is_canary = wi == 0 && canary > 0;
+            let name = if is_canary {
+                "canary".to_string()
+            } else {
+                format!("wave {}", if canary > 0 { wi } else { wi + 1 })
+            };
+            let budget = if is_canary {
+                0
+            } else {
+                colo.policy.failure_budget.of(wave.len())?
+            };
+            obs.log(&format!(
+                "colo {}: {name}: {} host(s), failure budget {budget}",
+                colo.name,
+                hosts.len()
+            ));
+            let results = push::for_hosts(&hosts, colo.policy.parallel, |h| {
+                if opts.stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                let t = Instant::now();
+                let (r, rb) = roll_host(&images, &target, &cache, h, &popts, obs);
+                let res = HostResult::new(&colo.name, &name, h, r, rb, t.elapsed().as_secs_f64());
+                obs.log(&res.line());
+                let mut s = lock(&st);
+                s.record(res.clone());
+                if let Err(e) = save(&s) {
+                    obs.log(&format!("cannot save the rollout state: {e}"));
+                }
+                Some(res)
+            });
+            let failures = results.iter().flatten().filter(|r| !r.ok()).count();
+            let mut s = lock(&st);
+            if failures > budget {
+                s.stopped = Some(format!(
+                    "colo {} {name}: {failures} host(s) failed, the budget is {budget}",
+                    colo.name
+                ));
+            } else if opts.stop.load(Ordering::SeqCst) {
+                s.stopped = Some("interrupted".into());
+            }
+            if s.stopped.is_some() {
+                save(&s)?;
+                break 'colos;
+            }
+        }
+    }
+    let mut s = st.into_inner().unwrap_or_else(|p| p.into_inner());
+    s.finished = s.stopped.is_none();
+    s.wall_seconds = started.elapsed().as_secs_f64();
+    s.controller_cpu_seconds = own_cpu_seconds();
+    save(&s)?;
+    Ok(s)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The delta cache beside the store (as `syncer push` uses it).
+fn opts_cache_dir(store: &Store) -> Option<PathBuf> {
+    let d = store.root().join("syncer-cache");
+    std::fs::create_dir_all(&d).ok().map(|_| d)
+}
+
+/// CPU seconds this process has used (user + system), from /proc/self/stat: the
+/// controller's own cost, without the agents it started.
+pub fn own_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// `syncer rollback`: each host of the colos back to the image it ran before (or to `to`).
+pub fn rollback(
+    store: &Store,
+    inv: &Inventory,
+    colos: &[String],
+    to: Option<Hash>,
+    opts: &RolloutOptions,
+    obs: &dyn Observer,
+) -> Result<Vec<HostReport>> {
+    let selected = inv.select(colos)?;
+    let images = Images {
+        store,
+        loaded: Mutex::new(HashMap::new()),
+    };
+    let cache = Cache::new(opts_cache_dir(store), 19);
+    let mut out = Vec::new();
+    for colo in selected {
+        let total = colo.policy.bandwidth_total.map(Bucket::new);
+        let mut popts = push_options(colo, opts, total);
+        popts.health = None;
+        out.extend(push::for_hosts(&colo.hosts, colo.policy.parallel, |h| {
+            let target = match to {
+                Some(t) => Ok(t),
+                None => transport::connect(h, &popts.transport).and_then(|s| {
+                    let prev = s.welcome.previous;
+                    s.close();
+                    prev.ok_or_else(|| Error::Usage("the host records no previous image".into()))
+                }),
+            };
+            let r = target.and_then(|t| images.get(t)).map(|img| {
+                let r = push::push_host(store, &img, &cache, h, &popts, obs);
+                obs.log(&format!(
+                    "{h}: {} {}",
+                    if r.ok { "back at" } else { "FAILED going back to" },
+                    &img.id.to_hex()[..12]
+                ));
+                r
+            });
+            r.unwrap_or_else(|e| HostReport {
+                host: h.to_string(),
+                error: Some(e.to_string()),
+                ..Default::default()
+            })
+        }));
+    }
+    Ok(out)
+}

@@ -1,0 +1,189 @@
+//! The saved state of a rollout (JSON, written atomically after every host): what each
+//! host's outcome was, and why the rollout stopped. `--resume` reads it back and skips
+//! the hosts that already run the image; it is also the report.
+
+use super::inventory::{Colo, Inventory};
+use crate::error::{Error, Result};
+use crate::push::HostReport;
+use crate::transport::HostSpec;
+use imager::Hash;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The way back of a failed host.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Rollback {
+    pub ok: bool,
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub report: Option<HostReport>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HostResult {
+    pub host: String,
+    pub colo: String,
+    pub wave: String,
+    /// "ok" or "failed".
+    pub outcome: String,
+    pub image_before: Option<String>,
+    pub image_after: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+    pub added: u64,
+    pub changed: u64,
+    pub deleted: u64,
+    pub wire_sent: u64,
+    pub seconds: f64,
+    /// The push's full report (not kept across `--resume`).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub push: Option<HostReport>,
+}
+
+impl HostResult {
+    pub fn new(
+        colo: &str,
+        wave: &str,
+        spec: &HostSpec,
+        r: HostReport,
+        rollback: Option<Rollback>,
+        seconds: f64,
+    ) -> HostResult {
+        // After a rollback the host runs what it ran before (if the way back worked).
+        let image_after = match &rollback {
+            Some(rb) if rb.ok => rb.image.clone(),
+            Some(_) => None,
+            None => r.image_after.clone().or(r.image_before.clone()),
+        };
+        HostResult {
+            host: spec.to_string(),
+            colo: colo.to_string(),
+            wave: wave.to_string(),
+            outcome: if r.ok { "ok" } else { "failed" }.into(),
+            image_before: r.image_before.clone(),
+            image_after,
+            error: r.error.clone(),
+            rollback,
+            added: r.added,
+            changed: r.changed,
+            deleted: r.deleted,
+            wire_sent: r.wire_sent,
+            seconds,
+            push: Some(r),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.outcome == "ok"
+    }
+
+    /// One log line.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "{} [{} {}]: {} in {:.1} s, {:.2} MB sent",
+            self.host,
+            self.colo,
+            self.wave,
+            self.outcome,
+            self.seconds,
+            self.wire_sent as f64 / 1e6
+        );
+        if let Some(e) = &self.error {
+            s.push_str(&format!(": {e}"));
+        }
+        if let Some(rb) = &self.rollback {
+            s.push_str(&match (rb.ok, &rb.error) {
+                (true, _) => "; rolled back".to_string(),
+                (false, Some(e)) => format!("; ROLLBACK FAILED: {e}"),
+                (false, None) => "; ROLLBACK FAILED".to_string(),
+            });
+        }
+        s
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RolloutState {
+    pub image: String,
+    pub inventory: String,
+    pub colos: Vec<String>,
+    /// The latest result of every host reached, in the order they finished.
+    pub hosts: Vec<HostResult>,
+    pub stopped: Option<String>,
+    pub finished: bool,
+    pub wall_seconds: f64,
+    pub controller_cpu_seconds: f64,
+}
+
+impl RolloutState {
+    pub fn new(image: Hash, inv: &Inventory, colos: &[&Colo]) -> RolloutState {
+        RolloutState {
+            image: image.to_hex(),
+            inventory: inv.path.display().to_string(),
+            colos: colos.iter().map(|c| c.name.clone()).collect(),
+            hosts: Vec::new(),
+            stopped: None,
+            finished: false,
+            wall_seconds: 0.0,
+            controller_cpu_seconds: 0.0,
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<RolloutState> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Usage(format!(
+                "cannot read the rollout state {}: {e}",
+                path.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    }
+
+    /// Written beside, then renamed over: a crash never leaves half a state.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Usage(format!("cannot write the rollout state: {e}")))?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// A resumed rollout must be of the same image over the same inventory.
+    pub fn check(&self, image: Hash, inv: &Inventory) -> Result<()> {
+        if self.image != image.to_hex() {
+            return Err(Error::Usage(format!(
+                "the saved rollout is of image {}, not {image}",
+                self.image
+            )));
+        }
+        if self.inventory != inv.path.display().to_string() {
+            return Err(Error::Usage(format!(
+                "the saved rollout is over {}, not {}",
+                self.inventory,
+                inv.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn is_done(&self, h: &HostSpec) -> bool {
+        let name = h.to_string();
+        self.hosts.iter().any(|r| r.host == name && r.ok())
+    }
+
+    /// Keeps the latest result per host.
+    pub fn record(&mut self, r: HostResult) {
+        self.hosts.retain(|x| x.host != r.host);
+        self.hosts.push(r);
+    }
+
+    pub fn count(&self, outcome: &str) -> usize {
+        self.hosts.iter().filter(|r| r.outcome == outcome).count()
+    }
+}
