@@ -6,11 +6,11 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::sync::Mutex;
 use syncer::delta::Cache;
 use syncer::push::{self, HostReport, HostStatus, Image, Observer, PushOptions};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use syncer::rollout::inventory::Inventory;
 use syncer::rollout::state::RolloutState;
 use syncer::rollout::RolloutOptions;
@@ -315,7 +315,10 @@ fn run(cli: Cli) -> Result<i32> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("{:<40} {:<10} {:<24} {:<18} LAST", "HOST", "COLO", "IMAGE", "DRIFT");
+                println!(
+                    "{:<40} {:<10} {:<24} {:<18} LAST",
+                    "HOST", "COLO", "IMAGE", "DRIFT"
+                );
                 for (c, s, l) in &rows {
                     let image = match (&s.error, &s.image) {
                         (Some(_), _) => "unreachable".to_string(),
@@ -354,7 +357,8 @@ fn run(cli: Cli) -> Result<i32> {
         } => {
             let inv = Inventory::load(&inventory)?;
             let state_file = state.unwrap_or_else(|| state_path(&inv.path));
-            let store = imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)?;
+            let store =
+                imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)?;
             let saved = if resume {
                 Some(RolloutState::load(&state_file)?)
             } else {
@@ -397,7 +401,11 @@ fn run(cli: Cli) -> Result<i32> {
             } else {
                 print_rollout(&st, &state_file);
             }
-            Ok(if st.finished && st.count("failed") == 0 { 0 } else { 1 })
+            Ok(if st.finished && st.count("failed") == 0 {
+                0
+            } else {
+                1
+            })
         }
         Cmd::Rollback {
             inventory,
@@ -406,7 +414,8 @@ fn run(cli: Cli) -> Result<i32> {
             conn,
         } => {
             let inv = Inventory::load(&inventory)?;
-            let store = imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)?;
+            let store =
+                imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)?;
             let to = to.map(|t| store.resolve(&t)).transpose()?;
             let base = options(&conn, false)?;
             let opts = RolloutOptions {

@@ -58,7 +58,12 @@ impl Image {
     }
 
     /// How to tell a host at image `base` (if any) what this image is.
-    fn manifest_for(&self, store: &Store, cache: &Cache, base: Option<Hash>) -> Result<ManifestData> {
+    fn manifest_for(
+        &self,
+        store: &Store,
+        cache: &Cache,
+        base: Option<Hash>,
+    ) -> Result<ManifestData> {
         match base {
             Some(b) if b == self.id => Ok(ManifestData::Recorded),
             Some(b) if store.has_image(&b) => {
@@ -117,6 +122,8 @@ pub struct Phases {
     pub connect: f64,
     pub scan: f64,
     pub plan: f64,
+    /// Sending the content (the part a bandwidth limit stretches).
+    pub send: f64,
     pub stage: f64,
     pub commit: f64,
     pub triggers: f64,
@@ -321,7 +328,8 @@ fn push_steps(
     let t = Instant::now();
     obs.phase(&host, "staging");
     send_items(s, &items, &host, obs)?;
-    r.phases.stage = t.elapsed().as_secs_f64();
+    r.phases.send = t.elapsed().as_secs_f64();
+    r.phases.stage = r.phases.send;
     obs.phase(&host, "committing");
     match s.reply()? {
         Msg::Committed(c) => {

@@ -30,7 +30,8 @@ impl Bucket {
             let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
             let (tokens, last) = *s;
-            let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst());
+            let tokens =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst());
             let left = tokens - n as f64;
             *s = (left, now);
             if left < 0.0 {

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use syncer::protocol::{Msg, MAX_FRAME, PROTOCOL_VERSION};
 
 /// A tree with every kind of entry; `v` 2 changes content, modes, links and adds and
@@ -331,70 +331,6 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
     let err = v["hosts"][0]["error"].as_str().unwrap();
     assert!(err.contains("protocol version 7"), "{err}");
     assert_eq!(v["hosts"][0]["host"], "ssh://old-host");
-}
-
-/// An sshd on 127.0.0.1 for one test, with its own keys; killed at the end.
-struct Sshd {
-    child: Child,
-    port: u16,
-    key: PathBuf,
-}
-
-impl Sshd {
-    fn start(dir: &Path) -> Sshd {
-        let d = dir.join("sshd");
-        std::fs::create_dir_all(&d).unwrap();
-        sh(&format!(
-            "cd '{d}' && ssh-keygen -q -t ed25519 -N '' -f host_key && ssh-keygen -q -t ed25519 -N '' -f id && cp id.pub authorized_keys && mkdir -p /run/sshd",
-            d = d.display()
-        ));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let config = d.join("sshd_config");
-        std::fs::write(
-            &config,
-            format!(
-                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/pid\n\
-                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin yes\nStrictModes no\n\
-                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(&config)
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Sshd {
-            child,
-            port,
-            key: d.join("id"),
-        }
-    }
-
-    fn rsh(&self) -> String {
-        format!(
-            "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
-            self.key.display()
-        )
-    }
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -22,9 +22,8 @@ fn corpus_store() -> &'static Corpus {
     static C: OnceLock<Corpus> = OnceLock::new();
     C.get_or_init(|| {
         let dir = corpus();
-        let store = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("corpus-store-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&store);
+        // Kept between runs: importing again into it is quick.
+        let store = Path::new(env!("CARGO_TARGET_TMPDIR")).join("corpus-store");
         let a = import(&store, &dir.join("A"), "A");
         let b = import(&store, &dir.join("B"), "B");
         Corpus { dir, store, a, b }

@@ -128,8 +128,6 @@ impl StateDir {
     }
 
     fn id(&self, name: &str) -> crate::Result<Option<Hash>> {
-        Ok(self
-            .read_text(name)?
-            .and_then(|t| Hash::from_hex(t.trim())))
+        Ok(self.read_text(name)?.and_then(|t| Hash::from_hex(t.trim())))
     }
 }

@@ -195,9 +195,11 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
         None => None,
         Some("idle") => Some(IoNice::Idle),
         Some(s) => {
-            let (class, level) = s
-                .split_once(':')
-                .ok_or_else(|| bad(format!("ionice {s:?}: use idle, best-effort:N or realtime:N")))?;
+            let (class, level) = s.split_once(':').ok_or_else(|| {
+                bad(format!(
+                    "ionice {s:?}: use idle, best-effort:N or realtime:N"
+                ))
+            })?;
             let level: u8 = level
                 .parse()
                 .ok()
@@ -281,11 +283,7 @@ impl Inventory {
             let mut hosts = Vec::new();
             for h in &c.hosts {
                 let spec = HostSpec::parse(h).map_err(|e| Error::Usage(format!("{what}: {e}")))?;
-                if colos
-                    .iter()
-                    .any(|o: &Colo| o.hosts.contains(&spec))
-                    || hosts.contains(&spec)
-                {
+                if colos.iter().any(|o: &Colo| o.hosts.contains(&spec)) || hosts.contains(&spec) {
                     return Err(Error::Usage(format!("{what}: host {h} is listed twice")));
                 }
                 hosts.push(spec);
@@ -378,9 +376,17 @@ hosts = ["local:/h/3", "local:/h/4", "local:/h/5", "local:/h/6", "local:/h/7", "
         assert_eq!(inv.colos[1].policy.bandwidth_per_host, Some(2_000_000));
         assert_eq!(inv.colos[1].policy.ionice, Some(IoNice::BestEffort(7)));
         assert_eq!(inv.colos[1].policy.health.as_ref().unwrap().timeout, 60);
-        let sizes: Vec<usize> = waves(&inv.colos[1]).unwrap().iter().map(|w| w.len()).collect();
+        let sizes: Vec<usize> = waves(&inv.colos[1])
+            .unwrap()
+            .iter()
+            .map(|w| w.len())
+            .collect();
         assert_eq!(sizes, [1, 2, 4]);
-        let sizes: Vec<usize> = waves(&inv.colos[0]).unwrap().iter().map(|w| w.len()).collect();
+        let sizes: Vec<usize> = waves(&inv.colos[0])
+            .unwrap()
+            .iter()
+            .map(|w| w.len())
+            .collect();
         assert_eq!(sizes, [2]);
         assert_eq!(Size::Text("10%".into()).of(7).unwrap(), 1);
         assert_eq!(Size::Text("0%".into()).of(7).unwrap(), 0);

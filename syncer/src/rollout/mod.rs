@@ -48,12 +48,20 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
     }
     match &p.ionice {
         Some(IoNice::Idle) => prefix.extend(["ionice".to_string(), "-c".into(), "3".into()]),
-        Some(IoNice::BestEffort(l)) => {
-            prefix.extend(["ionice".to_string(), "-c".into(), "2".into(), "-n".into(), l.to_string()])
-        }
-        Some(IoNice::Realtime(l)) => {
-            prefix.extend(["ionice".to_string(), "-c".into(), "1".into(), "-n".into(), l.to_string()])
-        }
+        Some(IoNice::BestEffort(l)) => prefix.extend([
+            "ionice".to_string(),
+            "-c".into(),
+            "2".into(),
+            "-n".into(),
+            l.to_string(),
+        ]),
+        Some(IoNice::Realtime(l)) => prefix.extend([
+            "ionice".to_string(),
+            "-c".into(),
+            "1".into(),
+            "-n".into(),
+            l.to_string(),
+        ]),
         None => {}
     }
     let mut transport = base.transport.clone();
@@ -76,7 +84,12 @@ struct Images<'s> {
 
 impl Images<'_> {
     fn get(&self, id: Hash) -> Result<Arc<Image>> {
-        if let Some(i) = self.loaded.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(i) = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
             return Ok(i.clone());
         }
         let i = Arc::new(Image::load(self.store, id)?);
@@ -172,11 +185,7 @@ pub fn run(
     let mut first = true;
     'colos: for colo in colos {
         let waves = inventory::waves(colo)?;
-        let todo: usize = colo
-            .hosts
-            .iter()
-            .filter(|h| !lock(&st).is_done(h))
-            .count();
+        let todo: usize = colo.hosts.iter().filter(|h| !lock(&st).is_done(h)).count();
         if todo == 0 {
             continue;
         }
@@ -323,7 +332,11 @@ pub fn rollback(
                 let r = push::push_host(store, &img, &cache, h, &popts, obs);
                 obs.log(&format!(
                     "{h}: {} {}",
-                    if r.ok { "back at" } else { "FAILED going back to" },
+                    if r.ok {
+                        "back at"
+                    } else {
+                        "FAILED going back to"
+                    },
                     &img.id.to_hex()[..12]
                 ));
                 r

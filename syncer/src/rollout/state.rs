@@ -140,8 +140,7 @@ impl RolloutState {
                 path.display()
             ))
         })?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
     }
 
     /// Written beside, then renamed over: a crash never leaves half a state.

@@ -7,7 +7,7 @@ use imager::store::{Access, Store};
 use imager::tree::scan::Excludes;
 use imager::{Hash, Tree};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 
 pub fn syncer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_syncer"))
@@ -161,4 +161,90 @@ pub fn corpus() -> PathBuf {
         s = script.display()
     ));
     dir
+}
+
+/// An sshd on 127.0.0.1 for one test, with its own keys; killed at the end.
+pub struct Sshd {
+    child: Child,
+    pub port: u16,
+    key: PathBuf,
+}
+
+impl Sshd {
+    pub fn start(dir: &Path) -> Sshd {
+        let d = dir.join(format!(
+            "sshd-{}",
+            std::process::id() as u64 * 1000
+                + SSHD_N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        sh(&format!(
+            "cd '{d}' && ssh-keygen -q -t ed25519 -N '' -f host_key && \
+             (flock '{k}.lock' sh -c \"test -e '{k}' || ssh-keygen -q -t ed25519 -N '' -f '{k}'\") && \
+             cp '{k}.pub' authorized_keys && mkdir -p /run/sshd",
+            d = d.display(),
+            k = dir.join("ssh-client-id").display()
+        ));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin yes\nStrictModes no\n\
+                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Sshd {
+            child,
+            port,
+            key: dir.join("ssh-client-id"),
+        }
+    }
+
+    pub fn rsh(&self) -> String {
+        format!(
+            "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
+            self.key.display()
+        )
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+static SSHD_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A tiny root a health check or trigger can run in: dash and the libraries it needs,
+/// an app config and a payload of `payload` pseudo-random bytes that depend on `v`.
+pub fn mini_root(dir: &Path, v: u32, payload: usize) {
+    let d = dir.display();
+    sh(&format!(
+        "set -e; mkdir -p '{d}/bin' '{d}/etc' '{d}/root' '{d}/var/log' '{d}/var/lib' '{d}/srv'
+         cp /bin/dash '{d}/bin/sh'
+         for lib in $(ldd /bin/dash | grep -o '/[^ ]*'); do mkdir -p \"{d}$(dirname $lib)\"; cp -L $lib \"{d}$lib\"; done
+         printf 'version {v}\\n' > '{d}/etc/app.conf'
+         python3 -c 'import random,sys; random.seed({v}); sys.stdout.buffer.write(random.randbytes({payload}))' > '{d}/srv/payload'"
+    ));
 }

@@ -1,0 +1,314 @@
+//! Rollouts over a fleet of real hosts: `local:` roots and two sshd instances on
+//! 127.0.0.1, in two colos. Health checks that fail, failure budgets, `--resume`,
+//! rollback, bandwidth limits, and reports that agree with the hosts.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+
+/// A fleet: 8 local roots and 2 ssh hosts (each behind its own sshd), all at image v1.
+struct Fleet {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    store: PathBuf,
+    /// Host spec and its root directory.
+    hosts: Vec<(String, PathBuf)>,
+    _sshd: Vec<Sshd>,
+    rsh: String,
+}
+
+impl Fleet {
+    fn new(prefix: &str) -> Fleet {
+        let t = scratch(prefix);
+        let dir = t.path().to_path_buf();
+        let store = dir.join("store");
+        for v in [1, 2] {
+            mini_root(&dir.join(format!("v{v}")), v, 300_000);
+            import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
+        }
+        // Two sshds, one client key.
+        let sshd = vec![Sshd::start(&dir), Sshd::start(&dir)];
+        let rsh = sshd[0].rsh();
+        let mut hosts = Vec::new();
+        for i in 1..=8 {
+            let root = dir.join(format!("h{i}"));
+            std::fs::create_dir(&root).unwrap();
+            hosts.push((format!("local:{}", root.display()), root));
+        }
+        for (i, s) in sshd.iter().enumerate() {
+            let root = dir.join(format!("s{}", i + 1));
+            std::fs::create_dir(&root).unwrap();
+            hosts.push((
+                format!("ssh://root@127.0.0.1:{}{}", s.port, root.display()),
+                root,
+            ));
+        }
+        let f = Fleet {
+            _t: t,
+            dir,
+            store,
+            hosts,
+            _sshd: sshd,
+            rsh,
+        };
+        let mut args = vec!["push", "v1"];
+        let specs: Vec<String> = f.hosts.iter().map(|h| h.0.clone()).collect();
+        args.extend(specs.iter().map(String::as_str));
+        args.extend(f.conn());
+        ok(&f.store, &args);
+        f
+    }
+
+    fn conn(&self) -> Vec<&str> {
+        vec!["-e", &self.rsh, "--agent", env!("CARGO_BIN_EXE_syncer")]
+    }
+
+    fn spec(&self, i: usize) -> &str {
+        &self.hosts[i].0
+    }
+
+    /// An inventory: colo "test" = hosts 0..3, colo "ams" = hosts 3..10; `policy` is
+    /// added to the global [policy] table.
+    fn inventory(&self, policy: &str) -> PathBuf {
+        let list = |r: std::ops::Range<usize>| {
+            r.map(|i| format!("\"{}\"", self.spec(i)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let p = self.dir.join("fleet.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[policy]\npause = \"none\"\nparallel = 4\n{policy}\n\
+                 [policy.health]\ncommand = \"test ! -e /root/fail-health\"\ntimeout = 10\nretries = 1\ninterval = 1\n\n\
+                 [[colo]]\nname = \"test\"\nhosts = [{}]\n\n[[colo]]\nname = \"ams\"\nhosts = [{}]\n",
+                list(0..3),
+                list(3..10)
+            ),
+        )
+        .unwrap();
+        p
+    }
+
+    fn image_of(&self, i: usize) -> String {
+        std::fs::read_to_string(self.hosts[i].1.join("var/lib/syncer/image"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn fail_health(&self, i: usize, fail: bool) {
+        let m = self.hosts[i].1.join("root/fail-health");
+        if fail {
+            std::fs::write(m, "").unwrap();
+        } else {
+            std::fs::remove_file(m).unwrap();
+        }
+    }
+
+    fn rollout(&self, args: &[&str]) -> (bool, serde_json::Value) {
+        let mut a = vec!["rollout"];
+        a.extend_from_slice(args);
+        a.push("--json");
+        a.extend(self.conn());
+        let out = run(&self.store, &a);
+        let v = json(&String::from_utf8_lossy(&out.stdout));
+        (out.status.success(), v)
+    }
+
+    fn id(&self, name: &str) -> String {
+        imager::store::Store::open(&self.store, imager::store::Access::Read)
+            .unwrap()
+            .resolve(name)
+            .unwrap()
+            .to_hex()
+    }
+}
+
+fn result<'a>(st: &'a serde_json::Value, host: &str) -> &'a serde_json::Value {
+    st["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == host)
+        .unwrap_or_else(|| panic!("{host} not in the report:\n{st:#}"))
+}
+
+#[test]
+fn a_failing_canary_stops_its_colo_is_rolled_back_and_nothing_else_is_touched() {
+    let f = Fleet::new("rollout-canary-");
+    let inv = f.inventory("canary = 1\nwaves = [\"100%\"]");
+    let (v1, v2) = (f.id("v1"), f.id("v2"));
+    f.fail_health(0, true);
+    let (good, st) = f.rollout(&["v2", "--inventory", inv.to_str().unwrap(), "--yes"]);
+    assert!(!good);
+    assert!(st["stopped"].as_str().unwrap().contains("canary"), "{st:#}");
+    assert_eq!(st["hosts"].as_array().unwrap().len(), 1, "{st:#}");
+    let canary = result(&st, f.spec(0));
+    assert_eq!(canary["outcome"], "failed");
+    assert!(
+        canary["error"].as_str().unwrap().contains("health check"),
+        "{canary:#}"
+    );
+    assert_eq!(canary["rollback"]["ok"], true, "{canary:#}");
+    assert_eq!(canary["image_after"], v1);
+    // The canary really is back at v1, as a delta, and every other host never moved.
+    assert_host_is(
+        &f.hosts[0].1,
+        &f.store,
+        &imager::Hash::from_hex(&v1).unwrap(),
+    );
+    for i in 0..10 {
+        assert_eq!(f.image_of(i), v1, "host {i}");
+        assert!(!f.hosts[i].1.join("var/lib/syncer/image.previous").exists() || i == 0);
+    }
+    let _ = v2;
+}
+
+#[test]
+fn a_spent_failure_budget_stops_after_its_wave_and_resume_completes() {
+    let f = Fleet::new("rollout-budget-");
+    let inv = f.inventory("canary = 1\nwaves = [2]\nfailure_budget = 1");
+    let (v1, v2) = (f.id("v1"), f.id("v2"));
+    // colo test: canary h1, then a wave of h2 and h3, both failing.
+    f.fail_health(1, true);
+    f.fail_health(2, true);
+    let (good, st) = f.rollout(&["v2", "--inventory", inv.to_str().unwrap(), "--yes"]);
+    assert!(!good);
+    assert!(
+        st["stopped"].as_str().unwrap().contains("budget is 1"),
+        "{st:#}"
+    );
+    assert_eq!(result(&st, f.spec(0))["outcome"], "ok");
+    for i in [1, 2] {
+        let r = result(&st, f.spec(i));
+        assert_eq!(r["outcome"], "failed");
+        assert_eq!(r["rollback"]["ok"], true);
+        assert_eq!(f.image_of(i), v1);
+    }
+    assert_eq!(f.image_of(0), v2);
+    for i in 3..10 {
+        assert_eq!(f.image_of(i), v1, "host {i} of the next colo was touched");
+    }
+
+    // The fault is fixed: --resume finishes the rollout, colo after colo.
+    f.fail_health(1, false);
+    f.fail_health(2, false);
+    let (good, st) = f.rollout(&["--resume", "--inventory", inv.to_str().unwrap(), "--yes"]);
+    assert!(good, "{st:#}");
+    assert_eq!(st["finished"], true);
+    assert_eq!(st["hosts"].as_array().unwrap().len(), 10);
+    for (i, (spec, root)) in f.hosts.iter().enumerate() {
+        let r = result(&st, spec);
+        assert_eq!(r["outcome"], "ok", "{r:#}");
+        // The report agrees with the host.
+        assert_eq!(r["image_after"], f.image_of(i));
+        assert_eq!(f.image_of(i), v2);
+        assert_host_is(root, &f.store, &imager::Hash::from_hex(&v2).unwrap());
+    }
+    // Every host got content: the canary in the first run, the others now.
+    let pushed = st["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["changed"].as_u64().unwrap() > 0)
+        .count();
+    assert_eq!(pushed, 10, "{st:#}");
+
+    // status --inventory: every host at v2, clean, last result ok.
+    let mut a = vec!["status", "--inventory", inv.to_str().unwrap(), "--json"];
+    a.extend(f.conn());
+    let s = json(&ok(&f.store, &a));
+    for row in s.as_array().unwrap() {
+        assert_eq!(row["status"]["image"], v2, "{row:#}");
+        assert_eq!(row["status"]["drifted"], false);
+        assert_eq!(row["last"]["outcome"], "ok");
+    }
+
+    // rollback of one colo: back to v1 (each host's previous image), the other stays.
+    let mut a = vec![
+        "rollback",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--colo",
+        "test",
+        "--json",
+    ];
+    a.extend(f.conn());
+    let r = json(&ok(&f.store, &a));
+    assert_eq!(r.as_array().unwrap().len(), 3);
+    for i in 0..3 {
+        assert_eq!(f.image_of(i), v1);
+    }
+    for i in 3..10 {
+        assert_eq!(f.image_of(i), v2);
+    }
+}
+
+#[test]
+fn bandwidth_limits_hold_within_twenty_percent() {
+    let t = scratch("rollout-bw-");
+    let dir = t.path();
+    let store = dir.join("store");
+    mini_root(&dir.join("v1"), 1, 1000);
+    mini_root(&dir.join("v3"), 3, 3_000_000);
+    import(&store, &dir.join("v1"), "v1");
+    import(&store, &dir.join("v3"), "v3");
+    let hosts: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("h{i}"))).collect();
+    for h in &hosts {
+        std::fs::create_dir(h).unwrap();
+        ok(&store, &["push", "v1", &format!("local:{}", h.display())]);
+    }
+    let inv = dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[policy]\npause = \"none\"\ncanary = 0\nparallel = 2\n\n\
+             [[colo]]\nname = \"one\"\nhosts = [\"local:{}\"]\n[colo.policy]\nbandwidth_per_host = \"1MB\"\n\n\
+             [[colo]]\nname = \"two\"\nhosts = [\"local:{}\", \"local:{}\"]\n[colo.policy]\nbandwidth_total = \"1MB\"\n",
+            hosts[0].display(),
+            hosts[1].display(),
+            hosts[2].display()
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &store,
+        &[
+            "rollout",
+            "v3",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    let st = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{st:#}");
+    let rate = |h: &serde_json::Value| {
+        h["push"]["wire_sent"].as_f64().unwrap() / h["push"]["phases"]["send"].as_f64().unwrap()
+    };
+    let hs = st["hosts"].as_array().unwrap();
+    let one = hs.iter().find(|h| h["colo"] == "one").unwrap();
+    let r = rate(one) / 1e6;
+    assert!(
+        (0.8..=1.2).contains(&r),
+        "per-host limit 1 MB/s, measured {r:.3} MB/s"
+    );
+    // Two hosts sharing 1 MB/s: together they get about that.
+    let two: Vec<_> = hs.iter().filter(|h| h["colo"] == "two").collect();
+    let bytes: f64 = two
+        .iter()
+        .map(|h| h["push"]["wire_sent"].as_f64().unwrap())
+        .sum();
+    let secs = two
+        .iter()
+        .map(|h| h["push"]["phases"]["send"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let r = bytes / secs / 1e6;
+    assert!(
+        (0.8..=1.2).contains(&r),
+        "total limit 1 MB/s, measured {r:.3} MB/s"
+    );
+}
