@@ -29,7 +29,7 @@ pub struct Image {
     pub local_state: Vec<String>,
     pub triggers: Vec<u8>,
     /// The manifest compressed for hosts that know no earlier image (made once).
-    packed: std::sync::OnceLock<Vec<u8>>,
+    packed: std::sync::OnceLock<std::result::Result<Vec<u8>, String>>,
 }
 
 impl Image {
@@ -81,12 +81,11 @@ impl Image {
     }
 
     fn packed(&self) -> Result<Vec<u8>> {
-        if let Some(p) = self.packed.get() {
-            return Ok(p.clone());
-        }
-        let p = delta::zstd_whole(self.text.as_bytes(), 19)
-            .map_err(|e| Error::Usage(format!("compressing the manifest: {e}")))?;
-        Ok(self.packed.get_or_init(|| p).clone())
+        // get_or_init: hosts asking at once wait for one compression, not make their own.
+        self.packed
+            .get_or_init(|| delta::zstd_whole(self.text.as_bytes(), 19))
+            .clone()
+            .map_err(|e| Error::Usage(format!("compressing the manifest: {e}")))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The fleet inventory: colos in rollout order, their hosts, and the rollout policy
-//! (global, overridden per colo). TOML; see `inventories/example.toml` for every key.
+//! (global, overridden per colo). TOML; `syncer/inventories/example.toml` shows and
+//! explains every key.
 //!
 //! ```toml
 //! [policy]
@@ -344,6 +345,19 @@ pub fn waves(colo: &Colo) -> Result<Vec<Vec<HostSpec>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_example_inventory_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("inventories/example.toml");
+        let inv = Inventory::load(&p).unwrap();
+        let names: Vec<&str> = inv.colos.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["test", "ams1", "iad2"]);
+        assert_eq!(inv.colos[0].policy.pause, Pause::None);
+        assert_eq!(inv.colos[1].policy.pause, Pause::Confirm);
+        assert_eq!(inv.colos[2].policy.bandwidth_total, Some(100_000_000));
+        let sizes: Vec<usize> = waves(&inv.colos[1]).unwrap().iter().map(|w| w.len()).collect();
+        assert_eq!(sizes, [1, 2, 2]);
+    }
 
     #[test]
     fn inventories_parse_merge_and_split_into_waves() {
