@@ -167,6 +167,8 @@ fn hosts(list: &[String]) -> Result<Vec<HostSpec>> {
 struct Bars {
     multi: MultiProgress,
     bars: Mutex<HashMap<String, ProgressBar>>,
+    /// A rollout's whole fleet and its current wave.
+    fleet: Mutex<Option<(ProgressBar, ProgressBar)>>,
 }
 
 impl Bars {
@@ -174,7 +176,18 @@ impl Bars {
         Bars {
             multi: MultiProgress::new(),
             bars: Mutex::new(HashMap::new()),
+            fleet: Mutex::new(None),
         }
+    }
+
+    fn counter(&self, len: u64, prefix: &str) -> ProgressBar {
+        let b = self.multi.insert(0, ProgressBar::new(len));
+        b.set_style(
+            ProgressStyle::with_template("{prefix:30} {bar:43} {pos}/{len} hosts {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_prefix(prefix.to_string());
+        b
     }
 
     fn bar(&self, host: &str) -> ProgressBar {
@@ -205,6 +218,29 @@ impl Observer for Bars {
     }
     fn log(&self, line: &str) {
         let _ = self.multi.println(line);
+    }
+    fn rollout(&self, hosts: u64) {
+        let fleet = self.counter(hosts, "fleet");
+        let wave = self.counter(0, "wave");
+        self.multi.remove(&wave);
+        let wave = self.multi.insert(1, wave);
+        *self.fleet.lock().unwrap_or_else(|p| p.into_inner()) = Some((fleet, wave));
+    }
+    fn wave(&self, label: &str, hosts: u64) {
+        if let Some((_, w)) = &*self.fleet.lock().unwrap_or_else(|p| p.into_inner()) {
+            w.set_prefix(label.to_string());
+            w.set_length(hosts);
+            w.set_position(0);
+        }
+    }
+    fn host_done(&self, ok: bool) {
+        if let Some((f, w)) = &*self.fleet.lock().unwrap_or_else(|p| p.into_inner()) {
+            f.inc(1);
+            w.inc(1);
+            if !ok {
+                f.set_message("(failures)");
+            }
+        }
     }
     fn bytes(&self, host: &str, total: u64, done: u64) {
         let b = self.bar(host);

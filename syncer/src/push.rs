@@ -183,6 +183,12 @@ pub trait Observer: Sync {
     fn bytes(&self, _host: &str, _total: u64, _done: u64) {}
     /// A line for the log of a rollout (printed when there are no progress bars).
     fn log(&self, _line: &str) {}
+    /// A rollout of `hosts` hosts begins.
+    fn rollout(&self, _hosts: u64) {}
+    /// A wave begins (`label`: colo and wave).
+    fn wave(&self, _label: &str, _hosts: u64) {}
+    /// A host of the rollout is done (pushed, checked and, if it failed, rolled back).
+    fn host_done(&self, _ok: bool) {}
 }
 
 pub struct NoObserver;

@@ -249,6 +249,9 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
 
 fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     let mut cmd = agent_command(spec, opts)?;
+    // Its own process group: Ctrl-C on the controller's terminal reaches the controller
+    // (which stops starting hosts) but not the agents, which finish their host.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

@@ -312,3 +312,95 @@ fn bandwidth_limits_hold_within_twenty_percent() {
         "total limit 1 MB/s, measured {r:.3} MB/s"
     );
 }
+
+#[test]
+fn ctrl_c_lets_the_hosts_in_flight_finish_and_starts_no_more() {
+    let t = scratch("rollout-int-");
+    let dir = t.path();
+    let store = dir.join("store");
+    mini_root(&dir.join("v1"), 1, 1000);
+    mini_root(&dir.join("v3"), 3, 2_000_000);
+    let v1 = import(&store, &dir.join("v1"), "v1").to_hex();
+    let v3 = import(&store, &dir.join("v3"), "v3").to_hex();
+    let hosts: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("h{i}"))).collect();
+    let list: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("local:{}", h.display()))
+        .collect();
+    for (h, spec) in hosts.iter().zip(&list) {
+        std::fs::create_dir(h).unwrap();
+        ok(&store, &["push", "v1", spec]);
+    }
+    let inv = dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[policy]\npause = \"none\"\ncanary = 0\nparallel = 1\nbandwidth_per_host = \"1MB\"\n\n\
+             [[colo]]\nname = \"one\"\nhosts = [{}]\n",
+            list.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+        ),
+    )
+    .unwrap();
+    let mut cmd = syncer();
+    // As a terminal does: the controller leads a process group, Ctrl-C signals the group.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
+        .args([
+            "rollout",
+            "v3",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ])
+        .env("IMAGER_STORE", &store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first host takes about 2 s at 1 MB/s; interrupt during it.
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    rustix::process::kill_process_group(
+        rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let st = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(!out.status.success());
+    assert_eq!(st["stopped"], "interrupted", "{st:#}");
+    let done = st["hosts"].as_array().unwrap();
+    assert_eq!(done.len(), 1, "{st:#}");
+    assert_eq!(
+        done[0]["outcome"], "ok",
+        "the host in flight finished: {st:#}"
+    );
+    let image = |h: &PathBuf| {
+        std::fs::read_to_string(h.join("var/lib/syncer/image"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(image(&hosts[0]), v3);
+    assert_eq!(image(&hosts[1]), v1);
+    assert_eq!(image(&hosts[2]), v1);
+    let out = run(
+        &store,
+        &[
+            "rollout",
+            "--resume",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for h in &hosts {
+        assert_eq!(image(h), v3);
+    }
+}

@@ -355,7 +355,11 @@ mod tests {
         assert_eq!(inv.colos[0].policy.pause, Pause::None);
         assert_eq!(inv.colos[1].policy.pause, Pause::Confirm);
         assert_eq!(inv.colos[2].policy.bandwidth_total, Some(100_000_000));
-        let sizes: Vec<usize> = waves(&inv.colos[1]).unwrap().iter().map(|w| w.len()).collect();
+        let sizes: Vec<usize> = waves(&inv.colos[1])
+            .unwrap()
+            .iter()
+            .map(|w| w.len())
+            .collect();
         assert_eq!(sizes, [1, 2, 2]);
     }
 

@@ -180,6 +180,12 @@ pub fn run(
     };
     let target = images.get(image)?;
     let cache = Cache::new(opts_cache_dir(store), 19);
+    let todo_total = colos
+        .iter()
+        .flat_map(|c| c.hosts.iter())
+        .filter(|h| !st.is_done(h))
+        .count();
+    obs.rollout(todo_total as u64);
     let st = Mutex::new(st);
     let save = |s: &RolloutState| s.save(&opts.state_file);
     let mut first = true;
@@ -236,6 +242,7 @@ pub fn run(
                 colo.name,
                 hosts.len()
             ));
+            obs.wave(&format!("{} {name}", colo.name), hosts.len() as u64);
             let results = push::for_hosts(&hosts, colo.policy.parallel, |h| {
                 if opts.stop.load(Ordering::SeqCst) {
                     return None;
@@ -244,6 +251,7 @@ pub fn run(
                 let (r, rb) = roll_host(&images, &target, &cache, h, &popts, obs);
                 let res = HostResult::new(&colo.name, &name, h, r, rb, t.elapsed().as_secs_f64());
                 obs.log(&res.line());
+                obs.host_done(res.ok());
                 let mut s = lock(&st);
                 s.record(res.clone());
                 if let Err(e) = save(&s) {
