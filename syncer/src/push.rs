@@ -28,8 +28,6 @@ pub struct Image {
     pub text: String,
     pub local_state: Vec<String>,
     pub triggers: Vec<u8>,
-    /// The manifest compressed for hosts that know no earlier image (made once).
-    packed: std::sync::OnceLock<std::result::Result<Vec<u8>, String>>,
 }
 
 impl Image {
@@ -53,7 +51,6 @@ impl Image {
             text,
             local_state: imager::tree::scan::list_lines(&local),
             triggers,
-            packed: std::sync::OnceLock::new(),
         })
     }
 
@@ -76,17 +73,17 @@ impl Image {
                     delta: d.to_vec(),
                 })
             }
-            _ => Ok(ManifestData::Zstd(self.packed()?)),
+            // The manifest is the content whose blake3 is the image ID: its compressed
+            // form is cached like any whole object (once for all hosts, kept on disk).
+            _ => Ok(ManifestData::Zstd(
+                cache
+                    .manifest_whole(&self.id, &self.text)
+                    .map_err(|e| Error::Usage(format!("compressing the manifest: {e}")))?
+                    .to_vec(),
+            )),
         }
     }
 
-    fn packed(&self) -> Result<Vec<u8>> {
-        // get_or_init: hosts asking at once wait for one compression, not make their own.
-        self.packed
-            .get_or_init(|| delta::zstd_whole(self.text.as_bytes(), 19))
-            .clone()
-            .map_err(|e| Error::Usage(format!("compressing the manifest: {e}")))
-    }
 }
 
 #[derive(Clone, Default)]

@@ -409,3 +409,34 @@ fn one_session_at_a_time_per_host() {
     push(&f.store, "v1", &hs, &[]);
     assert_host_is(&h, &f.store, &id(&f.store, "v1"));
 }
+
+#[test]
+fn a_file_in_a_version_the_store_never_saw_travels_as_an_rsync_delta() {
+    let t = scratch("agent-rsync-");
+    let dir = t.path();
+    let store = dir.join("store");
+    mini_root(&dir.join("v1"), 1, 400_000);
+    import(&store, &dir.join("v1"), "v1");
+    // v1b: v1 with its payload changed in a few places.
+    copy_tree(&dir.join("v1"), &dir.join("v1b"));
+    sh(&format!(
+        "printf 'NEW-HEADER' | dd of='{p}' bs=1 seek=1000 conv=notrunc status=none && \
+         printf 'NEW-MIDDLE' | dd of='{p}' bs=1 seek=200000 conv=notrunc status=none",
+        p = dir.join("v1b/srv/payload").display()
+    ));
+    let v1b = import(&store, &dir.join("v1b"), "v1b");
+    let h = dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    push(&store, "v1", &hs, &[]);
+    // The host's copy drifts to content no image has.
+    sh(&format!(
+        "printf 'LOCAL-EDIT' | dd of='{}' bs=1 seek=300000 conv=notrunc status=none",
+        h.join("srv/payload").display()
+    ));
+    let r = push(&store, "v1b", &hs, &[]);
+    let rd = &r["sent"]["rsync_delta"];
+    assert_eq!(rd["files"], 1, "{r:#}");
+    assert!(rd["bytes"].as_u64().unwrap() < 40_000, "{r:#}");
+    assert_host_is(&h, &store, &v1b);
+}
