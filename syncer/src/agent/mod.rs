@@ -42,6 +42,10 @@ struct Pending {
     local_state: Vec<String>,
     triggers: Vec<u8>,
     changes: Vec<Change>,
+    /// Paths whose new content may be sent (added, changed or replaced files).
+    content: HashSet<Vec<u8>>,
+    /// Changed files with an old version on the host (rsync delta bases).
+    bases: HashSet<Vec<u8>>,
     host: HostTree,
 }
 
@@ -170,8 +174,20 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     if dry_run {
                         continue;
                     }
+                    let content = changes
+                        .iter()
+                        .filter(|c| c.kind != ChangeKind::Delete && c.kind != ChangeKind::Meta)
+                        .map(|c| c.path.clone())
+                        .collect();
+                    let bases = changes
+                        .iter()
+                        .filter(|c| c.kind == ChangeKind::Content)
+                        .map(|c| c.path.clone())
+                        .collect();
                     pending = Some(Pending {
                         id: image,
+                        content,
+                        bases,
                         image: tree,
                         manifest: text,
                         local_state,
@@ -186,11 +202,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         .ok_or_else(|| Error::Protocol("SignatureRequest before Target".into()))?;
                     let mut sigs = Vec::with_capacity(paths.len());
                     for path in paths {
-                        if !p
-                            .changes
-                            .iter()
-                            .any(|c| c.path == path && c.kind == ChangeKind::Content)
-                        {
+                        if !p.bases.contains(&path) {
                             return Err(Error::Protocol(format!(
                                 "signature asked for {}, which is not a changed file",
                                 escape(&path)
@@ -214,11 +226,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         return Err(Error::Protocol("Put before Stage".into()));
                     };
                     let payload = read_payload(conn, len)?;
-                    if !p
-                        .changes
-                        .iter()
-                        .any(|c| c.path == path && c.kind != ChangeKind::Delete)
-                    {
+                    if !p.content.contains(&path) {
                         return Err(Error::Protocol(format!(
                             "content sent for {}, which does not need any",
                             escape(&path)
