@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod normalize;
 pub mod ops;
 pub mod progress;
+pub mod review;
 pub mod safe_dir;
 pub mod store;
 pub mod tree;

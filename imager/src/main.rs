@@ -102,6 +102,34 @@ enum Cmd {
     },
     /// The images a name has pointed at, newest first (NAME, NAME~1, ...)
     History { name: String },
+    /// What changed between two images: packages with changelog entries, files by
+    /// package (unowned first), modes, owners, capabilities, text diffs
+    Diff {
+        /// A name, name~N, ID, or a tar[.zst] file (imported first)
+        old: String,
+        new: String,
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        #[arg(long)]
+        markdown: bool,
+        /// Only the summary
+        #[arg(long)]
+        summary: bool,
+        /// Only paths matching this glob (repeatable)
+        #[arg(long = "path", value_name = "GLOB")]
+        paths: Vec<String>,
+        /// Only this package's files and version (repeatable)
+        #[arg(long = "package", value_name = "NAME")]
+        packages: Vec<String>,
+    },
+    /// An image's installed packages: text, --json, or --spdx (an SPDX 2.3 SBOM)
+    Packages {
+        image: String,
+        #[arg(long, conflicts_with = "spdx")]
+        json: bool,
+        #[arg(long)]
+        spdx: bool,
+    },
     /// Resolve a build manifest's packages to exact versions and .deb hashes (M.lock)
     Lock {
         manifest: PathBuf,
@@ -552,6 +580,84 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             match store.image_file(&id, file)? {
                 Some(d) => out.write_all(&d)?,
                 None => bail!("image {id} has no {file}: it was not made by `imager build`"),
+            }
+        }
+        Cmd::Diff {
+            old,
+            new,
+            json,
+            markdown,
+            summary,
+            paths,
+            packages,
+        } => {
+            // A file is an archive to import first; anything else names an image.
+            let resolve = |spec: &str| -> Result<imager::Hash> {
+                let p = std::path::Path::new(spec);
+                if p.is_file() {
+                    let store = open(Access::Write)?;
+                    let r = ops::import(
+                        &store,
+                        &ops::Source::Archive(p.to_path_buf()),
+                        &ops::ImportOptions {
+                            name: None,
+                            normalize: None,
+                            excludes: Default::default(),
+                            extra: Vec::new(),
+                        },
+                        progress,
+                    )?;
+                    Ok(imager::Hash::from_hex(&r.id).context("import gave no ID")?)
+                } else {
+                    Ok(open(Access::Read)?.resolve(spec)?)
+                }
+            };
+            let (a, b) = (resolve(old)?, resolve(new)?);
+            let store = open(Access::Read)?;
+            let mut filter = imager::review::Filter {
+                packages: packages.clone(),
+                ..Default::default()
+            };
+            if !paths.is_empty() {
+                let mut g = globset::GlobSetBuilder::new();
+                for p in paths {
+                    g.add(
+                        globset::GlobBuilder::new(p)
+                            .literal_separator(true)
+                            .build()
+                            .with_context(|| format!("bad --path glob {p:?}"))?,
+                    );
+                }
+                filter.paths = Some(g.build()?);
+            }
+            let r = imager::review::diff(&store, &a, &b, &filter)?;
+            if *json {
+                serde_json::to_writer_pretty(&mut *out, &r)?;
+                writeln!(out)?;
+            } else if *markdown {
+                write!(out, "{}", imager::review::render::markdown(&r, *summary))?;
+            } else {
+                let colour = std::io::stdout().is_terminal();
+                write!(
+                    out,
+                    "{}",
+                    imager::review::render::text(&r, colour, *summary)
+                )?;
+            }
+        }
+        Cmd::Packages { image, json, spdx } => {
+            let store = open(Access::Read)?;
+            let id = store.resolve(image)?;
+            let pkgs = imager::review::packages::list(&store, &id)?;
+            if *spdx {
+                let doc = imager::review::packages::spdx(&store, &id, &pkgs)?;
+                serde_json::to_writer_pretty(&mut *out, &doc)?;
+                writeln!(out)?;
+            } else if *json {
+                serde_json::to_writer_pretty(&mut *out, &pkgs)?;
+                writeln!(out)?;
+            } else {
+                write!(out, "{}", imager::review::packages::text(&pkgs))?;
             }
         }
         Cmd::History { name } => {

@@ -162,7 +162,9 @@ impl Cache {
 
     /// An image manifest compressed whole (for hosts that know no earlier image).
     pub fn manifest_whole(&self, id: &Hash, text: &str) -> Result<Arc<Vec<u8>>, String> {
-        self.get(Encoding::Whole, None, id, || zstd_whole(text.as_bytes(), self.level))
+        self.get(Encoding::Whole, None, id, || {
+            zstd_whole(text.as_bytes(), self.level)
+        })
     }
 
     fn file(&self, enc: Encoding, old: Option<Hash>, new: &Hash) -> Option<PathBuf> {

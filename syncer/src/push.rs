@@ -83,7 +83,6 @@ impl Image {
             )),
         }
     }
-
 }
 
 #[derive(Clone, Default)]

@@ -1,0 +1,500 @@
+//! What reviewers read before an image ships: how two images differ, as a model
+//! ([`Report`]) rendered as text, JSON or Markdown ([`render`]).
+//!
+//! Packages come from each image's dpkg status, with the changelog entries between the
+//! two versions; files are grouped by the package that owns them (dpkg's file lists),
+//! files no package owns first; every file shows what changed about it, the risky
+//! changes (setuid/setgid bits, capabilities) flagged, and small text files get a unified
+//! diff. Only the manifests are compared; content is read only for dpkg's files,
+//! changelogs and the text diffs.
+
+pub mod dpkg;
+pub mod packages;
+pub mod render;
+
+use crate::error::Result;
+use crate::store::Store;
+use crate::tree::escape::escape;
+use crate::tree::{Entry, Kind, Tree};
+use crate::Hash;
+use dpkg::{ChangelogEntry, Package};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// Text files up to this size get a unified diff.
+const MAX_TEXT_DIFF: u64 = 64 << 10;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Side {
+    pub id: String,
+    pub names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub files_added: u64,
+    pub files_removed: u64,
+    pub files_changed: u64,
+    pub bytes_old: u64,
+    pub bytes_new: u64,
+    pub packages_added: u64,
+    pub packages_removed: u64,
+    pub packages_upgraded: u64,
+    pub packages_downgraded: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageChangeKind {
+    Added,
+    Removed,
+    Upgraded,
+    Downgraded,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PackageChange {
+    pub name: String,
+    pub change: PackageChangeKind,
+    pub old_version: Option<String>,
+    pub new_version: Option<String>,
+    pub source: String,
+    /// New changelog entries (upgrades), newest first.
+    pub changelog: Vec<ChangelogEntry>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileChangeKind {
+    Added,
+    Removed,
+    Changed,
+}
+
+/// One side of a changed path, as the manifest line says.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileSide {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blake3: Option<String>,
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FileChange {
+    pub path: String,
+    pub change: FileChangeKind,
+    pub old: Option<FileSide>,
+    pub new: Option<FileSide>,
+    /// What changed, one phrase each ("content 10 -> 12 bytes", "mode 0644 -> 0755").
+    pub what: Vec<String>,
+    /// The changes a reviewer must not miss: setuid/setgid bits, capabilities.
+    pub flagged: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PackageFiles {
+    pub package: String,
+    pub files: Vec<FileChange>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub old: Side,
+    pub new: Side,
+    pub summary: Summary,
+    pub packages: Vec<PackageChange>,
+    /// Changed paths no package owns (in either image): they deserve the hardest look.
+    pub unowned: Vec<FileChange>,
+    pub by_package: Vec<PackageFiles>,
+}
+
+/// What to include.
+#[derive(Default)]
+pub struct Filter {
+    pub paths: Option<globset::GlobSet>,
+    pub packages: Vec<String>,
+}
+
+/// An image opened for review: its tree and what dpkg says about it.
+struct Opened<'s> {
+    store: &'s Store,
+    tree: Tree,
+    packages: BTreeMap<String, Package>,
+    owners: HashMap<Vec<u8>, Vec<String>>,
+}
+
+impl<'s> Opened<'s> {
+    fn open(store: &'s Store, id: &Hash) -> Result<Opened<'s>> {
+        let tree = store.read_image(id)?;
+        let mut o = Opened {
+            store,
+            tree,
+            packages: BTreeMap::new(),
+            owners: HashMap::new(),
+        };
+        if let Some(status) = o.text(b"/var/lib/dpkg/status")? {
+            o.packages = dpkg::installed(&status);
+        }
+        let lists: Vec<(String, Hash)> = o
+            .tree
+            .entries()
+            .iter()
+            .filter_map(|e| match (&e.kind, dpkg::list_owner(&e.path)) {
+                (Kind::File { hash, .. }, Some(p)) => Some((p, *hash)),
+                _ => None,
+            })
+            .collect();
+        for (pkg, h) in lists {
+            let data = store.read_object(&h)?;
+            for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let p = if line == b"/." {
+                    b"/".to_vec()
+                } else {
+                    line.to_vec()
+                };
+                o.owners.entry(p).or_default().push(pkg.clone());
+            }
+        }
+        Ok(o)
+    }
+
+    /// The content of a regular file of the image.
+    fn bytes(&self, path: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.tree.get(path).map(|e| &e.kind) {
+            Some(Kind::File { hash, .. }) => Ok(Some(self.store.read_object(hash)?)),
+            _ => Ok(None),
+        }
+    }
+
+    fn text(&self, path: &[u8]) -> Result<Option<String>> {
+        Ok(self
+            .bytes(path)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    fn changelog(&self, pkg: &Package) -> Result<Vec<ChangelogEntry>> {
+        // Native packages (apt, ca-certificates) have only changelog.gz.
+        for (name, file) in [
+            (&pkg.name, "changelog.Debian.gz"),
+            (&pkg.source, "changelog.Debian.gz"),
+            (&pkg.name, "changelog.gz"),
+            (&pkg.source, "changelog.gz"),
+        ] {
+            let p = format!("/usr/share/doc/{name}/{file}");
+            if let Some(gz) = self.bytes(p.as_bytes())? {
+                let mut text = String::new();
+                let mut d = flate2::read::MultiGzDecoder::new(&gz[..]);
+                if std::io::Read::read_to_string(&mut d, &mut text).is_ok() {
+                    return Ok(dpkg::changelog_entries(&text));
+                }
+            }
+        }
+        Ok(Vec::new())
+    }
+}
+
+fn side(e: &Entry, tree: &Tree) -> FileSide {
+    // A hard link's metadata is its target's; show that, with the link.
+    let meta = match &e.kind {
+        Kind::HardLink { target } => tree.get(target).unwrap_or(e),
+        _ => e,
+    };
+    let (size, blake3) = match &meta.kind {
+        Kind::File { size, hash } => (Some(*size), Some(hash.to_hex())),
+        _ => (None, None),
+    };
+    FileSide {
+        kind: e.kind.name(),
+        size,
+        blake3,
+        mode: format!("{:04o}", meta.mode),
+        uid: meta.uid,
+        gid: meta.gid,
+        target: match &e.kind {
+            Kind::Symlink { target } | Kind::HardLink { target } => Some(escape(target)),
+            _ => None,
+        },
+        device: match &e.kind {
+            Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+                Some(format!("{major},{minor}"))
+            }
+            _ => None,
+        },
+        capability: meta
+            .xattrs
+            .iter()
+            .find(|(n, _)| n == b"security.capability")
+            .map(|(_, v)| hex::encode(v)),
+    }
+}
+
+/// Is this content worth a text diff: small, UTF-8, no NUL.
+fn is_text(data: &[u8]) -> bool {
+    data.len() as u64 <= MAX_TEXT_DIFF && !data.contains(&0) && std::str::from_utf8(data).is_ok()
+}
+
+fn describe(
+    path: &[u8],
+    old: Option<&Entry>,
+    new: Option<&Entry>,
+    a: &Opened,
+    b: &Opened,
+) -> Result<FileChange> {
+    let (os, ns) = (old.map(|e| side(e, &a.tree)), new.map(|e| side(e, &b.tree)));
+    let mut what = Vec::new();
+    let mut flagged = Vec::new();
+    let special = |m: &str| u32::from_str_radix(m, 8).unwrap_or(0) & 0o6000;
+    let change = match (&os, &ns) {
+        (None, Some(n)) => {
+            if special(&n.mode) != 0 {
+                flagged.push(format!("new {} file with mode {}", n.kind, n.mode));
+            }
+            if n.capability.is_some() {
+                flagged.push("new file with capabilities".into());
+            }
+            FileChangeKind::Added
+        }
+        (Some(_), None) => FileChangeKind::Removed,
+        (Some(o), Some(n)) => {
+            if o.kind != n.kind {
+                what.push(format!("type {} -> {}", o.kind, n.kind));
+            }
+            if o.blake3 != n.blake3 && o.kind == "file" && n.kind == "file" {
+                what.push(format!(
+                    "content {} -> {} bytes",
+                    o.size.unwrap_or(0),
+                    n.size.unwrap_or(0)
+                ));
+            }
+            if o.mode != n.mode && o.kind != "symlink" {
+                what.push(format!("mode {} -> {}", o.mode, n.mode));
+                if special(&o.mode) != special(&n.mode) {
+                    flagged.push(format!("setuid/setgid bits: mode {} -> {}", o.mode, n.mode));
+                }
+            }
+            if o.uid != n.uid || o.gid != n.gid {
+                what.push(format!("owner {}:{} -> {}:{}", o.uid, o.gid, n.uid, n.gid));
+            }
+            if o.target != n.target {
+                what.push(format!(
+                    "target {} -> {}",
+                    o.target.as_deref().unwrap_or("-"),
+                    n.target.as_deref().unwrap_or("-")
+                ));
+            }
+            if o.device != n.device {
+                what.push(format!(
+                    "device {} -> {}",
+                    o.device.as_deref().unwrap_or("-"),
+                    n.device.as_deref().unwrap_or("-")
+                ));
+            }
+            if o.capability != n.capability {
+                what.push("capabilities".into());
+                flagged.push(format!(
+                    "capabilities {} -> {}",
+                    o.capability.as_deref().unwrap_or("none"),
+                    n.capability.as_deref().unwrap_or("none")
+                ));
+            }
+            let (oe, ne) = (old.expect("old side"), new.expect("new side"));
+            if oe.xattrs != ne.xattrs && o.capability == n.capability {
+                what.push("xattrs".into());
+            }
+            if oe.mtime != ne.mtime {
+                what.push(format!("mtime {} -> {}", oe.mtime, ne.mtime));
+            }
+            FileChangeKind::Changed
+        }
+        (None, None) => FileChangeKind::Changed,
+    };
+    let mut diff = None;
+    let small = |s: &Option<FileSide>| {
+        s.as_ref()
+            .is_none_or(|s| s.kind == "file" && s.size.unwrap_or(0) <= MAX_TEXT_DIFF)
+    };
+    let content_changed = os.as_ref().map(|s| &s.blake3) != ns.as_ref().map(|s| &s.blake3);
+    if content_changed && small(&os) && small(&ns) {
+        let od = a.bytes(path)?.unwrap_or_default();
+        let nd = b.bytes(path)?.unwrap_or_default();
+        if is_text(&od) && is_text(&nd) {
+            let (ot, nt) = (String::from_utf8_lossy(&od), String::from_utf8_lossy(&nd));
+            let p = escape(path);
+            diff = Some(
+                similar::TextDiff::from_lines(ot.as_ref(), nt.as_ref())
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&format!("a{p}"), &format!("b{p}"))
+                    .to_string(),
+            );
+        }
+    }
+    Ok(FileChange {
+        path: escape(path),
+        change,
+        old: os,
+        new: ns,
+        what,
+        flagged,
+        diff,
+    })
+}
+
+fn names_of(store: &Store, id: &Hash) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for n in store.refs()? {
+        if store.ref_history(&n)?.last() == Some(id) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// How `new` differs from `old`.
+pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Report> {
+    let a = Opened::open(store, old)?;
+    let b = Opened::open(store, new)?;
+    let mut summary = Summary::default();
+
+    let mut packages = Vec::new();
+    let names: std::collections::BTreeSet<&String> =
+        a.packages.keys().chain(b.packages.keys()).collect();
+    for name in names {
+        let (o, n) = (a.packages.get(name), b.packages.get(name));
+        let (change, changelog) = match (o, n) {
+            (None, Some(_)) => (PackageChangeKind::Added, Vec::new()),
+            (Some(_), None) => (PackageChangeKind::Removed, Vec::new()),
+            (Some(o), Some(n)) => match dpkg::compare_versions(&o.version, &n.version) {
+                std::cmp::Ordering::Equal => continue,
+                std::cmp::Ordering::Less => (
+                    PackageChangeKind::Upgraded,
+                    dpkg::entries_between(&b.changelog(n)?, &o.version, &n.version),
+                ),
+                std::cmp::Ordering::Greater => (PackageChangeKind::Downgraded, Vec::new()),
+            },
+            (None, None) => continue,
+        };
+        match change {
+            PackageChangeKind::Added => summary.packages_added += 1,
+            PackageChangeKind::Removed => summary.packages_removed += 1,
+            PackageChangeKind::Upgraded => summary.packages_upgraded += 1,
+            PackageChangeKind::Downgraded => summary.packages_downgraded += 1,
+        }
+        let pkg = n.or(o).expect("one side has the package");
+        if !filter.packages.is_empty() && !filter.packages.contains(&pkg.name) {
+            continue;
+        }
+        packages.push(PackageChange {
+            name: pkg.name.clone(),
+            change,
+            old_version: o.map(|p| p.version.clone()),
+            new_version: n.map(|p| p.version.clone()),
+            source: pkg.source.clone(),
+            changelog,
+        });
+    }
+
+    let changed: std::collections::HashSet<&str> =
+        packages.iter().map(|p| p.name.as_str()).collect();
+    let mut unowned = Vec::new();
+    let mut by_package: BTreeMap<String, Vec<FileChange>> = BTreeMap::new();
+    let (x, y) = (a.tree.entries(), b.tree.entries());
+    let (mut i, mut j) = (0, 0);
+    while i < x.len() || j < y.len() {
+        let ord = match (x.get(i), y.get(j)) {
+            (Some(p), Some(q)) => crate::tree::path_cmp(&p.path, &q.path),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        let (old, new) = match ord {
+            std::cmp::Ordering::Less => {
+                i += 1;
+                (Some(&x[i - 1]), None)
+            }
+            std::cmp::Ordering::Greater => {
+                j += 1;
+                (None, Some(&y[j - 1]))
+            }
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+                if x[i - 1] == y[j - 1] {
+                    continue;
+                }
+                (Some(&x[i - 1]), Some(&y[j - 1]))
+            }
+        };
+        let path = &old.or(new).expect("one side has the path").path;
+        let size = |e: Option<&Entry>| match e.map(|e| &e.kind) {
+            Some(Kind::File { size, .. }) => *size,
+            _ => 0,
+        };
+        summary.bytes_old += size(old);
+        summary.bytes_new += size(new);
+        match (old, new) {
+            (None, Some(_)) => summary.files_added += 1,
+            (Some(_), None) => summary.files_removed += 1,
+            _ => summary.files_changed += 1,
+        }
+        if let Some(g) = &filter.paths {
+            if !g.is_match(crate::fsx::bytes_path(path)) {
+                continue;
+            }
+        }
+        let mut owners: Vec<String> = a
+            .owners
+            .get(path)
+            .into_iter()
+            .chain(b.owners.get(path))
+            .flatten()
+            .cloned()
+            .collect();
+        owners.sort();
+        owners.dedup();
+        if !filter.packages.is_empty() && !owners.iter().any(|o| filter.packages.contains(o)) {
+            continue;
+        }
+        let fc = describe(path, old, new, &a, &b)?;
+        // A path several packages share (a directory) goes under the one asked for, else
+        // one that changed version, else the first by name.
+        let home = owners
+            .iter()
+            .find(|o| filter.packages.contains(o))
+            .or_else(|| owners.iter().find(|o| changed.contains(o.as_str())))
+            .or(owners.first());
+        match home {
+            None => unowned.push(fc),
+            Some(o) => by_package.entry(o.clone()).or_default().push(fc),
+        }
+    }
+    Ok(Report {
+        old: Side {
+            id: old.to_hex(),
+            names: names_of(store, old)?,
+        },
+        new: Side {
+            id: new.to_hex(),
+            names: names_of(store, new)?,
+        },
+        summary,
+        packages,
+        unowned,
+        by_package: by_package
+            .into_iter()
+            .map(|(package, files)| PackageFiles { package, files })
+            .collect(),
+    })
+}
