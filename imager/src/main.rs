@@ -122,6 +122,22 @@ enum Cmd {
         #[arg(long = "package", value_name = "NAME")]
         packages: Vec<String>,
     },
+    /// Install .debs into a throwaway copy of an image (chroot, no network, no services)
+    /// and report every file they and their maintainer scripts added, changed or removed
+    TryPackage {
+        image: String,
+        #[arg(required = true)]
+        debs: Vec<PathBuf>,
+        #[arg(long, conflicts_with = "markdown")]
+        json: bool,
+        #[arg(long)]
+        markdown: bool,
+        #[arg(long)]
+        summary: bool,
+        /// Only paths matching this glob (repeatable)
+        #[arg(long = "path", value_name = "GLOB")]
+        paths: Vec<String>,
+    },
     /// An image's installed packages: text, --json, or --spdx (an SPDX 2.3 SBOM)
     Packages {
         image: String,
@@ -329,6 +345,46 @@ fn print_report(r: &normalize::Report, verbose: bool, out: &mut impl Write) -> s
                 .unwrap_or_default();
             writeln!(out, "{rule:>14} {path}")?;
         }
+    }
+    Ok(())
+}
+
+/// The `--path` globs and `--package` names of `diff` and `try-package`.
+fn review_filter(paths: &[String], packages: &[String]) -> Result<imager::review::Filter> {
+    let mut filter = imager::review::Filter {
+        packages: packages.to_vec(),
+        ..Default::default()
+    };
+    if !paths.is_empty() {
+        let mut g = globset::GlobSetBuilder::new();
+        for p in paths {
+            g.add(
+                globset::GlobBuilder::new(p)
+                    .literal_separator(true)
+                    .build()
+                    .with_context(|| format!("bad --path glob {p:?}"))?,
+            );
+        }
+        filter.paths = Some(g.build()?);
+    }
+    Ok(filter)
+}
+
+fn print_review(
+    out: &mut impl Write,
+    r: &imager::review::Report,
+    json: bool,
+    markdown: bool,
+    summary: bool,
+) -> Result<()> {
+    if json {
+        serde_json::to_writer_pretty(&mut *out, r)?;
+        writeln!(out)?;
+    } else if markdown {
+        write!(out, "{}", imager::review::render::markdown(r, summary))?;
+    } else {
+        let colour = std::io::stdout().is_terminal();
+        write!(out, "{}", imager::review::render::text(r, colour, summary))?;
     }
     Ok(())
 }
@@ -614,36 +670,26 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             };
             let (a, b) = (resolve(old)?, resolve(new)?);
             let store = open(Access::Read)?;
-            let mut filter = imager::review::Filter {
-                packages: packages.clone(),
-                ..Default::default()
-            };
-            if !paths.is_empty() {
-                let mut g = globset::GlobSetBuilder::new();
-                for p in paths {
-                    g.add(
-                        globset::GlobBuilder::new(p)
-                            .literal_separator(true)
-                            .build()
-                            .with_context(|| format!("bad --path glob {p:?}"))?,
-                    );
-                }
-                filter.paths = Some(g.build()?);
-            }
-            let r = imager::review::diff(&store, &a, &b, &filter)?;
-            if *json {
-                serde_json::to_writer_pretty(&mut *out, &r)?;
-                writeln!(out)?;
-            } else if *markdown {
-                write!(out, "{}", imager::review::render::markdown(&r, *summary))?;
-            } else {
-                let colour = std::io::stdout().is_terminal();
-                write!(
-                    out,
-                    "{}",
-                    imager::review::render::text(&r, colour, *summary)
-                )?;
-            }
+            let r = imager::review::diff(&store, &a, &b, &review_filter(paths, packages)?)?;
+            print_review(out, &r, *json, *markdown, *summary)?;
+        }
+        Cmd::TryPackage {
+            image,
+            debs,
+            json,
+            markdown,
+            summary,
+            paths,
+        } => {
+            let id = open(Access::Read)?.resolve(image)?;
+            let t = imager::review::try_package::try_packages(
+                &root,
+                &id,
+                debs,
+                &review_filter(paths, &[])?,
+                progress,
+            )?;
+            print_review(out, &t.report, *json, *markdown, *summary)?;
         }
         Cmd::Packages { image, json, spdx } => {
             let store = open(Access::Read)?;

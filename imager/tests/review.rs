@@ -241,3 +241,60 @@ fn packages_of_a_corpus_image_match_dpkg() {
     let text = env.ok(&["packages", "B"]);
     assert_eq!(text.lines().count(), want.len());
 }
+
+#[test]
+fn try_package_reports_what_a_real_deb_and_its_maintainer_scripts_did() {
+    let c = corpus();
+    let env = Env::new();
+    env.ok(&["import", c.join("B").to_str().unwrap(), "--name", "B"]);
+    // A small daemon from the Debian archive whose postinst adds a user and enables a
+    // service: files no package lists.
+    let debs = env.path("debs");
+    std::fs::create_dir(&debs).unwrap();
+    let st = Command::new("apt-get")
+        .args(["download", "-q", "tinyproxy", "tinyproxy-bin"])
+        .current_dir(&debs)
+        .status()
+        .unwrap();
+    assert!(st.success(), "apt-get download failed");
+    let mut args = vec!["try-package".to_string(), "B".into(), "--json".into()];
+    for e in std::fs::read_dir(&debs).unwrap() {
+        args.push(e.unwrap().path().display().to_string());
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&a)).unwrap();
+    let added: Vec<&str> = r["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|p| assert_eq!(p["change"], "added"))
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["tinyproxy", "tinyproxy-bin"]);
+    let unowned = r["unowned"].as_array().unwrap();
+    let find = |p: &str| unowned.iter().find(|f| f["path"] == p);
+    // The postinst's work: a system user, an enabled unit.
+    let group = find("/etc/group").expect("/etc/group changed");
+    assert!(
+        group["diff"].as_str().unwrap().contains("\n+tinyproxy:"),
+        "{group}"
+    );
+    assert_eq!(
+        find("/etc/systemd/system/multi-user.target.wants/tinyproxy.service").unwrap()["change"],
+        "added"
+    );
+    // The package's own files are under it (dpkg lists /lib paths for /usr/lib files).
+    let groups = r["by_package"].as_array().unwrap();
+    let own = |pkg: &str| -> Vec<String> {
+        groups
+            .iter()
+            .filter(|g| g["package"] == pkg)
+            .flat_map(|g| g["files"].as_array().unwrap().iter())
+            .map(|f| f["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(own("tinyproxy-bin").contains(&"/usr/bin/tinyproxy".to_string()));
+    assert!(own("tinyproxy").contains(&"/usr/lib/systemd/system/tinyproxy.service".to_string()));
+    // The image itself is untouched; the result is a new, unnamed image.
+    assert_eq!(env.ok(&["history", "B"]).lines().count(), 1);
+}

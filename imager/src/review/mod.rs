@@ -11,6 +11,7 @@
 pub mod dpkg;
 pub mod packages;
 pub mod render;
+pub mod try_package;
 
 use crate::error::Result;
 use crate::store::Store;
@@ -171,6 +172,24 @@ impl<'s> Opened<'s> {
         Ok(o)
     }
 
+    /// The packages that own a path. Debian 12's file lists still name the paths before
+    /// the /usr merge (`/lib/x` for what the tree holds at `/usr/lib/x`), so those are
+    /// tried too.
+    fn owners_of(&self, path: &[u8]) -> impl Iterator<Item = &String> {
+        let alias = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"]
+            .iter()
+            .find_map(|d| {
+                let prefix = format!("/usr/{d}/");
+                path.starts_with(prefix.as_bytes())
+                    .then(|| path[4..].to_vec())
+            });
+        self.owners
+            .get(path)
+            .into_iter()
+            .chain(alias.and_then(|a| self.owners.get(&a)))
+            .flatten()
+    }
+
     /// The content of a regular file of the image.
     fn bytes(&self, path: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.tree.get(path).map(|e| &e.kind) {
@@ -273,10 +292,17 @@ fn describe(
                 what.push(format!("type {} -> {}", o.kind, n.kind));
             }
             if o.blake3 != n.blake3 && o.kind == "file" && n.kind == "file" {
+                let short = |h: &Option<String>| {
+                    h.as_deref()
+                        .map(|h| h[..12].to_string())
+                        .unwrap_or_default()
+                };
                 what.push(format!(
-                    "content {} -> {} bytes",
+                    "content {} -> {} bytes, blake3 {} -> {}",
                     o.size.unwrap_or(0),
-                    n.size.unwrap_or(0)
+                    n.size.unwrap_or(0),
+                    short(&o.blake3),
+                    short(&n.blake3)
                 ));
             }
             if o.mode != n.mode && o.kind != "symlink" {
@@ -455,11 +481,8 @@ pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Re
             }
         }
         let mut owners: Vec<String> = a
-            .owners
-            .get(path)
-            .into_iter()
-            .chain(b.owners.get(path))
-            .flatten()
+            .owners_of(path)
+            .chain(b.owners_of(path))
             .cloned()
             .collect();
         owners.sort();
