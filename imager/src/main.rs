@@ -655,12 +655,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                     let r = ops::import(
                         &store,
                         &ops::Source::Archive(p.to_path_buf()),
-                        &ops::ImportOptions {
-                            name: None,
-                            normalize: None,
-                            excludes: Default::default(),
-                            extra: Vec::new(),
-                        },
+                        &ops::ImportOptions::plain(),
                         progress,
                     )?;
                     Ok(imager::Hash::from_hex(&r.id).context("import gave no ID")?)

@@ -42,6 +42,18 @@ pub struct ImportOptions {
     pub extra: Vec<(String, Vec<u8>)>,
 }
 
+impl ImportOptions {
+    /// A tree as it is: no name, no normalisation, nothing left out.
+    pub fn plain() -> ImportOptions {
+        ImportOptions {
+            name: None,
+            normalize: None,
+            excludes: Excludes::default(),
+            extra: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Imported {
     pub id: String,

@@ -103,12 +103,7 @@ fn run(
     let imported = crate::ops::import(
         &store,
         &crate::ops::Source::Dir(root.clone()),
-        &crate::ops::ImportOptions {
-            name: None,
-            normalize: None,
-            excludes: Default::default(),
-            extra: Vec::new(),
-        },
+        &crate::ops::ImportOptions::plain(),
         progress,
     )?;
     let after = Hash::from_hex(&imported.id)
