@@ -28,6 +28,7 @@ fn make_tree(dir: &Path, v: u32) {
          printf 'owned\\n' > var/lib/app/data && chown 1000:1000 var/lib/app/data
          chmod 2775 srv/shared && chown 0:50 srv/shared
          printf 'x\\n' > srv/shared/note && setfattr -n user.note -v 'v{v}' srv/shared/note
+         mkdir -p srv/olddir/sub && printf a > srv/olddir/a && printf b > srv/olddir/sub/b
         "
     );
     sh(&common);
@@ -40,6 +41,7 @@ fn make_tree(dir: &Path, v: u32) {
              rm usr/bin/conf-link && printf 'now a file\\n' > usr/bin/conf-link
              mkdir -p opt/new/deep && printf 'new\\n' > opt/new/deep/file
              setcap -r usr/bin/pinger
+             rm -r srv/olddir && ln -s shared srv/olddir
              touch -d @1600000000 etc etc/app.conf"
         ));
     }

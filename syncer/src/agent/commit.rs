@@ -169,6 +169,8 @@ pub fn plan_ops(
     let mut metas = Vec::new();
     let mut deletes = Vec::new();
     let mut trash = Vec::new();
+    // Host directories replaced by something else.
+    let mut gone: Vec<Vec<u8>> = Vec::new();
     // The root always: making the staging directory the first time moved its mtime.
     let mut dirs: BTreeSet<Vec<u8>> = [b"/".to_vec()].into_iter().collect();
     let need = |p: &[u8]| -> Result<String> {
@@ -199,10 +201,21 @@ pub fn plan_ops(
                 dirs.insert(c.path.clone());
             }
             (ChangeKind::Meta, _) => metas.push(Op::Meta(c.path.clone())),
-            (_, Kind::HardLink { target }) => links.push(Op::Link {
-                target: target.clone(),
-                path: c.path.clone(),
-            }),
+            (_, Kind::HardLink { target }) => {
+                if host_is_dir {
+                    if protected.contains(&c.path) {
+                        return Err(Error::Agent(format!(
+                            "cannot replace directory {} by a hard link: it holds local state",
+                            escape(&c.path)
+                        )));
+                    }
+                    gone.push(c.path.clone());
+                }
+                links.push(Op::Link {
+                    target: target.clone(),
+                    path: c.path.clone(),
+                })
+            }
             (ChangeKind::Add, Kind::Dir) => {
                 first.push(Op::Mkdir(c.path.clone()));
                 dirs.insert(c.path.clone());
@@ -232,6 +245,7 @@ pub fn plan_ops(
                     new_is_dir: false,
                 });
                 trash.push(Op::Trash(s));
+                gone.push(c.path.clone());
             }
             _ => first.push(Op::Rename {
                 staged: need(&c.path)?,
@@ -239,6 +253,12 @@ pub fn plan_ops(
             }),
         }
     }
+    // What was below a directory swapped away goes with it (the trash step): deleting it
+    // by path would go through the entry that replaced the directory.
+    deletes.retain(|d| match d {
+        Op::Delete(p) => !gone.iter().any(|g| imager::tree::is_below(p, g)),
+        _ => true,
+    });
     deletes.reverse();
     // Only directories the image has get its metadata back.
     let mut dirmeta: Vec<Vec<u8>> = dirs
@@ -315,7 +335,13 @@ pub fn apply(b: &Beneath, staging: &OwnedFd, image: &Tree, j: &Journal) -> Resul
             Op::Link { target, path } => link(b, staging, target, path)?,
             Op::Meta(p) => fsops::set_meta(b, entry(p)?)?,
             Op::Delete(p) => {
-                let (parent, name) = b.parent(p)?;
+                // A parent that is gone or no longer a directory: done (replay after a
+                // swap, or what a swap carried away).
+                let (parent, name) = match b.parent(p) {
+                    Ok(x) => x,
+                    Err(e) if fsops::is_gone(&e) => continue,
+                    Err(e) => return Err(e.into()),
+                };
                 let Some(st) = stat_at(&parent, name) else {
                     continue;
                 };

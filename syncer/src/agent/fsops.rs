@@ -221,6 +221,15 @@ pub fn free_bytes(dir: &OwnedFd, shown: &Path) -> Result<u64> {
     Ok(s.f_bavail.saturating_mul(s.f_frsize))
 }
 
+/// True when opening a path failed because a component is missing, is no directory, or
+/// is a symlink (which the agent never follows).
+pub fn is_gone(e: &FsError) -> bool {
+    matches!(e, FsError::Io { source, .. } if matches!(
+        source.raw_os_error(),
+        Some(c) if c == Errno::NOENT.raw_os_error() || c == Errno::NOTDIR.raw_os_error() || c == Errno::LOOP.raw_os_error()
+    ))
+}
+
 /// True when an error is the filesystem being full.
 pub fn is_enospc(e: &FsError) -> bool {
     matches!(e, FsError::Io { source, .. } if source.raw_os_error() == Some(Errno::NOSPC.raw_os_error()))

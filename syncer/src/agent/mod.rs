@@ -125,6 +125,9 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     verify,
                     dry_run,
                 } => {
+                    // A new target: whatever was staged for an earlier one is of no use.
+                    staging = None;
+                    Staging::clear(&b)?;
                     let text = manifest_text(&st, manifest)?;
                     if imager::tree::text::id_of(&text) != image {
                         return Err(Error::Protocol(format!(
