@@ -130,8 +130,26 @@ pub fn set_meta_at(parent: &OwnedFd, name: &[u8], e: &crate::Entry, shown: &Path
     .ctx("change owner of", shown)?;
     let is_link = matches!(e.kind, crate::Kind::Symlink { .. });
     if !is_link {
-        rustix::fs::chmodat(parent, name, Mode::from_raw_mode(e.mode), AtFlags::empty())
-            .ctx("set mode of", shown)?;
+        // chmodat follows a final symlink, so a node swapped for one after it was looked
+        // at would lead elsewhere: take the node itself (O_PATH, not following), check
+        // it is no symlink, and change the inode that handle names.
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx("open", shown)?;
+        let st = rustix::fs::fstat(&fd).ctx("inspect", shown)?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink {
+            return Err(Error::invalid(
+                fsx::path_bytes(shown),
+                "became a symlink while its metadata was being set",
+            ));
+        }
+        use std::os::fd::AsRawFd;
+        let via = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        rustix::fs::chmod(&via, Mode::from_raw_mode(e.mode)).ctx("set mode of", shown)?;
     }
     if !e.xattrs.is_empty() {
         // No fd-based call reaches a symlink; the parent's /proc handle plus a final

@@ -103,7 +103,7 @@ fn diff_of_the_corpus_pair_agrees_with_dpkg_and_with_itself() {
         with_log.len()
     );
     for p in &with_log {
-        assert_eq!(p["changelog"][0]["version"], p["new_version"], "{p}");
+        assert_eq!(p["changelog"][0]["version"], p["source_version"], "{p}");
         let old = p["old_version"].as_str().unwrap();
         assert!(p["changelog"]
             .as_array()

@@ -154,6 +154,7 @@ fn options(c: &Conn, dry_run: bool) -> Result<PushOptions> {
             ..Default::default()
         },
         health: None,
+        restore_previous: None,
     })
 }
 

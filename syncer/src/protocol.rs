@@ -156,6 +156,9 @@ pub enum Msg {
         verify: bool,
         /// Only look: write nothing on the host, not even the hash cache.
         dry_run: bool,
+        /// Record this as the host's previous image (a rollback puts back what it was);
+        /// `None`: the image the host had.
+        previous: Option<Option<Hash>>,
     },
     Differences {
         image: Option<Hash>,
@@ -247,6 +250,14 @@ impl Msg {
         let mut e = Enc::default();
         self.encode_fields(&mut e);
         let tag = self.tag();
+        // The receiver bounds the inflated size too: check what it will see.
+        if e.0.len() + 1 > MAX_FRAME {
+            return Err(Error::protocol(format!(
+                "{} message of {} bytes is larger than a frame ({MAX_FRAME})",
+                self.name(),
+                e.0.len() + 1
+            )));
+        }
         let mut body = Vec::with_capacity(e.0.len() + 1);
         if e.0.len() > COMPRESS_ABOVE && !matches!(self, Msg::Hello { .. } | Msg::Data { .. }) {
             body.push(tag | COMPRESSED);
@@ -298,6 +309,7 @@ impl Msg {
                 triggers,
                 verify,
                 dry_run,
+                previous,
             } => {
                 e.hash(image);
                 match manifest {
@@ -319,6 +331,14 @@ impl Msg {
                 e.bytes(triggers);
                 e.bool(*verify);
                 e.bool(*dry_run);
+                match previous {
+                    None => e.u8(0),
+                    Some(None) => e.u8(1),
+                    Some(Some(h)) => {
+                        e.u8(2);
+                        e.hash(h);
+                    }
+                }
             }
             Msg::Differences {
                 image,
@@ -470,6 +490,12 @@ impl Msg {
                     triggers: d.bytes()?,
                     verify: d.bool()?,
                     dry_run: d.bool()?,
+                    previous: match d.u8()? {
+                        0 => None,
+                        1 => Some(None),
+                        2 => Some(Some(d.hash()?)),
+                        k => return Err(Error::protocol(format!("unknown previous form {k}"))),
+                    },
                 }
             }
             6 => {

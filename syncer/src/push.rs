@@ -92,6 +92,9 @@ pub struct PushOptions {
     pub transport: TransportOptions,
     /// Run on the host after its triggers; a failure fails the push.
     pub health: Option<crate::rollout::inventory::Health>,
+    /// For a rollback: the previous image to record (what the host had recorded before
+    /// the failed push), instead of the image it is leaving.
+    pub restore_previous: Option<Option<Hash>>,
 }
 
 /// Files and bytes for one way of sending content.
@@ -144,6 +147,8 @@ pub struct HostReport {
     pub error: Option<String>,
     pub dry_run: bool,
     pub image_before: Option<String>,
+    /// The image the host had recorded before `image_before`.
+    pub previous_before: Option<String>,
     pub image_after: Option<String>,
     pub agent: Option<String>,
     pub agent_installed: bool,
@@ -219,6 +224,7 @@ pub fn push_host(
     r.agent_installed = session.installed;
     r.rolled_forward = session.welcome.rolled_forward;
     r.image_before = session.welcome.image.map(|h| h.to_hex());
+    r.previous_before = session.welcome.previous.map(|h| h.to_hex());
     let outcome = run_push(session, store, image, cache, opts, obs, &mut r);
     match outcome {
         Ok(()) => {
@@ -302,6 +308,7 @@ fn push_steps(
         triggers: image.triggers.clone(),
         verify: opts.verify,
         dry_run: opts.dry_run,
+        previous: opts.restore_previous,
     })?;
     let (changes, have) = match s.reply()? {
         Msg::Differences {

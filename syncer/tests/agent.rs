@@ -436,6 +436,9 @@ fn a_file_in_a_version_the_store_never_saw_travels_as_an_rsync_delta() {
         "printf 'LOCAL-EDIT' | dd of='{}' bs=1 seek=300000 conv=notrunc status=none",
         h.join("srv/payload").display()
     ));
+    // A dry run plans the same (the agent answers signature requests for it too).
+    let dry = push(&store, "v1b", &hs, &["--dry-run"]);
+    assert_eq!(dry["sent"]["rsync_delta"]["files"], 1, "{dry:#}");
     let r = push(&store, "v1b", &hs, &[]);
     let rd = &r["sent"]["rsync_delta"];
     assert_eq!(rd["files"], 1, "{r:#}");

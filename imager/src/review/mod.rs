@@ -60,6 +60,8 @@ pub struct PackageChange {
     pub old_version: Option<String>,
     pub new_version: Option<String>,
     pub source: String,
+    /// The new (else old) side's source version, which the changelog entries use.
+    pub source_version: String,
     /// New changelog entries (upgrades), newest first.
     pub changelog: Vec<ChangelogEntry>,
 }
@@ -214,10 +216,13 @@ impl<'s> Opened<'s> {
         ] {
             let p = format!("/usr/share/doc/{name}/{file}");
             if let Some(gz) = self.bytes(p.as_bytes())? {
-                let mut text = String::new();
-                let mut d = flate2::read::MultiGzDecoder::new(&gz[..]);
-                if std::io::Read::read_to_string(&mut d, &mut text).is_ok() {
-                    return Ok(dpkg::changelog_entries(&text));
+                // Bounded: a package under review may carry a gzip bomb.
+                let mut raw = Vec::new();
+                let d = flate2::read::MultiGzDecoder::new(&gz[..]);
+                if std::io::Read::read_to_end(&mut std::io::Read::take(d, 16 << 20), &mut raw)
+                    .is_ok()
+                {
+                    return Ok(dpkg::changelog_entries(&String::from_utf8_lossy(&raw)));
                 }
             }
         }
@@ -407,7 +412,8 @@ pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Re
                 std::cmp::Ordering::Equal => continue,
                 std::cmp::Ordering::Less => (
                     PackageChangeKind::Upgraded,
-                    dpkg::entries_between(&b.changelog(n)?, &o.version, &n.version),
+                    // Changelogs carry source versions (a binNMU's +b1 is not in them).
+                    dpkg::entries_between(&b.changelog(n)?, &o.source_version, &n.source_version),
                 ),
                 std::cmp::Ordering::Greater => (PackageChangeKind::Downgraded, Vec::new()),
             },
@@ -429,6 +435,7 @@ pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Re
             old_version: o.map(|p| p.version.clone()),
             new_version: n.map(|p| p.version.clone()),
             source: pkg.source.clone(),
+            source_version: pkg.source_version.clone(),
             changelog,
         });
     }

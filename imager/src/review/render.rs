@@ -5,6 +5,26 @@
 use super::{FileChange, PackageChangeKind, Report};
 use std::fmt::Write;
 
+/// Content from an image made safe for a terminal: control characters (escape
+/// sequences, carriage returns) shown as `\xNN` so a reviewed file cannot hide lines.
+fn clean(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// A code fence longer than any run of backticks in `body`.
+fn fence(body: &str) -> String {
+    let longest = body.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    "`".repeat(longest.max(2) + 1)
+}
+
 /// ANSI colours when `on`, nothing otherwise.
 struct Paint {
     on: bool,
@@ -112,7 +132,7 @@ pub fn text(r: &Report, colour: bool, summary_only: bool) -> String {
             let _ = writeln!(o, "  {}", version_line(pk));
             for e in &pk.changelog {
                 for l in e.text.lines() {
-                    let _ = writeln!(o, "    | {l}");
+                    let _ = writeln!(o, "    | {}", clean(l));
                 }
             }
         }
@@ -122,6 +142,7 @@ pub fn text(r: &Report, colour: bool, summary_only: bool) -> String {
             let _ = writeln!(o, "  {}", file_line(f, &p));
             if let Some(d) = &f.diff {
                 for l in d.lines() {
+                    let l = &clean(l);
                     let l = match l.as_bytes().first() {
                         Some(b'+') if !l.starts_with("+++") => p.green(l),
                         Some(b'-') if !l.starts_with("---") => p.red(l),
@@ -158,13 +179,13 @@ pub fn markdown(r: &Report, summary_only: bool) -> String {
         for pk in &r.packages {
             let _ = writeln!(o, "- `{}`", version_line(pk));
             if !pk.changelog.is_empty() {
-                let _ = writeln!(o, "\n  ```");
-                for e in &pk.changelog {
-                    for l in e.text.lines() {
-                        let _ = writeln!(o, "  {l}");
-                    }
+                let body: String = pk.changelog.iter().map(|e| clean(&e.text) + "\n").collect();
+                let f = fence(&body);
+                let _ = writeln!(o, "\n  {f}");
+                for l in body.lines() {
+                    let _ = writeln!(o, "  {l}");
                 }
-                let _ = writeln!(o, "  ```\n");
+                let _ = writeln!(o, "  {f}\n");
             }
         }
     }
@@ -172,11 +193,13 @@ pub fn markdown(r: &Report, summary_only: bool) -> String {
         for f in list {
             let _ = writeln!(o, "- `{}`", file_line(f, &p));
             if let Some(d) = &f.diff {
-                let _ = writeln!(o, "\n  ```diff");
-                for l in d.lines() {
+                let body = clean(d);
+                let f = fence(&body);
+                let _ = writeln!(o, "\n  {f}diff");
+                for l in body.lines() {
                     let _ = writeln!(o, "  {l}");
                 }
-                let _ = writeln!(o, "  ```\n");
+                let _ = writeln!(o, "  {f}\n");
             }
         }
     };
@@ -189,4 +212,14 @@ pub fn markdown(r: &Report, summary_only: bool) -> String {
         files(&mut o, &g.files);
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn content_cannot_reach_the_terminal_or_break_a_fence() {
+        assert_eq!(super::clean("a\x1b[2Jb\rc\td"), "a\\x1b[2Jb\\x0dc\td");
+        assert_eq!(super::fence("x ```` y"), "`````");
+        assert_eq!(super::fence("plain"), "```");
+    }
 }

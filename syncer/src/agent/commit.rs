@@ -114,11 +114,19 @@ pub struct Journal {
     pub ops: Vec<Op>,
     /// Every path the commit changes (for triggers).
     pub changed: Vec<Vec<u8>>,
+    /// What to record as the host's previous image: `None` for the usual rule (the
+    /// image it had), `Some` to set it (a rollback restores what it was before).
+    pub previous: Option<Option<Hash>>,
 }
 
 impl Journal {
     pub fn text(&self) -> String {
         let mut s = format!("{HEADER} image={}\n", self.image);
+        match self.previous {
+            None => {}
+            Some(None) => s.push_str("previous none\n"),
+            Some(Some(h)) => s.push_str(&format!("previous {h}\n")),
+        }
         for c in &self.changed {
             s.push_str("changed ");
             s.push_str(&escape(c));
@@ -143,9 +151,17 @@ impl Journal {
             image,
             ops: Vec::new(),
             changed: Vec::new(),
+            previous: None,
         };
         for l in lines {
-            if let Some(c) = l.strip_prefix("changed ") {
+            if let Some(p) = l.strip_prefix("previous ") {
+                j.previous = Some(match p {
+                    "none" => None,
+                    h => {
+                        Some(Hash::from_hex(h).ok_or_else(|| format!("bad previous image {h:?}"))?)
+                    }
+                });
+            } else if let Some(c) = l.strip_prefix("changed ") {
                 j.changed.push(unescape(c)?);
             } else {
                 j.ops.push(Op::parse(l)?);
@@ -276,6 +292,7 @@ pub fn plan_ops(
         image: id,
         ops,
         changed: changes.iter().map(|c| c.path.clone()).collect(),
+        previous: None,
     })
 }
 
@@ -411,8 +428,12 @@ pub fn finish(st: &StateDir, j: &Journal) -> Result<()> {
             st.rename(from, to)?;
         }
     }
-    match st.image()? {
-        Some(old) if old != j.image => st.write(state::PREVIOUS, format!("{old}\n").as_bytes())?,
+    match (j.previous, st.image()?) {
+        (Some(Some(p)), _) => st.write(state::PREVIOUS, format!("{p}\n").as_bytes())?,
+        (Some(None), _) => st.remove(state::PREVIOUS)?,
+        (None, Some(old)) if old != j.image => {
+            st.write(state::PREVIOUS, format!("{old}\n").as_bytes())?
+        }
         _ => {}
     }
     st.write(state::IMAGE, format!("{}\n", j.image).as_bytes())?;

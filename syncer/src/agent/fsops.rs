@@ -122,8 +122,13 @@ pub fn is_dir(st: &rustix::fs::Stat) -> bool {
 }
 
 /// Removes `name` in `dir` and, if it is a directory, everything below it, never
-/// following a symlink. A missing name is not an error.
+/// following a symlink and never crossing into another filesystem (a mount point inside
+/// stops the removal with an error). A missing name is not an error.
 pub fn remove_tree_at(dir: &OwnedFd, name: &[u8], shown: &Path) -> Result<()> {
+    remove_on(dir, name, shown, None)
+}
+
+fn remove_on(dir: &OwnedFd, name: &[u8], shown: &Path, dev: Option<u64>) -> Result<()> {
     let Some(st) = stat_at(dir, name) else {
         return Ok(());
     };
@@ -132,6 +137,13 @@ pub fn remove_tree_at(dir: &OwnedFd, name: &[u8], shown: &Path) -> Result<()> {
             Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(e).ctx("remove", shown),
         };
+    }
+    if dev.is_some_and(|d| d != st.st_dev) {
+        return Err(FsError::io(
+            "remove (a mount point is inside)",
+            shown,
+            std::io::Error::from_raw_os_error(Errno::XDEV.raw_os_error()),
+        ));
     }
     let sub = rustix::fs::openat(
         dir,
@@ -149,7 +161,7 @@ pub fn remove_tree_at(dir: &OwnedFd, name: &[u8], shown: &Path) -> Result<()> {
         }
     }
     for n in names {
-        remove_tree_at(&sub, &n, &shown.join(fsx::bytes_path(&n)))?;
+        remove_on(&sub, &n, &shown.join(fsx::bytes_path(&n)), Some(st.st_dev))?;
     }
     match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),

@@ -44,6 +44,9 @@ struct Pending {
     changes: Vec<Change>,
     /// Paths whose new content may be sent (added, changed or replaced files).
     content: HashSet<Vec<u8>>,
+    /// A dry run's target: looked at (signatures included), never staged or committed.
+    dry_run: bool,
+    previous: Option<Option<Hash>>,
     /// Changed files with an old version on the host (rsync delta bases).
     bases: HashSet<Vec<u8>>,
     host: HostTree,
@@ -124,6 +127,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     triggers,
                     verify,
                     dry_run,
+                    previous,
                 } => {
                     // A new target: whatever was staged for an earlier one is of no use.
                     staging = None;
@@ -174,9 +178,6 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         have,
                         scan: stats,
                     })?;
-                    if dry_run {
-                        continue;
-                    }
                     let content = changes
                         .iter()
                         .filter(|c| c.kind != ChangeKind::Delete && c.kind != ChangeKind::Meta)
@@ -189,6 +190,8 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         .collect();
                     pending = Some(Pending {
                         id: image,
+                        dry_run,
+                        previous,
                         content,
                         bases,
                         image: tree,
@@ -217,8 +220,12 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     conn.send(&Msg::Signatures { sigs })?;
                 }
                 Msg::Stage { bytes, .. } => {
-                    if pending.is_none() {
-                        return Err(Error::Protocol("Stage before Target".into()));
+                    match &pending {
+                        None => return Err(Error::Protocol("Stage before Target".into())),
+                        Some(p) if p.dry_run => {
+                            return Err(Error::Protocol("Stage after a dry-run Target".into()))
+                        }
+                        Some(_) => {}
                     }
                     let s = Staging::create(&b)?;
                     s.check_space(bytes)?;
@@ -255,9 +262,9 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                     conn.send(&Msg::HealthResult(triggers::run(root, &image, &t, &[])))?;
                 }
                 Msg::Commit => {
-                    let p = pending
-                        .take()
-                        .ok_or_else(|| Error::Protocol("Commit before Target".into()))?;
+                    let p = pending.take().filter(|p| !p.dry_run).ok_or_else(|| {
+                        Error::Protocol("Commit without a Target to commit".into())
+                    })?;
                     let s = match staging.take() {
                         Some(s) => s,
                         None => Staging::create(&b)?,
@@ -340,7 +347,7 @@ fn commit_pending(
     mut s: Staging,
     started: Instant,
 ) -> Result<crate::protocol::Committed> {
-    if p.changes.is_empty() && st.image()? == Some(p.id) {
+    if p.changes.is_empty() && st.image()? == Some(p.id) && p.previous.is_none() {
         // Already there: nothing to journal or record (triggers still left from an
         // interrupted push run next).
         return Ok(crate::protocol::Committed::default());
@@ -367,7 +374,8 @@ fn commit_pending(
     s.sync()?;
     let stage_seconds = started.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let j = commit::plan_ops(p.id, &p.image, &p.changes, &s.staged, &p.host.protected)?;
+    let mut j = commit::plan_ops(p.id, &p.image, &p.changes, &s.staged, &p.host.protected)?;
+    j.previous = p.previous;
     let mut ls = p.local_state.join("\n");
     ls.push('\n');
     st.write(state::TARGET, p.manifest.as_bytes())?;

@@ -130,7 +130,13 @@ pub fn scan(
         }
         skip
     })?;
-    for s in skipped {
+    // Directories holding local state or a mount are never deleted or replaced.
+    let mounts: Vec<Vec<u8>> = found
+        .iter()
+        .filter(|f| f.meta.is_dir() && f.meta.dev() != root_dev)
+        .map(|f| f.path.clone())
+        .collect();
+    for s in skipped.into_iter().chain(mounts) {
         let mut p = imager::tree::parent(&s);
         while let Some(q) = p {
             if !host.protected.insert(q.to_vec()) {

@@ -78,7 +78,7 @@ impl Staging {
     /// Checks there is room for `bytes` of new content, with a margin.
     pub fn check_space(&self, bytes: u64) -> Result<()> {
         let free = fsops::free_bytes(&self.fd, &self.shown)?;
-        let need = bytes + bytes / 50 + (8 << 20);
+        let need = bytes.saturating_add(bytes / 50).saturating_add(8 << 20);
         if free < need {
             return Err(Error::Agent(format!(
                 "not enough space on the filesystem of {}: the update needs {} bytes, {} are free",

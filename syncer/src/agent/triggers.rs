@@ -91,7 +91,10 @@ pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerR
         Ok(c) => c,
         Err(e) => return fail(format!("cannot start: {e}")),
     };
-    let readers: Vec<_> = [
+    // The output is read by threads that report through a channel: a background process
+    // the command leaves holding its stdout must not keep the agent waiting.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let streams: Vec<Box<dyn Read + Send>> = [
         child
             .stdout
             .take()
@@ -103,17 +106,20 @@ pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerR
     ]
     .into_iter()
     .flatten()
-    .map(|mut r| {
+    .collect();
+    let readers = streams.len();
+    for mut r in streams {
+        let tx = tx.clone();
         std::thread::spawn(move || {
             let mut v = Vec::new();
             let _ = (&mut r).take(MAX_OUTPUT as u64).read_to_end(&mut v);
+            let _ = tx.send(v);
             // Keep draining so the command never blocks on a full pipe.
             let _ = std::io::copy(&mut r, &mut std::io::sink());
-            v
-        })
-    })
-    .collect();
-    let deadline = started + Duration::from_secs(t.timeout.max(1));
+        });
+    }
+    drop(tx);
+    let deadline = started + Duration::from_secs(t.timeout.clamp(1, 7 * 86_400));
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -130,8 +136,17 @@ pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerR
         }
     };
     let mut output = Vec::new();
-    for r in readers {
-        output.extend(r.join().unwrap_or_default());
+    let grace = Instant::now() + Duration::from_secs(2);
+    for _ in 0..readers {
+        match rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
+            Ok(v) => output.extend(v),
+            Err(_) => {
+                output.extend_from_slice(
+                    b"\n(output not closed: a background process still holds it; not waited for)\n",
+                );
+                break;
+            }
+        }
     }
     output.truncate(MAX_OUTPUT);
     TriggerRun {
@@ -144,5 +159,39 @@ pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerR
         timed_out,
         seconds: started.elapsed().as_secs_f64(),
         output: String::from_utf8_lossy(&output).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_background_process_holding_the_output_does_not_hang_the_agent() {
+        let t = Trigger {
+            name: "starts-a-daemon".into(),
+            paths: vec![],
+            run: "sleep 60 & echo started".into(),
+            order: 0,
+            timeout: 30,
+        };
+        let started = Instant::now();
+        let r = run(Path::new("/"), "img", &t, &[]);
+        assert_eq!(r.status, Some(0), "{r:?}");
+        assert!(!r.timed_out);
+        // It came back when the shell exited (plus the grace), not when the sleep did.
+        assert!(started.elapsed() < Duration::from_secs(30), "{r:?}");
+        assert!(r.output.contains("background process"), "{r:?}");
+    }
+
+    #[test]
+    fn triggers_match_globs_and_run_in_order() {
+        let toml = b"[[trigger]]\nname = \"b\"\npaths = [\"/etc/**\"]\nrun = \"true\"\norder = 20\n\n[[trigger]]\nname = \"a\"\npaths = [\"/etc/ssh/*\"]\nrun = \"true\"\norder = 10\n";
+        let ts = parse(toml).expect("triggers");
+        let changed = vec![b"/etc/ssh/sshd_config".to_vec(), b"/usr/bin/x".to_vec()];
+        let m = matching(&ts, &changed).expect("globs");
+        let names: Vec<&str> = m.iter().map(|(t, _)| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(m[0].1, vec![b"/etc/ssh/sshd_config".to_vec()]);
     }
 }

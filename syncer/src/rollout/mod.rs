@@ -73,6 +73,7 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         verify: base.verify,
         transport,
         health: p.health.clone(),
+        restore_previous: None,
     }
 }
 
@@ -141,6 +142,8 @@ fn roll_host(
                 obs.log(&format!("{spec}: rolling back to {}", &b.to_hex()[..12]));
                 let mut back = opts.clone();
                 back.health = None;
+                // Back to how it was: the failed image is not this host's "previous".
+                back.restore_previous = Some(r.previous_before.as_deref().and_then(Hash::from_hex));
                 let rr = push::push_host(images.store, &prev, cache, spec, &back, obs);
                 Rollback {
                     ok: rr.ok,
@@ -243,8 +246,11 @@ pub fn run(
                 hosts.len()
             ));
             obs.wave(&format!("{} {name}", colo.name), hosts.len() as u64);
+            // Counted as hosts finish: once the budget is spent, no new host of the
+            // wave starts (those in flight finish).
+            let failed = std::sync::atomic::AtomicUsize::new(0);
             let results = push::for_hosts(&hosts, colo.policy.parallel, |h| {
-                if opts.stop.load(Ordering::SeqCst) {
+                if opts.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) > budget {
                     return None;
                 }
                 let t = Instant::now();
@@ -252,6 +258,9 @@ pub fn run(
                 let res = HostResult::new(&colo.name, &name, h, r, rb, t.elapsed().as_secs_f64());
                 obs.log(&res.line());
                 obs.host_done(res.ok());
+                if !res.ok() {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
                 let mut s = lock(&st);
                 s.record(res.clone());
                 if let Err(e) = save(&s) {
