@@ -465,6 +465,7 @@ pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
     let image = imager::tree::text::parse(&manifest, "the journal's target manifest")?;
     let staging = fsops::ensure_dir(b, STAGING)?;
     apply(b, &staging, &image, &j)?;
+    rustix::fs::syncfs(&staging).ctx("flush", b.display(STAGING))?;
     finish(st, &j)?;
     Ok(true)
 }

@@ -387,6 +387,8 @@ fn commit_pending(
         std::process::abort();
     }
     commit::apply(b, &s.fd, &p.image, &j)?;
+    // The renames reach the disk before the state says the host runs the new image.
+    s.sync()?;
     commit::finish(st, &j)?;
     Staging::clear(b)?;
     Ok(crate::protocol::Committed {
