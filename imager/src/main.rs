@@ -30,6 +30,21 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// How `diff` and `try-package` show their report.
+#[derive(Args)]
+struct ReviewArgs {
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    #[arg(long)]
+    markdown: bool,
+    /// Only the summary
+    #[arg(long)]
+    summary: bool,
+    /// Only paths matching this glob (repeatable)
+    #[arg(long = "path", value_name = "GLOB")]
+    paths: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Add a directory or a tar[.gz|.zst] archive to the store as an image
@@ -108,16 +123,8 @@ enum Cmd {
         /// A name, name~N, ID, or a tar[.zst] file (imported first)
         old: String,
         new: String,
-        #[arg(long, conflicts_with = "markdown")]
-        json: bool,
-        #[arg(long)]
-        markdown: bool,
-        /// Only the summary
-        #[arg(long)]
-        summary: bool,
-        /// Only paths matching this glob (repeatable)
-        #[arg(long = "path", value_name = "GLOB")]
-        paths: Vec<String>,
+        #[command(flatten)]
+        view: ReviewArgs,
         /// Only this package's files and version (repeatable)
         #[arg(long = "package", value_name = "NAME")]
         packages: Vec<String>,
@@ -128,15 +135,8 @@ enum Cmd {
         image: String,
         #[arg(required = true)]
         debs: Vec<PathBuf>,
-        #[arg(long, conflicts_with = "markdown")]
-        json: bool,
-        #[arg(long)]
-        markdown: bool,
-        #[arg(long)]
-        summary: bool,
-        /// Only paths matching this glob (repeatable)
-        #[arg(long = "path", value_name = "GLOB")]
-        paths: Vec<String>,
+        #[command(flatten)]
+        view: ReviewArgs,
     },
     /// An image's installed packages: text, --json, or --spdx (an SPDX 2.3 SBOM)
     Packages {
@@ -370,21 +370,19 @@ fn review_filter(paths: &[String], packages: &[String]) -> Result<imager::review
     Ok(filter)
 }
 
-fn print_review(
-    out: &mut impl Write,
-    r: &imager::review::Report,
-    json: bool,
-    markdown: bool,
-    summary: bool,
-) -> Result<()> {
-    if json {
+fn print_review(out: &mut impl Write, r: &imager::review::Report, view: &ReviewArgs) -> Result<()> {
+    if view.json {
         serde_json::to_writer_pretty(&mut *out, r)?;
         writeln!(out)?;
-    } else if markdown {
-        write!(out, "{}", imager::review::render::markdown(r, summary))?;
+    } else if view.markdown {
+        write!(out, "{}", imager::review::render::markdown(r, view.summary))?;
     } else {
         let colour = std::io::stdout().is_terminal();
-        write!(out, "{}", imager::review::render::text(r, colour, summary))?;
+        write!(
+            out,
+            "{}",
+            imager::review::render::text(r, colour, view.summary)
+        )?;
     }
     Ok(())
 }
@@ -641,10 +639,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
         Cmd::Diff {
             old,
             new,
-            json,
-            markdown,
-            summary,
-            paths,
+            view,
             packages,
         } => {
             // A file is an archive to import first; anything else names an image.
@@ -665,26 +660,19 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             };
             let (a, b) = (resolve(old)?, resolve(new)?);
             let store = open(Access::Read)?;
-            let r = imager::review::diff(&store, &a, &b, &review_filter(paths, packages)?)?;
-            print_review(out, &r, *json, *markdown, *summary)?;
+            let r = imager::review::diff(&store, &a, &b, &review_filter(&view.paths, packages)?)?;
+            print_review(out, &r, view)?;
         }
-        Cmd::TryPackage {
-            image,
-            debs,
-            json,
-            markdown,
-            summary,
-            paths,
-        } => {
+        Cmd::TryPackage { image, debs, view } => {
             let id = open(Access::Read)?.resolve(image)?;
             let t = imager::review::try_package::try_packages(
                 &root,
                 &id,
                 debs,
-                &review_filter(paths, &[])?,
+                &review_filter(&view.paths, &[])?,
                 progress,
             )?;
-            print_review(out, &t.report, *json, *markdown, *summary)?;
+            print_review(out, &t.report, view)?;
         }
         Cmd::Packages { image, json, spdx } => {
             let store = open(Access::Read)?;

@@ -250,20 +250,31 @@ fn a_spent_failure_budget_stops_after_its_wave_and_resume_completes() {
     }
 }
 
-#[test]
-fn bandwidth_limits_hold_within_twenty_percent() {
-    let t = scratch("rollout-bw-");
-    let dir = t.path();
+/// Three empty `local:` hosts synced to v1 (a tiny root), and v3 carrying `payload`
+/// incompressible bytes: the scratch dir, store, host roots and both image IDs.
+fn small_fleet(
+    prefix: &str,
+    payload: usize,
+) -> (tempfile::TempDir, PathBuf, Vec<PathBuf>, String, String) {
+    let t = scratch(prefix);
+    let dir = t.path().to_path_buf();
     let store = dir.join("store");
     mini_root(&dir.join("v1"), 1, 1000);
-    mini_root(&dir.join("v3"), 3, 3_000_000);
-    import(&store, &dir.join("v1"), "v1");
-    import(&store, &dir.join("v3"), "v3");
+    mini_root(&dir.join("v3"), 3, payload);
+    let v1 = import(&store, &dir.join("v1"), "v1").to_hex();
+    let v3 = import(&store, &dir.join("v3"), "v3").to_hex();
     let hosts: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("h{i}"))).collect();
     for h in &hosts {
         std::fs::create_dir(h).unwrap();
         ok(&store, &["push", "v1", &format!("local:{}", h.display())]);
     }
+    (t, store, hosts, v1, v3)
+}
+
+#[test]
+fn bandwidth_limits_hold_within_twenty_percent() {
+    let (t, store, hosts, _, _) = small_fleet("rollout-bw-", 3_000_000);
+    let dir = t.path();
     let inv = dir.join("fleet.toml");
     std::fs::write(
         &inv,
@@ -319,22 +330,12 @@ fn bandwidth_limits_hold_within_twenty_percent() {
 
 #[test]
 fn ctrl_c_lets_the_hosts_in_flight_finish_and_starts_no_more() {
-    let t = scratch("rollout-int-");
+    let (t, store, hosts, v1, v3) = small_fleet("rollout-int-", 2_000_000);
     let dir = t.path();
-    let store = dir.join("store");
-    mini_root(&dir.join("v1"), 1, 1000);
-    mini_root(&dir.join("v3"), 3, 2_000_000);
-    let v1 = import(&store, &dir.join("v1"), "v1").to_hex();
-    let v3 = import(&store, &dir.join("v3"), "v3").to_hex();
-    let hosts: Vec<PathBuf> = (1..=3).map(|i| dir.join(format!("h{i}"))).collect();
     let list: Vec<String> = hosts
         .iter()
         .map(|h| format!("local:{}", h.display()))
         .collect();
-    for (h, spec) in hosts.iter().zip(&list) {
-        std::fs::create_dir(h).unwrap();
-        ok(&store, &["push", "v1", spec]);
-    }
     let inv = dir.join("fleet.toml");
     std::fs::write(
         &inv,
