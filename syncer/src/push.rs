@@ -604,11 +604,7 @@ pub fn status_host(
         st.agent = Some(s.welcome.agent.clone());
         st.image = s.welcome.image.map(|h| h.to_hex());
         if let (Some(store), Some(id)) = (store, s.welcome.image) {
-            for name in store.refs()? {
-                if store.ref_history(&name)?.last() == Some(&id) {
-                    st.names.push(name);
-                }
-            }
+            st.names = store.names_of(&id)?;
         }
         let changes = match s
             .conn

@@ -384,16 +384,6 @@ fn describe(
     })
 }
 
-fn names_of(store: &Store, id: &Hash) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for n in store.refs()? {
-        if store.ref_history(&n)?.last() == Some(id) {
-            out.push(n);
-        }
-    }
-    Ok(out)
-}
-
 /// How `new` differs from `old`.
 pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Report> {
     let a = Opened::open(store, old)?;
@@ -513,11 +503,11 @@ pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Re
     Ok(Report {
         old: Side {
             id: old.to_hex(),
-            names: names_of(store, old)?,
+            names: store.names_of(old)?,
         },
         new: Side {
             id: new.to_hex(),
-            names: names_of(store, new)?,
+            names: store.names_of(new)?,
         },
         summary,
         packages,

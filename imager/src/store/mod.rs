@@ -263,6 +263,17 @@ impl Store {
             .collect()
     }
 
+    /// The names whose current image is `id`, sorted.
+    pub fn names_of(&self, id: &Hash) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for n in self.refs()? {
+            if self.ref_history(&n)?.last() == Some(id) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
     /// All names, sorted.
     pub fn refs(&self) -> Result<Vec<String>> {
         let d = self.root.join("refs");
