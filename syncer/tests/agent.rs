@@ -445,3 +445,42 @@ fn a_file_in_a_version_the_store_never_saw_travels_as_an_rsync_delta() {
     assert!(rd["bytes"].as_u64().unwrap() < 40_000, "{r:#}");
     assert_host_is(&h, &store, &v1b);
 }
+
+#[test]
+fn verify_hashes_every_file_instead_of_trusting_the_hash_cache() {
+    let f = fixture("agent-verify-");
+    let h = f.dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    push(&f.store, "v1", &hs, &[]);
+    let st = json(&ok(&f.store, &["status", &hs, "--json"]));
+    assert_eq!(st[0]["drifted"], false);
+    // A cache that lies about /etc/static.conf (as a stale one would): the stat-only
+    // scan believes it, --verify reads the file and sees it is fine.
+    let cache = h.join("var/lib/syncer/hash-cache");
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let wrong = imager::Hash::of(b"something else").to_hex();
+    let lied: String = text
+        .lines()
+        .map(|l| {
+            if l.ends_with(" /etc/static.conf") {
+                let mut f: Vec<&str> = l.split(' ').collect();
+                f[4] = &wrong;
+                f.join(" ")
+            } else {
+                l.to_string()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    assert_ne!(lied, text, "no cache line for /etc/static.conf");
+    std::fs::write(&cache, lied).unwrap();
+    let out = run(&f.store, &["diff", &hs]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "M /etc/static.conf",
+        "the cache was not used"
+    );
+    let st = json(&ok(&f.store, &["status", &hs, "--json", "--verify"]));
+    assert_eq!(st[0]["drifted"], false, "{st:#}");
+}

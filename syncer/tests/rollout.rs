@@ -248,6 +248,21 @@ fn a_spent_failure_budget_stops_after_its_wave_and_resume_completes() {
     for i in 3..10 {
         assert_eq!(f.image_of(i), v2);
     }
+    // And to a named image.
+    let mut a = vec![
+        "rollback",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--colo",
+        "test",
+        "--to",
+        "v2",
+    ];
+    a.extend(f.conn());
+    ok(&f.store, &a);
+    for i in 0..10 {
+        assert_eq!(f.image_of(i), v2, "host {i}");
+    }
 }
 
 /// Three empty `local:` hosts synced to v1 (a tiny root), and v3 carrying `payload`
