@@ -110,7 +110,6 @@ pub struct TriggerRun {
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Committed {
     pub ops: u64,
-    pub staged_bytes: u64,
     pub stage_seconds: f64,
     pub commit_seconds: f64,
 }
@@ -410,7 +409,6 @@ impl Msg {
             Msg::Commit | Msg::Done | Msg::Bye => {}
             Msg::Committed(c) => {
                 e.u64(c.ops);
-                e.u64(c.staged_bytes);
                 e.f64(c.stage_seconds);
                 e.f64(c.commit_seconds);
             }
@@ -578,7 +576,6 @@ impl Msg {
             12 => Msg::Commit,
             13 => Msg::Committed(Committed {
                 ops: d.u64()?,
-                staged_bytes: d.u64()?,
                 stage_seconds: d.f64()?,
                 commit_seconds: d.f64()?,
             }),

@@ -157,6 +157,8 @@ pub struct HostReport {
     pub changed: u64,
     pub metadata: u64,
     pub deleted: u64,
+    /// Operations the agent's commit journal held.
+    pub commit_ops: u64,
     pub sent: ByKind,
     pub wire_sent: u64,
     pub wire_received: u64,
@@ -343,6 +345,7 @@ fn push_steps(
         Msg::Committed(c) => {
             r.phases.stage += c.stage_seconds;
             r.phases.commit = c.commit_seconds;
+            r.commit_ops = c.ops;
         }
         m => return Err(unexpected("Committed", &m)),
     }

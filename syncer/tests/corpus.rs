@@ -79,6 +79,7 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     assert_host_is(&h, &c.store, &c.b);
     local_state_intact(&h);
     assert_eq!(r["image_after"], c.b.to_hex());
+    assert!(r["commit_ops"].as_u64().unwrap() > 1000, "{r:#}");
     // Content the store held in its old version went as zstd deltas, far smaller than
     // the files; nothing changed went at all.
     let zd = &r["sent"]["zstd_delta"];
@@ -95,7 +96,7 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     assert_eq!(st[0]["drifted"], false, "{st:#}");
     assert_eq!(st[0]["names"][0], "B");
     let again = push(&c.store, "B", &hs, &[]);
-    for k in ["added", "changed", "metadata", "deleted"] {
+    for k in ["added", "changed", "metadata", "deleted", "commit_ops"] {
         assert_eq!(again[k], 0, "{k}: {again:#}");
     }
     assert!(

@@ -393,7 +393,6 @@ fn commit_pending(
     Staging::clear(b)?;
     Ok(crate::protocol::Committed {
         ops: j.ops.len() as u64,
-        staged_bytes: s.bytes,
         stage_seconds,
         commit_seconds: t0.elapsed().as_secs_f64(),
     })

@@ -28,7 +28,6 @@ pub struct Staging {
     next: u64,
     /// Image path → staged name.
     pub staged: HashMap<Vec<u8>, String>,
-    pub bytes: u64,
 }
 
 impl Staging {
@@ -41,7 +40,6 @@ impl Staging {
             shown: b.display(STAGING),
             next: 0,
             staged: HashMap::new(),
-            bytes: 0,
         })
     }
 
@@ -169,7 +167,6 @@ impl Staging {
             )));
         }
         set_meta_fd(&w.f, e, &shown)?;
-        self.bytes += size;
         Ok(())
     }
 
