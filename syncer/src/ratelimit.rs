@@ -88,6 +88,8 @@ mod tests {
         let t = Instant::now();
         w.write_all(&vec![0u8; 500_000]).unwrap_or_default();
         let s = t.elapsed().as_secs_f64();
-        assert!((0.4..0.7).contains(&s), "500 kB at 1 MB/s took {s} s");
+        // Never faster than the rate (a burst of a tenth of a second aside); a loaded
+        // machine can only make it slower, so there is no upper bound.
+        assert!(s >= 0.4, "500 kB at 1 MB/s took {s} s");
     }
 }

@@ -175,17 +175,59 @@ fn a_drifted_host_is_repaired_and_nothing_outside_its_root_is_touched() {
     assert!(!Path::new("/man1").exists());
 }
 
-/// Every file's content at `path` in either image, for the torn-file check.
+/// Every file's content at `path` in either image, for the torn-file check. A hard
+/// link's content is its target's (mid-commit, a link not yet made again is a file of
+/// its own holding the old content).
 fn versions(trees: &[&Tree]) -> HashMap<Vec<u8>, Vec<Hash>> {
     let mut m: HashMap<Vec<u8>, Vec<Hash>> = HashMap::new();
     for t in trees {
         for e in t.entries() {
-            if let Kind::File { hash, .. } = e.kind {
-                m.entry(e.path.clone()).or_default().push(hash);
+            let content = match &e.kind {
+                Kind::File { hash, .. } => Some(*hash),
+                Kind::HardLink { target } => match t.get(target).map(|t| &t.kind) {
+                    Some(Kind::File { hash, .. }) => Some(*hash),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(h) = content {
+                m.entry(e.path.clone()).or_default().push(h);
             }
         }
     }
     m
+}
+
+/// The state of process `pid` (`/proc/PID/stat`'s third field), if it still exists.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// The pid of the agent serving `root`, if one runs.
+fn agent_pid(root: &Path) -> Option<u32> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-f", &format!("serve --root {}", root.display())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+}
+
+/// The image a host is at, or is committing to when a journal is left.
+fn effective_image(root: &Path) -> Option<Hash> {
+    let st = root.join("var/lib/syncer");
+    if let Ok(j) = std::fs::read_to_string(st.join("journal")) {
+        return j
+            .lines()
+            .next()?
+            .split("image=")
+            .nth(1)
+            .and_then(Hash::from_hex);
+    }
+    Hash::from_hex(std::fs::read_to_string(st.join("image")).ok()?.trim())
 }
 
 #[test]
@@ -196,34 +238,76 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
     let hs = format!("local:{}", h.display());
     let (ta, tb) = (image(&c.store, &c.a), image(&c.store, &c.b));
     let known = versions(&[&ta, &tb]);
-    // Warm the delta cache both ways so the rounds spend their time on the host.
-    push(&c.store, "B", &hs, &[]);
-    push(&c.store, "A", &hs, &[]);
-    let pattern = format!("serve --root {}", h.display());
+    // Warm the delta cache both ways; the reports say how many files each direction
+    // stages and how many operations its commit has.
+    let sizes = |r: &serde_json::Value| {
+        let sent = &r["sent"];
+        let files: u64 = ["local_copy", "zstd_delta", "rsync_delta", "whole"]
+            .iter()
+            .map(|k| sent[k]["files"].as_u64().unwrap())
+            .sum();
+        (files, r["commit_ops"].as_u64().unwrap())
+    };
+    let to_b = sizes(&push(&c.store, "B", &hs, &[]));
+    let to_a = sizes(&push(&c.store, "A", &hs, &[]));
+    assert!(
+        to_b.0 > 100 && to_b.1 > 100 && to_a.0 > 100,
+        "{to_b:?} {to_a:?}"
+    );
     let mut seed = std::process::id() as u64;
     let mut interrupted = 0;
-    for round in 0..24 {
-        let target = if round % 2 == 0 { "B" } else { "A" };
-        // A cheap LCG: the moments differ from run to run and round to round.
+    for round in 0..16 {
+        // Always the other image than the host is at (or is committing to), so that
+        // every round has the whole update to do.
+        let (target, (files, ops)) = if effective_image(&h) == Some(c.b) {
+            ("A", to_a)
+        } else {
+            ("B", to_b)
+        };
+        // A cheap LCG picks the moment: the Nth staged file or the Nth commit operation
+        // (the agent stops itself there, so where it dies does not depend on how fast
+        // this machine is). The moments differ from run to run and round to round.
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay_ms = 50 + (seed >> 33) % 900;
-        let child = syncer()
+        let r = seed >> 33;
+        let at = if r % 2 == 0 {
+            format!("stage:{}", 1 + (r / 2) % files)
+        } else {
+            format!("commit:{}", 1 + (r / 2) % ops)
+        };
+        let mut child = syncer()
             .args(["push", target, &hs, "--json"])
             .env("IMAGER_STORE", &c.store)
+            .env("SYNCER_TEST_STOP_AT", &at)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let killed = std::process::Command::new("pkill")
-            .args(["-KILL", "-f", &pattern])
-            .status()
-            .unwrap()
-            .success();
+        // Wait for the event: the agent stopped at its point, or the push ended (the
+        // point was not reached: a round where the host had drifted less).
+        let killed = loop {
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            if let Some(pid) = agent_pid(&h) {
+                if proc_state(pid) == Some('T') {
+                    rustix::process::kill_process(
+                        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                        rustix::process::Signal::KILL,
+                    )
+                    .unwrap();
+                    break true;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         let out = child.wait_with_output().unwrap();
-        if killed && !out.status.success() {
+        if killed {
+            assert!(
+                !out.status.success(),
+                "round {round}: killed at {at}, push ok"
+            );
             interrupted += 1;
         }
         // Every file is some image's version of that path, never a mix.
@@ -232,20 +316,21 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
                 let ok = known.get(&e.path).is_some_and(|v| v.contains(&hash));
                 assert!(
                     ok,
-                    "round {round} (killed after {delay_ms} ms): {} has content of neither image",
+                    "round {round} (killed at {at}): {} has content of neither image",
                     String::from_utf8_lossy(&e.path)
                 );
             }
         }
     }
+    // Every point is reached (a round has the whole update to do), but a roll-forward
+    // can finish a commit that ends exactly at its point.
     assert!(
-        interrupted >= 5,
-        "only {interrupted} of 24 pushes were interrupted"
+        interrupted >= 13,
+        "only {interrupted} of 16 pushes were interrupted"
     );
-    let r = push(&c.store, "B", &hs, &[]);
+    push(&c.store, "B", &hs, &[]);
     assert_host_is(&h, &c.store, &c.b);
     local_state_intact(&h);
-    let _ = r;
 }
 
 fn trigger_names(r: &serde_json::Value) -> Vec<String> {

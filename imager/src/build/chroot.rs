@@ -368,7 +368,7 @@ mod tests {
         let t0 = Instant::now();
         let e = run_hooks(
             &root,
-            &[hook("slow", "echo started-sleeping; sleep 60", 1)],
+            &[hook("slow", "echo started-sleeping; sleep 3600", 10)],
             0,
             &log,
             m,
@@ -376,11 +376,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            t0.elapsed() < Duration::from_secs(30),
+            t0.elapsed() < Duration::from_secs(1800),
             "the timeout did not kill the hook"
         );
         assert!(
-            e.contains("hook \"slow\" of m.toml timed out after 1 s")
+            e.contains("hook \"slow\" of m.toml timed out after 10 s")
                 && e.contains("started-sleeping"),
             "{e}"
         );

@@ -304,7 +304,8 @@ pub fn apply(b: &Beneath, staging: &OwnedFd, image: &Tree, j: &Journal) -> Resul
         })
     };
     let staging_shown = b.display(STAGING);
-    for op in &j.ops {
+    for (i, op) in j.ops.iter().enumerate() {
+        super::test_stop_point("commit", i + 1);
         match op {
             Op::Mkdir(p) => {
                 let (parent, name) = b.parent(p)?;

@@ -12,6 +12,23 @@ pub mod stage;
 pub mod state;
 pub mod triggers;
 
+/// For the crash tests: with `SYNCER_TEST_STOP_AT=PHASE:N` (`stage:N`, the Nth file
+/// staged; `commit:N`, before the Nth journal operation) the agent stops itself with
+/// SIGSTOP there, so a test can `kill -9` it at an exact point whatever the machine's
+/// speed. Without the variable this is one cached lookup.
+pub(crate) fn test_stop_point(phase: &str, n: usize) {
+    static AT: std::sync::OnceLock<Option<(String, usize)>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("SYNCER_TEST_STOP_AT").ok()?;
+        let (p, n) = v.split_once(':')?;
+        Some((p.to_string(), n.parse().ok()?))
+    });
+    if at.as_ref().is_some_and(|(p, k)| p == phase && *k == n) {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP);
+    }
+}
+
 use crate::compare::{compare, DirMtimes, HostTree};
 use crate::error::{Error, Result};
 use crate::protocol::{Change, ChangeKind, Conn, ManifestData, Msg, PROTOCOL_VERSION};
@@ -249,6 +266,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         ))
                     })?;
                     s.put_file(&b, e, &source, &payload)?;
+                    test_stop_point("stage", s.staged.len());
                 }
                 Msg::Health { command, timeout } => {
                     let t = imager::build::manifest::Trigger {

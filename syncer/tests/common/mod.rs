@@ -206,11 +206,13 @@ impl Sshd {
             .arg(&config)
             .spawn()
             .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
+        // Wait for it to listen (or to die), however long a loaded machine takes.
+        let mut child = child;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("sshd exited before listening: {st}");
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Sshd {
             child,
