@@ -2,35 +2,52 @@
 //! producing the per-path [`Change`]s that a push applies and `status`/`diff` report.
 //! Local-state paths and whatever lies on other filesystems are never part of it.
 
-use crate::protocol::{Change, ChangeKind};
+use crate::protocol::{Change, ChangeKind, Kept, KeptWhy};
 use imager::tree::path_cmp;
 use imager::tree::scan::Excludes;
 use imager::{Entry, Kind, Tree};
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// A host's tree as the agent scanned it.
 #[derive(Debug, Default)]
 pub struct HostTree {
     /// In image order ([`path_cmp`]), files with their content hash.
     pub entries: Vec<Entry>,
-    /// Directories on which another filesystem is mounted: not entered, never changed.
-    pub mounts: HashSet<Vec<u8>>,
-    /// Directories holding local state the scan skipped: never deleted or replaced, and
-    /// their mtime (which the host's own writes move) is not compared.
+    /// Paths left alone with everything below them: mount points (not entered, never
+    /// changed) and symlinks at or above local state (the host's own layout).
+    pub kept: BTreeMap<Vec<u8>, KeptWhy>,
+    /// Directories holding local state the scan skipped, or a kept path: never deleted
+    /// or replaced, and their mtime (which the host's own writes move) is not compared.
     pub protected: HashSet<Vec<u8>>,
+    /// Entries whose inode has more names than the scan saw (a hard link outside the
+    /// root or in local state): changing them in place would change those names too, so
+    /// they are drift, replaced by a new inode.
+    pub shared: HashSet<Vec<u8>>,
 }
 
 impl HostTree {
-    fn under_mount(&self, path: &[u8]) -> bool {
-        let mut p = imager::tree::parent(path);
+    /// True when `path` is a kept path or lies below one.
+    pub fn is_kept(&self, path: &[u8]) -> bool {
+        let mut p = Some(path);
         while let Some(q) = p {
-            if self.mounts.contains(q) {
+            if self.kept.contains_key(q) {
                 return true;
             }
             p = imager::tree::parent(q);
         }
         false
+    }
+
+    /// What the scan left alone, for the report.
+    pub fn kept_list(&self) -> Vec<Kept> {
+        self.kept
+            .iter()
+            .map(|(p, w)| Kept {
+                path: p.clone(),
+                why: *w,
+            })
+            .collect()
     }
 }
 
@@ -48,7 +65,7 @@ pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtime
     let (x, y) = (image.entries(), &host.entries);
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
-    let skip = |p: &[u8]| local.covers(p) || host.mounts.contains(p) || host.under_mount(p);
+    let skip = |p: &[u8]| local.covers(p) || host.is_kept(p);
     while i < x.len() || j < y.len() {
         let ord = match (x.get(i), y.get(j)) {
             (Some(a), Some(b)) => path_cmp(&a.path, &b.path),
@@ -78,7 +95,18 @@ pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtime
                     continue;
                 }
                 let lenient = mtimes == DirMtimes::Lenient && host.protected.contains(&t.path);
-                if let Some(kind) = differ(t, h, lenient) {
+                let kind = match differ(t, h, lenient) {
+                    // Same content, but other names share the inode: a new one.
+                    None | Some(ChangeKind::Meta) if host.shared.contains(&t.path) => {
+                        Some(if matches!(t.kind, Kind::File { .. }) {
+                            ChangeKind::Content
+                        } else {
+                            ChangeKind::Replace
+                        })
+                    }
+                    k => k,
+                };
+                if let Some(kind) = kind {
                     out.push(change(&t.path, kind, Some(h)));
                 }
             }

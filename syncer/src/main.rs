@@ -599,6 +599,7 @@ fn print_push(r: &HostReport) {
     if r.rolled_forward {
         println!("  finished an interrupted commit first");
     }
+    print_kept(&r.kept);
     println!(
         "  paths: {} added, {} changed, {} metadata only, {} deleted",
         r.added, r.changed, r.metadata, r.deleted
@@ -669,5 +670,20 @@ fn print_status(s: &HostStatus) {
             };
             println!("{}: {}{names}  {drift}", s.host, &id[..12]);
         }
+    }
+    print_kept(&s.kept);
+}
+
+/// The host paths a push leaves alone, one line each.
+fn print_kept(kept: &[syncer::protocol::Kept]) {
+    for k in kept {
+        let why = match k.why {
+            syncer::protocol::KeptWhy::Mount => "mount point",
+            syncer::protocol::KeptWhy::LocalStateSymlink => "symlink to local state",
+        };
+        println!(
+            "  left alone: {} ({why})",
+            imager::tree::escape::escape(&k.path)
+        );
     }
 }

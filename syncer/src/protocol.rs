@@ -25,7 +25,7 @@ use serde::Serialize;
 use std::io::{Read, Write};
 
 pub const MAGIC: &[u8; 4] = b"SYNC";
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
 /// File content travels in `Data` frames of at most this size.
@@ -82,6 +82,29 @@ pub struct Change {
     pub kind: ChangeKind,
     /// The host's entry at the path (with its content hash), if it has one.
     pub host: Option<Entry>,
+}
+
+/// Why a host path is left alone by every push (it and everything below it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeptWhy {
+    /// A mount point (another filesystem, or a bind mount of the root's own).
+    Mount,
+    /// A symlink at or above a local-state path: the host's own layout.
+    LocalStateSymlink,
+}
+
+/// A host path the scan found and every push leaves alone.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Kept {
+    #[serde(serialize_with = "crate::protocol::escaped")]
+    pub path: Vec<u8>,
+    pub why: KeptWhy,
+}
+
+/// Serializes a path as the project's escaped text.
+pub fn escaped<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&imager::tree::escape::escape(p))
 }
 
 /// The image manifest as sent to an agent.
@@ -165,6 +188,8 @@ pub enum Msg {
         /// For content the image needs: a host path that already holds it.
         have: Vec<(Hash, Vec<u8>)>,
         scan: ScanStats,
+        /// Mount points and local-state symlinks the scan left alone.
+        kept: Vec<Kept>,
     },
     SignatureRequest {
         paths: Vec<Vec<u8>>,
@@ -344,6 +369,7 @@ impl Msg {
                 changes,
                 have,
                 scan,
+                kept,
             } => {
                 e.opt_hash(image);
                 e.u32(changes.len() as u32);
@@ -374,6 +400,14 @@ impl Msg {
                 e.u64(scan.hashed_bytes);
                 e.u64(scan.cached_files);
                 e.f64(scan.seconds);
+                e.u32(kept.len() as u32);
+                for k in kept {
+                    e.bytes(&k.path);
+                    e.u8(match k.why {
+                        KeptWhy::Mount => 0,
+                        KeptWhy::LocalStateSymlink => 1,
+                    });
+                }
             }
             Msg::SignatureRequest { paths } => {
                 e.u32(paths.len() as u32);
@@ -528,11 +562,23 @@ impl Msg {
                     cached_files: d.u64()?,
                     seconds: d.f64()?,
                 };
+                let n = d.count(5)?;
+                let mut kept = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let path = d.bytes()?;
+                    let why = match d.u8()? {
+                        0 => KeptWhy::Mount,
+                        1 => KeptWhy::LocalStateSymlink,
+                        k => return Err(Error::protocol(format!("unknown kept reason {k}"))),
+                    };
+                    kept.push(Kept { path, why });
+                }
                 Msg::Differences {
                     image,
                     changes,
                     have,
                     scan,
+                    kept,
                 }
             }
             7 => {

@@ -4,7 +4,7 @@
 use crate::delta::{self, Cache};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Change, ChangeKind, ManifestData, Msg, ScanStats, Source, TriggerRun, CHUNK,
+    Change, ChangeKind, Kept, ManifestData, Msg, ScanStats, Source, TriggerRun, CHUNK,
 };
 use crate::transport::{self, HostSpec, Session, TransportOptions};
 use imager::store::Store;
@@ -163,6 +163,9 @@ pub struct HostReport {
     pub wire_sent: u64,
     pub wire_received: u64,
     pub scan: ScanStats,
+    /// Mount points and local-state symlinks on the host that the push left alone.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
     pub phases: Phases,
     pub triggers: Vec<TriggerRun>,
     /// Every attempt of the health check, the last one deciding.
@@ -317,9 +320,11 @@ fn push_steps(
             changes,
             have,
             scan,
+            kept,
             ..
         } => {
             r.scan = scan;
+            r.kept = kept;
             (changes, have)
         }
         m => return Err(unexpected("Differences", &m)),
@@ -588,6 +593,9 @@ pub struct HostStatus {
     pub agent: Option<String>,
     pub drifted: bool,
     pub differences: u64,
+    /// Mount points and local-state symlinks, never compared or changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<Kept>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathChange>,
 }
@@ -616,7 +624,10 @@ pub fn status_host(
             })
             .and_then(|_| s.reply())
         {
-            Ok(Msg::Differences { changes, .. }) => changes,
+            Ok(Msg::Differences { changes, kept, .. }) => {
+                st.kept = kept;
+                changes
+            }
             Ok(m) => return Err(s.fail(unexpected("Differences", &m))),
             Err(e) => return Err(s.fail(e)),
         };

@@ -156,7 +156,7 @@ fn a_full_disk_leaves_the_old_tree_intact_and_no_staging_behind() {
 
     for (image, want) in [
         ("v3", "not enough space"),
-        ("v4", "No space left on device"),
+        ("v4", "not enough inodes"),
     ] {
         let out = run(&f.store, &["push", image, &hs, "--json"]);
         assert!(!out.status.success(), "{image} fit on a full disk?");

@@ -35,6 +35,9 @@ pub struct Pending {
 #[derive(Clone, Default)]
 pub struct Excludes {
     set: Option<GlobSet>,
+    /// Each pattern's literal leading components (`/var/log` of `/var/log/**`): the
+    /// directories a match can only lie at or below.
+    prefixes: Vec<Vec<u8>>,
 }
 
 impl Excludes {
@@ -54,7 +57,23 @@ impl Excludes {
         let set = b
             .build()
             .map_err(|e| Error::Usage(format!("bad exclude patterns: {e}")))?;
-        Ok(Excludes { set: Some(set) })
+        let prefixes = patterns.iter().map(|p| literal_prefix(p)).collect();
+        Ok(Excludes {
+            set: Some(set),
+            prefixes,
+        })
+    }
+
+    /// True when `path` is excluded or is a directory some excluded path could lie
+    /// below (`/var` and `/var/log` for `/var/log/**`): replacing it would take the
+    /// excluded paths with it.
+    pub fn is_at_or_above(&self, path: &[u8]) -> bool {
+        path != b"/"
+            && (self.is_excluded(path)
+                || self
+                    .prefixes
+                    .iter()
+                    .any(|p| p == path || super::is_below(p, path)))
     }
 
     /// Reads patterns from list files: one a line, `#` comments and blank lines skipped.
@@ -84,6 +103,22 @@ impl Excludes {
             None => false,
         }
     }
+}
+
+/// The components of a glob before the first one with a glob character, as a path.
+fn literal_prefix(pattern: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in pattern.split('/').filter(|c| !c.is_empty()) {
+        if c.contains(['*', '?', '[', '{', '\\']) {
+            break;
+        }
+        out.push(b'/');
+        out.extend_from_slice(c.as_bytes());
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
 }
 
 /// The patterns of a list file: one a line, `#` comments and blank lines skipped.

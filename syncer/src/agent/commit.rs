@@ -29,7 +29,8 @@ const HEADER: &str = "#syncer-journal v1";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// A new directory (0700 until `DirMeta`).
+    /// A new directory (0700 until `DirMeta`). Only in journals of earlier agents: new
+    /// directories are staged and renamed now.
     Mkdir(Vec<u8>),
     /// Exchange a staged entry with the host's entry of the other kind (directory versus
     /// anything else); `new_is_dir` tells which side is new, so a replay can tell it was done.
@@ -232,8 +233,13 @@ pub fn plan_ops(
                     path: c.path.clone(),
                 })
             }
+            // Made in staging before the journal (so a full inode table fails the push
+            // before the commit point, not half-way through it), renamed into place.
             (ChangeKind::Add, Kind::Dir) => {
-                first.push(Op::Mkdir(c.path.clone()));
+                first.push(Op::Rename {
+                    staged: need(&c.path)?,
+                    path: c.path.clone(),
+                });
                 dirs.insert(c.path.clone());
             }
             (_, Kind::Dir) => {

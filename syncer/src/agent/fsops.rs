@@ -128,7 +128,13 @@ pub fn remove_tree_at(dir: &OwnedFd, name: &[u8], shown: &Path) -> Result<()> {
     remove_on(dir, name, shown, None)
 }
 
-fn remove_on(dir: &OwnedFd, name: &[u8], shown: &Path, dev: Option<u64>) -> Result<()> {
+/// `within`: the device and mount ID of the directory being emptied (`None` at the top).
+fn remove_on(
+    dir: &OwnedFd,
+    name: &[u8],
+    shown: &Path,
+    within: Option<(u64, Option<u64>)>,
+) -> Result<()> {
     let Some(st) = stat_at(dir, name) else {
         return Ok(());
     };
@@ -138,7 +144,9 @@ fn remove_on(dir: &OwnedFd, name: &[u8], shown: &Path, dev: Option<u64>) -> Resu
             Err(e) => Err(e).ctx("remove", shown),
         };
     }
-    if dev.is_some_and(|d| d != st.st_dev) {
+    // A bind mount of the same filesystem has the same st_dev: its mount ID tells.
+    let mnt = super::mounts::mount_id(dir, name);
+    if within.is_some_and(|(d, m)| d != st.st_dev || (m.is_some() && m != mnt)) {
         return Err(FsError::io(
             "remove (a mount point is inside)",
             shown,
@@ -161,7 +169,12 @@ fn remove_on(dir: &OwnedFd, name: &[u8], shown: &Path, dev: Option<u64>) -> Resu
         }
     }
     for n in names {
-        remove_on(&sub, &n, &shown.join(fsx::bytes_path(&n)), Some(st.st_dev))?;
+        remove_on(
+            &sub,
+            &n,
+            &shown.join(fsx::bytes_path(&n)),
+            Some((st.st_dev, mnt)),
+        )?;
     }
     match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
@@ -227,10 +240,13 @@ fn drop_extra_xattrs_fd(fd: &OwnedFd, e: &Entry, shown: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The free bytes available to unprivileged... and to root, on the filesystem of `dir`.
-pub fn free_bytes(dir: &OwnedFd, shown: &Path) -> Result<u64> {
+/// The free bytes and free inodes on the filesystem of `dir`, leaving the blocks and
+/// inodes reserved for root to the host's own daemons. No inode count where the
+/// filesystem has no fixed table (btrfs reports 0 inodes).
+pub fn free_space(dir: &OwnedFd, shown: &Path) -> Result<(u64, Option<u64>)> {
     let s = rustix::fs::fstatvfs(dir).ctx("inspect filesystem of", shown)?;
-    Ok(s.f_bavail.saturating_mul(s.f_frsize))
+    let inodes = (s.f_files > 0).then_some(s.f_favail);
+    Ok((s.f_bavail.saturating_mul(s.f_frsize), inodes))
 }
 
 /// True when opening a path failed because a component is missing, is no directory, or

@@ -7,6 +7,7 @@
 
 pub mod commit;
 pub mod fsops;
+pub mod mounts;
 pub mod scan;
 pub mod stage;
 pub mod state;
@@ -194,6 +195,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         changes: sent,
                         have,
                         scan: stats,
+                        kept: host.kept_list(),
                     })?;
                     let content = changes
                         .iter()
@@ -245,7 +247,9 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         Some(_) => {}
                     }
                     let s = Staging::create(&b)?;
-                    s.check_space(bytes)?;
+                    let p = pending.as_ref().ok_or_else(|| Error::Protocol("Stage before Target".into()))?;
+                    // Every new entry is a new inode (files, nodes, directories).
+                    s.check_room(bytes, p.content.len() as u64 + COMMIT_INODES)?;
                     staging = Some(s);
                 }
                 Msg::Put { path, source, len } => {
@@ -308,6 +312,11 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
     }
     result
 }
+
+/// Inodes the commit needs beyond the staged entries: replacements of the state files
+/// (journal, image, previous image, pending triggers, manifest) and a hard link's
+/// temporary name, with a margin.
+const COMMIT_INODES: u64 = 16;
 
 /// Largest manifest text an agent accepts (about two million entries).
 const MAX_MANIFEST: usize = 256 << 20;
@@ -382,7 +391,7 @@ fn commit_pending(
             Kind::Symlink { .. } | Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => {
                 true
             }
-            Kind::Dir => c.kind == ChangeKind::Replace,
+            Kind::Dir => true,
             _ => false,
         };
         if needs_node {
@@ -390,6 +399,9 @@ fn commit_pending(
         }
     }
     s.sync()?;
+    // What the commit and its bookkeeping still create after the commit point: the
+    // state files' replacements and a hard link's temporary name.
+    s.check_room(0, COMMIT_INODES)?;
     let stage_seconds = started.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let mut j = commit::plan_ops(p.id, &p.image, &p.changes, &s.staged, &p.host.protected)?;
@@ -448,6 +460,7 @@ fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Msg> {
             changes: Vec::new(),
             have: Vec::new(),
             scan: Default::default(),
+            kept: Vec::new(),
         });
     };
     let tree = imager::tree::text::parse(&text, "the host's recorded image manifest")?;
@@ -462,5 +475,6 @@ fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Msg> {
         changes: compare(&tree, &host, &local, DirMtimes::Lenient),
         have: Vec::new(),
         scan: stats,
+        kept: host.kept_list(),
     })
 }

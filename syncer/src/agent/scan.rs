@@ -9,11 +9,12 @@
 
 use super::state::StateDir;
 use crate::compare::HostTree;
-use crate::protocol::ScanStats;
+use crate::protocol::{KeptWhy, ScanStats};
 use imager::error::IoContext;
 use imager::fsx;
 use imager::tree::escape::{escape, unescape};
 use imager::tree::scan::Excludes;
+use imager::tree::is_below;
 use imager::tree::scan::{entry_of, walk};
 use imager::{Entry, Hash, Kind};
 use rayon::prelude::*;
@@ -121,22 +122,49 @@ pub fn scan(
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     let root_dev = std::fs::symlink_metadata(root).ctx("inspect", root)?.dev();
+    let own_or_local = |p: &[u8]| OWN_PATHS.contains(&p) || local.is_excluded(p);
     let mut host = HostTree::default();
+    // Mount points by the kernel's mount table: a bind mount of the root's own
+    // filesystem has the root's st_dev, so the walk alone would enter it.
+    for m in super::mounts::beneath(root)? {
+        if !local.covers(&m) && !OWN_PATHS.iter().any(|o| m == *o || is_below(&m, o)) {
+            host.kept.insert(m, KeptWhy::Mount);
+        }
+    }
     let mut skipped: Vec<Vec<u8>> = Vec::new();
     let found = walk(root, |p| {
-        let skip = OWN_PATHS.contains(&p) || local.is_excluded(p);
+        let skip = own_or_local(p) || host.kept.contains_key(p);
         if skip {
             skipped.push(p.to_vec());
         }
         skip
     })?;
-    // Directories holding local state or a mount are never deleted or replaced.
-    let mounts: Vec<Vec<u8>> = found
-        .iter()
-        .filter(|f| f.meta.is_dir() && f.meta.dev() != root_dev)
-        .map(|f| f.path.clone())
+    for f in &found {
+        if f.meta.is_dir() && f.meta.dev() != root_dev {
+            host.kept.insert(f.path.clone(), KeptWhy::Mount);
+        } else if f.meta.file_type().is_symlink() && local.is_at_or_above(&f.path) {
+            // /home -> /data/home: the host keeps its homes there, not in the image's
+            // empty directory.
+            host.kept.insert(f.path.clone(), KeptWhy::LocalStateSymlink);
+        }
+    }
+    // Only the outermost kept paths: what is below one is never looked at.
+    let outer: Vec<Vec<u8>> = host
+        .kept
+        .keys()
+        .filter(|k| {
+            !host
+                .kept
+                .keys()
+                .any(|o| o != *k && is_below(k, o))
+        })
+        .cloned()
         .collect();
-    for s in skipped.into_iter().chain(mounts) {
+    host.kept.retain(|k, _| outer.contains(k));
+    // Directories holding local state, a mount or a kept symlink are never deleted or
+    // replaced.
+    let kept: Vec<Vec<u8>> = host.kept.keys().cloned().collect();
+    for s in skipped.into_iter().chain(kept) {
         let mut p = imager::tree::parent(&s);
         while let Some(q) = p {
             if !host.protected.insert(q.to_vec()) {
@@ -145,13 +173,29 @@ pub fn scan(
             p = imager::tree::parent(q);
         }
     }
+    // Names per inode: a file with more links than names seen here has one outside the
+    // root or in local state.
+    let mut names: HashMap<(u64, u64), u64> = HashMap::new();
+    for f in &found {
+        if !f.meta.is_dir() {
+            *names.entry((f.meta.dev(), f.meta.ino())).or_default() += 1;
+        }
+    }
+    for f in &found {
+        if !f.meta.is_dir()
+            && f.meta.nlink() > names[&(f.meta.dev(), f.meta.ino())]
+            && !host.is_kept(&f.path)
+        {
+            host.shared.insert(f.path.clone());
+        }
+    }
     let mut links = HashMap::new();
     let mut entries = Vec::with_capacity(found.len());
     let mut to_hash: Vec<usize> = Vec::new();
     let mut stats = ScanStats::default();
     for f in &found {
-        if f.meta.is_dir() && f.meta.dev() != root_dev {
-            host.mounts.insert(f.path.clone());
+        if host.is_kept(&f.path) {
+            continue;
         }
         // A socket: no image holds one; it is left alone (a rename over it replaces it).
         let Some(mut e) = entry_of(f, &mut links)? else {

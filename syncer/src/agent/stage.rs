@@ -73,9 +73,10 @@ impl Staging {
         n
     }
 
-    /// Checks there is room for `bytes` of new content, with a margin.
-    pub fn check_space(&self, bytes: u64) -> Result<()> {
-        let free = fsops::free_bytes(&self.fd, &self.shown)?;
+    /// Checks there is room for `bytes` of new content and `inodes` new entries, with
+    /// a margin, so that a full filesystem stops the push while the host is untouched.
+    pub fn check_room(&self, bytes: u64, inodes: u64) -> Result<()> {
+        let (free, free_inodes) = fsops::free_space(&self.fd, &self.shown)?;
         let need = bytes.saturating_add(bytes / 50).saturating_add(8 << 20);
         if free < need {
             return Err(Error::Agent(format!(
@@ -83,6 +84,12 @@ impl Staging {
                 self.shown.display(),
                 need,
                 free
+            )));
+        }
+        if let Some(fi) = free_inodes.filter(|fi| *fi < inodes) {
+            return Err(Error::Agent(format!(
+                "not enough inodes on the filesystem of {}: the update needs {inodes} new entries, {fi} inodes are free",
+                self.shown.display(),
             )));
         }
         Ok(())
