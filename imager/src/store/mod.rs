@@ -109,7 +109,10 @@ impl Store {
     /// store behind. Removes only what the open created, and only while it is empty (so
     /// a store that did get an image, or a directory someone else filled, stays).
     pub fn discard_if_new(self) {
-        if self.created.is_empty() {
+        let holds_something = ["objects", "images", "refs"].iter().any(|sub| {
+            std::fs::read_dir(self.root.join(sub)).map_or(true, |mut d| d.next().is_some())
+        });
+        if self.created.is_empty() || holds_something {
             return;
         }
         // Unfinished writes of this command only: we hold the exclusive lock.
