@@ -20,6 +20,56 @@ use std::path::Path;
 /// streamed and taken as they are (no gzip or pyc file in a root filesystem is near it).
 pub const IN_MEMORY_LIMIT: u64 = 64 << 20;
 
+/// File data the content stage may hold in memory at once, over all threads (a file
+/// over it still goes through, alone). Two copies of each exist while it is normalised.
+const READ_BUDGET: u64 = 256 << 20;
+
+/// A count of bytes that threads reserve before reading a file into memory and give
+/// back when it is stored; a reservation waits until the others leave room for it.
+struct Budget {
+    free: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+    total: u64,
+}
+
+/// A reservation of [`Budget`]; returned on drop.
+struct Reserved<'a> {
+    budget: &'a Budget,
+    bytes: u64,
+}
+
+impl Budget {
+    fn new(total: u64) -> Budget {
+        Budget {
+            free: std::sync::Mutex::new(total),
+            freed: std::sync::Condvar::new(),
+            total,
+        }
+    }
+
+    fn reserve(&self, bytes: u64) -> Reserved<'_> {
+        // Larger than the whole budget: it waits until it has the budget to itself.
+        let bytes = bytes.min(self.total);
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free < bytes {
+            free = self.freed.wait(free).unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= bytes;
+        Reserved {
+            budget: self,
+            bytes,
+        }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        let mut free = self.budget.free.lock().unwrap_or_else(|e| e.into_inner());
+        *free += self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
 /// Where ingested content goes.
 pub trait Sink: Sync {
     fn put_bytes(&self, data: &[u8]) -> Result<Hash>;
@@ -82,12 +132,19 @@ pub fn ingest(
 
     for pyc_pass in [false, true] {
         // Content: read, normalise, hash, store (in parallel), then record (in order).
-        let outcomes: Vec<Result<(usize, Outcome)>> = pending
-            .par_iter()
+        // Taken out, so that content held in memory is freed as soon as it is stored.
+        let work: Vec<(usize, Content)> = pending
+            .iter_mut()
             .enumerate()
-            .filter(|(_, p)| p.content.is_some() && pyc::is_pyc(&p.entry.path) == pyc_pass)
-            .map(|(i, p)| {
-                let r = content_stage(&pending, p, opts, sink).map(|o| (i, o));
+            .filter(|(_, p)| pyc::is_pyc(&p.entry.path) == pyc_pass)
+            .filter_map(|(i, p)| p.content.replace(Content::Known).map(|c| (i, c)))
+            .collect();
+        let budget = Budget::new(READ_BUDGET);
+        let outcomes: Vec<Result<(usize, Outcome)>> = work
+            .into_par_iter()
+            .map(|(i, c)| {
+                let r = content_stage(&pending, &pending[i].entry, c, opts, sink, &budget)
+                    .map(|o| (i, o));
                 progress.inc(1);
                 r
             })
@@ -99,7 +156,6 @@ pub fn ingest(
                 size: o.size,
                 hash: o.hash,
             };
-            p.content = Some(Content::Known);
             if let Some(reason) = o.skipped {
                 report
                     .skipped
@@ -161,24 +217,32 @@ struct Outcome {
 /// `all` is read for a pyc's source entry, whose mtime is final by the pyc pass.
 fn content_stage(
     all: &[Pending],
-    p: &Pending,
+    entry: &Entry,
+    content: Content,
     opts: Option<&normalize::Options>,
     sink: &dyn Sink,
+    budget: &Budget,
 ) -> Result<Outcome> {
-    let (size, known) = match p.entry.kind {
+    let (size, known) = match entry.kind {
         Kind::File { size, hash } => (size, hash),
         _ => {
             return Err(Error::invalid(
-                &p.entry.path,
+                &entry.path,
                 "content given for an entry that is not a file",
             ))
         }
     };
-    let path = &p.entry.path;
+    let path = &entry.path;
     let rules = opts.filter(|o| (o.gzip || o.pyc) && size <= IN_MEMORY_LIMIT);
-    let (data, stored) = match p.content.as_ref() {
-        Some(Content::Disk(disk)) if size <= IN_MEMORY_LIMIT => {
-            let d = fsx::read_nofollow(disk, size)?;
+    // Held until this file is stored: what all threads read into memory stays bounded
+    // whatever the number of cores.
+    let _reserved = match &content {
+        Content::Disk(_) if size <= IN_MEMORY_LIMIT => Some(budget.reserve(size)),
+        _ => None,
+    };
+    let (data, stored) = match content {
+        Content::Disk(disk) if size <= IN_MEMORY_LIMIT => {
+            let d = fsx::read_nofollow(&disk, size)?;
             if d.len() as u64 != size {
                 return Err(Error::invalid(
                     path,
@@ -187,10 +251,10 @@ fn content_stage(
             }
             (Some(d), None)
         }
-        Some(Content::Disk(disk)) => (None, Some(sink.put_file(disk, size)?)),
-        Some(Content::Bytes(d)) => (Some(d.clone()), None),
+        Content::Disk(disk) => (None, Some(sink.put_file(&disk, size)?)),
+        Content::Bytes(d) => (Some(d), None),
         // Stored by an importer that kept rule candidates as bytes: taken as it is.
-        Some(Content::Known) | None => (None, Some(known)),
+        Content::Known => (None, Some(known)),
     };
     let mut change = None;
     let mut skipped = None;
@@ -228,4 +292,35 @@ fn content_stage(
         change,
         skipped,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn reservations_never_exceed_the_budget() {
+        let budget = Budget::new(10);
+        let (held, peak) = (AtomicU64::new(0), AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        let _r = budget.reserve(6);
+                        let now = held.fetch_add(6, Ordering::SeqCst) + 6;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        held.fetch_sub(6, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            peak.load(Ordering::SeqCst),
+            6,
+            "two reservations of 6 held at once"
+        );
+        // One larger than the whole budget still goes through (alone).
+        drop(budget.reserve(100));
+    }
 }

@@ -408,20 +408,30 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
             report: ReportArgs { json, verbose },
         } => {
             let store = open(Access::Write)?;
-            let norm_opts = if *normalize {
-                Some(norm.build(Some(&store), &root)?)
-            } else {
-                None
+            let imported = (|| -> Result<ops::Imported> {
+                let norm_opts = if *normalize {
+                    Some(norm.build(Some(&store), &root)?)
+                } else {
+                    None
+                };
+                let opts = ImportOptions {
+                    name: name.clone(),
+                    normalize: norm_opts,
+                    excludes: ex.build()?,
+                    extra: Vec::new(),
+                };
+                let src = Source::guess(source);
+                ops::import(&store, &src, &opts, progress)
+                    .with_context(|| format!("importing {}", source.display()))
+            })();
+            // A failed import into a store it just made leaves no store behind.
+            let r = match imported {
+                Ok(r) => r,
+                Err(e) => {
+                    store.discard_if_new();
+                    return Err(e);
+                }
             };
-            let opts = ImportOptions {
-                name: name.clone(),
-                normalize: norm_opts,
-                excludes: ex.build()?,
-                extra: Vec::new(),
-            };
-            let src = Source::guess(source);
-            let r = ops::import(&store, &src, &opts, progress)
-                .with_context(|| format!("importing {}", source.display()))?;
             if *json {
                 serde_json::to_writer_pretty(&mut *out, &r)?;
                 writeln!(out)?;
@@ -433,7 +443,7 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                     r.stats.bytes, r.new_objects, r.new_bytes,
                     r.name.as_deref().map(|n| format!("; name {n}")).unwrap_or_default()
                 );
-                if opts.normalize.is_some() {
+                if *normalize {
                     print_report(&r.normalize, *verbose, &mut std::io::stderr())?;
                 }
             }
@@ -647,12 +657,18 @@ fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
                 let p = std::path::Path::new(spec);
                 if p.is_file() {
                     let store = open(Access::Write)?;
-                    let r = ops::import(
+                    let r = match ops::import(
                         &store,
                         &ops::Source::Archive(p.to_path_buf()),
                         &ops::ImportOptions::plain(),
                         progress,
-                    )?;
+                    ) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            store.discard_if_new();
+                            return Err(e.into());
+                        }
+                    };
                     Ok(imager::Hash::from_hex(&r.id).context("import gave no ID")?)
                 } else {
                     Ok(open(Access::Read)?.resolve(spec)?)
@@ -770,7 +786,13 @@ fn main() -> ExitCode {
                     msg.push_str(&s);
                 }
             }
-            eprintln!("imager: error: {msg}");
+            // Messages quote outside input (a parser's complaint, a path): a terminal
+            // gets no control character of it, whatever escaped or did not upstream.
+            let msg: Vec<String> = msg
+                .split('\n')
+                .map(imager::tree::escape::escape_message)
+                .collect();
+            eprintln!("imager: error: {}", msg.join("\n"));
             ExitCode::FAILURE
         }
     }

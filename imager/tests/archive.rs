@@ -119,16 +119,8 @@ fn fsck_finds_a_corrupt_object_and_export_refuses_it() {
     assert!(env.fails(&["show", "t"]).contains("manifest hashes to"));
 }
 
-/// Writes a tar crafted by Python's tarfile (which, unlike GNU tar, writes what it is told).
 fn craft(env: &Env, name: &str, body: &str) -> String {
-    let script = format!(
-        "import tarfile, io\nt = tarfile.open('{name}', 'w', format=tarfile.PAX_FORMAT)\n\
-         def add(n, data=b'', **kw):\n    i = tarfile.TarInfo(n)\n    i.size = len(data)\n    [setattr(i, k, v) for k, v in kw.items()]\n    t.addfile(i, io.BytesIO(data) if data else None)\n\
-         add('./', type=tarfile.DIRTYPE)\n{body}\nt.close()\n"
-    );
-    std::fs::write(env.path("craft.py"), script).unwrap();
-    sh("python3 craft.py", env.dir.path());
-    s(&env.path(name)).to_string()
+    common::craft_tar(env, name, "w", body)
 }
 
 #[test]

@@ -124,6 +124,17 @@ fn header(e: &Entry) -> Result<(Header, Pax)> {
         h.set_device_minor(minor).map_err(err)?;
     }
     for (n, v) in &e.xattrs {
+        // Every tree is validated against this already; an archive that reads back as
+        // another image must not be written even if one slipped through.
+        if n.contains(&b'=') {
+            return Err(Error::invalid(
+                &e.path,
+                format!(
+                    "xattr name {} contains `=`, which a pax header cannot carry",
+                    crate::tree::escape::escape(n)
+                ),
+            ));
+        }
         let key = format!(
             "SCHILY.xattr.{}",
             String::from_utf8(n.clone()).map_err(|_| {

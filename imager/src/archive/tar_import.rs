@@ -9,12 +9,16 @@
 //! so that their sizes are bounded before anything is allocated. An archive that ends
 //! without its end-of-archive blocks, or a compressed stream that is cut short, is an
 //! error: a truncated archive would otherwise import as a smaller, valid-looking tree.
+//! Owners and xattr names no host could be given are refused at their entry
+//! ([`crate::tree::check_applicable`]). Memory stays bounded whatever the archive
+//! expands to: content streams into the store, and what normalisation may rewrite is held
+//! in memory only up to [`HOLD_LIMIT`] in all, then spilled to files.
 
 use crate::error::{Error, Result};
 use crate::ingest::IN_MEMORY_LIMIT;
 use crate::normalize::{gzip, pyc};
 use crate::store::Txn;
-use crate::tree::escape::escape;
+use crate::tree::escape::{escape, escape_message};
 use crate::tree::scan::{Content, Pending};
 use crate::tree::{entry_path, Entry, Hash, Kind, MAX_PATH, SYMLINK_MODE};
 use std::cell::Cell;
@@ -28,6 +32,9 @@ pub const MAX_FILE_SIZE: u64 = 1 << 40;
 /// Largest pax extended header (xattrs included) and GNU long name.
 const MAX_PAX: u64 = 1 << 20;
 const MAX_LONG_NAME: u64 = MAX_PATH as u64 + 1;
+/// Normalisation candidates held in memory at once, in all; the rest wait in spill files.
+/// A Debian root's gzip and pyc files come to about 35 MB, so real imports stay in memory.
+pub const HOLD_LIMIT: u64 = 128 << 20;
 
 /// Remembers whether the underlying stream reached its end.
 struct EofTracker<R> {
@@ -99,8 +106,17 @@ fn read_tar<R: Read>(
         path: escape(path),
         reason,
     };
-    let io_bad =
-        |path: &[u8], e: std::io::Error| bad(path, format!("cannot read the archive: {e}"));
+    // The tar crate's messages quote the header bytes they choke on (and the entry's
+    // name, unescaped): never pass those raw to a terminal.
+    let io_bad = |path: &[u8], e: std::io::Error| {
+        bad(
+            path,
+            format!(
+                "cannot read the archive: {}",
+                escape_message(&e.to_string())
+            ),
+        )
+    };
     let mut ar = tar::Archive::new(src);
     let mut out: Vec<Pending> = Vec::new();
     // Path -> index in `out`, for duplicates and hard link targets.
@@ -109,6 +125,8 @@ fn read_tar<R: Read>(
     let mut long_name: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
     let mut last_path: Vec<u8> = b"(start of archive)".to_vec();
+    // Bytes of normalisation candidates held in memory so far (see `HOLD_LIMIT`).
+    let mut held = 0u64;
     let entries = ar.entries().map_err(|e| io_bad(&last_path, e))?.raw(true);
     for item in entries {
         let mut ent = item.map_err(|e| io_bad(&last_path, e))?;
@@ -206,6 +224,7 @@ fn read_tar<R: Read>(
             mtime,
             xattrs: p.xattrs,
         };
+        crate::tree::check_applicable(&entry).map_err(|r| bad(&raw_name, r))?;
         let mut content = None;
         let dev = |h: &tar::Header| -> Result<(u32, u32)> {
             let major = h
@@ -229,8 +248,8 @@ fn read_tar<R: Read>(
                         ),
                     ));
                 }
-                let (hash, c) =
-                    read_content(&mut ent, declared, &path, txn, opts).map_err(|e| match e {
+                let (hash, c) = read_content(&mut ent, declared, &path, txn, opts, &mut held)
+                    .map_err(|e| match e {
                         Error::Io { source, .. } => io_bad(&raw_name, source),
                         other => other,
                     })?;
@@ -327,8 +346,15 @@ fn read_tar<R: Read>(
     }
     // Drain what follows the end marker so a compressed stream's end (and checksum) is checked.
     let mut rest = ar.into_inner();
-    std::io::copy(&mut rest, &mut std::io::sink())
-        .map_err(|e| bad(&last_path, format!("after the end of the archive: {e}")))?;
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| {
+        bad(
+            &last_path,
+            format!(
+                "after the end of the archive: {}",
+                escape_message(&e.to_string())
+            ),
+        )
+    })?;
     if !seen.contains_key(&b"/"[..]) {
         // `tar -C dir -cf x.tar file…` has no entry for the root; it is a plain directory.
         out.push(Pending {
@@ -346,14 +372,18 @@ fn strip_nul(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// Streams a file's content into the store, or keeps it in memory if normalisation may
-/// rewrite it.
+/// Streams a file's content into the store, or keeps it aside if normalisation may
+/// rewrite it: in memory while the candidates held total at most [`HOLD_LIMIT`] bytes
+/// (`held`), in a spill file of the transaction after that. A small archive can expand
+/// to any number of large gzip-looking members; held in memory until the ingest, they
+/// once took 1.45 GB for a 43 KB archive.
 fn read_content(
     r: &mut impl Read,
     size: u64,
     path: &[u8],
     txn: &Txn,
     opts: &ImportOptions,
+    held: &mut u64,
 ) -> Result<(Hash, Content)> {
     let what = escape(path);
     let mut head = [0u8; 3];
@@ -363,10 +393,15 @@ fn read_content(
     let candidate = opts.keep_candidates
         && size <= IN_MEMORY_LIMIT
         && (pyc::is_pyc(path) || gzip::looks_like_gzip(&head[..k]));
+    let mut rest = std::io::Cursor::new(head[..k].to_vec()).chain(r);
+    if candidate && *held + size > HOLD_LIMIT {
+        // The ingest hashes it (after normalising): no hash yet.
+        let spilled = txn.spill(&mut rest, size, &what)?;
+        return Ok((Hash([0; 32]), Content::Disk(spilled)));
+    }
     if candidate {
         let mut data = Vec::with_capacity(size as usize);
-        data.extend_from_slice(&head[..k]);
-        r.take(size - k as u64)
+        rest.take(size)
             .read_to_end(&mut data)
             .map_err(|e| Error::io("read content of", &what, e))?;
         if data.len() as u64 != size {
@@ -376,13 +411,10 @@ fn read_content(
                 std::io::ErrorKind::UnexpectedEof.into(),
             ));
         }
+        *held += size;
         return Ok((Hash::of(&data), Content::Bytes(data)));
     }
-    let h = txn.put_reader(
-        std::io::Cursor::new(head[..k].to_vec()).chain(r),
-        size,
-        &what,
-    )?;
+    let h = txn.put_reader(rest, size, &what)?;
     Ok((h, Content::Known))
 }
 
@@ -443,7 +475,7 @@ fn parse_pax(data: &[u8]) -> std::result::Result<PaxFields, String> {
             std::str::from_utf8(v)
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| format!("{} is not a number", String::from_utf8_lossy(k)))
+                .ok_or_else(|| format!("{} is not a number", escape(k)))
         };
         match k {
             b"path" => f.path = Some(v.to_vec()),

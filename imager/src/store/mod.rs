@@ -35,6 +35,9 @@ use std::path::{Path, PathBuf};
 pub struct Store {
     root: PathBuf,
     _lock: File,
+    /// What this open created, parents first (empty if the store existed): what
+    /// [`Store::discard_if_new`] removes.
+    created: Vec<PathBuf>,
 }
 
 /// Whether a command only reads the store or also writes to it.
@@ -47,9 +50,25 @@ pub enum Access {
 impl Store {
     /// Opens (and on first write, creates) the store at `root`, taking its lock.
     pub fn open(root: &Path, access: Access) -> Result<Store> {
+        let mut created = Vec::new();
         if access == Access::Write {
+            // The missing ancestors of the store, outermost first.
+            let mut missing: Vec<PathBuf> = root
+                .ancestors()
+                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+                .map(Path::to_path_buf)
+                .collect();
+            missing.reverse();
+            created.extend(missing);
             for sub in ["objects", "images", "refs", "tmp"] {
-                fsx::create_dir_all(&root.join(sub))?;
+                let d = root.join(sub);
+                if !d.exists() {
+                    created.push(d.clone());
+                }
+                fsx::create_dir_all(&d)?;
+            }
+            if !root.join("lock").exists() {
+                created.push(root.join("lock"));
             }
         } else if !root.join("images").is_dir() {
             return Err(Error::Store {
@@ -73,6 +92,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             _lock: lock,
+            created,
         };
         if access == Access::Write {
             store.clean_tmp()?;
@@ -82,6 +102,30 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Undoes the creation of a store that this open made, for a command that failed
+    /// before storing anything: a mistyped `--store` with a failed import leaves no
+    /// store behind. Removes only what the open created, and only while it is empty (so
+    /// a store that did get an image, or a directory someone else filled, stays).
+    pub fn discard_if_new(self) {
+        let holds_something = ["objects", "images", "refs"].iter().any(|sub| {
+            std::fs::read_dir(self.root.join(sub)).map_or(true, |mut d| d.next().is_some())
+        });
+        if self.created.is_empty() || holds_something {
+            return;
+        }
+        // Unfinished writes of this command only: we hold the exclusive lock.
+        let _ = self.clean_tmp();
+        for p in self.created.iter().rev() {
+            if p.is_dir() {
+                if std::fs::remove_dir(p).is_err() {
+                    return; // not empty: something of the store is worth keeping
+                }
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
     }
 
     fn err(&self, reason: impl Into<String>) -> Error {

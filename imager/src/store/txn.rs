@@ -4,6 +4,8 @@
 //! makes them all durable before any is renamed to its final name. Flushing each file on
 //! its own would cost one disk round trip per file, a few thousand for a root filesystem;
 //! the store's promise (an object under its final name is complete) is the same.
+//! A batch also keeps spill files in `tmp/` (content waiting to be normalised), removed
+//! when it ends.
 
 use super::Store;
 use crate::error::{Error, IoContext, Result};
@@ -21,6 +23,8 @@ pub struct Txn<'s> {
     store: &'s Store,
     staged: Mutex<Vec<(PathBuf, Hash)>>,
     known: Mutex<HashSet<Hash>>,
+    /// Files of [`Txn::spill`], removed when the batch ends.
+    spilled: Mutex<Vec<PathBuf>>,
     counter: AtomicU64,
     /// Bytes of content that were new to the store.
     pub new_bytes: AtomicU64,
@@ -32,17 +36,18 @@ impl<'s> Txn<'s> {
             store,
             staged: Mutex::new(Vec::new()),
             known: Mutex::new(HashSet::new()),
+            spilled: Mutex::new(Vec::new()),
             counter: AtomicU64::new(0),
             new_bytes: AtomicU64::new(0),
         }
     }
 
-    fn tmp_path(&self) -> PathBuf {
+    fn tmp_path(&self, kind: &str) -> PathBuf {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         self.store
             .root
             .join("tmp")
-            .join(format!("obj-{}-{n}", std::process::id()))
+            .join(format!("{kind}-{}-{n}", std::process::id()))
     }
 
     /// True if the object is in the store or this batch already (and claims it if not,
@@ -62,7 +67,7 @@ impl<'s> Txn<'s> {
         if self.claim(&h) {
             return Ok(h);
         }
-        let tmp = self.tmp_path();
+        let tmp = self.tmp_path("obj");
         let mut f = File::create(&tmp).ctx("create", &tmp)?;
         f.write_all(data).ctx("write", &tmp)?;
         drop(f);
@@ -74,46 +79,32 @@ impl<'s> Txn<'s> {
 
     /// Adds content from a stream of exactly `size` bytes (larger than memory is fine);
     /// `what` names the source in errors. Returns the hash.
-    pub fn put_reader(&self, mut r: impl Read, size: u64, what: &str) -> Result<Hash> {
-        let tmp = self.tmp_path();
-        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+    pub fn put_reader(&self, r: impl Read, size: u64, what: &str) -> Result<Hash> {
+        let tmp = self.tmp_path("obj");
         let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
-        loop {
-            let k = match r.read(&mut buf) {
-                Ok(0) => break,
-                Ok(k) => k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(Error::io("read content of", what, e));
-                }
-            };
-            hasher.update(&buf[..k]);
-            f.write_all(&buf[..k]).ctx("write", &tmp)?;
-            n += k as u64;
-        }
-        drop(f);
-        if n != size {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::io(
-                "read content of",
-                what,
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("expected {size} bytes, got {n}"),
-                ),
-            ));
-        }
+        copy_exact(r, &tmp, size, what, Some(&mut hasher))?;
         let h = Hash::from(hasher.finalize());
         if self.claim(&h) {
             fsx::remove_file(&tmp)?;
             return Ok(h);
         }
         self.stage(tmp, h)?;
-        self.new_bytes.fetch_add(n, Ordering::Relaxed);
+        self.new_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(h)
+    }
+
+    /// Keeps a stream of exactly `size` bytes in a file of `tmp/` until the batch ends
+    /// (committed or dropped), for content that must wait before it can be hashed and
+    /// stored (an archive member normalisation may rewrite). Returns the file's path.
+    pub fn spill(&self, r: impl Read, size: u64, what: &str) -> Result<PathBuf> {
+        let tmp = self.tmp_path("spill");
+        // Recorded first, so that a failed copy is removed with the rest.
+        self.spilled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tmp.clone());
+        copy_exact(r, &tmp, size, what, None)?;
+        Ok(tmp)
     }
 
     fn stage(&self, tmp: PathBuf, h: Hash) -> Result<()> {
@@ -161,5 +152,57 @@ impl Drop for Txn<'_> {
         for (tmp, _) in staged {
             let _ = std::fs::remove_file(tmp);
         }
+        let spilled = self
+            .spilled
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for tmp in spilled {
+            let _ = std::fs::remove_file(tmp);
+        }
     }
+}
+
+/// Copies exactly `size` bytes of `r` into a new file `tmp` (removed again on failure),
+/// feeding `hasher` if given; `what` names the source in errors.
+fn copy_exact(
+    mut r: impl Read,
+    tmp: &std::path::Path,
+    size: u64,
+    what: &str,
+    mut hasher: Option<&mut blake3::Hasher>,
+) -> Result<()> {
+    let result = (|| {
+        let mut f = File::create(tmp).ctx("create", tmp)?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read content of", what, e)),
+            };
+            if let Some(h) = hasher.as_deref_mut() {
+                h.update(&buf[..k]);
+            }
+            f.write_all(&buf[..k]).ctx("write", tmp)?;
+            n += k as u64;
+        }
+        if n != size {
+            return Err(Error::io(
+                "read content of",
+                what,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("expected {size} bytes, got {n}"),
+                ),
+            ));
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    result
 }

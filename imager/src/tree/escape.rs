@@ -25,6 +25,22 @@ pub fn escape_with(bytes: &[u8], extra: &[u8]) -> String {
     out
 }
 
+/// Makes text from outside (an error message of a parser, which may quote the bytes it
+/// choked on) safe for a terminal: every control character (C0, DEL, C1) becomes `\xHH`,
+/// the rest, spaces and backslashes included, stays as it is. Not reversible, and not
+/// meant to be: it is for messages, not names.
+pub fn escape_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Reverses [`escape_with`]; rejects anything that `escape_with` would not have produced
 /// (so a manifest has one spelling only), returning a reason.
 pub fn unescape_with(text: &str, extra: &[u8]) -> Result<Vec<u8>, String> {
@@ -91,6 +107,14 @@ mod tests {
         );
         assert_eq!(escape(b"/a b\n\\"), "/a\\x20b\\x0a\\x5c");
         assert_eq!(escape_with(b"a=b", b"="), "a\\x3db");
+    }
+
+    #[test]
+    fn messages_lose_their_control_characters_only() {
+        assert_eq!(
+            escape_message("bad \u{1b}[2J field \\ \u{9b}31m é\n"),
+            "bad \\x1b[2J field \\ \\x9b31m é\\x0a"
+        );
     }
 
     #[test]

@@ -103,6 +103,32 @@ pub const MAX_NAME: usize = 255;
 /// Xattr limits of Linux (XATTR_NAME_MAX, XATTR_SIZE_MAX).
 pub const MAX_XATTR_NAME: usize = 255;
 pub const MAX_XATTR_VALUE: usize = 65536;
+/// uid and gid `(uid_t)-1`: chown(2) reads it as "leave unchanged", so no host can be
+/// given an entry owned by it (an export or push would "succeed" with whatever owner the
+/// file had, and drift forever).
+pub const UNAPPLICABLE_ID: u32 = u32::MAX;
+
+/// Why an entry could not be materialised exactly, if it could not: an owner of
+/// [`UNAPPLICABLE_ID`], or an xattr name with `=` (a tar's pax key
+/// `SCHILY.xattr.NAME=VALUE` ends at the first `=`, so such a name would read back as
+/// another attribute). Every tree is checked ([`validate`]); importers also check each
+/// entry as they make it, to stop before reading the rest.
+pub fn check_applicable(e: &Entry) -> std::result::Result<(), String> {
+    for (what, id) in [("uid", e.uid), ("gid", e.gid)] {
+        if id == UNAPPLICABLE_ID {
+            return Err(format!(
+                "{what} {id} is (uid_t)-1, which chown reads as \"leave unchanged\": no host can be given it"
+            ));
+        }
+    }
+    if let Some((name, _)) = e.xattrs.iter().find(|(n, _)| n.contains(&b'=')) {
+        return Err(format!(
+            "xattr name {} contains `=`, which a tar archive cannot carry (refused)",
+            escape::escape(name)
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
@@ -362,6 +388,7 @@ pub fn validate(entries: &[Entry]) -> Result<()> {
                 return Err(Error::invalid(&e.path, reason));
             }
         }
+        check_applicable(e).map_err(|r| Error::invalid(&e.path, r))?;
         if e.mode & !MODE_MASK != 0 {
             return Err(Error::invalid(
                 &e.path,

@@ -281,6 +281,15 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
         }
         Ok(())
     })?;
+    // Refused before any content is read (the tree's validation would, after).
+    for pe in &out {
+        super::check_applicable(&pe.entry).map_err(|r| {
+            Error::invalid(
+                &pe.entry.path,
+                format!("{}: {r}", fsx::under(root, &pe.entry.path).display()),
+            )
+        })?;
+    }
     // A hard link's metadata is its target's; ingest copies it once content is final.
     Ok(out)
 }

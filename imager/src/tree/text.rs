@@ -271,6 +271,7 @@ fn parse_line(line: &str) -> std::result::Result<Entry, String> {
         let value = hex::decode(v).map_err(|_| format!("xattr value of {k} is not hex"))?;
         e.xattrs.push((name, value));
     }
+    super::check_applicable(&e).map_err(|r| format!("{}: {r}", escape(&e.path)))?;
     Ok(e)
 }
 
@@ -300,7 +301,7 @@ mod tests {
 
     const SAMPLE: &str = "#imager-manifest v1
 / dir mode=0755 uid=0 gid=0 mtime=1700000000
-/a\\x20b\\x0a file mode=4755 uid=0 gid=0 mtime=5 size=3 blake3=6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85 xattr.security.capability=0100000200200000 xattr.user.a\\x3db=
+/a\\x20b\\x0a file mode=4755 uid=0 gid=0 mtime=5 size=3 blake3=6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85 xattr.security.capability=0100000200200000 xattr.user.a\\x20b=
 /a\\x20b\\x0a2 hardlink target=/a\\x20b\\x0a
 /bin symlink uid=0 gid=0 mtime=-1 target=usr/bin
 /null char mode=0666 uid=0 gid=0 mtime=0 dev=1,3
@@ -333,6 +334,14 @@ mod tests {
             (
                 SAMPLE.replace("hardlink target=/a\\x20b\\x0a", "hardlink target=/zz"),
                 "dangling hard link",
+            ),
+            (
+                SAMPLE.replace("uid=1000 gid=1000", "uid=4294967295 gid=1000"),
+                "uid (uid_t)-1",
+            ),
+            (
+                SAMPLE.replace("xattr.user.a\\x20b=", "xattr.user.a\\x3db="),
+                "xattr name with =",
             ),
         ] {
             assert!(parse(&bad, "x").is_err(), "{why} accepted");

@@ -107,3 +107,16 @@ nl'; mknod a/null c 1 3; mkfifo a/fifo; chmod 4755 a/f; setfattr -n user.test -v
     std::fs::create_dir_all(root).expect("mkdir");
     sh(&script, root);
 }
+
+/// Writes a tar crafted by Python's tarfile (which writes what it is told); `mode` is
+/// tarfile's (`w`, `w:gz`).
+pub fn craft_tar(env: &Env, name: &str, mode: &str, body: &str) -> String {
+    let script = format!(
+        "import tarfile, io\nt = tarfile.open('{name}', '{mode}', format=tarfile.PAX_FORMAT)\n\
+         def add(n, data=b'', **kw):\n    i = tarfile.TarInfo(n)\n    i.size = len(data)\n    [setattr(i, k, v) for k, v in kw.items()]\n    t.addfile(i, io.BytesIO(data) if data else None)\n\
+         add('./', type=tarfile.DIRTYPE)\n{body}\nt.close()\n"
+    );
+    std::fs::write(env.path("craft.py"), script).unwrap();
+    sh("python3 craft.py", env.dir.path());
+    s(&env.path(name)).to_string()
+}
