@@ -58,6 +58,9 @@ enum Cmd {
     Serve {
         #[arg(long)]
         root: PathBuf,
+        /// Drop an unfinished commit instead of finishing it (see abandon-commit)
+        #[arg(long)]
+        abandon_commit: bool,
     },
     /// Make hosts equal to an image (name, name~N or ID in the store)
     Push {
@@ -122,6 +125,14 @@ enum Cmd {
         colo: Vec<String>,
         #[arg(long)]
         to: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Drop the unfinished commit of hosts whose roll-forward keeps failing: they keep
+    /// what the commit had done and their recorded image; push an image next
+    AbandonCommit {
+        #[arg(required = true)]
+        hosts: Vec<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -263,10 +274,14 @@ fn main() {
 
 fn run(cli: Cli) -> Result<i32> {
     match cli.cmd {
-        Cmd::Serve { root } => {
+        Cmd::Serve {
+            root,
+            abandon_commit,
+        } => {
             let stdin = std::io::stdin().lock();
             let stdout = std::io::stdout().lock();
-            syncer::agent::serve(&root, stdin, stdout)
+            let opts = syncer::agent::ServeOptions { abandon_commit };
+            syncer::agent::serve(&root, &opts, stdin, stdout)
                 .with_context(|| format!("agent on {}", root.display()))?;
             Ok(0)
         }
@@ -358,6 +373,7 @@ fn run(cli: Cli) -> Result<i32> {
                 );
                 for (c, s, l) in &rows {
                     let image = match (&s.error, &s.image) {
+                        (Some(_), _) if s.mid_commit => "mid-commit".to_string(),
                         (Some(_), _) => "unreachable".to_string(),
                         (None, None) => "never synced".to_string(),
                         (None, Some(id)) if s.names.is_empty() => id[..12].to_string(),
@@ -474,17 +490,30 @@ fn run(cli: Cli) -> Result<i32> {
             }
             Ok(if reports.iter().all(|r| r.ok) { 0 } else { 1 })
         }
+        Cmd::AbandonCommit { hosts: list, conn } => {
+            let st = host_statuses(&list, &conn, true)?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                for s in &st {
+                    match &s.abandoned {
+                        Some(id) => println!(
+                            "{}: dropped the unfinished commit to image {}",
+                            s.host,
+                            &id[..12]
+                        ),
+                        None if s.ok => println!("{}: no unfinished commit", s.host),
+                        None => {}
+                    }
+                    print_status(s);
+                }
+            }
+            Ok(if st.iter().all(|s| s.ok) { 0 } else { 1 })
+        }
         Cmd::Status {
             hosts: list, conn, ..
         } => {
-            let specs = hosts(&list)?;
-            let store =
-                imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)
-                    .ok();
-            let opts = options(&conn, false)?;
-            let st = push::for_hosts(&specs, conn.jobs, |h| {
-                push::status_host(store.as_ref(), h, &opts, false)
-            });
+            let st = host_statuses(&list, &conn, false)?;
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&st)?);
             } else {
@@ -521,6 +550,18 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 /// Where a rollout over `inventory` keeps its state: `fleet.toml` → `fleet.rollout.json`.
+/// `status` of each host (after dropping an unfinished commit, with `abandon`).
+fn host_statuses(list: &[String], conn: &Conn, abandon: bool) -> Result<Vec<HostStatus>> {
+    let specs = hosts(list)?;
+    let store =
+        imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read).ok();
+    let mut opts = options(conn, false)?;
+    opts.transport.abandon_commit = abandon;
+    Ok(push::for_hosts(&specs, conn.jobs, |h| {
+        push::status_host(store.as_ref(), h, &opts, false)
+    }))
+}
+
 fn state_path(inventory: &std::path::Path) -> PathBuf {
     inventory.with_extension("rollout.json")
 }

@@ -162,6 +162,8 @@ pub enum Msg {
         previous: Option<Hash>,
         /// A commit interrupted earlier that this session finished first.
         rolled_forward: bool,
+        /// An unfinished commit (to this image) the agent was told to drop.
+        abandoned: Option<Hash>,
     },
     Error {
         message: String,
@@ -316,6 +318,7 @@ impl Msg {
                 image,
                 previous,
                 rolled_forward,
+                abandoned,
             } => {
                 e.u32(*version);
                 e.str(agent);
@@ -323,6 +326,7 @@ impl Msg {
                 e.opt_hash(image);
                 e.opt_hash(previous);
                 e.bool(*rolled_forward);
+                e.opt_hash(abandoned);
             }
             Msg::Error { message } => e.str(message),
             Msg::Status { verify } => e.bool(*verify),
@@ -496,6 +500,7 @@ impl Msg {
                 image: d.opt_hash()?,
                 previous: d.opt_hash()?,
                 rolled_forward: d.bool()?,
+                abandoned: d.opt_hash()?,
             },
             3 => Msg::Error { message: d.str()? },
             4 => Msg::Status { verify: d.bool()? },
@@ -964,6 +969,16 @@ mod tests {
                 .collect(),
             have: vec![(Hash::of(b"y"), b"/a".to_vec())],
             scan: ScanStats::default(),
+            kept: vec![
+                Kept {
+                    path: b"/srv".to_vec(),
+                    why: KeptWhy::Mount,
+                },
+                Kept {
+                    path: b"/home".to_vec(),
+                    why: KeptWhy::LocalStateSymlink,
+                },
+            ],
         });
         roundtrip(Msg::Put {
             path: b"/a".to_vec(),

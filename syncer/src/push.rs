@@ -593,6 +593,11 @@ pub struct HostStatus {
     pub agent: Option<String>,
     pub drifted: bool,
     pub differences: u64,
+    /// The unfinished commit (its image) that `abandon-commit` dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<String>,
+    /// The host is in the middle of a commit it cannot finish (the error says why).
+    pub mid_commit: bool,
     /// Mount points and local-state symlinks, never compared or changed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
@@ -613,6 +618,7 @@ pub fn status_host(
     let r = (|| -> Result<()> {
         let mut s = transport::connect(spec, &opts.transport)?;
         st.agent = Some(s.welcome.agent.clone());
+        st.abandoned = s.welcome.abandoned.map(|h| h.to_hex());
         st.image = s.welcome.image.map(|h| h.to_hex());
         if let (Some(store), Some(id)) = (store, s.welcome.image) {
             st.names = store.names_of(&id)?;
@@ -641,7 +647,11 @@ pub fn status_host(
     })();
     match r {
         Ok(()) => st.ok = true,
-        Err(e) => st.error = Some(e.to_string()),
+        Err(e) => {
+            let m = e.to_string();
+            st.mid_commit = m.contains(crate::agent::commit::MID_COMMIT);
+            st.error = Some(m);
+        }
     }
     st
 }

@@ -123,6 +123,8 @@ pub struct TransportOptions {
     /// Bytes per second sent to each host, and to all hosts together.
     pub rate_per_host: Option<u64>,
     pub rate_total: Option<std::sync::Arc<crate::ratelimit::Bucket>>,
+    /// Tell the agent to drop an unfinished commit instead of finishing it.
+    pub abandon_commit: bool,
 }
 
 impl Default for TransportOptions {
@@ -134,6 +136,7 @@ impl Default for TransportOptions {
             agent_prefix: Vec::new(),
             rate_per_host: None,
             rate_total: None,
+            abandon_commit: false,
         }
     }
 }
@@ -146,6 +149,7 @@ pub struct Welcome {
     pub image: Option<Hash>,
     pub previous: Option<Hash>,
     pub rolled_forward: bool,
+    pub abandoned: Option<Hash>,
 }
 
 pub struct Session {
@@ -204,14 +208,22 @@ fn agent_command(spec: &HostSpec, opts: &TransportOptions) -> Result<Command> {
                 c
             };
             c.arg("serve").arg("--root").arg(root);
+            if opts.abandon_commit {
+                c.arg("--abandon-commit");
+            }
             c
         }
         HostSpec::Ssh { root, .. } => {
             let prefix: String = opts.agent_prefix.iter().map(|w| quote(w) + " ").collect();
             let remote = format!(
-                "exec {prefix}{} serve --root {}",
+                "exec {prefix}{} serve --root {}{}",
                 quote(&opts.agent),
-                quote(root)
+                quote(root),
+                if opts.abandon_commit {
+                    " --abandon-commit"
+                } else {
+                    ""
+                }
             );
             ssh_command(spec, opts, &remote)
         }
@@ -291,6 +303,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             image: None,
             previous: None,
             rolled_forward: false,
+            abandoned: None,
         },
         installed: false,
         closed: false,
@@ -309,6 +322,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             image,
             previous,
             rolled_forward,
+            abandoned,
         }) if version == PROTOCOL_VERSION => {
             s.welcome = Welcome {
                 agent,
@@ -316,6 +330,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
                 image,
                 previous,
                 rolled_forward,
+                abandoned,
             };
             Ok(s)
         }

@@ -110,24 +110,6 @@ fn every_kind_of_entry_arrives_and_a_running_executable_is_replaced() {
     assert!(!h.join("opt").exists());
 }
 
-/// A tmpfs mounted for one test, unmounted however the test ends.
-struct Mount(PathBuf);
-impl Mount {
-    fn tmpfs(at: &Path, opts: &str) -> Mount {
-        std::fs::create_dir_all(at).unwrap();
-        sh(&format!(
-            "mount -t tmpfs -o {opts} tmpfs '{}'",
-            at.display()
-        ));
-        Mount(at.to_path_buf())
-    }
-}
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn a_full_disk_leaves_the_old_tree_intact_and_no_staging_behind() {
     let f = fixture("agent-full-");
@@ -154,10 +136,7 @@ fn a_full_disk_leaves_the_old_tree_intact_and_no_staging_behind() {
     push(&f.store, "v1", &hs, &[]);
     let v1 = id(&f.store, "v1");
 
-    for (image, want) in [
-        ("v3", "not enough space"),
-        ("v4", "not enough inodes"),
-    ] {
+    for (image, want) in [("v3", "not enough space"), ("v4", "not enough inodes")] {
         let out = run(&f.store, &["push", image, &hs, "--json"]);
         assert!(!out.status.success(), "{image} fit on a full disk?");
         let v = json(&String::from_utf8_lossy(&out.stdout));
@@ -304,6 +283,7 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
             image: None,
             previous: None,
             rolled_forward: false,
+            abandoned: None,
         }),
     )
     .unwrap();

@@ -271,7 +271,7 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let r = seed >> 33;
-        let at = if r % 2 == 0 {
+        let at = if r.is_multiple_of(2) {
             format!("stage:{}", 1 + (r / 2) % files)
         } else {
             format!("commit:{}", 1 + (r / 2) % ops)

@@ -293,3 +293,38 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
     // A hard link's metadata is its target's; ingest copies it once content is final.
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_at_or_above_an_excluded_one_is_told() {
+        let ex = Excludes::new(&[
+            "/var/log/**".to_string(),
+            "/etc/ssh/ssh_host_*".to_string(),
+            "/etc/machine-id".to_string(),
+            "**/cache".to_string(),
+        ])
+        .expect("globs");
+        for p in [
+            "/var",
+            "/var/log",
+            "/var/log/x",
+            "/etc/ssh",
+            "/etc/machine-id",
+            "/a/cache",
+        ] {
+            assert!(ex.is_at_or_above(p.as_bytes()), "{p}");
+        }
+        for p in [
+            "/",
+            "/etc/ssh/sshd_config",
+            "/usr",
+            "/etc/machine-idx",
+            "/variable",
+        ] {
+            assert!(!ex.is_at_or_above(p.as_bytes()), "{p}");
+        }
+    }
+}

@@ -302,87 +302,131 @@ pub fn plan_ops(
     })
 }
 
+/// A failed operation of a commit past its commit point.
+#[derive(Debug)]
+pub struct OpFailed {
+    /// 1-based, of `j.ops.len()`.
+    pub index: usize,
+    pub line: String,
+    pub error: Error,
+}
+
+/// How every error of a host stuck in a commit begins (status reports such a host as
+/// mid-commit, not unreachable).
+pub const MID_COMMIT: &str = "the host is in the middle of a commit";
+
+/// The error for a host left in the middle of a commit: what it is committing to, what
+/// blocks it, and the two ways out.
+pub fn stuck(b: &Beneath, j: &Journal, f: OpFailed) -> Error {
+    Error::Agent(format!(
+        "{MID_COMMIT} to image {} (journal {}): operation {} of {} \
+         ({}) failed: {}. Every session tries to finish the commit first; fix the cause and \
+         push again, or drop the unfinished commit with `syncer abandon-commit HOST` \
+         (the host keeps what the commit had done) and push an image",
+        j.image,
+        b.display(state::DIR).join(state::JOURNAL).display(),
+        f.index,
+        j.ops.len(),
+        f.line,
+        f.error
+    ))
+}
+
 /// Carries out the journal's operations (idempotently).
-pub fn apply(b: &Beneath, staging: &OwnedFd, image: &Tree, j: &Journal) -> Result<()> {
+pub fn apply(
+    b: &Beneath,
+    staging: &OwnedFd,
+    image: &Tree,
+    j: &Journal,
+) -> std::result::Result<(), OpFailed> {
+    for (i, op) in j.ops.iter().enumerate() {
+        super::test_stop_point("commit", i + 1);
+        apply_op(b, staging, image, op).map_err(|error| OpFailed {
+            index: i + 1,
+            line: op.line(),
+            error,
+        })?;
+    }
+    Ok(())
+}
+
+fn apply_op(b: &Beneath, staging: &OwnedFd, image: &Tree, op: &Op) -> Result<()> {
     let entry = |p: &[u8]| {
         image.get(p).ok_or_else(|| {
             Error::Agent(format!("journal names {} which the image lacks", escape(p)))
         })
     };
     let staging_shown = b.display(STAGING);
-    for (i, op) in j.ops.iter().enumerate() {
-        super::test_stop_point("commit", i + 1);
-        match op {
-            Op::Mkdir(p) => {
-                let (parent, name) = b.parent(p)?;
-                match rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o700)) {
-                    Ok(()) => {}
-                    Err(Errno::EXIST) if stat_at(&parent, name).is_some_and(|s| is_dir(&s)) => {}
-                    Err(e) => {
-                        return Err(e)
-                            .ctx("create directory", b.display(p))
-                            .map_err(Into::into)
-                    }
+    match op {
+        Op::Mkdir(p) => {
+            let (parent, name) = b.parent(p)?;
+            match rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o700)) {
+                Ok(()) => {}
+                Err(Errno::EXIST) if stat_at(&parent, name).is_some_and(|s| is_dir(&s)) => {}
+                Err(e) => {
+                    return Err(e)
+                        .ctx("create directory", b.display(p))
+                        .map_err(Into::into)
                 }
             }
-            Op::Swap {
-                staged,
-                path,
-                new_is_dir,
-            } => {
-                if stat_at(staging, staged.as_bytes()).is_none() {
-                    continue;
-                }
-                let (parent, name) = b.parent(path)?;
-                match stat_at(&parent, name) {
-                    Some(st) if is_dir(&st) == *new_is_dir => continue,
-                    Some(_) => rustix::fs::renameat_with(
-                        staging,
-                        staged.as_str(),
-                        &parent,
-                        name,
-                        RenameFlags::EXCHANGE,
-                    )
-                    .ctx("exchange into place", b.display(path))?,
-                    None => rustix::fs::renameat(staging, staged.as_str(), &parent, name)
-                        .ctx("rename into place", b.display(path))?,
-                }
-            }
-            Op::Rename { staged, path } => {
-                if stat_at(staging, staged.as_bytes()).is_none() {
-                    continue;
-                }
-                let (parent, name) = b.parent(path)?;
-                rustix::fs::renameat(staging, staged.as_str(), &parent, name)
-                    .ctx("rename into place", b.display(path))?;
-            }
-            Op::Link { target, path } => link(b, staging, target, path)?,
-            Op::Meta(p) => fsops::set_meta(b, entry(p)?)?,
-            Op::Delete(p) => {
-                // A parent that is gone or no longer a directory: done (replay after a
-                // swap, or what a swap carried away).
-                let (parent, name) = match b.parent(p) {
-                    Ok(x) => x,
-                    Err(e) if fsops::is_gone(&e) => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                let Some(st) = stat_at(&parent, name) else {
-                    continue;
-                };
-                let flags = if is_dir(&st) {
-                    AtFlags::REMOVEDIR
-                } else {
-                    AtFlags::empty()
-                };
-                match rustix::fs::unlinkat(&parent, name, flags) {
-                    // A directory that still holds local state (or a mount) stays.
-                    Ok(()) | Err(Errno::NOENT) | Err(Errno::NOTEMPTY) | Err(Errno::BUSY) => {}
-                    Err(e) => return Err(e).ctx("remove", b.display(p)).map_err(Into::into),
-                }
-            }
-            Op::Trash(s) => remove_tree_at(staging, s.as_bytes(), &staging_shown.join(s))?,
-            Op::DirMeta(p) => fsops::set_meta(b, entry(p)?)?,
         }
+        Op::Swap {
+            staged,
+            path,
+            new_is_dir,
+        } => {
+            if stat_at(staging, staged.as_bytes()).is_none() {
+                return Ok(());
+            }
+            let (parent, name) = b.parent(path)?;
+            match stat_at(&parent, name) {
+                Some(st) if is_dir(&st) == *new_is_dir => return Ok(()),
+                Some(_) => rustix::fs::renameat_with(
+                    staging,
+                    staged.as_str(),
+                    &parent,
+                    name,
+                    RenameFlags::EXCHANGE,
+                )
+                .ctx("exchange into place", b.display(path))?,
+                None => rustix::fs::renameat(staging, staged.as_str(), &parent, name)
+                    .ctx("rename into place", b.display(path))?,
+            }
+        }
+        Op::Rename { staged, path } => {
+            if stat_at(staging, staged.as_bytes()).is_none() {
+                return Ok(());
+            }
+            let (parent, name) = b.parent(path)?;
+            rustix::fs::renameat(staging, staged.as_str(), &parent, name)
+                .ctx("rename into place", b.display(path))?;
+        }
+        Op::Link { target, path } => link(b, staging, target, path)?,
+        Op::Meta(p) => fsops::set_meta(b, entry(p)?)?,
+        Op::Delete(p) => {
+            // A parent that is gone or no longer a directory: done (replay after a
+            // swap, or what a swap carried away).
+            let (parent, name) = match b.parent(p) {
+                Ok(x) => x,
+                Err(e) if fsops::is_gone(&e) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(st) = stat_at(&parent, name) else {
+                return Ok(());
+            };
+            let flags = if is_dir(&st) {
+                AtFlags::REMOVEDIR
+            } else {
+                AtFlags::empty()
+            };
+            match rustix::fs::unlinkat(&parent, name, flags) {
+                // A directory that still holds local state (or a mount) stays.
+                Ok(()) | Err(Errno::NOENT) | Err(Errno::NOTEMPTY) | Err(Errno::BUSY) => {}
+                Err(e) => return Err(e).ctx("remove", b.display(p)).map_err(Into::into),
+            }
+        }
+        Op::Trash(s) => remove_tree_at(staging, s.as_bytes(), &staging_shown.join(s))?,
+        Op::DirMeta(p) => fsops::set_meta(b, entry(p)?)?,
     }
     Ok(())
 }
@@ -452,27 +496,73 @@ pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
     let Some(text) = st.read_text(state::JOURNAL)? else {
         return Ok(false);
     };
+    let journal_shown = b.display(state::DIR).join(state::JOURNAL);
     let j = Journal::parse(&text).map_err(|r| {
         Error::Agent(format!(
-            "{}: {r}",
-            b.display(state::DIR).join(state::JOURNAL).display()
+            "{MID_COMMIT} whose journal {} cannot be read ({r}); \
+             drop it with `syncer abandon-commit HOST` and push an image",
+            journal_shown.display()
         ))
     })?;
+    let blocked = |why: String| {
+        Error::Agent(format!(
+            "{MID_COMMIT} to image {} (journal {}), which cannot \
+             be finished: {why}; drop it with `syncer abandon-commit HOST` and push an image",
+            j.image,
+            journal_shown.display()
+        ))
+    };
     let manifest = st
         .read_text(state::TARGET)?
         .or(st.read_text(state::MANIFEST)?);
-    let manifest = manifest.ok_or_else(|| {
-        Error::Agent("a journal without its target manifest: cannot roll forward".into())
-    })?;
+    let manifest = manifest.ok_or_else(|| blocked("its target manifest is missing".into()))?;
     if imager::tree::text::id_of(&manifest) != j.image {
-        return Err(Error::Agent(
-            "the journal's target manifest does not match its image ID".into(),
+        return Err(blocked(
+            "its target manifest does not match its image ID".into(),
         ));
     }
-    let image = imager::tree::text::parse(&manifest, "the journal's target manifest")?;
-    let staging = fsops::ensure_dir(b, STAGING)?;
-    apply(b, &staging, &image, &j)?;
+    let image = imager::tree::text::parse(&manifest, "the journal's target manifest")
+        .map_err(|e| blocked(e.to_string()))?;
+    let staging = fsops::ensure_dir(b, STAGING).map_err(|e| {
+        stuck(
+            b,
+            &j,
+            OpFailed {
+                index: 0,
+                line: "open the staging directory".into(),
+                error: e.into(),
+            },
+        )
+    })?;
+    apply(b, &staging, &image, &j).map_err(|f| stuck(b, &j, f))?;
     rustix::fs::syncfs(&staging).ctx("flush", b.display(STAGING))?;
     finish(st, &j)?;
     Ok(true)
+}
+
+/// Drops an unfinished commit: the journal and its target files go, the staged entries
+/// with them; the host keeps what the commit had done and its recorded image (the next
+/// push compares the real tree, so it repairs the rest). Returns the image the commit
+/// was going to.
+pub fn abandon(st: &StateDir) -> Result<Option<Hash>> {
+    let Some(text) = st.read(state::JOURNAL)? else {
+        return Ok(None);
+    };
+    let image = String::from_utf8_lossy(&text)
+        .lines()
+        .next()
+        .and_then(|h| h.strip_prefix(HEADER))
+        .and_then(|r| r.strip_prefix(" image="))
+        .and_then(Hash::from_hex);
+    // The journal first: once it is gone, nothing refers to the target files.
+    st.remove(state::JOURNAL)?;
+    for f in [
+        state::TARGET,
+        state::TARGET_LOCAL_STATE,
+        state::TARGET_TRIGGERS,
+    ] {
+        st.remove(f)?;
+    }
+    // A journal too damaged to name its image was abandoned all the same.
+    Ok(Some(image.unwrap_or(Hash([0; 32]))))
 }

@@ -70,11 +70,20 @@ struct Pending {
     host: HostTree,
 }
 
+/// How an agent starts.
+#[derive(Clone, Debug, Default)]
+pub struct ServeOptions {
+    /// Drop an unfinished commit instead of finishing it (`syncer abandon-commit`): for
+    /// a host whose roll-forward keeps failing. The host keeps whatever the commit had
+    /// done; the next push makes it whole.
+    pub abandon_commit: bool,
+}
+
 /// Serves one session on `input`/`output`. Errors are sent to the controller as an
 /// `Error` message (when the stream still works) and returned.
-pub fn serve(root: &Path, input: impl Read, output: impl Write) -> Result<()> {
+pub fn serve(root: &Path, opts: &ServeOptions, input: impl Read, output: impl Write) -> Result<()> {
     let mut conn = Conn::new(input, std::io::BufWriter::with_capacity(1 << 16, output));
-    let r = session(root, &mut conn);
+    let r = session(root, opts, &mut conn);
     if let Err(e) = &r {
         let _ = conn.send(&Msg::Error {
             message: e.to_string(),
@@ -83,7 +92,11 @@ pub fn serve(root: &Path, input: impl Read, output: impl Write) -> Result<()> {
     r
 }
 
-fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> {
+fn session<R: Read, W: Write>(
+    root: &Path,
+    opts: &ServeOptions,
+    conn: &mut Conn<R, W>,
+) -> Result<()> {
     match conn.recv("the controller's Hello")? {
         Msg::Hello { version } if version == PROTOCOL_VERSION => {}
         Msg::Hello { version } => {
@@ -113,6 +126,11 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
         }
     }
     let st = StateDir::open(root)?;
+    let abandoned = if opts.abandon_commit {
+        commit::abandon(&st)?
+    } else {
+        None
+    };
     let rolled_forward = commit::roll_forward(&b, &st)?;
     Staging::clear(&b)?;
     let (agent, exe) = identity();
@@ -123,6 +141,7 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
         image: st.image()?,
         previous: st.previous()?,
         rolled_forward,
+        abandoned,
     })?;
 
     let mut pending: Option<Pending> = None;
@@ -247,7 +266,9 @@ fn session<R: Read, W: Write>(root: &Path, conn: &mut Conn<R, W>) -> Result<()> 
                         Some(_) => {}
                     }
                     let s = Staging::create(&b)?;
-                    let p = pending.as_ref().ok_or_else(|| Error::Protocol("Stage before Target".into()))?;
+                    let p = pending
+                        .as_ref()
+                        .ok_or_else(|| Error::Protocol("Stage before Target".into()))?;
                     // Every new entry is a new inode (files, nodes, directories).
                     s.check_room(bytes, p.content.len() as u64 + COMMIT_INODES)?;
                     staging = Some(s);
@@ -387,14 +408,10 @@ fn commit_pending(
         let Some(e) = p.image.get(&c.path) else {
             continue;
         };
-        let needs_node = match e.kind {
-            Kind::Symlink { .. } | Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => {
-                true
-            }
-            Kind::Dir => true,
-            _ => false,
-        };
-        if needs_node {
+        // Every new entry but a file's content (sent) and a hard link (made by the
+        // commit) is made here, before the commit point: directories included, so the
+        // commit creates no inode of its own.
+        if !matches!(e.kind, Kind::File { .. } | Kind::HardLink { .. }) {
             s.put_node(e)?;
         }
     }
@@ -416,7 +433,7 @@ fn commit_pending(
     if std::env::var_os("SYNCER_TEST_CRASH_AFTER_JOURNAL").is_some() {
         std::process::abort();
     }
-    commit::apply(b, &s.fd, &p.image, &j)?;
+    commit::apply(b, &s.fd, &p.image, &j).map_err(|e| commit::stuck(b, &j, e))?;
     // The renames reach the disk before the state says the host runs the new image.
     s.sync()?;
     commit::finish(st, &j)?;

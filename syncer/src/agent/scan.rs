@@ -13,8 +13,8 @@ use crate::protocol::{KeptWhy, ScanStats};
 use imager::error::IoContext;
 use imager::fsx;
 use imager::tree::escape::{escape, unescape};
-use imager::tree::scan::Excludes;
 use imager::tree::is_below;
+use imager::tree::scan::Excludes;
 use imager::tree::scan::{entry_of, walk};
 use imager::{Entry, Hash, Kind};
 use rayon::prelude::*;
@@ -152,12 +152,7 @@ pub fn scan(
     let outer: Vec<Vec<u8>> = host
         .kept
         .keys()
-        .filter(|k| {
-            !host
-                .kept
-                .keys()
-                .any(|o| o != *k && is_below(k, o))
-        })
+        .filter(|k| !host.kept.keys().any(|o| o != *k && is_below(k, o)))
         .cloned()
         .collect();
     host.kept.retain(|k, _| outer.contains(k));

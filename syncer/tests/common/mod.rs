@@ -250,3 +250,33 @@ pub fn mini_root(dir: &Path, v: u32, payload: usize) {
          python3 -c 'import random,sys; random.seed({v}); sys.stdout.buffer.write(random.randbytes({payload}))' > '{d}/srv/payload'"
     ));
 }
+
+/// A mount for one test (a tmpfs, or a bind mount), unmounted however the test ends.
+pub struct Mount(PathBuf);
+
+impl Mount {
+    pub fn tmpfs(at: &Path, opts: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        sh(&format!(
+            "mount -t tmpfs -o {opts} tmpfs '{}'",
+            at.display()
+        ));
+        Mount(at.to_path_buf())
+    }
+
+    /// `from` (a directory or a file) mounted again at `at`, which must exist.
+    pub fn bind(from: &Path, at: &Path) -> Mount {
+        sh(&format!(
+            "mount --bind '{}' '{}'",
+            from.display(),
+            at.display()
+        ));
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

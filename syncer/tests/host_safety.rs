@@ -1,0 +1,382 @@
+//! The host side on messy, real hosts: a bind mount of the root's own filesystem, a file
+//! hard-linked from outside the root, symlinked /home, /var/log and /etc/ssh, too few
+//! free inodes, and a commit blocked after its commit point. Each case once changed
+//! something outside the root, lost the host's own data or left the host refusing every
+//! session.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A small root: an app config, an app directory with data, /srv, /home, /root, /var/log.
+fn small_tree(dir: &Path, v: u32) {
+    let d = dir.display();
+    sh(&format!(
+        "set -e; mkdir -p '{d}'; cd '{d}'
+         mkdir -p etc/ssh usr/lib/app srv/data/sub home root var/log var/lib
+         printf 'conf\\n' > etc/app.conf && chmod 644 etc/app.conf
+         printf 'motd {v}\\n' > etc/motd
+         printf 'Port 22\\n' > etc/ssh/sshd_config
+         printf 'data {v}\\n' > usr/lib/app/data
+         printf 'image x {v}\\n' > srv/data/x && printf 'y\\n' > srv/data/sub/y
+         touch -d @1700000000 etc etc/* usr/lib/app usr/lib/app/data srv srv/data srv/data/x"
+    ));
+}
+
+struct Fx {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    store: PathBuf,
+}
+
+impl Fx {
+    fn new(prefix: &str) -> Fx {
+        let t = scratch(prefix);
+        let dir = t.path().to_path_buf();
+        let store = dir.join("store");
+        for v in [1, 2] {
+            small_tree(&dir.join(format!("v{v}")), v);
+            import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
+        }
+        Fx { _t: t, dir, store }
+    }
+
+    /// A new image named `name`: v1 changed by the shell commands `change`.
+    fn variant(&self, name: &str, change: &str) -> imager::Hash {
+        let v = self.dir.join(name);
+        copy_tree(&self.dir.join("v1"), &v);
+        sh(&format!("set -e; cd '{}'; {change}", v.display()));
+        import(&self.store, &v, name)
+    }
+
+    fn id(&self, name: &str) -> imager::Hash {
+        imager::store::Store::open(&self.store, imager::store::Access::Read)
+            .unwrap()
+            .resolve(name)
+            .unwrap()
+    }
+
+    /// A host at v1 (pushed there), as `local:` spec.
+    fn host(&self, name: &str) -> (PathBuf, String) {
+        let h = self.dir.join(name);
+        std::fs::create_dir_all(&h).unwrap();
+        let hs = format!("local:{}", h.display());
+        push(&self.store, "v1", &hs, &[]);
+        (h, hs)
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+fn status(store: &Path, hs: &str) -> serde_json::Value {
+    let out = run(store, &["status", hs, "--json"]);
+    json(&String::from_utf8_lossy(&out.stdout))[0].clone()
+}
+
+fn kept(r: &serde_json::Value) -> Vec<(String, String)> {
+    r["kept"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|k| {
+                    (
+                        k["path"].as_str().unwrap().to_string(),
+                        k["why"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_bind_mount_of_the_roots_own_filesystem_is_never_entered_and_is_reported() {
+    let f = Fx::new("safety-bind-");
+    let (h, hs) = f.host("host");
+    // The bind sources are on the same filesystem as the host root (same st_dev), and
+    // differ from the image: other content, mode and owner, an extra file.
+    let out = f.dir.join("outside");
+    sh(&format!(
+        "set -e; mkdir -p '{o}/data/sub'; cd '{o}'
+         printf 'outside x\\n' > data/x && chmod 600 data/x && chown 1000:1000 data/x
+         printf 'keep me\\n' > data/z && printf 'other y\\n' > data/sub/y
+         printf 'outside motd\\n' > motd && chmod 600 motd",
+        o = out.display()
+    ));
+    let before = host_listing(&out);
+    let _m1 = Mount::bind(&out.join("data"), &h.join("srv/data"));
+    let _m2 = Mount::bind(&out.join("motd"), &h.join("etc/motd"));
+
+    let r = push(&f.store, "v2", &hs, &[]);
+    assert_eq!(
+        kept(&r),
+        [
+            ("/etc/motd".to_string(), "mount".to_string()),
+            ("/srv/data".to_string(), "mount".to_string())
+        ],
+        "{r:#}"
+    );
+    assert_eq!(
+        host_listing(&out),
+        before,
+        "the push wrote outside the root"
+    );
+    // Everything else arrived.
+    assert_eq!(
+        std::fs::read_to_string(h.join("usr/lib/app/data")).unwrap(),
+        "data 2\n"
+    );
+    let st = status(&f.store, &hs);
+    assert_eq!(st["drifted"], false, "{st:#}");
+    assert_eq!(kept(&st).len(), 2, "{st:#}");
+    // The text report names them too.
+    let text = ok(&f.store, &["push", "v1", &hs]);
+    assert!(
+        text.contains("left alone: /srv/data (mount point)"),
+        "{text}"
+    );
+    assert_eq!(
+        host_listing(&out),
+        before,
+        "the push wrote outside the root"
+    );
+}
+
+/// Path, mode, owner and content of everything below `dir`.
+fn host_listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            let content = if m.is_file() {
+                std::fs::read_to_string(e.path()).unwrap()
+            } else {
+                String::new()
+            };
+            format!(
+                "{} {:o} {}:{} {content:?}",
+                e.path().display(),
+                m.mode(),
+                m.uid(),
+                m.gid()
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_file_hard_linked_from_outside_is_replaced_not_changed_through_and_is_drift() {
+    let f = Fx::new("safety-link-");
+    f.variant("v3", "chmod 600 etc/app.conf");
+    let (h, hs) = f.host("host");
+    let outside = f.dir.join("alias");
+    std::fs::hard_link(h.join("etc/app.conf"), &outside).unwrap();
+    std::fs::hard_link(h.join("etc/app.conf"), h.join("root/x")).unwrap();
+
+    // The other names are drift: the host is not what v1 says (an inode of its own).
+    let st = status(&f.store, &hs);
+    assert_eq!(st["drifted"], true, "{st:#}");
+    let diff = run(&f.store, &["diff", &hs]);
+    let diff = String::from_utf8_lossy(&diff.stdout);
+    assert!(diff.contains("M /etc/app.conf"), "{diff}");
+
+    push(&f.store, "v3", &hs, &[]);
+    assert_host_is(&h, &f.store, &f.id("v3"));
+    assert_eq!(mode(&h.join("etc/app.conf")), 0o600);
+    assert_eq!(
+        std::fs::metadata(h.join("etc/app.conf")).unwrap().nlink(),
+        1
+    );
+    // The other names kept their inode, mode and content.
+    assert_eq!(mode(&outside), 0o644, "the mode changed outside the root");
+    assert_eq!(mode(&h.join("root/x")), 0o644, "local state changed");
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "conf\n");
+    assert_eq!(std::fs::metadata(&outside).unwrap().nlink(), 2);
+    assert_eq!(status(&f.store, &hs)["drifted"], false);
+}
+
+#[test]
+fn symlinked_home_var_log_and_etc_ssh_are_the_hosts_own_and_kept() {
+    let f = Fx::new("safety-symlink-");
+    let (h, hs) = f.host("host");
+    let out = f.dir.join("data");
+    sh(&format!(
+        "set -e; mkdir -p '{o}/home/alice' '{o}/log' '{o}/ssh'
+         printf 'notes\\n' > '{o}/home/alice/notes'
+         printf 'boot\\n' > '{o}/log/syslog'
+         printf 'KEY\\n' > '{o}/ssh/ssh_host_ed25519_key' && printf 'Port 2222\\n' > '{o}/ssh/sshd_config'
+         cd '{h}' && rm -r home var/log etc/ssh
+         ln -s '{o}/home' home && ln -s '{o}/log' var/log && ln -s '{o}/ssh' etc/ssh",
+        o = out.display(),
+        h = h.display()
+    ));
+    let before = host_listing(&out);
+    let r = push(&f.store, "v2", &hs, &[]);
+    let k = kept(&r);
+    assert_eq!(
+        k,
+        ["/etc/ssh", "/home", "/var/log"]
+            .iter()
+            .map(|p| (p.to_string(), "local-state-symlink".to_string()))
+            .collect::<Vec<_>>(),
+        "{r:#}"
+    );
+    for (link, target) in [("home", "home"), ("var/log", "log"), ("etc/ssh", "ssh")] {
+        assert_eq!(
+            std::fs::read_link(h.join(link)).unwrap(),
+            out.join(target),
+            "{link} replaced"
+        );
+    }
+    assert_eq!(host_listing(&out), before, "the host's own data changed");
+    assert_eq!(
+        std::fs::read_to_string(h.join("usr/lib/app/data")).unwrap(),
+        "data 2\n"
+    );
+    assert_eq!(status(&f.store, &hs)["drifted"], false);
+}
+
+#[test]
+fn too_few_inodes_fail_the_push_before_its_commit_point_and_the_host_stays_usable() {
+    let f = Fx::new("safety-inodes-");
+    let many = (1..=20)
+        .map(|i| format!("mkdir -p new/d{i}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let v5 = f.variant("v5", &many);
+    let h = f.dir.join("host");
+    let _m = Mount::tmpfs(&h, "size=16m,nr_inodes=1000");
+    let hs = format!("local:{}", h.display());
+    push(&f.store, "v1", &hs, &[]);
+    // Room for the files a commit writes, not for 21 new directories.
+    let used = {
+        let s = rustix::fs::statvfs(&h).unwrap();
+        s.f_files - s.f_ffree
+    };
+    sh(&format!(
+        "mount -o remount,nr_inodes={} '{}'",
+        used + 12,
+        h.display()
+    ));
+    let out = run(&f.store, &["push", "v5", &hs, "--json"]);
+    assert!(!out.status.success());
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let err = v["hosts"][0]["error"].as_str().unwrap().to_string();
+    assert!(err.contains("not enough inodes"), "{err}");
+    assert!(!h.join("var/lib/syncer/journal").exists(), "{err}");
+    assert_host_is(&h, &f.store, &f.id("v1"));
+    let st = status(&f.store, &hs);
+    assert_eq!(st["ok"], true, "the host refuses sessions: {st:#}");
+    assert_eq!(st["drifted"], false, "{st:#}");
+    // With room again, the same push goes through.
+    sh(&format!(
+        "mount -o remount,nr_inodes=1000 '{}'",
+        h.display()
+    ));
+    push(&f.store, "v5", &hs, &[]);
+    assert_host_is(&h, &f.store, &v5);
+}
+
+/// Pushes `image` with the agent stopped before its first journal operation, then
+/// kills it: the host is left mid-commit.
+fn interrupt_commit(store: &Path, image: &str, h: &Path, hs: &str) {
+    let mut child = syncer()
+        .args(["push", image, hs, "--json"])
+        .env("IMAGER_STORE", store)
+        .env("SYNCER_TEST_STOP_AT", "commit:1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pattern = format!("serve --root {}", h.display());
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the push ended before its commit"
+        );
+        let pids = std::process::Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        let pid = String::from_utf8_lossy(&pids.stdout)
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse::<i32>().ok());
+        if let Some(pid) = pid {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('T'))
+            {
+                sh(&format!("kill -9 {pid}"));
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.wait();
+    assert!(h.join("var/lib/syncer/journal").exists());
+}
+
+#[test]
+fn a_commit_blocked_after_its_commit_point_says_so_and_can_be_finished_or_abandoned() {
+    let f = Fx::new("safety-stuck-");
+    let (h, hs) = f.host("host");
+    let v2 = f.id("v2");
+    // The directory the first rename goes into becomes a symlink: the agent never writes
+    // through one, so every roll-forward fails until the host is fixed.
+    let break_it = || {
+        sh(&format!(
+            "cd '{}/usr/lib' && mv app app.real && ln -s app.real app",
+            h.display()
+        ))
+    };
+    let fix_it = || {
+        sh(&format!(
+            "cd '{}/usr/lib' && rm app && mv app.real app",
+            h.display()
+        ))
+    };
+    interrupt_commit(&f.store, "v2", &h, &hs);
+    break_it();
+    for attempt in [&["push", "v2", &hs][..], &["push", "v1", &hs][..]] {
+        let out = run(&f.store, attempt);
+        assert!(!out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains(&format!("in the middle of a commit to image {v2}"))
+                && text.contains("/usr/lib/app")
+                && text.contains("syncer abandon-commit"),
+            "{attempt:?}: {text}"
+        );
+    }
+    let st = status(&f.store, &hs);
+    assert_eq!(st["mid_commit"], true, "{st:#}");
+    // Fixed, the next push finishes the commit first.
+    fix_it();
+    let r = push(&f.store, "v2", &hs, &[]);
+    assert_eq!(r["rolled_forward"], true, "{r:#}");
+    assert_host_is(&h, &f.store, &v2);
+
+    // Or the commit is dropped, and the host repaired by the next push.
+    interrupt_commit(&f.store, "v1", &h, &hs);
+    break_it();
+    let out = ok(&f.store, &["abandon-commit", &hs]);
+    assert!(
+        out.contains("dropped the unfinished commit to image"),
+        "{out}"
+    );
+    assert!(!h.join("var/lib/syncer/journal").exists());
+    let out = ok(&f.store, &["abandon-commit", &hs]);
+    assert!(out.contains("no unfinished commit"), "{out}");
+    push(&f.store, "v1", &hs, &[]);
+    assert_host_is(&h, &f.store, &f.id("v1"));
+}
