@@ -54,9 +54,30 @@ pub fn zstd_apply(old: &[u8], delta: &[u8], size: usize) -> Result<Vec<u8>, Stri
     let e = |code: usize| zstd::zstd_safe::get_error_name(code).to_string();
     d.set_parameter(DParameter::WindowLogMax(31)).map_err(e)?;
     d.ref_prefix(old).map_err(e)?;
-    let mut out = Vec::with_capacity(size);
+    // The frame says its size (the encoder writes it): allocate that, not the limit.
+    let want = match zstd::zstd_safe::get_frame_content_size(delta) {
+        Ok(Some(n)) if n > size as u64 => {
+            return Err(format!(
+                "the delta makes {n} bytes, more than the {size} expected"
+            ))
+        }
+        Ok(Some(n)) => n as usize,
+        _ => size,
+    };
+    let mut out = Vec::with_capacity(want);
     d.decompress(&mut out, delta).map_err(e)?;
     Ok(out)
+}
+
+/// The level for a manifest of `len` bytes: the push's level up to 32 MiB (a few hundred
+/// thousand entries), then at most 9: level 19 over a manifest of millions of entries
+/// takes minutes of controller CPU for a few percent of its size.
+fn manifest_level(level: i32, len: usize) -> i32 {
+    if len > 32 << 20 {
+        level.min(9)
+    } else {
+        level
+    }
 }
 
 /// The block size for a file of `len` bytes: about √len, between 1 KiB and 64 KiB, so the
@@ -156,14 +177,15 @@ impl Cache {
         new: (&Hash, &str),
     ) -> Result<Arc<Vec<u8>>, String> {
         self.get(Encoding::ZstdDelta, Some(*old.0), new.0, || {
-            zstd_delta(old.1.as_bytes(), new.1.as_bytes(), self.level)
+            let level = manifest_level(self.level, old.1.len() + new.1.len());
+            zstd_delta(old.1.as_bytes(), new.1.as_bytes(), level)
         })
     }
 
     /// An image manifest compressed whole (for hosts that know no earlier image).
     pub fn manifest_whole(&self, id: &Hash, text: &str) -> Result<Arc<Vec<u8>>, String> {
         self.get(Encoding::Whole, None, id, || {
-            zstd_whole(text.as_bytes(), self.level)
+            zstd_whole(text.as_bytes(), manifest_level(self.level, text.len()))
         })
     }
 

@@ -28,6 +28,15 @@ pub const MAGIC: &[u8; 4] = b"SYNC";
 pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
+/// A message whose encoding is larger than this travels as several frames (`Part`
+/// frames, then a `PartEnd`), each piece compressed on its own: manifests and
+/// difference lists of images with millions of entries.
+pub const PIECE: usize = 16 << 20;
+/// Largest message (all its pieces together) either side accepts: about seven million
+/// entries' difference list. A peer must really send that much to make the other hold it.
+pub const MAX_MESSAGE: usize = 1 << 30;
+const TAG_PART: u8 = 30;
+const TAG_PART_END: u8 = 31;
 /// File content travels in `Data` frames of at most this size.
 pub const CHUNK: usize = 1 << 20;
 /// Bodies larger than this are compressed.
@@ -271,40 +280,56 @@ impl Msg {
         }
     }
 
-    /// The frame body: tag and fields, compressed when large (never the Hello).
+    /// The frame body: tag and fields, compressed when large (never the Hello). A message
+    /// larger than a frame is an error here; [`Conn::send`] sends it in pieces.
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut e = Enc::default();
         self.encode_fields(&mut e);
         let tag = self.tag();
-        // The receiver bounds the inflated size too: check what it will see.
-        if e.0.len() + 1 > MAX_FRAME {
-            return Err(Error::protocol(format!(
-                "{} message of {} bytes is larger than a frame ({MAX_FRAME})",
-                self.name(),
-                e.0.len() + 1
-            )));
-        }
-        let mut body = Vec::with_capacity(e.0.len() + 1);
-        if e.0.len() > COMPRESS_ABOVE && !matches!(self, Msg::Hello { .. } | Msg::Data { .. }) {
-            body.push(tag | COMPRESSED);
-            body.extend(
-                zstd::bulk::compress(&e.0, 3)
-                    .map_err(|err| Error::protocol(format!("compressing a frame: {err}")))?,
-            );
-        } else {
-            body.push(tag);
-            body.extend(e.0);
-        }
-        if body.len() > MAX_FRAME {
-            return Err(Error::protocol(format!(
-                "{} message of {} bytes is larger than a frame ({MAX_FRAME})",
-                self.name(),
-                body.len()
-            )));
-        }
-        Ok(body)
+        frame_body(self, tag, e.0)
     }
 
+    /// The tag and fields, uncompressed, of any size.
+    fn encode_raw(&self) -> (u8, Vec<u8>) {
+        let mut e = Enc::default();
+        self.encode_fields(&mut e);
+        (self.tag(), e.0)
+    }
+}
+
+/// One frame's body for `tag` and `fields`: compressed when large (never a Hello or file
+/// content), checked against the frame limit at both its inflated and its sent size.
+fn frame_body(m: &Msg, tag: u8, fields: Vec<u8>) -> Result<Vec<u8>> {
+    // The receiver bounds the inflated size too: check what it will see.
+    if fields.len() + 1 > MAX_FRAME {
+        return Err(Error::protocol(format!(
+            "{} message of {} bytes is larger than a frame ({MAX_FRAME})",
+            m.name(),
+            fields.len() + 1
+        )));
+    }
+    let mut body = Vec::with_capacity(fields.len() + 1);
+    if fields.len() > COMPRESS_ABOVE && !matches!(m, Msg::Hello { .. } | Msg::Data { .. }) {
+        body.push(tag | COMPRESSED);
+        body.extend(
+            zstd::bulk::compress(&fields, 3)
+                .map_err(|err| Error::protocol(format!("compressing a frame: {err}")))?,
+        );
+    } else {
+        body.push(tag);
+        body.extend(fields);
+    }
+    if body.len() > MAX_FRAME {
+        return Err(Error::protocol(format!(
+            "{} message of {} bytes is larger than a frame ({MAX_FRAME})",
+            m.name(),
+            body.len()
+        )));
+    }
+    Ok(body)
+}
+
+impl Msg {
     fn encode_fields(&self, e: &mut Enc) {
         match self {
             Msg::Hello { version } => {
@@ -471,19 +496,14 @@ impl Msg {
     }
 
     pub fn decode(body: &[u8]) -> Result<Msg> {
-        let (&tag, rest) = body
-            .split_first()
-            .ok_or_else(|| Error::protocol("empty frame"))?;
-        let inflated;
-        let fields: &[u8] = if tag & COMPRESSED != 0 {
-            inflated = zstd::bulk::decompress(rest, MAX_FRAME)
-                .map_err(|e| Error::protocol(format!("bad compressed frame: {e}")))?;
-            &inflated
-        } else {
-            rest
-        };
+        let (tag, fields) = inflate(body)?;
+        Msg::decode_fields(tag, &fields)
+    }
+
+    /// A message from its tag (without the compression bit) and its fields.
+    fn decode_fields(tag: u8, fields: &[u8]) -> Result<Msg> {
         let mut d = Dec(fields);
-        let msg = match tag & !COMPRESSED {
+        let msg = match tag {
             1 => {
                 let magic = d.take(4)?;
                 if magic != MAGIC {
@@ -659,6 +679,20 @@ pub struct Conn<R, W> {
     pub received: u64,
 }
 
+/// A frame body's tag (without the compression bit) and its fields, inflated.
+fn inflate(body: &[u8]) -> Result<(u8, std::borrow::Cow<'_, [u8]>)> {
+    let (&tag, rest) = body
+        .split_first()
+        .ok_or_else(|| Error::protocol("empty frame"))?;
+    if tag & COMPRESSED != 0 {
+        let inflated = zstd::bulk::decompress(rest, MAX_FRAME)
+            .map_err(|e| Error::protocol(format!("bad compressed frame: {e}")))?;
+        Ok((tag & !COMPRESSED, inflated.into()))
+    } else {
+        Ok((tag, rest.into()))
+    }
+}
+
 impl<R: Read, W: Write> Conn<R, W> {
     pub fn new(r: R, w: W) -> Self {
         Conn {
@@ -670,13 +704,42 @@ impl<R: Read, W: Write> Conn<R, W> {
     }
 
     pub fn send(&mut self, m: &Msg) -> Result<()> {
-        let body = m.encode()?;
-        self.w.write_all(&(body.len() as u32).to_le_bytes())?;
-        self.w.write_all(&body)?;
-        self.sent += 4 + body.len() as u64;
+        let (tag, fields) = m.encode_raw();
+        if fields.len() + 1 <= PIECE {
+            self.frame(&frame_body(m, tag, fields)?)?;
+        } else {
+            // In pieces of the message's encoding: its tag, then its fields.
+            if fields.len() + 1 > MAX_MESSAGE {
+                return Err(Error::protocol(format!(
+                    "{} message of {} bytes is larger than the limit of {MAX_MESSAGE} bytes",
+                    m.name(),
+                    fields.len() + 1
+                )));
+            }
+            let mut raw = Vec::with_capacity(fields.len() + 1);
+            raw.push(tag);
+            raw.extend_from_slice(&fields);
+            drop(fields);
+            let pieces = raw.len().div_ceil(PIECE);
+            for (i, piece) in raw.chunks(PIECE).enumerate() {
+                let t = if i + 1 == pieces {
+                    TAG_PART_END
+                } else {
+                    TAG_PART
+                };
+                self.frame(&frame_body(m, t, piece.to_vec())?)?;
+            }
+        }
         if !matches!(m, Msg::Put { .. } | Msg::Data { .. }) {
             self.w.flush()?;
         }
+        Ok(())
+    }
+
+    fn frame(&mut self, body: &[u8]) -> Result<()> {
+        self.w.write_all(&(body.len() as u32).to_le_bytes())?;
+        self.w.write_all(body)?;
+        self.sent += 4 + body.len() as u64;
         Ok(())
     }
 
@@ -684,8 +747,48 @@ impl<R: Read, W: Write> Conn<R, W> {
         Ok(self.w.flush()?)
     }
 
-    /// The next message; `Ok(None)` at a clean end of stream (between frames).
+    /// The next message; `Ok(None)` at a clean end of stream (between messages).
     pub fn recv_opt(&mut self) -> Result<Option<Msg>> {
+        let Some(body) = self.recv_frame()? else {
+            return Ok(None);
+        };
+        let (tag, fields) = inflate(&body)?;
+        if tag != TAG_PART && tag != TAG_PART_END {
+            return Msg::decode_fields(tag, &fields).map(Some);
+        }
+        // A message in pieces: grown as they arrive, never beyond the limit.
+        let mut raw: Vec<u8> = Vec::new();
+        let (mut t, mut piece) = (tag, fields.into_owned());
+        loop {
+            if raw.len() + piece.len() > MAX_MESSAGE {
+                return Err(Error::protocol(format!(
+                    "a message of more than {MAX_MESSAGE} bytes was sent"
+                )));
+            }
+            raw.extend_from_slice(&piece);
+            if t == TAG_PART_END {
+                break;
+            }
+            let next = self
+                .recv_frame()?
+                .ok_or_else(|| Error::protocol("the stream ended inside a message in pieces"))?;
+            let (nt, nf) = inflate(&next)?;
+            if nt != TAG_PART && nt != TAG_PART_END {
+                return Err(Error::protocol("a message in pieces was interrupted"));
+            }
+            (t, piece) = (nt, nf.into_owned());
+        }
+        let (&tag, fields) = raw
+            .split_first()
+            .ok_or_else(|| Error::protocol("an empty message in pieces"))?;
+        if tag == TAG_PART || tag == TAG_PART_END || tag & COMPRESSED != 0 {
+            return Err(Error::protocol("a message in pieces holds no message"));
+        }
+        Msg::decode_fields(tag, fields).map(Some)
+    }
+
+    /// One frame's body; `Ok(None)` at a clean end of stream (between frames).
+    fn recv_frame(&mut self) -> Result<Option<Vec<u8>>> {
         let mut len = [0u8; 4];
         let mut got = 0;
         while got < 4 {
@@ -712,7 +815,7 @@ impl<R: Read, W: Write> Conn<R, W> {
             }
         })?;
         self.received += 4 + n as u64;
-        Msg::decode(&body).map(Some)
+        Ok(Some(body))
     }
 
     /// The next message; the end of the stream is an error naming what was expected.
@@ -937,6 +1040,36 @@ impl<'a> Dec<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_larger_than_a_frame_travels_in_pieces() {
+        let changes: Vec<Change> = (0..400_000u32)
+            .map(|i| Change {
+                path: format!("/{}/{i:08}", "p".repeat(200)).into_bytes(),
+                kind: ChangeKind::Add,
+                host: None,
+            })
+            .collect();
+        let m = Msg::Differences {
+            image: None,
+            changes,
+            have: Vec::new(),
+            scan: ScanStats::default(),
+            kept: Vec::new(),
+        };
+        let mut wire = Vec::new();
+        let mut c = Conn::new(&[][..], &mut wire);
+        c.send(&m).expect("send");
+        c.send(&Msg::Bye).expect("send");
+        // One frame cannot hold it.
+        assert!(m.encode().is_err());
+        let mut r = Conn::new(&wire[..], std::io::sink());
+        assert_eq!(r.recv("big").expect("recv"), m);
+        assert_eq!(r.recv("bye").expect("recv"), Msg::Bye);
+        // Cut short inside the pieces: an error, not a hang or a short message.
+        let mut r = Conn::new(&wire[..wire.len() / 2], std::io::sink());
+        assert!(r.recv("big").is_err());
+    }
 
     fn roundtrip(m: Msg) {
         let body = m.encode().expect("encode");

@@ -380,3 +380,37 @@ fn a_commit_blocked_after_its_commit_point_says_so_and_can_be_finished_or_abando
     push(&f.store, "v1", &hs, &[]);
     assert_host_is(&h, &f.store, &f.id("v1"));
 }
+
+#[test]
+fn an_image_whose_difference_list_is_larger_than_a_frame_is_pushable() {
+    // 90,000 symlinks at 800-byte paths: a difference list for a host never synced of
+    // about 75 MB, more than one frame holds (it travels in pieces now), and a manifest
+    // of as much.
+    let t = scratch("safety-large-");
+    let store = t.path().join("store");
+    let dir = ["a", "b", "c"].map(|c| c.repeat(250)).join("/");
+    let mut entries = vec![imager::Entry::dir(b"/", 0o755, 1)];
+    let mut p = String::new();
+    for c in dir.split('/') {
+        p = format!("{p}/{c}");
+        entries.push(imager::Entry::dir(p.as_bytes(), 0o755, 1));
+    }
+    for i in 0..90_000u32 {
+        let mut e = imager::Entry::dir(format!("/{dir}/link-{i:08}").as_bytes(), 0o777, 1);
+        e.kind = imager::Kind::Symlink {
+            target: b"x".to_vec(),
+        };
+        entries.push(e);
+    }
+    let n = entries.len() - 1;
+    let tree = imager::Tree::new(entries).unwrap();
+    let s = imager::store::Store::open(&store, imager::store::Access::Write).unwrap();
+    let id = s.write_image(&tree, &[]).unwrap();
+    s.set_ref("big", &id).unwrap();
+    drop(s);
+    let h = t.path().join("host");
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    let r = push(&store, "big", &hs, &["--dry-run", "--level", "1"]);
+    assert_eq!(r["added"], n as u64, "{}", r["error"]);
+}

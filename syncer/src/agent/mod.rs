@@ -339,16 +339,24 @@ fn session<R: Read, W: Write>(
 /// temporary name, with a margin.
 const COMMIT_INODES: u64 = 16;
 
-/// Largest manifest text an agent accepts (about two million entries).
-const MAX_MANIFEST: usize = 256 << 20;
+/// Largest manifest text an agent accepts: about seven million entries (a manifest line
+/// is some 140 bytes), matching the largest message the protocol carries.
+pub const MAX_MANIFEST: usize = crate::protocol::MAX_MESSAGE;
 
 fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
     let bytes = match m {
         ManifestData::Recorded => st.read(state::MANIFEST)?.ok_or_else(|| {
             Error::Protocol("told to use a recorded manifest this host lacks".into())
         })?,
-        ManifestData::Zstd(z) => zstd::bulk::decompress(&z, MAX_MANIFEST)
-            .map_err(|e| Error::Protocol(format!("compressed manifest: {e}")))?,
+        ManifestData::Zstd(z) => {
+            // Streamed: memory follows the manifest's real size, not the limit.
+            let mut out = Vec::new();
+            let d = zstd::stream::read::Decoder::new(&z[..])
+                .map_err(|e| Error::Protocol(format!("compressed manifest: {e}")))?;
+            std::io::Read::read_to_end(&mut d.take(MAX_MANIFEST as u64 + 1), &mut out)
+                .map_err(|e| Error::Protocol(format!("compressed manifest: {e}")))?;
+            out
+        }
         ManifestData::Delta { base, delta } => {
             let old = st
                 .read_text(state::MANIFEST)?
@@ -358,10 +366,16 @@ fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
                         "manifest delta against {base}, which this host lacks"
                     ))
                 })?;
-            crate::delta::zstd_apply(old.as_bytes(), &delta, MAX_MANIFEST)
+            crate::delta::zstd_apply(old.as_bytes(), &delta, MAX_MANIFEST + 1)
                 .map_err(|r| Error::Protocol(format!("manifest delta: {r}")))?
         }
     };
+    if bytes.len() > MAX_MANIFEST {
+        return Err(Error::Protocol(format!(
+            "the image's manifest is larger than this agent's limit of {MAX_MANIFEST} bytes \
+             (about seven million entries)"
+        )));
+    }
     String::from_utf8(bytes).map_err(|_| Error::Protocol("the manifest is not UTF-8".into()))
 }
 
