@@ -125,11 +125,37 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The controller's delta cache
+    Cache {
+        #[command(subcommand)]
+        cmd: CacheCmd,
+    },
     /// The paths where a host differs from the image it runs
     Diff {
         host: String,
         #[command(flatten)]
         conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCmd {
+    /// Check every entry: its checksum, and that it decodes to the content its name says
+    /// (exit 1 if any entry is bad and was not removed)
+    Verify {
+        /// The image store (deltas are decoded against their base from it)
+        /// [env: IMAGER_STORE; default /var/lib/imager]
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// The cache directory [default: STORE/syncer-cache]
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Remove bad entries (and leftover temporary files); a push recomputes them
+        #[arg(long)]
+        repair: bool,
+        /// Print a JSON report
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -306,12 +332,17 @@ fn run(cli: Cli) -> Result<i32> {
             let reports = push::for_hosts(&specs, conn.jobs, |h| {
                 push::push_host(&store, &img, &cache, h, &opts, obs)
             });
+            let dropped = cache.dropped();
+            for d in &dropped {
+                eprintln!("syncer: warning: {d}");
+            }
             if conn.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "image": id.to_hex(),
                         "hosts": reports,
+                        "cache_dropped": dropped,
                     }))?
                 );
             } else {
@@ -493,6 +524,46 @@ fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Ok(if st.iter().all(|s| s.ok && !s.drifted) {
+                0
+            } else {
+                1
+            })
+        }
+        Cmd::Cache {
+            cmd:
+                CacheCmd::Verify {
+                    store,
+                    cache,
+                    repair,
+                    json,
+                },
+        } => {
+            let root = store_path(&store);
+            let dir = cache.unwrap_or_else(|| root.join("syncer-cache"));
+            // Without the store, entries are still checked against their checksums.
+            let store = imager::store::Store::open(&root, imager::store::Access::Read).ok();
+            let r = syncer::delta::verify(&dir, store.as_ref(), repair)
+                .with_context(|| format!("cannot read the cache directory {}", dir.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for b in &r.bad {
+                    let done = if b.removed { " (removed)" } else { "" };
+                    println!("BAD {}: {}{done}", b.file.display(), b.problem);
+                }
+                for o in &r.other {
+                    println!("not an entry: {}", o.display());
+                }
+                println!(
+                    "{}: {} good, {} bad, {} unchecked (base not in the store {})",
+                    r.dir.display(),
+                    r.good,
+                    r.bad.len(),
+                    r.unchecked,
+                    root.display()
+                );
+            }
+            Ok(if r.bad.iter().all(|b| b.removed) {
                 0
             } else {
                 1
