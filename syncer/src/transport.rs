@@ -218,6 +218,14 @@ fn agent_command(spec: &HostSpec, opts: &TransportOptions) -> Result<Command> {
     })
 }
 
+/// An error's text without the variant's own prefix, for wrapping it in another.
+fn message(e: &Error) -> String {
+    match e {
+        Error::Connection(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Starts a session: the agent runs and has greeted us (installing it first if asked).
 pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     let (_, own) = crate::agent::identity();
@@ -231,18 +239,35 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             s.installed = true;
             Ok(s)
         }
+        // ssh itself failed (its own exit status 255: unreachable, refused, denied):
+        // installing would fail the same way and repeat the cause.
+        Err(Error::Connection(m)) if ssh && m.contains("(agent exit status: 255)") => {
+            Err(Error::Connection(m))
+        }
         Err(e) if ssh && opts.install_agent => {
             install(spec, opts).map_err(|i| {
-                Error::Connection(format!("{e}; installing the agent failed too: {i}"))
+                Error::Connection(format!(
+                    "{}; installing the agent failed too: {}",
+                    message(&e),
+                    message(&i)
+                ))
             })?;
             let mut s = start(spec, opts)?;
             s.installed = true;
             Ok(s)
         }
-        Err(Error::Connection(m)) if ssh => Err(Error::Connection(format!(
-            "{m} (is the agent installed at {}? --install-agent copies it there)",
-            opts.agent
-        ))),
+        // The remote shell's "not found" (127) or "cannot execute" (126): say how to fix
+        // it. Other failures (ssh's own 255, a missing ssh) are not about the agent.
+        Err(Error::Connection(m))
+            if ssh
+                && (m.contains("(agent exit status: 127)")
+                    || m.contains("(agent exit status: 126)")) =>
+        {
+            Err(Error::Connection(format!(
+                "{m} (is the agent installed at {}? --install-agent copies it there)",
+                opts.agent
+            )))
+        }
         Err(e) => Err(e),
     }
 }
@@ -427,13 +452,21 @@ fn install(spec: &HostSpec, opts: &TransportOptions) -> Result<()> {
     let mut child = c
         .spawn()
         .map_err(|e| Error::Connection(format!("cannot start ssh: {e}")))?;
-    if let Some(mut i) = child.stdin.take() {
-        std::io::Write::write_all(&mut i, &bin)
-            .map_err(|e| Error::Connection(format!("sending the agent: {e}")))?;
-    }
+    // A write that fails (ssh gave up: host unreachable, refused) is explained by ssh's
+    // exit status and stderr, read below.
+    let sent = child
+        .stdin
+        .take()
+        .map(|mut i| std::io::Write::write_all(&mut i, &bin));
     let out = child
         .wait_with_output()
         .map_err(|e| Error::Connection(format!("installing the agent: {e}")))?;
+    if let (Some(Err(e)), true) = (&sent, out.status.success()) {
+        return Err(Error::Connection(format!(
+            "sending the agent to {}: {e}",
+            opts.agent
+        )));
+    }
     if !out.status.success() {
         return Err(Error::Connection(format!(
             "installing the agent at {} failed ({}): {}",

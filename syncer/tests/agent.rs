@@ -438,7 +438,7 @@ fn a_file_in_a_version_the_store_never_saw_travels_as_an_rsync_delta() {
     ));
     // A dry run plans the same (the agent answers signature requests for it too).
     let dry = push(&store, "v1b", &hs, &["--dry-run"]);
-    assert_eq!(dry["sent"]["rsync_delta"]["files"], 1, "{dry:#}");
+    assert_eq!(dry["planned"]["rsync_delta"]["files"], 1, "{dry:#}");
     let r = push(&store, "v1b", &hs, &[]);
     let rd = &r["sent"]["rsync_delta"];
     assert_eq!(rd["files"], 1, "{r:#}");

@@ -139,3 +139,243 @@ fn a_damaged_delta_cache_entry_is_dropped_recomputed_and_reported_by_cache_verif
     assert_eq!(v["bad"][0]["removed"], true, "{v:#}");
     assert!(!whole.exists());
 }
+
+/// v1 and v2 of a tiny root with a shell; v2 changes /etc/app.conf and carries a trigger
+/// on it that fails.
+fn trigger_fixture(prefix: &str) -> Fixture {
+    let t = scratch(prefix);
+    let dir = t.path().to_path_buf();
+    let store = dir.join("store");
+    mini_root(&dir.join("v1"), 1, 1000);
+    import(&store, &dir.join("v1"), "v1");
+    let v2 = dir.join("v2");
+    mini_root(&v2, 2, 1000);
+    std::fs::create_dir_all(v2.join("usr/lib/imager")).unwrap();
+    std::fs::write(
+        v2.join("usr/lib/imager/triggers.toml"),
+        "[[trigger]]\nname = \"reload\"\npaths = [\"/etc/app.conf\"]\nrun = \"echo cannot reload >&2; exit 3\"\n",
+    )
+    .unwrap();
+    import(&store, &v2, "v2");
+    Fixture { _t: t, dir, store }
+}
+
+#[test]
+fn a_push_whose_commit_applied_but_whose_trigger_failed_says_so() {
+    let f = trigger_fixture("ctl-trigger-");
+    let (h, hs) = new_host(&f, "host");
+    push(&f.store, "v1", &hs, &[]);
+    let out = run(&f.store, &["push", "v2", &hs, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let r = &v["hosts"][0];
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert_eq!(r["committed"], true, "{r:#}");
+    assert_eq!(r["triggers_failed"], 1, "{r:#}");
+    assert_eq!(r["outcome"], "committed, trigger failed", "{r:#}");
+    assert_eq!(r["image_after"], id(&f.store, "v2").to_hex());
+    assert_host_is(&h, &f.store, &id(&f.store, "v2"));
+
+    // The text report says the same.
+    let (_h2, hs2) = new_host(&f, "host2");
+    push(&f.store, "v1", &hs2, &[]);
+    let out = run(&f.store, &["push", "v2", &hs2]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILED (committed, trigger failed)"),
+        "{text}"
+    );
+    assert!(text.contains("trigger reload failed (exit 3)"), "{text}");
+
+    // A rollout counts it as a failed host, and says why.
+    let (_h3, hs3) = new_host(&f, "host3");
+    push(&f.store, "v1", &hs3, &[]);
+    let inv = f.dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!("[policy]\npause = \"none\"\ncanary = 0\n\n[[colo]]\nname = \"one\"\nhosts = [\"{hs3}\"]\n"),
+    )
+    .unwrap();
+    let out = run(
+        &f.store,
+        &[
+            "rollout",
+            "v2",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let st = json(&String::from_utf8_lossy(&out.stdout));
+    let hr = &st["hosts"][0];
+    assert_eq!(hr["outcome"], "failed", "{hr:#}");
+    assert_eq!(hr["push_outcome"], "committed, trigger failed", "{hr:#}");
+    assert_eq!(hr["committed"], true, "{hr:#}");
+    assert!(
+        hr["reason"]
+            .as_str()
+            .unwrap()
+            .contains("counts a failed trigger as a failed host"),
+        "{hr:#}"
+    );
+}
+
+/// A tmpfs mounted for one test, unmounted however the test ends.
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_failed_push_reports_the_bytes_it_sent_not_the_ones_it_planned() {
+    let t = scratch("ctl-sent-");
+    let dir = t.path();
+    let store = dir.join("store");
+    let v = dir.join("v1");
+    sh(&format!(
+        "set -e; mkdir -p '{d}/srv' '{d}/var/lib'
+         head -c 16777216 /dev/urandom > '{d}/srv/big'",
+        d = v.display()
+    ));
+    import(&store, &v, "v1");
+    let h = dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=4m tmpfs '{}'",
+        h.display()
+    ));
+    let _m = Mount(h.clone());
+    let out = run(
+        &store,
+        &[
+            "push",
+            "v1",
+            &format!("local:{}", h.display()),
+            "--json",
+            "--level",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let r = &v["hosts"][0];
+    assert_eq!(r["outcome"], "failed before commit", "{r:#}");
+    assert_eq!(r["committed"], false, "{r:#}");
+    let planned = r["planned"]["whole"]["bytes"].as_u64().unwrap();
+    let sent = r["sent"]["whole"]["bytes"].as_u64().unwrap();
+    assert!(planned > 16_000_000, "{r:#}");
+    assert!(
+        sent < planned,
+        "a failed push claims it sent all it planned: {r:#}"
+    );
+    assert_eq!(r["sent"]["whole"]["files"], 0, "{r:#}");
+    assert!(
+        r["wire_sent"].as_u64().unwrap() >= sent,
+        "the wire count is missing: {r:#}"
+    );
+}
+
+/// Each row: arguments, the exit status, a text the output must contain, a text that must
+/// appear at most once (a cause repeated by the error chain).
+#[test]
+fn cli_errors_have_the_right_exit_status_and_say_their_cause_once() {
+    let f = fixture("ctl-cli-");
+    let (_h, hs) = new_host(&f, "never-synced");
+    let missing = f.dir.join("no-store");
+    let ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null";
+    let rows: Vec<(Vec<&str>, i32, &str, &str)> = vec![
+        (
+            vec!["push", "nope", &hs],
+            1,
+            "no image \"nope\" in store",
+            "nope",
+        ),
+        (
+            vec!["push", "v1", &hs, "--store", missing.to_str().unwrap()],
+            1,
+            "no store here",
+            "no store",
+        ),
+        (
+            vec!["push", "v1", &hs, "--level", "0"],
+            2,
+            "0 is not in 1..=22",
+            "1..=22",
+        ),
+        (
+            vec!["push", "v1", &hs, "--level", "99"],
+            2,
+            "99 is not in 1..=22",
+            "1..=22",
+        ),
+        (
+            vec!["push", "v1", &hs, "-j", "0"],
+            2,
+            "must be 1 or more",
+            "1 or more",
+        ),
+        (
+            vec!["status", &hs, "-j", "0"],
+            2,
+            "must be 1 or more",
+            "1 or more",
+        ),
+        (vec!["push", "v1", "local:rel"], 2, "bad host", "bad host"),
+        (
+            vec!["diff", &hs],
+            1,
+            "no image recorded on this host",
+            "never synced",
+        ),
+        (
+            vec![
+                "push",
+                "v1",
+                "ssh://127.0.0.1:1/x",
+                "-e",
+                ssh,
+                "--install-agent",
+            ],
+            1,
+            "Connection refused",
+            "Connection refused",
+        ),
+        (
+            vec!["push", "v1", "ssh://127.0.0.1:1/x", "-e", ssh],
+            1,
+            "Connection refused",
+            "--install-agent copies it",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, code, want, once) in &rows {
+        let out = run(&f.store, args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let n = all.matches(once).count();
+        // "--install-agent copies it" is a hint that does not belong to an ssh failure.
+        let max = if once.starts_with("--install") { 0 } else { 1 };
+        if out.status.code() != Some(*code) || !all.contains(want) || n > max {
+            failures.push(format!(
+                "syncer {args:?}: exit {:?} (want {code}), {want:?} {}, {once:?} {n} times:\n{all}",
+                out.status.code(),
+                if all.contains(want) {
+                    "present"
+                } else {
+                    "MISSING"
+                }
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
