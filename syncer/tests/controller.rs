@@ -379,3 +379,107 @@ fn cli_errors_have_the_right_exit_status_and_say_their_cause_once() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
 }
+
+/// A kB figure from /proc/PID/status.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in:\n{s}"))
+}
+
+#[test]
+fn the_agent_does_not_read_its_whole_executable_to_say_who_it_is() {
+    use std::io::{Read, Write};
+    use syncer::protocol::{Msg, PROTOCOL_VERSION};
+    let t = scratch("ctl-rss-");
+    let root = t.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let exe_kb = std::fs::metadata(env!("CARGO_BIN_EXE_syncer"))
+        .unwrap()
+        .len()
+        / 1024;
+    let mut c = syncer()
+        .args(["serve", "--root"])
+        .arg(&root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let body = Msg::Hello {
+        version: PROTOCOL_VERSION,
+    }
+    .encode()
+    .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+    stdin.write_all(&body).unwrap();
+    stdin.flush().unwrap();
+    // The Welcome frame: the agent has said who it is, and waits for the next message.
+    let mut out = c.stdout.take().unwrap();
+    let mut len = [0u8; 4];
+    out.read_exact(&mut len).unwrap();
+    let mut welcome = vec![0u8; u32::from_le_bytes(len) as usize];
+    out.read_exact(&mut welcome).unwrap();
+    let hwm = status_kb(c.id(), "VmHWM:");
+    drop(stdin);
+    c.wait().unwrap();
+    // The executable is tens of MB (debug info); reading it whole put all of it in memory.
+    assert!(
+        hwm < 24 * 1024 && hwm < exe_kb / 2,
+        "agent peak RSS at Welcome: {hwm} kB (executable {exe_kb} kB)"
+    );
+}
+
+/// Whether an ELF file has a section of that name (per `readelf -S`).
+fn has_section(path: &Path, name: &str) -> bool {
+    sh(&format!("readelf -SW '{}'", path.display()))
+        .lines()
+        .any(|l| l.split_whitespace().any(|w| w == name))
+}
+
+#[test]
+fn the_agent_installed_on_an_ssh_host_is_stripped_of_debug_info() {
+    let f = fixture("ctl-strip-");
+    let sshd = Sshd::start(&f.dir);
+    let (h, _) = new_host(&f, "host");
+    let hs = format!("ssh://root@127.0.0.1:{}{}", sshd.port, h.display());
+    let agent = f.dir.join("remote/bin/syncer");
+    let rsh = sshd.rsh();
+    let args = [
+        "-e",
+        rsh.as_str(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "--install-agent",
+    ];
+    let controller = Path::new(env!("CARGO_BIN_EXE_syncer"));
+    assert!(
+        has_section(controller, ".debug_info"),
+        "the test binary has no debug info"
+    );
+    let r = push(&f.store, "v1", &hs, &args);
+    assert_eq!(r["agent_installed"], true, "{r:#}");
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+    assert!(
+        !has_section(&agent, ".debug_info"),
+        "the installed agent has debug info"
+    );
+    assert!(
+        has_section(&agent, ".symtab"),
+        "the installed agent lost its symbols"
+    );
+    let (big, small) = (
+        std::fs::metadata(controller).unwrap().len(),
+        std::fs::metadata(&agent).unwrap().len(),
+    );
+    assert!(
+        small * 3 < big,
+        "installed {small} bytes, the controller is {big}"
+    );
+    // The stripped agent is the same build: not installed again.
+    let r = push(&f.store, "v2", &hs, &args);
+    assert_eq!(r["agent_installed"], false, "{r:#}");
+    assert_host_is(&h, &f.store, &id(&f.store, "v2"));
+}
