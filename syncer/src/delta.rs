@@ -120,6 +120,8 @@ type Key = (Encoding, Option<Hash>, Hash);
 /// decoding.
 const MAGIC: &[u8; 8] = b"SYNCZC1\n";
 const HEADER: usize = MAGIC.len() + 32;
+/// How a zstd frame starts (an entry written before entries had a checksum).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// The encoded bytes of a cache file, or why it cannot be used.
 fn entry_payload(file: &[u8]) -> Result<&[u8], String> {
@@ -320,6 +322,9 @@ impl Cache {
                             data.drain(..HEADER);
                             return Ok(Arc::new(data));
                         }
+                        // An entry of an older syncer (a bare zstd frame, no checksum)
+                        // is replaced without a warning: every one of them would warn.
+                        Err(_) if data.starts_with(&ZSTD_MAGIC) => {}
                         Err(why) => {
                             self.dropped
                                 .lock()
