@@ -7,11 +7,18 @@
 //!
 //! Encodings are cached by (old hash, new hash, level) in memory and, with a cache
 //! directory, on disk, so that every host at the same old version costs one computation.
+//! A cached encoding is shared by every host of a push, so a wrong one would fail them
+//! all: each is decoded and checked against the content it must make when computed, and
+//! kept on disk with a checksum that every read checks (a damaged file is dropped and
+//! computed again); [`verify`] checks a whole cache directory.
 
 use imager::store::Store;
 use imager::Hash;
+use rayon::prelude::*;
+use serde::Serialize;
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use zstd::zstd_safe::{CCtx, CParameter, DCtx, DParameter};
 
@@ -127,11 +134,120 @@ type Slot = Arc<OnceLock<Result<Arc<Vec<u8>>, String>>>;
 /// (encoding, old content, new content).
 type Key = (Encoding, Option<Hash>, Hash);
 
+/// The first bytes of a cache file. An entry is `MAGIC`, the blake3 of the encoded bytes,
+/// then the encoded bytes. An encoding is decoded and checked against the content it
+/// must produce once, when it is computed; after that only its bytes can go wrong (a
+/// torn write, a flipped bit), and the checksum catches that on every read without
+/// decoding.
+const MAGIC: &[u8; 8] = b"SYNCZC1\n";
+const HEADER: usize = MAGIC.len() + 32;
+/// How a zstd frame starts (an entry written before entries had a checksum).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// The encoded bytes of a cache file, or why it cannot be used.
+fn entry_payload(file: &[u8]) -> Result<&[u8], String> {
+    if file.is_empty() {
+        return Err("empty".into());
+    }
+    if file.len() < HEADER || &file[..MAGIC.len()] != MAGIC {
+        return Err(
+            "not a checksummed cache entry (damaged, or written by an older syncer)".into(),
+        );
+    }
+    let payload = &file[HEADER..];
+    if Hash::of(payload).0[..] != file[MAGIC.len()..HEADER] {
+        return Err(format!(
+            "checksum mismatch: its {} bytes of encoded data are not the ones written",
+            payload.len()
+        ));
+    }
+    Ok(payload)
+}
+
+/// The largest content a cache entry may decode to, so that a damaged frame header
+/// cannot make a check allocate without bound.
+const MAX_DECODED: u64 = 16 << 30;
+
+/// Decodes an encoding (against `old` for a delta) and checks that it makes `new`.
+fn check_decodes(old: Option<&[u8]>, data: &[u8], new: &Hash) -> Result<(), String> {
+    let size = match zstd::zstd_safe::get_frame_content_size(data) {
+        Ok(Some(n)) if n <= MAX_DECODED => n as usize,
+        Ok(Some(n)) => {
+            return Err(format!(
+                "its frame declares {n} bytes, over the {MAX_DECODED}-byte limit"
+            ))
+        }
+        Ok(None) => return Err("its zstd frame does not declare its content size".into()),
+        Err(_) => return Err("not a zstd frame".into()),
+    };
+    let out = match old {
+        Some(o) => zstd_apply(o, data, size)?,
+        None => zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?,
+    };
+    let got = Hash::of(&out);
+    if got != *new {
+        return Err(format!("decodes to content {got}, not {new}"));
+    }
+    Ok(())
+}
+
+/// An encoding just computed, checked before it is used or kept: a wrong one would fail
+/// on every host it is sent to.
+fn checked(d: Vec<u8>, old: Option<&[u8]>, new: &Hash) -> Result<Vec<u8>, String> {
+    check_decodes(old, &d, new).map_err(|e| format!("the encoding just computed is wrong: {e}"))?;
+    Ok(d)
+}
+
+/// Writes `parts` to `path` so that a crash leaves no file, the old one or the whole new
+/// one: a temporary file, flushed, renamed over `path`, then the directory flushed.
+fn write_durably(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        for p in parts {
+            f.write_all(p)?;
+        }
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a delta, `NEW.LLEVEL.zst` whole.
+fn entry_name(old: Option<Hash>, new: &Hash, level: i32) -> String {
+    match old {
+        Some(o) => format!("{o}-{new}.L{level}.zst"),
+        None => format!("{new}.L{level}.zst"),
+    }
+}
+
+/// Reverses [`entry_name`]: (old, new), or `None` for a file that is no entry.
+fn parse_entry_name(name: &str) -> Option<(Option<Hash>, Hash)> {
+    let stem = name.strip_suffix(".zst")?;
+    let (hashes, level) = stem.rsplit_once(".L")?;
+    level.parse::<i32>().ok()?;
+    match hashes.split_once('-') {
+        Some((o, n)) => Some((Some(Hash::from_hex(o)?), Hash::from_hex(n)?)),
+        None => Some((None, Hash::from_hex(hashes)?)),
+    }
+}
+
 /// Encodings computed once per process (and per cache directory), shared by every host.
 pub struct Cache {
     dir: Option<PathBuf>,
     level: i32,
     slots: Mutex<HashMap<Key, Slot>>,
+    /// Cache files found damaged (and recomputed), a line each, for the caller to show.
+    dropped: Mutex<Vec<String>>,
 }
 
 impl Cache {
@@ -140,6 +256,7 @@ impl Cache {
             dir,
             level,
             slots: Mutex::new(HashMap::new()),
+            dropped: Mutex::new(Vec::new()),
         }
     }
 
@@ -147,11 +264,19 @@ impl Cache {
         self.level
     }
 
+    /// The damaged cache files dropped and recomputed so far, each named once.
+    pub fn dropped(&self) -> Vec<String> {
+        self.dropped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// The zstd of `new`'s content.
     pub fn whole(&self, store: &Store, new: &Hash) -> Result<Arc<Vec<u8>>, String> {
-        self.get(Encoding::Whole, None, new, || {
+        self.get(None, new, || {
             let data = store.read_object(new).map_err(|e| e.to_string())?;
-            zstd_whole(&data, self.level)
+            checked(zstd_whole(&data, self.level)?, None, new)
         })
     }
 
@@ -162,10 +287,10 @@ impl Cache {
         old: &Hash,
         new: &Hash,
     ) -> Result<Arc<Vec<u8>>, String> {
-        self.get(Encoding::ZstdDelta, Some(*old), new, || {
+        self.get(Some(*old), new, || {
             let o = store.read_object(old).map_err(|e| e.to_string())?;
             let n = store.read_object(new).map_err(|e| e.to_string())?;
-            zstd_delta(&o, &n, self.level)
+            checked(zstd_delta(&o, &n, self.level)?, Some(&o), new)
         })
     }
 
@@ -176,58 +301,185 @@ impl Cache {
         old: (&Hash, &str),
         new: (&Hash, &str),
     ) -> Result<Arc<Vec<u8>>, String> {
-        self.get(Encoding::ZstdDelta, Some(*old.0), new.0, || {
-            let level = manifest_level(self.level, old.1.len() + new.1.len());
-            zstd_delta(old.1.as_bytes(), new.1.as_bytes(), level)
+        self.get(Some(*old.0), new.0, || {
+            let (o, n) = (old.1.as_bytes(), new.1.as_bytes());
+            let level = manifest_level(self.level, o.len() + n.len());
+            checked(zstd_delta(o, n, level)?, Some(o), new.0)
         })
     }
 
     /// An image manifest compressed whole (for hosts that know no earlier image).
     pub fn manifest_whole(&self, id: &Hash, text: &str) -> Result<Arc<Vec<u8>>, String> {
-        self.get(Encoding::Whole, None, id, || {
-            zstd_whole(text.as_bytes(), manifest_level(self.level, text.len()))
+        self.get(None, id, || {
+            let level = manifest_level(self.level, text.len());
+            checked(zstd_whole(text.as_bytes(), level)?, None, id)
         })
     }
 
-    fn file(&self, enc: Encoding, old: Option<Hash>, new: &Hash) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
-        let name = match (enc, old) {
-            (Encoding::ZstdDelta, Some(o)) => format!("{o}-{new}.L{}.zst", self.level),
-            _ => format!("{new}.L{}.zst", self.level),
-        };
-        Some(dir.join(name))
-    }
-
+    /// The encoding of `new` (against `old` for a delta): from memory, from a cache file
+    /// whose checksum holds, or computed (and checked) by `compute` and kept.
     fn get(
         &self,
-        enc: Encoding,
         old: Option<Hash>,
         new: &Hash,
         compute: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, String> {
+        let enc = if old.is_some() {
+            Encoding::ZstdDelta
+        } else {
+            Encoding::Whole
+        };
         let slot = {
             let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             m.entry((enc, old, *new)).or_default().clone()
         };
         slot.get_or_init(|| {
-            let file = self.file(enc, old, new);
+            let file = self
+                .dir
+                .as_ref()
+                .map(|d| d.join(entry_name(old, new, self.level)));
             if let Some(f) = &file {
-                if let Ok(d) = std::fs::read(f) {
-                    return Ok(Arc::new(d));
+                match std::fs::read(f) {
+                    Ok(mut data) => match entry_payload(&data) {
+                        Ok(_) => {
+                            data.drain(..HEADER);
+                            return Ok(Arc::new(data));
+                        }
+                        // An entry of an older syncer (a bare zstd frame, no checksum)
+                        // is replaced without a warning: every one of them would warn.
+                        Err(_) if data.starts_with(&ZSTD_MAGIC) => {}
+                        Err(why) => {
+                            self.dropped
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(format!(
+                                    "damaged delta cache entry {}: {why}; recomputed it",
+                                    f.display()
+                                ))
+                        }
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    // Unreadable: computed again, and the write below replaces it.
+                    Err(_) => {}
                 }
             }
             let d = compute()?;
             if let Some(f) = &file {
                 // A cache that cannot be written is only slower.
-                let tmp = f.with_extension(format!("tmp{}", std::process::id()));
-                if std::fs::write(&tmp, &d).is_ok() {
-                    let _ = std::fs::rename(&tmp, f);
-                }
+                let _ = write_durably(f, &[MAGIC, &Hash::of(&d).0, &d]);
             }
             Ok(Arc::new(d))
         })
         .clone()
     }
+}
+
+/// One cache file that `verify` found wrong.
+#[derive(Clone, Debug, Serialize)]
+pub struct BadEntry {
+    pub file: PathBuf,
+    pub problem: String,
+    /// Whether `--repair` removed it.
+    pub removed: bool,
+}
+
+/// What [`verify`] found in a cache directory.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub dir: PathBuf,
+    /// Entries decoded and found to make the content their name says.
+    pub good: u64,
+    /// Entries whose checksum holds but whose base is no longer in the store, so they
+    /// could not be decoded (they are used only for hosts that have that base).
+    pub unchecked: u64,
+    pub bad: Vec<BadEntry>,
+    /// Files that are no cache entry (left alone), and leftover temporary files.
+    pub other: Vec<PathBuf>,
+}
+
+/// Checks every entry of the cache directory `dir`: its checksum, then (with its base
+/// from `store`) that it decodes to the content its name says. With `repair`, removes the
+/// bad entries and leftover temporary files (a push recomputes what it needs).
+pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Result<VerifyReport> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        files.push(e?.path());
+    }
+    files.sort();
+    let base = |h: &Hash| -> Option<Vec<u8>> {
+        let s = store?;
+        if s.has_object(h) {
+            s.read_object(h).ok()
+        } else if s.has_image(h) {
+            s.image_text(h).ok().map(String::into_bytes)
+        } else {
+            None
+        }
+    };
+    enum Found {
+        Good,
+        Unchecked,
+        Bad(String),
+        Other,
+        Temp,
+    }
+    let found: Vec<(PathBuf, Found)> = files
+        .into_par_iter()
+        .map(|f| {
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let Some((old, new)) = parse_entry_name(&name) else {
+                let temp = name.starts_with('.') && name.contains(".zst.tmp");
+                return (f, if temp { Found::Temp } else { Found::Other });
+            };
+            let data = match std::fs::read(&f) {
+                Ok(d) => d,
+                Err(e) => return (f, Found::Bad(format!("cannot read it: {e}"))),
+            };
+            let payload = match entry_payload(&data) {
+                Ok(p) => p,
+                Err(why) => return (f, Found::Bad(why)),
+            };
+            let b = match old {
+                Some(o) => match base(&o) {
+                    Some(b) => Some(b),
+                    None => return (f, Found::Unchecked),
+                },
+                None => None,
+            };
+            match check_decodes(b.as_deref(), payload, &new) {
+                Ok(()) => (f, Found::Good),
+                Err(why) => (f, Found::Bad(why)),
+            }
+        })
+        .collect();
+    let mut r = VerifyReport {
+        dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    for (f, found) in found {
+        match found {
+            Found::Good => r.good += 1,
+            Found::Unchecked => r.unchecked += 1,
+            Found::Bad(problem) => {
+                let removed = repair && std::fs::remove_file(&f).is_ok();
+                r.bad.push(BadEntry {
+                    file: f,
+                    problem,
+                    removed,
+                });
+            }
+            Found::Temp => {
+                if !(repair && std::fs::remove_file(&f).is_ok()) {
+                    r.other.push(f);
+                }
+            }
+            Found::Other => r.other.push(f),
+        }
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod push;
 pub mod ratelimit;
 pub mod rollout;
+pub mod selfexe;
 pub mod transport;
 
 pub use error::{Error, Result};

@@ -47,8 +47,8 @@ struct Conn {
     /// Print a JSON report
     #[arg(long)]
     json: bool,
-    /// Hosts handled at once
-    #[arg(short = 'j', long, default_value_t = 8)]
+    /// Hosts handled at once (1 or more)
+    #[arg(short = 'j', long, default_value_t = 8, value_parser = at_least_one)]
     jobs: usize,
 }
 
@@ -76,8 +76,8 @@ enum Cmd {
         /// can be made, else none]
         #[arg(long)]
         cache: Option<PathBuf>,
-        /// zstd level for whole files and deltas
-        #[arg(long, default_value_t = 19)]
+        /// zstd level for whole files and deltas (1 to 22)
+        #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
         level: i32,
     },
     /// The image each host runs and whether it drifted from it
@@ -136,12 +136,47 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The controller's delta cache
+    Cache {
+        #[command(subcommand)]
+        cmd: CacheCmd,
+    },
     /// The paths where a host differs from the image it runs
     Diff {
         host: String,
         #[command(flatten)]
         conn: Conn,
     },
+}
+
+#[derive(Subcommand)]
+enum CacheCmd {
+    /// Check every entry: its checksum, and that it decodes to the content its name says
+    /// (exit 1 if any entry is bad and was not removed)
+    Verify {
+        /// The image store (deltas are decoded against their base from it)
+        /// [env: IMAGER_STORE; default /var/lib/imager]
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// The cache directory [default: STORE/syncer-cache]
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Remove bad entries (and leftover temporary files); a push recomputes them
+        #[arg(long)]
+        repair: bool,
+        /// Print a JSON report
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `-j`: a count of hosts at once; 0 would do nothing.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
 }
 
 fn store_path(p: &Option<PathBuf>) -> PathBuf {
@@ -153,7 +188,7 @@ fn store_path(p: &Option<PathBuf>) -> PathBuf {
 fn options(c: &Conn, dry_run: bool) -> Result<PushOptions> {
     let ssh: Vec<String> = c.rsh.split_whitespace().map(String::from).collect();
     if ssh.is_empty() {
-        bail!("--rsh is empty");
+        return Err(UsageError("--rsh is empty".into()).into());
     }
     Ok(PushOptions {
         dry_run,
@@ -169,10 +204,23 @@ fn options(c: &Conn, dry_run: bool) -> Result<PushOptions> {
     })
 }
 
+/// An error in how the command was asked (exit status 2, like clap's own); every other
+/// error is a failure to do what was asked (exit status 1).
+#[derive(Debug)]
+struct UsageError(String);
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+fn host(h: &str) -> Result<HostSpec> {
+    HostSpec::parse(h).map_err(|e| UsageError(e.to_string()).into())
+}
+
 fn hosts(list: &[String]) -> Result<Vec<HostSpec>> {
-    list.iter()
-        .map(|h| HostSpec::parse(h).map_err(Into::into))
-        .collect()
+    list.iter().map(|h| host(h)).collect()
 }
 
 /// One bar per host on a terminal.
@@ -267,7 +315,7 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("syncer: {e:#}");
-            std::process::exit(2);
+            std::process::exit(if e.is::<UsageError>() { 2 } else { 1 });
         }
     }
 }
@@ -321,12 +369,17 @@ fn run(cli: Cli) -> Result<i32> {
             let reports = push::for_hosts(&specs, conn.jobs, |h| {
                 push::push_host(&store, &img, &cache, h, &opts, obs)
             });
+            let dropped = cache.dropped();
+            for d in &dropped {
+                eprintln!("syncer: warning: {d}");
+            }
             if conn.json {
                 println!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::json!({
                         "image": id.to_hex(),
                         "hosts": reports,
+                        "cache_dropped": dropped,
                     }))?
                 );
             } else {
@@ -527,13 +580,54 @@ fn run(cli: Cli) -> Result<i32> {
                 1
             })
         }
-        Cmd::Diff { host, conn } => {
-            let spec = HostSpec::parse(&host)?;
+        Cmd::Cache {
+            cmd:
+                CacheCmd::Verify {
+                    store,
+                    cache,
+                    repair,
+                    json,
+                },
+        } => {
+            let root = store_path(&store);
+            let dir = cache.unwrap_or_else(|| root.join("syncer-cache"));
+            // Without the store, entries are still checked against their checksums.
+            let store = imager::store::Store::open(&root, imager::store::Access::Read).ok();
+            let r = syncer::delta::verify(&dir, store.as_ref(), repair)
+                .with_context(|| format!("cannot read the cache directory {}", dir.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for b in &r.bad {
+                    let done = if b.removed { " (removed)" } else { "" };
+                    println!("BAD {}: {}{done}", b.file.display(), b.problem);
+                }
+                for o in &r.other {
+                    println!("not an entry: {}", o.display());
+                }
+                println!(
+                    "{}: {} good, {} bad, {} unchecked (base not in the store {})",
+                    r.dir.display(),
+                    r.good,
+                    r.bad.len(),
+                    r.unchecked,
+                    root.display()
+                );
+            }
+            Ok(if r.bad.iter().all(|b| b.removed) {
+                0
+            } else {
+                1
+            })
+        }
+        Cmd::Diff { host: h, conn } => {
+            let spec = host(&h)?;
             let store =
                 imager::store::Store::open(&store_path(&conn.store), imager::store::Access::Read)
                     .ok();
             let opts = options(&conn, false)?;
             let s = push::status_host(store.as_ref(), &spec, &opts, true);
+            let never_synced = s.ok && s.image.is_none();
             if conn.json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -543,6 +637,15 @@ fn run(cli: Cli) -> Result<i32> {
                 for p in &s.paths {
                     println!("{} {}", p.change.letter(), p.path);
                 }
+            }
+            if never_synced {
+                // Nothing to compare with: an empty listing would read as "clean".
+                eprintln!(
+                    "syncer: {}: no image recorded on this host (never synced), so there is nothing to compare it with; \
+                     `syncer push --dry-run IMAGE {}` shows how it differs from an image",
+                    s.host, s.host
+                );
+                return Ok(1);
             }
             Ok(if s.ok && !s.drifted { 0 } else { 1 })
         }
@@ -620,13 +723,9 @@ fn print_push(r: &HostReport) {
             .unwrap_or_else(|| "-".into())
     };
     let state = if r.ok {
-        if r.dry_run {
-            "dry run"
-        } else {
-            "ok"
-        }
+        r.outcome.clone()
     } else {
-        "FAILED"
+        format!("FAILED ({})", r.outcome)
     };
     println!(
         "{}: {state}  {} -> {}",
@@ -645,15 +744,26 @@ fn print_push(r: &HostReport) {
         "  paths: {} added, {} changed, {} metadata only, {} deleted",
         r.added, r.changed, r.metadata, r.deleted
     );
-    for (name, s) in [
-        ("local copy", &r.sent.local_copy),
-        ("zstd delta", &r.sent.zstd_delta),
-        ("rsync delta", &r.sent.rsync_delta),
-        ("whole", &r.sent.whole),
+    // A dry run sends nothing: it shows the plan.
+    let (shown, verb) = if r.dry_run {
+        (&r.planned, "to send")
+    } else {
+        (&r.sent, "sent")
+    };
+    for (name, s, p) in [
+        ("local copy", &shown.local_copy, &r.planned.local_copy),
+        ("zstd delta", &shown.zstd_delta, &r.planned.zstd_delta),
+        ("rsync delta", &shown.rsync_delta, &r.planned.rsync_delta),
+        ("whole", &shown.whole, &r.planned.whole),
     ] {
-        if s.files > 0 {
+        if s.files > 0 || p.files > 0 {
+            let of_plan = if s == p {
+                String::new()
+            } else {
+                format!("  (of {} files, {} planned)", p.files, mb(p.bytes))
+            };
             println!(
-                "  {name:12} {:6} files  {:>12} sent for {:>12}",
+                "  {name:12} {:6} files  {:>12} {verb} for {:>12}{of_plan}",
                 s.files,
                 mb(s.bytes),
                 mb(s.content_bytes)

@@ -705,7 +705,7 @@ impl<R: Read, W: Write> Conn<R, W> {
 
     pub fn send(&mut self, m: &Msg) -> Result<()> {
         let (tag, fields) = m.encode_raw();
-        if fields.len() + 1 <= PIECE {
+        if fields.len() < PIECE {
             self.frame(&frame_body(m, tag, fields)?)?;
         } else {
             // In pieces of the message's encoding: its tag, then its fields.

@@ -115,6 +115,17 @@ pub struct ByKind {
     pub whole: Sent,
 }
 
+impl ByKind {
+    fn of(&mut self, source: &Source) -> &mut Sent {
+        match source {
+            Source::LocalCopy { .. } => &mut self.local_copy,
+            Source::ZstdDelta => &mut self.zstd_delta,
+            Source::RsyncDelta => &mut self.rsync_delta,
+            Source::Whole => &mut self.whole,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Phases {
     pub connect: f64,
@@ -153,12 +164,24 @@ pub struct HostReport {
     pub agent: Option<String>,
     pub agent_installed: bool,
     pub rolled_forward: bool,
+    /// What happened, in a few words: "ok", "dry run", "failed before commit",
+    /// "committed, trigger failed", "committed, health check failed" or "committed, then
+    /// failed" (the host runs the new image; what ran after the commit went wrong).
+    pub outcome: String,
+    /// Whether the host's commit applied (it runs `image_after`), whatever came after.
+    pub committed: bool,
+    /// Triggers that exited non-zero, were killed or timed out.
+    pub triggers_failed: u64,
     pub added: u64,
     pub changed: u64,
     pub metadata: u64,
     pub deleted: u64,
     /// Operations the agent's commit journal held.
     pub commit_ops: u64,
+    /// What the plan would send (a dry run sends nothing).
+    pub planned: ByKind,
+    /// What was sent: the plan once every file went out, less when the push failed on
+    /// the way (a file counts once all its bytes were sent; `bytes` counts every byte).
     pub sent: ByKind,
     pub wire_sent: u64,
     pub wire_received: u64,
@@ -220,6 +243,7 @@ pub fn push_host(
         Ok(s) => s,
         Err(e) => {
             r.error = Some(e.to_string());
+            r.outcome = "failed before commit".into();
             r.phases.total = started.elapsed().as_secs_f64();
             return r;
         }
@@ -231,20 +255,26 @@ pub fn push_host(
     r.image_before = session.welcome.image.map(|h| h.to_hex());
     r.previous_before = session.welcome.previous.map(|h| h.to_hex());
     let outcome = run_push(session, store, image, cache, opts, obs, &mut r);
+    let failed_triggers: Vec<String> = r
+        .triggers
+        .iter()
+        .filter(|t| t.status != Some(0))
+        .map(|t| {
+            if t.timed_out {
+                format!("trigger {} timed out", t.name)
+            } else {
+                match t.status {
+                    Some(c) => format!("trigger {} failed (exit {c})", t.name),
+                    None => format!("trigger {} was killed", t.name),
+                }
+            }
+        })
+        .collect();
+    r.triggers_failed = failed_triggers.len() as u64;
+    let errored = outcome.is_err();
     match outcome {
         Ok(()) => {
-            let mut failed: Vec<String> = r
-                .triggers
-                .iter()
-                .filter(|t| t.status != Some(0))
-                .map(|t| {
-                    if t.timed_out {
-                        format!("trigger {} timed out", t.name)
-                    } else {
-                        format!("trigger {} failed ({:?})", t.name, t.status)
-                    }
-                })
-                .collect();
+            let mut failed = failed_triggers;
             if let Some(last) = r.health.last().filter(|h| h.status != Some(0)) {
                 failed.push(format!(
                     "health check failed after {} attempt(s) ({}): {}",
@@ -264,6 +294,20 @@ pub fn push_host(
         }
         Err(e) => r.error = Some(e.to_string()),
     }
+    r.outcome = if r.ok && r.dry_run {
+        "dry run"
+    } else if r.ok {
+        "ok"
+    } else if !r.committed {
+        "failed before commit"
+    } else if errored {
+        "committed, then failed"
+    } else if r.triggers_failed > 0 {
+        "committed, trigger failed"
+    } else {
+        "committed, health check failed"
+    }
+    .into();
     r.phases.total = started.elapsed().as_secs_f64();
     obs.phase(&r.host, if r.ok { "done" } else { "failed" });
     r
@@ -278,10 +322,11 @@ fn run_push(
     obs: &dyn Observer,
     r: &mut HostReport,
 ) -> Result<()> {
-    match push_steps(&mut s, store, image, cache, opts, obs, r) {
+    let result = push_steps(&mut s, store, image, cache, opts, obs, r);
+    r.wire_sent = s.conn.sent;
+    r.wire_received = s.conn.received;
+    match result {
         Ok(()) => {
-            r.wire_sent = s.conn.sent;
-            r.wire_received = s.conn.received;
             s.close();
             Ok(())
         }
@@ -342,7 +387,7 @@ fn push_steps(
 
     let t = Instant::now();
     obs.phase(&host, "staging");
-    send_items(s, &items, &host, obs)?;
+    send_items(s, &items, &host, obs, &mut r.sent)?;
     r.phases.send = t.elapsed().as_secs_f64();
     r.phases.stage = r.phases.send;
     obs.phase(&host, "committing");
@@ -351,6 +396,7 @@ fn push_steps(
             r.phases.stage += c.stage_seconds;
             r.phases.commit = c.commit_seconds;
             r.commit_ops = c.ops;
+            r.committed = true;
         }
         m => return Err(unexpected("Committed", &m)),
     }
@@ -497,12 +543,7 @@ fn plan(
         })
         .collect::<Result<_>>()?;
     for it in &items {
-        let k = match it.source {
-            Source::LocalCopy { .. } => &mut r.sent.local_copy,
-            Source::ZstdDelta => &mut r.sent.zstd_delta,
-            Source::RsyncDelta => &mut r.sent.rsync_delta,
-            Source::Whole => &mut r.sent.whole,
-        };
+        let k = r.planned.of(&it.source);
         k.files += 1;
         k.bytes += it.payload.len() as u64;
         k.content_bytes += it.size;
@@ -529,7 +570,14 @@ fn smaller(
     })
 }
 
-fn send_items(s: &mut Session, items: &[Item], host: &str, obs: &dyn Observer) -> Result<()> {
+/// Sends every item, counting into `sent` what went out (all of it unless this fails).
+fn send_items(
+    s: &mut Session,
+    items: &[Item],
+    host: &str,
+    obs: &dyn Observer,
+    sent: &mut ByKind,
+) -> Result<()> {
     let content: u64 = items.iter().map(|i| i.size).sum();
     let total: u64 = items.iter().map(|i| i.payload.len() as u64).sum();
     s.conn.send(&Msg::Stage {
@@ -548,8 +596,12 @@ fn send_items(s: &mut Session, items: &[Item], host: &str, obs: &dyn Observer) -
                 bytes: chunk.to_vec(),
             })?;
             done += chunk.len() as u64;
+            sent.of(&it.source).bytes += chunk.len() as u64;
             obs.bytes(host, total, done);
         }
+        let k = sent.of(&it.source);
+        k.files += 1;
+        k.content_bytes += it.size;
     }
     s.conn.send(&Msg::Commit)?;
     s.conn.flush()

@@ -4,7 +4,8 @@
 //! child's stdin/stdout; its stderr is kept for error messages.
 //!
 //! With `install_agent`, a missing or different agent binary on an ssh host is replaced
-//! by this one (copied over the same ssh command) before the session starts.
+//! by this one, without its debug sections (copied over the same ssh command), before
+//! the session starts.
 
 use crate::error::{Error, Result};
 use crate::protocol::{Conn, Msg, PROTOCOL_VERSION};
@@ -230,6 +231,14 @@ fn agent_command(spec: &HostSpec, opts: &TransportOptions) -> Result<Command> {
     })
 }
 
+/// An error's text without the variant's own prefix, for wrapping it in another.
+fn message(e: &Error) -> String {
+    match e {
+        Error::Connection(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Starts a session: the agent runs and has greeted us (installing it first if asked).
 pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     let (_, own) = crate::agent::identity();
@@ -243,18 +252,35 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             s.installed = true;
             Ok(s)
         }
+        // ssh itself failed (its own exit status 255: unreachable, refused, denied):
+        // installing would fail the same way and repeat the cause.
+        Err(Error::Connection(m)) if ssh && m.contains("(agent exit status: 255)") => {
+            Err(Error::Connection(m))
+        }
         Err(e) if ssh && opts.install_agent => {
             install(spec, opts).map_err(|i| {
-                Error::Connection(format!("{e}; installing the agent failed too: {i}"))
+                Error::Connection(format!(
+                    "{}; installing the agent failed too: {}",
+                    message(&e),
+                    message(&i)
+                ))
             })?;
             let mut s = start(spec, opts)?;
             s.installed = true;
             Ok(s)
         }
-        Err(Error::Connection(m)) if ssh => Err(Error::Connection(format!(
-            "{m} (is the agent installed at {}? --install-agent copies it there)",
-            opts.agent
-        ))),
+        // The remote shell's "not found" (127) or "cannot execute" (126): say how to fix
+        // it. Other failures (ssh's own 255, a missing ssh) are not about the agent.
+        Err(Error::Connection(m))
+            if ssh
+                && (m.contains("(agent exit status: 127)")
+                    || m.contains("(agent exit status: 126)")) =>
+        {
+            Err(Error::Connection(format!(
+                "{m} (is the agent installed at {}? --install-agent copies it there)",
+                opts.agent
+            )))
+        }
         Err(e) => Err(e),
     }
 }
@@ -420,10 +446,9 @@ impl Session {
 
 /// Copies this program to the ssh host as its agent.
 fn install(spec: &HostSpec, opts: &TransportOptions) -> Result<()> {
-    let exe = std::env::current_exe()
-        .map_err(|e| Error::Usage(format!("cannot find this program's path: {e}")))?;
-    let bin = std::fs::read(&exe)
-        .map_err(|e| Error::Usage(format!("cannot read {}: {e}", exe.display())))?;
+    // Stripped of its debug sections (a tenth of the size); same build ID, so the same
+    // identity as this controller.
+    let bin = crate::selfexe::agent_copy().map_err(Error::Usage)?;
     let dir = match opts.agent.rsplit_once('/') {
         Some((d, _)) if !d.is_empty() => d.to_string(),
         _ => "/".to_string(),
@@ -442,13 +467,21 @@ fn install(spec: &HostSpec, opts: &TransportOptions) -> Result<()> {
     let mut child = c
         .spawn()
         .map_err(|e| Error::Connection(format!("cannot start ssh: {e}")))?;
-    if let Some(mut i) = child.stdin.take() {
-        std::io::Write::write_all(&mut i, &bin)
-            .map_err(|e| Error::Connection(format!("sending the agent: {e}")))?;
-    }
+    // A write that fails (ssh gave up: host unreachable, refused) is explained by ssh's
+    // exit status and stderr, read below.
+    let sent = child
+        .stdin
+        .take()
+        .map(|mut i| std::io::Write::write_all(&mut i, bin));
     let out = child
         .wait_with_output()
         .map_err(|e| Error::Connection(format!("installing the agent: {e}")))?;
+    if let (Some(Err(e)), true) = (&sent, out.status.success()) {
+        return Err(Error::Connection(format!(
+            "sending the agent to {}: {e}",
+            opts.agent
+        )));
+    }
     if !out.status.success() {
         return Err(Error::Connection(format!(
             "installing the agent at {} failed ({}): {}",

@@ -67,7 +67,7 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     assert_eq!(dry["dry_run"], true);
     assert!(dry["changed"].as_u64().unwrap() > 500, "{dry:#}");
     assert!(
-        dry["sent"]["zstd_delta"]["files"].as_u64().unwrap() > 500,
+        dry["planned"]["zstd_delta"]["files"].as_u64().unwrap() > 500,
         "{dry:#}"
     );
     assert!(dry["paths"].as_array().unwrap().len() > 1000);

@@ -43,12 +43,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Instant;
 
-/// The agent's identity: crate version and the blake3 of its own executable, so a
-/// controller can tell an outdated agent from a current one.
+/// The agent's identity: crate version and its build's identity (ELF build ID, read
+/// without reading the executable; see [`crate::selfexe`]), so a controller can tell an
+/// outdated agent from a current one.
 pub fn identity() -> (String, Hash) {
-    let exe = std::fs::read("/proc/self/exe")
-        .map(|d| Hash::of(&d))
-        .unwrap_or(Hash([0; 32]));
+    let exe = crate::selfexe::identity();
     (env!("CARGO_PKG_VERSION").to_string(), exe)
 }
 

@@ -284,6 +284,7 @@ pub fn run(
             }
         }
     }
+    warn_dropped(&cache, obs);
     let mut s = st.into_inner().unwrap_or_else(|p| p.into_inner());
     s.finished = s.stopped.is_none();
     s.wall_seconds = started.elapsed().as_secs_f64();
@@ -361,9 +362,18 @@ pub fn rollback(
             r.unwrap_or_else(|e| HostReport {
                 host: h.to_string(),
                 error: Some(e.to_string()),
+                outcome: "failed before commit".into(),
                 ..Default::default()
             })
         }));
     }
+    warn_dropped(&cache, obs);
     Ok(out)
+}
+
+/// Names the damaged delta cache files that were dropped and recomputed.
+fn warn_dropped(cache: &Cache, obs: &dyn Observer) {
+    for d in cache.dropped() {
+        obs.log(&format!("warning: {d}"));
+    }
 }

@@ -28,6 +28,18 @@ pub struct HostResult {
     pub wave: String,
     /// "ok" or "failed".
     pub outcome: String,
+    /// The push's own outcome ("ok", "failed before commit", "committed, trigger
+    /// failed", ...; see [`HostReport::outcome`]).
+    #[serde(default)]
+    pub push_outcome: String,
+    /// Whether the push's commit applied (before any rollback).
+    #[serde(default)]
+    pub committed: bool,
+    #[serde(default)]
+    pub triggers_failed: u64,
+    /// Why the rollout counts this host as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub image_before: Option<String>,
     pub image_after: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,6 +76,10 @@ impl HostResult {
             colo: colo.to_string(),
             wave: wave.to_string(),
             outcome: if r.ok { "ok" } else { "failed" }.into(),
+            push_outcome: r.outcome.clone(),
+            committed: r.committed,
+            triggers_failed: r.triggers_failed,
+            reason: (!r.ok).then(|| failure_reason(&r).to_string()),
             image_before: r.image_before.clone(),
             image_after,
             error: r.error.clone(),
@@ -81,6 +97,15 @@ impl HostResult {
         self.outcome == "ok"
     }
 
+    /// "failed (committed, trigger failed)": the rollout's verdict and the push's.
+    fn verdict(&self) -> String {
+        if self.ok() || self.push_outcome.is_empty() {
+            self.outcome.clone()
+        } else {
+            format!("{} ({})", self.outcome, self.push_outcome)
+        }
+    }
+
     /// One log line.
     pub fn line(&self) -> String {
         let mut s = format!(
@@ -88,7 +113,7 @@ impl HostResult {
             self.host,
             self.colo,
             self.wave,
-            self.outcome,
+            self.verdict(),
             self.seconds,
             self.wire_sent as f64 / 1e6
         );
@@ -103,6 +128,22 @@ impl HostResult {
             });
         }
         s
+    }
+}
+
+/// What a failed push means to a rollout: every failure counts against the wave's
+/// budget and is rolled back, a trigger or health check that fails after the commit
+/// applied included (the host runs the new image but is not known to work on it).
+fn failure_reason(r: &HostReport) -> &'static str {
+    match r.outcome.as_str() {
+        "committed, trigger failed" => {
+            "the commit applied but a trigger failed: a rollout counts a failed trigger as a failed host"
+        }
+        "committed, health check failed" => {
+            "the commit applied but the health check failed: a rollout counts that as a failed host"
+        }
+        "committed, then failed" => "the commit applied, then the session failed",
+        _ => "the push failed before its commit (the host was left as it was)",
     }
 }
 

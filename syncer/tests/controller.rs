@@ -1,0 +1,485 @@
+//! The controller's side on the real binary: its delta cache (damaged entries are
+//! dropped and recomputed, `syncer cache verify`), its reports and exit codes, and the
+//! agent it installs on ssh hosts.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+struct Fixture {
+    _t: tempfile::TempDir,
+    dir: PathBuf,
+    store: PathBuf,
+}
+
+/// Two versions of a small tree: v2 changes two files (zstd deltas) and adds one (whole).
+fn fixture(prefix: &str) -> Fixture {
+    let t = scratch(prefix);
+    let dir = t.path().to_path_buf();
+    let store = dir.join("store");
+    for v in [1u32, 2] {
+        let d = dir.join(format!("v{v}"));
+        sh(&format!(
+            "set -e; mkdir -p '{d}/etc' '{d}/srv' '{d}/var/lib'
+             python3 -c 'import random,sys; random.seed(1); sys.stdout.buffer.write(random.randbytes(300000))' > '{d}/srv/big'
+             printf 'conf {v}\\n' > '{d}/etc/app.conf'
+             if [ {v} = 2 ]; then printf 'changed' >> '{d}/srv/big'; printf 'new file\\n' > '{d}/etc/new.conf'; fi",
+            d = d.display()
+        ));
+        import(&store, &d, &format!("v{v}"));
+    }
+    Fixture { _t: t, dir, store }
+}
+
+fn id(store: &Path, name: &str) -> imager::Hash {
+    imager::store::Store::open(store, imager::store::Access::Read)
+        .unwrap()
+        .resolve(name)
+        .unwrap()
+}
+
+fn new_host(f: &Fixture, name: &str) -> (PathBuf, String) {
+    let h = f.dir.join(name);
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    (h, hs)
+}
+
+/// The cache's entries, largest first.
+fn entries(cache: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "zst"))
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
+    v
+}
+
+#[test]
+fn a_damaged_delta_cache_entry_is_dropped_recomputed_and_reported_by_cache_verify() {
+    let f = fixture("ctl-cache-");
+    let cache = f.store.join("syncer-cache");
+    let (a, hs_a) = new_host(&f, "host-a");
+    push(&f.store, "v1", &hs_a, &[]);
+    let of_v1 = entries(&cache);
+    push(&f.store, "v2", &hs_a, &[]);
+    assert_host_is(&a, &f.store, &id(&f.store, "v2"));
+    // The entries a host going from v1 to v2 needs.
+    let before: Vec<PathBuf> = entries(&cache)
+        .into_iter()
+        .filter(|p| !of_v1.contains(p))
+        .collect();
+    let delta = before
+        .iter()
+        .find(|p| p.file_name().unwrap().to_string_lossy().contains('-'))
+        .expect("a delta entry")
+        .clone();
+    let whole = before
+        .iter()
+        .find(|p| !p.file_name().unwrap().to_string_lossy().contains('-'))
+        .expect("a whole entry")
+        .clone();
+    // One entry emptied (a torn write), one with a byte flipped in its middle.
+    std::fs::write(&delta, b"").unwrap();
+    let mut w = std::fs::read(&whole).unwrap();
+    let mid = w.len() / 2;
+    w[mid] ^= 0x40;
+    std::fs::write(&whole, &w).unwrap();
+
+    // The check names both and fails.
+    let out = run(&f.store, &["cache", "verify", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let bad: Vec<String> = v["bad"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["file"].as_str().unwrap().to_string())
+        .collect();
+    let mut want = vec![delta.display().to_string(), whole.display().to_string()];
+    want.sort();
+    let mut got = bad.clone();
+    got.sort();
+    assert_eq!(got, want, "{v:#}");
+    assert!(v["good"].as_u64().unwrap() > 0, "{v:#}");
+    let text = run(&f.store, &["cache", "verify"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains(&delta.display().to_string()), "{text}");
+
+    // A second host at v1 needs exactly those entries: the push still succeeds, warns
+    // naming the files, and rewrites them good.
+    let (b, hs_b) = new_host(&f, "host-b");
+    push(&f.store, "v1", &hs_b, &[]);
+    let out = run(&f.store, &["push", "v2", &hs_b, "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{v:#}\n{stderr}");
+    assert_host_is(&b, &f.store, &id(&f.store, "v2"));
+    for p in [&delta, &whole] {
+        assert!(
+            stderr.contains(&p.display().to_string()),
+            "no warning names {}: {stderr}",
+            p.display()
+        );
+    }
+    assert_eq!(v["cache_dropped"].as_array().unwrap().len(), 2, "{v:#}");
+    assert!(std::fs::metadata(&delta).unwrap().len() > 0);
+    let out = run(&f.store, &["cache", "verify", "--json"]);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{v:#}");
+    assert_eq!(v["bad"].as_array().unwrap().len(), 0, "{v:#}");
+
+    // --repair removes a bad entry and then exits 0.
+    std::fs::write(&whole, b"garbage").unwrap();
+    let out = run(&f.store, &["cache", "verify", "--repair", "--json"]);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{v:#}");
+    assert_eq!(v["bad"][0]["removed"], true, "{v:#}");
+    assert!(!whole.exists());
+}
+
+/// v1 and v2 of a tiny root with a shell; v2 changes /etc/app.conf and carries a trigger
+/// on it that fails.
+fn trigger_fixture(prefix: &str) -> Fixture {
+    let t = scratch(prefix);
+    let dir = t.path().to_path_buf();
+    let store = dir.join("store");
+    mini_root(&dir.join("v1"), 1, 1000);
+    import(&store, &dir.join("v1"), "v1");
+    let v2 = dir.join("v2");
+    mini_root(&v2, 2, 1000);
+    std::fs::create_dir_all(v2.join("usr/lib/imager")).unwrap();
+    std::fs::write(
+        v2.join("usr/lib/imager/triggers.toml"),
+        "[[trigger]]\nname = \"reload\"\npaths = [\"/etc/app.conf\"]\nrun = \"echo cannot reload >&2; exit 3\"\n",
+    )
+    .unwrap();
+    import(&store, &v2, "v2");
+    Fixture { _t: t, dir, store }
+}
+
+#[test]
+fn a_push_whose_commit_applied_but_whose_trigger_failed_says_so() {
+    let f = trigger_fixture("ctl-trigger-");
+    let (h, hs) = new_host(&f, "host");
+    push(&f.store, "v1", &hs, &[]);
+    let out = run(&f.store, &["push", "v2", &hs, "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let r = &v["hosts"][0];
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert_eq!(r["committed"], true, "{r:#}");
+    assert_eq!(r["triggers_failed"], 1, "{r:#}");
+    assert_eq!(r["outcome"], "committed, trigger failed", "{r:#}");
+    assert_eq!(r["image_after"], id(&f.store, "v2").to_hex());
+    assert_host_is(&h, &f.store, &id(&f.store, "v2"));
+
+    // The text report says the same.
+    let (_h2, hs2) = new_host(&f, "host2");
+    push(&f.store, "v1", &hs2, &[]);
+    let out = run(&f.store, &["push", "v2", &hs2]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILED (committed, trigger failed)"),
+        "{text}"
+    );
+    assert!(text.contains("trigger reload failed (exit 3)"), "{text}");
+
+    // A rollout counts it as a failed host, and says why.
+    let (_h3, hs3) = new_host(&f, "host3");
+    push(&f.store, "v1", &hs3, &[]);
+    let inv = f.dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!("[policy]\npause = \"none\"\ncanary = 0\n\n[[colo]]\nname = \"one\"\nhosts = [\"{hs3}\"]\n"),
+    )
+    .unwrap();
+    let out = run(
+        &f.store,
+        &[
+            "rollout",
+            "v2",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let st = json(&String::from_utf8_lossy(&out.stdout));
+    let hr = &st["hosts"][0];
+    assert_eq!(hr["outcome"], "failed", "{hr:#}");
+    assert_eq!(hr["push_outcome"], "committed, trigger failed", "{hr:#}");
+    assert_eq!(hr["committed"], true, "{hr:#}");
+    assert!(
+        hr["reason"]
+            .as_str()
+            .unwrap()
+            .contains("counts a failed trigger as a failed host"),
+        "{hr:#}"
+    );
+}
+
+/// A tmpfs mounted for one test, unmounted however the test ends.
+struct Mount(PathBuf);
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_failed_push_reports_the_bytes_it_sent_not_the_ones_it_planned() {
+    let t = scratch("ctl-sent-");
+    let dir = t.path();
+    let store = dir.join("store");
+    let v = dir.join("v1");
+    sh(&format!(
+        "set -e; mkdir -p '{d}/srv' '{d}/var/lib'
+         head -c 16777216 /dev/urandom > '{d}/srv/big'",
+        d = v.display()
+    ));
+    import(&store, &v, "v1");
+    let h = dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=4m tmpfs '{}'",
+        h.display()
+    ));
+    let _m = Mount(h.clone());
+    let out = run(
+        &store,
+        &[
+            "push",
+            "v1",
+            &format!("local:{}", h.display()),
+            "--json",
+            "--level",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let r = &v["hosts"][0];
+    assert_eq!(r["outcome"], "failed before commit", "{r:#}");
+    assert_eq!(r["committed"], false, "{r:#}");
+    let planned = r["planned"]["whole"]["bytes"].as_u64().unwrap();
+    let sent = r["sent"]["whole"]["bytes"].as_u64().unwrap();
+    assert!(planned > 16_000_000, "{r:#}");
+    assert!(
+        sent < planned,
+        "a failed push claims it sent all it planned: {r:#}"
+    );
+    assert_eq!(r["sent"]["whole"]["files"], 0, "{r:#}");
+    assert!(
+        r["wire_sent"].as_u64().unwrap() >= sent,
+        "the wire count is missing: {r:#}"
+    );
+}
+
+/// Each row: arguments, the exit status, a text the output must contain, a text that must
+/// appear at most once (a cause repeated by the error chain).
+#[test]
+fn cli_errors_have_the_right_exit_status_and_say_their_cause_once() {
+    let f = fixture("ctl-cli-");
+    let (_h, hs) = new_host(&f, "never-synced");
+    let missing = f.dir.join("no-store");
+    let ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null";
+    let rows: Vec<(Vec<&str>, i32, &str, &str)> = vec![
+        (
+            vec!["push", "nope", &hs],
+            1,
+            "no image \"nope\" in store",
+            "nope",
+        ),
+        (
+            vec!["push", "v1", &hs, "--store", missing.to_str().unwrap()],
+            1,
+            "no store here",
+            "no store",
+        ),
+        (
+            vec!["push", "v1", &hs, "--level", "0"],
+            2,
+            "0 is not in 1..=22",
+            "1..=22",
+        ),
+        (
+            vec!["push", "v1", &hs, "--level", "99"],
+            2,
+            "99 is not in 1..=22",
+            "1..=22",
+        ),
+        (
+            vec!["push", "v1", &hs, "-j", "0"],
+            2,
+            "must be 1 or more",
+            "1 or more",
+        ),
+        (
+            vec!["status", &hs, "-j", "0"],
+            2,
+            "must be 1 or more",
+            "1 or more",
+        ),
+        (vec!["push", "v1", "local:rel"], 2, "bad host", "bad host"),
+        (
+            vec!["diff", &hs],
+            1,
+            "no image recorded on this host",
+            "never synced",
+        ),
+        (
+            vec![
+                "push",
+                "v1",
+                "ssh://127.0.0.1:1/x",
+                "-e",
+                ssh,
+                "--install-agent",
+            ],
+            1,
+            "Connection refused",
+            "Connection refused",
+        ),
+        (
+            vec!["push", "v1", "ssh://127.0.0.1:1/x", "-e", ssh],
+            1,
+            "Connection refused",
+            "--install-agent copies it",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (args, code, want, once) in &rows {
+        let out = run(&f.store, args);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let n = all.matches(once).count();
+        // "--install-agent copies it" is a hint that does not belong to an ssh failure.
+        let max = if once.starts_with("--install") { 0 } else { 1 };
+        if out.status.code() != Some(*code) || !all.contains(want) || n > max {
+            failures.push(format!(
+                "syncer {args:?}: exit {:?} (want {code}), {want:?} {}, {once:?} {n} times:\n{all}",
+                out.status.code(),
+                if all.contains(want) {
+                    "present"
+                } else {
+                    "MISSING"
+                }
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// A kB figure from /proc/PID/status.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in:\n{s}"))
+}
+
+#[test]
+fn the_agent_does_not_read_its_whole_executable_to_say_who_it_is() {
+    use std::io::{Read, Write};
+    use syncer::protocol::{Msg, PROTOCOL_VERSION};
+    let t = scratch("ctl-rss-");
+    let root = t.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let exe_kb = std::fs::metadata(env!("CARGO_BIN_EXE_syncer"))
+        .unwrap()
+        .len()
+        / 1024;
+    let mut c = syncer()
+        .args(["serve", "--root"])
+        .arg(&root)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let body = Msg::Hello {
+        version: PROTOCOL_VERSION,
+    }
+    .encode()
+    .unwrap();
+    let mut stdin = c.stdin.take().unwrap();
+    stdin.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+    stdin.write_all(&body).unwrap();
+    stdin.flush().unwrap();
+    // The Welcome frame: the agent has said who it is, and waits for the next message.
+    let mut out = c.stdout.take().unwrap();
+    let mut len = [0u8; 4];
+    out.read_exact(&mut len).unwrap();
+    let mut welcome = vec![0u8; u32::from_le_bytes(len) as usize];
+    out.read_exact(&mut welcome).unwrap();
+    let hwm = status_kb(c.id(), "VmHWM:");
+    drop(stdin);
+    c.wait().unwrap();
+    // The executable is tens of MB (debug info); reading it whole put all of it in memory.
+    assert!(
+        hwm < 24 * 1024 && hwm < exe_kb / 2,
+        "agent peak RSS at Welcome: {hwm} kB (executable {exe_kb} kB)"
+    );
+}
+
+/// Whether an ELF file has a section of that name (per `readelf -S`).
+fn has_section(path: &Path, name: &str) -> bool {
+    sh(&format!("readelf -SW '{}'", path.display()))
+        .lines()
+        .any(|l| l.split_whitespace().any(|w| w == name))
+}
+
+#[test]
+fn the_agent_installed_on_an_ssh_host_is_stripped_of_debug_info() {
+    let f = fixture("ctl-strip-");
+    let sshd = Sshd::start(&f.dir);
+    let (h, _) = new_host(&f, "host");
+    let hs = format!("ssh://root@127.0.0.1:{}{}", sshd.port, h.display());
+    let agent = f.dir.join("remote/bin/syncer");
+    let rsh = sshd.rsh();
+    let args = [
+        "-e",
+        rsh.as_str(),
+        "--agent",
+        agent.to_str().unwrap(),
+        "--install-agent",
+    ];
+    let controller = Path::new(env!("CARGO_BIN_EXE_syncer"));
+    assert!(
+        has_section(controller, ".debug_info"),
+        "the test binary has no debug info"
+    );
+    let r = push(&f.store, "v1", &hs, &args);
+    assert_eq!(r["agent_installed"], true, "{r:#}");
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+    assert!(
+        !has_section(&agent, ".debug_info"),
+        "the installed agent has debug info"
+    );
+    assert!(
+        has_section(&agent, ".symtab"),
+        "the installed agent lost its symbols"
+    );
+    let (big, small) = (
+        std::fs::metadata(controller).unwrap().len(),
+        std::fs::metadata(&agent).unwrap().len(),
+    );
+    assert!(
+        small * 3 < big,
+        "installed {small} bytes, the controller is {big}"
+    );
+    // The stripped agent is the same build: not installed again.
+    let r = push(&f.store, "v2", &hs, &args);
+    assert_eq!(r["agent_installed"], false, "{r:#}");
+    assert_host_is(&h, &f.store, &id(&f.store, "v2"));
+}
