@@ -83,7 +83,9 @@ pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtime
             Ordering::Greater => {
                 let h = &y[j];
                 j += 1;
-                if !skip(&h.path) {
+                // A directory the image lacks that holds local state (or the syncer's
+                // own state) stays: it is no difference to report or apply.
+                if !skip(&h.path) && !host.protected.contains(&h.path) {
                     out.push(change(&h.path, ChangeKind::Delete, Some(h)));
                 }
             }

@@ -37,6 +37,9 @@ pub const PIECE: usize = 16 << 20;
 pub const MAX_MESSAGE: usize = 1 << 30;
 const TAG_PART: u8 = 30;
 const TAG_PART_END: u8 = 31;
+/// Largest file an agent applies a delta to (base and result are held in memory); a
+/// larger file travels whole.
+pub const MAX_DELTA_FILE: u64 = 4 << 30;
 /// File content travels in `Data` frames of at most this size.
 pub const CHUNK: usize = 1 << 20;
 /// Bodies larger than this are compressed.

@@ -475,6 +475,8 @@ fn plan(
         };
         let way = if let Some(p) = have.get(hash) {
             Way::Copy((*p).clone())
+        } else if *size > crate::protocol::MAX_DELTA_FILE {
+            Way::Whole
         } else if let Some(o) = old.filter(|o| store.has_object(o)) {
             Way::Zstd(o)
         } else if old.is_some() && *size >= MIN_RSYNC {

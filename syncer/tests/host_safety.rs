@@ -63,7 +63,9 @@ impl Fx {
         let h = self.dir.join(name);
         std::fs::create_dir_all(&h).unwrap();
         let hs = format!("local:{}", h.display());
-        push(&self.store, "v1", &hs, &[]);
+        let r = push(&self.store, "v1", &hs, &[]);
+        // The syncer's own state directory is no deletion (it stays).
+        assert_eq!(r["deleted"], 0, "{r:#}");
         (h, hs)
     }
 }

@@ -8,7 +8,7 @@
 use super::commit::STAGING;
 use super::fsops::{self, ensure_dir, remove_tree_at};
 use crate::error::{Error, Result};
-use crate::protocol::Source;
+use crate::protocol::{Source, MAX_DELTA_FILE};
 use imager::error::IoContext;
 use imager::safe_dir::{set_meta_fd, Beneath};
 use imager::tree::escape::escape;
@@ -18,9 +18,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-
-/// Largest file whose delta is applied in memory (base + result).
-const MAX_DELTA_FILE: u64 = 4 << 30;
 
 pub struct Staging {
     pub fd: OwnedFd,
