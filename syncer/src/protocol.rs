@@ -7,7 +7,10 @@
 //! count is checked against the bytes that remain, so a hostile or truncated stream
 //! cannot make either side allocate more than one frame. The first frame of a session is
 //! always [`Msg::Hello`], whose layout never changes (magic, then version), so a peer of
-//! another version gets a clear error instead of garbage.
+//! another version gets a clear error instead of garbage. A message whose encoding is
+//! larger than [`PIECE`] (the manifest or difference list of an image with millions of
+//! entries) is sent as consecutive pieces of its encoding in `Part` frames, the last in
+//! a `PartEnd`, and reassembled up to [`MAX_MESSAGE`] as the pieces arrive.
 //!
 //! Session (controller → agent, agent → controller):
 //! ```text
