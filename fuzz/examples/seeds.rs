@@ -1,6 +1,6 @@
 //! Writes the seed inputs that are encodings of our own formats (protocol frames, a
 //! journal), so they follow the code when the format changes:
-//! `cargo run --bin seeds -- fuzz/corpus` (from the fuzz directory: `corpus`).
+//! `cargo run --example seeds` in `fuzz/` (it writes into `corpus/`).
 //! The other seeds (tar, TOML, dpkg files) are real files committed as they are.
 
 use imager::{Entry, Hash, Kind};
