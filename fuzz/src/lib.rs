@@ -78,19 +78,22 @@ pub fn protocol_body(body: &[u8]) {
 pub fn protocol_stream(data: &[u8]) {
     let mut c = Conn::new(data, std::io::sink());
     let mut written = Vec::new();
-    let mut out = Conn::new(std::io::empty(), &mut written);
     let mut got = Vec::new();
-    let clean_end = loop {
-        match c.recv_opt() {
-            Ok(Some(m)) => {
-                check_msg(&m);
-                if out.send(&m).is_ok() {
-                    got.push(format!("{m:?}"));
+    let (clean_end, sent) = {
+        let mut out = Conn::new(std::io::empty(), &mut written);
+        let clean_end = loop {
+            match c.recv_opt() {
+                Ok(Some(m)) => {
+                    check_msg(&m);
+                    if out.send(&m).is_ok() {
+                        got.push(format!("{m:?}"));
+                    }
                 }
+                Ok(None) => break true,
+                Err(_) => break false,
             }
-            Ok(None) => break true,
-            Err(_) => break false,
-        }
+        };
+        (clean_end, out.sent)
     };
     assert!(c.received <= data.len() as u64);
     if clean_end {
@@ -100,8 +103,6 @@ pub fn protocol_stream(data: &[u8]) {
             "a clean end left bytes unread"
         );
     }
-    let sent = out.sent;
-    drop(out);
     assert_eq!(sent, written.len() as u64, "send miscounted its bytes");
     let mut again = Conn::new(&written[..], std::io::sink());
     for want in &got {
@@ -119,7 +120,7 @@ pub fn protocol_stream(data: &[u8]) {
 /// Counts inputs, to reset stores now and then so a long run does not fill tmpfs.
 pub fn every(n: u64) -> bool {
     static COUNT: AtomicU64 = AtomicU64::new(0);
-    COUNT.fetch_add(1, Ordering::Relaxed) % n == 0
+    COUNT.fetch_add(1, Ordering::Relaxed).is_multiple_of(n)
 }
 
 /// The store the tar target imports into: emptied every few hundred inputs.
@@ -217,7 +218,7 @@ pub fn tar_import(data: &[u8]) {
     let excludes = Excludes::new(&[]).expect("no excludes");
     // Both ways of reading content (streamed, or held for normalisation), by input.
     let opts = tar_import::ImportOptions {
-        keep_candidates: data.len() % 2 == 0,
+        keep_candidates: data.len().is_multiple_of(2),
         excludes: &excludes,
     };
     let import = |bytes: &[u8], name: &str| -> Option<imager::Tree> {
