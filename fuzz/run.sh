@@ -32,9 +32,11 @@ fi
 flags=(--debug-assertions --sanitizer none)
 cargo +nightly fuzz build "${flags[@]}"
 
-# New inputs go to a scratch directory, not the committed seeds.
-work=$(mktemp -d)
+# New inputs go to a scratch directory, not the committed seeds; so do the targets' own
+# files (a store, a host root), on tmpfs when there is one.
+work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 trap 'rm -rf "$work"' EXIT
+export IMAGER_FUZZ_SCRATCH=$work
 failed=()
 for t in "${targets[@]}"; do
     mkdir -p "$work/$t" "corpus/$t" "artifacts/$t"

@@ -13,12 +13,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use syncer::protocol::{Conn, Msg, MAX_FRAME};
 
-/// A directory for the whole fuzzing process, on tmpfs when there is one (the tar target
-/// writes a store and `syncfs`s it on every input).
+/// A directory for the whole fuzzing process: under `$IMAGER_FUZZ_SCRATCH` when set
+/// (`run.sh` points it at a directory it removes; libFuzzer exits without running
+/// destructors, so a temporary directory would stay behind), else on tmpfs when there is
+/// one (the tar target writes a store and `syncfs`s it on every input).
 pub fn scratch() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = Path::new("/dev/shm");
+        let base = std::env::var_os("IMAGER_FUZZ_SCRATCH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/dev/shm"));
         let t = if base.is_dir() {
             tempfile::tempdir_in(base)
         } else {
