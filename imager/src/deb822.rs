@@ -65,10 +65,20 @@ pub fn parse_release_date(s: &str) -> Option<i64> {
     let year: i64 = it.next()?.parse().ok()?;
     let mut hms = it.next()?.split(':').map(|x| x.parse::<i64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    // Out-of-range fields (from a damaged or hostile mirror) are no date, not an
+    // arithmetic overflow.
+    let in_range = (1..=31).contains(&day)
+        && (1..=9999).contains(&year)
+        && (0..24).contains(&h)
+        && (0..60).contains(&m)
+        && (0..=60).contains(&sec);
+    if !in_range {
+        return None;
+    }
     let offset = match it.next() {
         None | Some("UTC") | Some("GMT") | Some("Z") => 0,
         Some(z) if z.len() == 5 && (z.starts_with('+') || z.starts_with('-')) => {
-            let v: i64 = z[1..].parse().ok()?;
+            let v: i64 = z[1..].parse().ok().filter(|v| (0..10000).contains(v))?;
             let secs = (v / 100) * 3600 + (v % 100) * 60;
             if z.starts_with('-') {
                 -secs
@@ -122,5 +132,21 @@ mod tests {
             Some(1_582_977_600)
         );
         assert_eq!(parse_release_date("yesterday"), None);
+    }
+
+    #[test]
+    fn release_dates_out_of_range_are_refused_not_overflowed() {
+        // A Release file comes from a mirror (the dpkg_status fuzz target reaches this).
+        for d in [
+            "Sat, 10 May 9223372036854775807 09:52:11 UTC",
+            "Sat, 10 May -9223372036854775807 09:52:11 UTC",
+            "Sat, 9223372036854775807 May 2025 09:52:11 UTC",
+            "Sat, 10 May 2025 9223372036854775807:00:00 UTC",
+            "Sat, 10 May 2025 00:9223372036854775807:00 UTC",
+            "Sat, 10 May 2025 00:00:9223372036854775807 UTC",
+            "Sat, 10 May 2025 00:00:-9223372036854775807 +9999",
+        ] {
+            assert_eq!(parse_release_date(d), None, "{d}");
+        }
     }
 }

@@ -631,6 +631,29 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
 }
 
 impl Manifest {
+    /// Every setting as text, leaving out where files are (the manifest files, overlay
+    /// sources): what [`Manifest::flattened`] must read back to (its test, the fuzz target).
+    pub fn settings_text(&self) -> String {
+        let o: Vec<_> = self
+            .overlays
+            .iter()
+            .map(|o| (&o.dest, o.owner, o.group, o.mode, o.dir_mode))
+            .collect();
+        format!(
+            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            self.name,
+            self.description,
+            self.epoch,
+            self.source,
+            self.packages,
+            self.strip,
+            o,
+            self.hooks,
+            self.triggers,
+            self.local_state
+        )
+    }
+
     /// This manifest as one self-contained file (no `extends`) that [`load`] reads back
     /// to the same settings: what a build stores so that the image can be rebuilt.
     /// Overlay sources become `overlays/<n>` and the local-state list `local-state.txt`,
@@ -851,27 +874,7 @@ mod tests {
         )
         .unwrap();
         let back = load(&write(flat.path(), "flat.toml", &m.flattened().unwrap())).unwrap();
-        let show = |m: &Manifest| {
-            let o: Vec<_> = m
-                .overlays
-                .iter()
-                .map(|o| (&o.dest, o.owner, o.group, o.mode, o.dir_mode))
-                .collect();
-            format!(
-                "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
-                m.name,
-                m.description,
-                m.epoch,
-                m.source,
-                m.packages,
-                m.strip,
-                o,
-                m.hooks,
-                m.triggers,
-                m.local_state
-            )
-        };
-        assert_eq!(show(&back), show(&m));
+        assert_eq!(back.settings_text(), m.settings_text());
         assert_eq!(
             back.overlays[0].src,
             flat.path().canonicalize().unwrap().join("overlays/0")

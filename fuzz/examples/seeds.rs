@@ -1,0 +1,252 @@
+//! Writes the seed inputs that are encodings of our own formats (protocol frames, a
+//! journal), so they follow the code when the format changes:
+//! `cargo run --example seeds` in `fuzz/` (it writes into `corpus/`).
+//! The other seeds (tar, TOML, dpkg files) are real files committed as they are.
+
+use imager::{Entry, Hash, Kind};
+use std::path::Path;
+use syncer::agent::commit::{Journal, Op};
+use syncer::protocol::*;
+
+fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
+    let d = dir.join(target);
+    std::fs::create_dir_all(&d).expect("create the corpus directory");
+    std::fs::write(d.join(name), data).expect("write a seed");
+}
+
+fn main() {
+    let out = std::env::args().nth(1).unwrap_or_else(|| "corpus".into());
+    let out = Path::new(&out);
+    let file = Entry {
+        path: b"/usr/bin/ping".to_vec(),
+        kind: Kind::File {
+            size: 9,
+            hash: Hash::of(b"x"),
+        },
+        mode: 0o4755,
+        uid: 0,
+        gid: 0,
+        mtime: 1_700_000_000,
+        xattrs: vec![(b"security.capability".to_vec(), vec![1, 0, 0, 2])],
+    };
+    let link = Entry {
+        path: b"/bin".to_vec(),
+        kind: Kind::Symlink {
+            target: b"usr/bin".to_vec(),
+        },
+        mode: 0o777,
+        ..file.clone()
+    };
+    let run = TriggerRun {
+        name: "sshd".into(),
+        status: Some(0),
+        timed_out: false,
+        seconds: 0.25,
+        output: "reloaded\n".into(),
+    };
+    let manifest = "#imager-manifest v1\n/ dir mode=0755 uid=0 gid=0 mtime=0\n";
+    let msgs = vec![
+        (
+            "hello",
+            Msg::Hello {
+                version: PROTOCOL_VERSION,
+            },
+        ),
+        (
+            "welcome",
+            Msg::Welcome {
+                version: PROTOCOL_VERSION,
+                agent: "0.1.0".into(),
+                exe: Hash::of(b"agent"),
+                image: Some(Hash::of(b"old")),
+                previous: None,
+                rolled_forward: false,
+            },
+        ),
+        (
+            "error",
+            Msg::Error {
+                message: "no space left".into(),
+            },
+        ),
+        ("status", Msg::Status { verify: true }),
+        (
+            "target",
+            Msg::Target {
+                image: Hash::of(manifest.as_bytes()),
+                manifest: ManifestData::Zstd(
+                    zstd::bulk::compress(manifest.as_bytes(), 3).expect("compress"),
+                ),
+                local_state: vec!["/etc/machine-id".into(), "/var/log/**".into()],
+                triggers: b"[[trigger]]\nname = \"t\"\npaths = [\"/etc/**\"]\nrun = \"true\"\n"
+                    .to_vec(),
+                verify: false,
+                dry_run: false,
+                previous: Some(Some(Hash::of(b"p"))),
+            },
+        ),
+        (
+            "target-delta",
+            Msg::Target {
+                image: Hash::of(b"i"),
+                manifest: ManifestData::Delta {
+                    base: Hash::of(b"b"),
+                    delta: vec![0x28, 0xb5, 0x2f, 0xfd, 0],
+                },
+                local_state: Vec::new(),
+                triggers: Vec::new(),
+                verify: true,
+                dry_run: true,
+                previous: Some(None),
+            },
+        ),
+        (
+            "differences",
+            Msg::Differences {
+                image: Some(Hash::of(b"i")),
+                changes: vec![
+                    Change {
+                        path: b"/usr/bin/ping".to_vec(),
+                        kind: ChangeKind::Content,
+                        host: Some(file.clone()),
+                    },
+                    Change {
+                        path: b"/bin".to_vec(),
+                        kind: ChangeKind::Replace,
+                        host: Some(link.clone()),
+                    },
+                    Change {
+                        path: b"/new".to_vec(),
+                        kind: ChangeKind::Add,
+                        host: None,
+                    },
+                ],
+                have: vec![(Hash::of(b"y"), b"/etc/y".to_vec())],
+                scan: ScanStats {
+                    entries: 3,
+                    hashed_files: 1,
+                    hashed_bytes: 9,
+                    cached_files: 0,
+                    seconds: 0.01,
+                },
+            },
+        ),
+        // Large enough to travel compressed.
+        (
+            "differences-compressed",
+            Msg::Differences {
+                image: None,
+                changes: (0..200)
+                    .map(|i| Change {
+                        path: format!("/p/{i}").into_bytes(),
+                        kind: ChangeKind::Meta,
+                        host: Some(file.clone()),
+                    })
+                    .collect(),
+                have: Vec::new(),
+                scan: ScanStats::default(),
+            },
+        ),
+        (
+            "signature-request",
+            Msg::SignatureRequest {
+                paths: vec![b"/usr/bin/ping".to_vec()],
+            },
+        ),
+        (
+            "signatures",
+            Msg::Signatures {
+                sigs: vec![(b"/usr/bin/ping".to_vec(), vec![7; 12])],
+            },
+        ),
+        ("stage", Msg::Stage { files: 2, bytes: 9 }),
+        (
+            "put-copy",
+            Msg::Put {
+                path: b"/a".to_vec(),
+                source: Source::LocalCopy {
+                    from: b"/b".to_vec(),
+                },
+                len: 0,
+            },
+        ),
+        (
+            "put-whole",
+            Msg::Put {
+                path: b"/usr/bin/ping".to_vec(),
+                source: Source::Whole,
+                len: 9,
+            },
+        ),
+        (
+            "data",
+            Msg::Data {
+                bytes: b"123456789".to_vec(),
+            },
+        ),
+        ("commit", Msg::Commit),
+        (
+            "committed",
+            Msg::Committed(Committed {
+                ops: 3,
+                stage_seconds: 0.5,
+                commit_seconds: 0.1,
+            }),
+        ),
+        ("trigger-ran", Msg::TriggerRan(run.clone())),
+        ("done", Msg::Done),
+        ("bye", Msg::Bye),
+        (
+            "health",
+            Msg::Health {
+                command: "systemctl is-system-running".into(),
+                timeout: 30,
+            },
+        ),
+        (
+            "health-result",
+            Msg::HealthResult(TriggerRun {
+                status: None,
+                timed_out: true,
+                ..run
+            }),
+        ),
+    ];
+    let mut session = Vec::new();
+    for (name, m) in &msgs {
+        let body = m.encode().expect("encode a seed message");
+        write(out, "protocol_msg", name, &body);
+        if !matches!(m, Msg::Error { .. } | Msg::Differences { image: None, .. }) {
+            session.extend((body.len() as u32).to_le_bytes());
+            session.extend(&body);
+        }
+    }
+    write(out, "protocol_stream", "session", &session);
+
+    let j = Journal {
+        image: Hash::of(b"image"),
+        ops: vec![
+            Op::Mkdir(b"/opt/new".to_vec()),
+            Op::Swap {
+                staged: "s-3".into(),
+                path: b"/etc/x".to_vec(),
+                new_is_dir: true,
+            },
+            Op::Rename {
+                staged: "s-1".into(),
+                path: b"/usr/bin/a b".to_vec(),
+            },
+            Op::Link {
+                target: b"/usr/bin/a b".to_vec(),
+                path: b"/usr/bin/c".to_vec(),
+            },
+            Op::Meta(b"/etc/passwd".to_vec()),
+            Op::Delete(b"/tmp/old\n".to_vec()),
+            Op::Trash("s-3".into()),
+            Op::DirMeta(b"/opt/new".to_vec()),
+        ],
+        changed: vec![b"/etc/x".to_vec(), b"/usr/bin/a b".to_vec()],
+        previous: Some(Some(Hash::of(b"prev"))),
+    };
+    write(out, "journal", "journal", j.text().as_bytes());
+}
