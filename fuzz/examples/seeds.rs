@@ -61,6 +61,7 @@ fn main() {
                 image: Some(Hash::of(b"old")),
                 previous: None,
                 rolled_forward: false,
+                abandoned: None,
             },
         ),
         (
@@ -129,6 +130,16 @@ fn main() {
                     cached_files: 0,
                     seconds: 0.01,
                 },
+                kept: vec![
+                    syncer::protocol::Kept {
+                        path: b"/srv/data".to_vec(),
+                        why: syncer::protocol::KeptWhy::Mount,
+                    },
+                    syncer::protocol::Kept {
+                        path: b"/home".to_vec(),
+                        why: syncer::protocol::KeptWhy::LocalStateSymlink,
+                    },
+                ],
             },
         ),
         // Large enough to travel compressed.
@@ -145,6 +156,7 @@ fn main() {
                     .collect(),
                 have: Vec::new(),
                 scan: ScanStats::default(),
+                kept: Vec::new(),
             },
         ),
         (

@@ -180,6 +180,7 @@ pub fn tree_roundtrip(entries: Vec<imager::Entry>) {
             .collect(),
         have: Vec::new(),
         scan: ScanStats::default(),
+        kept: Vec::new(),
     };
     check_msg(&m);
     let j = Journal {
