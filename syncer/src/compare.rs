@@ -114,7 +114,7 @@ pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtime
             }
         }
     }
-    relink(image, &mut out);
+    relink(image, &mut out, &skip);
     out
 }
 
@@ -154,7 +154,7 @@ fn differ(t: &Entry, h: &Entry, lenient_mtime: bool) -> Option<ChangeKind> {
 
 /// A hard link whose target file gets a new inode must be made again, or it would keep
 /// naming the old content.
-fn relink(image: &Tree, out: &mut Vec<Change>) {
+fn relink(image: &Tree, out: &mut Vec<Change>, skip: &dyn Fn(&[u8]) -> bool) {
     let renewed: HashSet<Vec<u8>> = out
         .iter()
         .filter(|c| {
@@ -172,7 +172,8 @@ fn relink(image: &Tree, out: &mut Vec<Change>) {
     let mut extra = Vec::new();
     for e in image.entries() {
         if let Kind::HardLink { target } = &e.kind {
-            if renewed.contains(target) && !listed.contains(&e.path) {
+            // Not below a mount or kept symlink, nor local state: never written.
+            if renewed.contains(target) && !listed.contains(&e.path) && !skip(&e.path) {
                 extra.push(Change {
                     path: e.path.clone(),
                     kind: ChangeKind::Replace,

@@ -4,8 +4,10 @@
 //! A frame is a little-endian `u32` body length, then the body: one tag byte (bit 7 set
 //! when the rest is zstd-compressed) and the message's fields. Lengths are checked
 //! against [`MAX_FRAME`] before anything is allocated; inside a body, every length and
-//! count is checked against the bytes that remain, so a hostile or truncated stream
-//! cannot make either side allocate more than one frame. The first frame of a session is
+//! count is checked against the bytes that remain (and lists reserve at most a few
+//! thousand items ahead), so a hostile or truncated stream cannot make either side
+//! allocate more than a frame beyond what arrived, nor a message in pieces more than
+//! [`MAX_INFLATION`] times what arrived. The first frame of a session is
 //! always [`Msg::Hello`], whose layout never changes (magic, then version), so a peer of
 //! another version gets a clear error instead of garbage. A message whose encoding is
 //! larger than [`PIECE`] (the manifest or difference list of an image with millions of
@@ -36,8 +38,16 @@ pub const MAX_FRAME: usize = 64 << 20;
 /// difference lists of images with millions of entries.
 pub const PIECE: usize = 16 << 20;
 /// Largest message (all its pieces together) either side accepts: about seven million
-/// entries' difference list. A peer must really send that much to make the other hold it.
+/// entries' difference list.
 pub const MAX_MESSAGE: usize = 1 << 30;
+/// Items reserved ahead of a list from its announced count: the rest grows as items
+/// decode (a count is checked against the bytes left, but each item decodes into a
+/// larger value than its encoding).
+const PREALLOC: usize = 4096;
+/// How much one compressed piece of a large message may inflate: real manifests and
+/// difference lists compress some 5 to 150 times; a run of zeros, 30,000 times. So a
+/// peer must send at least 1/1024 of what it makes the other side hold.
+pub const MAX_INFLATION: usize = 1024;
 const TAG_PART: u8 = 30;
 const TAG_PART_END: u8 = 31;
 /// Largest file an agent applies a delta to (base and result are held in memory); a
@@ -542,7 +552,7 @@ impl Msg {
                     k => return Err(Error::protocol(format!("unknown manifest form {k}"))),
                 };
                 let n = d.count(4)?;
-                let mut local_state = Vec::with_capacity(n);
+                let mut local_state = Vec::with_capacity(n.min(PREALLOC));
                 for _ in 0..n {
                     local_state.push(d.str()?);
                 }
@@ -564,7 +574,7 @@ impl Msg {
             6 => {
                 let image = d.opt_hash()?;
                 let n = d.count(6)?;
-                let mut changes = Vec::with_capacity(n);
+                let mut changes = Vec::with_capacity(n.min(PREALLOC));
                 for _ in 0..n {
                     let path = d.bytes()?;
                     let kind = match d.u8()? {
@@ -582,7 +592,7 @@ impl Msg {
                     changes.push(Change { path, kind, host });
                 }
                 let n = d.count(36)?;
-                let mut have = Vec::with_capacity(n);
+                let mut have = Vec::with_capacity(n.min(PREALLOC));
                 for _ in 0..n {
                     have.push((d.hash()?, d.bytes()?));
                 }
@@ -594,7 +604,7 @@ impl Msg {
                     seconds: d.f64()?,
                 };
                 let n = d.count(5)?;
-                let mut kept = Vec::with_capacity(n);
+                let mut kept = Vec::with_capacity(n.min(PREALLOC));
                 for _ in 0..n {
                     let path = d.bytes()?;
                     let why = match d.u8()? {
@@ -614,7 +624,7 @@ impl Msg {
             }
             7 => {
                 let n = d.count(4)?;
-                let mut paths = Vec::with_capacity(n);
+                let mut paths = Vec::with_capacity(n.min(PREALLOC));
                 for _ in 0..n {
                     paths.push(d.bytes()?);
                 }
@@ -622,7 +632,7 @@ impl Msg {
             }
             8 => {
                 let n = d.count(8)?;
-                let mut sigs = Vec::with_capacity(n);
+                let mut sigs = Vec::with_capacity(n.min(PREALLOC));
                 for _ in 0..n {
                     sigs.push((d.bytes()?, d.bytes()?));
                 }
@@ -765,7 +775,14 @@ impl<R: Read, W: Write> Conn<R, W> {
         // A message in pieces: grown as they arrive, never beyond the limit.
         let mut raw: Vec<u8> = Vec::new();
         let (mut t, mut piece) = (tag, fields.into_owned());
+        let mut wire = body.len();
         loop {
+            if piece.len() > PIECE || piece.len() > wire.saturating_mul(MAX_INFLATION) {
+                return Err(Error::protocol(format!(
+                    "a piece of a message inflates from {wire} to {} bytes",
+                    piece.len()
+                )));
+            }
             if raw.len() + piece.len() > MAX_MESSAGE {
                 return Err(Error::protocol(format!(
                     "a message of more than {MAX_MESSAGE} bytes was sent"
@@ -778,6 +795,7 @@ impl<R: Read, W: Write> Conn<R, W> {
             let next = self
                 .recv_frame()?
                 .ok_or_else(|| Error::protocol("the stream ended inside a message in pieces"))?;
+            wire = next.len();
             let (nt, nf) = inflate(&next)?;
             if nt != TAG_PART && nt != TAG_PART_END {
                 return Err(Error::protocol("a message in pieces was interrupted"));
@@ -1027,7 +1045,7 @@ impl<'a> Dec<'a> {
         };
         let (mode, uid, gid, mtime) = (self.u32()?, self.u32()?, self.u32()?, self.i64()?);
         let n = self.count(8)?;
-        let mut xattrs = Vec::with_capacity(n);
+        let mut xattrs = Vec::with_capacity(n.min(PREALLOC));
         for _ in 0..n {
             xattrs.push((self.bytes()?, self.bytes()?));
         }
@@ -1072,6 +1090,17 @@ mod tests {
         let mut r = Conn::new(&wire[..], std::io::sink());
         assert_eq!(r.recv("big").expect("recv"), m);
         assert_eq!(r.recv("bye").expect("recv"), Msg::Bye);
+        // A piece that inflates a thousandfold (zeros decode as a huge list): refused
+        // before it is held or decoded.
+        let zeros = zstd::bulk::compress(&vec![0u8; PIECE], 19).expect("compress");
+        let mut bomb = vec![TAG_PART_END | COMPRESSED];
+        bomb.extend(&zeros);
+        let mut wire2 = (bomb.len() as u32).to_le_bytes().to_vec();
+        wire2.extend(&bomb);
+        let e = Conn::new(&wire2[..], std::io::sink())
+            .recv("bomb")
+            .expect_err("a bomb");
+        assert!(e.to_string().contains("inflates"), "{e}");
         // Cut short inside the pieces: an error, not a hang or a short message.
         let mut r = Conn::new(&wire[..wire.len() / 2], std::io::sink());
         assert!(r.recv("big").is_err());

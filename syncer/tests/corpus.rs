@@ -204,16 +204,16 @@ fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
-/// The pid of the agent serving `root`, if one runs.
-fn agent_pid(root: &Path) -> Option<u32> {
+/// The pids of the processes whose command line serves `root` (agents).
+fn agent_pids(root: &Path) -> Vec<u32> {
     let out = std::process::Command::new("pgrep")
         .args(["-f", &format!("serve --root {}", root.display())])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .next()
-        .and_then(|l| l.trim().parse().ok())
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
 }
 
 /// The image a host is at, or is committing to when a journal is left.
@@ -290,15 +290,16 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
             if child.try_wait().unwrap().is_some() {
                 break false;
             }
-            if let Some(pid) = agent_pid(&h) {
-                if proc_state(pid) == Some('T') {
-                    rustix::process::kill_process(
-                        rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                        rustix::process::Signal::KILL,
-                    )
-                    .unwrap();
-                    break true;
-                }
+            if let Some(pid) = agent_pids(&h)
+                .into_iter()
+                .find(|p| proc_state(*p) == Some('T'))
+            {
+                rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                )
+                .unwrap();
+                break true;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         };

@@ -307,19 +307,17 @@ fn interrupt_commit(store: &Path, image: &str, h: &Path, hs: &str) {
             .args(["-f", &pattern])
             .output()
             .unwrap();
-        let pid = String::from_utf8_lossy(&pids.stdout)
+        let stopped = String::from_utf8_lossy(&pids.stdout)
             .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<i32>().ok());
-        if let Some(pid) = pid {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat
-                .rsplit_once(") ")
-                .is_some_and(|(_, r)| r.starts_with('T'))
-            {
-                sh(&format!("kill -9 {pid}"));
-                break;
-            }
+            .filter_map(|l| l.trim().parse::<i32>().ok())
+            .find(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, r)| r.starts_with('T'))
+            });
+        if let Some(pid) = stopped {
+            sh(&format!("kill -9 {pid}"));
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }

@@ -35,9 +35,9 @@ pub struct Pending {
 #[derive(Clone, Default)]
 pub struct Excludes {
     set: Option<GlobSet>,
-    /// Each pattern's literal leading components (`/var/log` of `/var/log/**`): the
-    /// directories a match can only lie at or below.
-    prefixes: Vec<Vec<u8>>,
+    /// Each pattern's components, matched one by one (`None` for `**`): whether a match
+    /// could lie at or below a path.
+    components: Vec<Vec<Option<globset::GlobMatcher>>>,
 }
 
 impl Excludes {
@@ -57,23 +57,43 @@ impl Excludes {
         let set = b
             .build()
             .map_err(|e| Error::Usage(format!("bad exclude patterns: {e}")))?;
-        let prefixes = patterns.iter().map(|p| literal_prefix(p)).collect();
+        let components = patterns
+            .iter()
+            .map(|p| components_of(p))
+            .collect::<Result<_>>()?;
         Ok(Excludes {
             set: Some(set),
-            prefixes,
+            components,
         })
     }
 
     /// True when `path` is excluded or is a directory some excluded path could lie
-    /// below (`/var` and `/var/log` for `/var/log/**`): replacing it would take the
-    /// excluded paths with it.
+    /// below (`/var` and `/var/log` for `/var/log/**`, `/srv/app` for `/srv/*/data`,
+    /// every path for `**/cache`): replacing it would take the excluded paths with it.
     pub fn is_at_or_above(&self, path: &[u8]) -> bool {
-        path != b"/"
-            && (self.is_excluded(path)
-                || self
-                    .prefixes
-                    .iter()
-                    .any(|p| p == path || super::is_below(p, path)))
+        if path == b"/" {
+            return false;
+        }
+        if self.is_excluded(path) {
+            return true;
+        }
+        let names: Vec<&[u8]> = path
+            .split(|&c| c == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
+        self.components.iter().any(|pattern| {
+            for (i, name) in names.iter().enumerate() {
+                match pattern.get(i) {
+                    // The pattern ends above the path: the path would be below a match
+                    // (which `is_excluded` answered), not above one.
+                    None => return false,
+                    Some(None) => return true,
+                    Some(Some(m)) if !m.is_match(fsx::bytes_path(name)) => return false,
+                    Some(Some(_)) => {}
+                }
+            }
+            true
+        })
     }
 
     /// Reads patterns from list files: one a line, `#` comments and blank lines skipped.
@@ -105,20 +125,23 @@ impl Excludes {
     }
 }
 
-/// The components of a glob before the first one with a glob character, as a path.
-fn literal_prefix(pattern: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for c in pattern.split('/').filter(|c| !c.is_empty()) {
-        if c.contains(['*', '?', '[', '{', '\\']) {
-            break;
-        }
-        out.push(b'/');
-        out.extend_from_slice(c.as_bytes());
-    }
-    if out.is_empty() {
-        out.push(b'/');
-    }
-    out
+/// A pattern's components as matchers of one name each (`None` for `**`).
+fn components_of(pattern: &str) -> Result<Vec<Option<globset::GlobMatcher>>> {
+    pattern
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            if c == "**" {
+                return Ok(None);
+            }
+            globset::GlobBuilder::new(c)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map(|g| Some(g.compile_matcher()))
+                .map_err(|e| Error::Usage(format!("bad exclude pattern {pattern:?}: {e}")))
+        })
+        .collect()
 }
 
 /// The patterns of a list file: one a line, `#` comments and blank lines skipped.
@@ -314,9 +337,24 @@ mod tests {
             "/etc/ssh",
             "/etc/machine-id",
             "/a/cache",
+            // `**/cache` could lie below any directory.
+            "/usr/bin",
         ] {
             assert!(ex.is_at_or_above(p.as_bytes()), "{p}");
         }
+        let mid = Excludes::new(&["/srv/*/data/**".to_string()]).expect("globs");
+        for p in ["/srv", "/srv/app", "/srv/app/data"] {
+            assert!(mid.is_at_or_above(p.as_bytes()), "{p}");
+        }
+        for p in ["/srv/app/logs", "/usr", "/srvx"] {
+            assert!(!mid.is_at_or_above(p.as_bytes()), "{p}");
+        }
+        let plain = Excludes::new(&[
+            "/var/log/**".to_string(),
+            "/etc/ssh/ssh_host_*".to_string(),
+            "/etc/machine-id".to_string(),
+        ])
+        .expect("globs");
         for p in [
             "/",
             "/etc/ssh/sshd_config",
@@ -324,7 +362,7 @@ mod tests {
             "/etc/machine-idx",
             "/variable",
         ] {
-            assert!(!ex.is_at_or_above(p.as_bytes()), "{p}");
+            assert!(!plain.is_at_or_above(p.as_bytes()), "{p}");
         }
     }
 }

@@ -311,6 +311,17 @@ pub struct OpFailed {
     pub error: Error,
 }
 
+impl OpFailed {
+    /// A failure after the operations: flushing them or recording the new image.
+    pub fn recording(error: Error) -> OpFailed {
+        OpFailed {
+            index: 0,
+            line: "flush and record the new image, after every operation".into(),
+            error,
+        }
+    }
+}
+
 /// How every error of a host stuck in a commit begins (status reports such a host as
 /// mid-commit, not unreachable).
 pub const MID_COMMIT: &str = "the host is in the middle of a commit";
@@ -318,15 +329,18 @@ pub const MID_COMMIT: &str = "the host is in the middle of a commit";
 /// The error for a host left in the middle of a commit: what it is committing to, what
 /// blocks it, and the two ways out.
 pub fn stuck(b: &Beneath, j: &Journal, f: OpFailed) -> Error {
+    let step = if f.index == 0 {
+        format!("the step after its {} operations", j.ops.len())
+    } else {
+        format!("operation {} of {}", f.index, j.ops.len())
+    };
     Error::Agent(format!(
-        "{MID_COMMIT} to image {} (journal {}): operation {} of {} \
-         ({}) failed: {}. Every session tries to finish the commit first; fix the cause and \
-         push again, or drop the unfinished commit with `syncer abandon-commit HOST` \
-         (the host keeps what the commit had done) and push an image",
+        "{MID_COMMIT} to image {} (journal {}): {step} ({}) failed: {}. Every session \
+         tries to finish the commit first; fix the cause and push again, or drop the \
+         unfinished commit with `syncer abandon-commit HOST` (the host keeps what the \
+         commit had done) and push an image",
         j.image,
         b.display(state::DIR).join(state::JOURNAL).display(),
-        f.index,
-        j.ops.len(),
         f.line,
         f.error
     ))
@@ -394,10 +408,17 @@ fn apply_op(b: &Beneath, staging: &OwnedFd, image: &Tree, op: &Op) -> Result<()>
             }
         }
         Op::Rename { staged, path } => {
-            if stat_at(staging, staged.as_bytes()).is_none() {
+            let Some(sst) = stat_at(staging, staged.as_bytes()) else {
                 return Ok(());
-            }
+            };
             let (parent, name) = b.parent(path)?;
+            // A new directory that something made meanwhile (and may have filled): it
+            // is there, as the old `mkdir` accepted; the staged one is not needed.
+            if is_dir(&sst) && stat_at(&parent, name).is_some_and(|s| is_dir(&s)) {
+                return rustix::fs::unlinkat(staging, staged.as_str(), AtFlags::REMOVEDIR)
+                    .ctx("remove", staging_shown.join(staged))
+                    .map_err(Into::into);
+            }
             rustix::fs::renameat(staging, staged.as_str(), &parent, name)
                 .ctx("rename into place", b.display(path))?;
         }
@@ -535,8 +556,11 @@ pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
         )
     })?;
     apply(b, &staging, &image, &j).map_err(|f| stuck(b, &j, f))?;
-    rustix::fs::syncfs(&staging).ctx("flush", b.display(STAGING))?;
-    finish(st, &j)?;
+    rustix::fs::syncfs(&staging)
+        .ctx("flush", b.display(STAGING))
+        .map_err(Error::from)
+        .and_then(|_| finish(st, &j))
+        .map_err(|e| stuck(b, &j, OpFailed::recording(e)))?;
     Ok(true)
 }
 

@@ -429,27 +429,32 @@ fn commit_pending(
         }
     }
     s.sync()?;
-    // What the commit and its bookkeeping still create after the commit point: the
-    // state files' replacements and a hard link's temporary name.
-    s.check_room(0, COMMIT_INODES)?;
     let stage_seconds = started.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let mut j = commit::plan_ops(p.id, &p.image, &p.changes, &s.staged, &p.host.protected)?;
     j.previous = p.previous;
     let mut ls = p.local_state.join("\n");
     ls.push('\n');
+    let journal = j.text();
+    // Everything written from here to the end of the commit fits, or the push stops
+    // while the host is untouched: the target files, the journal, the queue of changed
+    // paths for the triggers (at most the journal's size), the state files'
+    // replacements and a hard link's temporary name.
+    let bytes = p.manifest.len() + ls.len() + p.triggers.len() + 2 * journal.len();
+    s.check_room(bytes as u64, COMMIT_INODES)?;
     st.write(state::TARGET, p.manifest.as_bytes())?;
     st.write(state::TARGET_LOCAL_STATE, ls.as_bytes())?;
     st.write(state::TARGET_TRIGGERS, &p.triggers)?;
     // The commit point: from here on, any agent finishes this commit.
-    st.write(state::JOURNAL, j.text().as_bytes())?;
+    st.write(state::JOURNAL, journal.as_bytes())?;
     if std::env::var_os("SYNCER_TEST_CRASH_AFTER_JOURNAL").is_some() {
         std::process::abort();
     }
     commit::apply(b, &s.fd, &p.image, &j).map_err(|e| commit::stuck(b, &j, e))?;
     // The renames reach the disk before the state says the host runs the new image.
-    s.sync()?;
-    commit::finish(st, &j)?;
+    s.sync()
+        .and_then(|_| commit::finish(st, &j))
+        .map_err(|e| commit::stuck(b, &j, commit::OpFailed::recording(e)))?;
     Staging::clear(b)?;
     Ok(crate::protocol::Committed {
         ops: j.ops.len() as u64,
