@@ -64,13 +64,6 @@ fn fixture(prefix: &str) -> Fixture {
     Fixture { _t: t, dir, store }
 }
 
-fn id(store: &Path, name: &str) -> imager::Hash {
-    imager::store::Store::open(store, imager::store::Access::Read)
-        .unwrap()
-        .resolve(name)
-        .unwrap()
-}
-
 #[test]
 fn every_kind_of_entry_arrives_and_a_running_executable_is_replaced() {
     let f = fixture("agent-kinds-");

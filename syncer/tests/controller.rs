@@ -32,13 +32,6 @@ fn fixture(prefix: &str) -> Fixture {
     Fixture { _t: t, dir, store }
 }
 
-fn id(store: &Path, name: &str) -> imager::Hash {
-    imager::store::Store::open(store, imager::store::Access::Read)
-        .unwrap()
-        .resolve(name)
-        .unwrap()
-}
-
 fn new_host(f: &Fixture, name: &str) -> (PathBuf, String) {
     let h = f.dir.join(name);
     std::fs::create_dir(&h).unwrap();

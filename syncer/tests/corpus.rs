@@ -198,24 +198,6 @@ fn versions(trees: &[&Tree]) -> HashMap<Vec<u8>, Vec<Hash>> {
     m
 }
 
-/// The state of process `pid` (`/proc/PID/stat`'s third field), if it still exists.
-fn proc_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ")?.1.chars().next()
-}
-
-/// The pids of the processes whose command line serves `root` (agents).
-fn agent_pids(root: &Path) -> Vec<u32> {
-    let out = std::process::Command::new("pgrep")
-        .args(["-f", &format!("serve --root {}", root.display())])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 /// The image a host is at, or is committing to when a journal is left.
 fn effective_image(root: &Path) -> Option<Hash> {
     let st = root.join("var/lib/syncer");
@@ -290,12 +272,9 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
             if child.try_wait().unwrap().is_some() {
                 break false;
             }
-            if let Some(pid) = agent_pids(&h)
-                .into_iter()
-                .find(|p| proc_state(*p) == Some('T'))
-            {
+            if let Some(pid) = stopped_agent(&h) {
                 rustix::process::kill_process(
-                    rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                    rustix::process::Pid::from_raw(pid).unwrap(),
                     rustix::process::Signal::KILL,
                 )
                 .unwrap();

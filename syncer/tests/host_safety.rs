@@ -52,10 +52,7 @@ impl Fx {
     }
 
     fn id(&self, name: &str) -> imager::Hash {
-        imager::store::Store::open(&self.store, imager::store::Access::Read)
-            .unwrap()
-            .resolve(name)
-            .unwrap()
+        id(&self.store, name)
     }
 
     /// A host at v1 (pushed there), as `local:` spec.
@@ -297,24 +294,12 @@ fn interrupt_commit(store: &Path, image: &str, h: &Path, hs: &str) {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pattern = format!("serve --root {}", h.display());
     loop {
         assert!(
             child.try_wait().unwrap().is_none(),
             "the push ended before its commit"
         );
-        let pids = std::process::Command::new("pgrep")
-            .args(["-f", &pattern])
-            .output()
-            .unwrap();
-        let stopped = String::from_utf8_lossy(&pids.stdout)
-            .lines()
-            .filter_map(|l| l.trim().parse::<i32>().ok())
-            .find(|pid| {
-                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                stat.rsplit_once(") ")
-                    .is_some_and(|(_, r)| r.starts_with('T'))
-            });
+        let stopped = stopped_agent(h);
         if let Some(pid) = stopped {
             sh(&format!("kill -9 {pid}"));
             break;

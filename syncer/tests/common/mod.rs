@@ -280,3 +280,29 @@ impl Drop for Mount {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
+
+/// The image `name` (or ID) resolves to in the store.
+pub fn id(store: &Path, name: &str) -> Hash {
+    Store::open(store, Access::Read)
+        .unwrap()
+        .resolve(name)
+        .unwrap()
+}
+
+/// The pid of an agent serving `root` that has stopped itself at its
+/// `SYNCER_TEST_STOP_AT` point (state `T`), if one has.
+pub fn stopped_agent(root: &Path) -> Option<i32> {
+    let out = Command::new("pgrep")
+        .args(["-f", &format!("serve --root {}", root.display())])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .rsplit_once(") ")
+                .is_some_and(|(_, r)| r.starts_with('T'))
+        })
+}
