@@ -24,6 +24,18 @@ pub enum Error {
     /// The request cannot be carried out as asked (bad host spec, unknown image, ...).
     #[error("{0}")]
     Usage(String),
+
+    /// An inventory file is unreadable or wrong (the message names the file and line).
+    #[error("{0}")]
+    Inventory(String),
+
+    /// A rollout's saved state is unreadable, unwritable or of another rollout.
+    #[error("{0}")]
+    RolloutState(String),
+
+    /// A rollback cannot be done as asked (the host records no previous image).
+    #[error("{0}")]
+    Rollback(String),
 }
 
 impl Error {

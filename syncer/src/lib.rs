@@ -13,6 +13,7 @@ pub mod error;
 pub mod protocol;
 pub mod push;
 pub mod ratelimit;
+pub mod render;
 pub mod rollout;
 pub mod selfexe;
 pub mod transport;

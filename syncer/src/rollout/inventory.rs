@@ -61,7 +61,7 @@ impl Size {
         match self {
             Size::Count(n) => Ok(*n),
             Size::Text(t) => {
-                let bad = || Error::Usage(format!("bad size {t:?}: use a count or N%"));
+                let bad = || Error::Inventory(format!("bad size {t:?}: use a count or N%"));
                 match t.trim().strip_suffix('%') {
                     Some(p) => {
                         let p: f64 = p.trim().parse().map_err(|_| bad())?;
@@ -182,7 +182,7 @@ pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
 }
 
 fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
-    let bad = |m: String| Error::Usage(format!("{what}: {m}"));
+    let bad = |m: String| Error::Inventory(format!("{what}: {m}"));
     let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
     let pause = match pick(&global.pause, &colo.pause).as_deref() {
         None | Some("confirm") => Pause::Confirm,
@@ -259,7 +259,7 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
 impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory> {
         let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Usage(format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| Error::Inventory(format!("cannot read {}: {e}", path.display())))?;
         Inventory::parse(&text, path)
     }
 
@@ -269,23 +269,26 @@ impl Inventory {
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(0);
-            Error::Usage(format!("{}:{line}: {}", path.display(), e.message()))
+            Error::Inventory(format!("{}:{line}: {}", path.display(), e.message()))
         })?;
         if f.colo.is_empty() {
-            return Err(Error::Usage(format!("{}: no [[colo]]", path.display())));
+            return Err(Error::Inventory(format!("{}: no [[colo]]", path.display())));
         }
         let mut colos = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for c in &f.colo {
             let what = format!("{}: colo {}", path.display(), c.name);
             if !seen.insert(c.name.clone()) {
-                return Err(Error::Usage(format!("{what}: listed twice")));
+                return Err(Error::Inventory(format!("{what}: listed twice")));
             }
             let mut hosts = Vec::new();
             for h in &c.hosts {
-                let spec = HostSpec::parse(h).map_err(|e| Error::Usage(format!("{what}: {e}")))?;
+                let spec =
+                    HostSpec::parse(h).map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
                 if colos.iter().any(|o: &Colo| o.hosts.contains(&spec)) || hosts.contains(&spec) {
-                    return Err(Error::Usage(format!("{what}: host {h} is listed twice")));
+                    return Err(Error::Inventory(format!(
+                        "{what}: host {h} is listed twice"
+                    )));
                 }
                 hosts.push(spec);
             }
@@ -305,7 +308,7 @@ impl Inventory {
     pub fn select(&self, names: &[String]) -> Result<Vec<&Colo>> {
         for n in names {
             if !self.colos.iter().any(|c| &c.name == n) {
-                return Err(Error::Usage(format!(
+                return Err(Error::Inventory(format!(
                     "{}: no colo named {n:?}",
                     self.path.display()
                 )));

@@ -343,7 +343,7 @@ pub fn rollback(
                 None => transport::connect(h, &popts.transport).and_then(|s| {
                     let prev = s.welcome.previous;
                     s.close();
-                    prev.ok_or_else(|| Error::Usage("the host records no previous image".into()))
+                    prev.ok_or_else(|| Error::Rollback("the host records no previous image".into()))
                 }),
             };
             let r = target.and_then(|t| images.get(t)).map(|img| {

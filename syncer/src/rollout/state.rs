@@ -21,13 +21,29 @@ pub struct Rollback {
     pub report: Option<HostReport>,
 }
 
+/// What a rollout makes of a host: whether it counts as done or against the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Ok,
+    Failed,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Ok => "ok",
+            Verdict::Failed => "failed",
+        })
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostResult {
     pub host: String,
     pub colo: String,
     pub wave: String,
-    /// "ok" or "failed".
-    pub outcome: String,
+    pub outcome: Verdict,
     /// The push's own outcome ("ok", "failed before commit", "committed, trigger
     /// failed", ...; see [`HostReport::outcome`]).
     #[serde(default)]
@@ -75,7 +91,7 @@ impl HostResult {
             host: spec.to_string(),
             colo: colo.to_string(),
             wave: wave.to_string(),
-            outcome: if r.ok { "ok" } else { "failed" }.into(),
+            outcome: if r.ok { Verdict::Ok } else { Verdict::Failed },
             push_outcome: r.outcome.clone(),
             committed: r.committed,
             triggers_failed: r.triggers_failed,
@@ -94,13 +110,13 @@ impl HostResult {
     }
 
     pub fn ok(&self) -> bool {
-        self.outcome == "ok"
+        self.outcome == Verdict::Ok
     }
 
     /// "failed (committed, trigger failed)": the rollout's verdict and the push's.
     fn verdict(&self) -> String {
         if self.ok() || self.push_outcome.is_empty() {
-            self.outcome.clone()
+            self.outcome.to_string()
         } else {
             format!("{} ({})", self.outcome, self.push_outcome)
         }
@@ -176,34 +192,35 @@ impl RolloutState {
 
     pub fn load(path: &Path) -> Result<RolloutState> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Usage(format!(
+            Error::RolloutState(format!(
                 "cannot read the rollout state {}: {e}",
                 path.display()
             ))
         })?;
-        serde_json::from_str(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+        serde_json::from_str(&text)
+            .map_err(|e| Error::RolloutState(format!("{}: {e}", path.display())))
     }
 
     /// Written beside, then renamed over: a crash never leaves half a state.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::Usage(format!("cannot write the rollout state: {e}")))?;
+            .map_err(|e| Error::RolloutState(format!("cannot write the rollout state: {e}")))?;
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text)
             .and_then(|_| std::fs::rename(&tmp, path))
-            .map_err(|e| Error::Usage(format!("cannot write {}: {e}", path.display())))
+            .map_err(|e| Error::RolloutState(format!("cannot write {}: {e}", path.display())))
     }
 
     /// A resumed rollout must be of the same image over the same inventory.
     pub fn check(&self, image: Hash, inv: &Inventory) -> Result<()> {
         if self.image != image.to_hex() {
-            return Err(Error::Usage(format!(
+            return Err(Error::RolloutState(format!(
                 "the saved rollout is of image {}, not {image}",
                 self.image
             )));
         }
         if self.inventory != inv.path.display().to_string() {
-            return Err(Error::Usage(format!(
+            return Err(Error::RolloutState(format!(
                 "the saved rollout is over {}, not {}",
                 self.inventory,
                 inv.path.display()
@@ -223,7 +240,7 @@ impl RolloutState {
         self.hosts.push(r);
     }
 
-    pub fn count(&self, outcome: &str) -> usize {
+    pub fn count(&self, outcome: Verdict) -> usize {
         self.hosts.iter().filter(|r| r.outcome == outcome).count()
     }
 }

@@ -1,0 +1,185 @@
+//! The `syncer` command's subcommands, one module each (`serve`, `push`, `status`, ...):
+//! each holds its arguments (a clap `Args` struct) and a `run` over them that calls the
+//! library and prints the report's rendering ([`syncer::render`]). This module holds what
+//! they share: the connection arguments, the store's path, host parsing and exit codes.
+//! Only the binary uses it; the library knows nothing of the command line.
+
+pub mod abandon_commit;
+pub mod cache;
+pub mod diff;
+pub mod progress;
+pub mod push;
+pub mod rollback;
+pub mod rollout;
+pub mod serve;
+pub mod status;
+
+use anyhow::Result;
+use clap::Args;
+use std::path::{Path, PathBuf};
+use syncer::push::PushOptions;
+use syncer::transport::{HostSpec, TransportOptions, DEFAULT_AGENT};
+
+/// How the command reaches hosts and reports: the options every host command takes.
+#[derive(Args, Clone)]
+pub struct HostArgs {
+    /// The image store [env: IMAGER_STORE; default /var/lib/imager]
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// The ssh command for ssh:// hosts, split on spaces (like rsync's -e)
+    #[arg(short = 'e', long = "rsh", default_value = "ssh")]
+    pub rsh: String,
+    /// The agent's path on ssh:// hosts
+    #[arg(long, default_value = DEFAULT_AGENT)]
+    pub agent: String,
+    /// Copy this program to ssh:// hosts whose agent is missing or different
+    #[arg(long)]
+    pub install_agent: bool,
+    /// Hash every file on the host, ignoring the agent's hash cache
+    #[arg(long)]
+    pub verify: bool,
+    /// Print a JSON report
+    #[arg(long)]
+    pub json: bool,
+    /// Hosts handled at once (1 or more)
+    #[arg(short = 'j', long, default_value_t = 8, value_parser = at_least_one)]
+    pub jobs: usize,
+}
+
+impl HostArgs {
+    /// The store these arguments name.
+    pub fn store_path(&self) -> PathBuf {
+        store_path(&self.store)
+    }
+
+    /// The store, if it can be opened: commands that only read hosts work without one
+    /// (image names are then shown as IDs).
+    pub fn store_if_any(&self) -> Option<imager::store::Store> {
+        imager::store::Store::open(&self.store_path(), imager::store::Access::Read).ok()
+    }
+
+    /// The store, which the command needs.
+    pub fn open_store(&self) -> Result<imager::store::Store> {
+        Ok(imager::store::Store::open(
+            &self.store_path(),
+            imager::store::Access::Read,
+        )?)
+    }
+
+    /// Push options from these arguments (no health check, the host's own previous).
+    pub fn push_options(&self, dry_run: bool) -> Result<PushOptions> {
+        let ssh: Vec<String> = self.rsh.split_whitespace().map(String::from).collect();
+        if ssh.is_empty() {
+            return Err(UsageError("--rsh is empty".into()).into());
+        }
+        Ok(PushOptions {
+            dry_run,
+            verify: self.verify,
+            transport: TransportOptions {
+                ssh,
+                agent: self.agent.clone(),
+                install_agent: self.install_agent,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    /// Prints `report` as pretty JSON with `--json`, else as `text` renders it.
+    pub fn print<T: serde::Serialize + ?Sized>(
+        &self,
+        report: &T,
+        text: impl FnOnce() -> String,
+    ) -> Result<()> {
+        print_report(self.json, report, text)
+    }
+}
+
+/// Prints `report` as pretty JSON when `json`, else the text rendering.
+pub fn print_report<T: serde::Serialize + ?Sized>(
+    json: bool,
+    report: &T,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
+/// `-j`: a count of hosts at once; 0 would do nothing.
+fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be 1 or more".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a count: {e}")),
+    }
+}
+
+/// `--store`, else `$IMAGER_STORE`, else imager's default store.
+pub fn store_path(p: &Option<PathBuf>) -> PathBuf {
+    p.clone()
+        .or_else(|| std::env::var_os("IMAGER_STORE").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/imager"))
+}
+
+/// Where a rollout over `inventory` keeps its state: `fleet.toml` → `fleet.rollout.json`.
+pub fn state_path(inventory: &Path) -> PathBuf {
+    inventory.with_extension("rollout.json")
+}
+
+/// An error in how the command was asked (exit status 2, like clap's own); every other
+/// error is a failure to do what was asked (exit status 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for UsageError {}
+
+pub fn host(h: &str) -> Result<HostSpec> {
+    HostSpec::parse(h).map_err(|e| UsageError(e.to_string()).into())
+}
+
+pub fn hosts(list: &[String]) -> Result<Vec<HostSpec>> {
+    list.iter().map(|h| host(h)).collect()
+}
+
+/// The command's exit status: what scripts and rollouts branch on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Everything asked for was done (and every host is as it should be).
+    Success = 0,
+    /// Something asked for failed: a host, a check, a file.
+    Failure = 1,
+    /// The command was asked wrongly (arguments, a host spec); nothing was tried.
+    Usage = 2,
+}
+
+impl ExitCode {
+    /// Success when `ok`, else failure.
+    pub fn ok_if(ok: bool) -> ExitCode {
+        if ok {
+            ExitCode::Success
+        } else {
+            ExitCode::Failure
+        }
+    }
+
+    /// The exit status for an error that stopped the command.
+    pub fn of_error(e: &anyhow::Error) -> ExitCode {
+        if e.chain().any(|c| c.is::<UsageError>()) {
+            ExitCode::Usage
+        } else {
+            ExitCode::Failure
+        }
+    }
+
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}

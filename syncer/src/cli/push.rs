@@ -1,0 +1,71 @@
+//! `syncer push IMAGE HOST...`: makes hosts equal to an image, many at once.
+
+use super::progress::{observer, HostBars};
+use super::{hosts, ExitCode, HostArgs};
+use anyhow::{Context, Result};
+use clap::Args;
+use std::path::{Path, PathBuf};
+use syncer::delta::Cache;
+use syncer::push::{self, Image};
+
+#[derive(Args)]
+pub struct PushArgs {
+    image: String,
+    #[arg(required = true)]
+    hosts: Vec<String>,
+    #[command(flatten)]
+    conn: HostArgs,
+    /// Show what would be sent, change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Where computed deltas are kept between runs [default: STORE/syncer-cache if it
+    /// can be made, else none]
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// zstd level for whole files and deltas (1 to 22)
+    #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
+    level: i32,
+}
+
+pub fn run(a: PushArgs) -> Result<ExitCode> {
+    let specs = hosts(&a.hosts)?;
+    let store = a.conn.open_store()?;
+    let id = store.resolve(&a.image)?;
+    let img = Image::load(&store, id)?;
+    let cache = Cache::new(cache_dir(a.cache, &a.conn.store_path())?, a.level);
+    let opts = a.conn.push_options(a.dry_run)?;
+    let bars = HostBars::new();
+    let obs = observer(&bars, a.conn.json, &push::NoObserver);
+    let reports = push::for_hosts(&specs, a.conn.jobs, |h| {
+        push::push_host(&store, &img, &cache, h, &opts, obs)
+    });
+    let dropped = cache.dropped();
+    for d in &dropped {
+        eprintln!("syncer: warning: {d}");
+    }
+    let json = serde_json::json!({
+        "image": id.to_hex(),
+        "hosts": reports,
+        "cache_dropped": dropped,
+    });
+    a.conn.print(&json, || {
+        reports.iter().map(syncer::render::push_report).collect()
+    })?;
+    Ok(ExitCode::ok_if(reports.iter().all(|r| r.ok)))
+}
+
+/// The delta cache: `--cache` (which must be usable), else the store's own if it can be
+/// made (a read-only store just means no cache).
+fn cache_dir(given: Option<PathBuf>, store: &Path) -> Result<Option<PathBuf>> {
+    Ok(match given {
+        Some(d) => {
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create the cache directory {}", d.display()))?;
+            Some(d)
+        }
+        None => {
+            let d = store.join("syncer-cache");
+            std::fs::create_dir_all(&d).ok().map(|_| d)
+        }
+    })
+}

@@ -1,0 +1,44 @@
+//! `syncer rollback --inventory FILE`: returns a colo (or the fleet) to each host's
+//! previous image, or to `--to`.
+
+use super::progress::PlainLog;
+use super::{state_path, ExitCode, HostArgs};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use syncer::rollout::inventory::Inventory;
+use syncer::rollout::RolloutOptions;
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    #[arg(long)]
+    inventory: PathBuf,
+    #[arg(long)]
+    colo: Vec<String>,
+    #[arg(long)]
+    to: Option<String>,
+    #[command(flatten)]
+    conn: HostArgs,
+}
+
+pub fn run(a: RollbackArgs) -> Result<ExitCode> {
+    let inv = Inventory::load(&a.inventory)?;
+    let store = a.conn.open_store()?;
+    let to = a.to.map(|t| store.resolve(&t)).transpose()?;
+    let opts = RolloutOptions {
+        colos: a.colo.clone(),
+        yes: true,
+        verify: a.conn.verify,
+        transport: a.conn.push_options(false)?.transport,
+        state_file: state_path(&inv.path),
+        stop: Arc::new(AtomicBool::new(false)),
+        confirm: Box::new(|_| true),
+    };
+    let reports = syncer::rollout::rollback(&store, &inv, &a.colo, to, &opts, &PlainLog)?;
+    a.conn.print(&reports, || {
+        reports.iter().map(syncer::render::push_report).collect()
+    })?;
+    Ok(ExitCode::ok_if(reports.iter().all(|r| r.ok)))
+}

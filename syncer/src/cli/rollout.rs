@@ -1,0 +1,91 @@
+//! `syncer rollout IMAGE --inventory FILE`: colo by colo, canary then waves, saving its
+//! state after every host so that `--resume` continues it; Ctrl-C stops it between hosts.
+
+use super::progress::{observer, HostBars, PlainLog};
+use super::{state_path, ExitCode, HostArgs};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use syncer::rollout::inventory::Inventory;
+use syncer::rollout::state::{RolloutState, Verdict};
+use syncer::rollout::RolloutOptions;
+
+#[derive(Args)]
+pub struct RolloutArgs {
+    /// The image (name, name~N or ID); with --resume, the saved rollout's
+    #[arg(required_unless_present = "resume")]
+    image: Option<String>,
+    #[arg(long)]
+    inventory: PathBuf,
+    /// Only these colos (repeatable), in inventory order
+    #[arg(long)]
+    colo: Vec<String>,
+    /// Continue the rollout saved in the state file
+    #[arg(long)]
+    resume: bool,
+    /// Go on between colos without asking (for unattended runs)
+    #[arg(long)]
+    yes: bool,
+    /// The rollout state [default: the inventory's name with .rollout.json]
+    #[arg(long)]
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    conn: HostArgs,
+}
+
+pub fn run(a: RolloutArgs) -> Result<ExitCode> {
+    let inv = Inventory::load(&a.inventory)?;
+    let state_file = a.state.unwrap_or_else(|| state_path(&inv.path));
+    let store = a.conn.open_store()?;
+    let saved = if a.resume {
+        Some(RolloutState::load(&state_file)?)
+    } else {
+        None
+    };
+    let id = match (&a.image, &saved) {
+        (Some(i), _) => store.resolve(i)?,
+        (None, Some(s)) => imager::Hash::from_hex(&s.image)
+            .with_context(|| format!("{}: bad image ID", state_file.display()))?,
+        (None, None) => bail!("give an IMAGE or --resume"),
+    };
+    let colos = match (&saved, a.colo.is_empty()) {
+        (Some(s), true) => s.colos.clone(),
+        _ => a.colo,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
+        .context("cannot catch Ctrl-C")?;
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
+        .context("cannot catch SIGTERM")?;
+    let opts = RolloutOptions {
+        colos,
+        yes: a.yes,
+        verify: a.conn.verify,
+        transport: a.conn.push_options(false)?.transport,
+        state_file: state_file.clone(),
+        stop,
+        confirm: Box::new(confirm),
+    };
+    let bars = HostBars::new();
+    let obs = observer(&bars, a.conn.json, &PlainLog);
+    let st = syncer::rollout::run(&store, id, &inv, &opts, saved, obs)?;
+    a.conn
+        .print(&st, || syncer::render::rollout(&st, &state_file))?;
+    Ok(ExitCode::ok_if(
+        st.finished && st.count(Verdict::Failed) == 0,
+    ))
+}
+
+/// Asks on the terminal whether to go on to the next colo.
+fn confirm(colo: &str) -> bool {
+    if !std::io::stdin().is_terminal() {
+        eprintln!("syncer: not asking about colo {colo} without a terminal; pass --yes for unattended runs");
+        return false;
+    }
+    eprint!("Continue with colo {colo}? [y/N] ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
+}

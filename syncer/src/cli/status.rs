@@ -1,0 +1,81 @@
+//! `syncer status`: the image each host runs and whether it drifted, for hosts given
+//! by name or for a whole inventory (with each host's last rollout result).
+
+use super::{hosts, state_path, ExitCode, HostArgs};
+use anyhow::Result;
+use clap::Args;
+use std::path::PathBuf;
+use syncer::push::{self, HostStatus};
+use syncer::render::FleetRow;
+use syncer::rollout::inventory::Inventory;
+use syncer::rollout::state::RolloutState;
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// Hosts (or every host of --inventory)
+    #[arg(required_unless_present = "inventory")]
+    hosts: Vec<String>,
+    /// A fleet inventory: its hosts by colo, with the last rollout's result
+    #[arg(long)]
+    inventory: Option<PathBuf>,
+    /// The rollout state [default: the inventory's name with .rollout.json]
+    #[arg(long)]
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    conn: HostArgs,
+}
+
+pub fn run(a: StatusArgs) -> Result<ExitCode> {
+    match &a.inventory {
+        Some(inv) => fleet(inv, a.state, &a.conn),
+        None => {
+            let st = host_statuses(&a.hosts, &a.conn, false)?;
+            a.conn
+                .print(&st, || st.iter().map(syncer::render::host_status).collect())?;
+            Ok(ExitCode::ok_if(st.iter().all(|s| s.ok && !s.drifted)))
+        }
+    }
+}
+
+/// Every host of the inventory, colo by colo, with its last rollout result.
+fn fleet(inv: &std::path::Path, state: Option<PathBuf>, conn: &HostArgs) -> Result<ExitCode> {
+    let inv = Inventory::load(inv)?;
+    let store = conn.store_if_any();
+    let saved = RolloutState::load(&state.unwrap_or_else(|| state_path(&inv.path))).ok();
+    let opts = conn.push_options(false)?;
+    let mut rows = Vec::new();
+    for colo in &inv.colos {
+        let st = push::for_hosts(&colo.hosts, conn.jobs, |h| {
+            push::status_host(store.as_ref(), h, &opts, false)
+        });
+        for status in st {
+            let last = saved
+                .as_ref()
+                .and_then(|r| r.hosts.iter().find(|x| x.host == status.host).cloned());
+            rows.push(FleetRow {
+                colo: colo.name.clone(),
+                status,
+                last,
+            });
+        }
+    }
+    let json: Vec<_> = rows
+        .iter()
+        .map(|r| serde_json::json!({"colo": r.colo, "status": r.status, "last": r.last}))
+        .collect();
+    conn.print(&json, || syncer::render::fleet_status(&rows))?;
+    Ok(ExitCode::ok_if(
+        rows.iter().all(|r| r.status.ok && !r.status.drifted),
+    ))
+}
+
+/// `status` of each host (after dropping an unfinished commit, with `abandon`).
+pub fn host_statuses(list: &[String], conn: &HostArgs, abandon: bool) -> Result<Vec<HostStatus>> {
+    let specs = hosts(list)?;
+    let store = conn.store_if_any();
+    let mut opts = conn.push_options(false)?;
+    opts.transport.abandon_commit = abandon;
+    Ok(push::for_hosts(&specs, conn.jobs, |h| {
+        push::status_host(store.as_ref(), h, &opts, false)
+    }))
+}

@@ -1,0 +1,294 @@
+//! The reports as text: what the `syncer` command prints without `--json` (JSON is each
+//! report's serde form). One function per report, each returning whole lines, so the
+//! command only chooses between the two forms and a test can read what a user sees.
+
+use crate::delta::VerifyReport;
+use crate::protocol::{Kept, KeptWhy};
+use crate::push::{HostReport, HostStatus};
+use crate::rollout::state::{HostResult, RolloutState, Verdict};
+use imager::tree::escape::escape;
+use std::fmt::Write;
+use std::path::Path;
+
+/// `writeln!` into a String, which cannot fail.
+macro_rules! line {
+    ($out:expr, $($arg:tt)*) => {{
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
+fn mb(b: u64) -> String {
+    format!("{:.2} MB", b as f64 / 1e6)
+}
+
+/// The first 12 hex digits of an image ID, "-" for none.
+fn short(h: &Option<String>) -> String {
+    h.as_deref()
+        .map(|s| s[..12.min(s.len())].to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A push to one host: outcome, paths, bytes by way of sending, time by phase, triggers,
+/// and for a dry run the planned paths.
+pub fn push_report(r: &HostReport) -> String {
+    let mut out = String::new();
+    let state = if r.ok {
+        r.outcome.to_string()
+    } else {
+        format!("FAILED ({})", r.outcome)
+    };
+    line!(
+        out,
+        "{}: {state}  {} -> {}",
+        r.host,
+        short(&r.image_before),
+        short(&r.image_after)
+    );
+    if let Some(e) = &r.error {
+        line!(out, "  error: {e}");
+    }
+    if r.rolled_forward {
+        line!(out, "  finished an interrupted commit first");
+    }
+    out.push_str(&kept(&r.kept));
+    line!(
+        out,
+        "  paths: {} added, {} changed, {} metadata only, {} deleted",
+        r.added,
+        r.changed,
+        r.metadata,
+        r.deleted
+    );
+    out.push_str(&sent(r));
+    line!(
+        out,
+        "  wire: {} sent, {} received",
+        mb(r.wire_sent),
+        mb(r.wire_received)
+    );
+    let p = &r.phases;
+    line!(
+        out,
+        "  time: connect {:.2}s  scan {:.2}s  plan {:.2}s  stage {:.2}s  commit {:.2}s  triggers {:.2}s  total {:.2}s",
+        p.connect, p.scan, p.plan, p.stage, p.commit, p.triggers, p.total
+    );
+    for t in &r.triggers {
+        let how = if t.timed_out {
+            "timed out".to_string()
+        } else {
+            match t.status {
+                Some(c) => format!("exit {c}"),
+                None => "killed".into(),
+            }
+        };
+        line!(out, "  trigger {}: {how} ({:.2}s)", t.name, t.seconds);
+        for l in t.output.lines() {
+            line!(out, "    | {l}");
+        }
+    }
+    if r.dry_run {
+        for c in &r.paths {
+            match &c.via {
+                Some(v) => line!(out, "  {} {} ({v})", c.change.letter(), c.path),
+                None => line!(out, "  {} {}", c.change.letter(), c.path),
+            }
+        }
+    }
+    out
+}
+
+/// Files and bytes by way of sending: what was sent, or for a dry run what would be.
+fn sent(r: &HostReport) -> String {
+    let mut out = String::new();
+    // A dry run sends nothing: it shows the plan.
+    let (shown, verb) = if r.dry_run {
+        (&r.planned, "to send")
+    } else {
+        (&r.sent, "sent")
+    };
+    for (name, s, p) in [
+        ("local copy", &shown.local_copy, &r.planned.local_copy),
+        ("zstd delta", &shown.zstd_delta, &r.planned.zstd_delta),
+        ("rsync delta", &shown.rsync_delta, &r.planned.rsync_delta),
+        ("whole", &shown.whole, &r.planned.whole),
+    ] {
+        if s.files > 0 || p.files > 0 {
+            let of_plan = if s == p {
+                String::new()
+            } else {
+                format!("  (of {} files, {} planned)", p.files, mb(p.bytes))
+            };
+            line!(
+                out,
+                "  {name:12} {:6} files  {:>12} {verb} for {:>12}{of_plan}",
+                s.files,
+                mb(s.bytes),
+                mb(s.content_bytes)
+            );
+        }
+    }
+    out
+}
+
+/// One host's status: its image and drift, or why it could not be read.
+pub fn host_status(s: &HostStatus) -> String {
+    let mut out = String::new();
+    match (&s.error, &s.image) {
+        (Some(e), _) => line!(out, "{}: error: {e}", s.host),
+        (None, None) => line!(out, "{}: never synced", s.host),
+        (None, Some(id)) => {
+            let names = if s.names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", s.names.join(", "))
+            };
+            let drift = if s.drifted {
+                format!("drifted: {} paths differ", s.differences)
+            } else {
+                "clean".into()
+            };
+            line!(out, "{}: {}{names}  {drift}", s.host, &id[..12]);
+        }
+    }
+    out.push_str(&kept(&s.kept));
+    out
+}
+
+/// What `abandon-commit` did on one host, then its status.
+pub fn abandoned(s: &HostStatus) -> String {
+    let mut out = String::new();
+    match &s.abandoned {
+        Some(id) => line!(
+            out,
+            "{}: dropped the unfinished commit to image {}",
+            s.host,
+            &id[..12]
+        ),
+        None if s.ok => line!(out, "{}: no unfinished commit", s.host),
+        None => {}
+    }
+    out.push_str(&host_status(s));
+    out
+}
+
+/// The host paths a push leaves alone, one line each.
+pub fn kept(kept: &[Kept]) -> String {
+    let mut out = String::new();
+    for k in kept {
+        let why = match k.why {
+            KeptWhy::Mount => "mount point",
+            KeptWhy::LocalStateSymlink => "symlink to local state",
+        };
+        line!(out, "  left alone: {} ({why})", escape(&k.path));
+    }
+    out
+}
+
+/// The paths where a host differs from its image, one `letter path` line each.
+pub fn diff(s: &HostStatus) -> String {
+    let mut out = String::new();
+    for p in &s.paths {
+        line!(out, "{} {}", p.change.letter(), p.path);
+    }
+    out
+}
+
+/// One row of the fleet's status: a host of a colo and its last rollout result.
+pub struct FleetRow {
+    pub colo: String,
+    pub status: HostStatus,
+    pub last: Option<HostResult>,
+}
+
+/// The fleet's status as a table: host, colo, image, drift, last rollout result.
+pub fn fleet_status(rows: &[FleetRow]) -> String {
+    let mut out = String::new();
+    line!(
+        out,
+        "{:<40} {:<10} {:<24} {:<18} LAST",
+        "HOST",
+        "COLO",
+        "IMAGE",
+        "DRIFT"
+    );
+    for FleetRow {
+        colo: c,
+        status: s,
+        last: l,
+    } in rows
+    {
+        let image = match (&s.error, &s.image) {
+            (Some(_), _) if s.mid_commit => "mid-commit".to_string(),
+            (Some(_), _) => "unreachable".to_string(),
+            (None, None) => "never synced".to_string(),
+            (None, Some(id)) if s.names.is_empty() => id[..12].to_string(),
+            (None, Some(id)) => format!("{} ({})", &id[..12], s.names.join(",")),
+        };
+        let drift = if s.error.is_some() {
+            "-".to_string()
+        } else if s.drifted {
+            format!("{} paths", s.differences)
+        } else {
+            "clean".into()
+        };
+        let last = l
+            .as_ref()
+            .map(|r| format!("{} ({})", r.outcome, r.wave))
+            .unwrap_or_else(|| "-".into());
+        line!(out, "{:<40} {c:<10} {image:<24} {drift:<18} {last}", s.host);
+    }
+    out
+}
+
+/// A rollout: a line per host, the totals, and whether it finished or stopped (and how
+/// to resume it from `state_file`).
+pub fn rollout(st: &RolloutState, state_file: &Path) -> String {
+    let mut out = String::new();
+    for r in &st.hosts {
+        line!(out, "{}", r.line());
+    }
+    line!(
+        out,
+        "{} host(s) ok, {} failed, {} rolled back; {:.1} s, controller CPU {:.2} s",
+        st.count(Verdict::Ok),
+        st.count(Verdict::Failed),
+        st.hosts
+            .iter()
+            .filter(|r| r.rollback.as_ref().is_some_and(|b| b.ok))
+            .count(),
+        st.wall_seconds,
+        st.controller_cpu_seconds
+    );
+    match &st.stopped {
+        Some(why) => line!(
+            out,
+            "STOPPED: {why}\n(state in {}; `syncer rollout --resume --inventory ...` continues)",
+            state_file.display()
+        ),
+        None => line!(out, "finished: image {}", &st.image[..12]),
+    }
+    out
+}
+
+/// `cache verify`: each bad entry and stray file, then the totals (`store` is where
+/// bases were looked for).
+pub fn cache_verify(r: &VerifyReport, store: &Path) -> String {
+    let mut out = String::new();
+    for b in &r.bad {
+        let done = if b.removed { " (removed)" } else { "" };
+        line!(out, "BAD {}: {}{done}", b.file.display(), b.problem);
+    }
+    for o in &r.other {
+        line!(out, "not an entry: {}", o.display());
+    }
+    line!(
+        out,
+        "{}: {} good, {} bad, {} unchecked (base not in the store {})",
+        r.dir.display(),
+        r.good,
+        r.bad.len(),
+        r.unchecked,
+        store.display()
+    );
+    out
+}
