@@ -10,6 +10,7 @@ pub mod agent;
 pub mod compare;
 pub mod delta;
 pub mod error;
+pub mod progress;
 pub mod protocol;
 pub mod push;
 pub mod ratelimit;

@@ -1,0 +1,173 @@
+//! How a push shows its progress and times itself: the [`Phase`]s one host's push goes
+//! through, the [`Observer`] told of each (progress bars, a rollout's log), and a
+//! [`Clock`] whose guards time a phase from its start to the end of their scope (an
+//! early return by `?` included), so a start is never left without its finish.
+
+use serde::Serialize;
+use std::cell::RefCell;
+use std::time::Instant;
+
+/// One step of a push to a host, in order; `Done` or `Failed` ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Phase {
+    Connecting,
+    Scanning,
+    Planning,
+    /// Sending the content (the agent stages it as it arrives).
+    Staging,
+    Committing,
+    Triggers,
+    HealthCheck,
+    Done,
+    Failed,
+}
+
+impl Phase {
+    /// The word progress bars show.
+    pub fn label(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Scanning => "scanning",
+            Phase::Planning => "planning",
+            Phase::Staging => "staging",
+            Phase::Committing => "committing",
+            Phase::Triggers => "triggers",
+            Phase::HealthCheck => "health check",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        }
+    }
+
+    /// Whether the push is over.
+    pub fn is_final(self) -> bool {
+        matches!(self, Phase::Done | Phase::Failed)
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Called as a push goes through its phases (progress bars) and a rollout through its
+/// waves.
+pub trait Observer: Sync {
+    fn phase(&self, _host: &str, _phase: Phase) {}
+    fn bytes(&self, _host: &str, _total: u64, _done: u64) {}
+    /// A line for the log of a rollout (printed when there are no progress bars).
+    fn log(&self, _line: &str) {}
+    /// A rollout of `hosts` hosts begins.
+    fn rollout(&self, _hosts: u64) {}
+    /// A wave begins (`label`: colo and wave).
+    fn wave(&self, _label: &str, _hosts: u64) {}
+    /// A host of the rollout is done (pushed, checked and, if it failed, rolled back).
+    fn host_done(&self, _ok: bool) {}
+}
+
+/// Observes nothing.
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// The seconds each phase of one host's push took, and the observer told of each.
+pub struct Clock<'a> {
+    host: String,
+    obs: &'a dyn Observer,
+    seconds: RefCell<Vec<(Phase, f64)>>,
+}
+
+impl<'a> Clock<'a> {
+    pub fn new(host: &str, obs: &'a dyn Observer) -> Clock<'a> {
+        Clock {
+            host: host.to_string(),
+            obs,
+            seconds: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Tells the observer that `phase` begins; its time counts until the guard drops.
+    pub fn start(&self, phase: Phase) -> PhaseGuard<'_, 'a> {
+        self.obs.phase(&self.host, phase);
+        PhaseGuard {
+            clock: self,
+            phase,
+            started: Instant::now(),
+        }
+    }
+
+    /// Tells the observer the push is over (`Done` or `Failed`).
+    pub fn finish(&self, phase: Phase) {
+        self.obs.phase(&self.host, phase);
+    }
+
+    /// The seconds `phase` took (every time it ran, added up); 0 if it did not run.
+    pub fn seconds(&self, phase: Phase) -> f64 {
+        self.seconds
+            .borrow()
+            .iter()
+            .filter(|(p, _)| *p == phase)
+            .map(|(_, s)| s)
+            .sum()
+    }
+
+    pub fn observer(&self) -> &'a dyn Observer {
+        self.obs
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+}
+
+/// A running phase: its time is recorded when it drops.
+pub struct PhaseGuard<'c, 'a> {
+    clock: &'c Clock<'a>,
+    phase: Phase,
+    started: Instant,
+}
+
+impl Drop for PhaseGuard<'_, '_> {
+    fn drop(&mut self) {
+        let s = self.started.elapsed().as_secs_f64();
+        self.clock.seconds.borrow_mut().push((self.phase, s));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+    impl Observer for Seen {
+        fn phase(&self, host: &str, phase: Phase) {
+            self.0.lock().unwrap().push(format!("{host} {phase}"));
+        }
+    }
+
+    fn failing(clock: &Clock) -> Result<(), ()> {
+        let _scan = clock.start(Phase::Scanning);
+        Err(())?;
+        Ok(())
+    }
+
+    #[test]
+    fn a_phase_is_timed_to_the_end_of_its_scope_even_on_an_early_return() {
+        let seen = Seen::default();
+        let clock = Clock::new("h", &seen);
+        {
+            let _c = clock.start(Phase::Connecting);
+        }
+        assert!(failing(&clock).is_err());
+        let scan_recorded = clock.seconds.borrow().iter().any(|(p, _)| *p == Phase::Scanning);
+        assert!(scan_recorded, "the early return still recorded the phase");
+        assert_eq!(clock.seconds(Phase::Planning), 0.0);
+        clock.finish(Phase::Failed);
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            ["h connecting", "h scanning", "h failed"]
+        );
+        assert!(Phase::Failed.is_final() && !Phase::Triggers.is_final());
+    }
+}
