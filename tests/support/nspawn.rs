@@ -1,0 +1,185 @@
+//! A booted machine for tests: an image's root started with `systemd-nspawn --boot`
+//! (systemd as PID 1, its own network namespace), waited for until systemd says the boot
+//! is over, reached through its namespaces, and powered off when dropped, a failing
+//! test included. Shared by the imager's and the syncer's tests (`#[path]`-included).
+//!
+//! nspawn runs with `--register=no --keep-unit`: test machines need no systemd on the
+//! host (CI containers have none). The root is mounted `--volatile=overlay`, so the
+//! image's directory stays as exported and every boot is a first boot.
+#![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+pub struct Machine {
+    pub name: String,
+    child: Child,
+    /// The container's PID 1 (systemd), as the host sees it.
+    pub leader: u32,
+    log: PathBuf,
+}
+
+/// The program `what` is on PATH, or the test fails saying which package provides it.
+pub fn require(what: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(what).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{what} is not installed: apt-get install {package} (the README's set-up does)"
+    );
+}
+
+impl Machine {
+    /// Boots `root` as machine `name` (a short name: it is also the hostname); `log`
+    /// receives the console.
+    pub fn boot(root: &Path, name: &str, log: &Path) -> Machine {
+        require("systemd-nspawn", "systemd-container");
+        let out = std::fs::File::create(log).unwrap();
+        let child = Command::new("systemd-nspawn")
+            .args(["--boot", "--quiet", "--register=no", "--keep-unit"])
+            .args(["--private-network", "--volatile=overlay"])
+            .arg(format!("--machine={name}"))
+            .arg("-D")
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let mut m = Machine {
+            name: name.to_string(),
+            leader: 0,
+            child,
+            log: log.to_path_buf(),
+        };
+        m.leader = m.wait_for_leader();
+        m
+    }
+
+    /// The container's init: nspawn's child once it has forked it.
+    fn wait_for_leader(&mut self) -> u32 {
+        let pid = self.child.id();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("systemd-nspawn exited ({st}):\n{}", self.console());
+            }
+            // nspawn forks once (the outer child), which forks init in the new PID
+            // namespace; init is the one whose command is systemd.
+            for c in descendants(pid) {
+                let comm = std::fs::read_to_string(format!("/proc/{c}/comm")).unwrap_or_default();
+                if comm.trim() == "systemd" {
+                    return c;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// What the console showed so far.
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `sh -c cmd` inside the machine (all its namespaces), whatever its outcome.
+    pub fn run(&self, cmd: &str) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--target={}", self.leader))
+            .args(["--all", "--", "/bin/sh", "-c", cmd])
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `sh -c cmd` inside the machine and requires success; returns its stdout.
+    pub fn ok(&self, cmd: &str) -> String {
+        let out = self.run(cmd);
+        assert!(
+            out.status.success(),
+            "in {}: {cmd:?} failed ({}):\n{}{}",
+            self.name,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a host program in the machine's network namespace only (to reach its
+    /// services on its own loopback).
+    pub fn in_netns(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--target={}", self.leader))
+            .args(["--net", "--", program])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits until systemd has finished booting and returns its verdict ("running",
+    /// "degraded", ...): `systemctl is-system-running --wait`, once its bus is up.
+    pub fn wait_booted(&self) -> String {
+        let private = format!("/proc/{}/root/run/systemd/private", self.leader);
+        loop {
+            if Path::new(&private).exists() {
+                let out = self.run("systemctl is-system-running --wait");
+                let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+                // Before the manager answers, systemctl reports it cannot connect.
+                if !state.is_empty() && state != "offline" {
+                    return state;
+                }
+            }
+            assert!(
+                Path::new(&format!("/proc/{}", self.leader)).exists(),
+                "{} stopped while booting:\n{}",
+                self.name,
+                self.console()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The units that failed, for a message when the boot is not clean.
+    pub fn failed_units(&self) -> String {
+        let out = self.run("systemctl --failed --no-legend --plain; journalctl -b --no-pager -p warning | tail -50");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Every process below `pid`, children first.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                out.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    out
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        // SIGTERM asks nspawn to power the machine off; it exits once systemd has.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..600 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        // A machine that does not stop in a minute is killed with its PID namespace.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
