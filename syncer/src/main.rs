@@ -200,7 +200,7 @@ fn options(c: &Conn, dry_run: bool) -> Result<PushOptions> {
             ..Default::default()
         },
         health: None,
-        restore_previous: None,
+        restore_previous: syncer::protocol::Previous::Keep,
     })
 }
 

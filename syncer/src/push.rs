@@ -4,7 +4,8 @@
 use crate::delta::{self, Cache};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Change, ChangeKind, Kept, ManifestData, Msg, ScanStats, Source, TriggerRun, CHUNK,
+    Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
+    ScanStats, SignatureRequest, Signatures, Source, Stage, Status, Target, TriggerRun, CHUNK,
 };
 use crate::transport::{self, HostSpec, Session, TransportOptions};
 use imager::store::Store;
@@ -94,7 +95,7 @@ pub struct PushOptions {
     pub health: Option<crate::rollout::inventory::Health>,
     /// For a rollback: the previous image to record (what the host had recorded before
     /// the failed push), instead of the image it is leaving.
-    pub restore_previous: Option<Option<Hash>>,
+    pub restore_previous: Previous,
 }
 
 /// Files and bytes for one way of sending content.
@@ -351,7 +352,7 @@ fn push_steps(
     let host = r.host.clone();
     let t = Instant::now();
     obs.phase(&host, "scanning");
-    s.conn.send(&Msg::Target {
+    s.conn.send(&Msg::Target(Target {
         image: image.id,
         manifest: image.manifest_for(store, cache, s.welcome.image)?,
         local_state: image.local_state.clone(),
@@ -359,15 +360,15 @@ fn push_steps(
         verify: opts.verify,
         dry_run: opts.dry_run,
         previous: opts.restore_previous,
-    })?;
+    }))?;
     let (changes, have) = match s.reply()? {
-        Msg::Differences {
+        Msg::Differences(Differences {
             changes,
             have,
             scan,
             kept,
             ..
-        } => {
+        }) => {
             r.scan = scan;
             r.kept = kept;
             (changes, have)
@@ -418,10 +419,10 @@ fn push_steps(
             if attempt > 0 {
                 std::thread::sleep(std::time::Duration::from_secs(h.interval));
             }
-            s.conn.send(&Msg::Health {
+            s.conn.send(&Msg::Health(Health {
                 command: h.command.clone(),
                 timeout: h.timeout,
-            })?;
+            }))?;
             match s.reply()? {
                 Msg::HealthResult(run) => {
                     let ok = run.status == Some(0);
@@ -493,10 +494,12 @@ fn plan(
         .collect();
     let mut sigs: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     if !rsync_paths.is_empty() {
-        s.conn.send(&Msg::SignatureRequest { paths: rsync_paths })?;
+        s.conn.send(&Msg::SignatureRequest(SignatureRequest {
+            paths: rsync_paths,
+        }))?;
         match s.conn.recv("signatures")? {
-            Msg::Signatures { sigs: v } => sigs.extend(v),
-            Msg::Error { message } => return Err(Error::Agent(message)),
+            Msg::Signatures(Signatures { sigs: v }) => sigs.extend(v),
+            Msg::Error(e) => return Err(Error::Agent(e.message)),
             m => {
                 return Err(Error::Protocol(format!(
                     "expected Signatures, got {}",
@@ -582,21 +585,21 @@ fn send_items(
 ) -> Result<()> {
     let content: u64 = items.iter().map(|i| i.size).sum();
     let total: u64 = items.iter().map(|i| i.payload.len() as u64).sum();
-    s.conn.send(&Msg::Stage {
+    s.conn.send(&Msg::Stage(Stage {
         files: items.len() as u64,
         bytes: content,
-    })?;
+    }))?;
     let mut done = 0u64;
     for it in items {
-        s.conn.send(&Msg::Put {
+        s.conn.send(&Msg::Put(Put {
             path: it.path.clone(),
             source: it.source.clone(),
             len: it.payload.len() as u64,
-        })?;
+        }))?;
         for chunk in it.payload.chunks(CHUNK) {
-            s.conn.send(&Msg::Data {
+            s.conn.send(&Msg::Data(Data {
                 bytes: chunk.to_vec(),
-            })?;
+            }))?;
             done += chunk.len() as u64;
             sent.of(&it.source).bytes += chunk.len() as u64;
             obs.bytes(host, total, done);
@@ -679,12 +682,12 @@ pub fn status_host(
         }
         let changes = match s
             .conn
-            .send(&Msg::Status {
+            .send(&Msg::Status(Status {
                 verify: opts.verify,
-            })
+            }))
             .and_then(|_| s.reply())
         {
-            Ok(Msg::Differences { changes, kept, .. }) => {
+            Ok(Msg::Differences(Differences { changes, kept, .. })) => {
                 st.kept = kept;
                 changes
             }

@@ -71,25 +71,29 @@ fn messages() -> Vec<(&'static str, Msg)> {
             host: None,
         });
     }
-    let target = |manifest, previous| Msg::Target {
-        image: h(b"img"),
-        manifest,
-        local_state: vec!["/var/lib/**".into(), "/home".into()],
-        triggers: b"[t]\n".to_vec(),
-        verify: true,
-        dry_run: false,
-        previous,
+    let target = |manifest, previous| {
+        Msg::Target(Target {
+            image: h(b"img"),
+            manifest,
+            local_state: vec!["/var/lib/**".into(), "/home".into()],
+            triggers: b"[t]\n".to_vec(),
+            verify: true,
+            dry_run: false,
+            previous,
+        })
     };
-    let put = |source| Msg::Put {
-        path: b"/usr/bin/x".to_vec(),
-        source,
-        len: 12,
+    let put = |source| {
+        Msg::Put(Put {
+            path: b"/usr/bin/x".to_vec(),
+            source,
+            len: 12,
+        })
     };
     vec![
-        ("hello", Msg::Hello { version: 2 }),
+        ("hello", Msg::Hello(Hello { version: 2 })),
         (
             "welcome",
-            Msg::Welcome {
+            Msg::Welcome(Welcome {
                 version: 2,
                 agent: "0.1.0".into(),
                 exe: h(b"exe"),
@@ -97,18 +101,18 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 previous: None,
                 rolled_forward: true,
                 abandoned: Some(h(b"ab")),
-            },
+            }),
         ),
         (
             "error",
-            Msg::Error {
+            Msg::Error(ErrorMessage {
                 message: "boom é".into(),
-            },
+            }),
         ),
-        ("status", Msg::Status { verify: true }),
+        ("status", Msg::Status(Status { verify: true })),
         (
             "target-zstd-keep",
-            target(ManifestData::Zstd(vec![1, 2, 3]), None),
+            target(ManifestData::Zstd(vec![1, 2, 3]), Previous::Keep),
         ),
         (
             "target-delta-none",
@@ -117,16 +121,16 @@ fn messages() -> Vec<(&'static str, Msg)> {
                     base: h(b"base"),
                     delta: vec![9, 8],
                 },
-                Some(None),
+                Previous::None,
             ),
         ),
         (
             "target-recorded-image",
-            target(ManifestData::Recorded, Some(Some(h(b"prev")))),
+            target(ManifestData::Recorded, Previous::Image(h(b"prev"))),
         ),
         (
             "differences",
-            Msg::Differences {
+            Msg::Differences(Differences {
                 image: Some(h(b"i")),
                 changes,
                 have: vec![(h(b"c"), b"/have".to_vec())],
@@ -147,36 +151,36 @@ fn messages() -> Vec<(&'static str, Msg)> {
                         why: KeptWhy::LocalStateSymlink,
                     },
                 ],
-            },
+            }),
         ),
         (
             "differences-empty",
-            Msg::Differences {
+            Msg::Differences(Differences {
                 image: None,
                 changes: Vec::new(),
                 have: Vec::new(),
                 scan: ScanStats::default(),
                 kept: Vec::new(),
-            },
+            }),
         ),
         (
             "signature-request",
-            Msg::SignatureRequest {
+            Msg::SignatureRequest(SignatureRequest {
                 paths: vec![b"/a".to_vec(), b"/b\xff".to_vec()],
-            },
+            }),
         ),
         (
             "signatures",
-            Msg::Signatures {
+            Msg::Signatures(Signatures {
                 sigs: vec![(b"/a".to_vec(), vec![0, 1, 2])],
-            },
+            }),
         ),
         (
             "stage",
-            Msg::Stage {
+            Msg::Stage(Stage {
                 files: 3,
                 bytes: 99,
-            },
+            }),
         ),
         (
             "put-local-copy",
@@ -189,9 +193,9 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ("put-rsync-delta", put(Source::RsyncDelta)),
         (
             "data",
-            Msg::Data {
+            Msg::Data(Data {
                 bytes: b"content".to_vec(),
-            },
+            }),
         ),
         ("commit", Msg::Commit),
         (
@@ -208,25 +212,25 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ("bye", Msg::Bye),
         (
             "health",
-            Msg::Health {
+            Msg::Health(Health {
                 command: "true".into(),
                 timeout: 30,
-            },
+            }),
         ),
         ("health-result", Msg::HealthResult(run(Some(0)))),
         (
             // Larger than the compression threshold: the body is zstd (level 3).
             "error-compressed",
-            Msg::Error {
+            Msg::Error(ErrorMessage {
                 message: "abcdefgh".repeat(1000),
-            },
+            }),
         ),
         (
             // File content is never compressed, however large.
             "data-large",
-            Msg::Data {
+            Msg::Data(Data {
                 bytes: vec![7; 5000],
-            },
+            }),
         ),
     ]
 }
@@ -308,13 +312,13 @@ fn a_message_in_pieces_keeps_its_frames() {
             host: None,
         })
         .collect();
-    let m = Msg::Differences {
+    let m = Msg::Differences(Differences {
         image: None,
         changes,
         have: Vec::new(),
         scan: ScanStats::default(),
         kept: Vec::new(),
-    };
+    });
     let mut wire = Vec::new();
     let mut c = Conn::new(&[][..], &mut wire);
     c.send(&m).expect("send");
