@@ -6,6 +6,7 @@
 use imager::{Entry, Hash, Kind};
 use std::path::Path;
 use syncer::agent::commit::{Journal, Op};
+use syncer::encoding::Encoding;
 use syncer::protocol::*;
 
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
@@ -48,13 +49,13 @@ fn main() {
     let msgs = vec![
         (
             "hello",
-            Msg::Hello(syncer::protocol::Hello {
+            Msg::Hello(Hello {
                 version: PROTOCOL_VERSION,
             }),
         ),
         (
             "welcome",
-            Msg::Welcome(syncer::protocol::Welcome {
+            Msg::Welcome(Welcome {
                 version: PROTOCOL_VERSION,
                 agent: "0.1.0".into(),
                 exe: Hash::of(b"agent"),
@@ -66,17 +67,14 @@ fn main() {
         ),
         (
             "error",
-            Msg::Error(syncer::protocol::ErrorMessage {
+            Msg::Error(ErrorMessage {
                 message: "no space left".into(),
             }),
         ),
-        (
-            "status",
-            Msg::Status(syncer::protocol::Status { verify: true }),
-        ),
+        ("status", Msg::Status(Status { verify: true })),
         (
             "target",
-            Msg::Target(syncer::protocol::Target {
+            Msg::Target(Target {
                 image: Hash::of(manifest.as_bytes()),
                 manifest: ManifestData::Zstd(
                     zstd::bulk::compress(manifest.as_bytes(), 3).expect("compress"),
@@ -86,12 +84,12 @@ fn main() {
                     .to_vec(),
                 verify: false,
                 dry_run: false,
-                previous: syncer::protocol::Previous::Image(Hash::of(b"p")),
+                previous: Previous::Image(Hash::of(b"p")),
             }),
         ),
         (
             "target-delta",
-            Msg::Target(syncer::protocol::Target {
+            Msg::Target(Target {
                 image: Hash::of(b"i"),
                 manifest: ManifestData::Delta {
                     base: Hash::of(b"b"),
@@ -101,12 +99,12 @@ fn main() {
                 triggers: Vec::new(),
                 verify: true,
                 dry_run: true,
-                previous: syncer::protocol::Previous::None,
+                previous: Previous::None,
             }),
         ),
         (
             "differences",
-            Msg::Differences(syncer::protocol::Differences {
+            Msg::Differences(Differences {
                 image: Some(Hash::of(b"i")),
                 changes: vec![
                     Change {
@@ -148,7 +146,7 @@ fn main() {
         // Large enough to travel compressed.
         (
             "differences-compressed",
-            Msg::Differences(syncer::protocol::Differences {
+            Msg::Differences(Differences {
                 image: None,
                 changes: (0..200)
                     .map(|i| Change {
@@ -164,25 +162,22 @@ fn main() {
         ),
         (
             "signature-request",
-            Msg::SignatureRequest(syncer::protocol::SignatureRequest {
+            Msg::SignatureRequest(SignatureRequest {
                 paths: vec![b"/usr/bin/ping".to_vec()],
             }),
         ),
         (
             "signatures",
-            Msg::Signatures(syncer::protocol::Signatures {
+            Msg::Signatures(Signatures {
                 sigs: vec![(b"/usr/bin/ping".to_vec(), vec![7; 12])],
             }),
         ),
-        (
-            "stage",
-            Msg::Stage(syncer::protocol::Stage { files: 2, bytes: 9 }),
-        ),
+        ("stage", Msg::Stage(Stage { files: 2, bytes: 9 })),
         (
             "put-copy",
-            Msg::Put(syncer::protocol::Put {
+            Msg::Put(Put {
                 path: b"/a".to_vec(),
-                source: Source::LocalCopy {
+                encoding: Encoding::LocalCopy {
                     from: b"/b".to_vec(),
                 },
                 len: 0,
@@ -190,15 +185,15 @@ fn main() {
         ),
         (
             "put-whole",
-            Msg::Put(syncer::protocol::Put {
+            Msg::Put(Put {
                 path: b"/usr/bin/ping".to_vec(),
-                source: Source::Whole,
+                encoding: Encoding::Whole,
                 len: 9,
             }),
         ),
         (
             "data",
-            Msg::Data(syncer::protocol::Data {
+            Msg::Data(Data {
                 bytes: b"123456789".to_vec(),
             }),
         ),
@@ -216,7 +211,7 @@ fn main() {
         ("bye", Msg::Bye),
         (
             "health",
-            Msg::Health(syncer::protocol::Health {
+            Msg::Health(Health {
                 command: "systemctl is-system-running".into(),
                 timeout: 30,
             }),
@@ -236,7 +231,7 @@ fn main() {
         write(out, "protocol_msg", name, &body);
         if !matches!(
             m,
-            Msg::Error(..) | Msg::Differences(syncer::protocol::Differences { image: None, .. })
+            Msg::Error(..) | Msg::Differences(Differences { image: None, .. })
         ) {
             session.extend((body.len() as u32).to_le_bytes());
             session.extend(&body);
@@ -267,7 +262,7 @@ fn main() {
             Op::DirMeta(b"/opt/new".to_vec()),
         ],
         changed: vec![b"/etc/x".to_vec(), b"/usr/bin/a b".to_vec()],
-        previous: syncer::protocol::Previous::Image(Hash::of(b"prev")),
+        previous: Previous::Image(Hash::of(b"prev")),
     };
     write(out, "journal", "journal", j.text().as_bytes());
 }

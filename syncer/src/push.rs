@@ -1,11 +1,12 @@
 //! The controller's side of a session: push an image to a host (plan, send, commit,
 //! triggers), or ask a host how it differs from the image it runs (status, diff).
 
-use crate::delta::{self, Cache};
+use crate::delta::Cache;
+use crate::encoding::{rsync_delta, Encoding};
 use crate::error::{Error, Result};
 use crate::protocol::{
     Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
-    ScanStats, SignatureRequest, Signatures, Source, Stage, Status, Target, TriggerRun, CHUNK,
+    ScanStats, SignatureRequest, Signatures, Stage, Status, Target, TriggerRun, CHUNK,
 };
 use crate::transport::{self, HostSpec, Session, TransportOptions};
 use imager::store::Store;
@@ -117,12 +118,12 @@ pub struct ByKind {
 }
 
 impl ByKind {
-    fn of(&mut self, source: &Source) -> &mut Sent {
-        match source {
-            Source::LocalCopy { .. } => &mut self.local_copy,
-            Source::ZstdDelta => &mut self.zstd_delta,
-            Source::RsyncDelta => &mut self.rsync_delta,
-            Source::Whole => &mut self.whole,
+    fn of(&mut self, encoding: &Encoding) -> &mut Sent {
+        match encoding {
+            Encoding::LocalCopy { .. } => &mut self.local_copy,
+            Encoding::ZstdDelta => &mut self.zstd_delta,
+            Encoding::RsyncDelta => &mut self.rsync_delta,
+            Encoding::Whole => &mut self.whole,
         }
     }
 }
@@ -203,7 +204,7 @@ pub struct HostReport {
 struct Item {
     path: Vec<u8>,
     size: u64,
-    source: Source,
+    encoding: Encoding,
     payload: Arc<Vec<u8>>,
 }
 
@@ -295,7 +296,15 @@ pub fn push_host(
         }
         Err(e) => r.error = Some(e.to_string()),
     }
-    r.outcome = if r.ok && r.dry_run {
+    r.outcome = outcome_words(&r, errored).into();
+    r.phases.total = started.elapsed().as_secs_f64();
+    obs.phase(&r.host, if r.ok { "done" } else { "failed" });
+    r
+}
+
+/// What happened to a host, in a few words (`HostReport::outcome`).
+fn outcome_words(r: &HostReport, errored: bool) -> &'static str {
+    if r.ok && r.dry_run {
         "dry run"
     } else if r.ok {
         "ok"
@@ -308,10 +317,6 @@ pub fn push_host(
     } else {
         "committed, health check failed"
     }
-    .into();
-    r.phases.total = started.elapsed().as_secs_f64();
-    obs.phase(&r.host, if r.ok { "done" } else { "failed" });
-    r
 }
 
 fn run_push(
@@ -414,32 +419,43 @@ fn push_steps(
     r.phases.triggers = t.elapsed().as_secs_f64();
     if let Some(h) = &opts.health {
         obs.phase(&host, "health check");
-        let t = Instant::now();
-        for attempt in 0..=h.retries {
-            if attempt > 0 {
-                std::thread::sleep(std::time::Duration::from_secs(h.interval));
-            }
-            s.conn.send(&Msg::Health(Health {
-                command: h.command.clone(),
-                timeout: h.timeout,
-            }))?;
-            match s.reply()? {
-                Msg::HealthResult(run) => {
-                    let ok = run.status == Some(0);
-                    r.health.push(run);
-                    if ok {
-                        break;
-                    }
-                }
-                m => return Err(unexpected("HealthResult", &m)),
-            }
-        }
-        r.phases.health = t.elapsed().as_secs_f64();
+        health_checks(s, h, r)?;
     }
     Ok(())
 }
 
-/// Decides how each file's content travels and encodes it (deltas from the cache).
+/// Runs the health check until it passes or its attempts are spent, each in `r.health`.
+fn health_checks(
+    s: &mut Session,
+    h: &crate::rollout::inventory::Health,
+    r: &mut HostReport,
+) -> Result<()> {
+    let t = Instant::now();
+    for attempt in 0..=h.retries {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(h.interval));
+        }
+        s.conn.send(&Msg::Health(Health {
+            command: h.command.clone(),
+            timeout: h.timeout,
+        }))?;
+        match s.reply()? {
+            Msg::HealthResult(run) => {
+                let ok = run.status == Some(0);
+                r.health.push(run);
+                if ok {
+                    break;
+                }
+            }
+            m => return Err(unexpected("HealthResult", &m)),
+        }
+    }
+    r.phases.health = t.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Decides how each file's content travels ([`choose`]), asks the host for the rsync
+/// signatures that needs, and encodes every file (deltas from the cache).
 fn plan(
     s: &mut Session,
     store: &Store,
@@ -449,14 +465,6 @@ fn plan(
     have: &[(Hash, Vec<u8>)],
     r: &mut HostReport,
 ) -> Result<Vec<Item>> {
-    let have: HashMap<Hash, &Vec<u8>> = have.iter().map(|(h, p)| (*h, p)).collect();
-    enum Way {
-        Copy(Vec<u8>),
-        Zstd(Hash),
-        Rsync,
-        Whole,
-    }
-    let mut ways: Vec<(Vec<u8>, Hash, u64, Way)> = Vec::new();
     for c in changes {
         match c.kind {
             ChangeKind::Add => r.added += 1,
@@ -464,39 +472,92 @@ fn plan(
             ChangeKind::Meta => r.metadata += 1,
             ChangeKind::Delete => r.deleted += 1,
         }
+    }
+    let choices = choose(changes, &image.tree, have, |h| store.has_object(h));
+    let sigs = signatures(s, &choices)?;
+    let items: Vec<Item> = choices
+        .into_par_iter()
+        .map(|c| encode(store, cache, &sigs, c))
+        .collect::<Result<_>>()?;
+    for it in &items {
+        let k = r.planned.of(&it.encoding);
+        k.files += 1;
+        k.bytes += it.payload.len() as u64;
+        k.content_bytes += it.size;
+    }
+    Ok(items)
+}
+
+/// How one file's content is to travel, decided before anything is encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Choice {
+    path: Vec<u8>,
+    hash: Hash,
+    size: u64,
+    encoding: Encoding,
+    /// For a zstd delta: the old content, in the controller's store, it is made from.
+    base: Option<Hash>,
+}
+
+/// How the content of each changed file of `tree` travels: a local copy when the host
+/// holds it already (`have`), whole when it is too large for the agent to apply a delta
+/// to, a zstd delta from the host's old version when the store holds that (`in_store`),
+/// an rsync delta when it does not and the file is large enough to be worth the
+/// signature round trip, else whole. Metadata changes, deletions and non-files carry no
+/// content.
+fn choose(
+    changes: &[Change],
+    tree: &Tree,
+    have: &[(Hash, Vec<u8>)],
+    in_store: impl Fn(&Hash) -> bool,
+) -> Vec<Choice> {
+    let have: HashMap<Hash, &Vec<u8>> = have.iter().map(|(h, p)| (*h, p)).collect();
+    let mut out = Vec::new();
+    for c in changes {
         if matches!(c.kind, ChangeKind::Meta | ChangeKind::Delete) {
             continue;
         }
-        let Some(Kind::File { hash, size }) = image.tree.get(&c.path).map(|e| &e.kind) else {
+        let Some(Kind::File { hash, size }) = tree.get(&c.path).map(|e| &e.kind) else {
             continue;
         };
         let old = match (&c.kind, c.host.as_ref().map(|h| &h.kind)) {
             (ChangeKind::Content, Some(Kind::File { hash, .. })) => Some(*hash),
             _ => None,
         };
-        let way = if let Some(p) = have.get(hash) {
-            Way::Copy((*p).clone())
+        let (encoding, base) = if let Some(p) = have.get(hash) {
+            (Encoding::LocalCopy { from: (*p).clone() }, None)
         } else if *size > crate::protocol::MAX_DELTA_FILE {
-            Way::Whole
-        } else if let Some(o) = old.filter(|o| store.has_object(o)) {
-            Way::Zstd(o)
+            (Encoding::Whole, None)
+        } else if let Some(o) = old.filter(|o| in_store(o)) {
+            (Encoding::ZstdDelta, Some(o))
         } else if old.is_some() && *size >= MIN_RSYNC {
-            Way::Rsync
+            (Encoding::RsyncDelta, None)
         } else {
-            Way::Whole
+            (Encoding::Whole, None)
         };
-        ways.push((c.path.clone(), *hash, *size, way));
+        out.push(Choice {
+            path: c.path.clone(),
+            hash: *hash,
+            size: *size,
+            encoding,
+            base,
+        });
     }
-    let rsync_paths: Vec<Vec<u8>> = ways
+    out
+}
+
+/// The host's rsync signatures of the files that travel as rsync deltas (one round
+/// trip, none when there are no such files).
+fn signatures(s: &mut Session, choices: &[Choice]) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+    let paths: Vec<Vec<u8>> = choices
         .iter()
-        .filter(|w| matches!(w.3, Way::Rsync))
-        .map(|w| w.0.clone())
+        .filter(|c| c.encoding == Encoding::RsyncDelta)
+        .map(|c| c.path.clone())
         .collect();
     let mut sigs: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    if !rsync_paths.is_empty() {
-        s.conn.send(&Msg::SignatureRequest(SignatureRequest {
-            paths: rsync_paths,
-        }))?;
+    if !paths.is_empty() {
+        s.conn
+            .send(&Msg::SignatureRequest(SignatureRequest { paths }))?;
         match s.conn.recv("signatures")? {
             Msg::Signatures(Signatures { sigs: v }) => sigs.extend(v),
             Msg::Error(e) => return Err(Error::Agent(e.message)),
@@ -508,68 +569,59 @@ fn plan(
             }
         }
     }
-    let level = cache.level();
-    let items: Vec<Item> = ways
-        .into_par_iter()
-        .map(|(path, hash, size, way)| -> Result<Item> {
-            let enc = |e: std::result::Result<Arc<Vec<u8>>, String>| {
-                e.map_err(|m| Error::Usage(format!("encoding {}: {m}", escape(&path))))
-            };
-            let (source, payload) = match way {
-                Way::Copy(from) => (Source::LocalCopy { from }, Arc::new(Vec::new())),
-                Way::Whole => (Source::Whole, enc(cache.whole(store, &hash))?),
-                Way::Zstd(old) => {
-                    let d = enc(cache.zstd_delta(store, &old, &hash))?;
-                    smaller(
-                        d,
-                        Source::ZstdDelta,
-                        size,
-                        || enc(cache.whole(store, &hash)),
-                    )?
-                }
-                Way::Rsync => {
-                    let sig = sigs.get(&path).ok_or_else(|| {
-                        Error::Protocol(format!("no signature for {}", escape(&path)))
-                    })?;
-                    let new = store.read_object(&hash)?;
-                    let d =
-                        Arc::new(enc(delta::rsync_delta(sig, &new, level).map(Arc::new))?.to_vec());
-                    smaller(d, Source::RsyncDelta, size, || {
-                        enc(cache.whole(store, &hash))
-                    })?
-                }
-            };
-            Ok(Item {
-                path,
-                size,
-                source,
-                payload,
-            })
-        })
-        .collect::<Result<_>>()?;
-    for it in &items {
-        let k = r.planned.of(&it.source);
-        k.files += 1;
-        k.bytes += it.payload.len() as u64;
-        k.content_bytes += it.size;
-    }
-    Ok(items)
+    Ok(sigs)
+}
+
+/// One file's encoded content as chosen (a delta only when smaller than the whole).
+fn encode(
+    store: &Store,
+    cache: &Cache,
+    sigs: &HashMap<Vec<u8>, Vec<u8>>,
+    c: Choice,
+) -> Result<Item> {
+    let enc = |e: std::result::Result<Arc<Vec<u8>>, String>| {
+        e.map_err(|m| Error::Usage(format!("encoding {}: {m}", escape(&c.path))))
+    };
+    let whole = || enc(cache.whole(store, &c.hash));
+    let (encoding, payload) = match (&c.encoding, c.base) {
+        (Encoding::LocalCopy { .. }, _) => (c.encoding.clone(), Arc::new(Vec::new())),
+        (Encoding::ZstdDelta, Some(old)) => {
+            let d = enc(cache.zstd_delta(store, &old, &c.hash))?;
+            smaller(d, Encoding::ZstdDelta, c.size, whole)?
+        }
+        (Encoding::RsyncDelta, _) => {
+            let sig = sigs
+                .get(&c.path)
+                .ok_or_else(|| Error::Protocol(format!("no signature for {}", escape(&c.path))))?;
+            let new = store.read_object(&c.hash)?;
+            let d = enc(rsync_delta::encode(sig, &new, cache.level()).map(Arc::new))?;
+            smaller(d, Encoding::RsyncDelta, c.size, whole)?
+        }
+        // Whole (and a zstd delta without a base, which `choose` never makes).
+        _ => (Encoding::Whole, whole()?),
+    };
+    Ok(Item {
+        path: c.path,
+        size: c.size,
+        encoding,
+        payload,
+    })
 }
 
 /// A delta, unless the whole file compressed is smaller (checked only when the delta is
 /// not clearly small).
 fn smaller(
     d: Arc<Vec<u8>>,
-    kind: Source,
+    kind: Encoding,
     size: u64,
     whole: impl FnOnce() -> Result<Arc<Vec<u8>>>,
-) -> Result<(Source, Arc<Vec<u8>>)> {
+) -> Result<(Encoding, Arc<Vec<u8>>)> {
     if (d.len() as u64) * 4 < size {
         return Ok((kind, d));
     }
     let w = whole()?;
     Ok(if w.len() <= d.len() {
-        (Source::Whole, w)
+        (Encoding::Whole, w)
     } else {
         (kind, d)
     })
@@ -593,7 +645,7 @@ fn send_items(
     for it in items {
         s.conn.send(&Msg::Put(Put {
             path: it.path.clone(),
-            source: it.source.clone(),
+            encoding: it.encoding.clone(),
             len: it.payload.len() as u64,
         }))?;
         for chunk in it.payload.chunks(CHUNK) {
@@ -601,10 +653,10 @@ fn send_items(
                 bytes: chunk.to_vec(),
             }))?;
             done += chunk.len() as u64;
-            sent.of(&it.source).bytes += chunk.len() as u64;
+            sent.of(&it.encoding).bytes += chunk.len() as u64;
             obs.bytes(host, total, done);
         }
-        let k = sent.of(&it.source);
+        let k = sent.of(&it.encoding);
         k.files += 1;
         k.content_bytes += it.size;
     }
@@ -615,17 +667,7 @@ fn send_items(
 fn path_changes(changes: &[Change], items: &[Item]) -> Vec<PathChange> {
     let via: HashMap<&[u8], &'static str> = items
         .iter()
-        .map(|i| {
-            (
-                i.path.as_slice(),
-                match i.source {
-                    Source::LocalCopy { .. } => "local copy",
-                    Source::ZstdDelta => "zstd delta",
-                    Source::RsyncDelta => "rsync delta",
-                    Source::Whole => "whole",
-                },
-            )
-        })
+        .map(|i| (i.path.as_slice(), i.encoding.label()))
         .collect();
     changes
         .iter()
@@ -740,4 +782,112 @@ pub fn for_hosts<T: Send>(
         .into_iter()
         .flatten()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imager::Entry;
+
+    fn file(path: &str, size: u64, content: &[u8]) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: Kind::File {
+                size,
+                hash: Hash::of(content),
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn change(path: &str, kind: ChangeKind, host: Option<Entry>) -> Change {
+        Change {
+            path: path.as_bytes().to_vec(),
+            kind,
+            host,
+        }
+    }
+
+    #[test]
+    fn each_file_travels_the_cheapest_way_its_host_and_the_store_allow() {
+        let big = 1 << 20;
+        let root = Entry {
+            path: b"/".to_vec(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            ..file("/", 0, b"")
+        };
+        let tree = Tree::new(vec![
+            root,
+            file("/copied", 10, b"held"),
+            file("/delta", big, b"new-d"),
+            file("/huge", 5 << 30, b"new-h"),
+            file("/meta", 3, b"m"),
+            file("/rsync", big, b"new-r"),
+            file("/small", 100, b"new-s"),
+        ])
+        .expect("tree");
+        let old = |p: &str, c: &[u8]| Some(file(p, big, c));
+        let changes = vec![
+            change("/copied", ChangeKind::Add, None),
+            change("/delta", ChangeKind::Content, old("/delta", b"old-d")),
+            change("/huge", ChangeKind::Content, old("/huge", b"old-h")),
+            change("/meta", ChangeKind::Meta, None),
+            change("/rsync", ChangeKind::Content, old("/rsync", b"old-r")),
+            change("/small", ChangeKind::Content, old("/small", b"old-s")),
+            change("/gone", ChangeKind::Delete, None),
+        ];
+        let have = vec![(Hash::of(b"held"), b"/elsewhere".to_vec())];
+        // The store holds the old versions of /delta and /huge only.
+        let stored = [Hash::of(b"old-d"), Hash::of(b"old-h")];
+        let got: Vec<(String, Encoding, Option<Hash>)> =
+            choose(&changes, &tree, &have, |h| stored.contains(h))
+                .into_iter()
+                .map(|c| (escape(&c.path), c.encoding, c.base))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "/copied".into(),
+                    Encoding::LocalCopy {
+                        from: b"/elsewhere".to_vec()
+                    },
+                    None
+                ),
+                (
+                    "/delta".into(),
+                    Encoding::ZstdDelta,
+                    Some(Hash::of(b"old-d"))
+                ),
+                // Larger than an agent applies a delta to: whole, though the store has
+                // its old version.
+                ("/huge".into(), Encoding::Whole, None),
+                ("/rsync".into(), Encoding::RsyncDelta, None),
+                // Too small for the signature round trip to pay.
+                ("/small".into(), Encoding::Whole, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_delta_travels_only_when_smaller_than_the_whole_file() {
+        let bytes = |n: usize| Arc::new(vec![0u8; n]);
+        let never = || -> Result<Arc<Vec<u8>>> { panic!("the whole file was not needed") };
+        // Clearly small: the whole file is not even compressed.
+        let (e, d) = smaller(bytes(10), Encoding::ZstdDelta, 1000, never).expect("smaller");
+        assert_eq!((e, d.len()), (Encoding::ZstdDelta, 10));
+        // Not clearly small, and the whole is smaller: whole.
+        let (e, d) =
+            smaller(bytes(600), Encoding::RsyncDelta, 1000, || Ok(bytes(500))).expect("smaller");
+        assert_eq!((e, d.len()), (Encoding::Whole, 500));
+        // Not clearly small, but smaller than the whole: the delta.
+        let (e, d) =
+            smaller(bytes(600), Encoding::RsyncDelta, 1000, || Ok(bytes(700))).expect("smaller");
+        assert_eq!((e, d.len()), (Encoding::RsyncDelta, 600));
+    }
 }

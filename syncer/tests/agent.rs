@@ -233,7 +233,7 @@ fn hostile_protocol_input_is_refused_clearly_and_writes_nothing() {
                 hello.clone(),
                 frame(&Msg::Put(syncer::protocol::Put {
                     path: b"/etc/passwd".to_vec(),
-                    source: syncer::protocol::Source::Whole,
+                    encoding: syncer::encoding::Encoding::Whole,
                     len: 0,
                 })),
             ]

@@ -5,6 +5,7 @@
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
 use imager::{Entry, Hash, Kind};
+use syncer::encoding::Encoding;
 use syncer::protocol::*;
 
 fn entry(path: &str, kind: Kind) -> Entry {
@@ -82,10 +83,10 @@ fn messages() -> Vec<(&'static str, Msg)> {
             previous,
         })
     };
-    let put = |source| {
+    let put = |encoding| {
         Msg::Put(Put {
             path: b"/usr/bin/x".to_vec(),
-            source,
+            encoding,
             len: 12,
         })
     };
@@ -184,13 +185,13 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ),
         (
             "put-local-copy",
-            put(Source::LocalCopy {
+            put(Encoding::LocalCopy {
                 from: b"/other".to_vec(),
             }),
         ),
-        ("put-whole", put(Source::Whole)),
-        ("put-zstd-delta", put(Source::ZstdDelta)),
-        ("put-rsync-delta", put(Source::RsyncDelta)),
+        ("put-whole", put(Encoding::Whole)),
+        ("put-zstd-delta", put(Encoding::ZstdDelta)),
+        ("put-rsync-delta", put(Encoding::RsyncDelta)),
         (
             "data",
             Msg::Data(Data {

@@ -3,6 +3,7 @@
 
 use imager::{Entry, Hash, Kind};
 use proptest::prelude::*;
+use syncer::encoding::Encoding;
 use syncer::protocol::*;
 
 fn bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -94,12 +95,12 @@ fn previous() -> impl Strategy<Value = Previous> {
     ]
 }
 
-fn source() -> impl Strategy<Value = Source> {
+fn encoding() -> impl Strategy<Value = Encoding> {
     prop_oneof![
-        bytes().prop_map(|from| Source::LocalCopy { from }),
-        Just(Source::Whole),
-        Just(Source::ZstdDelta),
-        Just(Source::RsyncDelta),
+        bytes().prop_map(|from| Encoding::LocalCopy { from }),
+        Just(Encoding::Whole),
+        Just(Encoding::ZstdDelta),
+        Just(Encoding::RsyncDelta),
     ]
 }
 
@@ -193,9 +194,9 @@ fn msg() -> impl Strategy<Value = Msg> {
         prop::collection::vec((bytes(), bytes()), 0..4)
             .prop_map(|sigs| Msg::Signatures(Signatures { sigs })),
         any::<(u64, u64)>().prop_map(|(files, bytes)| Msg::Stage(Stage { files, bytes })),
-        (bytes(), source(), any::<u64>()).prop_map(|(path, source, len)| Msg::Put(Put {
+        (bytes(), encoding(), any::<u64>()).prop_map(|(path, encoding, len)| Msg::Put(Put {
             path,
-            source,
+            encoding,
             len
         })),
         // Large enough, at times, to be over the compression threshold (never compressed).

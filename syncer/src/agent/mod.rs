@@ -284,7 +284,7 @@ impl Session<'_> {
                 )));
             }
             let data = fsops::read_file(&self.b, &path)?;
-            sigs.push((path, crate::delta::rsync_signature(&data)));
+            sigs.push((path, crate::encoding::rsync_delta::signature(&data)));
         }
         conn.send(&Msg::Signatures(Signatures { sigs }))
     }
@@ -322,7 +322,7 @@ impl Session<'_> {
                 escape(&path)
             ))
         })?;
-        s.put_file(&self.b, e, &put.source, &payload)?;
+        s.put_file(&self.b, e, &put.encoding, &payload)?;
         test_stop_point("stage", s.staged.len());
         Ok(())
     }
@@ -409,7 +409,7 @@ fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
                         "manifest delta against {base}, which this host lacks"
                     ))
                 })?;
-            crate::delta::zstd_apply(old.as_bytes(), &delta, MAX_MANIFEST + 1)
+            crate::encoding::zstd_delta::apply(old.as_bytes(), &delta, MAX_MANIFEST + 1)
                 .map_err(|r| Error::Protocol(format!("manifest delta: {r}")))?
         }
     };

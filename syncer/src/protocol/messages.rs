@@ -3,6 +3,7 @@
 //! table ([`messages!`]) that gives each message its tag, its name and its decoder.
 
 use super::wire::{wire_enum, wire_struct, Dec, Enc, Wire};
+use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 use imager::{Entry, Hash};
 use serde::Serialize;
@@ -256,32 +257,12 @@ wire_struct! {
     }
 }
 
-/// How the agent gets a staged file's content.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// The content is on the host already, at this path.
-    LocalCopy { from: Vec<u8> },
-    /// zstd-compressed whole content.
-    Whole,
-    /// zstd with the host's current file at the path as reference (`--patch-from`).
-    ZstdDelta,
-    /// An rsync delta (fast_rsync) against the host's current file, zstd-compressed.
-    RsyncDelta,
-}
-
-wire_enum!(Source, "content source" {
-    0 => Source::LocalCopy { from },
-    1 => Source::Whole,
-    2 => Source::ZstdDelta,
-    3 => Source::RsyncDelta,
-});
-
 wire_struct! {
     /// One file's content: `len` bytes of its encoding follow in `Data` messages.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Put {
         pub path: Vec<u8>,
-        pub source: Source,
+        pub encoding: Encoding,
         pub len: u64,
     }
 }

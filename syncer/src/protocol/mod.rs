@@ -25,7 +25,7 @@
 //! ```
 
 mod messages;
-mod wire;
+pub(crate) mod wire;
 
 pub use messages::*;
 
@@ -364,7 +364,7 @@ mod tests {
         }));
         roundtrip(Msg::Put(Put {
             path: b"/a".to_vec(),
-            source: Source::LocalCopy {
+            encoding: crate::encoding::Encoding::LocalCopy {
                 from: b"/b".to_vec(),
             },
             len: 0,
