@@ -23,6 +23,11 @@
 //! Stage, (Put Data*)*, Commit → Committed, TriggerRan*, Done | Error
 //! Bye
 //! ```
+//!
+//! Here: the framing, pieces and limits, and [`Conn`]. The messages and the one table
+//! of their tags are in `messages.rs` (each message a struct whose declaration is its
+//! codec); the field codec under them, the `Wire` trait, in `wire.rs`. How file content
+//! is encoded inside `Data` frames is [`crate::encoding`].
 
 mod messages;
 pub(crate) mod wire;

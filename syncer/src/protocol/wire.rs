@@ -27,11 +27,11 @@ impl Enc {
         self.0.push(v);
     }
     /// A length or count: every one on the wire is a `u32`.
-    pub fn len(&mut self, n: usize) {
+    pub fn count(&mut self, n: usize) {
         (n as u32).encode(self);
     }
     pub fn bytes(&mut self, b: &[u8]) {
-        self.len(b.len());
+        self.count(b.len());
         self.raw(b);
     }
 }
@@ -173,7 +173,7 @@ impl<T: Wire> Wire for Option<T> {
 impl<T: Wire + ListItem> Wire for Vec<T> {
     const MIN: usize = 4;
     fn encode(&self, e: &mut Enc) {
-        e.len(self.len());
+        e.count(self.len());
         for v in self {
             v.encode(e);
         }
