@@ -6,6 +6,7 @@
 use imager::{Entry, Hash, Kind};
 use std::path::Path;
 use syncer::agent::commit::{Journal, Op};
+use syncer::encoding::Encoding;
 use syncer::protocol::*;
 
 fn write(dir: &Path, target: &str, name: &str, data: &[u8]) {
@@ -48,13 +49,13 @@ fn main() {
     let msgs = vec![
         (
             "hello",
-            Msg::Hello {
+            Msg::Hello(Hello {
                 version: PROTOCOL_VERSION,
-            },
+            }),
         ),
         (
             "welcome",
-            Msg::Welcome {
+            Msg::Welcome(Welcome {
                 version: PROTOCOL_VERSION,
                 agent: "0.1.0".into(),
                 exe: Hash::of(b"agent"),
@@ -62,18 +63,18 @@ fn main() {
                 previous: None,
                 rolled_forward: false,
                 abandoned: None,
-            },
+            }),
         ),
         (
             "error",
-            Msg::Error {
+            Msg::Error(ErrorMessage {
                 message: "no space left".into(),
-            },
+            }),
         ),
-        ("status", Msg::Status { verify: true }),
+        ("status", Msg::Status(Status { verify: true })),
         (
             "target",
-            Msg::Target {
+            Msg::Target(Target {
                 image: Hash::of(manifest.as_bytes()),
                 manifest: ManifestData::Zstd(
                     zstd::bulk::compress(manifest.as_bytes(), 3).expect("compress"),
@@ -83,12 +84,12 @@ fn main() {
                     .to_vec(),
                 verify: false,
                 dry_run: false,
-                previous: Some(Some(Hash::of(b"p"))),
-            },
+                previous: Previous::Image(Hash::of(b"p")),
+            }),
         ),
         (
             "target-delta",
-            Msg::Target {
+            Msg::Target(Target {
                 image: Hash::of(b"i"),
                 manifest: ManifestData::Delta {
                     base: Hash::of(b"b"),
@@ -98,12 +99,12 @@ fn main() {
                 triggers: Vec::new(),
                 verify: true,
                 dry_run: true,
-                previous: Some(None),
-            },
+                previous: Previous::None,
+            }),
         ),
         (
             "differences",
-            Msg::Differences {
+            Msg::Differences(Differences {
                 image: Some(Hash::of(b"i")),
                 changes: vec![
                     Change {
@@ -140,12 +141,12 @@ fn main() {
                         why: syncer::protocol::KeptWhy::LocalStateSymlink,
                     },
                 ],
-            },
+            }),
         ),
         // Large enough to travel compressed.
         (
             "differences-compressed",
-            Msg::Differences {
+            Msg::Differences(Differences {
                 image: None,
                 changes: (0..200)
                     .map(|i| Change {
@@ -157,44 +158,44 @@ fn main() {
                 have: Vec::new(),
                 scan: ScanStats::default(),
                 kept: Vec::new(),
-            },
+            }),
         ),
         (
             "signature-request",
-            Msg::SignatureRequest {
+            Msg::SignatureRequest(SignatureRequest {
                 paths: vec![b"/usr/bin/ping".to_vec()],
-            },
+            }),
         ),
         (
             "signatures",
-            Msg::Signatures {
+            Msg::Signatures(Signatures {
                 sigs: vec![(b"/usr/bin/ping".to_vec(), vec![7; 12])],
-            },
+            }),
         ),
-        ("stage", Msg::Stage { files: 2, bytes: 9 }),
+        ("stage", Msg::Stage(Stage { files: 2, bytes: 9 })),
         (
             "put-copy",
-            Msg::Put {
+            Msg::Put(Put {
                 path: b"/a".to_vec(),
-                source: Source::LocalCopy {
+                encoding: Encoding::LocalCopy {
                     from: b"/b".to_vec(),
                 },
                 len: 0,
-            },
+            }),
         ),
         (
             "put-whole",
-            Msg::Put {
+            Msg::Put(Put {
                 path: b"/usr/bin/ping".to_vec(),
-                source: Source::Whole,
+                encoding: Encoding::Whole,
                 len: 9,
-            },
+            }),
         ),
         (
             "data",
-            Msg::Data {
+            Msg::Data(Data {
                 bytes: b"123456789".to_vec(),
-            },
+            }),
         ),
         ("commit", Msg::Commit),
         (
@@ -210,10 +211,10 @@ fn main() {
         ("bye", Msg::Bye),
         (
             "health",
-            Msg::Health {
+            Msg::Health(Health {
                 command: "systemctl is-system-running".into(),
                 timeout: 30,
-            },
+            }),
         ),
         (
             "health-result",
@@ -228,7 +229,10 @@ fn main() {
     for (name, m) in &msgs {
         let body = m.encode().expect("encode a seed message");
         write(out, "protocol_msg", name, &body);
-        if !matches!(m, Msg::Error { .. } | Msg::Differences { image: None, .. }) {
+        if !matches!(
+            m,
+            Msg::Error(..) | Msg::Differences(Differences { image: None, .. })
+        ) {
             session.extend((body.len() as u32).to_le_bytes());
             session.extend(&body);
         }
@@ -258,7 +262,7 @@ fn main() {
             Op::DirMeta(b"/opt/new".to_vec()),
         ],
         changed: vec![b"/etc/x".to_vec(), b"/usr/bin/a b".to_vec()],
-        previous: Some(Some(Hash::of(b"prev"))),
+        previous: Previous::Image(Hash::of(b"prev")),
     };
     write(out, "journal", "journal", j.text().as_bytes());
 }

@@ -167,7 +167,7 @@ pub fn tree_roundtrip(entries: Vec<imager::Entry>) {
     let back = text::parse(&printed, "printed tree")
         .unwrap_or_else(|e| panic!("print wrote a text parse refuses: {e}\n{printed}"));
     assert_eq!(back, tree);
-    let m = Msg::Differences {
+    let m = Msg::Differences(syncer::protocol::Differences {
         image: Some(text::id_of(&printed)),
         changes: tree
             .entries()
@@ -181,7 +181,7 @@ pub fn tree_roundtrip(entries: Vec<imager::Entry>) {
         have: Vec::new(),
         scan: ScanStats::default(),
         kept: Vec::new(),
-    };
+    });
     check_msg(&m);
     let j = Journal {
         image: text::id_of(&printed),
@@ -203,7 +203,7 @@ pub fn tree_roundtrip(entries: Vec<imager::Entry>) {
             })
             .collect(),
         changed: tree.entries().iter().map(|e| e.path.clone()).collect(),
-        previous: Some(None),
+        previous: syncer::protocol::Previous::None,
     };
     let jt = j.text();
     let jb = Journal::parse(&jt).expect("parsing the journal text wrote");

@@ -1,9 +1,5 @@
-//! Content encodings for the wire and the controller's cache of them.
-//!
-//! - whole: zstd;
-//! - zstd delta: zstd with the old content as a raw prefix (`zstd --patch-from`), for an
-//!   old version the controller holds;
-//! - rsync delta: fast_rsync against a signature the agent sent, then zstd.
+//! The controller's cache of content encodings ([`crate::encoding`]): whole and zstd
+//! delta, of files and of image manifests.
 //!
 //! Encodings are cached by (old hash, new hash, level) in memory and, with a cache
 //! directory, on disk, so that every host at the same old version costs one computation.
@@ -12,6 +8,7 @@
 //! kept on disk with a checksum that every read checks (a damaged file is dropped and
 //! computed again); [`verify`] checks a whole cache directory.
 
+use crate::encoding::{whole, zstd_delta};
 use imager::store::Store;
 use imager::Hash;
 use rayon::prelude::*;
@@ -20,61 +17,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
-use zstd::zstd_safe::{CCtx, CParameter, DCtx, DParameter};
-
-/// Window of the patch-from encoder: the old content plus the new must fit.
-fn window_log(total: usize) -> u32 {
-    let mut w = 10u32;
-    while w < 31 && (1usize << w) < total {
-        w += 1;
-    }
-    w
-}
-
-pub fn zstd_whole(data: &[u8], level: i32) -> Result<Vec<u8>, String> {
-    zstd::bulk::compress(data, level).map_err(|e| e.to_string())
-}
-
-/// `zstd --patch-from=old`: `new` compressed with `old` as a reference prefix.
-pub fn zstd_delta(old: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, String> {
-    let mut c = CCtx::create();
-    let e = |code: usize| zstd::zstd_safe::get_error_name(code).to_string();
-    c.set_parameter(CParameter::CompressionLevel(level))
-        .map_err(e)?;
-    c.set_parameter(CParameter::WindowLog(window_log(old.len() + new.len())))
-        .map_err(e)?;
-    c.set_parameter(CParameter::EnableLongDistanceMatching(
-        old.len() > (8 << 20),
-    ))
-    .map_err(e)?;
-    c.set_parameter(CParameter::ContentSizeFlag(true))
-        .map_err(e)?;
-    c.ref_prefix(old).map_err(e)?;
-    let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(new.len()));
-    c.compress2(&mut out, new).map_err(e)?;
-    Ok(out)
-}
-
-/// Reverses [`zstd_delta`]; the result may not exceed `size` bytes.
-pub fn zstd_apply(old: &[u8], delta: &[u8], size: usize) -> Result<Vec<u8>, String> {
-    let mut d = DCtx::create();
-    let e = |code: usize| zstd::zstd_safe::get_error_name(code).to_string();
-    d.set_parameter(DParameter::WindowLogMax(31)).map_err(e)?;
-    d.ref_prefix(old).map_err(e)?;
-    // The frame says its size (the encoder writes it): allocate that, not the limit.
-    let want = match zstd::zstd_safe::get_frame_content_size(delta) {
-        Ok(Some(n)) if n > size as u64 => {
-            return Err(format!(
-                "the delta makes {n} bytes, more than the {size} expected"
-            ))
-        }
-        Ok(Some(n)) => n as usize,
-        _ => size,
-    };
-    let mut out = Vec::with_capacity(want);
-    d.decompress(&mut out, delta).map_err(e)?;
-    Ok(out)
-}
 
 /// The level for a manifest of `len` bytes: the push's level up to 32 MiB (a few hundred
 /// thousand entries), then at most 9: level 19 over a manifest of millions of entries
@@ -87,52 +29,9 @@ fn manifest_level(level: i32, len: usize) -> i32 {
     }
 }
 
-/// The block size for a file of `len` bytes: about √len, between 1 KiB and 64 KiB, so the
-/// signature stays near 1% of the file.
-fn block_size(len: usize) -> u32 {
-    ((len as f64).sqrt() as u32)
-        .clamp(1024, 65536)
-        .next_power_of_two()
-}
-
-pub fn rsync_signature(base: &[u8]) -> Vec<u8> {
-    fast_rsync::Signature::calculate(
-        base,
-        fast_rsync::SignatureOptions {
-            block_size: block_size(base.len()),
-            crypto_hash_size: 8,
-        },
-    )
-    .into_serialized()
-}
-
-/// An rsync delta from the agent's signature to `new`, zstd-compressed.
-pub fn rsync_delta(sig: &[u8], new: &[u8], level: i32) -> Result<Vec<u8>, String> {
-    let sig = fast_rsync::Signature::deserialize(sig.to_vec())
-        .map_err(|e| format!("bad signature: {e:?}"))?;
-    let mut out = Vec::new();
-    fast_rsync::diff(&sig.index(), new, &mut out).map_err(|e| format!("{e:?}"))?;
-    zstd_whole(&out, level)
-}
-
-pub fn rsync_apply(base: &[u8], delta: &[u8], size: usize) -> Result<Vec<u8>, String> {
-    // The rsync delta itself is at most a little larger than the file it makes.
-    let raw = zstd::bulk::decompress(delta, size + size / 8 + 4096).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(size);
-    fast_rsync::apply_limited(base, &raw, &mut out, size).map_err(|e| format!("{e:?}"))?;
-    Ok(out)
-}
-
-/// What was sent for one file: the kind and the encoded bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Whole,
-    ZstdDelta,
-}
-
 type Slot = Arc<OnceLock<Result<Arc<Vec<u8>>, String>>>;
-/// (encoding, old content, new content).
-type Key = (Encoding, Option<Hash>, Hash);
+/// (old content for a delta, new content): whole encodings and zstd deltas.
+type Key = (Option<Hash>, Hash);
 
 /// The first bytes of a cache file. An entry is `MAGIC`, the blake3 of the encoded bytes,
 /// then the encoded bytes. An encoding is decoded and checked against the content it
@@ -181,7 +80,7 @@ fn check_decodes(old: Option<&[u8]>, data: &[u8], new: &Hash) -> Result<(), Stri
         Err(_) => return Err("not a zstd frame".into()),
     };
     let out = match old {
-        Some(o) => zstd_apply(o, data, size)?,
+        Some(o) => zstd_delta::apply(o, data, size)?,
         None => zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?,
     };
     let got = Hash::of(&out);
@@ -276,7 +175,7 @@ impl Cache {
     pub fn whole(&self, store: &Store, new: &Hash) -> Result<Arc<Vec<u8>>, String> {
         self.get(None, new, || {
             let data = store.read_object(new).map_err(|e| e.to_string())?;
-            checked(zstd_whole(&data, self.level)?, None, new)
+            checked(whole::encode(&data, self.level)?, None, new)
         })
     }
 
@@ -290,7 +189,7 @@ impl Cache {
         self.get(Some(*old), new, || {
             let o = store.read_object(old).map_err(|e| e.to_string())?;
             let n = store.read_object(new).map_err(|e| e.to_string())?;
-            checked(zstd_delta(&o, &n, self.level)?, Some(&o), new)
+            checked(zstd_delta::encode(&o, &n, self.level)?, Some(&o), new)
         })
     }
 
@@ -304,7 +203,7 @@ impl Cache {
         self.get(Some(*old.0), new.0, || {
             let (o, n) = (old.1.as_bytes(), new.1.as_bytes());
             let level = manifest_level(self.level, o.len() + n.len());
-            checked(zstd_delta(o, n, level)?, Some(o), new.0)
+            checked(zstd_delta::encode(o, n, level)?, Some(o), new.0)
         })
     }
 
@@ -312,7 +211,7 @@ impl Cache {
     pub fn manifest_whole(&self, id: &Hash, text: &str) -> Result<Arc<Vec<u8>>, String> {
         self.get(None, id, || {
             let level = manifest_level(self.level, text.len());
-            checked(zstd_whole(text.as_bytes(), level)?, None, id)
+            checked(whole::encode(text.as_bytes(), level)?, None, id)
         })
     }
 
@@ -324,14 +223,9 @@ impl Cache {
         new: &Hash,
         compute: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, String> {
-        let enc = if old.is_some() {
-            Encoding::ZstdDelta
-        } else {
-            Encoding::Whole
-        };
         let slot = {
             let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry((enc, old, *new)).or_default().clone()
+            m.entry((old, *new)).or_default().clone()
         };
         slot.get_or_init(|| {
             let file = self
@@ -480,27 +374,4 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
         }
     }
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deltas_round_trip() {
-        let old: Vec<u8> = (0..200_000u32)
-            .flat_map(|i| (i * 7).to_le_bytes())
-            .collect();
-        let mut new = old.clone();
-        new[1000..1100].fill(9);
-        new.extend_from_slice(b"tail");
-        let d = zstd_delta(&old, &new, 3).expect("delta");
-        assert!(d.len() < 2000, "{}", d.len());
-        assert_eq!(zstd_apply(&old, &d, new.len()).expect("apply"), new);
-        assert!(zstd_apply(&old, &d, 10).is_err());
-        let sig = rsync_signature(&old);
-        let d = rsync_delta(&sig, &new, 3).expect("rsync delta");
-        assert!(d.len() < 20_000, "{}", d.len());
-        assert_eq!(rsync_apply(&old, &d, new.len()).expect("apply"), new);
-    }
 }

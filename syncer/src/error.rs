@@ -21,9 +21,17 @@ pub enum Error {
     #[error("{0}")]
     Agent(String),
 
-    /// The request cannot be carried out as asked (bad host spec, unknown image, ...).
+    /// A host spec that names no host (`ssh://...`, `local:/abs/path`).
     #[error("{0}")]
-    Usage(String),
+    HostSpec(String),
+
+    /// The controller could not encode what a host needs (a manifest, a delta).
+    #[error("{0}")]
+    Encode(String),
+
+    /// This program could not find or prepare itself as the agent to install.
+    #[error("{0}")]
+    SelfExe(String),
 
     /// An inventory file is unreadable or wrong (the message names the file and line).
     #[error("{0}")]

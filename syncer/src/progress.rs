@@ -160,7 +160,11 @@ mod tests {
             let _c = clock.start(Phase::Connecting);
         }
         assert!(failing(&clock).is_err());
-        let scan_recorded = clock.seconds.borrow().iter().any(|(p, _)| *p == Phase::Scanning);
+        let scan_recorded = clock
+            .seconds
+            .borrow()
+            .iter()
+            .any(|(p, _)| *p == Phase::Scanning);
         assert!(scan_recorded, "the early return still recorded the phase");
         assert_eq!(clock.seconds(Phase::Planning), 0.0);
         clock.finish(Phase::Failed);

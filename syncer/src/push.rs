@@ -1,10 +1,13 @@
 //! The controller's side of a session: push an image to a host (plan, send, commit,
 //! triggers), or ask a host how it differs from the image it runs (status, diff).
 
-use crate::delta::{self, Cache};
+use crate::delta::Cache;
+use crate::encoding::{rsync_delta, Encoding};
 use crate::error::{Error, Result};
+use crate::progress::{Clock, Phase};
 use crate::protocol::{
-    Change, ChangeKind, Kept, ManifestData, Msg, ScanStats, Source, TriggerRun, CHUNK,
+    Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
+    ScanStats, SignatureRequest, Signatures, Stage, Status, Target, TriggerRun, CHUNK,
 };
 use crate::transport::{self, HostSpec, Session, TransportOptions};
 use imager::store::Store;
@@ -67,7 +70,7 @@ impl Image {
                 let old = store.image_text(&b)?;
                 let d = cache
                     .manifest_delta((&b, &old), (&self.id, &self.text))
-                    .map_err(|e| Error::Usage(format!("manifest delta: {e}")))?;
+                    .map_err(|e| Error::Encode(format!("manifest delta: {e}")))?;
                 Ok(ManifestData::Delta {
                     base: b,
                     delta: d.to_vec(),
@@ -78,7 +81,7 @@ impl Image {
             _ => Ok(ManifestData::Zstd(
                 cache
                     .manifest_whole(&self.id, &self.text)
-                    .map_err(|e| Error::Usage(format!("compressing the manifest: {e}")))?
+                    .map_err(|e| Error::Encode(format!("compressing the manifest: {e}")))?
                     .to_vec(),
             )),
         }
@@ -94,7 +97,7 @@ pub struct PushOptions {
     pub health: Option<crate::rollout::inventory::Health>,
     /// For a rollback: the previous image to record (what the host had recorded before
     /// the failed push), instead of the image it is leaving.
-    pub restore_previous: Option<Option<Hash>>,
+    pub restore_previous: Previous,
 }
 
 /// Files and bytes for one way of sending content.
@@ -116,13 +119,83 @@ pub struct ByKind {
 }
 
 impl ByKind {
-    fn of(&mut self, source: &Source) -> &mut Sent {
-        match source {
-            Source::LocalCopy { .. } => &mut self.local_copy,
-            Source::ZstdDelta => &mut self.zstd_delta,
-            Source::RsyncDelta => &mut self.rsync_delta,
-            Source::Whole => &mut self.whole,
+    fn of(&mut self, encoding: &Encoding) -> &mut Sent {
+        match encoding {
+            Encoding::LocalCopy { .. } => &mut self.local_copy,
+            Encoding::ZstdDelta => &mut self.zstd_delta,
+            Encoding::RsyncDelta => &mut self.rsync_delta,
+            Encoding::Whole => &mut self.whole,
         }
+    }
+
+    /// Each way with its label, in the order reports list them.
+    pub fn rows(&self) -> [(&'static str, &Sent); 4] {
+        [
+            (
+                Encoding::LocalCopy { from: Vec::new() }.label(),
+                &self.local_copy,
+            ),
+            (Encoding::ZstdDelta.label(), &self.zstd_delta),
+            (Encoding::RsyncDelta.label(), &self.rsync_delta),
+            (Encoding::Whole.label(), &self.whole),
+        ]
+    }
+}
+
+/// What happened to a host, in a few words (`HostReport::outcome`; the JSON and text
+/// reports spell it as below).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum PushOutcome {
+    #[serde(rename = "ok")]
+    Ok,
+    #[serde(rename = "dry run")]
+    DryRun,
+    /// The host was left as it was.
+    #[default]
+    #[serde(rename = "failed before commit")]
+    FailedBeforeCommit,
+    /// The host runs the new image; the session failed after the commit.
+    #[serde(rename = "committed, then failed")]
+    CommittedThenFailed,
+    #[serde(rename = "committed, trigger failed")]
+    CommittedTriggerFailed,
+    #[serde(rename = "committed, health check failed")]
+    CommittedHealthCheckFailed,
+}
+
+impl PushOutcome {
+    pub fn words(self) -> &'static str {
+        match self {
+            PushOutcome::Ok => "ok",
+            PushOutcome::DryRun => "dry run",
+            PushOutcome::FailedBeforeCommit => "failed before commit",
+            PushOutcome::CommittedThenFailed => "committed, then failed",
+            PushOutcome::CommittedTriggerFailed => "committed, trigger failed",
+            PushOutcome::CommittedHealthCheckFailed => "committed, health check failed",
+        }
+    }
+
+    /// The outcome of a finished push (`errored`: the session failed).
+    fn of(r: &HostReport, errored: bool) -> PushOutcome {
+        if r.ok && r.dry_run {
+            PushOutcome::DryRun
+        } else if r.ok {
+            PushOutcome::Ok
+        } else if !r.committed {
+            PushOutcome::FailedBeforeCommit
+        } else if errored {
+            PushOutcome::CommittedThenFailed
+        } else if r.triggers_failed > 0 {
+            PushOutcome::CommittedTriggerFailed
+        } else {
+            PushOutcome::CommittedHealthCheckFailed
+        }
+    }
+}
+
+impl std::fmt::Display for PushOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.words())
     }
 }
 
@@ -138,6 +211,21 @@ pub struct Phases {
     pub triggers: f64,
     pub health: f64,
     pub total: f64,
+}
+
+impl Phases {
+    /// Adds what `clock` timed (the agent's own stage and commit seconds are in already)
+    /// and the total since `started`.
+    fn add_clock(&mut self, clock: &Clock, started: Instant) {
+        self.connect = clock.seconds(Phase::Connecting);
+        self.scan = clock.seconds(Phase::Scanning);
+        self.plan = clock.seconds(Phase::Planning);
+        self.send = clock.seconds(Phase::Staging);
+        self.stage += self.send;
+        self.triggers = clock.seconds(Phase::Triggers);
+        self.health = clock.seconds(Phase::HealthCheck);
+        self.total = started.elapsed().as_secs_f64();
+    }
 }
 
 /// One planned path, for `--dry-run` and `diff`.
@@ -167,7 +255,7 @@ pub struct HostReport {
     /// What happened, in a few words: "ok", "dry run", "failed before commit",
     /// "committed, trigger failed", "committed, health check failed" or "committed, then
     /// failed" (the host runs the new image; what ran after the commit went wrong).
-    pub outcome: String,
+    pub outcome: PushOutcome,
     /// Whether the host's commit applied (it runs `image_after`), whatever came after.
     pub committed: bool,
     /// Triggers that exited non-zero, were killed or timed out.
@@ -202,26 +290,11 @@ pub struct HostReport {
 struct Item {
     path: Vec<u8>,
     size: u64,
-    source: Source,
+    encoding: Encoding,
     payload: Arc<Vec<u8>>,
 }
 
-/// Called as a push goes through its phases (progress bars).
-pub trait Observer: Sync {
-    fn phase(&self, _host: &str, _phase: &str) {}
-    fn bytes(&self, _host: &str, _total: u64, _done: u64) {}
-    /// A line for the log of a rollout (printed when there are no progress bars).
-    fn log(&self, _line: &str) {}
-    /// A rollout of `hosts` hosts begins.
-    fn rollout(&self, _hosts: u64) {}
-    /// A wave begins (`label`: colo and wave).
-    fn wave(&self, _label: &str, _hosts: u64) {}
-    /// A host of the rollout is done (pushed, checked and, if it failed, rolled back).
-    fn host_done(&self, _ok: bool) {}
-}
-
-pub struct NoObserver;
-impl Observer for NoObserver {}
+pub use crate::progress::{NoObserver, Observer};
 
 /// Pushes `image` to one host; never fails, the report says how it went.
 pub fn push_host(
@@ -233,28 +306,31 @@ pub fn push_host(
     obs: &dyn Observer,
 ) -> HostReport {
     let started = Instant::now();
+    let clock = Clock::new(&spec.to_string(), obs);
     let mut r = HostReport {
         host: spec.to_string(),
         dry_run: opts.dry_run,
         ..Default::default()
     };
-    obs.phase(&r.host, "connecting");
-    let session = match transport::connect(spec, &opts.transport) {
+    let connecting = clock.start(Phase::Connecting);
+    let connected = transport::connect(spec, &opts.transport);
+    drop(connecting);
+    let session = match connected {
         Ok(s) => s,
         Err(e) => {
             r.error = Some(e.to_string());
-            r.outcome = "failed before commit".into();
-            r.phases.total = started.elapsed().as_secs_f64();
+            r.outcome = PushOutcome::FailedBeforeCommit;
+            r.phases.add_clock(&clock, started);
+            clock.finish(Phase::Failed);
             return r;
         }
     };
-    r.phases.connect = started.elapsed().as_secs_f64();
     r.agent = Some(session.welcome.agent.clone());
     r.agent_installed = session.installed;
     r.rolled_forward = session.welcome.rolled_forward;
     r.image_before = session.welcome.image.map(|h| h.to_hex());
     r.previous_before = session.welcome.previous.map(|h| h.to_hex());
-    let outcome = run_push(session, store, image, cache, opts, obs, &mut r);
+    let outcome = run_push(session, store, image, cache, opts, &clock, &mut r);
     let failed_triggers: Vec<String> = r
         .triggers
         .iter()
@@ -294,22 +370,9 @@ pub fn push_host(
         }
         Err(e) => r.error = Some(e.to_string()),
     }
-    r.outcome = if r.ok && r.dry_run {
-        "dry run"
-    } else if r.ok {
-        "ok"
-    } else if !r.committed {
-        "failed before commit"
-    } else if errored {
-        "committed, then failed"
-    } else if r.triggers_failed > 0 {
-        "committed, trigger failed"
-    } else {
-        "committed, health check failed"
-    }
-    .into();
-    r.phases.total = started.elapsed().as_secs_f64();
-    obs.phase(&r.host, if r.ok { "done" } else { "failed" });
+    r.outcome = PushOutcome::of(&r, errored);
+    r.phases.add_clock(&clock, started);
+    clock.finish(if r.ok { Phase::Done } else { Phase::Failed });
     r
 }
 
@@ -319,10 +382,10 @@ fn run_push(
     image: &Image,
     cache: &Cache,
     opts: &PushOptions,
-    obs: &dyn Observer,
+    clock: &Clock,
     r: &mut HostReport,
 ) -> Result<()> {
-    let result = push_steps(&mut s, store, image, cache, opts, obs, r);
+    let result = push_steps(&mut s, store, image, cache, opts, clock, r);
     r.wire_sent = s.conn.sent;
     r.wire_received = s.conn.received;
     match result {
@@ -345,13 +408,11 @@ fn push_steps(
     image: &Image,
     cache: &Cache,
     opts: &PushOptions,
-    obs: &dyn Observer,
+    clock: &Clock,
     r: &mut HostReport,
 ) -> Result<()> {
-    let host = r.host.clone();
-    let t = Instant::now();
-    obs.phase(&host, "scanning");
-    s.conn.send(&Msg::Target {
+    let scanning = clock.start(Phase::Scanning);
+    s.conn.send(&Msg::Target(Target {
         image: image.id,
         manifest: image.manifest_for(store, cache, s.welcome.image)?,
         local_state: image.local_state.clone(),
@@ -359,41 +420,39 @@ fn push_steps(
         verify: opts.verify,
         dry_run: opts.dry_run,
         previous: opts.restore_previous,
-    })?;
+    }))?;
     let (changes, have) = match s.reply()? {
-        Msg::Differences {
+        Msg::Differences(Differences {
             changes,
             have,
             scan,
             kept,
             ..
-        } => {
+        }) => {
             r.scan = scan;
             r.kept = kept;
             (changes, have)
         }
         m => return Err(unexpected("Differences", &m)),
     };
-    r.phases.scan = t.elapsed().as_secs_f64();
+    drop(scanning);
 
-    let t = Instant::now();
-    obs.phase(&host, "planning");
+    let planning = clock.start(Phase::Planning);
     let items = plan(s, store, image, cache, &changes, &have, r)?;
-    r.phases.plan = t.elapsed().as_secs_f64();
+    drop(planning);
     if opts.dry_run {
         r.paths = path_changes(&changes, &items);
         return Ok(());
     }
 
-    let t = Instant::now();
-    obs.phase(&host, "staging");
-    send_items(s, &items, &host, obs, &mut r.sent)?;
-    r.phases.send = t.elapsed().as_secs_f64();
-    r.phases.stage = r.phases.send;
-    obs.phase(&host, "committing");
+    let staging = clock.start(Phase::Staging);
+    send_items(s, &items, clock.host(), clock.observer(), &mut r.sent)?;
+    drop(staging);
+    let _committing = clock.start(Phase::Committing);
     match s.reply()? {
         Msg::Committed(c) => {
-            r.phases.stage += c.stage_seconds;
+            // The agent's part of staging: what it did after the last byte arrived.
+            r.phases.stage = c.stage_seconds;
             r.phases.commit = c.commit_seconds;
             r.commit_ops = c.ops;
             r.committed = true;
@@ -401,8 +460,7 @@ fn push_steps(
         m => return Err(unexpected("Committed", &m)),
     }
     r.image_after = Some(image.id.to_hex());
-    let t = Instant::now();
-    obs.phase(&host, "triggers");
+    let triggers = clock.start(Phase::Triggers);
     loop {
         match s.reply()? {
             Msg::TriggerRan(tr) => r.triggers.push(tr),
@@ -410,35 +468,44 @@ fn push_steps(
             m => return Err(unexpected("TriggerRan", &m)),
         }
     }
-    r.phases.triggers = t.elapsed().as_secs_f64();
+    drop(triggers);
     if let Some(h) = &opts.health {
-        obs.phase(&host, "health check");
-        let t = Instant::now();
-        for attempt in 0..=h.retries {
-            if attempt > 0 {
-                std::thread::sleep(std::time::Duration::from_secs(h.interval));
-            }
-            s.conn.send(&Msg::Health {
-                command: h.command.clone(),
-                timeout: h.timeout,
-            })?;
-            match s.reply()? {
-                Msg::HealthResult(run) => {
-                    let ok = run.status == Some(0);
-                    r.health.push(run);
-                    if ok {
-                        break;
-                    }
-                }
-                m => return Err(unexpected("HealthResult", &m)),
-            }
-        }
-        r.phases.health = t.elapsed().as_secs_f64();
+        let _health = clock.start(Phase::HealthCheck);
+        health_checks(s, h, r)?;
     }
     Ok(())
 }
 
-/// Decides how each file's content travels and encodes it (deltas from the cache).
+/// Runs the health check until it passes or its attempts are spent, each in `r.health`.
+fn health_checks(
+    s: &mut Session,
+    h: &crate::rollout::inventory::Health,
+    r: &mut HostReport,
+) -> Result<()> {
+    for attempt in 0..=h.retries {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(h.interval));
+        }
+        s.conn.send(&Msg::Health(Health {
+            command: h.command.clone(),
+            timeout: h.timeout,
+        }))?;
+        match s.reply()? {
+            Msg::HealthResult(run) => {
+                let ok = run.status == Some(0);
+                r.health.push(run);
+                if ok {
+                    break;
+                }
+            }
+            m => return Err(unexpected("HealthResult", &m)),
+        }
+    }
+    Ok(())
+}
+
+/// Decides how each file's content travels ([`choose`]), asks the host for the rsync
+/// signatures that needs, and encodes every file (deltas from the cache).
 fn plan(
     s: &mut Session,
     store: &Store,
@@ -448,14 +515,6 @@ fn plan(
     have: &[(Hash, Vec<u8>)],
     r: &mut HostReport,
 ) -> Result<Vec<Item>> {
-    let have: HashMap<Hash, &Vec<u8>> = have.iter().map(|(h, p)| (*h, p)).collect();
-    enum Way {
-        Copy(Vec<u8>),
-        Zstd(Hash),
-        Rsync,
-        Whole,
-    }
-    let mut ways: Vec<(Vec<u8>, Hash, u64, Way)> = Vec::new();
     for c in changes {
         match c.kind {
             ChangeKind::Add => r.added += 1,
@@ -463,40 +522,95 @@ fn plan(
             ChangeKind::Meta => r.metadata += 1,
             ChangeKind::Delete => r.deleted += 1,
         }
+    }
+    let choices = choose(changes, &image.tree, have, |h| store.has_object(h));
+    let sigs = signatures(s, &choices)?;
+    let items: Vec<Item> = choices
+        .into_par_iter()
+        .map(|c| encode(store, cache, &sigs, c))
+        .collect::<Result<_>>()?;
+    for it in &items {
+        let k = r.planned.of(&it.encoding);
+        k.files += 1;
+        k.bytes += it.payload.len() as u64;
+        k.content_bytes += it.size;
+    }
+    Ok(items)
+}
+
+/// How one file's content is to travel, decided before anything is encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Choice {
+    path: Vec<u8>,
+    hash: Hash,
+    size: u64,
+    encoding: Encoding,
+    /// For a zstd delta: the old content, in the controller's store, it is made from.
+    base: Option<Hash>,
+}
+
+/// How the content of each changed file of `tree` travels: a local copy when the host
+/// holds it already (`have`), whole when it is too large for the agent to apply a delta
+/// to, a zstd delta from the host's old version when the store holds that (`in_store`),
+/// an rsync delta when it does not and the file is large enough to be worth the
+/// signature round trip, else whole. Metadata changes, deletions and non-files carry no
+/// content.
+fn choose(
+    changes: &[Change],
+    tree: &Tree,
+    have: &[(Hash, Vec<u8>)],
+    in_store: impl Fn(&Hash) -> bool,
+) -> Vec<Choice> {
+    let have: HashMap<Hash, &Vec<u8>> = have.iter().map(|(h, p)| (*h, p)).collect();
+    let mut out = Vec::new();
+    for c in changes {
         if matches!(c.kind, ChangeKind::Meta | ChangeKind::Delete) {
             continue;
         }
-        let Some(Kind::File { hash, size }) = image.tree.get(&c.path).map(|e| &e.kind) else {
+        let Some(Kind::File { hash, size }) = tree.get(&c.path).map(|e| &e.kind) else {
             continue;
         };
         let old = match (&c.kind, c.host.as_ref().map(|h| &h.kind)) {
             (ChangeKind::Content, Some(Kind::File { hash, .. })) => Some(*hash),
             _ => None,
         };
-        let way = if let Some(p) = have.get(hash) {
-            Way::Copy((*p).clone())
+        let (encoding, base) = if let Some(p) = have.get(hash) {
+            (Encoding::LocalCopy { from: (*p).clone() }, None)
         } else if *size > crate::protocol::MAX_DELTA_FILE {
-            Way::Whole
-        } else if let Some(o) = old.filter(|o| store.has_object(o)) {
-            Way::Zstd(o)
+            (Encoding::Whole, None)
+        } else if let Some(o) = old.filter(|o| in_store(o)) {
+            (Encoding::ZstdDelta, Some(o))
         } else if old.is_some() && *size >= MIN_RSYNC {
-            Way::Rsync
+            (Encoding::RsyncDelta, None)
         } else {
-            Way::Whole
+            (Encoding::Whole, None)
         };
-        ways.push((c.path.clone(), *hash, *size, way));
+        out.push(Choice {
+            path: c.path.clone(),
+            hash: *hash,
+            size: *size,
+            encoding,
+            base,
+        });
     }
-    let rsync_paths: Vec<Vec<u8>> = ways
+    out
+}
+
+/// The host's rsync signatures of the files that travel as rsync deltas (one round
+/// trip, none when there are no such files).
+fn signatures(s: &mut Session, choices: &[Choice]) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+    let paths: Vec<Vec<u8>> = choices
         .iter()
-        .filter(|w| matches!(w.3, Way::Rsync))
-        .map(|w| w.0.clone())
+        .filter(|c| c.encoding == Encoding::RsyncDelta)
+        .map(|c| c.path.clone())
         .collect();
     let mut sigs: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    if !rsync_paths.is_empty() {
-        s.conn.send(&Msg::SignatureRequest { paths: rsync_paths })?;
+    if !paths.is_empty() {
+        s.conn
+            .send(&Msg::SignatureRequest(SignatureRequest { paths }))?;
         match s.conn.recv("signatures")? {
-            Msg::Signatures { sigs: v } => sigs.extend(v),
-            Msg::Error { message } => return Err(Error::Agent(message)),
+            Msg::Signatures(Signatures { sigs: v }) => sigs.extend(v),
+            Msg::Error(e) => return Err(Error::Agent(e.message)),
             m => {
                 return Err(Error::Protocol(format!(
                     "expected Signatures, got {}",
@@ -505,68 +619,59 @@ fn plan(
             }
         }
     }
-    let level = cache.level();
-    let items: Vec<Item> = ways
-        .into_par_iter()
-        .map(|(path, hash, size, way)| -> Result<Item> {
-            let enc = |e: std::result::Result<Arc<Vec<u8>>, String>| {
-                e.map_err(|m| Error::Usage(format!("encoding {}: {m}", escape(&path))))
-            };
-            let (source, payload) = match way {
-                Way::Copy(from) => (Source::LocalCopy { from }, Arc::new(Vec::new())),
-                Way::Whole => (Source::Whole, enc(cache.whole(store, &hash))?),
-                Way::Zstd(old) => {
-                    let d = enc(cache.zstd_delta(store, &old, &hash))?;
-                    smaller(
-                        d,
-                        Source::ZstdDelta,
-                        size,
-                        || enc(cache.whole(store, &hash)),
-                    )?
-                }
-                Way::Rsync => {
-                    let sig = sigs.get(&path).ok_or_else(|| {
-                        Error::Protocol(format!("no signature for {}", escape(&path)))
-                    })?;
-                    let new = store.read_object(&hash)?;
-                    let d =
-                        Arc::new(enc(delta::rsync_delta(sig, &new, level).map(Arc::new))?.to_vec());
-                    smaller(d, Source::RsyncDelta, size, || {
-                        enc(cache.whole(store, &hash))
-                    })?
-                }
-            };
-            Ok(Item {
-                path,
-                size,
-                source,
-                payload,
-            })
-        })
-        .collect::<Result<_>>()?;
-    for it in &items {
-        let k = r.planned.of(&it.source);
-        k.files += 1;
-        k.bytes += it.payload.len() as u64;
-        k.content_bytes += it.size;
-    }
-    Ok(items)
+    Ok(sigs)
+}
+
+/// One file's encoded content as chosen (a delta only when smaller than the whole).
+fn encode(
+    store: &Store,
+    cache: &Cache,
+    sigs: &HashMap<Vec<u8>, Vec<u8>>,
+    c: Choice,
+) -> Result<Item> {
+    let enc = |e: std::result::Result<Arc<Vec<u8>>, String>| {
+        e.map_err(|m| Error::Encode(format!("encoding {}: {m}", escape(&c.path))))
+    };
+    let whole = || enc(cache.whole(store, &c.hash));
+    let (encoding, payload) = match (&c.encoding, c.base) {
+        (Encoding::LocalCopy { .. }, _) => (c.encoding.clone(), Arc::new(Vec::new())),
+        (Encoding::ZstdDelta, Some(old)) => {
+            let d = enc(cache.zstd_delta(store, &old, &c.hash))?;
+            smaller(d, Encoding::ZstdDelta, c.size, whole)?
+        }
+        (Encoding::RsyncDelta, _) => {
+            let sig = sigs
+                .get(&c.path)
+                .ok_or_else(|| Error::Protocol(format!("no signature for {}", escape(&c.path))))?;
+            let new = store.read_object(&c.hash)?;
+            let d = enc(rsync_delta::encode(sig, &new, cache.level()).map(Arc::new))?;
+            smaller(d, Encoding::RsyncDelta, c.size, whole)?
+        }
+        // Whole (and a zstd delta without a base, which `choose` never makes).
+        _ => (Encoding::Whole, whole()?),
+    };
+    Ok(Item {
+        path: c.path,
+        size: c.size,
+        encoding,
+        payload,
+    })
 }
 
 /// A delta, unless the whole file compressed is smaller (checked only when the delta is
 /// not clearly small).
 fn smaller(
     d: Arc<Vec<u8>>,
-    kind: Source,
+    kind: Encoding,
     size: u64,
     whole: impl FnOnce() -> Result<Arc<Vec<u8>>>,
-) -> Result<(Source, Arc<Vec<u8>>)> {
+) -> Result<(Encoding, Arc<Vec<u8>>)> {
     if (d.len() as u64) * 4 < size {
         return Ok((kind, d));
     }
     let w = whole()?;
     Ok(if w.len() <= d.len() {
-        (Source::Whole, w)
+        (Encoding::Whole, w)
     } else {
         (kind, d)
     })
@@ -582,26 +687,26 @@ fn send_items(
 ) -> Result<()> {
     let content: u64 = items.iter().map(|i| i.size).sum();
     let total: u64 = items.iter().map(|i| i.payload.len() as u64).sum();
-    s.conn.send(&Msg::Stage {
+    s.conn.send(&Msg::Stage(Stage {
         files: items.len() as u64,
         bytes: content,
-    })?;
+    }))?;
     let mut done = 0u64;
     for it in items {
-        s.conn.send(&Msg::Put {
+        s.conn.send(&Msg::Put(Put {
             path: it.path.clone(),
-            source: it.source.clone(),
+            encoding: it.encoding.clone(),
             len: it.payload.len() as u64,
-        })?;
+        }))?;
         for chunk in it.payload.chunks(CHUNK) {
-            s.conn.send(&Msg::Data {
+            s.conn.send(&Msg::Data(Data {
                 bytes: chunk.to_vec(),
-            })?;
+            }))?;
             done += chunk.len() as u64;
-            sent.of(&it.source).bytes += chunk.len() as u64;
+            sent.of(&it.encoding).bytes += chunk.len() as u64;
             obs.bytes(host, total, done);
         }
-        let k = sent.of(&it.source);
+        let k = sent.of(&it.encoding);
         k.files += 1;
         k.content_bytes += it.size;
     }
@@ -612,17 +717,7 @@ fn send_items(
 fn path_changes(changes: &[Change], items: &[Item]) -> Vec<PathChange> {
     let via: HashMap<&[u8], &'static str> = items
         .iter()
-        .map(|i| {
-            (
-                i.path.as_slice(),
-                match i.source {
-                    Source::LocalCopy { .. } => "local copy",
-                    Source::ZstdDelta => "zstd delta",
-                    Source::RsyncDelta => "rsync delta",
-                    Source::Whole => "whole",
-                },
-            )
-        })
+        .map(|i| (i.path.as_slice(), i.encoding.label()))
         .collect();
     changes
         .iter()
@@ -679,12 +774,12 @@ pub fn status_host(
         }
         let changes = match s
             .conn
-            .send(&Msg::Status {
+            .send(&Msg::Status(Status {
                 verify: opts.verify,
-            })
+            }))
             .and_then(|_| s.reply())
         {
-            Ok(Msg::Differences { changes, kept, .. }) => {
+            Ok(Msg::Differences(Differences { changes, kept, .. })) => {
                 st.kept = kept;
                 changes
             }
@@ -737,4 +832,112 @@ pub fn for_hosts<T: Send>(
         .into_iter()
         .flatten()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imager::Entry;
+
+    fn file(path: &str, size: u64, content: &[u8]) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind: Kind::File {
+                size,
+                hash: Hash::of(content),
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn change(path: &str, kind: ChangeKind, host: Option<Entry>) -> Change {
+        Change {
+            path: path.as_bytes().to_vec(),
+            kind,
+            host,
+        }
+    }
+
+    #[test]
+    fn each_file_travels_the_cheapest_way_its_host_and_the_store_allow() {
+        let big = 1 << 20;
+        let root = Entry {
+            path: b"/".to_vec(),
+            kind: Kind::Dir,
+            mode: 0o755,
+            ..file("/", 0, b"")
+        };
+        let tree = Tree::new(vec![
+            root,
+            file("/copied", 10, b"held"),
+            file("/delta", big, b"new-d"),
+            file("/huge", 5 << 30, b"new-h"),
+            file("/meta", 3, b"m"),
+            file("/rsync", big, b"new-r"),
+            file("/small", 100, b"new-s"),
+        ])
+        .expect("tree");
+        let old = |p: &str, c: &[u8]| Some(file(p, big, c));
+        let changes = vec![
+            change("/copied", ChangeKind::Add, None),
+            change("/delta", ChangeKind::Content, old("/delta", b"old-d")),
+            change("/huge", ChangeKind::Content, old("/huge", b"old-h")),
+            change("/meta", ChangeKind::Meta, None),
+            change("/rsync", ChangeKind::Content, old("/rsync", b"old-r")),
+            change("/small", ChangeKind::Content, old("/small", b"old-s")),
+            change("/gone", ChangeKind::Delete, None),
+        ];
+        let have = vec![(Hash::of(b"held"), b"/elsewhere".to_vec())];
+        // The store holds the old versions of /delta and /huge only.
+        let stored = [Hash::of(b"old-d"), Hash::of(b"old-h")];
+        let got: Vec<(String, Encoding, Option<Hash>)> =
+            choose(&changes, &tree, &have, |h| stored.contains(h))
+                .into_iter()
+                .map(|c| (escape(&c.path), c.encoding, c.base))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "/copied".into(),
+                    Encoding::LocalCopy {
+                        from: b"/elsewhere".to_vec()
+                    },
+                    None
+                ),
+                (
+                    "/delta".into(),
+                    Encoding::ZstdDelta,
+                    Some(Hash::of(b"old-d"))
+                ),
+                // Larger than an agent applies a delta to: whole, though the store has
+                // its old version.
+                ("/huge".into(), Encoding::Whole, None),
+                ("/rsync".into(), Encoding::RsyncDelta, None),
+                // Too small for the signature round trip to pay.
+                ("/small".into(), Encoding::Whole, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_delta_travels_only_when_smaller_than_the_whole_file() {
+        let bytes = |n: usize| Arc::new(vec![0u8; n]);
+        let never = || -> Result<Arc<Vec<u8>>> { panic!("the whole file was not needed") };
+        // Clearly small: the whole file is not even compressed.
+        let (e, d) = smaller(bytes(10), Encoding::ZstdDelta, 1000, never).expect("smaller");
+        assert_eq!((e, d.len()), (Encoding::ZstdDelta, 10));
+        // Not clearly small, and the whole is smaller: whole.
+        let (e, d) =
+            smaller(bytes(600), Encoding::RsyncDelta, 1000, || Ok(bytes(500))).expect("smaller");
+        assert_eq!((e, d.len()), (Encoding::Whole, 500));
+        // Not clearly small, but smaller than the whole: the delta.
+        let (e, d) =
+            smaller(bytes(600), Encoding::RsyncDelta, 1000, || Ok(bytes(700))).expect("smaller");
+        assert_eq!((e, d.len()), (Encoding::RsyncDelta, 600));
+    }
 }

@@ -106,12 +106,7 @@ fn sent(r: &HostReport) -> String {
     } else {
         (&r.sent, "sent")
     };
-    for (name, s, p) in [
-        ("local copy", &shown.local_copy, &r.planned.local_copy),
-        ("zstd delta", &shown.zstd_delta, &r.planned.zstd_delta),
-        ("rsync delta", &shown.rsync_delta, &r.planned.rsync_delta),
-        ("whole", &shown.whole, &r.planned.whole),
-    ] {
+    for ((name, s), (_, p)) in shown.rows().into_iter().zip(r.planned.rows()) {
         if s.files > 0 || p.files > 0 {
             let of_plan = if s == p {
                 String::new()

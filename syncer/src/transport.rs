@@ -8,7 +8,7 @@
 //! the session starts.
 
 use crate::error::{Error, Result};
-use crate::protocol::{Conn, Msg, PROTOCOL_VERSION};
+use crate::protocol::{Conn, ErrorMessage, Hello, Msg, Welcome, PROTOCOL_VERSION};
 use crate::ratelimit::{Bucket, Limited};
 use imager::Hash;
 use std::io::Read;
@@ -33,7 +33,7 @@ pub enum HostSpec {
 impl HostSpec {
     pub fn parse(s: &str) -> Result<HostSpec> {
         let bad = |why: &str| {
-            Error::Usage(format!(
+            Error::HostSpec(format!(
                 "bad host {s:?}: {why} (use local:/path or ssh://[user@]host[:port][/root])"
             ))
         };
@@ -142,21 +142,11 @@ impl Default for TransportOptions {
     }
 }
 
-/// What the agent said about itself.
-#[derive(Clone, Debug)]
-pub struct Welcome {
-    pub agent: String,
-    pub exe: Hash,
-    pub image: Option<Hash>,
-    pub previous: Option<Hash>,
-    pub rolled_forward: bool,
-    pub abandoned: Option<Hash>,
-}
-
 pub struct Session {
     pub conn: Conn<ChildStdout, std::io::BufWriter<Limited<ChildStdin>>>,
     child: Child,
     stderr: Option<JoinHandle<String>>,
+    /// What the agent said about itself.
     pub welcome: Welcome,
     pub installed: bool,
     closed: bool,
@@ -200,7 +190,7 @@ fn agent_command(spec: &HostSpec, opts: &TransportOptions) -> Result<Command> {
     Ok(match spec {
         HostSpec::Local(root) => {
             let exe = std::env::current_exe()
-                .map_err(|e| Error::Usage(format!("cannot find this program's path: {e}")))?;
+                .map_err(|e| Error::SelfExe(format!("cannot find this program's path: {e}")))?;
             let mut c = if opts.agent_prefix.is_empty() {
                 Command::new(exe)
             } else {
@@ -324,6 +314,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
         child,
         stderr,
         welcome: Welcome {
+            version: PROTOCOL_VERSION,
             agent: String::new(),
             exe: Hash([0; 32]),
             image: None,
@@ -336,37 +327,22 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     };
     let greeting = s
         .conn
-        .send(&Msg::Hello {
+        .send(&Msg::Hello(Hello {
             version: PROTOCOL_VERSION,
-        })
+        }))
         .and_then(|_| s.conn.recv("the agent's Welcome"));
     match greeting {
-        Ok(Msg::Welcome {
-            version,
-            agent,
-            exe,
-            image,
-            previous,
-            rolled_forward,
-            abandoned,
-        }) if version == PROTOCOL_VERSION => {
-            s.welcome = Welcome {
-                agent,
-                exe,
-                image,
-                previous,
-                rolled_forward,
-                abandoned,
-            };
+        Ok(Msg::Welcome(w)) if w.version == PROTOCOL_VERSION => {
+            s.welcome = w;
             Ok(s)
         }
-        Ok(Msg::Welcome { version, agent, .. }) => {
+        Ok(Msg::Welcome(Welcome { version, agent, .. })) => {
             s.close();
             Err(Error::Protocol(format!(
                 "the agent (syncer {agent}) speaks protocol version {version}, this controller {PROTOCOL_VERSION}"
             )))
         }
-        Ok(Msg::Error { message }) => {
+        Ok(Msg::Error(ErrorMessage { message })) => {
             s.close();
             Err(Error::Agent(message))
         }
@@ -385,7 +361,7 @@ impl Session {
     /// The agent's next message; an `Error` frame from it becomes `Error::Agent`.
     pub fn reply(&mut self) -> Result<Msg> {
         match self.conn.recv("the agent's reply")? {
-            Msg::Error { message } => Err(Error::Agent(message)),
+            Msg::Error(ErrorMessage { message }) => Err(Error::Agent(message)),
             m => Ok(m),
         }
     }
@@ -395,7 +371,7 @@ impl Session {
     pub fn fail(mut self, e: Error) -> Error {
         if let Error::Connection(_) = e {
             // The agent may have explained itself before the pipe broke.
-            if let Ok(Some(Msg::Error { message })) = self.conn.recv_opt() {
+            if let Ok(Some(Msg::Error(ErrorMessage { message }))) = self.conn.recv_opt() {
                 self.close();
                 return Error::Agent(message);
             }
@@ -448,7 +424,7 @@ impl Session {
 fn install(spec: &HostSpec, opts: &TransportOptions) -> Result<()> {
     // Stripped of its debug sections (a tenth of the size); same build ID, so the same
     // identity as this controller.
-    let bin = crate::selfexe::agent_copy().map_err(Error::Usage)?;
+    let bin = crate::selfexe::agent_copy().map_err(Error::SelfExe)?;
     let dir = match opts.agent.rsplit_once('/') {
         Some((d, _)) if !d.is_empty() => d.to_string(),
         _ => "/".to_string(),

@@ -192,21 +192,21 @@ fn hostile_protocol_input_is_refused_clearly_and_writes_nothing() {
     let root = t.path().join("root");
     make_tree(&root, 1);
     let before = listing(&root);
-    let hello = frame(&Msg::Hello {
+    let hello = frame(&Msg::Hello(syncer::protocol::Hello {
         version: PROTOCOL_VERSION,
-    });
+    }));
     let limit = format!("limit is {MAX_FRAME}");
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "wrong version",
-            frame(&Msg::Hello { version: 99 }),
+            frame(&Msg::Hello(syncer::protocol::Hello { version: 99 })),
             "protocol version 99",
         ),
         ("not a syncer", b"hello there\n".to_vec(), "limit"),
         (
             "bad magic",
             {
-                let mut v = frame(&Msg::Hello { version: 1 });
+                let mut v = frame(&Msg::Hello(syncer::protocol::Hello { version: 1 }));
                 v[5] = b'X';
                 v
             },
@@ -231,11 +231,11 @@ fn hostile_protocol_input_is_refused_clearly_and_writes_nothing() {
             "content before a target",
             [
                 hello.clone(),
-                frame(&Msg::Put {
+                frame(&Msg::Put(syncer::protocol::Put {
                     path: b"/etc/passwd".to_vec(),
-                    source: syncer::protocol::Source::Whole,
+                    encoding: syncer::encoding::Encoding::Whole,
                     len: 0,
-                }),
+                })),
             ]
             .concat(),
             "Put before Stage",
@@ -252,7 +252,7 @@ fn hostile_protocol_input_is_refused_clearly_and_writes_nothing() {
         let mut c = syncer::protocol::Conn::new(&stdout[..], Vec::new());
         let mut said = None;
         while let Ok(Some(m)) = c.recv_opt() {
-            if let Msg::Error { message } = m {
+            if let Msg::Error(syncer::protocol::ErrorMessage { message }) = m {
                 said = Some(message);
             }
         }
@@ -269,7 +269,7 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
     let reply = f.dir.join("welcome");
     std::fs::write(
         &reply,
-        frame(&Msg::Welcome {
+        frame(&Msg::Welcome(syncer::protocol::Welcome {
             version: 7,
             agent: "0.0.1".into(),
             exe: imager::Hash([0; 32]),
@@ -277,7 +277,7 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
             previous: None,
             rolled_forward: false,
             abandoned: None,
-        }),
+        })),
     )
     .unwrap();
     let fake = f.dir.join("fake-ssh");
@@ -367,12 +367,12 @@ fn one_session_at_a_time_per_host() {
         .unwrap();
     let mut stdin = first.stdin.take().unwrap();
     stdin
-        .write_all(&frame(&Msg::Hello {
+        .write_all(&frame(&Msg::Hello(syncer::protocol::Hello {
             version: PROTOCOL_VERSION,
-        }))
+        })))
         .unwrap();
     let mut c = syncer::protocol::Conn::new(first.stdout.take().unwrap(), Vec::new());
-    assert!(matches!(c.recv("welcome").unwrap(), Msg::Welcome { .. }));
+    assert!(matches!(c.recv("welcome").unwrap(), Msg::Welcome(..)));
 
     let out = run(&f.store, &["push", "v1", &hs, "--json"]);
     assert!(!out.status.success());

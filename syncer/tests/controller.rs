@@ -400,9 +400,9 @@ fn the_agent_does_not_read_its_whole_executable_to_say_who_it_is() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let body = Msg::Hello {
+    let body = Msg::Hello(syncer::protocol::Hello {
         version: PROTOCOL_VERSION,
-    }
+    })
     .encode()
     .unwrap();
     let mut stdin = c.stdin.take().unwrap();

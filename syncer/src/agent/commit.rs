@@ -13,7 +13,7 @@
 use super::fsops::{self, is_dir, remove_tree_at, stat_at};
 use super::state::{self, StateDir};
 use crate::error::{Error, Result};
-use crate::protocol::{Change, ChangeKind};
+use crate::protocol::{Change, ChangeKind, Previous};
 use imager::error::IoContext;
 use imager::safe_dir::Beneath;
 use imager::tree::escape::{escape, unescape};
@@ -115,18 +115,18 @@ pub struct Journal {
     pub ops: Vec<Op>,
     /// Every path the commit changes (for triggers).
     pub changed: Vec<Vec<u8>>,
-    /// What to record as the host's previous image: `None` for the usual rule (the
-    /// image it had), `Some` to set it (a rollback restores what it was before).
-    pub previous: Option<Option<Hash>>,
+    /// What to record as the host's previous image: the usual rule (the image it had),
+    /// or what a rollback restores.
+    pub previous: Previous,
 }
 
 impl Journal {
     pub fn text(&self) -> String {
         let mut s = format!("{HEADER} image={}\n", self.image);
         match self.previous {
-            None => {}
-            Some(None) => s.push_str("previous none\n"),
-            Some(Some(h)) => s.push_str(&format!("previous {h}\n")),
+            Previous::Keep => {}
+            Previous::None => s.push_str("previous none\n"),
+            Previous::Image(h) => s.push_str(&format!("previous {h}\n")),
         }
         for c in &self.changed {
             s.push_str("changed ");
@@ -152,16 +152,16 @@ impl Journal {
             image,
             ops: Vec::new(),
             changed: Vec::new(),
-            previous: None,
+            previous: Previous::Keep,
         };
         for l in lines {
             if let Some(p) = l.strip_prefix("previous ") {
-                j.previous = Some(match p {
-                    "none" => None,
-                    h => {
-                        Some(Hash::from_hex(h).ok_or_else(|| format!("bad previous image {h:?}"))?)
-                    }
-                });
+                j.previous = match p {
+                    "none" => Previous::None,
+                    h => Previous::Image(
+                        Hash::from_hex(h).ok_or_else(|| format!("bad previous image {h:?}"))?,
+                    ),
+                };
             } else if let Some(c) = l.strip_prefix("changed ") {
                 j.changed.push(unescape(c)?);
             } else {
@@ -298,7 +298,7 @@ pub fn plan_ops(
         image: id,
         ops,
         changed: changes.iter().map(|c| c.path.clone()).collect(),
-        previous: None,
+        previous: Previous::Keep,
     })
 }
 
@@ -501,9 +501,9 @@ pub fn finish(st: &StateDir, j: &Journal) -> Result<()> {
         }
     }
     match (j.previous, st.image()?) {
-        (Some(Some(p)), _) => st.write(state::PREVIOUS, format!("{p}\n").as_bytes())?,
-        (Some(None), _) => st.remove(state::PREVIOUS)?,
-        (None, Some(old)) if old != j.image => {
+        (Previous::Image(p), _) => st.write(state::PREVIOUS, format!("{p}\n").as_bytes())?,
+        (Previous::None, _) => st.remove(state::PREVIOUS)?,
+        (Previous::Keep, Some(old)) if old != j.image => {
             st.write(state::PREVIOUS, format!("{old}\n").as_bytes())?
         }
         _ => {}

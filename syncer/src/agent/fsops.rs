@@ -89,8 +89,8 @@ pub fn write_replace(
     Ok(())
 }
 
-/// Reads a host file beneath the root, not following a symlink at any step.
-pub fn read_file(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
+/// Opens a host file beneath the root for reading, not following a symlink at any step.
+pub fn open_file(b: &Beneath, path: &[u8]) -> Result<std::fs::File> {
     let (parent, name) = b.parent(path)?;
     let fd = rustix::fs::openat(
         &parent,
@@ -99,9 +99,13 @@ pub fn read_file(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
         Mode::empty(),
     )
     .ctx("open", b.display(path))?;
+    Ok(std::fs::File::from(fd))
+}
+
+/// Reads a host file beneath the root, not following a symlink at any step.
+pub fn read_file(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
     let mut v = Vec::new();
-    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)
-        .ctx("read", b.display(path))?;
+    std::io::Read::read_to_end(&mut open_file(b, path)?, &mut v).ctx("read", b.display(path))?;
     Ok(v)
 }
 

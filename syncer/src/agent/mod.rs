@@ -32,7 +32,10 @@ pub(crate) fn test_stop_point(phase: &str, n: usize) {
 
 use crate::compare::{compare, DirMtimes, HostTree};
 use crate::error::{Error, Result};
-use crate::protocol::{Change, ChangeKind, Conn, ManifestData, Msg, PROTOCOL_VERSION};
+use crate::protocol::{
+    Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Health, Hello, ManifestData, Msg,
+    Previous, Put, SignatureRequest, Signatures, Stage, Status, Target, Welcome, PROTOCOL_VERSION,
+};
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
 use imager::{Hash, Kind, Tree};
@@ -63,7 +66,7 @@ struct Pending {
     content: HashSet<Vec<u8>>,
     /// A dry run's target: looked at (signatures included), never staged or committed.
     dry_run: bool,
-    previous: Option<Option<Hash>>,
+    previous: Previous,
     /// Changed files with an old version on the host (rsync delta bases).
     bases: HashSet<Vec<u8>>,
     host: HostTree,
@@ -84,9 +87,9 @@ pub fn serve(root: &Path, opts: &ServeOptions, input: impl Read, output: impl Wr
     let mut conn = Conn::new(input, std::io::BufWriter::with_capacity(1 << 16, output));
     let r = session(root, opts, &mut conn);
     if let Err(e) = &r {
-        let _ = conn.send(&Msg::Error {
+        let _ = conn.send(&Msg::Error(ErrorMessage {
             message: e.to_string(),
-        });
+        }));
     }
     r
 }
@@ -97,8 +100,8 @@ fn session<R: Read, W: Write>(
     conn: &mut Conn<R, W>,
 ) -> Result<()> {
     match conn.recv("the controller's Hello")? {
-        Msg::Hello { version } if version == PROTOCOL_VERSION => {}
-        Msg::Hello { version } => {
+        Msg::Hello(Hello { version }) if version == PROTOCOL_VERSION => {}
+        Msg::Hello(Hello { version }) => {
             return Err(Error::Protocol(format!(
                 "the controller speaks protocol version {version}; this agent (syncer {}) speaks {PROTOCOL_VERSION}",
                 env!("CARGO_PKG_VERSION")
@@ -107,23 +110,7 @@ fn session<R: Read, W: Write>(
         m => return Err(Error::Protocol(format!("expected Hello, got {}", m.name()))),
     }
     let b = Beneath::open(root)?;
-    // One session per root: two pushes interleaving their commits would mix images.
-    // The lock dies with the agent, so a killed one never leaves the host locked.
-    match rustix::fs::flock(
-        b.root_fd(),
-        rustix::fs::FlockOperation::NonBlockingLockExclusive,
-    ) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            return Err(Error::Agent(format!(
-                "another syncer session is working on {}; try again when it ends",
-                root.display()
-            )))
-        }
-        Err(e) => {
-            return Err(imager::Error::io("lock", root.to_path_buf(), e.into()).into());
-        }
-    }
+    lock_root(&b, root)?;
     let st = StateDir::open(root)?;
     let abandoned = if opts.abandon_commit {
         commit::abandon(&st)?
@@ -133,7 +120,7 @@ fn session<R: Read, W: Write>(
     let rolled_forward = commit::roll_forward(&b, &st)?;
     Staging::clear(&b)?;
     let (agent, exe) = identity();
-    conn.send(&Msg::Welcome {
+    conn.send(&Msg::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         agent,
         exe,
@@ -141,182 +128,63 @@ fn session<R: Read, W: Write>(
         previous: st.previous()?,
         rolled_forward,
         abandoned,
-    })?;
+    }))?;
+    let mut s = Session {
+        root,
+        b,
+        st,
+        pending: None,
+        staging: None,
+    };
+    let result = s.serve(conn);
+    if result.is_err() && s.st.read(state::JOURNAL).ok().flatten().is_none() {
+        // Nothing was committed: the staged files are of no use.
+        let _ = Staging::clear(&s.b);
+    }
+    result
+}
 
-    let mut pending: Option<Pending> = None;
-    let mut staging: Option<Staging> = None;
-    let result = (|| -> Result<()> {
-        loop {
-            let Some(msg) = conn.recv_opt()? else {
-                return Ok(());
-            };
+/// One session per root: two pushes interleaving their commits would mix images. The
+/// lock dies with the agent, so a killed one never leaves the host locked.
+fn lock_root(b: &Beneath, root: &Path) -> Result<()> {
+    match rustix::fs::flock(
+        b.root_fd(),
+        rustix::fs::FlockOperation::NonBlockingLockExclusive,
+    ) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(Error::Agent(format!(
+            "another syncer session is working on {}; try again when it ends",
+            root.display()
+        ))),
+        Err(e) => Err(imager::Error::io("lock", root.to_path_buf(), e.into()).into()),
+    }
+}
+
+/// A session after the greeting: what the host is, and what the controller has said so
+/// far. Each message the controller sends has its handler.
+struct Session<'a> {
+    root: &'a Path,
+    b: Beneath,
+    st: StateDir,
+    /// The last `Target`, until it is committed.
+    pending: Option<Pending>,
+    /// The staging directory, from `Stage` to `Commit`.
+    staging: Option<Staging>,
+}
+
+impl Session<'_> {
+    /// Answers messages until `Bye` or the end of the stream.
+    fn serve<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>) -> Result<()> {
+        while let Some(msg) = conn.recv_opt()? {
             match msg {
                 Msg::Bye => return Ok(()),
-                Msg::Status { verify } => {
-                    let reply = status(root, &st, verify)?;
-                    conn.send(&reply)?;
-                }
-                Msg::Target {
-                    image,
-                    manifest,
-                    local_state,
-                    triggers,
-                    verify,
-                    dry_run,
-                    previous,
-                } => {
-                    // A new target: whatever was staged for an earlier one is of no use.
-                    staging = None;
-                    Staging::clear(&b)?;
-                    let text = manifest_text(&st, manifest)?;
-                    if imager::tree::text::id_of(&text) != image {
-                        return Err(Error::Protocol(format!(
-                            "the manifest sent does not hash to image {image}"
-                        )));
-                    }
-                    let tree = imager::tree::text::parse(&text, &format!("image {image}"))?;
-                    let local = scan::local_excludes(&local_state)?;
-                    if !dry_run {
-                        // Made before the scan, so the parent's mtime it moves is seen
-                        // (and set back to the image's) by this push, not the next.
-                        st.create()?;
-                    }
-                    let mut cache = scan::HashCache::load(&st);
-                    let (host, stats) = scan::scan(root, &local, &mut cache, verify)?;
-                    if !dry_run {
-                        cache.save(&st)?;
-                    }
-                    let changes = compare(&tree, &host, &local, DirMtimes::Strict);
-                    let holders = scan::holders(&host);
-                    let mut have = Vec::new();
-                    let mut seen = HashSet::new();
-                    for c in &changes {
-                        if let Some(Kind::File { hash, .. }) = tree.get(&c.path).map(|e| &e.kind) {
-                            if let Some(p) = holders.get(hash) {
-                                if seen.insert(*hash) {
-                                    have.push((*hash, p.clone()));
-                                }
-                            }
-                        }
-                    }
-                    // The controller needs the host's entry only to pick a delta base.
-                    let sent: Vec<Change> = changes
-                        .iter()
-                        .map(|c| Change {
-                            path: c.path.clone(),
-                            kind: c.kind,
-                            host: c.host.clone().filter(|_| c.kind == ChangeKind::Content),
-                        })
-                        .collect();
-                    conn.send(&Msg::Differences {
-                        image: st.image()?,
-                        changes: sent,
-                        have,
-                        scan: stats,
-                        kept: host.kept_list(),
-                    })?;
-                    let content = changes
-                        .iter()
-                        .filter(|c| c.kind != ChangeKind::Delete && c.kind != ChangeKind::Meta)
-                        .map(|c| c.path.clone())
-                        .collect();
-                    let bases = changes
-                        .iter()
-                        .filter(|c| c.kind == ChangeKind::Content)
-                        .map(|c| c.path.clone())
-                        .collect();
-                    pending = Some(Pending {
-                        id: image,
-                        dry_run,
-                        previous,
-                        content,
-                        bases,
-                        image: tree,
-                        manifest: text,
-                        local_state,
-                        triggers,
-                        changes,
-                        host,
-                    });
-                }
-                Msg::SignatureRequest { paths } => {
-                    let p = pending
-                        .as_ref()
-                        .ok_or_else(|| Error::Protocol("SignatureRequest before Target".into()))?;
-                    let mut sigs = Vec::with_capacity(paths.len());
-                    for path in paths {
-                        if !p.bases.contains(&path) {
-                            return Err(Error::Protocol(format!(
-                                "signature asked for {}, which is not a changed file",
-                                escape(&path)
-                            )));
-                        }
-                        let data = fsops::read_file(&b, &path)?;
-                        sigs.push((path, crate::delta::rsync_signature(&data)));
-                    }
-                    conn.send(&Msg::Signatures { sigs })?;
-                }
-                Msg::Stage { bytes, .. } => {
-                    match &pending {
-                        None => return Err(Error::Protocol("Stage before Target".into())),
-                        Some(p) if p.dry_run => {
-                            return Err(Error::Protocol("Stage after a dry-run Target".into()))
-                        }
-                        Some(_) => {}
-                    }
-                    let s = Staging::create(&b)?;
-                    let p = pending
-                        .as_ref()
-                        .ok_or_else(|| Error::Protocol("Stage before Target".into()))?;
-                    // Every new entry is a new inode (files, nodes, directories).
-                    s.check_room(bytes, p.content.len() as u64 + COMMIT_INODES)?;
-                    staging = Some(s);
-                }
-                Msg::Put { path, source, len } => {
-                    let (Some(p), Some(s)) = (pending.as_ref(), staging.as_mut()) else {
-                        return Err(Error::Protocol("Put before Stage".into()));
-                    };
-                    let payload = read_payload(conn, len)?;
-                    if !p.content.contains(&path) {
-                        return Err(Error::Protocol(format!(
-                            "content sent for {}, which does not need any",
-                            escape(&path)
-                        )));
-                    }
-                    let e = p.image.get(&path).ok_or_else(|| {
-                        Error::Protocol(format!(
-                            "content sent for {}, not in the image",
-                            escape(&path)
-                        ))
-                    })?;
-                    s.put_file(&b, e, &source, &payload)?;
-                    test_stop_point("stage", s.staged.len());
-                }
-                Msg::Health { command, timeout } => {
-                    let t = imager::build::manifest::Trigger {
-                        name: "health".into(),
-                        paths: Vec::new(),
-                        run: command,
-                        order: 0,
-                        timeout,
-                    };
-                    let image = st.image()?.map(|h| h.to_hex()).unwrap_or_default();
-                    conn.send(&Msg::HealthResult(triggers::run(root, &image, &t, &[])))?;
-                }
-                Msg::Commit => {
-                    let p = pending.take().filter(|p| !p.dry_run).ok_or_else(|| {
-                        Error::Protocol("Commit without a Target to commit".into())
-                    })?;
-                    let s = match staging.take() {
-                        Some(s) => s,
-                        None => Staging::create(&b)?,
-                    };
-                    let started = Instant::now();
-                    let c = commit_pending(&b, &st, p, s, started)?;
-                    conn.send(&Msg::Committed(c))?;
-                    run_pending_triggers(root, &st, conn)?;
-                    conn.send(&Msg::Done)?;
-                }
+                Msg::Status(m) => self.on_status(conn, m)?,
+                Msg::Target(t) => self.on_target(conn, t)?,
+                Msg::SignatureRequest(r) => self.on_signature_request(conn, r)?,
+                Msg::Stage(m) => self.on_stage(m)?,
+                Msg::Put(p) => self.on_put(conn, p)?,
+                Msg::Health(h) => self.on_health(conn, h)?,
+                Msg::Commit => self.on_commit(conn)?,
                 m => {
                     return Err(Error::Protocol(format!(
                         "unexpected {} message from the controller",
@@ -325,12 +193,188 @@ fn session<R: Read, W: Write>(
                 }
             }
         }
-    })();
-    if result.is_err() && st.read(state::JOURNAL).ok().flatten().is_none() {
-        // Nothing was committed: the staged files are of no use.
-        let _ = Staging::clear(&b);
+        Ok(())
     }
-    result
+
+    fn on_status<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, m: Status) -> Result<()> {
+        let reply = status(self.root, &self.st, m.verify)?;
+        conn.send(&Msg::Differences(reply))
+    }
+
+    /// Scans the host against the target image and says how it differs.
+    fn on_target<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, t: Target) -> Result<()> {
+        let (b, st) = (&self.b, &self.st);
+        // A new target: whatever was staged for an earlier one is of no use.
+        self.staging = None;
+        Staging::clear(b)?;
+        let text = manifest_text(st, t.manifest)?;
+        let image = t.image;
+        if imager::tree::text::id_of(&text) != image {
+            return Err(Error::Protocol(format!(
+                "the manifest sent does not hash to image {image}"
+            )));
+        }
+        let tree = imager::tree::text::parse(&text, &format!("image {image}"))?;
+        let local = scan::local_excludes(&t.local_state)?;
+        if !t.dry_run {
+            // Made before the scan, so the parent's mtime it moves is seen (and set back
+            // to the image's) by this push, not the next.
+            st.create()?;
+        }
+        let mut cache = scan::HashCache::load(st);
+        let (host, stats) = scan::scan(self.root, &local, &mut cache, t.verify)?;
+        if !t.dry_run {
+            cache.save(st)?;
+        }
+        let changes = compare(&tree, &host, &local, DirMtimes::Strict);
+        // The controller needs the host's entry only to pick a delta base.
+        let sent: Vec<Change> = changes
+            .iter()
+            .map(|c| Change {
+                path: c.path.clone(),
+                kind: c.kind,
+                host: c.host.clone().filter(|_| c.kind == ChangeKind::Content),
+            })
+            .collect();
+        conn.send(&Msg::Differences(Differences {
+            image: st.image()?,
+            changes: sent,
+            have: have_list(&tree, &host, &changes),
+            scan: stats,
+            kept: host.kept_list(),
+        }))?;
+        let paths = |keep: fn(ChangeKind) -> bool| -> HashSet<Vec<u8>> {
+            changes
+                .iter()
+                .filter(|c| keep(c.kind))
+                .map(|c| c.path.clone())
+                .collect()
+        };
+        self.pending = Some(Pending {
+            id: image,
+            dry_run: t.dry_run,
+            previous: t.previous,
+            content: paths(|k| k != ChangeKind::Delete && k != ChangeKind::Meta),
+            bases: paths(|k| k == ChangeKind::Content),
+            image: tree,
+            manifest: text,
+            local_state: t.local_state,
+            triggers: t.triggers,
+            changes,
+            host,
+        });
+        Ok(())
+    }
+
+    fn on_signature_request<R: Read, W: Write>(
+        &mut self,
+        conn: &mut Conn<R, W>,
+        r: SignatureRequest,
+    ) -> Result<()> {
+        let p = self
+            .pending
+            .as_ref()
+            .ok_or_else(|| Error::Protocol("SignatureRequest before Target".into()))?;
+        let mut sigs = Vec::with_capacity(r.paths.len());
+        for path in r.paths {
+            if !p.bases.contains(&path) {
+                return Err(Error::Protocol(format!(
+                    "signature asked for {}, which is not a changed file",
+                    escape(&path)
+                )));
+            }
+            let data = fsops::read_file(&self.b, &path)?;
+            sigs.push((path, crate::encoding::rsync_delta::signature(&data)));
+        }
+        conn.send(&Msg::Signatures(Signatures { sigs }))
+    }
+
+    fn on_stage(&mut self, m: Stage) -> Result<()> {
+        let p = match &self.pending {
+            None => return Err(Error::Protocol("Stage before Target".into())),
+            Some(p) if p.dry_run => {
+                return Err(Error::Protocol("Stage after a dry-run Target".into()))
+            }
+            Some(p) => p,
+        };
+        let s = Staging::create(&self.b)?;
+        // Every new entry is a new inode (files, nodes, directories).
+        s.check_room(m.bytes, p.content.len() as u64 + COMMIT_INODES)?;
+        self.staging = Some(s);
+        Ok(())
+    }
+
+    fn on_put<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, put: Put) -> Result<()> {
+        let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
+            return Err(Error::Protocol("Put before Stage".into()));
+        };
+        let path = put.path;
+        let payload = read_payload(conn, put.len)?;
+        if !p.content.contains(&path) {
+            return Err(Error::Protocol(format!(
+                "content sent for {}, which does not need any",
+                escape(&path)
+            )));
+        }
+        let e = p.image.get(&path).ok_or_else(|| {
+            Error::Protocol(format!(
+                "content sent for {}, not in the image",
+                escape(&path)
+            ))
+        })?;
+        s.put_file(&self.b, e, &put.encoding, &payload)?;
+        test_stop_point("stage", s.staged.len());
+        Ok(())
+    }
+
+    fn on_health<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, h: Health) -> Result<()> {
+        let (root, st) = (self.root, &self.st);
+        let Health { command, timeout } = h;
+        let t = imager::build::manifest::Trigger {
+            name: "health".into(),
+            paths: Vec::new(),
+            run: command,
+            order: 0,
+            timeout,
+        };
+        let image = st.image()?.map(|h| h.to_hex()).unwrap_or_default();
+        conn.send(&Msg::HealthResult(triggers::run(root, &image, &t, &[])))?;
+        Ok(())
+    }
+
+    fn on_commit<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>) -> Result<()> {
+        let p = self
+            .pending
+            .take()
+            .filter(|p| !p.dry_run)
+            .ok_or_else(|| Error::Protocol("Commit without a Target to commit".into()))?;
+        let s = match self.staging.take() {
+            Some(s) => s,
+            None => Staging::create(&self.b)?,
+        };
+        let started = Instant::now();
+        let c = commit_pending(&self.b, &self.st, p, s, started)?;
+        conn.send(&Msg::Committed(c))?;
+        run_pending_triggers(self.root, &self.st, conn)?;
+        conn.send(&Msg::Done)
+    }
+}
+
+/// For content the image needs: one host path that already holds it, per content.
+fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash, Vec<u8>)> {
+    let holders = scan::holders(host);
+    let mut have = Vec::new();
+    let mut seen = HashSet::new();
+    for c in changes {
+        if let Some(Kind::File { hash, .. }) = tree.get(&c.path).map(|e| &e.kind) {
+            if let Some(p) = holders.get(hash) {
+                if seen.insert(*hash) {
+                    have.push((*hash, p.clone()));
+                }
+            }
+        }
+    }
+    have
 }
 
 /// Inodes the commit needs beyond the staged entries: replacements of the state files
@@ -365,7 +409,7 @@ fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
                         "manifest delta against {base}, which this host lacks"
                     ))
                 })?;
-            crate::delta::zstd_apply(old.as_bytes(), &delta, MAX_MANIFEST + 1)
+            crate::encoding::zstd_delta::apply(old.as_bytes(), &delta, MAX_MANIFEST + 1)
                 .map_err(|r| Error::Protocol(format!("manifest delta: {r}")))?
         }
     };
@@ -383,7 +427,7 @@ fn read_payload<R: Read, W: Write>(conn: &mut Conn<R, W>, len: u64) -> Result<Ve
     let mut v = Vec::new();
     while (v.len() as u64) < len {
         match conn.recv("file content")? {
-            Msg::Data { bytes } => {
+            Msg::Data(Data { bytes }) => {
                 if bytes.len() > crate::protocol::CHUNK || v.len() as u64 + bytes.len() as u64 > len
                 {
                     return Err(Error::Protocol("more file content than announced".into()));
@@ -408,7 +452,7 @@ fn commit_pending(
     mut s: Staging,
     started: Instant,
 ) -> Result<crate::protocol::Committed> {
-    if p.changes.is_empty() && st.image()? == Some(p.id) && p.previous.is_none() {
+    if p.changes.is_empty() && st.image()? == Some(p.id) && p.previous == Previous::Keep {
         // Already there: nothing to journal or record (triggers still left from an
         // interrupted push run next).
         return Ok(crate::protocol::Committed::default());
@@ -487,10 +531,10 @@ fn run_pending_triggers<R: Read, W: Write>(
 }
 
 /// Status: how the host differs from the image it was last synced to.
-fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Msg> {
+fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Differences> {
     let image = st.image()?;
     let Some(text) = st.read_text(state::MANIFEST)? else {
-        return Ok(Msg::Differences {
+        return Ok(Differences {
             image,
             changes: Vec::new(),
             have: Vec::new(),
@@ -505,7 +549,7 @@ fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Msg> {
     let mut cache = scan::HashCache::load(st);
     let (host, stats) = scan::scan(root, &local, &mut cache, verify)?;
     cache.save(st)?;
-    Ok(Msg::Differences {
+    Ok(Differences {
         image,
         changes: compare(&tree, &host, &local, DirMtimes::Lenient),
         have: Vec::new(),

@@ -7,8 +7,8 @@
 
 use super::commit::STAGING;
 use super::fsops::{self, ensure_dir, remove_tree_at};
+use crate::encoding::Encoding;
 use crate::error::{Error, Result};
-use crate::protocol::{Source, MAX_DELTA_FILE};
 use imager::error::IoContext;
 use imager::safe_dir::{set_meta_fd, Beneath};
 use imager::tree::escape::escape;
@@ -92,13 +92,13 @@ impl Staging {
         Ok(())
     }
 
-    /// Stages file `e` from `source`; `payload` is what came with it. `b` reads host files
-    /// (local copies, delta bases) without following symlinks.
+    /// Stages file `e` from `payload` in `encoding`. `b` reads host files (local copies,
+    /// delta bases) without following symlinks.
     pub fn put_file(
         &mut self,
         b: &Beneath,
         e: &Entry,
-        source: &Source,
+        encoding: &Encoding,
         payload: &[u8],
     ) -> Result<()> {
         let Kind::File { size, hash } = e.kind else {
@@ -123,45 +123,7 @@ impl Staging {
             n: 0,
             limit: size,
         };
-        let write_err = |err: std::io::Error| -> Error {
-            imager::Error::io("write staged copy of", shown.clone(), err).into()
-        };
-        match source {
-            Source::Whole => {
-                let mut d = zstd::stream::read::Decoder::new(payload).map_err(write_err)?;
-                std::io::copy(&mut d, &mut w).map_err(write_err)?;
-            }
-            Source::LocalCopy { from } => {
-                let (parent, fname) = b.parent(from)?;
-                let fd = rustix::fs::openat(
-                    &parent,
-                    fname,
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .ctx("open", b.display(from))?;
-                let mut f = std::fs::File::from(fd);
-                std::io::copy(&mut f, &mut w).map_err(write_err)?;
-            }
-            Source::ZstdDelta | Source::RsyncDelta => {
-                if size > MAX_DELTA_FILE {
-                    return Err(Error::Protocol(format!(
-                        "delta for {} ({size} bytes) is larger than the agent applies",
-                        escape(&e.path)
-                    )));
-                }
-                let base = fsops::read_file(b, &e.path)?;
-                let out = if *source == Source::ZstdDelta {
-                    crate::delta::zstd_apply(&base, payload, size as usize)
-                } else {
-                    crate::delta::rsync_apply(&base, payload, size as usize)
-                }
-                .map_err(|r| {
-                    Error::Agent(format!("applying the delta for {}: {r}", escape(&e.path)))
-                })?;
-                w.write_all(&out).map_err(write_err)?;
-            }
-        }
+        encoding.decode(b, &e.path, size, payload, &mut w)?;
         if w.n != size || Hash::from(w.h.finalize()) != hash {
             return Err(Error::Agent(format!(
                 "{}: the content assembled for it does not match the image (size {} of {size}); \

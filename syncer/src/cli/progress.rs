@@ -5,7 +5,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
-use syncer::push::Observer;
+use syncer::progress::{Observer, Phase};
 
 /// Bars when stderr is a terminal and the report is text; else `quiet`.
 pub fn observer<'a>(bars: &'a HostBars, json: bool, quiet: &'a dyn Observer) -> &'a dyn Observer {
@@ -62,10 +62,10 @@ impl HostBars {
 }
 
 impl Observer for HostBars {
-    fn phase(&self, host: &str, phase: &str) {
+    fn phase(&self, host: &str, phase: Phase) {
         let b = self.bar(host);
-        b.set_message(phase.to_string());
-        if phase == "done" || phase == "failed" {
+        b.set_message(phase.label());
+        if phase.is_final() {
             b.finish();
         }
     }

@@ -73,7 +73,7 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         verify: base.verify,
         transport,
         health: p.health.clone(),
-        restore_previous: None,
+        restore_previous: crate::protocol::Previous::Keep,
     }
 }
 
@@ -143,7 +143,9 @@ fn roll_host(
                 let mut back = opts.clone();
                 back.health = None;
                 // Back to how it was: the failed image is not this host's "previous".
-                back.restore_previous = Some(r.previous_before.as_deref().and_then(Hash::from_hex));
+                back.restore_previous = crate::protocol::Previous::set(
+                    r.previous_before.as_deref().and_then(Hash::from_hex),
+                );
                 let rr = push::push_host(images.store, &prev, cache, spec, &back, obs);
                 Rollback {
                     ok: rr.ok,
@@ -362,7 +364,7 @@ pub fn rollback(
             r.unwrap_or_else(|e| HostReport {
                 host: h.to_string(),
                 error: Some(e.to_string()),
-                outcome: "failed before commit".into(),
+                outcome: push::PushOutcome::FailedBeforeCommit,
                 ..Default::default()
             })
         }));

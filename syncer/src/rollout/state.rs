@@ -4,7 +4,7 @@
 
 use super::inventory::{Colo, Inventory};
 use crate::error::{Error, Result};
-use crate::push::HostReport;
+use crate::push::{HostReport, PushOutcome};
 use crate::transport::HostSpec;
 use imager::Hash;
 use serde::{Deserialize, Serialize};
@@ -92,7 +92,7 @@ impl HostResult {
             colo: colo.to_string(),
             wave: wave.to_string(),
             outcome: if r.ok { Verdict::Ok } else { Verdict::Failed },
-            push_outcome: r.outcome.clone(),
+            push_outcome: r.outcome.to_string(),
             committed: r.committed,
             triggers_failed: r.triggers_failed,
             reason: (!r.ok).then(|| failure_reason(&r).to_string()),
@@ -151,14 +151,14 @@ impl HostResult {
 /// budget and is rolled back, a trigger or health check that fails after the commit
 /// applied included (the host runs the new image but is not known to work on it).
 fn failure_reason(r: &HostReport) -> &'static str {
-    match r.outcome.as_str() {
-        "committed, trigger failed" => {
+    match r.outcome {
+        PushOutcome::CommittedTriggerFailed => {
             "the commit applied but a trigger failed: a rollout counts a failed trigger as a failed host"
         }
-        "committed, health check failed" => {
+        PushOutcome::CommittedHealthCheckFailed => {
             "the commit applied but the health check failed: a rollout counts that as a failed host"
         }
-        "committed, then failed" => "the commit applied, then the session failed",
+        PushOutcome::CommittedThenFailed => "the commit applied, then the session failed",
         _ => "the push failed before its commit (the host was left as it was)",
     }
 }

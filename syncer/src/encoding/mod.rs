@@ -1,0 +1,130 @@
+//! How a file's content travels to a host. [`Encoding`] is the one list of the ways:
+//! each has its wire code (the table below), its label in reports, and its encoder
+//! (the controller's side) and decoder (the agent's) together in a file of its own:
+//!
+//! - [`local_copy`], the content is on the host already, at another path;
+//! - [`whole`], zstd;
+//! - [`zstd_delta`], zstd with the host's current file as a raw prefix
+//!   (`zstd --patch-from`), for an old version the controller holds;
+//! - [`rsync_delta`], fast_rsync against a signature the agent sent, then zstd.
+//!
+//! A new encoding is one new file, a variant here (its code, its label, its decoder in
+//! [`Encoding::decode`]) and the controller's choice of it (`push::choose`). The
+//! controller's cache of encodings is [`crate::delta`].
+
+pub mod local_copy;
+pub mod rsync_delta;
+pub mod whole;
+pub mod zstd_delta;
+
+use crate::error::{Error, Result};
+use crate::protocol::wire::wire_enum;
+use crate::protocol::MAX_DELTA_FILE;
+use imager::safe_dir::Beneath;
+use imager::tree::escape::escape;
+use std::io::Write;
+
+/// How the agent gets a staged file's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The content is on the host already, at this path.
+    LocalCopy { from: Vec<u8> },
+    /// zstd-compressed whole content.
+    Whole,
+    /// zstd with the host's current file at the path as reference (`--patch-from`).
+    ZstdDelta,
+    /// An rsync delta (fast_rsync) against the host's current file, zstd-compressed.
+    RsyncDelta,
+}
+
+wire_enum!(Encoding, "content source" {
+    0 => Encoding::LocalCopy { from },
+    1 => Encoding::Whole,
+    2 => Encoding::ZstdDelta,
+    3 => Encoding::RsyncDelta,
+});
+
+impl Encoding {
+    /// Its name in reports (`via` of a planned path, the rows of a push's summary).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Encoding::LocalCopy { .. } => "local copy",
+            Encoding::ZstdDelta => "zstd delta",
+            Encoding::RsyncDelta => "rsync delta",
+            Encoding::Whole => "whole",
+        }
+    }
+
+    /// Writes the content of host file `path` (`size` bytes in the image) that
+    /// `payload` makes into `out`. `host` reads host files (local copies, delta bases)
+    /// without following symlinks.
+    pub(crate) fn decode(
+        &self,
+        host: &Beneath,
+        path: &[u8],
+        size: u64,
+        payload: &[u8],
+        out: &mut impl Write,
+    ) -> Result<()> {
+        match self {
+            Encoding::Whole => whole::decode(host, path, payload, out),
+            Encoding::LocalCopy { from } => local_copy::decode(host, path, from, out),
+            Encoding::ZstdDelta => apply_delta(zstd_delta::apply, host, path, size, payload, out),
+            Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
+        }
+    }
+}
+
+/// The error for content that cannot be written to the staged copy of `path`.
+fn write_err(host: &Beneath, path: &[u8], err: std::io::Error) -> Error {
+    imager::Error::io("write staged copy of", host.display(path), err).into()
+}
+
+/// A delta's `apply`: (base, delta, the most bytes it may make) to the content.
+type Apply = fn(&[u8], &[u8], usize) -> std::result::Result<Vec<u8>, String>;
+
+/// Applies a delta to the host's current content at `path` and writes what it makes;
+/// refused for a file larger than the agent applies deltas to (base and result are held
+/// in memory).
+fn apply_delta(
+    apply: Apply,
+    host: &Beneath,
+    path: &[u8],
+    size: u64,
+    payload: &[u8],
+    out: &mut impl Write,
+) -> Result<()> {
+    if size > MAX_DELTA_FILE {
+        return Err(Error::Protocol(format!(
+            "delta for {} ({size} bytes) is larger than the agent applies",
+            escape(path)
+        )));
+    }
+    let base = crate::agent::fsops::read_file(host, path)?;
+    let data = apply(&base, payload, size as usize)
+        .map_err(|r| Error::Agent(format!("applying the delta for {}: {r}", escape(path))))?;
+    out.write_all(&data).map_err(|e| write_err(host, path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_round_trip() {
+        let old: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i * 7).to_le_bytes())
+            .collect();
+        let mut new = old.clone();
+        new[1000..1100].fill(9);
+        new.extend_from_slice(b"tail");
+        let d = zstd_delta::encode(&old, &new, 3).expect("delta");
+        assert!(d.len() < 2000, "{}", d.len());
+        assert_eq!(zstd_delta::apply(&old, &d, new.len()).expect("apply"), new);
+        assert!(zstd_delta::apply(&old, &d, 10).is_err());
+        let sig = rsync_delta::signature(&old);
+        let d = rsync_delta::encode(&sig, &new, 3).expect("rsync delta");
+        assert!(d.len() < 20_000, "{}", d.len());
+        assert_eq!(rsync_delta::apply(&old, &d, new.len()).expect("apply"), new);
+    }
+}

@@ -1,0 +1,396 @@
+//! Every message of the protocol as a named payload struct whose declaration is its
+//! codec (fields travel in declared order), the inner types they carry, and the one
+//! table ([`messages!`]) that gives each message its tag, its name and its decoder.
+
+use super::wire::{wire_enum, wire_struct, Dec, Enc, Wire};
+use crate::encoding::Encoding;
+use crate::error::{Error, Result};
+use imager::{Entry, Hash};
+use serde::Serialize;
+
+/// The first bytes of every session: the `Hello`'s magic.
+pub const MAGIC: &[u8; 4] = b"SYNC";
+
+/// The controller's first message. Its layout never changes (magic, then version), so a
+/// peer of another version gets a clear error instead of garbage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u32,
+}
+
+impl Wire for Hello {
+    const MIN: usize = 8;
+    fn encode(&self, e: &mut Enc) {
+        e.raw(MAGIC);
+        self.version.encode(e);
+    }
+    fn decode(d: &mut Dec) -> Result<Self> {
+        if d.take(4)? != MAGIC {
+            return Err(Error::protocol(
+                "the peer is not a syncer (bad magic in its first message)",
+            ));
+        }
+        Ok(Hello {
+            version: Wire::decode(d)?,
+        })
+    }
+}
+
+wire_struct! {
+    /// The agent's answer to a `Hello`: who it is and what the host runs.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Welcome {
+        pub version: u32,
+        /// The agent's crate version and the blake3 of its executable.
+        pub agent: String,
+        pub exe: Hash,
+        /// The image the host was last synced to, and the one before it.
+        pub image: Option<Hash>,
+        pub previous: Option<Hash>,
+        /// A commit interrupted earlier that this session finished first.
+        pub rolled_forward: bool,
+        /// An unfinished commit (to this image) the agent was told to drop.
+        pub abandoned: Option<Hash>,
+    }
+}
+
+wire_struct! {
+    /// Why the peer stops the session.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ErrorMessage {
+        pub message: String,
+    }
+}
+
+wire_struct! {
+    /// How does the host differ from the image it was last synced to?
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Status {
+        pub verify: bool,
+    }
+}
+
+/// The image manifest as sent to an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestData {
+    /// zstd-compressed (once per image, at a high level, by the controller).
+    Zstd(Vec<u8>),
+    /// A zstd delta from the manifest of the image the agent says it has.
+    Delta { base: Hash, delta: Vec<u8> },
+    /// The image the agent says it has: it holds the manifest already.
+    Recorded,
+}
+
+wire_enum!(ManifestData, "manifest form" {
+    0 => ManifestData::Zstd(z),
+    1 => ManifestData::Delta { base, delta },
+    2 => ManifestData::Recorded,
+});
+
+/// What a commit records as the host's previous image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Previous {
+    /// The usual rule: the image the host had (when it changes).
+    #[default]
+    Keep,
+    /// No previous image (a rollback to a host that had none).
+    None,
+    /// This image (a rollback puts back what the host had recorded).
+    Image(Hash),
+}
+
+impl Previous {
+    /// Record exactly `image` (none when `None`), whatever the host had.
+    pub fn set(image: Option<Hash>) -> Previous {
+        image.map_or(Previous::None, Previous::Image)
+    }
+}
+
+wire_enum!(Previous, "previous form" {
+    0 => Previous::Keep,
+    1 => Previous::None,
+    2 => Previous::Image(h),
+});
+
+wire_struct! {
+    /// The image to compare the host with (and, unless a dry run, to push).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Target {
+        pub image: Hash,
+        pub manifest: ManifestData,
+        pub local_state: Vec<String>,
+        /// The image's /usr/lib/imager/triggers.toml (empty when it has none).
+        pub triggers: Vec<u8>,
+        pub verify: bool,
+        /// Only look: write nothing on the host, not even the hash cache.
+        pub dry_run: bool,
+        /// What to record as the host's previous image.
+        pub previous: Previous,
+    }
+}
+
+/// How a path on the host differs from the image it is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// The host lacks the path.
+    Add,
+    /// Both are files; the content differs (metadata may too).
+    Content,
+    /// Something else must be put in its place: another kind, another symlink target,
+    /// device number or hard-link target.
+    Replace,
+    /// Same kind and content; owner, mode, xattrs or mtime differ.
+    Meta,
+    /// The host has a path the image lacks.
+    Delete,
+}
+
+wire_enum!(ChangeKind, "change kind" {
+    0 => ChangeKind::Add,
+    1 => ChangeKind::Content,
+    2 => ChangeKind::Replace,
+    3 => ChangeKind::Meta,
+    4 => ChangeKind::Delete,
+});
+
+impl ChangeKind {
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Add => 'A',
+            ChangeKind::Content => 'M',
+            ChangeKind::Replace => 'R',
+            ChangeKind::Meta => 'm',
+            ChangeKind::Delete => 'D',
+        }
+    }
+}
+
+wire_struct! {
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Change {
+        pub path: Vec<u8>,
+        pub kind: ChangeKind,
+        /// The host's entry at the path (with its content hash), if it has one.
+        pub host: Option<Entry>,
+    }
+}
+
+/// Why a host path is left alone by every push (it and everything below it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeptWhy {
+    /// A mount point (another filesystem, or a bind mount of the root's own).
+    Mount,
+    /// A symlink at or above a local-state path: the host's own layout.
+    LocalStateSymlink,
+}
+
+wire_enum!(KeptWhy, "kept reason" {
+    0 => KeptWhy::Mount,
+    1 => KeptWhy::LocalStateSymlink,
+});
+
+wire_struct! {
+    /// A host path the scan found and every push leaves alone.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+    pub struct Kept {
+        #[serde(serialize_with = "crate::protocol::escaped")]
+        pub path: Vec<u8>,
+        pub why: KeptWhy,
+    }
+}
+
+/// Serializes a path as the project's escaped text.
+pub fn escaped<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&imager::tree::escape::escape(p))
+}
+
+wire_struct! {
+    /// What a scan took.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct ScanStats {
+        pub entries: u64,
+        pub hashed_files: u64,
+        pub hashed_bytes: u64,
+        pub cached_files: u64,
+        pub seconds: f64,
+    }
+}
+
+wire_struct! {
+    /// How the host differs from an image (the answer to `Status` and `Target`).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Differences {
+        pub image: Option<Hash>,
+        pub changes: Vec<Change>,
+        /// For content the image needs: a host path that already holds it.
+        pub have: Vec<(Hash, Vec<u8>)>,
+        pub scan: ScanStats,
+        /// Mount points and local-state symlinks the scan left alone.
+        pub kept: Vec<Kept>,
+    }
+}
+
+wire_struct! {
+    /// The host files to send rsync signatures of (bases of rsync deltas).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct SignatureRequest {
+        pub paths: Vec<Vec<u8>>,
+    }
+}
+
+wire_struct! {
+    /// (path, signature) for each path asked.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Signatures {
+        pub sigs: Vec<(Vec<u8>, Vec<u8>)>,
+    }
+}
+
+wire_struct! {
+    /// Content follows: this many files, this many bytes once written.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Stage {
+        pub files: u64,
+        pub bytes: u64,
+    }
+}
+
+wire_struct! {
+    /// One file's content: `len` bytes of its encoding follow in `Data` messages.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Put {
+        pub path: Vec<u8>,
+        pub encoding: Encoding,
+        pub len: u64,
+    }
+}
+
+/// A chunk of a file's encoded content: the rest of its frame, never compressed again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Data {
+    pub bytes: Vec<u8>,
+}
+
+impl Wire for Data {
+    const MIN: usize = 0;
+    fn encode(&self, e: &mut Enc) {
+        e.raw(&self.bytes);
+    }
+    fn decode(d: &mut Dec) -> Result<Self> {
+        Ok(Data {
+            bytes: d.rest().to_vec(),
+        })
+    }
+}
+
+wire_struct! {
+    /// What the agent did with a commit.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct Committed {
+        pub ops: u64,
+        pub stage_seconds: f64,
+        pub commit_seconds: f64,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one trigger.
+    #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+    pub struct TriggerRun {
+        pub name: String,
+        /// Exit status; `None` if it was killed (timeout or signal).
+        pub status: Option<i32>,
+        pub timed_out: bool,
+        pub seconds: f64,
+        pub output: String,
+    }
+}
+
+wire_struct! {
+    /// Run a health check on the host (after a push), as a trigger would be run.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Health {
+        pub command: String,
+        pub timeout: u64,
+    }
+}
+
+/// The message table: `tag => Variant(Payload)` (or a bare `Variant` for a message
+/// without fields) makes the [`Msg`] enum, its tags, its names and its decoder.
+macro_rules! messages {
+    ( $( $(#[$m:meta])* $tag:literal => $v:ident $( ( $p:ty ) )? ),* $(,)? ) => {
+        /// A message of the protocol (module docs: the session it belongs to).
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Msg {
+            $( $(#[$m])* $v $( ($p) )? ),*
+        }
+
+        impl Msg {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( messages!(@pat $v $( $p )?) => stringify!($v), )*
+                }
+            }
+
+            pub(super) fn tag(&self) -> u8 {
+                match self {
+                    $( messages!(@pat $v $( $p )?) => $tag, )*
+                }
+            }
+
+            /// The fields, in the payload's own codec.
+            pub(super) fn encode_fields(&self, e: &mut Enc) {
+                match self {
+                    $( messages!(@bind p $v $( $p )?) => {
+                        $( let _: &$p = p; p.encode(e); )?
+                    } )*
+                }
+            }
+
+            /// A message from its tag (without the compression bit) and its fields,
+            /// all of them.
+            pub(super) fn decode_fields(tag: u8, fields: &[u8]) -> Result<Msg> {
+                let mut d = Dec(fields);
+                let msg = match tag {
+                    $( $tag => Msg::$v $( (<$p as Wire>::decode(&mut d)?) )?, )*
+                    t => return Err(Error::protocol(format!("unknown message type {t}"))),
+                };
+                if !d.0.is_empty() {
+                    return Err(Error::protocol(format!(
+                        "{} message has {} trailing bytes",
+                        msg.name(),
+                        d.0.len()
+                    )));
+                }
+                Ok(msg)
+            }
+        }
+    };
+    (@pat $v:ident) => { Msg::$v };
+    (@pat $v:ident $p:ty) => { Msg::$v(_) };
+    (@bind $b:ident $v:ident) => { Msg::$v };
+    (@bind $b:ident $v:ident $p:ty) => { Msg::$v($b) };
+}
+
+messages! {
+    1 => Hello(Hello),
+    2 => Welcome(Welcome),
+    3 => Error(ErrorMessage),
+    4 => Status(Status),
+    5 => Target(Target),
+    6 => Differences(Differences),
+    7 => SignatureRequest(SignatureRequest),
+    8 => Signatures(Signatures),
+    9 => Stage(Stage),
+    10 => Put(Put),
+    11 => Data(Data),
+    12 => Commit,
+    13 => Committed(Committed),
+    14 => TriggerRan(TriggerRun),
+    15 => Done,
+    16 => Bye,
+    17 => Health(Health),
+    18 => HealthResult(TriggerRun),
+}

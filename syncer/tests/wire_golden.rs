@@ -1,0 +1,343 @@
+//! The wire format, pinned: one instance of every message (and of every inner variant:
+//! manifest forms, content sources, change kinds, kept reasons, entry kinds, the previous
+//! image's three forms, a trigger's status) encoded and compared with bytes captured from
+//! protocol version 2. A refactor of the codec must leave every constant here unchanged;
+//! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
+
+use imager::{Entry, Hash, Kind};
+use syncer::encoding::Encoding;
+use syncer::protocol::*;
+
+fn entry(path: &str, kind: Kind) -> Entry {
+    Entry {
+        path: path.as_bytes().to_vec(),
+        kind,
+        mode: 0o100644,
+        uid: 1,
+        gid: 2,
+        mtime: -3,
+        xattrs: vec![(b"user.a".to_vec(), b"v".to_vec())],
+    }
+}
+
+fn run(status: Option<i32>) -> TriggerRun {
+    TriggerRun {
+        name: "ldconfig".into(),
+        status,
+        timed_out: status.is_none(),
+        seconds: 1.25,
+        output: "out".into(),
+    }
+}
+
+/// Every message and inner variant, named.
+fn messages() -> Vec<(&'static str, Msg)> {
+    let h = |s: &[u8]| Hash::of(s);
+    let kinds = vec![
+        Kind::File {
+            size: 7,
+            hash: h(b"f"),
+        },
+        Kind::Dir,
+        Kind::Symlink {
+            target: b"../t".to_vec(),
+        },
+        Kind::HardLink {
+            target: b"/a/b".to_vec(),
+        },
+        Kind::CharDev { major: 1, minor: 3 },
+        Kind::BlockDev { major: 8, minor: 0 },
+        Kind::Fifo,
+    ];
+    let change_kinds = [
+        ChangeKind::Add,
+        ChangeKind::Content,
+        ChangeKind::Replace,
+        ChangeKind::Meta,
+        ChangeKind::Delete,
+    ];
+    let mut changes: Vec<Change> = kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| Change {
+            path: format!("/e{i}").into_bytes(),
+            kind: change_kinds[i % 5],
+            host: Some(entry(&format!("/e{i}"), k)),
+        })
+        .collect();
+    for (i, k) in change_kinds.iter().enumerate() {
+        changes.push(Change {
+            path: format!("/c{i}").into_bytes(),
+            kind: *k,
+            host: None,
+        });
+    }
+    let target = |manifest, previous| {
+        Msg::Target(Target {
+            image: h(b"img"),
+            manifest,
+            local_state: vec!["/var/lib/**".into(), "/home".into()],
+            triggers: b"[t]\n".to_vec(),
+            verify: true,
+            dry_run: false,
+            previous,
+        })
+    };
+    let put = |encoding| {
+        Msg::Put(Put {
+            path: b"/usr/bin/x".to_vec(),
+            encoding,
+            len: 12,
+        })
+    };
+    vec![
+        ("hello", Msg::Hello(Hello { version: 2 })),
+        (
+            "welcome",
+            Msg::Welcome(Welcome {
+                version: 2,
+                agent: "0.1.0".into(),
+                exe: h(b"exe"),
+                image: Some(h(b"i")),
+                previous: None,
+                rolled_forward: true,
+                abandoned: Some(h(b"ab")),
+            }),
+        ),
+        (
+            "error",
+            Msg::Error(ErrorMessage {
+                message: "boom é".into(),
+            }),
+        ),
+        ("status", Msg::Status(Status { verify: true })),
+        (
+            "target-zstd-keep",
+            target(ManifestData::Zstd(vec![1, 2, 3]), Previous::Keep),
+        ),
+        (
+            "target-delta-none",
+            target(
+                ManifestData::Delta {
+                    base: h(b"base"),
+                    delta: vec![9, 8],
+                },
+                Previous::None,
+            ),
+        ),
+        (
+            "target-recorded-image",
+            target(ManifestData::Recorded, Previous::Image(h(b"prev"))),
+        ),
+        (
+            "differences",
+            Msg::Differences(Differences {
+                image: Some(h(b"i")),
+                changes,
+                have: vec![(h(b"c"), b"/have".to_vec())],
+                scan: ScanStats {
+                    entries: 1,
+                    hashed_files: 2,
+                    hashed_bytes: 3,
+                    cached_files: 4,
+                    seconds: 0.5,
+                },
+                kept: vec![
+                    Kept {
+                        path: b"/srv".to_vec(),
+                        why: KeptWhy::Mount,
+                    },
+                    Kept {
+                        path: b"/home".to_vec(),
+                        why: KeptWhy::LocalStateSymlink,
+                    },
+                ],
+            }),
+        ),
+        (
+            "differences-empty",
+            Msg::Differences(Differences {
+                image: None,
+                changes: Vec::new(),
+                have: Vec::new(),
+                scan: ScanStats::default(),
+                kept: Vec::new(),
+            }),
+        ),
+        (
+            "signature-request",
+            Msg::SignatureRequest(SignatureRequest {
+                paths: vec![b"/a".to_vec(), b"/b\xff".to_vec()],
+            }),
+        ),
+        (
+            "signatures",
+            Msg::Signatures(Signatures {
+                sigs: vec![(b"/a".to_vec(), vec![0, 1, 2])],
+            }),
+        ),
+        (
+            "stage",
+            Msg::Stage(Stage {
+                files: 3,
+                bytes: 99,
+            }),
+        ),
+        (
+            "put-local-copy",
+            put(Encoding::LocalCopy {
+                from: b"/other".to_vec(),
+            }),
+        ),
+        ("put-whole", put(Encoding::Whole)),
+        ("put-zstd-delta", put(Encoding::ZstdDelta)),
+        ("put-rsync-delta", put(Encoding::RsyncDelta)),
+        (
+            "data",
+            Msg::Data(Data {
+                bytes: b"content".to_vec(),
+            }),
+        ),
+        ("commit", Msg::Commit),
+        (
+            "committed",
+            Msg::Committed(Committed {
+                ops: 5,
+                stage_seconds: 0.25,
+                commit_seconds: 2.0,
+            }),
+        ),
+        ("trigger-ran-exit", Msg::TriggerRan(run(Some(-1)))),
+        ("trigger-ran-killed", Msg::TriggerRan(run(None))),
+        ("done", Msg::Done),
+        ("bye", Msg::Bye),
+        (
+            "health",
+            Msg::Health(Health {
+                command: "true".into(),
+                timeout: 30,
+            }),
+        ),
+        ("health-result", Msg::HealthResult(run(Some(0)))),
+        (
+            // Larger than the compression threshold: the body is zstd (level 3).
+            "error-compressed",
+            Msg::Error(ErrorMessage {
+                message: "abcdefgh".repeat(1000),
+            }),
+        ),
+        (
+            // File content is never compressed, however large.
+            "data-large",
+            Msg::Data(Data {
+                bytes: vec![7; 5000],
+            }),
+        ),
+    ]
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The frame body (tag and fields) of each message; long ones by their blake3.
+const GOLDEN: &[(&str, &str)] = &[
+    ("hello", "0153594e4302000000"),
+    ("welcome", "020200000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0001012dc99999a6aaef3f20349d2ed4057a2b54419545dabb809e6381de1bad8337e2"),
+    ("error", "0307000000626f6f6d20c3a9"),
+    ("status", "0401"),
+    ("target-zstd-keep", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f51110003000000010203020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010000"),
+    ("target-delta-none", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511101de8f3fcf327eb911b2c368e011e0ffdee22fed456b4f4508337018ba46a0639d020000000908020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010001"),
+    ("target-recorded-image", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511102020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010002a11cb032790dba2f14af21a5eeeabe59468e99c3b2e78e632919462fe3d76bbb"),
+    ("differences", "0601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0c000000030000002f65300001030000002f65300007000000000000009ab388bedc43eaf44150107d17ad090f6b1c34610f5740778ddb95d9f06576eea48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65310101030000002f653101a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65320201030000002f653202040000002e2e2f74a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65330301030000002f653303040000002f612f62a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65340401030000002f6534040100000003000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65350001030000002f6535050800000000000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65360101030000002f653606a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f63300000030000002f63310100030000002f63320200030000002f63330300030000002f6334040001000000ea7aa1fc9efdbe106dbb70369a75e9671fa29d52bd55536711bf197477b8f021050000002f686176650100000000000000020000000000000003000000000000000400000000000000000000000000e03f02000000040000002f73727600050000002f686f6d6501"),
+    ("differences-empty", "060000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
+    ("signature-request", "0702000000020000002f61030000002f62ff"),
+    ("signatures", "0801000000020000002f6103000000000102"),
+    ("stage", "0903000000000000006300000000000000"),
+    ("put-local-copy", "0a0a0000002f7573722f62696e2f7800060000002f6f746865720c00000000000000"),
+    ("put-whole", "0a0a0000002f7573722f62696e2f78010c00000000000000"),
+    ("put-zstd-delta", "0a0a0000002f7573722f62696e2f78020c00000000000000"),
+    ("put-rsync-delta", "0a0a0000002f7573722f62696e2f78030c00000000000000"),
+    ("data", "0b636f6e74656e74"),
+    ("commit", "0c"),
+    ("committed", "0d0500000000000000000000000000d03f0000000000000040"),
+    ("trigger-ran-exit", "0e080000006c64636f6e66696701ffffffff00000000000000f43f030000006f7574"),
+    ("trigger-ran-killed", "0e080000006c64636f6e6669670001000000000000f43f030000006f7574"),
+    ("done", "0f"),
+    ("bye", "10"),
+    ("health", "1104000000747275651e00000000000000"),
+    ("health-result", "12080000006c64636f6e666967010000000000000000000000f43f030000006f7574"),
+    ("error-compressed", "8328b52ffd60441ea5000060401f00006162636465666768010035bfbe2401"),
+    ("data-large", "5001 bytes, blake3 4ba26e266f59f262a92152f3ab9d03596c3484d1d1515ce4088760fa34961869"),
+];
+
+/// What a body is pinned as: its hex when short, else its length and blake3.
+fn pinned(body: &[u8]) -> String {
+    if body.len() <= 1400 {
+        hex(body)
+    } else {
+        format!("{} bytes, blake3 {}", body.len(), Hash::of(body))
+    }
+}
+
+#[test]
+fn every_message_encodes_to_the_bytes_of_protocol_version_2() {
+    assert_eq!(PROTOCOL_VERSION, 2);
+    let mut wrong = Vec::new();
+    let mut all = String::new();
+    let msgs = messages();
+    for (i, (name, m)) in msgs.iter().enumerate() {
+        let body = m.encode().expect("encode");
+        let got = pinned(&body);
+        all.push_str(&format!("    (\"{name}\", \"{got}\"),\n"));
+        if GOLDEN.get(i) != Some(&(*name, got.as_str())) {
+            wrong.push(*name);
+        }
+        // And it decodes back to itself.
+        assert_eq!(&Msg::decode(&body).expect("decode"), m, "{name}");
+    }
+    assert!(
+        wrong.is_empty() && msgs.len() == GOLDEN.len(),
+        "changed: {wrong:?}; now:\n{all}"
+    );
+}
+
+/// A message larger than a piece, sent through `Conn::send`: its frames (`Part`, then
+/// `PartEnd`, each piece compressed on its own) pinned by their sizes and blake3.
+#[test]
+fn a_message_in_pieces_keeps_its_frames() {
+    let changes: Vec<Change> = (0..120_000u32)
+        .map(|i| Change {
+            path: format!("/{}/{i:08}", "p".repeat(150)).into_bytes(),
+            kind: ChangeKind::Add,
+            host: None,
+        })
+        .collect();
+    let m = Msg::Differences(Differences {
+        image: None,
+        changes,
+        have: Vec::new(),
+        scan: ScanStats::default(),
+        kept: Vec::new(),
+    });
+    let mut wire = Vec::new();
+    let mut c = Conn::new(&[][..], &mut wire);
+    c.send(&m).expect("send");
+    c.send(&Msg::Bye).expect("send");
+    // Each frame: length, tag byte.
+    let mut frames = Vec::new();
+    let mut rest = &wire[..];
+    while !rest.is_empty() {
+        let n = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        frames.push(format!("{n}:{:02x}", rest[4]));
+        rest = &rest[4 + n..];
+    }
+    let got = format!("{} {}", frames.join(","), Hash::of(&wire));
+    assert_eq!(got, PIECES, "the frames of a message in pieces changed");
+    let mut r = Conn::new(&wire[..], std::io::sink());
+    assert_eq!(r.recv("big").expect("recv"), m);
+    assert_eq!(r.recv("bye").expect("recv"), Msg::Bye);
+}
+
+const PIECES: &str =
+    "135376:9e,27431:9f,1:10 16ac37dcd0faeebd6991e12c03c96dd15a77021de56576b729e5ee080aff0d0b";
