@@ -183,54 +183,38 @@ pub fn run(
         store,
         loaded: Mutex::new(HashMap::new()),
     };
-    let target = images.get(image)?;
-    let cache = Cache::new(opts_cache_dir(store), 19);
     let todo_total = colos
         .iter()
         .flat_map(|c| c.hosts.iter())
         .filter(|h| !st.is_done(h))
         .count();
+    let run = Run {
+        target: images.get(image)?,
+        images,
+        cache: Cache::new(opts_cache_dir(store), 19),
+        opts,
+        obs,
+        st: Mutex::new(st),
+    };
     obs.rollout(todo_total as u64);
-    let st = Mutex::new(st);
-    let save = |s: &RolloutState| s.save(&opts.state_file);
     let mut first = true;
     'colos: for colo in colos {
         let waves = inventory::waves(colo)?;
-        let todo: usize = colo.hosts.iter().filter(|h| !lock(&st).is_done(h)).count();
+        let todo: usize = colo.hosts.iter().filter(|h| !run.is_done(h)).count();
         if todo == 0 {
             continue;
         }
-        if !first {
-            match colo.policy.pause {
-                Pause::None => {}
-                Pause::Seconds(n) => {
-                    obs.log(&format!("pausing {n} s before colo {}", colo.name));
-                    std::thread::sleep(std::time::Duration::from_secs(n));
-                }
-                Pause::Confirm if opts.yes => {}
-                Pause::Confirm => {
-                    if !(opts.confirm)(&colo.name) {
-                        let mut s = lock(&st);
-                        s.stopped = Some(format!("not confirmed: colo {}", colo.name));
-                        save(&s)?;
-                        break 'colos;
-                    }
-                }
-            }
+        if !first && !run.go_on_to(colo) {
+            let mut s = lock(&run.st);
+            s.stopped = Some(format!("not confirmed: colo {}", colo.name));
+            run.save(&s)?;
+            break 'colos;
         }
         first = false;
         let total = colo.policy.bandwidth_total.map(Bucket::new);
         let popts = push_options(colo, opts, total);
         let canary = colo.policy.canary.min(colo.hosts.len());
         for (wi, wave) in waves.iter().enumerate() {
-            let hosts: Vec<HostSpec> = wave
-                .iter()
-                .filter(|h| !lock(&st).is_done(h))
-                .cloned()
-                .collect();
-            if hosts.is_empty() {
-                continue;
-            }
             let is_canary = wi == 0 && canary > 0;
             let name = if is_canary {
                 "canary".to_string()
@@ -242,57 +226,112 @@ pub fn run(
             } else {
                 colo.policy.failure_budget.of(wave.len())?
             };
-            obs.log(&format!(
-                "colo {}: {name}: {} host(s), failure budget {budget}",
-                colo.name,
-                hosts.len()
-            ));
-            obs.wave(&format!("{} {name}", colo.name), hosts.len() as u64);
-            // Counted as hosts finish: once the budget is spent, no new host of the
-            // wave starts (those in flight finish).
-            let failed = std::sync::atomic::AtomicUsize::new(0);
-            let results = push::for_hosts(&hosts, colo.policy.parallel, |h| {
-                if opts.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) > budget {
-                    return None;
-                }
-                let t = Instant::now();
-                let (r, rb) = roll_host(&images, &target, &cache, h, &popts, obs);
-                let res = HostResult::new(&colo.name, &name, h, r, rb, t.elapsed().as_secs_f64());
-                obs.log(&res.line());
-                obs.host_done(res.ok());
-                if !res.ok() {
-                    failed.fetch_add(1, Ordering::SeqCst);
-                }
-                let mut s = lock(&st);
-                s.record(res.clone());
-                if let Err(e) = save(&s) {
-                    obs.log(&format!("cannot save the rollout state: {e}"));
-                }
-                Some(res)
-            });
-            let failures = results.iter().flatten().filter(|r| !r.ok()).count();
-            let mut s = lock(&st);
-            if failures > budget {
-                s.stopped = Some(format!(
-                    "colo {} {name}: {failures} host(s) failed, the budget is {budget}",
-                    colo.name
-                ));
-            } else if opts.stop.load(Ordering::SeqCst) {
-                s.stopped = Some("interrupted".into());
-            }
-            if s.stopped.is_some() {
-                save(&s)?;
+            if let Some(why) = run.wave(colo, &name, wave, budget, &popts) {
+                let mut s = lock(&run.st);
+                s.stopped = Some(why);
+                run.save(&s)?;
                 break 'colos;
             }
         }
     }
-    warn_dropped(&cache, obs);
-    let mut s = st.into_inner().unwrap_or_else(|p| p.into_inner());
+    warn_dropped(&run.cache, obs);
+    let mut s = run.st.into_inner().unwrap_or_else(|p| p.into_inner());
     s.finished = s.stopped.is_none();
     s.wall_seconds = started.elapsed().as_secs_f64();
     s.controller_cpu_seconds = own_cpu_seconds();
-    save(&s)?;
+    s.save(&opts.state_file)?;
     Ok(s)
+}
+
+/// What every wave of one rollout shares: the image, the cache, the saved state.
+struct Run<'a> {
+    images: Images<'a>,
+    target: Arc<Image>,
+    cache: Cache,
+    opts: &'a RolloutOptions,
+    obs: &'a dyn Observer,
+    st: Mutex<RolloutState>,
+}
+
+impl Run<'_> {
+    fn is_done(&self, h: &HostSpec) -> bool {
+        lock(&self.st).is_done(h)
+    }
+
+    fn save(&self, s: &RolloutState) -> Result<()> {
+        s.save(&self.opts.state_file)
+    }
+
+    /// Waits or asks as the colo's policy says before it starts; false: not confirmed.
+    fn go_on_to(&self, colo: &Colo) -> bool {
+        match colo.policy.pause {
+            Pause::None => true,
+            Pause::Seconds(n) => {
+                self.obs
+                    .log(&format!("pausing {n} s before colo {}", colo.name));
+                std::thread::sleep(std::time::Duration::from_secs(n));
+                true
+            }
+            Pause::Confirm if self.opts.yes => true,
+            Pause::Confirm => (self.opts.confirm)(&colo.name),
+        }
+    }
+
+    /// Pushes the wave's hosts that are not done yet; returns why the rollout stops
+    /// after it (its failure budget spent, or interrupted), if it does.
+    fn wave(
+        &self,
+        colo: &Colo,
+        name: &str,
+        wave: &[HostSpec],
+        budget: usize,
+        popts: &PushOptions,
+    ) -> Option<String> {
+        let hosts: Vec<HostSpec> = wave.iter().filter(|h| !self.is_done(h)).cloned().collect();
+        if hosts.is_empty() {
+            return None;
+        }
+        self.obs.log(&format!(
+            "colo {}: {name}: {} host(s), failure budget {budget}",
+            colo.name,
+            hosts.len()
+        ));
+        self.obs
+            .wave(&format!("{} {name}", colo.name), hosts.len() as u64);
+        // Counted as hosts finish: once the budget is spent, no new host of the
+        // wave starts (those in flight finish).
+        let failed = std::sync::atomic::AtomicUsize::new(0);
+        let results = push::for_hosts(&hosts, colo.policy.parallel, |h| {
+            if self.opts.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) > budget {
+                return None;
+            }
+            let t = Instant::now();
+            let (r, rb) = roll_host(&self.images, &self.target, &self.cache, h, popts, self.obs);
+            let res = HostResult::new(&colo.name, name, h, r, rb, t.elapsed().as_secs_f64());
+            self.obs.log(&res.line());
+            self.obs.host_done(res.ok());
+            if !res.ok() {
+                failed.fetch_add(1, Ordering::SeqCst);
+            }
+            let mut s = lock(&self.st);
+            s.record(res.clone());
+            if let Err(e) = self.save(&s) {
+                self.obs.log(&format!("cannot save the rollout state: {e}"));
+            }
+            Some(res)
+        });
+        let failures = results.iter().flatten().filter(|r| !r.ok()).count();
+        if failures > budget {
+            Some(format!(
+                "colo {} {name}: {failures} host(s) failed, the budget is {budget}",
+                colo.name
+            ))
+        } else if self.opts.stop.load(Ordering::SeqCst) {
+            Some("interrupted".into())
+        } else {
+            None
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
