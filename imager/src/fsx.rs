@@ -6,7 +6,7 @@ use crate::error::{IoContext, Result};
 use rustix::fs::{Gid, Timespec, Timestamps, Uid};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,64 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
 
 pub fn remove_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).ctx("remove", path)
+}
+
+/// Replaces `path` with `bytes` so that no reader and no crash ever sees half of them.
+///
+/// What it guarantees: the bytes go to a temporary beside `path` (`.NAME.tmp-PID`, on the
+/// same filesystem, so the rename is atomic), the temporary is flushed (`fsync`), renamed
+/// over `path`, and then `path`'s directory is flushed. So at every moment, crash or not,
+/// `path` holds either what it held before (or nothing) or all of the new bytes; once this
+/// returns `Ok`, the new bytes and the new name survive a power loss (on a filesystem that
+/// honours `fsync`). On an error the temporary is removed and `path` is as it was. Two
+/// writers of the same path in one process would share the temporary: callers serialise.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes).ctx("write", path))
+}
+
+/// [`write_atomic`] for content produced as a stream: `fill` writes it to the temporary.
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    write_atomic_via(&tmp, path, fill)
+}
+
+/// [`write_atomic`] through a temporary the caller chose (a store's `tmp/`, which it
+/// cleans after a crash); `tmp` must be on `path`'s filesystem.
+pub fn write_atomic_via(
+    tmp: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
+    let r = (|| {
+        let mut f = File::create(tmp).ctx("create", tmp)?;
+        fill(&mut f)?;
+        f.sync_all().ctx("flush", tmp)?;
+        rename(tmp, path)?;
+        sync_dir(parent_dir(path))
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    r
+}
+
+/// Flushes a directory, so that the names just made or renamed in it are durable.
+pub fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .ctx("flush directory", path)
+}
+
+/// The directory `path` is in (`.` for a bare name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Opens a file for reading without following a symlink in the last component, so a

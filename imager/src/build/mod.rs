@@ -76,9 +76,7 @@ fn write_lock(m: &Manifest, path: &Path) -> Result<Lock> {
     let w = work_dir(&std::env::temp_dir(), "imager-lock")?;
     let l = lock::resolve(m, &w.path)?;
     let shown = m.files[0].file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_extension("lock.tmp");
-    std::fs::write(&tmp, l.print(&shown)).ctx("write", &tmp)?;
-    fsx::rename(&tmp, path)?;
+    fsx::write_atomic(path, l.print(&shown).as_bytes())?;
     Ok(l)
 }
 

@@ -252,9 +252,9 @@ impl Store {
         for (name, data) in extra {
             write_synced(&tmp.join(name), data)?;
         }
-        sync_dir(&tmp)?;
+        fsx::sync_dir(&tmp)?;
         fsx::rename(&tmp, &dir)?;
-        sync_dir(&self.root.join("images"))?;
+        fsx::sync_dir(&self.root.join("images"))?;
         Ok(id)
     }
 
@@ -344,10 +344,10 @@ impl Store {
         hist.push(*id);
         let text: String = hist.iter().map(|h| format!("{h}\n")).collect();
         let tmp = self.root.join("tmp").join(format!("ref-{name}"));
-        write_synced(&tmp, text.as_bytes())?;
         let refs = self.root.join("refs");
-        fsx::rename(&tmp, &refs.join(name))?;
-        sync_dir(&refs)
+        fsx::write_atomic_via(&tmp, &refs.join(name), |f| {
+            f.write_all(text.as_bytes()).ctx("write", &tmp)
+        })
     }
 
     /// Resolves `name`, `name~N`, a full ID or an unambiguous ID prefix (8+ hex digits).
@@ -416,16 +416,10 @@ impl Store {
 }
 
 /// Writes a file and flushes it to disk before returning.
-pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = File::create(path).ctx("create", path)?;
     f.write_all(data).ctx("write", path)?;
     f.sync_all().ctx("flush", path)
-}
-
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .ctx("flush directory", path)
 }
 
 /// See [`Store::object_reader`].
