@@ -391,7 +391,7 @@ pub fn hash_cache(data: &[u8]) {
 /// The image's triggers.toml as the agent receives it: if it parses, it prints back to
 /// the same triggers, and matching them against paths does not panic.
 pub fn agent_triggers(data: &[u8]) {
-    use imager::build::scrub::TriggerFile;
+    use imager::contract::TriggerFile;
     use syncer::agent::triggers::{matching, parse};
     let Ok(t) = parse(data) else {
         return;

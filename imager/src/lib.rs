@@ -7,6 +7,7 @@
 
 pub mod archive;
 pub mod build;
+pub mod contract;
 pub mod deb822;
 pub mod error;
 pub mod fsx;

@@ -3,6 +3,7 @@
 //! another is merged with it. Every error names the file, and the line and key where
 //! the TOML parser or a later check can tell.
 
+use crate::contract::{self, DEFAULT_LOCAL_STATE};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::tree::scan::{list_lines, Excludes};
@@ -11,9 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// The local-state list used when a manifest names none: the repository's
-/// `exclude-lists/local-state.txt`, built into the binary so the imager works from anywhere.
-pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../../exclude-lists/local-state.txt");
+use crate::contract::Trigger;
 
 /// One manifest file as written; optional fields are what it leaves to its parent.
 #[derive(Deserialize, Debug, Default)]
@@ -318,28 +317,6 @@ fn default_hook_timeout() -> u64 {
     600
 }
 
-/// A command the syncer runs on a host when one of the watched paths changed there.
-#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Trigger {
-    pub name: String,
-    /// Globs over image paths (`*` within a name, `**` across directories).
-    pub paths: Vec<String>,
-    pub run: String,
-    /// Triggers run in ascending order, then by name.
-    #[serde(default = "default_trigger_order")]
-    pub order: i32,
-    #[serde(default = "default_trigger_timeout")]
-    pub timeout: u64,
-}
-
-fn default_trigger_order() -> i32 {
-    50
-}
-fn default_trigger_timeout() -> u64 {
-    120
-}
-
 /// A manifest with its `extends` chain merged: lists add up (parent first), scalars are
 /// the nearest file's.
 #[derive(Debug, Clone)]
@@ -566,32 +543,8 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
         }
         for t in &f.trigger {
             let tr = t.get_ref();
-            for g in &tr.paths {
-                Excludes::new(std::slice::from_ref(g)).map_err(|e| {
-                    at(
-                        p,
-                        text,
-                        Some(t.span().start),
-                        format!("trigger {:?}: {e}", tr.name),
-                    )
-                })?;
-                if !g.starts_with('/') {
-                    return Err(at(
-                        p,
-                        text,
-                        Some(t.span().start),
-                        format!("trigger {:?}: path {g:?} must be absolute", tr.name),
-                    ));
-                }
-            }
-            if tr.paths.is_empty() {
-                return Err(at(
-                    p,
-                    text,
-                    Some(t.span().start),
-                    format!("trigger {:?} watches no paths", tr.name),
-                ));
-            }
+            tr.check()
+                .map_err(|why| at(p, text, Some(t.span().start), why))?;
             // A child may redefine a parent's trigger by name.
             triggers.retain(|x| x.name != tr.name);
             triggers.push(tr.clone());
@@ -612,7 +565,7 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
             }
         }
     }
-    triggers.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    contract::sort_triggers(&mut triggers);
     let local_state = local_state.unwrap_or_else(|| list_lines(DEFAULT_LOCAL_STATE));
     Excludes::new(&local_state)?;
     Ok(Manifest {

@@ -7,15 +7,13 @@
 use super::dpkg;
 use super::lock::Lock;
 use super::manifest::{Manifest, StripMatcher};
+use crate::contract;
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::tree::scan::Excludes;
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-/// Where an image built by imager says how the syncer should treat it.
-pub const IMAGE_DIR: &str = "usr/lib/imager";
 
 /// Machine-local files no image should carry, whatever its local-state list says.
 const MACHINE_STATE: &[&str] = &[
@@ -76,28 +74,15 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
     };
     remove_unwanted(root, &unwanted, &mut s)?;
 
-    let dir = root.join(IMAGE_DIR);
-    fsx::create_dir_all(&dir)?;
-    let triggers = toml::to_string(&TriggerFile {
-        trigger: m.triggers.clone(),
-    })
-    .map_err(|e| Error::Usage(format!("cannot write triggers: {e}")))?;
-    std::fs::write(dir.join("triggers.toml"), triggers).ctx("write", dir.join("triggers.toml"))?;
-    let mut ls = String::from(
-        "# local state of this image: the syncer never touches these paths on a host\n",
-    );
-    for l in &m.local_state {
-        ls += l;
-        ls.push('\n');
-    }
-    std::fs::write(dir.join("local-state.txt"), ls).ctx("write", dir.join("local-state.txt"))?;
+    fsx::create_dir_all(&root.join(contract::IMAGE_DIR))?;
+    let triggers = contract::triggers_text(&m.triggers)
+        .map_err(|e| Error::Usage(format!("cannot write triggers: {e}")))?;
+    let file = |p: &str| fsx::under(root, p.as_bytes());
+    let t = file(contract::TRIGGERS_FILE);
+    std::fs::write(&t, triggers).ctx("write", &t)?;
+    let ls = file(contract::LOCAL_STATE_FILE);
+    std::fs::write(&ls, contract::local_state_text(&m.local_state)).ctx("write", &ls)?;
     Ok(s)
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct TriggerFile {
-    #[serde(default)]
-    pub trigger: Vec<super::manifest::Trigger>,
 }
 
 /// What no image keeps: machine state, local state (a glob names a file, or a directory

@@ -293,13 +293,7 @@ fn session<R: Read, W: Write>(
                     test_stop_point("stage", s.staged.len());
                 }
                 Msg::Health { command, timeout } => {
-                    let t = imager::build::manifest::Trigger {
-                        name: "health".into(),
-                        paths: Vec::new(),
-                        run: command,
-                        order: 0,
-                        timeout,
-                    };
+                    let t = imager::contract::Trigger::command("health", command, timeout);
                     let image = st.image()?.map(|h| h.to_hex()).unwrap_or_default();
                     conn.send(&Msg::HealthResult(triggers::run(root, &image, &t, &[])))?;
                 }
