@@ -181,7 +181,10 @@ mod tests {
         };
         assert!(t(&["/etc/**"]).check().is_ok());
         assert!(t(&[]).check().unwrap_err().contains("watches no paths"));
-        assert!(t(&["etc"]).check().unwrap_err().contains("must be absolute"));
+        assert!(t(&["etc"])
+            .check()
+            .unwrap_err()
+            .contains("must be absolute"));
         assert!(t(&["/etc/[a"]).check().is_err());
     }
 }

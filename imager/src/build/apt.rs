@@ -94,7 +94,7 @@ pub fn resolve_sources(src: &Source) -> Result<Vec<SourceLine>> {
                 }
             }
             if !out.iter().any(|l| l.suite == src.suite) {
-                return Err(Error::Usage(format!(
+                return Err(Error::Build(format!(
                     "mirrors = \"host\": no Debian mirror for {} found in this machine's apt sources \
                      (/etc/apt/sources.list, /etc/apt/sources.list.d); list mirrors in the manifest",
                     src.suite
@@ -261,10 +261,10 @@ impl PrivateApt {
             })
             .collect();
         if !bad.is_empty() || !out.status.success() {
-            return Err(Error::Usage(format!(
-                "apt-get update failed (is the mirror reachable?):\n{}",
-                bad.join("\n")
-            )));
+            return Err(Error::Command {
+                program: "apt-get update".into(),
+                detail: format!("failed (is the mirror reachable?):\n{}", bad.join("\n")),
+            });
         }
         Ok(())
     }
@@ -376,7 +376,7 @@ impl PrivateApt {
                 .map(|(_, a)| a.split(']').next().unwrap_or("").to_string())
                 .unwrap_or_default();
             if name.is_empty() || version.is_empty() || arch.is_empty() {
-                return Err(Error::Usage(format!("cannot read apt's plan line {l:?}")));
+                return Err(Error::Build(format!("cannot read apt's plan line {l:?}")));
             }
             got.push((name, version, arch));
         }
@@ -421,10 +421,10 @@ fn run(c: &mut Command, what: &str) -> Result<String> {
         } else {
             errs.join("\n")
         };
-        return Err(Error::Usage(format!(
-            "{what} failed ({}):\n{shown}",
-            out.status
-        )));
+        return Err(Error::Command {
+            program: what.into(),
+            detail: format!("failed ({}):\n{shown}", out.status),
+        });
     }
     Ok(stdout)
 }

@@ -74,9 +74,10 @@ fn run_logged(mut c: Command, what: &str, log: &Path, timeout: Option<Duration>)
         Some(s) => format!("failed ({s})"),
     };
     // Not the log's path: the work directory goes unless --keep-failed keeps it.
-    Err(Error::Usage(format!(
-        "{what} {how}; its last output:\n{shown}"
-    )))
+    Err(Error::Command {
+        program: what.into(),
+        detail: format!("{how}; its last output:\n{shown}"),
+    })
 }
 
 /// Populates `root` (absent) with the locked package set from `repo`.
@@ -138,7 +139,7 @@ pub fn apply_overlays(root: &Path, overlays: &[Overlay]) -> Result<usize> {
             walk.max_depth(0)
         };
         for e in walk {
-            let e = e.map_err(|e| Error::Usage(format!("overlay {}: {e}", o.src.display())))?;
+            let e = e.map_err(|e| Error::Build(format!("overlay {}: {e}", o.src.display())))?;
             let mut dest = o.dest.as_bytes().to_vec();
             let rel = e.path().strip_prefix(&o.src).unwrap_or(Path::new(""));
             if !rel.as_os_str().is_empty() {
@@ -157,7 +158,7 @@ pub fn apply_overlays(root: &Path, overlays: &[Overlay]) -> Result<usize> {
 fn place(b: &Beneath, src: &Path, dest: &[u8], o: &Overlay) -> Result<()> {
     let shown = b.display(dest);
     let parent = crate::tree::parent(dest).ok_or_else(|| {
-        Error::Usage(format!(
+        Error::Build(format!(
             "overlay {}: cannot replace the image's root",
             src.display()
         ))
@@ -205,7 +206,7 @@ fn place(b: &Beneath, src: &Path, dest: &[u8], o: &Overlay) -> Result<()> {
         let mode = o.mode.unwrap_or(meta.mode() & 0o7777);
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).ctx("set mode of", &shown)?;
     } else {
-        return Err(Error::Usage(format!(
+        return Err(Error::Build(format!(
             "overlay {}: only files, directories and symlinks can be copied in",
             src.display()
         )));

@@ -101,7 +101,7 @@ pub fn fetch(
             }
         }
         if !ok {
-            return Err(Error::Usage(format!(
+            return Err(Error::Build(format!(
                 "cannot download {} {} ({}): {}\n(a version gone from the mirror needs \
                  `imager lock` again, or a snapshot mirror)",
                 p.name,
@@ -213,11 +213,14 @@ pub fn make_repo(store: &Store, lock: &Lock, repo: &Path) -> Result<()> {
                 .output()
                 .map_err(|e| Error::io("run", "dpkg-deb", e))?;
             if !out.status.success() {
-                return Err(Error::Usage(format!(
-                    "dpkg-deb cannot read {}: {}",
-                    src.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
+                return Err(Error::Command {
+                    program: "dpkg-deb".into(),
+                    detail: format!(
+                        "cannot read {}: {}",
+                        src.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
             }
             let control = String::from_utf8_lossy(&out.stdout);
             Ok(format!(

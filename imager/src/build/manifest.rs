@@ -260,11 +260,11 @@ impl Strip {
                 // fnmatch(3) without FNM_PATHNAME, as dpkg uses it: `*` crosses `/`.
                 b.add(
                     globset::Glob::new(g)
-                        .map_err(|e| Error::Usage(format!("strip glob {g:?}: {e}")))?,
+                        .map_err(|e| Error::Build(format!("strip glob {g:?}: {e}")))?,
                 );
             }
             b.build()
-                .map_err(|e| Error::Usage(format!("strip globs: {e}")))
+                .map_err(|e| Error::Build(format!("strip globs: {e}")))
         };
         Ok(Some(StripMatcher {
             exclude: set(&ex)?,
@@ -662,8 +662,9 @@ impl Manifest {
             hook: &self.hooks,
             trigger: &self.triggers,
         };
-        toml::to_string(&flat)
-            .map_err(|e| Error::Usage(format!("cannot write the manifest of {}: {e}", self.name)))
+        toml::to_string(&flat).map_err(|e| {
+            Error::Internal(format!("cannot write the manifest of {}: {e}", self.name))
+        })
     }
 }
 

@@ -122,7 +122,7 @@ impl Phases {
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<Built> {
     let m = manifest::load(&opts.manifest)?;
     if !rustix::process::geteuid().is_root() {
-        return Err(Error::Usage(
+        return Err(Error::Build(
             "imager build needs root: it installs packages into a chroot with mmdebstrap".into(),
         ));
     }
@@ -147,7 +147,7 @@ fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)>
             return Ok((l, false));
         }
         if !update {
-            return Err(Error::Usage(format!(
+            return Err(Error::Build(format!(
                 "{} no longer matches {} (its packages or sources changed): run `imager lock {}` \
                  and review the change, or build with --update-lock",
                 path.display(),
@@ -156,7 +156,7 @@ fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)>
             )));
         }
     } else if !update {
-        return Err(Error::Usage(format!(
+        return Err(Error::Build(format!(
             "{} has no lock ({} is missing): run `imager lock {}` first, or build with --update-lock",
             m.files[0].display(),
             path.display(),
@@ -283,10 +283,10 @@ fn build_with(
         }
         Err(e) if opts.keep_failed => {
             w.keep = true;
-            Err(Error::Usage(format!(
-                "{e}\n(the failed build is kept in {})",
-                w.path.display()
-            )))
+            Err(Error::KeptFailed {
+                source: Box::new(e),
+                dir: w.path.clone(),
+            })
         }
         Err(e) => Err(e),
     }
@@ -312,7 +312,7 @@ fn check_installed(root: &Path, lk: &Lock, manifest: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    Err(Error::Usage(format!(
+    Err(Error::Build(format!(
         "{}: the chroot's packages differ from the lock: {} {}",
         manifest.display(),
         show('+', &mut got.difference(&want)),
@@ -336,7 +336,7 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
             .status()
             .map_err(|e| Error::io("run", "cp", e))?;
         if !st.success() {
-            return Err(Error::Usage(format!(
+            return Err(Error::Build(format!(
                 "cannot copy overlay {}",
                 o.src.display()
             )));
@@ -355,7 +355,7 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
     )?;
     Hash::from_hex(&imported.id)
         .map(Some)
-        .ok_or_else(|| Error::Usage("bad overlay image ID".into()))
+        .ok_or_else(|| Error::Internal("bad overlay image ID".into()))
 }
 
 /// What `imager rebuild` found.
@@ -379,14 +379,14 @@ pub fn rebuild(
     let id = store.resolve(spec)?;
     let need = |name: &str| -> Result<Vec<u8>> {
         store.image_file(&id, name)?.ok_or_else(|| {
-            Error::Usage(format!("image {id} has no {name}: it was not made by `imager build`, so there is nothing to rebuild it from"))
+            Error::Build(format!("image {id} has no {name}: it was not made by `imager build`, so there is nothing to rebuild it from"))
         })
     };
     let flat = need(BUILD_MANIFEST)?;
     let lock_text = need(BUILD_LOCK)?;
     let local_state = need(BUILD_LOCAL_STATE)?;
     let info: serde_json::Value = serde_json::from_slice(&need(BUILD_INFO)?)
-        .map_err(|e| Error::Usage(format!("image {id}: {BUILD_INFO} is not JSON: {e}")))?;
+        .map_err(|e| Error::Build(format!("image {id}: {BUILD_INFO} is not JSON: {e}")))?;
     let w = work_dir(&store.root().join("build"), "rebuild")?;
     let mpath = w.path.join("manifest.toml");
     std::fs::write(&mpath, &flat).ctx("write", &mpath)?;
@@ -414,7 +414,7 @@ pub fn rebuild(
         },
         progress,
     )?;
-    let new_id = Hash::from_hex(&built.id).ok_or_else(|| Error::Usage("bad image ID".into()))?;
+    let new_id = Hash::from_hex(&built.id).ok_or_else(|| Error::Internal("bad image ID".into()))?;
     let differences = if new_id == id {
         Vec::new()
     } else {

@@ -76,7 +76,7 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
 
     fsx::create_dir_all(&root.join(contract::IMAGE_DIR))?;
     let triggers = contract::triggers_text(&m.triggers)
-        .map_err(|e| Error::Usage(format!("cannot write triggers: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot write triggers: {e}")))?;
     let file = |p: &str| fsx::under(root, p.as_bytes());
     let t = file(contract::TRIGGERS_FILE);
     std::fs::write(&t, triggers).ctx("write", &t)?;
@@ -104,7 +104,10 @@ fn remove_unwanted(root: &Path, u: &Unwanted, s: &mut Scrubbed) -> Result<()> {
         .follow_links(false)
         .same_file_system(true)
     {
-        let e = e.map_err(|e| Error::Usage(format!("walking {}: {e}", root.display())))?;
+        let e = e.map_err(|source| Error::Walk {
+            root: root.to_path_buf(),
+            source,
+        })?;
         if e.file_type().is_dir() {
             continue;
         }

@@ -107,7 +107,7 @@ fn run(
         progress,
     )?;
     let after = Hash::from_hex(&imported.id)
-        .ok_or_else(|| Error::Usage("the import gave no image ID".into()))?;
+        .ok_or_else(|| Error::Internal("the import gave no image ID".into()))?;
     let report = diff(&store, image, &after, filter)?;
     Ok(Tried {
         after,
