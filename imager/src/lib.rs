@@ -7,6 +7,8 @@
 
 pub mod archive;
 pub mod build;
+#[doc(hidden)]
+pub mod cli;
 pub mod contract;
 pub mod deb822;
 pub mod error;

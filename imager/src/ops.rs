@@ -65,6 +65,20 @@ pub struct Imported {
     pub normalize: Report,
 }
 
+impl Imported {
+    /// The line `imager import` prints on standard error: what the image holds and what
+    /// the store gained.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "imported {} files, {} dirs, {} symlinks, {} hard links, {} devices/fifos; {} bytes, {} new objects ({} new bytes){}",
+            s.files, s.dirs, s.symlinks, s.hardlinks, s.devices + s.fifos,
+            s.bytes, self.new_objects, self.new_bytes,
+            self.name.as_deref().map(|n| format!("; name {n}")).unwrap_or_default()
+        )
+    }
+}
+
 /// `imager import`: a directory or archive into the store, normalised if asked.
 pub fn import(
     store: &Store,
@@ -250,6 +264,30 @@ pub struct Shown {
     /// Names whose current image this is, and names that had it earlier (`name~N`).
     pub names: Vec<String>,
     pub stats: Stats,
+}
+
+impl Shown {
+    /// The report as `imager show` prints it.
+    pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let t = &self.stats;
+        writeln!(out, "image   {}", self.id)?;
+        let names = if self.names.is_empty() {
+            "-".to_string()
+        } else {
+            self.names.join(" ")
+        };
+        writeln!(out, "names   {names}")?;
+        writeln!(
+            out,
+            "entries {} files, {} dirs, {} symlinks, {} hard links, {} devices, {} fifos",
+            t.files, t.dirs, t.symlinks, t.hardlinks, t.devices, t.fifos
+        )?;
+        writeln!(
+            out,
+            "content {} bytes in {} distinct objects; {} entries with xattrs",
+            t.bytes, t.objects, t.with_xattrs
+        )
+    }
 }
 
 /// `imager show`: what an image is and what names it.

@@ -13,6 +13,7 @@ pub mod debs;
 pub mod dpkg;
 pub mod lock;
 pub mod manifest;
+mod render;
 pub mod scrub;
 
 use crate::error::{Error, IoContext, Result};

@@ -24,6 +24,29 @@ impl FsckReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report as `imager fsck` prints it for the store at `root`: each problem, then
+    /// the totals.
+    pub fn write_text(
+        &self,
+        root: &std::path::Path,
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        for p in &self.problems {
+            writeln!(out, "problem: {p}")?;
+        }
+        writeln!(
+            out,
+            "{}: {} images, {} names, {} objects ({} bytes, {} unreferenced), {} problems",
+            root.display(),
+            self.images,
+            self.refs,
+            self.objects,
+            self.bytes,
+            self.unreferenced,
+            self.problems.len()
+        )
+    }
 }
 
 pub(super) fn run(store: &Store, progress: &dyn Progress) -> Result<FsckReport> {
