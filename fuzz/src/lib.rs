@@ -222,7 +222,7 @@ pub fn tar_import(data: &[u8]) {
     let store = store();
     let excludes = Excludes::new(&[]).expect("no excludes");
     // Both ways of reading content (streamed, or held for normalisation), by input.
-    let opts = tar_import::ImportOptions {
+    let opts = tar_import::ArchiveReadOptions {
         keep_candidates: data.len().is_multiple_of(2),
         excludes: &excludes,
     };

@@ -16,19 +16,19 @@ use std::path::{Path, PathBuf};
 
 /// Where a tree comes from.
 #[derive(Clone, Debug)]
-pub enum Source {
+pub enum ImportSource {
     Dir(PathBuf),
     /// A tar, tar.gz or tar.zst file (`-` for standard input).
     Archive(PathBuf),
 }
 
-impl Source {
+impl ImportSource {
     /// A directory is a directory; anything else is read as an archive.
-    pub fn guess(path: &Path) -> Source {
+    pub fn guess(path: &Path) -> ImportSource {
         if path.is_dir() {
-            Source::Dir(path.to_path_buf())
+            ImportSource::Dir(path.to_path_buf())
         } else {
-            Source::Archive(path.to_path_buf())
+            ImportSource::Archive(path.to_path_buf())
         }
     }
 }
@@ -82,16 +82,16 @@ impl Imported {
 /// `imager import`: a directory or archive into the store, normalised if asked.
 pub fn import(
     store: &Store,
-    src: &Source,
+    src: &ImportSource,
     opts: &ImportOptions,
     progress: &dyn Progress,
 ) -> Result<Imported> {
     let txn = store.txn();
     let pending = match src {
-        Source::Dir(d) => scan(d, &opts.excludes)?,
-        Source::Archive(p) => {
+        ImportSource::Dir(d) => scan(d, &opts.excludes)?,
+        ImportSource::Archive(p) => {
             let shown = p.display().to_string();
-            let iopts = tar_import::ImportOptions {
+            let iopts = tar_import::ArchiveReadOptions {
                 keep_candidates: opts.normalize.is_some(),
                 excludes: &opts.excludes,
             };

@@ -53,7 +53,7 @@ impl<R: Read> Read for EofTracker<R> {
 }
 
 /// Options for reading an archive.
-pub struct ImportOptions<'a> {
+pub struct ArchiveReadOptions<'a> {
     /// Keep gzip and pyc files in memory so normalisation can rewrite them.
     pub keep_candidates: bool,
     pub excludes: &'a crate::tree::scan::Excludes,
@@ -64,7 +64,7 @@ pub fn read_archive(
     src: impl Read,
     name: &str,
     txn: &Txn,
-    opts: &ImportOptions,
+    opts: &ArchiveReadOptions,
 ) -> Result<Vec<Pending>> {
     let mut src = BufReader::with_capacity(1 << 20, src);
     let head = src
@@ -99,7 +99,7 @@ fn read_tar<R: Read>(
     eof: &Rc<Cell<bool>>,
     name: &str,
     txn: &Txn,
-    opts: &ImportOptions,
+    opts: &ArchiveReadOptions,
 ) -> Result<Vec<Pending>> {
     let bad = |path: &[u8], reason: String| Error::Archive {
         archive: name.to_string(),
@@ -382,7 +382,7 @@ fn read_content(
     size: u64,
     path: &[u8],
     txn: &Txn,
-    opts: &ImportOptions,
+    opts: &ArchiveReadOptions,
     held: &mut u64,
 ) -> Result<(Hash, Content)> {
     let what = escape(path);

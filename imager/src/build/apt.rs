@@ -3,7 +3,7 @@
 //! changes nothing of this machine's apt state. Proxy and other settings in the host's
 //! `apt.conf.d` still apply.
 
-use super::manifest::{Mirrors, Source, Variant};
+use super::manifest::{AptSource, Mirrors, Variant};
 use crate::deb822;
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
@@ -41,7 +41,7 @@ impl SourceLine {
 const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// The apt sources a manifest's `[source]` stands for on this machine.
-pub fn resolve_sources(src: &Source) -> Result<Vec<SourceLine>> {
+pub fn resolve_sources(src: &AptSource) -> Result<Vec<SourceLine>> {
     let mut out: Vec<SourceLine> = Vec::new();
     let mut push = |uri: &str, suite: String, components: &[String]| {
         let l = SourceLine {

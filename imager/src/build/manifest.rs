@@ -22,7 +22,7 @@ struct File {
     extends: Option<Spanned<String>>,
     description: Option<String>,
     epoch: Option<i64>,
-    source: Option<SourceFile>,
+    source: Option<AptSourceFile>,
     #[serde(default)]
     packages: Vec<Spanned<String>>,
     strip: Option<StripFile>,
@@ -37,7 +37,7 @@ struct File {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-struct SourceFile {
+struct AptSourceFile {
     suite: Option<String>,
     architecture: Option<String>,
     components: Option<Vec<String>>,
@@ -179,7 +179,7 @@ impl Variant {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Source {
+pub struct AptSource {
     pub suite: String,
     pub architecture: String,
     pub components: Vec<String>,
@@ -326,7 +326,7 @@ pub struct Manifest {
     /// Files read, the one given first, then its parent, and so on.
     pub files: Vec<PathBuf>,
     pub epoch: Option<i64>,
-    pub source: Source,
+    pub source: AptSource,
     pub packages: Vec<PackageSpec>,
     pub strip: Strip,
     pub overlays: Vec<Overlay>,
@@ -379,7 +379,7 @@ pub fn load(path: &Path) -> Result<Manifest> {
 /// A manifest file as read: its canonical path, its text (for line numbers), its content.
 type Link = (PathBuf, String, File);
 
-fn src_of(f: &File) -> Option<&SourceFile> {
+fn src_of(f: &File) -> Option<&AptSourceFile> {
     f.source.as_ref()
 }
 
@@ -414,7 +414,7 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
             )
         })?,
     };
-    let source = Source {
+    let source = AptSource {
         suite: nearest(&chain, |f| src_of(f)?.suite.clone()).unwrap_or_else(|| "bookworm".into()),
         architecture: nearest(&chain, |f| src_of(f)?.architecture.clone())
             .unwrap_or_else(|| "amd64".into()),
@@ -622,7 +622,7 @@ impl Manifest {
             packages: Vec<String>,
             local_state: [&'a str; 1],
             // Both serialise as the manifest writes them.
-            source: &'a Source,
+            source: &'a AptSource,
             strip: &'a Strip,
             overlay: Vec<FlatOverlay<'a>>,
             hook: &'a [Hook],

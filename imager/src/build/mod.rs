@@ -19,7 +19,7 @@ pub mod scrub;
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::normalize;
-use crate::ops::{self, ImportOptions, Source};
+use crate::ops::{self, ImportOptions, ImportSource};
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::scan::Excludes;
@@ -252,7 +252,7 @@ fn build_with(
         ];
         let imported = ops::import(
             store,
-            &Source::Dir(root.clone()),
+            &ImportSource::Dir(root.clone()),
             &ImportOptions {
                 name: opts.set_ref.then(|| m.name.clone()),
                 normalize: Some(norm),
@@ -345,7 +345,7 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
     }
     let imported = ops::import(
         store,
-        &Source::Dir(dir),
+        &ImportSource::Dir(dir),
         &ImportOptions {
             name: None,
             normalize: None,

@@ -102,7 +102,7 @@ fn run(
     }
     let imported = crate::ops::import(
         &store,
-        &crate::ops::Source::Dir(root.clone()),
+        &crate::ops::ImportSource::Dir(root.clone()),
         &crate::ops::ImportOptions::plain(),
         progress,
     )?;

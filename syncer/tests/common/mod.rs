@@ -29,7 +29,7 @@ pub fn import(store: &Path, dir: &Path, name: &str) -> Hash {
     };
     let r = imager::ops::import(
         &s,
-        &imager::ops::Source::Dir(dir.to_path_buf()),
+        &imager::ops::ImportSource::Dir(dir.to_path_buf()),
         &opts,
         &imager::progress::Quiet,
     )

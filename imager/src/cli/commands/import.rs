@@ -2,7 +2,7 @@
 
 use crate::cli::args::{ExcludeArgs, NormArgs, ReportArgs};
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::ops::{self, ImportOptions, Source};
+use crate::ops::{self, ImportOptions, ImportSource};
 use crate::store::Access;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -41,7 +41,7 @@ pub(crate) fn run(ctx: &Ctx, a: ImportArgs, out: &mut dyn Write) -> Result<Exit>
             excludes: a.ex.build()?,
             extra: Vec::new(),
         };
-        ops::import(&store, &Source::guess(&a.source), &opts, ctx.progress)
+        ops::import(&store, &ImportSource::guess(&a.source), &opts, ctx.progress)
             .with_context(|| format!("importing {}", a.source.display()))
     })();
     // A failed import into a store it just made leaves no store behind.

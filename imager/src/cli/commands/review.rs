@@ -2,7 +2,7 @@
 
 use crate::cli::args::ReviewArgs;
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::ops::{self, Source};
+use crate::ops::{self, ImportSource};
 use crate::review;
 use crate::store::Access;
 use crate::tree::Hash;
@@ -41,7 +41,7 @@ fn resolve_or_import(ctx: &Ctx, spec: &str) -> Result<Hash> {
         return Ok(ctx.open(Access::Read)?.resolve(spec)?);
     }
     let store = ctx.open(Access::Write)?;
-    let src = Source::Archive(p.to_path_buf());
+    let src = ImportSource::Archive(p.to_path_buf());
     let r = match ops::import(&store, &src, &ops::ImportOptions::plain(), ctx.progress) {
         Ok(r) => r,
         Err(e) => {
