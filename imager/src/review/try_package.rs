@@ -19,14 +19,6 @@ use std::path::{Path, PathBuf};
 /// Where the .debs are put inside the copy (removed before the snapshot).
 const DROP: &str = "tmp/imager-try-package";
 
-pub struct Tried {
-    /// The image with the packages installed (unnamed, in the store).
-    pub after: Hash,
-    pub report: Report,
-    /// dpkg's output.
-    pub log: String,
-}
-
 /// Installs `debs` into a copy of `image` and reports the difference. `store_root` is
 /// opened for writing only to store the result.
 pub fn try_packages(
@@ -35,7 +27,7 @@ pub fn try_packages(
     debs: &[PathBuf],
     filter: &Filter,
     progress: &dyn Progress,
-) -> Result<Tried> {
+) -> Result<Report> {
     if debs.is_empty() {
         return Err(Error::Usage("give at least one .deb".into()));
     }
@@ -63,7 +55,7 @@ fn run(
     filter: &Filter,
     progress: &dyn Progress,
     work: &Path,
-) -> Result<Tried> {
+) -> Result<Report> {
     let root = work.join("root");
     let epoch = {
         let store = Store::open(store_root, Access::Read)?;
@@ -108,10 +100,5 @@ fn run(
     )?;
     let after = Hash::from_hex(&imported.id)
         .ok_or_else(|| Error::Internal("the import gave no image ID".into()))?;
-    let report = diff(&store, image, &after, filter)?;
-    Ok(Tried {
-        after,
-        report,
-        log: std::fs::read_to_string(&log).unwrap_or_default(),
-    })
+    diff(&store, image, &after, filter)
 }

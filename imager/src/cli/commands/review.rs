@@ -70,7 +70,7 @@ pub(crate) fn try_package(ctx: &Ctx, a: TryPackageArgs, out: &mut dyn Write) -> 
         &a.view.filter(&[])?,
         ctx.progress,
     )?;
-    a.view.print(out, &t.report)?;
+    a.view.print(out, &t)?;
     Ok(Exit::Success)
 }
 
