@@ -6,6 +6,7 @@
 //! Every check is "parse; if the input was accepted, what we print from it must parse
 //! back to the same thing" where the format has a printer, and "does not panic, does not
 //! hang, does not allocate without bound" everywhere.
+#![allow(clippy::disallowed_methods)] // fuzz harness: sets up scratch files directly
 
 use imager::store::{Access, Store};
 use std::path::{Path, PathBuf};

@@ -103,6 +103,28 @@ impl Error {
         }
     }
 
+    /// The same I/O error said with another verb phrase (`read object` for `read`), for
+    /// a caller whose path alone would not say what the file is; other errors unchanged.
+    pub fn doing(self, action: &'static str) -> Self {
+        match self {
+            Error::Io { path, source, .. } => Error::Io {
+                action,
+                path,
+                source,
+            },
+            e => e,
+        }
+    }
+
+    /// The underlying I/O error (without the path and action), for a message that names
+    /// the path its own way; any other error as an I/O error of kind `Other`.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            Error::Io { source, .. } => source,
+            e => io::Error::other(e),
+        }
+    }
+
     /// The underlying I/O error kind, if this is an I/O error (used to tell "disk full"
     /// or "permission denied" apart in callers that react to them).
     pub fn io_kind(&self) -> Option<io::ErrorKind> {

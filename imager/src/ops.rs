@@ -99,7 +99,7 @@ pub fn import(
             let r = if p.as_os_str() == "-" {
                 tar_import::read_archive(std::io::stdin().lock(), "standard input", &txn, &iopts)
             } else {
-                let f = std::fs::File::open(p).ctx("open", p)?;
+                let f = crate::fsx::open(p)?;
                 tar_import::read_archive(f, &shown, &txn, &iopts)
             };
             progress.finish();

@@ -172,6 +172,7 @@ pub fn set_meta_at(parent: &OwnedFd, name: &[u8], e: &crate::Entry, shown: &Path
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod tests {
     use super::*;
 

@@ -282,7 +282,7 @@ impl StripMatcher {
     /// Excluded by a glob and kept by none (dpkg: the last matching filter wins, and
     /// every `path-include` comes after every `path-exclude`).
     pub fn strips(&self, path: &[u8]) -> bool {
-        let c = globset::Candidate::new(crate::fsx::bytes_path(path));
+        let c = globset::Candidate::new(fsx::bytes_path(path));
         self.exclude.is_match_candidate(&c) && !self.keep.is_match_candidate(&c)
     }
 }
@@ -341,14 +341,14 @@ pub fn load(path: &Path) -> Result<Manifest> {
     let mut chain: Vec<Link> = Vec::new();
     let mut next = Some(path.to_path_buf());
     while let Some(p) = next.take() {
-        let canon = std::fs::canonicalize(&p).map_err(|e| match chain.last() {
+        let canon = fsx::canonicalize(&p).map_err(|e| match chain.last() {
             Some((parent, text, f)) => at(
                 parent,
                 text,
                 f.extends.as_ref().map(|s| s.span().start),
-                format!("extends {}: {e}", p.display()),
+                format!("extends {}: {}", p.display(), e.into_io()),
             ),
-            None => Error::io("read manifest", &p, e),
+            None => e.doing("read manifest"),
         })?;
         if let Some(i) = chain.iter().position(|(q, _, _)| *q == canon) {
             let cycle: Vec<String> = chain[i..]
@@ -501,7 +501,7 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
                 ));
             }
             let src = dir.join(o.src.get_ref());
-            if std::fs::symlink_metadata(&src).is_err() {
+            if fsx::symlink_metadata(&src).is_err() {
                 return Err(at(
                     p,
                     text,
@@ -553,12 +553,12 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
             let acc = local_state.get_or_insert_with(Vec::new);
             for l in ls {
                 let lp = dir.join(l.get_ref());
-                let body = std::fs::read_to_string(&lp).map_err(|e| {
+                let body = fsx::read_to_string(&lp).map_err(|e| {
                     at(
                         p,
                         text,
                         Some(l.span().start),
-                        format!("local_state {}: {e}", lp.display()),
+                        format!("local_state {}: {}", lp.display(), e.into_io()),
                     )
                 })?;
                 acc.extend(list_lines(&body));
@@ -743,6 +743,7 @@ fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod tests {
     use super::*;
 

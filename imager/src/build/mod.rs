@@ -16,7 +16,7 @@ pub mod manifest;
 mod render;
 pub mod scrub;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsx;
 use crate::normalize;
 use crate::ops::{self, ImportOptions, ImportSource};
@@ -55,7 +55,7 @@ struct WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
+            let _ = fsx::remove_dir_all(&self.path);
         }
     }
 }
@@ -234,7 +234,7 @@ fn build_with(
             "phases": ph.0,
         });
         let local_state: String = m.local_state.iter().map(|l| format!("{l}\n")).collect();
-        let log_text = std::fs::read(&log).unwrap_or_default();
+        let log_text = fsx::read(&log).unwrap_or_default();
         let extra = vec![
             (BUILD_MANIFEST.to_string(), m.flattened()?.into_bytes()),
             (
@@ -390,10 +390,9 @@ pub fn rebuild(
         .map_err(|e| Error::Build(format!("image {id}: {BUILD_INFO} is not JSON: {e}")))?;
     let w = work_dir(&store.root().join("build"), "rebuild")?;
     let mpath = w.path.join("manifest.toml");
-    std::fs::write(&mpath, &flat).ctx("write", &mpath)?;
-    std::fs::write(lock::lock_path(&mpath), &lock_text).ctx("write", lock::lock_path(&mpath))?;
-    std::fs::write(w.path.join("local-state.txt"), &local_state)
-        .ctx("write", w.path.join("local-state.txt"))?;
+    fsx::write(&mpath, &flat)?;
+    fsx::write(lock::lock_path(&mpath), &lock_text)?;
+    fsx::write(w.path.join("local-state.txt"), &local_state)?;
     if let Some(ov) = info["overlays"].as_str().and_then(Hash::from_hex) {
         let tree = store.read_image(&ov)?;
         crate::archive::dir::export_dir(

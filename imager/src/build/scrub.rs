@@ -8,7 +8,7 @@ use super::dpkg;
 use super::lock::Lock;
 use super::manifest::{Manifest, StripMatcher};
 use crate::contract;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsx;
 use crate::tree::scan::Excludes;
 use std::collections::HashSet;
@@ -47,10 +47,9 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
     let mut s = Scrubbed::default();
     // Empty, not absent: systemd treats an empty machine-id as the first boot.
     let mid = root.join("etc/machine-id");
-    let _ = std::fs::remove_file(&mid);
-    std::fs::write(&mid, b"").ctx("write", &mid)?;
-    std::fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o444))
-        .ctx("set mode of", &mid)?;
+    let _ = fsx::remove_file(&mid);
+    fsx::write(&mid, b"")?;
+    fsx::set_mode(&mid, 0o444)?;
     for f in ["etc/shadow", "etc/shadow-"] {
         fix_shadow(&root.join(f), lock.epoch)?;
     }
@@ -60,7 +59,7 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
         .map(|l| format!("deb {}\n", l.text()))
         .collect();
     let list = root.join("etc/apt/sources.list");
-    std::fs::write(&list, sources).ctx("write", &list)?;
+    fsx::write(&list, sources)?;
 
     let strip = m.strip.matcher()?;
     let (dropped, owned) = dpkg::align_lists(root, strip.as_ref())?;
@@ -79,9 +78,9 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
         .map_err(|e| Error::Internal(format!("cannot write triggers: {e}")))?;
     let file = |p: &str| fsx::under(root, p.as_bytes());
     let t = file(contract::TRIGGERS_FILE);
-    std::fs::write(&t, triggers).ctx("write", &t)?;
+    fsx::write(&t, triggers)?;
     let ls = file(contract::LOCAL_STATE_FILE);
-    std::fs::write(&ls, contract::local_state_text(&m.local_state)).ctx("write", &ls)?;
+    fsx::write(&ls, contract::local_state_text(&m.local_state))?;
     Ok(s)
 }
 
@@ -130,7 +129,7 @@ fn remove_unwanted(root: &Path, u: &Unwanted, s: &mut Scrubbed) -> Result<()> {
 
 /// Sets the last-change field (days since the epoch) of every account that has one.
 fn fix_shadow(path: &Path, epoch: i64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = fsx::read_to_string(path) else {
         return Ok(());
     };
     let day = (epoch / 86400).to_string();
@@ -144,9 +143,9 @@ fn fix_shadow(path: &Path, epoch: i64) -> Result<()> {
         out.push('\n');
     }
     if out != text {
-        let meta = std::fs::metadata(path).ctx("inspect", path)?;
-        std::fs::write(path, out).ctx("write", path)?;
-        std::fs::set_permissions(path, meta.permissions()).ctx("set mode of", path)?;
+        let meta = fsx::metadata(path)?;
+        fsx::write(path, out)?;
+        fsx::set_mode(path, meta.permissions().mode())?;
     }
     Ok(())
 }

@@ -41,10 +41,10 @@ pub fn try_packages(
         &image.to_hex()[..12],
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = crate::fsx::remove_dir_all(&work);
     crate::fsx::create_dir_all(&work)?;
     let r = run(store_root, image, debs, filter, progress, &work);
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = crate::fsx::remove_dir_all(&work);
     r
 }
 
@@ -68,7 +68,7 @@ fn run(
     let mut names = Vec::new();
     for (i, d) in debs.iter().enumerate() {
         let name = format!("{i}.deb");
-        std::fs::copy(d, drop_dir.join(&name)).ctx("copy", d)?;
+        crate::fsx::copy(d, &drop_dir.join(&name))?;
         names.push(format!("/{DROP}/{name}"));
     }
     let log = work.join("dpkg.log");
@@ -83,7 +83,7 @@ fn run(
         .collect::<Vec<_>>()
         .join(" ");
     run_hooks(&root, &[hook], epoch, &log, Path::new(&shown))?;
-    std::fs::remove_dir_all(&drop_dir).ctx("remove", &drop_dir)?;
+    crate::fsx::remove_dir_all(&drop_dir)?;
     // The drop directory's parent (/tmp) had its mtime moved by it: put it back.
     let store = Store::open(store_root, Access::Write)?;
     let before = store.read_image(image)?;

@@ -1,7 +1,7 @@
 //! `imager fsck`: re-reads everything in the store and checks it against its name.
 
 use super::Store;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::tree::{Hash, Kind};
 use rayon::prelude::*;
@@ -84,10 +84,10 @@ pub(super) fn run(store: &Store, progress: &dyn Progress) -> Result<FsckReport> 
     // Objects: every file under objects/ hashes to its name.
     let objdir = store.root.join("objects");
     let mut files = Vec::new();
-    for fan in std::fs::read_dir(&objdir).ctx("list", &objdir)? {
-        let fan = fan.ctx("list", &objdir)?.path();
-        for e in std::fs::read_dir(&fan).ctx("list", &fan)? {
-            files.push(e.ctx("list", &fan)?.path());
+    for fan in crate::fsx::read_dir(&objdir)? {
+        let fan = fan.path();
+        for e in crate::fsx::read_dir(&fan)? {
+            files.push(e.path());
         }
     }
     progress.start("verify objects", Some(files.len() as u64));
@@ -109,17 +109,19 @@ pub(super) fn run(store: &Store, progress: &dyn Progress) -> Result<FsckReport> 
             };
             let mut hasher = blake3::Hasher::new();
             let mut n = 0u64;
-            let res = std::fs::File::open(p).and_then(|mut f| {
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let k = f.read(&mut buf)?;
-                    if k == 0 {
-                        return Ok(());
+            let res = crate::fsx::open(p)
+                .map_err(Error::into_io)
+                .and_then(|mut f| {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let k = f.read(&mut buf)?;
+                        if k == 0 {
+                            return Ok(());
+                        }
+                        n += k as u64;
+                        hasher.update(&buf[..k]);
                     }
-                    n += k as u64;
-                    hasher.update(&buf[..k]);
-                }
-            });
+                });
             match res {
                 Err(e) => (
                     Some(h),
