@@ -397,6 +397,57 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
         reason: "no `name` (set it here or in a manifest this one extends)".into(),
     })?;
     check_name(&name, first)?;
+    let source = merge_source(&chain)?;
+    let strip_flag = |get: fn(&StripFile) -> Option<bool>| {
+        nearest(&chain, |f| f.strip.as_ref().and_then(get)).unwrap_or(false)
+    };
+    let mut lists = Lists {
+        strip: Strip {
+            docs: strip_flag(|s| s.docs),
+            man: strip_flag(|s| s.man),
+            info: strip_flag(|s| s.info),
+            ..Strip::default()
+        },
+        ..Lists::default()
+    };
+    // Lists: parent first, so a child's settings come after (and win) where order matters.
+    for (p, text, f) in chain.iter().rev() {
+        let w = Where { file: p, text };
+        lists.add_packages(&w, f)?;
+        lists.add_strip(&w, f)?;
+        lists.add_overlays(&w, f)?;
+        lists.add_hooks(&w, f)?;
+        lists.add_triggers(&w, f)?;
+        lists.add_local_state(&w, f)?;
+    }
+    let Lists {
+        packages,
+        strip,
+        overlays,
+        hooks,
+        mut triggers,
+        local_state,
+    } = lists;
+    contract::sort_triggers(&mut triggers);
+    let local_state = local_state.unwrap_or_else(|| list_lines(DEFAULT_LOCAL_STATE));
+    Excludes::new(&local_state)?;
+    Ok(Manifest {
+        name,
+        description: nearest(&chain, |f| f.description.clone()),
+        epoch: nearest(&chain, |f| f.epoch),
+        files,
+        source,
+        packages: packages.into_values().collect(),
+        strip,
+        overlays,
+        hooks,
+        triggers,
+        local_state,
+    })
+}
+
+/// The `[source]` table: each field from the nearest file that sets it.
+fn merge_source(chain: &[Link]) -> Result<AptSource> {
     let variant = match chain
         .iter()
         .find_map(|(p, text, f)| Some((p, text, src_of(f)?.variant.as_ref()?)))
@@ -414,42 +465,49 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
             )
         })?,
     };
-    let source = AptSource {
-        suite: nearest(&chain, |f| src_of(f)?.suite.clone()).unwrap_or_else(|| "bookworm".into()),
-        architecture: nearest(&chain, |f| src_of(f)?.architecture.clone())
+    Ok(AptSource {
+        suite: nearest(chain, |f| src_of(f)?.suite.clone()).unwrap_or_else(|| "bookworm".into()),
+        architecture: nearest(chain, |f| src_of(f)?.architecture.clone())
             .unwrap_or_else(|| "amd64".into()),
-        components: nearest(&chain, |f| src_of(f)?.components.clone())
+        components: nearest(chain, |f| src_of(f)?.components.clone())
             .unwrap_or_else(|| vec!["main".into()]),
         variant,
-        mirrors: nearest(&chain, |f| {
+        mirrors: nearest(chain, |f| {
             Some(src_of(f)?.mirrors.as_ref()?.get_ref().clone())
         })
         .unwrap_or(Mirrors::Host),
-        updates: nearest(&chain, |f| src_of(f)?.updates).unwrap_or(true),
-    };
-    let strip_flag = |get: fn(&StripFile) -> Option<bool>| {
-        nearest(&chain, |f| f.strip.as_ref().and_then(get)).unwrap_or(false)
-    };
-    let mut strip = Strip {
-        docs: strip_flag(|s| s.docs),
-        man: strip_flag(|s| s.man),
-        info: strip_flag(|s| s.info),
-        ..Strip::default()
-    };
+        updates: nearest(chain, |f| src_of(f)?.updates).unwrap_or(true),
+    })
+}
 
-    // Lists: parent first, so a child's settings come after (and win) where order matters.
-    let mut packages: BTreeMap<String, PackageSpec> = BTreeMap::new();
-    let mut overlays = Vec::new();
-    let mut hooks: Vec<Hook> = Vec::new();
-    let mut triggers: Vec<Trigger> = Vec::new();
-    let mut local_state: Option<Vec<String>> = None;
-    for (p, text, f) in chain.iter().rev() {
-        let dir = p.parent().unwrap_or(Path::new("/"));
+/// One manifest file of the chain, for errors that point into it.
+struct Where<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Where<'_> {
+    fn at(&self, offset: Option<usize>, reason: String) -> Error {
+        at(self.file, self.text, offset, reason)
+    }
+}
+
+/// The settings that add up along the chain, parent first.
+#[derive(Default)]
+struct Lists {
+    packages: BTreeMap<String, PackageSpec>,
+    strip: Strip,
+    overlays: Vec<Overlay>,
+    hooks: Vec<Hook>,
+    triggers: Vec<Trigger>,
+    local_state: Option<Vec<String>>,
+}
+
+impl Lists {
+    fn add_packages(&mut self, w: &Where, f: &File) -> Result<()> {
         for s in &f.packages {
             let spec = parse_package(s.get_ref()).ok_or_else(|| {
-                at(
-                    p,
-                    text,
+                w.at(
                     Some(s.span().start),
                     format!(
                         "packages: {:?} is not a package name or name=version",
@@ -457,63 +515,61 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
                     ),
                 )
             })?;
-            packages.insert(spec.name.clone(), spec);
+            self.packages.insert(spec.name.clone(), spec);
         }
-        if let Some(st) = &f.strip {
-            for l in &st.locales {
-                if l.is_empty() || l.contains('/') || l.contains('*') {
-                    return Err(at(
-                        p,
-                        text,
-                        None,
-                        format!("strip.locales: {l:?} is not a locale name"),
-                    ));
-                }
-                if !strip.locales.contains(l) {
-                    strip.locales.push(l.clone());
-                }
+        Ok(())
+    }
+
+    fn add_strip(&mut self, w: &Where, f: &File) -> Result<()> {
+        let Some(st) = &f.strip else {
+            return Ok(());
+        };
+        let strip = &mut self.strip;
+        for l in &st.locales {
+            if l.is_empty() || l.contains('/') || l.contains('*') {
+                return Err(w.at(None, format!("strip.locales: {l:?} is not a locale name")));
             }
-            for (list, out) in [
-                (&st.exclude, &mut strip.exclude),
-                (&st.keep, &mut strip.keep),
-            ] {
-                for g in list {
-                    check_dpkg_glob(g.get_ref()).map_err(|why| {
-                        at(
-                            p,
-                            text,
-                            Some(g.span().start),
-                            format!("strip: {:?}: {why}", g.get_ref()),
-                        )
-                    })?;
-                    out.push(g.get_ref().clone());
-                }
+            if !strip.locales.contains(l) {
+                strip.locales.push(l.clone());
             }
         }
+        for (list, out) in [
+            (&st.exclude, &mut strip.exclude),
+            (&st.keep, &mut strip.keep),
+        ] {
+            for g in list {
+                check_dpkg_glob(g.get_ref()).map_err(|why| {
+                    w.at(
+                        Some(g.span().start),
+                        format!("strip: {:?}: {why}", g.get_ref()),
+                    )
+                })?;
+                out.push(g.get_ref().clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn add_overlays(&mut self, w: &Where, f: &File) -> Result<()> {
+        let dir = w.file.parent().unwrap_or(Path::new("/"));
         for o in &f.overlay {
             let dest = o.dest.get_ref();
             if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
-                return Err(at(
-                    p,
-                    text,
+                return Err(w.at(
                     Some(o.dest.span().start),
                     format!("overlay.dest {dest:?}: must be an absolute path without `..`"),
                 ));
             }
             let src = dir.join(o.src.get_ref());
             if fsx::symlink_metadata(&src).is_err() {
-                return Err(at(
-                    p,
-                    text,
+                return Err(w.at(
                     Some(o.src.span().start),
                     format!("overlay.src {}: no such file or directory", src.display()),
                 ));
             }
             for (what, m) in [("mode", o.mode), ("dir_mode", o.dir_mode)] {
                 if m.is_some_and(|m| m > 0o7777) {
-                    return Err(at(
-                        p,
-                        text,
+                    return Err(w.at(
                         Some(o.src.span().start),
                         format!(
                             "overlay.{what}: {m:?} is not a permission mode (write it as 0o644)"
@@ -521,7 +577,7 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
                     ));
                 }
             }
-            overlays.push(Overlay {
+            self.overlays.push(Overlay {
                 src,
                 dest: dest.trim_end_matches('/').to_string(),
                 owner: o.owner,
@@ -530,57 +586,48 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
                 dir_mode: o.dir_mode.unwrap_or(0o755),
             });
         }
+        Ok(())
+    }
+
+    fn add_hooks(&mut self, w: &Where, f: &File) -> Result<()> {
         for h in &f.hook {
-            if hooks.iter().any(|x| x.name == h.name) {
-                return Err(at(
-                    p,
-                    text,
-                    None,
-                    format!("hook {:?} is defined twice", h.name),
-                ));
+            if self.hooks.iter().any(|x| x.name == h.name) {
+                return Err(w.at(None, format!("hook {:?} is defined twice", h.name)));
             }
-            hooks.push(h.clone());
+            self.hooks.push(h.clone());
         }
+        Ok(())
+    }
+
+    fn add_triggers(&mut self, w: &Where, f: &File) -> Result<()> {
         for t in &f.trigger {
             let tr = t.get_ref();
-            tr.check()
-                .map_err(|why| at(p, text, Some(t.span().start), why))?;
+            tr.check().map_err(|why| w.at(Some(t.span().start), why))?;
             // A child may redefine a parent's trigger by name.
-            triggers.retain(|x| x.name != tr.name);
-            triggers.push(tr.clone());
+            self.triggers.retain(|x| x.name != tr.name);
+            self.triggers.push(tr.clone());
         }
-        if let Some(ls) = &f.local_state {
-            let acc = local_state.get_or_insert_with(Vec::new);
-            for l in ls {
-                let lp = dir.join(l.get_ref());
-                let body = fsx::read_to_string(&lp).map_err(|e| {
-                    at(
-                        p,
-                        text,
-                        Some(l.span().start),
-                        format!("local_state {}: {}", lp.display(), e.into_io()),
-                    )
-                })?;
-                acc.extend(list_lines(&body));
-            }
-        }
+        Ok(())
     }
-    contract::sort_triggers(&mut triggers);
-    let local_state = local_state.unwrap_or_else(|| list_lines(DEFAULT_LOCAL_STATE));
-    Excludes::new(&local_state)?;
-    Ok(Manifest {
-        name,
-        description: nearest(&chain, |f| f.description.clone()),
-        epoch: nearest(&chain, |f| f.epoch),
-        files,
-        source,
-        packages: packages.into_values().collect(),
-        strip,
-        overlays,
-        hooks,
-        triggers,
-        local_state,
-    })
+
+    fn add_local_state(&mut self, w: &Where, f: &File) -> Result<()> {
+        let Some(ls) = &f.local_state else {
+            return Ok(());
+        };
+        let dir = w.file.parent().unwrap_or(Path::new("/"));
+        let acc = self.local_state.get_or_insert_with(Vec::new);
+        for l in ls {
+            let lp = dir.join(l.get_ref());
+            let body = fsx::read_to_string(&lp).map_err(|e| {
+                w.at(
+                    Some(l.span().start),
+                    format!("local_state {}: {}", lp.display(), e.into_io()),
+                )
+            })?;
+            acc.extend(list_lines(&body));
+        }
+        Ok(())
+    }
 }
 
 impl Manifest {
