@@ -187,10 +187,56 @@ fn build_with(
 
     let builds = store.root().join("build");
     let mut w = work_dir(&builds, &m.name)?;
-    let root = w.path.join("root");
-    let repo = w.path.join("repo");
-    let log = w.path.join("build.log");
-    let result = (|| -> Result<Built> {
+    let run = Run {
+        store,
+        m,
+        lk,
+        lock_updated,
+        previous,
+        started,
+        progress,
+    };
+    match run.in_chroot(&w.path, opts.set_ref, download, &mut ph) {
+        Ok(mut b) => {
+            b.phases = ph.0;
+            Ok(b)
+        }
+        Err(e) if opts.keep_failed => {
+            w.keep = true;
+            Err(Error::KeptFailed {
+                source: Box::new(e),
+                dir: w.path.clone(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One build, once its packages are downloaded.
+struct Run<'a> {
+    store: &'a Store,
+    m: &'a Manifest,
+    lk: &'a Lock,
+    lock_updated: bool,
+    previous: Option<Hash>,
+    started: std::time::SystemTime,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    /// Installs, applies overlays and hooks, scrubs, and stores the result with its
+    /// build record, in the work directory `work`.
+    fn in_chroot(
+        &self,
+        work: &Path,
+        set_ref: bool,
+        download: debs::Fetched,
+        ph: &mut Phases,
+    ) -> Result<Built> {
+        let (store, m, lk, progress) = (self.store, self.m, self.lk, self.progress);
+        let root = work.join("root");
+        let repo = work.join("repo");
+        let log = work.join("build.log");
         progress.start("install", None);
         debs::make_repo(store, lk, &repo)?;
         let names: Vec<String> = lk.packages.iter().map(|p| p.name.clone()).collect();
@@ -211,31 +257,70 @@ fn build_with(
         let installed = dpkg::installed(&root)?;
         ph.done("scrub");
 
-        // What is needed to build this image again, stored beside it.
-        let overlay_image = store_overlays(store, m, &w.path)?;
+        let mut norm = normalize::Options::new(lk.epoch);
+        norm.previous = match self.previous {
+            Some(id) => Some(store.read_image(&id)?),
+            None => None,
+        };
+        let extra = self.record(work, &installed, &log, ph)?;
+        let imported = ops::import(
+            store,
+            &ImportSource::Dir(root.clone()),
+            &ImportOptions {
+                name: set_ref.then(|| m.name.clone()),
+                normalize: Some(norm),
+                excludes: Excludes::default(),
+                extra,
+            },
+            progress,
+        )?;
+        ph.done("normalise, hash, store");
+        Ok(Built {
+            id: imported.id,
+            name: m.name.clone(),
+            epoch: lk.epoch,
+            packages: installed.len(),
+            lock_updated: self.lock_updated,
+            download,
+            overlays,
+            hooks: m.hooks.len(),
+            scrub: scrubbed,
+            normalize: imported.normalize,
+            stats: imported.stats,
+            phases: Vec::new(),
+        })
+    }
+
+    /// What is needed to build this image again (and what the build did), stored beside
+    /// it: the flattened manifest, the lock, the local-state list, the build info, the
+    /// installed packages and the log. Stores the overlays as an image of their own.
+    fn record(
+        &self,
+        work: &Path,
+        installed: &[dpkg::Installed],
+        log: &Path,
+        ph: &Phases,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let (m, lk) = (self.m, self.lk);
+        let overlay_image = store_overlays(self.store, m, work)?;
         let packages: String = installed
             .iter()
             .map(|p| format!("{} {} {} {}\n", p.name, p.version, p.arch, p.source))
             .collect();
-        let mut norm = normalize::Options::new(lk.epoch);
-        norm.previous = match previous {
-            Some(id) => Some(store.read_image(&id)?),
-            None => None,
-        };
         let info = serde_json::json!({
             "tool": format!("imager {}", env!("CARGO_PKG_VERSION")),
             "manifest": m.name,
             "manifest_files": m.files,
             "epoch": lk.epoch,
             "lock_inputs": lk.inputs,
-            "previous": previous.map(|p| p.to_hex()),
+            "previous": self.previous.map(|p| p.to_hex()),
             "overlays": overlay_image.map(|p| p.to_hex()),
-            "started": started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "started": self.started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "phases": ph.0,
         });
         let local_state: String = m.local_state.iter().map(|l| format!("{l}\n")).collect();
-        let log_text = fsx::read(&log).unwrap_or_default();
-        let extra = vec![
+        let log_text = fsx::read(log).unwrap_or_default();
+        Ok(vec![
             (BUILD_MANIFEST.to_string(), m.flattened()?.into_bytes()),
             (
                 BUILD_LOCK.to_string(),
@@ -249,47 +334,7 @@ fn build_with(
             ),
             (PACKAGES.to_string(), packages.into_bytes()),
             (BUILD_LOG.to_string(), log_text),
-        ];
-        let imported = ops::import(
-            store,
-            &ImportSource::Dir(root.clone()),
-            &ImportOptions {
-                name: opts.set_ref.then(|| m.name.clone()),
-                normalize: Some(norm),
-                excludes: Excludes::default(),
-                extra,
-            },
-            progress,
-        )?;
-        ph.done("normalise, hash, store");
-        Ok(Built {
-            id: imported.id,
-            name: m.name.clone(),
-            epoch: lk.epoch,
-            packages: installed.len(),
-            lock_updated,
-            download,
-            overlays,
-            hooks: m.hooks.len(),
-            scrub: scrubbed,
-            normalize: imported.normalize,
-            stats: imported.stats,
-            phases: Vec::new(),
-        })
-    })();
-    match result {
-        Ok(mut b) => {
-            b.phases = ph.0;
-            Ok(b)
-        }
-        Err(e) if opts.keep_failed => {
-            w.keep = true;
-            Err(Error::KeptFailed {
-                source: Box::new(e),
-                dir: w.path.clone(),
-            })
-        }
-        Err(e) => Err(e),
+        ])
     }
 }
 
