@@ -6,6 +6,7 @@
 //! Every check is "parse; if the input was accepted, what we print from it must parse
 //! back to the same thing" where the format has a printer, and "does not panic, does not
 //! hang, does not allocate without bound" everywhere.
+#![allow(clippy::disallowed_methods)] // fuzz harness: sets up scratch files directly
 
 use imager::store::{Access, Store};
 use std::path::{Path, PathBuf};
@@ -215,14 +216,14 @@ pub fn tree_roundtrip(entries: Vec<imager::Entry>) {
 /// An archive as `imager import` reads it (tar, tar.gz or tar.zst): if it imports, the
 /// tree exported again as tar must import to the same tree.
 pub fn tar_import(data: &[u8]) {
-    use imager::archive::{tar_export, tar_import};
+    use imager::fuzzing::{tar_export, tar_import};
     use imager::ingest::{ingest, StoreSink};
     use imager::progress::Quiet;
     use imager::tree::scan::Excludes;
     let store = store();
     let excludes = Excludes::new(&[]).expect("no excludes");
     // Both ways of reading content (streamed, or held for normalisation), by input.
-    let opts = tar_import::ImportOptions {
+    let opts = tar_import::ArchiveReadOptions {
         keep_candidates: data.len().is_multiple_of(2),
         excludes: &excludes,
     };
@@ -251,7 +252,7 @@ pub fn tar_import(data: &[u8]) {
 /// The build manifest (TOML), read from a file as `imager build` reads it: if it loads,
 /// its flattened form (what a build stores) must load to the same settings.
 pub fn build_manifest(data: &[u8]) {
-    use imager::build::manifest::load;
+    use imager::fuzzing::load_manifest as load;
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -283,14 +284,14 @@ pub fn build_manifest(data: &[u8]) {
 /// mirror): paragraphs, installed packages, Release dates.
 pub fn dpkg_status(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    for p in imager::deb822::parse(&text) {
+    for p in imager::fuzzing::parse_deb822(&text) {
         for (k, v) in &p.fields {
             assert!(!k.contains(':') && !k.contains(' '), "field name {k:?}");
             assert!(p.get(k).is_some());
-            let _ = imager::deb822::parse_release_date(v);
+            let _ = imager::fuzzing::parse_release_date(v);
         }
     }
-    let installed = imager::review::dpkg::installed(&text);
+    let installed = imager::fuzzing::dpkg_status(&text);
     for (key, pkg) in &installed {
         assert!(key.starts_with(&pkg.name), "{key} names {}", pkg.name);
     }
@@ -299,7 +300,7 @@ pub fn dpkg_status(data: &[u8]) {
     let status = root.join("var/lib/dpkg");
     std::fs::create_dir_all(&status).expect("dpkg dir");
     std::fs::write(status.join("status"), data).expect("write status");
-    if let Ok(list) = imager::build::dpkg::installed(&root) {
+    if let Ok(list) = imager::fuzzing::dpkg_installed_in(&root) {
         // Both readers take the same paragraphs as installed packages. (Review keys a
         // second copy of a name as `name:arch`, which a literal `name:arch` package
         // would collide with; dpkg allows no `:` in a name, so such a file is not real.)
@@ -316,7 +317,7 @@ pub fn dpkg_status(data: &[u8]) {
 /// A package's changelog.Debian (as `imager diff` shows it): the entries, and the ones
 /// between two of its versions.
 pub fn deb_changelog(data: &[u8]) {
-    use imager::review::dpkg::{changelog_entries, entries_between};
+    use imager::fuzzing::{changelog_entries, entries_between};
     let text = String::from_utf8_lossy(data);
     let entries = changelog_entries(&text);
     assert!(entries.len() <= text.lines().count());
@@ -333,7 +334,7 @@ pub fn deb_changelog(data: &[u8]) {
 /// dpkg's version order must be a total order (on the classes it calls equal), or the
 /// changelog entries between two versions depend on the order of comparisons.
 pub fn dpkg_version(data: &[u8]) {
-    use imager::review::dpkg::compare_versions as cmp;
+    use imager::fuzzing::compare_versions as cmp;
     use std::cmp::Ordering::*;
     let text = String::from_utf8_lossy(data);
     let v: Vec<&str> = text.splitn(3, '\n').collect();
@@ -391,7 +392,7 @@ pub fn hash_cache(data: &[u8]) {
 /// The image's triggers.toml as the agent receives it: if it parses, it prints back to
 /// the same triggers, and matching them against paths does not panic.
 pub fn agent_triggers(data: &[u8]) {
-    use imager::build::scrub::TriggerFile;
+    use imager::contract::TriggerFile;
     use syncer::agent::triggers::{matching, parse};
     let Ok(t) = parse(data) else {
         return;

@@ -55,6 +55,33 @@ pub enum Error {
         reason: String,
     },
 
+    /// An outside program (apt, mmdebstrap, dpkg-deb, a hook) failed: `program` names it
+    /// as the user knows it, `detail` says how it failed, with its last words.
+    #[error("{program} {detail}")]
+    Command { program: String, detail: String },
+
+    /// A build cannot go on: its lock is stale or missing, a package cannot be had, an
+    /// overlay cannot be copied, the result differs from the lock.
+    #[error("{0}")]
+    Build(String),
+
+    /// A build failed and its work directory was kept (`--keep-failed`) to inspect.
+    #[error("{source}\n(the failed build is kept in {})", dir.display())]
+    KeptFailed { source: Box<Error>, dir: PathBuf },
+
+    /// A directory walk failed part way (walkdir's error names the path).
+    #[error("walking {}: {source}", root.display())]
+    Walk {
+        root: PathBuf,
+        #[source]
+        source: walkdir::Error,
+    },
+
+    /// Something imager itself produced is not what it should be (a serialiser failed, an
+    /// ID it just made does not parse): a bug, not bad input.
+    #[error("{0}")]
+    Internal(String),
+
     /// The caller asked for something that cannot be done as asked.
     #[error("{0}")]
     Usage(String),
@@ -73,6 +100,28 @@ impl Error {
         Error::InvalidTree {
             path: crate::tree::escape::escape(path),
             reason: reason.into(),
+        }
+    }
+
+    /// The same I/O error said with another verb phrase (`read object` for `read`), for
+    /// a caller whose path alone would not say what the file is; other errors unchanged.
+    pub fn doing(self, action: &'static str) -> Self {
+        match self {
+            Error::Io { path, source, .. } => Error::Io {
+                action,
+                path,
+                source,
+            },
+            e => e,
+        }
+    }
+
+    /// The underlying I/O error (without the path and action), for a message that names
+    /// the path its own way; any other error as an I/O error of kind `Other`.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            Error::Io { source, .. } => source,
+            e => io::Error::other(e),
         }
     }
 

@@ -1,23 +1,54 @@
 //! imager: reproducible, content-hashed images of Linux root filesystems.
 //!
 //! The model is [`tree`] (what an image is and its canonical text); [`store`] keeps
-//! images and their content; [`archive`] moves images in and out as tar.zst and
-//! directories; [`normalize`] and [`ingest`] turn a built tree into a reproducible image.
-//! The `imager` binary is a thin layer over [`ops`], which is what commands do.
+//! images and their content; [`ingest`] turns a scanned or imported tree into a stored,
+//! normalised image; [`ops`] is what the commands do, as library functions; [`contract`]
+//! is what an image promises the syncer. The `imager` binary is [`cli`], a thin layer
+//! over [`ops`] and the build.
+//!
+//! The modules below the public ones (the archive formats, the build, normalisation,
+//! the review) are the crate's own: callers get what the `pub use` block lists, and
+//! the fuzz targets reach the parsers of outside bytes through [`fuzzing`].
 
-pub mod archive;
-pub mod build;
-pub mod deb822;
+// What callers build on: the syncer keeps a host's tree in step with an image through
+// these (a tree and its text, the store, safe filesystem access, the image contract).
+pub mod contract;
 pub mod error;
 pub mod fsx;
 pub mod ingest;
-pub mod normalize;
 pub mod ops;
 pub mod progress;
-pub mod review;
 pub mod safe_dir;
 pub mod store;
 pub mod tree;
 
-pub use error::{Error, Result};
-pub use tree::{Entry, Hash, Kind, Tree};
+#[doc(hidden)]
+pub mod cli;
+
+pub(crate) mod archive;
+pub(crate) mod build;
+pub(crate) mod deb822;
+pub(crate) mod normalize;
+pub(crate) mod review;
+
+pub use contract::{Trigger, TriggerFile};
+pub use error::{Error, IoContext, Result};
+pub use ingest::{ingest, HashOnly, Ingested, StoreSink};
+pub use normalize::{MtimePolicy, Options as NormalizeOptions, Report as NormalizeReport};
+pub use ops::{ExportTarget, ImportOptions, ImportSource, Imported, Shown};
+pub use progress::{Progress, Quiet};
+pub use store::{Access, Store};
+pub use tree::scan::Excludes;
+pub use tree::{Entry, Hash, Kind, Stats, Tree};
+
+/// The parsers of outside bytes, for the fuzz targets in `fuzz/`: not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::archive::{tar_export, tar_import};
+    pub use crate::build::dpkg::installed as dpkg_installed_in;
+    pub use crate::build::manifest::load as load_manifest;
+    pub use crate::deb822::{parse as parse_deb822, parse_release_date};
+    pub use crate::review::dpkg::{
+        changelog_entries, compare_versions, entries_between, installed as dpkg_status,
+    };
+}

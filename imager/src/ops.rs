@@ -16,19 +16,19 @@ use std::path::{Path, PathBuf};
 
 /// Where a tree comes from.
 #[derive(Clone, Debug)]
-pub enum Source {
+pub enum ImportSource {
     Dir(PathBuf),
     /// A tar, tar.gz or tar.zst file (`-` for standard input).
     Archive(PathBuf),
 }
 
-impl Source {
+impl ImportSource {
     /// A directory is a directory; anything else is read as an archive.
-    pub fn guess(path: &Path) -> Source {
+    pub fn guess(path: &Path) -> ImportSource {
         if path.is_dir() {
-            Source::Dir(path.to_path_buf())
+            ImportSource::Dir(path.to_path_buf())
         } else {
-            Source::Archive(path.to_path_buf())
+            ImportSource::Archive(path.to_path_buf())
         }
     }
 }
@@ -65,19 +65,33 @@ pub struct Imported {
     pub normalize: Report,
 }
 
+impl Imported {
+    /// The line `imager import` prints on standard error: what the image holds and what
+    /// the store gained.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "imported {} files, {} dirs, {} symlinks, {} hard links, {} devices/fifos; {} bytes, {} new objects ({} new bytes){}",
+            s.files, s.dirs, s.symlinks, s.hardlinks, s.devices + s.fifos,
+            s.bytes, self.new_objects, self.new_bytes,
+            self.name.as_deref().map(|n| format!("; name {n}")).unwrap_or_default()
+        )
+    }
+}
+
 /// `imager import`: a directory or archive into the store, normalised if asked.
 pub fn import(
     store: &Store,
-    src: &Source,
+    src: &ImportSource,
     opts: &ImportOptions,
     progress: &dyn Progress,
 ) -> Result<Imported> {
     let txn = store.txn();
     let pending = match src {
-        Source::Dir(d) => scan(d, &opts.excludes)?,
-        Source::Archive(p) => {
+        ImportSource::Dir(d) => scan(d, &opts.excludes)?,
+        ImportSource::Archive(p) => {
             let shown = p.display().to_string();
-            let iopts = tar_import::ImportOptions {
+            let iopts = tar_import::ArchiveReadOptions {
                 keep_candidates: opts.normalize.is_some(),
                 excludes: &opts.excludes,
             };
@@ -85,7 +99,7 @@ pub fn import(
             let r = if p.as_os_str() == "-" {
                 tar_import::read_archive(std::io::stdin().lock(), "standard input", &txn, &iopts)
             } else {
-                let f = std::fs::File::open(p).ctx("open", p)?;
+                let f = crate::fsx::open(p)?;
                 tar_import::read_archive(f, &shown, &txn, &iopts)
             };
             progress.finish();
@@ -250,6 +264,30 @@ pub struct Shown {
     /// Names whose current image this is, and names that had it earlier (`name~N`).
     pub names: Vec<String>,
     pub stats: Stats,
+}
+
+impl Shown {
+    /// The report as `imager show` prints it.
+    pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let t = &self.stats;
+        writeln!(out, "image   {}", self.id)?;
+        let names = if self.names.is_empty() {
+            "-".to_string()
+        } else {
+            self.names.join(" ")
+        };
+        writeln!(out, "names   {names}")?;
+        writeln!(
+            out,
+            "entries {} files, {} dirs, {} symlinks, {} hard links, {} devices, {} fifos",
+            t.files, t.dirs, t.symlinks, t.hardlinks, t.devices, t.fifos
+        )?;
+        writeln!(
+            out,
+            "content {} bytes in {} distinct objects; {} entries with xattrs",
+            t.bytes, t.objects, t.with_xattrs
+        )
+    }
 }
 
 /// `imager show`: what an image is and what names it.

@@ -2,6 +2,7 @@
 //! the refusal of unsafe or damaged archives.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 use common::{s, sample_tree, sh, Env};
 

@@ -3,6 +3,7 @@
 //! and a failed import into a store that did not exist yet.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 use common::{craft_tar as craft, s, sh, Env};
 use std::process::Command;

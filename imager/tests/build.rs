@@ -1,6 +1,7 @@
 //! `imager lock` and `imager build` on the repository's real manifests: real Debian
 //! packages from the mirrors this machine's apt uses, installed by mmdebstrap as root.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
 use common::Env;

@@ -4,6 +4,7 @@
 //! issue). Needs root and the Debian archive, as CI has; about two minutes.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 use common::{s, Env};
 use std::process::Command;

@@ -3,6 +3,7 @@
 //! real interpreter afterwards.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 use common::{s, sh, Env};
 use std::path::Path;

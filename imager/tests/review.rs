@@ -1,6 +1,7 @@
 //! `imager diff` and `imager packages` on the benchmark corpus (two real bookworm roots
 //! a security update apart), checked against dpkg's own view of the two trees.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
 use common::Env;

@@ -5,7 +5,8 @@
 //! (Xattr names with `=` are left out: tar cannot carry them, and the export says so.)
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
-use imager::ops::{self, ExportTarget, ImportOptions, Source};
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
+use imager::ops::{self, ExportTarget, ImportOptions, ImportSource as Source};
 use imager::progress::Quiet;
 use imager::store::{Access, Store};
 use imager::tree::scan::Excludes;

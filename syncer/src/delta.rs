@@ -98,27 +98,14 @@ fn checked(d: Vec<u8>, old: Option<&[u8]>, new: &Hash) -> Result<Vec<u8>, String
 }
 
 /// Writes `parts` to `path` so that a crash leaves no file, the old one or the whole new
-/// one: a temporary file, flushed, renamed over `path`, then the directory flushed.
-fn write_durably(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        for p in parts {
-            f.write_all(p)?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    r
+/// one (see [`imager::fsx::write_atomic`]).
+fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
+    imager::fsx::write_atomic_with(path, |f| {
+        parts
+            .iter()
+            .try_for_each(|p| f.write_all(p))
+            .map_err(|e| imager::Error::io("write", path, e))
+    })
 }
 
 /// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a delta, `NEW.LLEVEL.zst` whole.

@@ -10,6 +10,7 @@ use crate::protocol::{
     ScanStats, SignatureRequest, Signatures, Stage, Status, Target, TriggerRun, CHUNK,
 };
 use crate::transport::{self, HostSpec, Session, TransportOptions};
+use imager::contract;
 use imager::store::Store;
 use imager::tree::escape::escape;
 use imager::{Hash, Kind, Tree};
@@ -43,16 +44,13 @@ impl Image {
                 _ => Ok(None),
             }
         };
-        let local = match file(b"/usr/lib/imager/local-state.txt")? {
-            Some(b) => String::from_utf8_lossy(&b).into_owned(),
-            None => imager::build::manifest::DEFAULT_LOCAL_STATE.to_string(),
-        };
-        let triggers = file(b"/usr/lib/imager/triggers.toml")?.unwrap_or_default();
+        let local = file(contract::LOCAL_STATE_FILE.as_bytes())?;
+        let triggers = file(contract::TRIGGERS_FILE.as_bytes())?.unwrap_or_default();
         Ok(Image {
             id,
             tree,
             text,
-            local_state: imager::tree::scan::list_lines(&local),
+            local_state: contract::local_state_of(local.as_deref()),
             triggers,
         })
     }

@@ -1,6 +1,7 @@
 //! The agent and transports on small synthetic trees: every kind of entry, a running
 //! executable replaced, a full disk, hostile protocol input, and a real sshd.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
 use common::*;

@@ -2,6 +2,7 @@
 //! dropped and recomputed, `syncer cache verify`), its reports and exit codes, and the
 //! agent it installs on ssh hosts.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
 use common::*;

@@ -2,6 +2,7 @@
 //! update later) onto `local:` host roots: exactness, local state, drift repair, hostile
 //! symlinks, `kill -9` at random moments, triggers and crash recovery.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
 use common::*;

@@ -4,6 +4,7 @@
 //! something outside the root, lost the host's own data or left the host refusing every
 //! session.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
 use common::*;

@@ -2,6 +2,7 @@
 //! 127.0.0.1, in two colos. Health checks that fail, failure budgets, `--resume`,
 //! rollback, bandwidth limits, and reports that agree with the hosts.
 #![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
 use common::*;

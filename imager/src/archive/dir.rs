@@ -17,19 +17,19 @@ use rustix::fs::{FileType, Mode, OFlags};
 use std::path::Path;
 
 pub fn export_dir(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progress) -> Result<()> {
-    match std::fs::read_dir(dest) {
-        Ok(mut it) => {
-            if it.next().is_some() {
+    match crate::fsx::read_dir(dest) {
+        Ok(entries) => {
+            if !entries.is_empty() {
                 return Err(Error::Usage(format!(
                     "{} is not empty; export into a new or empty directory",
                     dest.display()
                 )));
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir(dest).ctx("create directory", dest)?;
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
+            crate::fsx::create_dir(dest)?;
         }
-        Err(e) => return Err(Error::io("open directory", dest, e)),
+        Err(e) => return Err(e.doing("open directory")),
     }
     let b = Beneath::open(dest)?;
     let entries = tree.entries();

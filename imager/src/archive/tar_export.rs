@@ -197,30 +197,10 @@ pub fn export_tar_zst(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = tempfile_in(dir, dest)?;
-    let result = (|| -> Result<()> {
-        let f = std::fs::File::create(&tmp).ctx("create", &tmp)?;
+    crate::fsx::write_atomic_with(dest, |f| {
         let w = write_tar_zst(store, tree, std::io::BufWriter::new(f), progress)?;
-        let f = w
-            .into_inner()
+        w.into_inner()
             .map_err(|e| Error::io("write", dest, e.into_error()))?;
-        f.sync_all().ctx("flush", &tmp)?;
-        crate::fsx::rename(&tmp, dest)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn tempfile_in(dir: &Path, dest: &Path) -> Result<std::path::PathBuf> {
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    Ok(dir.join(format!(".{name}.tmp-{}", std::process::id())))
+        Ok(())
+    })
 }

@@ -53,7 +53,7 @@ impl<R: Read> Read for EofTracker<R> {
 }
 
 /// Options for reading an archive.
-pub struct ImportOptions<'a> {
+pub struct ArchiveReadOptions<'a> {
     /// Keep gzip and pyc files in memory so normalisation can rewrite them.
     pub keep_candidates: bool,
     pub excludes: &'a crate::tree::scan::Excludes,
@@ -64,7 +64,7 @@ pub fn read_archive(
     src: impl Read,
     name: &str,
     txn: &Txn,
-    opts: &ImportOptions,
+    opts: &ArchiveReadOptions,
 ) -> Result<Vec<Pending>> {
     let mut src = BufReader::with_capacity(1 << 20, src);
     let head = src
@@ -99,270 +99,354 @@ fn read_tar<R: Read>(
     eof: &Rc<Cell<bool>>,
     name: &str,
     txn: &Txn,
-    opts: &ImportOptions,
+    opts: &ArchiveReadOptions,
 ) -> Result<Vec<Pending>> {
-    let bad = |path: &[u8], reason: String| Error::Archive {
-        archive: name.to_string(),
-        path: escape(path),
-        reason,
-    };
-    // The tar crate's messages quote the header bytes they choke on (and the entry's
-    // name, unescaped): never pass those raw to a terminal.
-    let io_bad = |path: &[u8], e: std::io::Error| {
-        bad(
-            path,
-            format!(
-                "cannot read the archive: {}",
-                escape_message(&e.to_string())
-            ),
-        )
+    let mut r = TarReader {
+        name,
+        txn,
+        opts,
+        out: Vec::new(),
+        seen: HashMap::new(),
+        pax: None,
+        long_name: None,
+        long_link: None,
+        last_path: b"(start of archive)".to_vec(),
+        held: 0,
     };
     let mut ar = tar::Archive::new(src);
-    let mut out: Vec<Pending> = Vec::new();
-    // Path -> index in `out`, for duplicates and hard link targets.
-    let mut seen: HashMap<Vec<u8>, usize> = HashMap::new();
-    let mut pax: Option<Vec<u8>> = None;
-    let mut long_name: Option<Vec<u8>> = None;
-    let mut long_link: Option<Vec<u8>> = None;
-    let mut last_path: Vec<u8> = b"(start of archive)".to_vec();
-    // Bytes of normalisation candidates held in memory so far (see `HOLD_LIMIT`).
-    let mut held = 0u64;
-    let entries = ar.entries().map_err(|e| io_bad(&last_path, e))?.raw(true);
+    let entries = ar
+        .entries()
+        .map_err(|e| r.io_bad(&r.last_path, e))?
+        .raw(true);
     for item in entries {
-        let mut ent = item.map_err(|e| io_bad(&last_path, e))?;
-        let h = ent.header().clone();
-        let ty = h.entry_type();
-        let declared = h.entry_size().map_err(|e| io_bad(&last_path, e))?;
-        // Extension headers first: bounded, then read whole.
-        let ext_limit = match ty {
-            EntryType::XHeader | EntryType::XGlobalHeader => Some(MAX_PAX),
-            EntryType::GNULongName | EntryType::GNULongLink => Some(MAX_LONG_NAME),
-            _ => None,
-        };
-        if let Some(limit) = ext_limit {
-            if declared > limit {
-                return Err(bad(
-                    &last_path,
-                    format!(
-                        "an extension header after it declares {declared} bytes (limit {limit})"
-                    ),
-                ));
-            }
-            let mut data = Vec::with_capacity(declared as usize);
-            ent.read_to_end(&mut data)
-                .map_err(|e| io_bad(&last_path, e))?;
-            match ty {
-                EntryType::XHeader => pax = Some(data),
-                EntryType::XGlobalHeader => {} // archive comments (git archive); nothing we use
-                EntryType::GNULongName => long_name = Some(strip_nul(data)),
-                _ => long_link = Some(strip_nul(data)),
-            }
-            continue;
-        }
-        let pax_data = pax.take();
-        let mut p = PaxFields::default();
-        if let Some(d) = &pax_data {
-            p = parse_pax(d).map_err(|r| {
-                bad(
-                    &last_path,
-                    format!("bad pax header before the next entry: {r}"),
-                )
-            })?;
-        }
-        let raw_name = p
-            .path
-            .take()
-            .or(long_name.take())
-            .unwrap_or_else(|| h.path_bytes().into_owned());
-        let raw_link = p
-            .linkpath
-            .take()
-            .or(long_link.take())
-            .or_else(|| h.link_name_bytes().map(|c| c.into_owned()));
-        last_path = raw_name.clone();
-        if raw_name.first() == Some(&b'/') {
-            return Err(bad(
-                &raw_name,
-                "absolute path (refused; archives for images use ./ names)".into(),
-            ));
-        }
-        let path = entry_path(&raw_name).map_err(|r| bad(&raw_name, r))?;
-        if opts.excludes.covers(&path) {
-            continue; // its content is skipped unread
-        }
-        if let Some(s) = p.size {
-            if s != declared {
-                return Err(bad(
-                    &raw_name,
-                    format!("pax size {s} differs from the header's {declared}"),
-                ));
-            }
-        }
-        let is_old_dir = ty == EntryType::Regular && raw_name.ends_with(b"/");
-        let mode_bits = h.mode().map_err(|e| io_bad(&raw_name, e))? & crate::tree::MODE_MASK;
-        let uid = match p.uid {
-            Some(u) => u,
-            None => h.uid().map_err(|e| io_bad(&raw_name, e))?,
-        };
-        let gid = match p.gid {
-            Some(g) => g,
-            None => h.gid().map_err(|e| io_bad(&raw_name, e))?,
-        };
-        let mtime = match p.mtime {
-            Some(m) => m,
-            None => h.mtime().map_err(|e| io_bad(&raw_name, e))? as i64,
-        };
-        let to_u32 = |v: u64, what: &str| {
-            u32::try_from(v).map_err(|_| bad(&raw_name, format!("{what} {v} out of range")))
-        };
-        let mut entry = Entry {
-            path: path.clone(),
-            kind: Kind::Dir,
-            mode: mode_bits,
-            uid: to_u32(uid, "uid")?,
-            gid: to_u32(gid, "gid")?,
-            mtime,
-            xattrs: p.xattrs,
-        };
-        crate::tree::check_applicable(&entry).map_err(|r| bad(&raw_name, r))?;
-        let mut content = None;
-        let dev = |h: &tar::Header| -> Result<(u32, u32)> {
-            let major = h
-                .device_major()
-                .map_err(|e| io_bad(&raw_name, e))?
-                .unwrap_or(0);
-            let minor = h
-                .device_minor()
-                .map_err(|e| io_bad(&raw_name, e))?
-                .unwrap_or(0);
-            Ok((major, minor))
-        };
-        entry.kind = match ty {
-            _ if is_old_dir => Kind::Dir,
-            EntryType::Regular | EntryType::Continuous => {
-                if declared > MAX_FILE_SIZE {
-                    return Err(bad(
-                        &raw_name,
-                        format!(
-                            "declares {declared} bytes, more than the limit of {MAX_FILE_SIZE}"
-                        ),
-                    ));
-                }
-                let (hash, c) = read_content(&mut ent, declared, &path, txn, opts, &mut held)
-                    .map_err(|e| match e {
-                        Error::Io { source, .. } => io_bad(&raw_name, source),
-                        other => other,
-                    })?;
-                content = Some(c);
-                Kind::File {
-                    size: declared,
-                    hash,
-                }
-            }
-            EntryType::Directory => Kind::Dir,
-            EntryType::Symlink => {
-                let t =
-                    raw_link.ok_or_else(|| bad(&raw_name, "symlink without a target".into()))?;
-                entry.mode = SYMLINK_MODE;
-                Kind::Symlink { target: t }
-            }
-            EntryType::Link => {
-                let t =
-                    raw_link.ok_or_else(|| bad(&raw_name, "hard link without a target".into()))?;
-                if t.first() == Some(&b'/') {
-                    return Err(bad(
-                        &raw_name,
-                        format!(
-                            "hard link to absolute path {} (outside the archive)",
-                            escape(&t)
-                        ),
-                    ));
-                }
-                let tp = entry_path(&t)
-                    .map_err(|r| bad(&raw_name, format!("hard link target {}: {r}", escape(&t))))?;
-                let target = match seen.get(&tp).map(|&i| &out[i].entry) {
-                    Some(Entry {
-                        kind: Kind::File { .. },
-                        path,
-                        ..
-                    }) => path.clone(),
-                    Some(Entry {
-                        kind: Kind::HardLink { target },
-                        ..
-                    }) => target.clone(),
-                    Some(other) => {
-                        return Err(bad(
-                            &raw_name,
-                            format!(
-                                "hard link to {} which is a {}",
-                                escape(&tp),
-                                other.kind.name()
-                            ),
-                        ))
-                    }
-                    None => {
-                        return Err(bad(
-                            &raw_name,
-                            format!(
-                                "hard link to {} which is not earlier in the archive (outside it)",
-                                escape(&tp)
-                            ),
-                        ))
-                    }
-                };
-                Kind::HardLink { target }
-            }
-            EntryType::Char => {
-                let (major, minor) = dev(&h)?;
-                Kind::CharDev { major, minor }
-            }
-            EntryType::Block => {
-                let (major, minor) = dev(&h)?;
-                Kind::BlockDev { major, minor }
-            }
-            EntryType::Fifo => Kind::Fifo,
-            other => {
-                return Err(bad(
-                    &raw_name,
-                    format!("unsupported tar entry type {:?}", other.as_byte() as char),
-                ))
-            }
-        };
-        if let Some(&i) = seen.get(&path) {
-            // A directory listed twice (tar -r, some tools) is harmless if identical.
-            if !(out[i].entry == entry && entry.kind == Kind::Dir) {
-                return Err(bad(&raw_name, "the archive has this path twice".into()));
-            }
-            continue;
-        }
-        seen.insert(path, out.len());
-        out.push(Pending { entry, content });
+        let ent = item.map_err(|e| r.io_bad(&r.last_path, e))?;
+        r.entry(ent)?;
     }
     if eof.get() {
-        return Err(bad(
-            &last_path,
+        return Err(r.bad(
+            &r.last_path,
             "the archive ends without its end-of-archive marker (truncated?)".into(),
         ));
     }
     // Drain what follows the end marker so a compressed stream's end (and checksum) is checked.
     let mut rest = ar.into_inner();
     std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| {
-        bad(
-            &last_path,
+        r.bad(
+            &r.last_path,
             format!(
                 "after the end of the archive: {}",
                 escape_message(&e.to_string())
             ),
         )
     })?;
-    if !seen.contains_key(&b"/"[..]) {
+    if !r.seen.contains_key(&b"/"[..]) {
         // `tar -C dir -cf x.tar file…` has no entry for the root; it is a plain directory.
-        out.push(Pending {
+        r.out.push(Pending {
             entry: Entry::dir(b"/", 0o755, 0),
             content: None,
         });
     }
-    Ok(out)
+    Ok(r.out)
+}
+
+/// One pass over an archive's entries: what has been read so far, and the extension
+/// headers waiting for the entry they describe.
+struct TarReader<'a> {
+    /// How errors name the archive.
+    name: &'a str,
+    txn: &'a Txn<'a>,
+    opts: &'a ArchiveReadOptions<'a>,
+    out: Vec<Pending>,
+    /// Path -> index in `out`, for duplicates and hard link targets.
+    seen: HashMap<Vec<u8>, usize>,
+    pax: Option<Vec<u8>>,
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    /// The last entry's name, for errors about what follows it.
+    last_path: Vec<u8>,
+    /// Bytes of normalisation candidates held in memory so far (see `HOLD_LIMIT`).
+    held: u64,
+}
+
+impl TarReader<'_> {
+    fn bad(&self, path: &[u8], reason: String) -> Error {
+        Error::Archive {
+            archive: self.name.to_string(),
+            path: escape(path),
+            reason,
+        }
+    }
+
+    /// The tar crate's messages quote the header bytes they choke on (and the entry's
+    /// name, unescaped): never pass those raw to a terminal.
+    fn io_bad(&self, path: &[u8], e: std::io::Error) -> Error {
+        self.bad(
+            path,
+            format!(
+                "cannot read the archive: {}",
+                escape_message(&e.to_string())
+            ),
+        )
+    }
+
+    fn entry<T: Read>(&mut self, mut ent: tar::Entry<'_, T>) -> Result<()> {
+        let h = ent.header().clone();
+        let ty = h.entry_type();
+        let declared = h
+            .entry_size()
+            .map_err(|e| self.io_bad(&self.last_path, e))?;
+        if self.extension(&mut ent, ty, declared)? {
+            return Ok(());
+        }
+        let mut p = self.take_pax()?;
+        let raw_name = p
+            .path
+            .take()
+            .or(self.long_name.take())
+            .unwrap_or_else(|| h.path_bytes().into_owned());
+        let raw_link = p
+            .linkpath
+            .take()
+            .or(self.long_link.take())
+            .or_else(|| h.link_name_bytes().map(|c| c.into_owned()));
+        self.last_path = raw_name.clone();
+        if raw_name.first() == Some(&b'/') {
+            return Err(self.bad(
+                &raw_name,
+                "absolute path (refused; archives for images use ./ names)".into(),
+            ));
+        }
+        let path = entry_path(&raw_name).map_err(|r| self.bad(&raw_name, r))?;
+        if self.opts.excludes.covers(&path) {
+            return Ok(()); // its content is skipped unread
+        }
+        if let Some(s) = p.size {
+            if s != declared {
+                return Err(self.bad(
+                    &raw_name,
+                    format!("pax size {s} differs from the header's {declared}"),
+                ));
+            }
+        }
+        let mut entry = self.metadata(&h, p, path, &raw_name)?;
+        crate::tree::check_applicable(&entry).map_err(|r| self.bad(&raw_name, r))?;
+        let is_old_dir = ty == EntryType::Regular && raw_name.ends_with(b"/");
+        let mut content = None;
+        entry.kind = match ty {
+            _ if is_old_dir => Kind::Dir,
+            EntryType::Regular | EntryType::Continuous => {
+                let (kind, c) = self.file(&mut ent, declared, &entry.path, &raw_name)?;
+                content = Some(c);
+                kind
+            }
+            EntryType::Directory => Kind::Dir,
+            EntryType::Symlink => {
+                let t = raw_link
+                    .ok_or_else(|| self.bad(&raw_name, "symlink without a target".into()))?;
+                entry.mode = SYMLINK_MODE;
+                Kind::Symlink { target: t }
+            }
+            EntryType::Link => {
+                let t = raw_link
+                    .ok_or_else(|| self.bad(&raw_name, "hard link without a target".into()))?;
+                Kind::HardLink {
+                    target: self.hard_link_target(&raw_name, &t)?,
+                }
+            }
+            EntryType::Char => {
+                let (major, minor) = self.device(&h, &raw_name)?;
+                Kind::CharDev { major, minor }
+            }
+            EntryType::Block => {
+                let (major, minor) = self.device(&h, &raw_name)?;
+                Kind::BlockDev { major, minor }
+            }
+            EntryType::Fifo => Kind::Fifo,
+            other => {
+                return Err(self.bad(
+                    &raw_name,
+                    format!("unsupported tar entry type {:?}", other.as_byte() as char),
+                ))
+            }
+        };
+        self.record(entry, content, &raw_name)
+    }
+
+    /// Reads an extension header (bounded, then whole) and keeps it for the next entry;
+    /// false if this is not one.
+    fn extension<T: Read>(
+        &mut self,
+        ent: &mut tar::Entry<'_, T>,
+        ty: EntryType,
+        declared: u64,
+    ) -> Result<bool> {
+        let limit = match ty {
+            EntryType::XHeader | EntryType::XGlobalHeader => MAX_PAX,
+            EntryType::GNULongName | EntryType::GNULongLink => MAX_LONG_NAME,
+            _ => return Ok(false),
+        };
+        if declared > limit {
+            return Err(self.bad(
+                &self.last_path,
+                format!("an extension header after it declares {declared} bytes (limit {limit})"),
+            ));
+        }
+        let mut data = Vec::with_capacity(declared as usize);
+        ent.read_to_end(&mut data)
+            .map_err(|e| self.io_bad(&self.last_path, e))?;
+        match ty {
+            EntryType::XHeader => self.pax = Some(data),
+            EntryType::XGlobalHeader => {} // archive comments (git archive); nothing we use
+            EntryType::GNULongName => self.long_name = Some(strip_nul(data)),
+            _ => self.long_link = Some(strip_nul(data)),
+        }
+        Ok(true)
+    }
+
+    /// The pax header waiting for this entry, parsed (empty if there is none).
+    fn take_pax(&mut self) -> Result<PaxFields> {
+        match self.pax.take() {
+            None => Ok(PaxFields::default()),
+            Some(d) => parse_pax(&d).map_err(|r| {
+                self.bad(
+                    &self.last_path,
+                    format!("bad pax header before the next entry: {r}"),
+                )
+            }),
+        }
+    }
+
+    /// The entry's mode, owner, mtime and xattrs (pax fields over the header's); its
+    /// kind is left for the caller.
+    fn metadata(
+        &self,
+        h: &tar::Header,
+        p: PaxFields,
+        path: Vec<u8>,
+        raw_name: &[u8],
+    ) -> Result<Entry> {
+        let mode_bits = h.mode().map_err(|e| self.io_bad(raw_name, e))? & crate::tree::MODE_MASK;
+        let uid = match p.uid {
+            Some(u) => u,
+            None => h.uid().map_err(|e| self.io_bad(raw_name, e))?,
+        };
+        let gid = match p.gid {
+            Some(g) => g,
+            None => h.gid().map_err(|e| self.io_bad(raw_name, e))?,
+        };
+        let mtime = match p.mtime {
+            Some(m) => m,
+            None => h.mtime().map_err(|e| self.io_bad(raw_name, e))? as i64,
+        };
+        let to_u32 = |v: u64, what: &str| {
+            u32::try_from(v).map_err(|_| self.bad(raw_name, format!("{what} {v} out of range")))
+        };
+        Ok(Entry {
+            path,
+            kind: Kind::Dir,
+            mode: mode_bits,
+            uid: to_u32(uid, "uid")?,
+            gid: to_u32(gid, "gid")?,
+            mtime,
+            xattrs: p.xattrs,
+        })
+    }
+
+    /// A regular file: its size checked, its content streamed into the store or kept.
+    fn file(
+        &mut self,
+        ent: &mut impl Read,
+        declared: u64,
+        path: &[u8],
+        raw_name: &[u8],
+    ) -> Result<(Kind, Content)> {
+        if declared > MAX_FILE_SIZE {
+            return Err(self.bad(
+                raw_name,
+                format!("declares {declared} bytes, more than the limit of {MAX_FILE_SIZE}"),
+            ));
+        }
+        let (hash, c) = read_content(ent, declared, path, self.txn, self.opts, &mut self.held)
+            .map_err(|e| match e {
+                Error::Io { source, .. } => self.io_bad(raw_name, source),
+                other => other,
+            })?;
+        Ok((
+            Kind::File {
+                size: declared,
+                hash,
+            },
+            c,
+        ))
+    }
+
+    /// What a hard link to `t` links to: a file earlier in the archive (or what an
+    /// earlier hard link to one links to), never anything outside it.
+    fn hard_link_target(&self, raw_name: &[u8], t: &[u8]) -> Result<Vec<u8>> {
+        if t.first() == Some(&b'/') {
+            return Err(self.bad(
+                raw_name,
+                format!(
+                    "hard link to absolute path {} (outside the archive)",
+                    escape(t)
+                ),
+            ));
+        }
+        let tp = entry_path(t)
+            .map_err(|r| self.bad(raw_name, format!("hard link target {}: {r}", escape(t))))?;
+        match self.seen.get(&tp).map(|&i| &self.out[i].entry) {
+            Some(Entry {
+                kind: Kind::File { .. },
+                path,
+                ..
+            }) => Ok(path.clone()),
+            Some(Entry {
+                kind: Kind::HardLink { target },
+                ..
+            }) => Ok(target.clone()),
+            Some(other) => Err(self.bad(
+                raw_name,
+                format!(
+                    "hard link to {} which is a {}",
+                    escape(&tp),
+                    other.kind.name()
+                ),
+            )),
+            None => Err(self.bad(
+                raw_name,
+                format!(
+                    "hard link to {} which is not earlier in the archive (outside it)",
+                    escape(&tp)
+                ),
+            )),
+        }
+    }
+
+    fn device(&self, h: &tar::Header, raw_name: &[u8]) -> Result<(u32, u32)> {
+        let major = h
+            .device_major()
+            .map_err(|e| self.io_bad(raw_name, e))?
+            .unwrap_or(0);
+        let minor = h
+            .device_minor()
+            .map_err(|e| self.io_bad(raw_name, e))?
+            .unwrap_or(0);
+        Ok((major, minor))
+    }
+
+    /// Adds the entry; a path seen before is refused, unless it is the same directory
+    /// listed again (tar -r, some tools), which is harmless.
+    fn record(&mut self, entry: Entry, content: Option<Content>, raw_name: &[u8]) -> Result<()> {
+        if let Some(&i) = self.seen.get(&entry.path) {
+            if !(self.out[i].entry == entry && entry.kind == Kind::Dir) {
+                return Err(self.bad(raw_name, "the archive has this path twice".into()));
+            }
+            return Ok(());
+        }
+        self.seen.insert(entry.path.clone(), self.out.len());
+        self.out.push(Pending { entry, content });
+        Ok(())
+    }
 }
 
 fn strip_nul(mut v: Vec<u8>) -> Vec<u8> {
@@ -382,7 +466,7 @@ fn read_content(
     size: u64,
     path: &[u8],
     txn: &Txn,
-    opts: &ImportOptions,
+    opts: &ArchiveReadOptions,
     held: &mut u64,
 ) -> Result<(Hash, Content)> {
     let what = escape(path);

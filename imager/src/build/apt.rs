@@ -3,9 +3,9 @@
 //! changes nothing of this machine's apt state. Proxy and other settings in the host's
 //! `apt.conf.d` still apply.
 
-use super::manifest::{Mirrors, Source, Variant};
+use super::manifest::{AptSource, Mirrors, Variant};
 use crate::deb822;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsx;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ impl SourceLine {
 const DEBIAN_KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 /// The apt sources a manifest's `[source]` stands for on this machine.
-pub fn resolve_sources(src: &Source) -> Result<Vec<SourceLine>> {
+pub fn resolve_sources(src: &AptSource) -> Result<Vec<SourceLine>> {
     let mut out: Vec<SourceLine> = Vec::new();
     let mut push = |uri: &str, suite: String, components: &[String]| {
         let l = SourceLine {
@@ -94,7 +94,7 @@ pub fn resolve_sources(src: &Source) -> Result<Vec<SourceLine>> {
                 }
             }
             if !out.iter().any(|l| l.suite == src.suite) {
-                return Err(Error::Usage(format!(
+                return Err(Error::Build(format!(
                     "mirrors = \"host\": no Debian mirror for {} found in this machine's apt sources \
                      (/etc/apt/sources.list, /etc/apt/sources.list.d); list mirrors in the manifest",
                     src.suite
@@ -106,7 +106,7 @@ pub fn resolve_sources(src: &Source) -> Result<Vec<SourceLine>> {
 }
 
 fn host_codename() -> Option<String> {
-    let t = std::fs::read_to_string("/etc/os-release").ok()?;
+    let t = fsx::read_to_string(Path::new("/etc/os-release")).ok()?;
     t.lines()
         .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
         .map(|v| v.trim_matches('"').to_string())
@@ -116,14 +116,14 @@ fn host_codename() -> Option<String> {
 /// (URI, suite) of every `deb` source of this machine, in one-line or deb822 form.
 fn host_sources() -> Result<Vec<(String, String)>> {
     let mut files = vec![PathBuf::from("/etc/apt/sources.list")];
-    if let Ok(rd) = std::fs::read_dir("/etc/apt/sources.list.d") {
-        let mut more: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    if let Ok(rd) = fsx::read_dir("/etc/apt/sources.list.d") {
+        let mut more: Vec<PathBuf> = rd.iter().map(|e| e.path()).collect();
         more.sort();
         files.extend(more);
     }
     let mut out = Vec::new();
     for f in files {
-        let Ok(text) = std::fs::read_to_string(&f) else {
+        let Ok(text) = fsx::read_to_string(&f) else {
             continue;
         };
         let name = f.to_string_lossy();
@@ -194,7 +194,7 @@ impl PrivateApt {
         ] {
             fsx::create_dir_all(&dir.join(sub))?;
         }
-        std::fs::write(dir.join("status"), b"").ctx("write", dir.join("status"))?;
+        fsx::write(dir.join("status"), b"")?;
         let signed = if Path::new(DEBIAN_KEYRING).exists() {
             format!("[signed-by={DEBIAN_KEYRING}] ")
         } else {
@@ -204,8 +204,7 @@ impl PrivateApt {
             .iter()
             .map(|s| format!("deb {signed}{}\n", s.text()))
             .collect();
-        std::fs::write(dir.join("etc/sources.list"), list)
-            .ctx("write", dir.join("etc/sources.list"))?;
+        fsx::write(dir.join("etc/sources.list"), list)?;
         Ok(PrivateApt {
             dir: dir.to_path_buf(),
             arch: arch.to_string(),
@@ -261,10 +260,10 @@ impl PrivateApt {
             })
             .collect();
         if !bad.is_empty() || !out.status.success() {
-            return Err(Error::Usage(format!(
-                "apt-get update failed (is the mirror reachable?):\n{}",
-                bad.join("\n")
-            )));
+            return Err(Error::Command {
+                program: "apt-get update".into(),
+                detail: format!("failed (is the mirror reachable?):\n{}", bad.join("\n")),
+            });
         }
         Ok(())
     }
@@ -323,9 +322,10 @@ impl PrivateApt {
 
     fn list_files(&self, suffix: &str) -> Result<Vec<PathBuf>> {
         let lists = self.dir.join("lists");
-        let mut v: Vec<PathBuf> = std::fs::read_dir(&lists)
-            .ctx("read directory", &lists)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
+        let mut v: Vec<PathBuf> = fsx::read_dir(&lists)
+            .map_err(|e| e.doing("read directory"))?
+            .iter()
+            .map(|e| e.path())
             .filter(|p| p.to_string_lossy().ends_with(suffix))
             .collect();
         v.sort();
@@ -376,7 +376,7 @@ impl PrivateApt {
                 .map(|(_, a)| a.split(']').next().unwrap_or("").to_string())
                 .unwrap_or_default();
             if name.is_empty() || version.is_empty() || arch.is_empty() {
-                return Err(Error::Usage(format!("cannot read apt's plan line {l:?}")));
+                return Err(Error::Build(format!("cannot read apt's plan line {l:?}")));
             }
             got.push((name, version, arch));
         }
@@ -421,10 +421,10 @@ fn run(c: &mut Command, what: &str) -> Result<String> {
         } else {
             errs.join("\n")
         };
-        return Err(Error::Usage(format!(
-            "{what} failed ({}):\n{shown}",
-            out.status
-        )));
+        return Err(Error::Command {
+            program: what.into(),
+            detail: format!("failed ({}):\n{shown}", out.status),
+        });
     }
     Ok(stdout)
 }

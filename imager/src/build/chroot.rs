@@ -8,7 +8,7 @@ use crate::fsx;
 use crate::safe_dir::Beneath;
 use rustix::fs::{AtFlags, Mode, OFlags};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,15 +27,20 @@ fn clean_env(c: &mut Command, epoch: i64) {
         .env("DEBIAN_FRONTEND", "noninteractive");
 }
 
+/// The build log, opened to append to.
+fn open_log(log: &Path) -> Result<std::fs::File> {
+    fsx::open_with(
+        std::fs::OpenOptions::new().create(true).append(true),
+        log,
+        "open",
+    )
+}
+
 /// Runs `c` with its output appended to `log`; on failure, or after `timeout`, the
 /// error carries the last lines of that output.
 fn run_logged(mut c: Command, what: &str, log: &Path, timeout: Option<Duration>) -> Result<()> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .ctx("open", log)?;
-    let start = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+    let out = open_log(log)?;
+    let start = fsx::metadata(log).map(|m| m.len()).unwrap_or(0);
     let err = out.try_clone().ctx("open", log)?;
     // Its own process group, so a timeout can kill everything it started.
     c.stdin(Stdio::null())
@@ -63,7 +68,7 @@ fn run_logged(mut c: Command, what: &str, log: &Path, timeout: Option<Duration>)
     if ok {
         return Ok(());
     }
-    let text = std::fs::read(log).unwrap_or_default();
+    let text = fsx::read(log).unwrap_or_default();
     let tail: Vec<&str> = std::str::from_utf8(&text[(start as usize).min(text.len())..])
         .unwrap_or("")
         .lines()
@@ -74,9 +79,10 @@ fn run_logged(mut c: Command, what: &str, log: &Path, timeout: Option<Duration>)
         Some(s) => format!("failed ({s})"),
     };
     // Not the log's path: the work directory goes unless --keep-failed keeps it.
-    Err(Error::Usage(format!(
-        "{what} {how}; its last output:\n{shown}"
-    )))
+    Err(Error::Command {
+        program: what.into(),
+        detail: format!("{how}; its last output:\n{shown}"),
+    })
 }
 
 /// Populates `root` (absent) with the locked package set from `repo`.
@@ -129,7 +135,7 @@ pub fn apply_overlays(root: &Path, overlays: &[Overlay]) -> Result<usize> {
     let b = Beneath::in_root(root)?;
     let mut n = 0;
     for o in overlays {
-        let meta = std::fs::symlink_metadata(&o.src).ctx("inspect overlay", &o.src)?;
+        let meta = fsx::symlink_metadata(&o.src).map_err(|e| e.doing("inspect overlay"))?;
         let walk = walkdir::WalkDir::new(&o.src).sort_by_file_name();
         // A directory brings everything below it; anything else is the one entry.
         let walk = if meta.is_dir() {
@@ -138,7 +144,7 @@ pub fn apply_overlays(root: &Path, overlays: &[Overlay]) -> Result<usize> {
             walk.max_depth(0)
         };
         for e in walk {
-            let e = e.map_err(|e| Error::Usage(format!("overlay {}: {e}", o.src.display())))?;
+            let e = e.map_err(|e| Error::Build(format!("overlay {}: {e}", o.src.display())))?;
             let mut dest = o.dest.as_bytes().to_vec();
             let rel = e.path().strip_prefix(&o.src).unwrap_or(Path::new(""));
             if !rel.as_os_str().is_empty() {
@@ -157,14 +163,14 @@ pub fn apply_overlays(root: &Path, overlays: &[Overlay]) -> Result<usize> {
 fn place(b: &Beneath, src: &Path, dest: &[u8], o: &Overlay) -> Result<()> {
     let shown = b.display(dest);
     let parent = crate::tree::parent(dest).ok_or_else(|| {
-        Error::Usage(format!(
+        Error::Build(format!(
             "overlay {}: cannot replace the image's root",
             src.display()
         ))
     })?;
     mkdirs(b, parent, o.dir_mode)?;
     let (dir, name) = b.parent(dest)?;
-    let meta = std::fs::symlink_metadata(src).ctx("inspect overlay", src)?;
+    let meta = fsx::symlink_metadata(src).map_err(|e| e.doing("inspect overlay"))?;
     if meta.is_dir() {
         match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(o.dir_mode)) {
             Ok(()) | Err(rustix::io::Errno::EXIST) => {}
@@ -179,7 +185,7 @@ fn place(b: &Beneath, src: &Path, dest: &[u8], o: &Overlay) -> Result<()> {
     let tmp = tmp.as_slice();
     let _ = rustix::fs::unlinkat(&dir, tmp, AtFlags::empty());
     if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(src).ctx("read link", src)?;
+        let target = fsx::read_link(src).map_err(|e| e.doing("read link"))?;
         rustix::fs::symlinkat(&target, &dir, tmp).ctx("create symlink", &shown)?;
         rustix::fs::chownat(
             &dir,
@@ -198,14 +204,13 @@ fn place(b: &Beneath, src: &Path, dest: &[u8], o: &Overlay) -> Result<()> {
         )
         .ctx("create", &shown)?;
         let mut file = std::fs::File::from(f);
-        std::io::copy(&mut std::fs::File::open(src).ctx("open", src)?, &mut file)
-            .ctx("write", &shown)?;
+        std::io::copy(&mut fsx::open(src)?, &mut file).ctx("write", &shown)?;
         fsx::fchown(&file, o.owner, o.group, &shown)?;
         // After chown, which clears setuid/setgid bits.
         let mode = o.mode.unwrap_or(meta.mode() & 0o7777);
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).ctx("set mode of", &shown)?;
     } else {
-        return Err(Error::Usage(format!(
+        return Err(Error::Build(format!(
             "overlay {}: only files, directories and symlinks can be copied in",
             src.display()
         )));
@@ -244,13 +249,11 @@ pub fn run_hooks(
     let policy = root.join(POLICY_RC_D);
     let had_policy = policy.exists();
     if !had_policy {
-        std::fs::write(
+        fsx::write(
             &policy,
             "#!/bin/sh\n# written by imager for the build: no service starts\nexit 101\n",
-        )
-        .ctx("write", &policy)?;
-        std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o755))
-            .ctx("set mode of", &policy)?;
+        )?;
+        fsx::set_mode(&policy, 0o755)?;
     }
     let r = hooks.iter().try_for_each(|h| {
         let mut c = Command::new("unshare");
@@ -274,16 +277,7 @@ pub fn run_hooks(
         c.arg(root).arg(&h.run);
         clean_env(&mut c, epoch);
         c.env("IMAGER_HOOK", &h.name);
-        let _ = writeln!(
-            std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(log)
-                .ctx("open", log)?,
-            "--- hook {}: {}",
-            h.name,
-            h.run
-        );
+        let _ = writeln!(open_log(log)?, "--- hook {}: {}", h.name, h.run);
         run_logged(
             c,
             &format!("hook {:?} of {}", h.name, manifest.display()),
@@ -292,12 +286,13 @@ pub fn run_hooks(
         )
     });
     if !had_policy {
-        let _ = std::fs::remove_file(&policy);
+        let _ = fsx::remove_file(&policy);
     }
     r
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod tests {
     use super::*;
     use std::path::PathBuf;

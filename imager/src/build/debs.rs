@@ -24,7 +24,7 @@ fn cached(store: &Store, p: &LockedPackage) -> PathBuf {
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).ctx("open", path)?;
+    let mut f = fsx::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -101,7 +101,7 @@ pub fn fetch(
             }
         }
         if !ok {
-            return Err(Error::Usage(format!(
+            return Err(Error::Build(format!(
                 "cannot download {} {} ({}): {}\n(a version gone from the mirror needs \
                  `imager lock` again, or a snapshot mirror)",
                 p.name,
@@ -162,7 +162,7 @@ fn apt_download(files: &[(String, PathBuf, &LockedPackage)]) -> std::result::Res
     // Files go to the store, which apt's unprivileged `_apt` user cannot write.
     c.args(["-q", "-o", "APT::Sandbox::User=root", "download-file"]);
     for (url, part, p) in files {
-        let _ = std::fs::remove_file(part);
+        let _ = fsx::remove_file(part);
         c.arg(url).arg(part).arg(format!("SHA256:{}", p.sha256));
     }
     let out = c
@@ -206,18 +206,21 @@ pub fn make_repo(store: &Store, lock: &Lock, repo: &Path) -> Result<()> {
                 p.arch
             );
             let dest = repo.join(&name);
-            std::fs::hard_link(&src, &dest).ctx("link", &dest)?;
+            fsx::hard_link(&src, &dest)?;
             let out = Command::new("dpkg-deb")
                 .arg("-f")
                 .arg(&dest)
                 .output()
                 .map_err(|e| Error::io("run", "dpkg-deb", e))?;
             if !out.status.success() {
-                return Err(Error::Usage(format!(
-                    "dpkg-deb cannot read {}: {}",
-                    src.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
+                return Err(Error::Command {
+                    program: "dpkg-deb".into(),
+                    detail: format!(
+                        "cannot read {}: {}",
+                        src.display(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                });
             }
             let control = String::from_utf8_lossy(&out.stdout);
             Ok(format!(
@@ -232,5 +235,5 @@ pub fn make_repo(store: &Store, lock: &Lock, repo: &Path) -> Result<()> {
     for s in stanzas {
         index += &s?;
     }
-    std::fs::write(repo.join("Packages"), index).ctx("write", repo.join("Packages"))
+    fsx::write(repo.join("Packages"), index)
 }

@@ -3,7 +3,7 @@
 
 use super::manifest::StripMatcher;
 use crate::deb822;
-use crate::error::{IoContext, Result};
+use crate::error::Result;
 use crate::fsx;
 use std::collections::HashSet;
 use std::path::Path;
@@ -49,14 +49,13 @@ pub fn installed(root: &Path) -> Result<Vec<Installed>> {
 /// number of lines dropped and every path the packages own afterwards.
 pub fn align_lists(root: &Path, strip: Option<&StripMatcher>) -> Result<(usize, HashSet<Vec<u8>>)> {
     let gone = |p: &[u8]| {
-        strip.is_some_and(|s| s.strips(p))
-            && std::fs::symlink_metadata(fsx::under(root, p)).is_err()
+        strip.is_some_and(|s| s.strips(p)) && fsx::symlink_metadata(fsx::under(root, p)).is_err()
     };
     let info = root.join("var/lib/dpkg/info");
     let mut dropped = 0;
     let mut owned = HashSet::new();
-    for e in std::fs::read_dir(&info).ctx("read directory", &info)? {
-        let path = e.ctx("read directory", &info)?.path();
+    for e in fsx::read_dir(&info).map_err(|e| e.doing("read directory"))? {
+        let path = e.path();
         let is_list = match path.extension().and_then(|x| x.to_str()) {
             Some("list") => true,
             Some("md5sums") => false,
@@ -86,7 +85,7 @@ pub fn align_lists(root: &Path, strip: Option<&StripMatcher>) -> Result<(usize, 
             }
         }
         if out.len() != text.len() {
-            std::fs::write(&path, out).ctx("write", &path)?;
+            fsx::write(&path, out)?;
         }
     }
     Ok((dropped, owned))

@@ -64,23 +64,23 @@ pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
     let sources = resolve_sources(&m.source)?;
     let apt = PrivateApt::new(work, &sources, &m.source.architecture)?;
     apt.update()
-        .map_err(|e| Error::Usage(format!("{file}: {e}")))?;
+        .map_err(|e| Error::Build(format!("{file}: {e}")))?;
     let specs: Vec<String> = m.packages.iter().map(|p| p.to_string()).collect();
     let index = apt.index()?;
     let chosen = apt
         .resolve(&index, m.source.variant, &specs)
-        .map_err(|e| Error::Usage(format!("{file}: resolving packages: {e}")))?;
+        .map_err(|e| Error::Build(format!("{file}: resolving packages: {e}")))?;
     let mut packages = Vec::new();
     for (name, version, arch) in chosen {
         let e = index
             .get(&(name.clone(), version.clone(), arch.clone()))
             .ok_or_else(|| {
-                Error::Usage(format!(
+                Error::Build(format!(
                     "{file}: apt chose {name} {version} {arch}, which no index lists"
                 ))
             })?;
         let source = e.source.ok_or_else(|| {
-            Error::Usage(format!(
+            Error::Build(format!(
                 "{file}: cannot tell which source lists {name} {version}"
             ))
         })?;
@@ -97,7 +97,7 @@ pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
     let epoch = match m.epoch {
         Some(e) => e,
         None => apt.newest_release_date()?.ok_or_else(|| {
-            Error::Usage(format!(
+            Error::Build(format!(
                 "{file}: the sources' Release files carry no Date; set `epoch` in the manifest"
             ))
         })?,

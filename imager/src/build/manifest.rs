@@ -3,6 +3,7 @@
 //! another is merged with it. Every error names the file, and the line and key where
 //! the TOML parser or a later check can tell.
 
+use crate::contract::{self, DEFAULT_LOCAL_STATE};
 use crate::error::{Error, Result};
 use crate::fsx;
 use crate::tree::scan::{list_lines, Excludes};
@@ -11,9 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
-/// The local-state list used when a manifest names none: the repository's
-/// `exclude-lists/local-state.txt`, built into the binary so the imager works from anywhere.
-pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../../exclude-lists/local-state.txt");
+use crate::contract::Trigger;
 
 /// One manifest file as written; optional fields are what it leaves to its parent.
 #[derive(Deserialize, Debug, Default)]
@@ -23,7 +22,7 @@ struct File {
     extends: Option<Spanned<String>>,
     description: Option<String>,
     epoch: Option<i64>,
-    source: Option<SourceFile>,
+    source: Option<AptSourceFile>,
     #[serde(default)]
     packages: Vec<Spanned<String>>,
     strip: Option<StripFile>,
@@ -38,7 +37,7 @@ struct File {
 
 #[derive(Deserialize, Debug, Default)]
 #[serde(deny_unknown_fields)]
-struct SourceFile {
+struct AptSourceFile {
     suite: Option<String>,
     architecture: Option<String>,
     components: Option<Vec<String>>,
@@ -180,7 +179,7 @@ impl Variant {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Source {
+pub struct AptSource {
     pub suite: String,
     pub architecture: String,
     pub components: Vec<String>,
@@ -261,11 +260,11 @@ impl Strip {
                 // fnmatch(3) without FNM_PATHNAME, as dpkg uses it: `*` crosses `/`.
                 b.add(
                     globset::Glob::new(g)
-                        .map_err(|e| Error::Usage(format!("strip glob {g:?}: {e}")))?,
+                        .map_err(|e| Error::Build(format!("strip glob {g:?}: {e}")))?,
                 );
             }
             b.build()
-                .map_err(|e| Error::Usage(format!("strip globs: {e}")))
+                .map_err(|e| Error::Build(format!("strip globs: {e}")))
         };
         Ok(Some(StripMatcher {
             exclude: set(&ex)?,
@@ -283,7 +282,7 @@ impl StripMatcher {
     /// Excluded by a glob and kept by none (dpkg: the last matching filter wins, and
     /// every `path-include` comes after every `path-exclude`).
     pub fn strips(&self, path: &[u8]) -> bool {
-        let c = globset::Candidate::new(crate::fsx::bytes_path(path));
+        let c = globset::Candidate::new(fsx::bytes_path(path));
         self.exclude.is_match_candidate(&c) && !self.keep.is_match_candidate(&c)
     }
 }
@@ -318,28 +317,6 @@ fn default_hook_timeout() -> u64 {
     600
 }
 
-/// A command the syncer runs on a host when one of the watched paths changed there.
-#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Trigger {
-    pub name: String,
-    /// Globs over image paths (`*` within a name, `**` across directories).
-    pub paths: Vec<String>,
-    pub run: String,
-    /// Triggers run in ascending order, then by name.
-    #[serde(default = "default_trigger_order")]
-    pub order: i32,
-    #[serde(default = "default_trigger_timeout")]
-    pub timeout: u64,
-}
-
-fn default_trigger_order() -> i32 {
-    50
-}
-fn default_trigger_timeout() -> u64 {
-    120
-}
-
 /// A manifest with its `extends` chain merged: lists add up (parent first), scalars are
 /// the nearest file's.
 #[derive(Debug, Clone)]
@@ -349,7 +326,7 @@ pub struct Manifest {
     /// Files read, the one given first, then its parent, and so on.
     pub files: Vec<PathBuf>,
     pub epoch: Option<i64>,
-    pub source: Source,
+    pub source: AptSource,
     pub packages: Vec<PackageSpec>,
     pub strip: Strip,
     pub overlays: Vec<Overlay>,
@@ -364,14 +341,14 @@ pub fn load(path: &Path) -> Result<Manifest> {
     let mut chain: Vec<Link> = Vec::new();
     let mut next = Some(path.to_path_buf());
     while let Some(p) = next.take() {
-        let canon = std::fs::canonicalize(&p).map_err(|e| match chain.last() {
+        let canon = fsx::canonicalize(&p).map_err(|e| match chain.last() {
             Some((parent, text, f)) => at(
                 parent,
                 text,
                 f.extends.as_ref().map(|s| s.span().start),
-                format!("extends {}: {e}", p.display()),
+                format!("extends {}: {}", p.display(), e.into_io()),
             ),
-            None => Error::io("read manifest", &p, e),
+            None => e.doing("read manifest"),
         })?;
         if let Some(i) = chain.iter().position(|(q, _, _)| *q == canon) {
             let cycle: Vec<String> = chain[i..]
@@ -402,7 +379,7 @@ pub fn load(path: &Path) -> Result<Manifest> {
 /// A manifest file as read: its canonical path, its text (for line numbers), its content.
 type Link = (PathBuf, String, File);
 
-fn src_of(f: &File) -> Option<&SourceFile> {
+fn src_of(f: &File) -> Option<&AptSourceFile> {
     f.source.as_ref()
 }
 
@@ -420,6 +397,57 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
         reason: "no `name` (set it here or in a manifest this one extends)".into(),
     })?;
     check_name(&name, first)?;
+    let source = merge_source(&chain)?;
+    let strip_flag = |get: fn(&StripFile) -> Option<bool>| {
+        nearest(&chain, |f| f.strip.as_ref().and_then(get)).unwrap_or(false)
+    };
+    let mut lists = Lists {
+        strip: Strip {
+            docs: strip_flag(|s| s.docs),
+            man: strip_flag(|s| s.man),
+            info: strip_flag(|s| s.info),
+            ..Strip::default()
+        },
+        ..Lists::default()
+    };
+    // Lists: parent first, so a child's settings come after (and win) where order matters.
+    for (p, text, f) in chain.iter().rev() {
+        let w = Where { file: p, text };
+        lists.add_packages(&w, f)?;
+        lists.add_strip(&w, f)?;
+        lists.add_overlays(&w, f)?;
+        lists.add_hooks(&w, f)?;
+        lists.add_triggers(&w, f)?;
+        lists.add_local_state(&w, f)?;
+    }
+    let Lists {
+        packages,
+        strip,
+        overlays,
+        hooks,
+        mut triggers,
+        local_state,
+    } = lists;
+    contract::sort_triggers(&mut triggers);
+    let local_state = local_state.unwrap_or_else(|| list_lines(DEFAULT_LOCAL_STATE));
+    Excludes::new(&local_state)?;
+    Ok(Manifest {
+        name,
+        description: nearest(&chain, |f| f.description.clone()),
+        epoch: nearest(&chain, |f| f.epoch),
+        files,
+        source,
+        packages: packages.into_values().collect(),
+        strip,
+        overlays,
+        hooks,
+        triggers,
+        local_state,
+    })
+}
+
+/// The `[source]` table: each field from the nearest file that sets it.
+fn merge_source(chain: &[Link]) -> Result<AptSource> {
     let variant = match chain
         .iter()
         .find_map(|(p, text, f)| Some((p, text, src_of(f)?.variant.as_ref()?)))
@@ -437,42 +465,49 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
             )
         })?,
     };
-    let source = Source {
-        suite: nearest(&chain, |f| src_of(f)?.suite.clone()).unwrap_or_else(|| "bookworm".into()),
-        architecture: nearest(&chain, |f| src_of(f)?.architecture.clone())
+    Ok(AptSource {
+        suite: nearest(chain, |f| src_of(f)?.suite.clone()).unwrap_or_else(|| "bookworm".into()),
+        architecture: nearest(chain, |f| src_of(f)?.architecture.clone())
             .unwrap_or_else(|| "amd64".into()),
-        components: nearest(&chain, |f| src_of(f)?.components.clone())
+        components: nearest(chain, |f| src_of(f)?.components.clone())
             .unwrap_or_else(|| vec!["main".into()]),
         variant,
-        mirrors: nearest(&chain, |f| {
+        mirrors: nearest(chain, |f| {
             Some(src_of(f)?.mirrors.as_ref()?.get_ref().clone())
         })
         .unwrap_or(Mirrors::Host),
-        updates: nearest(&chain, |f| src_of(f)?.updates).unwrap_or(true),
-    };
-    let strip_flag = |get: fn(&StripFile) -> Option<bool>| {
-        nearest(&chain, |f| f.strip.as_ref().and_then(get)).unwrap_or(false)
-    };
-    let mut strip = Strip {
-        docs: strip_flag(|s| s.docs),
-        man: strip_flag(|s| s.man),
-        info: strip_flag(|s| s.info),
-        ..Strip::default()
-    };
+        updates: nearest(chain, |f| src_of(f)?.updates).unwrap_or(true),
+    })
+}
 
-    // Lists: parent first, so a child's settings come after (and win) where order matters.
-    let mut packages: BTreeMap<String, PackageSpec> = BTreeMap::new();
-    let mut overlays = Vec::new();
-    let mut hooks: Vec<Hook> = Vec::new();
-    let mut triggers: Vec<Trigger> = Vec::new();
-    let mut local_state: Option<Vec<String>> = None;
-    for (p, text, f) in chain.iter().rev() {
-        let dir = p.parent().unwrap_or(Path::new("/"));
+/// One manifest file of the chain, for errors that point into it.
+struct Where<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Where<'_> {
+    fn at(&self, offset: Option<usize>, reason: String) -> Error {
+        at(self.file, self.text, offset, reason)
+    }
+}
+
+/// The settings that add up along the chain, parent first.
+#[derive(Default)]
+struct Lists {
+    packages: BTreeMap<String, PackageSpec>,
+    strip: Strip,
+    overlays: Vec<Overlay>,
+    hooks: Vec<Hook>,
+    triggers: Vec<Trigger>,
+    local_state: Option<Vec<String>>,
+}
+
+impl Lists {
+    fn add_packages(&mut self, w: &Where, f: &File) -> Result<()> {
         for s in &f.packages {
             let spec = parse_package(s.get_ref()).ok_or_else(|| {
-                at(
-                    p,
-                    text,
+                w.at(
                     Some(s.span().start),
                     format!(
                         "packages: {:?} is not a package name or name=version",
@@ -480,63 +515,61 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
                     ),
                 )
             })?;
-            packages.insert(spec.name.clone(), spec);
+            self.packages.insert(spec.name.clone(), spec);
         }
-        if let Some(st) = &f.strip {
-            for l in &st.locales {
-                if l.is_empty() || l.contains('/') || l.contains('*') {
-                    return Err(at(
-                        p,
-                        text,
-                        None,
-                        format!("strip.locales: {l:?} is not a locale name"),
-                    ));
-                }
-                if !strip.locales.contains(l) {
-                    strip.locales.push(l.clone());
-                }
+        Ok(())
+    }
+
+    fn add_strip(&mut self, w: &Where, f: &File) -> Result<()> {
+        let Some(st) = &f.strip else {
+            return Ok(());
+        };
+        let strip = &mut self.strip;
+        for l in &st.locales {
+            if l.is_empty() || l.contains('/') || l.contains('*') {
+                return Err(w.at(None, format!("strip.locales: {l:?} is not a locale name")));
             }
-            for (list, out) in [
-                (&st.exclude, &mut strip.exclude),
-                (&st.keep, &mut strip.keep),
-            ] {
-                for g in list {
-                    check_dpkg_glob(g.get_ref()).map_err(|why| {
-                        at(
-                            p,
-                            text,
-                            Some(g.span().start),
-                            format!("strip: {:?}: {why}", g.get_ref()),
-                        )
-                    })?;
-                    out.push(g.get_ref().clone());
-                }
+            if !strip.locales.contains(l) {
+                strip.locales.push(l.clone());
             }
         }
+        for (list, out) in [
+            (&st.exclude, &mut strip.exclude),
+            (&st.keep, &mut strip.keep),
+        ] {
+            for g in list {
+                check_dpkg_glob(g.get_ref()).map_err(|why| {
+                    w.at(
+                        Some(g.span().start),
+                        format!("strip: {:?}: {why}", g.get_ref()),
+                    )
+                })?;
+                out.push(g.get_ref().clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn add_overlays(&mut self, w: &Where, f: &File) -> Result<()> {
+        let dir = w.file.parent().unwrap_or(Path::new("/"));
         for o in &f.overlay {
             let dest = o.dest.get_ref();
             if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
-                return Err(at(
-                    p,
-                    text,
+                return Err(w.at(
                     Some(o.dest.span().start),
                     format!("overlay.dest {dest:?}: must be an absolute path without `..`"),
                 ));
             }
             let src = dir.join(o.src.get_ref());
-            if std::fs::symlink_metadata(&src).is_err() {
-                return Err(at(
-                    p,
-                    text,
+            if fsx::symlink_metadata(&src).is_err() {
+                return Err(w.at(
                     Some(o.src.span().start),
                     format!("overlay.src {}: no such file or directory", src.display()),
                 ));
             }
             for (what, m) in [("mode", o.mode), ("dir_mode", o.dir_mode)] {
                 if m.is_some_and(|m| m > 0o7777) {
-                    return Err(at(
-                        p,
-                        text,
+                    return Err(w.at(
                         Some(o.src.span().start),
                         format!(
                             "overlay.{what}: {m:?} is not a permission mode (write it as 0o644)"
@@ -544,7 +577,7 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
                     ));
                 }
             }
-            overlays.push(Overlay {
+            self.overlays.push(Overlay {
                 src,
                 dest: dest.trim_end_matches('/').to_string(),
                 owner: o.owner,
@@ -553,81 +586,48 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
                 dir_mode: o.dir_mode.unwrap_or(0o755),
             });
         }
+        Ok(())
+    }
+
+    fn add_hooks(&mut self, w: &Where, f: &File) -> Result<()> {
         for h in &f.hook {
-            if hooks.iter().any(|x| x.name == h.name) {
-                return Err(at(
-                    p,
-                    text,
-                    None,
-                    format!("hook {:?} is defined twice", h.name),
-                ));
+            if self.hooks.iter().any(|x| x.name == h.name) {
+                return Err(w.at(None, format!("hook {:?} is defined twice", h.name)));
             }
-            hooks.push(h.clone());
+            self.hooks.push(h.clone());
         }
+        Ok(())
+    }
+
+    fn add_triggers(&mut self, w: &Where, f: &File) -> Result<()> {
         for t in &f.trigger {
             let tr = t.get_ref();
-            for g in &tr.paths {
-                Excludes::new(std::slice::from_ref(g)).map_err(|e| {
-                    at(
-                        p,
-                        text,
-                        Some(t.span().start),
-                        format!("trigger {:?}: {e}", tr.name),
-                    )
-                })?;
-                if !g.starts_with('/') {
-                    return Err(at(
-                        p,
-                        text,
-                        Some(t.span().start),
-                        format!("trigger {:?}: path {g:?} must be absolute", tr.name),
-                    ));
-                }
-            }
-            if tr.paths.is_empty() {
-                return Err(at(
-                    p,
-                    text,
-                    Some(t.span().start),
-                    format!("trigger {:?} watches no paths", tr.name),
-                ));
-            }
+            tr.check().map_err(|why| w.at(Some(t.span().start), why))?;
             // A child may redefine a parent's trigger by name.
-            triggers.retain(|x| x.name != tr.name);
-            triggers.push(tr.clone());
+            self.triggers.retain(|x| x.name != tr.name);
+            self.triggers.push(tr.clone());
         }
-        if let Some(ls) = &f.local_state {
-            let acc = local_state.get_or_insert_with(Vec::new);
-            for l in ls {
-                let lp = dir.join(l.get_ref());
-                let body = std::fs::read_to_string(&lp).map_err(|e| {
-                    at(
-                        p,
-                        text,
-                        Some(l.span().start),
-                        format!("local_state {}: {e}", lp.display()),
-                    )
-                })?;
-                acc.extend(list_lines(&body));
-            }
-        }
+        Ok(())
     }
-    triggers.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
-    let local_state = local_state.unwrap_or_else(|| list_lines(DEFAULT_LOCAL_STATE));
-    Excludes::new(&local_state)?;
-    Ok(Manifest {
-        name,
-        description: nearest(&chain, |f| f.description.clone()),
-        epoch: nearest(&chain, |f| f.epoch),
-        files,
-        source,
-        packages: packages.into_values().collect(),
-        strip,
-        overlays,
-        hooks,
-        triggers,
-        local_state,
-    })
+
+    fn add_local_state(&mut self, w: &Where, f: &File) -> Result<()> {
+        let Some(ls) = &f.local_state else {
+            return Ok(());
+        };
+        let dir = w.file.parent().unwrap_or(Path::new("/"));
+        let acc = self.local_state.get_or_insert_with(Vec::new);
+        for l in ls {
+            let lp = dir.join(l.get_ref());
+            let body = fsx::read_to_string(&lp).map_err(|e| {
+                w.at(
+                    Some(l.span().start),
+                    format!("local_state {}: {}", lp.display(), e.into_io()),
+                )
+            })?;
+            acc.extend(list_lines(&body));
+        }
+        Ok(())
+    }
 }
 
 impl Manifest {
@@ -669,7 +669,7 @@ impl Manifest {
             packages: Vec<String>,
             local_state: [&'a str; 1],
             // Both serialise as the manifest writes them.
-            source: &'a Source,
+            source: &'a AptSource,
             strip: &'a Strip,
             overlay: Vec<FlatOverlay<'a>>,
             hook: &'a [Hook],
@@ -709,8 +709,9 @@ impl Manifest {
             hook: &self.hooks,
             trigger: &self.triggers,
         };
-        toml::to_string(&flat)
-            .map_err(|e| Error::Usage(format!("cannot write the manifest of {}: {e}", self.name)))
+        toml::to_string(&flat).map_err(|e| {
+            Error::Internal(format!("cannot write the manifest of {}: {e}", self.name))
+        })
     }
 }
 
@@ -789,6 +790,7 @@ fn toml_error(file: &Path, text: &str, e: &toml::de::Error) -> Error {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod tests {
     use super::*;
 

@@ -13,12 +13,13 @@ pub mod debs;
 pub mod dpkg;
 pub mod lock;
 pub mod manifest;
+mod render;
 pub mod scrub;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsx;
 use crate::normalize;
-use crate::ops::{self, ImportOptions, Source};
+use crate::ops::{self, ImportOptions, ImportSource};
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::scan::Excludes;
@@ -54,7 +55,7 @@ struct WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
+            let _ = fsx::remove_dir_all(&self.path);
         }
     }
 }
@@ -76,9 +77,7 @@ fn write_lock(m: &Manifest, path: &Path) -> Result<Lock> {
     let w = work_dir(&std::env::temp_dir(), "imager-lock")?;
     let l = lock::resolve(m, &w.path)?;
     let shown = m.files[0].file_name().unwrap_or_default().to_string_lossy();
-    let tmp = path.with_extension("lock.tmp");
-    std::fs::write(&tmp, l.print(&shown)).ctx("write", &tmp)?;
-    fsx::rename(&tmp, path)?;
+    fsx::write_atomic(path, l.print(&shown).as_bytes())?;
     Ok(l)
 }
 
@@ -124,7 +123,7 @@ impl Phases {
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<Built> {
     let m = manifest::load(&opts.manifest)?;
     if !rustix::process::geteuid().is_root() {
-        return Err(Error::Usage(
+        return Err(Error::Build(
             "imager build needs root: it installs packages into a chroot with mmdebstrap".into(),
         ));
     }
@@ -149,7 +148,7 @@ fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)>
             return Ok((l, false));
         }
         if !update {
-            return Err(Error::Usage(format!(
+            return Err(Error::Build(format!(
                 "{} no longer matches {} (its packages or sources changed): run `imager lock {}` \
                  and review the change, or build with --update-lock",
                 path.display(),
@@ -158,7 +157,7 @@ fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)>
             )));
         }
     } else if !update {
-        return Err(Error::Usage(format!(
+        return Err(Error::Build(format!(
             "{} has no lock ({} is missing): run `imager lock {}` first, or build with --update-lock",
             m.files[0].display(),
             path.display(),
@@ -188,10 +187,56 @@ fn build_with(
 
     let builds = store.root().join("build");
     let mut w = work_dir(&builds, &m.name)?;
-    let root = w.path.join("root");
-    let repo = w.path.join("repo");
-    let log = w.path.join("build.log");
-    let result = (|| -> Result<Built> {
+    let run = Run {
+        store,
+        m,
+        lk,
+        lock_updated,
+        previous,
+        started,
+        progress,
+    };
+    match run.in_chroot(&w.path, opts.set_ref, download, &mut ph) {
+        Ok(mut b) => {
+            b.phases = ph.0;
+            Ok(b)
+        }
+        Err(e) if opts.keep_failed => {
+            w.keep = true;
+            Err(Error::KeptFailed {
+                source: Box::new(e),
+                dir: w.path.clone(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One build, once its packages are downloaded.
+struct Run<'a> {
+    store: &'a Store,
+    m: &'a Manifest,
+    lk: &'a Lock,
+    lock_updated: bool,
+    previous: Option<Hash>,
+    started: std::time::SystemTime,
+    progress: &'a dyn Progress,
+}
+
+impl Run<'_> {
+    /// Installs, applies overlays and hooks, scrubs, and stores the result with its
+    /// build record, in the work directory `work`.
+    fn in_chroot(
+        &self,
+        work: &Path,
+        set_ref: bool,
+        download: debs::Fetched,
+        ph: &mut Phases,
+    ) -> Result<Built> {
+        let (store, m, lk, progress) = (self.store, self.m, self.lk, self.progress);
+        let root = work.join("root");
+        let repo = work.join("repo");
+        let log = work.join("build.log");
         progress.start("install", None);
         debs::make_repo(store, lk, &repo)?;
         let names: Vec<String> = lk.packages.iter().map(|p| p.name.clone()).collect();
@@ -212,31 +257,70 @@ fn build_with(
         let installed = dpkg::installed(&root)?;
         ph.done("scrub");
 
-        // What is needed to build this image again, stored beside it.
-        let overlay_image = store_overlays(store, m, &w.path)?;
+        let mut norm = normalize::Options::new(lk.epoch);
+        norm.previous = match self.previous {
+            Some(id) => Some(store.read_image(&id)?),
+            None => None,
+        };
+        let extra = self.record(work, &installed, &log, ph)?;
+        let imported = ops::import(
+            store,
+            &ImportSource::Dir(root.clone()),
+            &ImportOptions {
+                name: set_ref.then(|| m.name.clone()),
+                normalize: Some(norm),
+                excludes: Excludes::default(),
+                extra,
+            },
+            progress,
+        )?;
+        ph.done("normalise, hash, store");
+        Ok(Built {
+            id: imported.id,
+            name: m.name.clone(),
+            epoch: lk.epoch,
+            packages: installed.len(),
+            lock_updated: self.lock_updated,
+            download,
+            overlays,
+            hooks: m.hooks.len(),
+            scrub: scrubbed,
+            normalize: imported.normalize,
+            stats: imported.stats,
+            phases: Vec::new(),
+        })
+    }
+
+    /// What is needed to build this image again (and what the build did), stored beside
+    /// it: the flattened manifest, the lock, the local-state list, the build info, the
+    /// installed packages and the log. Stores the overlays as an image of their own.
+    fn record(
+        &self,
+        work: &Path,
+        installed: &[dpkg::Installed],
+        log: &Path,
+        ph: &Phases,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let (m, lk) = (self.m, self.lk);
+        let overlay_image = store_overlays(self.store, m, work)?;
         let packages: String = installed
             .iter()
             .map(|p| format!("{} {} {} {}\n", p.name, p.version, p.arch, p.source))
             .collect();
-        let mut norm = normalize::Options::new(lk.epoch);
-        norm.previous = match previous {
-            Some(id) => Some(store.read_image(&id)?),
-            None => None,
-        };
         let info = serde_json::json!({
             "tool": format!("imager {}", env!("CARGO_PKG_VERSION")),
             "manifest": m.name,
             "manifest_files": m.files,
             "epoch": lk.epoch,
             "lock_inputs": lk.inputs,
-            "previous": previous.map(|p| p.to_hex()),
+            "previous": self.previous.map(|p| p.to_hex()),
             "overlays": overlay_image.map(|p| p.to_hex()),
-            "started": started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            "started": self.started.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             "phases": ph.0,
         });
         let local_state: String = m.local_state.iter().map(|l| format!("{l}\n")).collect();
-        let log_text = std::fs::read(&log).unwrap_or_default();
-        let extra = vec![
+        let log_text = fsx::read(log).unwrap_or_default();
+        Ok(vec![
             (BUILD_MANIFEST.to_string(), m.flattened()?.into_bytes()),
             (
                 BUILD_LOCK.to_string(),
@@ -250,47 +334,7 @@ fn build_with(
             ),
             (PACKAGES.to_string(), packages.into_bytes()),
             (BUILD_LOG.to_string(), log_text),
-        ];
-        let imported = ops::import(
-            store,
-            &Source::Dir(root.clone()),
-            &ImportOptions {
-                name: opts.set_ref.then(|| m.name.clone()),
-                normalize: Some(norm),
-                excludes: Excludes::default(),
-                extra,
-            },
-            progress,
-        )?;
-        ph.done("normalise, hash, store");
-        Ok(Built {
-            id: imported.id,
-            name: m.name.clone(),
-            epoch: lk.epoch,
-            packages: installed.len(),
-            lock_updated,
-            download,
-            overlays,
-            hooks: m.hooks.len(),
-            scrub: scrubbed,
-            normalize: imported.normalize,
-            stats: imported.stats,
-            phases: Vec::new(),
-        })
-    })();
-    match result {
-        Ok(mut b) => {
-            b.phases = ph.0;
-            Ok(b)
-        }
-        Err(e) if opts.keep_failed => {
-            w.keep = true;
-            Err(Error::Usage(format!(
-                "{e}\n(the failed build is kept in {})",
-                w.path.display()
-            )))
-        }
-        Err(e) => Err(e),
+        ])
     }
 }
 
@@ -314,7 +358,7 @@ fn check_installed(root: &Path, lk: &Lock, manifest: &Path) -> Result<()> {
             .collect::<Vec<_>>()
             .join(" ")
     };
-    Err(Error::Usage(format!(
+    Err(Error::Build(format!(
         "{}: the chroot's packages differ from the lock: {} {}",
         manifest.display(),
         show('+', &mut got.difference(&want)),
@@ -338,7 +382,7 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
             .status()
             .map_err(|e| Error::io("run", "cp", e))?;
         if !st.success() {
-            return Err(Error::Usage(format!(
+            return Err(Error::Build(format!(
                 "cannot copy overlay {}",
                 o.src.display()
             )));
@@ -346,7 +390,7 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
     }
     let imported = ops::import(
         store,
-        &Source::Dir(dir),
+        &ImportSource::Dir(dir),
         &ImportOptions {
             name: None,
             normalize: None,
@@ -357,7 +401,7 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
     )?;
     Hash::from_hex(&imported.id)
         .map(Some)
-        .ok_or_else(|| Error::Usage("bad overlay image ID".into()))
+        .ok_or_else(|| Error::Internal("bad overlay image ID".into()))
 }
 
 /// What `imager rebuild` found.
@@ -381,20 +425,19 @@ pub fn rebuild(
     let id = store.resolve(spec)?;
     let need = |name: &str| -> Result<Vec<u8>> {
         store.image_file(&id, name)?.ok_or_else(|| {
-            Error::Usage(format!("image {id} has no {name}: it was not made by `imager build`, so there is nothing to rebuild it from"))
+            Error::Build(format!("image {id} has no {name}: it was not made by `imager build`, so there is nothing to rebuild it from"))
         })
     };
     let flat = need(BUILD_MANIFEST)?;
     let lock_text = need(BUILD_LOCK)?;
     let local_state = need(BUILD_LOCAL_STATE)?;
     let info: serde_json::Value = serde_json::from_slice(&need(BUILD_INFO)?)
-        .map_err(|e| Error::Usage(format!("image {id}: {BUILD_INFO} is not JSON: {e}")))?;
+        .map_err(|e| Error::Build(format!("image {id}: {BUILD_INFO} is not JSON: {e}")))?;
     let w = work_dir(&store.root().join("build"), "rebuild")?;
     let mpath = w.path.join("manifest.toml");
-    std::fs::write(&mpath, &flat).ctx("write", &mpath)?;
-    std::fs::write(lock::lock_path(&mpath), &lock_text).ctx("write", lock::lock_path(&mpath))?;
-    std::fs::write(w.path.join("local-state.txt"), &local_state)
-        .ctx("write", w.path.join("local-state.txt"))?;
+    fsx::write(&mpath, &flat)?;
+    fsx::write(lock::lock_path(&mpath), &lock_text)?;
+    fsx::write(w.path.join("local-state.txt"), &local_state)?;
     if let Some(ov) = info["overlays"].as_str().and_then(Hash::from_hex) {
         let tree = store.read_image(&ov)?;
         crate::archive::dir::export_dir(
@@ -416,7 +459,7 @@ pub fn rebuild(
         },
         progress,
     )?;
-    let new_id = Hash::from_hex(&built.id).ok_or_else(|| Error::Usage("bad image ID".into()))?;
+    let new_id = Hash::from_hex(&built.id).ok_or_else(|| Error::Internal("bad image ID".into()))?;
     let differences = if new_id == id {
         Vec::new()
     } else {

@@ -7,15 +7,13 @@
 use super::dpkg;
 use super::lock::Lock;
 use super::manifest::{Manifest, StripMatcher};
-use crate::error::{Error, IoContext, Result};
+use crate::contract;
+use crate::error::{Error, Result};
 use crate::fsx;
 use crate::tree::scan::Excludes;
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-
-/// Where an image built by imager says how the syncer should treat it.
-pub const IMAGE_DIR: &str = "usr/lib/imager";
 
 /// Machine-local files no image should carry, whatever its local-state list says.
 const MACHINE_STATE: &[&str] = &[
@@ -49,10 +47,9 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
     let mut s = Scrubbed::default();
     // Empty, not absent: systemd treats an empty machine-id as the first boot.
     let mid = root.join("etc/machine-id");
-    let _ = std::fs::remove_file(&mid);
-    std::fs::write(&mid, b"").ctx("write", &mid)?;
-    std::fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o444))
-        .ctx("set mode of", &mid)?;
+    let _ = fsx::remove_file(&mid);
+    fsx::write(&mid, b"")?;
+    fsx::set_mode(&mid, 0o444)?;
     for f in ["etc/shadow", "etc/shadow-"] {
         fix_shadow(&root.join(f), lock.epoch)?;
     }
@@ -62,7 +59,7 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
         .map(|l| format!("deb {}\n", l.text()))
         .collect();
     let list = root.join("etc/apt/sources.list");
-    std::fs::write(&list, sources).ctx("write", &list)?;
+    fsx::write(&list, sources)?;
 
     let strip = m.strip.matcher()?;
     let (dropped, owned) = dpkg::align_lists(root, strip.as_ref())?;
@@ -76,28 +73,15 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
     };
     remove_unwanted(root, &unwanted, &mut s)?;
 
-    let dir = root.join(IMAGE_DIR);
-    fsx::create_dir_all(&dir)?;
-    let triggers = toml::to_string(&TriggerFile {
-        trigger: m.triggers.clone(),
-    })
-    .map_err(|e| Error::Usage(format!("cannot write triggers: {e}")))?;
-    std::fs::write(dir.join("triggers.toml"), triggers).ctx("write", dir.join("triggers.toml"))?;
-    let mut ls = String::from(
-        "# local state of this image: the syncer never touches these paths on a host\n",
-    );
-    for l in &m.local_state {
-        ls += l;
-        ls.push('\n');
-    }
-    std::fs::write(dir.join("local-state.txt"), ls).ctx("write", dir.join("local-state.txt"))?;
+    fsx::create_dir_all(&root.join(contract::IMAGE_DIR))?;
+    let triggers = contract::triggers_text(&m.triggers)
+        .map_err(|e| Error::Internal(format!("cannot write triggers: {e}")))?;
+    let file = |p: &str| fsx::under(root, p.as_bytes());
+    let t = file(contract::TRIGGERS_FILE);
+    fsx::write(&t, triggers)?;
+    let ls = file(contract::LOCAL_STATE_FILE);
+    fsx::write(&ls, contract::local_state_text(&m.local_state))?;
     Ok(s)
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-pub struct TriggerFile {
-    #[serde(default)]
-    pub trigger: Vec<super::manifest::Trigger>,
 }
 
 /// What no image keeps: machine state, local state (a glob names a file, or a directory
@@ -119,7 +103,10 @@ fn remove_unwanted(root: &Path, u: &Unwanted, s: &mut Scrubbed) -> Result<()> {
         .follow_links(false)
         .same_file_system(true)
     {
-        let e = e.map_err(|e| Error::Usage(format!("walking {}: {e}", root.display())))?;
+        let e = e.map_err(|source| Error::Walk {
+            root: root.to_path_buf(),
+            source,
+        })?;
         if e.file_type().is_dir() {
             continue;
         }
@@ -142,7 +129,7 @@ fn remove_unwanted(root: &Path, u: &Unwanted, s: &mut Scrubbed) -> Result<()> {
 
 /// Sets the last-change field (days since the epoch) of every account that has one.
 fn fix_shadow(path: &Path, epoch: i64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(text) = fsx::read_to_string(path) else {
         return Ok(());
     };
     let day = (epoch / 86400).to_string();
@@ -156,9 +143,9 @@ fn fix_shadow(path: &Path, epoch: i64) -> Result<()> {
         out.push('\n');
     }
     if out != text {
-        let meta = std::fs::metadata(path).ctx("inspect", path)?;
-        std::fs::write(path, out).ctx("write", path)?;
-        std::fs::set_permissions(path, meta.permissions()).ctx("set mode of", path)?;
+        let meta = fsx::metadata(path)?;
+        fsx::write(path, out)?;
+        fsx::set_mode(path, meta.permissions().mode())?;
     }
     Ok(())
 }

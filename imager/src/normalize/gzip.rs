@@ -386,6 +386,7 @@ impl Inflater {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod tests {
     use super::*;
     use flate2::write::DeflateEncoder;

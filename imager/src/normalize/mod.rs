@@ -79,4 +79,27 @@ impl Report {
         }
         self.changed.push((rule, crate::tree::escape::escape(path)));
     }
+
+    /// The report as `imager normalize` prints it: the counts, what was left alone and,
+    /// if `verbose`, every path with the rule that changed it.
+    pub fn write_text(&self, verbose: bool, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "normalised: {} mtimes set, {} mtimes kept from the previous image, {} gzip headers, {} pyc headers",
+            self.mtime, self.mtime_previous, self.gzip, self.pyc
+        )?;
+        for (path, why) in &self.skipped {
+            writeln!(out, "left as is: {path}: {why}")?;
+        }
+        if verbose {
+            for (rule, path) in &self.changed {
+                let rule = serde_json::to_value(rule)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                writeln!(out, "{rule:>14} {path}")?;
+            }
+        }
+        Ok(())
+    }
 }

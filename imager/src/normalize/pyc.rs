@@ -131,6 +131,7 @@ pub fn normalize(data: &[u8], source_mtime: i64, source_size: u64) -> Option<Vec
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod tests {
     use super::*;
     use std::path::{Path, PathBuf};

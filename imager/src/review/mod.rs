@@ -280,9 +280,8 @@ fn describe(
     let (os, ns) = (old.map(|e| side(e, &a.tree)), new.map(|e| side(e, &b.tree)));
     let mut what = Vec::new();
     let mut flagged = Vec::new();
-    let special = |m: &str| u32::from_str_radix(m, 8).unwrap_or(0) & 0o6000;
-    let change = match (&os, &ns) {
-        (None, Some(n)) => {
+    let change = match (&os, &ns, old, new) {
+        (None, Some(n), _, _) => {
             if special(&n.mode) != 0 {
                 flagged.push(format!("new {} file with mode {}", n.kind, n.mode));
             }
@@ -291,57 +290,9 @@ fn describe(
             }
             FileChangeKind::Added
         }
-        (Some(_), None) => FileChangeKind::Removed,
-        (Some(o), Some(n)) => {
-            if o.kind != n.kind {
-                what.push(format!("type {} -> {}", o.kind, n.kind));
-            }
-            if o.blake3 != n.blake3 && o.kind == "file" && n.kind == "file" {
-                let short = |h: &Option<String>| {
-                    h.as_deref()
-                        .map(|h| h[..12].to_string())
-                        .unwrap_or_default()
-                };
-                what.push(format!(
-                    "content {} -> {} bytes, blake3 {} -> {}",
-                    o.size.unwrap_or(0),
-                    n.size.unwrap_or(0),
-                    short(&o.blake3),
-                    short(&n.blake3)
-                ));
-            }
-            if o.mode != n.mode && o.kind != "symlink" {
-                what.push(format!("mode {} -> {}", o.mode, n.mode));
-                if special(&o.mode) != special(&n.mode) {
-                    flagged.push(format!("setuid/setgid bits: mode {} -> {}", o.mode, n.mode));
-                }
-            }
-            if o.uid != n.uid || o.gid != n.gid {
-                what.push(format!("owner {}:{} -> {}:{}", o.uid, o.gid, n.uid, n.gid));
-            }
-            if o.target != n.target {
-                what.push(format!(
-                    "target {} -> {}",
-                    o.target.as_deref().unwrap_or("-"),
-                    n.target.as_deref().unwrap_or("-")
-                ));
-            }
-            if o.device != n.device {
-                what.push(format!(
-                    "device {} -> {}",
-                    o.device.as_deref().unwrap_or("-"),
-                    n.device.as_deref().unwrap_or("-")
-                ));
-            }
-            if o.capability != n.capability {
-                what.push("capabilities".into());
-                flagged.push(format!(
-                    "capabilities {} -> {}",
-                    o.capability.as_deref().unwrap_or("none"),
-                    n.capability.as_deref().unwrap_or("none")
-                ));
-            }
-            let (oe, ne) = (old.expect("old side"), new.expect("new side"));
+        (Some(_), None, _, _) => FileChangeKind::Removed,
+        (Some(o), Some(n), Some(oe), Some(ne)) => {
+            compare_sides(o, n, &mut what, &mut flagged);
             if oe.xattrs != ne.xattrs && o.capability == n.capability {
                 what.push("xattrs".into());
             }
@@ -350,29 +301,9 @@ fn describe(
             }
             FileChangeKind::Changed
         }
-        (None, None) => FileChangeKind::Changed,
+        _ => FileChangeKind::Changed,
     };
-    let mut diff = None;
-    let small = |s: &Option<FileSide>| {
-        s.as_ref()
-            .is_none_or(|s| s.kind == "file" && s.size.unwrap_or(0) <= MAX_TEXT_DIFF)
-    };
-    let content_changed = os.as_ref().map(|s| &s.blake3) != ns.as_ref().map(|s| &s.blake3);
-    if content_changed && small(&os) && small(&ns) {
-        let od = a.bytes(path)?.unwrap_or_default();
-        let nd = b.bytes(path)?.unwrap_or_default();
-        if is_text(&od) && is_text(&nd) {
-            let (ot, nt) = (String::from_utf8_lossy(&od), String::from_utf8_lossy(&nd));
-            let p = escape(path);
-            diff = Some(
-                similar::TextDiff::from_lines(ot.as_ref(), nt.as_ref())
-                    .unified_diff()
-                    .context_radius(3)
-                    .header(&format!("a{p}"), &format!("b{p}"))
-                    .to_string(),
-            );
-        }
-    }
+    let diff = text_diff(path, &os, &ns, a, b)?;
     Ok(FileChange {
         path: escape(path),
         change,
@@ -384,12 +315,131 @@ fn describe(
     })
 }
 
+/// The setuid and setgid bits of an octal mode.
+fn special(m: &str) -> u32 {
+    u32::from_str_radix(m, 8).unwrap_or(0) & 0o6000
+}
+
+/// What differs between a path's two sides (`what`), and what of that a reviewer must
+/// look at (`flagged`: setuid/setgid bits, capabilities).
+fn compare_sides(o: &FileSide, n: &FileSide, what: &mut Vec<String>, flagged: &mut Vec<String>) {
+    if o.kind != n.kind {
+        what.push(format!("type {} -> {}", o.kind, n.kind));
+    }
+    if o.blake3 != n.blake3 && o.kind == "file" && n.kind == "file" {
+        let short = |h: &Option<String>| {
+            h.as_deref()
+                .map(|h| h[..12].to_string())
+                .unwrap_or_default()
+        };
+        what.push(format!(
+            "content {} -> {} bytes, blake3 {} -> {}",
+            o.size.unwrap_or(0),
+            n.size.unwrap_or(0),
+            short(&o.blake3),
+            short(&n.blake3)
+        ));
+    }
+    if o.mode != n.mode && o.kind != "symlink" {
+        what.push(format!("mode {} -> {}", o.mode, n.mode));
+        if special(&o.mode) != special(&n.mode) {
+            flagged.push(format!("setuid/setgid bits: mode {} -> {}", o.mode, n.mode));
+        }
+    }
+    if o.uid != n.uid || o.gid != n.gid {
+        what.push(format!("owner {}:{} -> {}:{}", o.uid, o.gid, n.uid, n.gid));
+    }
+    if o.target != n.target {
+        what.push(format!(
+            "target {} -> {}",
+            o.target.as_deref().unwrap_or("-"),
+            n.target.as_deref().unwrap_or("-")
+        ));
+    }
+    if o.device != n.device {
+        what.push(format!(
+            "device {} -> {}",
+            o.device.as_deref().unwrap_or("-"),
+            n.device.as_deref().unwrap_or("-")
+        ));
+    }
+    if o.capability != n.capability {
+        what.push("capabilities".into());
+        flagged.push(format!(
+            "capabilities {} -> {}",
+            o.capability.as_deref().unwrap_or("none"),
+            n.capability.as_deref().unwrap_or("none")
+        ));
+    }
+}
+
+/// A unified diff of the path's content, when it changed and both sides are small text
+/// files (or absent).
+fn text_diff(
+    path: &[u8],
+    os: &Option<FileSide>,
+    ns: &Option<FileSide>,
+    a: &Opened,
+    b: &Opened,
+) -> Result<Option<String>> {
+    let small = |s: &Option<FileSide>| {
+        s.as_ref()
+            .is_none_or(|s| s.kind == "file" && s.size.unwrap_or(0) <= MAX_TEXT_DIFF)
+    };
+    let content_changed = os.as_ref().map(|s| &s.blake3) != ns.as_ref().map(|s| &s.blake3);
+    if !(content_changed && small(os) && small(ns)) {
+        return Ok(None);
+    }
+    let od = a.bytes(path)?.unwrap_or_default();
+    let nd = b.bytes(path)?.unwrap_or_default();
+    if !(is_text(&od) && is_text(&nd)) {
+        return Ok(None);
+    }
+    let (ot, nt) = (String::from_utf8_lossy(&od), String::from_utf8_lossy(&nd));
+    let p = escape(path);
+    Ok(Some(
+        similar::TextDiff::from_lines(ot.as_ref(), nt.as_ref())
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("a{p}"), &format!("b{p}"))
+            .to_string(),
+    ))
+}
+
 /// How `new` differs from `old`.
 pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Report> {
     let a = Opened::open(store, old)?;
     let b = Opened::open(store, new)?;
     let mut summary = Summary::default();
+    let packages = package_changes(&a, &b, filter, &mut summary)?;
+    let (unowned, by_package) = file_changes(&a, &b, filter, &packages, &mut summary)?;
+    Ok(Report {
+        old: Side {
+            id: old.to_hex(),
+            names: store.names_of(old)?,
+        },
+        new: Side {
+            id: new.to_hex(),
+            names: store.names_of(new)?,
+        },
+        summary,
+        packages,
+        unowned,
+        by_package: by_package
+            .into_iter()
+            .map(|(package, files)| PackageFiles { package, files })
+            .collect(),
+    })
+}
 
+/// The packages that were added, removed or changed version (with the changelog entries
+/// an upgrade brings), counted in `summary`; listed if the filter asks for them.
+fn package_changes(
+    a: &Opened,
+    b: &Opened,
+    filter: &Filter,
+    summary: &mut Summary,
+) -> Result<Vec<PackageChange>> {
     let mut packages = Vec::new();
     let names: std::collections::BTreeSet<&String> =
         a.packages.keys().chain(b.packages.keys()).collect();
@@ -430,6 +480,21 @@ pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Re
         });
     }
 
+    Ok(packages)
+}
+
+/// Changed paths by the package that owns them.
+type ByPackage = BTreeMap<String, Vec<FileChange>>;
+
+/// The paths that differ, counted in `summary`, each under the package that owns it
+/// (or unowned); listed if the filter asks for them.
+fn file_changes(
+    a: &Opened,
+    b: &Opened,
+    filter: &Filter,
+    packages: &[PackageChange],
+    summary: &mut Summary,
+) -> Result<(Vec<FileChange>, ByPackage)> {
     let changed: std::collections::HashSet<&str> =
         packages.iter().map(|p| p.name.as_str()).collect();
     let mut unowned = Vec::new();
@@ -487,7 +552,7 @@ pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Re
         if !filter.packages.is_empty() && !owners.iter().any(|o| filter.packages.contains(o)) {
             continue;
         }
-        let fc = describe(path, old, new, &a, &b)?;
+        let fc = describe(path, old, new, a, b)?;
         // A path several packages share (a directory) goes under the one asked for, else
         // one that changed version, else the first by name.
         let home = owners
@@ -500,21 +565,5 @@ pub fn diff(store: &Store, old: &Hash, new: &Hash, filter: &Filter) -> Result<Re
             Some(o) => by_package.entry(o.clone()).or_default().push(fc),
         }
     }
-    Ok(Report {
-        old: Side {
-            id: old.to_hex(),
-            names: store.names_of(old)?,
-        },
-        new: Side {
-            id: new.to_hex(),
-            names: store.names_of(new)?,
-        },
-        summary,
-        packages,
-        unowned,
-        by_package: by_package
-            .into_iter()
-            .map(|(package, files)| PackageFiles { package, files })
-            .collect(),
-    })
+    Ok((unowned, by_package))
 }

@@ -19,14 +19,6 @@ use std::path::{Path, PathBuf};
 /// Where the .debs are put inside the copy (removed before the snapshot).
 const DROP: &str = "tmp/imager-try-package";
 
-pub struct Tried {
-    /// The image with the packages installed (unnamed, in the store).
-    pub after: Hash,
-    pub report: Report,
-    /// dpkg's output.
-    pub log: String,
-}
-
 /// Installs `debs` into a copy of `image` and reports the difference. `store_root` is
 /// opened for writing only to store the result.
 pub fn try_packages(
@@ -35,7 +27,7 @@ pub fn try_packages(
     debs: &[PathBuf],
     filter: &Filter,
     progress: &dyn Progress,
-) -> Result<Tried> {
+) -> Result<Report> {
     if debs.is_empty() {
         return Err(Error::Usage("give at least one .deb".into()));
     }
@@ -49,10 +41,10 @@ pub fn try_packages(
         &image.to_hex()[..12],
         std::process::id()
     ));
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = crate::fsx::remove_dir_all(&work);
     crate::fsx::create_dir_all(&work)?;
     let r = run(store_root, image, debs, filter, progress, &work);
-    let _ = std::fs::remove_dir_all(&work);
+    let _ = crate::fsx::remove_dir_all(&work);
     r
 }
 
@@ -63,7 +55,7 @@ fn run(
     filter: &Filter,
     progress: &dyn Progress,
     work: &Path,
-) -> Result<Tried> {
+) -> Result<Report> {
     let root = work.join("root");
     let epoch = {
         let store = Store::open(store_root, Access::Read)?;
@@ -76,7 +68,7 @@ fn run(
     let mut names = Vec::new();
     for (i, d) in debs.iter().enumerate() {
         let name = format!("{i}.deb");
-        std::fs::copy(d, drop_dir.join(&name)).ctx("copy", d)?;
+        crate::fsx::copy(d, &drop_dir.join(&name))?;
         names.push(format!("/{DROP}/{name}"));
     }
     let log = work.join("dpkg.log");
@@ -91,7 +83,7 @@ fn run(
         .collect::<Vec<_>>()
         .join(" ");
     run_hooks(&root, &[hook], epoch, &log, Path::new(&shown))?;
-    std::fs::remove_dir_all(&drop_dir).ctx("remove", &drop_dir)?;
+    crate::fsx::remove_dir_all(&drop_dir)?;
     // The drop directory's parent (/tmp) had its mtime moved by it: put it back.
     let store = Store::open(store_root, Access::Write)?;
     let before = store.read_image(image)?;
@@ -102,16 +94,11 @@ fn run(
     }
     let imported = crate::ops::import(
         &store,
-        &crate::ops::Source::Dir(root.clone()),
+        &crate::ops::ImportSource::Dir(root.clone()),
         &crate::ops::ImportOptions::plain(),
         progress,
     )?;
     let after = Hash::from_hex(&imported.id)
-        .ok_or_else(|| Error::Usage("the import gave no image ID".into()))?;
-    let report = diff(&store, image, &after, filter)?;
-    Ok(Tried {
-        after,
-        report,
-        log: std::fs::read_to_string(&log).unwrap_or_default(),
-    })
+        .ok_or_else(|| Error::Internal("the import gave no image ID".into()))?;
+    diff(&store, image, &after, filter)
 }

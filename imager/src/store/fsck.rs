@@ -1,7 +1,7 @@
 //! `imager fsck`: re-reads everything in the store and checks it against its name.
 
 use super::Store;
-use crate::error::{IoContext, Result};
+use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::tree::{Hash, Kind};
 use rayon::prelude::*;
@@ -24,95 +24,42 @@ impl FsckReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// The report as `imager fsck` prints it for the store at `root`: each problem, then
+    /// the totals.
+    pub fn write_text(
+        &self,
+        root: &std::path::Path,
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        for p in &self.problems {
+            writeln!(out, "problem: {p}")?;
+        }
+        writeln!(
+            out,
+            "{}: {} images, {} names, {} objects ({} bytes, {} unreferenced), {} problems",
+            root.display(),
+            self.images,
+            self.refs,
+            self.objects,
+            self.bytes,
+            self.unreferenced,
+            self.problems.len()
+        )
+    }
 }
 
 pub(super) fn run(store: &Store, progress: &dyn Progress) -> Result<FsckReport> {
     let mut r = FsckReport::default();
-    // Images: manifest hashes to the ID, parses, names only objects that exist with the
-    // right size.
-    let mut wanted: HashMap<Hash, (u64, Hash)> = HashMap::new();
-    let images = store.images()?;
-    r.images = images.len();
-    for id in &images {
-        match store.read_image(id) {
-            Ok(tree) => {
-                for e in tree.entries() {
-                    if let Kind::File { size, hash } = e.kind {
-                        wanted.entry(hash).or_insert((size, *id));
-                    }
-                }
-            }
-            Err(e) => r.problems.push(format!("image {id}: {e}")),
-        }
-    }
-    for name in store.refs()? {
-        r.refs += 1;
-        match store.ref_history(&name) {
-            Ok(hist) => {
-                for h in hist.iter().filter(|h| !store.has_image(h)) {
-                    r.problems
-                        .push(format!("ref {name}: points at missing image {h}"));
-                }
-            }
-            Err(e) => r.problems.push(format!("ref {name}: {e}")),
-        }
-    }
-
-    // Objects: every file under objects/ hashes to its name.
-    let objdir = store.root.join("objects");
-    let mut files = Vec::new();
-    for fan in std::fs::read_dir(&objdir).ctx("list", &objdir)? {
-        let fan = fan.ctx("list", &objdir)?.path();
-        for e in std::fs::read_dir(&fan).ctx("list", &fan)? {
-            files.push(e.ctx("list", &fan)?.path());
-        }
-    }
+    let wanted = check_images(store, &mut r)?;
+    check_refs(store, &mut r)?;
+    let files = object_files(store)?;
     progress.start("verify objects", Some(files.len() as u64));
-    let results: Vec<(Option<Hash>, u64, Option<String>)> = files
+    let results: Vec<Checked> = files
         .par_iter()
         .map(|p| {
             progress.inc(1);
-            let name = p
-                .parent()
-                .and_then(|d| d.file_name())
-                .zip(p.file_name())
-                .map(|(a, b)| format!("{}{}", a.to_string_lossy(), b.to_string_lossy()));
-            let Some(h) = name.as_deref().and_then(Hash::from_hex) else {
-                return (
-                    None,
-                    0,
-                    Some(format!("stray file in objects/: {}", p.display())),
-                );
-            };
-            let mut hasher = blake3::Hasher::new();
-            let mut n = 0u64;
-            let res = std::fs::File::open(p).and_then(|mut f| {
-                let mut buf = vec![0u8; 256 * 1024];
-                loop {
-                    let k = f.read(&mut buf)?;
-                    if k == 0 {
-                        return Ok(());
-                    }
-                    n += k as u64;
-                    hasher.update(&buf[..k]);
-                }
-            });
-            match res {
-                Err(e) => (
-                    Some(h),
-                    n,
-                    Some(format!("object {h}: cannot read {}: {e}", p.display())),
-                ),
-                Ok(()) if Hash::from(hasher.finalize()) != h => (
-                    Some(h),
-                    n,
-                    Some(format!(
-                        "object {h} is corrupt ({}): content hashes differently",
-                        p.display()
-                    )),
-                ),
-                Ok(()) => (Some(h), n, None),
-            }
+            check_object(p)
         })
         .collect();
     progress.finish();
@@ -145,4 +92,104 @@ pub(super) fn run(store: &Store, progress: &dyn Progress) -> Result<FsckReport> 
             .push(format!("object {h} is missing (used by image {img})"));
     }
     Ok(r)
+}
+
+/// Images: each manifest hashes to its ID and parses. Returns the objects they name,
+/// each with its size and the first image that names it.
+fn check_images(store: &Store, r: &mut FsckReport) -> Result<HashMap<Hash, (u64, Hash)>> {
+    let mut wanted: HashMap<Hash, (u64, Hash)> = HashMap::new();
+    let images = store.images()?;
+    r.images = images.len();
+    for id in &images {
+        match store.read_image(id) {
+            Ok(tree) => {
+                for e in tree.entries() {
+                    if let Kind::File { size, hash } = e.kind {
+                        wanted.entry(hash).or_insert((size, *id));
+                    }
+                }
+            }
+            Err(e) => r.problems.push(format!("image {id}: {e}")),
+        }
+    }
+    Ok(wanted)
+}
+
+/// Names: each reads, and points only at images the store has.
+fn check_refs(store: &Store, r: &mut FsckReport) -> Result<()> {
+    for name in store.refs()? {
+        r.refs += 1;
+        match store.ref_history(&name) {
+            Ok(hist) => {
+                for h in hist.iter().filter(|h| !store.has_image(h)) {
+                    r.problems
+                        .push(format!("ref {name}: points at missing image {h}"));
+                }
+            }
+            Err(e) => r.problems.push(format!("ref {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Every file under `objects/` (two levels: fan-out directory, then the objects).
+fn object_files(store: &Store) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for fan in crate::fsx::read_dir(store.root.join("objects"))? {
+        for e in crate::fsx::read_dir(fan.path())? {
+            files.push(e.path());
+        }
+    }
+    Ok(files)
+}
+
+/// What checking one object file found: its hash (if its name is one), the bytes read,
+/// and the problem, if any.
+type Checked = (Option<Hash>, u64, Option<String>);
+
+/// Objects: the file hashes to its name.
+fn check_object(p: &std::path::Path) -> Checked {
+    let name = p
+        .parent()
+        .and_then(|d| d.file_name())
+        .zip(p.file_name())
+        .map(|(a, b)| format!("{}{}", a.to_string_lossy(), b.to_string_lossy()));
+    let Some(h) = name.as_deref().and_then(Hash::from_hex) else {
+        return (
+            None,
+            0,
+            Some(format!("stray file in objects/: {}", p.display())),
+        );
+    };
+    let mut hasher = blake3::Hasher::new();
+    let mut n = 0u64;
+    let res = crate::fsx::open(p)
+        .map_err(Error::into_io)
+        .and_then(|mut f| {
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let k = f.read(&mut buf)?;
+                if k == 0 {
+                    return Ok(());
+                }
+                n += k as u64;
+                hasher.update(&buf[..k]);
+            }
+        });
+    match res {
+        Err(e) => (
+            Some(h),
+            n,
+            Some(format!("object {h}: cannot read {}: {e}", p.display())),
+        ),
+        Ok(()) if Hash::from(hasher.finalize()) != h => (
+            Some(h),
+            n,
+            Some(format!(
+                "object {h} is corrupt ({}): content hashes differently",
+                p.display()
+            )),
+        ),
+        Ok(()) => (Some(h), n, None),
+    }
 }

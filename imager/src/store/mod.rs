@@ -77,13 +77,15 @@ impl Store {
             });
         }
         let lock_path = root.join("lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(access == Access::Write)
-            .truncate(false)
-            .read(true)
-            .write(access == Access::Write)
-            .open(&lock_path)
-            .ctx("open lock", &lock_path)?;
+        let lock = fsx::open_with(
+            std::fs::OpenOptions::new()
+                .create(access == Access::Write)
+                .truncate(false)
+                .read(true)
+                .write(access == Access::Write),
+            &lock_path,
+            "open lock",
+        )?;
         let op = match access {
             Access::Read => FlockOperation::LockShared,
             Access::Write => FlockOperation::LockExclusive,
@@ -109,9 +111,9 @@ impl Store {
     /// store behind. Removes only what the open created, and only while it is empty (so
     /// a store that did get an image, or a directory someone else filled, stays).
     pub fn discard_if_new(self) {
-        let holds_something = ["objects", "images", "refs"].iter().any(|sub| {
-            std::fs::read_dir(self.root.join(sub)).map_or(true, |mut d| d.next().is_some())
-        });
+        let holds_something = ["objects", "images", "refs"]
+            .iter()
+            .any(|sub| fsx::read_dir(self.root.join(sub)).map_or(true, |d| !d.is_empty()));
         if self.created.is_empty() || holds_something {
             return;
         }
@@ -119,11 +121,11 @@ impl Store {
         let _ = self.clean_tmp();
         for p in self.created.iter().rev() {
             if p.is_dir() {
-                if std::fs::remove_dir(p).is_err() {
+                if fsx::remove_dir(p).is_err() {
                     return; // not empty: something of the store is worth keeping
                 }
             } else {
-                let _ = std::fs::remove_file(p);
+                let _ = fsx::remove_file(p);
             }
         }
     }
@@ -138,10 +140,10 @@ impl Store {
     /// Removes what an interrupted writer left in `tmp/` (we hold the exclusive lock).
     fn clean_tmp(&self) -> Result<()> {
         let tmp = self.root.join("tmp");
-        for e in std::fs::read_dir(&tmp).ctx("list", &tmp)? {
-            let p = e.ctx("list", &tmp)?.path();
+        for e in fsx::read_dir(&tmp)? {
+            let p = e.path();
             if p.is_dir() {
-                std::fs::remove_dir_all(&p).ctx("remove", &p)?;
+                fsx::remove_dir_all(&p)?;
             } else {
                 fsx::remove_file(&p)?;
             }
@@ -166,7 +168,7 @@ impl Store {
     /// An object's content, verified against its name.
     pub fn read_object(&self, h: &Hash) -> Result<Vec<u8>> {
         let p = self.object_path(h);
-        let data = std::fs::read(&p).ctx("read object", &p)?;
+        let data = fsx::read(&p).map_err(|e| e.doing("read object"))?;
         if Hash::of(&data) != *h {
             return Err(self.err(format!(
                 "object {h} is corrupt: its content hashes to {}",
@@ -181,7 +183,7 @@ impl Store {
     /// (an archive, a copy) fails instead of passing on corrupt bytes.
     pub fn object_reader(&self, h: &Hash, size: u64) -> Result<ObjectReader> {
         let p = self.object_path(h);
-        let f = File::open(&p).ctx("open object", &p)?;
+        let f = fsx::open(&p).map_err(|e| e.doing("open object"))?;
         Ok(ObjectReader {
             f,
             path: p,
@@ -220,11 +222,7 @@ impl Store {
     /// Reads a file stored with an image (`None` if the image has no such file).
     pub fn image_file(&self, id: &Hash, name: &str) -> Result<Option<Vec<u8>>> {
         let p = self.image_dir(id).join(name);
-        match std::fs::read(&p) {
-            Ok(d) => Ok(Some(d)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read", p, e)),
-        }
+        fsx::read_if_exists(&p)
     }
 
     /// Records an image whose objects are all in the store. `extra` files are stored
@@ -232,7 +230,7 @@ impl Store {
     pub fn write_image(&self, tree: &Tree, extra: &[(&str, &[u8])]) -> Result<Hash> {
         for (h, size) in tree.objects() {
             let p = self.object_path(&h);
-            let m = std::fs::metadata(&p).ctx("inspect object", &p)?;
+            let m = fsx::metadata(&p).map_err(|e| e.doing("inspect object"))?;
             if m.len() != size {
                 return Err(self.err(format!(
                     "object {h} has {} bytes, the image says {size}",
@@ -252,9 +250,9 @@ impl Store {
         for (name, data) in extra {
             write_synced(&tmp.join(name), data)?;
         }
-        sync_dir(&tmp)?;
+        fsx::sync_dir(&tmp)?;
         fsx::rename(&tmp, &dir)?;
-        sync_dir(&self.root.join("images"))?;
+        fsx::sync_dir(&self.root.join("images"))?;
         Ok(id)
     }
 
@@ -262,8 +260,7 @@ impl Store {
     pub fn images(&self) -> Result<Vec<Hash>> {
         let d = self.root.join("images");
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&d).ctx("list", &d)? {
-            let e = e.ctx("list", &d)?;
+        for e in fsx::read_dir(&d)? {
             if let Some(h) = e.file_name().to_str().and_then(Hash::from_hex) {
                 out.push(h);
             }
@@ -292,10 +289,8 @@ impl Store {
     pub fn ref_history(&self, name: &str) -> Result<Vec<Hash>> {
         self.check_ref_name(name)?;
         let p = self.root.join("refs").join(name);
-        let text = match std::fs::read_to_string(&p) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io("read", p, e)),
+        let Some(text) = fsx::read_to_string_if_exists(&p)? else {
+            return Ok(Vec::new());
         };
         text.lines()
             .enumerate()
@@ -322,8 +317,8 @@ impl Store {
     pub fn refs(&self) -> Result<Vec<String>> {
         let d = self.root.join("refs");
         let mut out = Vec::new();
-        for e in std::fs::read_dir(&d).ctx("list", &d)? {
-            if let Some(n) = e.ctx("list", &d)?.file_name().to_str() {
+        for e in fsx::read_dir(&d)? {
+            if let Some(n) = e.file_name().to_str() {
                 out.push(n.to_string());
             }
         }
@@ -344,10 +339,10 @@ impl Store {
         hist.push(*id);
         let text: String = hist.iter().map(|h| format!("{h}\n")).collect();
         let tmp = self.root.join("tmp").join(format!("ref-{name}"));
-        write_synced(&tmp, text.as_bytes())?;
         let refs = self.root.join("refs");
-        fsx::rename(&tmp, &refs.join(name))?;
-        sync_dir(&refs)
+        fsx::write_atomic_via(&tmp, &refs.join(name), |f| {
+            f.write_all(text.as_bytes()).ctx("write", &tmp)
+        })
     }
 
     /// Resolves `name`, `name~N`, a full ID or an unambiguous ID prefix (8+ hex digits).
@@ -416,16 +411,10 @@ impl Store {
 }
 
 /// Writes a file and flushes it to disk before returning.
-pub(crate) fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = File::create(path).ctx("create", path)?;
+fn write_synced(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = fsx::create(path)?;
     f.write_all(data).ctx("write", path)?;
     f.sync_all().ctx("flush", path)
-}
-
-pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .ctx("flush directory", path)
 }
 
 /// See [`Store::object_reader`].

@@ -12,9 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::tree::Hash;
 use std::collections::HashSet;
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -68,7 +66,7 @@ impl<'s> Txn<'s> {
             return Ok(h);
         }
         let tmp = self.tmp_path("obj");
-        let mut f = File::create(&tmp).ctx("create", &tmp)?;
+        let mut f = fsx::create(&tmp)?;
         f.write_all(data).ctx("write", &tmp)?;
         drop(f);
         self.stage(tmp, h)?;
@@ -108,8 +106,7 @@ impl<'s> Txn<'s> {
     }
 
     fn stage(&self, tmp: PathBuf, h: Hash) -> Result<()> {
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o444))
-            .ctx("set mode of", &tmp)?;
+        fsx::set_mode(&tmp, 0o444)?;
         self.staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -124,7 +121,7 @@ impl<'s> Txn<'s> {
             return Ok(0);
         }
         let tmp_dir = self.store.root.join("tmp");
-        let d = File::open(&tmp_dir).ctx("open", &tmp_dir)?;
+        let d = fsx::open(&tmp_dir)?;
         rustix::fs::syncfs(&d).ctx("flush the filesystem of", &tmp_dir)?;
         let mut dirs = HashSet::new();
         for (tmp, h) in &staged {
@@ -150,7 +147,7 @@ impl Drop for Txn<'_> {
             .map(std::mem::take)
             .unwrap_or_default();
         for (tmp, _) in staged {
-            let _ = std::fs::remove_file(tmp);
+            let _ = fsx::remove_file(&tmp);
         }
         let spilled = self
             .spilled
@@ -158,7 +155,7 @@ impl Drop for Txn<'_> {
             .map(std::mem::take)
             .unwrap_or_default();
         for tmp in spilled {
-            let _ = std::fs::remove_file(tmp);
+            let _ = fsx::remove_file(&tmp);
         }
     }
 }
@@ -173,7 +170,7 @@ fn copy_exact(
     mut hasher: Option<&mut blake3::Hasher>,
 ) -> Result<()> {
     let result = (|| {
-        let mut f = File::create(tmp).ctx("create", tmp)?;
+        let mut f = fsx::create(tmp)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut n = 0u64;
         loop {
@@ -202,7 +199,7 @@ fn copy_exact(
         Ok(())
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(tmp);
+        let _ = fsx::remove_file(tmp);
     }
     result
 }

@@ -3,7 +3,7 @@
 //! read here; the ingest stage reads each file once, to normalise, hash and store it.
 
 use super::{entry_path, Entry, Hash, Kind, SYMLINK_MODE};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::fsx;
 use globset::{Candidate, GlobSet};
 use rayon::prelude::*;
@@ -164,7 +164,7 @@ pub struct Found {
 /// entering another filesystem (mount points below `root` are listed, not entered).
 /// `skip(path)` leaves a path out, and with a directory everything below it.
 pub fn walk(root: &Path, mut skip: impl FnMut(&[u8]) -> bool) -> Result<Vec<Found>> {
-    let meta = std::fs::symlink_metadata(root).ctx("inspect", root)?;
+    let meta = fsx::symlink_metadata(root)?;
     if !meta.is_dir() {
         return Err(Error::Usage(format!(
             "{} is not a directory",
@@ -241,7 +241,7 @@ pub fn entry_of(f: &Found, links: &mut HashMap<(u64, u64), Vec<u8>>) -> Result<O
     } else if ft.is_dir() {
         Kind::Dir
     } else if ft.is_symlink() {
-        let t = std::fs::read_link(&f.disk).ctx("read symlink", &f.disk)?;
+        let t = fsx::read_link(&f.disk)?;
         Kind::Symlink {
             target: fsx::path_bytes(&t).to_vec(),
         }

@@ -330,13 +330,7 @@ impl Session<'_> {
     fn on_health<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, h: Health) -> Result<()> {
         let (root, st) = (self.root, &self.st);
         let Health { command, timeout } = h;
-        let t = imager::build::manifest::Trigger {
-            name: "health".into(),
-            paths: Vec::new(),
-            run: command,
-            order: 0,
-            timeout,
-        };
+        let t = imager::contract::Trigger::command("health", command, timeout);
         let image = st.image()?.map(|h| h.to_hex()).unwrap_or_default();
         conn.send(&Msg::HealthResult(triggers::run(root, &image, &t, &[])))?;
         Ok(())

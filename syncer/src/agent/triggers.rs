@@ -5,8 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::TriggerRun;
-use imager::build::manifest::Trigger;
-use imager::build::scrub::TriggerFile;
+use imager::contract::{self, Trigger, TriggerFile};
 use imager::fsx;
 use std::io::Read;
 use std::path::Path;
@@ -24,7 +23,7 @@ pub fn parse(toml_text: &[u8]) -> Result<Vec<Trigger>> {
     let f: TriggerFile = toml::from_str(text)
         .map_err(|e| Error::Agent(format!("the image's triggers.toml: {e}")))?;
     let mut t = f.trigger;
-    t.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    contract::sort_triggers(&mut t);
     Ok(t)
 }
 

@@ -122,7 +122,7 @@ fn at_least_one(s: &str) -> std::result::Result<usize, String> {
 pub fn store_path(p: &Option<PathBuf>) -> PathBuf {
     p.clone()
         .or_else(|| std::env::var_os("IMAGER_STORE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/var/lib/imager"))
+        .unwrap_or_else(|| PathBuf::from(imager::contract::DEFAULT_STORE))
 }
 
 /// Where a rollout over `inventory` keeps its state: `fleet.toml` → `fleet.rollout.json`.

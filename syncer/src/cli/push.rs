@@ -59,13 +59,14 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
 fn cache_dir(given: Option<PathBuf>, store: &Path) -> Result<Option<PathBuf>> {
     Ok(match given {
         Some(d) => {
-            std::fs::create_dir_all(&d)
+            imager::fsx::create_dir_all(&d)
+                .map_err(imager::Error::into_io)
                 .with_context(|| format!("cannot create the cache directory {}", d.display()))?;
             Some(d)
         }
         None => {
             let d = store.join("syncer-cache");
-            std::fs::create_dir_all(&d).ok().map(|_| d)
+            imager::fsx::create_dir_all(&d).ok().map(|_| d)
         }
     })
 }

@@ -205,9 +205,7 @@ impl RolloutState {
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| Error::RolloutState(format!("cannot write the rollout state: {e}")))?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, path))
+        imager::fsx::write_atomic(path, text.as_bytes())
             .map_err(|e| Error::RolloutState(format!("cannot write {}: {e}", path.display())))
     }
 

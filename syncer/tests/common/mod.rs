@@ -14,7 +14,7 @@ pub fn syncer() -> Command {
 }
 
 pub fn local_state_globs() -> Vec<String> {
-    imager::tree::scan::list_lines(imager::build::manifest::DEFAULT_LOCAL_STATE)
+    imager::tree::scan::list_lines(imager::contract::DEFAULT_LOCAL_STATE)
 }
 
 /// Imports `dir` into the store at `store` under `name`, leaving out local state as a
@@ -29,7 +29,7 @@ pub fn import(store: &Path, dir: &Path, name: &str) -> Hash {
     };
     let r = imager::ops::import(
         &s,
-        &imager::ops::Source::Dir(dir.to_path_buf()),
+        &imager::ops::ImportSource::Dir(dir.to_path_buf()),
         &opts,
         &imager::progress::Quiet,
     )

@@ -1,0 +1,126 @@
+//! The build commands: `lock`, `build`, `rebuild`, `build-info`.
+
+use crate::build;
+use crate::cli::{exit::Exit, write_json, Ctx};
+use crate::store::Access;
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub(crate) struct LockArgs {
+    manifest: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn lock(a: LockArgs, out: &mut dyn Write) -> Result<Exit> {
+    let (l, path) = build::lock(&a.manifest)?;
+    if a.json {
+        write_json(out, &l.json(&path))?;
+    } else {
+        l.write_summary(&path, out)?;
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(Args)]
+pub(crate) struct BuildArgs {
+    manifest: PathBuf,
+    /// Resolve again (and rewrite M.lock) if the lock is missing or stale
+    #[arg(long)]
+    update_lock: bool,
+    /// Keep the chroot and log of a failed build to inspect
+    #[arg(long)]
+    keep_failed: bool,
+    /// An image whose mtimes unchanged entries keep (ProdNG's rule)
+    #[arg(long, value_name = "IMAGE")]
+    previous: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn build(ctx: &Ctx, a: BuildArgs, out: &mut dyn Write) -> Result<Exit> {
+    let store = ctx.open(Access::Write)?;
+    let opts = build::BuildOptions {
+        manifest: a.manifest.clone(),
+        update_lock: a.update_lock,
+        keep_failed: a.keep_failed,
+        previous: a.previous,
+        set_ref: true,
+    };
+    let b = build::build(&store, &opts, ctx.progress)
+        .with_context(|| format!("building {}", a.manifest.display()))?;
+    if a.json {
+        write_json(out, &b)?;
+    } else {
+        b.write_text(out)?;
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(Args)]
+pub(crate) struct RebuildArgs {
+    image: String,
+    #[arg(long)]
+    keep_failed: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exits 1 when the rebuild differs.
+pub(crate) fn rebuild(ctx: &Ctx, a: RebuildArgs, out: &mut dyn Write) -> Result<Exit> {
+    let store = ctx.open(Access::Write)?;
+    let r = build::rebuild(&store, &a.image, a.keep_failed, ctx.progress)
+        .with_context(|| format!("rebuilding {}", a.image))?;
+    if a.json {
+        write_json(out, &r)?;
+    } else {
+        r.write_text(out)?;
+    }
+    Ok(if r.identical {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+#[derive(Args)]
+pub(crate) struct BuildInfoArgs {
+    image: String,
+    #[arg(long, value_enum, default_value_t = BuildFile::Info)]
+    what: BuildFile,
+}
+
+/// The files a build stores with its image.
+#[derive(Clone, Copy, ValueEnum)]
+enum BuildFile {
+    /// name, version, architecture, source package
+    Packages,
+    Lock,
+    /// the manifest flattened into one file
+    Manifest,
+    Log,
+    /// tool version, epoch, phase timings (JSON)
+    Info,
+    LocalState,
+}
+
+pub(crate) fn build_info(ctx: &Ctx, a: BuildInfoArgs, out: &mut dyn Write) -> Result<Exit> {
+    let store = ctx.open(Access::Read)?;
+    let id = store.resolve(&a.image)?;
+    let file = match a.what {
+        BuildFile::Packages => build::PACKAGES,
+        BuildFile::Lock => build::BUILD_LOCK,
+        BuildFile::Manifest => build::BUILD_MANIFEST,
+        BuildFile::Log => build::BUILD_LOG,
+        BuildFile::Info => build::BUILD_INFO,
+        BuildFile::LocalState => build::BUILD_LOCAL_STATE,
+    };
+    match store.image_file(&id, file)? {
+        Some(d) => out.write_all(&d)?,
+        None => bail!("image {id} has no {file}: it was not made by `imager build`"),
+    }
+    Ok(Exit::Success)
+}

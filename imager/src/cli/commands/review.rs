@@ -1,0 +1,98 @@
+//! The review commands: `diff`, `try-package`, `packages`.
+
+use crate::cli::args::ReviewArgs;
+use crate::cli::{exit::Exit, write_json, Ctx};
+use crate::ops::{self, ImportSource};
+use crate::review;
+use crate::store::Access;
+use crate::tree::Hash;
+use anyhow::{Context, Result};
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub(crate) struct DiffArgs {
+    /// A name, name~N, ID, or a tar[.zst] file (imported first)
+    old: String,
+    new: String,
+    #[command(flatten)]
+    view: ReviewArgs,
+    /// Only this package's files and version (repeatable)
+    #[arg(long = "package", value_name = "NAME")]
+    packages: Vec<String>,
+}
+
+pub(crate) fn diff(ctx: &Ctx, a: DiffArgs, out: &mut dyn Write) -> Result<Exit> {
+    let (old, new) = (
+        resolve_or_import(ctx, &a.old)?,
+        resolve_or_import(ctx, &a.new)?,
+    );
+    let store = ctx.open(Access::Read)?;
+    let r = review::diff(&store, &old, &new, &a.view.filter(&a.packages)?)?;
+    a.view.print(out, &r)?;
+    Ok(Exit::Success)
+}
+
+/// A file is an archive to import first; anything else names an image.
+fn resolve_or_import(ctx: &Ctx, spec: &str) -> Result<Hash> {
+    let p = Path::new(spec);
+    if !p.is_file() {
+        return Ok(ctx.open(Access::Read)?.resolve(spec)?);
+    }
+    let store = ctx.open(Access::Write)?;
+    let src = ImportSource::Archive(p.to_path_buf());
+    let r = match ops::import(&store, &src, &ops::ImportOptions::plain(), ctx.progress) {
+        Ok(r) => r,
+        Err(e) => {
+            store.discard_if_new();
+            return Err(e.into());
+        }
+    };
+    Hash::from_hex(&r.id).context("import gave no ID")
+}
+
+#[derive(Args)]
+pub(crate) struct TryPackageArgs {
+    image: String,
+    #[arg(required = true)]
+    debs: Vec<PathBuf>,
+    #[command(flatten)]
+    view: ReviewArgs,
+}
+
+pub(crate) fn try_package(ctx: &Ctx, a: TryPackageArgs, out: &mut dyn Write) -> Result<Exit> {
+    let id = ctx.open(Access::Read)?.resolve(&a.image)?;
+    let t = review::try_package::try_packages(
+        &ctx.root,
+        &id,
+        &a.debs,
+        &a.view.filter(&[])?,
+        ctx.progress,
+    )?;
+    a.view.print(out, &t)?;
+    Ok(Exit::Success)
+}
+
+#[derive(Args)]
+pub(crate) struct PackagesArgs {
+    image: String,
+    #[arg(long, conflicts_with = "spdx")]
+    json: bool,
+    #[arg(long)]
+    spdx: bool,
+}
+
+pub(crate) fn packages(ctx: &Ctx, a: PackagesArgs, out: &mut dyn Write) -> Result<Exit> {
+    let store = ctx.open(Access::Read)?;
+    let id = store.resolve(&a.image)?;
+    let pkgs = review::packages::list(&store, &id)?;
+    if a.spdx {
+        write_json(out, &review::packages::spdx(&store, &id, &pkgs)?)?;
+    } else if a.json {
+        write_json(out, &pkgs)?;
+    } else {
+        write!(out, "{}", review::packages::text(&pkgs))?;
+    }
+    Ok(Exit::Success)
+}

@@ -1,0 +1,190 @@
+//! What an image promises the syncer, in one place: the files a build writes under
+//! `/usr/lib/imager/` (the local-state list and the triggers), how they are read back
+//! (the default local-state list when an image has none, the triggers' order), and where
+//! the store is by default. The build writes through these functions and the syncer
+//! (push and agent) reads through them, so the two cannot drift apart; anything else in
+//! imager is free to change without the syncer noticing.
+//!
+//! Local-state globs follow [`Excludes`]'s rules: over absolute image paths, `*` within
+//! one name, `**` across directories, and a glob naming a directory covers everything
+//! below it.
+
+use crate::tree::scan::list_lines;
+pub use crate::tree::scan::Excludes;
+use serde::{Deserialize, Serialize};
+
+/// Spelled once, for the paths below (`concat!` needs a literal).
+macro_rules! image_dir {
+    () => {
+        "usr/lib/imager"
+    };
+}
+
+/// The directory (relative to the image's root) where an image built by imager says how
+/// the syncer should treat it.
+pub const IMAGE_DIR: &str = image_dir!();
+
+/// The image's local-state list: one glob a line, `#` comments; the syncer never touches
+/// the paths it names on a host.
+pub const LOCAL_STATE_FILE: &str = concat!("/", image_dir!(), "/local-state.txt");
+
+/// The image's triggers, a TOML file of `[[trigger]]` tables ([`TriggerFile`]).
+pub const TRIGGERS_FILE: &str = concat!("/", image_dir!(), "/triggers.toml");
+
+/// The local-state list of an image that carries none (and of a build manifest that
+/// names none): the repository's `exclude-lists/local-state.txt`, built into the binary
+/// so that imager and the syncer work from anywhere.
+pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../exclude-lists/local-state.txt");
+
+/// Where the store is when neither `--store` nor `IMAGER_STORE` says.
+pub const DEFAULT_STORE: &str = "/var/lib/imager";
+
+/// The globs of a local-state list file: one a line, `#` comments and blank lines skipped.
+pub fn local_state_lines(text: &str) -> Vec<String> {
+    list_lines(text)
+}
+
+/// The local-state globs of an image, given its [`LOCAL_STATE_FILE`] if it has one: that
+/// file's, or else the default list's.
+pub fn local_state_of(file: Option<&[u8]>) -> Vec<String> {
+    match file {
+        Some(b) => list_lines(&String::from_utf8_lossy(b)),
+        None => list_lines(DEFAULT_LOCAL_STATE),
+    }
+}
+
+/// The text of [`LOCAL_STATE_FILE`] for these globs, as a build writes it.
+pub fn local_state_text(globs: &[String]) -> String {
+    let mut ls = String::from(
+        "# local state of this image: the syncer never touches these paths on a host\n",
+    );
+    for l in globs {
+        ls += l;
+        ls.push('\n');
+    }
+    ls
+}
+
+/// A command the syncer runs on a host when one of the watched paths changed there.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub name: String,
+    /// Globs over image paths (`*` within a name, `**` across directories).
+    pub paths: Vec<String>,
+    pub run: String,
+    /// Triggers run in ascending order, then by name ([`sort_triggers`]).
+    #[serde(default = "default_trigger_order")]
+    pub order: i32,
+    /// Seconds before the command is killed.
+    #[serde(default = "default_trigger_timeout")]
+    pub timeout: u64,
+}
+
+fn default_trigger_order() -> i32 {
+    50
+}
+fn default_trigger_timeout() -> u64 {
+    120
+}
+
+impl Trigger {
+    /// A command run on its own, not because paths changed (the health check): it
+    /// watches nothing and comes first.
+    pub fn command(name: &str, run: String, timeout: u64) -> Trigger {
+        Trigger {
+            name: name.into(),
+            paths: Vec::new(),
+            run,
+            order: 0,
+            timeout,
+        }
+    }
+
+    /// Why this trigger cannot be in an image, if it cannot: it must watch at least one
+    /// path, each an absolute glob.
+    pub fn check(&self) -> Result<(), String> {
+        for g in &self.paths {
+            Excludes::new(std::slice::from_ref(g))
+                .map_err(|e| format!("trigger {:?}: {e}", self.name))?;
+            if !g.starts_with('/') {
+                return Err(format!(
+                    "trigger {:?}: path {g:?} must be absolute",
+                    self.name
+                ));
+            }
+        }
+        if self.paths.is_empty() {
+            return Err(format!("trigger {:?} watches no paths", self.name));
+        }
+        Ok(())
+    }
+}
+
+/// The order triggers run in: ascending `order`, then by name.
+pub fn sort_triggers(triggers: &mut [Trigger]) {
+    triggers.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+}
+
+/// [`TRIGGERS_FILE`] as TOML.
+#[derive(Serialize, Deserialize)]
+pub struct TriggerFile {
+    #[serde(default)]
+    pub trigger: Vec<Trigger>,
+}
+
+/// The text of [`TRIGGERS_FILE`] for these triggers, as a build writes it.
+pub fn triggers_text(triggers: &[Trigger]) -> Result<String, toml::ser::Error> {
+    toml::to_string(&TriggerFile {
+        trigger: triggers.to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_read_back_as_written_and_in_order() {
+        let ts = vec![
+            Trigger {
+                order: 20,
+                ..Trigger::command("b", "true".into(), 5)
+            },
+            Trigger::command("z", "true".into(), 5),
+            Trigger::command("a", "true".into(), 5),
+        ];
+        let text = triggers_text(&ts).unwrap();
+        let mut back = toml::from_str::<TriggerFile>(&text).unwrap().trigger;
+        assert_eq!(back, ts);
+        sort_triggers(&mut back);
+        let names: Vec<&str> = back.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["a", "z", "b"]);
+    }
+
+    #[test]
+    fn an_image_without_a_list_gets_the_default_and_a_written_list_reads_back() {
+        assert_eq!(local_state_of(None), local_state_lines(DEFAULT_LOCAL_STATE));
+        assert!(!local_state_of(None).is_empty());
+        let globs = vec!["/srv/*/data/**".to_string(), "/var/lib/x".to_string()];
+        let text = local_state_text(&globs);
+        assert_eq!(local_state_of(Some(text.as_bytes())), globs);
+        assert_eq!(LOCAL_STATE_FILE, "/usr/lib/imager/local-state.txt");
+        assert_eq!(TRIGGERS_FILE, "/usr/lib/imager/triggers.toml");
+    }
+
+    #[test]
+    fn a_trigger_must_watch_absolute_globs() {
+        let t = |paths: &[&str]| Trigger {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            ..Trigger::command("t", "true".into(), 1)
+        };
+        assert!(t(&["/etc/**"]).check().is_ok());
+        assert!(t(&[]).check().unwrap_err().contains("watches no paths"));
+        assert!(t(&["etc"])
+            .check()
+            .unwrap_err()
+            .contains("must be absolute"));
+        assert!(t(&["/etc/[a"]).check().is_err());
+    }
+}

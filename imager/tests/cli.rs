@@ -1,0 +1,65 @@
+//! The command line's exit statuses, which scripts depend on: 0 for success (a closed
+//! pipe included), 1 for a failure, 2 only for a command line clap rejects.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
+mod common;
+use common::Env;
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+#[test]
+fn exit_statuses_say_success_failure_or_usage() {
+    let env = Env::new();
+    let code = |args: &[&str]| env.run(args).status.code();
+    assert_eq!(code(&["--help"]), Some(0));
+    assert_eq!(code(&["no-such-command"]), Some(2));
+    assert_eq!(
+        code(&["export", "x"]),
+        Some(2),
+        "--tar or --dir is required"
+    );
+    // Failures after parsing, misuse found by the library included, exit 1.
+    assert_eq!(code(&["ls", "x"]), Some(1), "no store");
+    let out = env.run(&["hash", "/nonexistent/dir", "--exclude", "["]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("imager: error: bad exclude pattern"),
+        "{err}"
+    );
+
+    std::fs::create_dir_all(env.path("tree/etc")).unwrap();
+    std::fs::write(env.path("tree/etc/a"), "a").unwrap();
+    let tree = env.path("tree");
+    env.ok(&["import", tree.to_str().unwrap(), "--name", "t"]);
+    let out = env.run(&["fsck"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[test]
+fn a_reader_that_stops_early_is_not_a_failure() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("tree")).unwrap();
+    for i in 0..20_000 {
+        std::fs::write(env.path(&format!("tree/f{i:05}")), "").unwrap();
+    }
+    let tree = env.path("tree");
+    env.ok(&["import", tree.to_str().unwrap(), "--name", "t"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imager"))
+        .arg("--store")
+        .arg(env.store())
+        .args(["--quiet", "ls", "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line's worth, then close the pipe: imager sees EPIPE on a later write.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut buf = [0u8; 16];
+    stdout.read_exact(&mut buf).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+}
