@@ -220,7 +220,7 @@ impl Cache {
                 .as_ref()
                 .map(|d| d.join(entry_name(old, new, self.level)));
             if let Some(f) = &file {
-                match std::fs::read(f) {
+                match imager::fsx::read(f).map_err(imager::Error::into_io) {
                     Ok(mut data) => match entry_payload(&data) {
                         Ok(_) => {
                             data.drain(..HEADER);
@@ -283,8 +283,8 @@ pub struct VerifyReport {
 /// bad entries and leftover temporary files (a push recomputes what it needs).
 pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Result<VerifyReport> {
     let mut files: Vec<PathBuf> = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        files.push(e?.path());
+    for e in imager::fsx::read_dir(dir).map_err(imager::Error::into_io)? {
+        files.push(e.path());
     }
     files.sort();
     let base = |h: &Hash| -> Option<Vec<u8>> {
@@ -315,7 +315,7 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
                 let temp = name.starts_with('.') && name.contains(".zst.tmp");
                 return (f, if temp { Found::Temp } else { Found::Other });
             };
-            let data = match std::fs::read(&f) {
+            let data = match imager::fsx::read(&f).map_err(imager::Error::into_io) {
                 Ok(d) => d,
                 Err(e) => return (f, Found::Bad(format!("cannot read it: {e}"))),
             };
@@ -345,7 +345,7 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
             Found::Good => r.good += 1,
             Found::Unchecked => r.unchecked += 1,
             Found::Bad(problem) => {
-                let removed = repair && std::fs::remove_file(&f).is_ok();
+                let removed = repair && imager::fsx::remove_file(&f).is_ok();
                 r.bad.push(BadEntry {
                     file: f,
                     problem,
@@ -353,7 +353,7 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
                 });
             }
             Found::Temp => {
-                if !(repair && std::fs::remove_file(&f).is_ok()) {
+                if !(repair && imager::fsx::remove_file(&f).is_ok()) {
                     r.other.push(f);
                 }
             }

@@ -7,10 +7,6 @@
 //! cached in [`delta`]); the agent
 //! stages everything, then commits through a journal and runs the image's triggers.
 
-// TODO(lead): route through fsx (imager::fsx), then drop this allow: clippy.toml refuses
-// direct std::fs calls, and the syncer still makes them.
-#![allow(clippy::disallowed_methods)]
-
 pub mod agent;
 pub mod compare;
 pub mod delta;

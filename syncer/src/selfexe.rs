@@ -33,7 +33,7 @@ pub fn identity() -> Hash {
 
 /// The identity of the executable at `path`: from its build ID, else its streamed hash.
 pub fn identity_of(path: &Path) -> std::io::Result<Hash> {
-    let f = std::fs::File::open(path)?;
+    let f = imager::fsx::open(path).map_err(imager::Error::into_io)?;
     if let Some(id) = build_id(&f) {
         let mut h = blake3::Hasher::new();
         h.update(b"elf build-id\0");
@@ -114,8 +114,9 @@ fn build_id(f: &std::fs::File) -> Option<Vec<u8>> {
 pub fn agent_copy() -> Result<&'static [u8], String> {
     static COPY: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
     COPY.get_or_init(|| {
-        let exe =
-            std::fs::read(SELF).map_err(|e| format!("cannot read this program ({SELF}): {e}"))?;
+        let exe = imager::fsx::read(SELF.as_ref())
+            .map_err(imager::Error::into_io)
+            .map_err(|e| format!("cannot read this program ({SELF}): {e}"))?;
         Ok(strip_debug(&exe).unwrap_or(exe))
     })
     .as_ref()
@@ -142,6 +143,7 @@ pub fn strip_debug(exe: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests: a panic names what failed
 mod tests {
     use super::*;
 

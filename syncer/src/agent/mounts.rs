@@ -5,7 +5,6 @@
 //! from the kernel's own list, `/proc/self/mountinfo`, and single directories are checked
 //! by mount ID (`statx(STATX_MNT_ID)`) where a removal could cross into one.
 
-use imager::error::IoContext;
 use imager::fsx;
 use rustix::fs::{AtFlags, StatxFlags};
 use std::os::fd::AsFd;
@@ -15,7 +14,7 @@ use std::path::Path;
 /// process's mount table. Mount points of files (a bind-mounted `/etc/resolv.conf`)
 /// are listed too.
 pub fn beneath(root: &Path) -> crate::Result<Vec<Vec<u8>>> {
-    let real = std::fs::canonicalize(root).ctx("resolve", root)?;
+    let real = fsx::canonicalize(root)?;
     let table = fsx::read("/proc/self/mountinfo".as_ref())?;
     Ok(parse_beneath(&table, fsx::path_bytes(&real)))
 }

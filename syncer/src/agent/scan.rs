@@ -121,7 +121,7 @@ pub fn scan(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
-    let root_dev = std::fs::symlink_metadata(root).ctx("inspect", root)?.dev();
+    let root_dev = fsx::symlink_metadata(root)?.dev();
     let own_or_local = |p: &[u8]| OWN_PATHS.contains(&p) || local.is_excluded(p);
     let mut host = HostTree::default();
     // Mount points by the kernel's mount table: a bind mount of the root's own

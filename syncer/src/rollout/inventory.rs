@@ -258,7 +258,8 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
 
 impl Inventory {
     pub fn load(path: &Path) -> Result<Inventory> {
-        let text = std::fs::read_to_string(path)
+        let text = imager::fsx::read_to_string(path)
+            .map_err(imager::Error::into_io)
             .map_err(|e| Error::Inventory(format!("cannot read {}: {e}", path.display())))?;
         Inventory::parse(&text, path)
     }

@@ -341,13 +341,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The delta cache beside the store (as `syncer push` uses it).
 fn opts_cache_dir(store: &Store) -> Option<PathBuf> {
     let d = store.root().join("syncer-cache");
-    std::fs::create_dir_all(&d).ok().map(|_| d)
+    imager::fsx::create_dir_all(&d).ok().map(|_| d)
 }
 
 /// CPU seconds this process has used (user + system), from /proc/self/stat: the
 /// controller's own cost, without the agents it started.
 pub fn own_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Ok(stat) = imager::fsx::read_to_string("/proc/self/stat".as_ref()) else {
         return 0.0;
     };
     // Fields after the command name (which may hold spaces) start after the last ')'.

@@ -191,7 +191,8 @@ impl RolloutState {
     }
 
     pub fn load(path: &Path) -> Result<RolloutState> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = imager::fsx::read_to_string(path).map_err(|e| {
+            let e = e.into_io();
             Error::RolloutState(format!(
                 "cannot read the rollout state {}: {e}",
                 path.display()
