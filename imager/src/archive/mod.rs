@@ -2,6 +2,7 @@
 //! exact metadata on the way out; tar, tar.gz and tar.zst archives, checked entry by
 //! entry, on the way in.
 
+pub mod derived;
 pub mod dir;
 pub mod tar_export;
 pub mod tar_import;
