@@ -11,9 +11,9 @@
 //! (every time mke2fs itself stamps). `mke2fs -d` walks directories sorted by name
 //! (scandir, alphasort: run under `LC_ALL=C`), so inode numbers follow the tree.
 //!
-//! What it does not fix, this module does: inode change times come from the staged
-//! copy (the time of the export), so after mke2fs every inode in use gets the image's
-//! epoch as its ctime through `debugfs`; the features and layout come from a
+//! What it does not fix, this module does: inode change and access times come from the
+//! staged copy (the time of the export), so after mke2fs every inode in use gets the
+//! image's epoch as its ctime and atime through `debugfs` (an image has no atimes); the features and layout come from a
 //! `mke2fs.conf` written here, not the host's `/etc/mke2fs.conf`, and the tools run with
 //! an empty environment. The tree is staged into a directory beside the output with
 //! [`super::dir::export_dir`] and scanned back before mke2fs sees it, so that anything
@@ -299,8 +299,9 @@ fn check_staged(root: &Path, id: &Hash, dest: &Path, progress: &dyn Progress) ->
     Ok(())
 }
 
-/// Gives every inode in use the epoch as its change time (mke2fs copied the staged
-/// copy's) and the root its mode and mtime, through two debugfs runs: which inodes are in use, then set them. Inodes
+/// Gives every inode in use the epoch as its change and access time (mke2fs copied the
+/// staged copy's: the export's time, and reading the copy back moved access times) and
+/// the root its mode and mtime, through two debugfs runs: which inodes are in use, then set them. Inodes
 /// are named by number, so no path needs quoting for debugfs's command parser.
 fn set_change_times(
     scratch: &Scratch,
@@ -348,13 +349,13 @@ fn set_change_times(
     let set = scratch.work.join("ctime.cmd");
     let mut cmds: String = in_use
         .iter()
-        .map(|i| format!("sif <{i}> ctime {epoch}\n"))
+        .map(|i| format!("sif <{i}> ctime {epoch}\nsif <{i}> atime {epoch}\n"))
         .collect();
     // mke2fs gives the root its own mode and times, not the source directory's.
     cmds.push_str(&format!(
-        "sif <2> mode 0{:o}\nsif <2> mtime {m}\nsif <2> atime {m}\n",
+        "sif <2> mode 0{:o}\nsif <2> mtime {}\n",
         0o040000 | root.mode,
-        m = root.mtime.max(0)
+        root.mtime.max(0)
     ));
     std::fs::write(&set, cmds).ctx("write", &set)?;
     let out = run_tool(
