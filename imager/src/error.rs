@@ -47,6 +47,11 @@ pub enum Error {
     #[error("store {}: {reason}", store.display())]
     Store { store: PathBuf, reason: String },
 
+    /// An export to another format (a filesystem image, an OCI layout) could not be
+    /// made: the tool it runs failed, or the target cannot take it.
+    #[error("export to {}: {reason}", target.display())]
+    Export { target: PathBuf, reason: String },
+
     /// A name, `name~N` or ID that does not resolve to an image.
     #[error("no image {spec:?} in store {}: {reason}", store.display())]
     NotFound {

@@ -1,8 +1,12 @@
-//! Moving images in and out of the store: a deterministic tar.zst and a directory with
-//! exact metadata on the way out; tar, tar.gz and tar.zst archives, checked entry by
+//! Moving images in and out of the store: a deterministic tar.zst, a directory with
+//! exact metadata, an ext4 filesystem image ([`disk`]) and an OCI image layout ([`oci`])
+//! on the way out; tar, tar.gz and tar.zst archives, checked entry by
 //! entry, on the way in.
 
+pub mod derived;
 pub mod dir;
+pub mod disk;
+pub mod oci;
 pub mod tar_export;
 pub mod tar_import;
 

@@ -8,6 +8,7 @@
 //! diff. Only the manifests are compared; content is read only for dpkg's files,
 //! changelogs and the text diffs.
 
+pub mod cyclonedx;
 pub mod dpkg;
 pub mod packages;
 pub mod render;

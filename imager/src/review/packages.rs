@@ -37,8 +37,7 @@ pub fn text(pkgs: &[Package]) -> String {
 /// gives the same document.
 pub fn spdx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Value> {
     let tree = store.read_image(id)?;
-    let newest = tree.entries().iter().map(|e| e.mtime).max().unwrap_or(0);
-    let created = chrono_free_utc(newest);
+    let created = chrono_free_utc(crate::archive::derived::epoch(&tree));
     let packages: Vec<serde_json::Value> = pkgs
         .iter()
         .enumerate()
@@ -53,12 +52,7 @@ pub fn spdx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Va
                 "externalRefs": [{
                     "referenceCategory": "PACKAGE-MANAGER",
                     "referenceType": "purl",
-                    "referenceLocator": format!(
-                        "pkg:deb/debian/{}@{}?arch={}",
-                        p.name,
-                        p.version.replace(':', "%3A"),
-                        p.architecture
-                    ),
+                    "referenceLocator": purl(p),
                 }],
             })
         })
@@ -87,8 +81,18 @@ pub fn spdx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Va
     }))
 }
 
+/// The package's Debian package URL (the version's epoch colon percent-encoded).
+pub fn purl(p: &Package) -> String {
+    format!(
+        "pkg:deb/debian/{}@{}?arch={}",
+        p.name,
+        p.version.replace(':', "%3A"),
+        p.architecture
+    )
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil-from-days, no time zones).
-fn chrono_free_utc(t: i64) -> String {
+pub(crate) fn chrono_free_utc(t: i64) -> String {
     let days = t.div_euclid(86400);
     let secs = t.rem_euclid(86400);
     let z = days + 719_468;
