@@ -31,6 +31,8 @@ pub(crate) mod deb822;
 pub(crate) mod normalize;
 pub(crate) mod review;
 
+pub use archive::disk::{export_disk, DiskExport};
+pub use archive::oci::{export_oci, OciExport};
 pub use contract::{Trigger, TriggerFile};
 pub use error::{Error, IoContext, Result};
 pub use ingest::{ingest, HashOnly, Ingested, StoreSink};
@@ -40,6 +42,14 @@ pub use progress::{Progress, Quiet};
 pub use store::{Access, Store};
 pub use tree::scan::Excludes;
 pub use tree::{Entry, Hash, Kind, Stats, Tree};
+
+/// An image's installed packages and its software bills of materials (SPDX 2.3,
+/// CycloneDX 1.5), all deterministic: the same image gives the same bytes.
+pub mod sbom {
+    pub use crate::review::cyclonedx::cyclonedx;
+    pub use crate::review::dpkg::Package;
+    pub use crate::review::packages::{list, spdx};
+}
 
 /// The parsers of outside bytes, for the fuzz targets in `fuzz/`: not an API.
 #[doc(hidden)]

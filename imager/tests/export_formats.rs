@@ -5,7 +5,8 @@
 //! (its ID, which covers owners, modes, xattrs, devices and hard links). Needs root and
 //! the Debian packages e2fsprogs, skopeo and docker-registry (the README's set-up).
 
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 use common::{s, sample_tree, sh, Env};
 use imager::progress::Quiet;
@@ -80,8 +81,8 @@ fn disk_image_is_byte_identical_and_mounts_as_exactly_the_image() {
     let id = sample_image(&env);
     let st = store(&env);
     let (a, b) = (env.path("a.img"), env.path("b.img"));
-    let first = imager::archive::disk::export_disk(&st, &id, &a, &Quiet).unwrap();
-    imager::archive::disk::export_disk(&st, &id, &b, &Quiet).unwrap();
+    let first = imager::export_disk(&st, &id, &a, &Quiet).unwrap();
+    imager::export_disk(&st, &id, &b, &Quiet).unwrap();
     drop(st); // the imports below lock the store
     assert!(
         std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
@@ -145,7 +146,7 @@ fn disk_export_into_a_missing_directory_fails_with_the_path_and_leaves_nothing()
     let env = Env::new();
     let id = sample_image(&env);
     let dest = env.path("nope/x.img");
-    let err = imager::archive::disk::export_disk(&store(&env), &id, &dest, &Quiet)
+    let err = imager::export_disk(&store(&env), &id, &dest, &Quiet)
         .unwrap_err()
         .to_string();
     assert!(err.contains("nope"), "{err}");
@@ -245,17 +246,15 @@ fn oci_layout_is_identical_on_every_export_and_goes_through_a_registry() {
     let id = sample_image(&env);
     let st = store(&env);
     let (one, two) = (env.path("one"), env.path("two"));
-    let e1 = imager::archive::oci::export_oci(&st, &id, &one, "v1", &Quiet).unwrap();
+    let e1 = imager::export_oci(&st, &id, &one, "v1", &Quiet).unwrap();
     std::fs::create_dir(&two).unwrap(); // an empty directory is fine too
-    let e2 = imager::archive::oci::export_oci(&st, &id, &two, "v1", &Quiet).unwrap();
+    let e2 = imager::export_oci(&st, &id, &two, "v1", &Quiet).unwrap();
     assert_eq!(e1.manifest, e2.manifest);
     assert!(files(&one) == files(&two), "two OCI exports differ");
-    assert!(
-        imager::archive::oci::export_oci(&st, &id, &one, "v1", &Quiet)
-            .unwrap_err()
-            .to_string()
-            .contains("not empty")
-    );
+    assert!(imager::export_oci(&st, &id, &one, "v1", &Quiet)
+        .unwrap_err()
+        .to_string()
+        .contains("not empty"));
     drop(st);
 
     // The layer is the deterministic tar: its diff_id is the tar export's SHA-256.
@@ -330,13 +329,13 @@ Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 
 
 #[test]
 fn cyclonedx_is_deterministic_and_lists_what_spdx_lists() {
-    use imager::review::{cyclonedx, packages};
+    use imager::sbom;
     let env = Env::new();
     let id = image_with_packages(&env);
     let st = store(&env);
-    let pkgs = packages::list(&st, &id).unwrap();
-    let doc = cyclonedx::cyclonedx(&st, &id, &pkgs).unwrap();
-    let again = cyclonedx::cyclonedx(&st, &id, &packages::list(&st, &id).unwrap()).unwrap();
+    let pkgs = sbom::list(&st, &id).unwrap();
+    let doc = sbom::cyclonedx(&st, &id, &pkgs).unwrap();
+    let again = sbom::cyclonedx(&st, &id, &sbom::list(&st, &id).unwrap()).unwrap();
     assert_eq!(
         serde_json::to_vec_pretty(&doc).unwrap(),
         serde_json::to_vec_pretty(&again).unwrap()
@@ -350,7 +349,7 @@ fn cyclonedx_is_deterministic_and_lists_what_spdx_lists() {
         uuid.len() == 36 && &uuid[14..15] == "5" && "89ab".contains(&uuid[19..20]),
         "{serial}"
     );
-    let spdx = packages::spdx(&st, &id, &pkgs).unwrap();
+    let spdx = sbom::spdx(&st, &id, &pkgs).unwrap();
     assert_eq!(
         doc["metadata"]["timestamp"],
         spdx["creationInfo"]["created"]

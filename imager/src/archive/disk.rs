@@ -23,6 +23,7 @@
 
 use super::derived;
 use crate::error::{Error, IoContext, Result};
+use crate::fsx;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::{Hash, Kind, Tree};
@@ -165,15 +166,15 @@ impl Scratch {
         // Leftovers of a crashed export with this PID would make create fail.
         s.clean();
         // Not create_dir_all: a missing target directory is the caller's mistake.
-        std::fs::create_dir(&s.work).ctx("create directory", &s.work)?;
+        fsx::create_dir(&s.work)?;
         Ok(s)
     }
 
     fn clean(&self) {
-        let _ = std::fs::remove_dir_all(&self.work);
+        let _ = fsx::remove_dir_all(&self.work);
         if !self.keep_tmp {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-            let _ = std::fs::remove_file(&self.tmp);
+            let _ = fsx::remove_dir_all(&self.tmp);
+            let _ = fsx::remove_file(&self.tmp);
         }
     }
 }
@@ -237,7 +238,7 @@ pub fn export_disk(
     check_staged(&root, id, dest, progress)?;
 
     let conf = scratch.work.join("mke2fs.conf");
-    std::fs::write(&conf, MKE2FS_CONF).ctx("write", &conf)?;
+    fsx::write(&conf, MKE2FS_CONF)?;
     let g = geometry(&tree);
     // e2fsprogs takes no time before 1970.
     let epoch = derived::epoch(&tree).max(0);
@@ -269,7 +270,7 @@ pub fn export_disk(
     )?;
     set_change_times(&scratch, root_entry, epoch, &env, dest)?;
     progress.finish();
-    let f = std::fs::File::open(&scratch.tmp).ctx("open", &scratch.tmp)?;
+    let f = fsx::open(&scratch.tmp)?;
     f.sync_all().ctx("flush", &scratch.tmp)?;
     crate::fsx::rename(&scratch.tmp, dest)?;
     Ok(DiskExport {
@@ -327,7 +328,7 @@ fn set_change_times(
         })?;
     let probe = scratch.work.join("testi.cmd");
     let cmds: String = (1..=count).map(|i| format!("testi <{i}>\n")).collect();
-    std::fs::write(&probe, cmds).ctx("write", &probe)?;
+    fsx::write(&probe, cmds)?;
     let out = run_tool(
         Command::new("debugfs")
             .arg("-f")
@@ -357,7 +358,7 @@ fn set_change_times(
         0o040000 | root.mode,
         root.mtime.max(0)
     ));
-    std::fs::write(&set, cmds).ctx("write", &set)?;
+    fsx::write(&set, cmds)?;
     let out = run_tool(
         Command::new("debugfs")
             .arg("-w")

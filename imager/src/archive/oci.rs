@@ -20,6 +20,7 @@
 use super::derived;
 use super::disk::Scratch;
 use crate::error::{Error, IoContext, Result};
+use crate::fsx;
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::Hash;
@@ -153,14 +154,16 @@ pub fn export_oci(
 }
 
 fn check_target(dest: &Path) -> Result<()> {
-    match std::fs::read_dir(dest).map(|mut it| it.next().is_some()) {
+    match fsx::read_dir(dest).map(|entries| !entries.is_empty()) {
         Ok(true) => Err(Error::Export {
             target: dest.to_path_buf(),
             reason: "the directory is not empty; export into a new or empty directory".into(),
         }),
         Ok(false) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io("open directory", dest, e)),
+        Err(e) => match e.into_io() {
+            e if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            e => Err(Error::io("open directory", dest, e)),
+        },
     }
 }
 
@@ -172,7 +175,7 @@ fn write_layer(
     progress: &dyn Progress,
 ) -> Result<(String, String, u64, u64)> {
     let tmp = blobs.join("layer.tmp");
-    let f = std::fs::File::create(&tmp).ctx("create", &tmp)?;
+    let f = fsx::create(&tmp)?;
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(255)
@@ -202,7 +205,7 @@ fn write_json(path: &Path, v: &serde_json::Value) -> Result<Vec<u8>> {
         target: path.to_path_buf(),
         reason: format!("could not serialise JSON: {e}"),
     })?;
-    std::fs::write(path, &bytes).ctx("write", path)?;
+    fsx::write(path, &bytes)?;
     Ok(bytes)
 }
 

@@ -62,7 +62,7 @@ enum Cmd {
     /// Install .debs into a throwaway copy of an image (chroot, no network, no services)
     /// and report every file they and their maintainer scripts added, changed or removed
     TryPackage(review::TryPackageArgs),
-    /// An image's installed packages: text, --json, or --spdx (an SPDX 2.3 SBOM)
+    /// An image's installed packages: text, --json, --spdx (an SPDX 2.3 SBOM) or --cyclonedx
     Packages(review::PackagesArgs),
     /// Resolve a build manifest's packages to exact versions and .deb hashes (M.lock)
     Lock(build::LockArgs),

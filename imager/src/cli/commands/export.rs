@@ -14,18 +14,54 @@ pub(crate) struct ExportArgs {
     #[arg(
         long,
         value_name = "FILE",
-        conflicts_with = "dir",
-        required_unless_present = "dir"
+        conflicts_with_all = ["dir", "disk", "oci"],
+        required_unless_present_any = ["dir", "disk", "oci"]
     )]
     tar: Option<PathBuf>,
     /// A new or empty directory to create the tree in (needs root for owners and devices)
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["disk", "oci"])]
     dir: Option<PathBuf>,
+    /// An ext4 filesystem image of the tree, the same bytes on every export (needs
+    /// e2fsprogs, and root)
+    #[arg(long, value_name = "FILE", conflicts_with = "oci")]
+    disk: Option<PathBuf>,
+    /// A new or empty directory to write an OCI image layout in (one layer: the tar)
+    #[arg(long, value_name = "DIR")]
+    oci: Option<PathBuf>,
+    /// The OCI layout's tag for the image (in its index.json only)
+    #[arg(long, default_value = "latest", requires = "oci")]
+    tag: String,
 }
 
 pub(crate) fn run(ctx: &Ctx, a: ExportArgs) -> Result<Exit> {
     let store = ctx.open(Access::Read)?;
     let id = store.resolve(&a.image)?;
+    if let Some(out) = &a.disk {
+        let d = crate::export_disk(&store, &id, out, ctx.progress)
+            .with_context(|| format!("exporting {}", a.image))?;
+        println!(
+            "{}: ext4, UUID {}, {} bytes, {} inodes",
+            out.display(),
+            d.uuid,
+            d.bytes,
+            d.inodes
+        );
+        return Ok(Exit::Success);
+    }
+    if let Some(dir) = &a.oci {
+        let o = crate::export_oci(&store, &id, dir, &a.tag, ctx.progress)
+            .with_context(|| format!("exporting {}", a.image))?;
+        println!(
+            "{}:{}: manifest {}, layer {} ({} bytes), {}",
+            dir.display(),
+            a.tag,
+            o.manifest,
+            o.layer,
+            o.layer_bytes,
+            o.architecture
+        );
+        return Ok(Exit::Success);
+    }
     let target = match (a.tar, a.dir) {
         (Some(t), _) if t.as_os_str() == "-" => ExportTarget::TarZstStdout,
         (Some(t), _) => ExportTarget::TarZst(t),

@@ -77,17 +77,22 @@ pub(crate) fn try_package(ctx: &Ctx, a: TryPackageArgs, out: &mut dyn Write) -> 
 #[derive(Args)]
 pub(crate) struct PackagesArgs {
     image: String,
-    #[arg(long, conflicts_with = "spdx")]
+    #[arg(long, conflicts_with_all = ["spdx", "cyclonedx"])]
     json: bool,
-    #[arg(long)]
+    #[arg(long, conflicts_with = "cyclonedx")]
     spdx: bool,
+    /// A CycloneDX 1.5 SBOM (JSON)
+    #[arg(long)]
+    cyclonedx: bool,
 }
 
 pub(crate) fn packages(ctx: &Ctx, a: PackagesArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = ctx.open(Access::Read)?;
     let id = store.resolve(&a.image)?;
     let pkgs = review::packages::list(&store, &id)?;
-    if a.spdx {
+    if a.cyclonedx {
+        write_json(out, &review::cyclonedx::cyclonedx(&store, &id, &pkgs)?)?;
+    } else if a.spdx {
         write_json(out, &review::packages::spdx(&store, &id, &pkgs)?)?;
     } else if a.json {
         write_json(out, &pkgs)?;
