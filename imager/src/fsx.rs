@@ -104,6 +104,11 @@ pub fn copy(from: &Path, to: &Path) -> Result<u64> {
     std::fs::copy(from, to).ctx("copy", from)
 }
 
+/// Creates a symlink at `link` to `target`; the error names `link`.
+pub fn symlink(target: &str, link: &Path) -> Result<()> {
+    std::os::unix::fs::symlink(target, link).ctx("create symlink", link)
+}
+
 /// Makes `dest` another name of `src`; the error names `dest`.
 pub fn hard_link(src: &Path, dest: &Path) -> Result<()> {
     std::fs::hard_link(src, dest).ctx("link", dest)

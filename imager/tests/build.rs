@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
+#[path = "../../tests/support/nspawn.rs"]
+mod nspawn;
 
 use common::Env;
 use std::path::{Path, PathBuf};
@@ -175,6 +177,55 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
     );
     let ls = std::fs::read_to_string(root.join("usr/lib/imager/local-state.txt")).unwrap();
     assert!(ls.contains("/etc/machine-id"));
+
+    boots_clean_with_keys_of_its_own(&env, id, &root);
+}
+
+/// Two machines booted from the image (systemd as PID 1) come up `running`, sshd
+/// answering with host keys each made at its first boot, and different machine-ids.
+fn boots_clean_with_keys_of_its_own(env: &Env, id: &str, root: &Path) {
+    // The first-boot mechanism is part of the image, for reviewers to see.
+    let listed = env.ok(&["ls", id, "/usr/lib/systemd/system/ssh.service.wants"]);
+    assert!(listed.contains("imager-firstboot.service"), "{listed}");
+    assert!(env
+        .ok(&["ls", id, "/usr/lib/imager/firstboot"])
+        .contains("0755"));
+    let machines: Vec<nspawn::Machine> = ["imgboot-a", "imgboot-b"]
+        .iter()
+        .map(|n| nspawn::Machine::boot(root, n, &env.path(&format!("{n}.log"))))
+        .collect();
+    let mut seen = Vec::new();
+    for m in &machines {
+        let state = m.wait_booted();
+        assert_eq!(
+            state,
+            "running",
+            "{} booted {state}:\n{}",
+            m.name,
+            m.failed_units()
+        );
+        let scan = m.in_netns("ssh-keyscan", &["-T", "20", "127.0.0.1"]);
+        let keys: Vec<String> = String::from_utf8_lossy(&scan.stdout)
+            .lines()
+            .map(|l| l.split_whitespace().skip(1).collect::<Vec<_>>().join(" "))
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(
+            keys.iter().any(|k| k.starts_with("ssh-ed25519 ")),
+            "{}: sshd gave no ed25519 key: {scan:?}",
+            m.name
+        );
+        let machine_id = m.ok("cat /etc/machine-id").trim().to_string();
+        assert_eq!(
+            machine_id.len(),
+            32,
+            "{}: machine-id {machine_id:?}",
+            m.name
+        );
+        seen.push((keys, machine_id));
+    }
+    assert_ne!(seen[0].0, seen[1].0, "two machines got the same host keys");
+    assert_ne!(seen[0].1, seen[1].1, "two machines got the same machine-id");
 }
 
 fn walk(p: &Path) -> Vec<PathBuf> {

@@ -155,8 +155,7 @@ fn descendants(pid: u32) -> Vec<u32> {
             continue;
         };
         for t in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+            let children = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
             for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
                 out.push(c);
                 todo.push(c);

@@ -207,7 +207,13 @@ fn place(b: &Beneath, src: &Path, dest: &[u8], o: &Overlay) -> Result<()> {
         std::io::copy(&mut fsx::open(src)?, &mut file).ctx("write", &shown)?;
         fsx::fchown(&file, o.owner, o.group, &shown)?;
         // After chown, which clears setuid/setgid bits.
-        let mode = o.mode.unwrap_or(meta.mode() & 0o7777);
+        // Without a `mode`, what git keeps of a checkout's modes: executable or not. The
+        // rest (group write, a 0600 file) depends on who checked it out and their umask.
+        let mode = o.mode.unwrap_or(if meta.mode() & 0o100 != 0 {
+            0o755
+        } else {
+            0o644
+        });
         rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).ctx("set mode of", &shown)?;
     } else {
         return Err(Error::Build(format!(

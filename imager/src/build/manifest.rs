@@ -33,6 +33,7 @@ struct File {
     #[serde(default)]
     trigger: Vec<Spanned<Trigger>>,
     local_state: Option<Vec<Spanned<String>>>,
+    first_boot: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]
@@ -295,7 +296,8 @@ pub struct Overlay {
     pub dest: String,
     pub owner: u32,
     pub group: u32,
-    /// Mode of files (default: the source's permission bits).
+    /// Mode of files (default: 0o755 if the source is executable by its owner, else
+    /// 0o644; git keeps only that bit, so nothing else of a checkout counts).
     pub mode: Option<u32>,
     /// Mode of directories created from a source directory (default 0o755).
     pub dir_mode: u32,
@@ -334,6 +336,8 @@ pub struct Manifest {
     pub triggers: Vec<Trigger>,
     /// Local-state globs (from the listed files, or the built-in default list).
     pub local_state: Vec<String>,
+    /// Install the first-boot unit (ssh host keys) when the image runs sshd (default).
+    pub first_boot: bool,
 }
 
 /// Reads `path` and every manifest it extends.
@@ -443,6 +447,7 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
         hooks,
         triggers,
         local_state,
+        first_boot: nearest(&chain, |f| f.first_boot).unwrap_or(true),
     })
 }
 
@@ -640,7 +645,7 @@ impl Manifest {
             .map(|o| (&o.dest, o.owner, o.group, o.mode, o.dir_mode))
             .collect();
         format!(
-            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
             self.name,
             self.description,
             self.epoch,
@@ -650,7 +655,8 @@ impl Manifest {
             o,
             self.hooks,
             self.triggers,
-            self.local_state
+            self.local_state,
+            self.first_boot
         )
     }
 
@@ -666,6 +672,9 @@ impl Manifest {
             description: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             epoch: Option<i64>,
+            // Written only when off: images built before it existed flatten as they did.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            first_boot: Option<bool>,
             packages: Vec<String>,
             local_state: [&'a str; 1],
             // Both serialise as the manifest writes them.
@@ -708,6 +717,7 @@ impl Manifest {
                 .collect(),
             hook: &self.hooks,
             trigger: &self.triggers,
+            first_boot: (!self.first_boot).then_some(false),
         };
         toml::to_string(&flat).map_err(|e| {
             Error::Internal(format!("cannot write the manifest of {}: {e}", self.name))

@@ -11,10 +11,12 @@ pub mod apt;
 pub mod chroot;
 pub mod debs;
 pub mod dpkg;
+pub mod firstboot;
 pub mod lock;
 pub mod manifest;
 mod render;
 pub mod scrub;
+pub mod vary;
 
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -127,6 +129,9 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
             "imager build needs root: it installs packages into a chroot with mmdebstrap".into(),
         ));
     }
+    // What the build makes (mmdebstrap's tree, hooks' files, directories, imager's own
+    // files) takes its mode from the umask: fix it, so the builder's never reaches the image.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
     let mut ph = Phases(Vec::new(), Instant::now());
     progress.start("resolve", None);
     let lock_file = lock::lock_path(&m.files[0]);
@@ -253,6 +258,9 @@ impl Run<'_> {
         ph.done("hooks");
 
         let scrubbed = scrub::scrub(&root, m, lk)?;
+        if m.first_boot {
+            firstboot::install(&root)?;
+        }
         // Read again: a hook may have installed or removed packages.
         let installed = dpkg::installed(&root)?;
         ph.done("scrub");
@@ -404,8 +412,27 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
         .ok_or_else(|| Error::Internal("bad overlay image ID".into()))
 }
 
+/// Gives every overlay source the permission bits of another checkout: group-writable,
+/// not readable by others (a checkout keeps only the executable bit of what the author
+/// had; the rest comes from the umask of whoever checked it out).
+fn scramble_perms(dir: &Path) -> Result<()> {
+    for e in walkdir::WalkDir::new(dir).follow_links(false) {
+        let e = e.map_err(|source| Error::Walk {
+            root: dir.to_path_buf(),
+            source,
+        })?;
+        if e.file_type().is_symlink() {
+            continue;
+        }
+        let mode = fsx::symlink_metadata(e.path())?.permissions();
+        use std::os::unix::fs::PermissionsExt;
+        fsx::set_mode(e.path(), (mode.mode() & 0o7777 | 0o020) & !0o004)?;
+    }
+    Ok(())
+}
+
 /// What `imager rebuild` found.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Rebuilt {
     pub original: String,
     pub rebuilt: String,
@@ -420,6 +447,7 @@ pub fn rebuild(
     store: &Store,
     spec: &str,
     keep_failed: bool,
+    scramble_overlay_perms: bool,
     progress: &dyn Progress,
 ) -> Result<Rebuilt> {
     let id = store.resolve(spec)?;
@@ -446,6 +474,9 @@ pub fn rebuild(
             &w.path.join("overlays"),
             &crate::progress::Quiet,
         )?;
+        if scramble_overlay_perms {
+            scramble_perms(&w.path.join("overlays"))?;
+        }
     }
     let previous = info["previous"].as_str().map(String::from);
     let built = build(

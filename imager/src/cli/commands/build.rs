@@ -67,19 +67,55 @@ pub(crate) struct RebuildArgs {
     keep_failed: bool,
     #[arg(long)]
     json: bool,
+    /// Rebuild in a builder environment unlike the original's (comma-separated, or all)
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "WHAT")]
+    vary: Vec<build::vary::Vary>,
+    /// (for --overlay-perms) give the overlay sources other permission bits
+    #[arg(long, hide = true)]
+    scramble_overlay_perms: bool,
 }
 
 /// Exits 1 when the rebuild differs.
 pub(crate) fn rebuild(ctx: &Ctx, a: RebuildArgs, out: &mut dyn Write) -> Result<Exit> {
+    if !a.vary.is_empty() {
+        // Not opened here: the child rebuild takes the store's lock.
+        return varied(&ctx.root, a, out);
+    }
     let store = ctx.open(Access::Write)?;
-    let r = build::rebuild(&store, &a.image, a.keep_failed, ctx.progress)
-        .with_context(|| format!("rebuilding {}", a.image))?;
+    let r = build::rebuild(
+        &store,
+        &a.image,
+        a.keep_failed,
+        a.scramble_overlay_perms,
+        ctx.progress,
+    )
+    .with_context(|| format!("rebuilding {}", a.image))?;
     if a.json {
         write_json(out, &r)?;
     } else {
         r.write_text(out)?;
     }
     Ok(if r.identical {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+/// `rebuild --vary`: the rebuild runs as a child imager in the varied environment.
+fn varied(store: &std::path::Path, a: RebuildArgs, out: &mut dyn Write) -> Result<Exit> {
+    let exe = std::env::current_exe().context("cannot find this program")?;
+    let r = build::vary::rebuild(&exe, store, &a.image, &a.vary)
+        .with_context(|| format!("rebuilding {} under varied conditions", a.image))?;
+    if a.json {
+        write_json(out, &r)?;
+    } else {
+        for v in &r.varied {
+            writeln!(out, "varied: {v}")?;
+        }
+        r.rebuilt.write_text(out)?;
+    }
+    Ok(if r.rebuilt.identical {
         Exit::Success
     } else {
         Exit::Failure

@@ -1,0 +1,187 @@
+//! `imager rebuild --vary`: rebuilds an image in a builder environment unlike the one it
+//! was built in, as reprotest and Debian's reproducible-builds CI do, to show that the
+//! image ID depends on the manifest and lock alone. The rebuild runs as a child `imager
+//! rebuild` under the varied environment (so nothing of this process leaks into it):
+//! another umask, time zone, locale, hostname (its own UTS namespace), working directory,
+//! HOME, PATH order, one CPU, a clock a day ahead (libfaketime), and overlay sources with
+//! other permission bits than the author's.
+
+use super::Rebuilt;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One thing about the builder's environment that must not reach the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Vary {
+    /// umask 0002 (group-writable files) instead of the usual 0022
+    Umask,
+    /// TZ=Pacific/Chatham (UTC+12:45 or +13:45)
+    Tz,
+    /// LANG and LC_ALL fr_FR.UTF-8, LANGUAGE=fr
+    Locale,
+    /// another hostname, in a UTS namespace of its own
+    Hostname,
+    /// another working directory
+    Cwd,
+    /// another, empty HOME
+    Home,
+    /// PATH's directories in reverse order
+    Path,
+    /// one CPU (taskset)
+    Cpus,
+    /// the clock a day ahead (faketime)
+    Time,
+    /// overlay sources group-writable and not world-readable, as another checkout makes them
+    OverlayPerms,
+    /// every variation above
+    All,
+}
+
+impl Vary {
+    const EACH: [Vary; 10] = [
+        Vary::Umask,
+        Vary::Tz,
+        Vary::Locale,
+        Vary::Hostname,
+        Vary::Cwd,
+        Vary::Home,
+        Vary::Path,
+        Vary::Cpus,
+        Vary::Time,
+        Vary::OverlayPerms,
+    ];
+}
+
+/// A rebuild under varied conditions: what was varied and what came out.
+#[derive(Debug, serde::Serialize)]
+pub struct VariedRebuild {
+    pub varied: Vec<String>,
+    #[serde(flatten)]
+    pub rebuilt: Rebuilt,
+}
+
+/// Finds `program` on PATH, or says which package provides it.
+fn program(name: &str, package: &str) -> Result<PathBuf> {
+    std::env::var_os("PATH")
+        .and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .ok_or_else(|| {
+            Error::Build(format!(
+                "rebuild --vary needs {name}: apt-get install {package}"
+            ))
+        })
+}
+
+/// Rebuilds `image` from `store_root` by running `exe` (this imager) under the
+/// variations in `vary` (the working directory and HOME it makes are removed after).
+pub fn rebuild(exe: &Path, store_root: &Path, image: &str, vary: &[Vary]) -> Result<VariedRebuild> {
+    let work = super::work_dir(&store_root.join("build"), "vary")?;
+    let scratch = work.path.as_path();
+    let mut each: Vec<Vary> = if vary.contains(&Vary::All) {
+        Vary::EACH.to_vec()
+    } else {
+        vary.to_vec()
+    };
+    each.sort();
+    each.dedup();
+    let mut varied = Vec::new();
+    // The chain: [taskset -c 0] [unshare --uts] sh -c SCRIPT sh [faketime +1d] imager ...
+    let mut argv: Vec<String> = Vec::new();
+    let mut script = String::new();
+    if each.contains(&Vary::Cpus) {
+        argv.extend([
+            path_str(&program("taskset", "util-linux")?)?,
+            "-c".into(),
+            "0".into(),
+        ]);
+        varied.push("cpus: 1 (taskset -c 0)".to_string());
+    }
+    if each.contains(&Vary::Hostname) {
+        argv.extend([
+            path_str(&program("unshare", "util-linux")?)?,
+            "--uts".into(),
+            "--".into(),
+        ]);
+        script.push_str("hostname imager-varied-builder && ");
+        varied.push("hostname: imager-varied-builder".to_string());
+    }
+    if each.contains(&Vary::Umask) {
+        script.push_str("umask 0002 && ");
+        varied.push("umask: 0002".to_string());
+    }
+    script.push_str("exec \"$@\"");
+    argv.extend(["/bin/sh".into(), "-c".into(), script, "sh".into()]);
+    if each.contains(&Vary::Time) {
+        argv.extend([
+            path_str(&program("faketime", "faketime")?)?,
+            "-f".into(),
+            "+1d".into(),
+        ]);
+        varied.push("time: a day ahead (faketime -f +1d)".to_string());
+    }
+    argv.push(path_str(exe)?);
+    argv.extend(["--store".into(), path_str(store_root)?, "--quiet".into()]);
+    argv.extend(["rebuild".into(), image.into(), "--json".into()]);
+    if each.contains(&Vary::OverlayPerms) {
+        argv.push("--scramble-overlay-perms".into());
+        varied.push("overlay sources: group-writable, not world-readable".to_string());
+    }
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    if each.contains(&Vary::Tz) {
+        c.env("TZ", "Pacific/Chatham");
+        varied.push("TZ=Pacific/Chatham".to_string());
+    }
+    if each.contains(&Vary::Locale) {
+        c.env("LANG", "fr_FR.UTF-8")
+            .env("LC_ALL", "fr_FR.UTF-8")
+            .env("LANGUAGE", "fr");
+        varied.push("locale: fr_FR.UTF-8".to_string());
+    }
+    let dir = |name: &str| -> Result<PathBuf> {
+        let d = scratch.join(name);
+        crate::fsx::create_dir_all(&d)?;
+        Ok(d)
+    };
+    if each.contains(&Vary::Cwd) {
+        let d = dir("cwd")?;
+        varied.push(format!("working directory: {}", d.display()));
+        c.current_dir(d);
+    }
+    if each.contains(&Vary::Home) {
+        let d = dir("home")?;
+        varied.push(format!("HOME={}", d.display()));
+        c.env("HOME", d);
+    }
+    if each.contains(&Vary::Path) {
+        let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        dirs.reverse();
+        let p = std::env::join_paths(dirs)
+            .map_err(|e| Error::Internal(format!("cannot reverse PATH: {e}")))?;
+        varied.push(format!("PATH={}", p.to_string_lossy()));
+        c.env("PATH", p);
+    }
+    let out = c
+        .output()
+        .map_err(|e| Error::io("run", PathBuf::from(&argv[0]), e))?;
+    let rebuilt: Rebuilt = serde_json::from_slice(&out.stdout).map_err(|e| {
+        Error::Build(format!(
+            "the varied rebuild of {image} failed ({}): {e}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    })?;
+    Ok(VariedRebuild { varied, rebuilt })
+}
+
+fn path_str(p: &Path) -> Result<String> {
+    p.to_str()
+        .map(String::from)
+        .ok_or_else(|| Error::Build(format!("{} is not UTF-8", p.display())))
+}
