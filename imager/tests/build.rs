@@ -281,6 +281,8 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
         "1.0: first release\n"
     );
 
+    builder_environment_does_not_reach_the_image(&env, &m);
+
     // A stale lock is refused until it is updated.
     let text = std::fs::read_to_string(app)
         .unwrap()
@@ -314,6 +316,65 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
     let kept = kept.unwrap_or_else(|| panic!("no kept directory in {e}"));
     assert!(Path::new(&kept).join("root/usr/bin/dpkg").exists());
     std::fs::remove_dir_all(&kept).unwrap();
+}
+
+/// A manifest with an overlay (sources checked out group-writable, as under umask 0002,
+/// and without a `mode`), a hook that makes files and a trigger, rebuilt with every
+/// variation of `rebuild --vary`: the same image ID and the same tar bytes.
+fn builder_environment_does_not_reach_the_image(env: &Env, m: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let ov = m.join("vary-overlay");
+    std::fs::create_dir_all(ov.join("bin")).unwrap();
+    std::fs::write(ov.join("bin/hello"), "#!/bin/sh\necho hello\n").unwrap();
+    std::fs::write(ov.join("motd"), "built by imager\n").unwrap();
+    for (p, mode) in [("bin/hello", 0o775), ("motd", 0o664), ("bin", 0o775)] {
+        std::fs::set_permissions(ov.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let manifest = m.join("vary.toml");
+    std::fs::write(
+        &manifest,
+        r#"name = "vary"
+extends = "base.toml"
+
+[[overlay]]
+src = "vary-overlay"
+dest = "/opt/vary"
+
+[[hook]]
+name = "make-files"
+run = "echo made > /etc/made-by-hook && mkdir -p /var/lib/made-by-hook && date +%Z > /var/lib/made-by-hook/zone"
+
+[[trigger]]
+name = "say"
+paths = ["/opt/vary/**"]
+run = "true"
+"#,
+    )
+    .unwrap();
+    let manifest = manifest.to_str().unwrap();
+    let built = json(&env.ok(&["build", manifest, "--update-lock", "--json"]));
+    let id = built["id"].as_str().unwrap();
+    let ls = env.ok(&["ls", id, "/opt/vary"]);
+    assert!(
+        ls.contains("/opt/vary/bin/hello file mode=0755")
+            && ls.contains("/opt/vary/motd file mode=0644"),
+        "overlay modes follow the executable bit only:\n{ls}"
+    );
+    let r = json(&env.ok(&["rebuild", id, "--vary", "all", "--json"]));
+    assert_eq!(r["identical"], true, "varied rebuild differs: {r:#}");
+    assert_eq!(r["rebuilt"].as_str(), Some(id));
+    let varied = r["varied"].as_array().unwrap();
+    assert_eq!(varied.len(), 10, "{varied:?}");
+    // The same ID is the same tar: export both names of it and compare the bytes.
+    let (a, b) = (env.path("vary-a.tar.zst"), env.path("vary-b.tar.zst"));
+    env.ok(&["export", id, "--tar", a.to_str().unwrap()]);
+    env.ok(&[
+        "export",
+        r["rebuilt"].as_str().unwrap(),
+        "--tar",
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 }
 
 #[test]

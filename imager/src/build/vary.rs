@@ -88,6 +88,31 @@ pub fn rebuild(exe: &Path, store_root: &Path, image: &str, vary: &[Vary]) -> Res
     };
     each.sort();
     each.dedup();
+    let (argv, mut varied) = chain(exe, store_root, image, &each)?;
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    environment(&mut c, &each, scratch, &mut varied)?;
+    let out = c
+        .output()
+        .map_err(|e| Error::io("run", PathBuf::from(&argv[0]), e))?;
+    let rebuilt: Rebuilt = serde_json::from_slice(&out.stdout).map_err(|e| {
+        Error::Build(format!(
+            "the varied rebuild of {image} failed ({}): {e}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    })?;
+    Ok(VariedRebuild { varied, rebuilt })
+}
+
+/// The child's command line, with the wrappers that vary its process (and what each
+/// varies): `[taskset -c 0] [unshare --uts --] sh -c SCRIPT sh [faketime +1d] imager ...`.
+fn chain(
+    exe: &Path,
+    store_root: &Path,
+    image: &str,
+    each: &[Vary],
+) -> Result<(Vec<String>, Vec<String>)> {
     let mut varied = Vec::new();
     // The chain: [taskset -c 0] [unshare --uts] sh -c SCRIPT sh [faketime +1d] imager ...
     let mut argv: Vec<String> = Vec::new();
@@ -130,8 +155,16 @@ pub fn rebuild(exe: &Path, store_root: &Path, image: &str, vary: &[Vary]) -> Res
         argv.push("--scramble-overlay-perms".into());
         varied.push("overlay sources: group-writable, not world-readable".to_string());
     }
-    let mut c = Command::new(&argv[0]);
-    c.args(&argv[1..]);
+    Ok((argv, varied))
+}
+
+/// The child's environment: variables and working directory (made in `scratch`).
+fn environment(
+    c: &mut Command,
+    each: &[Vary],
+    scratch: &Path,
+    varied: &mut Vec<String>,
+) -> Result<()> {
     if each.contains(&Vary::Tz) {
         c.env("TZ", "Pacific/Chatham");
         varied.push("TZ=Pacific/Chatham".to_string());
@@ -167,17 +200,7 @@ pub fn rebuild(exe: &Path, store_root: &Path, image: &str, vary: &[Vary]) -> Res
         varied.push(format!("PATH={}", p.to_string_lossy()));
         c.env("PATH", p);
     }
-    let out = c
-        .output()
-        .map_err(|e| Error::io("run", PathBuf::from(&argv[0]), e))?;
-    let rebuilt: Rebuilt = serde_json::from_slice(&out.stdout).map_err(|e| {
-        Error::Build(format!(
-            "the varied rebuild of {image} failed ({}): {e}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    })?;
-    Ok(VariedRebuild { varied, rebuilt })
+    Ok(())
 }
 
 fn path_str(p: &Path) -> Result<String> {
