@@ -3,8 +3,8 @@
 //! image ID depends on the manifest and lock alone. The rebuild runs as a child `imager
 //! rebuild` under the varied environment (so nothing of this process leaks into it):
 //! another umask, time zone, locale, hostname (its own UTS namespace), working directory,
-//! HOME, PATH order, one CPU, a clock a day ahead (libfaketime), and overlay sources with
-//! other permission bits than the author's.
+//! HOME, PATH order, one CPU, a clock a day ahead (libfaketime), overlay sources with
+//! other permission bits than the author's, and another store path.
 
 use super::Rebuilt;
 use crate::error::{Error, Result};
@@ -34,12 +34,14 @@ pub enum Vary {
     Time,
     /// overlay sources group-writable and not world-readable, as another checkout makes them
     OverlayPerms,
+    /// another store path (a hard-linked copy of the store beside it)
+    Store,
     /// every variation above
     All,
 }
 
 impl Vary {
-    const EACH: [Vary; 10] = [
+    const EACH: [Vary; 11] = [
         Vary::Umask,
         Vary::Tz,
         Vary::Locale,
@@ -50,6 +52,7 @@ impl Vary {
         Vary::Cpus,
         Vary::Time,
         Vary::OverlayPerms,
+        Vary::Store,
     ];
 }
 
@@ -88,7 +91,16 @@ pub fn rebuild(exe: &Path, store_root: &Path, image: &str, vary: &[Vary]) -> Res
     };
     each.sort();
     each.dedup();
-    let (argv, mut varied) = chain(exe, store_root, image, &each)?;
+    let copy = if each.contains(&Vary::Store) {
+        Some(StoreCopy::beside(store_root)?)
+    } else {
+        None
+    };
+    let store = copy.as_ref().map_or(store_root, |c| c.path.as_path());
+    let (argv, mut varied) = chain(exe, store, image, &each)?;
+    if let Some(c) = &copy {
+        varied.push(format!("store: {}", c.path.display()));
+    }
     let mut c = Command::new(&argv[0]);
     c.args(&argv[1..]);
     environment(&mut c, &each, scratch, &mut varied)?;
@@ -201,6 +213,53 @@ fn environment(
         c.env("PATH", p);
     }
     Ok(())
+}
+
+/// A store's objects, images, names and package cache under another path, hard-linked
+/// (they are never changed in place, only added and renamed into place), removed again
+/// when dropped.
+struct StoreCopy {
+    path: PathBuf,
+}
+
+impl StoreCopy {
+    fn beside(store: &Path) -> Result<StoreCopy> {
+        let name = store
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "store".into());
+        let path = store.with_file_name(format!(".{name}.vary-{}", std::process::id()));
+        crate::fsx::create_dir(&path)?;
+        let copy = StoreCopy { path };
+        for e in crate::fsx::read_dir(store)? {
+            let n = e.file_name();
+            // Work directories, temporary files and the lock are this store's own.
+            if ["build", "tmp", "lock"].iter().any(|x| n == *x) {
+                continue;
+            }
+            let out = Command::new("cp")
+                .arg("-al")
+                .arg(e.path())
+                .arg(copy.path.join(&n))
+                .output()
+                .map_err(|err| Error::io("run cp -al for", e.path(), err))?;
+            if !out.status.success() {
+                return Err(Error::Build(format!(
+                    "cannot copy the store {} to {}: {}",
+                    store.display(),
+                    copy.path.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Ok(copy)
+    }
+}
+
+impl Drop for StoreCopy {
+    fn drop(&mut self) {
+        let _ = crate::fsx::remove_dir_all(&self.path);
+    }
 }
 
 fn path_str(p: &Path) -> Result<String> {
