@@ -4,8 +4,9 @@
 //! test included. Shared by the imager's and the syncer's tests (`#[path]`-included).
 //!
 //! nspawn runs with `--register=no --keep-unit`: test machines need no systemd on the
-//! host (CI containers have none). The root is mounted `--volatile=overlay`, so the
-//! image's directory stays as exported and every boot is a first boot.
+//! host (CI containers have none). [`Machine::boot`] mounts the root
+//! `--volatile=overlay`, so the image's directory stays as exported and every boot is a
+//! first boot; [`Machine::boot_installed`] keeps what the boot writes, as a disk does.
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -32,14 +33,27 @@ pub fn require(what: &str, package: &str) {
 }
 
 impl Machine {
-    /// Boots `root` as machine `name` (a short name: it is also the hostname); `log`
-    /// receives the console.
+    /// Boots `root` as machine `name` (a short name: it is also the hostname) on a
+    /// volatile overlay (`root` stays as it is); `log` receives the console.
     pub fn boot(root: &Path, name: &str, log: &Path) -> Machine {
+        Machine::start(root, name, log, true)
+    }
+
+    /// Boots `root` as an installed machine does: what the boot writes stays in `root`.
+    pub fn boot_installed(root: &Path, name: &str, log: &Path) -> Machine {
+        Machine::start(root, name, log, false)
+    }
+
+    fn start(root: &Path, name: &str, log: &Path, volatile: bool) -> Machine {
         require("systemd-nspawn", "systemd-container");
         let out = std::fs::File::create(log).unwrap();
-        let child = Command::new("systemd-nspawn")
-            .args(["--boot", "--quiet", "--register=no", "--keep-unit"])
-            .args(["--private-network", "--volatile=overlay"])
+        let mut c = Command::new("systemd-nspawn");
+        c.args(["--boot", "--quiet", "--register=no", "--keep-unit"])
+            .arg("--private-network");
+        if volatile {
+            c.arg("--volatile=overlay");
+        }
+        let child = c
             .arg(format!("--machine={name}"))
             .arg("-D")
             .arg(root)
