@@ -39,6 +39,15 @@ pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../exclude-lists/local-st
 /// Where the store is when neither `--store` nor `IMAGER_STORE` says.
 pub const DEFAULT_STORE: &str = "/var/lib/imager";
 
+/// The store both commands use: `given` (`--store`), else `$IMAGER_STORE`, else
+/// [`DEFAULT_STORE`].
+pub fn store_path(given: Option<&std::path::Path>) -> std::path::PathBuf {
+    given
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("IMAGER_STORE").map(std::path::PathBuf::from))
+        .unwrap_or_else(|| std::path::PathBuf::from(DEFAULT_STORE))
+}
+
 /// The globs of a local-state list file: one a line, `#` comments and blank lines skipped.
 pub fn local_state_lines(text: &str) -> Vec<String> {
     list_lines(text)

@@ -61,3 +61,37 @@ pub fn install(root: &Path) -> Result<bool> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up and read files directly
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn only_a_tree_with_ssh_gets_the_unit_script_and_links() {
+        let none = tempfile::tempdir().unwrap();
+        assert!(!install(none.path()).unwrap());
+        assert!(!none.path().join(IMAGE_DIR).exists());
+
+        let d = tempfile::tempdir().unwrap();
+        let units = d.path().join(UNIT_DIR);
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(units.join("ssh.service"), "[Service]\n").unwrap();
+        assert!(install(d.path()).unwrap());
+        // Twice is the same as once (a rebuild, a hook that ran before).
+        assert!(install(d.path()).unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&d.path().join(IMAGE_DIR).join("firstboot")), 0o755);
+        assert_eq!(mode(&units.join(UNIT_NAME)), 0o644);
+        for w in WANTED_BY {
+            let link = units.join(format!("{w}.wants")).join(UNIT_NAME);
+            assert_eq!(
+                std::fs::read_link(&link).unwrap(),
+                Path::new("../imager-firstboot.service")
+            );
+        }
+        let unit = std::fs::read_to_string(units.join(UNIT_NAME)).unwrap();
+        assert!(unit.contains("Before=ssh.service ssh.socket"), "{unit}");
+    }
+}

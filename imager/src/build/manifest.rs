@@ -894,6 +894,30 @@ mod tests {
     }
 
     #[test]
+    fn first_boot_is_on_unless_a_manifest_or_its_parent_turns_it_off() {
+        let d = tempfile::tempdir().unwrap();
+        let on = write(d.path(), "on.toml", "name = \"on\"\n");
+        assert!(load(&on).unwrap().first_boot);
+        assert!(!load(&on)
+            .unwrap()
+            .flattened()
+            .unwrap()
+            .contains("first_boot"));
+        write(d.path(), "off.toml", "name = \"off\"\nfirst_boot = false\n");
+        let child = write(
+            d.path(),
+            "child.toml",
+            "name = \"child\"\nextends = \"off.toml\"\n",
+        );
+        let m = load(&child).unwrap();
+        assert!(!m.first_boot);
+        assert!(m.flattened().unwrap().contains("first_boot = false"));
+        std::fs::write(d.path().join("local-state.txt"), m.local_state.join("\n")).unwrap();
+        let back = write(d.path(), "flat.toml", &m.flattened().unwrap());
+        assert!(!load(&back).unwrap().first_boot);
+    }
+
+    #[test]
     fn cycles_and_missing_parents_are_errors() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), "a.toml", "name = \"a\"\nextends = \"b.toml\"\n");

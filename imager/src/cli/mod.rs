@@ -9,7 +9,6 @@ mod bars;
 mod commands;
 mod exit;
 
-use crate::contract::DEFAULT_STORE;
 use crate::progress::{Progress, Quiet};
 use crate::store::{Access, Store};
 use anyhow::Result;
@@ -88,10 +87,7 @@ impl Ctx<'_> {
 
 /// `--store`, else `$IMAGER_STORE`, else the default.
 fn store_path(cli: &Cli) -> PathBuf {
-    cli.store
-        .clone()
-        .or_else(|| std::env::var_os("IMAGER_STORE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STORE))
+    crate::contract::store_path(cli.store.as_deref())
 }
 
 /// Writes a report as pretty JSON and a newline.

@@ -16,7 +16,9 @@ pub struct AbandonCommitArgs {
 
 pub fn run(a: AbandonCommitArgs) -> Result<ExitCode> {
     let st = host_statuses(&a.hosts, &a.conn, true)?;
-    a.conn
-        .print(&st, || st.iter().map(syncer::render::abandoned).collect())?;
+    a.conn.print(
+        || &st,
+        || st.iter().map(syncer::render::abandoned).collect(),
+    )?;
     Ok(ExitCode::ok_if(st.iter().all(|s| s.ok)))
 }

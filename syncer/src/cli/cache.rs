@@ -49,6 +49,6 @@ fn verify(
     let store = imager::store::Store::open(&root, imager::store::Access::Read).ok();
     let r = syncer::delta::verify(&dir, store.as_ref(), repair)
         .with_context(|| format!("cannot read the cache directory {}", dir.display()))?;
-    print_report(json, &r, || syncer::render::cache_verify(&r, &root))?;
+    print_report(json, || &r, || syncer::render::cache_verify(&r, &root))?;
     Ok(ExitCode::ok_if(r.bad.iter().all(|b| b.removed)))
 }

@@ -23,7 +23,7 @@ pub fn run(a: DiffArgs) -> Result<ExitCode> {
             bail!("{}: {e}", s.host);
         }
     }
-    a.conn.print(&s, || syncer::render::diff(&s))?;
+    a.conn.print(|| &s, || syncer::render::diff(&s))?;
     if never_synced {
         // Nothing to compare with: an empty listing would read as "clean".
         eprintln!(

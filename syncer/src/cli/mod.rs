@@ -85,24 +85,25 @@ impl HostArgs {
         })
     }
 
-    /// Prints `report` as pretty JSON with `--json`, else as `text` renders it.
-    pub fn print<T: serde::Serialize + ?Sized>(
+    /// Prints the report `json` makes as pretty JSON with `--json`, else what `text`
+    /// renders (only the one asked for is made).
+    pub fn print<T: serde::Serialize>(
         &self,
-        report: &T,
+        json: impl FnOnce() -> T,
         text: impl FnOnce() -> String,
     ) -> Result<()> {
-        print_report(self.json, report, text)
+        print_report(self.json, json, text)
     }
 }
 
-/// Prints `report` as pretty JSON when `json`, else the text rendering.
-pub fn print_report<T: serde::Serialize + ?Sized>(
-    json: bool,
-    report: &T,
+/// Prints the report `json` makes as pretty JSON when `as_json`, else the text rendering.
+pub fn print_report<T: serde::Serialize>(
+    as_json: bool,
+    json: impl FnOnce() -> T,
     text: impl FnOnce() -> String,
 ) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&json())?);
     } else {
         print!("{}", text());
     }
@@ -120,9 +121,7 @@ fn at_least_one(s: &str) -> std::result::Result<usize, String> {
 
 /// `--store`, else `$IMAGER_STORE`, else imager's default store.
 pub fn store_path(p: &Option<PathBuf>) -> PathBuf {
-    p.clone()
-        .or_else(|| std::env::var_os("IMAGER_STORE").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(imager::contract::DEFAULT_STORE))
+    imager::contract::store_path(p.as_deref())
 }
 
 /// Where a rollout over `inventory` keeps its state: `fleet.toml` → `fleet.rollout.json`.

@@ -43,12 +43,14 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
     for d in &dropped {
         eprintln!("syncer: warning: {d}");
     }
-    let json = serde_json::json!({
-        "image": id.to_hex(),
-        "hosts": reports,
-        "cache_dropped": dropped,
-    });
-    a.conn.print(&json, || {
+    let json = || {
+        serde_json::json!({
+            "image": id.to_hex(),
+            "hosts": reports,
+            "cache_dropped": dropped,
+        })
+    };
+    a.conn.print(json, || {
         reports.iter().map(syncer::render::push_report).collect()
     })?;
     Ok(ExitCode::ok_if(reports.iter().all(|r| r.ok)))

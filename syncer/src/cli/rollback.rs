@@ -37,8 +37,9 @@ pub fn run(a: RollbackArgs) -> Result<ExitCode> {
         confirm: Box::new(|_| true),
     };
     let reports = syncer::rollout::rollback(&store, &inv, &a.colo, to, &opts, &PlainLog)?;
-    a.conn.print(&reports, || {
-        reports.iter().map(syncer::render::push_report).collect()
-    })?;
+    a.conn.print(
+        || &reports,
+        || reports.iter().map(syncer::render::push_report).collect(),
+    )?;
     Ok(ExitCode::ok_if(reports.iter().all(|r| r.ok)))
 }

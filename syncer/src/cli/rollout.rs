@@ -73,7 +73,7 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
     let obs = observer(&bars, a.conn.json, &PlainLog);
     let st = syncer::rollout::run(&store, id, &inv, &opts, saved, obs)?;
     a.conn
-        .print(&st, || syncer::render::rollout(&st, &state_file))?;
+        .print(|| &st, || syncer::render::rollout(&st, &state_file))?;
     Ok(ExitCode::ok_if(
         st.finished && st.count(Verdict::Failed) == 0,
     ))

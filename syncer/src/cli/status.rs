@@ -30,8 +30,10 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
         Some(inv) => fleet(inv, a.state, &a.conn),
         None => {
             let st = host_statuses(&a.hosts, &a.conn, false)?;
-            a.conn
-                .print(&st, || st.iter().map(syncer::render::host_status).collect())?;
+            a.conn.print(
+                || &st,
+                || st.iter().map(syncer::render::host_status).collect(),
+            )?;
             Ok(ExitCode::ok_if(st.iter().all(|s| s.ok && !s.drifted)))
         }
     }
@@ -59,11 +61,12 @@ fn fleet(inv: &std::path::Path, state: Option<PathBuf>, conn: &HostArgs) -> Resu
             });
         }
     }
-    let json: Vec<_> = rows
-        .iter()
-        .map(|r| serde_json::json!({"colo": r.colo, "status": r.status, "last": r.last}))
-        .collect();
-    conn.print(&json, || syncer::render::fleet_status(&rows))?;
+    let json = || -> Vec<_> {
+        rows.iter()
+            .map(|r| serde_json::json!({"colo": r.colo, "status": r.status, "last": r.last}))
+            .collect()
+    };
+    conn.print(json, || syncer::render::fleet_status(&rows))?;
     Ok(ExitCode::ok_if(
         rows.iter().all(|r| r.status.ok && !r.status.drifted),
     ))
