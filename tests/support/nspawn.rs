@@ -7,6 +7,11 @@
 //! host (CI containers have none). [`Machine::boot`] mounts the root
 //! `--volatile=overlay`, so the image's directory stays as exported and every boot is a
 //! first boot; [`Machine::boot_installed`] keeps what the boot writes, as a disk does.
+//!
+//! Each machine gets cgroups of its own (one per hierarchy systemd uses) before nspawn
+//! starts: with `--keep-unit` a container takes the cgroup it was started in, and two
+//! machines started from one test process would share it, each systemd creating and
+//! removing the other's `/system.slice/...` (units then fail "to attach to cgroup").
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -19,6 +24,7 @@ pub struct Machine {
     /// The container's PID 1 (systemd), as the host sees it.
     pub leader: u32,
     log: PathBuf,
+    cgroups: Vec<PathBuf>,
 }
 
 /// The program `what` is on PATH, or the test fails saying which package provides it.
@@ -47,7 +53,14 @@ impl Machine {
     fn start(root: &Path, name: &str, log: &Path, volatile: bool) -> Machine {
         require("systemd-nspawn", "systemd-container");
         let out = std::fs::File::create(log).unwrap();
-        let mut c = Command::new("systemd-nspawn");
+        let cgroups = own_cgroups(name);
+        let dirs: Vec<String> = cgroups.iter().map(|d| d.display().to_string()).collect();
+        // The shell moves itself into the machine's cgroups, then becomes nspawn.
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c")
+            .arg(r#"IFS=:; for d in $MACHINE_CGROUPS; do echo $$ > "$d/cgroup.procs" || exit 1; done; exec systemd-nspawn "$@""#)
+            .arg("sh")
+            .env("MACHINE_CGROUPS", dirs.join(":"));
         c.args(["--boot", "--quiet", "--register=no", "--keep-unit"])
             .arg("--private-network");
         if volatile {
@@ -67,6 +80,7 @@ impl Machine {
             leader: 0,
             child,
             log: log.to_path_buf(),
+            cgroups,
         };
         m.leader = m.wait_for_leader();
         m
@@ -160,6 +174,52 @@ impl Machine {
     }
 }
 
+/// A new cgroup for machine `name` below this process's own, in the systemd-named
+/// hierarchy (cgroup v1 and hybrid) and the unified one (v2 and hybrid).
+fn own_cgroups(name: &str) -> Vec<PathBuf> {
+    let mine = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let leaf = format!("imager-test-{name}-{}", std::process::id());
+    let mut dirs = Vec::new();
+    for line in mine.lines() {
+        let mut f = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let mount = if controllers == "name=systemd" {
+            PathBuf::from("/sys/fs/cgroup/systemd")
+        } else if id == "0" && controllers.is_empty() {
+            if Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists() {
+                PathBuf::from("/sys/fs/cgroup/unified")
+            } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                PathBuf::from("/sys/fs/cgroup")
+            } else {
+                continue;
+            }
+        } else {
+            continue;
+        };
+        let dir = mount.join(path.trim_start_matches('/')).join(&leaf);
+        remove_cgroup(&dir);
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create cgroup {}: {e}", dir.display()));
+        dirs.push(dir);
+    }
+    dirs
+}
+
+/// Removes a cgroup and the ones systemd made below it, deepest first (a cgroup is
+/// removed with rmdir, once it has no processes and no children).
+fn remove_cgroup(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
 /// Every process below `pid`, children first.
 fn descendants(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -185,14 +245,21 @@ impl Drop for Machine {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        let mut stopped = false;
         for _ in 0..600 {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                stopped = true;
+                break;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        // A machine that does not stop in a minute is killed with its PID namespace.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !stopped {
+            // A machine that does not stop in a minute is killed with its PID namespace.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        for d in &self.cgroups {
+            remove_cgroup(d);
+        }
     }
 }
