@@ -1,6 +1,7 @@
 //! How a host's tree differs from an image: one merge walk of two sorted entry lists,
 //! producing the per-path [`Change`]s that a push applies and `status`/`diff` report.
-//! Local-state paths and whatever lies on other filesystems are never part of it.
+//! Local-state paths and whatever lies on other filesystems are never part of it, except
+//! local-state paths of the image that the host lacks: those are added.
 
 use crate::protocol::{Change, ChangeKind, Kept, KeptWhy};
 use imager::tree::path_cmp;
@@ -24,6 +25,10 @@ pub struct HostTree {
     /// root or in local state): changing them in place would change those names too, so
     /// they are drift, replaced by a new inode.
     pub shared: HashSet<Vec<u8>>,
+    /// Local-state paths the image has and the host lacks (a first install onto an empty
+    /// root: /var/log/nginx, /etc/hosts). They are added like any missing path, once;
+    /// once present they are the host's and never compared again.
+    pub absent_local: HashSet<Vec<u8>>,
 }
 
 impl HostTree {
@@ -76,7 +81,7 @@ pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtime
             Ordering::Less => {
                 let t = &x[i];
                 i += 1;
-                if !skip(&t.path) {
+                if !skip(&t.path) || host.absent_local.contains(&t.path) {
                     out.push(change(&t.path, ChangeKind::Add, None));
                 }
             }

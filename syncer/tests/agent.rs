@@ -104,6 +104,71 @@ fn every_kind_of_entry_arrives_and_a_running_executable_is_replaced() {
     assert!(!h.join("opt").exists());
 }
 
+/// A first install onto an empty root gets the image's local-state paths (a daemon's log
+/// directory, /etc/hosts); once there they are the host's: later pushes keep what the
+/// host made of them, and only a path the host lost is made again.
+#[test]
+fn an_empty_root_gets_the_images_local_state_and_keeps_it_afterwards() {
+    let t = scratch("syncer-seed-");
+    let (dir, store) = (t.path().join("tree"), t.path().join("store"));
+    sh(&format!(
+        "set -e; mkdir -p '{d}/etc' '{d}/usr/bin' '{d}/var/log/app/old'; cd '{d}'
+         printf '127.0.0.1 localhost\n' > etc/hosts
+         printf 'conf\n' > etc/app.conf
+         cp /bin/true usr/bin/app
+         chmod 750 var/log/app && chown 0:4 var/log/app
+         printf 'from the image\n' > var/log/app/old/README",
+        d = dir.display()
+    ));
+    import_leaving_out(&store, &dir, "seeded", &[]);
+    let root = t.path().join("host");
+    std::fs::create_dir(&root).unwrap();
+    let host = format!("local:{}", root.display());
+    let r = push(&store, "seeded", &host, &[]);
+    assert_eq!(r["committed"], true, "{r:#}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
+        "127.0.0.1 localhost\n"
+    );
+    let log = std::fs::metadata(root.join("var/log/app")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((log.mode() & 0o7777, log.gid()), (0o750, 4));
+    assert!(root.join("var/log/app/old/README").is_file());
+
+    // The host's own: its hosts file, its logs, a removed README stay as they are.
+    std::fs::write(root.join("etc/hosts"), "10.0.0.7 web1\n").unwrap();
+    std::fs::write(root.join("var/log/app/app.log"), "served\n").unwrap();
+    std::fs::remove_file(root.join("var/log/app/old/README")).unwrap();
+    std::fs::remove_dir(root.join("var/log/app/old")).unwrap();
+    let out = run(&store, &["diff", &host, "--json"]);
+    let status = json(&String::from_utf8_lossy(&out.stdout));
+    let drift: Vec<&str> = status["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        drift,
+        ["/var/log/app/old", "/var/log/app/old/README"],
+        "{status:#}"
+    );
+    let r = push(&store, "seeded", &host, &[]);
+    assert_eq!(r["committed"], true, "{r:#}");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/hosts")).unwrap(),
+        "10.0.0.7 web1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/log/app/app.log")).unwrap(),
+        "served\n"
+    );
+    assert!(root.join("var/log/app/old/README").is_file());
+    let out = run(&store, &["status", &host, "--json"]);
+    let status = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(status[0]["differences"], 0, "{status:#}");
+}
+
 #[test]
 fn a_full_disk_leaves_the_old_tree_intact_and_no_staging_behind() {
     let f = fixture("agent-full-");

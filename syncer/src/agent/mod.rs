@@ -197,7 +197,7 @@ impl Session<'_> {
     }
 
     fn on_status<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, m: Status) -> Result<()> {
-        let reply = status(self.root, &self.st, m.verify)?;
+        let reply = status(self.root, &self.b, &self.st, m.verify)?;
         conn.send(&Msg::Differences(reply))
     }
 
@@ -222,7 +222,8 @@ impl Session<'_> {
             st.create()?;
         }
         let mut cache = scan::HashCache::load(st);
-        let (host, stats) = scan::scan(self.root, &local, &mut cache, t.verify)?;
+        let (mut host, stats) = scan::scan(self.root, &local, &mut cache, t.verify)?;
+        host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
         if !t.dry_run {
             cache.save(st)?;
         }
@@ -525,7 +526,7 @@ fn run_pending_triggers<R: Read, W: Write>(
 }
 
 /// Status: how the host differs from the image it was last synced to.
-fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Differences> {
+fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Differences> {
     let image = st.image()?;
     let Some(text) = st.read_text(state::MANIFEST)? else {
         return Ok(Differences {
@@ -541,7 +542,8 @@ fn status(root: &Path, st: &StateDir, verify: bool) -> Result<Differences> {
         imager::tree::scan::list_lines(&st.read_text(state::LOCAL_STATE)?.unwrap_or_default());
     let local = scan::local_excludes(&globs)?;
     let mut cache = scan::HashCache::load(st);
-    let (host, stats) = scan::scan(root, &local, &mut cache, verify)?;
+    let (mut host, stats) = scan::scan(root, &local, &mut cache, verify)?;
+    host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
     cache.save(st)?;
     Ok(Differences {
         image,

@@ -12,13 +12,15 @@ use crate::compare::HostTree;
 use crate::protocol::{KeptWhy, ScanStats};
 use imager::error::IoContext;
 use imager::fsx;
+use imager::safe_dir::Beneath;
 use imager::tree::escape::{escape, unescape};
 use imager::tree::is_below;
 use imager::tree::scan::Excludes;
 use imager::tree::scan::{entry_of, walk};
+use imager::Tree;
 use imager::{Entry, Hash, Kind};
 use rayon::prelude::*;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -254,6 +256,43 @@ pub fn scan(
     stats.seconds = started.elapsed().as_secs_f64();
     host.entries = entries;
     Ok((host, stats))
+}
+
+/// The image's local-state paths that the host lacks, so that a first install gets them
+/// (the scan never looks at local state). A path counts as absent only when its parent
+/// is absent too or opens beneath the root and has no such name: whatever cannot be
+/// looked at (a parent that is a symlink, a permission error) stays the host's.
+pub fn absent_local_state(
+    b: &Beneath,
+    image: &Tree,
+    local: &Excludes,
+    host: &HostTree,
+) -> HashSet<Vec<u8>> {
+    let on_host: HashSet<&[u8]> = host.entries.iter().map(|e| e.path.as_slice()).collect();
+    let mut absent: HashSet<Vec<u8>> = HashSet::new();
+    for e in image.entries() {
+        if e.path == b"/" || !local.covers(&e.path) || host.is_kept(&e.path) {
+            continue;
+        }
+        let Some(parent) = imager::tree::parent(&e.path) else {
+            continue;
+        };
+        // A parent outside local state is on the host exactly when the scan saw it.
+        let parent_absent = absent.contains(parent)
+            || (!local.covers(parent) && parent != b"/" && !on_host.contains(parent));
+        let gone = parent_absent
+            || match b.parent(&e.path) {
+                Ok((dir, name)) => matches!(
+                    rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+                    Err(rustix::io::Errno::NOENT)
+                ),
+                Err(_) => false,
+            };
+        if gone {
+            absent.insert(e.path.clone());
+        }
+    }
+    absent
 }
 
 /// For every hash the image needs, a host file that holds it.

@@ -17,14 +17,19 @@ pub fn local_state_globs() -> Vec<String> {
     imager::tree::scan::list_lines(imager::contract::DEFAULT_LOCAL_STATE)
 }
 
-/// Imports `dir` into the store at `store` under `name`, leaving out local state as a
-/// build would.
+/// Imports `dir` into the store at `store` under `name`, leaving out local state.
 pub fn import(store: &Path, dir: &Path, name: &str) -> Hash {
+    import_leaving_out(store, dir, name, &local_state_globs())
+}
+
+/// Imports `dir` leaving out what `globs` match (none: local-state paths too, as a build
+/// keeps /var/log/nginx and /etc/hosts).
+pub fn import_leaving_out(store: &Path, dir: &Path, name: &str, globs: &[String]) -> Hash {
     let s = Store::open(store, Access::Write).unwrap();
     let opts = imager::ops::ImportOptions {
         name: Some(name.to_string()),
         normalize: None,
-        excludes: Excludes::new(&local_state_globs()).unwrap(),
+        excludes: Excludes::new(globs).unwrap(),
         extra: Vec::new(),
     };
     let r = imager::ops::import(
