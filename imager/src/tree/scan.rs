@@ -172,18 +172,16 @@ pub fn walk(root: &Path, mut skip: impl FnMut(&[u8]) -> bool) -> Result<Vec<Foun
         )));
     }
     let mut found: Vec<Found> = Vec::new();
-    let walker = walkdir::WalkDir::new(root)
+    let root_dev = meta.dev();
+    // Not walkdir's filter_entry: with same_file_system, a skipped directory on another
+    // filesystem was never entered, and filter_entry's skip_current_dir then skips the
+    // rest of its *parent* (every name after /proc in /, on a booted host). The walk
+    // skips a directory only when it was entered, and lists mount points unentered.
+    let mut walker = walkdir::WalkDir::new(root)
         .same_file_system(true)
         .follow_links(false)
-        .into_iter()
-        .filter_entry(|d| match d.path().strip_prefix(root) {
-            Ok(rel) => match entry_path(fsx::path_bytes(rel)) {
-                Ok(p) => !skip(&p),
-                Err(_) => true,
-            },
-            Err(_) => true,
-        });
-    for item in walker {
+        .into_iter();
+    while let Some(item) = walker.next() {
         let d = item.map_err(|e| {
             let path = e
                 .path()
@@ -203,6 +201,13 @@ pub fn walk(root: &Path, mut skip: impl FnMut(&[u8]) -> bool) -> Result<Vec<Foun
                 .unwrap_or_else(|| std::io::Error::other("metadata"));
             Error::io("inspect", d.path(), io)
         })?;
+        let entered = m.is_dir() && (d.depth() == 0 || m.dev() == root_dev);
+        if d.depth() > 0 && skip(&p) {
+            if entered {
+                walker.skip_current_dir();
+            }
+            continue;
+        }
         found.push(Found {
             path: p,
             disk: d.into_path(),
@@ -320,6 +325,53 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A skipped mount point must not end the walk of its parent (walkdir's filter_entry
+    /// with same_file_system did that: on a booted host, every name after /proc).
+    #[test]
+    #[allow(clippy::disallowed_methods)] // the test sets up its tree directly
+    fn a_skipped_mount_point_leaves_its_siblings_walked() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = t.path();
+        let names: Vec<String> = (0..30).map(|i| format!("d{i:02}")).collect();
+        for n in &names {
+            std::fs::create_dir(root.join(n)).expect("mkdir");
+            std::fs::write(root.join(n).join("f"), n).expect("write");
+        }
+        let mounted = root.join("d07");
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&mounted)
+            .status()
+            .expect("mount");
+        assert!(st.success(), "mount (the tests run as root)");
+        let found = walk(root, |p| p == b"/d07").expect("walk");
+        let _ = std::process::Command::new("umount").arg(&mounted).status();
+        let paths: Vec<String> = found
+            .iter()
+            .map(|f| String::from_utf8_lossy(&f.path).into_owned())
+            .collect();
+        for n in names.iter().filter(|n| *n != "d07") {
+            assert!(
+                paths.contains(&format!("/{n}/f")),
+                "/{n}/f not walked: {paths:?}"
+            );
+        }
+        assert!(!paths.iter().any(|p| p.starts_with("/d07")), "{paths:?}");
+        // Not skipped, a mount point is listed, not entered.
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&mounted)
+            .status()
+            .expect("mount");
+        std::fs::write(mounted.join("inside"), "x").expect("write");
+        let found = walk(root, |_| false).expect("walk");
+        let _ = std::process::Command::new("umount").arg(&mounted).status();
+        let paths: Vec<Vec<u8>> = found.into_iter().map(|f| f.path).collect();
+        assert!(paths.contains(&b"/d07".to_vec()));
+        assert!(!paths.contains(&b"/d07/inside".to_vec()));
+        assert!(paths.contains(&b"/d29/f".to_vec()));
+    }
 
     #[test]
     fn a_path_at_or_above_an_excluded_one_is_told() {
