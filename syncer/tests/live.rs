@@ -1,7 +1,12 @@
 //! Images on machines that run them: the example manifest (`manifests/base.toml`) built
-//! with imager, pushed onto empty roots (a first install), and each root booted under
-//! systemd-nspawn (systemd as PID 1, its own network namespace). Needs root, mmdebstrap
-//! and the Debian mirrors of this machine's apt sources, like imager's build tests.
+//! with imager, installed onto empty roots, each root booted under systemd-nspawn
+//! (systemd as PID 1, its own network namespace), then updated while it runs: pushes
+//! over ssh into the running machine, with its nginx serving and an ssh session open,
+//! and a rollout over two such machines whose canary fails its health check.
+//!
+//! Needs root, mmdebstrap and the Debian mirrors of this machine's apt sources, like
+//! imager's build tests. `SYNCER_LIVE_BASE=STORE` takes the `base` image from an existing
+//! store (hard-linked into the test's own) instead of building it, for quicker reruns.
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
@@ -9,7 +14,87 @@ mod common;
 mod nspawn;
 
 use common::*;
-use std::path::Path;
+use nspawn::Machine;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// The images the live tests push, made once per test run: `base` built from the
+/// example manifest, and from its tree
+/// - `live-a`: nginx serves `/version` ("A") and `/health` ("ok");
+/// - `live-b`: the update: `/version` says "B" (nginx's trigger), an sshd drop-in and a
+///   new sshd binary (sshd's trigger), and a new libfastjson, a library only rsyslogd
+///   maps and no trigger restarts it for (the ldconfig trigger only);
+/// - `live-broken`: like `live-a` but `/health` answers 503.
+struct Images {
+    store: PathBuf,
+}
+
+const LIB: &str = "/usr/lib/x86_64-linux-gnu/libfastjson.so.4.3.0";
+
+fn images() -> &'static Images {
+    static IMAGES: OnceLock<Images> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-images");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = dir.join("store");
+        match std::env::var_os("SYNCER_LIVE_BASE") {
+            Some(s) => {
+                sh(&format!(
+                    "cp -al '{}' '{}'",
+                    Path::new(&s).display(),
+                    store.display()
+                ));
+            }
+            None => {
+                build_base(&dir, &store);
+            }
+        }
+        let tree = dir.join("tree-a");
+        // (The read lock is let go before the imports below take the write lock.)
+        imager::ops::export(
+            &imager::Store::open(&store, imager::Access::Read).unwrap(),
+            &common::id(&store, "base"),
+            &imager::ExportTarget::Dir(tree.clone()),
+            &imager::Quiet,
+        )
+        .unwrap();
+        let site = |version: &str, health: &str| {
+            format!(
+                "server {{\n  listen 80 default_server;\n  root /var/www/html;\n  \
+                 location = /version {{ return 200 \"{version}\\n\"; }}\n  \
+                 location = /health {{ return {health}; }}\n}}\n"
+            )
+        };
+        let default_site = tree.join("etc/nginx/sites-available/default");
+        std::fs::write(&default_site, site("A", "200 \"ok\\n\"")).unwrap();
+        import_leaving_out(&store, &tree, "live-a", &[]);
+        let b = dir.join("tree-b");
+        sh(&format!("cp -a '{}' '{}'", tree.display(), b.display()));
+        std::fs::write(
+            b.join("etc/nginx/sites-available/default"),
+            site("B", "200 \"ok\\n\""),
+        )
+        .unwrap();
+        std::fs::write(
+            b.join("etc/ssh/sshd_config.d/live.conf"),
+            "ClientAliveInterval 120\n",
+        )
+        .unwrap();
+        // Bytes after an ELF file's end change nothing when it runs, but make it new.
+        sh(&format!(
+            "cd '{}' && printf 'live-b' >> usr/sbin/sshd && printf 'live-b' >> .{LIB}",
+            b.display()
+        ));
+        import_leaving_out(&store, &b, "live-b", &[]);
+        std::fs::write(&default_site, site("A", "503")).unwrap();
+        import_leaving_out(&store, &tree, "live-broken", &[]);
+        Images { store }
+    })
+}
 
 /// Builds `manifests/base.toml` (a copy: the lock is written beside it) into `store`.
 fn build_base(scratch: &Path, store: &Path) -> String {
@@ -33,39 +118,175 @@ fn build_base(scratch: &Path, store: &Path) -> String {
     built.id
 }
 
-/// Pushes base onto a root nothing runs from. Its triggers call systemctl, which has no
-/// systemd to talk to in a chroot, so they fail: the commit applied, and only they did.
-fn install(store: &Path, host: &str) {
-    let out = run(store, &["push", "base", host, "--json"]);
+fn id_of(name: &str) -> String {
+    common::id(&images().store, name).to_hex()
+}
+
+/// Pushes `image` onto a root nothing runs from (a first install, or a re-image).
+/// Triggers run chrooted there: those that call `systemctl` fail (no manager to talk
+/// to), after a commit that applied; the others (ldconfig) run.
+fn install(image: &str, root: &Path) {
+    let host = format!("local:{}", root.display());
+    let out = run(&images().store, &["push", image, &host, "--json"]);
     let r = json(&String::from_utf8_lossy(&out.stdout))["hosts"][0].clone();
     assert_eq!(r["committed"], true, "{r:#}");
     for t in r["triggers"].as_array().unwrap() {
-        let run = t["name"].as_str().unwrap();
+        let name = t["name"].as_str().unwrap();
         assert!(
             t["status"] == 0
-                || ["systemd-daemon-reload", "reload-sshd", "reload-nginx"].contains(&run),
+                || (t["output"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not been booted with systemd")
+                    && ["systemd-daemon-reload", "reload-sshd", "reload-nginx"].contains(&name)),
             "{r:#}"
         );
     }
+}
+
+/// A client key for root on `root`'s machine and the `-e` command that uses it.
+fn authorize(dir: &Path, root: &Path) -> String {
+    let key = dir.join("id");
+    if !key.exists() {
+        sh(&format!(
+            "ssh-keygen -q -t ed25519 -N '' -f '{}'",
+            key.display()
+        ));
+    }
+    sh(&format!(
+        "install -d -m 700 '{r}/root/.ssh' && install -m 600 '{k}.pub' '{r}/root/.ssh/authorized_keys'",
+        r = root.display(),
+        k = key.display()
+    ));
+    format!(
+        "ssh -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR",
+        key.display()
+    )
+}
+
+/// Installs `image` on a new root `name` under `dir` and boots it reachable over its
+/// veth link; returns the machine once it is `running`.
+fn live_machine(dir: &Path, name: &str, image: &str) -> (Machine, PathBuf, String) {
+    let root = dir.join(name);
+    std::fs::create_dir(&root).unwrap();
+    install(image, &root);
+    let rsh = authorize(dir, &root);
+    let m = Machine::networked(&root, name, &dir.join(format!("{name}.log")));
+    let state = m.wait_booted();
+    assert_eq!(
+        state,
+        "running",
+        "{name} booted {state}:\n{}",
+        m.failed_units()
+    );
+    (m, root, rsh)
+}
+
+/// One HTTP/1.0 GET: the status code and body.
+fn get(addr: &str, path: &str) -> std::io::Result<(u32, String)> {
+    let mut s = std::net::TcpStream::connect((addr, 80))?;
+    // A request that never finishes fails the test instead of hanging it.
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: live\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Ok((code, body))
+}
+
+/// Requests `/version` one after another until stopped, as a client of the host does.
+struct Load {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Result<String, String>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: &str) -> Load {
+        let (stop, seen) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Mutex::new(Vec::new())),
+        );
+        let (s, v, addr) = (stop.clone(), seen.clone(), addr.to_string());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let r = match get(&addr, "/version") {
+                    Ok((200, body)) => Ok(body.trim().to_string()),
+                    Ok((code, body)) => Err(format!("HTTP {code}: {body}")),
+                    Err(e) => Err(e.to_string()),
+                };
+                v.lock().unwrap().push(r);
+            }
+        });
+        Load {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn answers(&self) -> Vec<Result<String, String>> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Waits until a request answered `version`, then stops; returns every answer.
+    fn stop_after(mut self, version: &str) -> Vec<Result<String, String>> {
+        while !self.answers().iter().any(|a| a.as_deref() == Ok(version)) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.answers()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Each running service and its main process.
+fn services(m: &Machine) -> Vec<(String, String)> {
+    m.ok("for u in $(systemctl list-units --type=service --state=running --no-legend --plain | cut -d' ' -f1); do \
+          echo \"$u $(systemctl show -p MainPID --value $u)\"; done")
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(u, p)| (u.to_string(), p.to_string()))
+        .collect()
+}
+
+fn units_in(stale: &serde_json::Value) -> Vec<String> {
+    stale
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|u| u["unit"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A first install: the image pushed onto two empty roots, each booted as an installed
 /// machine. Both come up `running` with sshd answering, with host keys and machine-ids
 /// of their own; a later push keeps the keys, and both run the same image ID.
 #[test]
-#[ignore = "fails today (issue 13, first install): a push never creates local-state paths, so an empty root gets no /var/log/nginx, /etc/hosts, ...; nginx and ssh fail at boot"]
 fn an_image_pushed_onto_an_empty_root_boots_with_keys_of_its_own() {
+    let im = images();
     let s = scratch("syncer-live-");
-    let store = s.path().join("store");
-    let id = build_base(s.path(), &store);
+    let id = id_of("base");
     let mut seen = Vec::new();
-    for name in ["live-a", "live-b"] {
+    for name in ["first-a", "first-b"] {
         let root = s.path().join(name);
         std::fs::create_dir(&root).unwrap();
-        let host = format!("local:{}", root.display());
-        install(&store, &host);
+        install("base", &root);
         let log = s.path().join(format!("{name}.log"));
-        let m = nspawn::Machine::boot_installed(&root, name, &log);
+        let m = Machine::boot_installed(&root, name, &log);
         let state = m.wait_booted();
         assert_eq!(
             state,
@@ -83,20 +304,218 @@ fn an_image_pushed_onto_an_empty_root_boots_with_keys_of_its_own() {
         assert_eq!(machine_id.len(), 32, "{name}: machine-id {machine_id:?}");
         drop(m);
         // What the first boot made is the machine's own: a push of the image again
-        // (what every later update does) keeps the host keys.
+        // (what a re-image does) keeps the host keys and the machine-id.
         let key = root.join("etc/ssh/ssh_host_ed25519_key");
         let before = std::fs::read(&key).unwrap();
-        install(&store, &host);
+        install("base", &root);
         assert_eq!(
             std::fs::read(&key).unwrap(),
             before,
             "{name}: the push replaced a host key"
         );
-        let out = run(&store, &["status", &host, "--json"]);
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/machine-id"))
+                .unwrap()
+                .trim(),
+            machine_id
+        );
+        let host = format!("local:{}", root.display());
+        let out = run(&im.store, &["status", &host, "--json"]);
         let status = json(&String::from_utf8_lossy(&out.stdout));
         assert_eq!(status[0]["image"].as_str(), Some(id.as_str()), "{status:#}");
         seen.push((keys, machine_id));
     }
     assert_ne!(seen[0].0, seen[1].0, "two installs got the same host keys");
     assert_ne!(seen[0].1, seen[1].1, "two installs got the same machine-id");
+}
+
+/// The update pushed over ssh into a running machine (the agent runs inside it, root
+/// `/`) while a client keeps requesting from its nginx and an ssh session stays open.
+#[test]
+fn a_running_host_takes_a_live_update_over_ssh() {
+    let s = scratch("syncer-live-push-");
+    let (m, root, rsh) = live_machine(s.path(), "web1", "live-a");
+    let addr = m.addr.clone().unwrap();
+    let host = format!("ssh://root@{addr}/");
+    assert_eq!(get(&addr, "/version").unwrap(), (200, "A\n".to_string()));
+    let own: Vec<(String, Vec<u8>)> = [
+        "etc/ssh/ssh_host_ed25519_key",
+        "etc/ssh/ssh_host_rsa_key",
+        "etc/machine-id",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), std::fs::read(root.join(f)).unwrap()))
+    .collect();
+    let log = root.join("var/log/nginx/access.log");
+    let log_before = std::fs::read(&log).unwrap();
+    assert!(!log_before.is_empty());
+    let before = services(&m);
+    let sshd_pid = m
+        .ok("systemctl show -p MainPID --value ssh")
+        .trim()
+        .to_string();
+
+    // An interactive session, open across the push.
+    let mut args: Vec<&str> = rsh.split_whitespace().skip(1).collect();
+    let target = format!("root@{addr}");
+    args.extend([&target, "echo ready; read line; echo alive $line"]);
+    let mut session = Command::new("ssh")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(session.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+
+    let load = Load::start(&addr);
+    let out = run(
+        &images().store,
+        &[
+            "push",
+            "live-b",
+            &host,
+            "-e",
+            &rsh,
+            "--install-agent",
+            "--json",
+        ],
+    );
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    let r = &report["hosts"][0];
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(r["committed"], true, "{r:#}");
+    let answers = load.stop_after("B");
+    let failed: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "requests failed during the push: {failed:?}"
+    );
+    assert!(answers.len() >= 2, "{answers:?}");
+
+    // The triggers that fired ran through the machine's systemd, in its journal.
+    let fired: Vec<&str> = r["triggers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for t in ["ldconfig", "reload-sshd", "reload-nginx"] {
+        assert!(fired.contains(&t), "{t} did not run: {r:#}");
+    }
+    for t in r["triggers"].as_array().unwrap() {
+        assert_eq!(t["status"], 0, "{t:#}");
+    }
+    let journal = m.ok("journalctl --no-pager -b -o cat _PID=1 | grep 'syncer trigger'");
+    for t in ["ldconfig", "reload-sshd", "reload-nginx"] {
+        assert!(
+            journal.contains(&format!("syncer trigger {t} ")),
+            "{t} not in the journal:\n{journal}"
+        );
+    }
+
+    // The session survived and the machine is well.
+    writeln!(session.stdin.as_mut().unwrap(), "still").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "alive still");
+    session.wait().unwrap();
+    assert_eq!(m.ok("systemctl is-system-running").trim(), "running");
+    // Reloaded, not restarted: every service keeps its main process; sshd's re-executed
+    // itself and runs the new binary.
+    assert_eq!(services(&m), before);
+    let exe = m.ok(&format!("readlink /proc/{sshd_pid}/exe"));
+    assert_eq!(
+        exe.trim(),
+        "/usr/sbin/sshd",
+        "sshd still runs the old binary"
+    );
+    assert_eq!(get(&addr, "/version").unwrap().1, "B\n");
+
+    // What still runs replaced code: rsyslogd maps the old libfastjson (no trigger
+    // restarts it); sshd and nginx do not.
+    let stale = units_in(&r["stale"]);
+    assert!(stale.contains(&"rsyslog.service".to_string()), "{r:#}");
+    assert!(!stale.contains(&"ssh.service".to_string()), "{r:#}");
+    assert!(!stale.contains(&"nginx.service".to_string()), "{r:#}");
+    let rsyslog = r["stale"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit"] == "rsyslog.service")
+        .unwrap();
+    assert!(rsyslog["files"].to_string().contains(LIB), "{rsyslog:#}");
+    let out = run(&images().store, &["status", &host, "-e", &rsh, "--json"]);
+    let status = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        units_in(&status[0]["stale"]).contains(&"rsyslog.service".to_string()),
+        "{status:#}"
+    );
+    assert_eq!(status[0]["image"].as_str(), Some(id_of("live-b").as_str()));
+
+    // The host's own state is untouched; its log only grew.
+    for (f, bytes) in own {
+        assert_eq!(std::fs::read(root.join(&f)).unwrap(), bytes, "{f} changed");
+    }
+    assert!(std::fs::read(&log).unwrap().starts_with(&log_before));
+}
+
+/// A rollout over two running machines: the image's health check fails on the canary,
+/// which is rolled back (its nginx serving the previous configuration again) and the
+/// rollout stops before the other host.
+#[test]
+fn a_live_canary_that_fails_its_health_check_is_rolled_back() {
+    let s = scratch("syncer-live-rollout-");
+    let (m1, _r1, rsh) = live_machine(s.path(), "canary1", "live-a");
+    let (m2, _r2, _) = live_machine(s.path(), "web2", "live-a");
+    let hosts: Vec<String> = [&m1, &m2]
+        .iter()
+        .map(|m| format!("ssh://root@{}/", m.addr.as_ref().unwrap()))
+        .collect();
+    let inv = s.path().join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[policy]\ncanary = 1\nwaves = [\"100%\"]\nparallel = 2\nfailure_budget = 0\npause = \"none\"\n\n\
+             [policy.health]\ncommand = \"curl -fsS http://127.0.0.1/health\"\ntimeout = 30\nretries = 1\ninterval = 1\n\n\
+             [[colo]]\nname = \"live\"\nhosts = [\"{}\", \"{}\"]\n",
+            hosts[0], hosts[1]
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &images().store,
+        &[
+            "rollout",
+            "live-broken",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+            "-e",
+            &rsh,
+            "--install-agent",
+        ],
+    );
+    let st = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(!out.status.success(), "{st:#}");
+    assert!(st["stopped"].as_str().unwrap().contains("canary"), "{st:#}");
+    let hs = st["hosts"].as_array().unwrap();
+    assert_eq!(hs.len(), 1, "{st:#}");
+    assert!(
+        hs[0]["error"].as_str().unwrap().contains("health check"),
+        "{st:#}"
+    );
+    assert_eq!(hs[0]["rollback"]["ok"], true, "{st:#}");
+    let a = id_of("live-a");
+    assert_eq!(hs[0]["image_after"], a.as_str(), "{st:#}");
+    // The canary serves again, with the previous configuration; the other host never
+    // moved.
+    let addr = m1.addr.as_ref().unwrap();
+    assert_eq!(get(addr, "/health").unwrap(), (200, "ok\n".to_string()));
+    assert_eq!(m1.ok("systemctl is-system-running").trim(), "running");
+    let out = run(
+        &images().store,
+        &["status", &hosts[1], "-e", &rsh, "--json"],
+    );
+    let status = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(status[0]["image"].as_str(), Some(a.as_str()), "{status:#}");
 }

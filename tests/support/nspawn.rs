@@ -20,6 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub struct Machine {
     pub name: String,
+    /// The machine's address on its veth link, for machines booted [`Machine::networked`].
+    pub addr: Option<String>,
     child: Child,
     /// The container's PID 1 (systemd), as the host sees it.
     pub leader: u32,
@@ -42,15 +44,22 @@ impl Machine {
     /// Boots `root` as machine `name` (a short name: it is also the hostname) on a
     /// volatile overlay (`root` stays as it is); `log` receives the console.
     pub fn boot(root: &Path, name: &str, log: &Path) -> Machine {
-        Machine::start(root, name, log, true)
+        Machine::start(root, name, log, true, false)
     }
 
     /// Boots `root` as an installed machine does: what the boot writes stays in `root`.
     pub fn boot_installed(root: &Path, name: &str, log: &Path) -> Machine {
-        Machine::start(root, name, log, false)
+        Machine::start(root, name, log, false, false)
     }
 
-    fn start(root: &Path, name: &str, log: &Path, volatile: bool) -> Machine {
+    /// Boots `root` as an installed machine reachable from the host: a veth pair
+    /// (`--network-veth`), the host side 10.231.N.1/24 and the machine 10.231.N.2
+    /// ([`Machine::addr`]), N one per machine this process starts.
+    pub fn networked(root: &Path, name: &str, log: &Path) -> Machine {
+        Machine::start(root, name, log, false, true)
+    }
+
+    fn start(root: &Path, name: &str, log: &Path, volatile: bool, veth: bool) -> Machine {
         require("systemd-nspawn", "systemd-container");
         let out = std::fs::File::create(log).unwrap();
         let cgroups = own_cgroups(name);
@@ -61,8 +70,12 @@ impl Machine {
             .arg(r#"IFS=:; for d in $MACHINE_CGROUPS; do echo $$ > "$d/cgroup.procs" || exit 1; done; exec systemd-nspawn "$@""#)
             .arg("sh")
             .env("MACHINE_CGROUPS", dirs.join(":"));
-        c.args(["--boot", "--quiet", "--register=no", "--keep-unit"])
-            .arg("--private-network");
+        c.args(["--boot", "--quiet", "--register=no", "--keep-unit"]);
+        c.arg(if veth {
+            "--network-veth"
+        } else {
+            "--private-network"
+        });
         if volatile {
             c.arg("--volatile=overlay");
         }
@@ -77,13 +90,70 @@ impl Machine {
             .unwrap();
         let mut m = Machine {
             name: name.to_string(),
+            addr: None,
             leader: 0,
             child,
             log: log.to_path_buf(),
             cgroups,
         };
         m.leader = m.wait_for_leader();
+        if veth {
+            m.addr = Some(m.link_up());
+        }
         m
+    }
+
+    /// Addresses both ends of the machine's veth pair; returns the machine's address.
+    fn link_up(&self) -> String {
+        static SUBNETS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SUBNETS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) % 250 + 1;
+        // nspawn names the host side ve-NAME (names up to 12 characters are kept whole).
+        let host_if = format!("ve-{}", self.name);
+        assert!(
+            host_if.len() <= 15,
+            "machine name {} is too long",
+            self.name
+        );
+        let ip = |args: &str, netns: bool| {
+            let mut c = if netns {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--target={}", self.leader))
+                    .args(["--net", "--", "ip"]);
+                c
+            } else {
+                Command::new("ip")
+            };
+            c.args(args.split_whitespace()).output().unwrap()
+        };
+        // The pair exists before nspawn starts init; wait for both ends all the same.
+        loop {
+            if ip(&format!("link show {host_if}"), false).status.success()
+                && ip("link show host0", true).status.success()
+            {
+                break;
+            }
+            assert!(
+                Path::new(&format!("/proc/{}", self.leader)).exists(),
+                "{} stopped before its network was up:\n{}",
+                self.name,
+                self.console()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for (args, netns) in [
+            (format!("addr replace 10.231.{n}.1/24 dev {host_if}"), false),
+            (format!("link set {host_if} up"), false),
+            (format!("addr replace 10.231.{n}.2/24 dev host0"), true),
+            ("link set host0 up".to_string(), true),
+        ] {
+            let out = ip(&args, netns);
+            assert!(
+                out.status.success(),
+                "ip {args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        format!("10.231.{n}.2")
     }
 
     /// The container's init: nspawn's child once it has forked it.

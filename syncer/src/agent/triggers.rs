@@ -1,7 +1,9 @@
 //! Triggers: after a commit, each of the image's triggers whose path globs match a
 //! changed path runs once, in (order, name) order, with the changed paths it watches in
-//! `SYNCER_CHANGED_PATHS` (one per line). On a root other than `/` the command runs
-//! chrooted into it. Output (stdout and stderr, capped) and exit status are reported.
+//! `SYNCER_CHANGED_PATHS` (one per line). On a booted host (root `/`, systemd as init)
+//! the command runs in a transient systemd scope; on a root other than `/` it runs
+//! chrooted into it (there, `systemctl` has no manager to talk to). Output (stdout and
+//! stderr, capped) and exit status are reported.
 
 use crate::error::{Error, Result};
 use crate::protocol::TriggerRun;
@@ -57,41 +59,114 @@ pub fn matching(triggers: &[Trigger], changed: &[Vec<u8>]) -> Result<Vec<(Trigge
     Ok(out)
 }
 
+/// Runs trigger `t` for `paths` on the host at `root` and reports its outcome.
 pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerRun {
     let started = Instant::now();
-    let mut cmd = if root == Path::new("/") {
-        Command::new("/bin/sh")
-    } else {
-        let mut c = Command::new("chroot");
-        c.arg(root).arg("/bin/sh");
-        c
-    };
     let list: Vec<String> = paths
         .iter()
         .map(|p| String::from_utf8_lossy(p).into_owned())
         .collect();
+    let env = [
+        ("SYNCER_CHANGED_PATHS", list.join("\n")),
+        ("SYNCER_IMAGE", image.to_string()),
+        ("SYNCER_TRIGGER", t.name.clone()),
+    ];
+    let timeout = Duration::from_secs(t.timeout.clamp(1, 7 * 86_400));
+    let unit = (root == Path::new("/") && systemd_runs()).then(|| unit_name(t));
+    let mut cmd = match &unit {
+        Some(unit) => as_scope(unit, image, t),
+        None if root == Path::new("/") => Command::new("/bin/sh"),
+        None => {
+            let mut c = Command::new("chroot");
+            c.arg(root).arg("/bin/sh");
+            c
+        }
+    };
     cmd.arg("-c")
         .arg(&t.run)
-        .env("SYNCER_CHANGED_PATHS", list.join("\n"))
-        .env("SYNCER_IMAGE", image)
-        .env("SYNCER_TRIGGER", &t.name)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let fail = |m: String| TriggerRun {
-        name: t.name.clone(),
-        status: None,
-        timed_out: false,
-        seconds: started.elapsed().as_secs_f64(),
-        output: m,
-    };
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return fail(format!("cannot start: {e}")),
+        Err(e) => {
+            return TriggerRun {
+                name: t.name.clone(),
+                status: None,
+                timed_out: false,
+                seconds: started.elapsed().as_secs_f64(),
+                output: format!("cannot start: {e}"),
+            }
+        }
     };
-    // The output is read by threads that report through a channel: a background process
-    // the command leaves holding its stdout must not keep the agent waiting.
+    let output = read_output(&mut child);
+    let (status, timed_out) = wait_until(&mut child, started + timeout);
+    TriggerRun {
+        name: t.name.clone(),
+        status: if timed_out {
+            None
+        } else {
+            status.and_then(|s| s.code())
+        },
+        timed_out,
+        seconds: started.elapsed().as_secs_f64(),
+        output: output.collect(),
+    }
+}
+
+/// True when the host runs systemd as its init (sd_booted(3): /run/systemd/system exists).
+fn systemd_runs() -> bool {
+    fsx::symlink_metadata(Path::new("/run/systemd/system")).is_ok_and(|m| m.is_dir())
+}
+
+/// The command in a transient scope unit of the host's systemd (`systemd-run --scope`):
+/// it runs outside the agent's ssh session, in system.slice, and shows in the host's
+/// journal as `syncer-trigger-NAME-...` ("syncer trigger NAME (image ...)"). A scope,
+/// not a service: `--wait`/`--pipe` need a D-Bus daemon, which a minimal server may
+/// lack, while a scope needs only systemd's own socket; and the command stays the
+/// agent's child, so its output, exit status and timeout are handled as everywhere else.
+fn as_scope(unit: &str, image: &str, t: &Trigger) -> Command {
+    let short = image.get(..12).unwrap_or(image);
+    let mut c = Command::new("systemd-run");
+    c.arg("--scope")
+        .arg("--quiet")
+        .arg(format!("--unit={unit}"))
+        .arg(format!(
+            "--description=syncer trigger {} (image {short})",
+            t.name
+        ))
+        .args(["--", "/bin/sh"]);
+    c
+}
+
+/// A unit name of its own for one run of `t`: `syncer-trigger-NAME-PID-N.scope`.
+fn unit_name(t: &Trigger) -> String {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name: String = t
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("syncer-trigger-{name}-{}-{n}.scope", std::process::id())
+}
+
+/// The command's stdout and stderr, read by threads (capped) so the command never
+/// blocks on a full pipe.
+struct Output {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    readers: usize,
+}
+
+fn read_output(child: &mut std::process::Child) -> Output {
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
     let streams: Vec<Box<dyn Read + Send>> = [
         child
@@ -113,51 +188,55 @@ pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerR
             let mut v = Vec::new();
             let _ = (&mut r).take(MAX_OUTPUT as u64).read_to_end(&mut v);
             let _ = tx.send(v);
-            // Keep draining so the command never blocks on a full pipe.
             let _ = std::io::copy(&mut r, &mut std::io::sink());
         });
     }
-    drop(tx);
-    let deadline = started + Duration::from_secs(t.timeout.clamp(1, 7 * 86_400));
-    let mut timed_out = false;
-    let status = loop {
+    Output { rx, readers }
+}
+
+impl Output {
+    /// What was read. A background process the command left holding its output must not
+    /// keep the agent waiting: after the command exits, its output gets a short grace.
+    fn collect(self) -> String {
+        let mut output = Vec::new();
+        let grace = Instant::now() + Duration::from_secs(2);
+        for _ in 0..self.readers {
+            match self
+                .rx
+                .recv_timeout(grace.saturating_duration_since(Instant::now()))
+            {
+                Ok(v) => output.extend(v),
+                Err(_) => {
+                    output.extend_from_slice(
+                        b"\n(output not closed: a background process still holds it; not waited for)\n",
+                    );
+                    break;
+                }
+            }
+        }
+        output.truncate(MAX_OUTPUT);
+        String::from_utf8_lossy(&output).into_owned()
+    }
+}
+
+/// Waits for the command until `deadline`, then kills its process group. Returns its
+/// status and whether it was killed.
+fn wait_until(
+    child: &mut std::process::Child,
+    deadline: Instant,
+) -> (Option<std::process::ExitStatus>, bool) {
+    loop {
         match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
+            Ok(Some(s)) => return (Some(s), false),
             Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
                 if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
                     let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
                 }
-                break child.wait().ok();
+                return (child.wait().ok(), true);
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
+            Err(_) => return (None, false),
         }
-    };
-    let mut output = Vec::new();
-    let grace = Instant::now() + Duration::from_secs(2);
-    for _ in 0..readers {
-        match rx.recv_timeout(grace.saturating_duration_since(Instant::now())) {
-            Ok(v) => output.extend(v),
-            Err(_) => {
-                output.extend_from_slice(
-                    b"\n(output not closed: a background process still holds it; not waited for)\n",
-                );
-                break;
-            }
-        }
-    }
-    output.truncate(MAX_OUTPUT);
-    TriggerRun {
-        name: t.name.clone(),
-        status: if timed_out {
-            None
-        } else {
-            status.and_then(|s| s.code())
-        },
-        timed_out,
-        seconds: started.elapsed().as_secs_f64(),
-        output: String::from_utf8_lossy(&output).into_owned(),
     }
 }
 
