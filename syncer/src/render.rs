@@ -320,3 +320,41 @@ pub fn cache_verify(r: &VerifyReport, store: &Path) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StaleProcess;
+
+    #[test]
+    fn stale_processes_are_a_line_per_unit_with_what_was_left_out_counted() {
+        let p = |pid, comm: &str| StaleProcess {
+            pid,
+            comm: comm.into(),
+        };
+        let units = [
+            StaleUnit {
+                unit: "nginx.service".into(),
+                processes: vec![p(123, "nginx"), p(124, "nginx")],
+                more_processes: 0,
+                files: vec![b"/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2".to_vec()],
+                more_files: 0,
+            },
+            StaleUnit {
+                unit: "(no unit)".into(),
+                processes: vec![p(9, "sh")],
+                more_processes: 2,
+                files: vec![b"/bin/sh".to_vec(), b"/lib/a\n".to_vec()],
+                more_files: 5,
+            },
+        ];
+        assert_eq!(
+            stale(&units),
+            "  still running replaced files: nginx.service (pids 123 nginx, 124 nginx): \
+             /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2\n  \
+             still running replaced files: (no unit) (pids 9 sh and 2 more): /bin/sh, \
+             /lib/a\\x0a and 5 more\n"
+        );
+        assert_eq!(stale(&[]), "");
+    }
+}
