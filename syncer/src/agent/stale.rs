@@ -219,15 +219,18 @@ fn unescape_newlines(p: &[u8]) -> Vec<u8> {
 }
 
 /// `path` as an entry path under the synced root, whose path as this process sees it is
-/// `canonical`: in this mount namespace the kernel shows paths from this process's root
-/// (strip the root's path; a path outside it is not the root's file); in another one,
-/// from that namespace's root, which is the process's root and so the synced one.
+/// `canonical`. In this mount namespace the kernel shows paths from this process's root:
+/// strip the root's path (a path outside it is not the root's file). In another one it
+/// shows them from that namespace's root: the process's root, so the synced one, for a
+/// container; but the host's `/` for a service chrooted in a namespace of its own
+/// (systemd's `RootDirectory=` with `PrivateTmp=`), whose paths start with the root's.
 fn relative<'p>(path: &'p [u8], canonical: &[u8], same_ns: bool) -> Option<&'p [u8]> {
-    if !same_ns || canonical == b"/" {
+    if canonical == b"/" {
         return Some(path);
     }
-    match path.strip_prefix(canonical)? {
-        rest if rest.first() == Some(&b'/') => Some(rest),
+    match path.strip_prefix(canonical) {
+        Some(rest) if rest.first() == Some(&b'/') => Some(rest),
+        _ if !same_ns => Some(path),
         _ => None,
     }
 }
@@ -346,6 +349,11 @@ mod tests {
             Some(&b"/usr/lib/x"[..])
         );
         assert_eq!(relative(b"/usr/lib/x", b"/srv/h1", true), None);
+        // Chrooted in a namespace of its own: the same.
+        assert_eq!(
+            relative(b"/srv/h1/usr/lib/x", b"/srv/h1", false),
+            Some(&b"/usr/lib/x"[..])
+        );
         assert_eq!(relative(b"/srv/h10/usr/lib/x", b"/srv/h1", true), None);
         for p in [
             &b"/tmp/x"[..],
