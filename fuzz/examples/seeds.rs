@@ -45,6 +45,16 @@ fn main() {
         seconds: 0.25,
         output: "reloaded\n".into(),
     };
+    let stale = vec![StaleUnit {
+        unit: "nginx.service".into(),
+        processes: vec![StaleProcess {
+            pid: 123,
+            comm: "nginx".into(),
+        }],
+        more_processes: 1,
+        files: vec![b"/usr/lib/x86_64-linux-gnu/libssl.so.3".to_vec()],
+        more_files: 0,
+    }];
     let manifest = "#imager-manifest v1\n/ dir mode=0755 uid=0 gid=0 mtime=0\n";
     let msgs = vec![
         (
@@ -141,6 +151,7 @@ fn main() {
                         why: syncer::protocol::KeptWhy::LocalStateSymlink,
                     },
                 ],
+                stale: stale.clone(),
             }),
         ),
         // Large enough to travel compressed.
@@ -158,6 +169,7 @@ fn main() {
                 have: Vec::new(),
                 scan: ScanStats::default(),
                 kept: Vec::new(),
+                stale: Vec::new(),
             }),
         ),
         (
@@ -207,6 +219,12 @@ fn main() {
             }),
         ),
         ("trigger-ran", Msg::TriggerRan(run.clone())),
+        (
+            "stale",
+            Msg::Stale(Stale {
+                units: stale.clone(),
+            }),
+        ),
         ("done", Msg::Done),
         ("bye", Msg::Bye),
         (

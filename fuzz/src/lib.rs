@@ -182,6 +182,7 @@ pub fn tree_roundtrip(entries: Vec<imager::Entry>) {
         have: Vec::new(),
         scan: ScanStats::default(),
         kept: Vec::new(),
+        stale: Vec::new(),
     });
     check_msg(&m);
     let j = Journal {

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::progress::{Clock, Phase};
 use crate::protocol::{
     Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
-    ScanStats, SignatureRequest, Signatures, Stage, Status, Target, TriggerRun, CHUNK,
+    ScanStats, SignatureRequest, Signatures, Stage, StaleUnit, Status, Target, TriggerRun, CHUNK,
 };
 use crate::transport::{self, HostSpec, Session, TransportOptions};
 use imager::contract;
@@ -93,6 +93,9 @@ pub struct PushOptions {
     pub transport: TransportOptions,
     /// Run on the host after its triggers; a failure fails the push.
     pub health: Option<crate::rollout::inventory::Health>,
+    /// Processes still running replaced files after the triggers fail the push (the
+    /// inventory's `require_restarted`).
+    pub require_restarted: bool,
     /// For a rollback: the previous image to record (what the host had recorded before
     /// the failed push), instead of the image it is leaving.
     pub restore_previous: Previous,
@@ -159,6 +162,9 @@ pub enum PushOutcome {
     CommittedTriggerFailed,
     #[serde(rename = "committed, health check failed")]
     CommittedHealthCheckFailed,
+    /// Processes still run replaced files and the push required them restarted.
+    #[serde(rename = "committed, stale processes")]
+    CommittedStaleProcesses,
 }
 
 impl PushOutcome {
@@ -170,6 +176,7 @@ impl PushOutcome {
             PushOutcome::CommittedThenFailed => "committed, then failed",
             PushOutcome::CommittedTriggerFailed => "committed, trigger failed",
             PushOutcome::CommittedHealthCheckFailed => "committed, health check failed",
+            PushOutcome::CommittedStaleProcesses => "committed, stale processes",
         }
     }
 
@@ -185,8 +192,10 @@ impl PushOutcome {
             PushOutcome::CommittedThenFailed
         } else if r.triggers_failed > 0 {
             PushOutcome::CommittedTriggerFailed
-        } else {
+        } else if r.health.last().is_some_and(|h| h.status != Some(0)) {
             PushOutcome::CommittedHealthCheckFailed
+        } else {
+            PushOutcome::CommittedStaleProcesses
         }
     }
 }
@@ -251,8 +260,9 @@ pub struct HostReport {
     pub agent_installed: bool,
     pub rolled_forward: bool,
     /// What happened, in a few words: "ok", "dry run", "failed before commit",
-    /// "committed, trigger failed", "committed, health check failed" or "committed, then
-    /// failed" (the host runs the new image; what ran after the commit went wrong).
+    /// "committed, trigger failed", "committed, health check failed", "committed, stale
+    /// processes" or "committed, then failed" (the host runs the new image; what ran
+    /// after the commit went wrong).
     pub outcome: PushOutcome,
     /// Whether the host's commit applied (it runs `image_after`), whatever came after.
     pub committed: bool,
@@ -277,6 +287,9 @@ pub struct HostReport {
     pub kept: Vec<Kept>,
     pub phases: Phases,
     pub triggers: Vec<TriggerRun>,
+    /// After the triggers: processes, by unit, that still run files the push (or
+    /// anything else) replaced, so still run the old code until restarted.
+    pub stale: Vec<StaleUnit>,
     /// Every attempt of the health check, the last one deciding.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<TriggerRun>,
@@ -359,6 +372,12 @@ pub fn push_host(
                         format!("exit {:?}", last.status)
                     },
                     last.output.trim()
+                ));
+            }
+            if opts.require_restarted && !r.stale.is_empty() {
+                failed.push(format!(
+                    "processes still run replaced files (require_restarted): {}",
+                    stale_units(&r.stale)
                 ));
             }
             r.ok = failed.is_empty();
@@ -462,8 +481,9 @@ fn push_steps(
     loop {
         match s.reply()? {
             Msg::TriggerRan(tr) => r.triggers.push(tr),
+            Msg::Stale(st) => r.stale = st.units,
             Msg::Done => break,
-            m => return Err(unexpected("TriggerRan", &m)),
+            m => return Err(unexpected("TriggerRan, Stale or Done", &m)),
         }
     }
     drop(triggers);
@@ -472,6 +492,15 @@ fn push_steps(
         health_checks(s, h, r)?;
     }
     Ok(())
+}
+
+/// The units of a stale-process listing, for a message: "nginx.service, cron.service".
+pub fn stale_units(stale: &[StaleUnit]) -> String {
+    stale
+        .iter()
+        .map(|u| u.unit.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Runs the health check until it passes or its attempts are spent, each in `r.health`.
@@ -748,6 +777,8 @@ pub struct HostStatus {
     /// Mount points and local-state symlinks, never compared or changed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
+    /// Processes, by unit, that still run replaced files (see [`HostReport::stale`]).
+    pub stale: Vec<StaleUnit>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathChange>,
 }
@@ -777,8 +808,14 @@ pub fn status_host(
             }))
             .and_then(|_| s.reply())
         {
-            Ok(Msg::Differences(Differences { changes, kept, .. })) => {
+            Ok(Msg::Differences(Differences {
+                changes,
+                kept,
+                stale,
+                ..
+            })) => {
                 st.kept = kept;
+                st.stale = stale;
                 changes
             }
             Ok(m) => return Err(s.fail(unexpected("Differences", &m))),

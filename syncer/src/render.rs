@@ -3,7 +3,7 @@
 //! command only chooses between the two forms and a test can read what a user sees.
 
 use crate::delta::VerifyReport;
-use crate::protocol::{Kept, KeptWhy};
+use crate::protocol::{Kept, KeptWhy, StaleUnit};
 use crate::push::{HostReport, HostStatus};
 use crate::rollout::state::{HostResult, RolloutState, Verdict};
 use imager::tree::escape::escape;
@@ -86,6 +86,7 @@ pub fn push_report(r: &HostReport) -> String {
             line!(out, "    | {l}");
         }
     }
+    out.push_str(&stale(&r.stale));
     if r.dry_run {
         for c in &r.paths {
             match &c.via {
@@ -146,6 +147,38 @@ pub fn host_status(s: &HostStatus) -> String {
         }
     }
     out.push_str(&kept(&s.kept));
+    out.push_str(&stale(&s.stale));
+    out
+}
+
+/// Processes still running replaced files, a line per unit: "still running replaced
+/// files: nginx.service (pids 123 nginx, 124 nginx): /usr/lib/libpcre2-8.so.0.11.2".
+pub fn stale(units: &[StaleUnit]) -> String {
+    let mut out = String::new();
+    let more = |n: u64| {
+        if n > 0 {
+            format!(" and {n} more")
+        } else {
+            String::new()
+        }
+    };
+    for u in units {
+        let pids: Vec<String> = u
+            .processes
+            .iter()
+            .map(|p| format!("{} {}", p.pid, p.comm))
+            .collect();
+        let files: Vec<String> = u.files.iter().map(|f| escape(f)).collect();
+        line!(
+            out,
+            "  still running replaced files: {} (pids {}{}): {}{}",
+            u.unit,
+            pids.join(", "),
+            more(u.more_processes),
+            files.join(", "),
+            more(u.more_files)
+        );
+    }
     out
 }
 
@@ -286,4 +319,42 @@ pub fn cache_verify(r: &VerifyReport, store: &Path) -> String {
         store.display()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StaleProcess;
+
+    #[test]
+    fn stale_processes_are_a_line_per_unit_with_what_was_left_out_counted() {
+        let p = |pid, comm: &str| StaleProcess {
+            pid,
+            comm: comm.into(),
+        };
+        let units = [
+            StaleUnit {
+                unit: "nginx.service".into(),
+                processes: vec![p(123, "nginx"), p(124, "nginx")],
+                more_processes: 0,
+                files: vec![b"/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2".to_vec()],
+                more_files: 0,
+            },
+            StaleUnit {
+                unit: "(no unit)".into(),
+                processes: vec![p(9, "sh")],
+                more_processes: 2,
+                files: vec![b"/bin/sh".to_vec(), b"/lib/a\n".to_vec()],
+                more_files: 5,
+            },
+        ];
+        assert_eq!(
+            stale(&units),
+            "  still running replaced files: nginx.service (pids 123 nginx, 124 nginx): \
+             /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2\n  \
+             still running replaced files: (no unit) (pids 9 sh and 2 more): /bin/sh, \
+             /lib/a\\x0a and 5 more\n"
+        );
+        assert_eq!(stale(&[]), "");
+    }
 }

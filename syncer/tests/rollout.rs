@@ -431,3 +431,148 @@ fn ctrl_c_lets_the_hosts_in_flight_finish_and_starts_no_more() {
         assert_eq!(image(h), v3);
     }
 }
+
+/// A shell chrooted into a `local:` root, as a service of that host would run: it maps
+/// the root's `/bin/sh` until it ends (when its standard input closes).
+struct ChrootedShell(std::process::Child);
+
+impl ChrootedShell {
+    fn start(root: &std::path::Path) -> ChrootedShell {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut c = Command::new("chroot")
+            .arg(root)
+            .args(["/bin/sh", "-c", "echo ready; read x"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Once it says so, the chrooted shell runs (not just chroot(8) before its exec).
+        let mut line = String::new();
+        std::io::BufReader::new(c.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n");
+        ChrootedShell(c)
+    }
+
+    fn pid(&self) -> u64 {
+        self.0.id() as u64
+    }
+
+    /// Ends it (EOF on its input) and waits for it.
+    fn stop(mut self) {
+        drop(self.0.stdin.take());
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ChrootedShell {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn require_restarted_fails_a_host_whose_processes_still_run_replaced_files() {
+    let t = scratch("rollout-stale-");
+    let dir = t.path();
+    let store = dir.join("store");
+    mini_root(&dir.join("v1"), 1, 1000);
+    mini_root(&dir.join("v2"), 2, 1000);
+    // v2's shell is another file (the same program and a byte more): v2 replaces it.
+    let sh2 = dir.join("v2/bin/sh");
+    let mut b = std::fs::read(&sh2).unwrap();
+    b.push(0);
+    std::fs::write(&sh2, b).unwrap();
+    import(&store, &dir.join("v1"), "v1");
+    let v2 = import(&store, &dir.join("v2"), "v2").to_hex();
+    let hosts: Vec<PathBuf> = (1..=2).map(|i| dir.join(format!("h{i}"))).collect();
+    for h in &hosts {
+        std::fs::create_dir(h).unwrap();
+        ok(&store, &["push", "v1", &format!("local:{}", h.display())]);
+    }
+    let spec = |i: usize| format!("local:{}", hosts[i].display());
+    let inv = dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[policy]\npause = \"none\"\ncanary = 0\nfailure_budget = 1\nrequire_restarted = true\n\n\
+             [[colo]]\nname = \"one\"\nhosts = [\"{}\", \"{}\"]\n",
+            spec(0),
+            spec(1)
+        ),
+    )
+    .unwrap();
+    let rollout = |extra: &[&str]| {
+        let mut a = vec![
+            "rollout",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        let out = run(&store, &a);
+        (
+            out.status.success(),
+            json(&String::from_utf8_lossy(&out.stdout)),
+        )
+    };
+
+    // h1 runs a shell from its root; h2 runs nothing.
+    let shell = ChrootedShell::start(&hosts[0]);
+    let (good, st) = rollout(&["v2"]);
+    // One failure is within the budget: the rollout finishes, failing.
+    assert!(!good && st["finished"] == true, "{st:#}");
+    let busy = result(&st, &spec(0));
+    assert_eq!(busy["outcome"], "failed", "{busy:#}");
+    assert_eq!(busy["push_outcome"], "committed, stale processes");
+    let stale = busy["push"]["stale"].as_array().unwrap();
+    assert_eq!(stale.len(), 1, "{busy:#}");
+    let unit = stale[0]["unit"].as_str().unwrap();
+    assert_eq!(
+        stale[0]["processes"][0]["pid"].as_u64(),
+        Some(shell.pid()),
+        "{busy:#}"
+    );
+    assert_eq!(stale[0]["processes"][0]["comm"], "sh");
+    assert_eq!(stale[0]["files"], serde_json::json!(["/bin/sh"]));
+    let error = busy["error"].as_str().unwrap();
+    assert!(
+        error.contains("require_restarted") && error.contains(unit),
+        "{busy:#}"
+    );
+    // Failed like a failed health check: rolled back to v1.
+    assert_eq!(busy["rollback"]["ok"], true, "{busy:#}");
+    let idle = result(&st, &spec(1));
+    assert_eq!(idle["outcome"], "ok", "{idle:#}");
+    assert_eq!(idle["push"]["stale"], serde_json::json!([]));
+    assert_eq!(idle["image_after"], v2);
+
+    // `status` shows it too: the shell still maps the /bin/sh the push replaced (v1's
+    // first inode; the rollback wrote v1's content under a new one).
+    let s = json(&ok(&store, &["status", &spec(0), "--json"]));
+    assert_eq!(
+        s[0]["stale"][0]["processes"][0]["pid"].as_u64(),
+        Some(shell.pid()),
+        "{s:#}"
+    );
+    let text = ok(&store, &["status", &spec(0)]);
+    assert!(
+        text.contains(&format!(
+            "still running replaced files: {unit} (pids {} sh): /bin/sh",
+            shell.pid()
+        )),
+        "{text}"
+    );
+
+    // Restarted (here: ended), the host passes.
+    shell.stop();
+    let (good, st) = rollout(&["--resume"]);
+    assert!(good, "{st:#}");
+    let busy = result(&st, &spec(0));
+    assert_eq!(busy["outcome"], "ok", "{busy:#}");
+    assert_eq!(busy["image_after"], v2);
+}

@@ -1,7 +1,7 @@
 //! The wire format, pinned: one instance of every message (and of every inner variant:
 //! manifest forms, content sources, change kinds, kept reasons, entry kinds, the previous
-//! image's three forms, a trigger's status) encoded and compared with bytes captured from
-//! protocol version 2. A refactor of the codec must leave every constant here unchanged;
+//! image's three forms, a trigger's status, stale-process listings) encoded and compared
+//! with bytes captured from protocol version 3. A refactor of the codec must leave every constant here unchanged;
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
 use imager::{Entry, Hash, Kind};
@@ -28,6 +28,38 @@ fn run(status: Option<i32>) -> TriggerRun {
         seconds: 1.25,
         output: "out".into(),
     }
+}
+
+/// Two units still running replaced files, one with more than it lists.
+fn stale_units() -> Vec<StaleUnit> {
+    vec![
+        StaleUnit {
+            unit: "nginx.service".into(),
+            processes: vec![
+                StaleProcess {
+                    pid: 123,
+                    comm: "nginx".into(),
+                },
+                StaleProcess {
+                    pid: 124,
+                    comm: "nginx".into(),
+                },
+            ],
+            more_processes: 0,
+            files: vec![b"/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2".to_vec()],
+            more_files: 0,
+        },
+        StaleUnit {
+            unit: "(no unit)".into(),
+            processes: vec![StaleProcess {
+                pid: 1,
+                comm: "init".into(),
+            }],
+            more_processes: 3,
+            files: vec![b"/sbin/init".to_vec(), b"/usr/lib/a\xff".to_vec()],
+            more_files: 7,
+        },
+    ]
 }
 
 /// Every message and inner variant, named.
@@ -91,11 +123,11 @@ fn messages() -> Vec<(&'static str, Msg)> {
         })
     };
     vec![
-        ("hello", Msg::Hello(Hello { version: 2 })),
+        ("hello", Msg::Hello(Hello { version: 3 })),
         (
             "welcome",
             Msg::Welcome(Welcome {
-                version: 2,
+                version: 3,
                 agent: "0.1.0".into(),
                 exe: h(b"exe"),
                 image: Some(h(b"i")),
@@ -152,6 +184,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
                         why: KeptWhy::LocalStateSymlink,
                     },
                 ],
+                stale: stale_units(),
             }),
         ),
         (
@@ -162,6 +195,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 have: Vec::new(),
                 scan: ScanStats::default(),
                 kept: Vec::new(),
+                stale: Vec::new(),
             }),
         ),
         (
@@ -220,6 +254,13 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ),
         ("health-result", Msg::HealthResult(run(Some(0)))),
         (
+            "stale",
+            Msg::Stale(Stale {
+                units: stale_units(),
+            }),
+        ),
+        ("stale-none", Msg::Stale(Stale { units: Vec::new() })),
+        (
             // Larger than the compression threshold: the body is zstd (level 3).
             "error-compressed",
             Msg::Error(ErrorMessage {
@@ -242,15 +283,15 @@ fn hex(b: &[u8]) -> String {
 
 /// The frame body (tag and fields) of each message; long ones by their blake3.
 const GOLDEN: &[(&str, &str)] = &[
-    ("hello", "0153594e4302000000"),
-    ("welcome", "020200000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0001012dc99999a6aaef3f20349d2ed4057a2b54419545dabb809e6381de1bad8337e2"),
+    ("hello", "0153594e4303000000"),
+    ("welcome", "020300000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0001012dc99999a6aaef3f20349d2ed4057a2b54419545dabb809e6381de1bad8337e2"),
     ("error", "0307000000626f6f6d20c3a9"),
     ("status", "0401"),
     ("target-zstd-keep", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f51110003000000010203020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010000"),
     ("target-delta-none", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511101de8f3fcf327eb911b2c368e011e0ffdee22fed456b4f4508337018ba46a0639d020000000908020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010001"),
     ("target-recorded-image", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511102020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010002a11cb032790dba2f14af21a5eeeabe59468e99c3b2e78e632919462fe3d76bbb"),
-    ("differences", "0601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0c000000030000002f65300001030000002f65300007000000000000009ab388bedc43eaf44150107d17ad090f6b1c34610f5740778ddb95d9f06576eea48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65310101030000002f653101a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65320201030000002f653202040000002e2e2f74a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65330301030000002f653303040000002f612f62a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65340401030000002f6534040100000003000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65350001030000002f6535050800000000000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65360101030000002f653606a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f63300000030000002f63310100030000002f63320200030000002f63330300030000002f6334040001000000ea7aa1fc9efdbe106dbb70369a75e9671fa29d52bd55536711bf197477b8f021050000002f686176650100000000000000020000000000000003000000000000000400000000000000000000000000e03f02000000040000002f73727600050000002f686f6d6501"),
-    ("differences-empty", "060000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
+    ("differences", "0601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0c000000030000002f65300001030000002f65300007000000000000009ab388bedc43eaf44150107d17ad090f6b1c34610f5740778ddb95d9f06576eea48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65310101030000002f653101a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65320201030000002f653202040000002e2e2f74a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65330301030000002f653303040000002f612f62a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65340401030000002f6534040100000003000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65350001030000002f6535050800000000000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65360101030000002f653606a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f63300000030000002f63310100030000002f63320200030000002f63330300030000002f6334040001000000ea7aa1fc9efdbe106dbb70369a75e9671fa29d52bd55536711bf197477b8f021050000002f686176650100000000000000020000000000000003000000000000000400000000000000000000000000e03f02000000040000002f73727600050000002f686f6d6501020000000d0000006e67696e782e73657276696365020000007b000000050000006e67696e787c000000050000006e67696e780000000000000000010000002e0000002f7573722f6c69622f7838365f36342d6c696e75782d676e752f6c696270637265322d382e736f2e302e31312e32000000000000000009000000286e6f20756e697429010000000100000004000000696e69740300000000000000020000000a0000002f7362696e2f696e69740b0000002f7573722f6c69622f61ff0700000000000000"),
+    ("differences-empty", "06000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
     ("signature-request", "0702000000020000002f61030000002f62ff"),
     ("signatures", "0801000000020000002f6103000000000102"),
     ("stage", "0903000000000000006300000000000000"),
@@ -267,6 +308,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("bye", "10"),
     ("health", "1104000000747275651e00000000000000"),
     ("health-result", "12080000006c64636f6e666967010000000000000000000000f43f030000006f7574"),
+    ("stale", "13020000000d0000006e67696e782e73657276696365020000007b000000050000006e67696e787c000000050000006e67696e780000000000000000010000002e0000002f7573722f6c69622f7838365f36342d6c696e75782d676e752f6c696270637265322d382e736f2e302e31312e32000000000000000009000000286e6f20756e697429010000000100000004000000696e69740300000000000000020000000a0000002f7362696e2f696e69740b0000002f7573722f6c69622f61ff0700000000000000"),
+    ("stale-none", "1300000000"),
     ("error-compressed", "8328b52ffd60441ea5000060401f00006162636465666768010035bfbe2401"),
     ("data-large", "5001 bytes, blake3 4ba26e266f59f262a92152f3ab9d03596c3484d1d1515ce4088760fa34961869"),
 ];
@@ -281,8 +324,8 @@ fn pinned(body: &[u8]) -> String {
 }
 
 #[test]
-fn every_message_encodes_to_the_bytes_of_protocol_version_2() {
-    assert_eq!(PROTOCOL_VERSION, 2);
+fn every_message_encodes_to_the_bytes_of_protocol_version_3() {
+    assert_eq!(PROTOCOL_VERSION, 3);
     let mut wrong = Vec::new();
     let mut all = String::new();
     let msgs = messages();
@@ -319,6 +362,7 @@ fn a_message_in_pieces_keeps_its_frames() {
         have: Vec::new(),
         scan: ScanStats::default(),
         kept: Vec::new(),
+        stale: Vec::new(),
     });
     let mut wire = Vec::new();
     let mut c = Conn::new(&[][..], &mut wire);
@@ -340,4 +384,4 @@ fn a_message_in_pieces_keeps_its_frames() {
 }
 
 const PIECES: &str =
-    "135376:9e,27431:9f,1:10 16ac37dcd0faeebd6991e12c03c96dd15a77021de56576b729e5ee080aff0d0b";
+    "135376:9e,27431:9f,1:10 800fadb520e1322c869957abd175f7f3115f34c55a032cc20a449d2a5899cd86";

@@ -104,6 +104,27 @@ fn encoding() -> impl Strategy<Value = Encoding> {
     ]
 }
 
+fn stale_units() -> impl Strategy<Value = Vec<StaleUnit>> {
+    let process = (any::<u32>(), text()).prop_map(|(pid, comm)| StaleProcess { pid, comm });
+    let unit = (
+        text(),
+        prop::collection::vec(process, 0..4),
+        any::<u64>(),
+        prop::collection::vec(bytes(), 0..4),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(unit, processes, more_processes, files, more_files)| StaleUnit {
+                unit,
+                processes,
+                more_processes,
+                files,
+                more_files,
+            },
+        );
+    prop::collection::vec(unit, 0..3)
+}
+
 fn differences() -> impl Strategy<Value = Differences> {
     let change = (bytes(), change_kind(), prop::option::of(entry()))
         .prop_map(|(path, kind, host)| Change { path, kind, host });
@@ -126,13 +147,15 @@ fn differences() -> impl Strategy<Value = Differences> {
         prop::collection::vec((hash(), bytes()), 0..3),
         scan,
         prop::collection::vec(kept, 0..3),
+        stale_units(),
     )
-        .prop_map(|(image, changes, have, scan, kept)| Differences {
+        .prop_map(|(image, changes, have, scan, kept, stale)| Differences {
             image,
             changes,
             have,
             scan,
             kept,
+            stale,
         })
 }
 
@@ -215,6 +238,7 @@ fn msg() -> impl Strategy<Value = Msg> {
         (text(), any::<u64>())
             .prop_map(|(command, timeout)| Msg::Health(Health { command, timeout })),
         run().prop_map(Msg::HealthResult),
+        stale_units().prop_map(|units| Msg::Stale(Stale { units })),
     ]
 }
 
@@ -238,7 +262,8 @@ fn covered(m: &Msg) {
         | Msg::Done
         | Msg::Bye
         | Msg::Health(_)
-        | Msg::HealthResult(_) => {}
+        | Msg::HealthResult(_)
+        | Msg::Stale(_) => {}
     }
 }
 

@@ -10,6 +10,7 @@ pub mod fsops;
 pub mod mounts;
 pub mod scan;
 pub mod stage;
+pub mod stale;
 pub mod state;
 pub mod triggers;
 
@@ -243,6 +244,7 @@ impl Session<'_> {
             have: have_list(&tree, &host, &changes),
             scan: stats,
             kept: host.kept_list(),
+            stale: Vec::new(),
         }))?;
         let paths = |keep: fn(ChangeKind) -> bool| -> HashSet<Vec<u8>> {
             changes
@@ -351,6 +353,10 @@ impl Session<'_> {
         let c = commit_pending(&self.b, &self.st, p, s, started)?;
         conn.send(&Msg::Committed(c))?;
         run_pending_triggers(self.root, &self.st, conn)?;
+        // After the triggers, which may have restarted some of it.
+        conn.send(&Msg::Stale(crate::protocol::Stale {
+            units: stale::list(self.root),
+        }))?;
         conn.send(&Msg::Done)
     }
 }
@@ -535,6 +541,7 @@ fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Diffe
             have: Vec::new(),
             scan: Default::default(),
             kept: Vec::new(),
+            stale: stale::list(root),
         });
     };
     let tree = imager::tree::text::parse(&text, "the host's recorded image manifest")?;
@@ -551,5 +558,6 @@ fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Diffe
         have: Vec::new(),
         scan: stats,
         kept: host.kept_list(),
+        stale: stale::list(root),
     })
 }

@@ -206,6 +206,14 @@ pub fn escaped<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::O
     s.serialize_str(&imager::tree::escape::escape(p))
 }
 
+/// Serializes a list of paths as the project's escaped text.
+pub fn escaped_all<S: serde::Serializer>(
+    ps: &[Vec<u8>],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(ps.iter().map(|p| imager::tree::escape::escape(p)))
+}
+
 wire_struct! {
     /// What a scan took.
     #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -229,6 +237,9 @@ wire_struct! {
         pub scan: ScanStats,
         /// Mount points and local-state symlinks the scan left alone.
         pub kept: Vec<Kept>,
+        /// Processes still running files that were replaced (the answer to `Status`;
+        /// empty in the answer to `Target`, which comes before anything is replaced).
+        pub stale: Vec<StaleUnit>,
     }
 }
 
@@ -305,6 +316,42 @@ wire_struct! {
         pub timed_out: bool,
         pub seconds: f64,
         pub output: String,
+    }
+}
+
+wire_struct! {
+    /// A process that still maps a replaced file.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct StaleProcess {
+        pub pid: u32,
+        /// Its name (`/proc/PID/comm`).
+        pub comm: String,
+    }
+}
+
+wire_struct! {
+    /// A systemd unit (or [`crate::agent::stale::NO_UNIT`]) whose processes still map
+    /// files that were replaced since they started: restarting it loads the new ones.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct StaleUnit {
+        pub unit: String,
+        /// By pid, at most [`crate::agent::stale::MAX_LISTED`].
+        pub processes: Vec<StaleProcess>,
+        /// Processes beyond those listed.
+        pub more_processes: u64,
+        /// Root-relative, sorted, at most [`crate::agent::stale::MAX_LISTED`].
+        #[serde(serialize_with = "crate::protocol::escaped_all")]
+        pub files: Vec<Vec<u8>>,
+        /// Files beyond those listed.
+        pub more_files: u64,
+    }
+}
+
+wire_struct! {
+    /// After a commit's triggers: the processes that still run replaced files.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Stale {
+        pub units: Vec<StaleUnit>,
     }
 }
 
@@ -393,4 +440,5 @@ messages! {
     16 => Bye,
     17 => Health(Health),
     18 => HealthResult(TriggerRun),
+    19 => Stale(Stale),
 }

@@ -20,7 +20,7 @@
 //! Status           → Differences                 (status, diff)
 //! Target           → Differences                 (push: what differs from the image)
 //! SignatureRequest → Signatures                  (rsync deltas; optional)
-//! Stage, (Put Data*)*, Commit → Committed, TriggerRan*, Done | Error
+//! Stage, (Put Data*)*, Commit → Committed, TriggerRan*, Stale, Done | Error
 //! Bye
 //! ```
 //!
@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use wire::Enc;
 
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
 /// A message whose encoding is larger than this travels as several frames (`Part`
@@ -299,6 +299,7 @@ mod tests {
             have: Vec::new(),
             scan: ScanStats::default(),
             kept: Vec::new(),
+            stale: Vec::new(),
         });
         let mut wire = Vec::new();
         let mut c = Conn::new(&[][..], &mut wire);
@@ -366,6 +367,16 @@ mod tests {
                     why: KeptWhy::LocalStateSymlink,
                 },
             ],
+            stale: vec![StaleUnit {
+                unit: "nginx.service".into(),
+                processes: vec![StaleProcess {
+                    pid: 7,
+                    comm: "nginx".into(),
+                }],
+                more_processes: 0,
+                files: vec![b"/usr/sbin/nginx".to_vec()],
+                more_files: 2,
+            }],
         }));
         roundtrip(Msg::Put(Put {
             path: b"/a".to_vec(),

@@ -13,6 +13,7 @@
 //! bandwidth_total = "200MB"   # ... and to all hosts together
 //! nice = 10                   # CPU priority of the agent
 //! ionice = "idle"             # IO priority: "idle", "best-effort:N", "realtime:N"
+//! require_restarted = false   # fail a host whose processes still run replaced files
 //! [policy.health]
 //! command = "systemctl is-system-running --wait"
 //! timeout = 60
@@ -44,6 +45,7 @@ pub struct PolicyFile {
     pub bandwidth_total: Option<String>,
     pub nice: Option<i32>,
     pub ionice: Option<String>,
+    pub require_restarted: Option<bool>,
 }
 
 /// A count of hosts or a percentage of a colo's hosts.
@@ -145,6 +147,9 @@ pub struct Policy {
     pub bandwidth_total: Option<u64>,
     pub nice: Option<i32>,
     pub ionice: Option<IoNice>,
+    /// A host whose processes still run files the push replaced, once its triggers
+    /// ran, counts as failed (as a failed health check does).
+    pub require_restarted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -235,6 +240,10 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
         bandwidth_total: rate(pick(&global.bandwidth_total, &colo.bandwidth_total))?,
         nice: colo.nice.or(global.nice),
         ionice,
+        require_restarted: colo
+            .require_restarted
+            .or(global.require_restarted)
+            .unwrap_or(false),
     };
     if p.parallel == 0 {
         return Err(bad("parallel must be at least 1".into()));
@@ -359,6 +368,8 @@ mod tests {
         assert_eq!(inv.colos[0].policy.pause, Pause::None);
         assert_eq!(inv.colos[1].policy.pause, Pause::Confirm);
         assert_eq!(inv.colos[2].policy.bandwidth_total, Some(100_000_000));
+        assert!(inv.colos[1].policy.require_restarted);
+        assert!(!inv.colos[0].policy.require_restarted);
         let sizes: Vec<usize> = waves(&inv.colos[1])
             .unwrap()
             .iter()
@@ -398,6 +409,7 @@ hosts = ["local:/h/3", "local:/h/4", "local:/h/5", "local:/h/6", "local:/h/7", "
         assert_eq!(inv.colos[1].policy.bandwidth_per_host, Some(2_000_000));
         assert_eq!(inv.colos[1].policy.ionice, Some(IoNice::BestEffort(7)));
         assert_eq!(inv.colos[1].policy.health.as_ref().unwrap().timeout, 60);
+        assert!(!inv.colos[1].policy.require_restarted);
         let sizes: Vec<usize> = waves(&inv.colos[1])
             .unwrap()
             .iter()

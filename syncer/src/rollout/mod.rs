@@ -1,8 +1,9 @@
 //! Rollouts: an image across the fleet, colo after colo (in inventory order), canary
 //! first, then waves, hosts in parallel up to the policy's limit. A host that fails (sync
-//! error, trigger failure, failed health check) is rolled back to the image it ran before,
-//! as a delta too. When a wave spends its failure budget, or on Ctrl-C once the hosts in
-//! flight are done, the rollout stops; its state is saved after every host, so
+//! error, trigger failure, failed health check, or with `require_restarted` processes
+//! still running replaced files after its triggers) is rolled back to the image it ran
+//! before, as a delta too. When a wave spends its failure budget, or on Ctrl-C once the
+//! hosts in flight are done, the rollout stops; its state is saved after every host, so
 //! `--resume` continues where it stopped. Deltas are computed once per (from, to) pair
 //! and shared by every host ([`crate::delta::Cache`]).
 
@@ -73,6 +74,7 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         verify: base.verify,
         transport,
         health: p.health.clone(),
+        require_restarted: p.require_restarted,
         restore_previous: crate::protocol::Previous::Keep,
     }
 }
@@ -142,6 +144,9 @@ fn roll_host(
                 obs.log(&format!("{spec}: rolling back to {}", &b.to_hex()[..12]));
                 let mut back = opts.clone();
                 back.health = None;
+                // The way back replaces files too: its own stale processes are listed,
+                // never a reason to fail it.
+                back.require_restarted = false;
                 // Back to how it was: the failed image is not this host's "previous".
                 back.restore_previous = crate::protocol::Previous::set(
                     r.previous_before.as_deref().and_then(Hash::from_hex),
@@ -378,6 +383,7 @@ pub fn rollback(
         let total = colo.policy.bandwidth_total.map(Bucket::new);
         let mut popts = push_options(colo, opts, total);
         popts.health = None;
+        popts.require_restarted = false;
         out.extend(push::for_hosts(&colo.hosts, colo.policy.parallel, |h| {
             let target = match to {
                 Some(t) => Ok(t),

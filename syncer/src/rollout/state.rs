@@ -158,6 +158,10 @@ fn failure_reason(r: &HostReport) -> &'static str {
         PushOutcome::CommittedHealthCheckFailed => {
             "the commit applied but the health check failed: a rollout counts that as a failed host"
         }
+        PushOutcome::CommittedStaleProcesses => {
+            "the commit applied but processes still run files it replaced, and the policy \
+             has require_restarted: a rollout counts that as a failed host"
+        }
         PushOutcome::CommittedThenFailed => "the commit applied, then the session failed",
         _ => "the push failed before its commit (the host was left as it was)",
     }
