@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 ///   new sshd binary (sshd's trigger), and a new libfastjson, a library only rsyslogd
 ///   maps and no trigger restarts it for (the ldconfig trigger only);
 /// - `live-broken`: like `live-a` but `/health` answers 503.
+///
+/// Each says in /etc/live-version which `/version` its nginx configuration serves.
 struct Images {
     store: PathBuf,
 }
@@ -71,6 +73,7 @@ fn images() -> &'static Images {
         };
         let default_site = tree.join("etc/nginx/sites-available/default");
         std::fs::write(&default_site, site("A", "200 \"ok\\n\"")).unwrap();
+        std::fs::write(tree.join("etc/live-version"), "A\n").unwrap();
         import_leaving_out(&store, &tree, "live-a", &[]);
         let b = dir.join("tree-b");
         sh(&format!("cp -a '{}' '{}'", tree.display(), b.display()));
@@ -79,6 +82,7 @@ fn images() -> &'static Images {
             site("B", "200 \"ok\\n\""),
         )
         .unwrap();
+        std::fs::write(b.join("etc/live-version"), "B\n").unwrap();
         std::fs::write(
             b.join("etc/ssh/sshd_config.d/live.conf"),
             "ClientAliveInterval 120\n",
@@ -90,7 +94,8 @@ fn images() -> &'static Images {
             b.display()
         ));
         import_leaving_out(&store, &b, "live-b", &[]);
-        std::fs::write(&default_site, site("A", "503")).unwrap();
+        std::fs::write(&default_site, site("broken", "503")).unwrap();
+        std::fs::write(tree.join("etc/live-version"), "broken\n").unwrap();
         import_leaving_out(&store, &tree, "live-broken", &[]);
         Images { store }
     })
@@ -431,11 +436,23 @@ fn a_running_host_takes_a_live_update_over_ssh() {
     assert_eq!(get(&addr, "/version").unwrap().1, "B\n");
 
     // What still runs replaced code: rsyslogd maps the old libfastjson (no trigger
-    // restarts it); sshd and nginx do not.
+    // restarts it); nginx does not, nor sshd's listener. The sshd processes of open
+    // sessions (this test's and the agent's own; without logind they stay in
+    // ssh.service) do run the old binary, and are listed.
     let stale = units_in(&r["stale"]);
     assert!(stale.contains(&"rsyslog.service".to_string()), "{r:#}");
-    assert!(!stale.contains(&"ssh.service".to_string()), "{r:#}");
     assert!(!stale.contains(&"nginx.service".to_string()), "{r:#}");
+    let pids_of = |unit: &str| -> Vec<String> {
+        r["stale"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["unit"] == unit)
+            .flat_map(|u| u["processes"].as_array().unwrap().clone())
+            .map(|p| p["pid"].to_string())
+            .collect()
+    };
+    assert!(!pids_of("ssh.service").contains(&sshd_pid), "{r:#}");
     let rsyslog = r["stale"]
         .as_array()
         .unwrap()
@@ -465,17 +482,23 @@ fn a_running_host_takes_a_live_update_over_ssh() {
 fn a_live_canary_that_fails_its_health_check_is_rolled_back() {
     let s = scratch("syncer-live-rollout-");
     let (m1, _r1, rsh) = live_machine(s.path(), "canary1", "live-a");
-    let (m2, _r2, _) = live_machine(s.path(), "web2", "live-a");
+    let (m2, r2, _) = live_machine(s.path(), "web2", "live-a");
     let hosts: Vec<String> = [&m1, &m2]
         .iter()
         .map(|m| format!("ssh://root@{}/", m.addr.as_ref().unwrap()))
         .collect();
+    // An nginx reload returns before the new configuration serves (old workers finish
+    // their requests): the check waits until nginx serves this image's version (or its
+    // own timeout ends it), then asks for /health.
+    let check = "want=$(cat /etc/live-version); \
+                 until [ \\\"$(curl -fsS http://127.0.0.1/version)\\\" = \\\"$want\\\" ]; do sleep 0.2; done; \
+                 curl -fsS http://127.0.0.1/health";
     let inv = s.path().join("fleet.toml");
     std::fs::write(
         &inv,
         format!(
             "[policy]\ncanary = 1\nwaves = [\"100%\"]\nparallel = 2\nfailure_budget = 0\npause = \"none\"\n\n\
-             [policy.health]\ncommand = \"curl -fsS http://127.0.0.1/health\"\ntimeout = 30\nretries = 1\ninterval = 1\n\n\
+             [policy.health]\ncommand = \"{check}\"\ntimeout = 60\nretries = 1\ninterval = 1\n\n\
              [[colo]]\nname = \"live\"\nhosts = [\"{}\", \"{}\"]\n",
             hosts[0], hosts[1]
         ),
@@ -510,11 +533,17 @@ fn a_live_canary_that_fails_its_health_check_is_rolled_back() {
     // The canary serves again, with the previous configuration; the other host never
     // moved.
     let addr = m1.addr.as_ref().unwrap();
+    // (Once the reload the rollback triggered has taken effect.)
+    while get(addr, "/version").unwrap().1 != "A\n" {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     assert_eq!(get(addr, "/health").unwrap(), (200, "ok\n".to_string()));
     assert_eq!(m1.ok("systemctl is-system-running").trim(), "running");
+    // The rollout never reached it: not even an agent was installed there.
+    assert!(!r2.join("var/lib/syncer/bin").exists());
     let out = run(
         &images().store,
-        &["status", &hosts[1], "-e", &rsh, "--json"],
+        &["status", &hosts[1], "-e", &rsh, "--install-agent", "--json"],
     );
     let status = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(status[0]["image"].as_str(), Some(a.as_str()), "{status:#}");
