@@ -62,6 +62,13 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
         "the second build should use the cache"
     );
     let id = first["id"].as_str().unwrap();
+    // Nothing of the build's own directories is in the image (mmdebstrap's mount point
+    // for the repository was left behind: a new path, so a new ID, every build).
+    let listing = env.ok(&["ls", id]);
+    assert!(
+        !listing.contains("imager-test-"),
+        "the store's path is in the image"
+    );
     // The same image again: the name does not grow a second history entry.
     assert_eq!(env.ok(&["history", "base"]).lines().count(), 1);
 

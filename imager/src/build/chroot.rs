@@ -127,7 +127,45 @@ pub fn install(
         .arg(root)
         .arg(format!("deb [trusted=yes] file://{} ./", repo.display()));
     clean_env(&mut c, epoch);
-    run_logged(c, "mmdebstrap", log, None)
+    run_logged(c, "mmdebstrap", log, None)?;
+    remove_mount_point(root, repo)
+}
+
+/// Removes the directories mmdebstrap's file-mirror hook made in the chroot to mount the
+/// repository on (it unmounts, but leaves `<store>/build/<work>/repo` and its parents):
+/// they would put the store's path and the work directory's unique name into the image.
+/// From the deepest up, each goes while it is empty and no package owns it.
+fn remove_mount_point(root: &Path, repo: &Path) -> Result<()> {
+    let owned = owned_paths(root)?;
+    let mut p = Some(repo);
+    while let Some(dir) = p.filter(|d| d.parent().is_some()) {
+        let rel = dir.strip_prefix("/").unwrap_or(dir);
+        if owned.contains(fsx::path_bytes(dir)) {
+            break;
+        }
+        match fsx::remove_dir(&root.join(rel)) {
+            Ok(()) => {}
+            // Not empty (the chroot's own /var, /srv, ...) or never made: done.
+            Err(_) => break,
+        }
+        p = dir.parent();
+    }
+    Ok(())
+}
+
+/// Every path some installed package lists (dpkg's `info/*.list` files).
+fn owned_paths(root: &Path) -> Result<std::collections::HashSet<Vec<u8>>> {
+    let info = root.join("var/lib/dpkg/info");
+    let mut owned = std::collections::HashSet::new();
+    for e in fsx::read_dir(&info)? {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "list") {
+            for l in fsx::read(&path)?.split(|&b| b == b'\n') {
+                owned.insert(l.to_vec());
+            }
+        }
+    }
+    Ok(owned)
 }
 
 /// Copies the manifest's overlays into the image, in order, with their owners and modes.

@@ -14,7 +14,9 @@ impl Env {
         Env {
             dir: tempfile::Builder::new()
                 .prefix("imager-test-")
-                .tempdir()
+                // Not /tmp: the image's local state covers /tmp/**, which would hide a
+                // store path leaking into an image.
+                .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
                 .expect("tempdir"),
         }
     }
