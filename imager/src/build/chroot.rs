@@ -143,10 +143,9 @@ fn remove_mount_point(root: &Path, repo: &Path) -> Result<()> {
         if owned.contains(fsx::path_bytes(dir)) {
             break;
         }
-        match fsx::remove_dir(&root.join(rel)) {
-            Ok(()) => {}
-            // Not empty (the chroot's own /var, /srv, ...) or never made: done.
-            Err(_) => break,
+        // Not empty (the chroot's own /var, /srv, ...) or never made: done.
+        if fsx::remove_dir(root.join(rel)).is_err() {
+            break;
         }
         p = dir.parent();
     }
