@@ -203,14 +203,7 @@ fn boots_clean_with_keys_of_its_own(env: &Env, id: &str, root: &Path) {
         .collect();
     let mut seen = Vec::new();
     for m in &machines {
-        let state = m.wait_booted();
-        assert_eq!(
-            state,
-            "running",
-            "{} booted {state}:\n{}",
-            m.name,
-            m.failed_units()
-        );
+        m.assert_running();
         let scan = m.in_netns("ssh-keyscan", &["-T", "20", "127.0.0.1"]);
         let keys: Vec<String> = String::from_utf8_lossy(&scan.stdout)
             .lines()

@@ -177,13 +177,7 @@ fn live_machine(dir: &Path, name: &str, image: &str) -> (Machine, PathBuf, Strin
     install(image, &root);
     let rsh = authorize(dir, &root);
     let m = Machine::networked(&root, name, &dir.join(format!("{name}.log")));
-    let state = m.wait_booted();
-    assert_eq!(
-        state,
-        "running",
-        "{name} booted {state}:\n{}",
-        m.failed_units()
-    );
+    m.assert_running();
     (m, root, rsh)
 }
 
@@ -292,13 +286,7 @@ fn an_image_pushed_onto_an_empty_root_boots_with_keys_of_its_own() {
         install("base", &root);
         let log = s.path().join(format!("{name}.log"));
         let m = Machine::boot_installed(&root, name, &log);
-        let state = m.wait_booted();
-        assert_eq!(
-            state,
-            "running",
-            "{name} booted {state}:\n{}",
-            m.failed_units()
-        );
+        m.assert_running();
         let scan = m.in_netns("ssh-keyscan", &["-T", "20", "127.0.0.1"]);
         let keys = String::from_utf8_lossy(&scan.stdout).into_owned();
         assert!(

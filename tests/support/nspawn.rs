@@ -237,6 +237,19 @@ impl Machine {
         }
     }
 
+    /// Waits for the boot to end and requires it clean (`running`), else fails the test
+    /// with the units that failed.
+    pub fn assert_running(&self) {
+        let state = self.wait_booted();
+        assert_eq!(
+            state,
+            "running",
+            "{} booted {state}:\n{}",
+            self.name,
+            self.failed_units()
+        );
+    }
+
     /// The units that failed, for a message when the boot is not clean.
     pub fn failed_units(&self) -> String {
         let out = self.run("systemctl --failed --no-legend --plain; journalctl -b --no-pager -p warning | tail -50");
