@@ -204,6 +204,48 @@ fn main() {
             }),
         ),
         (
+            "identity",
+            Msg::Identity(Identity {
+                tree: Hash::of(b"tree"),
+                kept: vec![b"/proc".to_vec()],
+            }),
+        ),
+        (
+            "manifest-delta",
+            Msg::Manifest(Manifest {
+                manifest: ManifestData::Delta {
+                    base: Hash::of(b"tree"),
+                    delta: vec![0x28, 0xb5, 0x2f, 0xfd],
+                },
+            }),
+        ),
+        (
+            "put-bsdiff",
+            Msg::Put(Put {
+                path: b"/usr/bin/ping".to_vec(),
+                encoding: Encoding::Bsdiff,
+                len: 40,
+            }),
+        ),
+        (
+            "pack",
+            Msg::Pack(Pack {
+                entries: vec![
+                    PackEntry {
+                        path: b"/usr/bin/ping".to_vec(),
+                        encoding: Encoding::Bsdiff,
+                        len: 33,
+                    },
+                    PackEntry {
+                        path: b"/etc/motd".to_vec(),
+                        encoding: Encoding::Whole,
+                        len: 9,
+                    },
+                ],
+                len: 50,
+            }),
+        ),
+        (
             "data",
             Msg::Data(Data {
                 bytes: b"123456789".to_vec(),

@@ -34,9 +34,16 @@ peers=${PEERS:-}
 [ -n "$peers" ] || { [ -f "$here/peers.sh" ] && peers="$here/peers.sh" || peers=/work/shared/bench/peers.sh; }
 [ -f "$peers" ] || { echo "push.sh: peers.sh not found (set PEERS=)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "push.sh: run as root (hosts are root filesystems)" >&2; exit 2; }
-for t in rsync python3 bc ssh ssh-keygen /usr/sbin/sshd; do
-  command -v "$t" >/dev/null || { echo "push.sh: $t is missing" >&2; exit 2; }
+# What the benchmark compares against and runs with, installed if missing (as peers.sh
+# installs rsync, ostree and casync).
+need=
+for t in rsync:rsync python3:python3 bc:bc ssh:openssh-client ssh-keygen:openssh-client /usr/sbin/sshd:openssh-server; do
+  command -v "${t%%:*}" >/dev/null || need="$need ${t##*:}"
 done
+if [ -n "$need" ]; then
+  echo "push.sh: installing$need" >&2
+  apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $need >/dev/null
+fi
 
 sshd_pid=
 cleanup() {
@@ -115,7 +122,15 @@ fields = [
     ("total_s", "%.3f" % p["total"]),
     ("zstd_delta_bytes", s["zstd_delta"]["bytes"]),
     ("rsync_delta_bytes", s["rsync_delta"]["bytes"]),
+    ("bsdiff_bytes", s["bsdiff"]["bytes"]),
     ("whole_bytes", s["whole"]["bytes"]),
+    ("pack_files", h["packs"]["files"]),
+    ("pack_bytes", h["packs"]["bytes"]),
+    # Where the wire's bytes went (frames included).
+    ("wire_manifest", h["wire"].get("Target", {}).get("sent", 0)),
+    ("wire_answer", h["wire"].get("Differences", {}).get("received", 0)
+        + h["wire"].get("Signatures", {}).get("received", 0)),
+    ("wire_content", sum(h["wire"].get(m, {}).get("sent", 0) for m in ("Pack", "Put", "Data"))),
     ("changed", h.get("changed", 0) + h.get("added", 0) + h.get("deleted", 0) + h.get("metadata", 0)),
     ("hashed_files", (h.get("scan") or {}).get("hashed_files", "-")),
 ]
@@ -162,10 +177,17 @@ fresh A "$w/h2"
 push syncer-pipe-warm B "local:$w/h2" --cache "$cache"
 rm -rf "$w/h2"
 
+# The plan for a fresh copy of A, path by path (warm cache): which way each changed file
+# travels and what each candidate would have cost on its own, for the table by kind.
+fresh A "$w/h2"
+"$syncer" push B "local:$w/h2" --store "$store" --json --dry-run --cache "$cache" > "$work/push-plan.json"
+rm -rf "$w/h2"
+
 # ---- 3: managed host: adopt A, then push B ---------------------------------------------
 fresh A "$w/h3"
 push syncer-pipe-adopt A "local:$w/h3" --cache "$cache"
 push syncer-pipe-managed B "local:$w/h3" --cache "$cache"
+push syncer-pipe-managed-back A "local:$w/h3" --cache "$cache"     # and B -> A
 rm -rf "$w/h3"
 
 # ---- 4: over ssh to a private sshd on 127.0.0.1 -----------------------------------------
@@ -237,11 +259,21 @@ done
 
 # ---- 7: the reference tools, same machine, same clamped trees -----------------------------
 bash "$peers" "$corpus" "$work" | while IFS= read -r line; do report "$line"; done
+# OSTree's delta the other way (B -> A), from the repository peers.sh left: for the
+# managed host's way back.
+if [ -d "$work/repo" ]; then
+  before=$(du -sb "$work/repo/deltas" | cut -f1)
+  t0=$(now)
+  ostree --repo="$work/repo" static-delta generate --from="$(ostree --repo="$work/repo" rev-parse img)" \
+    --to="$(ostree --repo="$work/repo" rev-parse 'img^')" >/dev/null 2>&1
+  t1=$(now)
+  report "ostree-static-delta-back bytes=$(( $(du -sb "$work/repo/deltas" | cut -f1) - before )) generate_s=$(secs $t0 $t1)"
+fi
 
 # ---- summary ---------------------------------------------------------------------------------
 echo
-python3 - "$results" <<'PY'
-import sys
+python3 - "$results" "$work/push-plan.json" <<'PY'
+import json, sys
 rows = {}
 for line in open(sys.argv[1]):
     name, *kv = line.split()
@@ -276,9 +308,11 @@ table = [
 ]
 for l in (3, 9, 19):
     n = "syncer-level-%d" % l
-    table.append(("syncer level %d, cold" % l, g(n, "wall_s"), mb(g(n, "wire_bytes")), "wire; zstd delta %s, whole %s; plan %s s" % (mb(g(n, "zstd_delta_bytes")), mb(g(n, "whole_bytes")), g(n, "plan_s"))))
+    table.append(("syncer level %d, cold" % l, g(n, "wall_s"), mb(g(n, "wire_bytes")), "wire; bsdiff %s, zstd delta %s, whole %s; plan %s s" % (mb(g(n, "bsdiff_bytes")), mb(g(n, "zstd_delta_bytes")), mb(g(n, "whole_bytes")), g(n, "plan_s"))))
 table += [
+    ("syncer pipe, managed, B -> A", g("syncer-pipe-managed-back", "wall_s"), mb(g("syncer-pipe-managed-back", "wire_bytes")), "cold cache for this direction; plan %s s" % g("syncer-pipe-managed-back", "plan_s")),
     ("ostree static delta", g("ostree-static-delta", "generate_s"), mb(g("ostree-static-delta", "bytes")), "generation time"),
+    ("ostree static delta B -> A", g("ostree-static-delta-back", "generate_s"), mb(g("ostree-static-delta-back", "bytes")), "generation time"),
     ("casync new chunks", None, mb(g("casync", "new_chunk_bytes")), ""),
 ]
 cells = [table[0]] + [(r[0], s(r[1]), r[2], r[3]) for r in table[1:]]
@@ -288,5 +322,59 @@ for i, c in enumerate(cells):
     print("  ".join([c[0].ljust(w[0]), c[1].rjust(w[1]), c[2].rjust(w[2]), c[3]]).rstrip())
     if i == 0:
         print("  ".join("-" * x for x in w))
+
+# The goals against OSTree's static deltas, same run.
+def ratio(a, b):
+    try:
+        return "%.3f" % (int(a) / int(b))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return "-"
+o, ob = g("ostree-static-delta", "bytes"), g("ostree-static-delta-back", "bytes")
+print()
+print("goal                                   syncer / ostree   target")
+print("managed host A -> B, wire               %-17s <= 0.84" % ratio(g("syncer-pipe-managed", "wire_bytes"), o))
+print("managed host B -> A, wire               %-17s <= 0.84" % ratio(g("syncer-pipe-managed-back", "wire_bytes"), ob))
+print("host never synced A -> B, wire          %-17s <= 0.90" % ratio(g("syncer-pipe-warm", "wire_bytes"), o))
+print("cold delta computation, s               %s / %s" % (g("syncer-pipe-cold", "plan_s"), s(g("ostree-static-delta", "generate_s"))))
+
+# Where the bytes go.
+print()
+print("%-28s %10s %10s %10s %10s" % ("wire parts", "manifest", "answer", "content", "other"))
+for n in ("syncer-pipe-cold", "syncer-pipe-managed", "syncer-pipe-managed-back", "syncer-noop-managed"):
+    r = rows.get(n, {})
+    if "wire_bytes" not in r:
+        continue
+    parts = [int(r.get(k, 0)) for k in ("wire_manifest", "wire_answer", "wire_content")]
+    print("%-28s %10d %10d %10d %10d" % (n, *parts, int(r["wire_bytes"]) - sum(parts)))
+
+# Which way won, by kind of file (the plan for a fresh copy of A; candidates each
+# compressed on their own; a packed file's bytes are its share of its pack).
+try:
+    plan = json.load(open(sys.argv[2]))["hosts"][0]["paths"]
+except Exception:
+    plan = []
+kinds = {}
+for p in plan:
+    c = p.get("candidates")
+    if c is None:
+        continue
+    k = kinds.setdefault(p.get("class", "?"), {"files": 0, "won": {}, **{x: [0, 0] for x in ("bsdiff", "zstd_delta", "whole")}})
+    k["files"] += 1
+    for x in ("bsdiff", "zstd_delta", "whole"):
+        if x in c:
+            k[x][0] += 1
+            k[x][1] += c[x]
+    way = p.get("via", "?") + (" (packed)" if p.get("packed") else "")
+    k["won"][way] = k["won"].get(way, 0) + 1
+if kinds:
+    # Each candidate summed over the files it was computed for (files, bytes): bsdiff for
+    # old versions up to 64 MiB, patch-from up to 1 MiB, whole only where the deltas
+    # were not clearly small.
+    print()
+    print("%-15s %6s %18s %18s %18s  %s" % ("kind", "files", "bsdiff", "zstd delta", "whole", "sent as"))
+    cell = lambda v: "%d: %s" % (v[0], mb(v[1])) if v[0] else "-"
+    for name, k in sorted(kinds.items(), key=lambda kv: -kv[1]["bsdiff"][1]):
+        won = ", ".join("%s %d" % kv for kv in sorted(k["won"].items(), key=lambda kv: -kv[1]))
+        print("%-15s %6d %18s %18s %18s  %s" % (name, k["files"], cell(k["bsdiff"]), cell(k["zstd_delta"]), cell(k["whole"]), won))
 PY
 [ "$failed" = 0 ] || { echo "push.sh: some runs failed (ok=false above)" >&2; exit 1; }

@@ -193,6 +193,34 @@ fn relink(image: &Tree, out: &mut Vec<Change>, skip: &dyn Fn(&[u8]) -> bool) {
     }
 }
 
+/// The manifest of a tree as a host that was installed from it holds it, whatever the
+/// host has done since to what is its own: without the paths local state covers and
+/// the subtrees of `kept` paths (mount points, local-state symlinks), and with every
+/// directory's mtime 0 (the host's writes to its local state move its parents'). The
+/// agent sends the ID of its own tree's view (`Identity`); the controller finds the
+/// image whose view has it and sends the manifest as a delta against that view.
+pub fn host_view<'a>(
+    entries: impl Iterator<Item = &'a Entry>,
+    local: &Excludes,
+    kept: &[Vec<u8>],
+) -> imager::Result<String> {
+    let under_kept = |p: &[u8]| {
+        kept.iter()
+            .any(|k| p == k.as_slice() || imager::tree::is_below(p, k))
+    };
+    let view: Vec<Entry> = entries
+        .filter(|e| e.path == b"/" || (!local.covers(&e.path) && !under_kept(&e.path)))
+        .map(|e| {
+            let mut e = e.clone();
+            if e.kind == Kind::Dir {
+                e.mtime = 0;
+            }
+            e
+        })
+        .collect();
+    Ok(imager::tree::text::print(&Tree::new(view)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

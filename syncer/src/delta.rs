@@ -1,14 +1,14 @@
-//! The controller's cache of content encodings ([`crate::encoding`]): whole and zstd
-//! delta, of files and of image manifests.
+//! The controller's cache of content encodings ([`crate::encoding`]): whole, zstd delta
+//! and bsdiff patch of files, packs of files, and image manifests.
 //!
-//! Encodings are cached by (old hash, new hash, level) in memory and, with a cache
+//! Encodings are cached by (what, old hash, new hash, level) in memory and, with a cache
 //! directory, on disk, so that every host at the same old version costs one computation.
 //! A cached encoding is shared by every host of a push, so a wrong one would fail them
 //! all: each is decoded and checked against the content it must make when computed, and
 //! kept on disk with a checksum that every read checks (a damaged file is dropped and
 //! computed again); [`verify`] checks a whole cache directory.
 
-use crate::encoding::{whole, zstd_delta};
+use crate::encoding::{bsdiff, pack, whole, zstd_delta};
 use imager::store::Store;
 use imager::Hash;
 use rayon::prelude::*;
@@ -30,8 +30,20 @@ fn manifest_level(level: i32, len: usize) -> i32 {
 }
 
 type Slot = Arc<OnceLock<Result<Arc<Vec<u8>>, String>>>;
-/// (old content for a delta, new content): whole encodings and zstd deltas.
-type Key = (Option<Hash>, Hash);
+
+/// What a cache entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum What {
+    /// zstd: whole content (no old hash) or a patch-from delta.
+    Zstd,
+    /// A bsdiff patch from old to new, zstd-compressed.
+    Bsdiff,
+    /// A pack's stream; its "new hash" is the hash of the pack's list of parts.
+    Pack,
+}
+
+/// (what, old content for a delta, new content).
+type Key = (What, Option<Hash>, Hash);
 
 /// The first bytes of a cache file. An entry is `MAGIC`, the blake3 of the encoded bytes,
 /// then the encoded bytes. An encoding is decoded and checked against the content it
@@ -68,7 +80,7 @@ fn entry_payload(file: &[u8]) -> Result<&[u8], String> {
 const MAX_DECODED: u64 = 16 << 30;
 
 /// Decodes an encoding (against `old` for a delta) and checks that it makes `new`.
-fn check_decodes(old: Option<&[u8]>, data: &[u8], new: &Hash) -> Result<(), String> {
+fn check_decodes(what: What, old: Option<&[u8]>, data: &[u8], new: &Hash) -> Result<(), String> {
     let size = match zstd::zstd_safe::get_frame_content_size(data) {
         Ok(Some(n)) if n <= MAX_DECODED => n as usize,
         Ok(Some(n)) => {
@@ -79,9 +91,18 @@ fn check_decodes(old: Option<&[u8]>, data: &[u8], new: &Hash) -> Result<(), Stri
         Ok(None) => return Err("its zstd frame does not declare its content size".into()),
         Err(_) => return Err("not a zstd frame".into()),
     };
-    let out = match old {
-        Some(o) => zstd_delta::apply(o, data, size)?,
-        None => zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?,
+    let out = match (what, old) {
+        (What::Bsdiff, Some(o)) => {
+            let raw = zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?;
+            bsdiff::patched(o, &raw, bsdiff::MAX_OLD * 2)?
+        }
+        (What::Pack, _) => {
+            // Its parts are checked by whoever makes it; here only that it decodes.
+            pack::decompress(data, size as u64)?;
+            return Ok(());
+        }
+        (_, Some(o)) => zstd_delta::apply(o, data, size)?,
+        (_, None) => zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?,
     };
     let got = Hash::of(&out);
     if got != *new {
@@ -92,8 +113,9 @@ fn check_decodes(old: Option<&[u8]>, data: &[u8], new: &Hash) -> Result<(), Stri
 
 /// An encoding just computed, checked before it is used or kept: a wrong one would fail
 /// on every host it is sent to.
-fn checked(d: Vec<u8>, old: Option<&[u8]>, new: &Hash) -> Result<Vec<u8>, String> {
-    check_decodes(old, &d, new).map_err(|e| format!("the encoding just computed is wrong: {e}"))?;
+fn checked(what: What, d: Vec<u8>, old: Option<&[u8]>, new: &Hash) -> Result<Vec<u8>, String> {
+    check_decodes(what, old, &d, new)
+        .map_err(|e| format!("the encoding just computed is wrong: {e}"))?;
     Ok(d)
 }
 
@@ -108,22 +130,33 @@ fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
     })
 }
 
-/// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a delta, `NEW.LLEVEL.zst` whole.
-fn entry_name(old: Option<Hash>, new: &Hash, level: i32) -> String {
-    match old {
-        Some(o) => format!("{o}-{new}.L{level}.zst"),
-        None => format!("{new}.L{level}.zst"),
+/// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a zstd delta, `NEW.LLEVEL.zst`
+/// whole, `OLD-NEW.bsdiff.LLEVEL.zst` for a bsdiff patch, `pack-KEY.LLEVEL.zst` a pack.
+fn entry_name((what, old, new): Key, level: i32) -> String {
+    match (what, old) {
+        (What::Pack, _) => format!("pack-{new}.L{level}.zst"),
+        (What::Bsdiff, Some(o)) => format!("{o}-{new}.bsdiff.L{level}.zst"),
+        (_, Some(o)) => format!("{o}-{new}.L{level}.zst"),
+        (_, None) => format!("{new}.L{level}.zst"),
     }
 }
 
-/// Reverses [`entry_name`]: (old, new), or `None` for a file that is no entry.
-fn parse_entry_name(name: &str) -> Option<(Option<Hash>, Hash)> {
+/// Reverses [`entry_name`], or `None` for a file that is no entry.
+fn parse_entry_name(name: &str) -> Option<Key> {
     let stem = name.strip_suffix(".zst")?;
     let (hashes, level) = stem.rsplit_once(".L")?;
     level.parse::<i32>().ok()?;
-    match hashes.split_once('-') {
-        Some((o, n)) => Some((Some(Hash::from_hex(o)?), Hash::from_hex(n)?)),
-        None => Some((None, Hash::from_hex(hashes)?)),
+    if let Some(key) = hashes.strip_prefix("pack-") {
+        return Some((What::Pack, None, Hash::from_hex(key)?));
+    }
+    let (what, hashes) = match hashes.strip_suffix(".bsdiff") {
+        Some(h) => (What::Bsdiff, h),
+        None => (What::Zstd, hashes),
+    };
+    match (what, hashes.split_once('-')) {
+        (_, Some((o, n))) => Some((what, Some(Hash::from_hex(o)?), Hash::from_hex(n)?)),
+        (What::Zstd, None) => Some((what, None, Hash::from_hex(hashes)?)),
+        _ => None,
     }
 }
 
@@ -160,9 +193,9 @@ impl Cache {
 
     /// The zstd of `new`'s content.
     pub fn whole(&self, store: &Store, new: &Hash) -> Result<Arc<Vec<u8>>, String> {
-        self.get(None, new, || {
+        self.get((What::Zstd, None, *new), || {
             let data = store.read_object(new).map_err(|e| e.to_string())?;
-            checked(whole::encode(&data, self.level)?, None, new)
+            checked(What::Zstd, whole::encode(&data, self.level)?, None, new)
         })
     }
 
@@ -173,11 +206,48 @@ impl Cache {
         old: &Hash,
         new: &Hash,
     ) -> Result<Arc<Vec<u8>>, String> {
-        self.get(Some(*old), new, || {
+        self.get((What::Zstd, Some(*old), *new), || {
             let o = store.read_object(old).map_err(|e| e.to_string())?;
             let n = store.read_object(new).map_err(|e| e.to_string())?;
-            checked(zstd_delta::encode(&o, &n, self.level)?, Some(&o), new)
+            checked(
+                What::Zstd,
+                zstd_delta::encode(&o, &n, self.level)?,
+                Some(&o),
+                new,
+            )
         })
+    }
+
+    /// The bsdiff patch of `new` from `old` (both in the store), zstd-compressed on its
+    /// own (the raw patch, for a pack, is its decompression).
+    pub fn bsdiff(&self, store: &Store, old: &Hash, new: &Hash) -> Result<Arc<Vec<u8>>, String> {
+        self.get((What::Bsdiff, Some(*old), *new), || {
+            let o = store.read_object(old).map_err(|e| e.to_string())?;
+            let n = store.read_object(new).map_err(|e| e.to_string())?;
+            let raw = bsdiff::diff(&o, &n)?;
+            // Checked as its raw form is used (a pack); the compressed form adds a
+            // frame the decompression below proves.
+            let out = bsdiff::patched(&o, &raw, n.len() as u64)?;
+            if Hash::of(&out) != *new {
+                return Err("the bsdiff patch just computed does not make its content".into());
+            }
+            drop((o, n, out));
+            let z = bsdiff::encode(&raw, self.level)?;
+            if zstd::bulk::decompress(&z, raw.len()).map_err(|e| e.to_string())? != raw {
+                return Err("the compressed bsdiff patch does not decompress to it".into());
+            }
+            Ok(z)
+        })
+    }
+
+    /// A pack's stream, by the hash of its list of parts (`key`): from the cache, or
+    /// made by `make` (which checks every part).
+    pub fn pack(
+        &self,
+        key: &Hash,
+        make: impl FnOnce(i32) -> Result<Vec<u8>, String>,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        self.get((What::Pack, None, *key), || make(self.level))
     }
 
     /// The patch-from delta between two image manifests (their IDs are the blake3 of
@@ -187,18 +257,18 @@ impl Cache {
         old: (&Hash, &str),
         new: (&Hash, &str),
     ) -> Result<Arc<Vec<u8>>, String> {
-        self.get(Some(*old.0), new.0, || {
+        self.get((What::Zstd, Some(*old.0), *new.0), || {
             let (o, n) = (old.1.as_bytes(), new.1.as_bytes());
             let level = manifest_level(self.level, o.len() + n.len());
-            checked(zstd_delta::encode(o, n, level)?, Some(o), new.0)
+            checked(What::Zstd, zstd_delta::encode(o, n, level)?, Some(o), new.0)
         })
     }
 
     /// An image manifest compressed whole (for hosts that know no earlier image).
     pub fn manifest_whole(&self, id: &Hash, text: &str) -> Result<Arc<Vec<u8>>, String> {
-        self.get(None, id, || {
+        self.get((What::Zstd, None, *id), || {
             let level = manifest_level(self.level, text.len());
-            checked(whole::encode(text.as_bytes(), level)?, None, id)
+            checked(What::Zstd, whole::encode(text.as_bytes(), level)?, None, id)
         })
     }
 
@@ -206,19 +276,18 @@ impl Cache {
     /// whose checksum holds, or computed (and checked) by `compute` and kept.
     fn get(
         &self,
-        old: Option<Hash>,
-        new: &Hash,
+        key: Key,
         compute: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, String> {
         let slot = {
             let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-            m.entry((old, *new)).or_default().clone()
+            m.entry(key).or_default().clone()
         };
         slot.get_or_init(|| {
             let file = self
                 .dir
                 .as_ref()
-                .map(|d| d.join(entry_name(old, new, self.level)));
+                .map(|d| d.join(entry_name(key, self.level)));
             if let Some(f) = &file {
                 match imager::fsx::read(f).map_err(imager::Error::into_io) {
                     Ok(mut data) => match entry_payload(&data) {
@@ -271,7 +340,8 @@ pub struct VerifyReport {
     /// Entries decoded and found to make the content their name says.
     pub good: u64,
     /// Entries whose checksum holds but whose base is no longer in the store, so they
-    /// could not be decoded (they are used only for hosts that have that base).
+    /// could not be decoded (they are used only for hosts that have that base), and
+    /// packs, which decode but whose parts only their maker and the hosts check.
     pub unchecked: u64,
     pub bad: Vec<BadEntry>,
     /// Files that are no cache entry (left alone), and leftover temporary files.
@@ -311,7 +381,7 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let Some((old, new)) = parse_entry_name(&name) else {
+            let Some((what, old, new)) = parse_entry_name(&name) else {
                 let temp = name.starts_with('.') && name.contains(".zst.tmp");
                 return (f, if temp { Found::Temp } else { Found::Other });
             };
@@ -330,7 +400,8 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
                 },
                 None => None,
             };
-            match check_decodes(b.as_deref(), payload, &new) {
+            match check_decodes(what, b.as_deref(), payload, &new) {
+                Ok(()) if what == What::Pack => (f, Found::Unchecked),
                 Ok(()) => (f, Found::Good),
                 Err(why) => (f, Found::Bad(why)),
             }

@@ -3,8 +3,8 @@
 //! The controller ([`push`]) reaches each host's agent ([`agent`], `syncer serve`) over
 //! a [`transport`] (ssh or a local child process) and speaks the [`protocol`]. The agent
 //! scans the host and [`compare`]s it with the image; the controller decides how each
-//! file travels ([`encoding`]: local copy, zstd delta, rsync delta or whole; encodings
-//! cached in [`delta`]); the agent
+//! file travels ([`plan`], [`encoding`]: local copy, zstd delta, rsync delta, bsdiff or
+//! whole, many files in one pack; encodings cached in [`delta`]); the agent
 //! stages everything, then commits through a journal and runs the image's triggers.
 
 pub mod agent;
@@ -12,6 +12,7 @@ pub mod compare;
 pub mod delta;
 pub mod encoding;
 pub mod error;
+pub mod plan;
 pub mod progress;
 pub mod protocol;
 pub mod push;

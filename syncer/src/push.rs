@@ -4,6 +4,7 @@
 use crate::delta::Cache;
 use crate::encoding::{rsync_delta, Encoding};
 use crate::error::{Error, Result};
+use crate::plan::{self, Candidates, Item, Pack, Wanted};
 use crate::progress::{Clock, Phase};
 use crate::protocol::{
     Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
@@ -16,7 +17,7 @@ use imager::tree::escape::escape;
 use imager::{Hash, Kind, Tree};
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,6 +54,52 @@ impl Image {
             local_state: contract::local_state_of(local.as_deref()),
             triggers,
         })
+    }
+
+    /// How to tell a host that records no image what this image is, once it has said
+    /// the ID of its own tree's host view ([`crate::compare::host_view`]) and what it
+    /// left alone: a delta against the view of the image (one a name of the store
+    /// points or pointed at) whose view has that ID, else whole.
+    fn manifest_for_identity(
+        &self,
+        store: &Store,
+        cache: &Cache,
+        id: &crate::protocol::Identity,
+    ) -> Result<ManifestData> {
+        let Some(view) = self.view_with_id(store, id)? else {
+            return self.manifest_for(store, cache, None);
+        };
+        let d = cache
+            .manifest_delta((&id.tree, &view), (&self.id, &self.text))
+            .map_err(|e| Error::Encode(format!("manifest delta: {e}")))?;
+        Ok(ManifestData::Delta {
+            base: id.tree,
+            delta: d.to_vec(),
+        })
+    }
+
+    /// The host view (under this image's local-state globs) of the image, among those
+    /// the store's names point or pointed at, whose view the host said it has.
+    fn view_with_id(
+        &self,
+        store: &Store,
+        id: &crate::protocol::Identity,
+    ) -> Result<Option<String>> {
+        let local = crate::agent::scan::local_excludes(&self.local_state)?;
+        let mut seen = std::collections::HashSet::new();
+        for name in store.refs()? {
+            for image in store.ref_history(&name)? {
+                if !seen.insert(image) || !store.has_image(&image) {
+                    continue;
+                }
+                let tree = store.read_image(&image)?;
+                let view = crate::compare::host_view(tree.entries().iter(), &local, &id.kept)?;
+                if imager::tree::text::id_of(&view) == id.tree {
+                    return Ok(Some(view));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// How to tell a host at image `base` (if any) what this image is.
@@ -116,6 +163,10 @@ pub struct ByKind {
     pub local_copy: Sent,
     pub zstd_delta: Sent,
     pub rsync_delta: Sent,
+    /// bsdiff patches, on their own and in packs (a packed file's `bytes` are its share
+    /// of its pack's, in proportion to its raw part).
+    pub bsdiff: Sent,
+    /// Whole content, on its own and in packs (shared out the same way).
     pub whole: Sent,
 }
 
@@ -125,12 +176,13 @@ impl ByKind {
             Encoding::LocalCopy { .. } => &mut self.local_copy,
             Encoding::ZstdDelta => &mut self.zstd_delta,
             Encoding::RsyncDelta => &mut self.rsync_delta,
+            Encoding::Bsdiff => &mut self.bsdiff,
             Encoding::Whole => &mut self.whole,
         }
     }
 
     /// Each way with its label, in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, &Sent); 4] {
+    pub fn rows(&self) -> [(&'static str, &Sent); 5] {
         [
             (
                 Encoding::LocalCopy { from: Vec::new() }.label(),
@@ -138,6 +190,7 @@ impl ByKind {
             ),
             (Encoding::ZstdDelta.label(), &self.zstd_delta),
             (Encoding::RsyncDelta.label(), &self.rsync_delta),
+            (Encoding::Bsdiff.label(), &self.bsdiff),
             (Encoding::Whole.label(), &self.whole),
         ]
     }
@@ -243,6 +296,26 @@ pub struct PathChange {
     /// How content would travel (files only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<&'static str>,
+    /// In a pack with other files.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub packed: bool,
+    /// For a file whose old version the store holds: the size of each way computed,
+    /// compressed on its own, and what kind of file it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<Candidates>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<&'static str>,
+}
+
+/// The packs of a push (see [`crate::encoding::pack`]).
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Packs {
+    pub packs: u64,
+    pub files: u64,
+    /// Their raw parts (contents and patches), before compression.
+    pub raw_bytes: u64,
+    /// On the wire.
+    pub bytes: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -259,6 +332,10 @@ pub struct HostReport {
     pub agent: Option<String>,
     pub agent_installed: bool,
     pub rolled_forward: bool,
+    /// A host that recorded no image had the tree of an image of the store (its host
+    /// view: without local state, mount points and directory mtimes), so the manifest
+    /// went as a delta.
+    pub recognized: bool,
     /// What happened, in a few words: "ok", "dry run", "failed before commit",
     /// "committed, trigger failed", "committed, health check failed", "committed, stale
     /// processes" or "committed, then failed" (the host runs the new image; what ran
@@ -281,6 +358,10 @@ pub struct HostReport {
     pub sent: ByKind,
     pub wire_sent: u64,
     pub wire_received: u64,
+    /// Where the wire's bytes went: by message, sent and received (frames included).
+    pub wire: BTreeMap<&'static str, WireBytes>,
+    /// Planned packs.
+    pub packs: Packs,
     pub scan: ScanStats,
     /// Mount points and local-state symlinks on the host that the push left alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -297,12 +378,11 @@ pub struct HostReport {
     pub paths: Vec<PathChange>,
 }
 
-/// What a host is told to do for each changed file.
-struct Item {
-    path: Vec<u8>,
-    size: u64,
-    encoding: Encoding,
-    payload: Arc<Vec<u8>>,
+/// Bytes of one message kind on the wire.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct WireBytes {
+    pub sent: u64,
+    pub received: u64,
 }
 
 pub use crate::progress::{NoObserver, Observer};
@@ -405,6 +485,20 @@ fn run_push(
     let result = push_steps(&mut s, store, image, cache, opts, clock, r);
     r.wire_sent = s.conn.sent;
     r.wire_received = s.conn.received;
+    r.wire = s
+        .conn
+        .by_message
+        .iter()
+        .map(|(k, [sent, received])| {
+            (
+                *k,
+                WireBytes {
+                    sent: *sent,
+                    received: *received,
+                },
+            )
+        })
+        .collect();
     match result {
         Ok(()) => {
             s.close();
@@ -429,15 +523,33 @@ fn push_steps(
     r: &mut HostReport,
 ) -> Result<()> {
     let scanning = clock.start(Phase::Scanning);
+    // A host that records no image is asked what its tree is first: one that was
+    // installed from (or is a copy of) an image of the store gets a manifest delta.
+    let manifest = match s.welcome.image {
+        None => ManifestData::Ask,
+        known => image.manifest_for(store, cache, known)?,
+    };
+    let asked = manifest == ManifestData::Ask;
     s.conn.send(&Msg::Target(Target {
         image: image.id,
-        manifest: image.manifest_for(store, cache, s.welcome.image)?,
+        manifest,
         local_state: image.local_state.clone(),
         triggers: image.triggers.clone(),
         verify: opts.verify,
         dry_run: opts.dry_run,
         previous: opts.restore_previous,
     }))?;
+    if asked {
+        match s.reply()? {
+            Msg::Identity(i) => {
+                let manifest = image.manifest_for_identity(store, cache, &i)?;
+                r.recognized = matches!(manifest, ManifestData::Delta { .. });
+                s.conn
+                    .send(&Msg::Manifest(crate::protocol::Manifest { manifest }))?;
+            }
+            m => return Err(unexpected("Identity", &m)),
+        }
+    }
     let (changes, have) = match s.reply()? {
         Msg::Differences(Differences {
             changes,
@@ -455,15 +567,22 @@ fn push_steps(
     drop(scanning);
 
     let planning = clock.start(Phase::Planning);
-    let items = plan(s, store, image, cache, &changes, &have, r)?;
+    let (items, packs) = plan(s, store, image, cache, &changes, &have, r)?;
     drop(planning);
     if opts.dry_run {
-        r.paths = path_changes(&changes, &items);
+        r.paths = path_changes(Some(store), &changes, &items);
         return Ok(());
     }
 
     let staging = clock.start(Phase::Staging);
-    send_items(s, &items, clock.host(), clock.observer(), &mut r.sent)?;
+    send_items(
+        s,
+        &items,
+        &packs,
+        clock.host(),
+        clock.observer(),
+        &mut r.sent,
+    )?;
     drop(staging);
     let _committing = clock.start(Phase::Committing);
     match s.reply()? {
@@ -541,7 +660,7 @@ fn plan(
     changes: &[Change],
     have: &[(Hash, Vec<u8>)],
     r: &mut HostReport,
-) -> Result<Vec<Item>> {
+) -> Result<(Vec<Item>, Vec<Pack>)> {
     for c in changes {
         match c.kind {
             ChangeKind::Add => r.added += 1,
@@ -552,17 +671,36 @@ fn plan(
     }
     let choices = choose(changes, &image.tree, have, |h| store.has_object(h));
     let sigs = signatures(s, &choices)?;
-    let items: Vec<Item> = choices
+    let mut items: Vec<Item> = choices
         .into_par_iter()
         .map(|c| encode(store, cache, &sigs, c))
         .collect::<Result<_>>()?;
-    for it in &items {
+    let packs = plan::packs(store, cache, &mut items)?;
+    for it in items.iter().filter(|it| !it.packed) {
         let k = r.planned.of(&it.encoding);
         k.files += 1;
         k.bytes += it.payload.len() as u64;
         k.content_bytes += it.size;
     }
-    Ok(items)
+    for p in &packs {
+        for (&i, bytes) in p.items.iter().zip(pack_shares(p)) {
+            let k = r.planned.of(&items[i].encoding);
+            k.files += 1;
+            k.bytes += bytes;
+            k.content_bytes += items[i].size;
+        }
+        r.packs.packs += 1;
+        r.packs.files += p.items.len() as u64;
+        r.packs.raw_bytes += p.raw;
+        r.packs.bytes += p.payload.len() as u64;
+    }
+    Ok((items, packs))
+}
+
+/// Each packed file's share of its pack's bytes on the wire.
+fn pack_shares(p: &Pack) -> Vec<u64> {
+    let weights: Vec<u64> = p.entries.iter().map(|e| e.len).collect();
+    plan::apportion(p.payload.len() as u64, &weights)
 }
 
 /// How one file's content is to travel, decided before anything is encoded.
@@ -572,8 +710,9 @@ struct Choice {
     hash: Hash,
     size: u64,
     encoding: Encoding,
-    /// For a zstd delta: the old content, in the controller's store, it is made from.
-    base: Option<Hash>,
+    /// For a delta from the store: the old content, in the controller's store, it is
+    /// made from, and its size.
+    base: Option<(Hash, u64)>,
 }
 
 /// How the content of each changed file of `tree` travels: a local copy when the host
@@ -598,14 +737,14 @@ fn choose(
             continue;
         };
         let old = match (&c.kind, c.host.as_ref().map(|h| &h.kind)) {
-            (ChangeKind::Content, Some(Kind::File { hash, .. })) => Some(*hash),
+            (ChangeKind::Content, Some(Kind::File { hash, size })) => Some((*hash, *size)),
             _ => None,
         };
         let (encoding, base) = if let Some(p) = have.get(hash) {
             (Encoding::LocalCopy { from: (*p).clone() }, None)
         } else if *size > crate::protocol::MAX_DELTA_FILE {
             (Encoding::Whole, None)
-        } else if let Some(o) = old.filter(|o| in_store(o)) {
+        } else if let Some(o) = old.filter(|(o, _)| in_store(o)) {
             (Encoding::ZstdDelta, Some(o))
         } else if old.is_some() && *size >= MIN_RSYNC {
             (Encoding::RsyncDelta, None)
@@ -656,32 +795,32 @@ fn encode(
     sigs: &HashMap<Vec<u8>, Vec<u8>>,
     c: Choice,
 ) -> Result<Item> {
-    let enc = |e: std::result::Result<Arc<Vec<u8>>, String>| {
-        e.map_err(|m| Error::Encode(format!("encoding {}: {m}", escape(&c.path))))
-    };
-    let whole = || enc(cache.whole(store, &c.hash));
-    let (encoding, payload) = match (&c.encoding, c.base) {
-        (Encoding::LocalCopy { .. }, _) => (c.encoding.clone(), Arc::new(Vec::new())),
-        (Encoding::ZstdDelta, Some(old)) => {
-            let d = enc(cache.zstd_delta(store, &old, &c.hash))?;
-            smaller(d, Encoding::ZstdDelta, c.size, whole)?
-        }
-        (Encoding::RsyncDelta, _) => {
-            let sig = sigs
-                .get(&c.path)
-                .ok_or_else(|| Error::Protocol(format!("no signature for {}", escape(&c.path))))?;
-            let new = store.read_object(&c.hash)?;
-            let d = enc(rsync_delta::encode(sig, &new, cache.level()).map(Arc::new))?;
-            smaller(d, Encoding::RsyncDelta, c.size, whole)?
-        }
-        // Whole (and a zstd delta without a base, which `choose` never makes).
-        _ => (Encoding::Whole, whole()?),
-    };
-    Ok(Item {
+    let w = Wanted {
         path: c.path,
+        hash: c.hash,
         size: c.size,
-        encoding,
-        payload,
+        encoding: c.encoding,
+        base: c.base,
+    };
+    plan::encode(store, cache, w, |w| match &w.encoding {
+        Encoding::RsyncDelta => {
+            let sig = sigs
+                .get(&w.path)
+                .ok_or_else(|| Error::Protocol(format!("no signature for {}", escape(&w.path))))?;
+            let new = store.read_object(&w.hash)?;
+            let d = rsync_delta::encode(sig, &new, cache.level())
+                .map(Arc::new)
+                .map_err(|m| Error::Encode(format!("encoding {}: {m}", escape(&w.path))))?;
+            let whole = || {
+                cache
+                    .whole(store, &w.hash)
+                    .map_err(|m| Error::Encode(format!("encoding {}: {m}", escape(&w.path))))
+            };
+            // An rsync delta, or the whole file when that is smaller.
+            smaller(d, Encoding::RsyncDelta, w.size, whole)
+        }
+        // A local copy: nothing travels but the path.
+        e => Ok((e.clone(), Arc::new(Vec::new()))),
     })
 }
 
@@ -708,18 +847,54 @@ fn smaller(
 fn send_items(
     s: &mut Session,
     items: &[Item],
+    packs: &[Pack],
     host: &str,
     obs: &dyn Observer,
     sent: &mut ByKind,
 ) -> Result<()> {
     let content: u64 = items.iter().map(|i| i.size).sum();
-    let total: u64 = items.iter().map(|i| i.payload.len() as u64).sum();
+    let alone = || items.iter().filter(|it| !it.packed);
+    let total: u64 = alone().map(|i| i.payload.len() as u64).sum::<u64>()
+        + packs.iter().map(|p| p.payload.len() as u64).sum::<u64>();
     s.conn.send(&Msg::Stage(Stage {
         files: items.len() as u64,
         bytes: content,
     }))?;
     let mut done = 0u64;
-    for it in items {
+    for p in packs {
+        s.conn.send(&Msg::Pack(crate::protocol::Pack {
+            entries: p.entries.clone(),
+            len: p.payload.len() as u64,
+        }))?;
+        // Each chunk's bytes go to the packed files in order, each up to its share.
+        let shares = pack_shares(p);
+        let mut owed = p.items.iter().zip(shares).peekable();
+        let mut left_of_first = owed.peek().map_or(0, |(_, b)| *b);
+        for chunk in p.payload.chunks(CHUNK) {
+            s.conn.send(&Msg::Data(Data {
+                bytes: chunk.to_vec(),
+            }))?;
+            done += chunk.len() as u64;
+            obs.bytes(host, total, done);
+            let mut n = chunk.len() as u64;
+            while n > 0 {
+                let Some((&i, _)) = owed.peek() else { break };
+                let take = n.min(left_of_first);
+                sent.of(&items[i].encoding).bytes += take;
+                (n, left_of_first) = (n - take, left_of_first - take);
+                if left_of_first == 0 {
+                    owed.next();
+                    left_of_first = owed.peek().map_or(0, |(_, b)| *b);
+                }
+            }
+        }
+        for &i in &p.items {
+            let k = sent.of(&items[i].encoding);
+            k.files += 1;
+            k.content_bytes += items[i].size;
+        }
+    }
+    for it in alone() {
         s.conn.send(&Msg::Put(Put {
             path: it.path.clone(),
             encoding: it.encoding.clone(),
@@ -741,17 +916,23 @@ fn send_items(
     s.conn.flush()
 }
 
-fn path_changes(changes: &[Change], items: &[Item]) -> Vec<PathChange> {
-    let via: HashMap<&[u8], &'static str> = items
-        .iter()
-        .map(|i| (i.path.as_slice(), i.encoding.label()))
-        .collect();
+fn path_changes(store: Option<&Store>, changes: &[Change], items: &[Item]) -> Vec<PathChange> {
+    let by_path: HashMap<&[u8], &Item> = items.iter().map(|i| (i.path.as_slice(), i)).collect();
     changes
         .iter()
-        .map(|c| PathChange {
-            path: escape(&c.path),
-            change: c.kind,
-            via: via.get(c.path.as_slice()).copied(),
+        .map(|c| {
+            let it = by_path.get(c.path.as_slice());
+            PathChange {
+                path: escape(&c.path),
+                change: c.kind,
+                via: it.map(|i| i.encoding.label()),
+                packed: it.is_some_and(|i| i.packed),
+                candidates: it.and_then(|i| i.candidates.clone()),
+                class: it
+                    .filter(|i| i.candidates.is_some())
+                    .zip(store)
+                    .map(|(i, s)| plan::class(s, &i.path, &i.hash)),
+            }
         })
         .collect()
 }
@@ -825,7 +1006,7 @@ pub fn status_host(
         st.differences = changes.len() as u64;
         st.drifted = !changes.is_empty();
         if with_paths {
-            st.paths = path_changes(&changes, &[]);
+            st.paths = path_changes(None, &changes, &[]);
         }
         Ok(())
     })();
@@ -932,7 +1113,7 @@ mod tests {
         let got: Vec<(String, Encoding, Option<Hash>)> =
             choose(&changes, &tree, &have, |h| stored.contains(h))
                 .into_iter()
-                .map(|c| (escape(&c.path), c.encoding, c.base))
+                .map(|c| (escape(&c.path), c.encoding, c.base.map(|(h, _)| h)))
                 .collect();
         assert_eq!(
             got,

@@ -74,6 +74,8 @@ fn every_kind_of_entry_arrives_and_a_running_executable_is_replaced() {
     let r = push(&f.store, "v1", &hs, &[]);
     assert!(r["sent"]["whole"]["files"].as_u64().unwrap() > 0);
     assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+    // An empty root is no image of the store: the manifest went whole.
+    assert_eq!(r["recognized"], false, "{r:#}");
 
     let mut daemon = Command::new(h.join("usr/local/bin/daemon"))
         .arg("60")
@@ -523,4 +525,107 @@ fn verify_hashes_every_file_instead_of_trusting_the_hash_cache() {
     );
     let st = json(&ok(&f.store, &["status", &hs, "--json", "--verify"]));
     assert_eq!(st[0]["drifted"], false, "{st:#}");
+}
+
+#[test]
+fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
+    use syncer::encoding::{bsdiff, pack, Encoding};
+    use syncer::protocol::*;
+    let t = scratch("agent-pack-");
+    let (root, v2) = (t.path().join("root"), t.path().join("v2"));
+    make_tree(&root, 1);
+    make_tree(&v2, 2);
+    let store = t.path().join("store");
+    let id = import(&store, &v2, "v2");
+    let text = imager::store::Store::open(&store, imager::store::Access::Read)
+        .unwrap()
+        .image_text(&id)
+        .unwrap();
+    let before = listing(&root);
+    // Two changed files in one pack: a bsdiff patch and a whole content.
+    let (conf, daemon) = ("etc/app.conf", "usr/local/bin/daemon");
+    let read = |d: &Path, p: &str| std::fs::read(d.join(p)).unwrap();
+    let patch = bsdiff::diff(&read(&root, daemon), &read(&v2, daemon)).unwrap();
+    let session = |raw: &[u8], stream: Vec<u8>| {
+        let entries = vec![
+            PackEntry {
+                path: format!("/{daemon}").into_bytes(),
+                encoding: Encoding::Bsdiff,
+                len: patch.len() as u64,
+            },
+            PackEntry {
+                path: format!("/{conf}").into_bytes(),
+                encoding: Encoding::Whole,
+                len: (raw.len() - patch.len()) as u64,
+            },
+        ];
+        [
+            frame(&Msg::Hello(Hello {
+                version: PROTOCOL_VERSION,
+            })),
+            frame(&Msg::Target(Target {
+                image: id,
+                manifest: ManifestData::Zstd(zstd::bulk::compress(text.as_bytes(), 3).unwrap()),
+                local_state: Vec::new(),
+                triggers: Vec::new(),
+                verify: false,
+                dry_run: false,
+                previous: Previous::Keep,
+            })),
+            frame(&Msg::Stage(Stage {
+                files: 2,
+                bytes: 1 << 20,
+            })),
+            frame(&Msg::Pack(Pack {
+                entries,
+                len: stream.len() as u64,
+            })),
+            frame(&Msg::Data(Data { bytes: stream })),
+            frame(&Msg::Commit),
+        ]
+        .concat()
+    };
+    let good = [patch.clone(), read(&v2, conf)].concat();
+    // One byte of the patch's added bytes flipped: it applies, to the wrong content.
+    let mut wrong = good.clone();
+    wrong[30] ^= 1;
+    let cases = [
+        (
+            "a flipped patch byte",
+            session(&wrong, pack::compress(&wrong, 3).unwrap()),
+            "does not match the image",
+        ),
+        (
+            "a damaged stream",
+            {
+                let mut s = pack::compress(&good, 3).unwrap();
+                s.truncate(s.len() - 8);
+                session(&good, s)
+            },
+            "incomplete frame",
+        ),
+    ];
+    let kept = |l: Vec<String>| -> Vec<String> {
+        l.into_iter()
+            .filter(|p| !p.contains(".syncer-staging") && !p.contains("var/lib/syncer"))
+            .collect()
+    };
+    for (name, input, want) in cases {
+        let (ok, _, stderr) = agent_with(&root, &input);
+        assert!(!ok, "{name}: the agent accepted it");
+        assert!(
+            stderr.contains(want),
+            "{name}: stderr lacks {want:?}: {stderr}"
+        );
+        assert_eq!(kept(listing(&root)), kept(before.clone()), "{name}");
+        assert_eq!(read(&root, daemon), read(&t.path().join("root"), daemon));
+    }
+    // The same session with the right bytes stages both files: it fails only at the
+    // commit, for the files no pack carried.
+    let (ok, _, stderr) = agent_with(&root, &session(&good, pack::compress(&good, 3).unwrap()));
+    assert!(!ok);
+    assert!(
+        stderr.contains("commit before the content of /opt/new/deep/file"),
+        "{stderr}"
+    );
 }

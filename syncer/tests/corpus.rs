@@ -67,11 +67,27 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     let dry = push(&c.store, "B", &hs, &["--dry-run"]);
     assert_eq!(dry["dry_run"], true);
     assert!(dry["changed"].as_u64().unwrap() > 500, "{dry:#}");
+    let deltas = |r: &serde_json::Value, k: &str| -> u64 {
+        ["zstd_delta", "bsdiff"]
+            .iter()
+            .map(|e| r[k][e]["files"].as_u64().unwrap())
+            .sum()
+    };
+    assert!(deltas(&dry, "planned") > 500, "{dry:#}");
+    // Most of them bsdiff patches, packed together.
     assert!(
-        dry["planned"]["zstd_delta"]["files"].as_u64().unwrap() > 500,
+        dry["planned"]["bsdiff"]["files"].as_u64().unwrap() > 200,
         "{dry:#}"
     );
+    assert!(dry["packs"]["files"].as_u64().unwrap() > 200, "{dry:#}");
     assert!(dry["paths"].as_array().unwrap().len() > 1000);
+    // Never synced, but a copy of A with only its own local state added: recognized as
+    // A, so the manifest went as a delta from A's, not whole (half a megabyte).
+    assert_eq!(dry["recognized"], true, "{dry:#}");
+    assert!(
+        dry["wire"]["Manifest"]["sent"].as_u64().unwrap() < 150_000,
+        "{dry:#}"
+    );
     let d = imager::tree::text::differences(&before, &host_tree(&h));
     assert!(d.is_empty(), "--dry-run changed the host: {d:?}");
     assert!(!h.join("var/lib/syncer/image").exists());
@@ -81,14 +97,22 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     local_state_intact(&h);
     assert_eq!(r["image_after"], c.b.to_hex());
     assert!(r["commit_ops"].as_u64().unwrap() > 1000, "{r:#}");
-    // Content the store held in its old version went as zstd deltas, far smaller than
-    // the files; nothing changed went at all.
-    let zd = &r["sent"]["zstd_delta"];
-    assert!(
-        zd["bytes"].as_u64().unwrap() * 5 < zd["content_bytes"].as_u64().unwrap(),
-        "{r:#}"
-    );
-    assert!(r["wire_sent"].as_u64().unwrap() < 8_000_000, "{r:#}");
+    // Content the store held in its old version went as deltas, far smaller than the
+    // files; nothing unchanged went at all.
+    for k in ["zstd_delta", "bsdiff"] {
+        let d = &r["sent"][k];
+        assert!(
+            d["bytes"].as_u64().unwrap() * 5 < d["content_bytes"].as_u64().unwrap(),
+            "{k}: {r:#}"
+        );
+    }
+    assert!(r["wire_sent"].as_u64().unwrap() < 6_000_000, "{r:#}");
+    // Where the bytes went: the content (packs and files) is most of them.
+    let content = ["Pack", "Put", "Data"]
+        .iter()
+        .map(|m| r["wire"][m]["sent"].as_u64().unwrap_or(0))
+        .sum::<u64>();
+    assert!(content * 10 > r["wire_sent"].as_u64().unwrap() * 8, "{r:#}");
     assert!(!h.join(".syncer-staging").read_dir().unwrap().any(|_| true));
 
     // Status: at B, clean. A second push is a no-op that sends no content.
@@ -109,7 +133,7 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     // Back to A: the host is managed now, so the way back is a delta too.
     let back = push(&c.store, "A", &hs, &[]);
     assert_host_is(&h, &c.store, &c.a);
-    assert!(back["sent"]["zstd_delta"]["files"].as_u64().unwrap() > 500);
+    assert!(deltas(&back, "sent") > 500, "{back:#}");
     local_state_intact(&h);
 }
 
@@ -119,7 +143,8 @@ fn a_drifted_host_is_repaired_and_nothing_outside_its_root_is_touched() {
     let t = scratch("push-drift-");
     let h = host(c, t.path(), "B");
     let hs = format!("local:{}", h.display());
-    push(&c.store, "B", &hs, &[]);
+    let first = push(&c.store, "B", &hs, &[]);
+    assert_eq!(first["recognized"], true, "{first:#}");
 
     // Drift: a modified file, an extra one, a missing one, a mode change, a file
     // replaced by a symlink to the machine's /etc/shadow, a directory replaced by a
@@ -225,7 +250,7 @@ fn kill_9_at_random_moments_never_tears_a_file_and_the_next_push_completes() {
     // stages and how many operations its commit has.
     let sizes = |r: &serde_json::Value| {
         let sent = &r["sent"];
-        let files: u64 = ["local_copy", "zstd_delta", "rsync_delta", "whole"]
+        let files: u64 = ["local_copy", "zstd_delta", "rsync_delta", "bsdiff", "whole"]
             .iter()
             .map(|k| sent[k]["files"].as_u64().unwrap())
             .sum();
@@ -425,4 +450,96 @@ run = "echo grub >> /var/log/app/grub-runs"
         .as_str()
         .unwrap()
         .contains("nope"));
+}
+
+#[test]
+fn every_encoder_round_trips_on_the_corpus_and_a_corrupt_delta_is_detected() {
+    use rayon::prelude::*;
+    use syncer::encoding::{bsdiff, pack, rsync_delta, whole, zstd_delta};
+    let c = corpus_store();
+    let s = imager::store::Store::open(&c.store, imager::store::Access::Read).unwrap();
+    let (ta, tb) = (image(&c.store, &c.a), image(&c.store, &c.b));
+    let file = |t: &Tree, p: &[u8]| match t.get(p).map(|e| &e.kind) {
+        Some(Kind::File { hash, .. }) => Some(*hash),
+        _ => None,
+    };
+    let pairs: Vec<(Vec<u8>, Hash, Hash)> = tb
+        .entries()
+        .iter()
+        .filter_map(|e| {
+            let new = file(&tb, &e.path)?;
+            let old = file(&ta, &e.path)?;
+            (old != new).then(|| (e.path.clone(), old, new))
+        })
+        .collect();
+    assert!(pairs.len() > 500, "{} changed files", pairs.len());
+    // Every encoder, every changed file: encoded, then decoded to exactly the new file.
+    // zstd at a fast level: the round trip is what is tested here, not the size.
+    let raws: Vec<Vec<u8>> = pairs
+        .par_iter()
+        .map(|(p, old, new)| {
+            let shown = String::from_utf8_lossy(p);
+            let (o, n) = (s.read_object(old).unwrap(), s.read_object(new).unwrap());
+            let z = zstd_delta::encode(&o, &n, 3).unwrap();
+            assert_eq!(
+                zstd_delta::apply(&o, &z, n.len()).unwrap(),
+                n,
+                "zstd delta {shown}"
+            );
+            let mut streamed = Vec::new();
+            zstd_delta::decode(&o, &z, &mut streamed).unwrap();
+            assert_eq!(streamed, n, "streamed zstd delta {shown}");
+            let w = whole::encode(&n, 3).unwrap();
+            assert_eq!(
+                zstd::bulk::decompress(&w, n.len()).unwrap(),
+                n,
+                "whole {shown}"
+            );
+            let r = rsync_delta::encode(&rsync_delta::signature(&o), &n, 3).unwrap();
+            assert_eq!(
+                rsync_delta::apply(&o, &r, n.len()).unwrap(),
+                n,
+                "rsync {shown}"
+            );
+            let raw = bsdiff::diff(&o, &n).unwrap();
+            assert_eq!(
+                bsdiff::patched(&o, &raw, n.len() as u64).unwrap(),
+                n,
+                "bsdiff {shown}"
+            );
+            raw
+        })
+        .collect();
+    // All the patches as one pack, and back.
+    let all: Vec<u8> = raws.concat();
+    let packed = pack::compress(&all, 3).unwrap();
+    assert_eq!(pack::decompress(&packed, all.len() as u64).unwrap(), all);
+
+    // A damaged delta never makes a file that passes for the new one: each encoding of
+    // the largest changed file, one byte flipped, fails or makes other content.
+    let (i, _) = pairs
+        .iter()
+        .enumerate()
+        .max_by_key(|(_, (_, _, n))| s.read_object(n).unwrap().len())
+        .unwrap();
+    let (_, old, new) = &pairs[i];
+    let (o, n) = (s.read_object(old).unwrap(), s.read_object(new).unwrap());
+    let flip = |mut d: Vec<u8>| {
+        let at = d.len() / 2;
+        d[at] ^= 0x40;
+        d
+    };
+    let wrong = |r: Result<Vec<u8>, String>| r.map_or(true, |out| Hash::of(&out) != *new);
+    let size = n.len();
+    assert!(wrong(bsdiff::patched(
+        &o,
+        &flip(raws[i].clone()),
+        size as u64
+    )));
+    let z = flip(zstd_delta::encode(&o, &n, 3).unwrap());
+    assert!(wrong(zstd_delta::apply(&o, &z, size)));
+    let r = flip(rsync_delta::encode(&rsync_delta::signature(&o), &n, 3).unwrap());
+    assert!(wrong(rsync_delta::apply(&o, &r, size)));
+    let p = flip(packed);
+    assert!(pack::decompress(&p, all.len() as u64).map_or(true, |d| d != all));
 }

@@ -1,7 +1,7 @@
 //! The wire format, pinned: one instance of every message (and of every inner variant:
 //! manifest forms, content sources, change kinds, kept reasons, entry kinds, the previous
-//! image's three forms, a trigger's status, stale-process listings) encoded and compared
-//! with bytes captured from protocol version 3. A refactor of the codec must leave every constant here unchanged;
+//! image's three forms, a trigger's status, stale-process listings, packs) encoded and compared
+//! with bytes captured from protocol version 4 (3 plus the bsdiff encoding and packs). A refactor of the codec must leave every constant here unchanged;
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
 use imager::{Entry, Hash, Kind};
@@ -123,7 +123,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
         })
     };
     vec![
-        ("hello", Msg::Hello(Hello { version: 3 })),
+        ("hello", Msg::Hello(Hello { version: 4 })),
         (
             "welcome",
             Msg::Welcome(Welcome {
@@ -160,6 +160,23 @@ fn messages() -> Vec<(&'static str, Msg)> {
         (
             "target-recorded-image",
             target(ManifestData::Recorded, Previous::Image(h(b"prev"))),
+        ),
+        ("target-ask", target(ManifestData::Ask, Previous::Keep)),
+        (
+            "identity",
+            Msg::Identity(Identity {
+                tree: h(b"tree"),
+                kept: vec![b"/proc".to_vec()],
+            }),
+        ),
+        (
+            "manifest-delta",
+            Msg::Manifest(Manifest {
+                manifest: ManifestData::Delta {
+                    base: h(b"tree"),
+                    delta: vec![9, 8],
+                },
+            }),
         ),
         (
             "differences",
@@ -226,6 +243,25 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ("put-whole", put(Encoding::Whole)),
         ("put-zstd-delta", put(Encoding::ZstdDelta)),
         ("put-rsync-delta", put(Encoding::RsyncDelta)),
+        ("put-bsdiff", put(Encoding::Bsdiff)),
+        (
+            "pack",
+            Msg::Pack(Pack {
+                entries: vec![
+                    PackEntry {
+                        path: b"/usr/bin/x".to_vec(),
+                        encoding: Encoding::Bsdiff,
+                        len: 300,
+                    },
+                    PackEntry {
+                        path: b"/etc/y".to_vec(),
+                        encoding: Encoding::Whole,
+                        len: 4,
+                    },
+                ],
+                len: 99,
+            }),
+        ),
         (
             "data",
             Msg::Data(Data {
@@ -283,13 +319,16 @@ fn hex(b: &[u8]) -> String {
 
 /// The frame body (tag and fields) of each message; long ones by their blake3.
 const GOLDEN: &[(&str, &str)] = &[
-    ("hello", "0153594e4303000000"),
+    ("hello", "0153594e4304000000"),
     ("welcome", "020300000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0001012dc99999a6aaef3f20349d2ed4057a2b54419545dabb809e6381de1bad8337e2"),
     ("error", "0307000000626f6f6d20c3a9"),
     ("status", "0401"),
     ("target-zstd-keep", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f51110003000000010203020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010000"),
     ("target-delta-none", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511101de8f3fcf327eb911b2c368e011e0ffdee22fed456b4f4508337018ba46a0639d020000000908020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010001"),
     ("target-recorded-image", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511102020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010002a11cb032790dba2f14af21a5eeeabe59468e99c3b2e78e632919462fe3d76bbb"),
+    ("target-ask", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511103020000000b0000002f7661722f6c69622f2a2a050000002f686f6d65040000005b745d0a010000"),
+    ("identity", "156baa6c9f461fe834a9da0ebb62e0f6fb8c11988a58cbc51b8da8040aea19bc3a01000000050000002f70726f63"),
+    ("manifest-delta", "16016baa6c9f461fe834a9da0ebb62e0f6fb8c11988a58cbc51b8da8040aea19bc3a020000000908"),
     ("differences", "0601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0c000000030000002f65300001030000002f65300007000000000000009ab388bedc43eaf44150107d17ad090f6b1c34610f5740778ddb95d9f06576eea48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65310101030000002f653101a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65320201030000002f653202040000002e2e2f74a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65330301030000002f653303040000002f612f62a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65340401030000002f6534040100000003000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65350001030000002f6535050800000000000000a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f65360101030000002f653606a48100000100000002000000fdffffffffffffff0100000006000000757365722e610100000076030000002f63300000030000002f63310100030000002f63320200030000002f63330300030000002f6334040001000000ea7aa1fc9efdbe106dbb70369a75e9671fa29d52bd55536711bf197477b8f021050000002f686176650100000000000000020000000000000003000000000000000400000000000000000000000000e03f02000000040000002f73727600050000002f686f6d6501020000000d0000006e67696e782e73657276696365020000007b000000050000006e67696e787c000000050000006e67696e780000000000000000010000002e0000002f7573722f6c69622f7838365f36342d6c696e75782d676e752f6c696270637265322d382e736f2e302e31312e32000000000000000009000000286e6f20756e697429010000000100000004000000696e69740300000000000000020000000a0000002f7362696e2f696e69740b0000002f7573722f6c69622f61ff0700000000000000"),
     ("differences-empty", "06000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000"),
     ("signature-request", "0702000000020000002f61030000002f62ff"),
@@ -299,6 +338,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("put-whole", "0a0a0000002f7573722f62696e2f78010c00000000000000"),
     ("put-zstd-delta", "0a0a0000002f7573722f62696e2f78020c00000000000000"),
     ("put-rsync-delta", "0a0a0000002f7573722f62696e2f78030c00000000000000"),
+    ("put-bsdiff", "0a0a0000002f7573722f62696e2f78040c00000000000000"),
+    ("pack", "14020000000a0000002f7573722f62696e2f78042c01000000000000060000002f6574632f790104000000000000006300000000000000"),
     ("data", "0b636f6e74656e74"),
     ("commit", "0c"),
     ("committed", "0d0500000000000000000000000000d03f0000000000000040"),
@@ -324,8 +365,8 @@ fn pinned(body: &[u8]) -> String {
 }
 
 #[test]
-fn every_message_encodes_to_the_bytes_of_protocol_version_3() {
-    assert_eq!(PROTOCOL_VERSION, 3);
+fn every_message_encodes_to_the_bytes_of_protocol_version_4() {
+    assert_eq!(PROTOCOL_VERSION, 4);
     let mut wrong = Vec::new();
     let mut all = String::new();
     let msgs = messages();

@@ -84,6 +84,7 @@ fn manifest() -> impl Strategy<Value = ManifestData> {
         bytes().prop_map(ManifestData::Zstd),
         (hash(), bytes()).prop_map(|(base, delta)| ManifestData::Delta { base, delta }),
         Just(ManifestData::Recorded),
+        Just(ManifestData::Ask),
     ]
 }
 
@@ -101,6 +102,7 @@ fn encoding() -> impl Strategy<Value = Encoding> {
         Just(Encoding::Whole),
         Just(Encoding::ZstdDelta),
         Just(Encoding::RsyncDelta),
+        Just(Encoding::Bsdiff),
     ]
 }
 
@@ -239,6 +241,24 @@ fn msg() -> impl Strategy<Value = Msg> {
             .prop_map(|(command, timeout)| Msg::Health(Health { command, timeout })),
         run().prop_map(Msg::HealthResult),
         stale_units().prop_map(|units| Msg::Stale(Stale { units })),
+        (hash(), prop::collection::vec(bytes(), 0..3))
+            .prop_map(|(tree, kept)| Msg::Identity(Identity { tree, kept })),
+        manifest().prop_map(|manifest| Msg::Manifest(Manifest { manifest })),
+        (
+            prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..4),
+            any::<u64>()
+        )
+            .prop_map(|(entries, len)| Msg::Pack(Pack {
+                entries: entries
+                    .into_iter()
+                    .map(|(path, encoding, len)| PackEntry {
+                        path,
+                        encoding,
+                        len
+                    })
+                    .collect(),
+                len
+            })),
     ]
 }
 
@@ -263,7 +283,10 @@ fn covered(m: &Msg) {
         | Msg::Bye
         | Msg::Health(_)
         | Msg::HealthResult(_)
-        | Msg::Stale(_) => {}
+        | Msg::Stale(_)
+        | Msg::Pack(_)
+        | Msg::Identity(_)
+        | Msg::Manifest(_) => {}
     }
 }
 

@@ -34,12 +34,13 @@ pub(crate) fn test_stop_point(phase: &str, n: usize) {
 use crate::compare::{compare, DirMtimes, HostTree};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Health, Hello, ManifestData, Msg,
-    Previous, Put, SignatureRequest, Signatures, Stage, Status, Target, Welcome, PROTOCOL_VERSION,
+    Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Health, Hello, Identity,
+    ManifestData, Msg, Pack, Previous, Put, SignatureRequest, Signatures, Stage, Status, Target,
+    Welcome, PROTOCOL_VERSION,
 };
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
-use imager::{Hash, Kind, Tree};
+use imager::{Entry, Hash, Kind, Tree};
 use stage::Staging;
 use state::StateDir;
 use std::collections::HashSet;
@@ -184,6 +185,7 @@ impl Session<'_> {
                 Msg::SignatureRequest(r) => self.on_signature_request(conn, r)?,
                 Msg::Stage(m) => self.on_stage(m)?,
                 Msg::Put(p) => self.on_put(conn, p)?,
+                Msg::Pack(p) => self.on_pack(conn, p)?,
                 Msg::Health(h) => self.on_health(conn, h)?,
                 Msg::Commit => self.on_commit(conn)?,
                 m => {
@@ -208,15 +210,16 @@ impl Session<'_> {
         // A new target: whatever was staged for an earlier one is of no use.
         self.staging = None;
         Staging::clear(b)?;
-        let text = manifest_text(st, t.manifest)?;
         let image = t.image;
-        if imager::tree::text::id_of(&text) != image {
-            return Err(Error::Protocol(format!(
-                "the manifest sent does not hash to image {image}"
-            )));
-        }
-        let tree = imager::tree::text::parse(&text, &format!("image {image}"))?;
         let local = scan::local_excludes(&t.local_state)?;
+        // Asked who it is, the host scans first and learns the manifest after; else the
+        // manifest is checked before anything is written.
+        let asked = t.manifest == ManifestData::Ask;
+        let text = if asked {
+            None
+        } else {
+            Some(checked_manifest(st, t.manifest.clone(), &image, None)?)
+        };
         if !t.dry_run {
             // Made before the scan, so the parent's mtime it moves is seen (and set back
             // to the image's) by this push, not the next.
@@ -224,10 +227,32 @@ impl Session<'_> {
         }
         let mut cache = scan::HashCache::load(st);
         let (mut host, stats) = scan::scan(self.root, &local, &mut cache, t.verify)?;
-        host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
         if !t.dry_run {
             cache.save(st)?;
         }
+        let text = match text {
+            Some(text) => text,
+            None => {
+                let kept: Vec<Vec<u8>> = host.kept.keys().cloned().collect();
+                let own = crate::compare::host_view(host.entries.iter(), &local, &kept)
+                    .map_err(|e| Error::Agent(format!("the host's own tree: {e}")))?;
+                conn.send(&Msg::Identity(Identity {
+                    tree: imager::tree::text::id_of(&own),
+                    kept,
+                }))?;
+                match conn.recv("the manifest")? {
+                    Msg::Manifest(m) => checked_manifest(st, m.manifest, &image, Some(&own))?,
+                    m => {
+                        return Err(Error::Protocol(format!(
+                            "expected Manifest, got {}",
+                            m.name()
+                        )))
+                    }
+                }
+            }
+        };
+        let tree = imager::tree::text::parse(&text, &format!("image {image}"))?;
+        host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
         let changes = compare(&tree, &host, &local, DirMtimes::Strict);
         // The controller needs the host's entry only to pick a delta base.
         let sent: Vec<Change> = changes
@@ -311,23 +336,38 @@ impl Session<'_> {
         let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
             return Err(Error::Protocol("Put before Stage".into()));
         };
-        let path = put.path;
         let payload = read_payload(conn, put.len)?;
-        if !p.content.contains(&path) {
-            return Err(Error::Protocol(format!(
-                "content sent for {}, which does not need any",
-                escape(&path)
-            )));
-        }
-        let e = p.image.get(&path).ok_or_else(|| {
-            Error::Protocol(format!(
-                "content sent for {}, not in the image",
-                escape(&path)
-            ))
-        })?;
+        let e = needs_content(p, &put.path)?;
         s.put_file(&self.b, e, &put.encoding, &payload)?;
         test_stop_point("stage", s.staged.len());
         Ok(())
+    }
+
+    /// Several files from one stream (`encoding::pack`), each staged and checked as a
+    /// `Put`'s.
+    fn on_pack<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, pack: Pack) -> Result<()> {
+        let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
+            return Err(Error::Protocol("Pack before Stage".into()));
+        };
+        crate::encoding::pack::check_entries(&pack.entries)?;
+        let entries = pack
+            .entries
+            .iter()
+            .map(|pe| needs_content(p, &pe.path))
+            .collect::<Result<Vec<_>>>()?;
+        let stream = read_payload(conn, pack.len)?;
+        let b = &self.b;
+        let mut next = entries.into_iter();
+        crate::encoding::pack::unpack(&stream, &pack.entries, |pe, part| {
+            let e = next
+                .next()
+                .ok_or_else(|| Error::Protocol("a pack entry without its file".into()))?;
+            s.put_file_with(b, e, |size, mut out| {
+                pe.encoding.decode_part(b, &pe.path, size, part, &mut out)
+            })?;
+            test_stop_point("stage", s.staged.len());
+            Ok(())
+        })
     }
 
     fn on_health<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, h: Health) -> Result<()> {
@@ -361,6 +401,22 @@ impl Session<'_> {
     }
 }
 
+/// The image's entry for `path`, which must be a path whose content the push sends.
+fn needs_content<'a>(p: &'a Pending, path: &[u8]) -> Result<&'a Entry> {
+    if !p.content.contains(path) {
+        return Err(Error::Protocol(format!(
+            "content sent for {}, which does not need any",
+            escape(path)
+        )));
+    }
+    p.image.get(path).ok_or_else(|| {
+        Error::Protocol(format!(
+            "content sent for {}, not in the image",
+            escape(path)
+        ))
+    })
+}
+
 /// For content the image needs: one host path that already holds it, per content.
 fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash, Vec<u8>)> {
     let holders = scan::holders(host);
@@ -387,8 +443,33 @@ const COMMIT_INODES: u64 = 16;
 /// is some 140 bytes), matching the largest message the protocol carries.
 pub const MAX_MANIFEST: usize = crate::protocol::MAX_MESSAGE;
 
-fn manifest_text(st: &StateDir, m: ManifestData) -> Result<String> {
+/// The manifest `m` makes (a delta against the recorded manifest, or against `own`, the
+/// host's own tree's, when that is its base), checked to be image `image`'s.
+fn checked_manifest(
+    st: &StateDir,
+    m: ManifestData,
+    image: &Hash,
+    own: Option<&str>,
+) -> Result<String> {
+    let text = manifest_text(st, m, own)?;
+    if imager::tree::text::id_of(&text) != *image {
+        return Err(Error::Protocol(format!(
+            "the manifest sent does not hash to image {image}"
+        )));
+    }
+    Ok(text)
+}
+
+fn manifest_text(st: &StateDir, m: ManifestData, own: Option<&str>) -> Result<String> {
     let bytes = match m {
+        ManifestData::Ask => return Err(Error::Protocol("asked for its identity twice".into())),
+        ManifestData::Delta { base, delta }
+            if own.is_some_and(|t| imager::tree::text::id_of(t) == base) =>
+        {
+            let old = own.unwrap_or_default();
+            crate::encoding::zstd_delta::apply(old.as_bytes(), &delta, MAX_MANIFEST + 1)
+                .map_err(|r| Error::Protocol(format!("manifest delta: {r}")))?
+        }
         ManifestData::Recorded => st.read(state::MANIFEST)?.ok_or_else(|| {
             Error::Protocol("told to use a recorded manifest this host lacks".into())
         })?,

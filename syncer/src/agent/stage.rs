@@ -101,6 +101,19 @@ impl Staging {
         encoding: &Encoding,
         payload: &[u8],
     ) -> Result<()> {
+        self.put_file_with(b, e, |size, mut out| {
+            encoding.decode(b, &e.path, size, payload, &mut out)
+        })
+    }
+
+    /// Stages file `e` with the content `fill` writes (given the image's size for it),
+    /// checked against the image's size and hash.
+    pub fn put_file_with(
+        &mut self,
+        b: &Beneath,
+        e: &Entry,
+        fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
         let Kind::File { size, hash } = e.kind else {
             return Err(Error::Protocol(format!(
                 "content sent for {}, which is a {} in the image",
@@ -123,7 +136,7 @@ impl Staging {
             n: 0,
             limit: size,
         };
-        encoding.decode(b, &e.path, size, payload, &mut w)?;
+        fill(size, &mut w)?;
         if w.n != size || Hash::from(w.h.finalize()) != hash {
             return Err(Error::Agent(format!(
                 "{}: the content assembled for it does not match the image (size {} of {size}); \

@@ -6,13 +6,20 @@
 //! - [`whole`], zstd;
 //! - [`zstd_delta`], zstd with the host's current file as a raw prefix
 //!   (`zstd --patch-from`), for an old version the controller holds;
-//! - [`rsync_delta`], fast_rsync against a signature the agent sent, then zstd.
+//! - [`rsync_delta`], fast_rsync against a signature the agent sent, then zstd;
+//! - [`bsdiff`], a bsdiff patch from the host's current file, for an old version the
+//!   controller holds (smaller than zstd's on executables).
+//!
+//! Whole contents and bsdiff patches also travel in [`pack`]s: many files' raw bytes as
+//! one zstd stream.
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
 //! [`Encoding::decode`]) and the controller's choice of it (`push::choose`). The
 //! controller's cache of encodings is [`crate::delta`].
 
+pub mod bsdiff;
 pub mod local_copy;
+pub mod pack;
 pub mod rsync_delta;
 pub mod whole;
 pub mod zstd_delta;
@@ -35,6 +42,9 @@ pub enum Encoding {
     ZstdDelta,
     /// An rsync delta (fast_rsync) against the host's current file, zstd-compressed.
     RsyncDelta,
+    /// A bsdiff patch from the host's current file: zstd-compressed on its own, raw in a
+    /// pack.
+    Bsdiff,
 }
 
 wire_enum!(Encoding, "content source" {
@@ -42,6 +52,7 @@ wire_enum!(Encoding, "content source" {
     1 => Encoding::Whole,
     2 => Encoding::ZstdDelta,
     3 => Encoding::RsyncDelta,
+    4 => Encoding::Bsdiff,
 });
 
 impl Encoding {
@@ -51,6 +62,7 @@ impl Encoding {
             Encoding::LocalCopy { .. } => "local copy",
             Encoding::ZstdDelta => "zstd delta",
             Encoding::RsyncDelta => "rsync delta",
+            Encoding::Bsdiff => "bsdiff",
             Encoding::Whole => "whole",
         }
     }
@@ -69,10 +81,58 @@ impl Encoding {
         match self {
             Encoding::Whole => whole::decode(host, path, payload, out),
             Encoding::LocalCopy { from } => local_copy::decode(host, path, from, out),
-            Encoding::ZstdDelta => apply_delta(zstd_delta::apply, host, path, size, payload, out),
+            Encoding::ZstdDelta => {
+                let base = delta_base(host, path, size)?;
+                zstd_delta::decode(&base, payload, out).map_err(|e| {
+                    Error::Agent(format!("applying the delta for {}: {e}", escape(path)))
+                })
+            }
             Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
+            Encoding::Bsdiff => bsdiff::decode(host, path, size, payload, out),
         }
     }
+
+    /// Writes the content of host file `path` that its part of a pack makes (the content
+    /// itself, a raw bsdiff patch or a zstd delta) into `out`, reading the part to its
+    /// end.
+    pub(crate) fn decode_part(
+        &self,
+        host: &Beneath,
+        path: &[u8],
+        size: u64,
+        part: &mut dyn std::io::Read,
+        out: &mut impl Write,
+    ) -> Result<()> {
+        match self {
+            Encoding::Whole => std::io::copy(part, out)
+                .map(drop)
+                .map_err(|e| write_err(host, path, e)),
+            Encoding::Bsdiff => bsdiff::apply_to(host, path, size, part, out),
+            Encoding::ZstdDelta => {
+                let mut delta = Vec::new();
+                part.read_to_end(&mut delta)
+                    .map_err(|e| write_err(host, path, e))?;
+                self.decode(host, path, size, &delta, out)
+            }
+            other => Err(Error::Protocol(format!(
+                "{} is packed as a {}, which a pack cannot hold",
+                escape(path),
+                other.label()
+            ))),
+        }
+    }
+}
+
+/// The host's current content at `path` as a delta's base (held in memory), refused for
+/// a file larger than the agent applies deltas to.
+fn delta_base(host: &Beneath, path: &[u8], size: u64) -> Result<Vec<u8>> {
+    if size > MAX_DELTA_FILE {
+        return Err(Error::Protocol(format!(
+            "delta for {} ({size} bytes) is larger than the agent applies",
+            escape(path)
+        )));
+    }
+    Ok(crate::agent::fsops::read_file(host, path)?)
 }
 
 /// The error for content that cannot be written to the staged copy of `path`.
@@ -83,9 +143,8 @@ fn write_err(host: &Beneath, path: &[u8], err: std::io::Error) -> Error {
 /// A delta's `apply`: (base, delta, the most bytes it may make) to the content.
 type Apply = fn(&[u8], &[u8], usize) -> std::result::Result<Vec<u8>, String>;
 
-/// Applies a delta to the host's current content at `path` and writes what it makes;
-/// refused for a file larger than the agent applies deltas to (base and result are held
-/// in memory).
+/// Applies an rsync delta to the host's current content at `path` and writes what it
+/// makes (base and result are held in memory: fast_rsync applies into a buffer).
 fn apply_delta(
     apply: Apply,
     host: &Beneath,
@@ -94,13 +153,7 @@ fn apply_delta(
     payload: &[u8],
     out: &mut impl Write,
 ) -> Result<()> {
-    if size > MAX_DELTA_FILE {
-        return Err(Error::Protocol(format!(
-            "delta for {} ({size} bytes) is larger than the agent applies",
-            escape(path)
-        )));
-    }
-    let base = crate::agent::fsops::read_file(host, path)?;
+    let base = delta_base(host, path, size)?;
     let data = apply(&base, payload, size as usize)
         .map_err(|r| Error::Agent(format!("applying the delta for {}: {r}", escape(path))))?;
     out.write_all(&data).map_err(|e| write_err(host, path, e))

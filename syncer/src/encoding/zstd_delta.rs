@@ -55,3 +55,12 @@ pub fn apply(old: &[u8], delta: &[u8], size: usize) -> std::result::Result<Vec<u
     d.decompress(&mut out, delta).map_err(e)?;
     Ok(out)
 }
+
+/// The agent's side, streamed: the delta in `payload` applied to `old` and written to
+/// `out` as it decodes, so that the result is never held in memory beside its base.
+pub fn decode(old: &[u8], payload: &[u8], out: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut d = zstd::stream::read::Decoder::with_ref_prefix(payload, old)?;
+    d.window_log_max(31)?;
+    std::io::copy(&mut d, out)?;
+    Ok(())
+}

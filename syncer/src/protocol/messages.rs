@@ -79,12 +79,17 @@ pub enum ManifestData {
     Delta { base: Hash, delta: Vec<u8> },
     /// The image the agent says it has: it holds the manifest already.
     Recorded,
+    /// Not yet (a host that records no image): the agent scans, answers with the ID of
+    /// its own tree (`Identity`), and a `Manifest` follows, a delta against that tree's
+    /// manifest when it is one the controller knows.
+    Ask,
 }
 
 wire_enum!(ManifestData, "manifest form" {
     0 => ManifestData::Zstd(z),
     1 => ManifestData::Delta { base, delta },
     2 => ManifestData::Recorded,
+    3 => ManifestData::Ask,
 });
 
 /// What a commit records as the host's previous image.
@@ -278,6 +283,47 @@ wire_struct! {
     }
 }
 
+wire_struct! {
+    /// The agent's answer to a `Target` whose manifest is `Ask`: the ID of its own
+    /// tree's host view (`compare::host_view`), and the paths it left alone.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Identity {
+        pub tree: Hash,
+        pub kept: Vec<Vec<u8>>,
+    }
+}
+
+wire_struct! {
+    /// The manifest of a `Target` sent with `Ask`; a `Delta` may have the host's own
+    /// tree (its `Identity`) as base.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Manifest {
+        pub manifest: ManifestData,
+    }
+}
+
+wire_struct! {
+    /// One file of a pack: the next `len` bytes of the pack's stream are its content
+    /// (`Whole`), a raw bsdiff patch against the host's file (`Bsdiff`) or a zstd delta
+    /// (`ZstdDelta`).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct PackEntry {
+        pub path: Vec<u8>,
+        pub encoding: Encoding,
+        pub len: u64,
+    }
+}
+
+wire_struct! {
+    /// Several files' content as one zstd stream (`crate::encoding::pack`): `len` bytes
+    /// follow in `Data` messages, holding the entries' parts in order.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Pack {
+        pub entries: Vec<PackEntry>,
+        pub len: u64,
+    }
+}
+
 /// A chunk of a file's encoded content: the rest of its frame, never compressed again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
@@ -441,4 +487,7 @@ messages! {
     17 => Health(Health),
     18 => HealthResult(TriggerRun),
     19 => Stale(Stale),
+    20 => Pack(Pack),
+    21 => Identity(Identity),
+    22 => Manifest(Manifest),
 }

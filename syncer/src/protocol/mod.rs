@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use wire::Enc;
 
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
 /// A message whose encoding is larger than this travels as several frames (`Part`
@@ -116,12 +116,15 @@ fn frame_body(m: &Msg, tag: u8, fields: Vec<u8>) -> Result<Vec<u8>> {
     Ok(body)
 }
 
-/// One end of a session: frames over any byte streams, counting bytes each way.
+/// One end of a session: frames over any byte streams, counting bytes each way, in all
+/// and by message (so that a report can say where the bytes went).
 pub struct Conn<R, W> {
     r: R,
     w: W,
     pub sent: u64,
     pub received: u64,
+    /// Bytes on the wire (frames included) by message name: sent, received.
+    pub by_message: std::collections::BTreeMap<&'static str, [u64; 2]>,
 }
 
 /// A frame body's tag (without the compression bit) and its fields, inflated.
@@ -145,10 +148,21 @@ impl<R: Read, W: Write> Conn<R, W> {
             w,
             sent: 0,
             received: 0,
+            by_message: Default::default(),
         }
     }
 
     pub fn send(&mut self, m: &Msg) -> Result<()> {
+        let before = self.sent;
+        self.send_frames(m)?;
+        self.by_message.entry(m.name()).or_default()[0] += self.sent - before;
+        if !matches!(m, Msg::Put { .. } | Msg::Pack { .. } | Msg::Data { .. }) {
+            self.w.flush()?;
+        }
+        Ok(())
+    }
+
+    fn send_frames(&mut self, m: &Msg) -> Result<()> {
         let (tag, fields) = m.encode_raw();
         if fields.len() < PIECE {
             self.frame(&frame_body(m, tag, fields)?)?;
@@ -175,9 +189,6 @@ impl<R: Read, W: Write> Conn<R, W> {
                 self.frame(&frame_body(m, t, piece.to_vec())?)?;
             }
         }
-        if !matches!(m, Msg::Put { .. } | Msg::Data { .. }) {
-            self.w.flush()?;
-        }
         Ok(())
     }
 
@@ -194,6 +205,15 @@ impl<R: Read, W: Write> Conn<R, W> {
 
     /// The next message; `Ok(None)` at a clean end of stream (between messages).
     pub fn recv_opt(&mut self) -> Result<Option<Msg>> {
+        let before = self.received;
+        let m = self.recv_message()?;
+        if let Some(m) = &m {
+            self.by_message.entry(m.name()).or_default()[1] += self.received - before;
+        }
+        Ok(m)
+    }
+
+    fn recv_message(&mut self) -> Result<Option<Msg>> {
         let Some(body) = self.recv_frame()? else {
             return Ok(None);
         };

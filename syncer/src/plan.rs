@@ -1,0 +1,368 @@
+//! How each changed file's content travels, once `push::choose` has said what the host
+//! and the store allow: the candidates for a file whose old version the store holds
+//! (bsdiff, zstd patch-from, whole) and the one kept, then the packs that carry the
+//! files whose raw bytes compress better together ([`crate::encoding::pack`]).
+//!
+//! The rule for a file with an old version: the smallest candidate on its own, except
+//! that a bsdiff patch or whole content, which go into a pack, are kept unless the
+//! zstd delta is clearly smaller ([`PACK_GAIN`]): in a pack they share a compression
+//! context and come out smaller than on their own, a zstd delta cannot (it is
+//! compressed already).
+
+use crate::delta::Cache;
+use crate::encoding::{bsdiff, pack, Encoding};
+use crate::error::{Error, Result};
+use crate::protocol::PackEntry;
+use imager::store::Store;
+use imager::tree::escape::escape;
+use imager::Hash;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// A zstd delta must be smaller than this share of the bsdiff patch (each compressed on
+/// its own) to be sent instead: in a pack, the patches of the benchmark corpus came out
+/// some 13% smaller than on their own.
+pub const PACK_GAIN: f64 = 0.85;
+
+/// Files up to this size get a zstd patch-from candidate beside bsdiff: cheap for them,
+/// and the better of the two on small text. Larger files (executables, libraries) get
+/// bsdiff only, unless bsdiff cannot take them ([`bsdiff::MAX_OLD`]): at level 19,
+/// patch-from costs more CPU than bsdiff and lost to it on nearly all of them.
+pub const PATCH_FROM_MAX: u64 = 1 << 20;
+
+/// The sizes, each compressed on its own, of the ways a file with an old version in
+/// the store could travel (those computed), for the report.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Candidates {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bsdiff: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zstd_delta: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub whole: Option<u64>,
+}
+
+/// One file's content as it travels.
+pub struct Item {
+    pub path: Vec<u8>,
+    pub hash: Hash,
+    pub size: u64,
+    pub encoding: Encoding,
+    /// The encoding on its own (a `Put`'s payload).
+    pub payload: Arc<Vec<u8>>,
+    /// For a file that can go into a pack: the old content its delta is from (`Some`),
+    /// or none for whole content.
+    pub packable: Option<Option<Hash>>,
+    /// Whether it travels in a pack (set by [`packs`]).
+    pub packed: bool,
+    pub candidates: Option<Candidates>,
+}
+
+/// What the controller has for one file, decided before anything is encoded.
+pub struct Wanted {
+    pub path: Vec<u8>,
+    pub hash: Hash,
+    pub size: u64,
+    pub encoding: Encoding,
+    /// For a delta: the old content, in the store, it is made from, and its size.
+    pub base: Option<(Hash, u64)>,
+}
+
+/// Encodes one file as `w` says: a file with an old version in the store gets its
+/// candidates compared, whole content is compressed, and any other way (a local copy,
+/// an rsync delta) is `other`'s.
+pub fn encode(
+    store: &Store,
+    cache: &Cache,
+    w: Wanted,
+    other: impl FnOnce(&Wanted) -> Result<(Encoding, Arc<Vec<u8>>)>,
+) -> Result<Item> {
+    let err = |m: String| Error::Encode(format!("encoding {}: {m}", escape(&w.path)));
+    let whole = || cache.whole(store, &w.hash).map_err(err);
+    let item = |encoding, payload, packable, candidates| Item {
+        path: w.path.clone(),
+        hash: w.hash,
+        size: w.size,
+        encoding,
+        payload,
+        packable,
+        packed: false,
+        candidates,
+    };
+    Ok(match (&w.encoding, w.base) {
+        (Encoding::ZstdDelta, Some((old, old_size))) => {
+            let b = if old_size <= bsdiff::MAX_OLD {
+                Some(cache.bsdiff(store, &old, &w.hash).map_err(err)?)
+            } else {
+                None
+            };
+            let p = if b.is_none() || w.size <= PATCH_FROM_MAX {
+                Some(cache.zstd_delta(store, &old, &w.hash).map_err(err)?)
+            } else {
+                None
+            };
+            let least = [&b, &p].into_iter().flatten().map(|d| d.len()).min();
+            // The whole file only when the deltas are not clearly small.
+            let wh = match least {
+                Some(n) if (n as u64) * 4 < w.size => None,
+                _ => Some(whole()?),
+            };
+            let len = |d: &Option<Arc<Vec<u8>>>| d.as_ref().map(|d| d.len() as u64);
+            let candidates = Candidates {
+                bsdiff: len(&b),
+                zstd_delta: len(&p),
+                whole: len(&wh),
+            };
+            match pick(&candidates) {
+                Encoding::ZstdDelta => item(
+                    Encoding::ZstdDelta,
+                    p.unwrap_or_default(),
+                    Some(Some(old)),
+                    Some(candidates),
+                ),
+                Encoding::Bsdiff => item(
+                    Encoding::Bsdiff,
+                    b.unwrap_or_default(),
+                    Some(Some(old)),
+                    Some(candidates),
+                ),
+                _ => item(
+                    Encoding::Whole,
+                    wh.unwrap_or_default(),
+                    Some(None),
+                    Some(candidates),
+                ),
+            }
+        }
+        (Encoding::Whole, _) | (Encoding::ZstdDelta, None) => {
+            item(Encoding::Whole, whole()?, Some(None), None)
+        }
+        _ => {
+            let (e, payload) = other(&w)?;
+            item(e, payload, None, None)
+        }
+    })
+}
+
+/// The way a file with these candidates travels: see the module's rule.
+fn pick(c: &Candidates) -> Encoding {
+    let packed = match (c.bsdiff, c.whole) {
+        (Some(b), Some(w)) if w <= b => Some((Encoding::Whole, w)),
+        (Some(b), _) => Some((Encoding::Bsdiff, b)),
+        (None, Some(w)) => Some((Encoding::Whole, w)),
+        (None, None) => None,
+    };
+    match (packed, c.zstd_delta) {
+        (Some((_, n)), Some(z)) if (z as f64) < PACK_GAIN * n as f64 => Encoding::ZstdDelta,
+        (Some((e, _)), _) => e,
+        (None, Some(_)) => Encoding::ZstdDelta,
+        (None, None) => Encoding::Whole,
+    }
+}
+
+/// A pack as sent: its entries (in the items' order) and its stream.
+pub struct Pack {
+    pub entries: Vec<PackEntry>,
+    /// The items (indexes) it carries, in order.
+    pub items: Vec<usize>,
+    pub payload: Arc<Vec<u8>>,
+    pub raw: u64,
+}
+
+/// The bytes of a packable item in a pack: its content, its bsdiff patch uncompressed,
+/// or its zstd delta as it is (compressed already, but in a pack it needs no `Put`).
+fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
+    match (&it.encoding, it.packable) {
+        (Encoding::ZstdDelta, _) => Ok(it.payload.to_vec()),
+        (Encoding::Bsdiff, Some(Some(_))) => {
+            let n = zstd::zstd_safe::get_frame_content_size(&it.payload)
+                .ok()
+                .flatten()
+                .ok_or("a cached bsdiff patch without its size")?;
+            zstd::bulk::decompress(&it.payload, n as usize).map_err(|e| e.to_string())
+        }
+        _ => store.read_object(&it.hash).map_err(|e| e.to_string()),
+    }
+}
+
+/// The length of an item's raw part.
+fn raw_len(it: &Item) -> u64 {
+    match it.encoding {
+        Encoding::ZstdDelta => it.payload.len() as u64,
+        Encoding::Bsdiff => zstd::zstd_safe::get_frame_content_size(&it.payload)
+            .ok()
+            .flatten()
+            .unwrap_or(u64::MAX),
+        _ => it.size,
+    }
+}
+
+/// Groups the packable items (in order, each part at most [`pack::MAX_PART`]) into
+/// packs of at most [`pack::MAX_RAW`] raw bytes, made (or found in the cache) and
+/// checked; the items packed are marked so.
+pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<Pack>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut raw = 0u64;
+    for (i, it) in items.iter().enumerate() {
+        let n = raw_len(it);
+        if it.packable.is_none() || n > pack::MAX_PART {
+            continue;
+        }
+        if groups.is_empty() || raw + n > pack::MAX_RAW {
+            groups.push(Vec::new());
+            raw = 0;
+        }
+        raw += n;
+        if let Some(g) = groups.last_mut() {
+            g.push(i);
+        }
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        // A pack of one file is that file on its own.
+        if g.len() < 2 {
+            continue;
+        }
+        out.push(make_pack(store, cache, items, g)?);
+    }
+    for p in &out {
+        for &i in &p.items {
+            items[i].packed = true;
+        }
+    }
+    Ok(out)
+}
+
+/// The hash naming a pack: of its parts (how each travels, from what, to what).
+fn pack_key(items: &[Item], group: &[usize]) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(b"syncer pack 1\n");
+    for &i in group {
+        let it = &items[i];
+        let base = it.packable.flatten().map_or([0u8; 32], |b| b.0);
+        h.update(&[match it.encoding {
+            Encoding::Bsdiff => 1,
+            Encoding::ZstdDelta => 2,
+            _ => 0,
+        }]);
+        h.update(&base);
+        h.update(&it.hash.0);
+    }
+    Hash::from(h.finalize())
+}
+
+fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) -> Result<Pack> {
+    let entries: Vec<PackEntry> = group
+        .iter()
+        .map(|&i| PackEntry {
+            path: items[i].path.clone(),
+            encoding: items[i].encoding.clone(),
+            len: raw_len(&items[i]),
+        })
+        .collect();
+    let raw: u64 = entries.iter().map(|e| e.len).sum();
+    let key = pack_key(items, &group);
+    let payload = cache
+        .pack(&key, |level| {
+            let mut all = Vec::with_capacity(raw as usize);
+            for &i in &group {
+                all.extend(raw_part(store, &items[i])?);
+            }
+            let z = pack::compress(&all, level)?;
+            // Each part was checked when computed (a patch against its base, content by
+            // its hash in the store); the stream must give back exactly the parts.
+            if pack::decompress(&z, raw)? != all {
+                return Err("the pack just made does not decompress to its parts".into());
+            }
+            Ok(z)
+        })
+        .map_err(|m| {
+            Error::Encode(format!(
+                "packing {} files from {}: {m}",
+                group.len(),
+                escape(&items[group[0]].path)
+            ))
+        })?;
+    Ok(Pack {
+        entries,
+        items: group,
+        payload,
+        raw,
+    })
+}
+
+/// What kind of file this is, for the report's table of which way won by kind:
+/// "executable" or "shared library" (ELF), "python", "compressed" (gzip, xz, zstd,
+/// bzip2), "text" or "other".
+pub fn class(store: &Store, path: &[u8], hash: &Hash) -> &'static str {
+    let head = store.read_object(hash).unwrap_or_default();
+    let head = &head[..head.len().min(4096)];
+    let name = String::from_utf8_lossy(path);
+    if head.starts_with(b"\x7fELF") {
+        if name.contains(".so") {
+            "shared library"
+        } else {
+            "executable"
+        }
+    } else if name.ends_with(".py") {
+        "python"
+    } else if [&b"\x1f\x8b"[..], b"\xfd7zXZ\0", b"\x28\xb5\x2f\xfd", b"BZh"]
+        .iter()
+        .any(|m| head.starts_with(m))
+    {
+        "compressed"
+    } else if head.iter().all(|&b| b >= 0x20 || b"\n\t\r".contains(&b)) {
+        "text"
+    } else {
+        "other"
+    }
+}
+
+/// `bytes` shared out among `weights` in proportion, exactly (the remainder to the
+/// largest), for reports of what each packed file cost.
+pub fn apportion(bytes: u64, weights: &[u64]) -> Vec<u64> {
+    let total: u128 = weights.iter().map(|&w| w as u128).sum();
+    if total == 0 {
+        return vec![0; weights.len()];
+    }
+    let mut out: Vec<u64> = weights
+        .iter()
+        .map(|&w| (bytes as u128 * w as u128 / total) as u64)
+        .collect();
+    let rest = bytes - out.iter().sum::<u64>();
+    if let Some(i) = (0..weights.len()).max_by_key(|&i| weights[i]) {
+        out[i] += rest;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(b: Option<u64>, z: Option<u64>, w: Option<u64>) -> Candidates {
+        Candidates {
+            bsdiff: b,
+            zstd_delta: z,
+            whole: w,
+        }
+    }
+
+    #[test]
+    fn a_zstd_delta_is_kept_only_when_clearly_smaller_than_what_packs() {
+        assert_eq!(pick(&c(Some(100), None, None)), Encoding::Bsdiff);
+        assert_eq!(pick(&c(Some(100), Some(90), None)), Encoding::Bsdiff);
+        assert_eq!(pick(&c(Some(100), Some(80), None)), Encoding::ZstdDelta);
+        assert_eq!(pick(&c(Some(100), Some(95), Some(90))), Encoding::Whole);
+        assert_eq!(pick(&c(None, Some(10), None)), Encoding::ZstdDelta);
+        assert_eq!(pick(&c(None, Some(50), Some(40))), Encoding::Whole);
+    }
+
+    #[test]
+    fn shares_add_up_to_the_whole() {
+        assert_eq!(apportion(10, &[1, 1, 1]), vec![3, 3, 4]);
+        assert_eq!(apportion(10, &[1, 1, 1]).iter().sum::<u64>(), 10);
+        assert_eq!(apportion(7, &[0, 5, 2]), vec![0, 5, 2]);
+        assert_eq!(apportion(5, &[0, 0]), vec![0, 0]);
+    }
+}
