@@ -189,7 +189,8 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
 }
 
 /// Two machines booted from the image (systemd as PID 1) come up `running`, sshd
-/// answering with host keys each made at its first boot, and different machine-ids.
+/// answering with host keys each made at its first boot, a resolv.conf that boot made,
+/// and different machine-ids.
 fn boots_clean_with_keys_of_its_own(env: &Env, id: &str, root: &Path) {
     // The first-boot mechanism is part of the image, for reviewers to see.
     let listed = env.ok(&["ls", id, "/usr/lib/systemd/system/ssh.service.wants"]);
@@ -213,6 +214,14 @@ fn boots_clean_with_keys_of_its_own(env: &Env, id: &str, root: &Path) {
         assert!(
             keys.iter().any(|k| k.starts_with("ssh-ed25519 ")),
             "{}: sshd gave no ed25519 key: {scan:?}",
+            m.name
+        );
+        // The build removed resolv.conf; the first boot made a placeholder (nspawn runs
+        // with --resolv-conf=off, so this is the image's, not the host's).
+        let resolv = m.ok("cat /etc/resolv.conf");
+        assert!(
+            resolv.contains("first boot") && !resolv.contains("nameserver "),
+            "{}: /etc/resolv.conf {resolv:?}",
             m.name
         );
         let machine_id = m.ok("cat /etc/machine-id").trim().to_string();
