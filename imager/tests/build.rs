@@ -89,6 +89,7 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
 
     let root = env.path("root");
     env.ok(&["export", id, "--dir", root.to_str().unwrap()]);
+    first_boot_shows_in_imager_diff(&env, id, &root);
     // dpkg's database agrees with the disk, stripped files included.
     assert_eq!(chroot(&root, "dpkg --verify"), "");
     assert!(chroot(&root, "dpkg -S /usr/bin/ssh").starts_with("openssh-client: /usr/bin/ssh"));
@@ -186,6 +187,35 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
     assert!(ls.contains("/etc/machine-id"));
 
     boots_clean_with_keys_of_its_own(&env, id, &root);
+}
+
+/// A reviewer sees the first-boot mechanism: `imager diff` from the same tree without it
+/// (the export imported again, leaving its files out: no second build) lists exactly its
+/// files, added and owned by no package.
+fn first_boot_shows_in_imager_diff(env: &Env, id: &str, root: &Path) {
+    let files = [
+        "/usr/lib/imager/firstboot",
+        "/usr/lib/systemd/system/imager-firstboot.service",
+        "/usr/lib/systemd/system/ssh.service.wants/imager-firstboot.service",
+        "/usr/lib/systemd/system/ssh.socket.wants/imager-firstboot.service",
+    ];
+    let mut args = vec!["import", root.to_str().unwrap(), "--name", "no-first-boot"];
+    for f in &files {
+        args.extend(["--exclude", f]);
+    }
+    env.ok(&args);
+    let d = json(&env.ok(&["diff", "no-first-boot", id, "--json"]));
+    let unowned = d["unowned"].as_array().unwrap();
+    let mut added: Vec<&str> = unowned
+        .iter()
+        .inspect(|f| assert_eq!(f["change"], "added", "{f:#}"))
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    added.sort();
+    assert_eq!(added, files, "{d:#}");
+    assert!(d["by_package"].as_array().unwrap().is_empty(), "{d:#}");
+    let text = env.ok(&["diff", "no-first-boot", id]);
+    assert!(text.contains("/usr/lib/imager/firstboot"), "{text}");
 }
 
 /// Two machines booted from the image (systemd as PID 1) come up `running`, sshd
