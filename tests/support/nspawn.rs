@@ -76,6 +76,10 @@ impl Machine {
         } else {
             "--private-network"
         });
+        // The image's own /etc/resolv.conf (what its first boot made), never the host's:
+        // with a private network nspawn's default (auto) already leaves it alone; said
+        // here so that tests of the image can rely on it.
+        c.arg("--resolv-conf=off");
         if volatile {
             c.arg("--volatile=overlay");
         }

@@ -19,6 +19,7 @@
 
 use super::derived;
 use super::disk::Scratch;
+use super::Hashing;
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::progress::Progress;
@@ -26,7 +27,6 @@ use crate::store::Store;
 use crate::tree::Hash;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::Path;
 
 pub const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -49,38 +49,6 @@ pub struct OciExport {
     pub layer_bytes: u64,
     pub tar_bytes: u64,
     pub architecture: String,
-}
-
-/// Passes bytes through, hashing and counting them.
-struct Hashing<W> {
-    inner: W,
-    sha: Sha256,
-    len: u64,
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<W> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            sha: Sha256::new(),
-            len: 0,
-        }
-    }
-    fn digest(&self) -> String {
-        format!("sha256:{}", hex::encode(self.sha.clone().finalize()))
-    }
 }
 
 /// `imager export IMAGE --oci DIR`: the image as an OCI image layout at `dest`, its

@@ -189,6 +189,14 @@ pub fn write_tar_zst<W: Write>(
     enc.finish().ctx("finish compressing", what)
 }
 
+/// The SHA-256 (`sha256:HEX`) of the tar.zst [`export_tar_zst`] writes for `tree`,
+/// computed without writing it anywhere: what `rebuild --vary` compares between the
+/// original and the rebuild.
+pub fn tar_zst_digest(store: &Store, tree: &Tree, progress: &dyn Progress) -> Result<String> {
+    let h = write_tar_zst(store, tree, super::Hashing::new(std::io::sink()), progress)?;
+    Ok(h.digest())
+}
+
 /// Writes `tree` to `dest` as tar.zst, atomically: a temporary beside `dest`, renamed
 /// into place only when complete, removed on any error.
 pub fn export_tar_zst(

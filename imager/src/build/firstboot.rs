@@ -1,13 +1,17 @@
 //! First boot: what an image needs created on each machine because the build removed it
-//! as machine state. Today that is sshd's host keys: an image that runs `ssh.service`
-//! gets `/usr/lib/imager/firstboot` (a script that creates every host key sshd is
-//! configured for and that does not exist, never replacing one) and a unit that runs
-//! it before ssh, enabled by static `.wants` links under `/usr/lib/systemd/system` (no
-//! state in `/etc`). Everything else a first boot needs, systemd does itself: an empty
-//! machine-id is a first boot, a missing random seed is made, a missing hostname falls
-//! back to the one the machine is given. The files are part of the image, so they appear
-//! in its text manifest and in `imager diff`; the keys they create are local state
-//! (`/etc/ssh/ssh_host_*`), which pushes leave alone.
+//! as machine state. An image that runs `ssh.service` gets `/usr/lib/imager/firstboot`
+//! (a script that creates every host key sshd is configured for and that does not exist,
+//! and `/etc/resolv.conf` if there is none, never replacing anything) and a unit that
+//! runs it before ssh, enabled by static `.wants` links under `/usr/lib/systemd/system`
+//! (no state in `/etc`). The resolv.conf it writes holds only a comment: no nameserver,
+//! so glibc keeps its documented fallback (127.0.0.1), but tools that read or edit the
+//! file find one. Everything else a first boot needs, systemd does itself: an empty
+//! machine-id is a first boot, a missing random seed is made, and a missing hostname
+//! falls back to the one the machine is given (container manager, DHCP) or systemd's
+//! compiled-in one; an `/etc/hostname` written here would be a static name overriding
+//! those, so none is. The files are part of the image, so they appear in its text
+//! manifest and in `imager diff`; what they create is local state (`/etc/ssh/ssh_host_*`,
+//! `/etc/resolv.conf`), which pushes leave alone.
 //!
 //! A manifest turns it off with `first_boot = false`.
 
@@ -93,5 +97,91 @@ mod tests {
         }
         let unit = std::fs::read_to_string(units.join(UNIT_NAME)).unwrap();
         assert!(unit.contains("Before=ssh.service ssh.socket"), "{unit}");
+    }
+
+    /// Runs the installed script against `root` instead of / (its optional argument).
+    fn run_script(root: &Path) -> String {
+        let out = std::process::Command::new("/bin/sh")
+            .arg(root.join(IMAGE_DIR).join("firstboot"))
+            .arg(root)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "firstboot failed: {text}");
+        text
+    }
+
+    /// A tree that runs sshd with one configured host key, with the first-boot files.
+    fn machine(with_key: bool) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let units = d.path().join(UNIT_DIR);
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(units.join("ssh.service"), "[Service]\n").unwrap();
+        std::fs::create_dir_all(d.path().join("etc/ssh")).unwrap();
+        std::fs::write(
+            d.path().join("etc/ssh/sshd_config"),
+            "HostKey /etc/ssh/ssh_host_ed25519_key\n",
+        )
+        .unwrap();
+        if with_key {
+            std::fs::write(d.path().join("etc/ssh/ssh_host_ed25519_key"), "a key").unwrap();
+        }
+        assert!(install(d.path()).unwrap());
+        d
+    }
+
+    #[test]
+    fn first_boot_makes_a_resolv_conf_without_nameserver_and_keeps_any_there() {
+        let d = machine(true);
+        let resolv = d.path().join("etc/resolv.conf");
+        let said = run_script(d.path());
+        assert!(said.contains("created /etc/resolv.conf"), "{said}");
+        let text = std::fs::read_to_string(&resolv).unwrap();
+        assert!(
+            text.starts_with('#') && text.contains("first boot") && !text.contains("nameserver "),
+            "{text:?}"
+        );
+        let mode = std::fs::metadata(&resolv).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o644);
+        let etc: Vec<_> = std::fs::read_dir(d.path().join("etc"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(etc.len(), 2, "a temporary file was left: {etc:?}");
+        // The configured key exists: not replaced.
+        let key = d.path().join("etc/ssh/ssh_host_ed25519_key");
+        assert_eq!(std::fs::read(&key).unwrap(), b"a key");
+
+        // One the machine has (its DHCP client's, an admin's) stays as it is.
+        std::fs::write(&resolv, "nameserver 192.0.2.1\n").unwrap();
+        assert!(!run_script(d.path()).contains("resolv.conf"));
+        assert_eq!(std::fs::read(&resolv).unwrap(), b"nameserver 192.0.2.1\n");
+
+        // So does a dangling symlink (systemd-resolved's stub link before it runs).
+        std::fs::remove_file(&resolv).unwrap();
+        std::os::unix::fs::symlink("../run/systemd/resolve/stub-resolv.conf", &resolv).unwrap();
+        run_script(d.path());
+        assert_eq!(
+            std::fs::read_link(&resolv).unwrap(),
+            Path::new("../run/systemd/resolve/stub-resolv.conf")
+        );
+    }
+
+    #[test]
+    fn first_boot_makes_the_configured_host_key() {
+        if !Path::new("/usr/bin/ssh-keygen").exists() {
+            eprintln!("skipped: no ssh-keygen (apt-get install openssh-client)");
+            return;
+        }
+        let d = machine(false);
+        let said = run_script(d.path());
+        assert!(said.contains("created ed25519 host key"), "{said}");
+        let key = d.path().join("etc/ssh/ssh_host_ed25519_key");
+        let first = std::fs::read(&key).unwrap();
+        assert!(d.path().join("etc/ssh/ssh_host_ed25519_key.pub").exists());
+        // Once: a second boot keeps it.
+        run_script(d.path());
+        assert_eq!(std::fs::read(&key).unwrap(), first);
     }
 }

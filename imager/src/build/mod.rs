@@ -439,6 +439,10 @@ pub struct Rebuilt {
     pub identical: bool,
     /// Path by path, `-` the original's manifest line, `+` the rebuild's.
     pub differences: Vec<String>,
+    /// The digest of the rebuilt image's tar.zst export, made by the rebuild's own
+    /// process from its own store (only when the child of `rebuild --vary` asks for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebuilt_tar_sha256: Option<String>,
 }
 
 /// `imager rebuild ID`: builds the image again from what its build stored (manifest,
@@ -501,5 +505,6 @@ pub fn rebuild(
         rebuilt: built.id,
         identical: new_id == id,
         differences,
+        rebuilt_tar_sha256: None,
     })
 }

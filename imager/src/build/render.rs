@@ -2,6 +2,7 @@
 //! JSON), next to the report types so that a new field is shown where it is defined.
 
 use super::lock::Lock;
+use super::vary::VariedRebuild;
 use super::{Built, Rebuilt};
 use std::io::{self, Write};
 use std::path::Path;
@@ -61,6 +62,25 @@ impl Rebuilt {
             writeln!(out, "{d}")?;
         }
         Ok(())
+    }
+}
+
+impl VariedRebuild {
+    pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
+        for v in &self.varied {
+            writeln!(out, "varied: {v}")?;
+        }
+        self.rebuilt.write_text(out)?;
+        let rebuilt = self.rebuilt.rebuilt_tar_sha256.as_deref().unwrap_or("-");
+        if self.tar_identical {
+            writeln!(out, "tar.zst export identical: {rebuilt}")
+        } else {
+            writeln!(
+                out,
+                "tar.zst exports differ: original {}, rebuilt {rebuilt}",
+                self.original_tar_sha256
+            )
+        }
     }
 }
 

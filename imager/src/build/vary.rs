@@ -5,9 +5,17 @@
 //! another umask, time zone, locale, hostname (its own UTS namespace), working directory,
 //! HOME, PATH order, one CPU, a clock a day ahead (libfaketime), overlay sources with
 //! other permission bits than the author's, and another store path.
+//!
+//! Equal IDs are not the whole claim: the child also exports the image it built to
+//! tar.zst in its varied environment, from its own store (before a copied store is
+//! removed), and reports the export's digest; the parent compares it with the digest of
+//! the original's export made here. An exporter that let the time, umask or locale into
+//! the archive would show as a difference even with the same ID.
 
 use super::Rebuilt;
 use crate::error::{Error, Result};
+use crate::store::{Access, Store};
+use crate::tree::Hash;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -62,6 +70,30 @@ pub struct VariedRebuild {
     pub varied: Vec<String>,
     #[serde(flatten)]
     pub rebuilt: Rebuilt,
+    /// The digest of the original's tar.zst export, made by this process.
+    pub original_tar_sha256: String,
+    /// Whether that equals the rebuild's `rebuilt_tar_sha256`.
+    pub tar_identical: bool,
+}
+
+impl VariedRebuild {
+    /// Both the ID and the tar.zst bytes came out the same.
+    pub fn identical(&self) -> bool {
+        self.rebuilt.identical && self.tar_identical
+    }
+}
+
+/// The child's side of the tarball comparison: the digest of the rebuilt image's tar.zst
+/// export from `store` (the child's own), recorded in `r`.
+pub fn record_tar_digest(store: &Store, r: &mut Rebuilt) -> Result<()> {
+    r.rebuilt_tar_sha256 = Some(tar_digest(store, &r.rebuilt)?);
+    Ok(())
+}
+
+fn tar_digest(store: &Store, id: &str) -> Result<String> {
+    let id = Hash::from_hex(id).ok_or_else(|| Error::Internal(format!("bad image ID {id}")))?;
+    let tree = store.read_image(&id)?;
+    crate::archive::tar_export::tar_zst_digest(store, &tree, &crate::progress::Quiet)
 }
 
 /// Finds `program` on PATH, or says which package provides it.
@@ -114,7 +146,21 @@ pub fn rebuild(exe: &Path, store_root: &Path, image: &str, vary: &[Vary]) -> Res
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     })?;
-    Ok(VariedRebuild { varied, rebuilt })
+    let rebuilt_tar = rebuilt.rebuilt_tar_sha256.clone().ok_or_else(|| {
+        Error::Internal(format!(
+            "the varied rebuild of {image} reported no tar digest"
+        ))
+    })?;
+    // The child has finished and released the store's lock.
+    let original_tar_sha256 =
+        tar_digest(&Store::open(store_root, Access::Read)?, &rebuilt.original)?;
+    let tar_identical = original_tar_sha256 == rebuilt_tar;
+    Ok(VariedRebuild {
+        varied,
+        rebuilt,
+        original_tar_sha256,
+        tar_identical,
+    })
 }
 
 /// The child's command line, with the wrappers that vary its process (and what each
@@ -162,7 +208,12 @@ fn chain(
     }
     argv.push(path_str(exe)?);
     argv.extend(["--store".into(), path_str(store_root)?, "--quiet".into()]);
-    argv.extend(["rebuild".into(), image.into(), "--json".into()]);
+    argv.extend([
+        "rebuild".into(),
+        image.into(),
+        "--json".into(),
+        "--tar-digest".into(),
+    ]);
     if each.contains(&Vary::OverlayPerms) {
         argv.push("--scramble-overlay-perms".into());
         varied.push("overlay sources: group-writable, not world-readable".to_string());

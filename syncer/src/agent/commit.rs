@@ -181,30 +181,79 @@ pub fn plan_ops(
     staged: &HashMap<Vec<u8>, String>,
     protected: &HashSet<Vec<u8>>,
 ) -> Result<Journal> {
-    let mut first = Vec::new();
-    let mut links = Vec::new();
-    let mut metas = Vec::new();
-    let mut deletes = Vec::new();
-    let mut trash = Vec::new();
-    // Host directories replaced by something else.
-    let mut gone: Vec<Vec<u8>> = Vec::new();
-    // The root always: making the staging directory the first time moved its mtime.
-    let mut dirs: BTreeSet<Vec<u8>> = [b"/".to_vec()].into_iter().collect();
-    let need = |p: &[u8]| -> Result<String> {
-        staged.get(p).cloned().ok_or_else(|| {
+    let mut steps = Steps::new(staged, protected);
+    for c in changes {
+        steps.add(image, c)?;
+    }
+    Ok(Journal {
+        image: id,
+        ops: steps.into_ops(image),
+        changed: changes.iter().map(|c| c.path.clone()).collect(),
+        previous: Previous::Keep,
+    })
+}
+
+/// A journal's operations gathered change by change into the steps they run in (the
+/// order in the module comment).
+struct Steps<'a> {
+    staged: &'a HashMap<Vec<u8>, String>,
+    protected: &'a HashSet<Vec<u8>>,
+    first: Vec<Op>,
+    links: Vec<Op>,
+    metas: Vec<Op>,
+    deletes: Vec<Op>,
+    trash: Vec<Op>,
+    /// Host directories replaced by something else.
+    gone: Vec<Vec<u8>>,
+    /// Directories whose metadata is set again at the end.
+    dirs: BTreeSet<Vec<u8>>,
+}
+
+impl<'a> Steps<'a> {
+    fn new(staged: &'a HashMap<Vec<u8>, String>, protected: &'a HashSet<Vec<u8>>) -> Self {
+        Steps {
+            staged,
+            protected,
+            first: Vec::new(),
+            links: Vec::new(),
+            metas: Vec::new(),
+            deletes: Vec::new(),
+            trash: Vec::new(),
+            gone: Vec::new(),
+            // The root always: making the staging directory the first time moved its mtime.
+            dirs: [b"/".to_vec()].into_iter().collect(),
+        }
+    }
+
+    /// The staged name of `p`'s new entry; a commit before it was sent is the
+    /// controller's error.
+    fn need(&self, p: &[u8]) -> Result<String> {
+        self.staged.get(p).cloned().ok_or_else(|| {
             Error::Protocol(format!(
                 "commit before the content of {} was sent",
                 escape(p)
             ))
         })
-    };
-    for c in changes {
+    }
+
+    /// A host directory that holds local state is never replaced.
+    fn refuse_protected(&self, path: &[u8], by: &str) -> Result<()> {
+        if self.protected.contains(path) {
+            return Err(Error::Agent(format!(
+                "cannot replace directory {} by {by}: it holds local state",
+                escape(path)
+            )));
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, image: &Tree, c: &Change) -> Result<()> {
         if let Some(p) = parent(&c.path) {
-            dirs.insert(p.to_vec());
+            self.dirs.insert(p.to_vec());
         }
         if c.kind == ChangeKind::Delete {
-            deletes.push(Op::Delete(c.path.clone()));
-            continue;
+            self.deletes.push(Op::Delete(c.path.clone()));
+            return Ok(());
         }
         let t = image.get(&c.path).ok_or_else(|| {
             Error::Protocol(format!(
@@ -215,20 +264,15 @@ pub fn plan_ops(
         let host_is_dir = matches!(c.host.as_ref().map(|h| &h.kind), Some(Kind::Dir));
         match (c.kind, &t.kind) {
             (ChangeKind::Meta, Kind::Dir) => {
-                dirs.insert(c.path.clone());
+                self.dirs.insert(c.path.clone());
             }
-            (ChangeKind::Meta, _) => metas.push(Op::Meta(c.path.clone())),
+            (ChangeKind::Meta, _) => self.metas.push(Op::Meta(c.path.clone())),
             (_, Kind::HardLink { target }) => {
                 if host_is_dir {
-                    if protected.contains(&c.path) {
-                        return Err(Error::Agent(format!(
-                            "cannot replace directory {} by a hard link: it holds local state",
-                            escape(&c.path)
-                        )));
-                    }
-                    gone.push(c.path.clone());
+                    self.refuse_protected(&c.path, "a hard link")?;
+                    self.gone.push(c.path.clone());
                 }
-                links.push(Op::Link {
+                self.links.push(Op::Link {
                     target: target.clone(),
                     path: c.path.clone(),
                 })
@@ -236,70 +280,70 @@ pub fn plan_ops(
             // Made in staging before the journal (so a full inode table fails the push
             // before the commit point, not half-way through it), renamed into place.
             (ChangeKind::Add, Kind::Dir) => {
-                first.push(Op::Rename {
-                    staged: need(&c.path)?,
-                    path: c.path.clone(),
-                });
-                dirs.insert(c.path.clone());
+                self.rename(&c.path)?;
+                self.dirs.insert(c.path.clone());
             }
             (_, Kind::Dir) => {
-                let s = need(&c.path)?;
-                first.push(Op::Swap {
-                    staged: s.clone(),
-                    path: c.path.clone(),
-                    new_is_dir: true,
-                });
-                trash.push(Op::Trash(s));
-                dirs.insert(c.path.clone());
+                self.swap(&c.path, true)?;
+                self.dirs.insert(c.path.clone());
             }
             _ if host_is_dir => {
-                if protected.contains(&c.path) {
-                    return Err(Error::Agent(format!(
-                        "cannot replace directory {} by a {}: it holds local state",
-                        escape(&c.path),
-                        t.kind.name()
-                    )));
-                }
-                let s = need(&c.path)?;
-                first.push(Op::Swap {
-                    staged: s.clone(),
-                    path: c.path.clone(),
-                    new_is_dir: false,
-                });
-                trash.push(Op::Trash(s));
-                gone.push(c.path.clone());
+                self.refuse_protected(&c.path, &format!("a {}", t.kind.name()))?;
+                self.swap(&c.path, false)?;
+                self.gone.push(c.path.clone());
             }
-            _ => first.push(Op::Rename {
-                staged: need(&c.path)?,
-                path: c.path.clone(),
-            }),
+            _ => self.rename(&c.path)?,
         }
+        Ok(())
     }
-    // What was below a directory swapped away goes with it (the trash step): deleting it
-    // by path would go through the entry that replaced the directory.
-    deletes.retain(|d| match d {
-        Op::Delete(p) => !gone.iter().any(|g| imager::tree::is_below(p, g)),
-        _ => true,
-    });
-    deletes.reverse();
-    // Only directories the image has get its metadata back.
-    let mut dirmeta: Vec<Vec<u8>> = dirs
-        .into_iter()
-        .filter(|d| matches!(image.get(d).map(|e| &e.kind), Some(Kind::Dir)))
-        .collect();
-    dirmeta.sort_by(|a, b| path_cmp(b, a));
-    let mut ops = first;
-    ops.extend(links);
-    ops.extend(metas);
-    ops.extend(deletes);
-    ops.extend(trash);
-    ops.extend(dirmeta.into_iter().map(Op::DirMeta));
-    Ok(Journal {
-        image: id,
-        ops,
-        changed: changes.iter().map(|c| c.path.clone()).collect(),
-        previous: Previous::Keep,
-    })
+
+    fn rename(&mut self, path: &[u8]) -> Result<()> {
+        let staged = self.need(path)?;
+        self.first.push(Op::Rename {
+            staged,
+            path: path.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Exchanges the staged entry with the host's of the other kind; the host's old entry
+    /// is trashed afterwards.
+    fn swap(&mut self, path: &[u8], new_is_dir: bool) -> Result<()> {
+        let s = self.need(path)?;
+        self.first.push(Op::Swap {
+            staged: s.clone(),
+            path: path.to_vec(),
+            new_is_dir,
+        });
+        self.trash.push(Op::Trash(s));
+        Ok(())
+    }
+
+    fn into_ops(self, image: &Tree) -> Vec<Op> {
+        let gone = self.gone;
+        let mut deletes = self.deletes;
+        // What was below a directory swapped away goes with it (the trash step): deleting
+        // it by path would go through the entry that replaced the directory.
+        deletes.retain(|d| match d {
+            Op::Delete(p) => !gone.iter().any(|g| imager::tree::is_below(p, g)),
+            _ => true,
+        });
+        deletes.reverse();
+        // Only directories the image has get its metadata back.
+        let mut dirmeta: Vec<Vec<u8>> = self
+            .dirs
+            .into_iter()
+            .filter(|d| matches!(image.get(d).map(|e| &e.kind), Some(Kind::Dir)))
+            .collect();
+        dirmeta.sort_by(|a, b| path_cmp(b, a));
+        let mut ops = self.first;
+        ops.extend(self.links);
+        ops.extend(self.metas);
+        ops.extend(deletes);
+        ops.extend(self.trash);
+        ops.extend(dirmeta.into_iter().map(Op::DirMeta));
+        ops
+    }
 }
 
 /// A failed operation of a commit past its commit point.

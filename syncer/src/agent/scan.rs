@@ -16,7 +16,7 @@ use imager::safe_dir::Beneath;
 use imager::tree::escape::{escape, unescape};
 use imager::tree::is_below;
 use imager::tree::scan::Excludes;
-use imager::tree::scan::{entry_of, walk};
+use imager::tree::scan::{entry_of, walk, Found};
 use imager::Tree;
 use imager::{Entry, Hash, Kind};
 use rayon::prelude::*;
@@ -86,6 +86,22 @@ impl HashCache {
         }
         state.write_unsynced(super::state::HASH_CACHE, out.as_bytes())
     }
+
+    /// Replaces the cache with what a scan that started at `start_ns` saw (files only;
+    /// racy ones left out).
+    fn refresh(&mut self, entries: &[Entry], disk_of: &DiskOf, start_ns: i128) {
+        let mut map = HashMap::with_capacity(entries.len());
+        for e in entries {
+            if let Kind::File { hash, .. } = e.kind {
+                let k = key_of(disk_of[e.path.as_slice()].1);
+                if k.ctime_ns < start_ns && k.mtime_ns < start_ns {
+                    map.insert(e.path.clone(), (k, hash));
+                }
+            }
+        }
+        self.dirty = map != self.map;
+        self.map = map;
+    }
 }
 
 fn parse_cache_line(l: &str) -> Option<(Vec<u8>, Key, Hash)> {
@@ -124,24 +140,52 @@ pub fn scan(
         .map(|d| d.as_nanos() as i128)
         .unwrap_or(0);
     let root_dev = fsx::symlink_metadata(root)?.dev();
-    let own_or_local = |p: &[u8]| OWN_PATHS.contains(&p) || local.is_excluded(p);
     let mut host = HostTree::default();
-    // Mount points by the kernel's mount table: a bind mount of the root's own
-    // filesystem has the root's st_dev, so the walk alone would enter it.
-    for m in super::mounts::beneath(root)? {
-        if !local.covers(&m) && !OWN_PATHS.iter().any(|o| m == *o || is_below(&m, o)) {
-            host.kept.insert(m, KeptWhy::Mount);
-        }
-    }
+    keep_mount_points(root, local, &mut host)?;
     let mut skipped: Vec<Vec<u8>> = Vec::new();
     let found = walk(root, |p| {
-        let skip = own_or_local(p) || host.kept.contains_key(p);
+        let skip = OWN_PATHS.contains(&p) || local.is_excluded(p) || host.kept.contains_key(p);
         if skip {
             skipped.push(p.to_vec());
         }
         skip
     })?;
-    for f in &found {
+    keep_found(root_dev, &found, local, &mut host);
+    protect_parents(&mut host, skipped);
+    mark_shared(&found, &mut host);
+    let mut stats = ScanStats::default();
+    let (mut entries, to_hash) = entries_of(&found, &host, cache, verify, &mut stats)?;
+    let disk_of: DiskOf = found
+        .iter()
+        .map(|f| (f.path.as_slice(), (&f.disk, &f.meta)))
+        .collect();
+    hash_files(&mut entries, &to_hash, &disk_of, &mut stats)?;
+    read_xattrs(&mut entries, &disk_of)?;
+    cache.refresh(&entries, &disk_of, start_ns);
+    stats.entries = entries.len() as u64;
+    stats.seconds = started.elapsed().as_secs_f64();
+    host.entries = entries;
+    Ok((host, stats))
+}
+
+/// Each walked path's file on disk and its metadata, as the walk saw them.
+type DiskOf<'a> = HashMap<&'a [u8], (&'a PathBuf, &'a std::fs::Metadata)>;
+
+/// Keeps every mount point below the root, by the kernel's mount table: a bind mount of
+/// the root's own filesystem has the root's st_dev, so the walk alone would enter it.
+fn keep_mount_points(root: &Path, local: &Excludes, host: &mut HostTree) -> crate::Result<()> {
+    for m in super::mounts::beneath(root)? {
+        if !local.covers(&m) && !OWN_PATHS.iter().any(|o| m == *o || is_below(&m, o)) {
+            host.kept.insert(m, KeptWhy::Mount);
+        }
+    }
+    Ok(())
+}
+
+/// Keeps what the walk found to be another filesystem or a symlink standing for local
+/// state, then only the outermost kept paths: what is below one is never looked at.
+fn keep_found(root_dev: u64, found: &[Found], local: &Excludes, host: &mut HostTree) {
+    for f in found {
         if f.meta.is_dir() && f.meta.dev() != root_dev {
             host.kept.insert(f.path.clone(), KeptWhy::Mount);
         } else if f.meta.file_type().is_symlink() && local.is_at_or_above(&f.path) {
@@ -150,7 +194,6 @@ pub fn scan(
             host.kept.insert(f.path.clone(), KeptWhy::LocalStateSymlink);
         }
     }
-    // Only the outermost kept paths: what is below one is never looked at.
     let outer: Vec<Vec<u8>> = host
         .kept
         .keys()
@@ -158,8 +201,11 @@ pub fn scan(
         .cloned()
         .collect();
     host.kept.retain(|k, _| outer.contains(k));
-    // Directories holding local state, a mount or a kept symlink are never deleted or
-    // replaced.
+}
+
+/// Directories holding local state, a mount or a kept symlink are never deleted or
+/// replaced.
+fn protect_parents(host: &mut HostTree, skipped: Vec<Vec<u8>>) {
     let kept: Vec<Vec<u8>> = host.kept.keys().cloned().collect();
     for s in skipped.into_iter().chain(kept) {
         let mut p = imager::tree::parent(&s);
@@ -170,15 +216,18 @@ pub fn scan(
             p = imager::tree::parent(q);
         }
     }
-    // Names per inode: a file with more links than names seen here has one outside the
-    // root or in local state.
+}
+
+/// Marks files with more links than names seen here: they have one outside the root or
+/// in local state.
+fn mark_shared(found: &[Found], host: &mut HostTree) {
     let mut names: HashMap<(u64, u64), u64> = HashMap::new();
-    for f in &found {
+    for f in found {
         if !f.meta.is_dir() {
             *names.entry((f.meta.dev(), f.meta.ino())).or_default() += 1;
         }
     }
-    for f in &found {
+    for f in found {
         if !f.meta.is_dir()
             && f.meta.nlink() > names[&(f.meta.dev(), f.meta.ino())]
             && !host.is_kept(&f.path)
@@ -186,11 +235,21 @@ pub fn scan(
             host.shared.insert(f.path.clone());
         }
     }
+}
+
+/// The entries of what was found outside kept paths, with the hashes the cache knows,
+/// and the indices of the files still to hash.
+fn entries_of(
+    found: &[Found],
+    host: &HostTree,
+    cache: &HashCache,
+    verify: bool,
+    stats: &mut ScanStats,
+) -> crate::Result<(Vec<Entry>, Vec<usize>)> {
     let mut links = HashMap::new();
     let mut entries = Vec::with_capacity(found.len());
     let mut to_hash: Vec<usize> = Vec::new();
-    let mut stats = ScanStats::default();
-    for f in &found {
+    for f in found {
         if host.is_kept(&f.path) {
             continue;
         }
@@ -209,11 +268,16 @@ pub fn scan(
         }
         entries.push(e);
     }
-    let disk_of: HashMap<&[u8], (&PathBuf, &std::fs::Metadata)> = found
-        .iter()
-        .map(|f| (f.path.as_slice(), (&f.disk, &f.meta)))
-        .collect();
+    Ok((entries, to_hash))
+}
 
+/// Hashes the files at `to_hash` in parallel.
+fn hash_files(
+    entries: &mut [Entry],
+    to_hash: &[usize],
+    disk_of: &DiskOf,
+    stats: &mut ScanStats,
+) -> crate::Result<()> {
     let hashed: Vec<(usize, Hash)> = to_hash
         .par_iter()
         .map(|&i| -> crate::Result<(usize, Hash)> {
@@ -231,6 +295,11 @@ pub fn scan(
             stats.hashed_bytes += *size;
         }
     }
+    Ok(())
+}
+
+/// Reads every entry's extended attributes in parallel (a hard link has its target's).
+fn read_xattrs(entries: &mut [Entry], disk_of: &DiskOf) -> crate::Result<()> {
     entries
         .par_iter_mut()
         .try_for_each(|e: &mut Entry| -> crate::Result<()> {
@@ -238,24 +307,7 @@ pub fn scan(
                 e.xattrs = fsx::read_xattrs(disk_of[e.path.as_slice()].0)?;
             }
             Ok(())
-        })?;
-
-    // Refresh the cache with what this scan saw (files only; racy ones left out).
-    let mut map = HashMap::with_capacity(entries.len());
-    for e in &entries {
-        if let Kind::File { hash, .. } = e.kind {
-            let k = key_of(disk_of[e.path.as_slice()].1);
-            if k.ctime_ns < start_ns && k.mtime_ns < start_ns {
-                map.insert(e.path.clone(), (k, hash));
-            }
-        }
-    }
-    cache.dirty = map != cache.map;
-    cache.map = map;
-    stats.entries = entries.len() as u64;
-    stats.seconds = started.elapsed().as_secs_f64();
-    host.entries = entries;
-    Ok((host, stats))
+        })
 }
 
 /// The image's local-state paths that the host lacks, so that a first install gets them

@@ -73,6 +73,9 @@ pub(crate) struct RebuildArgs {
     /// (for --overlay-perms) give the overlay sources other permission bits
     #[arg(long, hide = true)]
     scramble_overlay_perms: bool,
+    /// (for --vary) also report the digest of the rebuilt image's tar.zst export
+    #[arg(long, hide = true)]
+    tar_digest: bool,
 }
 
 /// Exits 1 when the rebuild differs.
@@ -82,7 +85,7 @@ pub(crate) fn rebuild(ctx: &Ctx, a: RebuildArgs, out: &mut dyn Write) -> Result<
         return varied(&ctx.root, a, out);
     }
     let store = ctx.open(Access::Write)?;
-    let r = build::rebuild(
+    let mut r = build::rebuild(
         &store,
         &a.image,
         a.keep_failed,
@@ -90,6 +93,10 @@ pub(crate) fn rebuild(ctx: &Ctx, a: RebuildArgs, out: &mut dyn Write) -> Result<
         ctx.progress,
     )
     .with_context(|| format!("rebuilding {}", a.image))?;
+    if a.tar_digest {
+        build::vary::record_tar_digest(&store, &mut r)
+            .with_context(|| format!("exporting the rebuild of {}", a.image))?;
+    }
     if a.json {
         write_json(out, &r)?;
     } else {
@@ -110,12 +117,9 @@ fn varied(store: &std::path::Path, a: RebuildArgs, out: &mut dyn Write) -> Resul
     if a.json {
         write_json(out, &r)?;
     } else {
-        for v in &r.varied {
-            writeln!(out, "varied: {v}")?;
-        }
-        r.rebuilt.write_text(out)?;
+        r.write_text(out)?;
     }
-    Ok(if r.rebuilt.identical {
+    Ok(if r.identical() {
         Exit::Success
     } else {
         Exit::Failure
