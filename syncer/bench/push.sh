@@ -20,7 +20,8 @@
 #              push-results.txt (every figure line); this script's own scratch is removed
 # Environment: PEERS=path to peers.sh (default: next to this script, else
 #   /work/shared/bench/peers.sh); NO_BUILD=1 to skip `cargo build --release`;
-#   SSH_PORT=first port to try for the private sshd (default 2299); KEEP=1 keeps all.
+#   SSH_PORT=first port to try for the private sshd (default 2299); KEEP=1 keeps all;
+#   LEVELS="3 9 19" the zstd levels of the cold-cache sweep (LEVELS= skips it).
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
@@ -250,7 +251,7 @@ rsync_run rsync-noop "$work/B/" "x:$w/r5/" -aHAX -e "$rsh"       # quick check (
 rm -rf "$w/r5"
 
 # ---- 6: zstd level trade-off, cold cache each ---------------------------------------------
-for level in 3 9 19; do
+for level in ${LEVELS-3 9 19}; do
   fresh A "$w/h6"
   mkdir -p "$w/cache-$level"
   push "syncer-level-$level" B "local:$w/h6" --cache "$w/cache-$level" --level "$level"
@@ -308,6 +309,8 @@ table = [
 ]
 for l in (3, 9, 19):
     n = "syncer-level-%d" % l
+    if n not in rows:
+        continue
     table.append(("syncer level %d, cold" % l, g(n, "wall_s"), mb(g(n, "wire_bytes")), "wire; bsdiff %s, zstd delta %s, whole %s; plan %s s" % (mb(g(n, "bsdiff_bytes")), mb(g(n, "zstd_delta_bytes")), mb(g(n, "whole_bytes")), g(n, "plan_s"))))
 table += [
     ("syncer pipe, managed, B -> A", g("syncer-pipe-managed-back", "wall_s"), mb(g("syncer-pipe-managed-back", "wire_bytes")), "cold cache for this direction; plan %s s" % g("syncer-pipe-managed-back", "plan_s")),

@@ -36,14 +36,21 @@ type Slot = Arc<OnceLock<Result<Arc<Vec<u8>>, String>>>;
 enum What {
     /// zstd: whole content (no old hash) or a patch-from delta.
     Zstd,
-    /// A bsdiff patch from old to new, zstd-compressed.
+    /// A bsdiff patch from old to new, zstd-compressed at [`BSDIFF_LEVEL`]: the form
+    /// packs are made from (they decompress it), and its size the candidate's.
     Bsdiff,
+    /// The same patch compressed at the push's level, to travel on its own.
+    BsdiffAlone,
     /// A pack's stream; its "new hash" is the hash of the pack's list of parts.
     Pack,
 }
 
 /// (what, old content for a delta, new content).
 type Key = (What, Option<Hash>, Hash);
+
+/// The zstd level bsdiff patches are kept at: fast, as nearly all of them travel in
+/// packs, which compress them again (at level 19, 10 s of CPU more for the corpus).
+pub const BSDIFF_LEVEL: i32 = 3;
 
 /// The first bytes of a cache file. An entry is `MAGIC`, the blake3 of the encoded bytes,
 /// then the encoded bytes. An encoding is decoded and checked against the content it
@@ -92,7 +99,7 @@ fn check_decodes(what: What, old: Option<&[u8]>, data: &[u8], new: &Hash) -> Res
         Err(_) => return Err("not a zstd frame".into()),
     };
     let out = match (what, old) {
-        (What::Bsdiff, Some(o)) => {
+        (What::Bsdiff | What::BsdiffAlone, Some(o)) => {
             let raw = zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?;
             bsdiff::patched(o, &raw, bsdiff::MAX_OLD * 2)?
         }
@@ -119,6 +126,25 @@ fn checked(what: What, d: Vec<u8>, old: Option<&[u8]>, new: &Hash) -> Result<Vec
     Ok(d)
 }
 
+/// `raw` zstd-compressed at `level`, checked to decompress to it.
+fn checked_compression(raw: &[u8], level: i32) -> Result<Vec<u8>, String> {
+    let z = bsdiff::encode(raw, level)?;
+    if decompress_frame(&z)? != raw {
+        return Err("the compressed bsdiff patch does not decompress to it".into());
+    }
+    Ok(z)
+}
+
+/// A zstd frame that says its size, decompressed.
+pub fn decompress_frame(z: &[u8]) -> Result<Vec<u8>, String> {
+    let n = zstd::zstd_safe::get_frame_content_size(z)
+        .ok()
+        .flatten()
+        .filter(|&n| n <= MAX_DECODED)
+        .ok_or("a zstd frame without its size")?;
+    zstd::bulk::decompress(z, n as usize).map_err(|e| e.to_string())
+}
+
 /// Writes `parts` to `path` so that a crash leaves no file, the old one or the whole new
 /// one (see [`imager::fsx::write_atomic`]).
 fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
@@ -135,7 +161,9 @@ fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
 fn entry_name((what, old, new): Key, level: i32) -> String {
     match (what, old) {
         (What::Pack, _) => format!("pack-{new}.L{level}.zst"),
-        (What::Bsdiff, Some(o)) => format!("{o}-{new}.bsdiff.L{level}.zst"),
+        // Both forms are one kind of entry: at the same level they are the same bytes.
+        (What::Bsdiff, Some(o)) => format!("{o}-{new}.bsdiff.L{BSDIFF_LEVEL}.zst"),
+        (What::BsdiffAlone, Some(o)) => format!("{o}-{new}.bsdiff.L{level}.zst"),
         (_, Some(o)) => format!("{o}-{new}.L{level}.zst"),
         (_, None) => format!("{new}.L{level}.zst"),
     }
@@ -232,11 +260,25 @@ impl Cache {
                 return Err("the bsdiff patch just computed does not make its content".into());
             }
             drop((o, n, out));
-            let z = bsdiff::encode(&raw, self.level)?;
-            if zstd::bulk::decompress(&z, raw.len()).map_err(|e| e.to_string())? != raw {
-                return Err("the compressed bsdiff patch does not decompress to it".into());
-            }
-            Ok(z)
+            checked_compression(&raw, BSDIFF_LEVEL)
+        })
+    }
+
+    /// The bsdiff patch of `new` from `old` compressed at the push's level, for one that
+    /// travels on its own (not in a pack).
+    pub fn bsdiff_alone(
+        &self,
+        store: &Store,
+        old: &Hash,
+        new: &Hash,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        if self.level == BSDIFF_LEVEL {
+            return self.bsdiff(store, old, new);
+        }
+        self.get((What::BsdiffAlone, Some(*old), *new), || {
+            let z = self.bsdiff(store, old, new)?;
+            let raw = decompress_frame(&z)?;
+            checked_compression(&raw, self.level)
         })
     }
 

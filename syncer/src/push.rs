@@ -676,6 +676,7 @@ fn plan(
         .map(|c| encode(store, cache, &sigs, c))
         .collect::<Result<_>>()?;
     let packs = plan::packs(store, cache, &mut items)?;
+    plan::finish_alone(store, cache, &mut items)?;
     for it in items.iter().filter(|it| !it.packed) {
         let k = r.planned.of(&it.encoding);
         k.files += 1;
