@@ -101,7 +101,7 @@ fn check_decodes(what: What, old: Option<&[u8]>, data: &[u8], new: &Hash) -> Res
     let out = match (what, old) {
         (What::Bsdiff | What::BsdiffAlone, Some(o)) => {
             let raw = zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?;
-            bsdiff::patched(o, &raw, bsdiff::MAX_OLD * 2)?
+            bsdiff::patched_up_to(o, &raw, MAX_DECODED)?
         }
         (What::Pack, _) => {
             // Its parts are checked by whoever makes it; here only that it decodes.

@@ -91,6 +91,20 @@ pub fn apply(
     size: u64,
     out: &mut impl Write,
 ) -> std::io::Result<()> {
+    let written = apply_up_to(base, patch, size, out)?;
+    if written != size {
+        return Err(bad(&format!("it makes {written} bytes, not {size}")));
+    }
+    Ok(())
+}
+
+/// [`apply`] for a result of at most `size` bytes; how many it made.
+fn apply_up_to(
+    base: &(impl Base + ?Sized),
+    patch: &mut (impl Read + ?Sized),
+    size: u64,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
     let base_len = base.size()?;
     let (mut old_pos, mut written) = (0u64, 0u64);
     let (mut buf, mut old) = (vec![0u8; BUF], vec![0u8; BUF]);
@@ -127,10 +141,7 @@ pub fn apply(
             .ok_or_else(|| bad("a step moves before the start of the old content"))?;
         written += step;
     }
-    if written != size {
-        return Err(bad(&format!("it makes {written} bytes, not {size}")));
-    }
-    Ok(())
+    Ok(written)
 }
 
 /// The next step's control (bytes to add, bytes to copy, move), `None` at the end of
@@ -190,10 +201,19 @@ pub(crate) fn apply_to(
     })
 }
 
-/// The content a raw patch makes from `old` (the controller's check).
+/// The content a raw patch makes from `old` (the controller's check), exactly `size`
+/// bytes.
 pub fn patched(old: &[u8], raw: &[u8], size: u64) -> std::result::Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(size.min(MAX_OLD * 2) as usize);
     apply(old, &mut &raw[..], size, &mut out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+/// The content a raw patch makes from `old`, of at most `limit` bytes (a check of a
+/// cached patch, whose result's size is not known).
+pub fn patched_up_to(old: &[u8], raw: &[u8], limit: u64) -> std::result::Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    apply_up_to(old, &mut &raw[..], limit, &mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
