@@ -407,6 +407,14 @@ fn symlink_image(dir: &Path, parents: usize, name_len: usize, n: u32) -> (PathBu
     (store, count, len)
 }
 
+/// A new, empty host root `dir/name`, and its `local:` spec.
+fn empty_host(dir: &Path, name: &str) -> (PathBuf, String) {
+    let h = dir.join(name);
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    (h, hs)
+}
+
 /// The manifest size the agent once stopped at (256 MiB): "Destination buffer is too
 /// small" at `--level 1`, minutes of compressing at the default level.
 const OLD_MANIFEST_LIMIT: u64 = 256 << 20;
@@ -419,9 +427,7 @@ fn an_image_whose_difference_list_is_larger_than_a_frame_is_pushable() {
     let t = scratch("safety-large-");
     let (store, n, len) = symlink_image(t.path(), 3, 250, 90_000);
     assert!(len > syncer::protocol::MAX_FRAME as u64, "{len}");
-    let h = t.path().join("host");
-    std::fs::create_dir(&h).unwrap();
-    let hs = format!("local:{}", h.display());
+    let (_, hs) = empty_host(t.path(), "host");
     let r = push(&store, "big", &hs, &["--dry-run", "--level", "1"]);
     assert_eq!(r["added"], n, "{}", r["error"]);
 }
@@ -436,9 +442,7 @@ fn a_two_million_entry_image_whose_manifest_is_over_256_mib_is_pushable_at_every
     let (store, n, len) = symlink_image(t.path(), 1, 90, 2_000_000);
     assert!(len > OLD_MANIFEST_LIMIT, "{len}");
     for (i, level) in [&[][..], &["--level", "1"][..]].into_iter().enumerate() {
-        let h = t.path().join(format!("host{i}"));
-        std::fs::create_dir(&h).unwrap();
-        let hs = format!("local:{}", h.display());
+        let (_, hs) = empty_host(t.path(), &format!("host{i}"));
         let mut args = vec!["--dry-run"];
         args.extend_from_slice(level);
         let r = push(&store, "big", &hs, &args);
@@ -453,9 +457,7 @@ fn an_image_whose_manifest_is_over_256_mib_commits_and_a_second_push_is_a_no_op(
     let t = scratch("safety-huge-");
     let (store, n, len) = symlink_image(t.path(), 10, 250, 110_000);
     assert!(len > OLD_MANIFEST_LIMIT, "{len}");
-    let h = t.path().join("host");
-    std::fs::create_dir(&h).unwrap();
-    let hs = format!("local:{}", h.display());
+    let (h, hs) = empty_host(t.path(), "host");
     let r = push(&store, "big", &hs, &[]);
     assert_eq!(r["added"], n, "{r:#}");
     assert_eq!(r["committed"], true, "{r:#}");
