@@ -5,6 +5,10 @@
 //! (push and agent) reads through them, so the two cannot drift apart; anything else in
 //! imager is free to change without the syncer noticing.
 //!
+//! It also says how large an image can be: [`MAX_MANIFEST`], which imager refuses to
+//! store beyond and the syncer carries up to, so that every image imager accepts can be
+//! pushed.
+//!
 //! Local-state globs follow [`Excludes`]'s rules: over absolute image paths, `*` within
 //! one name, `**` across directories, and a glob naming a directory covers everything
 //! below it.
@@ -38,6 +42,25 @@ pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../exclude-lists/local-st
 
 /// Where the store is when neither `--store` nor `IMAGER_STORE` says.
 pub const DEFAULT_STORE: &str = "/var/lib/imager";
+
+/// The largest canonical manifest text an image may have, in bytes (1 GiB: some seven
+/// million entries, at about 140 bytes a line). The syncer carries a manifest up to this
+/// size and its agent accepts no larger one (it holds the text, and the tree parsed from
+/// it, in memory); imager refuses to store an image beyond it, so that an image it keeps
+/// is one the syncer can push.
+pub const MAX_MANIFEST: usize = 1 << 30;
+
+/// Why an image whose canonical manifest is `len` bytes cannot be stored or pushed, if it
+/// cannot: more than [`MAX_MANIFEST`].
+pub fn check_manifest_len(len: usize) -> Result<(), String> {
+    if len > MAX_MANIFEST {
+        return Err(format!(
+            "its manifest is {len} bytes, more than the limit of {MAX_MANIFEST} bytes (1 GiB, \
+             about seven million entries) that the syncer carries"
+        ));
+    }
+    Ok(())
+}
 
 /// The store both commands use: `given` (`--store`), else `$IMAGER_STORE`, else
 /// [`DEFAULT_STORE`].
@@ -180,6 +203,18 @@ mod tests {
         assert_eq!(local_state_of(Some(text.as_bytes())), globs);
         assert_eq!(LOCAL_STATE_FILE, "/usr/lib/imager/local-state.txt");
         assert_eq!(TRIGGERS_FILE, "/usr/lib/imager/triggers.toml");
+    }
+
+    #[test]
+    fn a_manifest_over_the_limit_is_refused_with_its_size_and_the_limit() {
+        assert!(check_manifest_len(0).is_ok());
+        assert!(check_manifest_len(MAX_MANIFEST).is_ok());
+        let e = check_manifest_len(MAX_MANIFEST + 1).unwrap_err();
+        assert!(
+            e.contains(&format!("{} bytes", MAX_MANIFEST + 1))
+                && e.contains(&format!("limit of {MAX_MANIFEST} bytes")),
+            "{e}"
+        );
     }
 
     #[test]

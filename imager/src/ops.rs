@@ -113,6 +113,9 @@ pub fn import(
         false,
         progress,
     )?;
+    // Refused before its objects are committed: an image too large to push leaves
+    // nothing in the store.
+    let text = crate::store::printed_image(&tree)?;
     let new_bytes = txn.new_bytes.load(std::sync::atomic::Ordering::Relaxed);
     let new_objects = txn.commit()?;
     let extra: Vec<(&str, &[u8])> = opts
@@ -120,7 +123,7 @@ pub fn import(
         .iter()
         .map(|(n, d)| (n.as_str(), d.as_slice()))
         .collect();
-    let id = store.write_image(&tree, &extra)?;
+    let id = store.write_image_text(&tree, &text, &extra)?;
     if let Some(n) = &opts.name {
         store.set_ref(n, &id)?;
     }

@@ -38,6 +38,10 @@ pub struct Image {
 impl Image {
     pub fn load(store: &Store, id: Hash) -> Result<Image> {
         let text = store.image_text(&id)?;
+        // An image stored before imager refused it: said here, with the numbers, instead
+        // of by every agent.
+        contract::check_manifest_len(text.len())
+            .map_err(|e| Error::Encode(format!("image {id} cannot be pushed: {e}")))?;
         let tree = imager::tree::text::parse(&text, &format!("image {id}"))?;
         let file = |p: &[u8]| -> Result<Option<Vec<u8>>> {
             match tree.get(p).map(|e| &e.kind) {

@@ -367,36 +367,113 @@ fn a_commit_blocked_after_its_commit_point_says_so_and_can_be_finished_or_abando
     assert_host_is(&h, &f.store, &f.id("v1"));
 }
 
-#[test]
-fn an_image_whose_difference_list_is_larger_than_a_frame_is_pushable() {
-    // 90,000 symlinks at 800-byte paths: a difference list for a host never synced of
-    // about 75 MB, more than one frame holds (it travels in pieces now), and a manifest
-    // of as much.
-    let t = scratch("safety-large-");
-    let store = t.path().join("store");
-    let dir = ["a", "b", "c"].map(|c| c.repeat(250)).join("/");
+/// A store in `dir` holding one image, `big`: `n` symlinks (target `x`) in directories
+/// of 1,000, below `parents` nested directories with names of `name_len` bytes (the
+/// longer the paths, the longer each manifest line and difference). Written through
+/// imager's library: importing millions of real files would take far longer than the
+/// push under test. Returns the store, the image's entries besides `/`, and the length
+/// of its manifest.
+fn symlink_image(dir: &Path, parents: usize, name_len: usize, n: u32) -> (PathBuf, u64, u64) {
+    let store = dir.join("store");
     let mut entries = vec![imager::Entry::dir(b"/", 0o755, 1)];
-    let mut p = String::new();
-    for c in dir.split('/') {
-        p = format!("{p}/{c}");
-        entries.push(imager::Entry::dir(p.as_bytes(), 0o755, 1));
+    let mut top = String::new();
+    for c in (b'a'..).take(parents) {
+        top = format!("{top}/{}", (c as char).to_string().repeat(name_len));
+        entries.push(imager::Entry::dir(top.as_bytes(), 0o755, 1));
     }
-    for i in 0..90_000u32 {
-        let mut e = imager::Entry::dir(format!("/{dir}/link-{i:08}").as_bytes(), 0o777, 1);
+    for d in 0..n.div_ceil(1000) {
+        entries.push(imager::Entry::dir(
+            format!("{top}/{d:04}").as_bytes(),
+            0o755,
+            1,
+        ));
+    }
+    for i in 0..n {
+        let path = format!("{top}/{:04}/{:04}", i / 1000, i % 1000);
+        let mut e = imager::Entry::dir(path.as_bytes(), 0o777, 1);
         e.kind = imager::Kind::Symlink {
             target: b"x".to_vec(),
         };
         entries.push(e);
     }
-    let n = entries.len() - 1;
+    let count = entries.len() as u64 - 1;
     let tree = imager::Tree::new(entries).unwrap();
     let s = imager::store::Store::open(&store, imager::store::Access::Write).unwrap();
     let id = s.write_image(&tree, &[]).unwrap();
     s.set_ref("big", &id).unwrap();
-    drop(s);
-    let h = t.path().join("host");
+    let len = std::fs::metadata(store.join("images").join(id.to_hex()).join("manifest"))
+        .unwrap()
+        .len();
+    (store, count, len)
+}
+
+/// A new, empty host root `dir/name`, and its `local:` spec.
+fn empty_host(dir: &Path, name: &str) -> (PathBuf, String) {
+    let h = dir.join(name);
     std::fs::create_dir(&h).unwrap();
     let hs = format!("local:{}", h.display());
+    (h, hs)
+}
+
+/// The manifest size the agent once stopped at (256 MiB): "Destination buffer is too
+/// small" at `--level 1`, minutes of compressing at the default level.
+const OLD_MANIFEST_LIMIT: u64 = 256 << 20;
+
+#[test]
+fn an_image_whose_difference_list_is_larger_than_a_frame_is_pushable() {
+    // 90,000 symlinks at 770-byte paths: a difference list for a host never synced of
+    // about 70 MB, more than one frame holds (it travels in pieces now), and a manifest
+    // of as much.
+    let t = scratch("safety-large-");
+    let (store, n, len) = symlink_image(t.path(), 3, 250, 90_000);
+    assert!(len > syncer::protocol::MAX_FRAME as u64, "{len}");
+    let (_, hs) = empty_host(t.path(), "host");
     let r = push(&store, "big", &hs, &["--dry-run", "--level", "1"]);
-    assert_eq!(r["added"], n as u64, "{}", r["error"]);
+    assert_eq!(r["added"], n, "{}", r["error"]);
+}
+
+#[test]
+fn a_two_million_entry_image_whose_manifest_is_over_256_mib_is_pushable_at_every_level() {
+    // The issue's image: two million entries, a manifest of some 278 MB. Dry runs (the
+    // whole plan: manifest sent, host compared, a difference list of 2 million paths
+    // back): a real push of two million entries takes many minutes in a debug build; the
+    // next test commits one as large in bytes.
+    let t = scratch("safety-2m-");
+    let (store, n, len) = symlink_image(t.path(), 1, 90, 2_000_000);
+    assert!(len > OLD_MANIFEST_LIMIT, "{len}");
+    for (i, level) in [&[][..], &["--level", "1"][..]].into_iter().enumerate() {
+        let (_, hs) = empty_host(t.path(), &format!("host{i}"));
+        let mut args = vec!["--dry-run"];
+        args.extend_from_slice(level);
+        let r = push(&store, "big", &hs, &args);
+        assert_eq!(r["added"], n, "{args:?}: {}", r["error"]);
+    }
+}
+
+#[test]
+fn an_image_whose_manifest_is_over_256_mib_commits_and_a_second_push_is_a_no_op() {
+    // 110,000 symlinks below ten 250-byte directory names: a manifest of some 280 MB
+    // and a difference list of as much, in a real push at the default level.
+    let t = scratch("safety-huge-");
+    let (store, n, len) = symlink_image(t.path(), 10, 250, 110_000);
+    assert!(len > OLD_MANIFEST_LIMIT, "{len}");
+    let (h, hs) = empty_host(t.path(), "host");
+    let r = push(&store, "big", &hs, &[]);
+    assert_eq!(r["added"], n, "{r:#}");
+    assert_eq!(r["committed"], true, "{r:#}");
+    let top: PathBuf = (b'a'..)
+        .take(10)
+        .map(|c| (c as char).to_string().repeat(250))
+        .collect();
+    for i in [0u32, 54_321, 109_999] {
+        let p = h
+            .join(&top)
+            .join(format!("{:04}/{:04}", i / 1000, i % 1000));
+        assert_eq!(std::fs::read_link(&p).unwrap(), Path::new("x"), "{i}");
+    }
+    assert!(!h.join(&top).join("0110").exists());
+    let again = push(&store, "big", &hs, &[]);
+    for k in ["added", "changed", "metadata", "deleted", "commit_ops"] {
+        assert_eq!(again[k], 0, "{k}: {again:#}");
+    }
 }

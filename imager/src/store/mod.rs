@@ -47,6 +47,18 @@ pub enum Access {
     Write,
 }
 
+/// The canonical manifest of `tree`, if the store may keep it: one the syncer could not
+/// carry (larger than [`crate::contract::MAX_MANIFEST`]) is refused here, before
+/// anything is written, rather than by every push.
+pub(crate) fn printed_image(tree: &Tree) -> Result<String> {
+    let text = text::print(tree);
+    crate::contract::check_manifest_len(text.len()).map_err(|reason| Error::InvalidTree {
+        path: "/".into(),
+        reason: format!("the image cannot be stored: {reason}"),
+    })?;
+    Ok(text)
+}
+
 impl Store {
     /// Opens (and on first write, creates) the store at `root`, taking its lock.
     pub fn open(root: &Path, access: Access) -> Result<Store> {
@@ -226,8 +238,21 @@ impl Store {
     }
 
     /// Records an image whose objects are all in the store. `extra` files are stored
-    /// beside the manifest. Returns the image ID.
+    /// beside the manifest. Returns the image ID. An image whose manifest is larger than
+    /// the syncer carries ([`crate::contract::MAX_MANIFEST`]) is refused.
     pub fn write_image(&self, tree: &Tree, extra: &[(&str, &[u8])]) -> Result<Hash> {
+        let text = printed_image(tree)?;
+        self.write_image_text(tree, &text, extra)
+    }
+
+    /// [`Store::write_image`] with the tree's manifest already printed (and checked by
+    /// [`printed_image`]): an import checks before it commits its objects.
+    pub(crate) fn write_image_text(
+        &self,
+        tree: &Tree,
+        text: &str,
+        extra: &[(&str, &[u8])],
+    ) -> Result<Hash> {
         for (h, size) in tree.objects() {
             let p = self.object_path(&h);
             let m = fsx::metadata(&p).map_err(|e| e.doing("inspect object"))?;
@@ -238,8 +263,7 @@ impl Store {
                 )));
             }
         }
-        let text = text::print(tree);
-        let id = text::id_of(&text);
+        let id = text::id_of(text);
         let dir = self.image_dir(&id);
         if dir.join("manifest").is_file() {
             return Ok(id);

@@ -45,9 +45,13 @@ pub const MAX_FRAME: usize = 64 << 20;
 /// frames, then a `PartEnd`), each piece compressed on its own: manifests and
 /// difference lists of images with millions of entries.
 pub const PIECE: usize = 16 << 20;
-/// Largest message (all its pieces together) either side accepts: about seven million
-/// entries' difference list.
-pub const MAX_MESSAGE: usize = 1 << 30;
+/// Largest message (all its pieces together) either side accepts: the largest manifest
+/// an image may have ([`imager::contract::MAX_MANIFEST`], 1 GiB). A host that has
+/// nothing gets a difference list smaller than the manifest (paths without their
+/// metadata), so every image imager stores can be pushed; only a host that differs in
+/// more than the image holds (millions of extra files) can need more, and is told so
+/// with the numbers.
+pub const MAX_MESSAGE: usize = imager::contract::MAX_MANIFEST;
 /// How much one compressed piece of a large message may inflate: real manifests and
 /// difference lists compress some 5 to 150 times; a run of zeros, 30,000 times. So a
 /// peer must send at least 1/1024 of what it makes the other side hold.
@@ -125,6 +129,8 @@ pub struct Conn<R, W> {
     pub received: u64,
     /// Bytes on the wire (frames included) by message name: sent, received.
     pub by_message: std::collections::BTreeMap<&'static str, [u64; 2]>,
+    /// [`MAX_MESSAGE`]; smaller in the unit tests, which cannot build a GiB message.
+    max_message: usize,
 }
 
 /// A frame body's tag (without the compression bit) and its fields, inflated.
@@ -149,7 +155,14 @@ impl<R: Read, W: Write> Conn<R, W> {
             sent: 0,
             received: 0,
             by_message: Default::default(),
+            max_message: MAX_MESSAGE,
         }
+    }
+
+    #[cfg(test)]
+    fn with_max_message(mut self, n: usize) -> Self {
+        self.max_message = n;
+        self
     }
 
     pub fn send(&mut self, m: &Msg) -> Result<()> {
@@ -168,11 +181,15 @@ impl<R: Read, W: Write> Conn<R, W> {
             self.frame(&frame_body(m, tag, fields)?)?;
         } else {
             // In pieces of the message's encoding: its tag, then its fields.
-            if fields.len() + 1 > MAX_MESSAGE {
+            // Refused before a frame is written, so the peer hears why (the agent sends
+            // this error in its place) instead of waiting for the rest.
+            if fields.len() + 1 > self.max_message {
                 return Err(Error::protocol(format!(
-                    "{} message of {} bytes is larger than the limit of {MAX_MESSAGE} bytes",
+                    "the {} message is {} bytes, more than the limit of {} bytes one \
+                     message may carry",
                     m.name(),
-                    fields.len() + 1
+                    fields.len() + 1,
+                    self.max_message
                 )));
             }
             let mut raw = Vec::with_capacity(fields.len() + 1);
@@ -232,9 +249,12 @@ impl<R: Read, W: Write> Conn<R, W> {
                     piece.len()
                 )));
             }
-            if raw.len() + piece.len() > MAX_MESSAGE {
+            if raw.len() + piece.len() > self.max_message {
                 return Err(Error::protocol(format!(
-                    "a message of more than {MAX_MESSAGE} bytes was sent"
+                    "the peer sent a message in pieces of more than {} bytes (the limit \
+                     one message may carry), {} bytes before its end",
+                    self.max_message,
+                    raw.len() + piece.len()
                 )));
             }
             raw.extend_from_slice(&piece);
@@ -341,6 +361,33 @@ mod tests {
             .recv("bomb")
             .expect_err("a bomb");
         assert!(e.to_string().contains("inflates"), "{e}");
+        // Beyond the message limit (a smaller one here: a GiB message is too heavy for a
+        // unit test): refused by the sender before any frame, and by the receiver as the
+        // pieces arrive, each naming the limit and the size.
+        let limit = 3 * PIECE;
+        let mut none = Vec::new();
+        let e = Conn::new(&[][..], &mut none)
+            .with_max_message(limit)
+            .send(&m)
+            .expect_err("over the limit");
+        let size = m.encode_raw().1.len() + 1;
+        assert!(
+            e.to_string().contains(&format!(
+                "the Differences message is {size} bytes, more than the limit of {limit} bytes"
+            )),
+            "{e}"
+        );
+        assert!(none.is_empty(), "nothing is sent");
+        let e = Conn::new(&wire[..], std::io::sink())
+            .with_max_message(limit)
+            .recv("big")
+            .expect_err("over the limit");
+        assert!(
+            e.to_string().contains(&format!("more than {limit} bytes"))
+                && e.to_string()
+                    .contains(&format!("{} bytes before its end", 4 * PIECE)),
+            "{e}"
+        );
         // Cut short inside the pieces: an error, not a hang or a short message.
         let mut r = Conn::new(&wire[..wire.len() / 2], std::io::sink());
         assert!(r.recv("big").is_err());
