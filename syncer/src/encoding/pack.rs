@@ -46,6 +46,12 @@ pub fn compress(raw: &[u8], level: i32) -> std::result::Result<Vec<u8>, String> 
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as i32;
     c.set_parameter(CParameter::CompressionLevel(level))
         .map_err(e)?;
+    if level >= 19 {
+        // btopt instead of btultra2: on the corpus pack 5.7 s instead of 9.6 s (2 threads)
+        // for 0.5% more bytes.
+        c.set_parameter(CParameter::Strategy(zstd::zstd_safe::Strategy::ZSTD_btopt))
+            .map_err(e)?;
+    }
     c.set_parameter(CParameter::WindowLog(window_log(raw.len())))
         .map_err(e)?;
     c.set_parameter(CParameter::EnableLongDistanceMatching(true))
