@@ -37,6 +37,8 @@ const LOCAL: &[(&str, &str)] = &[
     ("var/log/app/today.log", "request 1\n"),
     ("etc/ssh/ssh_host_ed25519_key", "PRIVATE\n"),
     ("etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
+    // A root filesystem's own (ext4): never deleted, and no bar to recognising the host.
+    ("lost+found/#1234", "recovered\n"),
 ];
 
 fn host(c: &Corpus, scratch: &Path, from: &str) -> PathBuf {
