@@ -348,13 +348,15 @@ fn set_change_times(
         .filter(|&i| i == 2 || i >= RESERVED_INODES)
         .collect();
     let set = scratch.work.join("ctime.cmd");
+    // `@` marks seconds: debugfs reads a bare number as a date first (YYYYMMDD...), so
+    // 1796221081 (December 2026) became July 2340.
     let mut cmds: String = in_use
         .iter()
-        .map(|i| format!("sif <{i}> ctime {epoch}\nsif <{i}> atime {epoch}\n"))
+        .map(|i| format!("sif <{i}> ctime @{epoch}\nsif <{i}> atime @{epoch}\n"))
         .collect();
     // mke2fs gives the root its own mode and times, not the source directory's.
     cmds.push_str(&format!(
-        "sif <2> mode 0{:o}\nsif <2> mtime {}\n",
+        "sif <2> mode 0{:o}\nsif <2> mtime @{}\n",
         0o040000 | root.mode,
         root.mtime.max(0)
     ));
