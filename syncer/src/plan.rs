@@ -59,7 +59,9 @@ pub struct Item {
     pub candidates: Option<Candidates>,
 }
 
-/// What the controller has for one file, decided before anything is encoded.
+/// How one file's content may travel (`push::choose`), decided before anything is
+/// encoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wanted {
     pub path: Vec<u8>,
     pub hash: Hash,

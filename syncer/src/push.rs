@@ -708,17 +708,8 @@ fn pack_shares(p: &Pack) -> Vec<u64> {
     plan::apportion(p.payload.len() as u64, &weights)
 }
 
-/// How one file's content is to travel, decided before anything is encoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Choice {
-    path: Vec<u8>,
-    hash: Hash,
-    size: u64,
-    encoding: Encoding,
-    /// For a delta from the store: the old content, in the controller's store, it is
-    /// made from, and its size.
-    base: Option<(Hash, u64)>,
-}
+/// How one file's content may travel, decided before anything is encoded.
+type Choice = Wanted;
 
 /// How the content of each changed file of `tree` travels: a local copy when the host
 /// holds it already (`have`), whole when it is too large for the agent to apply a delta
@@ -798,15 +789,8 @@ fn encode(
     store: &Store,
     cache: &Cache,
     sigs: &HashMap<Vec<u8>, Vec<u8>>,
-    c: Choice,
+    w: Choice,
 ) -> Result<Item> {
-    let w = Wanted {
-        path: c.path,
-        hash: c.hash,
-        size: c.size,
-        encoding: c.encoding,
-        base: c.base,
-    };
     plan::encode(store, cache, w, |w| match &w.encoding {
         Encoding::RsyncDelta => {
             let sig = sigs
