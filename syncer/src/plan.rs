@@ -319,9 +319,14 @@ fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) ->
 /// What kind of file this is, for the report's table of which way won by kind:
 /// "executable" or "shared library" (ELF), "python", "compressed" (gzip, xz, zstd,
 /// bzip2), "text" or "other".
-pub fn class(store: &Store, path: &[u8], hash: &Hash) -> &'static str {
-    let head = store.read_object(hash).unwrap_or_default();
-    let head = &head[..head.len().min(4096)];
+pub fn class(store: &Store, path: &[u8], hash: &Hash, size: u64) -> &'static str {
+    use std::io::Read;
+    // The first 4 KiB tell, not the whole file.
+    let mut buf = Vec::with_capacity(4096);
+    if let Ok(r) = store.object_reader(hash, size) {
+        let _ = r.take(4096).read_to_end(&mut buf);
+    }
+    let head = &buf[..];
     let name = String::from_utf8_lossy(path);
     if head.starts_with(b"\x7fELF") {
         if name.contains(".so") {

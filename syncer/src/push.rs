@@ -33,7 +33,13 @@ pub struct Image {
     pub text: String,
     pub local_state: Vec<String>,
     pub triggers: Vec<u8>,
+    /// Host views found for a host's `Identity` (tree ID, kept paths), so that a
+    /// rollout to many hosts never synced searches the store's images once.
+    views: std::sync::Mutex<HashMap<ViewKey, Option<String>>>,
 }
+
+/// A host's `Identity`: its tree's view ID and the paths it left alone.
+type ViewKey = (Hash, Vec<Vec<u8>>);
 
 impl Image {
     pub fn load(store: &Store, id: Hash) -> Result<Image> {
@@ -57,6 +63,7 @@ impl Image {
             text,
             local_state: contract::local_state_of(local.as_deref()),
             triggers,
+            views: Default::default(),
         })
     }
 
@@ -89,6 +96,24 @@ impl Image {
         store: &Store,
         id: &crate::protocol::Identity,
     ) -> Result<Option<String>> {
+        let key = (id.tree, id.kept.clone());
+        if let Some(v) = self
+            .views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(v.clone());
+        }
+        let found = self.search_view(store, id)?;
+        self.views
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, found.clone());
+        Ok(found)
+    }
+
+    fn search_view(&self, store: &Store, id: &crate::protocol::Identity) -> Result<Option<String>> {
         let local = crate::agent::scan::local_excludes(&self.local_state)?;
         let mut seen = std::collections::HashSet::new();
         for name in store.refs()? {
@@ -920,7 +945,7 @@ fn path_changes(store: Option<&Store>, changes: &[Change], items: &[Item]) -> Ve
                 class: it
                     .filter(|i| i.candidates.is_some())
                     .zip(store)
-                    .map(|(i, s)| plan::class(s, &i.path, &i.hash)),
+                    .map(|(i, s)| plan::class(s, &i.path, &i.hash, i.size)),
             }
         })
         .collect()
