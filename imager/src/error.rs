@@ -84,6 +84,10 @@ pub enum Error {
 
     /// Something imager itself produced is not what it should be (a serialiser failed, an
     /// ID it just made does not parse): a bug, not bad input.
+    /// A signature, key or trust policy file that cannot be used (the reason says why).
+    #[error("{}: {reason}", file.display())]
+    Signature { file: PathBuf, reason: String },
+
     #[error("{0}")]
     Internal(String),
 

@@ -82,6 +82,18 @@ pub fn read_dir(path: impl AsRef<Path>) -> Result<Vec<std::fs::DirEntry>> {
         .ctx("list", path)
 }
 
+/// [`read_dir`], or `None` when the directory does not exist.
+pub fn read_dir_if_exists(path: impl AsRef<Path>) -> Result<Option<Vec<std::fs::DirEntry>>> {
+    let path = path.as_ref();
+    match std::fs::read_dir(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        r => r
+            .and_then(|d| d.collect::<std::io::Result<Vec<_>>>())
+            .map(Some)
+            .ctx("list", path),
+    }
+}
+
 /// Metadata, following a final symlink.
 pub fn metadata(path: impl AsRef<Path>) -> Result<std::fs::Metadata> {
     let path = path.as_ref();

@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod ops;
 pub mod progress;
 pub mod safe_dir;
+pub mod sign;
 pub mod store;
 pub mod tree;
 

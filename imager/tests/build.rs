@@ -87,6 +87,8 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
         "{pk}"
     );
 
+    provenance_names_what_the_store_holds(&env, id, &a, &m);
+
     let root = env.path("root");
     env.ok(&["export", id, "--dir", root.to_str().unwrap()]);
     first_boot_shows_in_imager_diff(&env, id, &root);
@@ -187,6 +189,109 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
     assert!(ls.contains("/etc/machine-id"));
 
     boots_clean_with_keys_of_its_own(&env, id, &root);
+}
+
+/// The build's in-toto statement names the image, its tar.zst (the export `tar`) and SPDX
+/// document, the manifest and lock it was built from and every .deb; `verify
+/// --provenance` re-checks each against the store and the DSSE signature `sign
+/// --provenance` adds; a stored lock, manifest or statement changed afterwards is caught.
+fn provenance_names_what_the_store_holds(env: &Env, id: &str, tar: &Path, m: &Path) {
+    let sha256 = |p: &Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)[..64].to_string()
+    };
+    let st = json(&env.ok(&["build-info", id, "--what", "provenance"]));
+    assert_eq!(st["_type"], "https://in-toto.io/Statement/v1");
+    assert_eq!(st["predicateType"], "https://slsa.dev/provenance/v1");
+    assert_eq!(st["subject"][0]["digest"]["blake3"], id);
+    assert_eq!(
+        st["subject"][1]["digest"]["sha256"],
+        sha256(tar).as_str(),
+        "{st:#}"
+    );
+    let spdx = env.path("base.spdx.json");
+    std::fs::write(&spdx, env.ok(&["packages", id, "--spdx"])).unwrap();
+    assert_eq!(st["subject"][2]["digest"]["sha256"], sha256(&spdx).as_str());
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let lock = m.join("base.lock");
+    let lock_dep = deps
+        .iter()
+        .find(|d| d["uri"] == format!("file:{}", lock.display()))
+        .unwrap_or_else(|| panic!("no lock in {deps:#?}"));
+    assert_eq!(lock_dep["digest"]["sha256"], sha256(&lock).as_str());
+    let locked = std::fs::read_to_string(&lock).unwrap();
+    let debs = deps
+        .iter()
+        .filter(|d| d["uri"].as_str().is_some_and(|u| u.ends_with(".deb")));
+    assert_eq!(
+        debs.count(),
+        locked.lines().filter(|l| l.starts_with("package ")).count()
+    );
+    let started = st["predicate"]["runDetails"]["metadata"]["startedOn"]
+        .as_str()
+        .unwrap();
+    assert!(started.len() == 20 && started.ends_with('Z'), "{started}");
+
+    let out = env.ok(&["verify", id, "--provenance"]);
+    assert!(
+        out.contains("provenance: subject: the tar.zst: ok")
+            && out.ends_with(
+                "verified
+"
+            ),
+        "{out}"
+    );
+    let k = env.path("release");
+    env.ok(&["key", "generate", "--out", k.to_str().unwrap()]);
+    env.ok(&["sign", id, "--key", k.to_str().unwrap(), "--provenance"]);
+    let pubkey = format!("{}.pub", k.display());
+    let out = env.ok(&["verify", id, "--key", &pubkey, "--provenance"]);
+    assert!(out.contains("provenance: signature: ok"), "{out}");
+    let env_json = json(&env.ok(&["build-info", id, "--what", "provenance-envelope"]));
+    assert_eq!(env_json["payloadType"], "application/vnd.in-toto+json");
+
+    let dir = env.store().join("images").join(id);
+    for (file, says) in [
+        (
+            "build.lock",
+            "stored build.lock: WRONG: changed since the build",
+        ),
+        (
+            "build-manifest.toml",
+            "stored build-manifest.toml: WRONG: changed since the build",
+        ),
+        (
+            "provenance.json",
+            "signs another statement than provenance.json",
+        ),
+    ] {
+        let p = dir.join(file);
+        let good = std::fs::read(&p).unwrap();
+        // A comment line for the TOML files; another start time for the statement.
+        let bad = String::from_utf8(good.clone()).unwrap().replacen(
+            "\"startedOn\": \"2",
+            "\"startedOn\": \"1",
+            1,
+        );
+        let bad = if file == "provenance.json" {
+            bad
+        } else {
+            format!("# edited\n{bad}")
+        };
+        assert_ne!(bad.as_bytes(), &good[..]);
+        std::fs::write(&p, &bad).unwrap();
+        let out = env.run(&["verify", id, "--key", &pubkey, "--provenance"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains(says),
+            "{file}: {text}"
+        );
+        std::fs::write(&p, &good).unwrap();
+    }
+    env.ok(&["verify", id, "--key", &pubkey, "--provenance"]);
 }
 
 /// A reviewer sees the first-boot mechanism: `imager diff` from the same tree without it

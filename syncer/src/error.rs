@@ -44,6 +44,10 @@ pub enum Error {
     /// A rollback cannot be done as asked (the host records no previous image).
     #[error("{0}")]
     Rollback(String),
+
+    /// An image the controller's `require_signed` policy does not accept.
+    #[error("{0}")]
+    Unsigned(String),
 }
 
 impl Error {

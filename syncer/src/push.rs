@@ -33,6 +33,8 @@ pub struct Image {
     pub text: String,
     pub local_state: Vec<String>,
     pub triggers: Vec<u8>,
+    /// Its signatures in the store, sent with the `Target` for the host's trust policy.
+    pub signatures: Vec<crate::protocol::ImageSignature>,
     /// Host views found for a host's `Identity` (tree ID, kept paths), so that a
     /// rollout to many hosts never synced searches the store's images once.
     views: std::sync::Mutex<HashMap<ViewKey, Option<String>>>,
@@ -42,6 +44,11 @@ pub struct Image {
 type ViewKey = (Hash, Vec<Vec<u8>>);
 
 impl Image {
+    /// The signatures as [`imager::sign`] checks them.
+    pub fn signed(&self) -> Vec<imager::sign::Signed> {
+        crate::protocol::ImageSignature::signed(&self.signatures, " in the controller's store")
+    }
+
     pub fn load(store: &Store, id: Hash) -> Result<Image> {
         let text = store.image_text(&id)?;
         // An image stored before imager refused it: said here, with the numbers, instead
@@ -63,6 +70,14 @@ impl Image {
             text,
             local_state: contract::local_state_of(local.as_deref()),
             triggers,
+            signatures: store
+                .signatures(&id)?
+                .into_iter()
+                .map(|s| crate::protocol::ImageSignature {
+                    statement: s.statement,
+                    signature: s.signature,
+                })
+                .collect(),
             views: Default::default(),
         })
     }
@@ -175,6 +190,9 @@ pub struct PushOptions {
     /// For a rollback: the previous image to record (what the host had recorded before
     /// the failed push), instead of the image it is leaving.
     pub restore_previous: Previous,
+    /// `--require-signed` / the inventory's `require_signed`: the controller pushes only
+    /// an image this policy accepts (the hosts check their own policy again).
+    pub require_signed: Option<std::sync::Arc<imager::sign::TrustPolicy>>,
 }
 
 /// Files and bytes for one way of sending content.
@@ -359,6 +377,8 @@ pub struct HostReport {
     pub previous_before: Option<String>,
     pub image_after: Option<String>,
     pub agent: Option<String>,
+    /// The host's trust policy as its agent described it (`None`: it has none).
+    pub trust: Option<String>,
     pub agent_installed: bool,
     pub rolled_forward: bool,
     /// A host that recorded no image had the tree of an image of the store (its host
@@ -432,6 +452,14 @@ pub fn push_host(
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    if let Some(policy) = &opts.require_signed {
+        if let Err(e) = policy.check(&image.id, &image.signed(), imager::sign::now()) {
+            r.error = Some(format!("not pushed: {e}"));
+            r.outcome = PushOutcome::FailedBeforeCommit;
+            clock.finish(Phase::Failed);
+            return r;
+        }
+    }
     let connecting = clock.start(Phase::Connecting);
     let connected = transport::connect(spec, &opts.transport);
     drop(connecting);
@@ -446,6 +474,7 @@ pub fn push_host(
         }
     };
     r.agent = Some(session.welcome.agent.clone());
+    r.trust = session.welcome.trust.as_ref().map(|t| t.describe());
     r.agent_installed = session.installed;
     r.rolled_forward = session.welcome.rolled_forward;
     r.image_before = session.welcome.image.map(|h| h.to_hex());
@@ -567,6 +596,7 @@ fn push_steps(
         verify: opts.verify,
         dry_run: opts.dry_run,
         previous: opts.restore_previous,
+        signatures: image.signatures.clone(),
     }))?;
     if asked {
         match s.reply()? {
@@ -962,6 +992,8 @@ pub struct HostStatus {
     /// Names in the controller's store that point at the image now.
     pub names: Vec<String>,
     pub agent: Option<String>,
+    /// The host's trust policy as its agent described it (`None`: it has none).
+    pub trust: Option<String>,
     pub drifted: bool,
     pub differences: u64,
     /// The unfinished commit (its image) that `abandon-commit` dropped.
@@ -991,6 +1023,7 @@ pub fn status_host(
     let r = (|| -> Result<()> {
         let mut s = transport::connect(spec, &opts.transport)?;
         st.agent = Some(s.welcome.agent.clone());
+        st.trust = s.welcome.trust.as_ref().map(|t| t.describe());
         st.abandoned = s.welcome.abandoned.map(|h| h.to_hex());
         st.image = s.welcome.image.map(|h| h.to_hex());
         if let (Some(store), Some(id)) = (store, s.welcome.image) {

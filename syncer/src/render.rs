@@ -47,6 +47,9 @@ pub fn push_report(r: &HostReport) -> String {
     if let Some(e) = &r.error {
         line!(out, "  error: {e}");
     }
+    if let Some(t) = &r.trust {
+        line!(out, "  trust policy: {t}");
+    }
     if r.rolled_forward {
         line!(out, "  finished an interrupted commit first");
     }
@@ -146,9 +149,18 @@ pub fn host_status(s: &HostStatus) -> String {
             line!(out, "{}: {}{names}  {drift}", s.host, &id[..12]);
         }
     }
+    if s.ok || s.trust.is_some() {
+        line!(out, "  trust policy: {}", trust(&s.trust));
+    }
     out.push_str(&kept(&s.kept));
     out.push_str(&stale(&s.stale));
     out
+}
+
+/// A host's trust policy in words: "none (accepts any image)" when it has none.
+fn trust(t: &Option<String>) -> String {
+    t.clone()
+        .unwrap_or_else(|| "none (accepts any image, signed or not)".into())
 }
 
 /// Processes still running replaced files, a line per unit: "still running replaced
@@ -233,11 +245,12 @@ pub fn fleet_status(rows: &[FleetRow]) -> String {
     let mut out = String::new();
     line!(
         out,
-        "{:<40} {:<10} {:<24} {:<18} LAST",
+        "{:<40} {:<10} {:<24} {:<18} {:<8} LAST",
         "HOST",
         "COLO",
         "IMAGE",
-        "DRIFT"
+        "DRIFT",
+        "TRUST"
     );
     for FleetRow {
         colo: c,
@@ -263,7 +276,17 @@ pub fn fleet_status(rows: &[FleetRow]) -> String {
             .as_ref()
             .map(|r| format!("{} ({})", r.outcome, r.wave))
             .unwrap_or_else(|| "-".into());
-        line!(out, "{:<40} {c:<10} {image:<24} {drift:<18} {last}", s.host);
+        let trust = match (&s.error, &s.trust) {
+            (Some(_), _) => "-",
+            (None, None) => "none",
+            (None, Some(t)) if t.starts_with("unusable") => "BROKEN",
+            (None, Some(_)) => "policy",
+        };
+        line!(
+            out,
+            "{:<40} {c:<10} {image:<24} {drift:<18} {trust:<8} {last}",
+            s.host
+        );
     }
     out
 }

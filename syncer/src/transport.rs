@@ -321,6 +321,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             previous: None,
             rolled_forward: false,
             abandoned: None,
+            trust: None,
         },
         installed: false,
         closed: false,

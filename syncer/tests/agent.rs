@@ -221,37 +221,11 @@ fn a_full_disk_leaves_the_old_tree_intact_and_no_staging_behind() {
     }
 }
 
-fn frame(m: &Msg) -> Vec<u8> {
-    let body = m.encode().unwrap();
-    let mut v = (body.len() as u32).to_le_bytes().to_vec();
-    v.extend(body);
-    v
-}
-
 fn listing(root: &Path) -> Vec<String> {
     walkdir::WalkDir::new(root)
         .into_iter()
         .map(|e| e.unwrap().path().display().to_string())
         .collect()
-}
-
-/// Runs an agent on `root` with `input` as its whole stdin.
-fn agent_with(root: &Path, input: &[u8]) -> (bool, Vec<u8>, String) {
-    let mut c = syncer()
-        .args(["serve", "--root"])
-        .arg(root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = c.stdin.take().unwrap().write_all(input);
-    let out = c.wait_with_output().unwrap();
-    (
-        out.status.success(),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -345,6 +319,7 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
             previous: None,
             rolled_forward: false,
             abandoned: None,
+            trust: None,
         })),
     )
     .unwrap();
@@ -571,6 +546,7 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
                 verify: false,
                 dry_run: false,
                 previous: Previous::Keep,
+                signatures: Vec::new(),
             })),
             frame(&Msg::Stage(Stage {
                 files: 2,

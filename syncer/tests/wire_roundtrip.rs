@@ -169,16 +169,26 @@ fn target() -> impl Strategy<Value = Target> {
         bytes(),
         any::<(bool, bool)>(),
         previous(),
+        prop::collection::vec(
+            (bytes(), bytes()).prop_map(|(statement, signature)| ImageSignature {
+                statement,
+                signature,
+            }),
+            0..3,
+        ),
     )
         .prop_map(
-            |(image, manifest, local_state, triggers, (verify, dry_run), previous)| Target {
-                image,
-                manifest,
-                local_state,
-                triggers,
-                verify,
-                dry_run,
-                previous,
+            |(image, manifest, local_state, triggers, (verify, dry_run), previous, signatures)| {
+                Target {
+                    image,
+                    manifest,
+                    local_state,
+                    triggers,
+                    verify,
+                    dry_run,
+                    previous,
+                    signatures,
+                }
             },
         )
 }
@@ -192,9 +202,13 @@ fn welcome() -> impl Strategy<Value = Welcome> {
         prop::option::of(hash()),
         any::<bool>(),
         prop::option::of(hash()),
+        prop::option::of(
+            (text(), prop::option::of(hash()))
+                .prop_map(|(summary, digest)| TrustSummary { summary, digest }),
+        ),
     )
         .prop_map(
-            |(version, agent, exe, image, previous, rolled_forward, abandoned)| Welcome {
+            |(version, agent, exe, image, previous, rolled_forward, abandoned, trust)| Welcome {
                 version,
                 agent,
                 exe,
@@ -202,6 +216,7 @@ fn welcome() -> impl Strategy<Value = Welcome> {
                 previous,
                 rolled_forward,
                 abandoned,
+                trust,
             },
         )
 }

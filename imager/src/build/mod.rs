@@ -217,6 +217,9 @@ fn build_with(
     }
 }
 
+/// Files stored beside an image: (name, content).
+type StoredFiles = Vec<(String, Vec<u8>)>;
+
 /// One build, once its packages are downloaded.
 struct Run<'a> {
     store: &'a Store,
@@ -270,7 +273,7 @@ impl Run<'_> {
             Some(id) => Some(store.read_image(&id)?),
             None => None,
         };
-        let extra = self.record(work, &installed, &log, ph)?;
+        let (extra, overlay_image) = self.record(work, &installed, &log, ph)?;
         let imported = ops::import(
             store,
             &ImportSource::Dir(root.clone()),
@@ -283,6 +286,8 @@ impl Run<'_> {
             progress,
         )?;
         ph.done("normalise, hash, store");
+        self.write_provenance(&imported.id, overlay_image)?;
+        ph.done("provenance");
         Ok(Built {
             id: imported.id,
             name: m.name.clone(),
@@ -308,7 +313,7 @@ impl Run<'_> {
         installed: &[dpkg::Installed],
         log: &Path,
         ph: &Phases,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
+    ) -> Result<(StoredFiles, Option<Hash>)> {
         let (m, lk) = (self.m, self.lk);
         let overlay_image = store_overlays(self.store, m, work)?;
         let packages: String = installed
@@ -328,7 +333,7 @@ impl Run<'_> {
         });
         let local_state: String = m.local_state.iter().map(|l| format!("{l}\n")).collect();
         let log_text = fsx::read(log).unwrap_or_default();
-        Ok(vec![
+        let files = vec![
             (BUILD_MANIFEST.to_string(), m.flattened()?.into_bytes()),
             (
                 BUILD_LOCK.to_string(),
@@ -342,7 +347,61 @@ impl Run<'_> {
             ),
             (PACKAGES.to_string(), packages.into_bytes()),
             (BUILD_LOG.to_string(), log_text),
-        ])
+        ];
+        Ok((files, overlay_image))
+    }
+
+    /// Writes the image's provenance ([`crate::sign::provenance`]) unless it has one: an
+    /// image keeps the provenance of the build that first stored it (a signature may
+    /// cover it).
+    fn write_provenance(&self, id: &str, overlays: Option<Hash>) -> Result<()> {
+        use crate::sign::provenance;
+        let id = Hash::from_hex(id).ok_or_else(|| Error::Internal("bad image ID".into()))?;
+        if self
+            .store
+            .image_file(&id, provenance::PROVENANCE)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        };
+        let lk = self.lk;
+        let debs = lk
+            .packages
+            .iter()
+            .map(|p| {
+                let base = lk
+                    .sources
+                    .get(p.source)
+                    .map(|s| s.uri.as_str())
+                    .unwrap_or("");
+                (
+                    format!("{}={}:{}", p.name, p.version, p.arch),
+                    format!("{}/{}", base.trim_end_matches('/'), p.filename),
+                    p.sha256.clone(),
+                )
+            })
+            .collect();
+        let lock_file = lock::lock_path(&self.m.files[0]);
+        let facts = provenance::Facts {
+            name: &self.m.name,
+            manifest_files: &self.m.files,
+            lock_file: &lock_file,
+            epoch: lk.epoch,
+            previous: self.previous,
+            overlays,
+            debs,
+            started: secs(self.started),
+            finished: secs(std::time::SystemTime::now()),
+        };
+        let text = provenance::statement(self.store, &id, &facts)?;
+        self.store
+            .add_image_file(&id, provenance::PROVENANCE, &text)?;
+        Ok(())
     }
 }
 

@@ -69,8 +69,16 @@ enum Cmd {
     Build(build::BuildArgs),
     /// Build an image again from what its build stored, and report any difference
     Rebuild(build::RebuildArgs),
-    /// Print what a build stored with an image: packages, lock, manifest, log, info
+    /// Print what a build stored with an image: packages, lock, manifest, log, info,
+    /// provenance
     BuildInfo(build::BuildInfoArgs),
+    /// Signing keys: `key generate --out FILE`
+    Key(sign::KeyArgs),
+    /// Sign an image (and its provenance) with an SSH key, for a name and a purpose
+    Sign(sign::SignArgs),
+    /// Check an image's signatures against trusted keys or a trust policy, and its
+    /// provenance against the store
+    Verify(sign::VerifyArgs),
 }
 
 /// What every command gets: where the store is, and where progress goes.
@@ -124,6 +132,9 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Cmd::Build(a) => build::build(&ctx, a, out),
         Cmd::Rebuild(a) => build::rebuild(&ctx, a, out),
         Cmd::BuildInfo(a) => build::build_info(&ctx, a, out),
+        Cmd::Key(a) => sign::key(a, out),
+        Cmd::Sign(a) => sign::sign(&ctx, a, out),
+        Cmd::Verify(a) => sign::verify(&ctx, a, out),
     }
 }
 

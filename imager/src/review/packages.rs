@@ -81,6 +81,16 @@ pub fn spdx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Va
     }))
 }
 
+/// The SPDX document exactly as `imager packages --spdx` prints it (what a provenance
+/// names by digest).
+pub fn spdx_bytes(store: &Store, id: &Hash) -> Result<Vec<u8>> {
+    let doc = spdx(store, id, &list(store, id)?)?;
+    let mut out =
+        serde_json::to_vec_pretty(&doc).map_err(|e| crate::Error::Internal(e.to_string()))?;
+    out.push(b'\n');
+    Ok(out)
+}
+
 /// The package's Debian package URL (the version's epoch colon percent-encoded).
 pub fn purl(p: &Package) -> String {
     format!(

@@ -111,8 +111,19 @@ fn check_images(store: &Store, r: &mut FsckReport) -> Result<HashMap<Hash, (u64,
             }
             Err(e) => r.problems.push(format!("image {id}: {e}")),
         }
+        for s in store.signatures(id)? {
+            if let Some(p) = signature_problem(id, &s) {
+                r.problems.push(format!("image {id}: {p}"));
+            }
+        }
     }
     Ok(wanted)
+}
+
+/// A stored signature that is not a valid SSH signature, by the key it carries, over a
+/// statement for its image (whom to trust is `imager verify`'s question, not fsck's).
+fn signature_problem(id: &Hash, s: &crate::sign::Signed) -> Option<String> {
+    crate::sign::verify_by_own_key(id, s).err()
 }
 
 /// Names: each reads, and points only at images the store has.

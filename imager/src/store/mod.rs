@@ -5,7 +5,10 @@
 //! STORE/
 //!   objects/ab/cdef…   file content, raw, named by its blake3 (read-only files)
 //!   images/<id>/manifest   the canonical manifest text; blake3(manifest) == <id>
-//!   images/<id>/…      whatever else belongs to the image (build info, package list)
+//!   images/<id>/…      whatever else belongs to the image (build info, package list,
+//!                      provenance.json and its DSSE envelope)
+//!   images/<id>/signatures/<h>.msg, <h>.sig   signatures (crate::sign): a statement
+//!                      and the SSH signature over it, <h> a digest of both
 //!   refs/<name>        the image IDs the name has pointed at, oldest first, one a line
 //!   debs/<sha256>.deb  the .deb cache of `imager build`
 //!   build/             builds in progress (see `crate::build`)
@@ -235,6 +238,64 @@ impl Store {
     pub fn image_file(&self, id: &Hash, name: &str) -> Result<Option<Vec<u8>>> {
         let p = self.image_dir(id).join(name);
         fsx::read_if_exists(&p)
+    }
+
+    /// Adds a file to a stored image, or replaces it (atomically): what is signed or
+    /// derived after the image was written (the provenance and its envelope).
+    pub fn add_image_file(&self, id: &Hash, name: &str, data: &[u8]) -> Result<PathBuf> {
+        if !self.has_image(id) {
+            return Err(self.err(format!("no image {id}")));
+        }
+        let p = self.image_dir(id).join(name);
+        fsx::write_atomic(&p, data)?;
+        Ok(p)
+    }
+
+    /// Stores a signature of an image (the same signature twice is stored once), and
+    /// returns the path of its `.sig` file.
+    pub fn add_signature(&self, id: &Hash, s: &crate::sign::Signed) -> Result<PathBuf> {
+        if !self.has_image(id) {
+            return Err(self.err(format!("no image {id}")));
+        }
+        let dir = self.image_dir(id).join("signatures");
+        fsx::create_dir_all(&dir)?;
+        let mut h = blake3::Hasher::new();
+        h.update(&s.statement);
+        h.update(&s.signature);
+        let stem = &h.finalize().to_hex()[..16];
+        // The statement first: a signature is listed only once its .sig is there.
+        fsx::write_atomic(&dir.join(format!("{stem}.msg")), &s.statement)?;
+        let sig = dir.join(format!("{stem}.sig"));
+        fsx::write_atomic(&sig, &s.signature)?;
+        fsx::sync_dir(&dir)?;
+        Ok(sig)
+    }
+
+    /// The signatures stored with an image, by file name (`origin` is the `.sig` path).
+    pub fn signatures(&self, id: &Hash) -> Result<Vec<crate::sign::Signed>> {
+        let dir = self.image_dir(id).join("signatures");
+        let mut out = Vec::new();
+        let Some(entries) = fsx::read_dir_if_exists(&dir)? else {
+            return Ok(out);
+        };
+        let mut sigs: Vec<PathBuf> = entries
+            .into_iter()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sig"))
+            .collect();
+        sigs.sort();
+        for sig in sigs {
+            let msg = sig.with_extension("msg");
+            let Some(statement) = fsx::read_if_exists(&msg)? else {
+                continue;
+            };
+            out.push(crate::sign::Signed {
+                statement,
+                signature: fsx::read(&sig)?,
+                origin: sig.display().to_string(),
+            });
+        }
+        Ok(out)
     }
 
     /// Records an image whose objects are all in the store. `extra` files are stored

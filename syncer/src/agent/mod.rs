@@ -13,6 +13,7 @@ pub mod stage;
 pub mod stale;
 pub mod state;
 pub mod triggers;
+pub mod trust;
 
 /// For the crash tests: with `SYNCER_TEST_STOP_AT=PHASE:N` (`stage:N`, the Nth file
 /// staged; `commit:N`, before the Nth journal operation) the agent stops itself with
@@ -122,6 +123,7 @@ fn session<R: Read, W: Write>(
     let rolled_forward = commit::roll_forward(&b, &st)?;
     Staging::clear(&b)?;
     let (agent, exe) = identity();
+    let trust = trust::HostTrust::load(&b);
     conn.send(&Msg::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         agent,
@@ -130,11 +132,13 @@ fn session<R: Read, W: Write>(
         previous: st.previous()?,
         rolled_forward,
         abandoned,
+        trust: trust.summary(),
     }))?;
     let mut s = Session {
         root,
         b,
         st,
+        trust,
         pending: None,
         staging: None,
     };
@@ -168,6 +172,8 @@ struct Session<'a> {
     root: &'a Path,
     b: Beneath,
     st: StateDir,
+    /// The host's trust policy, read when the session started.
+    trust: trust::HostTrust,
     /// The last `Target`, until it is committed.
     pending: Option<Pending>,
     /// The staging directory, from `Stage` to `Commit`.
@@ -206,6 +212,10 @@ impl Session<'_> {
 
     /// Scans the host against the target image and says how it differs.
     fn on_target<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, t: Target) -> Result<()> {
+        // Before anything is written (even the staging area cleared): the ID checked
+        // here is the one the manifest must hash to below.
+        self.pending = None;
+        self.trust.check(&t.image, &t.signatures)?;
         let (b, st) = (&self.b, &self.st);
         // A new target: whatever was staged for an earlier one is of no use.
         self.staging = None;

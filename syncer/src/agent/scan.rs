@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Paths (relative to the root) that belong to the syncer itself.
-pub const OWN_PATHS: &[&[u8]] = &[b"/.syncer-staging", b"/var/lib/syncer"];
+pub const OWN_PATHS: &[&[u8]] = &[b"/.syncer-staging", b"/var/lib/syncer", b"/etc/syncer"];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Key {

@@ -25,6 +25,10 @@ pub struct PushArgs {
     /// zstd level for whole files and deltas (1 to 22)
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
+    /// Push only if the image's signatures satisfy this trust policy (a host's
+    /// trust.toml); checked before any host is contacted
+    #[arg(long, value_name = "POLICY")]
+    require_signed: Option<PathBuf>,
 }
 
 pub fn run(a: PushArgs) -> Result<ExitCode> {
@@ -32,8 +36,15 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
     let store = a.conn.open_store()?;
     let id = store.resolve(&a.image)?;
     let img = Image::load(&store, id)?;
+    let mut opts = a.conn.push_options(a.dry_run)?;
+    if let Some(path) = &a.require_signed {
+        let policy = imager::sign::TrustPolicy::load(path)?;
+        policy
+            .check(&id, &img.signed(), imager::sign::now())
+            .map_err(|e| anyhow::anyhow!("not pushed: {e}"))?;
+        opts.require_signed = Some(std::sync::Arc::new(policy));
+    }
     let cache = Cache::new(cache_dir(a.cache, &a.conn.store_path())?, a.level);
-    let opts = a.conn.push_options(a.dry_run)?;
     let bars = HostBars::new();
     let obs = observer(&bars, a.conn.json, &push::NoObserver);
     let reports = push::for_hosts(&specs, a.conn.jobs, |h| {

@@ -51,6 +51,56 @@ wire_struct! {
         pub rolled_forward: bool,
         /// An unfinished commit (to this image) the agent was told to drop.
         pub abandoned: Option<Hash>,
+        /// The host's trust policy (`/etc/syncer/trust.toml`): what it demands, or why
+        /// it cannot be used (then the host refuses every image); `None`: no policy.
+        pub trust: Option<TrustSummary>,
+    }
+}
+
+wire_struct! {
+    /// A host's trust policy, as the agent read it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct TrustSummary {
+        /// "2 requirements, 3 trusted keys", or why the policy cannot be used.
+        pub summary: String,
+        /// The blake3 of the policy and its allowed_signers file (`None`: unusable).
+        pub digest: Option<Hash>,
+    }
+}
+
+impl ImageSignature {
+    /// The signatures as [`imager::sign`] checks them, named "signature N" and `of`
+    /// (for messages).
+    pub fn signed(sigs: &[ImageSignature], of: &str) -> Vec<imager::sign::Signed> {
+        sigs.iter()
+            .enumerate()
+            .map(|(i, s)| imager::sign::Signed {
+                statement: s.statement.clone(),
+                signature: s.signature.clone(),
+                origin: format!("signature {}{of}", i + 1),
+            })
+            .collect()
+    }
+}
+
+impl TrustSummary {
+    /// For reports: the summary and the policy's digest ("2 requirements, 3 trusted
+    /// keys; policy 1a2b3c4d").
+    pub fn describe(&self) -> String {
+        match &self.digest {
+            Some(d) => format!("{}; policy {}", self.summary, &d.to_hex()[..8]),
+            None => self.summary.clone(),
+        }
+    }
+}
+
+wire_struct! {
+    /// One signature of an image (`imager sign`): the statement and the SSH signature
+    /// over it, as stored beside the image.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ImageSignature {
+        pub statement: Vec<u8>,
+        pub signature: Vec<u8>,
     }
 }
 
@@ -131,6 +181,9 @@ wire_struct! {
         pub dry_run: bool,
         /// What to record as the host's previous image.
         pub previous: Previous,
+        /// The image's signatures: a host with a trust policy commits only an image
+        /// they satisfy, and checks before it writes anything.
+        pub signatures: Vec<ImageSignature>,
     }
 }
 

@@ -14,6 +14,8 @@
 //! nice = 10                   # CPU priority of the agent
 //! ionice = "idle"             # IO priority: "idle", "best-effort:N", "realtime:N"
 //! require_restarted = false   # fail a host whose processes still run replaced files
+//! require_signed = "trust.toml" # push only images this trust policy accepts (relative
+//!                             # to the inventory; hosts check their own policy again)
 //! [policy.health]
 //! command = "systemctl is-system-running --wait"
 //! timeout = 60
@@ -46,6 +48,7 @@ pub struct PolicyFile {
     pub nice: Option<i32>,
     pub ionice: Option<String>,
     pub require_restarted: Option<bool>,
+    pub require_signed: Option<PathBuf>,
 }
 
 /// A count of hosts or a percentage of a colo's hosts.
@@ -150,6 +153,9 @@ pub struct Policy {
     /// A host whose processes still run files the push replaced, once its triggers
     /// ran, counts as failed (as a failed health check does).
     pub require_restarted: bool,
+    /// A trust policy (as hosts have) the image must satisfy before the first host of
+    /// the colo is touched; rollbacks' images too.
+    pub require_signed: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -244,6 +250,10 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
             .require_restarted
             .or(global.require_restarted)
             .unwrap_or(false),
+        require_signed: colo
+            .require_signed
+            .clone()
+            .or_else(|| global.require_signed.clone()),
     };
     if p.parallel == 0 {
         return Err(bad("parallel must be at least 1".into()));
@@ -302,10 +312,13 @@ impl Inventory {
                 }
                 hosts.push(spec);
             }
+            let mut policy = merge(&f.policy, &c.policy, &what)?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            policy.require_signed = policy.require_signed.map(|p| dir.join(p));
             colos.push(Colo {
                 name: c.name.clone(),
                 hosts,
-                policy: merge(&f.policy, &c.policy, &what)?,
+                policy,
             });
         }
         Ok(Inventory {
@@ -370,6 +383,12 @@ mod tests {
         assert_eq!(inv.colos[2].policy.bandwidth_total, Some(100_000_000));
         assert!(inv.colos[1].policy.require_restarted);
         assert!(!inv.colos[0].policy.require_restarted);
+        // The production colo's signing policy, relative to the inventory, loads.
+        let signing = inv.colos[1].policy.require_signed.clone().unwrap();
+        assert_eq!(signing, p.parent().unwrap().join("release-trust.toml"));
+        let policy = imager::sign::TrustPolicy::load(&signing).unwrap();
+        assert_eq!(policy.summary(), "1 requirement, 2 trusted keys");
+        assert_eq!(inv.colos[0].policy.require_signed, None);
         let sizes: Vec<usize> = waves(&inv.colos[1])
             .unwrap()
             .iter()

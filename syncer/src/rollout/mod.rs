@@ -76,7 +76,30 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         health: p.health.clone(),
         require_restarted: p.require_restarted,
         restore_previous: crate::protocol::Previous::Keep,
+        // Set by the caller, once the colo's policy is loaded.
+        require_signed: None,
     }
+}
+
+/// The colo's `require_signed` policy, loaded, and whether `image` satisfies it: what a
+/// rollout checks before a colo's first host, so it fails before touching any.
+fn signing_policy(colo: &Colo, image: &Image) -> Result<Option<Arc<imager::sign::TrustPolicy>>> {
+    let policy = load_signing_policy(colo)?;
+    if let Some(p) = &policy {
+        p.check(&image.id, &image.signed(), imager::sign::now())
+            .map_err(|e| Error::Unsigned(format!("colo {}: not rolled out: {e}", colo.name)))?;
+    }
+    Ok(policy)
+}
+
+/// The colo's `require_signed` policy, loaded (an error names the colo and the file).
+fn load_signing_policy(colo: &Colo) -> Result<Option<Arc<imager::sign::TrustPolicy>>> {
+    let Some(path) = &colo.policy.require_signed else {
+        return Ok(None);
+    };
+    imager::sign::TrustPolicy::load(path)
+        .map(|p| Some(Arc::new(p)))
+        .map_err(|e| Error::Unsigned(format!("colo {}: require_signed: {e}", colo.name)))
 }
 
 /// Images loaded once each (the target, and every image hosts are rolled back to).
@@ -201,6 +224,12 @@ pub fn run(
         obs,
         st: Mutex::new(st),
     };
+    // Every colo's policy before any host: a rollout never stops half-way for a
+    // signature it could have asked for at the start.
+    let mut signing = HashMap::new();
+    for colo in &colos {
+        signing.insert(colo.name.clone(), signing_policy(colo, &run.target)?);
+    }
     obs.rollout(todo_total as u64);
     let mut first = true;
     'colos: for colo in colos {
@@ -217,7 +246,8 @@ pub fn run(
         }
         first = false;
         let total = colo.policy.bandwidth_total.map(Bucket::new);
-        let popts = push_options(colo, opts, total);
+        let mut popts = push_options(colo, opts, total);
+        popts.require_signed = signing.remove(&colo.name).flatten();
         let canary = colo.policy.canary.min(colo.hosts.len());
         for (wi, wave) in waves.iter().enumerate() {
             let is_canary = wi == 0 && canary > 0;
@@ -384,6 +414,9 @@ pub fn rollback(
         let mut popts = push_options(colo, opts, total);
         popts.health = None;
         popts.require_restarted = false;
+        // Each host's image is checked as it is pushed (hosts go back to different
+        // images); the policy itself must load before any host.
+        popts.require_signed = load_signing_policy(colo)?;
         out.extend(push::for_hosts(&colo.hosts, colo.policy.parallel, |h| {
             let target = match to {
                 Some(t) => Ok(t),

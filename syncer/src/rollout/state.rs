@@ -67,6 +67,9 @@ pub struct HostResult {
     pub deleted: u64,
     pub wire_sent: u64,
     pub seconds: f64,
+    /// The host's trust policy as its agent described it (`None`: it has none).
+    #[serde(default)]
+    pub trust: Option<String>,
     /// The push's full report (not kept across `--resume`).
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub push: Option<HostReport>,
@@ -105,6 +108,7 @@ impl HostResult {
             deleted: r.deleted,
             wire_sent: r.wire_sent,
             seconds,
+            trust: r.trust.clone(),
             push: Some(r),
         }
     }

@@ -121,6 +121,35 @@ pub fn push(store: &Path, image: &str, host: &str, extra: &[&str]) -> serde_json
     r
 }
 
+/// A message as a frame on the wire (what a controller writes).
+pub fn frame(m: &syncer::protocol::Msg) -> Vec<u8> {
+    let body = m.encode().unwrap();
+    let mut v = (body.len() as u32).to_le_bytes().to_vec();
+    v.extend(body);
+    v
+}
+
+/// Runs an agent on `root` with `input` as its whole stdin: (success, stdout, stderr).
+pub fn agent_with(root: &Path, input: &[u8]) -> (bool, Vec<u8>, String) {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut c = syncer()
+        .args(["serve", "--root"])
+        .arg(root)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = c.stdin.take().unwrap().write_all(input);
+    let out = c.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 pub fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(

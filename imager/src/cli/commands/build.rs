@@ -145,6 +145,10 @@ enum BuildFile {
     /// tool version, epoch, phase timings (JSON)
     Info,
     LocalState,
+    /// the in-toto statement with the SLSA provenance of the build (JSON)
+    Provenance,
+    /// the provenance's DSSE envelope, once `imager sign --provenance` signed it
+    ProvenanceEnvelope,
 }
 
 pub(crate) fn build_info(ctx: &Ctx, a: BuildInfoArgs, out: &mut dyn Write) -> Result<Exit> {
@@ -157,6 +161,8 @@ pub(crate) fn build_info(ctx: &Ctx, a: BuildInfoArgs, out: &mut dyn Write) -> Re
         BuildFile::Log => build::BUILD_LOG,
         BuildFile::Info => build::BUILD_INFO,
         BuildFile::LocalState => build::BUILD_LOCAL_STATE,
+        BuildFile::Provenance => crate::sign::provenance::PROVENANCE,
+        BuildFile::ProvenanceEnvelope => crate::sign::provenance::ENVELOPE,
     };
     match store.image_file(&id, file)? {
         Some(d) => out.write_all(&d)?,

@@ -7,3 +7,4 @@ pub(crate) mod import;
 pub(crate) mod inspect;
 pub(crate) mod normalize;
 pub(crate) mod review;
+pub(crate) mod sign;

@@ -93,7 +93,7 @@ pub(crate) fn packages(ctx: &Ctx, a: PackagesArgs, out: &mut dyn Write) -> Resul
     if a.cyclonedx {
         write_json(out, &review::cyclonedx::cyclonedx(&store, &id, &pkgs)?)?;
     } else if a.spdx {
-        write_json(out, &review::packages::spdx(&store, &id, &pkgs)?)?;
+        out.write_all(&review::packages::spdx_bytes(&store, &id)?)?;
     } else if a.json {
         write_json(out, &pkgs)?;
     } else {

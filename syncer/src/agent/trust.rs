@@ -1,0 +1,103 @@
+//! The host's trust policy: `ROOT/etc/syncer/trust.toml` ([`imager::sign::policy`]) and
+//! the allowed_signers file it names, read beneath the root when a session starts. A
+//! host with a policy commits only an image whose signatures satisfy it, checked here,
+//! on the host, against the image ID whose manifest the agent hashes itself: a
+//! controller cannot skip it. `/etc/syncer` is the agent's own (like its state
+//! directory): no push changes or removes it, whatever local-state list it sends.
+
+use super::fsops;
+use crate::error::{Error, Result};
+use crate::protocol::{ImageSignature, TrustSummary};
+use imager::safe_dir::Beneath;
+use imager::sign::TrustPolicy;
+use imager::Hash;
+
+pub const DIR: &[u8] = b"/etc/syncer";
+pub const POLICY: &str = "trust.toml";
+
+/// What the host's policy is.
+pub enum HostTrust {
+    /// No `/etc/syncer/trust.toml`: every image is accepted (as before policies).
+    None,
+    Policy(Box<TrustPolicy>),
+    /// The policy exists but cannot be used: every image is refused until it is fixed.
+    Broken(String),
+}
+
+impl HostTrust {
+    pub fn load(b: &Beneath) -> HostTrust {
+        match load(b) {
+            Ok(None) => HostTrust::None,
+            Ok(Some(p)) => HostTrust::Policy(Box::new(p)),
+            Err(e) => HostTrust::Broken(e.to_string()),
+        }
+    }
+
+    /// For the `Welcome`.
+    pub fn summary(&self) -> Option<TrustSummary> {
+        match self {
+            HostTrust::None => None,
+            HostTrust::Policy(p) => Some(TrustSummary {
+                summary: p.summary(),
+                digest: Some(p.digest),
+            }),
+            HostTrust::Broken(e) => Some(TrustSummary {
+                summary: format!("unusable, every image is refused: {e}"),
+                digest: None,
+            }),
+        }
+    }
+
+    /// Whether the host may take `image` with these signatures.
+    pub fn check(&self, image: &Hash, sigs: &[ImageSignature]) -> Result<()> {
+        match self {
+            HostTrust::None => Ok(()),
+            HostTrust::Broken(e) => Err(Error::Agent(format!(
+                "refusing image {image}: the host's trust policy cannot be used: {e}"
+            ))),
+            HostTrust::Policy(p) => {
+                let signed = ImageSignature::signed(sigs, " sent");
+                p.check(image, &signed, imager::sign::now())
+                    .map(|_| ())
+                    .map_err(|e| Error::Agent(format!("refusing {e}")))
+            }
+        }
+    }
+}
+
+fn load(b: &Beneath) -> Result<Option<TrustPolicy>> {
+    let dir = match b.open_dir(DIR) {
+        Ok(d) => d,
+        Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let shown = b.display(DIR).join(POLICY);
+    let Some(text) = fsops::read_at(&dir, POLICY, &shown)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(text)
+        .map_err(|_| Error::Agent(format!("{} is not UTF-8", shown.display())))?;
+    let read = |rel: &str| -> imager::Result<(String, String)> {
+        let path = format!("{}/{rel}", String::from_utf8_lossy(DIR));
+        let shown = b.display(path.as_bytes());
+        let missing = |reason: &str| imager::Error::Signature {
+            file: shown.clone(),
+            reason: reason.into(),
+        };
+        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+            return Err(missing("must be a path below /etc/syncer"));
+        }
+        let (parent, name) = b.parent(path.as_bytes())?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        let data = fsops::read_at(&parent, &name, &shown)
+            .map_err(|e| missing(&e.to_string()))?
+            .ok_or_else(|| missing("does not exist (the trust policy names it)"))?;
+        let text = String::from_utf8(data).map_err(|_| missing("is not UTF-8"))?;
+        Ok((text, shown.display().to_string()))
+    };
+    Ok(Some(TrustPolicy::parse(
+        &text,
+        &shown.display().to_string(),
+        &read,
+    )?))
+}

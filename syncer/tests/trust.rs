@@ -1,0 +1,409 @@
+//! Signed images through push, rollback and rollout: a host with a trust policy
+//! (`/etc/syncer/trust.toml`) takes only images signed as it demands, checked by its
+//! agent before anything is written; the controller's `require_signed` fails before the
+//! first host. Keys are real ed25519 SSH keys; one host is reached through a real sshd.
+#![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
+mod common;
+
+use common::*;
+use imager::sign::{check, keys};
+use imager::store::{Access, Store};
+use std::path::{Path, PathBuf};
+
+/// A key pair in `dir` named `name` (the private key; `.pub` beside it).
+fn key(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    keys::generate(&p, &format!("{name}@example.com"), None).unwrap();
+    p
+}
+
+fn sign(store: &Path, image: &str, key: &Path, note: &str) {
+    let s = Store::open(store, Access::Write).unwrap();
+    let k = keys::load_private(key, None).unwrap();
+    check::sign_image(&s, image, &k, None, note, false).unwrap();
+}
+
+/// An allowed_signers line for `key` as `principal`.
+fn allowed(principal: &str, key: &Path, options: &str) -> String {
+    let public = std::fs::read_to_string(keys::public_path(key)).unwrap();
+    format!("{principal} {options}{}", public.trim())
+}
+
+/// Installs a trust policy on a host root.
+fn install_policy(root: &Path, policy: &str, signers: &[String]) {
+    let d = root.join("etc/syncer");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("allowed_signers"), signers.join("\n") + "\n").unwrap();
+    std::fs::write(
+        d.join("trust.toml"),
+        format!("allowed_signers = \"allowed_signers\"\n{policy}"),
+    )
+    .unwrap();
+}
+
+/// A small image tree, version `v`.
+fn tree(dir: &Path, v: u32) {
+    sh(&format!(
+        "set -e; mkdir -p '{d}/etc' '{d}/usr/bin' '{d}/srv' '{d}/var/lib'; printf 'v{v}\\n' > '{d}/etc/app.conf'
+         cp /bin/true '{d}/usr/bin/tool'; head -c {n} /dev/urandom > '{d}/srv/data'",
+        d = dir.display(),
+        n = 1000 * v
+    ));
+}
+
+/// Every path below `root` with its content hash or link target: what "nothing was
+/// written" is checked against.
+fn snapshot(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            let md = e.path().symlink_metadata().unwrap();
+            let what = if md.is_file() {
+                file_hash(e.path()).to_string()
+            } else {
+                format!(
+                    "{:o}",
+                    std::os::unix::fs::PermissionsExt::mode(&md.permissions())
+                )
+            };
+            format!("{} {what}", e.path().display())
+        })
+        .collect()
+}
+
+/// A push that must fail: its error (the host's report or the command's stderr).
+fn refused(store: &Path, image: &str, host: &str, extra: &[&str]) -> String {
+    let mut args = vec!["push", image, host, "--json"];
+    args.extend_from_slice(extra);
+    let out = run(store, &args);
+    assert!(!out.status.success(), "push {image} to {host} was accepted");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let err = serde_json::from_str::<serde_json::Value>(&stdout)
+        .ok()
+        .and_then(|v| v["hosts"][0]["error"].as_str().map(String::from));
+    err.unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_host_with_a_policy_commits_only_images_signed_as_it_demands() {
+    let t = scratch("trust-host-");
+    let dir = t.path();
+    let store = dir.join("store");
+    for v in 1..=3 {
+        tree(&dir.join(format!("t{v}")), v);
+    }
+    let a = import(&store, &dir.join("t1"), "app");
+    let release = key(dir, "release");
+    let rogue = key(dir, "rogue");
+    let reviewer = key(dir, "reviewer");
+
+    // A host synced to an unsigned image before it had a policy.
+    let root = dir.join("host");
+    std::fs::create_dir(&root).unwrap();
+    push(&store, "app", &format!("local:{}", root.display()), &[]);
+    let host = format!("local:{}", root.display());
+    let st = ok(&store, &["status", &host]);
+    assert!(st.contains("trust policy: none"), "{st}");
+
+    install_policy(&root, "", &[allowed("release@example.com", &release, "")]);
+    let st = ok(&store, &["status", &host]);
+    assert!(
+        st.contains("trust policy: 1 requirement, 1 trusted key; policy "),
+        "{st}"
+    );
+
+    // Unsigned: refused before anything is written.
+    let b = import(&store, &dir.join("t2"), "app");
+    let before = snapshot(&root);
+    let e = refused(&store, "app", &host, &[]);
+    assert!(
+        e.contains(&format!("image {b} is not signed as"))
+            && e.contains("etc/syncer/trust.toml requires")
+            && e.contains("it has no signature"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&root), before, "a refused push wrote on the host");
+
+    // Signed by a key the host does not trust: refused, and says by whom.
+    sign(&store, "app", &rogue, "");
+    let e = refused(&store, "app", &host, &[]);
+    assert!(
+        e.contains("a key that is not trusted") && e.contains("SHA256:"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&root), before);
+
+    // Signed by the release key: committed.
+    sign(&store, "app", &release, "approved for prod");
+    let r = push(&store, "app", &host, &[]);
+    assert_eq!(r["image_after"], b.to_hex());
+    assert_host_is(&root, &store, &b);
+
+    // Back to the unsigned image it had: refused, with what is missing.
+    let inv = dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!("[policy]\npause = \"none\"\n[[colo]]\nname = \"one\"\nhosts = [\"{host}\"]\n"),
+    )
+    .unwrap();
+    let out = run(
+        &store,
+        &["rollback", "--inventory", inv.to_str().unwrap(), "--json"],
+    );
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("refusing image {a} is not signed as")),
+        "{text}"
+    );
+    assert_host_is(&root, &store, &b);
+
+    // Two requirements: a release signature and, by another key, a reviewer's.
+    install_policy(
+        &root,
+        "[[require]]\nsigners = [\"release@*\"]\n[[require]]\nsigners = [\"review-*\"]\nnote = \"approved for prod\"\n",
+        &[
+            allowed("release@example.com", &release, ""),
+            allowed("review-ann@example.com", &reviewer, ""),
+        ],
+    );
+    let c = import(&store, &dir.join("t3"), "app");
+    sign(&store, "app", &release, "approved for prod");
+    let e = refused(&store, "app", &host, &[]);
+    assert!(
+        e.contains("a signature by review-* with the note \"approved for prod\"")
+            && e.contains("a valid signature by release@example.com"),
+        "{e}"
+    );
+    sign(&store, "app", &reviewer, "just looking");
+    let e = refused(&store, "app", &host, &[]);
+    assert!(e.contains("note \"just looking\""), "{e}");
+    sign(&store, "app", &reviewer, "approved for prod");
+    push(&store, "app", &host, &[]);
+    assert_host_is(&root, &store, &c);
+
+    // A policy that cannot be read refuses everything, and status says so.
+    std::fs::write(root.join("etc/syncer/trust.toml"), "allowed_signers = 7\n").unwrap();
+    let st = ok(&store, &["status", &host]);
+    assert!(
+        st.contains("trust policy: unusable, every image is refused"),
+        "{st}"
+    );
+    let e = refused(&store, "app~1", &host, &[]);
+    assert!(
+        e.contains("trust policy cannot be used") && e.contains("trust.toml"),
+        "{e}"
+    );
+    assert_host_is(&root, &store, &c);
+}
+
+#[test]
+fn no_push_changes_the_hosts_policy_whatever_the_image_and_its_local_state_list() {
+    let t = scratch("trust-own-");
+    let dir = t.path();
+    let store = dir.join("store");
+    let src = dir.join("t");
+    tree(&src, 1);
+    // The image brings a policy of its own that trusts anyone, and a local-state list
+    // that does not protect /etc/syncer.
+    std::fs::create_dir_all(src.join("etc/syncer")).unwrap();
+    std::fs::write(
+        src.join("etc/syncer/trust.toml"),
+        "# trusts nobody's rules\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(src.join("usr/lib/imager")).unwrap();
+    std::fs::write(src.join("usr/lib/imager/local-state.txt"), "/var/log/**\n").unwrap();
+    import_leaving_out(&store, &src, "app", &[]);
+    let release = key(dir, "release");
+    sign(&store, "app", &release, "");
+    let root = dir.join("host");
+    std::fs::create_dir(&root).unwrap();
+    install_policy(&root, "", &[allowed("release@example.com", &release, "")]);
+    let before = snapshot(&root.join("etc/syncer"));
+    push(&store, "app", &format!("local:{}", root.display()), &[]);
+    assert_eq!(snapshot(&root.join("etc/syncer")), before);
+    assert!(root.join("etc/app.conf").exists());
+}
+
+#[test]
+fn an_agent_refuses_a_manifest_that_is_not_the_signed_image() {
+    use syncer::protocol::*;
+    let t = scratch("trust-forged-");
+    let dir = t.path();
+    let store = dir.join("store");
+    tree(&dir.join("t1"), 1);
+    tree(&dir.join("t2"), 2);
+    let signed = import(&store, &dir.join("t1"), "good");
+    let other = import(&store, &dir.join("t2"), "evil");
+    let release = key(dir, "release");
+    sign(&store, "good", &release, "");
+    let root = dir.join("host");
+    std::fs::create_dir(&root).unwrap();
+    install_policy(&root, "", &[allowed("release@example.com", &release, "")]);
+    let s = Store::open(&store, Access::Read).unwrap();
+    let sigs: Vec<ImageSignature> = s
+        .signatures(&signed)
+        .unwrap()
+        .into_iter()
+        .map(|x| ImageSignature {
+            statement: x.statement,
+            signature: x.signature,
+        })
+        .collect();
+    let evil_text = s.image_text(&other).unwrap();
+    // A controller that claims the signed image's ID, with its valid signatures, and
+    // sends another manifest.
+    let input = [
+        frame(&Msg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+        })),
+        frame(&Msg::Target(Target {
+            image: signed,
+            manifest: ManifestData::Zstd(zstd::bulk::compress(evil_text.as_bytes(), 3).unwrap()),
+            local_state: Vec::new(),
+            triggers: Vec::new(),
+            verify: false,
+            dry_run: false,
+            previous: Previous::Keep,
+            signatures: sigs.clone(),
+        })),
+    ]
+    .concat();
+    let before = snapshot(&root);
+    let (ok, _, stderr) = agent_with(&root, &input);
+    assert!(!ok, "the agent took a forged manifest");
+    assert!(stderr.contains("does not hash to image"), "{stderr}");
+    assert_eq!(snapshot(&root), before);
+    // The signatures of one image presented for another.
+    let input = [
+        frame(&Msg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+        })),
+        frame(&Msg::Target(Target {
+            image: other,
+            manifest: ManifestData::Zstd(zstd::bulk::compress(evil_text.as_bytes(), 3).unwrap()),
+            local_state: Vec::new(),
+            triggers: Vec::new(),
+            verify: false,
+            dry_run: false,
+            previous: Previous::Keep,
+            signatures: sigs,
+        })),
+    ]
+    .concat();
+    let (ok, _, stderr) = agent_with(&root, &input);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("the statement is for image {signed}, not {other}")),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&root), before);
+
+    // In the controller's own store: the manifest file edited, the ID kept.
+    let manifest = store.join("images").join(signed.to_hex()).join("manifest");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(&evil_text.lines().last().unwrap().replace("data", "datb"));
+    text.push('\n');
+    std::fs::write(&manifest, text).unwrap();
+    let e = refused(&store, "good", &format!("local:{}", root.display()), &[]);
+    assert!(e.contains("corrupt"), "{e}");
+    assert_eq!(snapshot(&root), before);
+}
+
+#[test]
+fn a_rollout_that_requires_signatures_fails_before_its_first_host() {
+    let t = scratch("trust-rollout-");
+    let dir = t.path();
+    let store = dir.join("store");
+    tree(&dir.join("t1"), 1);
+    import(&store, &dir.join("t1"), "app");
+    let release = key(dir, "release");
+    std::fs::write(
+        dir.join("allowed_signers"),
+        allowed(
+            "release@example.com",
+            &release,
+            "namespaces=\"imager-image\" ",
+        ) + "\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("release-trust.toml"),
+        "allowed_signers = \"allowed_signers\"\n",
+    )
+    .unwrap();
+    // Two local hosts and one over ssh, each with the same policy.
+    let sshd = Sshd::start(dir);
+    let mut hosts = Vec::new();
+    let mut roots = Vec::new();
+    for i in 0..3 {
+        let root = dir.join(format!("h{i}"));
+        std::fs::create_dir(&root).unwrap();
+        install_policy(&root, "", &[allowed("release@example.com", &release, "")]);
+        hosts.push(if i == 2 {
+            format!("ssh://root@127.0.0.1:{}{}", sshd.port, root.display())
+        } else {
+            format!("local:{}", root.display())
+        });
+        roots.push(root);
+    }
+    let list: Vec<String> = hosts.iter().map(|h| format!("\"{h}\"")).collect();
+    let inv = dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[policy]\npause = \"none\"\ncanary = 1\nrequire_signed = \"release-trust.toml\"\n\
+             [[colo]]\nname = \"one\"\nhosts = [{}]\n",
+            list.join(", ")
+        ),
+    )
+    .unwrap();
+    let rsh = sshd.rsh();
+    let conn = ["-e", rsh.as_str(), "--agent", env!("CARGO_BIN_EXE_syncer")];
+    let mut args = vec![
+        "rollout",
+        "app",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--yes",
+        "--json",
+    ];
+    args.extend(conn);
+    let before: Vec<_> = roots.iter().map(|r| snapshot(r)).collect();
+    let out = run(&store, &args);
+    assert!(!out.status.success(), "an unsigned image was rolled out");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("colo one: not rolled out: image")
+            && stderr.contains("release-trust.toml requires"),
+        "{stderr}"
+    );
+    let after: Vec<_> = roots.iter().map(|r| snapshot(r)).collect();
+    assert_eq!(after, before, "a host was touched");
+
+    // Signed: every host takes it, the ssh one included (the signatures travel in the
+    // session), and the report says each host's policy.
+    sign(&store, "app", &release, "");
+    let out = ok(&store, &args);
+    let report = json(&out);
+    let id = id(&store, "app");
+    for r in &roots {
+        assert_host_is(r, &store, &id);
+    }
+    let trusts: Vec<_> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["trust"].as_str().unwrap_or("none").to_string())
+        .collect();
+    assert!(
+        trusts
+            .iter()
+            .all(|t| t.starts_with("1 requirement, 1 trusted key")),
+        "{report:#}"
+    );
+}
