@@ -82,12 +82,12 @@ pub enum Error {
         source: walkdir::Error,
     },
 
-    /// Something imager itself produced is not what it should be (a serialiser failed, an
-    /// ID it just made does not parse): a bug, not bad input.
     /// A signature, key or trust policy file that cannot be used (the reason says why).
     #[error("{}: {reason}", file.display())]
     Signature { file: PathBuf, reason: String },
 
+    /// Something imager itself produced is not what it should be (a serialiser failed, an
+    /// ID it just made does not parse): a bug, not bad input.
     #[error("{0}")]
     Internal(String),
 

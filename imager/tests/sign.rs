@@ -190,6 +190,11 @@ fn bad_signatures_keys_and_policies_are_refused_naming_the_file() {
     let pubkey = format!("{}.pub", s(&release));
     env.ok(&["sign", "demo", "--key", s(&release)]);
 
+    // Signing the provenance of an image that has none fails, and stores nothing.
+    let e = env.fails(&["sign", "demo", "--key", s(&release), "--provenance"]);
+    assert!(e.contains("has no provenance"), "{e}");
+    assert_eq!(sigs(&env, &id).len(), 1);
+
     // Nobody to trust.
     let e = env.fails(&["verify", "demo"]);
     assert!(e.contains("say whom to trust"), "{e}");

@@ -32,6 +32,8 @@ pub struct Image {
     pub tree: Tree,
     pub text: String,
     pub local_state: Vec<String>,
+    /// The local-state file the globs come from, as the image holds it (sent as is).
+    pub local_state_file: Option<Vec<u8>>,
     pub triggers: Vec<u8>,
     /// Its signatures in the store, sent with the `Target` for the host's trust policy.
     pub signatures: Vec<crate::protocol::ImageSignature>,
@@ -69,6 +71,7 @@ impl Image {
             tree,
             text,
             local_state: contract::local_state_of(local.as_deref()),
+            local_state_file: local,
             triggers,
             signatures: store
                 .signatures(&id)?
@@ -591,7 +594,7 @@ fn push_steps(
     s.conn.send(&Msg::Target(Target {
         image: image.id,
         manifest,
-        local_state: image.local_state.clone(),
+        local_state: image.local_state_file.clone(),
         triggers: image.triggers.clone(),
         verify: opts.verify,
         dry_run: opts.dry_run,

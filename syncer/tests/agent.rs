@@ -541,7 +541,7 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
             frame(&Msg::Target(Target {
                 image: id,
                 manifest: ManifestData::Zstd(zstd::bulk::compress(text.as_bytes(), 3).unwrap()),
-                local_state: Vec::new(),
+                local_state: None,
                 triggers: Vec::new(),
                 verify: false,
                 dry_run: false,

@@ -156,7 +156,7 @@ fn a_host_with_a_policy_commits_only_images_signed_as_it_demands() {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("refusing image {a} is not signed as")),
+        text.contains(&format!("refusing the push: image {a} is not signed as")),
         "{text}"
     );
     assert_host_is(&root, &store, &b);
@@ -255,53 +255,89 @@ fn an_agent_refuses_a_manifest_that_is_not_the_signed_image() {
         })
         .collect();
     let evil_text = s.image_text(&other).unwrap();
-    // A controller that claims the signed image's ID, with its valid signatures, and
-    // sends another manifest.
+    let good_text = s.image_text(&signed).unwrap();
+    // A controller's session: the image it claims, the manifest it sends, the
+    // local-state file and triggers beside it, and the signed image's signatures.
+    let session = |image, text: &str, local_state: Option<&[u8]>, triggers: &[u8]| {
+        [
+            frame(&Msg::Hello(Hello {
+                version: PROTOCOL_VERSION,
+            })),
+            frame(&Msg::Target(Target {
+                image,
+                manifest: ManifestData::Zstd(zstd::bulk::compress(text.as_bytes(), 3).unwrap()),
+                local_state: local_state.map(|l| l.to_vec()),
+                triggers: triggers.to_vec(),
+                verify: false,
+                dry_run: false,
+                previous: Previous::Keep,
+                signatures: sigs.clone(),
+            })),
+        ]
+        .concat()
+    };
+    let before = snapshot(&root);
+    let other_image = format!("the statement is for image {signed}, not {other}");
+    let cases = [
+        // The signed image's ID with another manifest.
+        (
+            session(signed, &evil_text, None, b""),
+            "does not hash to image",
+        ),
+        // The signatures of one image presented for another.
+        (session(other, &evil_text, None, b""), other_image.as_str()),
+        // The signed image with triggers of the controller's own (run as root after
+        // the commit) or a local-state list that would keep the host's old /usr.
+        (
+            session(
+                signed,
+                &good_text,
+                None,
+                b"[[trigger]]\nname = \"x\"\nrun = \"id\"\n",
+            ),
+            "the /usr/lib/imager/triggers.toml sent is not the image's (the image has none)",
+        ),
+        (
+            session(signed, &good_text, Some(b"/usr/**\n"), b""),
+            "the /usr/lib/imager/local-state.txt sent is not the image's",
+        ),
+    ];
+    for (input, want) in cases {
+        let (ok, _, stderr) = agent_with(&root, &input);
+        assert!(!ok, "the agent took it ({want})");
+        assert!(stderr.contains(want), "wanted {want:?}: {stderr}");
+        assert_eq!(snapshot(&root), before);
+    }
+    // More signatures than an agent checks: refused before any is verified.
+    let many: Vec<_> = std::iter::repeat_n(sigs[0].clone(), 257).collect();
     let input = [
         frame(&Msg::Hello(Hello {
             version: PROTOCOL_VERSION,
         })),
         frame(&Msg::Target(Target {
             image: signed,
-            manifest: ManifestData::Zstd(zstd::bulk::compress(evil_text.as_bytes(), 3).unwrap()),
-            local_state: Vec::new(),
+            manifest: ManifestData::Zstd(zstd::bulk::compress(good_text.as_bytes(), 3).unwrap()),
+            local_state: None,
             triggers: Vec::new(),
             verify: false,
             dry_run: false,
             previous: Previous::Keep,
-            signatures: sigs.clone(),
-        })),
-    ]
-    .concat();
-    let before = snapshot(&root);
-    let (ok, _, stderr) = agent_with(&root, &input);
-    assert!(!ok, "the agent took a forged manifest");
-    assert!(stderr.contains("does not hash to image"), "{stderr}");
-    assert_eq!(snapshot(&root), before);
-    // The signatures of one image presented for another.
-    let input = [
-        frame(&Msg::Hello(Hello {
-            version: PROTOCOL_VERSION,
-        })),
-        frame(&Msg::Target(Target {
-            image: other,
-            manifest: ManifestData::Zstd(zstd::bulk::compress(evil_text.as_bytes(), 3).unwrap()),
-            local_state: Vec::new(),
-            triggers: Vec::new(),
-            verify: false,
-            dry_run: false,
-            previous: Previous::Keep,
-            signatures: sigs,
+            signatures: many,
         })),
     ]
     .concat();
     let (ok, _, stderr) = agent_with(&root, &input);
     assert!(!ok);
     assert!(
-        stderr.contains(&format!("the statement is for image {signed}, not {other}")),
+        stderr.contains("comes with 257 signatures, more than the 256"),
         "{stderr}"
     );
     assert_eq!(snapshot(&root), before);
+    // What the image really holds passes the checks (the session then ends before a
+    // commit: the agent has made its state directory, nothing else).
+    let (ok, _, stderr) = agent_with(&root, &session(signed, &good_text, None, b""));
+    assert!(ok, "{stderr}");
+    let before = snapshot(&root);
 
     // In the controller's own store: the manifest file edited, the ID kept.
     let manifest = store.join("images").join(signed.to_hex()).join("manifest");
@@ -406,4 +442,56 @@ fn a_rollout_that_requires_signatures_fails_before_its_first_host() {
             .all(|t| t.starts_with("1 requirement, 1 trusted key")),
         "{report:#}"
     );
+
+    // A health check is a root command of the controller's choosing: a host with a
+    // policy runs only those its `health` list holds. The canary's policy lists none, so
+    // its check fails with the reason, it is rolled back, and the rollout stops there.
+    // (A root with a shell: a `local:` host's check runs chrooted into it.)
+    mini_root(&dir.join("t2"), 2, 5000);
+    import(&store, &dir.join("t2"), "app");
+    sign(&store, "app", &release, "");
+    let check = "test -f /etc/app.conf";
+    let policy = format!("health = [\"{check}\"]\n");
+    for r in &roots[1..] {
+        install_policy(r, &policy, &[allowed("release@example.com", &release, "")]);
+    }
+    let text = std::fs::read_to_string(&inv).unwrap();
+    std::fs::write(
+        &inv,
+        text.replace(
+            "[[colo]]",
+            &format!("[policy.health]\ncommand = \"{check}\"\ntimeout = 10\nretries = 1\n[[colo]]"),
+        ),
+    )
+    .unwrap();
+    let out = run(&store, &args);
+    assert!(
+        !out.status.success(),
+        "a health check the canary refuses passed"
+    );
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    let canary = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == hosts[0].as_str())
+        .unwrap();
+    let error = canary["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("refusing the health command \"{check}\""))
+            && error.contains("does not list it in `health`"),
+        "{report:#}"
+    );
+    assert_host_is(&roots[0], &store, &id);
+    // Listed on the canary too: the check runs everywhere and the image lands.
+    install_policy(
+        &roots[0],
+        &policy,
+        &[allowed("release@example.com", &release, "")],
+    );
+    ok(&store, &args);
+    let v2 = self::id(&store, "app");
+    for r in &roots {
+        assert_host_is(r, &store, &v2);
+    }
 }

@@ -165,7 +165,7 @@ fn target() -> impl Strategy<Value = Target> {
     (
         hash(),
         manifest(),
-        prop::collection::vec(text(), 0..4),
+        prop::option::of(bytes()),
         bytes(),
         any::<(bool, bool)>(),
         previous(),

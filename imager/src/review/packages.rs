@@ -84,6 +84,19 @@ pub fn spdx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Va
 /// The SPDX document exactly as `imager packages --spdx` prints it (what a provenance
 /// names by digest).
 pub fn spdx_bytes(store: &Store, id: &Hash) -> Result<Vec<u8>> {
+    // The document as the build wrote it, when it did: it names the tool's version, so
+    // one made again by a later imager differs, and the provenance names the build's.
+    if let Some(stored) = store.image_file(id, SPDX_FILE)? {
+        return Ok(stored);
+    }
+    spdx_made_now(store, id)
+}
+
+/// The image's stored SPDX document (written by `imager build` beside its provenance).
+pub const SPDX_FILE: &str = "spdx.json";
+
+/// The SPDX document made from the store as it is now, by this imager.
+pub fn spdx_made_now(store: &Store, id: &Hash) -> Result<Vec<u8>> {
     let doc = spdx(store, id, &list(store, id)?)?;
     let mut out =
         serde_json::to_vec_pretty(&doc).map_err(|e| crate::Error::Internal(e.to_string()))?;

@@ -127,12 +127,14 @@ pub fn sign_image(
         time: super::now(),
     };
     let signed = sign(key, &statement)?;
+    // The envelope first: an image without provenance fails before anything is stored.
+    let envelope = with_provenance
+        .then(|| provenance::sign(store, &id, key))
+        .transpose()?;
     let path = store.add_signature(&id, &signed)?;
-    let provenance_envelope = if with_provenance {
-        let env = provenance::sign(store, &id, key)?;
-        Some(store.add_image_file(&id, provenance::ENVELOPE, &env)?)
-    } else {
-        None
+    let provenance_envelope = match envelope {
+        Some(env) => Some(store.add_image_file(&id, provenance::ENVELOPE, &env)?),
+        None => None,
     };
     Ok(SignReport {
         image: id.to_hex(),

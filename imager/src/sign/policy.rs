@@ -12,6 +12,10 @@
 //! names = ["base", "web"]               # optional: the name it was signed for
 //! ```
 //! A policy without `[[require]]` asks for one signature by any trusted signer.
+//! `health = ["systemctl is-system-running --wait"]` lists the only health-check
+//! commands an agent runs for a controller on a host with this policy (none when absent):
+//! a health check is a command the controller chooses, run as root, and would otherwise
+//! let a controller do on the host what the signatures forbid.
 
 use super::{verify, Signed, Signers, Verified};
 use crate::error::{Error, Result};
@@ -24,6 +28,8 @@ struct PolicyFile {
     allowed_signers: String,
     #[serde(default)]
     require: Vec<RequireFile>,
+    #[serde(default)]
+    health: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +83,8 @@ pub struct TrustPolicy {
     pub origin: String,
     pub signers: Signers,
     pub require: Vec<Requirement>,
+    /// The health-check commands an agent may run (exactly these strings).
+    pub health: Vec<String>,
     /// The blake3 of the policy file and its allowed_signers file, so two hosts' policies
     /// can be compared (`syncer status`).
     pub digest: Hash,
@@ -139,6 +147,7 @@ impl TrustPolicy {
             origin: origin.to_string(),
             signers,
             require,
+            health: f.health,
             digest: Hash(*h.finalize().as_bytes()),
         })
     }
@@ -201,7 +210,7 @@ impl TrustPolicy {
         }
         for v in &valid {
             msg += &format!(
-                "; {}: a valid signature by {} ({}) for {:?}, note {:?}, does not meet a requirement left",
+                "; {}: a valid signature by {} ({}) for {:?}, note {:?}, is not enough for the requirements left",
                 v.origin,
                 v.principals.join(","),
                 v.fingerprint,

@@ -25,7 +25,7 @@ pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 /// The build type: what the external parameters mean (a manifest path and name).
 pub const BUILD_TYPE: &str =
-    "https://github.com/imager-syncer/imager/blob/main/README.md#build-provenance";
+    "https://github.com/imager-syncer/imager/blob/main/README.md#signed-images-and-provenance";
 
 /// The stored files a provenance names by digest (and [`verify`] re-hashes).
 const STORED: [&str; 3] = [BUILD_MANIFEST, BUILD_LOCK, BUILD_LOCAL_STATE];
@@ -62,6 +62,8 @@ fn derived_digests(store: &Store, id: &Hash) -> Result<(String, String)> {
 
 /// The provenance statement of a stored image, as JSON bytes.
 pub fn statement(store: &Store, id: &Hash, f: &Facts) -> Result<Vec<u8>> {
+    let doc = crate::review::packages::spdx_made_now(store, id)?;
+    store.add_image_file(id, crate::review::packages::SPDX_FILE, &doc)?;
     let (tar, spdx) = derived_digests(store, id)?;
     let utc = crate::review::packages::chrono_free_utc;
     let mut deps = Vec::new();

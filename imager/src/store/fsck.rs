@@ -111,10 +111,16 @@ fn check_images(store: &Store, r: &mut FsckReport) -> Result<HashMap<Hash, (u64,
             }
             Err(e) => r.problems.push(format!("image {id}: {e}")),
         }
-        for s in store.signatures(id)? {
-            if let Some(p) = signature_problem(id, &s) {
-                r.problems.push(format!("image {id}: {p}"));
+        // An unreadable signature file is one problem among others, not the end of fsck.
+        match store.signatures(id) {
+            Ok(sigs) => {
+                for s in sigs {
+                    if let Some(p) = signature_problem(id, &s) {
+                        r.problems.push(format!("image {id}: {p}"));
+                    }
+                }
             }
+            Err(e) => r.problems.push(format!("image {id}: signatures: {e}")),
         }
     }
     Ok(wanted)

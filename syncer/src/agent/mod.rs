@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 use crate::protocol::{
     Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Health, Hello, Identity,
     ManifestData, Msg, Pack, Previous, Put, SignatureRequest, Signatures, Stage, Status, Target,
-    Welcome, PROTOCOL_VERSION,
+    TriggerRun, Welcome, PROTOCOL_VERSION,
 };
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
@@ -221,14 +221,30 @@ impl Session<'_> {
         self.staging = None;
         Staging::clear(b)?;
         let image = t.image;
-        let local = scan::local_excludes(&t.local_state)?;
+        let local_state = imager::contract::local_state_of(t.local_state.as_deref());
+        let local = scan::local_excludes(&local_state)?;
         // Asked who it is, the host scans first and learns the manifest after; else the
         // manifest is checked before anything is written.
         let asked = t.manifest == ManifestData::Ask;
-        let text = if asked {
+        // What the controller sent beside the manifest must be the image's own (a
+        // signed image with forged triggers would run them as root; a forged
+        // local-state list would keep old paths): checked as soon as the manifest is.
+        let parsed = |text: &str| -> Result<Tree> {
+            let tree = imager::tree::text::parse(text, &format!("image {image}"))?;
+            image_file_is(
+                &tree,
+                imager::contract::LOCAL_STATE_FILE,
+                t.local_state.as_deref(),
+            )?;
+            let triggers = Some(t.triggers.as_slice()).filter(|t| !t.is_empty());
+            image_file_is(&tree, imager::contract::TRIGGERS_FILE, triggers)?;
+            Ok(tree)
+        };
+        let known = if asked {
             None
         } else {
-            Some(checked_manifest(st, t.manifest.clone(), &image, None)?)
+            let text = checked_manifest(st, t.manifest.clone(), &image, None)?;
+            Some((parsed(&text)?, text))
         };
         if !t.dry_run {
             // Made before the scan, so the parent's mtime it moves is seen (and set back
@@ -240,8 +256,8 @@ impl Session<'_> {
         if !t.dry_run {
             cache.save(st)?;
         }
-        let text = match text {
-            Some(text) => text,
+        let (tree, text) = match known {
+            Some(known) => known,
             None => {
                 let kept: Vec<Vec<u8>> = host.kept.keys().cloned().collect();
                 let own = crate::compare::host_view(host.entries.iter(), &local, &kept)
@@ -251,7 +267,10 @@ impl Session<'_> {
                     kept,
                 }))?;
                 match conn.recv("the manifest")? {
-                    Msg::Manifest(m) => checked_manifest(st, m.manifest, &image, Some(&own))?,
+                    Msg::Manifest(m) => {
+                        let text = checked_manifest(st, m.manifest, &image, Some(&own))?;
+                        (parsed(&text)?, text)
+                    }
                     m => {
                         return Err(Error::Protocol(format!(
                             "expected Manifest, got {}",
@@ -261,7 +280,6 @@ impl Session<'_> {
                 }
             }
         };
-        let tree = imager::tree::text::parse(&text, &format!("image {image}"))?;
         host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
         let changes = compare(&tree, &host, &local, DirMtimes::Strict);
         // The controller needs the host's entry only to pick a delta base.
@@ -296,7 +314,7 @@ impl Session<'_> {
             bases: paths(|k| k == ChangeKind::Content),
             image: tree,
             manifest: text,
-            local_state: t.local_state,
+            local_state,
             triggers: t.triggers,
             changes,
             host,
@@ -383,6 +401,18 @@ impl Session<'_> {
     fn on_health<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, h: Health) -> Result<()> {
         let (root, st) = (self.root, &self.st);
         let Health { command, timeout } = h;
+        // Refused as a failed check (126: "cannot execute"), so the rollout reports it and
+        // rolls the host back as for any unhealthy host.
+        if let Err(why) = self.trust.allows_health(&command) {
+            conn.send(&Msg::HealthResult(TriggerRun {
+                name: "health".into(),
+                status: Some(126),
+                timed_out: false,
+                seconds: 0.0,
+                output: why,
+            }))?;
+            return Ok(());
+        }
         let t = imager::contract::Trigger::command("health", command, timeout);
         let image = st.image()?.map(|h| h.to_hex()).unwrap_or_default();
         conn.send(&Msg::HealthResult(triggers::run(root, &image, &t, &[])))?;
@@ -442,6 +472,24 @@ fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash, Vec
         }
     }
     have
+}
+
+/// Whether `sent` is the content of the image's file `path` (`None`: the image has none).
+fn image_file_is(tree: &Tree, path: &str, sent: Option<&[u8]>) -> Result<()> {
+    let want = match tree.get(path.as_bytes()).map(|e| &e.kind) {
+        Some(imager::Kind::File { hash, .. }) => Some(*hash),
+        _ => None,
+    };
+    if want == sent.map(Hash::of) {
+        return Ok(());
+    }
+    Err(Error::Protocol(format!(
+        "the {path} sent is not the image's ({})",
+        match want {
+            Some(h) => format!("the image's hashes to {h}"),
+            None => "the image has none".into(),
+        }
+    )))
 }
 
 /// Inodes the commit needs beyond the staged entries: replacements of the state files

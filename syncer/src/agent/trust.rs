@@ -14,6 +14,8 @@ use imager::Hash;
 
 pub const DIR: &[u8] = b"/etc/syncer";
 pub const POLICY: &str = "trust.toml";
+/// The most signatures a `Target` may carry.
+pub const MAX_SIGNATURES: usize = 256;
 
 /// What the host's policy is.
 pub enum HostTrust {
@@ -48,8 +50,32 @@ impl HostTrust {
         }
     }
 
+    /// Whether the controller may run `command` as a health check: any command on a host
+    /// without a policy, only those the policy lists on a host with one.
+    pub fn allows_health(&self, command: &str) -> std::result::Result<(), String> {
+        match self {
+            HostTrust::None => Ok(()),
+            HostTrust::Broken(e) => Err(format!(
+                "refusing the health command {command:?}: the host's trust policy cannot be used: {e}"
+            )),
+            HostTrust::Policy(p) if p.health.iter().any(|h| h == command) => Ok(()),
+            HostTrust::Policy(p) => Err(format!(
+                "refusing the health command {command:?}: {} does not list it in `health`",
+                p.origin
+            )),
+        }
+    }
+
     /// Whether the host may take `image` with these signatures.
     pub fn check(&self, image: &Hash, sigs: &[ImageSignature]) -> Result<()> {
+        // Each is an ed25519 verification: a controller must not make the host do
+        // millions (a real image has a builder's and a reviewer's or two).
+        if sigs.len() > MAX_SIGNATURES {
+            return Err(Error::Protocol(format!(
+                "image {image} comes with {} signatures, more than the {MAX_SIGNATURES} an agent checks",
+                sigs.len()
+            )));
+        }
         match self {
             HostTrust::None => Ok(()),
             HostTrust::Broken(e) => Err(Error::Agent(format!(
@@ -59,7 +85,7 @@ impl HostTrust {
                 let signed = ImageSignature::signed(sigs, " sent");
                 p.check(image, &signed, imager::sign::now())
                     .map(|_| ())
-                    .map_err(|e| Error::Agent(format!("refusing {e}")))
+                    .map_err(|e| Error::Agent(format!("refusing the push: {e}")))
             }
         }
     }

@@ -173,7 +173,10 @@ wire_struct! {
     pub struct Target {
         pub image: Hash,
         pub manifest: ManifestData,
-        pub local_state: Vec<String>,
+        /// The image's /usr/lib/imager/local-state.txt as it is (`None` when it has none:
+        /// the built-in list applies). The agent checks it, and `triggers`, against the
+        /// manifest's hashes: neither is the controller's to choose.
+        pub local_state: Option<Vec<u8>>,
         /// The image's /usr/lib/imager/triggers.toml (empty when it has none).
         pub triggers: Vec<u8>,
         pub verify: bool,

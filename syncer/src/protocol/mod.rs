@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use wire::Enc;
 
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
 /// A message whose encoding is larger than this travels as several frames (`Part`
