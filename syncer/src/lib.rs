@@ -15,6 +15,7 @@ pub mod error;
 pub mod plan;
 pub mod progress;
 pub mod protocol;
+pub mod publish;
 pub mod push;
 pub mod ratelimit;
 pub mod render;

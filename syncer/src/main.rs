@@ -40,6 +40,9 @@ enum Cmd {
     },
     /// The paths where a host differs from the image it runs
     Diff(cli::diff::DiffArgs),
+    /// Write what hosts need to reach an image as static files for HTTP mirrors (an
+    /// origin any web server serves, cached per colo by nginx)
+    Publish(cli::publish::PublishArgs),
 }
 
 fn main() {
@@ -63,5 +66,6 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::AbandonCommit(a) => cli::abandon_commit::run(a),
         Cmd::Cache { cmd } => cli::cache::run(cmd),
         Cmd::Diff(a) => cli::diff::run(a),
+        Cmd::Publish(a) => cli::publish::run(a),
     }
 }

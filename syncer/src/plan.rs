@@ -170,6 +170,8 @@ fn pick(c: &Candidates) -> Encoding {
 
 /// A pack as sent: its entries (in the items' order) and its stream.
 pub struct Pack {
+    /// What names it (in the cache, and where it is published): its parts.
+    pub key: Hash,
     pub entries: Vec<PackEntry>,
     /// The items (indexes) it carries, in order.
     pub items: Vec<usize>,
@@ -309,6 +311,7 @@ fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) ->
             ))
         })?;
     Ok(Pack {
+        key,
         entries,
         items: group,
         payload,

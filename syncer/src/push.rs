@@ -7,9 +7,10 @@ use crate::error::{Error, Result};
 use crate::plan::{self, Candidates, Item, Pack, Wanted};
 use crate::progress::{Clock, Phase};
 use crate::protocol::{
-    Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
+    BlobUse, Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
     ScanStats, SignatureRequest, Signatures, Stage, StaleUnit, Status, Target, TriggerRun, CHUNK,
 };
+use crate::publish;
 use crate::transport::{self, HostSpec, Session, TransportOptions};
 use imager::contract;
 use imager::store::Store;
@@ -196,6 +197,9 @@ pub struct PushOptions {
     /// `--require-signed` / the inventory's `require_signed`: the controller pushes only
     /// an image this policy accepts (the hosts check their own policy again).
     pub require_signed: Option<std::sync::Arc<imager::sign::TrustPolicy>>,
+    /// HTTP mirrors of a published store (`crate::publish`), in order (the colo's cache,
+    /// then the origin): the host fetches what they have; the rest comes over ssh.
+    pub mirrors: Vec<String>,
 }
 
 /// Files and bytes for one way of sending content.
@@ -229,6 +233,11 @@ impl ByKind {
             Encoding::Bsdiff => &mut self.bsdiff,
             Encoding::Whole => &mut self.whole,
         }
+    }
+
+    /// Bytes on the wire, all ways together.
+    pub fn bytes(&self) -> u64 {
+        self.rows().iter().map(|(_, s)| s.bytes).sum()
     }
 
     /// Each way with its label, in the order reports list them.
@@ -412,6 +421,8 @@ pub struct HostReport {
     pub wire_received: u64,
     /// Where the wire's bytes went: by message, sent and received (frames included).
     pub wire: BTreeMap<&'static str, WireBytes>,
+    /// Where the content came from: the mirrors (each one's account) and the controller.
+    pub content: ContentSources,
     /// Planned packs.
     pub packs: Packs,
     pub scan: ScanStats,
@@ -428,6 +439,50 @@ pub struct HostReport {
     pub health: Vec<TriggerRun>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathChange>,
+}
+
+/// Where a host's content came from.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct ContentSources {
+    /// Content bytes (encoded, as published) the host took from mirrors, and those the
+    /// controller sent in `Data` frames.
+    pub mirrors_bytes: u64,
+    pub controller_bytes: u64,
+    /// Blobs offered for fetching, and how many no mirror gave (sent by the controller).
+    pub blobs: u64,
+    pub blobs_missing: u64,
+    /// Each mirror's account, in the order tried.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<crate::protocol::MirrorStats>,
+}
+
+impl ContentSources {
+    /// Adds another host's (for a colo's or the fleet's total): mirrors by URL.
+    pub fn add(&mut self, o: &ContentSources) {
+        self.mirrors_bytes += o.mirrors_bytes;
+        self.controller_bytes += o.controller_bytes;
+        self.blobs += o.blobs;
+        self.blobs_missing += o.blobs_missing;
+        for m in &o.mirrors {
+            match self.mirrors.iter_mut().find(|x| x.url == m.url) {
+                Some(x) => {
+                    x.bytes += m.bytes;
+                    x.requests += m.requests;
+                    x.blobs += m.blobs;
+                    x.cache_hits += m.cache_hits;
+                    x.cache_misses += m.cache_misses;
+                    x.not_found += m.not_found;
+                    x.errors += m.errors;
+                    x.corrupt += m.corrupt;
+                    x.resumed += m.resumed;
+                    if !m.last_error.is_empty() {
+                        x.last_error = m.last_error.clone();
+                    }
+                }
+                None => self.mirrors.push(m.clone()),
+            }
+        }
+    }
 }
 
 /// Bytes of one message kind on the wire.
@@ -637,14 +692,26 @@ fn push_steps(
     }
 
     let staging = clock.start(Phase::Staging);
+    s.conn.send(&Msg::Stage(Stage {
+        files: items.len() as u64,
+        bytes: items.iter().map(|i| i.size).sum(),
+    }))?;
+    let fetched = if opts.mirrors.is_empty() {
+        Fetched::none(&items, &packs)
+    } else {
+        let rate = opts.transport.rate_per_host.unwrap_or(0);
+        fetch(s, &items, &packs, &opts.mirrors, rate, cache.level(), r)?
+    };
     send_items(
         s,
         &items,
         &packs,
+        &fetched,
         clock.host(),
         clock.observer(),
         &mut r.sent,
     )?;
+    r.content.controller_bytes = r.sent.bytes();
     drop(staging);
     let _committing = clock.start(Phase::Committing);
     match s.reply()? {
@@ -733,12 +800,7 @@ fn plan(
     }
     let choices = choose(changes, &image.tree, have, |h| store.has_object(h));
     let sigs = signatures(s, &choices)?;
-    let mut items: Vec<Item> = choices
-        .into_par_iter()
-        .map(|c| encode(store, cache, &sigs, c))
-        .collect::<Result<_>>()?;
-    let packs = plan::packs(store, cache, &mut items)?;
-    plan::finish_alone(store, cache, &mut items)?;
+    let (items, packs) = encode_all(store, cache, &sigs, choices)?;
     for it in items.iter().filter(|it| !it.packed) {
         let k = r.planned.of(&it.encoding);
         k.files += 1;
@@ -760,6 +822,24 @@ fn plan(
     Ok((items, packs))
 }
 
+/// Every file encoded as chosen, packed where packs take them, the rest finished alone:
+/// the same for a host and for [`crate::publish`], so what is published for a host at
+/// an image is byte for byte what a push to it would send.
+pub(crate) fn encode_all(
+    store: &Store,
+    cache: &Cache,
+    sigs: &HashMap<Vec<u8>, Vec<u8>>,
+    choices: Vec<Choice>,
+) -> Result<(Vec<Item>, Vec<Pack>)> {
+    let mut items: Vec<Item> = choices
+        .into_par_iter()
+        .map(|c| encode(store, cache, sigs, c))
+        .collect::<Result<_>>()?;
+    let packs = plan::packs(store, cache, &mut items)?;
+    plan::finish_alone(store, cache, &mut items)?;
+    Ok((items, packs))
+}
+
 /// Each packed file's share of its pack's bytes on the wire.
 fn pack_shares(p: &Pack) -> Vec<u64> {
     let weights: Vec<u64> = p.entries.iter().map(|e| e.len).collect();
@@ -775,7 +855,7 @@ type Choice = Wanted;
 /// an rsync delta when it does not and the file is large enough to be worth the
 /// signature round trip, else whole. Metadata changes, deletions and non-files carry no
 /// content.
-fn choose(
+pub(crate) fn choose(
     changes: &[Change],
     tree: &Tree,
     have: &[(Hash, Vec<u8>)],
@@ -890,25 +970,126 @@ fn smaller(
     })
 }
 
-/// Sends every item, counting into `sent` what went out (all of it unless this fails).
+/// Which packs and lone items the host took from mirrors (the controller sends the rest).
+struct Fetched {
+    packs: Vec<bool>,
+    items: Vec<bool>,
+}
+
+impl Fetched {
+    fn none(items: &[Item], packs: &[Pack]) -> Fetched {
+        Fetched {
+            packs: vec![false; packs.len()],
+            items: vec![false; items.len()],
+        }
+    }
+}
+
+/// Asks the host to fetch every published blob of the plan from `mirrors` (packs by
+/// their key, lone files by what they are: [`crate::publish`] names both the same way),
+/// and records what it got.
+fn fetch(
+    s: &mut Session,
+    items: &[Item],
+    packs: &[Pack],
+    mirrors: &[String],
+    rate: u64,
+    level: i32,
+    r: &mut HostReport,
+) -> Result<Fetched> {
+    let mut got = Fetched::none(items, packs);
+    // (is a pack, index) of each blob, in the order of `blobs`.
+    let mut which = Vec::new();
+    let mut blobs = Vec::new();
+    for (i, p) in packs.iter().enumerate() {
+        blobs.push(crate::protocol::Blob {
+            name: publish::pack_name(&p.key, level),
+            len: p.payload.len() as u64,
+            hash: Hash::of(&p.payload),
+            stages: BlobUse::Pack(p.entries.clone()),
+        });
+        which.push((true, i));
+    }
+    for (i, it) in items.iter().enumerate().filter(|(_, it)| !it.packed) {
+        let Some(name) = publish::item_name(it, level) else {
+            continue;
+        };
+        blobs.push(crate::protocol::Blob {
+            name,
+            len: it.payload.len() as u64,
+            hash: Hash::of(&it.payload),
+            stages: BlobUse::Put {
+                path: it.path.clone(),
+                encoding: it.encoding.clone(),
+            },
+        });
+        which.push((false, i));
+    }
+    if blobs.is_empty() {
+        return Ok(got);
+    }
+    let lens: Vec<u64> = blobs.iter().map(|b| b.len).collect();
+    s.conn.send(&Msg::Fetch(crate::protocol::Fetch {
+        mirrors: mirrors.to_vec(),
+        rate,
+        blobs,
+    }))?;
+    let answer = match s.reply()? {
+        Msg::Fetched(f) => f,
+        m => return Err(unexpected("Fetched", &m)),
+    };
+    let missing: std::collections::HashSet<u32> = answer.missing.iter().copied().collect();
+    if missing.iter().any(|&m| m as usize >= which.len()) {
+        return Err(Error::Protocol(
+            "Fetched names a blob that was not asked for".into(),
+        ));
+    }
+    r.content.blobs = which.len() as u64;
+    r.content.blobs_missing = missing.len() as u64;
+    for (n, &(is_pack, i)) in which.iter().enumerate() {
+        if missing.contains(&(n as u32)) {
+            continue;
+        }
+        r.content.mirrors_bytes += lens[n];
+        if is_pack {
+            got.packs[i] = true;
+        } else {
+            got.items[i] = true;
+        }
+    }
+    r.content.mirrors = answer.mirrors;
+    Ok(got)
+}
+
+/// Sends every item the host did not fetch (`Stage` was sent), counting into `sent`
+/// what went out (all of it unless this fails).
 fn send_items(
     s: &mut Session,
     items: &[Item],
     packs: &[Pack],
+    fetched: &Fetched,
     host: &str,
     obs: &dyn Observer,
     sent: &mut ByKind,
 ) -> Result<()> {
-    let content: u64 = items.iter().map(|i| i.size).sum();
-    let alone = || items.iter().filter(|it| !it.packed);
+    let alone = || {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(i, it)| !it.packed && !fetched.items[*i])
+            .map(|(_, it)| it)
+    };
+    let packs = || {
+        packs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !fetched.packs[*i])
+            .map(|(_, p)| p)
+    };
     let total: u64 = alone().map(|i| i.payload.len() as u64).sum::<u64>()
-        + packs.iter().map(|p| p.payload.len() as u64).sum::<u64>();
-    s.conn.send(&Msg::Stage(Stage {
-        files: items.len() as u64,
-        bytes: content,
-    }))?;
+        + packs().map(|p| p.payload.len() as u64).sum::<u64>();
     let mut done = 0u64;
-    for p in packs {
+    for p in packs() {
         s.conn.send(&Msg::Pack(crate::protocol::Pack {
             entries: p.entries.clone(),
             len: p.payload.len() as u64,

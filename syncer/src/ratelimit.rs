@@ -1,7 +1,7 @@
 //! Bandwidth limits: token buckets shared by whatever writes through them (one per host,
 //! one for all hosts), so a rollout never sends faster than the policy allows.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -74,6 +74,33 @@ impl<W: Write> Write for Limited<W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// A reader that passes through every bucket after reading (none: unlimited): the
+/// agent's fetches from HTTP mirrors, which the controller's buckets never see.
+pub struct LimitedRead<R> {
+    inner: R,
+    buckets: Vec<Arc<Bucket>>,
+}
+
+impl<R: Read> LimitedRead<R> {
+    pub fn new(inner: R, buckets: Vec<Arc<Bucket>>) -> Self {
+        LimitedRead { inner, buckets }
+    }
+}
+
+impl<R: Read> Read for LimitedRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.buckets.is_empty() {
+            return self.inner.read(buf);
+        }
+        let n = buf.len().min(16 << 10);
+        let got = self.inner.read(&mut buf[..n])?;
+        for b in &self.buckets {
+            b.take(got);
+        }
+        Ok(got)
     }
 }
 

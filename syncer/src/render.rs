@@ -63,6 +63,9 @@ pub fn push_report(r: &HostReport) -> String {
         r.deleted
     );
     out.push_str(&sent(r));
+    if r.content.blobs > 0 {
+        line!(out, "  content: {}", content(&r.content));
+    }
     line!(
         out,
         "  wire: {} sent, {} received",
@@ -310,6 +313,11 @@ pub fn rollout(st: &RolloutState, state_file: &Path) -> String {
         st.wall_seconds,
         st.controller_cpu_seconds
     );
+    for (colo, c) in &st.content {
+        if c.blobs > 0 {
+            line!(out, "colo {colo}: {}", content(c));
+        }
+    }
     match &st.stopped {
         Some(why) => line!(
             out,
@@ -318,6 +326,70 @@ pub fn rollout(st: &RolloutState, state_file: &Path) -> String {
         ),
         None => line!(out, "finished: image {}", &st.image[..12]),
     }
+    out
+}
+
+/// Where content came from: "4.10 MB from mirrors (http://cache/: 4.10 MB, 3 of 5
+/// hits; http://origin/: 0.00 MB), 0.00 MB from the controller".
+fn content(c: &crate::push::ContentSources) -> String {
+    let each: Vec<String> = c
+        .mirrors
+        .iter()
+        .map(|m| {
+            let mut s = format!("{}: {}", m.url, mb(m.bytes));
+            if m.cache_hits + m.cache_misses > 0 {
+                s += &format!(
+                    ", {} of {} cache hits",
+                    m.cache_hits,
+                    m.cache_hits + m.cache_misses
+                );
+            }
+            for (n, what) in [
+                (m.not_found, "not found"),
+                (m.errors, "failed"),
+                (m.corrupt, "WRONG BYTES"),
+            ] {
+                if n > 0 {
+                    s += &format!(", {n} {what}");
+                }
+            }
+            s
+        })
+        .collect();
+    format!(
+        "{} from mirrors ({}), {} from the controller; {} of {} blobs from no mirror",
+        mb(c.mirrors_bytes),
+        each.join("; "),
+        mb(c.controller_bytes),
+        c.blobs_missing,
+        c.blobs
+    )
+}
+
+/// `syncer publish`: each pair's files, written and already there.
+pub fn publish(r: &crate::publish::PublishReport) -> String {
+    let mut out = String::new();
+    for p in &r.pairs {
+        line!(
+            out,
+            "{} -> {}: {} file(s), {} ({} written, {}; {} there already); {} file(s) not publishable; index {}",
+            short(&p.from),
+            &p.to[..12],
+            p.blobs,
+            mb(p.bytes),
+            p.written,
+            mb(p.written_bytes),
+            p.present,
+            p.not_published,
+            p.index
+        );
+    }
+    line!(
+        out,
+        "published to {} (zstd level {})",
+        r.dir.display(),
+        r.level
+    );
     out
 }
 

@@ -260,6 +260,69 @@ fn msg() -> impl Strategy<Value = Msg> {
             .prop_map(|(tree, kept)| Msg::Identity(Identity { tree, kept })),
         manifest().prop_map(|manifest| Msg::Manifest(Manifest { manifest })),
         (
+            prop::collection::vec(text(), 0..3),
+            any::<u64>(),
+            prop::collection::vec(
+                (
+                    text(),
+                    any::<u64>(),
+                    hash(),
+                    prop_oneof![
+                        prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..3).prop_map(
+                            |e| BlobUse::Pack(
+                                e.into_iter()
+                                    .map(|(path, encoding, len)| PackEntry {
+                                        path,
+                                        encoding,
+                                        len
+                                    })
+                                    .collect()
+                            )
+                        ),
+                        (bytes(), encoding())
+                            .prop_map(|(path, encoding)| BlobUse::Put { path, encoding }),
+                    ],
+                ),
+                0..3
+            ),
+        )
+            .prop_map(|(mirrors, rate, blobs)| Msg::Fetch(Fetch {
+                mirrors,
+                rate,
+                blobs: blobs
+                    .into_iter()
+                    .map(|(name, len, hash, stages)| Blob {
+                        name,
+                        len,
+                        hash,
+                        stages
+                    })
+                    .collect(),
+            })),
+        (
+            prop::collection::vec(any::<u32>(), 0..4),
+            prop::collection::vec((text(), any::<[u64; 9]>(), text()), 0..3),
+        )
+            .prop_map(|(missing, mirrors)| Msg::Fetched(Fetched {
+                missing,
+                mirrors: mirrors
+                    .into_iter()
+                    .map(|(url, n, last_error)| MirrorStats {
+                        url,
+                        bytes: n[0],
+                        requests: n[1],
+                        blobs: n[2],
+                        cache_hits: n[3],
+                        cache_misses: n[4],
+                        not_found: n[5],
+                        errors: n[6],
+                        corrupt: n[7],
+                        resumed: n[8],
+                        last_error,
+                    })
+                    .collect(),
+            })),
+        (
             prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..4),
             any::<u64>()
         )
@@ -301,7 +364,9 @@ fn covered(m: &Msg) {
         | Msg::Stale(_)
         | Msg::Pack(_)
         | Msg::Identity(_)
-        | Msg::Manifest(_) => {}
+        | Msg::Manifest(_)
+        | Msg::Fetch(_)
+        | Msg::Fetched(_) => {}
     }
 }
 

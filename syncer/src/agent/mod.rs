@@ -6,6 +6,7 @@
 //! ([`commit::roll_forward`]) and clears leftover staging.
 
 pub mod commit;
+pub mod fetch;
 pub mod fsops;
 pub mod mounts;
 pub mod scan;
@@ -35,9 +36,9 @@ pub(crate) fn test_stop_point(phase: &str, n: usize) {
 use crate::compare::{compare, DirMtimes, HostTree};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Health, Hello, Identity,
-    ManifestData, Msg, Pack, Previous, Put, SignatureRequest, Signatures, Stage, Status, Target,
-    TriggerRun, Welcome, PROTOCOL_VERSION,
+    BlobUse, Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Fetch, Fetched, Health,
+    Hello, Identity, ManifestData, Msg, Pack, PackEntry, Previous, Put, SignatureRequest,
+    Signatures, Stage, Status, Target, TriggerRun, Welcome, PROTOCOL_VERSION,
 };
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
@@ -193,6 +194,7 @@ impl Session<'_> {
                 Msg::Put(p) => self.on_put(conn, p)?,
                 Msg::Pack(p) => self.on_pack(conn, p)?,
                 Msg::Health(h) => self.on_health(conn, h)?,
+                Msg::Fetch(f) => self.on_fetch(conn, f)?,
                 Msg::Commit => self.on_commit(conn)?,
                 m => {
                     return Err(Error::Protocol(format!(
@@ -366,9 +368,7 @@ impl Session<'_> {
         };
         let payload = read_payload(conn, put.len)?;
         let e = needs_content(p, &put.path)?;
-        s.put_file(&self.b, e, &put.encoding, &payload)?;
-        test_stop_point("stage", s.staged.len());
-        Ok(())
+        stage_put(s, &self.b, e, &put.encoding, &payload)
     }
 
     /// Several files from one stream (`encoding::pack`), each staged and checked as a
@@ -377,25 +377,42 @@ impl Session<'_> {
         let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
             return Err(Error::Protocol("Pack before Stage".into()));
         };
-        crate::encoding::pack::check_entries(&pack.entries)?;
-        let entries = pack
-            .entries
-            .iter()
-            .map(|pe| needs_content(p, &pe.path))
-            .collect::<Result<Vec<_>>>()?;
+        let entries = pack_files(p, &pack.entries)?;
         let stream = read_payload(conn, pack.len)?;
-        let b = &self.b;
-        let mut next = entries.into_iter();
-        crate::encoding::pack::unpack(&stream, &pack.entries, |pe, part| {
-            let e = next
-                .next()
-                .ok_or_else(|| Error::Protocol("a pack entry without its file".into()))?;
-            s.put_file_with(b, e, |size, mut out| {
-                pe.encoding.decode_part(b, &pe.path, size, part, &mut out)
-            })?;
-            test_stop_point("stage", s.staged.len());
-            Ok(())
-        })
+        stage_pack(s, &self.b, &pack.entries, entries, &stream)
+    }
+
+    /// Blobs from HTTP mirrors ([`fetch`]), each staged as the `Pack` or `Put` it is
+    /// once its bytes passed their check; the answer says which no mirror gave.
+    fn on_fetch<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, f: Fetch) -> Result<()> {
+        let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
+            return Err(Error::Protocol("Fetch before Stage".into()));
+        };
+        let mut fetcher = fetch::Fetcher::new(&f.mirrors, f.rate)?;
+        let mut missing = Vec::new();
+        for (i, blob) in f.blobs.iter().enumerate() {
+            // What it stages is checked before a byte is fetched.
+            match &blob.stages {
+                BlobUse::Pack(entries) => {
+                    let files = pack_files(p, entries)?;
+                    match fetcher.get(blob) {
+                        Some(stream) => stage_pack(s, &self.b, entries, files, &stream)?,
+                        None => missing.push(i as u32),
+                    }
+                }
+                BlobUse::Put { path, encoding } => {
+                    let e = needs_content(p, path)?;
+                    match fetcher.get(blob) {
+                        Some(payload) => stage_put(s, &self.b, e, encoding, &payload)?,
+                        None => missing.push(i as u32),
+                    }
+                }
+            }
+        }
+        conn.send(&Msg::Fetched(Fetched {
+            missing,
+            mirrors: fetcher.stats,
+        }))
     }
 
     fn on_health<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>, h: Health) -> Result<()> {
@@ -458,7 +475,7 @@ fn needs_content<'a>(p: &'a Pending, path: &[u8]) -> Result<&'a Entry> {
 }
 
 /// For content the image needs: one host path that already holds it, per content.
-fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash, Vec<u8>)> {
+pub fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash, Vec<u8>)> {
     let holders = scan::holders(host);
     let mut have = Vec::new();
     let mut seen = HashSet::new();
@@ -472,6 +489,49 @@ fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash, Vec
         }
     }
     have
+}
+
+/// The image's entries a pack's entries fill: each one the host needs content for.
+fn pack_files<'p>(p: &'p Pending, entries: &[PackEntry]) -> Result<Vec<&'p Entry>> {
+    crate::encoding::pack::check_entries(entries)?;
+    entries
+        .iter()
+        .map(|pe| needs_content(p, &pe.path))
+        .collect()
+}
+
+/// Stages one file from its encoding (checked against the image by [`Staging`]).
+fn stage_put(
+    s: &mut Staging,
+    b: &Beneath,
+    e: &Entry,
+    enc: &crate::encoding::Encoding,
+    payload: &[u8],
+) -> Result<()> {
+    s.put_file(b, e, enc, payload)?;
+    test_stop_point("stage", s.staged.len());
+    Ok(())
+}
+
+/// Stages the files of a pack's stream, `files` being its entries' in the image.
+fn stage_pack(
+    s: &mut Staging,
+    b: &Beneath,
+    entries: &[PackEntry],
+    files: Vec<&Entry>,
+    stream: &[u8],
+) -> Result<()> {
+    let mut next = files.into_iter();
+    crate::encoding::pack::unpack(stream, entries, |pe, part| {
+        let e = next
+            .next()
+            .ok_or_else(|| Error::Protocol("a pack entry without its file".into()))?;
+        s.put_file_with(b, e, |size, mut out| {
+            pe.encoding.decode_part(b, &pe.path, size, part, &mut out)
+        })?;
+        test_stop_point("stage", s.staged.len());
+        Ok(())
+    })
 }
 
 /// Whether `sent` is the content of the image's file `path` (`None`: the image has none).

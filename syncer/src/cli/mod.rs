@@ -8,6 +8,7 @@ pub mod abandon_commit;
 pub mod cache;
 pub mod diff;
 pub mod progress;
+pub mod publish;
 pub mod push;
 pub mod rollback;
 pub mod rollout;

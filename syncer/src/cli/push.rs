@@ -29,6 +29,10 @@ pub struct PushArgs {
     /// trust.toml); checked before any host is contacted
     #[arg(long, value_name = "POLICY")]
     require_signed: Option<PathBuf>,
+    /// An HTTP mirror of a published store (`syncer publish`), tried in the order given
+    /// (a colo's cache, then the origin); hosts fetch what it has, the rest comes over ssh
+    #[arg(long, value_name = "URL")]
+    mirror: Vec<String>,
 }
 
 pub fn run(a: PushArgs) -> Result<ExitCode> {
@@ -37,6 +41,10 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
     let id = store.resolve(&a.image)?;
     let img = Image::load(&store, id)?;
     let mut opts = a.conn.push_options(a.dry_run)?;
+    for m in &a.mirror {
+        syncer::agent::fetch::check_mirror(m).map_err(super::UsageError)?;
+    }
+    opts.mirrors = a.mirror.clone();
     if let Some(path) = &a.require_signed {
         let policy = imager::sign::TrustPolicy::load(path)?;
         policy
@@ -69,7 +77,7 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
 
 /// The delta cache: `--cache` (which must be usable), else the store's own if it can be
 /// made (a read-only store just means no cache).
-fn cache_dir(given: Option<PathBuf>, store: &Path) -> Result<Option<PathBuf>> {
+pub(crate) fn cache_dir(given: Option<PathBuf>, store: &Path) -> Result<Option<PathBuf>> {
     Ok(match given {
         Some(d) => {
             imager::fsx::create_dir_all(&d)

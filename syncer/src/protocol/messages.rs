@@ -466,6 +466,80 @@ wire_struct! {
     }
 }
 
+wire_struct! {
+    /// Fetch content from HTTP mirrors instead of the controller's stream (sent after
+    /// `Stage`): each blob from the first mirror that has it, checked by its length and
+    /// hash before it is staged. Answered by `Fetched`; what no mirror gave follows from
+    /// the controller as `Pack`/`Put` messages.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Fetch {
+        /// Base URLs, in order (the colo's cache first, then the origin), each ending in `/`.
+        pub mirrors: Vec<String>,
+        /// Bytes per second for these fetches (0: no limit).
+        pub rate: u64,
+        pub blobs: Vec<Blob>,
+    }
+}
+
+wire_struct! {
+    /// One published file (`crate::publish`): its name below a mirror's URL, its length
+    /// and blake3, and what it stages.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Blob {
+        pub name: String,
+        pub len: u64,
+        pub hash: Hash,
+        pub stages: BlobUse,
+    }
+}
+
+/// What a fetched blob is: a pack's stream or one file's encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobUse {
+    Pack(Vec<PackEntry>),
+    Put { path: Vec<u8>, encoding: Encoding },
+}
+
+wire_enum!(BlobUse, "blob use" {
+    0 => BlobUse::Pack(entries),
+    1 => BlobUse::Put { path, encoding },
+});
+
+wire_struct! {
+    /// The answer to a `Fetch`: the blobs (indexes) no mirror gave, and each mirror's
+    /// account.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Fetched {
+        pub missing: Vec<u32>,
+        pub mirrors: Vec<MirrorStats>,
+    }
+}
+
+wire_struct! {
+    /// What one mirror gave a host during a `Fetch`.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+    pub struct MirrorStats {
+        pub url: String,
+        /// Bytes received (those of blobs that failed their check included).
+        pub bytes: u64,
+        pub requests: u64,
+        /// Blobs it gave that passed their check.
+        pub blobs: u64,
+        /// Responses its cache served (`X-Cache-Status: HIT`), and those it had to fetch.
+        pub cache_hits: u64,
+        pub cache_misses: u64,
+        /// Blobs it does not have (404), connection or HTTP errors, and blobs whose bytes
+        /// were wrong (length or hash): each sends the blob to the next mirror.
+        pub not_found: u64,
+        pub errors: u64,
+        pub corrupt: u64,
+        /// Requests that resumed an interrupted transfer with a Range.
+        pub resumed: u64,
+        /// The last error, for the report.
+        pub last_error: String,
+    }
+}
+
 /// The message table: `tag => Variant(Payload)` (or a bare `Variant` for a message
 /// without fields) makes the [`Msg`] enum, its tags, its names and its decoder.
 macro_rules! messages {
@@ -546,4 +620,6 @@ messages! {
     20 => Pack(Pack),
     21 => Identity(Identity),
     22 => Manifest(Manifest),
+    23 => Fetch(Fetch),
+    24 => Fetched(Fetched),
 }

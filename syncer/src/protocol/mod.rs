@@ -20,7 +20,8 @@
 //! Status           → Differences                 (status, diff)
 //! Target           → Differences                 (push: what differs from the image)
 //! SignatureRequest → Signatures                  (rsync deltas; optional)
-//! Stage, (Put Data*)*, Commit → Committed, TriggerRan*, Stale, Done | Error
+//! Stage, [Fetch → Fetched], (Put Data* | Pack Data*)*, Commit
+//!                  → Committed, TriggerRan*, Stale, Done | Error
 //! Bye
 //! ```
 //!

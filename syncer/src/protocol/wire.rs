@@ -193,6 +193,7 @@ pub trait ListItem {}
 impl ListItem for String {}
 impl ListItem for Vec<u8> {}
 impl<A, B> ListItem for (A, B) {}
+impl ListItem for u32 {}
 
 impl<A: Wire, B: Wire> Wire for (A, B) {
     const MIN: usize = A::MIN + B::MIN;

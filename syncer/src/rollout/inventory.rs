@@ -107,6 +107,10 @@ fn default_health_interval() -> u64 {
 struct ColoFile {
     name: String,
     hosts: Vec<String>,
+    /// HTTP mirrors of the published store, in the order hosts try them: the colo's
+    /// cache first, then the origin.
+    #[serde(default)]
+    mirrors: Vec<String>,
     #[serde(default)]
     policy: PolicyFile,
 }
@@ -162,6 +166,8 @@ pub struct Policy {
 pub struct Colo {
     pub name: String,
     pub hosts: Vec<HostSpec>,
+    /// Where its hosts fetch published content (`crate::publish`), in order.
+    pub mirrors: Vec<String>,
     pub policy: Policy,
 }
 
@@ -312,12 +318,17 @@ impl Inventory {
                 }
                 hosts.push(spec);
             }
+            for m in &c.mirrors {
+                crate::agent::fetch::check_mirror(m)
+                    .map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
+            }
             let mut policy = merge(&f.policy, &c.policy, &what)?;
             let dir = path.parent().unwrap_or(Path::new("."));
             policy.require_signed = policy.require_signed.map(|p| dir.join(p));
             colos.push(Colo {
                 name: c.name.clone(),
                 hosts,
+                mirrors: c.mirrors.clone(),
                 policy,
             });
         }
@@ -382,6 +393,8 @@ mod tests {
         assert_eq!(inv.colos[1].policy.pause, Pause::Confirm);
         assert_eq!(inv.colos[2].policy.bandwidth_total, Some(100_000_000));
         assert!(inv.colos[1].policy.require_restarted);
+        assert_eq!(inv.colos[1].mirrors.len(), 2);
+        assert!(inv.colos[0].mirrors.is_empty());
         assert!(!inv.colos[0].policy.require_restarted);
         // The production colo's signing policy, relative to the inventory, loads.
         let signing = inv.colos[1].policy.require_signed.clone().unwrap();
@@ -395,6 +408,26 @@ mod tests {
             .map(|w| w.len())
             .collect();
         assert_eq!(sizes, [1, 2, 2]);
+    }
+
+    #[test]
+    fn a_bad_mirror_is_refused_naming_the_colo() {
+        for (m, says) in [
+            ("https://c/", "only http:// mirrors"),
+            ("http://c", "must end in '/'"),
+            ("http:///", "names no host"),
+        ] {
+            let text =
+                format!("[[colo]]\nname = \"ams\"\nhosts = [\"local:/x\"]\nmirrors = [\"{m}\"]\n");
+            let e = Inventory::parse(&text, Path::new("f.toml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                e.contains("f.toml: colo ams") && e.contains(says),
+                "{m}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -78,6 +78,7 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         restore_previous: crate::protocol::Previous::Keep,
         // Set by the caller, once the colo's policy is loaded.
         require_signed: None,
+        mirrors: colo.mirrors.clone(),
     }
 }
 

@@ -70,6 +70,10 @@ pub struct HostResult {
     /// The host's trust policy as its agent described it (`None`: it has none).
     #[serde(default)]
     pub trust: Option<String>,
+    /// Where its content came from: mirrors (the colo's cache, the origin) or the
+    /// controller.
+    #[serde(default)]
+    pub content: crate::push::ContentSources,
     /// The push's full report (not kept across `--resume`).
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub push: Option<HostReport>,
@@ -109,6 +113,7 @@ impl HostResult {
             wire_sent: r.wire_sent,
             seconds,
             trust: r.trust.clone(),
+            content: r.content.clone(),
             push: Some(r),
         }
     }
@@ -182,6 +187,10 @@ pub struct RolloutState {
     pub finished: bool,
     pub wall_seconds: f64,
     pub controller_cpu_seconds: f64,
+    /// Per colo, where its hosts' content came from (the sum of its hosts' latest
+    /// results): bytes from each mirror, from the controller, cache hits.
+    #[serde(default)]
+    pub content: std::collections::BTreeMap<String, crate::push::ContentSources>,
 }
 
 impl RolloutState {
@@ -195,6 +204,7 @@ impl RolloutState {
             finished: false,
             wall_seconds: 0.0,
             controller_cpu_seconds: 0.0,
+            content: Default::default(),
         }
     }
 
@@ -245,6 +255,13 @@ impl RolloutState {
     pub fn record(&mut self, r: HostResult) {
         self.hosts.retain(|x| x.host != r.host);
         self.hosts.push(r);
+        self.content.clear();
+        for h in &self.hosts {
+            self.content
+                .entry(h.colo.clone())
+                .or_default()
+                .add(&h.content);
+        }
     }
 
     pub fn count(&self, outcome: Verdict) -> usize {

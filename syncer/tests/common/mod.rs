@@ -340,3 +340,123 @@ pub fn stopped_agent(root: &Path) -> Option<i32> {
                 .is_some_and(|(_, r)| r.starts_with('T'))
         })
 }
+
+/// An nginx on 127.0.0.1 for one test, running one of the shipped configurations
+/// (`syncer/nginx/*.conf`) with its paths and ports pointed at the test's; stopped at
+/// the end (SIGTERM to the master, which takes its workers with it).
+pub struct Nginx {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Nginx {
+    /// The origin: serves `root` (a published store).
+    pub fn origin(dir: &Path, root: &Path) -> Nginx {
+        Nginx::start(
+            dir,
+            "origin.conf",
+            &[("/srv/syncer-pub", &root.display().to_string())],
+        )
+    }
+
+    /// A colo cache in front of the origin listening on `upstream`.
+    pub fn cache(dir: &Path, upstream: u16) -> Nginx {
+        let cache = dir.join("cache");
+        Nginx::start(
+            dir,
+            "colo-cache.conf",
+            &[
+                ("/var/cache/nginx/syncer", &cache.display().to_string()),
+                ("origin.example.net:80", &format!("127.0.0.1:{upstream}")),
+            ],
+        )
+    }
+
+    fn start(dir: &Path, shipped: &str, subst: &[(&str, &str)]) -> Nginx {
+        std::fs::create_dir_all(dir.join("tmp")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut site = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("nginx")
+                .join(shipped),
+        )
+        .unwrap();
+        for (from, to) in subst {
+            assert!(site.contains(from), "{shipped} has no {from}");
+            site = site.replace(from, to);
+        }
+        let listen = if site.contains("listen 8080;") {
+            "listen 8080;"
+        } else {
+            "listen 80;"
+        };
+        site = site.replace(listen, &format!("listen 127.0.0.1:{port};"));
+        std::fs::write(dir.join("site.conf"), site).unwrap();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("nginx.conf"),
+            format!(
+                "daemon off;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\nuser root;\n\
+                 error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+                 http {{\n client_body_temp_path {d}/tmp/body;\n proxy_temp_path {d}/tmp/proxy;\n\
+                 fastcgi_temp_path {d}/tmp/fastcgi;\n uwsgi_temp_path {d}/tmp/uwsgi;\n scgi_temp_path {d}/tmp/scgi;\n\
+                 log_format t '$request_method $uri $http_range $status $body_bytes_sent $upstream_cache_status';\n\
+                 access_log {d}/access.log t;\n include {d}/site.conf;\n}}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .spawn()
+            .expect("nginx (apt-get install nginx-light)");
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                panic!("nginx exited before listening: {st}\n{log}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Nginx {
+            child: Some(child),
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// Its access log: `METHOD URI RANGE STATUS BYTES CACHE-STATUS` per request.
+    pub fn access_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(String::from)
+            .collect()
+    }
+
+    /// Stops it (its port refuses connections once this returns).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            sh(&format!("kill -TERM {}", c.id()));
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,241 @@
+//! A published store: what hosts need to reach an image, as static files named by
+//! hashes, for any web server (nginx, S3-compatible storage, a CDN) to serve and any
+//! HTTP cache to keep forever. Hosts fetch them from their colo's mirrors
+//! (`agent::fetch`) while the controller drives the push over ssh; whatever is not
+//! published comes from the controller as before.
+//!
+//! Layout below the directory (every name is a hash of what the file holds, so a file
+//! never changes once written; `L19` is the zstd level the push runs at):
+//! ```text
+//! packs/<key>.L19.zst                 a pack: several files' contents and patches, one zstd stream
+//! objects/<hash>.L19.zst              one file's whole content
+//! deltas/<old>-<new>.zstd.L19         a zstd patch-from delta
+//! deltas/<old>-<new>.bsdiff.L19.zst   a bsdiff patch
+//! pairs/<from>-<to>.L19.json          the index of what a host at FROM takes to reach TO
+//! ```
+//! For each pair the plan is the one a push makes for a clean host at FROM (`none`: an
+//! empty root), through the same code ([`crate::push::encode_all`]), so a host that is
+//! at FROM is asked to fetch exactly these files. A pack's key names its parts (how each
+//! travels, from what old content, to what new), so a pack the hosts of a colo share is
+//! one file their cache fetches once. A host that drifted gets other packs for the files
+//! around its drift: those are not published and come from the controller.
+
+use crate::delta::Cache;
+use crate::encoding::Encoding;
+use crate::error::{Error, Result};
+use crate::plan::Item;
+use crate::push::Image;
+use imager::store::Store;
+use imager::{Hash, Tree};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where a pack is published.
+pub fn pack_name(key: &Hash, level: i32) -> String {
+    format!("packs/{key}.L{level}.zst")
+}
+
+/// Where a file that travels on its own is published (`None`: it cannot be, a local
+/// copy or an rsync delta being made for one host's bytes).
+pub fn item_name(it: &Item, level: i32) -> Option<String> {
+    let new = it.hash;
+    match (&it.encoding, it.packable) {
+        (Encoding::Whole, _) if !it.payload.is_empty() => {
+            Some(format!("objects/{new}.L{level}.zst"))
+        }
+        (Encoding::ZstdDelta, Some(Some(old))) => Some(format!("deltas/{old}-{new}.zstd.L{level}")),
+        (Encoding::Bsdiff, Some(Some(old))) => {
+            Some(format!("deltas/{old}-{new}.bsdiff.L{level}.zst"))
+        }
+        _ => None,
+    }
+}
+
+/// One published file of a pair's index.
+#[derive(Clone, Debug, Serialize)]
+pub struct Published {
+    pub name: String,
+    pub len: u64,
+    pub blake3: String,
+    /// The files it stages, and their size once written.
+    pub files: u64,
+    pub content_bytes: u64,
+}
+
+/// What publishing one (from, to) pair did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PairReport {
+    /// The image a host is at (`None`: an empty root).
+    pub from: Option<String>,
+    pub to: String,
+    pub index: String,
+    /// Files to fetch, and their bytes.
+    pub blobs: u64,
+    pub bytes: u64,
+    /// Of those, files written now and files that were there already (from an earlier
+    /// publish, or another pair).
+    pub written: u64,
+    pub written_bytes: u64,
+    pub present: u64,
+    /// Files that change content but cannot be published (local copies, rsync deltas).
+    pub not_published: u64,
+}
+
+/// What `syncer publish` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PublishReport {
+    pub image: String,
+    pub dir: PathBuf,
+    pub level: i32,
+    pub pairs: Vec<PairReport>,
+}
+
+/// Publishes what a host at each of `from` (and one with an empty root) needs to reach
+/// `image`, below `dir`; files already there are checked, never rewritten.
+pub fn publish(
+    store: &Store,
+    cache: &Cache,
+    image: &Image,
+    from: &[Hash],
+    dir: &Path,
+) -> Result<PublishReport> {
+    let mut report = PublishReport {
+        image: image.id.to_hex(),
+        dir: dir.to_path_buf(),
+        level: cache.level(),
+        pairs: Vec::new(),
+    };
+    let mut bases: Vec<Option<Hash>> = vec![None];
+    bases.extend(from.iter().filter(|f| **f != image.id).map(|f| Some(*f)));
+    bases.dedup();
+    for base in bases {
+        let tree = match base {
+            Some(b) => store.read_image(&b)?,
+            None => Tree::default(),
+        };
+        report
+            .pairs
+            .push(publish_pair(store, cache, image, base, &tree, dir)?);
+    }
+    Ok(report)
+}
+
+fn publish_pair(
+    store: &Store,
+    cache: &Cache,
+    image: &Image,
+    base: Option<Hash>,
+    from: &Tree,
+    dir: &Path,
+) -> Result<PairReport> {
+    let level = cache.level();
+    let (items, packs) = plan_from(store, cache, image, from)?;
+    let from_name = base.map_or("none".to_string(), |b| b.to_hex());
+    let index = format!("pairs/{from_name}-{}.L{level}.json", image.id);
+    let mut r = PairReport {
+        from: base.map(|b| b.to_hex()),
+        to: image.id.to_hex(),
+        index: index.clone(),
+        ..PairReport::default()
+    };
+    let mut listed = Vec::new();
+    let mut put = |name: String, payload: &[u8], files: &[&Item]| -> Result<()> {
+        let hash = Hash::of(payload);
+        if write_once(dir, &name, payload, &hash)? {
+            r.written += 1;
+            r.written_bytes += payload.len() as u64;
+        } else {
+            r.present += 1;
+        }
+        r.blobs += 1;
+        r.bytes += payload.len() as u64;
+        listed.push(Published {
+            name,
+            len: payload.len() as u64,
+            blake3: hash.to_hex(),
+            files: files.len() as u64,
+            content_bytes: files.iter().map(|i| i.size).sum(),
+        });
+        Ok(())
+    };
+    for p in &packs {
+        let files: Vec<&Item> = p.items.iter().map(|&i| &items[i]).collect();
+        put(pack_name(&p.key, level), &p.payload, &files)?;
+    }
+    let mut not_published = 0;
+    for it in items.iter().filter(|it| !it.packed) {
+        match item_name(it, level) {
+            Some(name) => put(name, &it.payload, &[it])?,
+            None => not_published += 1,
+        }
+    }
+    r.not_published = not_published;
+    let json = serde_json::to_vec_pretty(&serde_json::json!({
+        "from": r.from,
+        "to": r.to,
+        "level": level,
+        "blobs": listed,
+        "not_published": not_published,
+    }))
+    .map_err(|e| Error::Encode(format!("the index {index}: {e}")))?;
+    // The index is the one file that may be written again (it only lists).
+    let path = dir.join(&index);
+    create_parent(&path)?;
+    imager::fsx::write_atomic(&path, &json)?;
+    Ok(r)
+}
+
+/// The items and packs a push makes for a clean host whose tree is `from`.
+fn plan_from(
+    store: &Store,
+    cache: &Cache,
+    image: &Image,
+    from: &Tree,
+) -> Result<(Vec<Item>, Vec<crate::plan::Pack>)> {
+    let local = crate::agent::scan::local_excludes(&image.local_state)?;
+    // The host's scan leaves out its local state: so does this.
+    let host = crate::compare::HostTree {
+        entries: from
+            .entries()
+            .iter()
+            .filter(|e| !local.covers(&e.path))
+            .cloned()
+            .collect(),
+        ..Default::default()
+    };
+    let changes = crate::compare::compare(
+        &image.tree,
+        &host,
+        &local,
+        crate::compare::DirMtimes::Strict,
+    );
+    let have = crate::agent::have_list(&image.tree, &host, &changes);
+    let choices = crate::push::choose(&changes, &image.tree, &have, |h| store.has_object(h));
+    crate::push::encode_all(store, cache, &HashMap::new(), choices)
+}
+
+/// Writes `name` below `dir` unless it is there; one that is there must hold exactly
+/// `payload` (published files never change: caches keep them forever). Whether it wrote.
+fn write_once(dir: &Path, name: &str, payload: &[u8], hash: &Hash) -> Result<bool> {
+    let path = dir.join(name);
+    match imager::fsx::read_if_exists(&path)? {
+        Some(old) if Hash::of(&old) == *hash => Ok(false),
+        Some(_) => Err(Error::Encode(format!(
+            "{}: already published with other bytes than its name promises (a published file never changes: remove it, and purge it from the caches, if it is corrupt)",
+            path.display()
+        ))),
+        None => {
+            create_parent(&path)?;
+            imager::fsx::write_atomic(&path, payload)?;
+            Ok(true)
+        }
+    }
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    if let Some(p) = path.parent() {
+        imager::fsx::create_dir_all(p)?;
+    }
+    Ok(())
+}

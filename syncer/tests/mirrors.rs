@@ -1,0 +1,254 @@
+//! Content through colo caches: `syncer publish` writes a store of static files, a real
+//! nginx serves it as the origin and one caching nginx per colo (the shipped
+//! configurations) sits in front of it; hosts fetch their content from those mirrors
+//! while the controller drives the push over its session. Caches that die or serve
+//! wrong bytes send hosts to the next mirror, and to the controller when none works.
+#![allow(clippy::unwrap_used)]
+#![allow(clippy::disallowed_methods)] // tests set up and read files directly
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Image v`v`: a small root plus a few config files, and (from v2) a file too large for
+/// a pack (it travels alone, and is the same in v2 and v3).
+fn version(dir: &Path, v: u32) {
+    mini_root(dir, v, 200_000);
+    sh(&format!(
+        "set -e; cd '{d}'; mkdir -p etc/app.d usr/share/app
+         for i in 1 2 3 4 5 6; do printf 'setting %s = {v}\\n' $i > etc/app.d/$i.conf; done
+         python3 -c 'import random,sys; random.seed({v}); sys.stdout.buffer.write(random.randbytes(300000))' > usr/share/app/data",
+        d = dir.display()
+    ));
+    if v >= 2 {
+        sh(&format!(
+            "python3 -c 'import sys; sys.stdout.buffer.write(b\"\".join(b\"big line %d\\n\" % i for i in range(1700000)))' > '{}/usr/share/app/big'",
+            dir.display()
+        ));
+    }
+}
+
+/// The hosts of a report (a push's or a rollout's) by their spec.
+fn by_host(report: &serde_json::Value) -> HashMap<String, serde_json::Value> {
+    report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["host"].as_str().unwrap().to_string(), h.clone()))
+        .collect()
+}
+
+/// The bytes the controller sent as file content (`Data` frames) to a host.
+fn data_sent(push: &serde_json::Value) -> u64 {
+    push["wire"]["Data"]["sent"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
+    let t = scratch("mirrors-");
+    let dir = t.path();
+    let store = dir.join("store");
+    for v in 1..=3 {
+        version(&dir.join(format!("v{v}")), v);
+        import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
+    }
+    let (v1, v2) = (id(&store, "v1"), id(&store, "v2"));
+    let mut hosts = Vec::new();
+    for i in 0..12 {
+        let root = dir.join(format!("h{i}"));
+        std::fs::create_dir(&root).unwrap();
+        let spec = format!("local:{}", root.display());
+        push(&store, "v1", &spec, &[]);
+        hosts.push((spec, root));
+    }
+
+    // Published: what a host at v1 (and an empty one) needs for v2.
+    let publ = dir.join("pub");
+    let s = str_of(&publ);
+    let r = json(&ok(
+        &store,
+        &["publish", "v2", "--from", "v1", "--to", &s, "--json"],
+    ));
+    let pairs = r["pairs"].as_array().unwrap();
+    assert_eq!(pairs.len(), 2, "{r:#}");
+    let from_v1 = &pairs[1];
+    assert_eq!(from_v1["from"], v1.to_hex());
+    assert!(
+        from_v1["blobs"].as_u64().unwrap() >= 2,
+        "a pack and the big file: {r:#}"
+    );
+    // The big file is the same whole object for an empty host: written once.
+    assert_eq!(from_v1["present"], 1, "{r:#}");
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(publ.join(from_v1["index"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let names: Vec<String> = index["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("packs/")), "{index:#}");
+    assert!(names.iter().any(|n| n.starts_with("objects/")), "{index:#}");
+    // Publishing again writes nothing.
+    let again = json(&ok(
+        &store,
+        &["publish", "v2", "--from", "v1", "--to", &s, "--json"],
+    ));
+    for p in again["pairs"].as_array().unwrap() {
+        assert_eq!(p["written"], 0, "{again:#}");
+    }
+
+    let mut origin = Nginx::origin(&dir.join("origin"), &publ);
+    let mut cache_a = Nginx::cache(&dir.join("cache-a"), origin.port);
+    let cache_b = Nginx::cache(&dir.join("cache-b"), origin.port);
+
+    // Two colos of four hosts, each behind its cache, the canary first.
+    let list = |r: std::ops::Range<usize>| {
+        hosts[r]
+            .iter()
+            .map(|(s, _)| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let inv = dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[policy]\npause = \"none\"\ncanary = 1\nwaves = [\"100%\"]\nparallel = 3\n\
+             [[colo]]\nname = \"a\"\nhosts = [{}]\nmirrors = [\"{}\", \"{}\"]\n\
+             [[colo]]\nname = \"b\"\nhosts = [{}]\nmirrors = [\"{}\", \"{}\"]\n",
+            list(0..4),
+            cache_a.url(),
+            origin.url(),
+            list(4..8),
+            cache_b.url(),
+            origin.url()
+        ),
+    )
+    .unwrap();
+    let out = ok(
+        &store,
+        &[
+            "rollout",
+            "v2",
+            "--inventory",
+            &str_of(&inv),
+            "--yes",
+            "--json",
+        ],
+    );
+    let report = json(&out);
+    let results = by_host(&report);
+    for (spec, root) in &hosts[..8] {
+        assert_host_is(root, &store, &v2);
+        let h = &results[spec];
+        assert_eq!(h["content"]["blobs_missing"], 0, "{h:#}");
+        assert_eq!(h["content"]["controller_bytes"], 0, "{h:#}");
+        assert!(
+            h["content"]["mirrors_bytes"].as_u64().unwrap() > 1000,
+            "{h:#}"
+        );
+        // The controller's session carried no file content at all.
+        assert_eq!(data_sent(&h["push"]), 0, "{h:#}");
+    }
+    // The origin served each slice of each file once per colo (its cache asked once).
+    let mut asked: HashMap<String, u32> = HashMap::new();
+    for l in origin.access_log() {
+        let f: Vec<&str> = l.split(' ').collect();
+        *asked.entry(format!("{} {}", f[1], f[2])).or_default() += 1;
+    }
+    assert!(!asked.is_empty());
+    for (what, n) in &asked {
+        assert!(*n <= 2, "the origin served {what} {n} times:\n{asked:#?}");
+    }
+    for name in &names {
+        assert!(
+            asked.keys().any(|k| k.starts_with(&format!("/{name} "))),
+            "{name} never reached the origin: {asked:#?}"
+        );
+    }
+    // The canary warmed each cache for its wave: hits in both colos' totals.
+    for colo in ["a", "b"] {
+        let m = &report["content"][colo]["mirrors"][0];
+        assert!(m["cache_hits"].as_u64().unwrap() >= 3, "{colo}: {report:#}");
+        assert_eq!(report["content"][colo]["controller_bytes"], 0);
+    }
+
+    let push_via = |host: usize, mirrors: &[String]| {
+        let mut args = vec!["push", "v2", hosts[host].0.as_str(), "--json"];
+        for m in mirrors {
+            args.extend(["--mirror", m.as_str()]);
+        }
+        let out = ok(&store, &args);
+        assert_host_is(&hosts[host].1, &store, &v2);
+        json(&out)["hosts"][0].clone()
+    };
+    let mirrors = [cache_a.url(), origin.url()];
+
+    // A cache that serves wrong bytes: caught by hash, taken from the origin instead,
+    // nothing wrong committed.
+    let cached = sh(&format!(
+        "grep -rl --text 'KEY: /packs/' '{}' | head -1",
+        dir.join("cache-a/cache").display()
+    ));
+    let cached = cached.trim();
+    assert!(!cached.is_empty(), "no pack in cache a");
+    sh(&format!(
+        "f='{cached}'; n=$(stat -c %s \"$f\"); printf 'X' | dd of=\"$f\" bs=1 seek=$((n-1)) conv=notrunc status=none"
+    ));
+    let h = push_via(8, &mirrors);
+    let m = &h["content"]["mirrors"];
+    assert!(m[0]["corrupt"].as_u64().unwrap() >= 1, "{h:#}");
+    assert!(m[1]["blobs"].as_u64().unwrap() >= 1, "{h:#}");
+    assert_eq!(h["content"]["blobs_missing"], 0, "{h:#}");
+    assert_eq!(data_sent(&h), 0, "{h:#}");
+
+    // The cache dies: its hosts go to the origin and finish.
+    cache_a.stop();
+    for host in [9, 10] {
+        let h = push_via(host, &mirrors);
+        let m = &h["content"]["mirrors"];
+        assert!(m[0]["errors"].as_u64().unwrap() >= 1, "{h:#}");
+        assert_eq!(m[0]["blobs"], 0, "{h:#}");
+        assert!(m[1]["blobs"].as_u64().unwrap() >= 1, "{h:#}");
+        assert_eq!(h["content"]["blobs_missing"], 0, "{h:#}");
+        assert_eq!(data_sent(&h), 0, "{h:#}");
+    }
+
+    // No mirror works: the controller sends it all.
+    origin.stop();
+    let h = push_via(11, &mirrors);
+    assert_eq!(
+        h["content"]["blobs_missing"], h["content"]["blobs"],
+        "{h:#}"
+    );
+    assert!(data_sent(&h) > 1000, "{h:#}");
+    assert_eq!(
+        h["content"]["controller_bytes"].as_u64().unwrap(),
+        h["sent"]["whole"]["bytes"].as_u64().unwrap()
+            + h["sent"]["bsdiff"]["bytes"].as_u64().unwrap()
+            + h["sent"]["zstd_delta"]["bytes"].as_u64().unwrap(),
+        "{h:#}"
+    );
+
+    // The next update reuses what was published: the big file did not change.
+    let r = json(&ok(
+        &store,
+        &["publish", "v3", "--from", "v2", "--to", &s, "--json"],
+    ));
+    let present: u64 = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["present"].as_u64().unwrap())
+        .sum();
+    assert!(present >= 1, "{r:#}");
+    drop(cache_b);
+}
+
+fn str_of(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
