@@ -408,3 +408,31 @@ pub fn agent_triggers(data: &[u8]) {
         .collect();
     let _ = matching(&t, &changed);
 }
+
+/// A host's trust policy as the agent reads it, and a signature checked against it: four
+/// parts separated by `\n--8<--\n` (allowed_signers, trust.toml, a signed statement, an
+/// armored SSH signature). Nothing may panic; a policy that loads must check any
+/// signature to an answer.
+pub fn trust_policy(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split("\n--8<--\n");
+    let (signers, policy) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (statement, signature) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let parsed = imager::sign::Statement::parse(statement.as_bytes());
+    let _ = imager::sign::Signers::parse_allowed(signers, "allowed_signers");
+    let read = |_: &str| Ok((signers.to_string(), "allowed_signers".to_string()));
+    let Ok(p) = imager::sign::TrustPolicy::parse(policy, "trust.toml", &read) else {
+        return;
+    };
+    let _ = p.summary();
+    // The statement's own image, so that a valid seed reaches the signature check.
+    let image = parsed
+        .map(|s| s.image)
+        .unwrap_or_else(|_| imager::Hash::of(statement.as_bytes()));
+    let signed = imager::sign::Signed {
+        statement: statement.as_bytes().to_vec(),
+        signature: signature.as_bytes().to_vec(),
+        origin: "signature 1".into(),
+    };
+    let _ = p.check(&image, &[signed], 1_796_000_000);
+}

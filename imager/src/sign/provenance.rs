@@ -82,8 +82,11 @@ pub fn statement(store: &Store, id: &Hash, f: &Facts) -> Result<Vec<u8>> {
         .chain([f.lock_file])
     {
         let data = crate::fsx::read(p)?;
+        // An absolute `file://` URI: the path as given may be relative to wherever the
+        // build ran, which a reader of the statement cannot know.
+        let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         deps.push(
-            json!({"uri": format!("file:{}", p.display()), "digest": {"sha256": sha256(&data)}}),
+            json!({"uri": format!("file://{}", abs.display()), "digest": {"sha256": sha256(&data)}}),
         );
     }
     for (name, url, sha) in &f.debs {
@@ -378,18 +381,22 @@ fn envelope_problem(
             why.push(format!("{keyid}: the signature is not base64"));
             continue;
         };
-        let signer = signers
+        // A key may have several lines (an expired one beside its renewal): any line
+        // valid now will do.
+        let lines: Vec<_> = signers
             .0
             .iter()
-            .find(|t| keys::fingerprint(&t.key) == keyid);
-        let Some(signer) = signer else {
+            .filter(|t| keys::fingerprint(&t.key) == keyid)
+            .collect();
+        let Some(first) = lines.first() else {
             why.push(format!("{keyid}: not a trusted key"));
             continue;
         };
-        if let Some(r) = signer.refusal(now) {
+        let Some(signer) = lines.iter().find(|t| t.refusal(now).is_none()) else {
+            let r = first.refusal(now).unwrap_or_default();
             why.push(format!("{keyid}: {r}"));
             continue;
-        }
+        };
         let ok = signer.key.key_data().ed25519().is_some_and(|pk| {
             let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&pk.0) else {
                 return false;
@@ -411,4 +418,35 @@ fn envelope_problem(
         "no valid signature by a trusted key: {}",
         why.join("; ")
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::Access;
+
+    /// A key renewed in allowed_signers (an expired line, then a valid one) still
+    /// verifies the envelope; with the expired line alone it does not, and says why.
+    #[test]
+    fn a_key_listed_twice_counts_by_its_line_valid_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store"), Access::Write).unwrap();
+        let id = store.write_image(&crate::Tree::default(), &[]).unwrap();
+        let payload = b"{\"_type\": \"x\"}\n";
+        store.add_image_file(&id, PROVENANCE, payload).unwrap();
+        let k = dir.path().join("release");
+        let public = keys::generate(&k, "release@example.com", None).unwrap();
+        let key = keys::load_private(&k, None).unwrap();
+        let env = sign(&store, &id, &key).unwrap();
+        store.add_image_file(&id, ENVELOPE, &env).unwrap();
+        let line = public.to_openssh().unwrap();
+        let expired = format!("release@example.com valid-before=\"20000101Z\" {line}\n");
+        let renewed = format!("{expired}release@example.com {line}\n");
+        let signers = Signers::parse_allowed(&renewed, "allowed_signers").unwrap();
+        assert_eq!(envelope_problem(&store, &id, payload, &signers), Ok(()));
+        let signers = Signers::parse_allowed(&expired, "allowed_signers").unwrap();
+        let e = envelope_problem(&store, &id, payload, &signers).unwrap_err();
+        assert!(e.contains("expired"), "{e}");
+    }
 }
