@@ -73,6 +73,10 @@ fn main() {
                 previous: None,
                 rolled_forward: false,
                 abandoned: None,
+                trust: Some(TrustSummary {
+                    summary: "1 requirement, 1 trusted key".into(),
+                    digest: Some(Hash::of(b"policy")),
+                }),
             }),
         ),
         (
@@ -89,12 +93,16 @@ fn main() {
                 manifest: ManifestData::Zstd(
                     zstd::bulk::compress(manifest.as_bytes(), 3).expect("compress"),
                 ),
-                local_state: vec!["/etc/machine-id".into(), "/var/log/**".into()],
+                local_state: Some(b"/etc/machine-id\n/var/log/**\n".to_vec()),
                 triggers: b"[[trigger]]\nname = \"t\"\npaths = [\"/etc/**\"]\nrun = \"true\"\n"
                     .to_vec(),
                 verify: false,
                 dry_run: false,
                 previous: Previous::Image(Hash::of(b"p")),
+                signatures: vec![ImageSignature {
+                    statement: b"imager-image-signature 1\n".to_vec(),
+                    signature: b"-----BEGIN SSH SIGNATURE-----\n".to_vec(),
+                }],
             }),
         ),
         (
@@ -105,11 +113,12 @@ fn main() {
                     base: Hash::of(b"b"),
                     delta: vec![0x28, 0xb5, 0x2f, 0xfd, 0],
                 },
-                local_state: Vec::new(),
+                local_state: None,
                 triggers: Vec::new(),
                 verify: true,
                 dry_run: true,
                 previous: Previous::None,
+                signatures: Vec::new(),
             }),
         ),
         (
@@ -243,6 +252,7 @@ fn main() {
                     },
                 ],
                 len: 50,
+                skip: Vec::new(),
             }),
         ),
         (
@@ -282,6 +292,52 @@ fn main() {
                 status: None,
                 timed_out: true,
                 ..run
+            }),
+        ),
+        (
+            "fetch",
+            Msg::Fetch(Fetch {
+                mirrors: vec!["http://cache:8080/".into(), "http://origin/pub/".into()],
+                rate: 0,
+                blobs: vec![
+                    Blob {
+                        name: "packs/k.L19.zst".into(),
+                        len: 50,
+                        hash: imager::Hash::of(b"pack"),
+                        stages: BlobUse::Pack {
+                            entries: vec![PackEntry {
+                                path: b"/etc/motd".to_vec(),
+                                encoding: Encoding::Whole,
+                                len: 9,
+                            }],
+                            skip: vec![0],
+                        },
+                    },
+                    Blob {
+                        name: "objects/o.L19.zst".into(),
+                        len: 9,
+                        hash: imager::Hash::of(b"obj"),
+                        stages: BlobUse::Put {
+                            path: b"/usr/bin/ping".to_vec(),
+                            encoding: Encoding::Whole,
+                        },
+                    },
+                ],
+            }),
+        ),
+        (
+            "fetched",
+            Msg::Fetched(Fetched {
+                missing: vec![1],
+                mirrors: vec![MirrorStats {
+                    url: "http://cache:8080/".into(),
+                    bytes: 50,
+                    requests: 2,
+                    blobs: 1,
+                    cache_hits: 1,
+                    not_found: 1,
+                    ..MirrorStats::default()
+                }],
             }),
         ),
     ];

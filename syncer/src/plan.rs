@@ -17,6 +17,7 @@ use imager::store::Store;
 use imager::tree::escape::escape;
 use imager::Hash;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A zstd delta (at the push's level) must be smaller than this share of the bsdiff
@@ -177,6 +178,94 @@ pub struct Pack {
     pub items: Vec<usize>,
     pub payload: Arc<Vec<u8>>,
     pub raw: u64,
+    /// Entries (indexes) this host skips: a pack made for hosts at an image, reused for
+    /// one that drifted from it in those files ([`reuse`]).
+    pub skip: Vec<u32>,
+}
+
+/// A pack as made for a clean host at some image (what `crate::publish` publishes):
+/// its parts' identities, so that a host at that image can reuse it.
+pub struct Shared {
+    pub key: Hash,
+    pub entries: Vec<PackEntry>,
+    /// Each entry's new content and the old content its delta is from.
+    pub parts: Vec<(Hash, Option<Hash>)>,
+    pub payload: Arc<Vec<u8>>,
+    pub raw: u64,
+}
+
+impl Shared {
+    /// The shared form of the packs of a plan.
+    pub fn of(items: &[Item], packs: Vec<Pack>) -> Vec<Shared> {
+        packs
+            .into_iter()
+            .map(|p| Shared {
+                key: p.key,
+                parts: p
+                    .items
+                    .iter()
+                    .map(|&i| (items[i].hash, items[i].packable.flatten()))
+                    .collect(),
+                entries: p.entries,
+                payload: p.payload,
+                raw: p.raw,
+            })
+            .collect()
+    }
+}
+
+/// Takes the `shared` packs that carry at least half their raw bytes for `items`
+/// (the same file, the same way, from the same old content), skipping their other
+/// entries; those items are marked packed. A host that drifted from the image the
+/// packs were made for in a few files so still fetches them (a pack's key would change
+/// with any file that differs), and only its drifted files travel otherwise.
+pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<Pack> {
+    let by_path: HashMap<Vec<u8>, usize> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, it)| it.packable.is_some() && !it.packed)
+        .map(|(i, it)| (it.path.clone(), i))
+        .collect();
+    let mut used = vec![false; items.len()];
+    let mut out = Vec::new();
+    for sp in shared {
+        let (mut taken, mut skip, mut raw) = (Vec::new(), Vec::new(), 0u64);
+        for (k, (e, (hash, base))) in sp.entries.iter().zip(&sp.parts).enumerate() {
+            let same = by_path.get(&e.path).copied().filter(|&i| {
+                let it = &items[i];
+                !used[i]
+                    && it.hash == *hash
+                    && it.encoding == e.encoding
+                    && it.packable.flatten() == *base
+                    && raw_len(it) == e.len
+            });
+            match same {
+                Some(i) => {
+                    taken.push(i);
+                    raw += e.len;
+                }
+                None => skip.push(k as u32),
+            }
+        }
+        if taken.is_empty() || raw * 2 < sp.raw {
+            continue;
+        }
+        for &i in &taken {
+            used[i] = true;
+        }
+        out.push(Pack {
+            key: sp.key,
+            entries: sp.entries.clone(),
+            items: taken,
+            payload: sp.payload.clone(),
+            raw: sp.raw,
+            skip,
+        });
+    }
+    for (it, u) in items.iter_mut().zip(used) {
+        it.packed |= u;
+    }
+    out
 }
 
 /// The bytes of a packable item in a pack: its content, its bsdiff patch uncompressed,
@@ -209,7 +298,8 @@ pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<Pac
     let mut raw = 0u64;
     for (i, it) in items.iter().enumerate() {
         let n = raw_len(it);
-        if it.packable.is_none() || n > pack::MAX_PART {
+        // (Packed already: in a pack reused from another plan.)
+        if it.packable.is_none() || it.packed || n > pack::MAX_PART {
             continue;
         }
         if groups.is_empty() || raw + n > pack::MAX_RAW {
@@ -316,6 +406,7 @@ fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) ->
         items: group,
         payload,
         raw,
+        skip: Vec::new(),
     })
 }
 

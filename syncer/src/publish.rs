@@ -187,7 +187,7 @@ fn publish_pair(
 }
 
 /// The items and packs a push makes for a clean host whose tree is `from`.
-fn plan_from(
+pub(crate) fn plan_from(
     store: &Store,
     cache: &Cache,
     image: &Image,
@@ -212,7 +212,7 @@ fn plan_from(
     );
     let have = crate::agent::have_list(&image.tree, &host, &changes);
     let choices = crate::push::choose(&changes, &image.tree, &have, |h| store.has_object(h));
-    crate::push::encode_all(store, cache, &HashMap::new(), choices)
+    crate::push::encode_all(store, cache, &HashMap::new(), choices, &[])
 }
 
 /// Writes `name` below `dir` unless it is there; one that is there must hold exactly

@@ -41,6 +41,9 @@ pub struct Image {
     /// Host views found for a host's `Identity` (tree ID, kept paths), so that a
     /// rollout to many hosts never synced searches the store's images once.
     views: std::sync::Mutex<HashMap<ViewKey, Option<String>>>,
+    /// The packs a clean host at an image gets (those `publish` publishes), by that
+    /// image: a host at it that drifted reuses them, so it fetches what was published.
+    shared: std::sync::Mutex<HashMap<Hash, Arc<Vec<plan::Shared>>>>,
 }
 
 /// A host's `Identity`: its tree's view ID and the paths it left alone.
@@ -83,7 +86,33 @@ impl Image {
                 })
                 .collect(),
             views: Default::default(),
+            shared: Default::default(),
         })
+    }
+
+    /// The packs a clean host at `from` gets for this image (computed once per image).
+    pub fn shared_packs(
+        &self,
+        store: &Store,
+        cache: &Cache,
+        from: Hash,
+    ) -> Result<Arc<Vec<plan::Shared>>> {
+        let memo = |m: &std::sync::Mutex<HashMap<Hash, Arc<Vec<plan::Shared>>>>| {
+            m.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&from)
+                .cloned()
+        };
+        if let Some(s) = memo(&self.shared) {
+            return Ok(s);
+        }
+        let (items, packs) = publish::plan_from(store, cache, self, &store.read_image(&from)?)?;
+        let s = Arc::new(plan::Shared::of(&items, packs));
+        self.shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from, s.clone());
+        Ok(s)
     }
 
     /// How to tell a host that records no image what this image is, once it has said
@@ -684,7 +713,14 @@ fn push_steps(
     drop(scanning);
 
     let planning = clock.start(Phase::Planning);
-    let (items, packs) = plan(s, store, image, cache, &changes, &have, r)?;
+    // With mirrors, a host at an image takes the packs published for it where it can.
+    let shared = match (opts.mirrors.is_empty(), s.welcome.image) {
+        (false, Some(from)) if from != image.id && store.has_image(&from) => {
+            image.shared_packs(store, cache, from)?
+        }
+        _ => Arc::new(Vec::new()),
+    };
+    let (items, packs) = plan(s, store, image, cache, (&changes, &have), &shared, r)?;
     drop(planning);
     if opts.dry_run {
         r.paths = path_changes(Some(store), &changes, &items);
@@ -779,15 +815,16 @@ fn health_checks(
     Ok(())
 }
 
-/// Decides how each file's content travels ([`choose`]), asks the host for the rsync
-/// signatures that needs, and encodes every file (deltas from the cache).
+/// Decides how each file's content travels ([`choose`]) from the host's differences
+/// and the contents it has, asks the host for the rsync signatures that needs, and
+/// encodes every file (deltas from the cache; `shared` packs reused where they fit).
 fn plan(
     s: &mut Session,
     store: &Store,
     image: &Image,
     cache: &Cache,
-    changes: &[Change],
-    have: &[(Hash, Vec<u8>)],
+    (changes, have): (&[Change], &[(Hash, Vec<u8>)]),
+    shared: &[plan::Shared],
     r: &mut HostReport,
 ) -> Result<(Vec<Item>, Vec<Pack>)> {
     for c in changes {
@@ -800,7 +837,7 @@ fn plan(
     }
     let choices = choose(changes, &image.tree, have, |h| store.has_object(h));
     let sigs = signatures(s, &choices)?;
-    let (items, packs) = encode_all(store, cache, &sigs, choices)?;
+    let (items, packs) = encode_all(store, cache, &sigs, choices, shared)?;
     for it in items.iter().filter(|it| !it.packed) {
         let k = r.planned.of(&it.encoding);
         k.files += 1;
@@ -822,27 +859,37 @@ fn plan(
     Ok((items, packs))
 }
 
-/// Every file encoded as chosen, packed where packs take them, the rest finished alone:
-/// the same for a host and for [`crate::publish`], so what is published for a host at
-/// an image is byte for byte what a push to it would send.
+/// Every file encoded as chosen, packed where packs take them (first the `shared` ones
+/// that fit, [`plan::reuse`]), the rest finished alone: the same for a host and for
+/// [`crate::publish`], so what is published for a host at an image is byte for byte
+/// what a push to it would send.
 pub(crate) fn encode_all(
     store: &Store,
     cache: &Cache,
     sigs: &HashMap<Vec<u8>, Vec<u8>>,
     choices: Vec<Choice>,
+    shared: &[plan::Shared],
 ) -> Result<(Vec<Item>, Vec<Pack>)> {
     let mut items: Vec<Item> = choices
         .into_par_iter()
         .map(|c| encode(store, cache, sigs, c))
         .collect::<Result<_>>()?;
-    let packs = plan::packs(store, cache, &mut items)?;
+    let mut packs = plan::reuse(&mut items, shared);
+    packs.extend(plan::packs(store, cache, &mut items)?);
     plan::finish_alone(store, cache, &mut items)?;
     Ok((items, packs))
 }
 
 /// Each packed file's share of its pack's bytes on the wire.
 fn pack_shares(p: &Pack) -> Vec<u64> {
-    let weights: Vec<u64> = p.entries.iter().map(|e| e.len).collect();
+    // Skipped entries' bytes go to the files taken (they travel for them).
+    let weights: Vec<u64> = p
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| !p.skip.contains(&(*k as u32)))
+        .map(|(_, e)| e.len)
+        .collect();
     plan::apportion(p.payload.len() as u64, &weights)
 }
 
@@ -1006,7 +1053,10 @@ fn fetch(
             name: publish::pack_name(&p.key, level),
             len: p.payload.len() as u64,
             hash: Hash::of(&p.payload),
-            stages: BlobUse::Pack(p.entries.clone()),
+            stages: BlobUse::Pack {
+                entries: p.entries.clone(),
+                skip: p.skip.clone(),
+            },
         });
         which.push((true, i));
     }
@@ -1092,6 +1142,7 @@ fn send_items(
     for p in packs() {
         s.conn.send(&Msg::Pack(crate::protocol::Pack {
             entries: p.entries.clone(),
+            skip: p.skip.clone(),
             len: p.payload.len() as u64,
         }))?;
         // Each chunk's bytes go to the packed files in order, each up to its share.

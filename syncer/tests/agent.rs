@@ -555,6 +555,7 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
             frame(&Msg::Pack(Pack {
                 entries,
                 len: stream.len() as u64,
+                skip: Vec::new(),
             })),
             frame(&Msg::Data(Data { bytes: stream })),
             frame(&Msg::Commit),

@@ -18,7 +18,8 @@ fn version(dir: &Path, v: u32) {
     sh(&format!(
         "set -e; cd '{d}'; mkdir -p etc/app.d usr/share/app
          for i in 1 2 3 4 5 6; do printf 'setting %s = {v}\\n' $i > etc/app.d/$i.conf; done
-         python3 -c 'import random,sys; random.seed({v}); sys.stdout.buffer.write(random.randbytes(300000))' > usr/share/app/data",
+         python3 -c 'import random,sys; random.seed({v}); sys.stdout.buffer.write(random.randbytes(300000))' > usr/share/app/data
+         python3 -c 'import random,sys; random.seed(0); b=bytearray(random.randbytes(100000)); b[5000:5004]=b\"v%03d\" % {v}; sys.stdout.buffer.write(b)' > usr/share/app/lib",
         d = dir.display()
     ));
     if v >= 2 {
@@ -55,7 +56,7 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
     }
     let (v1, v2) = (id(&store, "v1"), id(&store, "v2"));
     let mut hosts = Vec::new();
-    for i in 0..12 {
+    for i in 0..13 {
         let root = dir.join(format!("h{i}"));
         std::fs::create_dir(&root).unwrap();
         let spec = format!("local:{}", root.display());
@@ -187,6 +188,25 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
         json(&out)["hosts"][0].clone()
     };
     let mirrors = [cache_a.url(), origin.url()];
+
+    // A host that drifted from v1 in a file the update patches (its old version is
+    // not the one the published patch is from): it still takes the published pack,
+    // skipping that file's entry, and only that file comes from the controller.
+    sh(&format!(
+        "printf 'edit' | dd of='{}' bs=1 seek=70000 conv=notrunc status=none",
+        hosts[12].1.join("usr/share/app/lib").display()
+    ));
+    let h = push_via(12, &mirrors);
+    assert!(
+        h["content"]["blobs_missing"].as_u64().unwrap() <= 1,
+        "{h:#}"
+    );
+    assert!(
+        h["content"]["mirrors_bytes"].as_u64().unwrap() > 300_000,
+        "{h:#}"
+    );
+    let from_controller = h["content"]["controller_bytes"].as_u64().unwrap();
+    assert!(from_controller > 0 && from_controller < 150_000, "{h:#}");
 
     // A cache that serves wrong bytes: caught by hash, taken from the origin instead,
     // nothing wrong committed.

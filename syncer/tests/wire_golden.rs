@@ -2,8 +2,8 @@
 //! manifest forms, content sources, change kinds, kept reasons, entry kinds, the previous
 //! image's three forms, a trigger's status, stale-process listings, packs) encoded and compared
 //! with bytes captured from protocol version 6 (4 plus image signatures in `Target` and
-//! the host's trust policy in `Welcome` made 5; the raw local-state file in `Target` and
-//! `Fetch`/`Fetched` for content from HTTP mirrors, 6).
+//! the host's trust policy in `Welcome` made 5; the raw local-state file in `Target`,
+//! `Fetch`/`Fetched` for content from HTTP mirrors and the entries a `Pack` skips, 6).
 //! A refactor of the codec must leave every constant here unchanged;
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
@@ -284,6 +284,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
                     },
                 ],
                 len: 99,
+                skip: vec![1],
             }),
         ),
         (
@@ -344,11 +345,14 @@ fn messages() -> Vec<(&'static str, Msg)> {
                         name: "packs/k.L19.zst".into(),
                         len: 99,
                         hash: h(b"pack"),
-                        stages: BlobUse::Pack(vec![PackEntry {
-                            path: b"/etc/y".to_vec(),
-                            encoding: Encoding::Whole,
-                            len: 4,
-                        }]),
+                        stages: BlobUse::Pack {
+                            entries: vec![PackEntry {
+                                path: b"/etc/y".to_vec(),
+                                encoding: Encoding::Whole,
+                                len: 4,
+                            }],
+                            skip: Vec::new(),
+                        },
                     },
                     Blob {
                         name: "objects/o.L19.zst".into(),
@@ -411,7 +415,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("put-zstd-delta", "0a0a0000002f7573722f62696e2f78020c00000000000000"),
     ("put-rsync-delta", "0a0a0000002f7573722f62696e2f78030c00000000000000"),
     ("put-bsdiff", "0a0a0000002f7573722f62696e2f78040c00000000000000"),
-    ("pack", "14020000000a0000002f7573722f62696e2f78042c01000000000000060000002f6574632f790104000000000000006300000000000000"),
+    ("pack", "14020000000a0000002f7573722f62696e2f78042c01000000000000060000002f6574632f7901040000000000000063000000000000000100000001000000"),
     ("data", "0b636f6e74656e74"),
     ("commit", "0c"),
     ("committed", "0d0500000000000000000000000000d03f0000000000000040"),
@@ -425,7 +429,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("stale-none", "1300000000"),
     ("error-compressed", "8328b52ffd60441ea5000060401f00006162636465666768010035bfbe2401"),
     ("data-large", "5001 bytes, blake3 4ba26e266f59f262a92152f3ab9d03596c3484d1d1515ce4088760fa34961869"),
-    ("fetch", "17020000000d000000687474703a2f2f63616368652f10000000687474703a2f2f6f726967696e2f702fe803000000000000020000000f0000007061636b732f6b2e4c31392e7a73746300000000000000fd6ad1c2e792f4cb1c7af9be82806a548fffa613a25fed9338903ee8d793b86c0001000000060000002f6574632f79010400000000000000110000006f626a656374732f6f2e4c31392e7a737407000000000000008b2c74304e187f7aff6960d04b1cfc953a6bc027b4d356a6786a3410744df5e0010a0000002f7573722f62696e2f7804"),
+    ("fetch", "17020000000d000000687474703a2f2f63616368652f10000000687474703a2f2f6f726967696e2f702fe803000000000000020000000f0000007061636b732f6b2e4c31392e7a73746300000000000000fd6ad1c2e792f4cb1c7af9be82806a548fffa613a25fed9338903ee8d793b86c0001000000060000002f6574632f7901040000000000000000000000110000006f626a656374732f6f2e4c31392e7a737407000000000000008b2c74304e187f7aff6960d04b1cfc953a6bc027b4d356a6786a3410744df5e0010a0000002f7573722f62696e2f7804"),
     ("fetched", "180100000001000000010000000d000000687474703a2f2f63616368652f6300000000000000030000000000000001000000000000000100000000000000010000000000000001000000000000000000000000000000000000000000000001000000000000000100000078"),
 ];
 

@@ -268,17 +268,21 @@ fn msg() -> impl Strategy<Value = Msg> {
                     any::<u64>(),
                     hash(),
                     prop_oneof![
-                        prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..3).prop_map(
-                            |e| BlobUse::Pack(
-                                e.into_iter()
+                        (
+                            prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..3),
+                            prop::collection::vec(any::<u32>(), 0..3)
+                        )
+                            .prop_map(|(e, skip)| BlobUse::Pack {
+                                entries: e
+                                    .into_iter()
                                     .map(|(path, encoding, len)| PackEntry {
                                         path,
                                         encoding,
                                         len
                                     })
-                                    .collect()
-                            )
-                        ),
+                                    .collect(),
+                                skip
+                            }),
                         (bytes(), encoding())
                             .prop_map(|(path, encoding)| BlobUse::Put { path, encoding }),
                     ],
@@ -324,9 +328,10 @@ fn msg() -> impl Strategy<Value = Msg> {
             })),
         (
             prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..4),
-            any::<u64>()
+            any::<u64>(),
+            prop::collection::vec(any::<u32>(), 0..3)
         )
-            .prop_map(|(entries, len)| Msg::Pack(Pack {
+            .prop_map(|(entries, len, skip)| Msg::Pack(Pack {
                 entries: entries
                     .into_iter()
                     .map(|(path, encoding, len)| PackEntry {
@@ -335,7 +340,8 @@ fn msg() -> impl Strategy<Value = Msg> {
                         len
                     })
                     .collect(),
-                len
+                len,
+                skip
             })),
     ]
 }

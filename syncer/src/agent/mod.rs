@@ -377,9 +377,9 @@ impl Session<'_> {
         let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
             return Err(Error::Protocol("Pack before Stage".into()));
         };
-        let entries = pack_files(p, &pack.entries)?;
+        let files = pack_files(p, &pack.entries, &pack.skip)?;
         let stream = read_payload(conn, pack.len)?;
-        stage_pack(s, &self.b, &pack.entries, entries, &stream)
+        stage_pack(s, &self.b, &pack.entries, files, &stream)
     }
 
     /// Blobs from HTTP mirrors ([`fetch`]), each staged as the `Pack` or `Put` it is
@@ -393,8 +393,8 @@ impl Session<'_> {
         for (i, blob) in f.blobs.iter().enumerate() {
             // What it stages is checked before a byte is fetched.
             match &blob.stages {
-                BlobUse::Pack(entries) => {
-                    let files = pack_files(p, entries)?;
+                BlobUse::Pack { entries, skip } => {
+                    let files = pack_files(p, entries, skip)?;
                     match fetcher.get(blob) {
                         Some(stream) => stage_pack(s, &self.b, entries, files, &stream)?,
                         None => missing.push(i as u32),
@@ -491,12 +491,26 @@ pub fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash,
     have
 }
 
-/// The image's entries a pack's entries fill: each one the host needs content for.
-fn pack_files<'p>(p: &'p Pending, entries: &[PackEntry]) -> Result<Vec<&'p Entry>> {
+/// The image's entries a pack's entries fill, each one the host needs content for
+/// (`None` for an entry skipped).
+fn pack_files<'p>(
+    p: &'p Pending,
+    entries: &[PackEntry],
+    skip: &[u32],
+) -> Result<Vec<Option<&'p Entry>>> {
     crate::encoding::pack::check_entries(entries)?;
-    entries
-        .iter()
-        .map(|pe| needs_content(p, &pe.path))
+    if let Some(s) = skip.iter().find(|&&s| s as usize >= entries.len()) {
+        return Err(Error::Protocol(format!(
+            "a pack of {} entries skips entry {s}",
+            entries.len()
+        )));
+    }
+    let skip: HashSet<u32> = skip.iter().copied().collect();
+    (0..entries.len())
+        .map(|i| match skip.contains(&(i as u32)) {
+            true => Ok(None),
+            false => needs_content(p, &entries[i].path).map(Some),
+        })
         .collect()
 }
 
@@ -518,14 +532,20 @@ fn stage_pack(
     s: &mut Staging,
     b: &Beneath,
     entries: &[PackEntry],
-    files: Vec<&Entry>,
+    files: Vec<Option<&Entry>>,
     stream: &[u8],
 ) -> Result<()> {
     let mut next = files.into_iter();
     crate::encoding::pack::unpack(stream, entries, |pe, part| {
-        let e = next
+        let Some(e) = next
             .next()
-            .ok_or_else(|| Error::Protocol("a pack entry without its file".into()))?;
+            .ok_or_else(|| Error::Protocol("a pack entry without its file".into()))?
+        else {
+            // Skipped: read and dropped (the pack's own check wants every part read).
+            std::io::copy(part, &mut std::io::sink())
+                .map_err(|e| Error::Protocol(format!("bad pack: {e}")))?;
+            return Ok(());
+        };
         s.put_file_with(b, e, |size, mut out| {
             pe.encoding.decode_part(b, &pe.path, size, part, &mut out)
         })?;

@@ -377,6 +377,10 @@ wire_struct! {
     pub struct Pack {
         pub entries: Vec<PackEntry>,
         pub len: u64,
+        /// Entries (indexes) the host does not take: their parts are read and dropped.
+        /// A pack published for hosts at an image serves a host that drifted from it
+        /// in a few files; those come on their own.
+        pub skip: Vec<u32>,
     }
 }
 
@@ -493,15 +497,22 @@ wire_struct! {
     }
 }
 
-/// What a fetched blob is: a pack's stream or one file's encoding.
+/// What a fetched blob is: a pack's stream (its entries, and those the host skips, as
+/// in a `Pack`) or one file's encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlobUse {
-    Pack(Vec<PackEntry>),
-    Put { path: Vec<u8>, encoding: Encoding },
+    Pack {
+        entries: Vec<PackEntry>,
+        skip: Vec<u32>,
+    },
+    Put {
+        path: Vec<u8>,
+        encoding: Encoding,
+    },
 }
 
 wire_enum!(BlobUse, "blob use" {
-    0 => BlobUse::Pack(entries),
+    0 => BlobUse::Pack { entries, skip },
     1 => BlobUse::Put { path, encoding },
 });
 
