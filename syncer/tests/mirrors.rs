@@ -272,3 +272,100 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
 fn str_of(p: &Path) -> String {
     p.to_str().unwrap().to_string()
 }
+
+/// A mirror that breaks every transfer: the first request for a file gets its headers
+/// and half its bytes, then the connection closes; requests with a Range get what they
+/// ask for. Python's http.server on a port of its own, stopped at the end.
+struct Breaking {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Breaking {
+    fn start(root: &Path) -> Breaking {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = r#"
+import http.server, os, sys
+root, port = sys.argv[1], int(sys.argv[2])
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        p = os.path.join(root, self.path.lstrip("/"))
+        if not os.path.isfile(p):
+            self.send_response(404); self.send_header("Content-Length", "0"); self.end_headers(); return
+        data = open(p, "rb").read()
+        r = self.headers.get("Range")
+        if r:
+            start = int(r.split("=")[1].split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers(); self.wfile.write(data[start:])
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers(); self.wfile.write(data[: len(data) // 2]); self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+        let mut child = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(root)
+            .arg(port.to_string())
+            .spawn()
+            .unwrap();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!("the breaking mirror exited: {st}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Breaking { child, port }
+    }
+}
+
+impl Drop for Breaking {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_transfer_cut_short_resumes_where_it_stopped() {
+    let t = scratch("mirrors-resume-");
+    let dir = t.path();
+    let store = dir.join("store");
+    for v in 1..=2 {
+        version(&dir.join(format!("v{v}")), v);
+        import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
+    }
+    let root = dir.join("host");
+    std::fs::create_dir(&root).unwrap();
+    let spec = format!("local:{}", root.display());
+    push(&store, "v1", &spec, &[]);
+    let publ = dir.join("pub");
+    ok(
+        &store,
+        &["publish", "v2", "--from", "v1", "--to", &str_of(&publ)],
+    );
+    let mirror = Breaking::start(&publ);
+    let url = format!("http://127.0.0.1:{}/", mirror.port);
+    let out = ok(&store, &["push", "v2", &spec, "--mirror", &url, "--json"]);
+    let h = &json(&out)["hosts"][0];
+    assert_host_is(&root, &store, &id(&store, "v2"));
+    let m = &h["content"]["mirrors"][0];
+    // Every file's transfer broke half-way and was resumed, none was fetched twice.
+    assert_eq!(m["resumed"], h["content"]["blobs"], "{h:#}");
+    assert_eq!(m["blobs"], h["content"]["blobs"], "{h:#}");
+    assert_eq!(m["bytes"], h["content"]["mirrors_bytes"], "{h:#}");
+    assert_eq!(m["errors"], 0, "{h:#}");
+    assert_eq!(data_sent(h), 0, "{h:#}");
+}

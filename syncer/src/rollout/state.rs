@@ -142,6 +142,19 @@ impl HostResult {
             self.seconds,
             self.wire_sent as f64 / 1e6
         );
+        let c = &self.content;
+        if c.blobs > 0 {
+            let (hits, asked) = c
+                .mirrors
+                .first()
+                .map_or((0, 0), |m| (m.cache_hits, m.cache_hits + m.cache_misses));
+            s.push_str(&format!(
+                ", {:.2} MB from mirrors ({hits} of {asked} cache hits), {} of {} files from none",
+                c.mirrors_bytes as f64 / 1e6,
+                c.blobs_missing,
+                c.blobs
+            ));
+        }
         if let Some(e) = &self.error {
             s.push_str(&format!(": {e}"));
         }
