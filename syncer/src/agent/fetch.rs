@@ -16,6 +16,9 @@ use std::time::Duration;
 
 /// Requests per blob and mirror, as long as each one brings bytes the last did not.
 const ATTEMPTS: u32 = 4;
+/// The slowest a mirror may send a body before it is left for the next one (bytes per
+/// second, on top of a minute): a cache that stalls must not hold a push forever.
+const SLOWEST: u64 = 64 << 10;
 
 /// Fetches blobs from a list of mirrors, keeping each mirror's account.
 pub struct Fetcher {
@@ -23,6 +26,7 @@ pub struct Fetcher {
     mirrors: Vec<String>,
     pub stats: Vec<MirrorStats>,
     buckets: Vec<Arc<Bucket>>,
+    rate: u64,
 }
 
 /// Why a mirror did not give a blob.
@@ -55,6 +59,7 @@ impl Fetcher {
                 })
                 .collect(),
             buckets: (rate > 0).then(|| Bucket::new(rate)).into_iter().collect(),
+            rate,
         })
     }
 
@@ -94,6 +99,15 @@ impl Fetcher {
                 req = req.header("Range", &format!("bytes={from}-"));
                 self.stats[m].resumed += 1;
             }
+            let left = len.saturating_sub(from);
+            let slowest = match self.rate {
+                0 => SLOWEST,
+                r => SLOWEST.min(r / 2).max(1),
+            };
+            let req = req
+                .config()
+                .timeout_recv_body(Some(Duration::from_secs(60 + left / slowest)))
+                .build();
             self.stats[m].requests += 1;
             let resp = match req.call() {
                 Ok(r) => r,

@@ -437,6 +437,11 @@ impl Nginx {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    /// The master's pid (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
     /// Its access log: `METHOD URI RANGE STATUS BYTES CACHE-STATUS` per request.
     pub fn access_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("access.log"))
@@ -449,7 +454,10 @@ impl Nginx {
     /// Stops it (its port refuses connections once this returns).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            sh(&format!("kill -TERM {}", c.id()));
+            // (It may be gone already: a test can stop it from elsewhere.)
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let _ = c.wait();
         }
     }
