@@ -5,7 +5,7 @@
 # (syncer/nginx/origin.conf) behind a caching nginx (syncer/nginx/colo-cache.conf), cold
 # for each run. Figures per run: wall time, file-content bytes out of the controller
 # (its Data frames), bytes out of the origin and out of the cache (their access logs),
-# the cache's hits, the controller's CPU.
+# the cache's hits, the controller's CPU and peak memory.
 # Usage: mirrors.sh [CORPUSDIR] [COUNTS]   (root; default /work/corpus, "1 8 32")
 #   NO_BUILD=1 skips `cargo build --release`. Needs about 330 MB of disk per host.
 set -euo pipefail
@@ -87,10 +87,22 @@ run() { # N MODE(ssh|mirrors)
     for i in $(seq "$n"); do printf '"local:%s/hosts/h%s", ' "$work" "$i"; done
     printf ']\n'; } > "$work/fleet.toml"
   rm -f "$work/fleet.rollout.json"
-  /usr/bin/time -f "%e" -o "$work/time" "$syncer" rollout B --inventory "$work/fleet.toml" --yes --json > "$work/out.json"
-  python3 - "$work/out.json" "$n" "$mode" "$(cat "$work/time")" "$work/origin/access.log" "$work/cache/access.log" <<'PY'
+  # The controller's peak memory: its VmHWM (a high-water mark) read until it exits.
+  local start pid hwm=0 v cachelog=/nonexistent
+  [ "$mode" = mirrors ] && cachelog=$work/cache/access.log
+  start=$(date +%s.%N)
+  "$syncer" rollout B --inventory "$work/fleet.toml" --yes --json > "$work/out.json" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    v=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$v" ] && hwm=$v
+    sleep 0.05
+  done
+  wait "$pid"
+  python3 - "$work/out.json" "$n" "$mode" "$(echo "$(date +%s.%N) - $start" | bc)" "$work/origin/access.log" "$cachelog" "$hwm" <<'PY'
 import json, os, sys
 st = json.load(open(sys.argv[1])); n = int(sys.argv[2]); mode = sys.argv[3]; wall = float(sys.argv[4])
+hwm_mb = int(sys.argv[7]) / 1024
 def served(log):
     if not os.path.exists(log):
         return 0, 0
@@ -104,7 +116,7 @@ ok = sum(h["outcome"] == "ok" for h in st["hosts"])
 ctl = sum(h["content"]["controller_bytes"] for h in st["hosts"])
 print(f"{mode}-{n} hosts={n} ok={ok} wall_s={wall:.2f} controller_content_MB={ctl/1e6:.2f} "
       f"origin_MB={origin/1e6:.2f} cache_MB={cache/1e6:.2f} cache_hits={hits} "
-      f"controller_cpu_s={st['controller_cpu_seconds']:.2f}")
+      f"controller_cpu_s={st['controller_cpu_seconds']:.2f} controller_peak_MB={hwm_mb:.0f}")
 PY
 }
 

@@ -27,11 +27,15 @@ pub struct Fetcher {
     pub stats: Vec<MirrorStats>,
     buckets: Vec<Arc<Bucket>>,
     rate: u64,
+    down: Vec<bool>,
 }
 
 /// Why a mirror did not give a blob.
 enum Miss {
     NotFound,
+    /// No answer at all: the mirror is left out for the rest of the fetch (a cache
+    /// that is down would otherwise cost a connection timeout per blob).
+    Unreachable(String),
     Failed(String),
     Corrupt(String),
 }
@@ -60,18 +64,27 @@ impl Fetcher {
                 .collect(),
             buckets: (rate > 0).then(|| Bucket::new(rate)).into_iter().collect(),
             rate,
+            down: vec![false; mirrors.len()],
         })
     }
 
     /// The blob's bytes from the first mirror that gives them right (`None`: none does).
     pub fn get(&mut self, blob: &Blob) -> Option<Vec<u8>> {
         for m in 0..self.mirrors.len() {
+            if self.down[m] {
+                continue;
+            }
             match self.fetch_from(m, blob) {
                 Ok(bytes) => {
                     self.stats[m].blobs += 1;
                     return Some(bytes);
                 }
                 Err(Miss::NotFound) => self.stats[m].not_found += 1,
+                Err(Miss::Unreachable(e)) => {
+                    self.down[m] = true;
+                    self.stats[m].errors += 1;
+                    self.stats[m].last_error = format!("{}: {e} (not asked again)", blob.name);
+                }
                 Err(Miss::Failed(e)) => {
                     self.stats[m].errors += 1;
                     self.stats[m].last_error = format!("{}: {e}", blob.name);
@@ -114,6 +127,7 @@ impl Fetcher {
                 // A kept-alive connection the server closed meanwhile: once more, on a
                 // new one.
                 Err(_) if attempt == 1 => continue,
+                Err(e) if from == 0 => return Err(Miss::Unreachable(e.to_string())),
                 Err(e) => return Err(Miss::Failed(e.to_string())),
             };
             match resp
