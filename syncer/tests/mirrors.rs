@@ -1,7 +1,8 @@
 //! Content through colo caches: `syncer publish` writes a store of static files, a real
 //! nginx serves it as the origin and one caching nginx per colo (the shipped
-//! configurations) sits in front of it; hosts fetch their content from those mirrors
-//! while the controller drives the push over its session. Caches that die or serve
+//! configurations) sits in front of it; hosts (local roots, and some through a real
+//! sshd) fetch their content from those mirrors while the controller drives the push
+//! over its session. Caches that die or serve
 //! wrong bytes send hosts to the next mirror, and to the controller when none works.
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
@@ -55,12 +56,19 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
         import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
     }
     let (v1, v2) = (id(&store, "v1"), id(&store, "v2"));
+    // Hosts at v1; two of them (one per colo) reached through a real sshd.
+    let sshd = Sshd::start(dir);
+    let rsh = sshd.rsh();
+    let conn = ["-e", rsh.as_str(), "--agent", env!("CARGO_BIN_EXE_syncer")];
     let mut hosts = Vec::new();
     for i in 0..11 {
         let root = dir.join(format!("h{i}"));
         std::fs::create_dir(&root).unwrap();
-        let spec = format!("local:{}", root.display());
-        push(&store, "v1", &spec, &[]);
+        let spec = match i {
+            3 | 7 => format!("ssh://root@127.0.0.1:{}{}", sshd.port, root.display()),
+            _ => format!("local:{}", root.display()),
+        };
+        push(&store, "v1", &spec, &conn);
         hosts.push((spec, root));
     }
 
@@ -150,6 +158,10 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
             &str_of(&inv),
             "--yes",
             "--json",
+            conn[0],
+            conn[1],
+            conn[2],
+            conn[3],
         ],
     );
     let report = json(&out);
@@ -163,7 +175,8 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
             h["content"]["mirrors_bytes"].as_u64().unwrap() > 1000,
             "{h:#}"
         );
-        // The controller's session carried no file content at all.
+        // The controller's session (ssh or a local agent's pipe) carried no file
+        // content at all: control only.
         assert_eq!(data_sent(&h["push"]), 0, "{h:#}");
     }
     // The origin served each slice of each file once per colo (its cache asked once).
