@@ -218,7 +218,8 @@ fn provenance_names_what_the_store_holds(env: &Env, id: &str, tar: &Path, m: &Pa
     let lock = m.join("base.lock");
     let lock_dep = deps
         .iter()
-        .find(|d| d["uri"] == format!("file:{}", lock.display()))
+        // An absolute file:// URI, whatever path the build was given.
+        .find(|d| d["uri"] == format!("file://{}", std::path::absolute(&lock).unwrap().display()))
         .unwrap_or_else(|| panic!("no lock in {deps:#?}"));
     assert_eq!(lock_dep["digest"]["sha256"], sha256(&lock).as_str());
     let locked = std::fs::read_to_string(&lock).unwrap();

@@ -108,7 +108,8 @@ pub fn publish(
     };
     let mut bases: Vec<Option<Hash>> = vec![None];
     bases.extend(from.iter().filter(|f| **f != image.id).map(|f| Some(*f)));
-    bases.dedup();
+    let mut seen = std::collections::HashSet::new();
+    bases.retain(|b| seen.insert(*b));
     for base in bases {
         let tree = match base {
             Some(b) => store.read_image(&b)?,

@@ -43,8 +43,12 @@ pub struct Image {
     views: std::sync::Mutex<HashMap<ViewKey, Option<String>>>,
     /// The packs a clean host at an image gets (those `publish` publishes), by that
     /// image: a host at it that drifted reuses them, so it fetches what was published.
-    shared: std::sync::Mutex<HashMap<Hash, Arc<Vec<plan::Shared>>>>,
+    shared: std::sync::Mutex<HashMap<Hash, SharedSlot>>,
 }
+
+/// One source image's shared packs (and why they could not be made), computed by the
+/// first host that needs them while the others at that image wait.
+type SharedSlot = Arc<std::sync::Mutex<Option<(Arc<Vec<plan::Shared>>, Option<String>)>>>;
 
 /// A host's `Identity`: its tree's view ID and the paths it left alone.
 type ViewKey = (Hash, Vec<Vec<u8>>);
@@ -90,29 +94,39 @@ impl Image {
         })
     }
 
-    /// The packs a clean host at `from` gets for this image (computed once per image).
+    /// The packs a clean host at `from` gets for this image, computed once per image
+    /// pair. They only save bytes: when they cannot be made, hosts plan without them
+    /// (the reason is in the hosts' reports, `shared_packs_error`).
     pub fn shared_packs(
         &self,
         store: &Store,
         cache: &Cache,
         from: Hash,
-    ) -> Result<Arc<Vec<plan::Shared>>> {
-        let memo = |m: &std::sync::Mutex<HashMap<Hash, Arc<Vec<plan::Shared>>>>| {
-            m.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&from)
-                .cloned()
-        };
-        if let Some(s) = memo(&self.shared) {
-            return Ok(s);
-        }
-        let (items, packs) = publish::plan_from(store, cache, self, &store.read_image(&from)?)?;
-        let s = Arc::new(plan::Shared::of(&items, packs));
-        self.shared
+    ) -> (Arc<Vec<plan::Shared>>, Option<String>) {
+        let slot = self
+            .shared
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(from, s.clone());
-        Ok(s)
+            .entry(from)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(made) = slot.as_ref() {
+            return made.clone();
+        }
+        let made = store
+            .read_image(&from)
+            .map_err(Error::from)
+            .and_then(|tree| publish::plan_from(store, cache, self, &tree));
+        let made = match made {
+            Ok((items, packs)) => (Arc::new(plan::Shared::of(&items, packs)), None),
+            Err(e) => (
+                Arc::new(Vec::new()),
+                Some(format!("the packs published for image {from}: {e}")),
+            ),
+        };
+        *slot = Some(made.clone());
+        made
     }
 
     /// How to tell a host that records no image what this image is, once it has said
@@ -483,6 +497,10 @@ pub struct ContentSources {
     /// Each mirror's account, in the order tried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<crate::protocol::MirrorStats>,
+    /// Why the published packs of the host's image could not be planned (the host then
+    /// fetched only what its own plan names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_packs_error: Option<String>,
 }
 
 impl ContentSources {
@@ -716,7 +734,9 @@ fn push_steps(
     // With mirrors, a host at an image takes the packs published for it where it can.
     let shared = match (opts.mirrors.is_empty(), s.welcome.image) {
         (false, Some(from)) if from != image.id && store.has_image(&from) => {
-            image.shared_packs(store, cache, from)?
+            let (shared, error) = image.shared_packs(store, cache, from);
+            r.content.shared_packs_error = error;
+            shared
         }
         _ => Arc::new(Vec::new()),
     };

@@ -353,11 +353,14 @@ fn content(c: &crate::push::ContentSources) -> String {
                     s += &format!(", {n} {what}");
                 }
             }
+            if !m.last_error.is_empty() {
+                s += &format!(", last error: {}", m.last_error);
+            }
             s
         })
         .collect();
     format!(
-        "{} from mirrors ({}), {} from the controller; {} of {} blobs from no mirror",
+        "{} from mirrors ({}), {} from the controller; {} of {} published files from no mirror",
         mb(c.mirrors_bytes),
         each.join("; "),
         mb(c.controller_bytes),

@@ -494,4 +494,33 @@ fn a_rollout_that_requires_signatures_fails_before_its_first_host() {
     for r in &roots {
         assert_host_is(r, &store, &v2);
     }
+
+    // An image with an empty triggers file (no triggers) is the image's own file too.
+    // A Fetch makes the host send HTTP requests where the controller says: a host whose
+    // policy lists no mirror asks none, and takes the content from the controller.
+    mini_root(&dir.join("t3"), 3, 5000);
+    std::fs::create_dir_all(dir.join("t3/usr/lib/imager")).unwrap();
+    std::fs::write(dir.join("t3/usr/lib/imager/triggers.toml"), "").unwrap();
+    import(&store, &dir.join("t3"), "app");
+    sign(&store, "app", &release, "");
+    let h = push(
+        &store,
+        "app",
+        &hosts[0],
+        &["--mirror", "http://169.254.169.254/latest/"],
+    );
+    let m = &h["content"]["mirrors"][0];
+    assert_eq!(m["requests"], 0, "{h:#}");
+    assert!(
+        m["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("trust.toml does not list it in `mirrors`"),
+        "{h:#}"
+    );
+    assert_eq!(
+        h["content"]["blobs_missing"], h["content"]["blobs"],
+        "{h:#}"
+    );
+    assert_host_is(&roots[0], &store, &self::id(&store, "app"));
 }

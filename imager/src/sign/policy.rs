@@ -15,7 +15,9 @@
 //! `health = ["systemctl is-system-running --wait"]` lists the only health-check
 //! commands an agent runs for a controller on a host with this policy (none when absent):
 //! a health check is a command the controller chooses, run as root, and would otherwise
-//! let a controller do on the host what the signatures forbid.
+//! let a controller do on the host what the signatures forbid. Likewise
+//! `mirrors = ["http://cache.ams1:8080/"]`: the only HTTP mirrors it fetches content
+//! from (a fetch is a request the controller points anywhere).
 
 use super::{verify, Signed, Signers, Verified};
 use crate::error::{Error, Result};
@@ -30,6 +32,8 @@ struct PolicyFile {
     require: Vec<RequireFile>,
     #[serde(default)]
     health: Vec<String>,
+    #[serde(default)]
+    mirrors: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +89,8 @@ pub struct TrustPolicy {
     pub require: Vec<Requirement>,
     /// The health-check commands an agent may run (exactly these strings).
     pub health: Vec<String>,
+    /// The HTTP mirrors an agent fetches content from (exactly these base URLs).
+    pub mirrors: Vec<String>,
     /// The blake3 of the policy file and its allowed_signers file, so two hosts' policies
     /// can be compared (`syncer status`).
     pub digest: Hash,
@@ -148,6 +154,7 @@ impl TrustPolicy {
             signers,
             require,
             health: f.health,
+            mirrors: f.mirrors,
             digest: Hash(*h.finalize().as_bytes()),
         })
     }

@@ -19,6 +19,8 @@ const ATTEMPTS: u32 = 4;
 /// The slowest a mirror may send a body before it is left for the next one (bytes per
 /// second, on top of a minute): a cache that stalls must not hold a push forever.
 const SLOWEST: u64 = 64 << 10;
+/// Failures in a row after which a mirror is left out for the rest of a fetch.
+const FAILURES: u32 = 3;
 
 /// Fetches blobs from a list of mirrors, keeping each mirror's account.
 pub struct Fetcher {
@@ -28,6 +30,9 @@ pub struct Fetcher {
     buckets: Vec<Arc<Bucket>>,
     rate: u64,
     down: Vec<bool>,
+    /// Failures in a row per mirror (a 404 is no failure): after [`FAILURES`], it is
+    /// left out, so that a sick cache costs a few timeouts, not one per blob.
+    failures: Vec<u32>,
 }
 
 /// Why a mirror did not give a blob.
@@ -42,29 +47,35 @@ enum Miss {
 
 impl Fetcher {
     /// Mirrors are `http://host[:port]/path/` base URLs; `rate` limits the bytes read
-    /// per second (0: none).
-    pub fn new(mirrors: &[String], rate: u64) -> Result<Fetcher> {
+    /// per second (0: none); a mirror `refused` says why (the host's trust policy) is
+    /// never asked.
+    pub fn new(mirrors: &[String], rate: u64, refused: Vec<Option<String>>) -> Result<Fetcher> {
         for m in mirrors {
             check_mirror(m).map_err(Error::Protocol)?;
         }
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            // A mirror serves its own files: a redirect could send the host anywhere.
+            .max_redirects(0)
             .timeout_connect(Some(Duration::from_secs(10)))
-            .timeout_recv_response(Some(Duration::from_secs(120)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
             .build();
         Ok(Fetcher {
             http: ureq::Agent::new_with_config(config),
             mirrors: mirrors.to_vec(),
             stats: mirrors
                 .iter()
-                .map(|m| MirrorStats {
+                .zip(&refused)
+                .map(|(m, why)| MirrorStats {
                     url: m.clone(),
+                    last_error: why.clone().unwrap_or_default(),
                     ..MirrorStats::default()
                 })
                 .collect(),
             buckets: (rate > 0).then(|| Bucket::new(rate)).into_iter().collect(),
             rate,
-            down: vec![false; mirrors.len()],
+            down: refused.iter().map(Option::is_some).collect(),
+            failures: vec![0; mirrors.len()],
         })
     }
 
@@ -74,7 +85,15 @@ impl Fetcher {
             if self.down[m] {
                 continue;
             }
-            match self.fetch_from(m, blob) {
+            let got = self.fetch_from(m, blob);
+            match &got {
+                Ok(_) | Err(Miss::NotFound) => self.failures[m] = 0,
+                Err(_) => {
+                    self.failures[m] += 1;
+                    self.down[m] |= self.failures[m] >= FAILURES;
+                }
+            }
+            match got {
                 Ok(bytes) => {
                     self.stats[m].blobs += 1;
                     return Some(bytes);
@@ -152,12 +171,14 @@ impl Fetcher {
             }
             let want = len.saturating_sub(got.len() as u64);
             // One byte more than is due shows a blob that is too long.
-            let body = resp.into_body().into_reader().take(want + 1);
+            let body = resp.into_body().into_reader().take(want.saturating_add(1));
             let mut r = LimitedRead::new(body, self.buckets.clone());
             let before = got.len();
             let read = r.read_to_end(&mut got);
             self.stats[m].bytes += (got.len() - before) as u64;
             match read {
+                // A body that ended early but cleanly (no length announced): resumed too.
+                Ok(_) if (got.len() as u64) < len && got.len() > before && attempt < ATTEMPTS => {}
                 Ok(_) => break,
                 // Resumed from where it stopped while requests bring bytes.
                 Err(_) if attempt < ATTEMPTS && got.len() > before => {}

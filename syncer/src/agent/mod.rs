@@ -238,7 +238,11 @@ impl Session<'_> {
                 imager::contract::LOCAL_STATE_FILE,
                 t.local_state.as_deref(),
             )?;
-            let triggers = Some(t.triggers.as_slice()).filter(|t| !t.is_empty());
+            // Empty: the image has no triggers file, or an empty one.
+            let has = tree
+                .get(imager::contract::TRIGGERS_FILE.as_bytes())
+                .is_some();
+            let triggers = (has || !t.triggers.is_empty()).then_some(t.triggers.as_slice());
             image_file_is(&tree, imager::contract::TRIGGERS_FILE, triggers)?;
             Ok(tree)
         };
@@ -388,7 +392,12 @@ impl Session<'_> {
         let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
             return Err(Error::Protocol("Fetch before Stage".into()));
         };
-        let mut fetcher = fetch::Fetcher::new(&f.mirrors, f.rate)?;
+        let refused: Vec<Option<String>> = f
+            .mirrors
+            .iter()
+            .map(|m| self.trust.mirror_refusal(m))
+            .collect();
+        let mut fetcher = fetch::Fetcher::new(&f.mirrors, f.rate, refused)?;
         let mut missing = Vec::new();
         for (i, blob) in f.blobs.iter().enumerate() {
             // What it stages is checked before a byte is fetched.
@@ -501,8 +510,11 @@ fn pack_files<'p>(
     crate::encoding::pack::check_entries(entries)?;
     if let Some(s) = skip.iter().find(|&&s| s as usize >= entries.len()) {
         return Err(Error::Protocol(format!(
-            "a pack of {} entries skips entry {s}",
-            entries.len()
+            "a pack of {} entries (the first {}) skips entry {s}",
+            entries.len(),
+            entries
+                .first()
+                .map_or("-".into(), |e| imager::tree::escape::escape(&e.path))
         )));
     }
     let skip: HashSet<u32> = skip.iter().copied().collect();
@@ -514,6 +526,18 @@ fn pack_files<'p>(
         .collect()
 }
 
+/// Refuses content for a path staged already (by a `Put`, a `Pack` or a fetched blob):
+/// each would be checked, but the second would take room the first was counted in.
+fn staged_once(s: &Staging, path: &[u8]) -> Result<()> {
+    if s.staged.contains_key(path) {
+        return Err(Error::Protocol(format!(
+            "{} was sent twice",
+            imager::tree::escape::escape(path)
+        )));
+    }
+    Ok(())
+}
+
 /// Stages one file from its encoding (checked against the image by [`Staging`]).
 fn stage_put(
     s: &mut Staging,
@@ -522,6 +546,7 @@ fn stage_put(
     enc: &crate::encoding::Encoding,
     payload: &[u8],
 ) -> Result<()> {
+    staged_once(s, &e.path)?;
     s.put_file(b, e, enc, payload)?;
     test_stop_point("stage", s.staged.len());
     Ok(())
@@ -546,6 +571,7 @@ fn stage_pack(
                 .map_err(|e| Error::Protocol(format!("bad pack: {e}")))?;
             return Ok(());
         };
+        staged_once(s, &e.path)?;
         s.put_file_with(b, e, |size, mut out| {
             pe.encoding.decode_part(b, &pe.path, size, part, &mut out)
         })?;

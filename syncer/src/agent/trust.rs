@@ -66,6 +66,24 @@ impl HostTrust {
         }
     }
 
+    /// Why the host does not fetch from `mirror` (`None`: it does). A `Fetch` makes the
+    /// host send HTTP requests where the controller says: on a host with a policy, only
+    /// to the mirrors it lists (a controller limited to the protocol must not reach the
+    /// host's network through it).
+    pub fn mirror_refusal(&self, mirror: &str) -> Option<String> {
+        match self {
+            HostTrust::None => None,
+            HostTrust::Broken(e) => Some(format!(
+                "not fetched from: the host's trust policy cannot be used: {e}"
+            )),
+            HostTrust::Policy(p) if p.mirrors.iter().any(|m| m == mirror) => None,
+            HostTrust::Policy(p) => Some(format!(
+                "not fetched from: {} does not list it in `mirrors`",
+                p.origin
+            )),
+        }
+    }
+
     /// Whether the host may take `image` with these signatures.
     pub fn check(&self, image: &Hash, sigs: &[ImageSignature]) -> Result<()> {
         // Each is an ed25519 verification: a controller must not make the host do
@@ -126,4 +144,45 @@ fn load(b: &Beneath) -> Result<Option<TrustPolicy>> {
         &shown.display().to_string(),
         &read,
     )?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn policy(extra: &str) -> HostTrust {
+        let dir = tempfile::tempdir().unwrap();
+        let k = dir.path().join("k");
+        let public = imager::sign::keys::generate(&k, "r@example.com", None).unwrap();
+        let signers = format!("r@example.com {}\n", public.to_openssh().unwrap());
+        let text = format!("allowed_signers = \"allowed_signers\"\n{extra}");
+        let read = |_: &str| Ok((signers.clone(), "allowed_signers".to_string()));
+        HostTrust::Policy(Box::new(
+            TrustPolicy::parse(&text, "/etc/syncer/trust.toml", &read).unwrap(),
+        ))
+    }
+
+    /// Without a policy any mirror and health command goes; with one, only those it
+    /// lists, exactly; with a broken one, none.
+    #[test]
+    fn a_policy_limits_health_commands_and_mirrors_to_its_lists() {
+        assert_eq!(HostTrust::None.mirror_refusal("http://x/"), None);
+        assert!(HostTrust::None.allows_health("anything").is_ok());
+        let p = policy("health = [\"true\"]\nmirrors = [\"http://cache:8080/\"]\n");
+        assert_eq!(p.mirror_refusal("http://cache:8080/"), None);
+        let why = p.mirror_refusal("http://169.254.169.254/").unwrap();
+        assert!(
+            why.contains("trust.toml does not list it in `mirrors`"),
+            "{why}"
+        );
+        assert!(p.allows_health("true").is_ok());
+        assert!(p.allows_health("true; id").is_err());
+        let none = policy("");
+        assert!(none.mirror_refusal("http://cache:8080/").is_some());
+        assert!(none.allows_health("true").is_err());
+        let broken = HostTrust::Broken("bad TOML".into());
+        assert!(broken.mirror_refusal("http://cache:8080/").is_some());
+        assert!(broken.allows_health("true").is_err());
+    }
 }

@@ -168,6 +168,9 @@ fn roll_host(
                 obs.log(&format!("{spec}: rolling back to {}", &b.to_hex()[..12]));
                 let mut back = opts.clone();
                 back.health = None;
+                // From the controller: mirrors hold the way forward, and an urgent way
+                // back must not wait for their 404s.
+                back.mirrors.clear();
                 // The way back replaces files too: its own stale processes are listed,
                 // never a reason to fail it.
                 back.require_restarted = false;

@@ -149,7 +149,7 @@ impl HostResult {
                 .first()
                 .map_or((0, 0), |m| (m.cache_hits, m.cache_hits + m.cache_misses));
             s.push_str(&format!(
-                ", {:.2} MB from mirrors ({hits} of {asked} cache hits), {} of {} files from none",
+                ", {:.2} MB from mirrors ({hits} of {asked} cache hits), {} of {} published files from none",
                 c.mirrors_bytes as f64 / 1e6,
                 c.blobs_missing,
                 c.blobs
