@@ -297,7 +297,8 @@ fn str_of(p: &Path) -> String {
 
 /// A mirror that breaks every transfer: the first request for a file gets its headers
 /// and half its bytes, then the connection closes; requests with a Range get what they
-/// ask for. Python's http.server on a port of its own, stopped at the end.
+/// ask for. Python's http.server on a port of its own (it says which once it listens),
+/// stopped at the end.
 struct Breaking {
     child: std::process::Child,
     port: u16,
@@ -305,14 +306,9 @@ struct Breaking {
 
 impl Breaking {
     fn start(root: &Path) -> Breaking {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let script = r#"
 import http.server, os, sys
-root, port = sys.argv[1], int(sys.argv[2])
+root = sys.argv[1]
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -334,21 +330,27 @@ class H(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(2)
     def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", port), H).serve_forever()
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
 "#;
         let mut child = std::process::Command::new("python3")
             .arg("-c")
             .arg(script)
             .arg(root)
-            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("the breaking mirror exited: {st}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the breaking mirror did not start: {line:?}"));
         Breaking { child, port }
     }
 }

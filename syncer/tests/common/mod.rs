@@ -219,35 +219,25 @@ impl Sshd {
             d = d.display(),
             k = dir.join("ssh-client-id").display()
         ));
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let config = d.join("sshd_config");
         std::fs::write(
             &config,
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/pid\n\
                  AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin yes\nStrictModes no\n\
-                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel INFO\n",
                 d = d.display()
             ),
         )
         .unwrap();
-        let child = Command::new("/usr/sbin/sshd")
+        let mut child = Command::new("/usr/sbin/sshd")
             .args(["-D", "-e", "-f"])
             .arg(&config)
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait for it to listen (or to die), however long a loaded machine takes.
-        let mut child = child;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(st) = child.try_wait().unwrap() {
-                panic!("sshd exited before listening: {st}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_for_line(&mut child, "Server listening", &d.join("sshd.log"), "sshd");
         Sshd {
             child,
             port,
@@ -271,6 +261,38 @@ impl Drop for Sshd {
 }
 
 static SSHD_N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A port on 127.0.0.1 free now, for a server whose configuration names its port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Reads a server's stderr (piped) until a line says `ready`, what it logs once it
+/// listens, however long a loaded machine takes; then copies the rest to `log` in the
+/// background, so that its pipe never fills. Panics with what it said if it ends first.
+pub fn wait_for_line(child: &mut Child, ready: &str, log: &Path, what: &str) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains(ready) => break,
+            Some(Ok(l)) => said += &(l + "\n"),
+            _ => panic!("{what} ended before listening:\n{said}"),
+        }
+    }
+    let mut out = std::fs::File::create(log).unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for l in lines.map_while(Result::ok) {
+            let _ = writeln!(out, "{l}");
+        }
+    });
+}
 
 /// A tiny root a health check or trigger can run in: dash and the libraries it needs,
 /// an app config and a payload of `payload` pseudo-random bytes that depend on `v`.
@@ -375,11 +397,7 @@ impl Nginx {
 
     fn start(dir: &Path, shipped: &str, subst: &[(&str, &str)]) -> Nginx {
         std::fs::create_dir_all(dir.join("tmp")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut site = std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("nginx")
@@ -402,7 +420,7 @@ impl Nginx {
             dir.join("nginx.conf"),
             format!(
                 "daemon off;\nmaster_process on;\nworker_processes 2;\npid {d}/nginx.pid;\nuser root;\n\
-                 error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
+                 error_log stderr notice;\nevents {{ worker_connections 256; }}\n\
                  http {{\n client_body_temp_path {d}/tmp/body;\n proxy_temp_path {d}/tmp/proxy;\n\
                  fastcgi_temp_path {d}/tmp/fastcgi;\n uwsgi_temp_path {d}/tmp/uwsgi;\n scgi_temp_path {d}/tmp/scgi;\n\
                  log_format t '$request_method $uri $http_range $status $body_bytes_sent $upstream_cache_status';\n\
@@ -415,17 +433,17 @@ impl Nginx {
             .arg(dir)
             .arg("-c")
             .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("error.log"))
+            .args(["-e", "stderr"])
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("nginx (apt-get install nginx-light)");
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(st) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                panic!("nginx exited before listening: {st}\n{log}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        // Its listening sockets are open before it starts its workers.
+        wait_for_line(
+            &mut child,
+            "start worker processes",
+            &dir.join("error.log"),
+            "nginx",
+        );
         Nginx {
             child: Some(child),
             port,
