@@ -752,17 +752,15 @@ fn push_steps(
         files: items.len() as u64,
         bytes: items.iter().map(|i| i.size).sum(),
     }))?;
-    let fetched = if opts.mirrors.is_empty() {
-        Fetched::none(&items, &packs)
-    } else {
+    let mut left = Left::all(&items, &packs);
+    if !opts.mirrors.is_empty() {
         let rate = opts.transport.rate_per_host.unwrap_or(0);
-        fetch(s, &items, &packs, &opts.mirrors, rate, cache.level(), r)?
-    };
+        left = fetch(s, left, &opts.mirrors, rate, cache.level(), r)?;
+    }
     send_items(
         s,
         &items,
-        &packs,
-        &fetched,
+        &left,
         clock.host(),
         clock.observer(),
         &mut r.sent,
@@ -1037,38 +1035,40 @@ fn smaller(
     })
 }
 
-/// Which packs and lone items the host took from mirrors (the controller sends the rest).
-struct Fetched {
-    packs: Vec<bool>,
-    items: Vec<bool>,
+/// What the controller sends itself: the packs and lone items no mirror gave.
+struct Left<'a> {
+    packs: Vec<&'a Pack>,
+    alone: Vec<&'a Item>,
 }
 
-impl Fetched {
-    fn none(items: &[Item], packs: &[Pack]) -> Fetched {
-        Fetched {
-            packs: vec![false; packs.len()],
-            items: vec![false; items.len()],
+impl<'a> Left<'a> {
+    fn all(items: &'a [Item], packs: &'a [Pack]) -> Left<'a> {
+        Left {
+            packs: packs.iter().collect(),
+            alone: items.iter().filter(|it| !it.packed).collect(),
         }
     }
 }
 
 /// Asks the host to fetch every published blob of the plan from `mirrors` (packs by
 /// their key, lone files by what they are: [`crate::publish`] names both the same way),
-/// and records what it got.
-fn fetch(
+/// records what it got, and leaves the rest to the controller.
+fn fetch<'a>(
     s: &mut Session,
-    items: &[Item],
-    packs: &[Pack],
+    all: Left<'a>,
     mirrors: &[String],
     rate: u64,
     level: i32,
     r: &mut HostReport,
-) -> Result<Fetched> {
-    let mut got = Fetched::none(items, packs);
-    // (is a pack, index) of each blob, in the order of `blobs`.
-    let mut which = Vec::new();
+) -> Result<Left<'a>> {
+    let mut left = Left {
+        packs: Vec::new(),
+        alone: Vec::new(),
+    };
+    // Each blob's pack or item, in the order of `blobs`.
+    let mut which: Vec<std::result::Result<&Pack, &Item>> = Vec::new();
     let mut blobs = Vec::new();
-    for (i, p) in packs.iter().enumerate() {
+    for p in all.packs {
         blobs.push(crate::protocol::Blob {
             name: publish::pack_name(&p.key, level),
             len: p.payload.len() as u64,
@@ -1078,10 +1078,11 @@ fn fetch(
                 skip: p.skip.clone(),
             },
         });
-        which.push((true, i));
+        which.push(Ok(p));
     }
-    for (i, it) in items.iter().enumerate().filter(|(_, it)| !it.packed) {
+    for it in all.alone {
         let Some(name) = publish::item_name(it, level) else {
+            left.alone.push(it);
             continue;
         };
         blobs.push(crate::protocol::Blob {
@@ -1093,12 +1094,11 @@ fn fetch(
                 encoding: it.encoding.clone(),
             },
         });
-        which.push((false, i));
+        which.push(Err(it));
     }
     if blobs.is_empty() {
-        return Ok(got);
+        return Ok(left);
     }
-    let lens: Vec<u64> = blobs.iter().map(|b| b.len).collect();
     s.conn.send(&Msg::Fetch(crate::protocol::Fetch {
         mirrors: mirrors.to_vec(),
         rate,
@@ -1116,50 +1116,40 @@ fn fetch(
     }
     r.content.blobs = which.len() as u64;
     r.content.blobs_missing = missing.len() as u64;
-    for (n, &(is_pack, i)) in which.iter().enumerate() {
-        if missing.contains(&(n as u32)) {
-            continue;
-        }
-        r.content.mirrors_bytes += lens[n];
-        if is_pack {
-            got.packs[i] = true;
-        } else {
-            got.items[i] = true;
+    for (n, w) in which.into_iter().enumerate() {
+        match (missing.contains(&(n as u32)), w) {
+            (true, Ok(p)) => left.packs.push(p),
+            (true, Err(it)) => left.alone.push(it),
+            (false, Ok(p)) => r.content.mirrors_bytes += p.payload.len() as u64,
+            (false, Err(it)) => r.content.mirrors_bytes += it.payload.len() as u64,
         }
     }
     r.content.mirrors = answer.mirrors;
-    Ok(got)
+    Ok(left)
 }
 
-/// Sends every item the host did not fetch (`Stage` was sent), counting into `sent`
-/// what went out (all of it unless this fails).
+/// Sends what is `left` to the controller (`Stage` was sent; `items` are what packs
+/// index), counting into `sent` what went out (all of it unless this fails).
 fn send_items(
     s: &mut Session,
     items: &[Item],
-    packs: &[Pack],
-    fetched: &Fetched,
+    left: &Left,
     host: &str,
     obs: &dyn Observer,
     sent: &mut ByKind,
 ) -> Result<()> {
-    let alone = || {
-        items
+    let total: u64 = left
+        .alone
+        .iter()
+        .map(|i| i.payload.len() as u64)
+        .sum::<u64>()
+        + left
+            .packs
             .iter()
-            .enumerate()
-            .filter(|(i, it)| !it.packed && !fetched.items[*i])
-            .map(|(_, it)| it)
-    };
-    let packs = || {
-        packs
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !fetched.packs[*i])
-            .map(|(_, p)| p)
-    };
-    let total: u64 = alone().map(|i| i.payload.len() as u64).sum::<u64>()
-        + packs().map(|p| p.payload.len() as u64).sum::<u64>();
+            .map(|p| p.payload.len() as u64)
+            .sum::<u64>();
     let mut done = 0u64;
-    for p in packs() {
+    for p in &left.packs {
         s.conn.send(&Msg::Pack(crate::protocol::Pack {
             entries: p.entries.clone(),
             skip: p.skip.clone(),
@@ -1193,7 +1183,7 @@ fn send_items(
             k.content_bytes += items[i].size;
         }
     }
-    for it in alone() {
+    for it in &left.alone {
         s.conn.send(&Msg::Put(Put {
             path: it.path.clone(),
             encoding: it.encoding.clone(),

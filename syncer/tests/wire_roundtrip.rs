@@ -161,6 +161,17 @@ fn differences() -> impl Strategy<Value = Differences> {
         })
 }
 
+fn pack_entries() -> impl Strategy<Value = Vec<PackEntry>> {
+    prop::collection::vec(
+        (bytes(), encoding(), any::<u64>()).prop_map(|(path, encoding, len)| PackEntry {
+            path,
+            encoding,
+            len,
+        }),
+        0..4,
+    )
+}
+
 fn target() -> impl Strategy<Value = Target> {
     (
         hash(),
@@ -268,21 +279,8 @@ fn msg() -> impl Strategy<Value = Msg> {
                     any::<u64>(),
                     hash(),
                     prop_oneof![
-                        (
-                            prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..3),
-                            prop::collection::vec(any::<u32>(), 0..3)
-                        )
-                            .prop_map(|(e, skip)| BlobUse::Pack {
-                                entries: e
-                                    .into_iter()
-                                    .map(|(path, encoding, len)| PackEntry {
-                                        path,
-                                        encoding,
-                                        len
-                                    })
-                                    .collect(),
-                                skip
-                            }),
+                        (pack_entries(), prop::collection::vec(any::<u32>(), 0..3))
+                            .prop_map(|(entries, skip)| BlobUse::Pack { entries, skip }),
                         (bytes(), encoding())
                             .prop_map(|(path, encoding)| BlobUse::Put { path, encoding }),
                     ],
@@ -327,22 +325,11 @@ fn msg() -> impl Strategy<Value = Msg> {
                     .collect(),
             })),
         (
-            prop::collection::vec((bytes(), encoding(), any::<u64>()), 0..4),
+            pack_entries(),
             any::<u64>(),
             prop::collection::vec(any::<u32>(), 0..3)
         )
-            .prop_map(|(entries, len, skip)| Msg::Pack(Pack {
-                entries: entries
-                    .into_iter()
-                    .map(|(path, encoding, len)| PackEntry {
-                        path,
-                        encoding,
-                        len
-                    })
-                    .collect(),
-                len,
-                skip
-            })),
+            .prop_map(|(entries, len, skip)| Msg::Pack(Pack { entries, len, skip })),
     ]
 }
 
