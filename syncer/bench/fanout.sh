@@ -28,11 +28,8 @@ trap 'exit 130' INT TERM
 syncer=$repo/target/release/syncer
 imager=$repo/target/release/imager
 export IMAGER_STORE=$work/store
-for n in A B; do
-  cp -a "$corpus/$n" "$work/$n"
-  find "$work/$n" -newermt @1700000000 -exec touch -h -d @1700000000 {} +
-  "$imager" import "$work/$n" --name $n -q --exclude-from "$repo/exclude-lists/local-state.txt" >/dev/null
-done
+. "$here/lib.sh"
+import_corpus
 mkdir -p "$work/mnt" "$work/img"
 
 # hosts N: N fresh copies of A, each on its own ext4, mounted at mnt/h1..hN.

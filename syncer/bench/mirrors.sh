@@ -29,11 +29,8 @@ trap 'exit 130' INT TERM
 syncer=$repo/target/release/syncer
 imager=$repo/target/release/imager
 export IMAGER_STORE=$work/store
-for n in A B; do
-  cp -a "$corpus/$n" "$work/$n"
-  find "$work/$n" -newermt @1700000000 -exec touch -h -d @1700000000 {} +
-  "$imager" import "$work/$n" --name $n -q --exclude-from "$repo/exclude-lists/local-state.txt" >/dev/null
-done
+. "$here/lib.sh"
+import_corpus
 /usr/bin/time -f "%e" -o "$work/time" "$syncer" publish B --from A --to "$work/pub" --json > "$work/publish.json"
 python3 - "$work/publish.json" "$(cat "$work/time")" <<'PY'
 import json, sys

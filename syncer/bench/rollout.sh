@@ -20,11 +20,8 @@ trap 'rm -rf "$work"' EXIT
 syncer=$repo/target/release/syncer
 imager=$repo/target/release/imager
 export IMAGER_STORE=$work/store
-for n in A B; do
-  cp -a "$corpus/$n" "$work/$n"
-  find "$work/$n" -newermt @1700000000 -exec touch -h -d @1700000000 {} +
-  "$imager" import "$work/$n" --name $n -q --exclude-from "$repo/exclude-lists/local-state.txt" >/dev/null
-done
+. "$here/lib.sh"
+import_corpus
 hosts() { # N: fresh copies of A as h1..hN
   rm -rf "$work"/h*; for i in $(seq "$1"); do cp -a "$work/A" "$work/h$i"; done; sync
 }
