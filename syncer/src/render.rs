@@ -376,7 +376,8 @@ pub fn publish(r: &crate::publish::PublishReport) -> String {
         line!(
             out,
             "{} -> {}: {} file(s), {} ({} written, {}; {} there already); {} file(s) not publishable; index {}",
-            short(&p.from),
+            // An empty root is `none`, as in the index's name.
+            p.from.as_ref().map_or("none", |f| &f[..12]),
             &p.to[..12],
             p.blobs,
             mb(p.bytes),
