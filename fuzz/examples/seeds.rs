@@ -44,6 +44,7 @@ fn main() {
         timed_out: false,
         seconds: 0.25,
         output: "reloaded\n".into(),
+        skipped: None,
     };
     let stale = vec![StaleUnit {
         unit: "nginx.service".into(),
@@ -103,6 +104,8 @@ fn main() {
                     statement: b"imager-image-signature 1\n".to_vec(),
                     signature: b"-----BEGIN SSH SIGNATURE-----\n".to_vec(),
                 }],
+                owned: None,
+                install_triggers: false,
             }),
         ),
         (
@@ -119,6 +122,8 @@ fn main() {
                 dry_run: true,
                 previous: Previous::None,
                 signatures: Vec::new(),
+                owned: None,
+                install_triggers: false,
             }),
         ),
         (
@@ -130,16 +135,19 @@ fn main() {
                         path: b"/usr/bin/ping".to_vec(),
                         kind: ChangeKind::Content,
                         host: Some(file.clone()),
+                        what: 0,
                     },
                     Change {
                         path: b"/bin".to_vec(),
                         kind: ChangeKind::Replace,
                         host: Some(link.clone()),
+                        what: 0,
                     },
                     Change {
                         path: b"/new".to_vec(),
                         kind: ChangeKind::Add,
                         host: None,
+                        what: 0,
                     },
                 ],
                 have: vec![(Hash::of(b"y"), b"/etc/y".to_vec())],
@@ -161,6 +169,7 @@ fn main() {
                     },
                 ],
                 stale: stale.clone(),
+                unmanaged: Vec::new(),
             }),
         ),
         // Large enough to travel compressed.
@@ -173,12 +182,14 @@ fn main() {
                         path: format!("/p/{i}").into_bytes(),
                         kind: ChangeKind::Meta,
                         host: Some(file.clone()),
+                        what: 0,
                     })
                     .collect(),
                 have: Vec::new(),
                 scan: ScanStats::default(),
                 kept: Vec::new(),
                 stale: Vec::new(),
+                unmanaged: Vec::new(),
             }),
         ),
         (

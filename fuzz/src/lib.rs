@@ -177,12 +177,14 @@ pub fn tree_roundtrip(entries: Vec<imager::Entry>) {
                 path: e.path.clone(),
                 kind: ChangeKind::Meta,
                 host: Some(e.clone()),
+                what: 0,
             })
             .collect(),
         have: Vec::new(),
         scan: ScanStats::default(),
         kept: Vec::new(),
         stale: Vec::new(),
+        unmanaged: Vec::new(),
     });
     check_msg(&m);
     let j = Journal {

@@ -32,6 +32,12 @@ pub const IMAGE_DIR: &str = image_dir!();
 /// the paths it names on a host.
 pub const LOCAL_STATE_FILE: &str = concat!("/", image_dir!(), "/local-state.txt");
 
+/// The prefixes the image owns completely, one glob a line (as the local-state list):
+/// on a host, a path under one of them that the image does not hold is deleted by a
+/// push even when the host made it (local state still wins inside them). Anywhere
+/// else a path the host made (one the host's recorded image did not hold) is kept.
+pub const OWNED_FILE: &str = concat!("/", image_dir!(), "/owned.txt");
+
 /// The image's triggers, a TOML file of `[[trigger]]` tables ([`TriggerFile`]).
 pub const TRIGGERS_FILE: &str = concat!("/", image_dir!(), "/triggers.toml");
 
@@ -39,6 +45,12 @@ pub const TRIGGERS_FILE: &str = concat!("/", image_dir!(), "/triggers.toml");
 /// names none): the repository's `exclude-lists/local-state.txt`, built into the binary
 /// so that imager and the syncer work from anywhere.
 pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../exclude-lists/local-state.txt");
+
+/// The prefixes an image owns when it says none ([`OWNED_FILE`]): the operating system's
+/// directories, whose contents come from packages. `/var`, `/srv`, `/opt`, `/home` and
+/// the rest hold what hosts make (databases, spools, caches), which a push never deletes
+/// unless the syncer put it there. As OSTree and bootc keep `/var` as the machine's.
+pub const DEFAULT_OWNED: &[&str] = &["/usr", "/bin", "/sbin", "/lib*", "/etc", "/boot"];
 
 /// Where the store is when neither `--store` nor `IMAGER_STORE` says.
 pub const DEFAULT_STORE: &str = "/var/lib/imager";
@@ -97,6 +109,56 @@ pub fn local_state_text(globs: &[String]) -> String {
     ls
 }
 
+/// The owned prefixes of an image, given its [`OWNED_FILE`] if it has one: that file's
+/// globs, or else [`DEFAULT_OWNED`].
+pub fn owned_of(file: Option<&[u8]>) -> Vec<String> {
+    match file {
+        Some(b) => list_lines(&String::from_utf8_lossy(b)),
+        None => DEFAULT_OWNED.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+/// The text of [`OWNED_FILE`] for these globs, as a build writes it.
+pub fn owned_text(globs: &[String]) -> String {
+    let mut t = String::from(
+        "# prefixes this image owns completely: a push deletes what a host made below them\n",
+    );
+    for l in globs {
+        t += l;
+        t.push('\n');
+    }
+    t
+}
+
+/// What a push and `status` never compare on a host: the image's local-state globs and
+/// the outputs its triggers declare (a trigger rewrites them on the host, so the host's
+/// version is the right one), given the image's [`LOCAL_STATE_FILE`] (if any) and its
+/// [`TRIGGERS_FILE`] (empty if none).
+pub fn host_local_globs(
+    local_state: Option<&[u8]>,
+    triggers: &[u8],
+) -> Result<Vec<String>, String> {
+    let mut globs = local_state_of(local_state);
+    for t in parse_triggers(triggers)? {
+        globs.extend(t.outputs);
+    }
+    Ok(globs)
+}
+
+/// The triggers of a [`TRIGGERS_FILE`] (empty: none), in the order they run.
+pub fn parse_triggers(toml_text: &[u8]) -> Result<Vec<Trigger>, String> {
+    if toml_text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = std::str::from_utf8(toml_text)
+        .map_err(|_| "the image's triggers.toml is not UTF-8".to_string())?;
+    let f: TriggerFile =
+        toml::from_str(text).map_err(|e| format!("the image's triggers.toml: {e}"))?;
+    let mut t = f.trigger;
+    sort_triggers(&mut t);
+    Ok(t)
+}
+
 /// A command the syncer runs on a host when one of the watched paths changed there.
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +173,19 @@ pub struct Trigger {
     /// Seconds before the command is killed.
     #[serde(default = "default_trigger_timeout")]
     pub timeout: u64,
+    /// Paths the command writes on the host (`ldconfig`: `/etc/ld.so.cache`): the host's
+    /// version is the right one, so they are local state (never compared, never drift).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+    /// The command needs a running system (`systemctl reload ...`): on a root that is
+    /// not one (a `local:` directory, an image not booted) it is skipped and reported
+    /// so, not failed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub booted: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_trigger_order() -> i32 {
@@ -130,13 +205,15 @@ impl Trigger {
             run,
             order: 0,
             timeout,
+            outputs: Vec::new(),
+            booted: false,
         }
     }
 
     /// Why this trigger cannot be in an image, if it cannot: it must watch at least one
-    /// path, each an absolute glob.
+    /// path, each an absolute glob, and its outputs must be absolute globs too.
     pub fn check(&self) -> Result<(), String> {
-        for g in &self.paths {
+        for g in self.paths.iter().chain(&self.outputs) {
             Excludes::new(std::slice::from_ref(g))
                 .map_err(|e| format!("trigger {:?}: {e}", self.name))?;
             if !g.starts_with('/') {

@@ -2,8 +2,15 @@
 //! producing the per-path [`Change`]s that a push applies and `status`/`diff` report.
 //! Local-state paths and whatever lies on other filesystems are never part of it, except
 //! local-state paths of the image that the host lacks: those are added.
+//!
+//! Who owns a path the image lacks ([`Ownership`]): the image owns what it holds. A host
+//! path it does not hold is deleted when the host's recorded image held it (the syncer
+//! put it there) or when it lies under a prefix the image owns completely (`/usr`,
+//! `/etc`, ...); anything else the host made (a database under `/var/lib`, a crontab,
+//! a service's temp directory) is *unmanaged*: kept with everything below it, and the
+//! directories above it are neither deleted nor replaced.
 
-use crate::protocol::{Change, ChangeKind, Kept, KeptWhy};
+use crate::protocol::{item, Change, ChangeKind, Kept, KeptWhy, Unmanaged};
 use imager::tree::path_cmp;
 use imager::tree::scan::Excludes;
 use imager::{Entry, Kind, Tree};
@@ -56,6 +63,90 @@ impl HostTree {
     }
 }
 
+/// Who owns the host's paths that the image lacks.
+pub struct Ownership<'a> {
+    /// The paths of the image the host records (escaped, as its manifest lists them),
+    /// when the record checks out: the syncer put them there, so a push that no longer
+    /// has them deletes them. `None` for `status` (the recorded image is the one
+    /// compared) and for a host that records no image.
+    pub recorded: Option<Recorded<'a>>,
+    /// Prefixes the image owns completely: what the host made below them goes.
+    pub owned: Excludes,
+}
+
+impl Ownership<'_> {
+    /// The rule for an image whose owned prefixes are `globs`, with no recorded image.
+    pub fn owned(globs: &[String]) -> crate::Result<Ownership<'static>> {
+        Ok(Ownership {
+            recorded: None,
+            owned: Excludes::new(globs)?,
+        })
+    }
+
+    /// Whether a host path the image lacks goes: the syncer put it there, or it lies
+    /// under an owned prefix.
+    fn deletes(&self, path: &[u8]) -> bool {
+        self.owned.covers(path) || self.recorded.as_ref().is_some_and(|r| r.holds(path))
+    }
+}
+
+/// The paths of a recorded manifest, borrowed from its text.
+pub struct Recorded<'a>(HashSet<&'a str>);
+
+impl<'a> Recorded<'a> {
+    pub fn of(manifest: &'a str) -> Recorded<'a> {
+        Recorded(imager::tree::text::escaped_paths(manifest).collect())
+    }
+
+    fn holds(&self, path: &[u8]) -> bool {
+        self.0.contains(imager::tree::escape::escape(path).as_str())
+    }
+}
+
+/// Finds what the host made that the image lacks and does not own: protects the
+/// directories above it (never deleted or replaced) and returns every such path (for
+/// [`compare`] to leave out) and the outermost ones with their entry counts (for
+/// reports).
+pub fn keep_unmanaged(
+    image: &Tree,
+    host: &mut HostTree,
+    local: &Excludes,
+    own: &Ownership,
+) -> (HashSet<Vec<u8>>, Vec<Unmanaged>) {
+    let mut all: HashSet<Vec<u8>> = HashSet::new();
+    let mut outer: Vec<Unmanaged> = Vec::new();
+    for h in &host.entries {
+        let p = &h.path;
+        if image.get(p).is_some()
+            || local.covers(p)
+            || host.is_kept(p)
+            || host.protected.contains(p)
+            || own.deletes(p)
+        {
+            continue;
+        }
+        match outer.last_mut() {
+            // Entries come in path order: what is below an outermost path follows it.
+            Some(u) if imager::tree::is_below(p, &u.path) => u.entries += 1,
+            _ => outer.push(Unmanaged {
+                path: p.clone(),
+                entries: 1,
+            }),
+        }
+        all.insert(p.clone());
+    }
+    for u in &outer {
+        let mut q = imager::tree::parent(&u.path);
+        while let Some(d) = q {
+            if !host.protected.insert(d.to_vec()) {
+                break;
+            }
+            q = imager::tree::parent(d);
+        }
+    }
+    (all, outer)
+}
+
 /// How closely directories that hold local state are compared.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum DirMtimes {
@@ -65,8 +156,17 @@ pub enum DirMtimes {
     Lenient,
 }
 
-/// Every path where the host differs from `image`, in image order.
-pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtimes) -> Vec<Change> {
+/// Every path where the host differs from `image`, in image order, and what the host
+/// made that is not the image's to delete (see [`Ownership`]), outermost paths first.
+pub fn compare(
+    image: &Tree,
+    host: &mut HostTree,
+    local: &Excludes,
+    own: &Ownership,
+    mtimes: DirMtimes,
+) -> (Vec<Change>, Vec<Unmanaged>) {
+    let (unmanaged, outer) = keep_unmanaged(image, host, local, own);
+    let host: &HostTree = host;
     let (x, y) = (image.entries(), &host.entries);
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
@@ -82,16 +182,29 @@ pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtime
                 let t = &x[i];
                 i += 1;
                 if !skip(&t.path) || host.absent_local.contains(&t.path) {
-                    out.push(change(&t.path, ChangeKind::Add, None));
+                    out.push(change(
+                        &t.path,
+                        ChangeKind::Add,
+                        None,
+                        item::with_kind(0, &t.kind),
+                    ));
                 }
             }
             Ordering::Greater => {
                 let h = &y[j];
                 j += 1;
                 // A directory the image lacks that holds local state (or the syncer's
-                // own state) stays: it is no difference to report or apply.
-                if !skip(&h.path) && !host.protected.contains(&h.path) {
-                    out.push(change(&h.path, ChangeKind::Delete, Some(h)));
+                // own state, or what the host made) stays: it is no difference to
+                // report or apply; nor is what the host made.
+                if !skip(&h.path)
+                    && !host.protected.contains(&h.path)
+                    && !unmanaged.contains(&h.path)
+                {
+                    let mut what = item::with_kind(0, &h.kind);
+                    if own.recorded.as_ref().is_none_or(|r| !r.holds(&h.path)) {
+                        what |= item::UNMANAGED;
+                    }
+                    out.push(change(&h.path, ChangeKind::Delete, Some(h), what));
                 }
             }
             Ordering::Equal => {
@@ -114,20 +227,25 @@ pub fn compare(image: &Tree, host: &HostTree, local: &Excludes, mtimes: DirMtime
                     k => k,
                 };
                 if let Some(kind) = kind {
-                    out.push(change(&t.path, kind, Some(h)));
+                    let mut what = item::between(t, h);
+                    if host.shared.contains(&t.path) {
+                        what |= item::SHARED;
+                    }
+                    out.push(change(&t.path, kind, Some(h), what));
                 }
             }
         }
     }
     relink(image, &mut out, &skip);
-    out
+    (out, outer)
 }
 
-fn change(path: &[u8], kind: ChangeKind, host: Option<&Entry>) -> Change {
+fn change(path: &[u8], kind: ChangeKind, host: Option<&Entry>, what: u32) -> Change {
     Change {
         path: path.to_vec(),
         kind,
         host: host.cloned(),
+        what,
     }
 }
 
@@ -183,6 +301,7 @@ fn relink(image: &Tree, out: &mut Vec<Change>, skip: &dyn Fn(&[u8]) -> bool) {
                     path: e.path.clone(),
                     kind: ChangeKind::Replace,
                     host: None,
+                    what: item::with_kind(item::REPLACED, &e.kind),
                 });
             }
         }
@@ -281,8 +400,11 @@ mod tests {
             protected: [b"/var/log".to_vec()].into_iter().collect(),
             ..Default::default()
         };
+        let mut host = host;
         let local = Excludes::new(&["/var/log/**".to_string()]).expect("globs");
-        let got: Vec<(String, char)> = compare(&image, &host, &local, DirMtimes::Lenient)
+        let own = Ownership::owned(&["/etc".to_string()]).expect("globs");
+        let got: Vec<(String, char)> = compare(&image, &mut host, &local, &own, DirMtimes::Lenient)
+            .0
             .iter()
             .map(|c| {
                 (
@@ -302,5 +424,92 @@ mod tests {
         .map(|(p, k)| (p.to_string(), *k))
         .collect();
         assert_eq!(got, want);
+    }
+
+    /// The rule in the module comment: what the recorded image held goes, what the host
+    /// made goes only under an owned prefix, and the directories above what the host
+    /// made stay even when the recorded image held them.
+    #[test]
+    fn a_host_keeps_what_it_made_outside_owned_prefixes() {
+        let d = |p: &str| Entry::dir(p.as_bytes(), 0o755, 1);
+        let image = Tree::new(vec![d("/"), d("/usr"), d("/var"), d("/var/lib")]).expect("tree");
+        let recorded_text = imager::tree::text::print(
+            &Tree::new(vec![
+                d("/"),
+                d("/usr"),
+                file("/usr/old", b"o", 0o644),
+                d("/var"),
+                d("/var/lib"),
+                d("/var/lib/app"),
+                file("/var/lib/app/bin", b"b", 0o755),
+                file("/var/lib/gone", b"g", 0o644),
+            ])
+            .expect("tree"),
+        );
+        let mut host = HostTree {
+            entries: vec![
+                d("/"),
+                d("/srv"),
+                file("/srv/mine", b"m", 0o644),
+                d("/usr"),
+                file("/usr/old", b"o", 0o644),
+                file("/usr/stray", b"s", 0o644),
+                d("/var"),
+                d("/var/lib"),
+                d("/var/lib/app"),
+                file("/var/lib/app/bin", b"b", 0o755),
+                file("/var/lib/app/data", b"d", 0o600),
+                file("/var/lib/gone", b"g", 0o644),
+                d("/var/lib/postgresql"),
+                d("/var/lib/postgresql/15"),
+                file("/var/lib/postgresql/15/PG_VERSION", b"15", 0o600),
+            ],
+            ..Default::default()
+        };
+        let local = Excludes::new(&[]).expect("globs");
+        let own = Ownership {
+            recorded: Some(Recorded::of(&recorded_text)),
+            owned: Excludes::new(&["/usr".to_string()]).expect("globs"),
+        };
+        let (changes, unmanaged) = compare(&image, &mut host, &local, &own, DirMtimes::Strict);
+        let got: Vec<(String, String)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    String::from_utf8_lossy(&c.path).into_owned(),
+                    item::letters(c.kind, c.what)
+                        + if c.what & item::UNMANAGED != 0 {
+                            " host's"
+                        } else {
+                            ""
+                        },
+                )
+            })
+            .collect();
+        let want = [
+            ("/usr/old", "*deleting"),
+            ("/usr/stray", "*deleting host's"),
+            ("/var/lib/app/bin", "*deleting"),
+            ("/var/lib/gone", "*deleting"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(p, k)| (p.to_string(), k.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        let kept: Vec<(String, u64)> = unmanaged
+            .iter()
+            .map(|u| (String::from_utf8_lossy(&u.path).into_owned(), u.entries))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                ("/srv".to_string(), 2),
+                ("/var/lib/app/data".to_string(), 1),
+                ("/var/lib/postgresql".to_string(), 3)
+            ]
+        );
+        // /var/lib/app was the recorded image's, but holds what the host made.
+        assert!(host.protected.contains(b"/var/lib/app".as_slice()));
     }
 }

@@ -48,6 +48,10 @@ pub enum Error {
     /// An image the controller's `require_signed` policy does not accept.
     #[error("{0}")]
     Unsigned(String),
+
+    /// A plan the controller will not carry out (it deletes more than `--max-delete`).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl Error {

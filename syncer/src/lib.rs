@@ -9,6 +9,7 @@
 
 pub mod agent;
 pub mod compare;
+pub mod deletes;
 pub mod delta;
 pub mod encoding;
 pub mod error;

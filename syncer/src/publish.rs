@@ -196,7 +196,7 @@ pub(crate) fn plan_from(
 ) -> Result<(Vec<Item>, Vec<crate::plan::Pack>)> {
     let local = crate::agent::scan::local_excludes(&image.local_state)?;
     // The host's scan leaves out its local state: so does this.
-    let host = crate::compare::HostTree {
+    let mut host = crate::compare::HostTree {
         entries: from
             .entries()
             .iter()
@@ -205,10 +205,13 @@ pub(crate) fn plan_from(
             .collect(),
         ..Default::default()
     };
-    let changes = crate::compare::compare(
+    // Which paths go carries no content: the owned prefixes alone do for the plan.
+    let own = crate::compare::Ownership::owned(&image.owned)?;
+    let (changes, _) = crate::compare::compare(
         &image.tree,
-        &host,
+        &mut host,
         &local,
+        &own,
         crate::compare::DirMtimes::Strict,
     );
     let have = crate::agent::have_list(&image.tree, &host, &changes);

@@ -8,7 +8,8 @@ use crate::plan::{self, Candidates, Item, Pack, Wanted};
 use crate::progress::{Clock, Phase};
 use crate::protocol::{
     BlobUse, Change, ChangeKind, Data, Differences, Health, Kept, ManifestData, Msg, Previous, Put,
-    ScanStats, SignatureRequest, Signatures, Stage, StaleUnit, Status, Target, TriggerRun, CHUNK,
+    ScanStats, SignatureRequest, Signatures, Stage, StaleUnit, Status, Target, TriggerRun,
+    Unmanaged, CHUNK,
 };
 use crate::publish;
 use crate::transport::{self, HostSpec, Session, TransportOptions};
@@ -32,9 +33,14 @@ pub struct Image {
     pub id: Hash,
     pub tree: Tree,
     pub text: String,
+    /// What a host never compares: the image's local-state globs and its triggers'
+    /// outputs.
     pub local_state: Vec<String>,
     /// The local-state file the globs come from, as the image holds it (sent as is).
     pub local_state_file: Option<Vec<u8>>,
+    /// The prefixes the image owns completely, and the file they come from (sent as is).
+    pub owned: Vec<String>,
+    pub owned_file: Option<Vec<u8>>,
     pub triggers: Vec<u8>,
     /// Its signatures in the store, sent with the `Target` for the host's trust policy.
     pub signatures: Vec<crate::protocol::ImageSignature>,
@@ -74,12 +80,16 @@ impl Image {
         };
         let local = file(contract::LOCAL_STATE_FILE.as_bytes())?;
         let triggers = file(contract::TRIGGERS_FILE.as_bytes())?.unwrap_or_default();
+        let owned = file(contract::OWNED_FILE.as_bytes())?;
         Ok(Image {
             id,
             tree,
             text,
-            local_state: contract::local_state_of(local.as_deref()),
+            local_state: contract::host_local_globs(local.as_deref(), &triggers)
+                .map_err(|e| Error::Encode(format!("image {id}: {e}")))?,
             local_state_file: local,
+            owned: contract::owned_of(owned.as_deref()),
+            owned_file: owned,
             triggers,
             signatures: store
                 .signatures(&id)?
@@ -243,6 +253,11 @@ pub struct PushOptions {
     /// HTTP mirrors of a published store (`crate::publish`), in order (the colo's cache,
     /// then the origin): the host fetches what they have; the rest comes over ssh.
     pub mirrors: Vec<String>,
+    /// Run the image's triggers on a first install too (`--install-triggers`).
+    pub install_triggers: bool,
+    /// The most a host's plan may delete (`--max-delete`, the policy's `max_delete`):
+    /// a count, or a percentage of the host's entries; `None`: no limit.
+    pub max_delete: crate::deletes::MaxDelete,
 }
 
 /// Files and bytes for one way of sending content.
@@ -395,6 +410,12 @@ impl Phases {
 pub struct PathChange {
     pub path: String,
     pub change: ChangeKind,
+    /// What differs, as `rsync --itemize-changes` says it ([`crate::protocol::item`]).
+    pub item: String,
+    /// A delete of a path the host made (not the recorded image's), under a prefix the
+    /// image owns.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub host_made: bool,
     /// How content would travel (files only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<&'static str>,
@@ -472,6 +493,8 @@ pub struct HostReport {
     /// Mount points and local-state symlinks on the host that the push left alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
+    /// What the host made outside the image's owned prefixes, kept (outermost paths).
+    pub unmanaged: Vec<Unmanaged>,
     pub phases: Phases,
     pub triggers: Vec<TriggerRun>,
     /// After the triggers: processes, by unit, that still run files the push (or
@@ -588,7 +611,7 @@ pub fn push_host(
     let failed_triggers: Vec<String> = r
         .triggers
         .iter()
-        .filter(|t| t.status != Some(0))
+        .filter(|t| t.failed())
         .map(|t| {
             if t.timed_out {
                 format!("trigger {} timed out", t.name)
@@ -702,6 +725,8 @@ fn push_steps(
         dry_run: opts.dry_run,
         previous: opts.restore_previous,
         signatures: image.signatures.clone(),
+        owned: image.owned_file.clone(),
+        install_triggers: opts.install_triggers,
     }))?;
     if asked {
         match s.reply()? {
@@ -720,15 +745,21 @@ fn push_steps(
             have,
             scan,
             kept,
+            unmanaged,
             ..
         }) => {
             r.scan = scan;
             r.kept = kept;
+            r.unmanaged = unmanaged;
             (changes, have)
         }
         m => return Err(unexpected("Differences", &m)),
     };
     drop(scanning);
+    let too_many = opts.max_delete.check(&changes, r.scan.entries);
+    if let (Err(why), false) = (&too_many, opts.dry_run) {
+        return Err(Error::Refused(why.clone()));
+    }
 
     let planning = clock.start(Phase::Planning);
     // With mirrors, a host at an image takes the packs published for it where it can.
@@ -744,7 +775,8 @@ fn push_steps(
     drop(planning);
     if opts.dry_run {
         r.paths = path_changes(Some(store), &changes, &items);
-        return Ok(());
+        // The dry run shows the whole plan, and fails as the push would.
+        return too_many.map_err(Error::Refused);
     }
 
     let staging = clock.start(Phase::Staging);
@@ -1214,6 +1246,9 @@ fn path_changes(store: Option<&Store>, changes: &[Change], items: &[Item]) -> Ve
             PathChange {
                 path: escape(&c.path),
                 change: c.kind,
+                item: crate::protocol::item::letters(c.kind, c.what),
+                host_made: c.kind == ChangeKind::Delete
+                    && c.what & crate::protocol::item::UNMANAGED != 0,
                 via: it.map(|i| i.encoding.label()),
                 packed: it.is_some_and(|i| i.packed),
                 candidates: it.and_then(|i| i.candidates.clone()),
@@ -1249,6 +1284,8 @@ pub struct HostStatus {
     /// Mount points and local-state symlinks, never compared or changed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
+    /// What the host made outside the image's owned prefixes: kept, and not drift.
+    pub unmanaged: Vec<Unmanaged>,
     /// Processes, by unit, that still run replaced files (see [`HostReport::stale`]).
     pub stale: Vec<StaleUnit>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -1285,10 +1322,12 @@ pub fn status_host(
                 changes,
                 kept,
                 stale,
+                unmanaged,
                 ..
             })) => {
                 st.kept = kept;
                 st.stale = stale;
+                st.unmanaged = unmanaged;
                 changes
             }
             Ok(m) => return Err(s.fail(unexpected("Differences", &m))),
@@ -1367,6 +1406,7 @@ mod tests {
             path: path.as_bytes().to_vec(),
             kind,
             host,
+            what: 0,
         }
     }
 

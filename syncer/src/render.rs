@@ -3,7 +3,7 @@
 //! command only chooses between the two forms and a test can read what a user sees.
 
 use crate::delta::VerifyReport;
-use crate::protocol::{Kept, KeptWhy, StaleUnit};
+use crate::protocol::{Kept, KeptWhy, StaleUnit, Unmanaged};
 use crate::push::{HostReport, HostStatus};
 use crate::rollout::state::{HostResult, RolloutState, Verdict};
 use imager::tree::escape::escape;
@@ -54,6 +54,7 @@ pub fn push_report(r: &HostReport) -> String {
         line!(out, "  finished an interrupted commit first");
     }
     out.push_str(&kept(&r.kept));
+    out.push_str(&unmanaged_summary(&r.unmanaged));
     line!(
         out,
         "  paths: {} added, {} changed, {} metadata only, {} deleted",
@@ -79,6 +80,10 @@ pub fn push_report(r: &HostReport) -> String {
         p.connect, p.scan, p.plan, p.stage, p.commit, p.triggers, p.total
     );
     for t in &r.triggers {
+        if let Some(why) = &t.skipped {
+            line!(out, "  trigger {}: skipped: {why}", t.name);
+            continue;
+        }
         let how = if t.timed_out {
             "timed out".to_string()
         } else {
@@ -94,14 +99,55 @@ pub fn push_report(r: &HostReport) -> String {
     }
     out.push_str(&stale(&r.stale));
     if r.dry_run {
-        for c in &r.paths {
-            match &c.via {
-                Some(v) => line!(out, "  {} {} ({v})", c.change.letter(), c.path),
-                None => line!(out, "  {} {}", c.change.letter(), c.path),
-            }
-        }
+        out.push_str(&itemized(&r.paths, &r.unmanaged, "  "));
     }
     out
+}
+
+/// Path by path, as `rsync --itemize-changes` (the legend is in `--help`), then what
+/// the host made and keeps.
+fn itemized(paths: &[crate::push::PathChange], unmanaged: &[Unmanaged], indent: &str) -> String {
+    let mut out = String::new();
+    for c in paths {
+        let mut notes = Vec::new();
+        if let Some(v) = c.via {
+            notes.push(v.to_string());
+        }
+        if c.host_made {
+            notes.push("made on the host, under an owned prefix".into());
+        }
+        if notes.is_empty() {
+            line!(out, "{indent}{} {}", c.item, c.path);
+        } else {
+            line!(out, "{indent}{} {} ({})", c.item, c.path, notes.join("; "));
+        }
+    }
+    for u in unmanaged {
+        line!(
+            out,
+            "{indent}*unmanaged {} (made on the host, kept: {} entr{})",
+            escape(&u.path),
+            u.entries,
+            if u.entries == 1 { "y" } else { "ies" }
+        );
+    }
+    out
+}
+
+/// One line on what the host made and the push keeps, naming the first paths.
+fn unmanaged_summary(u: &[Unmanaged]) -> String {
+    if u.is_empty() {
+        return String::new();
+    }
+    const SHOWN: usize = 5;
+    let entries: u64 = u.iter().map(|x| x.entries).sum();
+    let names: Vec<String> = u.iter().take(SHOWN).map(|x| escape(&x.path)).collect();
+    format!(
+        "  kept what the host made outside the image's owned prefixes: {entries} entries under {} path(s): {}{}\n",
+        u.len(),
+        names.join(", "),
+        if u.len() > SHOWN { ", ..." } else { "" }
+    )
 }
 
 /// Files and bytes by way of sending: what was sent, or for a dry run what would be.
@@ -148,6 +194,12 @@ pub fn host_status(s: &HostStatus) -> String {
                 format!("drifted: {} paths differ", s.differences)
             } else {
                 "clean".into()
+            };
+            let made: u64 = s.unmanaged.iter().map(|u| u.entries).sum();
+            let drift = if made > 0 {
+                format!("{drift}; {made} entries the host made, kept (not drift)")
+            } else {
+                drift
             };
             line!(out, "{}: {}{names}  {drift}", s.host, &id[..12]);
         }
@@ -227,11 +279,20 @@ pub fn kept(kept: &[Kept]) -> String {
     out
 }
 
-/// The paths where a host differs from its image, one `letter path` line each.
+/// The paths where a host differs from its image, itemised, then what the host made
+/// outside the image's owned prefixes (kept, not drift).
 pub fn diff(s: &HostStatus) -> String {
     let mut out = String::new();
-    for p in &s.paths {
-        line!(out, "{} {}", p.change.letter(), p.path);
+    if !s.paths.is_empty() {
+        line!(out, "drift (where the host differs from its image):");
+        out.push_str(&itemized(&s.paths, &[], "  "));
+    }
+    if !s.unmanaged.is_empty() {
+        line!(
+            out,
+            "made on the host outside the image's owned prefixes (kept by every push; not drift):"
+        );
+        out.push_str(&itemized(&[], &s.unmanaged, "  "));
     }
     out
 }

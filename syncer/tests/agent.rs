@@ -547,6 +547,8 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
                 dry_run: false,
                 previous: Previous::Keep,
                 signatures: Vec::new(),
+                owned: None,
+                install_triggers: false,
             })),
             frame(&Msg::Stage(Stage {
                 files: 2,

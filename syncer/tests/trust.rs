@@ -272,6 +272,8 @@ fn an_agent_refuses_a_manifest_that_is_not_the_signed_image() {
                 dry_run: false,
                 previous: Previous::Keep,
                 signatures: sigs.clone(),
+                owned: None,
+                install_triggers: false,
             })),
         ]
         .concat()
@@ -323,6 +325,8 @@ fn an_agent_refuses_a_manifest_that_is_not_the_signed_image() {
             dry_run: false,
             previous: Previous::Keep,
             signatures: many,
+            owned: None,
+            install_triggers: false,
         })),
     ]
     .concat();

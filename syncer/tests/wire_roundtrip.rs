@@ -76,6 +76,7 @@ fn run() -> impl Strategy<Value = TriggerRun> {
             timed_out,
             seconds,
             output,
+            skipped: None,
         })
 }
 
@@ -128,8 +129,13 @@ fn stale_units() -> impl Strategy<Value = Vec<StaleUnit>> {
 }
 
 fn differences() -> impl Strategy<Value = Differences> {
-    let change = (bytes(), change_kind(), prop::option::of(entry()))
-        .prop_map(|(path, kind, host)| Change { path, kind, host });
+    let change =
+        (bytes(), change_kind(), prop::option::of(entry())).prop_map(|(path, kind, host)| Change {
+            path,
+            kind,
+            host,
+            what: 0,
+        });
     let kept = (
         bytes(),
         prop_oneof![Just(KeptWhy::Mount), Just(KeptWhy::LocalStateSymlink)],
@@ -158,6 +164,7 @@ fn differences() -> impl Strategy<Value = Differences> {
             scan,
             kept,
             stale,
+            unmanaged: Vec::new(),
         })
 }
 
@@ -199,6 +206,8 @@ fn target() -> impl Strategy<Value = Target> {
                     dry_run,
                     previous,
                     signatures,
+                    owned: None,
+                    install_triggers: false,
                 }
             },
         )

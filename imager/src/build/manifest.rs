@@ -33,6 +33,7 @@ struct File {
     #[serde(default)]
     trigger: Vec<Spanned<Trigger>>,
     local_state: Option<Vec<Spanned<String>>>,
+    owned: Option<Spanned<Vec<String>>>,
     first_boot: Option<bool>,
 }
 
@@ -336,6 +337,10 @@ pub struct Manifest {
     pub triggers: Vec<Trigger>,
     /// Local-state globs (from the listed files, or the built-in default list).
     pub local_state: Vec<String>,
+    /// The prefixes the image owns completely (`owned`, the nearest file's): a push
+    /// deletes what a host made below them. `None`: the syncer's default list, and the
+    /// image carries no file (so images built before the setting keep their IDs).
+    pub owned: Option<Vec<String>>,
     /// Install the first-boot unit (ssh host keys) when the image runs sshd (default).
     pub first_boot: bool,
 }
@@ -435,6 +440,23 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
     contract::sort_triggers(&mut triggers);
     let local_state = local_state.unwrap_or_else(|| list_lines(DEFAULT_LOCAL_STATE));
     Excludes::new(&local_state)?;
+    let owned = match chain
+        .iter()
+        .find_map(|(p, text, f)| Some((p, text, f.owned.as_ref()?)))
+    {
+        None => None,
+        Some((p, text, o)) => {
+            for g in o.get_ref() {
+                let bad =
+                    |why: String| at(p, text, Some(o.span().start), format!("owned: {g:?} {why}"));
+                if !g.starts_with('/') {
+                    return Err(bad("must be an absolute path glob".into()));
+                }
+                Excludes::new(std::slice::from_ref(g)).map_err(|e| bad(e.to_string()))?;
+            }
+            Some(o.get_ref().clone())
+        }
+    };
     Ok(Manifest {
         name,
         description: nearest(&chain, |f| f.description.clone()),
@@ -447,6 +469,7 @@ fn merge(chain: Vec<Link>) -> Result<Manifest> {
         hooks,
         triggers,
         local_state,
+        owned,
         first_boot: nearest(&chain, |f| f.first_boot).unwrap_or(true),
     })
 }
@@ -645,7 +668,7 @@ impl Manifest {
             .map(|o| (&o.dest, o.owner, o.group, o.mode, o.dir_mode))
             .collect();
         format!(
-            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
             self.name,
             self.description,
             self.epoch,
@@ -656,7 +679,8 @@ impl Manifest {
             self.hooks,
             self.triggers,
             self.local_state,
-            self.first_boot
+            self.first_boot,
+            self.owned
         )
     }
 
@@ -677,6 +701,8 @@ impl Manifest {
             first_boot: Option<bool>,
             packages: Vec<String>,
             local_state: [&'a str; 1],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            owned: Option<&'a [String]>,
             // Both serialise as the manifest writes them.
             source: &'a AptSource,
             strip: &'a Strip,
@@ -700,6 +726,7 @@ impl Manifest {
             epoch: self.epoch,
             packages: self.packages.iter().map(|p| p.to_string()).collect(),
             local_state: ["local-state.txt"],
+            owned: self.owned.as_deref(),
             source: &self.source,
             strip: &self.strip,
             overlay: self

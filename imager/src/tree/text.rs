@@ -109,6 +109,15 @@ pub fn differences(a: &Tree, b: &Tree) -> Vec<String> {
     out
 }
 
+/// The paths a canonical text lists, escaped as it writes them (each line's first
+/// field), without parsing the rest: a cheap set of an image's paths.
+pub fn escaped_paths(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|p| !p.is_empty())
+}
+
 /// The image ID of a canonical text.
 pub fn id_of(text: &str) -> Hash {
     Hash::of(text.as_bytes())

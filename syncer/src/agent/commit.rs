@@ -240,7 +240,8 @@ impl<'a> Steps<'a> {
     fn refuse_protected(&self, path: &[u8], by: &str) -> Result<()> {
         if self.protected.contains(path) {
             return Err(Error::Agent(format!(
-                "cannot replace directory {} by {by}: it holds local state",
+                "cannot replace directory {} by {by}: it holds local state or files the \
+                 host made (move them, or add the path to the image's owned prefixes)",
                 escape(path)
             )));
         }
@@ -539,6 +540,7 @@ pub fn finish(st: &StateDir, j: &Journal) -> Result<()> {
         (state::TARGET, state::MANIFEST),
         (state::TARGET_LOCAL_STATE, state::LOCAL_STATE),
         (state::TARGET_TRIGGERS, state::TRIGGERS),
+        (state::TARGET_OWNED, state::OWNED),
     ] {
         if st.read(from)?.is_some() {
             st.rename(from, to)?;
@@ -628,6 +630,7 @@ pub fn abandon(st: &StateDir) -> Result<Option<Hash>> {
         state::TARGET,
         state::TARGET_LOCAL_STATE,
         state::TARGET_TRIGGERS,
+        state::TARGET_OWNED,
     ] {
         st.remove(f)?;
     }

@@ -33,7 +33,7 @@ pub(crate) fn test_stop_point(phase: &str, n: usize) {
     }
 }
 
-use crate::compare::{compare, DirMtimes, HostTree};
+use crate::compare::{compare, DirMtimes, HostTree, Ownership, Recorded};
 use crate::error::{Error, Result};
 use crate::protocol::{
     BlobUse, Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Fetch, Fetched, Health,
@@ -63,8 +63,13 @@ struct Pending {
     id: Hash,
     image: Tree,
     manifest: String,
+    /// The globs never compared: the image's local state and its triggers' outputs.
     local_state: Vec<String>,
+    /// The image's owned-prefix file, recorded for `status`.
+    owned: Option<Vec<u8>>,
     triggers: Vec<u8>,
+    /// False on a first install not asked to run them: the triggers are skipped.
+    run_triggers: bool,
     changes: Vec<Change>,
     /// Paths whose new content may be sent (added, changed or replaced files).
     content: HashSet<Vec<u8>>,
@@ -223,8 +228,10 @@ impl Session<'_> {
         self.staging = None;
         Staging::clear(b)?;
         let image = t.image;
-        let local_state = imager::contract::local_state_of(t.local_state.as_deref());
+        let local_state = imager::contract::host_local_globs(t.local_state.as_deref(), &t.triggers)
+            .map_err(Error::Agent)?;
         let local = scan::local_excludes(&local_state)?;
+        let owned = imager::contract::owned_of(t.owned.as_deref());
         // Asked who it is, the host scans first and learns the manifest after; else the
         // manifest is checked before anything is written.
         let asked = t.manifest == ManifestData::Ask;
@@ -238,6 +245,7 @@ impl Session<'_> {
                 imager::contract::LOCAL_STATE_FILE,
                 t.local_state.as_deref(),
             )?;
+            image_file_is(&tree, imager::contract::OWNED_FILE, t.owned.as_deref())?;
             // Empty: the image has no triggers file, or an empty one.
             let has = tree
                 .get(imager::contract::TRIGGERS_FILE.as_bytes())
@@ -287,7 +295,20 @@ impl Session<'_> {
             }
         };
         host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
-        let changes = compare(&tree, &host, &local, DirMtimes::Strict);
+        let recorded = recorded_manifest(st)?;
+        let own = Ownership {
+            recorded: recorded.as_deref().map(Recorded::of),
+            owned: imager::tree::scan::Excludes::new(&owned)?,
+        };
+        let (changes, unmanaged) = compare(&tree, &mut host, &local, &own, DirMtimes::Strict);
+        drop(own);
+        // A first install (a host that records no image and holds none of its paths)
+        // gets the image's files as built: its triggers run only when asked.
+        let first_install = st.image()?.is_none()
+            && host
+                .entries
+                .iter()
+                .all(|e| e.path == b"/" || tree.get(&e.path).is_none());
         // The controller needs the host's entry only to pick a delta base.
         let sent: Vec<Change> = changes
             .iter()
@@ -295,6 +316,7 @@ impl Session<'_> {
                 path: c.path.clone(),
                 kind: c.kind,
                 host: c.host.clone().filter(|_| c.kind == ChangeKind::Content),
+                what: c.what,
             })
             .collect();
         conn.send(&Msg::Differences(Differences {
@@ -304,6 +326,7 @@ impl Session<'_> {
             scan: stats,
             kept: host.kept_list(),
             stale: Vec::new(),
+            unmanaged,
         }))?;
         let paths = |keep: fn(ChangeKind) -> bool| -> HashSet<Vec<u8>> {
             changes
@@ -321,7 +344,9 @@ impl Session<'_> {
             image: tree,
             manifest: text,
             local_state,
+            owned: t.owned,
             triggers: t.triggers,
+            run_triggers: !first_install || t.install_triggers,
             changes,
             host,
         });
@@ -436,6 +461,7 @@ impl Session<'_> {
                 timed_out: false,
                 seconds: 0.0,
                 output: why,
+                skipped: None,
             }))?;
             return Ok(());
         }
@@ -456,8 +482,20 @@ impl Session<'_> {
             None => Staging::create(&self.b)?,
         };
         let started = Instant::now();
+        let not_run = if p.run_triggers {
+            Vec::new()
+        } else {
+            let paths: Vec<Vec<u8>> = p.changes.iter().map(|c| c.path.clone()).collect();
+            triggers::matching(&triggers::parse(&p.triggers)?, &paths)?
+        };
         let c = commit_pending(&self.b, &self.st, p, s, started)?;
         conn.send(&Msg::Committed(c))?;
+        for (t, _) in not_run {
+            conn.send(&Msg::TriggerRan(triggers::skipped(
+                &t,
+                "a first install: the image's files are as built (push --install-triggers runs them)",
+            )))?;
+        }
         run_pending_triggers(self.root, &self.st, conn)?;
         // After the triggers, which may have restarted some of it.
         conn.send(&Msg::Stale(crate::protocol::Stale {
@@ -748,6 +786,9 @@ fn commit_pending(
     let t0 = Instant::now();
     let mut j = commit::plan_ops(p.id, &p.image, &p.changes, &s.staged, &p.host.protected)?;
     j.previous = p.previous;
+    if !p.run_triggers {
+        j.changed.clear();
+    }
     let mut ls = p.local_state.join("\n");
     ls.push('\n');
     let journal = j.text();
@@ -755,11 +796,15 @@ fn commit_pending(
     // while the host is untouched: the target files, the journal, the queue of changed
     // paths for the triggers (at most the journal's size), the state files'
     // replacements and a hard link's temporary name.
-    let bytes = p.manifest.len() + ls.len() + p.triggers.len() + 2 * journal.len();
+    let owned_len = p.owned.as_ref().map_or(0, Vec::len);
+    let bytes = p.manifest.len() + ls.len() + owned_len + p.triggers.len() + 2 * journal.len();
     s.check_room(bytes as u64, COMMIT_INODES)?;
     st.write(state::TARGET, p.manifest.as_bytes())?;
     st.write(state::TARGET_LOCAL_STATE, ls.as_bytes())?;
     st.write(state::TARGET_TRIGGERS, &p.triggers)?;
+    // Empty when the image has none (an image's own file is never empty: it starts
+    // with a comment), so that every commit replaces the recorded one.
+    st.write(state::TARGET_OWNED, p.owned.as_deref().unwrap_or_default())?;
     // The commit point: from here on, any agent finishes this commit.
     st.write(state::JOURNAL, journal.as_bytes())?;
     if std::env::var_os("SYNCER_TEST_CRASH_AFTER_JOURNAL").is_some() {
@@ -801,6 +846,16 @@ fn run_pending_triggers<R: Read, W: Write>(
     st.remove(state::PENDING_TRIGGERS)
 }
 
+/// The manifest of the image the host records, when it is that image's: a record
+/// damaged by bit rot or an edit is not trusted (the host then counts as recording no
+/// image for what it made: nothing is deleted for having been in it).
+fn recorded_manifest(st: &StateDir) -> Result<Option<String>> {
+    let (Some(id), Some(text)) = (st.image()?, st.read_text(state::MANIFEST)?) else {
+        return Ok(None);
+    };
+    Ok((imager::tree::text::id_of(&text) == id).then_some(text))
+}
+
 /// Status: how the host differs from the image it was last synced to.
 fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Differences> {
     let image = st.image()?;
@@ -812,23 +867,30 @@ fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Diffe
             scan: Default::default(),
             kept: Vec::new(),
             stale: stale::list(root),
+            unmanaged: Vec::new(),
         });
     };
     let tree = imager::tree::text::parse(&text, "the host's recorded image manifest")?;
     let globs =
         imager::tree::scan::list_lines(&st.read_text(state::LOCAL_STATE)?.unwrap_or_default());
     let local = scan::local_excludes(&globs)?;
+    // The recorded image is the one compared: what the host has beyond it is drift only
+    // under the prefixes it owns.
+    let owned_file = st.read(state::OWNED)?.filter(|f| !f.is_empty());
+    let own = Ownership::owned(&imager::contract::owned_of(owned_file.as_deref()))?;
     let mut cache = scan::HashCache::load(st);
     let (mut host, stats) = scan::scan(root, &local, &mut cache, verify)?;
     host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
     cache.save(st)?;
+    let (changes, unmanaged) = compare(&tree, &mut host, &local, &own, DirMtimes::Lenient);
     Ok(Differences {
         image,
-        changes: compare(&tree, &host, &local, DirMtimes::Lenient),
+        changes,
         have: Vec::new(),
         scan: stats,
         kept: host.kept_list(),
         stale: stale::list(root),
+        unmanaged,
     })
 }
 

@@ -15,11 +15,14 @@ pub const PREVIOUS: &str = "image.previous";
 pub const MANIFEST: &str = "image.manifest";
 pub const LOCAL_STATE: &str = "local-state.txt";
 pub const TRIGGERS: &str = "triggers.toml";
+/// The recorded image's owned-prefix file (none: the built-in list).
+pub const OWNED: &str = "owned.txt";
 pub const HASH_CACHE: &str = "hash-cache";
 pub const JOURNAL: &str = "journal";
 pub const TARGET: &str = "target.manifest";
 pub const TARGET_LOCAL_STATE: &str = "target.local-state.txt";
 pub const TARGET_TRIGGERS: &str = "target.triggers.toml";
+pub const TARGET_OWNED: &str = "target.owned.txt";
 pub const PENDING_TRIGGERS: &str = "triggers.pending";
 
 /// Made on the first write, so that a session that writes nothing (a refused

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::protocol::TriggerRun;
-use imager::contract::{self, Trigger, TriggerFile};
+use imager::contract::{self, Trigger};
 use imager::fsx;
 use std::io::Read;
 use std::path::Path;
@@ -17,16 +17,7 @@ use std::time::{Duration, Instant};
 const MAX_OUTPUT: usize = 64 << 10;
 
 pub fn parse(toml_text: &[u8]) -> Result<Vec<Trigger>> {
-    if toml_text.is_empty() {
-        return Ok(Vec::new());
-    }
-    let text = std::str::from_utf8(toml_text)
-        .map_err(|_| Error::Agent("the image's triggers.toml is not UTF-8".into()))?;
-    let f: TriggerFile = toml::from_str(text)
-        .map_err(|e| Error::Agent(format!("the image's triggers.toml: {e}")))?;
-    let mut t = f.trigger;
-    contract::sort_triggers(&mut t);
-    Ok(t)
+    contract::parse_triggers(toml_text).map_err(Error::Agent)
 }
 
 /// The triggers to run for `changed`, each with the paths it matched.
@@ -59,8 +50,30 @@ pub fn matching(triggers: &[Trigger], changed: &[Vec<u8>]) -> Result<Vec<(Trigge
     Ok(out)
 }
 
-/// Runs trigger `t` for `paths` on the host at `root` and reports its outcome.
+/// A trigger not run, and why.
+pub fn skipped(t: &Trigger, why: &str) -> TriggerRun {
+    TriggerRun {
+        name: t.name.clone(),
+        status: None,
+        timed_out: false,
+        seconds: 0.0,
+        output: String::new(),
+        skipped: Some(why.to_string()),
+    }
+}
+
+/// Runs trigger `t` for `paths` on the host at `root` and reports its outcome. One that
+/// needs a running system (`booted = true`) is skipped on a root that is not one.
 pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerRun {
+    if t.booted && !(root == Path::new("/") && systemd_runs()) {
+        return skipped(
+            t,
+            &format!(
+                "it needs a running system and {} is not one (no systemd runs it)",
+                root.display()
+            ),
+        );
+    }
     let started = Instant::now();
     let list: Vec<String> = paths
         .iter()
@@ -98,6 +111,7 @@ pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerR
                 timed_out: false,
                 seconds: started.elapsed().as_secs_f64(),
                 output: format!("cannot start: {e}"),
+                skipped: None,
             }
         }
     };
@@ -113,6 +127,7 @@ pub fn run(root: &Path, image: &str, t: &Trigger, paths: &[Vec<u8>]) -> TriggerR
         timed_out,
         seconds: started.elapsed().as_secs_f64(),
         output: output.collect(),
+        skipped: None,
     }
 }
 
@@ -252,6 +267,8 @@ mod tests {
             run: "sleep 600 & echo started".into(),
             order: 0,
             timeout: 120,
+            outputs: vec![],
+            booted: false,
         };
         let started = Instant::now();
         let r = run(Path::new("/"), "img", &t, &[]);

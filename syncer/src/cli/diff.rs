@@ -6,6 +6,7 @@ use clap::Args;
 use syncer::push;
 
 #[derive(Args)]
+#[command(after_help = super::ownership_help())]
 pub struct DiffArgs {
     host: String,
     #[command(flatten)]

@@ -21,6 +21,19 @@ use std::path::{Path, PathBuf};
 use syncer::push::PushOptions;
 use syncer::transport::{HostSpec, TransportOptions, DEFAULT_AGENT};
 
+/// What a push may delete, and the letters of its itemised listings: the `--help` of
+/// `push` and `diff`.
+pub fn ownership_help() -> String {
+    format!(
+        "What a push deletes: a path the image does not hold goes when the host's recorded \
+         image held it (the syncer put it there) or when it lies under a prefix the image \
+         owns (default /usr, /bin, /sbin, /lib*, /etc, /boot; the image's \
+         /usr/lib/imager/owned.txt); anything else the host made (under /var, /srv, /opt, \
+         /home, ...) is kept, and local state is never touched.\n\n{}",
+        syncer::protocol::item::LEGEND
+    )
+}
+
 /// How the command reaches hosts and reports: the options every host command takes.
 #[derive(Args, Clone)]
 pub struct HostArgs {

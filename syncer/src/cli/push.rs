@@ -9,6 +9,7 @@ use syncer::delta::Cache;
 use syncer::push::{self, Image};
 
 #[derive(Args)]
+#[command(after_help = super::ownership_help())]
 pub struct PushArgs {
     image: String,
     #[arg(required = true)]
@@ -33,6 +34,14 @@ pub struct PushArgs {
     /// (a colo's cache, then the origin); hosts fetch what it has, the rest comes over ssh
     #[arg(long, value_name = "URL")]
     mirror: Vec<String>,
+    /// Stop a host whose plan deletes more than this, before anything is written: a
+    /// count, N% of the host's entries, or unlimited
+    #[arg(long, value_name = "N|N%|unlimited", default_value_t = syncer::deletes::DEFAULT)]
+    max_delete: syncer::deletes::MaxDelete,
+    /// Run the image's triggers on a first install too (a root that holds none of the
+    /// image's paths gets its files as built, and by default runs no trigger)
+    #[arg(long)]
+    install_triggers: bool,
 }
 
 pub fn run(a: PushArgs) -> Result<ExitCode> {
@@ -45,6 +54,8 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
         syncer::agent::fetch::check_mirror(m).map_err(super::UsageError)?;
     }
     opts.mirrors = a.mirror.clone();
+    opts.max_delete = a.max_delete;
+    opts.install_triggers = a.install_triggers;
     if let Some(path) = &a.require_signed {
         let policy = imager::sign::TrustPolicy::load(path)?;
         policy

@@ -187,6 +187,13 @@ wire_struct! {
         /// The image's signatures: a host with a trust policy commits only an image
         /// they satisfy, and checks before it writes anything.
         pub signatures: Vec<ImageSignature>,
+        /// The image's /usr/lib/imager/owned.txt as it is (`None`: the built-in list),
+        /// checked like `local_state`: the prefixes below which the push deletes what
+        /// the host made.
+        pub owned: Option<Vec<u8>>,
+        /// Run the triggers on a first install too (by default a push onto a root that
+        /// holds none of the image's paths runs none).
+        pub install_triggers: bool,
     }
 }
 
@@ -234,6 +241,21 @@ wire_struct! {
         pub kind: ChangeKind,
         /// The host's entry at the path (with its content hash), if it has one.
         pub host: Option<Entry>,
+        /// What differs, item by item ([`super::item`]), for itemised reports.
+        pub what: u32,
+    }
+}
+
+wire_struct! {
+    /// A path the host made that the image lacks and does not own (outside its owned
+    /// prefixes, never in the host's recorded image): kept by every push, with all that
+    /// is below it. Only the outermost such paths are listed.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+    pub struct Unmanaged {
+        #[serde(serialize_with = "crate::protocol::escaped")]
+        pub path: Vec<u8>,
+        /// Entries it holds, itself included.
+        pub entries: u64,
     }
 }
 
@@ -301,6 +323,8 @@ wire_struct! {
         /// Processes still running files that were replaced (the answer to `Status`;
         /// empty in the answer to `Target`, which comes before anything is replaced).
         pub stale: Vec<StaleUnit>,
+        /// What the host made that the image lacks and does not own: kept, not drift.
+        pub unmanaged: Vec<Unmanaged>,
     }
 }
 
@@ -422,6 +446,16 @@ wire_struct! {
         pub timed_out: bool,
         pub seconds: f64,
         pub output: String,
+        /// Not run, and why (a trigger that needs a running system, on a root that
+        /// is not one): neither a success nor a failure.
+        pub skipped: Option<String>,
+    }
+}
+
+impl TriggerRun {
+    /// Whether it ran and failed (exited non-zero, was killed or timed out).
+    pub fn failed(&self) -> bool {
+        self.skipped.is_none() && self.status != Some(0)
     }
 }
 

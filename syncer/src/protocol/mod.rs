@@ -30,6 +30,7 @@
 //! codec); the field codec under them, the `Wire` trait, in `wire.rs`. How file content
 //! is encoded inside `Data` frames is [`crate::encoding`].
 
+pub mod item;
 mod messages;
 pub(crate) mod wire;
 
@@ -39,7 +40,7 @@ use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use wire::Enc;
 
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
 /// A message whose encoding is larger than this travels as several frames (`Part`
@@ -332,6 +333,7 @@ mod tests {
                 path: format!("/{}/{i:08}", "p".repeat(200)).into_bytes(),
                 kind: ChangeKind::Add,
                 host: None,
+                what: 0,
             })
             .collect();
         let m = Msg::Differences(Differences {
@@ -341,6 +343,7 @@ mod tests {
             scan: ScanStats::default(),
             kept: Vec::new(),
             stale: Vec::new(),
+            unmanaged: Vec::new(),
         });
         let mut wire = Vec::new();
         let mut c = Conn::new(&[][..], &mut wire);
@@ -421,6 +424,7 @@ mod tests {
                     path: format!("/p/{i}").into_bytes(),
                     kind: ChangeKind::Content,
                     host: Some(e.clone()),
+                    what: 0,
                 })
                 .collect(),
             have: vec![(Hash::of(b"y"), b"/a".to_vec())],
@@ -445,6 +449,7 @@ mod tests {
                 files: vec![b"/usr/sbin/nginx".to_vec()],
                 more_files: 2,
             }],
+            unmanaged: Vec::new(),
         }));
         roundtrip(Msg::Put(Put {
             path: b"/a".to_vec(),
@@ -459,6 +464,7 @@ mod tests {
             timed_out: false,
             seconds: 0.5,
             output: "ok".into(),
+            skipped: None,
         }));
     }
 

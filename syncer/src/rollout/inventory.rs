@@ -16,6 +16,8 @@
 //! require_restarted = false   # fail a host whose processes still run replaced files
 //! require_signed = "trust.toml" # push only images this trust policy accepts (relative
 //!                             # to the inventory; hosts check their own policy again)
+//! max_delete = 1000           # a host whose plan deletes more fails before anything is
+//!                             # written: a count, "N%" of its entries, or "unlimited"
 //! [policy.health]
 //! command = "systemctl is-system-running --wait"
 //! timeout = 60
@@ -49,6 +51,8 @@ pub struct PolicyFile {
     pub ionice: Option<String>,
     pub require_restarted: Option<bool>,
     pub require_signed: Option<PathBuf>,
+    /// The most a host's plan may delete: a count, `N%` of its entries, or "unlimited".
+    pub max_delete: Option<Size>,
 }
 
 /// A count of hosts or a percentage of a colo's hosts.
@@ -160,6 +164,9 @@ pub struct Policy {
     /// A trust policy (as hosts have) the image must satisfy before the first host of
     /// the colo is touched; rollbacks' images too.
     pub require_signed: Option<PathBuf>,
+    /// The most a host's plan may delete; a host over it fails before anything is
+    /// written.
+    pub max_delete: crate::deletes::MaxDelete,
 }
 
 #[derive(Debug, Clone)]
@@ -233,7 +240,15 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
     let rate = |v: Option<String>| -> Result<Option<u64>> {
         v.map(|s| parse_rate(&s).map_err(bad)).transpose()
     };
+    let max_delete = match colo.max_delete.as_ref().or(global.max_delete.as_ref()) {
+        None => crate::deletes::DEFAULT,
+        Some(Size::Count(n)) => crate::deletes::MaxDelete::Count(*n as u64),
+        Some(Size::Text(t)) => t
+            .parse()
+            .map_err(|e: String| bad(format!("max_delete: {e}")))?,
+    };
     let p = Policy {
+        max_delete,
         canary: colo.canary.or(global.canary).unwrap_or(1),
         waves: colo
             .waves

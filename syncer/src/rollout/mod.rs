@@ -79,6 +79,8 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         // Set by the caller, once the colo's policy is loaded.
         require_signed: None,
         mirrors: colo.mirrors.clone(),
+        install_triggers: false,
+        max_delete: p.max_delete,
     }
 }
 
@@ -174,6 +176,8 @@ fn roll_host(
                 // The way back replaces files too: its own stale processes are listed,
                 // never a reason to fail it.
                 back.require_restarted = false;
+                // The way back deletes what the failed push added: the syncer's own.
+                back.max_delete = crate::deletes::MaxDelete::Unlimited;
                 // Back to how it was: the failed image is not this host's "previous".
                 back.restore_previous = crate::protocol::Previous::set(
                     r.previous_before.as_deref().and_then(Hash::from_hex),
