@@ -468,6 +468,10 @@ pub struct HostReport {
     pub outcome: PushOutcome,
     /// Whether the host's commit applied (it runs `image_after`), whatever came after.
     pub committed: bool,
+    /// The plan deleted more than `--max-delete` allows: stopped before anything was
+    /// written (so a rollout has nothing to roll back).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
     /// Triggers that exited non-zero, were killed or timed out.
     pub triggers_failed: u64,
     pub added: u64,
@@ -758,6 +762,7 @@ fn push_steps(
     drop(scanning);
     let too_many = opts.max_delete.check(&changes, r.scan.entries);
     if let (Err(why), false) = (&too_many, opts.dry_run) {
+        r.refused = true;
         return Err(Error::Refused(why.clone()));
     }
 

@@ -307,12 +307,13 @@ fn hostile_protocol_input_is_refused_clearly_and_writes_nothing() {
 #[test]
 fn a_controller_refuses_an_agent_of_another_protocol_version() {
     let f = fixture("agent-oldver-");
-    // A fake ssh that answers any command with a Welcome of version 7.
+    // A fake ssh that answers any command with a Welcome of the next version.
+    let other = syncer::protocol::PROTOCOL_VERSION + 1;
     let reply = f.dir.join("welcome");
     std::fs::write(
         &reply,
         frame(&Msg::Welcome(syncer::protocol::Welcome {
-            version: 7,
+            version: other,
             agent: "0.0.1".into(),
             exe: imager::Hash([0; 32]),
             image: None,
@@ -347,7 +348,7 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
     assert!(!out.status.success());
     let v = json(&String::from_utf8_lossy(&out.stdout));
     let err = v["hosts"][0]["error"].as_str().unwrap();
-    assert!(err.contains("protocol version 7"), "{err}");
+    assert!(err.contains(&format!("protocol version {other}")), "{err}");
     assert_eq!(v["hosts"][0]["host"], "ssh://old-host");
 }
 
@@ -495,7 +496,7 @@ fn verify_hashes_every_file_instead_of_trusting_the_hash_cache() {
     let out = run(&f.store, &["diff", &hs]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
-        "M /etc/static.conf",
+        "drift (where the host differs from its image):\n  >fc...... /etc/static.conf",
         "the cache was not used"
     );
     let st = json(&ok(&f.store, &["status", &hs, "--json", "--verify"]));

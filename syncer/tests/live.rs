@@ -68,7 +68,8 @@ fn images() -> &'static Images {
             format!(
                 "server {{\n  listen 80 default_server;\n  root /var/www/html;\n  \
                  location = /version {{ return 200 \"{version}\\n\"; }}\n  \
-                 location = /health {{ return {health}; }}\n}}\n"
+                 location = /health {{ return {health}; }}\n  \
+                 location = /upload {{ client_body_buffer_size 1k; proxy_pass http://127.0.0.1/version; }}\n}}\n"
             )
         };
         let default_site = tree.join("etc/nginx/sites-available/default");
@@ -185,10 +186,25 @@ fn live_machine(dir: &Path, name: &str, image: &str) -> (Machine, PathBuf, Strin
 
 /// One HTTP/1.0 GET: the status code and body.
 fn get(addr: &str, path: &str) -> std::io::Result<(u32, String)> {
+    request(addr, "GET", path, 0)
+}
+
+/// A POST of a 32 KiB body to `/upload`, which nginx buffers in 1 KiB and so writes to
+/// a temporary file under /var/lib/nginx/body before proxying it to `/version`: it
+/// fails (HTTP 500) when a push deleted nginx's temp directories.
+fn upload(addr: &str) -> std::io::Result<(u32, String)> {
+    request(addr, "POST", "/upload", 32 << 10)
+}
+
+fn request(addr: &str, method: &str, path: &str, body: usize) -> std::io::Result<(u32, String)> {
     let mut s = std::net::TcpStream::connect((addr, 80))?;
     // A request that never finishes fails the test instead of hanging it.
     s.set_read_timeout(Some(std::time::Duration::from_secs(120)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: live\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: live\r\nContent-Length: {body}\r\n\r\n"
+    )?;
+    s.write_all(&vec![b'x'; body])?;
     let mut text = String::new();
     s.read_to_string(&mut text)?;
     let code = text
@@ -200,7 +216,8 @@ fn get(addr: &str, path: &str) -> std::io::Result<(u32, String)> {
     Ok((code, body))
 }
 
-/// Requests `/version` one after another until stopped, as a client of the host does.
+/// Requests `/version` and uploads bodies to `/upload`, one after another until
+/// stopped, as clients of the host do.
 struct Load {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Vec<Result<String, String>>>>,
@@ -215,8 +232,16 @@ impl Load {
         );
         let (s, v, addr) = (stop.clone(), seen.clone(), addr.to_string());
         let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
             while !s.load(Ordering::SeqCst) {
-                let r = match get(&addr, "/version") {
+                // Every other request carries a body larger than nginx buffers in memory.
+                n += 1;
+                let answer = if n % 2 == 0 {
+                    upload(&addr)
+                } else {
+                    get(&addr, "/version")
+                };
+                let r = match answer {
                     Ok((200, body)) => Ok(body.trim().to_string()),
                     Ok((code, body)) => Err(format!("HTTP {code}: {body}")),
                     Err(e) => Err(e.to_string()),
@@ -350,6 +375,29 @@ fn a_running_host_takes_a_live_update_over_ssh() {
         .trim()
         .to_string();
 
+    // What the running system made: nginx's temp directories (a body larger than its
+    // buffer goes through them), a Persistent= timer's stamp, ldconfig's cache. None of
+    // it is drift, and the push keeps it.
+    assert_eq!(upload(&addr).unwrap(), (200, "A\n".to_string()));
+    m.ok("mkdir -p /var/lib/systemd/timers && echo stamp > /var/lib/systemd/timers/stamp-live.timer && ldconfig");
+    let made = "ls -lA --time-style=+%s /var/lib/nginx /var/lib/systemd/timers; \
+                md5sum /var/lib/systemd/timers/*";
+    let made_before = m.ok(made);
+    assert!(made_before.contains("body"), "{made_before}");
+    let diff = |when: &str| {
+        let out = run(
+            &images().store,
+            &["diff", &host, "-e", &rsh, "--install-agent"],
+        );
+        assert!(
+            out.status.success(),
+            "{when}: a host that ran its services reports drift:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    diff("before the push");
+
     // An interactive session, open across the push.
     let mut args: Vec<&str> = rsh.split_whitespace().skip(1).collect();
     let target = format!("root@{addr}");
@@ -424,6 +472,13 @@ fn a_running_host_takes_a_live_update_over_ssh() {
         "sshd still runs the old binary"
     );
     assert_eq!(get(&addr, "/version").unwrap().1, "B\n");
+    assert_eq!(upload(&addr).unwrap(), (200, "B\n".to_string()));
+    assert_eq!(
+        m.ok(made),
+        made_before,
+        "the push changed what the services made"
+    );
+    diff("after the push");
 
     // What still runs replaced code: rsyslogd maps the old libfastjson (no trigger
     // restarts it); nginx does not, nor sshd's listener. The sshd processes of open

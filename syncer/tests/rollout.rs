@@ -576,3 +576,36 @@ fn require_restarted_fails_a_host_whose_processes_still_run_replaced_files() {
     assert_eq!(busy["outcome"], "ok", "{busy:#}");
     assert_eq!(busy["image_after"], v2);
 }
+
+/// A host whose plan deletes more than the policy's `max_delete` fails before anything
+/// is written, and counts against the budget like any failed host: a canary over it
+/// stops its colo.
+#[test]
+fn a_host_over_max_delete_fails_untouched_and_stops_its_colo() {
+    let f = Fleet::new("rollout-maxdel-");
+    let inv = f.inventory("canary = 1\nwaves = [\"100%\"]\nmax_delete = 3");
+    let v1 = f.id("v1");
+    // The canary holds files the image does not under an owned prefix (/etc).
+    let strays = f.hosts[0].1.join("etc/strays");
+    std::fs::create_dir(&strays).unwrap();
+    for i in 0..5 {
+        std::fs::write(strays.join(format!("{i}")), "s").unwrap();
+    }
+    let (good, st) = f.rollout(&["v2", "--inventory", inv.to_str().unwrap(), "--yes"]);
+    assert!(!good, "{st:#}");
+    assert!(st["stopped"].as_str().unwrap().contains("canary"), "{st:#}");
+    let canary = result(&st, f.spec(0));
+    assert_eq!(canary["outcome"], "failed", "{canary:#}");
+    assert!(
+        canary["error"]
+            .as_str()
+            .unwrap()
+            .contains("the plan deletes 6 paths of the host's"),
+        "{canary:#}"
+    );
+    assert_eq!(f.image_of(0), v1);
+    assert_eq!(std::fs::read_dir(&strays).unwrap().count(), 5);
+    for i in 1..10 {
+        assert_eq!(f.image_of(i), v1, "host {i}");
+    }
+}

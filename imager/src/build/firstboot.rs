@@ -1,7 +1,8 @@
 //! First boot: what an image needs created on each machine because the build removed it
 //! as machine state. An image that runs `ssh.service` gets `/usr/lib/imager/firstboot`
 //! (a script that creates every host key sshd is configured for and that does not exist,
-//! and `/etc/resolv.conf` if there is none, never replacing anything) and a unit that
+//! and `/etc/resolv.conf` and an `/etc/hosts` naming localhost if there are none, never
+//! replacing anything) and a unit that
 //! runs it before ssh, enabled by static `.wants` links under `/usr/lib/systemd/system`
 //! (no state in `/etc`). The resolv.conf it writes holds only a comment: no nameserver,
 //! so glibc keeps its documented fallback (127.0.0.1), but tools that read or edit the
@@ -148,7 +149,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(etc.len(), 2, "a temporary file was left: {etc:?}");
+        // resolv.conf, hosts and ssh/.
+        assert_eq!(etc.len(), 3, "a temporary file was left: {etc:?}");
+        let hosts = std::fs::read_to_string(d.path().join("etc/hosts")).unwrap();
+        assert!(hosts.contains("127.0.0.1\tlocalhost\n"), "{hosts:?}");
         // The configured key exists: not replaced.
         let key = d.path().join("etc/ssh/ssh_host_ed25519_key");
         assert_eq!(std::fs::read(&key).unwrap(), b"a key");

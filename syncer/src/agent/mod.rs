@@ -228,8 +228,17 @@ impl Session<'_> {
         self.staging = None;
         Staging::clear(b)?;
         let image = t.image;
-        let local_state = imager::contract::host_local_globs(t.local_state.as_deref(), &t.triggers)
-            .map_err(Error::Agent)?;
+        // The triggers' outputs are local state too; a triggers file that does not parse
+        // is refused only once it is known to be the image's (else the refusal says it
+        // is not the image's, as for any forged file).
+        let (local_state, bad_triggers) =
+            match imager::contract::host_local_globs(t.local_state.as_deref(), &t.triggers) {
+                Ok(g) => (g, None),
+                Err(e) => (
+                    imager::contract::local_state_of(t.local_state.as_deref()),
+                    Some(e),
+                ),
+            };
         let local = scan::local_excludes(&local_state)?;
         let owned = imager::contract::owned_of(t.owned.as_deref());
         // Asked who it is, the host scans first and learns the manifest after; else the
@@ -252,6 +261,9 @@ impl Session<'_> {
                 .is_some();
             let triggers = (has || !t.triggers.is_empty()).then_some(t.triggers.as_slice());
             image_file_is(&tree, imager::contract::TRIGGERS_FILE, triggers)?;
+            if let Some(e) = &bad_triggers {
+                return Err(Error::Agent(e.clone()));
+            }
             Ok(tree)
         };
         let known = if asked {
@@ -302,13 +314,14 @@ impl Session<'_> {
         };
         let (changes, unmanaged) = compare(&tree, &mut host, &local, &own, DirMtimes::Strict);
         drop(own);
-        // A first install (a host that records no image and holds none of its paths)
-        // gets the image's files as built: its triggers run only when asked.
+        // A first install (a host that records no image and holds nothing of it but
+        // directories, such as the /var/lib the syncer's own state made) gets the
+        // image's files as built: its triggers run only when asked.
         let first_install = st.image()?.is_none()
             && host
                 .entries
                 .iter()
-                .all(|e| e.path == b"/" || tree.get(&e.path).is_none());
+                .all(|e| e.kind == Kind::Dir || tree.get(&e.path).is_none());
         // The controller needs the host's entry only to pick a delta base.
         let sent: Vec<Change> = changes
             .iter()

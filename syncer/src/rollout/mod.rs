@@ -141,8 +141,9 @@ fn roll_host(
     obs: &dyn Observer,
 ) -> (HostReport, Option<Rollback>) {
     let r = push::push_host(images.store, target, cache, spec, opts, obs);
-    if r.ok || r.agent.is_none() {
-        // Success, or the host was never reached: nothing to undo.
+    if r.ok || r.agent.is_none() || r.refused {
+        // Success, a host never reached, or a plan refused before anything was
+        // written: nothing to undo (a way back would delete what the guard kept).
         return (r, None);
     }
     let before = r.image_before.as_deref().and_then(Hash::from_hex);
