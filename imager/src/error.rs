@@ -52,6 +52,12 @@ pub enum Error {
     #[error("export to {}: {reason}", target.display())]
     Export { target: PathBuf, reason: String },
 
+    /// An output path names something that is not a file to replace and not a stream
+    /// to write into (a directory, a socket, a block device, a dangling symlink): it is
+    /// left as it is. `what` says what it is ("a directory").
+    #[error("refusing to replace {}: it is {what}", path.display())]
+    NotReplaced { path: PathBuf, what: String },
+
     /// A name, `name~N` or ID that does not resolve to an image.
     #[error("no image {spec:?} in store {}: {reason}", store.display())]
     NotFound {

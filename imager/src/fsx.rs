@@ -3,6 +3,11 @@
 //! the library's filesystem access goes through here or through [`crate::safe_dir`]:
 //! clippy's `disallowed-methods` (clippy.toml) refuses `std::fs` calls anywhere else, so
 //! that every error names its path and every write that must be atomic is.
+//!
+//! It is also the one place that decides how an output path the user named is written
+//! ([`output_target`], [`output_dir`]): a file is replaced atomically, a device or fifo
+//! is written into, and anything else (a directory, a socket, a dangling symlink) is
+//! refused, never replaced.
 #![allow(clippy::disallowed_methods)]
 
 use crate::error::{IoContext, Result};
@@ -153,32 +158,193 @@ pub fn remove_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).ctx("remove", path)
 }
 
-/// Replaces `path` with `bytes` so that no reader and no crash ever sees half of them.
+/// What an output path the user named is now, and so how [`write_atomic`] writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    /// Nothing is there, a regular file, or a symlink to one: the new file is made beside
+    /// this path and renamed over it. For a symlink this is the file it resolves to, so
+    /// the link stays a link and the file it names gets the bytes.
+    Replace(PathBuf),
+    /// A character device or a fifo, directly or through a symlink (`/dev/null`,
+    /// `/dev/stdout`, a pipe someone reads): there is no file to replace, so the bytes
+    /// are written into it where it is. `what` is "a character device" or "a fifo".
+    Stream { what: &'static str },
+}
+
+/// Decides how an output path is written (see [`OutputTarget`]); anything else that is there
+/// (a directory, a socket, a block device, a symlink to one of those or to nothing) is
+/// refused with [`crate::Error::NotReplaced`], because a rename would silently put a
+/// file where the user had something else: `export --tar /dev/null` used to replace the
+/// machine's `/dev/null` with a regular file.
+pub fn output_target(path: &Path) -> Result<OutputTarget> {
+    use std::os::unix::fs::FileTypeExt;
+    let Some((ft, link)) = inspect_output(path)? else {
+        return Ok(OutputTarget::Replace(path.to_path_buf()));
+    };
+    if ft.is_file() {
+        return Ok(OutputTarget::Replace(if link {
+            canonicalize(path)?
+        } else {
+            path.to_path_buf()
+        }));
+    }
+    if ft.is_char_device() {
+        return Ok(OutputTarget::Stream {
+            what: "a character device",
+        });
+    }
+    if ft.is_fifo() {
+        return Ok(OutputTarget::Stream { what: "a fifo" });
+    }
+    Err(not_replaced(path, ft, link, ""))
+}
+
+/// [`output_target`] for an output that is a directory (an OCI layout, an exported
+/// tree): the directory to write. `path` may be nothing yet or a directory (whether it
+/// must be empty is the caller's rule); a symlink to a directory gives the directory it
+/// resolves to, so the output goes where the link points and the link stays. Anything
+/// else is refused.
+pub fn output_dir(path: &Path) -> Result<PathBuf> {
+    match inspect_output(path)? {
+        None => Ok(path.to_path_buf()),
+        Some((ft, false)) if ft.is_dir() => Ok(path.to_path_buf()),
+        Some((ft, true)) if ft.is_dir() => canonicalize(path),
+        Some((ft, link)) => Err(not_replaced(path, ft, link, " (a directory is expected)")),
+    }
+}
+
+/// The type of what `path` names, following symlinks, and whether it was reached
+/// through one; `None` when nothing is there. A symlink to nothing is refused here:
+/// writing through it would create a file somewhere the user may not expect, and
+/// replacing it would lose the link.
+fn inspect_output(path: &Path) -> Result<Option<(std::fs::FileType, bool)>> {
+    let own = match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        r => r.ctx("inspect", path)?,
+    };
+    if !own.file_type().is_symlink() {
+        return Ok(Some((own.file_type(), false)));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some((m.file_type(), true))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(crate::Error::NotReplaced {
+            path: path.to_path_buf(),
+            what: format!(
+                "a symlink to {}, which does not exist",
+                read_link(path)?.display()
+            ),
+        }),
+        Err(e) => Err(crate::Error::io("inspect", path, e)),
+    }
+}
+
+fn not_replaced(path: &Path, ft: std::fs::FileType, link: bool, why: &str) -> crate::Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a regular file"
+    } else if ft.is_block_device() {
+        "a block device (write to a file, then copy that with dd)"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_fifo() {
+        "a fifo"
+    } else {
+        "neither a file nor a directory"
+    };
+    let through = if link { "a symlink to " } else { "" };
+    crate::Error::NotReplaced {
+        path: path.to_path_buf(),
+        what: format!("{through}{what}{why}"),
+    }
+}
+
+/// Opens a character device or fifo that [`output_target`] found, to write into it in
+/// place: without creating or truncating (neither means anything for a device or a
+/// pipe) and without making a terminal the controlling one. Opening a fifo waits for its
+/// reader, as any writer of a fifo does. What was opened is checked again, so a regular
+/// file put there since is not written over from its start.
+pub fn open_stream(path: &Path) -> Result<File> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits() as i32)
+        .open(path)
+        .ctx("open for writing", path)?;
+    let ft = f.metadata().ctx("inspect", path)?.file_type();
+    if ft.is_char_device() || ft.is_fifo() {
+        Ok(f)
+    } else {
+        Err(not_replaced(
+            path,
+            ft,
+            false,
+            " (it changed while being opened)",
+        ))
+    }
+}
+
+/// Whether `path` is the file standard output is (`/dev/stdout`, or the fifo or device
+/// it was sent to), so that a command writing its output there prints its summary
+/// elsewhere instead of into the output.
+pub fn is_stdout(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let stdout = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .map(File::from)
+        .and_then(|f| f.metadata());
+    match (stdout, std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Writes `bytes` to an output path so that no reader and no crash ever sees half of them
+/// where that can be had, and never replaces what is not a file (see [`output_target`]).
 ///
-/// What it guarantees: the bytes go to a temporary beside `path` (`.NAME.tmp-PID`, on the
-/// same filesystem, so the rename is atomic), the temporary is flushed (`fsync`), renamed
-/// over `path`, and then `path`'s directory is flushed. So at every moment, crash or not,
-/// `path` holds either what it held before (or nothing) or all of the new bytes; once this
-/// returns `Ok`, the new bytes and the new name survive a power loss (on a filesystem that
-/// honours `fsync`). On an error the temporary is removed and `path` is as it was. Two
-/// writers of the same path in one process would share the temporary: callers serialise.
+/// A path that is nothing yet or a regular file (or a symlink to one: the file it
+/// resolves to) is replaced atomically: the bytes go to a temporary beside it
+/// (`.NAME.tmp-PID`, on the same filesystem, so the rename is atomic), the temporary is
+/// flushed (`fsync`), renamed over the file, and then the file's directory is flushed.
+/// So at every moment, crash or not, the file holds either what it held before (or
+/// nothing) or all of the new bytes; once this returns `Ok`, the new bytes and the new
+/// name survive a power loss (on a filesystem that honours `fsync`). On an error the
+/// temporary is removed and the file is as it was. Two writers of the same path in one
+/// process would share the temporary: callers serialise.
+///
+/// A character device or fifo gets the bytes written into it in place (there is nothing
+/// to rename over, and a reader of a pipe sees bytes as they come anyway); a directory,
+/// socket, block device or dangling symlink is refused, untouched.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |f| f.write_all(bytes).ctx("write", path))
 }
 
-/// [`write_atomic`] for content produced as a stream: `fill` writes it to the temporary.
+/// [`write_atomic`] for content produced as a stream: `fill` writes it to the temporary
+/// (or to the device or fifo itself).
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
-    let dir = parent_dir(path);
+    match output_target(path)? {
+        OutputTarget::Stream { .. } => fill(&mut open_stream(path)?),
+        OutputTarget::Replace(file) => write_atomic_via(&temp_beside(&file), &file, fill),
+    }
+}
+
+/// `.NAME.tmp-PID` beside `path`: on its filesystem, so renaming it over `path` is atomic.
+fn temp_beside(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    write_atomic_via(&tmp, path, fill)
+    parent_dir(path).join(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// [`write_atomic`] through a temporary the caller chose (a store's `tmp/`, which it
-/// cleans after a crash); `tmp` must be on `path`'s filesystem.
+/// The atomic replacement of [`write_atomic`] through a temporary the caller chose (a
+/// store's `tmp/`, which it cleans after a crash); `tmp` must be on `path`'s filesystem.
+/// For paths the program owns: it replaces whatever is at `path`, unlike
+/// [`write_atomic`], which first looks at what an output path is.
 pub fn write_atomic_via(
     tmp: &Path,
     path: &Path,
@@ -346,5 +512,153 @@ mod tests {
         // A directory that does not exist: the error names the temporary it could not make.
         let e = write_atomic(&d.path().join("no/such/file"), b"x").unwrap_err();
         assert!(e.to_string().starts_with("failed to create "), "{e}");
+    }
+
+    fn mkfifo(p: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            p,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+    }
+
+    fn refusal(r: Result<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(e @ crate::Error::NotReplaced { .. }) => e.to_string(),
+            r => panic!("not refused: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn an_output_path_is_replaced_written_into_or_refused_by_what_it_is() {
+        let d = tempfile::tempdir().unwrap();
+        let at = |n: &str| d.path().join(n);
+        let (file, dir, fifo) = (at("file"), at("dir"), at("fifo"));
+        write(&file, b"old").unwrap();
+        create_dir(&dir).unwrap();
+        mkfifo(&fifo);
+        let sock = std::os::unix::net::UnixListener::bind(at("sock")).unwrap();
+        for (link, target) in [
+            ("to-file", "file"),
+            ("to-dir", "dir"),
+            ("to-fifo", "fifo"),
+            ("to-nothing", "gone"),
+        ] {
+            symlink(target, &at(link)).unwrap();
+        }
+        symlink("/dev/null", &at("to-null")).unwrap();
+
+        // Files, and nothing yet: replaced; through a symlink, the file it resolves to.
+        let new = at("new");
+        assert_eq!(output_target(&new).unwrap(), OutputTarget::Replace(new));
+        assert_eq!(
+            output_target(&file).unwrap(),
+            OutputTarget::Replace(file.clone())
+        );
+        assert_eq!(
+            output_target(&at("to-file")).unwrap(),
+            OutputTarget::Replace(canonicalize(&file).unwrap())
+        );
+        // Devices and fifos, directly or through a symlink: written in place.
+        let device = OutputTarget::Stream {
+            what: "a character device",
+        };
+        let pipe = OutputTarget::Stream { what: "a fifo" };
+        assert_eq!(output_target(Path::new("/dev/null")).unwrap(), device);
+        assert_eq!(output_target(&at("to-null")).unwrap(), device);
+        assert_eq!(output_target(&fifo).unwrap(), pipe);
+        assert_eq!(output_target(&at("to-fifo")).unwrap(), pipe);
+        // Anything else: refused, saying what it is.
+        let shown = |n: &str| at(n).display().to_string();
+        for (name, what) in [
+            ("dir", "a directory".to_string()),
+            ("to-dir", "a symlink to a directory".into()),
+            ("sock", "a socket".into()),
+            (
+                "to-nothing",
+                "a symlink to gone, which does not exist".into(),
+            ),
+        ] {
+            assert_eq!(
+                refusal(output_target(&at(name))),
+                format!("refusing to replace {}: it is {what}", shown(name))
+            );
+        }
+        // Making a block device needs root (CAP_MKNOD); without it that case is untested.
+        let block = at("block");
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &block,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(7, 200),
+        );
+        if made.is_ok() {
+            assert!(refusal(output_target(&block))
+                .ends_with("it is a block device (write to a file, then copy that with dd)"));
+        }
+
+        // A directory output: nothing yet or a directory, through a symlink the one it
+        // points to; anything else refused.
+        assert_eq!(output_dir(&at("new")).unwrap(), at("new"));
+        assert_eq!(output_dir(&dir).unwrap(), dir);
+        assert_eq!(
+            output_dir(&at("to-dir")).unwrap(),
+            canonicalize(&dir).unwrap()
+        );
+        assert_eq!(
+            refusal(output_dir(&file)),
+            format!(
+                "refusing to replace {}: it is a regular file (a directory is expected)",
+                shown("file")
+            )
+        );
+        for name in ["fifo", "to-file", "to-nothing", "sock"] {
+            refusal(output_dir(&at(name)));
+        }
+        drop(sock);
+    }
+
+    #[test]
+    fn an_atomic_write_through_a_symlink_keeps_the_link_and_into_a_fifo_writes_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let (file, link, fifo) = (
+            d.path().join("file"),
+            d.path().join("link"),
+            d.path().join("fifo"),
+        );
+        write(&file, b"old").unwrap();
+        symlink("file", &link).unwrap();
+        write_atomic(&link, b"new").unwrap();
+        assert!(symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(read(&file).unwrap(), b"new");
+        assert_eq!(names(d.path()), ["file", "link"]);
+
+        // The reader is a thread (a writer waits for the pipe to be read); the test holds
+        // a write end of its own until write_atomic returns, so the reader sees the end
+        // then, also when write_atomic never opened the fifo: nothing can wait forever.
+        mkfifo(&fifo);
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut r = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .unwrap();
+        let w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        rustix::fs::fcntl_setfl(&r, rustix::fs::OFlags::empty()).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            got
+        });
+        let wrote = write_atomic(&fifo, b"through the pipe");
+        drop(w);
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        wrote.unwrap();
+        use std::os::unix::fs::FileTypeExt;
+        assert!(symlink_metadata(&fifo).unwrap().file_type().is_fifo());
     }
 }

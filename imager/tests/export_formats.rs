@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
-use common::{s, sample_tree, sh, Env};
+use common::{need, s, sample_tree, sh, Env};
 use imager::progress::Quiet;
 use imager::store::{Access, Store};
 use imager::Hash;
@@ -32,26 +32,6 @@ fn sample_image(env: &Env) -> Hash {
 /// for a reader's lock).
 fn store(env: &Env) -> Store {
     Store::open(&env.store(), Access::Read).unwrap()
-}
-
-/// Requires `tool` on PATH, naming the package to install when it is not.
-fn need(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: apt-get install {package} (see the README's set-up)"
-    );
 }
 
 /// A read-only loop mount, unmounted when dropped (also when the test fails).

@@ -182,6 +182,7 @@ fn publish_pair(
     .map_err(|e| Error::Encode(format!("the index {index}: {e}")))?;
     // The index is the one file that may be written again (it only lists).
     let path = dir.join(&index);
+    check_published(&path)?;
     create_parent(&path)?;
     imager::fsx::write_atomic(&path, &json)?;
     Ok(r)
@@ -223,6 +224,7 @@ pub(crate) fn plan_from(
 /// `payload` (published files never change: caches keep them forever). Whether it wrote.
 fn write_once(dir: &Path, name: &str, payload: &[u8], hash: &Hash) -> Result<bool> {
     let path = dir.join(name);
+    check_published(&path)?;
     match imager::fsx::read_if_exists(&path)? {
         Some(old) if Hash::of(&old) == *hash => Ok(false),
         Some(_) => Err(Error::Encode(format!(
@@ -237,9 +239,60 @@ fn write_once(dir: &Path, name: &str, payload: &[u8], hash: &Hash) -> Result<boo
     }
 }
 
+/// What is at a published file's path must be a file (or nothing yet): a web server
+/// serves no device or fifo, so one there is refused rather than written into (and
+/// reading a fifo to compare its bytes would wait forever). A directory, socket or
+/// dangling symlink is refused by [`imager::fsx::output_target`] itself.
+fn check_published(path: &Path) -> Result<()> {
+    match imager::fsx::output_target(path)? {
+        imager::fsx::OutputTarget::Replace(_) => Ok(()),
+        imager::fsx::OutputTarget::Stream { what } => Err(imager::Error::NotReplaced {
+            path: path.to_path_buf(),
+            what: format!("{what}, not a file a web server can serve"),
+        }
+        .into()),
+    }
+}
+
 fn create_parent(path: &Path) -> Result<()> {
     if let Some(p) = path.parent() {
         imager::fsx::create_dir_all(p)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_file_is_only_ever_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let at = |n: &str| d.path().join(n);
+        imager::fsx::write(at("file"), b"x").unwrap();
+        imager::fsx::create_dir(at("dir")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            at("fifo"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        check_published(&at("new")).unwrap();
+        check_published(&at("file")).unwrap();
+        for (name, what) in [
+            ("dir", "a directory"),
+            ("fifo", "a fifo, not a file a web server can serve"),
+        ] {
+            let e = check_published(&at(name)).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("refusing to replace {}: it is {what}", at(name).display())
+            );
+        }
+        // A fifo is refused before its bytes are read to compare: that read would wait.
+        let e = write_once(d.path(), "fifo", b"x", &Hash::of(b"x")).unwrap_err();
+        assert!(e.to_string().starts_with("refusing to replace"), "{e}");
+    }
 }

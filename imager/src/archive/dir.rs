@@ -17,6 +17,8 @@ use rustix::fs::{FileType, Mode, OFlags};
 use std::path::Path;
 
 pub fn export_dir(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progress) -> Result<()> {
+    // A file (or a symlink to one or to nothing) is refused here, by what it is.
+    crate::fsx::output_dir(dest)?;
     match crate::fsx::read_dir(dest) {
         Ok(entries) => {
             if !entries.is_empty() {

@@ -19,11 +19,15 @@
 //! [`super::dir::export_dir`] and scanned back before mke2fs sees it, so that anything
 //! the host's filesystem adds (an SELinux label, an inherited default ACL) stops the
 //! export instead of reaching the image. The same image and e2fsprogs version give the
-//! same bytes; the result is written atomically (a temporary beside it, renamed).
+//! same bytes; the result is written atomically (a temporary beside it, renamed). A
+//! target that is a character device or a fifo (`/dev/null`, a pipe into `dd` or `ssh`)
+//! gets the finished image's bytes written into it instead, staged in `$TMPDIR`
+//! (`/dev` is no place for a tree); anything else that is not a file is refused
+//! ([`crate::fsx::output_target`]).
 
 use super::derived;
 use crate::error::{Error, IoContext, Result};
-use crate::fsx;
+use crate::fsx::{self, OutputTarget};
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::{Hash, Kind, Tree};
@@ -150,6 +154,12 @@ impl Scratch {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        Scratch::in_dir(dir, dest)
+    }
+
+    /// The same names in `dir`, for a target whose own directory is no place to stage
+    /// in (a device's `/dev`).
+    pub(crate) fn in_dir(dir: &Path, dest: &Path) -> Result<Scratch> {
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -231,8 +241,14 @@ pub fn export_disk(
     dest: &Path,
     progress: &dyn Progress,
 ) -> Result<DiskExport> {
+    // Decided before any work, so a refusal costs nothing; a file is staged beside the
+    // file that is replaced (a symlink's target), on its filesystem, for the rename.
+    let out = fsx::output_target(dest)?;
     let tree = store.read_image(id)?;
-    let scratch = Scratch::beside(dest)?;
+    let scratch = match &out {
+        OutputTarget::Replace(file) => Scratch::beside(file)?,
+        OutputTarget::Stream { .. } => Scratch::in_dir(&std::env::temp_dir(), dest)?,
+    };
     let root = scratch.work.join("root");
     super::dir::export_dir(store, &tree, &root, progress)?;
     check_staged(&root, id, dest, progress)?;
@@ -270,9 +286,18 @@ pub fn export_disk(
     )?;
     set_change_times(&scratch, root_entry, epoch, &env, dest)?;
     progress.finish();
-    let f = fsx::open(&scratch.tmp)?;
-    f.sync_all().ctx("flush", &scratch.tmp)?;
-    crate::fsx::rename(&scratch.tmp, dest)?;
+    match &out {
+        OutputTarget::Replace(file) => {
+            let f = fsx::open(&scratch.tmp)?;
+            f.sync_all().ctx("flush", &scratch.tmp)?;
+            fsx::rename(&scratch.tmp, file)?;
+        }
+        OutputTarget::Stream { .. } => {
+            let mut image = fsx::open(&scratch.tmp)?;
+            let mut w = fsx::open_stream(dest)?;
+            std::io::copy(&mut image, &mut w).ctx("write", dest)?;
+        }
+    }
     Ok(DiskExport {
         uuid,
         bytes: g.blocks * BLOCK,
@@ -292,7 +317,8 @@ fn check_staged(root: &Path, id: &Hash, dest: &Path, progress: &dyn Progress) ->
             reason: format!(
                 "the tree staged in {} reads back as image {staged}, not {id}: its filesystem \
                  adds or drops metadata (SELinux labels, default ACLs, missing xattr support); \
-                 write the image into another directory",
+                 write the image into another directory (for a device or fifo, set \
+                 TMPDIR to one)",
                 root.display()
             ),
         });

@@ -15,7 +15,11 @@
 //! not change the manifest's digest.
 //!
 //! The directory is made beside the target and renamed into place when complete; the
-//! target must not exist or be empty.
+//! target must not exist or be an empty directory. A symlink to an empty directory is
+//! kept: the layout goes into the directory it points to (as `export --dir` does), made
+//! beside that one, so the rename stays on its filesystem. Anything else at the target
+//! (a file, a symlink to one or to nothing) is refused, never replaced
+//! ([`crate::fsx::output_dir`]).
 
 use super::derived;
 use super::disk::Scratch;
@@ -60,11 +64,13 @@ pub fn export_oci(
     ref_name: &str,
     progress: &dyn Progress,
 ) -> Result<OciExport> {
-    check_target(dest)?;
+    // For a symlink to a directory, the directory it points to.
+    let layout = fsx::output_dir(dest)?;
+    check_target(&layout)?;
     let tree = store.read_image(id)?;
     let architecture = architecture(store, id)?;
     let created = crate::review::packages::chrono_free_utc(derived::epoch(&tree));
-    let scratch = Scratch::beside(dest)?;
+    let scratch = Scratch::beside(&layout)?;
     let blobs = scratch.work.join("blobs").join("sha256");
     crate::fsx::create_dir_all(&blobs)?;
 
@@ -109,7 +115,7 @@ pub fn export_oci(
         &json!({ "imageLayoutVersion": "1.0.0" }),
     )?;
     // rename(2) replaces an empty directory, and only an empty one.
-    crate::fsx::rename(&scratch.work, dest)?;
+    crate::fsx::rename(&scratch.work, &layout)?;
     Ok(OciExport {
         manifest: manifest_digest,
         config: config_digest,

@@ -29,16 +29,20 @@ impl Env {
         self.path("store")
     }
 
-    /// Runs `imager --store <store> --quiet ARGS`, whatever its outcome.
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_imager"))
-            .arg("--store")
+    /// `imager --store <store> --quiet ARGS`, to add to (an environment variable) and run.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_imager"));
+        cmd.arg("--store")
             .arg(self.store())
             .arg("--quiet")
             .args(args)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .expect("run imager")
+            .env_remove("SOURCE_DATE_EPOCH");
+        cmd
+    }
+
+    /// Runs `imager --store <store> --quiet ARGS`, whatever its outcome.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run imager")
     }
 
     /// Runs imager and requires success; returns stdout.
@@ -89,6 +93,26 @@ pub fn sh(cmd: &str, dir: &Path) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Requires `tool` on PATH, naming the package to install when it is not.
+pub fn need(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: apt-get install {package} (see the README's set-up)"
+    );
 }
 
 pub fn s(p: &Path) -> &str {

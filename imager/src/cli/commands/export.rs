@@ -39,13 +39,19 @@ pub(crate) fn run(ctx: &Ctx, a: ExportArgs) -> Result<Exit> {
     if let Some(out) = &a.disk {
         let d = crate::export_disk(&store, &id, out, ctx.progress)
             .with_context(|| format!("exporting {}", a.image))?;
-        println!(
+        let summary = format!(
             "{}: ext4, UUID {}, {} bytes, {} inodes",
             out.display(),
             d.uuid,
             d.bytes,
             d.inodes
         );
+        // `--disk /dev/stdout | dd ...`: the image alone goes there.
+        if crate::fsx::is_stdout(out) {
+            eprintln!("{summary}");
+        } else {
+            println!("{summary}");
+        }
         return Ok(Exit::Success);
     }
     if let Some(dir) = &a.oci {
