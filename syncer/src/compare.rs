@@ -90,16 +90,25 @@ impl Ownership<'_> {
     }
 }
 
-/// The paths of a recorded manifest, borrowed from its text.
-pub struct Recorded<'a>(HashSet<&'a str>);
+/// The paths of a recorded manifest, borrowed from its text: the set is made on the
+/// first question (most pushes find nothing on the host that the image lacks).
+pub struct Recorded<'a> {
+    text: &'a str,
+    paths: std::sync::OnceLock<HashSet<&'a str>>,
+}
 
 impl<'a> Recorded<'a> {
     pub fn of(manifest: &'a str) -> Recorded<'a> {
-        Recorded(imager::tree::text::escaped_paths(manifest).collect())
+        Recorded {
+            text: manifest,
+            paths: std::sync::OnceLock::new(),
+        }
     }
 
     fn holds(&self, path: &[u8]) -> bool {
-        self.0.contains(imager::tree::escape::escape(path).as_str())
+        self.paths
+            .get_or_init(|| imager::tree::text::escaped_paths(self.text).collect())
+            .contains(imager::tree::escape::escape(path).as_str())
     }
 }
 

@@ -1,11 +1,11 @@
-//! Images on machines that run them: the example manifest (`manifests/base.toml`) built
-//! with imager, installed onto empty roots, each root booted under systemd-nspawn
+//! Images on machines that run them: the example database server (`manifests/db.toml`:
+//! `base.toml` plus PostgreSQL) built with imager, installed onto empty roots, each root booted under systemd-nspawn
 //! (systemd as PID 1, its own network namespace), then updated while it runs: pushes
 //! over ssh into the running machine, with its nginx serving and an ssh session open,
 //! and a rollout over two such machines whose canary fails its health check.
 //!
 //! Needs root, mmdebstrap and the Debian mirrors of this machine's apt sources, like
-//! imager's build tests. `SYNCER_LIVE_BASE=STORE` takes the `base` image from an existing
+//! imager's build tests. `SYNCER_LIVE_BASE=STORE` takes the `db` image from an existing
 //! store (hard-linked into the test's own) instead of building it, for quicker reruns.
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The images the live tests push, made once per test run: `base` built from the
+/// The images the live tests push, made once per test run: `db` built from the
 /// example manifest, and from its tree
 /// - `live-a`: nginx serves `/version` ("A") and `/health` ("ok");
 /// - `live-b`: the update: `/version` says "B" (nginx's trigger), an sshd drop-in and a
@@ -59,7 +59,7 @@ fn images() -> &'static Images {
         // (The read lock is let go before the imports below take the write lock.)
         imager::ops::export(
             &imager::Store::open(&store, imager::Access::Read).unwrap(),
-            &common::id(&store, "base"),
+            &common::id(&store, "db"),
             &imager::ExportTarget::Dir(tree.clone()),
             &imager::Quiet,
         )
@@ -102,17 +102,24 @@ fn images() -> &'static Images {
     })
 }
 
-/// Builds `manifests/base.toml` (a copy: the lock is written beside it) into `store`.
+/// Builds `manifests/db.toml` (a copy, with the exclude lists it names: the lock is
+/// written beside it) into `store`.
 fn build_base(scratch: &Path, store: &Path) -> String {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
     let m = scratch.join("manifests");
     sh(&format!("cp -a {} {}", src.display(), m.display()));
-    let _ = std::fs::remove_file(m.join("base.lock"));
+    let lists = Path::new(env!("CARGO_MANIFEST_DIR")).join("../exclude-lists");
+    sh(&format!(
+        "cp -a {} {}",
+        lists.display(),
+        scratch.join("exclude-lists").display()
+    ));
+    let _ = std::fs::remove_file(m.join("db.lock"));
     let st = imager::ops::open_store(store, imager::Access::Write).unwrap();
     let built = imager::ops::build(
         &st,
         &imager::ops::BuildOptions {
-            manifest: m.join("base.toml"),
+            manifest: m.join("db.toml"),
             update_lock: true,
             keep_failed: false,
             previous: None,
@@ -183,6 +190,21 @@ fn live_machine(dir: &Path, name: &str, image: &str) -> (Machine, PathBuf, Strin
     m.assert_running();
     (m, root, rsh)
 }
+
+/// A database client inside the machine: one row per transaction until
+/// /tmp/writer-stop exists; the last row acknowledged in /tmp/writer-last, any failure
+/// in /tmp/writer-failed and /tmp/writer-errors; /tmp/writer-done once it stopped.
+const PG_WRITER: &str = r#"i=0
+while [ ! -e /tmp/writer-stop ]; do
+    i=$((i+1))
+    if runuser -u postgres -- psql -qXc "insert into rows values ($i)" >/dev/null 2>>/tmp/writer-errors; then
+        echo $i > /tmp/writer-last
+    else
+        echo $i >> /tmp/writer-failed
+    fi
+done
+touch /tmp/writer-done
+"#;
 
 /// One HTTP/1.0 GET: the status code and body.
 fn get(addr: &str, path: &str) -> std::io::Result<(u32, String)> {
@@ -305,12 +327,12 @@ fn units_in(stale: &serde_json::Value) -> Vec<String> {
 fn an_image_pushed_onto_an_empty_root_boots_with_keys_of_its_own() {
     let im = images();
     let s = scratch("syncer-live-");
-    let id = id_of("base");
+    let id = id_of("db");
     let mut seen = Vec::new();
     for name in ["first-a", "first-b"] {
         let root = s.path().join(name);
         std::fs::create_dir(&root).unwrap();
-        install("base", &root);
+        install("db", &root);
         let log = s.path().join(format!("{name}.log"));
         let m = Machine::boot_installed(&root, name, &log);
         m.assert_running();
@@ -327,7 +349,13 @@ fn an_image_pushed_onto_an_empty_root_boots_with_keys_of_its_own() {
         // (what a re-image does) keeps the host keys and the machine-id.
         let key = root.join("etc/ssh/ssh_host_ed25519_key");
         let before = std::fs::read(&key).unwrap();
-        install("base", &root);
+        let cluster = root.join("var/lib/postgresql/15/main/PG_VERSION");
+        assert!(cluster.exists(), "{name}: the first boot made no cluster");
+        install("db", &root);
+        assert!(
+            cluster.exists(),
+            "{name}: the push deleted the database cluster"
+        );
         assert_eq!(
             std::fs::read(&key).unwrap(),
             before,
@@ -380,7 +408,10 @@ fn a_running_host_takes_a_live_update_over_ssh() {
     // it is drift, and the push keeps it.
     assert_eq!(upload(&addr).unwrap(), (200, "A\n".to_string()));
     m.ok("mkdir -p /var/lib/systemd/timers && echo stamp > /var/lib/systemd/timers/stamp-live.timer && ldconfig");
-    let made = "ls -lA --time-style=+%s /var/lib/nginx /var/lib/systemd/timers; \
+    // (nginx's writes move its directories' mtimes; a stamp's mtime is what
+    // Persistent= reads.)
+    let made = "stat -c '%n %F %A %U %G' /var/lib/nginx/*; \
+                stat -c '%n %F %A %U %G %Y' /var/lib/systemd/timers/*; \
                 md5sum /var/lib/systemd/timers/*";
     let made_before = m.ok(made);
     assert!(made_before.contains("body"), "{made_before}");
@@ -397,6 +428,12 @@ fn a_running_host_takes_a_live_update_over_ssh() {
         );
     };
     diff("before the push");
+
+    // A client of the database writes a row per transaction throughout the push.
+    m.ok("runuser -u postgres -- psql -qXc 'create table rows (i int primary key)'");
+    std::fs::write(root.join("root/pg-writer.sh"), PG_WRITER).unwrap();
+    m.ok("rm -f /tmp/writer-*; setsid /bin/sh /root/pg-writer.sh </dev/null >/dev/null 2>&1 &");
+    m.ok("until [ -s /tmp/writer-last ]; do sleep 0.1; done");
 
     // An interactive session, open across the push.
     let mut args: Vec<&str> = rsh.split_whitespace().skip(1).collect();
@@ -479,6 +516,22 @@ fn a_running_host_takes_a_live_update_over_ssh() {
         "the push changed what the services made"
     );
     diff("after the push");
+    // Every row the client was told was written is there, none failed, and the
+    // database checks out.
+    m.ok("touch /tmp/writer-stop; until [ -e /tmp/writer-done ]; do sleep 0.1; done");
+    assert_eq!(
+        m.ok("cat /tmp/writer-failed /tmp/writer-errors 2>/dev/null || true"),
+        "",
+        "database writes failed during the push"
+    );
+    let last: u64 = m.ok("cat /tmp/writer-last").trim().parse().unwrap();
+    assert!(last >= 2, "{last}");
+    assert_eq!(
+        m.ok("runuser -u postgres -- psql -AtXc 'select count(*), max(i) from rows'")
+            .trim(),
+        format!("{last}|{last}")
+    );
+    m.ok("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_amcheck --install-missing --all");
 
     // What still runs replaced code: rsyslogd maps the old libfastjson (no trigger
     // restarts it); nginx does not, nor sshd's listener. The sshd processes of open
