@@ -78,12 +78,14 @@ fn main() {
                     summary: "1 requirement, 1 trusted key".into(),
                     digest: Some(Hash::of(b"policy")),
                 }),
+                damaged_record: None,
             }),
         ),
         (
             "error",
             Msg::Error(ErrorMessage {
                 message: "no space left".into(),
+                mid_commit: None,
             }),
         ),
         ("status", Msg::Status(Status { verify: true })),

@@ -21,6 +21,11 @@ pub enum Error {
     #[error("{0}")]
     Agent(String),
 
+    /// The host is in the middle of a commit that stopped after its commit point (the
+    /// message says what blocks it and the ways out).
+    #[error("{1}")]
+    MidCommit(crate::protocol::MidCommit, String),
+
     /// A host spec that names no host (`ssh://...`, `local:/abs/path`).
     #[error("{0}")]
     HostSpec(String),
@@ -57,6 +62,25 @@ pub enum Error {
 impl Error {
     pub fn protocol(m: impl Into<String>) -> Error {
         Error::Protocol(m.into())
+    }
+
+    /// The error an agent's `Error` message stands for.
+    pub fn from_agent(m: crate::protocol::ErrorMessage) -> Error {
+        match m.mid_commit {
+            Some(c) => Error::MidCommit(c, m.message),
+            None => Error::Agent(m.message),
+        }
+    }
+
+    /// What an agent says when it stops on this error.
+    pub fn to_message(&self) -> crate::protocol::ErrorMessage {
+        crate::protocol::ErrorMessage {
+            message: self.to_string(),
+            mid_commit: match self {
+                Error::MidCommit(c, _) => Some(c.clone()),
+                _ => None,
+            },
+        }
     }
 }
 

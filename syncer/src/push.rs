@@ -335,6 +335,16 @@ pub enum PushOutcome {
     /// Processes still run replaced files and the push required them restarted.
     #[serde(rename = "committed, stale processes")]
     CommittedStaleProcesses,
+    /// The agent stopped after its commit point (the journal was written): some of the
+    /// new image is in place, and the next session on the host finishes the commit
+    /// before anything else (`mid_commit` says to which image and how far).
+    #[serde(rename = "in the middle of a commit")]
+    MidCommit,
+    /// The session ended after the controller sent `Commit` and before the agent said
+    /// how it went (killed, connection lost): the host may be in the middle of the
+    /// commit, or untouched; the next session finishes it if it began.
+    #[serde(rename = "stopped during its commit")]
+    CommitInterrupted,
 }
 
 impl PushOutcome {
@@ -347,6 +357,8 @@ impl PushOutcome {
             PushOutcome::CommittedTriggerFailed => "committed, trigger failed",
             PushOutcome::CommittedHealthCheckFailed => "committed, health check failed",
             PushOutcome::CommittedStaleProcesses => "committed, stale processes",
+            PushOutcome::MidCommit => "in the middle of a commit",
+            PushOutcome::CommitInterrupted => "stopped during its commit",
         }
     }
 
@@ -356,6 +368,10 @@ impl PushOutcome {
             PushOutcome::DryRun
         } else if r.ok {
             PushOutcome::Ok
+        } else if r.mid_commit.is_some() {
+            PushOutcome::MidCommit
+        } else if !r.committed && r.commit_sent {
+            PushOutcome::CommitInterrupted
         } else if !r.committed {
             PushOutcome::FailedBeforeCommit
         } else if errored {
@@ -472,6 +488,17 @@ pub struct HostReport {
     /// written (so a rollout has nothing to roll back).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub refused: bool,
+    /// Why the host's record of its image was not trusted (it was then treated as
+    /// recording no image, and the push recorded the image again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damaged_record: Option<String>,
+    /// The controller sent `Commit` (what the agent did with it is `committed` or
+    /// `mid_commit`).
+    pub commit_sent: bool,
+    /// The commit the host is in the middle of, when the agent stopped after its commit
+    /// point (this push's, or one an earlier session left that it could not finish).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mid_commit: Option<crate::protocol::MidCommit>,
     /// Triggers that exited non-zero, were killed or timed out.
     pub triggers_failed: u64,
     pub added: u64,
@@ -599,7 +626,14 @@ pub fn push_host(
         Ok(s) => s,
         Err(e) => {
             r.error = Some(e.to_string());
-            r.outcome = PushOutcome::FailedBeforeCommit;
+            // An agent that cannot finish an earlier session's commit says so first.
+            r.outcome = match e {
+                Error::MidCommit(at, _) => {
+                    r.mid_commit = Some(at);
+                    PushOutcome::MidCommit
+                }
+                _ => PushOutcome::FailedBeforeCommit,
+            };
             r.phases.add_clock(&clock, started);
             clock.finish(Phase::Failed);
             return r;
@@ -609,6 +643,7 @@ pub fn push_host(
     r.trust = session.welcome.trust.as_ref().map(|t| t.describe());
     r.agent_installed = session.installed;
     r.rolled_forward = session.welcome.rolled_forward;
+    r.damaged_record = session.welcome.damaged_record.clone();
     r.image_before = session.welcome.image.map(|h| h.to_hex());
     r.previous_before = session.welcome.previous.map(|h| h.to_hex());
     let outcome = run_push(session, store, image, cache, opts, &clock, &mut r);
@@ -655,7 +690,12 @@ pub fn push_host(
                 r.error = Some(failed.join("; "));
             }
         }
-        Err(e) => r.error = Some(e.to_string()),
+        Err(e) => {
+            if let Error::MidCommit(at, _) = &e {
+                r.mid_commit = Some(at.clone());
+            }
+            r.error = Some(e.to_string());
+        }
     }
     r.outcome = PushOutcome::of(&r, errored);
     r.phases.add_clock(&clock, started);
@@ -803,6 +843,7 @@ fn push_steps(
         &mut r.sent,
     )?;
     r.content.controller_bytes = r.sent.bytes();
+    r.commit_sent = true;
     drop(staging);
     let _committing = clock.start(Phase::Committing);
     match s.reply()? {
@@ -1012,7 +1053,7 @@ fn signatures(s: &mut Session, choices: &[Choice]) -> Result<HashMap<Vec<u8>, Ve
             .send(&Msg::SignatureRequest(SignatureRequest { paths }))?;
         match s.conn.recv("signatures")? {
             Msg::Signatures(Signatures { sigs: v }) => sigs.extend(v),
-            Msg::Error(e) => return Err(Error::Agent(e.message)),
+            Msg::Error(e) => return Err(Error::from_agent(e)),
             m => {
                 return Err(Error::Protocol(format!(
                     "expected Signatures, got {}",
@@ -1350,7 +1391,7 @@ pub fn status_host(
         Ok(()) => st.ok = true,
         Err(e) => {
             let m = e.to_string();
-            st.mid_commit = m.contains(crate::agent::commit::MID_COMMIT);
+            st.mid_commit = matches!(e, Error::MidCommit(..));
             st.error = Some(m);
         }
     }

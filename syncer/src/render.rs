@@ -47,6 +47,10 @@ pub fn push_report(r: &HostReport) -> String {
     if let Some(e) = &r.error {
         line!(out, "  error: {e}");
     }
+    out.push_str(&commit_state(r));
+    if let Some(d) = &r.damaged_record {
+        line!(out, "  warning: {d}");
+    }
     if let Some(t) = &r.trust {
         line!(out, "  trust policy: {t}");
     }
@@ -148,6 +152,30 @@ fn unmanaged_summary(u: &[Unmanaged]) -> String {
         names.join(", "),
         if u.len() > SHOWN { ", ..." } else { "" }
     )
+}
+
+/// Where a push that stopped during a commit left the host, and what happens next.
+fn commit_state(r: &HostReport) -> String {
+    let next = "the next session on this host finishes the commit before anything else \
+                (`syncer abandon-commit HOST` drops it instead)";
+    match (&r.mid_commit, r.outcome) {
+        (Some(m), _) => {
+            let image = m
+                .image
+                .map_or("an unknown image".into(), |h| format!("image {h}"));
+            let done = match (m.applied, m.ops) {
+                (Some(a), Some(n)) => format!("{a} of {n} operations done"),
+                (None, Some(n)) => format!("{n} operations"),
+                _ => "its journal cannot be read".into(),
+            };
+            format!("  in the middle of a commit to {image} ({done}): {next}\n")
+        }
+        (None, crate::push::PushOutcome::CommitInterrupted) => format!(
+            "  the session ended after the commit was sent: the host may be in the middle \
+             of it; {next}\n"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Files and bytes by way of sending: what was sent, or for a dry run what would be.

@@ -8,7 +8,7 @@
 //! the session starts.
 
 use crate::error::{Error, Result};
-use crate::protocol::{Conn, ErrorMessage, Hello, Msg, Welcome, PROTOCOL_VERSION};
+use crate::protocol::{Conn, Hello, Msg, Welcome, PROTOCOL_VERSION};
 use crate::ratelimit::{Bucket, Limited};
 use imager::Hash;
 use std::io::Read;
@@ -322,6 +322,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             rolled_forward: false,
             abandoned: None,
             trust: None,
+            damaged_record: None,
         },
         installed: false,
         closed: false,
@@ -343,9 +344,9 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
                 "the agent (syncer {agent}) speaks protocol version {version}, this controller {PROTOCOL_VERSION}"
             )))
         }
-        Ok(Msg::Error(ErrorMessage { message })) => {
+        Ok(Msg::Error(m)) => {
             s.close();
-            Err(Error::Agent(message))
+            Err(Error::from_agent(m))
         }
         Ok(m) => {
             s.close();
@@ -362,7 +363,7 @@ impl Session {
     /// The agent's next message; an `Error` frame from it becomes `Error::Agent`.
     pub fn reply(&mut self) -> Result<Msg> {
         match self.conn.recv("the agent's reply")? {
-            Msg::Error(ErrorMessage { message }) => Err(Error::Agent(message)),
+            Msg::Error(m) => Err(Error::from_agent(m)),
             m => Ok(m),
         }
     }
@@ -372,9 +373,9 @@ impl Session {
     pub fn fail(mut self, e: Error) -> Error {
         if let Error::Connection(_) = e {
             // The agent may have explained itself before the pipe broke.
-            if let Ok(Some(Msg::Error(ErrorMessage { message }))) = self.conn.recv_opt() {
+            if let Ok(Some(Msg::Error(m))) = self.conn.recv_opt() {
                 self.close();
-                return Error::Agent(message);
+                return Error::from_agent(m);
             }
         }
         let (status, stderr) = self.close();

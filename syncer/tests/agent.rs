@@ -294,7 +294,11 @@ fn hostile_protocol_input_is_refused_clearly_and_writes_nothing() {
         let mut c = syncer::protocol::Conn::new(&stdout[..], Vec::new());
         let mut said = None;
         while let Ok(Some(m)) = c.recv_opt() {
-            if let Msg::Error(syncer::protocol::ErrorMessage { message }) = m {
+            if let Msg::Error(syncer::protocol::ErrorMessage {
+                message,
+                mid_commit: None,
+            }) = m
+            {
                 said = Some(message);
             }
         }
@@ -321,6 +325,7 @@ fn a_controller_refuses_an_agent_of_another_protocol_version() {
             rolled_forward: false,
             abandoned: None,
             trust: None,
+            damaged_record: None,
         })),
     )
     .unwrap();

@@ -287,12 +287,19 @@ fn too_few_inodes_fail_the_push_before_its_commit_point_and_the_host_stays_usabl
 
 /// Pushes `image` with the agent stopped before its first journal operation, then
 /// kills it: the host is left mid-commit.
-fn interrupt_commit(store: &Path, image: &str, h: &Path, hs: &str) {
+fn interrupt_commit(store: &Path, image: &str, h: &Path, hs: &str) -> serde_json::Value {
+    stop_in_commit(store, image, h, hs, "kill -9")
+}
+
+/// Pushes `image` with the agent stopped (SIGSTOP) before its first journal operation,
+/// after the journal is written, then runs `then` on it (`{pid}` in it names the agent);
+/// returns the push's report.
+fn stop_in_commit(store: &Path, image: &str, h: &Path, hs: &str, then: &str) -> serde_json::Value {
     let mut child = syncer()
         .args(["push", image, hs, "--json"])
         .env("IMAGER_STORE", store)
         .env("SYNCER_TEST_STOP_AT", "commit:1")
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
@@ -303,13 +310,100 @@ fn interrupt_commit(store: &Path, image: &str, h: &Path, hs: &str) {
         );
         let stopped = stopped_agent(h);
         if let Some(pid) = stopped {
-            sh(&format!("kill -9 {pid}"));
+            sh(&format!("{then} {pid}"));
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let _ = child.wait();
+    let out = child.wait_with_output().unwrap();
     assert!(h.join("var/lib/syncer/journal").exists());
+    json(&String::from_utf8_lossy(&out.stdout))["hosts"][0].clone()
+}
+
+/// A push that stops after its commit point says so: never "failed before commit" about
+/// a host whose files already changed.
+#[test]
+fn a_push_stopped_after_its_commit_point_says_the_host_is_in_the_middle_of_a_commit() {
+    let f = Fx::new("safety-midcommit-");
+    let (h, hs) = f.host("host");
+    let v2 = f.id("v2");
+    // Killed once the journal is written: the controller cannot know how far it got.
+    let r = interrupt_commit(&f.store, "v2", &h, &hs);
+    assert_eq!(r["outcome"], "stopped during its commit", "{r:#}");
+    assert_eq!(r["committed"], false);
+    assert_eq!(r["commit_sent"], true);
+    push(&f.store, "v2", &hs, &[]);
+    push(&f.store, "v1", &hs, &[]);
+    // Refused at its first operation (the directory it renames into became a
+    // symlink): the agent says where the commit stands.
+    let r = stop_in_commit(
+        &f.store,
+        "v2",
+        &h,
+        &hs,
+        &format!(
+            "cd '{}/usr/lib' && mv app app.real && ln -s app.real app && kill -CONT",
+            h.display()
+        ),
+    );
+    assert_eq!(r["outcome"], "in the middle of a commit", "{r:#}");
+    assert_eq!(r["committed"], false);
+    assert_eq!(r["mid_commit"]["image"], v2.to_hex(), "{r:#}");
+    // Those before the renames into /usr/lib/app were done; the host changed.
+    let (applied, ops) = (
+        r["mid_commit"]["applied"].as_u64().unwrap(),
+        r["mid_commit"]["ops"].as_u64().unwrap(),
+    );
+    assert!(applied > 0 && applied < ops, "{r:#}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("operation {} of {ops}", applied + 1)),
+        "{r:#}"
+    );
+    let out = run(&f.store, &["push", "v2", &hs]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILED (in the middle of a commit)")
+            && text.contains("the next session on this host finishes the commit"),
+        "{text}"
+    );
+}
+
+/// A record whose manifest does not hash to its ID (one edited line) is said so, never
+/// used for drift, and the next push records the image again.
+#[test]
+fn a_damaged_host_record_is_said_so_and_the_next_push_heals_it() {
+    let f = Fx::new("safety-record-");
+    let (h, hs) = f.host("host");
+    let m = h.join("var/lib/syncer/image.manifest");
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, text.replacen("mode=0644", "mode=0600", 1)).unwrap();
+    let st = status(&f.store, &hs);
+    let e = st["error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("record of its image is damaged") && e.contains("does not hash to"),
+        "{st:#}"
+    );
+    assert_eq!(st["drifted"], false, "{st:#}");
+    let out = run(&f.store, &["diff", &hs]);
+    assert!(!out.status.success());
+    // The same image again: recognised from the tree, recorded again.
+    let r = push(&f.store, "v1", &hs, &[]);
+    assert!(
+        r["damaged_record"].as_str().unwrap().contains("damaged"),
+        "{r:#}"
+    );
+    assert_eq!(r["recognized"], true, "{r:#}");
+    assert_eq!(status(&f.store, &hs)["drifted"], false);
+    // Damaged again, and another image pushed: it goes through.
+    std::fs::write(&m, "#imager-manifest v1\n").unwrap();
+    push(&f.store, "v2", &hs, &[]);
+    assert_host_is(&h, &f.store, &f.id("v2"));
+    let st = status(&f.store, &hs);
+    assert_eq!(st["drifted"], false, "{st:#}");
+    assert_eq!(st["image"], f.id("v2").to_hex());
 }
 
 #[test]

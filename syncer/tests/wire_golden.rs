@@ -5,7 +5,8 @@
 //! the host's trust policy in `Welcome` made 5; the raw local-state file in `Target`,
 //! `Fetch`/`Fetched` for content from HTTP mirrors and the entries a `Pack` skips, 6;
 //! the owned-prefix file and `install_triggers` in `Target`, what differs per `Change`,
-//! the host's unmanaged paths in `Differences` and a skipped trigger, 7).
+//! the host's unmanaged paths in `Differences`, a skipped trigger, a damaged record in
+//! `Welcome` and the commit an `Error` leaves a host in the middle of, 7).
 //! A refactor of the codec must leave every constant here unchanged;
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
@@ -152,6 +153,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
                     summary: "1 requirement, 2 trusted keys".into(),
                     digest: Some(h(b"policy")),
                 }),
+                damaged_record: Some("the manifest does not hash to the image".into()),
             }),
         ),
         (
@@ -165,12 +167,25 @@ fn messages() -> Vec<(&'static str, Msg)> {
                 rolled_forward: false,
                 abandoned: None,
                 trust: None,
+                damaged_record: None,
             }),
         ),
         (
             "error",
             Msg::Error(ErrorMessage {
                 message: "boom é".into(),
+                mid_commit: None,
+            }),
+        ),
+        (
+            "error-mid-commit",
+            Msg::Error(ErrorMessage {
+                message: "the host is in the middle of a commit".into(),
+                mid_commit: Some(MidCommit {
+                    image: Some(h(b"img")),
+                    applied: Some(3011),
+                    ops: Some(3098),
+                }),
             }),
         ),
         ("status", Msg::Status(Status { verify: true })),
@@ -345,6 +360,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
             "error-compressed",
             Msg::Error(ErrorMessage {
                 message: "abcdefgh".repeat(1000),
+                mid_commit: None,
             }),
         ),
         (
@@ -414,9 +430,10 @@ fn hex(b: &[u8]) -> String {
 /// The frame body (tag and fields) of each message; long ones by their blake3.
 const GOLDEN: &[(&str, &str)] = &[
     ("hello", "0153594e4304000000"),
-    ("welcome", "020300000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0001012dc99999a6aaef3f20349d2ed4057a2b54419545dabb809e6381de1bad8337e2011d0000003120726571756972656d656e742c20322074727573746564206b65797301ff096070fb25d5456f50000af78f1c92fda605bdb7bc3d1e7d1cc0091204e61c"),
-    ("welcome-no-trust", "020500000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f60000000000"),
-    ("error", "0307000000626f6f6d20c3a9"),
+    ("welcome", "020300000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f601e9c0ba08015769a0c4354594b96ce0dfbf27c9eb534a2f8378508985f732ff6d0001012dc99999a6aaef3f20349d2ed4057a2b54419545dabb809e6381de1bad8337e2011d0000003120726571756972656d656e742c20322074727573746564206b65797301ff096070fb25d5456f50000af78f1c92fda605bdb7bc3d1e7d1cc0091204e61c0127000000746865206d616e696665737420646f6573206e6f74206861736820746f2074686520696d616765"),
+    ("welcome-no-trust", "020500000005000000302e312e30688a43b46456beef9ceeee13d03f76e80566ef73bf11dd299dd900ce331a10f6000000000000"),
+    ("error", "0307000000626f6f6d20c3a900"),
+    ("error-mid-commit", "032500000074686520686f737420697320696e20746865206d6964646c65206f66206120636f6d6d69740101bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511101c30b000000000000011a0c000000000000"),
     ("status", "0401"),
     ("target-zstd-keep", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f5111000300000001020301120000002f7661722f6c69622f2a2a0a2f686f6d650a040000005b745d0a0100000100000019000000696d616765722d696d6167652d7369676e617475726520310a1e0000002d2d2d2d2d424547494e20535348205349474e41545552452d2d2d2d2d0a010a0000002f7573720a2f6574630a01"),
     ("target-delta-none", "05bff0a0fd4bb2db301741c4c9cbfced1085e2051e6009edb12b004330fa7f511101de8f3fcf327eb911b2c368e011e0ffdee22fed456b4f4508337018ba46a0639d02000000090801120000002f7661722f6c69622f2a2a0a2f686f6d650a040000005b745d0a0100010100000019000000696d616765722d696d6167652d7369676e617475726520310a1e0000002d2d2d2d2d424547494e20535348205349474e41545552452d2d2d2d2d0a010a0000002f7573720a2f6574630a01"),
@@ -447,7 +464,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("health-result", "12080000006c64636f6e666967010000000000000000000000f43f030000006f757400"),
     ("stale", "13020000000d0000006e67696e782e73657276696365020000007b000000050000006e67696e787c000000050000006e67696e780000000000000000010000002e0000002f7573722f6c69622f7838365f36342d6c696e75782d676e752f6c696270637265322d382e736f2e302e31312e32000000000000000009000000286e6f20756e697429010000000100000004000000696e69740300000000000000020000000a0000002f7362696e2f696e69740b0000002f7573722f6c69622f61ff0700000000000000"),
     ("stale-none", "1300000000"),
-    ("error-compressed", "8328b52ffd60441ea5000060401f00006162636465666768010035bfbe2401"),
+    ("error-compressed", "8328b52ffd60451ead000068401f0000616263646566676800010035bfbe2401"),
     ("data-large", "5001 bytes, blake3 4ba26e266f59f262a92152f3ab9d03596c3484d1d1515ce4088760fa34961869"),
     ("fetch", "17020000000d000000687474703a2f2f63616368652f10000000687474703a2f2f6f726967696e2f702fe803000000000000020000000f0000007061636b732f6b2e4c31392e7a73746300000000000000fd6ad1c2e792f4cb1c7af9be82806a548fffa613a25fed9338903ee8d793b86c0001000000060000002f6574632f7901040000000000000000000000110000006f626a656374732f6f2e4c31392e7a737407000000000000008b2c74304e187f7aff6960d04b1cfc953a6bc027b4d356a6786a3410744df5e0010a0000002f7573722f62696e2f7804"),
     ("fetched", "180100000001000000010000000d000000687474703a2f2f63616368652f6300000000000000030000000000000001000000000000000100000000000000010000000000000001000000000000000000000000000000000000000000000001000000000000000100000078"),

@@ -237,6 +237,7 @@ fn welcome() -> impl Strategy<Value = Welcome> {
                 rolled_forward,
                 abandoned,
                 trust,
+                damaged_record: None,
             },
         )
 }
@@ -245,7 +246,10 @@ fn msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
         any::<u32>().prop_map(|version| Msg::Hello(Hello { version })),
         welcome().prop_map(Msg::Welcome),
-        text().prop_map(|message| Msg::Error(ErrorMessage { message })),
+        text().prop_map(|message| Msg::Error(ErrorMessage {
+            message,
+            mid_commit: None,
+        })),
         any::<bool>().prop_map(|verify| Msg::Status(Status { verify })),
         target().prop_map(Msg::Target),
         differences().prop_map(Msg::Differences),

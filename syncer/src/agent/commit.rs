@@ -379,16 +379,30 @@ pub fn stuck(b: &Beneath, j: &Journal, f: OpFailed) -> Error {
     } else {
         format!("operation {} of {}", f.index, j.ops.len())
     };
-    Error::Agent(format!(
-        "{MID_COMMIT} to image {} (journal {}): {step} ({}) failed: {}. Every session \
+    let ops = j.ops.len() as u64;
+    let at = crate::protocol::MidCommit {
+        image: Some(j.image),
+        // Every operation before the one that failed was done.
+        applied: Some(if f.index == 0 {
+            ops
+        } else {
+            f.index as u64 - 1
+        }),
+        ops: Some(ops),
+    };
+    Error::MidCommit(
+        at,
+        format!(
+            "{MID_COMMIT} to image {} (journal {}): {step} ({}) failed: {}. Every session \
          tries to finish the commit first; fix the cause and push again, or drop the \
          unfinished commit with `syncer abandon-commit HOST` (the host keeps what the \
          commit had done) and push an image",
-        j.image,
-        b.display(state::DIR).join(state::JOURNAL).display(),
-        f.line,
-        f.error
-    ))
+            j.image,
+            b.display(state::DIR).join(state::JOURNAL).display(),
+            f.line,
+            f.error
+        ),
+    )
 }
 
 /// Carries out the journal's operations (idempotently).
@@ -565,19 +579,33 @@ pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
     };
     let journal_shown = b.display(state::DIR).join(state::JOURNAL);
     let j = Journal::parse(&text).map_err(|r| {
-        Error::Agent(format!(
-            "{MID_COMMIT} whose journal {} cannot be read ({r}); \
-             drop it with `syncer abandon-commit HOST` and push an image",
-            journal_shown.display()
-        ))
+        Error::MidCommit(
+            crate::protocol::MidCommit {
+                image: None,
+                applied: None,
+                ops: None,
+            },
+            format!(
+                "{MID_COMMIT} whose journal {} cannot be read ({r}); \
+                 drop it with `syncer abandon-commit HOST` and push an image",
+                journal_shown.display()
+            ),
+        )
     })?;
     let blocked = |why: String| {
-        Error::Agent(format!(
-            "{MID_COMMIT} to image {} (journal {}), which cannot \
-             be finished: {why}; drop it with `syncer abandon-commit HOST` and push an image",
-            j.image,
-            journal_shown.display()
-        ))
+        Error::MidCommit(
+            crate::protocol::MidCommit {
+                image: Some(j.image),
+                applied: None,
+                ops: Some(j.ops.len() as u64),
+            },
+            format!(
+                "{MID_COMMIT} to image {} (journal {}), which cannot \
+                 be finished: {why}; drop it with `syncer abandon-commit HOST` and push an image",
+                j.image,
+                journal_shown.display()
+            ),
+        )
     };
     let manifest = st
         .read_text(state::TARGET)?

@@ -36,9 +36,9 @@ pub(crate) fn test_stop_point(phase: &str, n: usize) {
 use crate::compare::{compare, DirMtimes, HostTree, Ownership, Recorded};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    BlobUse, Change, ChangeKind, Conn, Data, Differences, ErrorMessage, Fetch, Fetched, Health,
-    Hello, Identity, ManifestData, Msg, Pack, PackEntry, Previous, Put, SignatureRequest,
-    Signatures, Stage, Status, Target, TriggerRun, Welcome, PROTOCOL_VERSION,
+    BlobUse, Change, ChangeKind, Conn, Data, Differences, Fetch, Fetched, Health, Hello, Identity,
+    ManifestData, Msg, Pack, PackEntry, Previous, Put, SignatureRequest, Signatures, Stage, Status,
+    Target, TriggerRun, Welcome, PROTOCOL_VERSION,
 };
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
@@ -96,9 +96,7 @@ pub fn serve(root: &Path, opts: &ServeOptions, input: impl Read, output: impl Wr
     let mut conn = Conn::new(input, std::io::BufWriter::with_capacity(1 << 16, output));
     let r = session(root, opts, &mut conn);
     if let Err(e) = &r {
-        let _ = conn.send(&Msg::Error(ErrorMessage {
-            message: e.to_string(),
-        }));
+        let _ = conn.send(&Msg::Error(e.to_message()));
     }
     r
 }
@@ -130,15 +128,17 @@ fn session<R: Read, W: Write>(
     Staging::clear(&b)?;
     let (agent, exe) = identity();
     let trust = trust::HostTrust::load(&b);
+    let record = st.record()?;
     conn.send(&Msg::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         agent,
         exe,
-        image: st.image()?,
+        image: record.id(),
         previous: st.previous()?,
         rolled_forward,
         abandoned,
         trust: trust.summary(),
+        damaged_record: record.damage(),
     }))?;
     let mut s = Session {
         root,
@@ -307,9 +307,9 @@ impl Session<'_> {
             }
         };
         host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
-        let recorded = recorded_manifest(st)?;
+        let record = st.record()?;
         let own = Ownership {
-            recorded: recorded.as_deref().map(Recorded::of),
+            recorded: record.manifest().map(Recorded::of),
             owned: imager::tree::scan::Excludes::new(&owned)?,
         };
         let (changes, unmanaged) = compare(&tree, &mut host, &local, &own, DirMtimes::Strict);
@@ -317,7 +317,7 @@ impl Session<'_> {
         // A first install (a host that records no image and holds nothing of it but
         // directories, such as the /var/lib the syncer's own state made) gets the
         // image's files as built: its triggers run only when asked.
-        let first_install = st.image()?.is_none()
+        let first_install = matches!(record, state::Record::None)
             && host
                 .entries
                 .iter()
@@ -333,7 +333,7 @@ impl Session<'_> {
             })
             .collect();
         conn.send(&Msg::Differences(Differences {
-            image: st.image()?,
+            image: record.id(),
             changes: sent,
             have: have_list(&tree, &host, &changes),
             scan: stats,
@@ -774,7 +774,8 @@ fn commit_pending(
     mut s: Staging,
     started: Instant,
 ) -> Result<crate::protocol::Committed> {
-    if p.changes.is_empty() && st.image()? == Some(p.id) && p.previous == Previous::Keep {
+    // (A record that does not check out is written again, even with nothing to change.)
+    if p.changes.is_empty() && st.record()?.id() == Some(p.id) && p.previous == Previous::Keep {
         // Already there: nothing to journal or record (triggers still left from an
         // interrupted push run next).
         return Ok(crate::protocol::Committed::default());
@@ -859,20 +860,15 @@ fn run_pending_triggers<R: Read, W: Write>(
     st.remove(state::PENDING_TRIGGERS)
 }
 
-/// The manifest of the image the host records, when it is that image's: a record
-/// damaged by bit rot or an edit is not trusted (the host then counts as recording no
-/// image for what it made: nothing is deleted for having been in it).
-fn recorded_manifest(st: &StateDir) -> Result<Option<String>> {
-    let (Some(id), Some(text)) = (st.image()?, st.read_text(state::MANIFEST)?) else {
-        return Ok(None);
-    };
-    Ok((imager::tree::text::id_of(&text) == id).then_some(text))
-}
-
 /// Status: how the host differs from the image it was last synced to.
 fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Differences> {
-    let image = st.image()?;
-    let Some(text) = st.read_text(state::MANIFEST)? else {
+    let record = st.record()?;
+    // Drift is never computed from a record that does not check out.
+    if let Some(why) = record.damage() {
+        return Err(Error::Agent(why));
+    }
+    let image = record.id();
+    let Some(text) = record.manifest() else {
         return Ok(Differences {
             image,
             changes: Vec::new(),
@@ -883,7 +879,7 @@ fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Diffe
             unmanaged: Vec::new(),
         });
     };
-    let tree = imager::tree::text::parse(&text, "the host's recorded image manifest")?;
+    let tree = imager::tree::text::parse(text, "the host's recorded image manifest")?;
     let globs =
         imager::tree::scan::list_lines(&st.read_text(state::LOCAL_STATE)?.unwrap_or_default());
     let local = scan::local_excludes(&globs)?;

@@ -120,7 +120,42 @@ impl StateDir {
             .map_err(Into::into)
     }
 
-    /// The image the host was last synced to.
+    /// The image the host records, checked: its manifest must hash to its ID. A record
+    /// that does not check out (bit rot, an admin's edit) is not trusted: the host then
+    /// counts as recording no image (a push recognises its tree or sends the image
+    /// whole, and records it again), and `why` says what is wrong.
+    pub fn record(&self) -> crate::Result<Record> {
+        let Some(text) = self.read_text(IMAGE)? else {
+            return Ok(Record::None);
+        };
+        let shown = |n: &str| self.shown(n).display().to_string();
+        let Some(id) = Hash::from_hex(text.trim()) else {
+            return Ok(Record::Damaged {
+                why: format!("{} does not hold an image ID", shown(IMAGE)),
+            });
+        };
+        Ok(match self.read_text(MANIFEST) {
+            Ok(Some(m)) if imager::tree::text::id_of(&m) == id => Record::Valid { id, manifest: m },
+            Ok(Some(_)) => Record::Damaged {
+                why: format!(
+                    "{} does not hash to the recorded image {id}",
+                    shown(MANIFEST)
+                ),
+            },
+            Ok(None) => Record::Damaged {
+                why: format!(
+                    "{} is missing (the recorded image is {id})",
+                    shown(MANIFEST)
+                ),
+            },
+            Err(e) => Record::Damaged {
+                why: format!("the recorded manifest cannot be read: {e}"),
+            },
+        })
+    }
+
+    /// The image the host was last synced to, as its ID file says (unchecked: see
+    /// [`StateDir::record`]).
     pub fn image(&self) -> crate::Result<Option<Hash>> {
         self.id(IMAGE)
     }
@@ -132,5 +167,48 @@ impl StateDir {
 
     fn id(&self, name: &str) -> crate::Result<Option<Hash>> {
         Ok(self.read_text(name)?.and_then(|t| Hash::from_hex(t.trim())))
+    }
+}
+
+/// What a host records of the image it runs ([`StateDir::record`]).
+pub enum Record {
+    /// Never synced.
+    None,
+    Valid {
+        id: Hash,
+        manifest: String,
+    },
+    /// A record that does not check out, and why.
+    Damaged {
+        why: String,
+    },
+}
+
+impl Record {
+    /// The recorded image, if the record checks out.
+    pub fn id(&self) -> Option<Hash> {
+        match self {
+            Record::Valid { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The recorded manifest, if the record checks out.
+    pub fn manifest(&self) -> Option<&str> {
+        match self {
+            Record::Valid { manifest, .. } => Some(manifest),
+            _ => None,
+        }
+    }
+
+    /// Why the record is not trusted, if it is not.
+    pub fn damage(&self) -> Option<String> {
+        match self {
+            Record::Damaged { why } => Some(format!(
+                "the host's record of its image is damaged: {why}; it counts as recording \
+                 no image until a push records one again"
+            )),
+            _ => None,
+        }
     }
 }

@@ -54,6 +54,9 @@ wire_struct! {
         /// The host's trust policy (`/etc/syncer/trust.toml`): what it demands, or why
         /// it cannot be used (then the host refuses every image); `None`: no policy.
         pub trust: Option<TrustSummary>,
+        /// Why the host's record of its image is not trusted (its manifest does not hash
+        /// to its ID): `image` is then `None`.
+        pub damaged_record: Option<String>,
     }
 }
 
@@ -109,6 +112,23 @@ wire_struct! {
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct ErrorMessage {
         pub message: String,
+        /// The agent stopped after its commit point: the host is in the middle of a
+        /// commit (this session's, or one an earlier session left), which the next
+        /// session finishes first.
+        pub mid_commit: Option<MidCommit>,
+    }
+}
+
+wire_struct! {
+    /// A commit a host is in the middle of.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+    pub struct MidCommit {
+        /// The image it commits to (`None`: its journal cannot be read).
+        #[serde(serialize_with = "crate::protocol::hex_opt")]
+        pub image: Option<Hash>,
+        /// Operations of its journal done, and in all (`None`: not known).
+        pub applied: Option<u64>,
+        pub ops: Option<u64>,
     }
 }
 
@@ -287,6 +307,17 @@ wire_struct! {
 /// Serializes a path as the project's escaped text.
 pub fn escaped<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(&imager::tree::escape::escape(p))
+}
+
+/// Serializes an optional image ID as hex.
+pub fn hex_opt<S: serde::Serializer>(
+    h: &Option<Hash>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match h {
+        Some(h) => s.serialize_str(&h.to_hex()),
+        None => s.serialize_none(),
+    }
 }
 
 /// Serializes a list of paths as the project's escaped text.
