@@ -572,3 +572,59 @@ fn an_image_whose_manifest_is_over_256_mib_commits_and_a_second_push_is_a_no_op(
         assert_eq!(again[k], 0, "{k}: {again:#}");
     }
 }
+
+/// The staging path is the syncer's own: a symlink or a file there is removed (never
+/// what the symlink points at) instead of blocking every push and `status`.
+#[test]
+fn a_symlink_or_file_at_the_staging_path_is_replaced_not_followed() {
+    let f = Fx::new("safety-staging-");
+    let (h, hs) = f.host("host");
+    let outside = f.dir.join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep"), "mine").unwrap();
+    let staging = h.join(".syncer-staging");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::os::unix::fs::symlink(&outside, &staging).unwrap();
+    assert_eq!(status(&f.store, &hs)["drifted"], false);
+    push(&f.store, "v2", &hs, &[]);
+    assert_host_is(&h, &f.store, &f.id("v2"));
+    assert_eq!(
+        std::fs::read_to_string(outside.join("keep")).unwrap(),
+        "mine"
+    );
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+    std::fs::remove_dir_all(&staging).unwrap();
+    std::fs::write(&staging, "a file").unwrap();
+    push(&f.store, "v1", &hs, &[]);
+    assert_host_is(&h, &f.store, &f.id("v1"));
+}
+
+/// A new directory has its owner and mode from the moment it is made (staged), not
+/// 0700 until the commit ends: a kill in the middle leaves nothing a service cannot read.
+#[test]
+fn new_directories_have_their_mode_while_the_commit_runs() {
+    let f = Fx::new("safety-dirmode-");
+    f.variant(
+        "v3",
+        "mkdir -m 0755 usr/share && mkdir -m 0751 usr/share/web && echo hi > usr/share/web/index && chown 33:33 usr/share/web",
+    );
+    let (h, hs) = f.host("host");
+    let modes = f.dir.join("modes");
+    stop_in_commit(
+        &f.store,
+        "v3",
+        &h,
+        &hs,
+        &format!(
+            "find '{}/.syncer-staging' -mindepth 1 -maxdepth 1 -type d -printf '%m %u\\n' | sort > '{}'; kill -9",
+            h.display(),
+            modes.display()
+        ),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&modes).unwrap(),
+        "751 www-data\n755 root\n"
+    );
+    push(&f.store, "v3", &hs, &[]);
+    assert_host_is(&h, &f.store, &f.id("v3"));
+}

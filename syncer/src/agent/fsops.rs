@@ -298,8 +298,10 @@ pub fn make_node(dir: &OwnedFd, name: &[u8], e: &Entry, shown: &Path) -> Result<
             return Err(FsError::invalid(&e.path, "not a node kind"))
         }
     }
-    if !matches!(e.kind, Kind::Dir) {
-        imager::safe_dir::set_meta_at(dir, name, e, shown)?;
-    }
+    // Directories too: one renamed into place has its owner and mode from the start (a
+    // 0700 directory there, until the commit's end or the next session after a kill,
+    // would hide its files from the services that read them). Its mtime, which the
+    // renames into it move, is set again at the commit's end.
+    imager::safe_dir::set_meta_at(dir, name, e, shown)?;
     Ok(())
 }

@@ -43,6 +43,7 @@ impl Staging {
     /// Empties the staging directory. The directory itself stays: removing and making
     /// it again would move the root directory's mtime on every push.
     pub fn clear(b: &Beneath) -> Result<()> {
+        reclaim(b)?;
         let dir = match b.open_dir(STAGING) {
             Ok(d) => d,
             Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => return Ok(()),
@@ -186,5 +187,23 @@ impl Write for Hashing {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.f.flush()
+    }
+}
+
+/// The staging path is the syncer's own: anything but a directory there (a symlink, a
+/// file someone left) is removed, the entry itself and never what a symlink points at,
+/// instead of blocking every session.
+fn reclaim(b: &Beneath) -> Result<()> {
+    let (root, name) = b.parent(STAGING)?;
+    match rustix::fs::statat(&root, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                != rustix::fs::FileType::Directory =>
+        {
+            rustix::fs::unlinkat(&root, name, rustix::fs::AtFlags::empty())
+                .ctx("remove", b.display(STAGING))?;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
