@@ -12,7 +12,7 @@ use crate::protocol::{Conn, Hello, Msg, Welcome, PROTOCOL_VERSION};
 use crate::ratelimit::{Bucket, Limited};
 use imager::Hash;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 
@@ -30,7 +30,52 @@ pub enum HostSpec {
     },
 }
 
+/// A path with `.` and `..` resolved by its text, and no trailing `/`: `/srv/a/../a/`
+/// is `/srv/a`.
+fn lexical(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 impl HostSpec {
+    /// What names one host root however it is spelled: `ssh://root@H:22/` and
+    /// `ssh://root@h` are one (host names are case-insensitive, 22 is ssh's port, `/`
+    /// the default root), and so are `local:/srv/a/../a` and `local:/srv/a` (and a
+    /// symlink to it, when the path exists). Two sessions on one key would meet on the
+    /// host's lock.
+    pub fn identity(&self) -> String {
+        match self {
+            HostSpec::Local(p) => {
+                let p = lexical(&p.to_string_lossy());
+                let real = imager::fsx::canonicalize(Path::new(&p))
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .unwrap_or(p);
+                format!("local:{real}")
+            }
+            HostSpec::Ssh {
+                user,
+                host,
+                port,
+                root,
+            } => format!(
+                "ssh://{}@{}:{}{}",
+                user.as_deref().unwrap_or(""),
+                host.to_ascii_lowercase(),
+                port.unwrap_or(22),
+                lexical(root)
+            ),
+        }
+    }
+
     pub fn parse(s: &str) -> Result<HostSpec> {
         let bad = |why: &str| {
             Error::HostSpec(format!(

@@ -75,7 +75,9 @@ impl Size {
                     Some(p) => {
                         let p: f64 = p.trim().parse().map_err(|_| bad())?;
                         if !(0.0..=100.0).contains(&p) {
-                            return Err(bad());
+                            return Err(Error::Inventory(format!(
+                                "bad size {t:?}: a percentage is 0% to 100%"
+                            )));
                         }
                         Ok(((of as f64) * p / 100.0).ceil() as usize)
                     }
@@ -282,12 +284,20 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
     if p.waves.is_empty() {
         return Err(bad("waves is empty".into()));
     }
+    // (Errors of a size name the setting and where it is.)
+    let size = |field: &str, s: &Size| s.of(100).map_err(|e| bad(format!("{field}: {e}")));
     for w in &p.waves {
-        if w.of(100)? == 0 {
+        if size("waves", w)? == 0 {
             return Err(bad(format!("a wave of {w:?} has no hosts")));
         }
     }
-    p.failure_budget.of(100)?;
+    size("failure_budget", &p.failure_budget)?;
+    if p.health
+        .as_ref()
+        .is_some_and(|h| h.command.trim().is_empty())
+    {
+        return Err(bad("the health command is empty".into()));
+    }
     if let Some(n) = p.nice {
         if !(-20..=19).contains(&n) {
             return Err(bad(format!("nice {n}: -20 to 19")));
@@ -317,18 +327,32 @@ impl Inventory {
         }
         let mut colos = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        // Each host root once, however it is spelled: its first spelling and colo.
+        let mut roots: std::collections::HashMap<String, (String, String)> = Default::default();
         for c in &f.colo {
+            if c.name.trim().is_empty() {
+                return Err(Error::Inventory(format!(
+                    "{}: a [[colo]] has an empty name",
+                    path.display()
+                )));
+            }
             let what = format!("{}: colo {}", path.display(), c.name);
             if !seen.insert(c.name.clone()) {
                 return Err(Error::Inventory(format!("{what}: listed twice")));
+            }
+            if c.hosts.is_empty() {
+                return Err(Error::Inventory(format!("{what}: lists no hosts")));
             }
             let mut hosts = Vec::new();
             for h in &c.hosts {
                 let spec =
                     HostSpec::parse(h).map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
-                if colos.iter().any(|o: &Colo| o.hosts.contains(&spec)) || hosts.contains(&spec) {
+                if let Some((first, colo)) =
+                    roots.insert(spec.identity(), (h.clone(), c.name.clone()))
+                {
                     return Err(Error::Inventory(format!(
-                        "{what}: host {h} is listed twice"
+                        "{what}: host {h} is listed twice (as {first} in colo {colo}: the same \
+                         host root)"
                     )));
                 }
                 hosts.push(spec);
@@ -496,14 +520,38 @@ hosts = ["local:/h/3", "local:/h/4", "local:/h/5", "local:/h/6", "local:/h/7", "
             ("[[colo]]\nname = \"a\"\nhosts = [\"ftp://x\"]\n", "fleet.toml: colo a: bad host"),
             ("[[colo]]\nname = \"a\"\nhosts = []\nfoo = 1\n", "fleet.toml:4: unknown field"),
             (
-                "[policy]\nionice = \"fast\"\n[[colo]]\nname = \"a\"\nhosts = []\n",
+                "[policy]\nionice = \"fast\"\n[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n",
                 "ionice \"fast\"",
             ),
             (
                 "[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n[[colo]]\nname = \"b\"\nhosts = [\"local:/x\"]\n",
                 "listed twice",
             ),
-            ("[policy]\nbandwidth_total = \"fast\"\n[[colo]]\nname = \"a\"\nhosts = []\n", "bad rate"),
+            ("[policy]\nbandwidth_total = \"fast\"\n[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n", "bad rate"),
+            // One host root however it is spelled.
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [\"ssh://root@h\"]\n[[colo]]\nname = \"b\"\nhosts = [\"ssh://root@H:22/\"]\n",
+                "colo b: host ssh://root@H:22/ is listed twice (as ssh://root@h in colo a",
+            ),
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [\"local:/srv/a\", \"local:/srv/b/../a/\"]\n",
+                "host local:/srv/b/../a/ is listed twice (as local:/srv/a in colo a",
+            ),
+            // Percentages out of range name the file, the colo and the setting.
+            (
+                "[policy]\nwaves = [\"150%\"]\n[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n",
+                "fleet.toml: colo a: waves: bad size \"150%\": a percentage is 0% to 100%",
+            ),
+            (
+                "[policy]\nfailure_budget = \"200%\"\n[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n",
+                "fleet.toml: colo a: failure_budget: bad size \"200%\"",
+            ),
+            ("[[colo]]\nname = \"\"\nhosts = [\"local:/x\"]\n", "a [[colo]] has an empty name"),
+            ("[[colo]]\nname = \"a\"\nhosts = []\n", "fleet.toml: colo a: lists no hosts"),
+            (
+                "[policy.health]\ncommand = \" \"\n[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n",
+                "the health command is empty",
+            ),
         ] {
             let e = Inventory::parse(bad, Path::new("fleet.toml")).unwrap_err().to_string();
             assert!(e.contains(want), "{bad:?}: {e}");
