@@ -67,6 +67,11 @@ fn names_keep_their_history() {
     assert!(!env.ok(&["ls", "base~1", "/a"]).contains("/a/new"));
     assert!(env.fails(&["show", "base~2"]).contains("only 2 image(s)"));
     assert!(env.fails(&["show", "nope"]).contains("no image \"nope\""));
+    // A short prefix is not taken for a name without saying why it matched nothing.
+    let short = &first[..4];
+    assert!(env
+        .fails(&["show", short])
+        .contains("an ID prefix needs at least 8 hex digits (4 given)"));
 }
 
 #[test]

@@ -674,7 +674,10 @@ pub fn push_host(
                     if last.timed_out {
                         "timed out".to_string()
                     } else {
-                        format!("exit {:?}", last.status)
+                        match last.status {
+                            Some(c) => format!("exit {c}"),
+                            None => "killed".to_string(),
+                        }
                     },
                     last.output.trim()
                 ));

@@ -486,7 +486,19 @@ impl Store {
                 _ => Err(not_found(format!("{} image IDs start so", matches.len()))),
             };
         }
-        Err(not_found("no such name".into()))
+        // A short run of hex digits is most likely a prefix of an ID, not a name.
+        let hexish = !spec.is_empty()
+            && spec
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        Err(not_found(if back == 0 && hexish {
+            format!(
+                "no such name, and an ID prefix needs at least 8 hex digits ({} given)",
+                spec.len()
+            )
+        } else {
+            "no such name".into()
+        }))
     }
 
     /// Verifies every object and image (see [`fsck`]).
