@@ -2,8 +2,10 @@
 //! nginx serves it as the origin and one caching nginx per colo (the shipped
 //! configurations) sits in front of it; hosts (local roots, and some through a real
 //! sshd) fetch their content from those mirrors while the controller drives the push
-//! over its session. Caches that die or serve
-//! wrong bytes send hosts to the next mirror, and to the controller when none works.
+//! over its session. Caches that die or serve wrong bytes send hosts to the next
+//! mirror, and to the controller when none works; mirrors that trickle or never answer
+//! cost one try and a bounded time (the tests shorten the limits, and count requests,
+//! not seconds: they hold whatever the machine's speed).
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
@@ -362,9 +364,17 @@ impl Drop for Breaking {
     }
 }
 
-#[test]
-fn a_transfer_cut_short_resumes_where_it_stopped() {
-    let t = scratch("mirrors-resume-");
+/// A host at v1 and what a host at v1 needs for v2, published (not served yet).
+struct Update {
+    _t: tempfile::TempDir,
+    store: std::path::PathBuf,
+    root: std::path::PathBuf,
+    spec: String,
+    publ: std::path::PathBuf,
+}
+
+fn update(prefix: &str) -> Update {
+    let t = scratch(prefix);
     let dir = t.path();
     let store = dir.join("store");
     for v in 1..=2 {
@@ -380,11 +390,44 @@ fn a_transfer_cut_short_resumes_where_it_stopped() {
         &store,
         &["publish", "v2", "--from", "v1", "--to", &str_of(&publ)],
     );
-    let mirror = Breaking::start(&publ);
+    Update {
+        store,
+        root,
+        spec,
+        publ,
+        _t: t,
+    }
+}
+
+impl Update {
+    /// Pushes v2 through `mirrors` with `SYNCER_TEST_MIRROR_LIMITS` set to `limits`;
+    /// checks the host is v2 and returns its report.
+    fn push(&self, mirrors: &[String], limits: &str) -> serde_json::Value {
+        let mut args = vec!["push", "v2", self.spec.as_str(), "--json"];
+        for m in mirrors {
+            args.extend(["--mirror", m.as_str()]);
+        }
+        let out = syncer()
+            .args(&args)
+            .env("IMAGER_STORE", &self.store)
+            .env("SYNCER_TEST_MIRROR_LIMITS", limits)
+            .output()
+            .unwrap();
+        // (A push never fails for its mirrors: its report says what they did.)
+        let report = json(&String::from_utf8_lossy(&out.stdout));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{report:#}\n{stderr}");
+        assert_host_is(&self.root, &self.store, &id(&self.store, "v2"));
+        report["hosts"][0].clone()
+    }
+}
+
+#[test]
+fn a_transfer_cut_short_resumes_where_it_stopped() {
+    let u = update("mirrors-resume-");
+    let mirror = Breaking::start(&u.publ);
     let url = format!("http://127.0.0.1:{}/", mirror.port);
-    let out = ok(&store, &["push", "v2", &spec, "--mirror", &url, "--json"]);
-    let h = &json(&out)["hosts"][0];
-    assert_host_is(&root, &store, &id(&store, "v2"));
+    let h = &u.push(&[url], "");
     let m = &h["content"]["mirrors"][0];
     // Every file's transfer broke half-way and was resumed, none was fetched twice.
     assert_eq!(m["resumed"], h["content"]["blobs"], "{h:#}");
@@ -392,4 +435,232 @@ fn a_transfer_cut_short_resumes_where_it_stopped() {
     assert_eq!(m["bytes"], h["content"]["mirrors_bytes"], "{h:#}");
     assert_eq!(m["errors"], 0, "{h:#}");
     assert_eq!(data_sent(h), 0, "{h:#}");
+}
+
+/// How a [`Hostile`] mirror treats a request.
+#[derive(Clone, Copy)]
+enum Hostility {
+    /// Answers at once, with the file (or the part a Range asks for), then sends its
+    /// body a byte per 100 ms and closes the connection after `cut_after` bytes.
+    Trickle { cut_after: usize },
+    /// Accepts the connection, reads the request and never answers.
+    BlackHole,
+}
+
+/// A mirror of the files under a directory that is hostile in a way of its own, in
+/// threads of the test (one per connection, a connection per request); it records
+/// each request (`PATH RANGE`) and connection, and stops when dropped.
+struct Hostile {
+    port: u16,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Hostile {
+    fn start(root: &Path, how: Hostility) -> Hostile {
+        use std::sync::atomic::Ordering::SeqCst;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let h = Hostile {
+            port: listener.local_addr().unwrap().port(),
+            requests: Default::default(),
+            connections: Default::default(),
+            stop: Default::default(),
+        };
+        let (root, requests, connections, stop) = (
+            root.to_path_buf(),
+            h.requests.clone(),
+            h.connections.clone(),
+            h.stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        connections.fetch_add(1, SeqCst);
+                        let (root, requests, stop) = (root.clone(), requests.clone(), stop.clone());
+                        std::thread::spawn(move || serve_hostile(s, &root, how, &requests, &stop));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        h
+    }
+
+    /// A trickling mirror that cuts each connection after `cut_after` bytes.
+    fn trickle(root: &Path, cut_after: usize) -> Hostile {
+        Hostile::start(root, Hostility::Trickle { cut_after })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn serve_hostile(
+    mut s: std::net::TcpStream,
+    root: &Path,
+    how: Hostility,
+    requests: &std::sync::Mutex<Vec<String>>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
+    s.set_nonblocking(false).unwrap();
+    // Short reads, so that a stop or a client gone is seen.
+    s.set_read_timeout(Some(std::time::Duration::from_millis(50)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(_) if stopped() => return,
+            Err(_) => {}
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+    let from: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("range: bytes=")
+                .map(String::from)
+        })
+        .and_then(|r| r.split('-').next()?.parse().ok())
+        .unwrap_or(0);
+    requests.lock().unwrap().push(format!("{path} {from}"));
+    match how {
+        Hostility::BlackHole => {
+            // Until the client gives up (it closes) or the test ends.
+            while !stopped() {
+                if let Ok(0) = s.read(&mut buf) {
+                    return;
+                }
+            }
+        }
+        Hostility::Trickle { cut_after } => {
+            let Ok(data) = std::fs::read(root.join(path.trim_start_matches('/'))) else {
+                let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                return;
+            };
+            let status = match from {
+                0 => "200 OK".to_string(),
+                f => format!(
+                    "206 Partial Content\r\nContent-Range: bytes {f}-{}/{}",
+                    data.len() - 1,
+                    data.len()
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len() - from
+            );
+            if s.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            for (sent, b) in data[from..].iter().enumerate() {
+                if stopped() || sent == cut_after || s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[test]
+fn a_trickling_mirror_is_left_out_after_one_blob_and_the_next_one_serves_the_push() {
+    let u = update("mirrors-trickle-");
+    // Cut after 5 s too, which would resume it if it were not left out.
+    let trickle = Hostile::trickle(&u.publ, 50);
+    let origin = Nginx::origin(&u.publ.with_file_name("origin"), &u.publ);
+    // A byte per 100 ms against a floor of 4096 bytes/s over 2 s: however slow the
+    // machine, the trickle is under it, and the origin (a local nginx) far above it.
+    let h = u.push(&[trickle.url(), origin.url()], "window=2,floor=4096");
+    let m = &h["content"]["mirrors"];
+    assert_eq!(
+        trickle.requests().len(),
+        1,
+        "{:?}\n{h:#}",
+        trickle.requests()
+    );
+    assert_eq!(m[0]["requests"], 1, "{h:#}");
+    assert_eq!(m[0]["errors"], 1, "{h:#}");
+    assert_eq!(m[0]["resumed"], 0, "{h:#}");
+    let why = m[0]["last_error"].as_str().unwrap();
+    assert!(
+        why.contains("too slow") && why.ends_with("(not asked again)"),
+        "{h:#}"
+    );
+    // Everything came from the next mirror: nothing from the controller.
+    assert_eq!(m[1]["blobs"], h["content"]["blobs"], "{h:#}");
+    assert_eq!(h["content"]["blobs_missing"], 0, "{h:#}");
+    assert_eq!(data_sent(&h), 0, "{h:#}");
+}
+
+#[test]
+fn a_blob_has_one_budget_on_a_mirror_across_its_resumes() {
+    let u = update("mirrors-budget-");
+    // Each request brings 10 bytes (a second) and is cut: every one of them is worth a
+    // resume, but the blob's one budget (2 s: no window, a floor that makes its length
+    // free) runs out long before the requests do.
+    let trickle = Hostile::trickle(&u.publ, 10);
+    let h = u.push(&[trickle.url()], "window=100000,slack=2,floor=1000000000");
+    let asked = trickle.requests();
+    let path = |r: &String| r.split(' ').next().unwrap().to_string();
+    // Requests for the first blob only (it was left out after it), fewer than the
+    // four a blob may take: the budget ended them, not their number.
+    assert!((1..4).contains(&asked.len()), "{asked:?}\n{h:#}");
+    assert!(
+        asked.iter().all(|r| path(r) == path(&asked[0])),
+        "{asked:?}"
+    );
+    let m = &h["content"]["mirrors"][0];
+    assert_eq!(m["errors"], 1, "{h:#}");
+    let why = m["last_error"].as_str().unwrap();
+    assert!(why.contains("out of its budget"), "{h:#}");
+    // No mirror left: the controller sent it all.
+    assert_eq!(
+        h["content"]["blobs_missing"], h["content"]["blobs"],
+        "{h:#}"
+    );
+    assert!(data_sent(&h) > 1000, "{h:#}");
+}
+
+#[test]
+fn a_black_hole_mirror_costs_one_timeout() {
+    let u = update("mirrors-black-hole-");
+    let hole = Hostile::start(&u.publ, Hostility::BlackHole);
+    let h = u.push(&[hole.url()], "window=1");
+    // One request on one connection for all the blobs, none retried.
+    assert_eq!(hole.connections(), 1, "{:?}\n{h:#}", hole.requests());
+    assert_eq!(hole.requests().len(), 1, "{h:#}");
+    let m = &h["content"]["mirrors"][0];
+    assert_eq!(m["requests"], 1, "{h:#}");
+    let why = m["last_error"].as_str().unwrap();
+    assert!(why.contains("no answer in 1s (not asked again)"), "{h:#}");
+    assert!(h["content"]["blobs"].as_u64().unwrap() >= 2, "{h:#}");
+    assert_eq!(
+        h["content"]["blobs_missing"], h["content"]["blobs"],
+        "{h:#}"
+    );
 }
