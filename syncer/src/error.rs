@@ -24,7 +24,7 @@ pub enum Error {
     /// The host is in the middle of a commit that stopped after its commit point (the
     /// message says what blocks it and the ways out).
     #[error("{1}")]
-    MidCommit(crate::protocol::MidCommit, String),
+    MidCommit(Box<crate::protocol::MidCommit>, String),
 
     /// A host spec that names no host (`ssh://...`, `local:/abs/path`).
     #[error("{0}")]
@@ -67,7 +67,7 @@ impl Error {
     /// The error an agent's `Error` message stands for.
     pub fn from_agent(m: crate::protocol::ErrorMessage) -> Error {
         match m.mid_commit {
-            Some(c) => Error::MidCommit(c, m.message),
+            Some(c) => Error::MidCommit(Box::new(c), m.message),
             None => Error::Agent(m.message),
         }
     }
@@ -77,7 +77,7 @@ impl Error {
         crate::protocol::ErrorMessage {
             message: self.to_string(),
             mid_commit: match self {
-                Error::MidCommit(c, _) => Some(c.clone()),
+                Error::MidCommit(c, _) => Some((**c).clone()),
                 _ => None,
             },
         }

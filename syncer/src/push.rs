@@ -629,7 +629,7 @@ pub fn push_host(
             // An agent that cannot finish an earlier session's commit says so first.
             r.outcome = match e {
                 Error::MidCommit(at, _) => {
-                    r.mid_commit = Some(at);
+                    r.mid_commit = Some(*at);
                     PushOutcome::MidCommit
                 }
                 _ => PushOutcome::FailedBeforeCommit,
@@ -695,7 +695,7 @@ pub fn push_host(
         }
         Err(e) => {
             if let Error::MidCommit(at, _) = &e {
-                r.mid_commit = Some(at.clone());
+                r.mid_commit = Some((**at).clone());
             }
             r.error = Some(e.to_string());
         }

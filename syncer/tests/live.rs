@@ -258,7 +258,7 @@ impl Load {
             while !s.load(Ordering::SeqCst) {
                 // Every other request carries a body larger than nginx buffers in memory.
                 n += 1;
-                let answer = if n % 2 == 0 {
+                let answer = if n.is_multiple_of(2) {
                     upload(&addr)
                 } else {
                     get(&addr, "/version")

@@ -82,7 +82,7 @@ pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
     let ls = file(contract::LOCAL_STATE_FILE);
     fsx::write(&ls, contract::local_state_text(&m.local_state))?;
     if let Some(owned) = &m.owned {
-        fsx::write(&file(contract::OWNED_FILE), contract::owned_text(owned))?;
+        fsx::write(file(contract::OWNED_FILE), contract::owned_text(owned))?;
     }
     Ok(s)
 }

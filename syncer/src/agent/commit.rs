@@ -391,7 +391,7 @@ pub fn stuck(b: &Beneath, j: &Journal, f: OpFailed) -> Error {
         ops: Some(ops),
     };
     Error::MidCommit(
-        at,
+        Box::new(at),
         format!(
             "{MID_COMMIT} to image {} (journal {}): {step} ({}) failed: {}. Every session \
          tries to finish the commit first; fix the cause and push again, or drop the \
@@ -580,11 +580,11 @@ pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
     let journal_shown = b.display(state::DIR).join(state::JOURNAL);
     let j = Journal::parse(&text).map_err(|r| {
         Error::MidCommit(
-            crate::protocol::MidCommit {
+            Box::new(crate::protocol::MidCommit {
                 image: None,
                 applied: None,
                 ops: None,
-            },
+            }),
             format!(
                 "{MID_COMMIT} whose journal {} cannot be read ({r}); \
                  drop it with `syncer abandon-commit HOST` and push an image",
@@ -594,11 +594,11 @@ pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
     })?;
     let blocked = |why: String| {
         Error::MidCommit(
-            crate::protocol::MidCommit {
+            Box::new(crate::protocol::MidCommit {
                 image: Some(j.image),
                 applied: None,
                 ops: Some(j.ops.len() as u64),
-            },
+            }),
             format!(
                 "{MID_COMMIT} to image {} (journal {}), which cannot \
                  be finished: {why}; drop it with `syncer abandon-commit HOST` and push an image",
