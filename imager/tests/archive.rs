@@ -209,3 +209,32 @@ fn unsafe_and_damaged_archives_are_refused_with_the_path() {
         .fails(&["import", s(&env.path("cut.tar"))])
         .contains("truncated"));
 }
+
+/// An export into a directory that fails half-way (here a damaged object) leaves
+/// nothing: the directory it made is gone, an empty one it was given is empty again.
+#[test]
+fn a_failed_directory_export_leaves_nothing_behind() {
+    let env = Env::new();
+    sample_tree(&env.path("src"));
+    std::fs::write(env.path("src/big"), vec![7u8; 300_000]).unwrap();
+    env.id(&["import", s(&env.path("src")), "--name", "t"]);
+    // Damage one object: the export reads it and fails on its hash.
+    let hex = blake3::hash(&vec![7u8; 300_000]).to_hex().to_string();
+    let obj = env.store().join("objects").join(&hex[..2]).join(&hex[2..]);
+    let mut bytes = std::fs::read(&obj).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    sh(&format!("chmod u+w '{}'", obj.display()), env.dir.path());
+    std::fs::write(&obj, bytes).unwrap();
+    let out = env.path("out");
+    let e = env.fails(&["export", "t", "--dir", s(&out)]);
+    assert!(!e.is_empty());
+    assert!(
+        !out.exists(),
+        "a partial tree was left in {}",
+        out.display()
+    );
+    std::fs::create_dir(&out).unwrap();
+    env.fails(&["export", "t", "--dir", s(&out)]);
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+}

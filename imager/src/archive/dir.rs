@@ -5,7 +5,8 @@
 //! files, links, devices and fifos in parallel, then hard links, then every directory's
 //! metadata deepest first, so that creating children does not disturb a parent's mtime
 //! and a read-only directory is filled before it becomes read-only. Every write goes
-//! through [`crate::safe_dir`], beneath the target.
+//! through [`crate::safe_dir`], beneath the target. An export that fails leaves nothing
+//! behind: the directory it made is removed, or the empty one it was given emptied.
 
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
@@ -19,7 +20,7 @@ use std::path::Path;
 pub fn export_dir(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progress) -> Result<()> {
     // A file (or a symlink to one or to nothing) is refused here, by what it is.
     crate::fsx::output_dir(dest)?;
-    match crate::fsx::read_dir(dest) {
+    let made = match crate::fsx::read_dir(dest) {
         Ok(entries) => {
             if !entries.is_empty() {
                 return Err(Error::Usage(format!(
@@ -27,12 +28,47 @@ pub fn export_dir(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progre
                     dest.display()
                 )));
             }
+            false
         }
         Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {
             crate::fsx::create_dir(dest)?;
+            true
         }
         Err(e) => return Err(e.doing("open directory")),
+    };
+    let filled = fill(store, tree, dest, progress);
+    if filled.is_err() {
+        // A half-written tree (a file cut short, directories still private) must not
+        // pass for the image: what this export made goes, and the target is as it was.
+        undo(dest, made);
     }
+    filled
+}
+
+/// Removes what a failed export wrote: the directory it made, or what it put into the
+/// empty one it was given. Best effort: the export's own error is the one reported.
+fn undo(dest: &Path, made: bool) {
+    if made {
+        let _ = crate::fsx::remove_dir_all(dest);
+        return;
+    }
+    if let Ok(entries) = crate::fsx::read_dir(dest) {
+        for e in entries {
+            let p = dest.join(e.file_name());
+            match e.file_type() {
+                Ok(t) if t.is_dir() => {
+                    let _ = crate::fsx::remove_dir_all(&p);
+                }
+                _ => {
+                    let _ = crate::fsx::remove_file(&p);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the tree into the empty directory `dest`.
+fn fill(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progress) -> Result<()> {
     let b = Beneath::open(dest)?;
     let entries = tree.entries();
     progress.start("export", Some(entries.len() as u64));
