@@ -8,7 +8,9 @@
 //!
 //! Memory does not grow with the tree: a file is in memory only while its thread
 //! normalises and stores it, within [`READ_BUDGET`] over all threads; what `imager
-//! normalize` must write back later waits in a [`Spill`] file, not in memory.
+//! normalize` must write back later waits in a [`Spill`] file, not in memory. A file a
+//! rule would look at but that is too large to read into memory is stored as it is and
+//! reported, never passed over in silence.
 
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -23,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Files up to this size are read into memory (and normalised); larger ones are
-/// streamed and taken as they are (no gzip or pyc file in a root filesystem is near it).
+/// streamed and taken as they are, and the report lists those a rule would have looked
+/// at (no gzip or pyc file in a Debian root filesystem is near it).
 pub const IN_MEMORY_LIMIT: u64 = 64 << 20;
 
 /// File data the content stage may hold in memory at once, over all threads (a file
@@ -323,10 +326,10 @@ fn content_stage(
     let rules = opts.filter(|o| o.gzip || o.pyc);
     let in_memory = size <= IN_MEMORY_LIMIT;
     // Which rule would look at it, before its content is read: that decides what its
-    // reading reserves.
+    // reading reserves, and whether a file too large to read is reported.
     let mut file = None;
     let rule = match &content {
-        Content::Disk(disk) if in_memory => {
+        Content::Disk(disk) if in_memory || rules.is_some() => {
             let f = fsx::open_nofollow(disk)?;
             let rule = match rules {
                 Some(o) => {
@@ -339,6 +342,7 @@ fn content_stage(
             rule
         }
         Content::Bytes(d) => rules.and_then(|o| rule_for(o, path, d)),
+        Content::KnownTooLarge(head) => rules.and_then(|o| rule_for(o, path, head)),
         Content::Disk(_) | Content::Known => None,
     };
     // Held until this file is stored: what all threads hold in memory stays bounded
@@ -364,7 +368,7 @@ fn content_stage(
         (Content::Disk(disk), _) => (None, Some(sink.put_file(&disk, size)?)),
         (Content::Bytes(d), _) => (Some(d), None),
         // Stored by an importer that kept rule candidates as bytes: taken as it is.
-        (Content::Known, _) => (None, Some(known)),
+        (Content::Known | Content::KnownTooLarge(_), _) => (None, Some(known)),
     };
     let mut change = None;
     let mut skipped = None;
@@ -388,6 +392,15 @@ fn content_stage(
             {
                 change = pyc::normalize(d, *mtime, *src_size).map(|n| (Rule::Pyc, n));
             }
+        }
+        // A rule would look at it, but it is too large to read into memory (rewriting it
+        // would take a streaming rewrite): stored as it is, and said.
+        (Some(r), None) => {
+            let rule = if r == Rule::Gzip { "gzip" } else { "pyc" };
+            skipped = Some(format!(
+                "{rule}: {size} bytes, larger than the {} MiB normalisation reads into memory",
+                IN_MEMORY_LIMIT >> 20
+            ));
         }
         _ => {}
     }

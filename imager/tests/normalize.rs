@@ -1,6 +1,7 @@
 //! Normalisation on files made by the real tools: `gzip` (which stores the name and
 //! mtime) and `python3 -m py_compile` (timestamp-based pycs), checked with `gzip` and the
-//! real interpreter afterwards; and its bound on memory with many large files to rewrite.
+//! real interpreter afterwards; and its bounds: memory with many large files to rewrite,
+//! and files too large to read reported rather than passed over.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
@@ -285,4 +286,78 @@ fn normalising_many_large_gzip_files_keeps_memory_bounded() {
     let want = env.path("want.gz");
     write_gzip(&want, None, 0, &member);
     assert!(std::fs::read(tree.join("f07.gz")).unwrap() == std::fs::read(want).unwrap());
+}
+
+/// Issue 24: gzip files over 64 MiB were taken as they are, name and mtime included,
+/// without a word. They still are (normalising them would need a streaming rewrite),
+/// but every import and normalisation report lists them with the reason.
+#[test]
+fn a_gzip_file_too_large_to_normalise_is_reported_with_its_reason() {
+    let env = Env::new();
+    let tree = env.path("tree");
+    std::fs::create_dir(&tree).unwrap();
+    let big = tree.join("big.gz");
+    write_gzip(
+        &big,
+        Some("big"),
+        1_600_000_000,
+        &deflate(&vec![0; 65 * MIB], flate2::Compression::none()),
+    );
+    let big_size = std::fs::metadata(&big).unwrap().len();
+    let big_hash = blake3::hash(&std::fs::read(&big).unwrap());
+    // A pyc too large to read: judged by its name, sparse so it costs nothing.
+    std::fs::File::create(tree.join("big.pyc"))
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
+    // And a small one, normalised as ever.
+    write_gzip(
+        &tree.join("small.gz"),
+        Some("small"),
+        1_600_000_000,
+        &deflate(b"small\n", flate2::Compression::best()),
+    );
+    let want = [
+        (
+            "/big.gz".to_string(),
+            format!(
+                "gzip: {big_size} bytes, larger than the 64 MiB normalisation reads into memory"
+            ),
+        ),
+        (
+            "/big.pyc".to_string(),
+            format!(
+                "pyc: {} bytes, larger than the 64 MiB normalisation reads into memory",
+                65 << 20
+            ),
+        ),
+    ];
+    let skipped = |json: &str, at: &[&str]| -> Vec<(String, String)> {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        let mut r = v;
+        for k in at {
+            r = r[*k].take();
+        }
+        assert_eq!(r["gzip"], 1, "{json}");
+        serde_json::from_value(r["skipped"].take()).unwrap()
+    };
+    let t = s(&tree);
+    // From a directory and from an archive of it (where the importer stores the large
+    // members before the ingest sees them).
+    let json = env.ok(&["import", t, "--normalize", "--epoch", EPOCH, "--json"]);
+    assert_eq!(skipped(&json, &["normalize"]), want);
+    env.ok(&["import", t, "--name", "raw"]);
+    let tar = env.path("raw.tar.zst");
+    env.ok(&["export", "raw", "--tar", s(&tar)]);
+    let json = env.ok(&["import", s(&tar), "--normalize", "--epoch", EPOCH, "--json"]);
+    assert_eq!(skipped(&json, &["normalize"]), want);
+    // In place: reported in JSON and in text, and left exactly as it was.
+    let json = env.ok(&["normalize", t, "--epoch", EPOCH, "--json"]);
+    assert_eq!(skipped(&json, &[]), want);
+    let text = env.ok(&["normalize", t, "--epoch", EPOCH]);
+    assert!(
+        text.contains(&format!("left as is: {}: {}", want[0].0, want[0].1)),
+        "{text}"
+    );
+    assert_eq!(blake3::hash(&std::fs::read(&big).unwrap()), big_hash);
 }
