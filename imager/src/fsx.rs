@@ -388,12 +388,54 @@ pub fn open_nofollow(path: &Path) -> Result<File> {
         .ctx("open", path)
 }
 
-/// Reads a whole file into memory, refusing to follow a final symlink.
-pub fn read_nofollow(path: &Path, size_hint: u64) -> Result<Vec<u8>> {
-    let mut f = open_nofollow(path)?;
+/// The first `N` bytes of an open file (`.1` says how many there were, for a shorter
+/// file), read without moving its offset: normalisation decides from them, before it
+/// reads the rest, whether a rule may rewrite the file.
+pub fn read_head<const N: usize>(f: &File, path: &Path) -> Result<([u8; N], usize)> {
+    use std::os::unix::fs::FileExt;
+    let mut head = [0u8; N];
+    let mut n = 0;
+    while n < N {
+        match f.read_at(&mut head[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(crate::Error::io("read", path, e)),
+        }
+    }
+    Ok((head, n))
+}
+
+/// Reads the rest of an open file into memory (all of it, if nothing was read yet).
+pub fn read_all(f: &mut File, size_hint: u64, path: &Path) -> Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(size_hint.min(1 << 30) as usize);
     f.read_to_end(&mut buf).ctx("read", path)?;
     Ok(buf)
+}
+
+/// An unnamed scratch file on the filesystem of directory `dir` (`O_TMPFILE`): it never
+/// shows in `dir`, leaves `dir`'s mtime alone and is freed when closed, by a crash too.
+/// Where `dir`'s filesystem cannot make one (NFS, some FUSE filesystems, a read-only
+/// mount), a file of the system's temporary directory, unlinked as soon as it is open.
+pub fn scratch_file(dir: &Path) -> Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::OpenOptionsExt;
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    if let Ok(fd) = rustix::fs::open(dir, flags, Mode::RUSR | Mode::WUSR) {
+        return Ok(File::from(fd));
+    }
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(".imager-scratch-{}-{n}", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .ctx("create", &path)?;
+    remove_file(&path)?;
+    Ok(f)
 }
 
 pub fn path_bytes(p: &Path) -> &[u8] {
@@ -494,6 +536,30 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(read(&p).unwrap(), b"two");
         assert_eq!(names(d.path()), ["state.json"]);
+    }
+
+    /// `imager normalize` makes its scratch file in the tree it normalises: the tree must
+    /// not see it, by name or by its directory's mtime.
+    #[test]
+    fn a_scratch_file_leaves_no_name_and_no_mtime_change() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            d.path(),
+            &timestamps(1000),
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+        let f = scratch_file(d.path()).unwrap();
+        f.write_all_at(b"kept", 3).unwrap();
+        let mut back = [0; 4];
+        f.read_exact_at(&mut back, 3).unwrap();
+        assert_eq!(&back, b"kept");
+        assert!(names(d.path()).is_empty());
+        drop(f);
+        let m = std::fs::metadata(d.path()).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&m), 1000);
     }
 
     #[test]

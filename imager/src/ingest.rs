@@ -5,6 +5,12 @@
 //! Order matters and is fixed: a pyc's header needs its source's final mtime, and the
 //! ProdNG mtime rule needs final content hashes, so the stages are
 //! (1) every file but pycs, (2) mtimes of those, (3) pycs, (4) their mtimes.
+//!
+//! Memory does not grow with the tree: a file is in memory only while its thread
+//! normalises and stores it, within [`READ_BUDGET`] over all threads; what `imager
+//! normalize` must write back later waits in a [`Spill`] file, not in memory. A file a
+//! rule would look at but that is too large to read into memory is stored as it is and
+//! reported, never passed over in silence.
 
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -14,14 +20,18 @@ use crate::store::Txn;
 use crate::tree::scan::{Content, Pending};
 use crate::tree::{path_cmp, Entry, Hash, Kind, Tree};
 use rayon::prelude::*;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Files up to this size are read into memory (and normalised); larger ones are
-/// streamed and taken as they are (no gzip or pyc file in a root filesystem is near it).
+/// streamed and taken as they are, and the report lists those a rule would have looked
+/// at (no gzip or pyc file in a Debian root filesystem is near it).
 pub const IN_MEMORY_LIMIT: u64 = 64 << 20;
 
 /// File data the content stage may hold in memory at once, over all threads (a file
-/// over it still goes through, alone). Two copies of each exist while it is normalised.
+/// over it still goes through, alone), the rewritten copy of a file a rule may rewrite
+/// included: such a file reserves twice its size.
 const READ_BUDGET: u64 = 256 << 20;
 
 /// A count of bytes that threads reserve before reading a file into memory and give
@@ -107,20 +117,83 @@ impl Sink for StoreSink<'_> {
     }
 }
 
-/// The result of an ingest: the tree, what normalisation did, and (when asked) the new
-/// content of every file normalisation rewrote, for writing back to a directory.
+/// Where `imager normalize` keeps the new content of the files it rewrites until the
+/// whole tree has been read (a file that stops the run must stop it before anything is
+/// written): one scratch file ([`fsx::scratch_file`]) that every thread appends to at
+/// offsets it reserves, so that memory does not grow with the number and size of the
+/// rewritten files. It disappears when dropped, or when the process dies.
+pub struct Spill {
+    file: File,
+    /// The directory whose filesystem holds it, for messages.
+    dir: PathBuf,
+    end: AtomicU64,
+}
+
+/// Where one file's new content lies in a [`Spill`].
+#[derive(Clone, Copy, Debug)]
+pub struct Kept {
+    offset: u64,
+    len: u64,
+}
+
+impl Spill {
+    /// A spill on the filesystem of `dir` (the directory being normalised, which has room
+    /// for the files it already holds).
+    pub fn new(dir: &Path) -> Result<Spill> {
+        Ok(Spill {
+            file: fsx::scratch_file(dir)?,
+            dir: dir.to_path_buf(),
+            end: AtomicU64::new(0),
+        })
+    }
+
+    fn keep(&self, data: &[u8]) -> Result<Kept> {
+        use std::os::unix::fs::FileExt;
+        let len = data.len() as u64;
+        let offset = self.end.fetch_add(len, Ordering::Relaxed);
+        self.file
+            .write_all_at(data, offset)
+            .map_err(|e| Error::io("write a scratch file in", &self.dir, e))?;
+        Ok(Kept { offset, len })
+    }
+
+    /// Writes what `kept` holds to `out` (`shown` names it in errors) and returns its
+    /// length, for truncating.
+    pub fn copy_to(&self, kept: Kept, out: &mut File, shown: &Path) -> Result<u64> {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; kept.len.min(256 << 10) as usize];
+        let mut done = 0;
+        while done < kept.len {
+            let n = (kept.len - done).min(buf.len() as u64) as usize;
+            let chunk = &mut buf[..n];
+            self.file
+                .read_exact_at(chunk, kept.offset + done)
+                .map_err(|e| Error::io("read a scratch file in", &self.dir, e))?;
+            out.write_all(chunk)
+                .map_err(|e| Error::io("rewrite", shown, e))?;
+            done += n as u64;
+        }
+        Ok(kept.len)
+    }
+}
+
+/// The result of an ingest: the tree, what normalisation did, and (when a spill was
+/// given) where the new content of every file normalisation rewrote waits, for writing
+/// back to a directory.
 pub struct Ingested {
     pub tree: Tree,
     pub report: Report,
-    pub rewritten: Vec<(Vec<u8>, Vec<u8>)>,
+    pub rewritten: Vec<(Vec<u8>, Kept)>,
 }
 
-/// Runs the stages described in the module documentation.
+/// Runs the stages described in the module documentation; `keep` receives the new
+/// content of the files normalisation rewrites.
 pub fn ingest(
     mut pending: Vec<Pending>,
     opts: Option<&normalize::Options>,
     sink: &dyn Sink,
-    keep_rewritten: bool,
+    keep: Option<&Spill>,
     progress: &dyn Progress,
 ) -> Result<Ingested> {
     pending.sort_by(|a, b| path_cmp(&a.entry.path, &b.entry.path));
@@ -143,7 +216,7 @@ pub fn ingest(
         let outcomes: Vec<Result<(usize, Outcome)>> = work
             .into_par_iter()
             .map(|(i, c)| {
-                let r = content_stage(&pending, &pending[i].entry, c, opts, sink, &budget)
+                let r = content_stage(&pending, &pending[i].entry, c, opts, sink, &budget, keep)
                     .map(|o| (i, o));
                 progress.inc(1);
                 r
@@ -161,11 +234,11 @@ pub fn ingest(
                     .skipped
                     .push((crate::tree::escape::escape(&p.entry.path), reason));
             }
-            if let Some((rule, data)) = o.change {
+            if let Some(rule) = o.change {
                 report.record(rule, &p.entry.path);
-                if keep_rewritten {
-                    rewritten.push((p.entry.path.clone(), data));
-                }
+            }
+            if let Some(kept) = o.kept {
+                rewritten.push((p.entry.path.clone(), kept));
             }
         }
         // Hashes are final for this pass's files; now their mtimes.
@@ -204,13 +277,29 @@ pub fn ingest(
     })
 }
 
-/// What the content stage did to one file.
+/// What the content stage did to one file. Only small values: the outcomes of a whole
+/// pass are collected before they are recorded, so the new content itself is never
+/// here (it once was, and memory grew with the total of the rewritten files).
 struct Outcome {
     hash: Hash,
     size: u64,
-    change: Option<(Rule, Vec<u8>)>,
+    change: Option<Rule>,
+    /// Where the new content waits, when the caller keeps it.
+    kept: Option<Kept>,
     /// Why a file that looked normalisable was left as it is.
     skipped: Option<String>,
+}
+
+/// The rule that would look at a file, judged from its name and first bytes: gzip by
+/// content (and first), pyc by name.
+fn rule_for(o: &normalize::Options, path: &[u8], head: &[u8]) -> Option<Rule> {
+    if o.gzip && gzip::looks_like_gzip(head) {
+        Some(Rule::Gzip)
+    } else if o.pyc && pyc::is_pyc(path) {
+        Some(Rule::Pyc)
+    } else {
+        None
+    }
 }
 
 /// One file: read once, normalised if a rule applies, hashed and given to the sink.
@@ -222,6 +311,7 @@ fn content_stage(
     opts: Option<&normalize::Options>,
     sink: &dyn Sink,
     budget: &Budget,
+    keep: Option<&Spill>,
 ) -> Result<Outcome> {
     let (size, known) = match entry.kind {
         Kind::File { size, hash } => (size, hash),
@@ -233,16 +323,40 @@ fn content_stage(
         }
     };
     let path = &entry.path;
-    let rules = opts.filter(|o| (o.gzip || o.pyc) && size <= IN_MEMORY_LIMIT);
-    // Held until this file is stored: what all threads read into memory stays bounded
-    // whatever the number of cores.
-    let _reserved = match &content {
-        Content::Disk(_) if size <= IN_MEMORY_LIMIT => Some(budget.reserve(size)),
-        _ => None,
+    let rules = opts.filter(|o| o.gzip || o.pyc);
+    let in_memory = size <= IN_MEMORY_LIMIT;
+    // Which rule would look at it, before its content is read: that decides what its
+    // reading reserves, and whether a file too large to read is reported.
+    let mut file = None;
+    let rule = match &content {
+        Content::Disk(disk) if in_memory || rules.is_some() => {
+            let f = fsx::open_nofollow(disk)?;
+            let rule = match rules {
+                Some(o) => {
+                    let (head, n) = fsx::read_head::<3>(&f, disk)?;
+                    rule_for(o, path, &head[..n])
+                }
+                None => None,
+            };
+            file = Some(f);
+            rule
+        }
+        Content::Bytes(d) => rules.and_then(|o| rule_for(o, path, d)),
+        Content::KnownTooLarge(head) => rules.and_then(|o| rule_for(o, path, head)),
+        Content::Disk(_) | Content::Known => None,
     };
-    let (data, stored) = match content {
-        Content::Disk(disk) if size <= IN_MEMORY_LIMIT => {
-            let d = fsx::read_nofollow(&disk, size)?;
+    // Held until this file is stored: what all threads hold in memory stays bounded
+    // whatever the number of cores. A file read here counts, and so does the copy a rule
+    // may make of it; an archive's bytes are already counted by its importer.
+    let read = match &content {
+        Content::Disk(_) if in_memory => size,
+        _ => 0,
+    };
+    let copy = if rule.is_some() && in_memory { size } else { 0 };
+    let _reserved = (read + copy > 0).then(|| budget.reserve(read + copy));
+    let (data, stored) = match (content, file) {
+        (Content::Disk(disk), Some(mut f)) if in_memory => {
+            let d = fsx::read_all(&mut f, size, &disk)?;
             if d.len() as u64 != size {
                 return Err(Error::invalid(
                     path,
@@ -251,23 +365,22 @@ fn content_stage(
             }
             (Some(d), None)
         }
-        Content::Disk(disk) => (None, Some(sink.put_file(&disk, size)?)),
-        Content::Bytes(d) => (Some(d), None),
+        (Content::Disk(disk), _) => (None, Some(sink.put_file(&disk, size)?)),
+        (Content::Bytes(d), _) => (Some(d), None),
         // Stored by an importer that kept rule candidates as bytes: taken as it is.
-        Content::Known => (None, Some(known)),
+        (Content::Known | Content::KnownTooLarge(_), _) => (None, Some(known)),
     };
     let mut change = None;
     let mut skipped = None;
-    if let (Some(o), Some(d)) = (rules, data.as_ref()) {
-        if o.gzip && gzip::looks_like_gzip(d) {
-            match gzip::normalize(d, 0) {
-                Ok(Some(n)) => change = Some((Rule::Gzip, n)),
-                Ok(None) => {}
-                // Left as it is: a damaged .gz is its package's business, not a reason
-                // to refuse the tree; the report lists it.
-                Err(e) => skipped = Some(format!("gzip: {e}")),
-            }
-        } else if o.pyc && pyc::is_pyc(path) {
+    match (rule, data.as_ref()) {
+        (Some(Rule::Gzip), Some(d)) => match gzip::normalize(d, 0) {
+            Ok(Some(n)) => change = Some((Rule::Gzip, n)),
+            Ok(None) => {}
+            // Left as it is: a damaged .gz is its package's business, not a reason
+            // to refuse the tree; the report lists it.
+            Err(e) => skipped = Some(format!("gzip: {e}")),
+        },
+        (Some(Rule::Pyc), Some(d)) => {
             let source = pyc::source_path(path)
                 .and_then(|s| all.binary_search_by(|x| path_cmp(&x.entry.path, &s)).ok())
                 .map(|j| &all[j].entry);
@@ -280,16 +393,31 @@ fn content_stage(
                 change = pyc::normalize(d, *mtime, *src_size).map(|n| (Rule::Pyc, n));
             }
         }
+        // A rule would look at it, but it is too large to read into memory (rewriting it
+        // would take a streaming rewrite): stored as it is, and said.
+        (Some(r), None) => {
+            let rule = if r == Rule::Gzip { "gzip" } else { "pyc" };
+            skipped = Some(format!(
+                "{rule}: {size} bytes, larger than the {} MiB normalisation reads into memory",
+                IN_MEMORY_LIMIT >> 20
+            ));
+        }
+        _ => {}
     }
     let (hash, size) = match (&change, &data, stored) {
         (Some((_, d)), _, _) | (None, Some(d), None) => (sink.put_bytes(d)?, d.len() as u64),
         (None, _, Some(h)) => (h, size),
         (None, None, None) => return Err(Error::invalid(path, "no content")),
     };
+    let kept = match (&change, keep) {
+        (Some((_, d)), Some(spill)) => Some(spill.keep(d)?),
+        _ => None,
+    };
     Ok(Outcome {
         hash,
         size,
-        change,
+        change: change.map(|(rule, _)| rule),
+        kept,
         skipped,
     })
 }

@@ -3,7 +3,7 @@
 
 use crate::archive::{dir, tar_export, tar_import};
 use crate::error::{Error, IoContext, Result};
-use crate::ingest::{ingest, HashOnly, Ingested, StoreSink};
+use crate::ingest::{ingest, HashOnly, Ingested, Spill, StoreSink};
 use crate::normalize::{self, Report};
 use crate::progress::Progress;
 use crate::safe_dir::Beneath;
@@ -110,7 +110,7 @@ pub fn import(
         pending,
         opts.normalize.as_ref(),
         &StoreSink { txn: &txn },
-        false,
+        None,
         progress,
     )?;
     // Refused before its objects are committed: an image too large to push leaves
@@ -146,7 +146,7 @@ pub fn hash_dir(
     progress: &dyn Progress,
 ) -> Result<(Hash, Tree, Report)> {
     let pending = scan(dir, excludes)?;
-    let Ingested { tree, report, .. } = ingest(pending, norm, &HashOnly, false, progress)?;
+    let Ingested { tree, report, .. } = ingest(pending, norm, &HashOnly, None, progress)?;
     Ok((
         crate::tree::text::id_of(&crate::tree::text::print(&tree)),
         tree,
@@ -155,7 +155,9 @@ pub fn hash_dir(
 }
 
 /// `imager normalize DIR`: applies the rules to the directory in place. Rewritten files
-/// keep their inode (hard links stay linked), owner, mode and xattrs.
+/// keep their inode (hard links stay linked), owner, mode and xattrs. Their new content
+/// waits in a scratch file on the directory's filesystem until the whole tree has been
+/// read, so nothing is written if a file stops the run, and memory stays bounded.
 pub fn normalize_dir(
     dir: &Path,
     norm: &normalize::Options,
@@ -173,13 +175,14 @@ pub fn normalize_dir(
             )
         })
         .collect();
+    let spill = Spill::new(dir)?;
     let Ingested {
         tree,
         report,
         rewritten,
-    } = ingest(pending, Some(norm), &HashOnly, true, progress)?;
+    } = ingest(pending, Some(norm), &HashOnly, Some(&spill), progress)?;
     let b = Beneath::open(dir)?;
-    for (path, data) in &rewritten {
+    for (path, kept) in &rewritten {
         let shown = b.display(path);
         let (parent, name) = b.parent(path)?;
         let fd = rustix::fs::openat(
@@ -190,8 +193,8 @@ pub fn normalize_dir(
         )
         .ctx("open for rewriting", &shown)?;
         let mut f = std::fs::File::from(fd);
-        f.write_all(data).ctx("rewrite", &shown)?;
-        f.set_len(data.len() as u64).ctx("truncate", &shown)?;
+        let len = spill.copy_to(*kept, &mut f, &shown)?;
+        f.set_len(len).ctx("truncate", &shown)?;
     }
     // Content writes changed mtimes; set every mtime that differs, directories last and
     // deepest first.

@@ -41,35 +41,14 @@ fn normalize_import_of_many_large_gzip_and_pyc_members_keeps_memory_bounded() {
         ),
     );
     assert!(std::fs::metadata(&archive).unwrap().len() < 4 * MIB as u64);
-    // getrusage(RUSAGE_CHILDREN) of a Python parent: the peak RSS of imager alone.
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import resource, subprocess, sys\n\
-             r = subprocess.run(sys.argv[1:])\n\
-             print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)",
-            env!("CARGO_BIN_EXE_imager"),
-            "--store",
-            s(&env.store()),
-            "--quiet",
-            "import",
-            "--normalize",
-            "--epoch",
-            "1700000000",
-            &archive,
-        ])
-        .output()
-        .unwrap();
+    let (out, peak_mib) =
+        env.run_measured(&["import", "--normalize", "--epoch", "1700000000", &archive]);
     let report = String::from_utf8_lossy(&out.stdout);
-    let last = report.lines().last().unwrap_or_default().to_string();
-    let (rc, kib) = last.split_once(' ').unwrap();
-    assert_eq!(
-        rc,
-        "0",
+    assert!(
+        out.status.success(),
         "import failed: {report}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let peak_mib = kib.parse::<u64>().unwrap() / 1024;
     // Everything held at once would be 768 MiB and more; the bound is half of that.
     assert!(
         peak_mib < 384,

@@ -12,7 +12,9 @@
 //! Owners and xattr names no host could be given are refused at their entry
 //! ([`crate::tree::check_applicable`]). Memory stays bounded whatever the archive
 //! expands to: content streams into the store, and what normalisation may rewrite is held
-//! in memory only up to [`HOLD_LIMIT`] in all, then spilled to files.
+//! in memory only up to [`HOLD_LIMIT`] in all, then spilled to files. A member larger
+//! than [`IN_MEMORY_LIMIT`] streams into the store as it is, and the normalisation report
+//! lists it.
 
 use crate::error::{Error, Result};
 use crate::ingest::IN_MEMORY_LIMIT;
@@ -474,9 +476,8 @@ fn read_content(
     let k = (size as usize).min(3);
     r.read_exact(&mut head[..k])
         .map_err(|e| Error::io("read content of", &what, e))?;
-    let candidate = opts.keep_candidates
-        && size <= IN_MEMORY_LIMIT
-        && (pyc::is_pyc(path) || gzip::looks_like_gzip(&head[..k]));
+    let ruled = opts.keep_candidates && (pyc::is_pyc(path) || gzip::looks_like_gzip(&head[..k]));
+    let candidate = ruled && size <= IN_MEMORY_LIMIT;
     let mut rest = std::io::Cursor::new(head[..k].to_vec()).chain(r);
     if candidate && *held + size > HOLD_LIMIT {
         // The ingest hashes it (after normalising): no hash yet.
@@ -499,6 +500,10 @@ fn read_content(
         return Ok((Hash::of(&data), Content::Bytes(data)));
     }
     let h = txn.put_reader(rest, size, &what)?;
+    // Too large to hold for a rule: stored as it is, and the ingest reports it.
+    if ruled {
+        return Ok((h, Content::KnownTooLarge(head)));
+    }
     Ok((h, Content::Known))
 }
 

@@ -65,7 +65,9 @@ pub struct Report {
     pub pyc: usize,
     /// (rule, escaped path), sorted.
     pub changed: Vec<(Rule, String)>,
-    /// Files that looked like gzip but could not be parsed, with the reason; unchanged.
+    /// (escaped path, reason) of the files a rule would have looked at but that were left
+    /// as they are: gzip that does not parse, and files too large to read into memory
+    /// ([`crate::ingest::IN_MEMORY_LIMIT`]).
     pub skipped: Vec<(String, String)>,
 }
 

@@ -21,6 +21,10 @@ pub enum Content {
     Bytes(Vec<u8>),
     /// Already hashed (and stored, when ingesting into a store): the hash is in the entry.
     Known,
+    /// Like `Known`, from an archive importer that would have kept the file for a
+    /// normalisation rule but for its size; its first bytes, so that the ingest can say
+    /// which rule it was not given to and report it.
+    KnownTooLarge([u8; 3]),
 }
 
 /// An entry whose file content (if any) has not been hashed yet.

@@ -45,6 +45,34 @@ impl Env {
         self.command(args).output().expect("run imager")
     }
 
+    /// Runs imager like [`Env::run`], under a Python parent; returns its output and its
+    /// peak RSS in MiB. The parent's getrusage(RUSAGE_CHILDREN) is imager's alone, where
+    /// this process's own would take in the children of every test running beside it.
+    pub fn run_measured(&self, args: &[&str]) -> (Output, u64) {
+        let imager = self.command(args);
+        let mut out = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import resource, subprocess, sys\n\
+                 rc = subprocess.run(sys.argv[1:]).returncode\n\
+                 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n\
+                 sys.stderr.write('\\npeak-rss-kib %d\\n' % peak)\n\
+                 sys.exit(rc if rc >= 0 else 128 - rc)",
+            )
+            .arg(imager.get_program())
+            .args(imager.get_args())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .expect("run python3");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let (rest, kib) = stderr
+            .trim_end()
+            .rsplit_once("\npeak-rss-kib ")
+            .expect("the peak RSS line");
+        out.stderr = rest.as_bytes().to_vec();
+        (out, kib.parse::<u64>().expect("peak RSS in KiB") / 1024)
+    }
+
     /// Runs imager and requires success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);

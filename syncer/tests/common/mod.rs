@@ -60,7 +60,7 @@ pub fn host_tree(root: &Path) -> Tree {
         pending,
         None,
         &imager::ingest::HashOnly,
-        false,
+        None,
         &imager::progress::Quiet,
     )
     .unwrap()
