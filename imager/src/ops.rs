@@ -301,7 +301,10 @@ pub fn show(store: &Store, id: &Hash) -> Result<Shown> {
     let tree = store.read_image(id)?;
     let mut names = Vec::new();
     for r in store.refs()? {
-        let hist = store.ref_history(&r)?;
+        // A ref that cannot be read names nothing here (`fsck` reports it).
+        let Ok(hist) = store.ref_history(&r) else {
+            continue;
+        };
         for (back, h) in hist.iter().rev().enumerate() {
             if h == id {
                 names.push(if back == 0 {

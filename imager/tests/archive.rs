@@ -238,3 +238,26 @@ fn a_failed_directory_export_leaves_nothing_behind() {
     env.fails(&["export", "t", "--dir", s(&out)]);
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
 }
+
+/// One damaged name does not break the commands that show names; fsck reports it, and
+/// an empty one too.
+#[test]
+fn a_malformed_or_empty_ref_breaks_nothing_and_fsck_reports_it() {
+    let env = Env::new();
+    sample_tree(&env.path("src"));
+    let id = env.id(&["import", s(&env.path("src")), "--name", "t"]);
+    let refs = env.store().join("refs");
+    std::fs::write(refs.join("broken"), "not an image id\n").unwrap();
+    std::fs::write(refs.join("empty"), "").unwrap();
+    assert!(env.ok(&["show", &id]).contains('t'));
+    env.ok(&["diff", "t", &id]);
+    let out = env.run(&["fsck"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("ref broken: "), "{text}");
+    assert!(
+        text.contains("ref empty: empty (it names no image)"),
+        "{text}"
+    );
+}

@@ -137,6 +137,10 @@ fn check_refs(store: &Store, r: &mut FsckReport) -> Result<()> {
     for name in store.refs()? {
         r.refs += 1;
         match store.ref_history(&name) {
+            // An empty ref names nothing: every lookup of the name says "no such name".
+            Ok(hist) if hist.is_empty() => r
+                .problems
+                .push(format!("ref {name}: empty (it names no image)")),
             Ok(hist) => {
                 for h in hist.iter().filter(|h| !store.has_image(h)) {
                     r.problems

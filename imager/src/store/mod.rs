@@ -387,11 +387,13 @@ impl Store {
             .collect()
     }
 
-    /// The names whose current image is `id`, sorted.
+    /// The names whose current image is `id`, sorted. A ref that cannot be read is
+    /// left out (`fsck` reports it): one damaged name must not break every command that
+    /// shows an image's names.
     pub fn names_of(&self, id: &Hash) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for n in self.refs()? {
-            if self.ref_history(&n)?.last() == Some(id) {
+            if self.ref_history(&n).ok().and_then(|h| h.last().copied()) == Some(*id) {
                 out.push(n);
             }
         }
