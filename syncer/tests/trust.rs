@@ -21,7 +21,11 @@ fn key(dir: &Path, name: &str) -> PathBuf {
 fn sign(store: &Path, image: &str, key: &Path, note: &str) {
     let s = Store::open(store, Access::Write).unwrap();
     let k = keys::load_private(key, None).unwrap();
-    check::sign_image(&s, image, &k, None, note, false).unwrap();
+    let terms = check::Terms {
+        note: note.into(),
+        ..Default::default()
+    };
+    check::sign_image(&s, image, &k, &terms, false).unwrap();
 }
 
 /// An allowed_signers line for `key` as `principal`.
