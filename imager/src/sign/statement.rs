@@ -146,6 +146,11 @@ impl Statement {
     }
 }
 
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (what [`parse_utc`] reads).
+pub fn format_utc(t: i64) -> String {
+    crate::review::packages::chrono_free_utc(t)
+}
+
 /// `YYYY-MM-DDTHH:MM:SSZ` to seconds since the epoch.
 pub fn parse_utc(s: &str) -> Option<i64> {
     let b = s.as_bytes();
