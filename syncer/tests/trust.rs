@@ -592,13 +592,6 @@ fn an_older_signed_image_is_refused_after_a_newer_one_unless_a_signer_approves_t
 
     push(&store, &new.to_hex(), &host, &[]);
     assert_host_is(&root, &store, &new);
-    let record = root.join("var/lib/syncer/accepted");
-    let accepted = std::fs::read_to_string(&record).unwrap();
-    assert!(
-        accepted.contains(&format!("newest app {} - {new}", utc(new_time))),
-        "{accepted}"
-    );
-
     // The image signed 18 months earlier: refused, naming both, and nothing written.
     let before = snapshot(&root);
     for extra in [&["--dry-run"][..], &[]] {
@@ -616,6 +609,12 @@ fn an_older_signed_image_is_refused_after_a_newer_one_unless_a_signer_approves_t
         );
         assert_eq!(snapshot(&root), before, "a refused push wrote on the host");
     }
+    let record = root.join("var/lib/syncer/accepted");
+    let accepted = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        accepted.contains(&format!("newest app {} - {new}", utc(new_time))),
+        "{accepted}"
+    );
 
     // A dry run of a newer image is accepted but moves nothing.
     let newer = import(&store, &dir.join("t3"), "app");
