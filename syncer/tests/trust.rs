@@ -593,6 +593,13 @@ fn an_older_signed_image_is_refused_after_a_newer_one_unless_a_signer_approves_t
     push(&store, &new.to_hex(), &host, &[]);
     assert_host_is(&root, &store, &new);
     // The image signed 18 months earlier: refused, naming both, and nothing written.
+    // Even when the host's `previous` names it: a push may set that (`Previous::Image`),
+    // so it is the controller's word, not the host's.
+    std::fs::write(
+        root.join("var/lib/syncer/image.previous"),
+        format!("{old}\n"),
+    )
+    .unwrap();
     let before = snapshot(&root);
     for extra in [&["--dry-run"][..], &[]] {
         let e = refused(&store, &old.to_hex(), &host, extra);
