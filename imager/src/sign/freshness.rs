@@ -113,9 +113,8 @@ impl Newest {
         let names: BTreeSet<&str> = accepted.iter().map(|v| v.statement.name.as_str()).collect();
         let mut why = Vec::new();
         for name in names {
-            let Some(mark) = self.names.get(name) else {
-                return None;
-            };
+            // A name this host never accepted: no rollback.
+            let mark = self.names.get(name)?;
             let of_name = || accepted.iter().filter(|v| v.statement.name == name);
             let releases: Vec<&Verified> = of_name()
                 .filter(|v| v.statement.rollback_until.is_none())
