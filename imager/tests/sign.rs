@@ -399,23 +399,19 @@ fn a_statement_carries_the_version_and_rollback_approval_asked_for() {
         st.ends_with("\nversion 3\nrollback-until 2099-01-02T00:00:00Z\n"),
         "{st}"
     );
-    let e = env.fails(&[
-        "sign",
-        "demo",
-        "--key",
-        s(&release),
-        "--allow-rollback-until",
-        "2020-01-01T00:00:00Z",
-    ]);
+    let until = |t: &str| {
+        env.fails(&[
+            "sign",
+            "demo",
+            "--key",
+            s(&release),
+            "--allow-rollback-until",
+            t,
+        ])
+    };
+    let e = until("2020-01-01T00:00:00Z");
     assert!(e.contains("not in the future"), "{e}");
-    let e = env.fails(&[
-        "sign",
-        "demo",
-        "--key",
-        s(&release),
-        "--allow-rollback-until",
-        "soon",
-    ]);
+    let e = until("soon");
     assert!(e.contains("bad time \"soon\""), "{e}");
     env.ok(&[
         "sign",

@@ -56,6 +56,19 @@ fn sign_at(
 
 const DAY: i64 = 86400;
 
+/// A `local:` host at `dir/host` whose policy trusts `release` (with `policy`'s lines).
+fn host_with_policy(dir: &Path, policy: &str, release: &Path) -> (PathBuf, String) {
+    let root = dir.join("host");
+    std::fs::create_dir(&root).unwrap();
+    install_policy(
+        &root,
+        policy,
+        &[allowed("release@example.com", release, "")],
+    );
+    let host = format!("local:{}", root.display());
+    (root, host)
+}
+
 fn utc(t: i64) -> String {
     imager::sign::statement::format_utc(t)
 }
@@ -585,10 +598,7 @@ fn an_older_signed_image_is_refused_after_a_newer_one_unless_a_signer_approves_t
     let (old_time, new_time) = (now - 540 * DAY, now - DAY);
     sign_at(&store, &old, &release, old_time, None, None);
     sign_at(&store, &new, &release, new_time, None, None);
-    let root = dir.join("host");
-    std::fs::create_dir(&root).unwrap();
-    let host = format!("local:{}", root.display());
-    install_policy(&root, "", &[allowed("release@example.com", &release, "")]);
+    let (root, host) = host_with_policy(dir, "", &release);
 
     push(&store, &new.to_hex(), &host, &[]);
     assert_host_is(&root, &store, &new);
@@ -677,10 +687,7 @@ fn versions_order_statements_before_times_and_max_age_refuses_stale_ones() {
     sign_at(&store, &v4, &release, now - DAY, Some(4), None);
     let v6 = import(&store, &dir.join("t3"), "app");
     sign_at(&store, &v6, &release, now - 20 * DAY, Some(6), None);
-    let root = dir.join("host");
-    std::fs::create_dir(&root).unwrap();
-    let host = format!("local:{}", root.display());
-    install_policy(&root, "", &[allowed("release@example.com", &release, "")]);
+    let (root, host) = host_with_policy(dir, "", &release);
     push(&store, &v5.to_hex(), &host, &[]);
 
     // Signed later, but a lower version.
@@ -733,11 +740,8 @@ fn a_failed_canary_is_rolled_back_to_its_older_image_on_a_host_with_a_policy() {
     let now = imager::sign::now();
     let old = import(&store, &dir.join("t1"), "app");
     sign_at(&store, &old, &release, now - 40 * DAY, Some(1), None);
-    let root = dir.join("host");
-    std::fs::create_dir(&root).unwrap();
-    let host = format!("local:{}", root.display());
+    let (root, host) = host_with_policy(dir, "", &release);
     let signers = [allowed("release@example.com", &release, "")];
-    install_policy(&root, "", &signers);
     push(&store, "app", &host, &[]);
     // Then the policy gains a max_age the old image's statement is past, and lists the
     // health check (which fails: the new image lacks the file).
