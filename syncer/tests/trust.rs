@@ -724,6 +724,33 @@ fn versions_order_statements_before_times_and_max_age_refuses_stale_ones() {
     sign_at(&store, &v7, &release, now, Some(7), None);
     push(&store, &v7.to_hex(), &host, &[]);
     assert_host_is(&root, &store, &v7);
+
+    // An agent that dies right after its commit point: the record moves when the next
+    // session finishes the commit, with the image (staged as target.accepted).
+    let record = root.join("var/lib/syncer/accepted");
+    tree(&dir.join("t5"), 5);
+    let v8 = import(&store, &dir.join("t5"), "app");
+    sign_at(&store, &v8, &release, now, Some(8), None);
+    let out = syncer()
+        .args(["push", &v8.to_hex(), &host, "--json"])
+        .env("IMAGER_STORE", &store)
+        .env("SYNCER_TEST_CRASH_AFTER_JOURNAL", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains(&format!(" 7 {v7}\n")), "{text}");
+    let r = push(&store, &v8.to_hex(), &host, &[]);
+    assert_eq!(r["rolled_forward"], true, "{r:#}");
+    assert_host_is(&root, &store, &v8);
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains(&format!(" 8 {v8}\n")), "{text}");
+    // (v7 is the image it ran just before: the way back. v6 is older than that.)
+    let e = refused(&store, &v6.to_hex(), &host, &[]);
+    assert!(
+        e.contains("(version 6)") && e.contains("(version 8)"),
+        "{e}"
+    );
 }
 
 /// A rollout's automatic rollback puts back the image the host ran just before, though
