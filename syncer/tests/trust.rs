@@ -806,8 +806,8 @@ fn a_failed_canary_is_rolled_back_to_its_older_image_on_a_host_with_a_policy() {
     assert_eq!(h["rollback"]["ok"], true, "{report:#}");
     assert_eq!(h["rollback"]["image"], old.to_hex(), "{report:#}");
     assert_host_is(&root, &store, &old);
-    // Only that image: the record still names the newer one, so the image before the
-    // old one (were there one) would need an approval. The failed one goes on again.
+    // Only that image: the record still names the newer one (so an image older than the
+    // old one would need an approval), and the way back is now the failed one.
     let accepted = std::fs::read_to_string(root.join("var/lib/syncer/accepted")).unwrap();
     assert!(
         accepted.contains(&format!("newest app {} 2 {new}", utc(now)))
