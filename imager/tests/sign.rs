@@ -377,3 +377,72 @@ fn bad_signatures_keys_and_policies_are_refused_naming_the_file() {
     // fsck still passes with signatures stored.
     env.ok(&["fsck"]);
 }
+
+/// `--version` and `--allow-rollback-until` become the statement's optional lines (read
+/// by hosts' anti-rollback), `imager verify` shows them, and an approval that would
+/// already have expired is refused; a policy's `max_age` is applied by `verify --policy`.
+#[test]
+fn a_statement_carries_the_version_and_rollback_approval_asked_for() {
+    let env = Env::new();
+    demo(&env);
+    let release = key(&env, "release");
+    let st = env.ok(&[
+        "sign",
+        "demo",
+        "--print-statement",
+        "--version",
+        "3",
+        "--allow-rollback-until",
+        "2099-01-02",
+    ]);
+    assert!(
+        st.ends_with("\nversion 3\nrollback-until 2099-01-02T00:00:00Z\n"),
+        "{st}"
+    );
+    let until = |t: &str| {
+        env.fails(&[
+            "sign",
+            "demo",
+            "--key",
+            s(&release),
+            "--allow-rollback-until",
+            t,
+        ])
+    };
+    let e = until("2020-01-01T00:00:00Z");
+    assert!(e.contains("not in the future"), "{e}");
+    let e = until("soon");
+    assert!(e.contains("bad time \"soon\""), "{e}");
+    env.ok(&[
+        "sign",
+        "demo",
+        "--key",
+        s(&release),
+        "--version",
+        "3",
+        "--allow-rollback-until",
+        "14d",
+    ]);
+    let out = env.ok(&["verify", "demo", "--key", &format!("{}.pub", s(&release))]);
+    assert!(
+        out.contains(", version 3, approves rolling back to it until "),
+        "{out}"
+    );
+    std::fs::write(
+        env.path("allowed"),
+        allowed("release@example.com", &release, ""),
+    )
+    .unwrap();
+    let policy = env.path("trust.toml");
+    std::fs::write(&policy, "allowed_signers = \"allowed\"\nmax_age = \"1w\"\n").unwrap();
+    env.ok(&["verify", "demo", "--policy", s(&policy)]);
+    std::fs::write(
+        &policy,
+        "allowed_signers = \"allowed\"\nmax_age = \"soon\"\n",
+    )
+    .unwrap();
+    let e = env.run(&["verify", "demo", "--policy", s(&policy)]);
+    assert!(!e.status.success());
+    let text = String::from_utf8_lossy(&e.stderr);
+    assert!(text.contains("max_age: bad duration \"soon\""), "{text}");
+}

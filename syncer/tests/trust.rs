@@ -9,6 +9,7 @@ mod common;
 use common::*;
 use imager::sign::{check, keys};
 use imager::store::{Access, Store};
+use imager::Hash;
 use std::path::{Path, PathBuf};
 
 /// A key pair in `dir` named `name` (the private key; `.pub` beside it).
@@ -21,7 +22,55 @@ fn key(dir: &Path, name: &str) -> PathBuf {
 fn sign(store: &Path, image: &str, key: &Path, note: &str) {
     let s = Store::open(store, Access::Write).unwrap();
     let k = keys::load_private(key, None).unwrap();
-    check::sign_image(&s, image, &k, None, note, false).unwrap();
+    let terms = check::Terms {
+        note: note.into(),
+        ..Default::default()
+    };
+    check::sign_image(&s, image, &k, &terms, false).unwrap();
+}
+
+/// Signs `image` as "app" with a statement of the test's choosing: its time (a
+/// backdated signature stands for one made long ago, so no test sleeps), `version` and
+/// `rollback-until`.
+fn sign_at(
+    store: &Path,
+    image: &Hash,
+    key: &Path,
+    time: i64,
+    version: Option<u64>,
+    rollback_until: Option<i64>,
+) {
+    let s = Store::open(store, Access::Write).unwrap();
+    let k = keys::load_private(key, None).unwrap();
+    let statement = imager::sign::Statement {
+        image: *image,
+        name: "app".into(),
+        note: String::new(),
+        time,
+        version,
+        rollback_until,
+    };
+    s.add_signature(image, &imager::sign::sign(&k, &statement).unwrap())
+        .unwrap();
+}
+
+const DAY: i64 = 86400;
+
+/// A `local:` host at `dir/host` whose policy trusts `release` (with `policy`'s lines).
+fn host_with_policy(dir: &Path, policy: &str, release: &Path) -> (PathBuf, String) {
+    let root = dir.join("host");
+    std::fs::create_dir(&root).unwrap();
+    install_policy(
+        &root,
+        policy,
+        &[allowed("release@example.com", release, "")],
+    );
+    let host = format!("local:{}", root.display());
+    (root, host)
+}
+
+fn utc(t: i64) -> String {
+    imager::sign::statement::format_utc(t)
 }
 
 /// An allowed_signers line for `key` as `principal`.
@@ -527,4 +576,242 @@ fn a_rollout_that_requires_signatures_fails_before_its_first_host() {
         "{h:#}"
     );
     assert_host_is(&roots[0], &store, &self::id(&store, "app"));
+}
+
+/// TUF's rollback attack: a controller limited to the protocol puts back an image
+/// approved long ago (known-vulnerable, say) over the newer one the host took. The host
+/// remembers the newest statement it accepted per name and refuses older ones, unless a
+/// signer approved that rollback, and only until the approval expires. A dry run gets
+/// the same answers and moves nothing.
+#[test]
+fn an_older_signed_image_is_refused_after_a_newer_one_unless_a_signer_approves_the_rollback() {
+    let t = scratch("trust-rollback-");
+    let dir = t.path();
+    let store = dir.join("store");
+    for v in 1..=3 {
+        tree(&dir.join(format!("t{v}")), v);
+    }
+    let old = import(&store, &dir.join("t1"), "app");
+    let new = import(&store, &dir.join("t2"), "app");
+    let release = key(dir, "release");
+    let now = imager::sign::now();
+    let (old_time, new_time) = (now - 540 * DAY, now - DAY);
+    sign_at(&store, &old, &release, old_time, None, None);
+    sign_at(&store, &new, &release, new_time, None, None);
+    let (root, host) = host_with_policy(dir, "", &release);
+
+    push(&store, &new.to_hex(), &host, &[]);
+    assert_host_is(&root, &store, &new);
+    // The image signed 18 months earlier: refused, naming both, and nothing written.
+    // Even when the host's `previous` names it: a push may set that (`Previous::Image`),
+    // so it is the controller's word, not the host's.
+    std::fs::write(
+        root.join("var/lib/syncer/image.previous"),
+        format!("{old}\n"),
+    )
+    .unwrap();
+    let before = snapshot(&root);
+    for extra in [&["--dry-run"][..], &[]] {
+        let e = refused(&store, &old.to_hex(), &host, extra);
+        assert!(
+            e.contains(&format!(
+                "image {old} is older than what this host has accepted"
+            )) && e.contains(&format!(
+                "for \"app\" its newest statement is signed {}",
+                utc(old_time)
+            )) && e.contains(&format!("accepted image {new} signed {}", utc(new_time)))
+                && e.contains("var/lib/syncer/accepted")
+                && e.contains("--allow-rollback-until"),
+            "{extra:?}: {e}"
+        );
+        assert_eq!(snapshot(&root), before, "a refused push wrote on the host");
+    }
+    let record = root.join("var/lib/syncer/accepted");
+    let accepted = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        accepted.contains(&format!("newest app {} - {new}", utc(new_time))),
+        "{accepted}"
+    );
+
+    // A dry run of a newer image is accepted but moves nothing.
+    let newer = import(&store, &dir.join("t3"), "app");
+    sign_at(&store, &newer, &release, now, None, None);
+    push(&store, &newer.to_hex(), &host, &["--dry-run"]);
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), accepted);
+    assert_host_is(&root, &store, &new);
+
+    // A rollback approval that has expired does not count, and the refusal says so.
+    sign_at(
+        &store,
+        &old,
+        &release,
+        now - 2 * 3600,
+        None,
+        Some(now - 3600),
+    );
+    let e = refused(&store, &old.to_hex(), &host, &[]);
+    assert!(
+        e.contains("its rollback approval by release@example.com")
+            && e.contains(&format!("expired {}", utc(now - 3600))),
+        "{e}"
+    );
+    assert_eq!(snapshot(&root), before);
+
+    // One that has not: the old image goes on, and the record still names the newest.
+    sign_at(&store, &old, &release, now, None, Some(now + DAY));
+    push(&store, &old.to_hex(), &host, &[]);
+    assert_host_is(&root, &store, &old);
+    let after = std::fs::read_to_string(&record).unwrap();
+    assert!(
+        after.contains(&format!("newest app {} - {new}", utc(new_time)))
+            && after.contains(&format!("way-back {new}")),
+        "{after}"
+    );
+}
+
+/// A signer's `version` orders statements that both carry one, whatever their times
+/// say; a policy's `max_age` refuses a statement signed longer ago than that.
+#[test]
+fn versions_order_statements_before_times_and_max_age_refuses_stale_ones() {
+    let t = scratch("trust-version-");
+    let dir = t.path();
+    let store = dir.join("store");
+    for v in 1..=4 {
+        tree(&dir.join(format!("t{v}")), v);
+    }
+    let release = key(dir, "release");
+    let now = imager::sign::now();
+    let v5 = import(&store, &dir.join("t1"), "app");
+    sign_at(&store, &v5, &release, now - 10 * DAY, Some(5), None);
+    let v4 = import(&store, &dir.join("t2"), "app");
+    sign_at(&store, &v4, &release, now - DAY, Some(4), None);
+    let v6 = import(&store, &dir.join("t3"), "app");
+    sign_at(&store, &v6, &release, now - 20 * DAY, Some(6), None);
+    let (root, host) = host_with_policy(dir, "", &release);
+    push(&store, &v5.to_hex(), &host, &[]);
+
+    // Signed later, but a lower version.
+    let e = refused(&store, &v4.to_hex(), &host, &[]);
+    assert!(
+        e.contains(&format!("image {v4} is older"))
+            && e.contains(&format!("signed {} (version 4)", utc(now - DAY)))
+            && e.contains(&format!(
+                "accepted image {v5} signed {} (version 5)",
+                utc(now - 10 * DAY)
+            )),
+        "{e}"
+    );
+    // Signed earlier, but a higher version.
+    push(&store, &v6.to_hex(), &host, &[]);
+    assert_host_is(&root, &store, &v6);
+
+    // At most 30 days old: a newer version signed 40 days ago is refused, by the age.
+    install_policy(
+        &root,
+        "max_age = \"30d\"\n",
+        &[allowed("release@example.com", &release, "")],
+    );
+    let v7 = import(&store, &dir.join("t4"), "app");
+    sign_at(&store, &v7, &release, now - 40 * DAY, Some(7), None);
+    let e = refused(&store, &v7.to_hex(), &host, &[]);
+    assert!(
+        e.contains(&format!(
+            "signed {}, longer ago than the max_age of 30d in",
+            utc(now - 40 * DAY)
+        )) && e.contains("trust.toml"),
+        "{e}"
+    );
+    sign_at(&store, &v7, &release, now, Some(7), None);
+    push(&store, &v7.to_hex(), &host, &[]);
+    assert_host_is(&root, &store, &v7);
+
+    // An agent that dies right after its commit point: the record moves when the next
+    // session finishes the commit, with the image (staged as target.accepted).
+    let record = root.join("var/lib/syncer/accepted");
+    tree(&dir.join("t5"), 5);
+    let v8 = import(&store, &dir.join("t5"), "app");
+    sign_at(&store, &v8, &release, now, Some(8), None);
+    let out = syncer()
+        .args(["push", &v8.to_hex(), &host, "--json"])
+        .env("IMAGER_STORE", &store)
+        .env("SYNCER_TEST_CRASH_AFTER_JOURNAL", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains(&format!(" 7 {v7}\n")), "{text}");
+    let r = push(&store, &v8.to_hex(), &host, &[]);
+    assert_eq!(r["rolled_forward"], true, "{r:#}");
+    assert_host_is(&root, &store, &v8);
+    let text = std::fs::read_to_string(&record).unwrap();
+    assert!(text.contains(&format!(" 8 {v8}\n")), "{text}");
+    // (v7 is the image it ran just before: the way back. v6 is older than that.)
+    let e = refused(&store, &v6.to_hex(), &host, &[]);
+    assert!(
+        e.contains("(version 6)") && e.contains("(version 8)"),
+        "{e}"
+    );
+}
+
+/// A rollout's automatic rollback puts back the image the host ran just before, though
+/// it is older than the failed one and older than the policy's `max_age`: the agent's
+/// own record of that image (not the controller's `previous`) lets it through.
+#[test]
+fn a_failed_canary_is_rolled_back_to_its_older_image_on_a_host_with_a_policy() {
+    let t = scratch("trust-canary-");
+    let dir = t.path();
+    let store = dir.join("store");
+    mini_root(&dir.join("t1"), 1, 5000);
+    mini_root(&dir.join("t2"), 2, 5000);
+    let release = key(dir, "release");
+    let now = imager::sign::now();
+    let old = import(&store, &dir.join("t1"), "app");
+    sign_at(&store, &old, &release, now - 40 * DAY, Some(1), None);
+    let (root, host) = host_with_policy(dir, "", &release);
+    let signers = [allowed("release@example.com", &release, "")];
+    push(&store, "app", &host, &[]);
+    // Then the policy gains a max_age the old image's statement is past, and lists the
+    // health check (which fails: the new image lacks the file).
+    let check = "test -f /etc/missing";
+    install_policy(
+        &root,
+        &format!("max_age = \"30d\"\nhealth = [\"{check}\"]\n"),
+        &signers,
+    );
+    let new = import(&store, &dir.join("t2"), "app");
+    sign_at(&store, &new, &release, now, Some(2), None);
+    let inv = dir.join("fleet.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[policy]\npause = \"none\"\ncanary = 1\n[policy.health]\ncommand = \"{check}\"\n\
+             timeout = 10\nretries = 1\n[[colo]]\nname = \"one\"\nhosts = [\"{host}\"]\n"
+        ),
+    )
+    .unwrap();
+    let out = run(
+        &store,
+        &[
+            "rollout",
+            "app",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--yes",
+            "--json",
+        ],
+    );
+    assert!(!out.status.success(), "a failing health check passed");
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    let h = &report["hosts"][0];
+    assert_eq!(h["rollback"]["ok"], true, "{report:#}");
+    assert_eq!(h["rollback"]["image"], old.to_hex(), "{report:#}");
+    assert_host_is(&root, &store, &old);
+    // Only that image: the record still names the newer one (so an image older than the
+    // old one would need an approval), and the way back is now the failed one.
+    let accepted = std::fs::read_to_string(root.join("var/lib/syncer/accepted")).unwrap();
+    assert!(
+        accepted.contains(&format!("newest app {} 2 {new}", utc(now)))
+            && accepted.contains(&format!("way-back {new}")),
+        "{accepted}"
+    );
 }

@@ -34,6 +34,50 @@ impl SignReport {
     }
 }
 
+/// What a signer approves an image for: the statement's fields but the image and time.
+#[derive(Clone, Debug, Default)]
+pub struct Terms {
+    /// The name (default: see [`name_for`]).
+    pub name: Option<String>,
+    pub note: String,
+    /// `--version`: the signer's monotonic number for the name.
+    pub version: Option<u64>,
+    /// `--allow-rollback-until`: the image may replace a newer one until then.
+    pub rollback_until: Option<i64>,
+}
+
+impl Terms {
+    fn statement(&self, store: &Store, spec: &str, id: Hash) -> Result<Statement> {
+        let name = name_for(store, spec, &id, self.name.as_deref())?;
+        Statement::check_fields(&name, &self.note).map_err(Error::Usage)?;
+        Ok(Statement {
+            image: id,
+            name,
+            note: self.note.clone(),
+            time: super::now(),
+            version: self.version,
+            rollback_until: self.rollback_until,
+        })
+    }
+}
+
+/// `--allow-rollback-until`: a time (`2026-12-20T00:00:00Z`), a day (`2026-12-20`, its
+/// start, UTC) or a duration from `now` (`14d`).
+pub fn parse_until(text: &str, now: i64) -> Result<i64> {
+    super::statement::parse_utc(text)
+        .or_else(|| super::statement::parse_utc(&format!("{text}T00:00:00Z")))
+        .or_else(|| {
+            super::freshness::parse_duration(text)
+                .ok()
+                .and_then(|d| now.checked_add(d))
+        })
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "bad time {text:?}: give YYYY-MM-DDTHH:MM:SSZ, YYYY-MM-DD or a duration such as 14d"
+            ))
+        })
+}
+
 /// The name an image is signed for: `--name`, else the name the image was asked for by
 /// (when it is one), else its only name in the store.
 fn name_for(store: &Store, spec: &str, id: &Hash, name: Option<&str>) -> Result<String> {
@@ -58,22 +102,10 @@ fn name_for(store: &Store, spec: &str, id: &Hash, name: Option<&str>) -> Result<
 
 /// The statement `imager sign --print-statement` prints, to be signed elsewhere with
 /// `ssh-keygen -Y sign -n imager-image` (a reviewer's machine, a hardware key).
-pub fn statement_for(
-    store: &Store,
-    spec: &str,
-    name: Option<&str>,
-    note: &str,
-) -> Result<Statement> {
+pub fn statement_for(store: &Store, spec: &str, terms: &Terms) -> Result<Statement> {
     let id = store.resolve(spec)?;
     store.image_text(&id)?;
-    let name = name_for(store, spec, &id, name)?;
-    Statement::check_fields(&name, note).map_err(Error::Usage)?;
-    Ok(Statement {
-        image: id,
-        name,
-        note: note.to_string(),
-        time: super::now(),
-    })
+    terms.statement(store, spec, id)
 }
 
 /// `imager sign --add STATEMENT SIG`: stores a signature made elsewhere, once it is
@@ -111,21 +143,13 @@ pub fn sign_image(
     store: &Store,
     spec: &str,
     key: &ssh_key::PrivateKey,
-    name: Option<&str>,
-    note: &str,
+    terms: &Terms,
     with_provenance: bool,
 ) -> Result<SignReport> {
     let id = store.resolve(spec)?;
     // The ID is the manifest's hash: check it before vouching for it.
     store.image_text(&id)?;
-    let name = name_for(store, spec, &id, name)?;
-    Statement::check_fields(&name, note).map_err(Error::Usage)?;
-    let statement = Statement {
-        image: id,
-        name,
-        note: note.to_string(),
-        time: super::now(),
-    };
+    let statement = terms.statement(store, spec, id)?;
     let signed = sign(key, &statement)?;
     // The envelope first: an image without provenance fails before anything is stored.
     let envelope = with_provenance
@@ -195,7 +219,8 @@ pub fn verify_image(
         }
     }
     let policy = match trust {
-        Trust::Policy(p) => Some(p.check(&id, &sigs, now)),
+        // What a host with this policy would say (its max_age included).
+        Trust::Policy(p) => Some(p.check_fresh(&id, &sigs, now)),
         _ => None,
     };
     let provenance = if with_provenance {
@@ -227,12 +252,23 @@ impl VerifyReport {
         for v in &self.valid {
             writeln!(
                 out,
-                "good signature by {} ({}) for {:?}, note {:?}, signed {}: {}",
+                "good signature by {} ({}) for {:?}, note {:?}, signed {}{}{}: {}",
                 v.principals.join(","),
                 v.fingerprint,
                 v.statement.name,
                 v.statement.note,
                 crate::review::packages::chrono_free_utc(v.statement.time),
+                v.statement
+                    .version
+                    .map(|n| format!(", version {n}"))
+                    .unwrap_or_default(),
+                v.statement
+                    .rollback_until
+                    .map(|t| format!(
+                        ", approves rolling back to it until {}",
+                        crate::review::packages::chrono_free_utc(t)
+                    ))
+                    .unwrap_or_default(),
                 v.origin
             )?;
         }

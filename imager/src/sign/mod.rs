@@ -3,7 +3,8 @@
 //! image ID, so that anyone can check one with OpenSSH alone. Signatures live in the
 //! store beside the image ([`crate::store::Store::add_signature`]) and travel with it
 //! on a push; [`policy`] is what a host demands of them; [`provenance`] is the in-toto
-//! record of the build, signed as a DSSE envelope.
+//! record of the build, signed as a DSSE envelope; [`freshness`] is anti-rollback (the
+//! newest statement a host accepted per name, rollback approvals, `max_age`).
 //!
 //! Why SSH signatures and not minisign: every host and operator machine already has
 //! `ssh-keygen`, release engineers already hold ed25519 SSH keys (and hardware tokens
@@ -11,6 +12,7 @@
 //! validity window, which is what a host's trust policy needs.
 
 pub mod check;
+pub mod freshness;
 pub mod keys;
 pub mod policy;
 pub mod provenance;

@@ -18,6 +18,8 @@
 //! let a controller do on the host what the signatures forbid. Likewise
 //! `mirrors = ["http://cache.ams1:8080/"]`: the only HTTP mirrors it fetches content
 //! from (a fetch is a request the controller points anywhere).
+//! `max_age = "30d"` (see [`super::freshness::parse_duration`]): a statement signed
+//! longer ago than that does not count on a host ([`TrustPolicy::check_fresh`]).
 
 use super::{verify, Signed, Signers, Verified};
 use crate::error::{Error, Result};
@@ -34,6 +36,7 @@ struct PolicyFile {
     health: Vec<String>,
     #[serde(default)]
     mirrors: Vec<String>,
+    max_age: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -91,6 +94,8 @@ pub struct TrustPolicy {
     pub health: Vec<String>,
     /// The HTTP mirrors an agent fetches content from (exactly these base URLs).
     pub mirrors: Vec<String>,
+    /// The oldest a statement may be on a host (seconds), and as written.
+    pub max_age: Option<(i64, String)>,
     /// The blake3 of the policy file and its allowed_signers file, so two hosts' policies
     /// can be compared (`syncer status`).
     pub digest: Hash,
@@ -100,6 +105,9 @@ pub struct TrustPolicy {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Approval {
     pub met: Vec<(String, Verified)>,
+    /// Every valid signature that meets a requirement (more than `met` when there are
+    /// more than needed): the statements anti-rollback weighs.
+    pub accepted: Vec<Verified>,
 }
 
 impl TrustPolicy {
@@ -145,6 +153,13 @@ impl TrustPolicy {
                 names: Vec::new(),
             });
         }
+        let max_age = match f.max_age {
+            None => None,
+            Some(t) => Some((
+                super::freshness::parse_duration(&t).map_err(|e| bad(format!("max_age: {e}")))?,
+                t,
+            )),
+        };
         let mut h = blake3::Hasher::new();
         h.update(text.as_bytes());
         h.update(b"\0");
@@ -155,6 +170,7 @@ impl TrustPolicy {
             require,
             health: f.health,
             mirrors: f.mirrors,
+            max_age,
             digest: Hash(*h.finalize().as_bytes()),
         })
     }
@@ -182,18 +198,49 @@ impl TrustPolicy {
 
     /// Whether the signatures of `image` satisfy the policy at `now`: every requirement
     /// met by a valid signature, each by a different key. The error says, for each
-    /// requirement not met, why each signature did not count.
+    /// requirement not met, why each signature did not count. `max_age` is not applied
+    /// (the controller's early check: a rollback to an image the host ran must not fail
+    /// on it); hosts use [`TrustPolicy::check_fresh`].
     pub fn check(
         &self,
         image: &Hash,
         sigs: &[Signed],
         now: i64,
     ) -> std::result::Result<Approval, String> {
+        self.check_aged(image, sigs, now, false)
+    }
+
+    /// The same, and a statement signed more than `max_age` before `now` does not count.
+    pub fn check_fresh(
+        &self,
+        image: &Hash,
+        sigs: &[Signed],
+        now: i64,
+    ) -> std::result::Result<Approval, String> {
+        self.check_aged(image, sigs, now, true)
+    }
+
+    fn check_aged(
+        &self,
+        image: &Hash,
+        sigs: &[Signed],
+        now: i64,
+        aged: bool,
+    ) -> std::result::Result<Approval, String> {
         let mut valid = Vec::new();
         let mut invalid = Vec::new();
         for s in sigs {
             match verify(&self.signers, image, s, now) {
-                Ok(v) => valid.push(v),
+                Ok(v) => match self.max_age.as_ref().filter(|_| aged) {
+                    Some((age, text)) if v.statement.time < now.saturating_sub(*age) => invalid
+                        .push(format!(
+                            "{}: signed {}, longer ago than the max_age of {text} in {}",
+                            v.origin,
+                            crate::review::packages::chrono_free_utc(v.statement.time),
+                            self.origin
+                        )),
+                    _ => valid.push(v),
+                },
                 Err(e) => invalid.push(e),
             }
         }
@@ -203,6 +250,11 @@ impl TrustPolicy {
                     .into_iter()
                     .enumerate()
                     .map(|(i, v)| (self.require[i].describe(), valid[v].clone()))
+                    .collect(),
+                accepted: valid
+                    .iter()
+                    .filter(|v| self.require.iter().any(|r| r.accepts(v)))
+                    .cloned()
                     .collect(),
             });
         }

@@ -8,7 +8,13 @@
 //! name base
 //! note approved for prod
 //! time 2026-12-02T18:40:00Z
+//! version 42                       (optional: a number the signer raises per name)
+//! rollback-until 2026-12-20T00:00:00Z   (optional: approves going back to this image)
 //! ```
+//!
+//! The two optional lines are anti-rollback ([`super::freshness`]). A statement
+//! without them is printed and parsed exactly as before they existed, so signatures
+//! made earlier keep verifying over the same bytes.
 
 use crate::tree::Hash;
 
@@ -26,6 +32,14 @@ pub struct Statement {
     pub note: String,
     /// When it was signed, in seconds since the epoch (what the signer's clock said).
     pub time: i64,
+    /// A number the signer raises with each release of a name: when two statements
+    /// both have one, it orders them instead of their times.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// The signer approves this image replacing a newer one of its name on a host,
+    /// until then (seconds since the epoch): an explicit, expiring rollback approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollback_until: Option<i64>,
 }
 
 fn hex_hash<S: serde::Serializer>(h: &Hash, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -35,13 +49,23 @@ fn hex_hash<S: serde::Serializer>(h: &Hash, s: S) -> std::result::Result<S::Ok, 
 impl Statement {
     /// The statement's text, exactly the bytes that are signed.
     pub fn print(&self) -> String {
-        format!(
+        let mut s = format!(
             "{HEADER}\nimage {}\nname {}\nnote {}\ntime {}\n",
             self.image.to_hex(),
             self.name,
             self.note,
             crate::review::packages::chrono_free_utc(self.time)
-        )
+        );
+        if let Some(v) = self.version {
+            s += &format!("version {v}\n");
+        }
+        if let Some(t) = self.rollback_until {
+            s += &format!(
+                "rollback-until {}\n",
+                crate::review::packages::chrono_free_utc(t)
+            );
+        }
+        s
     }
 
     /// Checks what [`Statement::print`] can print: one line each, no control characters.
@@ -78,8 +102,34 @@ impl Statement {
         let note = field("note")?;
         let time = field("time")?;
         let time = parse_utc(&time).ok_or_else(|| format!("bad time {time:?}"))?;
-        if lines.next().is_some() {
-            return Err("the statement has lines after \"time\"".into());
+        // The optional lines, each at most once and in this order (so that a statement
+        // has one text: the one `print` makes).
+        let mut rest = lines.peekable();
+        let mut optional = |key: &str| {
+            rest.next_if(|l| l.starts_with(key))
+                .map(|l| l[key.len()..].to_string())
+        };
+        let version = match optional("version ") {
+            None => None,
+            Some(v)
+                if v == "0" || (!v.starts_with('0') && v.bytes().all(|c| c.is_ascii_digit())) =>
+            {
+                Some(v.parse().map_err(|_| format!("bad version {v:?}"))?)
+            }
+            Some(v) => {
+                return Err(format!(
+                    "bad version {v:?}: a whole number, no leading zeros"
+                ))
+            }
+        };
+        let rollback_until = match optional("rollback-until ") {
+            None => None,
+            Some(t) => Some(parse_utc(&t).ok_or_else(|| format!("bad rollback-until time {t:?}"))?),
+        };
+        if let Some(line) = rest.next() {
+            return Err(format!(
+                "the statement has lines after \"time\" that are not \"version\" then \"rollback-until\": {line:?}"
+            ));
         }
         if !text.ends_with('\n') {
             return Err("the statement does not end with a newline".into());
@@ -90,8 +140,15 @@ impl Statement {
             name,
             note,
             time,
+            version,
+            rollback_until,
         })
     }
+}
+
+/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (what [`parse_utc`] reads).
+pub fn format_utc(t: i64) -> String {
+    crate::review::packages::chrono_free_utc(t)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` to seconds since the epoch.
@@ -141,6 +198,8 @@ mod tests {
             name: "base".into(),
             note: "approved for prod".into(),
             time: 1_796_221_081,
+            version: None,
+            rollback_until: None,
         };
         let text = s.print();
         assert!(text.ends_with("\ntime 2026-12-02T14:18:01Z\n"), "{text}");
@@ -151,8 +210,31 @@ mod tests {
         };
         assert_eq!(
             Statement::parse(empty_note.print().as_bytes()),
-            Ok(empty_note)
+            Ok(empty_note.clone())
         );
+        let both = Statement {
+            version: Some(7),
+            rollback_until: Some(1_796_300_000),
+            ..empty_note
+        };
+        let text = both.print();
+        assert!(
+            text.ends_with("\nversion 7\nrollback-until 2026-12-03T12:13:20Z\n"),
+            "{text}"
+        );
+        assert_eq!(Statement::parse(text.as_bytes()), Ok(both));
+    }
+
+    /// Statements signed before `version` and `rollback-until` existed are the same
+    /// bytes when read and printed again: their signatures stay valid.
+    #[test]
+    fn a_statement_without_the_optional_lines_prints_as_before() {
+        let old = "imager-image-signature 1\nimage ".to_string()
+            + &Hash::of(b"x").to_hex()
+            + "\nname base\nnote approved for prod\ntime 2026-12-02T14:18:01Z\n";
+        let s = Statement::parse(old.as_bytes()).unwrap();
+        assert_eq!((s.version, s.rollback_until), (None, None));
+        assert_eq!(s.print(), old);
     }
 
     #[test]
@@ -162,6 +244,8 @@ mod tests {
             name: "base".into(),
             note: String::new(),
             time: 0,
+            version: None,
+            rollback_until: None,
         }
         .print();
         for (text, says) in [
@@ -176,6 +260,18 @@ mod tests {
             ),
             (good.replace("1970", "19x0"), "bad time"),
             (good.clone() + "extra\n", "lines after"),
+            (good.clone() + "version 01\n", "bad version"),
+            (good.clone() + "version -1\n", "bad version"),
+            (
+                good.clone() + "version 99999999999999999999\n",
+                "bad version",
+            ),
+            (good.clone() + "rollback-until soon\n", "bad rollback-until"),
+            (
+                good.clone() + "rollback-until 2026-01-01T00:00:00Z\nversion 2\n",
+                "lines after",
+            ),
+            (good.clone() + "version 1\nversion 2\n", "lines after"),
             (good.trim_end().to_string(), "newline"),
         ] {
             let e = Statement::parse(text.as_bytes()).unwrap_err();

@@ -555,6 +555,7 @@ pub fn finish(st: &StateDir, j: &Journal) -> Result<()> {
         (state::TARGET_LOCAL_STATE, state::LOCAL_STATE),
         (state::TARGET_TRIGGERS, state::TRIGGERS),
         (state::TARGET_OWNED, state::OWNED),
+        (state::TARGET_ACCEPTED, state::ACCEPTED),
     ] {
         if st.read(from)?.is_some() {
             st.rename(from, to)?;
@@ -659,6 +660,7 @@ pub fn abandon(st: &StateDir) -> Result<Option<Hash>> {
         state::TARGET_LOCAL_STATE,
         state::TARGET_TRIGGERS,
         state::TARGET_OWNED,
+        state::TARGET_ACCEPTED,
     ] {
         st.remove(f)?;
     }

@@ -76,6 +76,8 @@ struct Pending {
     /// A dry run's target: looked at (signatures included), never staged or committed.
     dry_run: bool,
     previous: Previous,
+    /// The anti-rollback record once this image is committed (a host with a policy).
+    accepted: Option<imager::sign::freshness::Newest>,
     /// Changed files with an old version on the host (rsync delta bases).
     bases: HashSet<Vec<u8>>,
     host: HostTree,
@@ -222,7 +224,7 @@ impl Session<'_> {
         // Before anything is written (even the staging area cleared): the ID checked
         // here is the one the manifest must hash to below.
         self.pending = None;
-        self.trust.check(&t.image, &t.signatures)?;
+        let accepted = self.trust.check(&t.image, &t.signatures, &self.st)?;
         let (b, st) = (&self.b, &self.st);
         // A new target: whatever was staged for an earlier one is of no use.
         self.staging = None;
@@ -352,6 +354,7 @@ impl Session<'_> {
             id: image,
             dry_run: t.dry_run,
             previous: t.previous,
+            accepted,
             content: paths(|k| k != ChangeKind::Delete && k != ChangeKind::Meta),
             bases: paths(|k| k == ChangeKind::Content),
             image: tree,
@@ -819,6 +822,7 @@ fn commit_pending(
     // Empty when the image has none (an image's own file is never empty: it starts
     // with a comment), so that every commit replaces the recorded one.
     st.write(state::TARGET_OWNED, p.owned.as_deref().unwrap_or_default())?;
+    trust::stage_record(st, p.accepted.as_ref())?;
     // The commit point: from here on, any agent finishes this commit.
     st.write(state::JOURNAL, journal.as_bytes())?;
     if std::env::var_os("SYNCER_TEST_CRASH_AFTER_JOURNAL").is_some() {

@@ -1,7 +1,8 @@
 //! The agent's own files on a host, in `ROOT/var/lib/syncer/` (local state, so no push
 //! ever touches it): the image the host was last synced to and that image's manifest,
 //! local-state globs and triggers; the hash cache; and, while a commit is in flight, the
-//! journal and the target manifest it refers to, then the triggers still to run.
+//! journal and the target manifest it refers to, then the triggers still to run; on a
+//! host with a trust policy, the anti-rollback record.
 
 use super::fsops::{self, ensure_dir};
 use imager::safe_dir::Beneath;
@@ -24,6 +25,11 @@ pub const TARGET_LOCAL_STATE: &str = "target.local-state.txt";
 pub const TARGET_TRIGGERS: &str = "target.triggers.toml";
 pub const TARGET_OWNED: &str = "target.owned.txt";
 pub const PENDING_TRIGGERS: &str = "triggers.pending";
+/// Anti-rollback: the newest signed statement accepted per name, and the image the host
+/// ran before its last commit ([`imager::sign::freshness::Newest`]); replaced by
+/// `target.accepted` when a commit of an image the host's policy accepted finishes.
+pub const ACCEPTED: &str = "accepted";
+pub const TARGET_ACCEPTED: &str = "target.accepted";
 
 /// Made on the first write, so that a session that writes nothing (a refused
 /// connection, `status` on a host never synced) leaves no trace.
@@ -64,7 +70,8 @@ impl StateDir {
         Ok(self.fd.get_or_init(|| d))
     }
 
-    fn shown(&self, name: &str) -> PathBuf {
+    /// The file's path as messages show it.
+    pub fn shown(&self, name: &str) -> PathBuf {
         self.shown.join(name)
     }
 

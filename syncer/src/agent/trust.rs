@@ -4,11 +4,25 @@
 //! on the host, against the image ID whose manifest the agent hashes itself: a
 //! controller cannot skip it. `/etc/syncer` is the agent's own (like its state
 //! directory): no push changes or removes it, whatever local-state list it sends.
+//!
+//! Anti-rollback ([`imager::sign::freshness`]) is checked here too, against the record
+//! in the state directory (`accepted`): an image whose statements are all older than the
+//! newest this host accepted for their names is refused unless a signer approved the
+//! rollback, and a policy's `max_age` refuses stale statements. Two images are taken
+//! again whatever their age: the one the host runs (a repair of drift is no rollback)
+//! and the one it ran before its last commit, by the agent's own record (what a
+//! rollout's automatic rollback, or `syncer rollback`, puts back). Not the `previous`
+//! image the controller may set (`Previous::Image`): that one is the controller's word.
+//! The record moves only when a commit of an accepted image finishes (staged as
+//! `target.accepted` before the commit point, put in place with the image), never on a
+//! dry run.
 
 use super::fsops;
+use super::state::{self, StateDir};
 use crate::error::{Error, Result};
 use crate::protocol::{ImageSignature, TrustSummary};
 use imager::safe_dir::Beneath;
+use imager::sign::freshness::Newest;
 use imager::sign::TrustPolicy;
 use imager::Hash;
 
@@ -84,8 +98,14 @@ impl HostTrust {
         }
     }
 
-    /// Whether the host may take `image` with these signatures.
-    pub fn check(&self, image: &Hash, sigs: &[ImageSignature]) -> Result<()> {
+    /// Whether the host may take `image` with these signatures: `Some(record)` on a
+    /// host with a policy, the anti-rollback record to keep once it is committed.
+    pub fn check(
+        &self,
+        image: &Hash,
+        sigs: &[ImageSignature],
+        st: &StateDir,
+    ) -> Result<Option<Newest>> {
         // Each is an ed25519 verification: a controller must not make the host do
         // millions (a real image has a builder's and a reviewer's or two).
         if sigs.len() > MAX_SIGNATURES {
@@ -94,18 +114,52 @@ impl HostTrust {
                 sigs.len()
             )));
         }
-        match self {
-            HostTrust::None => Ok(()),
-            HostTrust::Broken(e) => Err(Error::Agent(format!(
-                "refusing image {image}: the host's trust policy cannot be used: {e}"
-            ))),
-            HostTrust::Policy(p) => {
-                let signed = ImageSignature::signed(sigs, " sent");
-                p.check(image, &signed, imager::sign::now())
-                    .map(|_| ())
-                    .map_err(|e| Error::Agent(format!("refusing the push: {e}")))
+        let p = match self {
+            HostTrust::None => return Ok(None),
+            HostTrust::Broken(e) => {
+                return Err(Error::Agent(format!(
+                    "refusing image {image}: the host's trust policy cannot be used: {e}"
+                )))
+            }
+            HostTrust::Policy(p) => p,
+        };
+        let refusing = |e: String| Error::Agent(format!("refusing the push: {e}"));
+        let shown = st.shown(state::ACCEPTED).display().to_string();
+        let newest = match st.read_text(state::ACCEPTED)? {
+            None => Newest::default(),
+            Some(text) => Newest::parse(&text).map_err(|e| {
+                refusing(format!(
+                    "the host's anti-rollback record {shown} cannot be read ({e}); restore it, \
+                     or remove it to accept any image its policy accepts and start it again"
+                ))
+            })?,
+        };
+        let signed = ImageSignature::signed(sigs, " sent");
+        let now = imager::sign::now();
+        let before = st.image()?;
+        // The host's own images: the one it runs and the one it ran just before.
+        let own = before == Some(*image) || newest.way_back == Some(*image);
+        let approval = if own {
+            p.check(image, &signed, now)
+        } else {
+            p.check_fresh(image, &signed, now)
+        }
+        .map_err(refusing)?;
+        if !own {
+            if let Some(why) = newest.refusal(image, &approval.accepted, now, &shown) {
+                return Err(refusing(why));
             }
         }
+        Ok(Some(newest.after(image, &approval.accepted, before)))
+    }
+}
+
+/// Before a commit point: the record to put in place when the commit finishes (none: a
+/// host without a policy keeps the one it has).
+pub fn stage_record(st: &StateDir, record: Option<&Newest>) -> Result<()> {
+    match record {
+        Some(r) => st.write(state::TARGET_ACCEPTED, r.print().as_bytes()),
+        None => st.remove(state::TARGET_ACCEPTED),
     }
 }
 

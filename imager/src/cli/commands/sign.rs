@@ -87,7 +87,7 @@ pub(crate) struct SignArgs {
     #[arg(long, conflicts_with_all = ["key", "add", "provenance"])]
     print_statement: bool,
     /// Store a signature made elsewhere: the statement and the ssh-keygen signature
-    #[arg(long, num_args = 2, value_names = ["STATEMENT", "SIG"], conflicts_with_all = ["key", "provenance"])]
+    #[arg(long, num_args = 2, value_names = ["STATEMENT", "SIG"], conflicts_with_all = ["key", "provenance", "version", "allow_rollback_until"])]
     add: Vec<PathBuf>,
     /// The name the image is approved as (default: the name it was given by, or its only
     /// name)
@@ -96,6 +96,14 @@ pub(crate) struct SignArgs {
     /// What the signature approves it for ("approved for prod")
     #[arg(long, default_value = "")]
     note: String,
+    /// The signer's release number for the name: hosts order statements that both
+    /// carry one by it (never taking a lower one back) instead of by their times
+    #[arg(long, value_name = "N")]
+    version: Option<u64>,
+    /// Approve this image replacing a newer one of its name on hosts, until then
+    /// (YYYY-MM-DDTHH:MM:SSZ, YYYY-MM-DD or a duration such as 14d): a rollback approval
+    #[arg(long, value_name = "TIME")]
+    allow_rollback_until: Option<String>,
     /// Also sign the image's build provenance (a DSSE envelope)
     #[arg(long)]
     provenance: bool,
@@ -106,9 +114,26 @@ pub(crate) struct SignArgs {
 }
 
 pub(crate) fn sign(ctx: &Ctx, a: SignArgs, out: &mut dyn Write) -> Result<Exit> {
+    let now = crate::sign::now();
+    let rollback_until = match &a.allow_rollback_until {
+        Some(t) => {
+            let until = check::parse_until(t, now)?;
+            if until <= now {
+                bail!("--allow-rollback-until {t}: that is not in the future");
+            }
+            Some(until)
+        }
+        None => None,
+    };
+    let terms = check::Terms {
+        name: a.name.clone(),
+        note: a.note.clone(),
+        version: a.version,
+        rollback_until,
+    };
     if a.print_statement {
         let store = ctx.open(Access::Read)?;
-        let s = check::statement_for(&store, &a.image, a.name.as_deref(), &a.note)?;
+        let s = check::statement_for(&store, &a.image, &terms)?;
         out.write_all(s.print().as_bytes())?;
         return Ok(Exit::Success);
     }
@@ -121,14 +146,7 @@ pub(crate) fn sign(ctx: &Ctx, a: SignArgs, out: &mut dyn Write) -> Result<Exit> 
             let pass = passphrase(a.passphrase_file.as_deref())?;
             let key = keys::load_private(k, pass.as_deref())?;
             let store = ctx.open(Access::Write)?;
-            check::sign_image(
-                &store,
-                &a.image,
-                &key,
-                a.name.as_deref(),
-                &a.note,
-                a.provenance,
-            )?
+            check::sign_image(&store, &a.image, &key, &terms, a.provenance)?
         }
         _ => bail!("say how to sign: --key FILE, --add STATEMENT SIG or --print-statement"),
     };
