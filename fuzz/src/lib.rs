@@ -233,7 +233,7 @@ pub fn tar_import(data: &[u8]) {
     let import = |bytes: &[u8], name: &str| -> Option<imager::Tree> {
         let txn = store.txn();
         let pending = tar_import::read_archive(bytes, name, &txn, &opts).ok()?;
-        let tree = ingest(pending, None, &StoreSink { txn: &txn }, false, &Quiet)
+        let tree = ingest(pending, None, &StoreSink { txn: &txn }, None, &Quiet)
             .ok()?
             .tree;
         txn.commit().expect("commit the imported objects");
