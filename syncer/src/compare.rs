@@ -113,18 +113,19 @@ impl<'a> Recorded<'a> {
 }
 
 /// Finds what the host made that the image lacks and does not own: protects the
-/// directories above it (never deleted or replaced) and returns every such path (for
-/// [`compare`] to leave out) and the outermost ones with their entry counts (for
-/// reports).
+/// directories above it (never deleted or replaced) and returns, by host entry, whether
+/// it is such a path (for [`compare`] to leave out: a flag, not a set of paths, since a
+/// database's millions of files would double the scan's memory), and the outermost
+/// ones with their entry counts (for reports).
 pub fn keep_unmanaged(
     image: &Tree,
     host: &mut HostTree,
     local: &Excludes,
     own: &Ownership,
-) -> (HashSet<Vec<u8>>, Vec<Unmanaged>) {
-    let mut all: HashSet<Vec<u8>> = HashSet::new();
+) -> (Vec<bool>, Vec<Unmanaged>) {
+    let mut all = vec![false; host.entries.len()];
     let mut outer: Vec<Unmanaged> = Vec::new();
-    for h in &host.entries {
+    for (i, h) in host.entries.iter().enumerate() {
         let p = &h.path;
         if image.get(p).is_some()
             || local.covers(p)
@@ -142,7 +143,7 @@ pub fn keep_unmanaged(
                 entries: 1,
             }),
         }
-        all.insert(p.clone());
+        all[i] = true;
     }
     for u in &outer {
         let mut q = imager::tree::parent(&u.path);
@@ -200,15 +201,12 @@ pub fn compare(
                 }
             }
             Ordering::Greater => {
-                let h = &y[j];
+                let (h, made_here) = (&y[j], unmanaged[j]);
                 j += 1;
                 // A directory the image lacks that holds local state (or the syncer's
                 // own state, or what the host made) stays: it is no difference to
                 // report or apply; nor is what the host made.
-                if !skip(&h.path)
-                    && !host.protected.contains(&h.path)
-                    && !unmanaged.contains(&h.path)
-                {
+                if !skip(&h.path) && !host.protected.contains(&h.path) && !made_here {
                     let mut what = item::with_kind(0, &h.kind);
                     if own.recorded.as_ref().is_none_or(|r| !r.holds(&h.path)) {
                         what |= item::UNMANAGED;
