@@ -99,14 +99,21 @@ pub fn local_state_of(file: Option<&[u8]>) -> Vec<String> {
 
 /// The text of [`LOCAL_STATE_FILE`] for these globs, as a build writes it.
 pub fn local_state_text(globs: &[String]) -> String {
-    let mut ls = String::from(
-        "# local state of this image: the syncer never touches these paths on a host\n",
-    );
-    for l in globs {
-        ls += l;
-        ls.push('\n');
+    list_text(
+        "local state of this image: the syncer never touches these paths on a host",
+        globs,
+    )
+}
+
+/// A glob list file as a build writes it: a comment saying what it is (so the file is
+/// never empty), then one glob a line.
+fn list_text(what: &str, globs: &[String]) -> String {
+    let mut t = format!("# {what}\n");
+    for g in globs {
+        t += g;
+        t.push('\n');
     }
-    ls
+    t
 }
 
 /// The owned prefixes of an image, given its [`OWNED_FILE`] if it has one: that file's
@@ -120,14 +127,10 @@ pub fn owned_of(file: Option<&[u8]>) -> Vec<String> {
 
 /// The text of [`OWNED_FILE`] for these globs, as a build writes it.
 pub fn owned_text(globs: &[String]) -> String {
-    let mut t = String::from(
-        "# prefixes this image owns completely: a push deletes what a host made below them\n",
-    );
-    for l in globs {
-        t += l;
-        t.push('\n');
-    }
-    t
+    list_text(
+        "prefixes this image owns completely: a push deletes what a host made below them",
+        globs,
+    )
 }
 
 /// What a push and `status` never compare on a host: the image's local-state globs and

@@ -104,15 +104,22 @@ fn unmanaged(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_host_keeps_what_it_made_through_pushes_a_b_a() {
-    let t = scratch("own-aba-");
-    let (dir, store) = (t.path(), t.path().join("store"));
-    images(dir, &store);
-    let root = dir.join("host");
+/// Images A and B in a new store, and an empty `local:` root pushed to A: the store,
+/// the root and its host spec (the directory lives as long as the first value).
+fn synced_host(prefix: &str) -> (tempfile::TempDir, PathBuf, PathBuf, String) {
+    let t = scratch(prefix);
+    let store = t.path().join("store");
+    images(t.path(), &store);
+    let root = t.path().join("host");
     std::fs::create_dir(&root).unwrap();
     let host = format!("local:{}", root.display());
     push(&store, "a", &host, &[]);
+    (t, store, root, host)
+}
+
+#[test]
+fn a_host_keeps_what_it_made_through_pushes_a_b_a() {
+    let (_t, store, root, host) = synced_host("own-aba-");
     make_host_state(&root);
     let before = snapshot(&root, HOST_MADE);
 
@@ -256,13 +263,7 @@ fn a_host_never_synced_keeps_what_it_made_and_its_dry_run_lists_what_goes() {
 
 #[test]
 fn a_plan_that_deletes_more_than_max_delete_writes_nothing() {
-    let t = scratch("own-max-");
-    let (dir, store) = (t.path(), t.path().join("store"));
-    images(dir, &store);
-    let root = dir.join("host");
-    std::fs::create_dir(&root).unwrap();
-    let host = format!("local:{}", root.display());
-    push(&store, "a", &host, &[]);
+    let (_t, store, root, host) = synced_host("own-max-");
     std::fs::create_dir_all(root.join("usr/lib/strays")).unwrap();
     for i in 0..12 {
         std::fs::write(root.join(format!("usr/lib/strays/{i:02}")), "s").unwrap();
