@@ -461,7 +461,6 @@ impl Hostile {
     fn start(root: &Path, how: Hostility) -> Hostile {
         use std::sync::atomic::Ordering::SeqCst;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let h = Hostile {
             port: listener.local_addr().unwrap().port(),
             requests: Default::default(),
@@ -474,16 +473,16 @@ impl Hostile {
             h.connections.clone(),
             h.stop.clone(),
         );
+        // Blocks in accept: a drop wakes it with a connection of its own.
         std::thread::spawn(move || {
-            while !stop.load(SeqCst) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        connections.fetch_add(1, SeqCst);
-                        let (root, requests, stop) = (root.clone(), requests.clone(), stop.clone());
-                        std::thread::spawn(move || serve_hostile(s, &root, how, &requests, &stop));
-                    }
-                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            for s in listener.incoming() {
+                if stop.load(SeqCst) {
+                    return;
                 }
+                let Ok(s) = s else { continue };
+                connections.fetch_add(1, SeqCst);
+                let (root, requests, stop) = (root.clone(), requests.clone(), stop.clone());
+                std::thread::spawn(move || serve_hostile(s, &root, how, &requests, &stop));
             }
         });
         h
@@ -510,6 +509,7 @@ impl Hostile {
 impl Drop for Hostile {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
@@ -522,7 +522,6 @@ fn serve_hostile(
 ) {
     use std::io::{Read, Write};
     let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
-    s.set_nonblocking(false).unwrap();
     // Short reads, so that a stop or a client gone is seen.
     s.set_read_timeout(Some(std::time::Duration::from_millis(50)))
         .unwrap();
