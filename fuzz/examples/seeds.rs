@@ -394,4 +394,24 @@ fn main() {
         previous: Previous::Image(Hash::of(b"prev")),
     };
     write(out, "journal", "journal", j.text().as_bytes());
+
+    // A large file's records against the target's base: one changed in place, one
+    // without a base.
+    let base = imager_fuzz::chunked_base();
+    let mut new = base.clone();
+    new[1000..3000].fill(7);
+    new.extend_from_slice(b"grown");
+    let file_of = |data: &[u8]| {
+        use std::io::Write;
+        let mut f = imager::fsx::scratch_file(&std::env::temp_dir()).expect("a scratch file");
+        f.write_all(data).expect("write a scratch file");
+        f
+    };
+    let (o, n) = (file_of(&base), file_of(&new));
+    for (name, old) in [("patched", Some((&o, base.len() as u64))), ("alone", None)] {
+        let mut seed = (new.len() as u32).to_le_bytes().to_vec();
+        syncer::encoding::chunked::encode(&n, new.len() as u64, old, 3, &mut seed)
+            .expect("encode the seed");
+        write(out, "chunked_records", name, &seed);
+    }
 }

@@ -438,3 +438,43 @@ pub fn trust_policy(data: &[u8]) {
     };
     let _ = p.check(&image, &[signed], 1_796_000_000);
 }
+
+/// The host's current file the `chunked_records` target decodes against (seeds are made
+/// against the same bytes).
+pub fn chunked_base() -> Vec<u8> {
+    (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+/// A large file's records as the agent decodes them (`syncer::encoding::chunked`), the
+/// host's current file being [`chunked_base`]: the first 4 bytes are the file's size (at
+/// most `LARGE`), the rest the records. Nothing may panic, and what decodes has the size
+/// announced.
+pub fn chunked_records(data: &[u8]) {
+    use syncer::encoding::chunked;
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len() as u64;
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    static HOST: OnceLock<imager::safe_dir::Beneath> = OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        let d = fresh_dir("chunked");
+        std::fs::write(d.join("f"), chunked_base()).expect("write the base");
+        imager::safe_dir::Beneath::open(&d).expect("open the root")
+    });
+    let Some((head, records)) = data.split_first_chunk::<4>() else {
+        return;
+    };
+    let size = u64::from(u32::from_le_bytes(*head)) % (chunked::LARGE + 1);
+    let mut out = Count(0);
+    if chunked::decode(host, b"/f", size, &mut &records[..], &mut out).is_ok() {
+        assert_eq!(out.0, size, "decoded to another size than announced");
+    }
+}

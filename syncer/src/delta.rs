@@ -8,7 +8,8 @@
 //! kept on disk with a checksum that every read checks (a damaged file is dropped and
 //! computed again); [`verify`] checks a whole cache directory.
 
-use crate::encoding::{bsdiff, pack, whole, zstd_delta};
+use crate::encoding::{bsdiff, chunked, pack, whole, zstd_delta};
+use crate::payload::Payload;
 use imager::store::Store;
 use imager::Hash;
 use rayon::prelude::*;
@@ -30,6 +31,7 @@ fn manifest_level(level: i32, len: usize) -> i32 {
 }
 
 type Slot = Arc<OnceLock<Result<Arc<Vec<u8>>, String>>>;
+type LargeSlot = Arc<OnceLock<Result<Payload, String>>>;
 
 /// What a cache entry holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -193,6 +195,9 @@ pub struct Cache {
     dir: Option<PathBuf>,
     level: i32,
     slots: Mutex<HashMap<Key, Slot>>,
+    /// Large files' records ([`chunked`]) by (old, new) content: in scratch files, for
+    /// this process only (the cache directory keeps what is read back into memory).
+    large: Mutex<HashMap<(Option<Hash>, Hash), LargeSlot>>,
     /// Cache files found damaged (and recomputed), a line each, for the caller to show.
     dropped: Mutex<Vec<String>>,
 }
@@ -203,6 +208,7 @@ impl Cache {
             dir,
             level,
             slots: Mutex::new(HashMap::new()),
+            large: Mutex::new(HashMap::new()),
             dropped: Mutex::new(Vec::new()),
         }
     }
@@ -290,6 +296,69 @@ impl Cache {
         make: impl FnOnce(i32) -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, String> {
         self.get((What::Pack, None, *key), || make(self.level))
+    }
+
+    /// The records of large file `new` (`size` bytes), against the host's `old` version
+    /// when the store holds it, in a scratch file of the store's filesystem. Each frame
+    /// is proved as it is made; the content read is checked against `new`'s hash, and
+    /// the old version's against its own before it is used.
+    pub fn chunked(
+        &self,
+        store: &Store,
+        old: Option<(Hash, u64)>,
+        (new, size): (&Hash, u64),
+    ) -> Result<Payload, String> {
+        let slot = {
+            let mut m = self.large.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry((old.map(|o| o.0), *new)).or_default().clone()
+        };
+        slot.get_or_init(|| {
+            // One large file at a time: each holds a few hundred MB of zstd state at high
+            // levels, so encoding them side by side would make the bound grow with the
+            // number of cores.
+            static ONE: Mutex<()> = Mutex::new(());
+            let _one = ONE.lock().unwrap_or_else(|p| p.into_inner());
+            let open = |h: &Hash| {
+                imager::fsx::open(store.object_path(h)).map_err(|e| format!("object {h}: {e}"))
+            };
+            let o = match old {
+                Some((h, len)) => {
+                    let mut r = store
+                        .object_reader(&h, len)
+                        .map_err(|e| format!("object {h}: {e}"))?;
+                    std::io::copy(&mut r, &mut std::io::sink())
+                        .map_err(|e| format!("object {h}: {e}"))?;
+                    Some((open(&h)?, len))
+                }
+                None => None,
+            };
+            let n = open(new)?;
+            let spill = imager::fsx::scratch_file(&store.root().join("tmp"))
+                .map_err(|e| format!("a scratch file for a large file's encoding: {e}"))?;
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, &spill);
+            let got = chunked::encode(
+                &n,
+                size,
+                o.as_ref().map(|(f, l)| (f, *l)),
+                self.level,
+                &mut w,
+            )?;
+            w.flush()
+                .map_err(|e| format!("writing a large file's encoding: {e}"))?;
+            drop(w);
+            if got != *new {
+                return Err(format!(
+                    "object {new} reads as content {got}: the store is damaged \
+                     (`imager fsck`)"
+                ));
+            }
+            let len = spill
+                .metadata()
+                .map_err(|e| format!("a large file's encoding: {e}"))?
+                .len();
+            Ok(Payload::Spilled(Arc::new(spill), len))
+        })
+        .clone()
     }
 
     /// The patch-from delta between two image manifests (their IDs are the blake3 of

@@ -13,6 +13,7 @@ pub mod deletes;
 pub mod delta;
 pub mod encoding;
 pub mod error;
+pub mod payload;
 pub mod plan;
 pub mod progress;
 pub mod protocol;

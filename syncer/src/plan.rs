@@ -12,6 +12,7 @@
 use crate::delta::Cache;
 use crate::encoding::{bsdiff, pack, Encoding};
 use crate::error::{Error, Result};
+use crate::payload::Payload;
 use crate::protocol::PackEntry;
 use imager::store::Store;
 use imager::tree::escape::escape;
@@ -51,7 +52,7 @@ pub struct Item {
     pub size: u64,
     pub encoding: Encoding,
     /// The encoding on its own (a `Put`'s payload).
-    pub payload: Arc<Vec<u8>>,
+    pub payload: Payload,
     /// For a file that can go into a pack: the old content its delta is from (`Some`),
     /// or none for whole content.
     pub packable: Option<Option<Hash>>,
@@ -83,7 +84,7 @@ pub fn encode(
 ) -> Result<Item> {
     let err = |m: String| Error::Encode(format!("encoding {}: {m}", escape(&w.path)));
     let whole = || cache.whole(store, &w.hash).map_err(err);
-    let item = |encoding, payload, packable, candidates| Item {
+    let item = |encoding, payload: Payload, packable, candidates| Item {
         path: w.path.clone(),
         hash: w.hash,
         size: w.size,
@@ -94,6 +95,10 @@ pub fn encode(
         candidates,
     };
     Ok(match (&w.encoding, w.base) {
+        (Encoding::Chunked, base) => {
+            let payload = cache.chunked(store, base, (&w.hash, w.size)).map_err(err)?;
+            item(Encoding::Chunked, payload, None, None)
+        }
         (Encoding::ZstdDelta, Some((old, old_size))) => {
             let b = if old_size <= bsdiff::MAX_OLD {
                 Some(cache.bsdiff(store, &old, &w.hash).map_err(err)?)
@@ -120,19 +125,19 @@ pub fn encode(
             match pick(&candidates) {
                 Encoding::ZstdDelta => item(
                     Encoding::ZstdDelta,
-                    p.unwrap_or_default(),
+                    p.unwrap_or_default().into(),
                     Some(Some(old)),
                     Some(candidates),
                 ),
                 Encoding::Bsdiff => item(
                     Encoding::Bsdiff,
-                    b.unwrap_or_default(),
+                    b.unwrap_or_default().into(),
                     Some(Some(old)),
                     Some(candidates),
                 ),
                 _ => item(
                     Encoding::Whole,
-                    wh.unwrap_or_default(),
+                    wh.unwrap_or_default().into(),
                     Some(None),
                     Some(candidates),
                 ),
@@ -141,14 +146,14 @@ pub fn encode(
         // Compressed on its own only if it is to travel so ([`finish_alone`]): in a
         // pack its content is compressed with the pack.
         (Encoding::Whole, _) | (Encoding::ZstdDelta, None) if w.size <= pack::MAX_PART => {
-            item(Encoding::Whole, Arc::new(Vec::new()), Some(None), None)
+            item(Encoding::Whole, Payload::default(), Some(None), None)
         }
         (Encoding::Whole, _) | (Encoding::ZstdDelta, None) => {
-            item(Encoding::Whole, whole()?, None, None)
+            item(Encoding::Whole, whole()?.into(), None, None)
         }
         _ => {
             let (e, payload) = other(&w)?;
-            item(e, payload, None, None)
+            item(e, payload.into(), None, None)
         }
     })
 }
@@ -272,8 +277,8 @@ pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<Pack> {
 /// or its zstd delta as it is (compressed already, but in a pack it needs no `Put`).
 fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
     match (&it.encoding, it.packable) {
-        (Encoding::ZstdDelta, _) => Ok(it.payload.to_vec()),
-        (Encoding::Bsdiff, Some(Some(_))) => crate::delta::decompress_frame(&it.payload),
+        (Encoding::ZstdDelta, _) => Ok(it.payload.bytes().to_vec()),
+        (Encoding::Bsdiff, Some(Some(_))) => crate::delta::decompress_frame(it.payload.bytes()),
         _ => store.read_object(&it.hash).map_err(|e| e.to_string()),
     }
 }
@@ -281,8 +286,8 @@ fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
 /// The length of an item's raw part.
 fn raw_len(it: &Item) -> u64 {
     match it.encoding {
-        Encoding::ZstdDelta => it.payload.len() as u64,
-        Encoding::Bsdiff => zstd::zstd_safe::get_frame_content_size(&it.payload)
+        Encoding::ZstdDelta => it.payload.len(),
+        Encoding::Bsdiff => zstd::zstd_safe::get_frame_content_size(it.payload.bytes())
             .ok()
             .flatten()
             .unwrap_or(u64::MAX),
@@ -339,10 +344,13 @@ pub fn finish_alone(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<
             let err = |m: String| Error::Encode(format!("encoding {}: {m}", escape(&it.path)));
             match (&it.encoding, it.packable) {
                 (Encoding::Whole, _) if it.payload.is_empty() => {
-                    it.payload = cache.whole(store, &it.hash).map_err(err)?;
+                    it.payload = cache.whole(store, &it.hash).map_err(err)?.into();
                 }
                 (Encoding::Bsdiff, Some(Some(old))) => {
-                    it.payload = cache.bsdiff_alone(store, &old, &it.hash).map_err(err)?;
+                    it.payload = cache
+                        .bsdiff_alone(store, &old, &it.hash)
+                        .map_err(err)?
+                        .into();
                 }
                 _ => {}
             }

@@ -37,8 +37,13 @@ pub fn pack_name(key: &Hash, level: i32) -> String {
 }
 
 /// Where a file that travels on its own is published (`None`: it cannot be, a local
-/// copy or an rsync delta being made for one host's bytes).
+/// copy or an rsync delta being made for one host's bytes, a large file's records too
+/// big for an agent to hold).
 pub fn item_name(it: &Item, level: i32) -> Option<String> {
+    // A large file's records are not published: each host gets them from the controller.
+    if matches!(it.payload, crate::payload::Payload::Spilled(..)) {
+        return None;
+    }
     let new = it.hash;
     match (&it.encoding, it.packable) {
         (Encoding::Whole, _) if !it.payload.is_empty() => {
@@ -167,7 +172,7 @@ fn publish_pair(
     let mut not_published = 0;
     for it in items.iter().filter(|it| !it.packed) {
         match item_name(it, level) {
-            Some(name) => put(name, &it.payload, &[it])?,
+            Some(name) => put(name, it.payload.bytes(), &[it])?,
             None => not_published += 1,
         }
     }

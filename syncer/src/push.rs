@@ -280,6 +280,8 @@ pub struct ByKind {
     pub bsdiff: Sent,
     /// Whole content, on its own and in packs (shared out the same way).
     pub whole: Sent,
+    /// Large files' records.
+    pub chunked: Sent,
 }
 
 impl ByKind {
@@ -290,6 +292,7 @@ impl ByKind {
             Encoding::RsyncDelta => &mut self.rsync_delta,
             Encoding::Bsdiff => &mut self.bsdiff,
             Encoding::Whole => &mut self.whole,
+            Encoding::Chunked => &mut self.chunked,
         }
     }
 
@@ -299,7 +302,7 @@ impl ByKind {
     }
 
     /// Each way with its label, in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, &Sent); 5] {
+    pub fn rows(&self) -> [(&'static str, &Sent); 6] {
         [
             (
                 Encoding::LocalCopy { from: Vec::new() }.label(),
@@ -309,6 +312,7 @@ impl ByKind {
             (Encoding::RsyncDelta.label(), &self.rsync_delta),
             (Encoding::Bsdiff.label(), &self.bsdiff),
             (Encoding::Whole.label(), &self.whole),
+            (Encoding::Chunked.label(), &self.chunked),
         ]
     }
 }
@@ -940,7 +944,7 @@ fn plan(
     for it in items.iter().filter(|it| !it.packed) {
         let k = r.planned.of(&it.encoding);
         k.files += 1;
-        k.bytes += it.payload.len() as u64;
+        k.bytes += it.payload.len();
         k.content_bytes += it.size;
     }
     for p in &packs {
@@ -996,8 +1000,8 @@ fn pack_shares(p: &Pack) -> Vec<u64> {
 type Choice = Wanted;
 
 /// How the content of each changed file of `tree` travels: a local copy when the host
-/// holds it already (`have`), whole when it is too large for the agent to apply a delta
-/// to, a zstd delta from the host's old version when the store holds that (`in_store`),
+/// holds it already (`have`), chunked when it is large (against the host's old version
+/// when the store holds that: [`crate::encoding::chunked`]), a zstd delta from the host's old version when the store holds that (`in_store`),
 /// an rsync delta when it does not and the file is large enough to be worth the
 /// signature round trip, else whole. Metadata changes, deletions and non-files carry no
 /// content.
@@ -1022,8 +1026,8 @@ pub(crate) fn choose(
         };
         let (encoding, base) = if let Some(p) = have.get(hash) {
             (Encoding::LocalCopy { from: (*p).clone() }, None)
-        } else if *size > crate::protocol::MAX_DELTA_FILE {
-            (Encoding::Whole, None)
+        } else if *size > crate::encoding::chunked::LARGE {
+            (Encoding::Chunked, old.filter(|(o, _)| in_store(o)))
         } else if let Some(o) = old.filter(|(o, _)| in_store(o)) {
             (Encoding::ZstdDelta, Some(o))
         } else if old.is_some() && *size >= MIN_RSYNC {
@@ -1168,8 +1172,8 @@ fn fetch<'a>(
         };
         blobs.push(crate::protocol::Blob {
             name,
-            len: it.payload.len() as u64,
-            hash: Hash::of(&it.payload),
+            len: it.payload.len(),
+            hash: Hash::of(it.payload.bytes()),
             stages: BlobUse::Put {
                 path: it.path.clone(),
                 encoding: it.encoding.clone(),
@@ -1202,7 +1206,7 @@ fn fetch<'a>(
             (true, Ok(p)) => left.packs.push(p),
             (true, Err(it)) => left.alone.push(it),
             (false, Ok(p)) => r.content.mirrors_bytes += p.payload.len() as u64,
-            (false, Err(it)) => r.content.mirrors_bytes += it.payload.len() as u64,
+            (false, Err(it)) => r.content.mirrors_bytes += it.payload.len(),
         }
     }
     r.content.mirrors = answer.mirrors;
@@ -1219,11 +1223,7 @@ fn send_items(
     obs: &dyn Observer,
     sent: &mut ByKind,
 ) -> Result<()> {
-    let total: u64 = left
-        .alone
-        .iter()
-        .map(|i| i.payload.len() as u64)
-        .sum::<u64>()
+    let total: u64 = left.alone.iter().map(|i| i.payload.len()).sum::<u64>()
         + left
             .packs
             .iter()
@@ -1268,16 +1268,17 @@ fn send_items(
         s.conn.send(&Msg::Put(Put {
             path: it.path.clone(),
             encoding: it.encoding.clone(),
-            len: it.payload.len() as u64,
+            len: it.payload.len(),
         }))?;
-        for chunk in it.payload.chunks(CHUNK) {
+        it.payload.for_each_piece(CHUNK, |chunk| {
             s.conn.send(&Msg::Data(Data {
                 bytes: chunk.to_vec(),
             }))?;
             done += chunk.len() as u64;
             sent.of(&it.encoding).bytes += chunk.len() as u64;
             obs.bytes(host, total, done);
-        }
+            Ok(())
+        })?;
         let k = sent.of(&it.encoding);
         k.files += 1;
         k.content_bytes += it.size;

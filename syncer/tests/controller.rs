@@ -477,3 +477,74 @@ fn the_agent_installed_on_an_ssh_host_is_stripped_of_debug_info() {
     assert_eq!(r["agent_installed"], false, "{r:#}");
     assert_host_is(&h, &f.store, &id(&f.store, "v2"));
 }
+
+/// `syncer ARGS` under GNU time: (its JSON report's host, the peak RSS in kB of the
+/// largest process of the push, the controller or the agent it runs).
+fn push_measured(store: &Path, args: &[&str]) -> (serde_json::Value, u64) {
+    let t = tempfile::NamedTempFile::new_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let out = std::process::Command::new("/usr/bin/time")
+        .args(["-f", "%M", "-o"])
+        .arg(t.path())
+        .arg(env!("CARGO_BIN_EXE_syncer"))
+        .args(args)
+        .arg("--json")
+        .env("IMAGER_STORE", store)
+        .output()
+        .unwrap();
+    let r = json(&String::from_utf8_lossy(&out.stdout))["hosts"][0].clone();
+    assert!(
+        out.status.success() && r["ok"] == true,
+        "syncer {args:?} failed:\n{r:#}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kb = std::fs::read_to_string(t.path()).unwrap();
+    (r, kb.trim().lines().last().unwrap().parse().unwrap())
+}
+
+#[test]
+fn a_large_file_travels_in_bounded_memory_on_both_sides() {
+    // 1 GiB and a bit (mostly a hole); v2 rewrites 1 MiB in the middle and grows it.
+    // The controller held a file's content and its encoding in memory (2.1 GB of RSS
+    // for this file), the agent the payload and the delta's base.
+    const BOUND_KB: u64 = 512 * 1024;
+    let t = scratch("ctl-large-");
+    let dir = t.path();
+    let store = dir.join("store");
+    let mut ids = Vec::new();
+    for v in [1u32, 2] {
+        let d = dir.join(format!("v{v}"));
+        sh(&format!(
+            "set -e; mkdir -p '{d}/srv' '{d}/etc' '{d}/var/lib'; printf 'v{v}\\n' > '{d}/etc/version'
+             python3 - <<'PY'
+import os, random
+random.seed(7)
+with open('{d}/srv/disk.img', 'wb') as f:
+    f.truncate((1 << 30) + 12345)
+    f.seek(5 << 20); f.write(random.randbytes(3 << 20))
+    if {v} == 2:
+        f.seek(600 << 20); f.write(random.randbytes(1 << 20))
+        f.seek(0, 2); f.write(b'grown')
+PY",
+            d = d.display()
+        ));
+        ids.push(import(&store, &d, &format!("v{v}")));
+    }
+    let host = dir.join("host");
+    std::fs::create_dir(&host).unwrap();
+    let hs = format!("local:{}", host.display());
+    let (r, kb) = push_measured(&store, &["push", "v1", &hs]);
+    assert!(kb < BOUND_KB, "first install: peak RSS {kb} kB");
+    assert_eq!(r["sent"]["chunked"]["files"], 1, "{r:#}");
+    assert_host_is(&host, &store, &ids[0]);
+    let (r, kb) = push_measured(&store, &["push", "v2", &hs]);
+    eprintln!("peak RSS of the delta push: {kb} kB");
+    assert!(kb < BOUND_KB, "delta push: peak RSS {kb} kB");
+    assert_eq!(r["sent"]["chunked"]["files"], 1, "{r:#}");
+    // The spans the host has cost nothing: the changed MiB (random) and the tail travel.
+    let bytes = r["sent"]["chunked"]["bytes"].as_u64().unwrap();
+    assert!(
+        bytes < 3 << 20,
+        "{bytes} bytes sent for 1 MiB changed:\n{r:#}"
+    );
+    assert_host_is(&host, &store, &ids[1]);
+}

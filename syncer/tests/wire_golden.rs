@@ -1,12 +1,13 @@
 //! The wire format, pinned: one instance of every message (and of every inner variant:
 //! manifest forms, content sources, change kinds, kept reasons, entry kinds, the previous
 //! image's three forms, a trigger's status, stale-process listings, packs) encoded and compared
-//! with bytes captured from protocol version 7 (4 plus image signatures in `Target` and
+//! with bytes captured from protocol version 8 (4 plus image signatures in `Target` and
 //! the host's trust policy in `Welcome` made 5; the raw local-state file in `Target`,
 //! `Fetch`/`Fetched` for content from HTTP mirrors and the entries a `Pack` skips, 6;
 //! the owned-prefix file and `install_triggers` in `Target`, what differs per `Change`,
 //! the host's unmanaged paths in `Differences`, a skipped trigger, a damaged record in
-//! `Welcome` and the commit an `Error` leaves a host in the middle of, 7).
+//! `Welcome` and the commit an `Error` leaves a host in the middle of, 7; the chunked
+//! content of large files, 8).
 //! A refactor of the codec must leave every constant here unchanged;
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
@@ -295,6 +296,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ("put-zstd-delta", put(Encoding::ZstdDelta)),
         ("put-rsync-delta", put(Encoding::RsyncDelta)),
         ("put-bsdiff", put(Encoding::Bsdiff)),
+        ("put-chunked", put(Encoding::Chunked)),
         (
             "pack",
             Msg::Pack(Pack {
@@ -451,6 +453,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("put-zstd-delta", "0a0a0000002f7573722f62696e2f78020c00000000000000"),
     ("put-rsync-delta", "0a0a0000002f7573722f62696e2f78030c00000000000000"),
     ("put-bsdiff", "0a0a0000002f7573722f62696e2f78040c00000000000000"),
+    ("put-chunked", "0a0a0000002f7573722f62696e2f78050c00000000000000"),
     ("pack", "14020000000a0000002f7573722f62696e2f78042c01000000000000060000002f6574632f7901040000000000000063000000000000000100000001000000"),
     ("data", "0b636f6e74656e74"),
     ("commit", "0c"),
@@ -480,8 +483,8 @@ fn pinned(body: &[u8]) -> String {
 }
 
 #[test]
-fn every_message_encodes_to_the_bytes_of_protocol_version_7() {
-    assert_eq!(PROTOCOL_VERSION, 7);
+fn every_message_encodes_to_the_bytes_of_protocol_version_8() {
+    assert_eq!(PROTOCOL_VERSION, 8);
     let mut wrong = Vec::new();
     let mut all = String::new();
     let msgs = messages();

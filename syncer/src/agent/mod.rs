@@ -411,8 +411,40 @@ impl Session<'_> {
         let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
             return Err(Error::Protocol("Put before Stage".into()));
         };
-        let payload = read_payload(conn, put.len)?;
         let e = needs_content(p, &put.path)?;
+        if put.encoding == crate::encoding::Encoding::Chunked {
+            // Streamed from the connection into the staged file: never held whole.
+            staged_once(s, &e.path)?;
+            let mut from = Incoming {
+                conn,
+                left: put.len,
+                buf: Vec::new(),
+                at: 0,
+            };
+            s.put_file_with(&self.b, e, |size, out| {
+                crate::encoding::chunked::decode(&self.b, &e.path, size, &mut from, out)
+            })?;
+            if from.left > 0 || from.at < from.buf.len() {
+                return Err(Error::Protocol(format!(
+                    "{} bytes of {} were sent beyond its records",
+                    from.left + (from.buf.len() - from.at) as u64,
+                    escape(&e.path)
+                )));
+            }
+            test_stop_point("stage", s.staged.len());
+            return Ok(());
+        }
+        if put.len > crate::protocol::MAX_HELD {
+            return Err(Error::Protocol(format!(
+                "the {} content of {} is {} bytes, more than an agent holds in memory \
+                 ({}); larger files travel chunked",
+                put.encoding.label(),
+                escape(&e.path),
+                put.len,
+                crate::protocol::MAX_HELD
+            )));
+        }
+        let payload = read_payload(conn, put.len)?;
         stage_put(s, &self.b, e, &put.encoding, &payload)
     }
 
@@ -441,7 +473,16 @@ impl Session<'_> {
         let mut fetcher = fetch::Fetcher::new(&f.mirrors, f.rate, refused)?;
         let mut missing = Vec::new();
         for (i, blob) in f.blobs.iter().enumerate() {
-            // What it stages is checked before a byte is fetched.
+            // What it stages is checked before a byte is fetched, its size too: a blob is
+            // held in memory.
+            if blob.len > crate::protocol::MAX_HELD {
+                return Err(Error::Protocol(format!(
+                    "blob {} of {} bytes asked for, more than an agent holds in memory ({})",
+                    blob.name,
+                    blob.len,
+                    crate::protocol::MAX_HELD
+                )));
+            }
             match &blob.stages {
                 BlobUse::Pack { entries, skip } => {
                     let files = pack_files(p, entries, skip)?;
@@ -745,6 +786,42 @@ fn check_manifest(len: u64, limit: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// A `Put`'s content as it arrives in `Data` messages, read in order (a large file's
+/// records, decoded as they come).
+struct Incoming<'c, R: Read, W: Write> {
+    conn: &'c mut Conn<R, W>,
+    /// Bytes announced and not received yet.
+    left: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl<R: Read, W: Write> Read for Incoming<'_, R, W> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.left == 0 || out.is_empty() {
+                return Ok(0);
+            }
+            let refuse = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+            match self.conn.recv("file content") {
+                Ok(Msg::Data(Data { bytes })) => {
+                    if bytes.len() > crate::protocol::CHUNK || bytes.len() as u64 > self.left {
+                        return Err(refuse("more file content than announced".into()));
+                    }
+                    self.left -= bytes.len() as u64;
+                    (self.buf, self.at) = (bytes, 0);
+                }
+                Ok(m) => return Err(refuse(format!("expected file content, got {}", m.name()))),
+                Err(e) => return Err(refuse(e.to_string())),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 fn read_payload<R: Read, W: Write>(conn: &mut Conn<R, W>, len: u64) -> Result<Vec<u8>> {

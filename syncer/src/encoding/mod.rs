@@ -8,7 +8,10 @@
 //!   (`zstd --patch-from`), for an old version the controller holds;
 //! - [`rsync_delta`], fast_rsync against a signature the agent sent, then zstd;
 //! - [`bsdiff`], a bsdiff patch from the host's current file, for an old version the
-//!   controller holds (smaller than zstd's on executables).
+//!   controller holds (smaller than zstd's on executables);
+//! - [`chunked`], every file over [`chunked::LARGE`] bytes: spans the host has, or
+//!   compressed alone or against the host's bytes around them, so that memory stays
+//!   bounded on both sides whatever the file's size.
 //!
 //! Whole contents and bsdiff patches also travel in [`pack`]s: many files' raw bytes as
 //! one zstd stream.
@@ -18,6 +21,7 @@
 //! controller's cache of encodings is [`crate::delta`].
 
 pub mod bsdiff;
+pub mod chunked;
 pub mod local_copy;
 pub mod pack;
 pub mod rsync_delta;
@@ -26,7 +30,6 @@ pub mod zstd_delta;
 
 use crate::error::{Error, Result};
 use crate::protocol::wire::wire_enum;
-use crate::protocol::MAX_DELTA_FILE;
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
 use std::io::Write;
@@ -45,6 +48,8 @@ pub enum Encoding {
     /// A bsdiff patch from the host's current file: zstd-compressed on its own, raw in a
     /// pack.
     Bsdiff,
+    /// A large file's records ([`chunked`]), streamed on both sides.
+    Chunked,
 }
 
 wire_enum!(Encoding, "content source" {
@@ -53,6 +58,7 @@ wire_enum!(Encoding, "content source" {
     2 => Encoding::ZstdDelta,
     3 => Encoding::RsyncDelta,
     4 => Encoding::Bsdiff,
+    5 => Encoding::Chunked,
 });
 
 impl Encoding {
@@ -64,6 +70,7 @@ impl Encoding {
             Encoding::RsyncDelta => "rsync delta",
             Encoding::Bsdiff => "bsdiff",
             Encoding::Whole => "whole",
+            Encoding::Chunked => "chunked",
         }
     }
 
@@ -89,6 +96,7 @@ impl Encoding {
             }
             Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
             Encoding::Bsdiff => bsdiff::decode(host, path, size, payload, out),
+            Encoding::Chunked => chunked::decode(host, path, size, &mut &payload[..], out),
         }
     }
 
@@ -124,9 +132,9 @@ impl Encoding {
 }
 
 /// The host's current content at `path` as a delta's base (held in memory), refused for
-/// a file larger than the agent applies deltas to.
+/// a file larger than the agent holds in memory (larger ones travel [`chunked`]).
 fn delta_base(host: &Beneath, path: &[u8], size: u64) -> Result<Vec<u8>> {
-    if size > MAX_DELTA_FILE {
+    if size > chunked::LARGE {
         return Err(Error::Protocol(format!(
             "delta for {} ({size} bytes) is larger than the agent applies",
             escape(path)

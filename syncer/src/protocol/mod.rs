@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use std::io::{Read, Write};
 use wire::Enc;
 
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
 /// A message whose encoding is larger than this travels as several frames (`Part`
@@ -60,9 +60,10 @@ pub const MAX_MESSAGE: usize = imager::contract::MAX_MANIFEST;
 pub const MAX_INFLATION: usize = 1024;
 const TAG_PART: u8 = 30;
 const TAG_PART_END: u8 = 31;
-/// Largest file an agent applies a delta to (base and result are held in memory); a
-/// larger file travels whole.
-pub const MAX_DELTA_FILE: u64 = 4 << 30;
+/// The largest content payload (a `Put` or a mirror's blob) an agent holds in memory:
+/// twice the largest file the in-memory encodings carry
+/// ([`crate::encoding::chunked::LARGE`]); a larger file's records are streamed.
+pub const MAX_HELD: u64 = 2 * crate::encoding::chunked::LARGE;
 /// File content travels in `Data` frames of at most this size.
 pub const CHUNK: usize = 1 << 20;
 /// Bodies larger than this are compressed.
