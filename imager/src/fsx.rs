@@ -413,6 +413,27 @@ pub fn read_all(f: &mut File, size_hint: u64, path: &Path) -> Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Writes `buf` at the file's position, leaving a hole where a 64 KiB piece of it is all
+/// zeros: a sparse file (a disk image, a database's preallocated space) stays sparse
+/// when copied. A hole at the end only exists once [`end_sparse`] sets the length.
+pub fn write_sparse(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    const PIECE: usize = 64 << 10;
+    for piece in buf.chunks(PIECE) {
+        if piece.len() == PIECE && piece.iter().all(|&b| b == 0) {
+            f.seek(SeekFrom::Current(PIECE as i64))?;
+        } else {
+            f.write_all(piece)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends a file written by [`write_sparse`] at `len` bytes (a trailing hole included).
+pub fn end_sparse(f: &File, len: u64) -> std::io::Result<()> {
+    f.set_len(len)
+}
+
 /// An unnamed scratch file on the filesystem of directory `dir` (`O_TMPFILE`): it never
 /// shows in `dir`, leaves `dir`'s mtime alone and is freed when closed, by a crash too.
 /// Where `dir`'s filesystem cannot make one (NFS, some FUSE filesystems, a read-only

@@ -536,6 +536,18 @@ PY",
     assert!(kb < BOUND_KB, "first install: peak RSS {kb} kB");
     assert_eq!(r["sent"]["chunked"]["files"], 1, "{r:#}");
     assert_host_is(&host, &store, &ids[0]);
+    // Its holes stay holes on the host (3 MiB of data in 1 GiB).
+    let allocated = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(host.join("srv/disk.img"))
+            .unwrap()
+            .blocks()
+            * 512
+    };
+    assert!(
+        allocated < 64 << 20,
+        "{allocated} bytes allocated on the host"
+    );
     let (r, kb) = push_measured(&store, &["push", "v2", &hs]);
     eprintln!("peak RSS of the delta push: {kb} kB");
     assert!(kb < BOUND_KB, "delta push: peak RSS {kb} kB");

@@ -183,9 +183,10 @@ fn copy_exact(
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(&buf[..k]);
             }
-            f.write_all(&buf[..k]).ctx("write", tmp)?;
+            fsx::write_sparse(&mut f, &buf[..k]).ctx("write", tmp)?;
             n += k as u64;
         }
+        fsx::end_sparse(&f, n).ctx("write", tmp)?;
         if n != size {
             return Err(Error::io(
                 "read content of",

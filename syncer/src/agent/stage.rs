@@ -138,6 +138,7 @@ impl Staging {
             limit: size,
         };
         fill(size, &mut w)?;
+        imager::fsx::end_sparse(&w.f, w.n).ctx("write", self.shown.join(&name))?;
         if w.n != size || Hash::from(w.h.finalize()) != hash {
             return Err(Error::Agent(format!(
                 "{}: the content assembled for it does not match the image (size {} of {size}); \
@@ -180,10 +181,11 @@ impl Write for Hashing {
                 "the content is larger than the image says",
             ));
         }
-        let n = self.f.write(buf)?;
-        self.h.update(&buf[..n]);
-        self.n += n as u64;
-        Ok(n)
+        // Holes stay holes: a sparse image file costs the host its data, not its size.
+        imager::fsx::write_sparse(&mut self.f, buf)?;
+        self.h.update(buf);
+        self.n += buf.len() as u64;
+        Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.f.flush()
