@@ -898,6 +898,20 @@ fn a_policy_others_can_write_or_not_a_regular_file_is_refused_with_the_fix() {
         chmod(&path, old);
     }
 
+    // Owned by another user (only root may give a file away).
+    if rustix::process::geteuid().is_root() {
+        let policy = etc.join("trust.toml");
+        std::os::unix::fs::chown(&policy, Some(12345), None).unwrap();
+        let st = status_within(&store, &host);
+        assert!(
+            st.contains("trust policy: unusable, every image is refused")
+                && st.contains("owned by uid 12345")
+                && st.contains(&format!("chown root {}", policy.display())),
+            "{st}"
+        );
+        std::os::unix::fs::chown(&policy, Some(0), None).unwrap();
+    }
+
     std::fs::remove_file(etc.join("trust.toml")).unwrap();
     sh(&format!(
         "mkfifo -m 600 '{}'",
@@ -908,4 +922,10 @@ fn a_policy_others_can_write_or_not_a_regular_file_is_refused_with_the_fix() {
         st.contains("trust policy: unusable, every image is refused") && st.contains("is a FIFO"),
         "{st}"
     );
+
+    // Without a policy there is nothing to protect: an open /etc/syncer is no error.
+    std::fs::remove_file(etc.join("trust.toml")).unwrap();
+    chmod(&etc, 0o777);
+    let st = status_within(&store, &host);
+    assert!(st.contains("trust policy: none"), "{st}");
 }

@@ -175,10 +175,13 @@ fn load(b: &Beneath) -> Result<Option<TrustPolicy>> {
     let shown = b.display(DIR).join(POLICY);
     let refused =
         |file: &Path, reason: String| Error::Agent(format!("{}: {reason}", file.display()));
-    check_dir(&dir, &b.display(DIR)).map_err(|r| refused(&b.display(DIR), r))?;
     let Some(text) = read_strict(&dir, POLICY, &shown).map_err(|r| refused(&shown, r))? else {
         return Ok(None);
     };
+    // Only a policy's directory is judged (as sshd judges the directories of an
+    // `authorized_keys` that exists): without a policy the host accepts every image
+    // whoever can write here.
+    check_dir(&dir, &b.display(DIR)).map_err(|r| refused(&b.display(DIR), r))?;
     let text = String::from_utf8(text)
         .map_err(|_| Error::Agent(format!("{} is not UTF-8", shown.display())))?;
     let read = |rel: &str| -> imager::Result<(String, String)> {
