@@ -487,7 +487,7 @@ fn an_agent_that_never_greets_fails_the_host_after_the_handshake_timeout() {
     use std::os::unix::fs::PermissionsExt;
     let f = fixture("ctl-hang-");
     let ssh = f.dir.join("hanging-ssh");
-    std::fs::write(&ssh, "#!/bin/sh\nsleep 300\n").unwrap();
+    std::fs::write(&ssh, "#!/bin/sh\nsleep 60\n").unwrap();
     std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
     let host = "ssh://hung-host/srv/x";
     let out = syncer()
