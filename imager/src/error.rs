@@ -150,6 +150,25 @@ impl Error {
     }
 }
 
+/// An error and its causes as one line of text, each cause said once: a library error
+/// already includes its source's text (`failed to write /x: No space left on device (os
+/// error 28)`) and also exposes it as its `source()`, so printing the whole chain
+/// (anyhow's `{:#}`) would repeat "(os error 28)". A cause whose text the message
+/// already holds is left out. Both binaries print their errors through this.
+pub fn causes_once(causes: impl IntoIterator<Item = String>) -> String {
+    let mut msg = String::new();
+    for s in causes {
+        if s.is_empty() || msg.contains(&s) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&s);
+    }
+    msg
+}
+
 /// Adds the action and path to a `std::io::Result`, cargo-util style.
 pub trait IoContext<T> {
     fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
@@ -164,5 +183,26 @@ impl<T> IoContext<T> for io::Result<T> {
 impl<T> IoContext<T> for rustix::io::Result<T> {
     fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(action, path, e.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "No space left on device (os error 28): ... (os error 28)": the I/O error's text
+    /// comes once, whether printed alone or under a context that wraps it.
+    #[test]
+    fn an_io_error_under_a_context_says_its_os_error_once() {
+        let e = Error::io("write", "/store/x", io::Error::from_raw_os_error(28));
+        let e = anyhow::Error::new(e).context("importing /src");
+        let shown = causes_once(e.chain().map(|c| c.to_string()));
+        assert_eq!(shown.matches("os error 28").count(), 1, "{shown}");
+        assert!(
+            shown.starts_with("importing /src: failed to write /store/x: "),
+            "{shown}"
+        );
+        // What anyhow's `{:#}` says: the repetition this is for.
+        assert_eq!(format!("{e:#}").matches("os error 28").count(), 2);
     }
 }

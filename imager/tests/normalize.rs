@@ -361,3 +361,20 @@ fn a_gzip_file_too_large_to_normalise_is_reported_with_its_reason() {
     );
     assert_eq!(blake3::hash(&std::fs::read(&big).unwrap()), big_hash);
 }
+
+/// `--epoch -5` is the epoch -5 (an mtime before 1970 is valid), not an unknown option
+/// `-5` that needed `--epoch=-5`.
+#[test]
+fn a_negative_epoch_is_taken_as_a_value() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let a = env.path("a");
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::write(a.join("f"), "x\n").unwrap();
+    let report = env.ok(&["normalize", s(&a), "--epoch", "-5", "--mtime", "set"]);
+    assert!(report.contains("mtimes set"), "{report}");
+    assert_eq!(std::fs::metadata(a.join("f")).unwrap().mtime(), -5);
+    let spaced = env.id(&["hash", s(&a), "--normalize", "--epoch", "-5"]);
+    let joined = env.id(&["hash", s(&a), "--normalize", "--epoch=-5"]);
+    assert_eq!(spaced, joined);
+}

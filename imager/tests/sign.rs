@@ -446,3 +446,46 @@ fn a_statement_carries_the_version_and_rollback_approval_asked_for() {
     let text = String::from_utf8_lossy(&e.stderr);
     assert!(text.contains("max_age: bad duration \"soon\""), "{text}");
 }
+
+/// A statement (`.msg`) stored without its signature (`.sig`), as an interrupted `sign`
+/// leaves it, or a signature without its statement: `signatures()` skips both, so fsck
+/// is what says they are there, naming the file and what to do.
+#[test]
+fn fsck_reports_a_statement_or_signature_stored_without_its_pair() {
+    let env = Env::new();
+    let id = demo(&env);
+    let release = key(&env, "release");
+    env.ok(&["sign", "demo", "--key", s(&release)]);
+    env.ok(&["fsck"]);
+    let sig = sigs(&env, &id).remove(0);
+    let msg = sig.with_extension("msg");
+
+    let saved = std::fs::read(&sig).unwrap();
+    std::fs::remove_file(&sig).unwrap();
+    let out = env.run(&["fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success()
+            && text.contains(&format!(
+                "image {id}: {}: a signature statement without its signature",
+                s(&msg)
+            ))
+            && text.contains("remove it")
+            && text.contains("1 problems"),
+        "{text}"
+    );
+    std::fs::write(&sig, &saved).unwrap();
+    env.ok(&["fsck"]);
+
+    std::fs::remove_file(&msg).unwrap();
+    let out = env.run(&["fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success()
+            && text.contains(&format!(
+                "image {id}: {}: a signature without its statement",
+                s(&sig)
+            )),
+        "{text}"
+    );
+}

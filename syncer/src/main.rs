@@ -49,7 +49,12 @@ fn main() {
     let code = match run(Cli::parse().cmd) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("syncer: {e:#}");
+            // Not `{e:#}`: the library's errors include their source's text, and the
+            // chain would repeat it ("(os error 28): ... (os error 28)").
+            eprintln!(
+                "syncer: {}",
+                imager::error::causes_once(e.chain().map(|c| c.to_string()))
+            );
             ExitCode::of_error(&e)
         }
     };

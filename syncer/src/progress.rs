@@ -106,8 +106,8 @@ impl<'a> Clock<'a> {
             .borrow()
             .iter()
             .filter(|(p, _)| *p == phase)
-            .map(|(_, s)| s)
-            .sum()
+            // Not `sum()`: an empty float sum is -0.0, which reports print as "-0.00s".
+            .fold(0.0, |total, (_, s)| total + s)
     }
 
     pub fn observer(&self) -> &'a dyn Observer {
@@ -167,6 +167,8 @@ mod tests {
             .any(|(p, _)| *p == Phase::Scanning);
         assert!(scan_recorded, "the early return still recorded the phase");
         assert_eq!(clock.seconds(Phase::Planning), 0.0);
+        // Positive zero: a phase that never ran is printed "0.00s", not "-0.00s".
+        assert!(clock.seconds(Phase::Planning).is_sign_positive());
         clock.finish(Phase::Failed);
         assert_eq!(
             *seen.0.lock().unwrap(),

@@ -856,8 +856,9 @@ fn push_steps(
     match s.reply()? {
         Msg::Committed(c) => {
             // The agent's part of staging: what it did after the last byte arrived.
-            r.phases.stage = c.stage_seconds;
-            r.phases.commit = c.commit_seconds;
+            // The agent's figures: a time is never negative, whatever it sends.
+            r.phases.stage = c.stage_seconds.max(0.0);
+            r.phases.commit = c.commit_seconds.max(0.0);
             r.commit_ops = c.ops;
             r.committed = true;
         }

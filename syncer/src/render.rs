@@ -21,6 +21,13 @@ fn mb(b: u64) -> String {
     format!("{:.2} MB", b as f64 / 1e6)
 }
 
+/// Seconds as reports print them, `0.12s`. A negative, `-0.0` or NaN (an agent's
+/// figure, an empty float sum) is shown as 0: a time is never negative, and "-0.00s"
+/// reads as a bug.
+pub fn secs(s: f64) -> String {
+    format!("{:.2}s", if s > 0.0 { s } else { 0.0 })
+}
+
 /// The first 12 hex digits of an image ID, "-" for none.
 fn short(h: &Option<String>) -> String {
     h.as_deref()
@@ -80,8 +87,14 @@ pub fn push_report(r: &HostReport) -> String {
     let p = &r.phases;
     line!(
         out,
-        "  time: connect {:.2}s  scan {:.2}s  plan {:.2}s  stage {:.2}s  commit {:.2}s  triggers {:.2}s  total {:.2}s",
-        p.connect, p.scan, p.plan, p.stage, p.commit, p.triggers, p.total
+        "  time: connect {}  scan {}  plan {}  stage {}  commit {}  triggers {}  total {}",
+        secs(p.connect),
+        secs(p.scan),
+        secs(p.plan),
+        secs(p.stage),
+        secs(p.commit),
+        secs(p.triggers),
+        secs(p.total)
     );
     for t in &r.triggers {
         if let Some(why) = &t.skipped {
@@ -96,7 +109,7 @@ pub fn push_report(r: &HostReport) -> String {
                 None => "killed".into(),
             }
         };
-        line!(out, "  trigger {}: {how} ({:.2}s)", t.name, t.seconds);
+        line!(out, "  trigger {}: {how} ({})", t.name, secs(t.seconds));
         for l in t.output.lines() {
             line!(out, "    | {l}");
         }
@@ -513,6 +526,19 @@ pub fn cache_verify(r: &VerifyReport, store: &Path) -> String {
 mod tests {
     use super::*;
     use crate::protocol::StaleProcess;
+
+    /// A time is never printed negative: "-0.00s" came from an empty float sum (-0.0).
+    #[test]
+    fn seconds_are_never_printed_negative() {
+        assert_eq!(secs(-0.0), "0.00s");
+        assert_eq!(secs(-0.004), "0.00s");
+        assert_eq!(secs(-3.0), "0.00s");
+        assert_eq!(secs(f64::NAN), "0.00s");
+        assert_eq!(secs(0.0), "0.00s");
+        assert_eq!(secs(1.234), "1.23s");
+        let empty: [f64; 0] = [];
+        assert_eq!(secs(empty.iter().sum()), "0.00s");
+    }
 
     #[test]
     fn stale_processes_are_a_line_per_unit_with_what_was_left_out_counted() {

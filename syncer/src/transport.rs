@@ -171,7 +171,14 @@ pub struct TransportOptions {
     pub rate_total: Option<std::sync::Arc<crate::ratelimit::Bucket>>,
     /// Tell the agent to drop an unfinished commit instead of finishing it.
     pub abandon_commit: bool,
+    /// How long the agent may take to greet us once started (`Welcome` after our
+    /// `Hello`): an agent stuck before its session starts must not stall a push forever.
+    pub handshake_timeout: std::time::Duration,
 }
+
+/// The default for [`TransportOptions::handshake_timeout`]: long enough for a slow ssh
+/// login and an agent reading a big state directory on a loaded host.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 impl Default for TransportOptions {
     fn default() -> Self {
@@ -183,6 +190,7 @@ impl Default for TransportOptions {
             rate_per_host: None,
             rate_total: None,
             abandon_commit: false,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -372,12 +380,27 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
         installed: false,
         closed: false,
     };
+    // The wait for the greeting is bounded by a watchdog that kills the agent's process
+    // group (ssh and what it runs, or a local agent) when the time is up: the pipe then
+    // ends, and the blocked read with it. It is joined before the child can be reaped
+    // below, so it never signals a reused process ID.
+    let watchdog = Watchdog::start(s.child.id(), opts.handshake_timeout);
     let greeting = s
         .conn
         .send(&Msg::Hello(Hello {
             version: PROTOCOL_VERSION,
         }))
         .and_then(|_| s.conn.recv("the agent's Welcome"));
+    if watchdog.stop() {
+        s.close();
+        // No host name here: every report shows the error under its host's.
+        return Err(Error::Connection(format!(
+            "the agent did not send its greeting (Welcome) within {:?} after it was \
+             started, and was stopped: the agent or the connection to it hangs \
+             (SYNCER_HANDSHAKE_TIMEOUT sets the wait in seconds)",
+            opts.handshake_timeout
+        )));
+    }
     match greeting {
         Ok(Msg::Welcome(w)) if w.version == PROTOCOL_VERSION => {
             s.welcome = w;
@@ -401,6 +424,38 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
             )))
         }
         Err(e) => Err(s.fail(e)),
+    }
+}
+
+/// Kills a process group unless stopped in time (see [`start`]).
+struct Watchdog {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: JoinHandle<bool>,
+}
+
+impl Watchdog {
+    fn start(pid: u32, timeout: std::time::Duration) -> Watchdog {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            match stopped.recv_timeout(timeout) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // The child leads its own process group (`process_group(0)`).
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                        let _ =
+                            rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                    }
+                    true
+                }
+                _ => false,
+            }
+        });
+        Watchdog { stop, thread }
+    }
+
+    /// Stops the watchdog; whether it had fired.
+    fn stop(self) -> bool {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap_or(false)
     }
 }
 

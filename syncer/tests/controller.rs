@@ -560,3 +560,32 @@ PY",
     );
     assert_host_is(&host, &store, &ids[1]);
 }
+
+/// An agent that starts but never greets (a host hanging before the session starts) is
+/// given up on after the handshake timeout, with an error naming the host and what it
+/// waited for, instead of stalling the push forever. The "ssh" here runs a shell whose
+/// child holds the pipes: the whole process group must be stopped for the push to end.
+#[test]
+fn an_agent_that_never_greets_fails_the_host_after_the_handshake_timeout() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture("ctl-hang-");
+    let ssh = f.dir.join("hanging-ssh");
+    std::fs::write(&ssh, "#!/bin/sh\nsleep 60\n").unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let host = "ssh://hung-host/srv/x";
+    let out = syncer()
+        .args(["push", "v1", host, "--json", "-e", ssh.to_str().unwrap()])
+        .env("IMAGER_STORE", &f.store)
+        .env("SYNCER_HANDSHAKE_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let r = json(&stdout);
+    let e = r["hosts"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        r["hosts"][0]["host"] == host && e.contains("did not send its greeting (Welcome)"),
+        "{r:#}\n{stderr}"
+    );
+}

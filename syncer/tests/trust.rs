@@ -815,3 +815,117 @@ fn a_failed_canary_is_rolled_back_to_its_older_image_on_a_host_with_a_policy() {
         "{accepted}"
     );
 }
+
+/// `syncer status` with a watchdog: the agent's answer, or a failure if it hangs (an
+/// agent stuck opening a FIFO in place of its policy never answers).
+fn status_within(store: &Path, host: &str) -> String {
+    use std::io::Read;
+    let mut child = syncer()
+        .args(["status", host])
+        .env("IMAGER_STORE", store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("syncer status {host} hung (the agent never answered)");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+/// As sshd's StrictModes: a policy file or directory others can write is no policy (they
+/// could trust their own key), so the host refuses every image and says how to fix it;
+/// a FIFO in place of `trust.toml` is refused instead of blocking the agent in `open`.
+#[test]
+fn a_policy_others_can_write_or_not_a_regular_file_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = scratch("trust-modes-");
+    let dir = t.path();
+    let store = dir.join("store");
+    tree(&dir.join("t1"), 1);
+    import(&store, &dir.join("t1"), "app");
+    let release = key(dir, "release");
+    let (root, host) = host_with_policy(dir, "", &release);
+    let etc = root.join("etc/syncer");
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    chmod(&etc.join("trust.toml"), 0o644);
+    chmod(&etc.join("allowed_signers"), 0o644);
+    chmod(&etc, 0o755);
+    let st = status_within(&store, &host);
+    assert!(st.contains("trust policy: 1 requirement"), "{st}");
+
+    for (path, mode) in [
+        (etc.join("trust.toml"), 0o666),
+        (etc.join("trust.toml"), 0o664),
+        (etc.join("allowed_signers"), 0o646),
+        (etc.clone(), 0o777),
+    ] {
+        let old = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        chmod(&path, mode);
+        let st = status_within(&store, &host);
+        assert!(
+            st.contains("trust policy: unusable, every image is refused")
+                && st.contains(&format!("chmod go-w {}", path.display())),
+            "{} at {mode:o}: {st}",
+            path.display()
+        );
+        let e = refused(&store, "app", &host, &[]);
+        assert!(e.contains("trust policy cannot be used"), "{e}");
+        chmod(&path, old);
+    }
+
+    // Owned by another user (only root may give a file away).
+    if rustix::process::geteuid().is_root() {
+        let policy = etc.join("trust.toml");
+        std::os::unix::fs::chown(&policy, Some(12345), None).unwrap();
+        let st = status_within(&store, &host);
+        assert!(
+            st.contains("trust policy: unusable, every image is refused")
+                && st.contains("owned by uid 12345")
+                && st.contains(&format!("chown root {}", policy.display())),
+            "{st}"
+        );
+        std::os::unix::fs::chown(&policy, Some(0), None).unwrap();
+    }
+
+    std::fs::remove_file(etc.join("trust.toml")).unwrap();
+    sh(&format!(
+        "mkfifo -m 600 '{}'",
+        etc.join("trust.toml").display()
+    ));
+    let st = status_within(&store, &host);
+    assert!(
+        st.contains("trust policy: unusable, every image is refused") && st.contains("is a FIFO"),
+        "{st}"
+    );
+
+    // Without a policy there is nothing to protect: an open /etc/syncer is no error.
+    std::fs::remove_file(etc.join("trust.toml")).unwrap();
+    chmod(&etc, 0o777);
+    let st = status_within(&store, &host);
+    assert!(st.contains("trust policy: none"), "{st}");
+}

@@ -7,6 +7,12 @@ use super::{Built, Rebuilt};
 use std::io::{self, Write};
 use std::path::Path;
 
+/// Seconds as the reports print them, `1.2s`; a negative, `-0.0` or NaN is shown as 0
+/// (a time is never negative, and "-0.0s" reads as a bug).
+fn secs(s: f64) -> String {
+    format!("{:.1}s", if s > 0.0 { s } else { 0.0 })
+}
+
 impl Built {
     pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         let b = self;
@@ -36,13 +42,14 @@ impl Built {
             b.stats.dirs,
             b.stats.bytes
         )?;
-        let total: f64 = b.phases.iter().map(|(_, s)| s).sum();
+        // Not `sum()`: an empty float sum is -0.0, printed "-0.0s".
+        let total = b.phases.iter().fold(0.0, |t, (_, s)| t + s);
         let phases: Vec<String> = b
             .phases
             .iter()
-            .map(|(n, s)| format!("{n} {s:.1}s"))
+            .map(|(n, s)| format!("{n} {}", secs(*s)))
             .collect();
-        writeln!(out, "  time {total:.1}s: {}", phases.join(", "))
+        writeln!(out, "  time {}: {}", secs(total), phases.join(", "))
     }
 }
 
@@ -102,5 +109,18 @@ impl Lock {
             bytes,
             self.epoch
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secs;
+
+    #[test]
+    fn build_times_are_never_printed_negative() {
+        assert_eq!(secs(-0.0), "0.0s");
+        assert_eq!(secs(-0.04), "0.0s");
+        assert_eq!(secs(f64::NAN), "0.0s");
+        assert_eq!(secs(2.34), "2.3s");
     }
 }

@@ -27,8 +27,11 @@ pub(crate) struct ReviewArgs {
 
 #[derive(Args)]
 pub(crate) struct NormArgs {
-    /// The epoch for mtimes [default: $SOURCE_DATE_EPOCH]
-    #[arg(long)]
+    /// The epoch for mtimes, in seconds since 1970 (before it: negative)
+    /// [default: $SOURCE_DATE_EPOCH]
+    // `--epoch -5` is a value, not an unknown option `-5`: mtimes before 1970 are
+    // valid (an image's mtimes are i64, as the filesystem's are).
+    #[arg(long, allow_negative_numbers = true, value_name = "SECONDS")]
     epoch: Option<i64>,
     /// Clamp mtimes at the epoch, or set all of them to it
     #[arg(long, value_enum, default_value_t = MtimeArg::Clamp)]

@@ -56,16 +56,7 @@ fn of(e: &anyhow::Error) -> Exit {
 /// The error's causes, each once (the library's errors already include their source's
 /// text), with no control character of outside input left to reach a terminal.
 fn message(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for c in e.chain() {
-        let s = c.to_string();
-        if !msg.contains(&s) {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&s);
-        }
-    }
+    let msg = crate::error::causes_once(e.chain().map(|c| c.to_string()));
     let lines: Vec<String> = msg
         .split('\n')
         .map(crate::tree::escape::escape_message)

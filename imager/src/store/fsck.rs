@@ -122,8 +122,51 @@ fn check_images(store: &Store, r: &mut FsckReport) -> Result<HashMap<Hash, (u64,
             }
             Err(e) => r.problems.push(format!("image {id}: signatures: {e}")),
         }
+        match unpaired_signature_files(store, id) {
+            Ok(problems) => r
+                .problems
+                .extend(problems.into_iter().map(|p| format!("image {id}: {p}"))),
+            Err(e) => r.problems.push(format!("image {id}: signatures: {e}")),
+        }
     }
     Ok(wanted)
+}
+
+/// A statement (`.msg`) without its signature (`.sig`), or a signature without its
+/// statement: [`Store::signatures`] lists neither, so nothing else would say they are
+/// there. A lone `.msg` is what an interrupted `imager sign` leaves (the statement is
+/// written first); a lone `.sig` is a signature no check can use. Each is reported
+/// with what to do about it.
+fn unpaired_signature_files(store: &Store, id: &Hash) -> Result<Vec<String>> {
+    let dir = store.image_dir(id).join("signatures");
+    let Some(entries) = crate::fsx::read_dir_if_exists(&dir)? else {
+        return Ok(Vec::new());
+    };
+    let names: HashSet<std::ffi::OsString> = entries.iter().map(|e| e.file_name()).collect();
+    let mut paths: Vec<std::path::PathBuf> = entries.into_iter().map(|e| e.path()).collect();
+    paths.sort();
+    let mut problems = Vec::new();
+    for p in paths {
+        let (other, problem) = match p.extension().and_then(|x| x.to_str()) {
+            Some("msg") => (
+                "sig",
+                "a signature statement without its signature (.sig), so it signs nothing \
+                 (an interrupted `imager sign` leaves one): remove it, and sign the image \
+                 again if it should carry that signature",
+            ),
+            Some("sig") => (
+                "msg",
+                "a signature without its statement (.msg), so no check can use it: \
+                 restore the statement from where the signature came from, or remove it",
+            ),
+            _ => continue,
+        };
+        let pair = p.with_extension(other);
+        if !pair.file_name().is_some_and(|n| names.contains(n)) {
+            problems.push(format!("{}: {problem}", p.display()));
+        }
+    }
+    Ok(problems)
 }
 
 /// A stored signature that is not a valid SSH signature, by the key it carries, over a

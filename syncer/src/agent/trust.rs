@@ -17,7 +17,6 @@
 //! `target.accepted` before the commit point, put in place with the image), never on a
 //! dry run.
 
-use super::fsops;
 use super::state::{self, StateDir};
 use crate::error::{Error, Result};
 use crate::protocol::{ImageSignature, TrustSummary};
@@ -25,6 +24,10 @@ use imager::safe_dir::Beneath;
 use imager::sign::freshness::Newest;
 use imager::sign::TrustPolicy;
 use imager::Hash;
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 
 pub const DIR: &[u8] = b"/etc/syncer";
 pub const POLICY: &str = "trust.toml";
@@ -170,9 +173,15 @@ fn load(b: &Beneath) -> Result<Option<TrustPolicy>> {
         Err(e) => return Err(e.into()),
     };
     let shown = b.display(DIR).join(POLICY);
-    let Some(text) = fsops::read_at(&dir, POLICY, &shown)? else {
+    let refused =
+        |file: &Path, reason: String| Error::Agent(format!("{}: {reason}", file.display()));
+    let Some(text) = read_strict(&dir, POLICY, &shown).map_err(|r| refused(&shown, r))? else {
         return Ok(None);
     };
+    // Only a policy's directory is judged (as sshd judges the directories of an
+    // `authorized_keys` that exists): without a policy the host accepts every image
+    // whoever can write here.
+    check_dir(&dir, &b.display(DIR)).map_err(|r| refused(&b.display(DIR), r))?;
     let text = String::from_utf8(text)
         .map_err(|_| Error::Agent(format!("{} is not UTF-8", shown.display())))?;
     let read = |rel: &str| -> imager::Result<(String, String)> {
@@ -187,8 +196,15 @@ fn load(b: &Beneath) -> Result<Option<TrustPolicy>> {
         }
         let (parent, name) = b.parent(path.as_bytes())?;
         let name = String::from_utf8_lossy(name).into_owned();
-        let data = fsops::read_at(&parent, &name, &shown)
-            .map_err(|e| missing(&e.to_string()))?
+        if let Some(parent_path) = imager::tree::parent(path.as_bytes()) {
+            let parent_shown = b.display(parent_path);
+            check_dir(&parent, &parent_shown).map_err(|r| imager::Error::Signature {
+                file: parent_shown.clone(),
+                reason: r,
+            })?;
+        }
+        let data = read_strict(&parent, &name, &shown)
+            .map_err(|r| missing(&r))?
             .ok_or_else(|| missing("does not exist (the trust policy names it)"))?;
         let text = String::from_utf8(data).map_err(|_| missing("is not UTF-8"))?;
         Ok((text, shown.display().to_string()))
@@ -198,6 +214,84 @@ fn load(b: &Beneath) -> Result<Option<TrustPolicy>> {
         &shown.display().to_string(),
         &read,
     )?))
+}
+
+/// Whether a policy file or directory with this owner and mode may decide what the host
+/// accepts, as sshd's `StrictModes` judges `authorized_keys`: anyone else who can write
+/// it could trust their own key, so a policy they can change is no policy. Owned by root
+/// or by the agent's own user (an agent run as a service user owns its `/etc/syncer`),
+/// and writable by no group or other. The reason names the fix.
+fn strict_owner_mode(st: &rustix::fs::Stat, shown: &Path) -> std::result::Result<(), String> {
+    let me = rustix::process::geteuid().as_raw();
+    let uid = st.st_uid;
+    if uid != 0 && uid != me {
+        return Err(format!(
+            "is owned by uid {uid}, not by root or the agent's user (uid {me}), so that user \
+             could change what this host trusts; run `chown root {}`",
+            shown.display()
+        ));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "is writable by its group or by everyone (mode {mode:04o}), so others could \
+             change what this host trusts; run `chmod go-w {}`",
+            shown.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a policy directory others could write (they could swap the files in it).
+fn check_dir(dir: &OwnedFd, shown: &Path) -> std::result::Result<(), String> {
+    let st = rustix::fs::fstat(dir).map_err(|e| format!("cannot inspect it: {e}"))?;
+    strict_owner_mode(&st, shown)
+}
+
+/// Reads a policy file (`None` if it does not exist), refusing anything but a regular
+/// file with a safe owner and mode. `O_NONBLOCK` because a FIFO in its place would block
+/// the agent in `open` forever (a session that never starts); the type is checked with
+/// `fstat` on the opened file, so nothing can swap it between the check and the read.
+fn read_strict(
+    dir: &OwnedFd,
+    name: &str,
+    shown: &Path,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::NOENT) => return Ok(None),
+        Err(Errno::LOOP) => {
+            return Err(format!(
+                "is a symbolic link; the trust policy must be a regular file: replace it with the file itself ({})",
+                shown.display()
+            ))
+        }
+        Err(e) => return Err(format!("cannot open it: {e}")),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("cannot inspect it: {e}"))?;
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile => None,
+        FileType::Fifo => Some("a FIFO"),
+        FileType::Directory => Some("a directory"),
+        FileType::Socket => Some("a socket"),
+        FileType::CharacterDevice | FileType::BlockDevice => Some("a device"),
+        _ => Some("not a regular file"),
+    };
+    if let Some(kind) = kind {
+        return Err(format!(
+            "is {kind}; a trust policy file must be a regular file: replace it with one"
+        ));
+    }
+    strict_owner_mode(&st, shown)?;
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(fd), &mut v)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    Ok(Some(v))
 }
 
 #[cfg(test)]

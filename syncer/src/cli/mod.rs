@@ -60,6 +60,26 @@ pub struct HostArgs {
     pub jobs: usize,
 }
 
+/// How long an agent may take to greet the controller: `SYNCER_HANDSHAKE_TIMEOUT`
+/// seconds (for a host known to be slow, and for tests), else the default.
+fn handshake_timeout() -> Result<std::time::Duration> {
+    match std::env::var("SYNCER_HANDSHAKE_TIMEOUT") {
+        Err(_) => Ok(syncer::transport::DEFAULT_HANDSHAKE_TIMEOUT),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "SYNCER_HANDSHAKE_TIMEOUT={v:?} is not a number of seconds above 0"
+                ))
+                .into()
+            }),
+    }
+}
+
 impl HostArgs {
     /// The store these arguments name.
     pub fn store_path(&self) -> PathBuf {
@@ -93,6 +113,7 @@ impl HostArgs {
                 ssh,
                 agent: self.agent.clone(),
                 install_agent: self.install_agent,
+                handshake_timeout: handshake_timeout()?,
                 ..Default::default()
             },
             ..Default::default()
