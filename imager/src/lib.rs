@@ -21,6 +21,7 @@ pub mod progress;
 pub mod safe_dir;
 pub mod sign;
 pub mod store;
+pub mod time;
 pub mod tree;
 
 #[doc(hidden)]

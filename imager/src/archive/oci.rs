@@ -69,7 +69,7 @@ pub fn export_oci(
     check_target(&layout)?;
     let tree = store.read_image(id)?;
     let architecture = architecture(store, id)?;
-    let created = crate::review::packages::chrono_free_utc(derived::epoch(&tree));
+    let created = crate::time::utc(derived::epoch(&tree));
     let scratch = Scratch::beside(&layout)?;
     let blobs = scratch.work.join("blobs").join("sha256");
     crate::fsx::create_dir_all(&blobs)?;

@@ -6,7 +6,7 @@
 //! the keys sorted (serde_json's ordered maps), so one image always gives one document.
 
 use super::dpkg::Package;
-use super::packages::{chrono_free_utc, purl};
+use super::packages::purl;
 use crate::archive::derived;
 use crate::error::Result;
 use crate::store::Store;
@@ -22,7 +22,7 @@ pub const SPEC_VERSION: &str = "1.5";
 /// depends on every package.
 pub fn cyclonedx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Value> {
     let tree = store.read_image(id)?;
-    let timestamp = chrono_free_utc(derived::epoch(&tree));
+    let timestamp = crate::time::utc(derived::epoch(&tree));
     let image_ref = format!("imager-image-{id}");
     let components: Vec<serde_json::Value> = pkgs
         .iter()

@@ -37,7 +37,7 @@ pub fn text(pkgs: &[Package]) -> String {
 /// gives the same document.
 pub fn spdx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Value> {
     let tree = store.read_image(id)?;
-    let created = chrono_free_utc(crate::archive::derived::epoch(&tree));
+    let created = crate::time::utc(crate::archive::derived::epoch(&tree));
     let packages: Vec<serde_json::Value> = pkgs
         .iter()
         .enumerate()
@@ -112,39 +112,4 @@ pub fn purl(p: &Package) -> String {
         p.version.replace(':', "%3A"),
         p.architecture
     )
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (civil-from-days, no time zones).
-pub(crate) fn chrono_free_utc(t: i64) -> String {
-    let days = t.div_euclid(86400);
-    let secs = t.rem_euclid(86400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::chrono_free_utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            super::chrono_free_utc(1_700_000_000),
-            "2023-11-14T22:13:20Z"
-        );
-        assert_eq!(super::chrono_free_utc(951_782_400), "2000-02-29T00:00:00Z");
-    }
 }

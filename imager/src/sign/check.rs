@@ -257,7 +257,7 @@ impl VerifyReport {
                 v.fingerprint,
                 v.statement.name,
                 v.statement.note,
-                crate::review::packages::chrono_free_utc(v.statement.time),
+                crate::time::utc(v.statement.time),
                 v.statement
                     .version
                     .map(|n| format!(", version {n}"))
@@ -266,7 +266,7 @@ impl VerifyReport {
                     .rollback_until
                     .map(|t| format!(
                         ", approves rolling back to it until {}",
-                        crate::review::packages::chrono_free_utc(t)
+                        crate::time::utc(t)
                     ))
                     .unwrap_or_default(),
                 v.origin

@@ -14,7 +14,7 @@
 //! counts as newer, and never moves the record.
 
 use super::Verified;
-use crate::review::packages::chrono_free_utc as utc;
+use crate::time::utc;
 use crate::tree::Hash;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -123,14 +123,14 @@ impl Signer {
         if let Some(t) = self.valid_before.filter(|t| now >= *t) {
             return Some(format!(
                 "the key expired at {} ({})",
-                crate::review::packages::chrono_free_utc(t),
+                crate::time::utc(t),
                 self.origin
             ));
         }
         if let Some(t) = self.valid_after.filter(|t| now < *t) {
             return Some(format!(
                 "the key is not valid before {} ({})",
-                crate::review::packages::chrono_free_utc(t),
+                crate::time::utc(t),
                 self.origin
             ));
         }

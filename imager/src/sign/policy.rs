@@ -236,7 +236,7 @@ impl TrustPolicy {
                         .push(format!(
                             "{}: signed {}, longer ago than the max_age of {text} in {}",
                             v.origin,
-                            crate::review::packages::chrono_free_utc(v.statement.time),
+                            crate::time::utc(v.statement.time),
                             self.origin
                         )),
                     _ => valid.push(v),

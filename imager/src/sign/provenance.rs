@@ -65,7 +65,7 @@ pub fn statement(store: &Store, id: &Hash, f: &Facts) -> Result<Vec<u8>> {
     let doc = crate::review::packages::spdx_made_now(store, id)?;
     store.add_image_file(id, crate::review::packages::SPDX_FILE, &doc)?;
     let (tar, spdx) = derived_digests(store, id)?;
-    let utc = crate::review::packages::chrono_free_utc;
+    let utc = crate::time::utc;
     let mut deps = Vec::new();
     for name in STORED {
         if let Some(data) = store.image_file(id, name)? {

@@ -54,16 +54,13 @@ impl Statement {
             self.image.to_hex(),
             self.name,
             self.note,
-            crate::review::packages::chrono_free_utc(self.time)
+            crate::time::utc(self.time)
         );
         if let Some(v) = self.version {
             s += &format!("version {v}\n");
         }
         if let Some(t) = self.rollback_until {
-            s += &format!(
-                "rollback-until {}\n",
-                crate::review::packages::chrono_free_utc(t)
-            );
+            s += &format!("rollback-until {}\n", crate::time::utc(t));
         }
         s
     }
@@ -148,7 +145,7 @@ impl Statement {
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (what [`parse_utc`] reads).
 pub fn format_utc(t: i64) -> String {
-    crate::review::packages::chrono_free_utc(t)
+    crate::time::utc(t)
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` to seconds since the epoch.
