@@ -113,7 +113,7 @@ impl Error {
 
     pub fn invalid(path: &[u8], reason: impl Into<String>) -> Self {
         Error::InvalidTree {
-            path: crate::tree::escape::escape(path),
+            path: crate::escape::escape(path),
             reason: reason.into(),
         }
     }

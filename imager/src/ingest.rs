@@ -232,7 +232,7 @@ pub fn ingest(
             if let Some(reason) = o.skipped {
                 report
                     .skipped
-                    .push((crate::tree::escape::escape(&p.entry.path), reason));
+                    .push((crate::escape::escape(&p.entry.path), reason));
             }
             if let Some(rule) = o.change {
                 report.record(rule, &p.entry.path);

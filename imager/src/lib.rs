@@ -14,6 +14,7 @@
 // these (a tree and its text, the store, safe filesystem access, the image contract).
 pub mod contract;
 pub mod error;
+pub mod escape;
 pub mod fsx;
 pub mod ingest;
 pub mod ops;

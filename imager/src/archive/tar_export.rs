@@ -54,10 +54,7 @@ pub fn write_tar<W: Write>(
                     // A corrupt object surfaces as a read error: keep its message.
                     Error::Store {
                         store: store.root().to_path_buf(),
-                        reason: format!(
-                            "exporting {}: {err}",
-                            crate::tree::escape::escape(&e.path)
-                        ),
+                        reason: format!("exporting {}: {err}", crate::escape::escape(&e.path)),
                     }
                 })?;
             }
@@ -131,7 +128,7 @@ fn header(e: &Entry) -> Result<(Header, Pax)> {
                 &e.path,
                 format!(
                     "xattr name {} contains `=`, which a pax header cannot carry",
-                    crate::tree::escape::escape(n)
+                    crate::escape::escape(n)
                 ),
             ));
         }

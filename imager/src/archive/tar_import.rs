@@ -17,10 +17,10 @@
 //! lists it.
 
 use crate::error::{Error, Result};
+use crate::escape::{escape, escape_message};
 use crate::ingest::IN_MEMORY_LIMIT;
 use crate::normalize::{gzip, pyc};
 use crate::store::Txn;
-use crate::tree::escape::{escape, escape_message};
 use crate::tree::scan::{Content, Pending};
 use crate::tree::{entry_path, Entry, Hash, Kind, MAX_PATH, SYMLINK_MODE};
 use std::cell::Cell;

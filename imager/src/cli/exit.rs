@@ -57,9 +57,6 @@ fn of(e: &anyhow::Error) -> Exit {
 /// text), with no control character of outside input left to reach a terminal.
 fn message(e: &anyhow::Error) -> String {
     let msg = crate::error::causes_once(e.chain().map(|c| c.to_string()));
-    let lines: Vec<String> = msg
-        .split('\n')
-        .map(crate::tree::escape::escape_message)
-        .collect();
+    let lines: Vec<String> = msg.split('\n').map(crate::escape::escape_message).collect();
     lines.join("\n")
 }

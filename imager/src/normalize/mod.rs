@@ -79,7 +79,7 @@ impl Report {
             Rule::Gzip => self.gzip += 1,
             Rule::Pyc => self.pyc += 1,
         }
-        self.changed.push((rule, crate::tree::escape::escape(path)));
+        self.changed.push((rule, crate::escape::escape(path)));
     }
 
     /// The report as `imager normalize` prints it: the counts, what was left alone and,

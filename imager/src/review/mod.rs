@@ -15,8 +15,8 @@ pub mod render;
 pub mod try_package;
 
 use crate::error::Result;
+use crate::escape::escape;
 use crate::store::Store;
-use crate::tree::escape::escape;
 use crate::tree::{Entry, Kind, Tree};
 use crate::Hash;
 use dpkg::{ChangelogEntry, Package};

@@ -2,7 +2,8 @@
 //! ([`path_cmp`]), plus the rules a valid tree obeys. Every other part (scan, store, archives,
 //! normalisation, the syncer) builds or reads this one model.
 
-pub mod escape;
+/// The escaping of paths in the manifest text (its own module: errors print paths with it).
+pub use crate::escape;
 pub mod scan;
 pub mod text;
 

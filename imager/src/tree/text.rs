@@ -15,9 +15,9 @@
 //! strict: a text is accepted only if printing what was parsed gives the same bytes, so
 //! an image ID names exactly one tree.
 
-use super::escape::{escape, escape_with, unescape, unescape_with};
 use super::{Entry, Hash, Kind, Tree, SYMLINK_MODE};
 use crate::error::{Error, Result};
+use crate::escape::{escape, escape_with, unescape, unescape_with};
 use std::fmt::Write;
 
 pub const HEADER: &str = "#imager-manifest v1";
