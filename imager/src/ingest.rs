@@ -422,6 +422,23 @@ fn content_stage(
     })
 }
 
+/// `imager hash`: the ID a directory would have (after normalisation, if asked),
+/// writing nothing.
+pub fn hash_dir(
+    dir: &Path,
+    norm: Option<&normalize::Options>,
+    excludes: &crate::tree::scan::Excludes,
+    progress: &dyn Progress,
+) -> Result<(Hash, Tree, Report)> {
+    let pending = crate::tree::scan::scan(dir, excludes)?;
+    let Ingested { tree, report, .. } = ingest(pending, norm, &HashOnly, None, progress)?;
+    Ok((
+        crate::tree::text::id_of(&crate::tree::text::print(&tree)),
+        tree,
+        report,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

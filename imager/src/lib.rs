@@ -16,6 +16,7 @@ pub mod contract;
 pub mod error;
 pub mod escape;
 pub mod fsx;
+pub mod import;
 pub mod ingest;
 pub mod ops;
 pub mod progress;

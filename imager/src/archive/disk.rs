@@ -310,7 +310,7 @@ pub fn export_disk(
 /// added would otherwise go into the filesystem image.
 fn check_staged(root: &Path, id: &Hash, dest: &Path, progress: &dyn Progress) -> Result<()> {
     let excludes = crate::tree::scan::Excludes::default();
-    let (staged, _, _) = crate::ops::hash_dir(root, None, &excludes, progress)?;
+    let (staged, _, _) = crate::ingest::hash_dir(root, None, &excludes, progress)?;
     if staged != *id {
         return Err(Error::Export {
             target: dest.to_path_buf(),

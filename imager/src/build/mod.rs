@@ -20,8 +20,8 @@ pub mod vary;
 
 use crate::error::{Error, Result};
 use crate::fsx;
+use crate::import::{self, ImportOptions, ImportSource};
 use crate::normalize;
-use crate::ops::{self, ImportOptions, ImportSource};
 use crate::progress::Progress;
 use crate::store::Store;
 use crate::tree::scan::Excludes;
@@ -274,7 +274,7 @@ impl Run<'_> {
             None => None,
         };
         let (extra, overlay_image) = self.record(work, &installed, &log, ph)?;
-        let imported = ops::import(
+        let imported = import::import(
             store,
             &ImportSource::Dir(root.clone()),
             &ImportOptions {
@@ -455,7 +455,7 @@ fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Has
             )));
         }
     }
-    let imported = ops::import(
+    let imported = import::import(
         store,
         &ImportSource::Dir(dir),
         &ImportOptions {

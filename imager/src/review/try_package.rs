@@ -92,10 +92,10 @@ fn run(
         rustix::fs::futimens(&fd, &crate::fsx::timestamps(e.mtime))
             .ctx("set mtime of", root.join("tmp"))?;
     }
-    let imported = crate::ops::import(
+    let imported = crate::import::import(
         &store,
-        &crate::ops::ImportSource::Dir(root.clone()),
-        &crate::ops::ImportOptions::plain(),
+        &crate::import::ImportSource::Dir(root.clone()),
+        &crate::import::ImportOptions::plain(),
         progress,
     )?;
     let after = Hash::from_hex(&imported.id)
