@@ -32,7 +32,9 @@ pub mod cli;
 pub(crate) mod archive;
 pub(crate) mod build;
 pub(crate) mod deb822;
+pub(crate) mod derived;
 pub(crate) mod normalize;
+pub(crate) mod packages;
 pub(crate) mod review;
 
 pub use archive::disk::{export_disk, DiskExport};
@@ -50,9 +52,9 @@ pub use tree::{Entry, Hash, Kind, Stats, Tree};
 /// An image's installed packages and its software bills of materials (SPDX 2.3,
 /// CycloneDX 1.5), all deterministic: the same image gives the same bytes.
 pub mod sbom {
-    pub use crate::review::cyclonedx::cyclonedx;
-    pub use crate::review::dpkg::Package;
-    pub use crate::review::packages::{list, spdx};
+    pub use crate::packages::cyclonedx::cyclonedx;
+    pub use crate::packages::dpkg::Package;
+    pub use crate::packages::{list, spdx};
 }
 
 /// The parsers of outside bytes, for the fuzz targets in `fuzz/`: not an API.
@@ -62,7 +64,7 @@ pub mod fuzzing {
     pub use crate::build::dpkg::installed as dpkg_installed_in;
     pub use crate::build::manifest::load as load_manifest;
     pub use crate::deb822::{parse as parse_deb822, parse_release_date};
-    pub use crate::review::dpkg::{
+    pub use crate::packages::dpkg::{
         changelog_entries, compare_versions, entries_between, installed as dpkg_status,
     };
 }

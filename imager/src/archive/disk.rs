@@ -25,7 +25,7 @@
 //! (`/dev` is no place for a tree); anything else that is not a file is refused
 //! ([`crate::fsx::output_target`]).
 
-use super::derived;
+use crate::derived;
 use crate::error::{Error, IoContext, Result};
 use crate::fsx::{self, OutputTarget};
 use crate::progress::Progress;

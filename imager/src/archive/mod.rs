@@ -3,7 +3,6 @@
 //! on the way out; tar, tar.gz and tar.zst archives, checked entry by
 //! entry, on the way in.
 
-pub mod derived;
 pub mod dir;
 pub mod disk;
 pub mod oci;

@@ -21,9 +21,9 @@
 //! (a file, a symlink to one or to nothing) is refused, never replaced
 //! ([`crate::fsx::output_dir`]).
 
-use super::derived;
 use super::disk::Scratch;
 use super::Hashing;
+use crate::derived;
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::progress::Progress;
@@ -196,7 +196,7 @@ fn write_blob(blobs: &Path, v: &serde_json::Value) -> Result<(String, u64)> {
 /// package not `all`), so it comes from the image; a tree without dpkg gets the
 /// architecture imager was built for.
 fn architecture(store: &Store, id: &Hash) -> Result<String> {
-    let pkgs = crate::review::packages::list(store, id)?;
+    let pkgs = crate::packages::list(store, id)?;
     let deb = pkgs
         .iter()
         .find(|p| p.name == "dpkg")

@@ -8,18 +8,15 @@
 //! diff. Only the manifests are compared; content is read only for dpkg's files,
 //! changelogs and the text diffs.
 
-pub mod cyclonedx;
-pub mod dpkg;
-pub mod packages;
 pub mod render;
 pub mod try_package;
 
 use crate::error::Result;
 use crate::escape::escape;
+use crate::packages::dpkg::{self, ChangelogEntry, Package};
 use crate::store::Store;
 use crate::tree::{Entry, Kind, Tree};
 use crate::Hash;
-use dpkg::{ChangelogEntry, Package};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 

@@ -54,16 +54,13 @@ fn derived_digests(store: &Store, id: &Hash) -> Result<(String, String)> {
     let tree = store.read_image(id)?;
     let tar = crate::archive::tar_export::tar_zst_digest(store, &tree, &crate::progress::Quiet)?;
     let tar = tar.trim_start_matches("sha256:").to_string();
-    Ok((
-        tar,
-        sha256(&crate::review::packages::spdx_bytes(store, id)?),
-    ))
+    Ok((tar, sha256(&crate::packages::spdx_bytes(store, id)?)))
 }
 
 /// The provenance statement of a stored image, as JSON bytes.
 pub fn statement(store: &Store, id: &Hash, f: &Facts) -> Result<Vec<u8>> {
-    let doc = crate::review::packages::spdx_made_now(store, id)?;
-    store.add_image_file(id, crate::review::packages::SPDX_FILE, &doc)?;
+    let doc = crate::packages::spdx_made_now(store, id)?;
+    store.add_image_file(id, crate::packages::SPDX_FILE, &doc)?;
     let (tar, spdx) = derived_digests(store, id)?;
     let utc = crate::time::utc;
     let mut deps = Vec::new();

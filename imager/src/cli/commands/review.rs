@@ -89,15 +89,18 @@ pub(crate) struct PackagesArgs {
 pub(crate) fn packages(ctx: &Ctx, a: PackagesArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = ctx.open(Access::Read)?;
     let id = store.resolve(&a.image)?;
-    let pkgs = review::packages::list(&store, &id)?;
+    let pkgs = crate::packages::list(&store, &id)?;
     if a.cyclonedx {
-        write_json(out, &review::cyclonedx::cyclonedx(&store, &id, &pkgs)?)?;
+        write_json(
+            out,
+            &crate::packages::cyclonedx::cyclonedx(&store, &id, &pkgs)?,
+        )?;
     } else if a.spdx {
-        out.write_all(&review::packages::spdx_bytes(&store, &id)?)?;
+        out.write_all(&crate::packages::spdx_bytes(&store, &id)?)?;
     } else if a.json {
         write_json(out, &pkgs)?;
     } else {
-        write!(out, "{}", review::packages::text(&pkgs))?;
+        write!(out, "{}", crate::packages::text(&pkgs))?;
     }
     Ok(Exit::Success)
 }

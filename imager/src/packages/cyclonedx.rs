@@ -6,8 +6,8 @@
 //! the keys sorted (serde_json's ordered maps), so one image always gives one document.
 
 use super::dpkg::Package;
-use super::packages::purl;
-use crate::archive::derived;
+use super::purl;
+use crate::derived;
 use crate::error::Result;
 use crate::store::Store;
 use crate::Hash;

@@ -1,11 +1,16 @@
-//! `imager packages`: an image's installed packages (dpkg's status inside it) as text,
-//! JSON, or an SPDX 2.3 SBOM (JSON), deterministic like everything else about an image.
+//! An image's installed packages (dpkg's status inside it) as text, JSON, or an SPDX 2.3
+//! SBOM (JSON), deterministic like everything else about an image; [`cyclonedx`] is the
+//! CycloneDX 1.5 form, [`dpkg`] the parsers of dpkg's files (status, versions,
+//! changelogs) that the review, the build and the SBOMs share.
 
-use super::dpkg::{self, Package};
+pub mod cyclonedx;
+pub mod dpkg;
+
 use crate::error::Result;
 use crate::store::Store;
 use crate::tree::Kind;
 use crate::Hash;
+use dpkg::Package;
 
 /// The packages of an image, by name.
 pub fn list(store: &Store, id: &Hash) -> Result<Vec<Package>> {
@@ -37,7 +42,7 @@ pub fn text(pkgs: &[Package]) -> String {
 /// gives the same document.
 pub fn spdx(store: &Store, id: &Hash, pkgs: &[Package]) -> Result<serde_json::Value> {
     let tree = store.read_image(id)?;
-    let created = crate::time::utc(crate::archive::derived::epoch(&tree));
+    let created = crate::time::utc(crate::derived::epoch(&tree));
     let packages: Vec<serde_json::Value> = pkgs
         .iter()
         .enumerate()
