@@ -12,6 +12,7 @@
 
 // What callers build on: the syncer keeps a host's tree in step with an image through
 // these (a tree and its text, the store, safe filesystem access, the image contract).
+pub mod attest;
 pub mod contract;
 pub mod error;
 pub mod escape;

@@ -7,7 +7,8 @@
 mod common;
 
 use common::*;
-use imager::sign::{check, keys};
+use imager::attest;
+use imager::sign::keys;
 use imager::store::{Access, Store};
 use imager::Hash;
 use std::path::{Path, PathBuf};
@@ -22,11 +23,11 @@ fn key(dir: &Path, name: &str) -> PathBuf {
 fn sign(store: &Path, image: &str, key: &Path, note: &str) {
     let s = Store::open(store, Access::Write).unwrap();
     let k = keys::load_private(key, None).unwrap();
-    let terms = check::Terms {
+    let terms = attest::Terms {
         note: note.into(),
         ..Default::default()
     };
-    check::sign_image(&s, image, &k, &terms, false).unwrap();
+    attest::sign_image(&s, image, &k, &terms, false).unwrap();
 }
 
 /// Signs `image` as "app" with a statement of the test's choosing: its time (a

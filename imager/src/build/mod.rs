@@ -14,6 +14,7 @@ pub mod dpkg;
 pub mod firstboot;
 pub mod lock;
 pub mod manifest;
+pub mod provenance;
 mod render;
 pub mod scrub;
 pub mod vary;
@@ -351,11 +352,10 @@ impl Run<'_> {
         Ok((files, overlay_image))
     }
 
-    /// Writes the image's provenance ([`crate::sign::provenance`]) unless it has one: an
+    /// Writes the image's provenance ([`provenance`]) unless it has one: an
     /// image keeps the provenance of the build that first stored it (a signature may
     /// cover it).
     fn write_provenance(&self, id: &str, overlays: Option<Hash>) -> Result<()> {
-        use crate::sign::provenance;
         let id = Hash::from_hex(id).ok_or_else(|| Error::Internal("bad image ID".into()))?;
         if self
             .store

@@ -2,8 +2,8 @@
 //! (`ssh-keygen -Y sign`, namespace [`NAMESPACE`]) over a [`Statement`] naming the
 //! image ID, so that anyone can check one with OpenSSH alone. Signatures live in the
 //! store beside the image ([`crate::store::Store::add_signature`]) and travel with it
-//! on a push; [`policy`] is what a host demands of them; [`provenance`] is the in-toto
-//! record of the build, signed as a DSSE envelope; [`freshness`] is anti-rollback (the
+//! on a push; [`policy`] is what a host demands of them; the build's provenance
+//! (`crate::build::provenance`) is signed as a DSSE envelope; [`freshness`] is anti-rollback (the
 //! newest statement a host accepted per name, rollback approvals, `max_age`).
 //!
 //! Why SSH signatures and not minisign: every host and operator machine already has
@@ -11,11 +11,9 @@
 //! that make them), and `allowed_signers` gives each key names, a namespace and a
 //! validity window, which is what a host's trust policy needs.
 
-pub mod check;
 pub mod freshness;
 pub mod keys;
 pub mod policy;
-pub mod provenance;
 pub mod statement;
 
 pub use keys::{Signer, Signers};

@@ -161,8 +161,8 @@ pub(crate) fn build_info(ctx: &Ctx, a: BuildInfoArgs, out: &mut dyn Write) -> Re
         BuildFile::Log => build::BUILD_LOG,
         BuildFile::Info => build::BUILD_INFO,
         BuildFile::LocalState => build::BUILD_LOCAL_STATE,
-        BuildFile::Provenance => crate::sign::provenance::PROVENANCE,
-        BuildFile::ProvenanceEnvelope => crate::sign::provenance::ENVELOPE,
+        BuildFile::Provenance => crate::build::provenance::PROVENANCE,
+        BuildFile::ProvenanceEnvelope => crate::build::provenance::ENVELOPE,
     };
     match store.image_file(&id, file)? {
         Some(d) => out.write_all(&d)?,

@@ -1,7 +1,7 @@
 //! The signing commands: `key generate`, `sign`, `verify`.
 
+use crate::attest::{self, Trust};
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::sign::check::{self, Trust};
 use crate::sign::{keys, Signers, TrustPolicy};
 use crate::store::Access;
 use anyhow::{bail, Context, Result};
@@ -117,7 +117,7 @@ pub(crate) fn sign(ctx: &Ctx, a: SignArgs, out: &mut dyn Write) -> Result<Exit> 
     let now = crate::sign::now();
     let rollback_until = match &a.allow_rollback_until {
         Some(t) => {
-            let until = check::parse_until(t, now)?;
+            let until = attest::parse_until(t, now)?;
             if until <= now {
                 bail!("--allow-rollback-until {t}: that is not in the future");
             }
@@ -125,7 +125,7 @@ pub(crate) fn sign(ctx: &Ctx, a: SignArgs, out: &mut dyn Write) -> Result<Exit> 
         }
         None => None,
     };
-    let terms = check::Terms {
+    let terms = attest::Terms {
         name: a.name.clone(),
         note: a.note.clone(),
         version: a.version,
@@ -133,20 +133,20 @@ pub(crate) fn sign(ctx: &Ctx, a: SignArgs, out: &mut dyn Write) -> Result<Exit> 
     };
     if a.print_statement {
         let store = ctx.open(Access::Read)?;
-        let s = check::statement_for(&store, &a.image, &terms)?;
+        let s = attest::statement_for(&store, &a.image, &terms)?;
         out.write_all(s.print().as_bytes())?;
         return Ok(Exit::Success);
     }
     let r = match (&a.key, a.add.as_slice()) {
         (_, [statement, sig]) => {
             let store = ctx.open(Access::Write)?;
-            check::add_signature(&store, &a.image, statement, sig)?
+            attest::add_signature(&store, &a.image, statement, sig)?
         }
         (Some(k), _) => {
             let pass = passphrase(a.passphrase_file.as_deref())?;
             let key = keys::load_private(k, pass.as_deref())?;
             let store = ctx.open(Access::Write)?;
-            check::sign_image(&store, &a.image, &key, &terms, a.provenance)?
+            attest::sign_image(&store, &a.image, &key, &terms, a.provenance)?
         }
         _ => bail!("say how to sign: --key FILE, --add STATEMENT SIG or --print-statement"),
     };
@@ -196,7 +196,7 @@ pub(crate) fn verify(ctx: &Ctx, a: VerifyArgs, out: &mut dyn Write) -> Result<Ex
         Trust::Signers(all)
     };
     let store = ctx.open(Access::Read)?;
-    let r = check::verify_image(&store, &a.image, &trust, a.provenance)?;
+    let r = attest::verify_image(&store, &a.image, &trust, a.provenance)?;
     if a.json {
         write_json(out, &r)?;
     } else {

@@ -1,7 +1,10 @@
-//! What `imager sign` and `imager verify` do, as library calls with their reports.
+//! What `imager sign` and `imager verify` do, as library calls with their reports: a
+//! stored image (and its build provenance) signed, its signatures checked against a
+//! trust policy. The signatures themselves, as data and checks, are [`crate::sign`].
 
-use super::{keys, provenance, sign, Signers, Statement, TrustPolicy, Verified};
+use crate::build::provenance;
 use crate::error::{Error, Result};
+use crate::sign::{keys, sign, Signers, Statement, TrustPolicy, Verified};
 use crate::store::Store;
 use crate::tree::Hash;
 use std::io::Write;
@@ -54,7 +57,7 @@ impl Terms {
             image: id,
             name,
             note: self.note.clone(),
-            time: super::now(),
+            time: crate::sign::now(),
             version: self.version,
             rollback_until: self.rollback_until,
         })
@@ -64,10 +67,10 @@ impl Terms {
 /// `--allow-rollback-until`: a time (`2026-12-20T00:00:00Z`), a day (`2026-12-20`, its
 /// start, UTC) or a duration from `now` (`14d`).
 pub fn parse_until(text: &str, now: i64) -> Result<i64> {
-    super::statement::parse_utc(text)
-        .or_else(|| super::statement::parse_utc(&format!("{text}T00:00:00Z")))
+    crate::sign::statement::parse_utc(text)
+        .or_else(|| crate::sign::statement::parse_utc(&format!("{text}T00:00:00Z")))
         .or_else(|| {
-            super::freshness::parse_duration(text)
+            crate::sign::freshness::parse_duration(text)
                 .ok()
                 .and_then(|d| now.checked_add(d))
         })
@@ -118,12 +121,12 @@ pub fn add_signature(
     signature: &std::path::Path,
 ) -> Result<SignReport> {
     let id = store.resolve(spec)?;
-    let signed = super::Signed {
+    let signed = crate::sign::Signed {
         statement: crate::fsx::read(statement)?,
         signature: crate::fsx::read(signature)?,
         origin: signature.display().to_string(),
     };
-    let v = super::verify_by_own_key(&id, &signed).map_err(|e| Error::Signature {
+    let v = crate::sign::verify_by_own_key(&id, &signed).map_err(|e| Error::Signature {
         file: statement.to_path_buf(),
         reason: format!("not added: {e}"),
     })?;
@@ -188,7 +191,7 @@ pub struct VerifyReport {
     /// Signatures that do not count, each with the reason.
     pub invalid: Vec<String>,
     /// With a policy: which signature met which requirement, or why it is not met.
-    pub policy: Option<std::result::Result<super::policy::Approval, String>>,
+    pub policy: Option<std::result::Result<crate::sign::policy::Approval, String>>,
     pub provenance: Option<Vec<provenance::Check>>,
     pub ok: bool,
 }
@@ -203,7 +206,7 @@ pub fn verify_image(
     let id = store.resolve(spec)?;
     store.image_text(&id)?;
     let sigs = store.signatures(&id)?;
-    let now = super::now();
+    let now = crate::sign::now();
     let signers = match trust {
         Trust::Signers(s) => Some(s),
         Trust::Policy(p) => Some(&p.signers),
@@ -212,7 +215,7 @@ pub fn verify_image(
     let (mut valid, mut invalid) = (Vec::new(), Vec::new());
     if let Some(signers) = signers {
         for s in &sigs {
-            match super::verify(signers, &id, s, now) {
+            match crate::sign::verify(signers, &id, s, now) {
                 Ok(v) => valid.push(v),
                 Err(e) => invalid.push(e),
             }

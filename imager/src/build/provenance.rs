@@ -9,9 +9,9 @@
 //! the manifest files and lock it was given, and every .deb by URL and sha256.
 //! [`verify`] checks each of them against the store.
 
-use super::{keys, Signers};
-use crate::build::{BUILD_LOCAL_STATE, BUILD_LOCK, BUILD_MANIFEST};
+use super::{BUILD_LOCAL_STATE, BUILD_LOCK, BUILD_MANIFEST};
 use crate::error::{Error, Result};
+use crate::sign::{keys, Signers};
 use crate::store::Store;
 use crate::tree::Hash;
 use base64::Engine;
@@ -299,7 +299,7 @@ pub fn verify(store: &Store, id: &Hash, signers: Option<&Signers>) -> Result<Vec
 /// Whether the .debs the provenance lists are those of the stored lock.
 fn debs_problem(lock: &[u8], deps: &[Value]) -> Option<String> {
     let text = String::from_utf8_lossy(lock);
-    let lk = match crate::build::lock::Lock::parse(&text, "the stored lock") {
+    let lk = match super::lock::Lock::parse(&text, "the stored lock") {
         Ok(l) => l,
         Err(e) => return Some(e.to_string()),
     };
@@ -370,7 +370,7 @@ fn envelope_problem(
         ));
     }
     let msg = pae(PAYLOAD_TYPE, &body);
-    let now = super::now();
+    let now = crate::sign::now();
     let mut why = Vec::new();
     for s in env["signatures"].as_array().into_iter().flatten() {
         let keyid = s["keyid"].as_str().unwrap_or_default();
