@@ -257,8 +257,18 @@ pub fn ingest(
     }
     progress.finish();
 
-    // A hard link is another name of its target's inode: same metadata.
-    let mut entries: Vec<Entry> = pending.into_iter().map(|p| p.entry).collect();
+    let entries = with_link_metadata(pending.into_iter().map(|p| p.entry).collect());
+    report.changed.sort();
+    Ok(Ingested {
+        tree: Tree::new(entries)?,
+        report,
+        rewritten,
+    })
+}
+
+/// The entries with each hard link given its target's metadata: it is another name of
+/// the target's inode.
+fn with_link_metadata(mut entries: Vec<Entry>) -> Vec<Entry> {
     for i in 0..entries.len() {
         if let Kind::HardLink { target } = &entries[i].kind {
             if let Ok(j) = entries.binary_search_by(|e| path_cmp(&e.path, target)) {
@@ -269,12 +279,7 @@ pub fn ingest(
             }
         }
     }
-    report.changed.sort();
-    Ok(Ingested {
-        tree: Tree::new(entries)?,
-        report,
-        rewritten,
-    })
+    entries
 }
 
 /// What the content stage did to one file. Only small values: the outcomes of a whole
@@ -327,24 +332,7 @@ fn content_stage(
     let in_memory = size <= IN_MEMORY_LIMIT;
     // Which rule would look at it, before its content is read: that decides what its
     // reading reserves, and whether a file too large to read is reported.
-    let mut file = None;
-    let rule = match &content {
-        Content::Disk(disk) if in_memory || rules.is_some() => {
-            let f = fsx::open_nofollow(disk)?;
-            let rule = match rules {
-                Some(o) => {
-                    let (head, n) = fsx::read_head::<3>(&f, disk)?;
-                    rule_for(o, path, &head[..n])
-                }
-                None => None,
-            };
-            file = Some(f);
-            rule
-        }
-        Content::Bytes(d) => rules.and_then(|o| rule_for(o, path, d)),
-        Content::KnownTooLarge(head) => rules.and_then(|o| rule_for(o, path, head)),
-        Content::Disk(_) | Content::Known => None,
-    };
+    let (rule, file) = rule_before_reading(&content, path, rules, in_memory)?;
     // Held until this file is stored: what all threads hold in memory stays bounded
     // whatever the number of cores. A file read here counts, and so does the copy a rule
     // may make of it; an archive's bytes are already counted by its importer.
@@ -370,9 +358,66 @@ fn content_stage(
         // Stored by an importer that kept rule candidates as bytes: taken as it is.
         (Content::Known | Content::KnownTooLarge(_), _) => (None, Some(known)),
     };
+    let (change, skipped) = apply_rule(all, path, size, rule, data.as_deref());
+    let (hash, size) = match (&change, &data, stored) {
+        (Some((_, d)), _, _) | (None, Some(d), None) => (sink.put_bytes(d)?, d.len() as u64),
+        (None, _, Some(h)) => (h, size),
+        (None, None, None) => return Err(Error::invalid(path, "no content")),
+    };
+    let kept = match (&change, keep) {
+        (Some((_, d)), Some(spill)) => Some(spill.keep(d)?),
+        _ => None,
+    };
+    Ok(Outcome {
+        hash,
+        size,
+        change: change.map(|(rule, _)| rule),
+        kept,
+        skipped,
+    })
+}
+
+/// The rule that would look at a file, found before its content is read (from its first
+/// bytes), and the file opened for it when it is read here.
+fn rule_before_reading(
+    content: &Content,
+    path: &[u8],
+    rules: Option<&normalize::Options>,
+    in_memory: bool,
+) -> Result<(Option<Rule>, Option<File>)> {
+    let mut file = None;
+    let rule = match content {
+        Content::Disk(disk) if in_memory || rules.is_some() => {
+            let f = fsx::open_nofollow(disk)?;
+            let rule = match rules {
+                Some(o) => {
+                    let (head, n) = fsx::read_head::<3>(&f, disk)?;
+                    rule_for(o, path, &head[..n])
+                }
+                None => None,
+            };
+            file = Some(f);
+            rule
+        }
+        Content::Bytes(d) => rules.and_then(|o| rule_for(o, path, d)),
+        Content::KnownTooLarge(head) => rules.and_then(|o| rule_for(o, path, head)),
+        Content::Disk(_) | Content::Known => None,
+    };
+    Ok((rule, file))
+}
+
+/// What `rule` makes of a file's content `data` (`None`: not read, too large): the
+/// rewritten content, or why it was left as it is.
+fn apply_rule(
+    all: &[Pending],
+    path: &[u8],
+    size: u64,
+    rule: Option<Rule>,
+    data: Option<&[u8]>,
+) -> (Option<(Rule, Vec<u8>)>, Option<String>) {
     let mut change = None;
     let mut skipped = None;
-    match (rule, data.as_ref()) {
+    match (rule, data) {
         (Some(Rule::Gzip), Some(d)) => match gzip::normalize(d, 0) {
             Ok(Some(n)) => change = Some((Rule::Gzip, n)),
             Ok(None) => {}
@@ -404,22 +449,7 @@ fn content_stage(
         }
         _ => {}
     }
-    let (hash, size) = match (&change, &data, stored) {
-        (Some((_, d)), _, _) | (None, Some(d), None) => (sink.put_bytes(d)?, d.len() as u64),
-        (None, _, Some(h)) => (h, size),
-        (None, None, None) => return Err(Error::invalid(path, "no content")),
-    };
-    let kept = match (&change, keep) {
-        (Some((_, d)), Some(spill)) => Some(spill.keep(d)?),
-        _ => None,
-    };
-    Ok(Outcome {
-        hash,
-        size,
-        change: change.map(|(rule, _)| rule),
-        kept,
-        skipped,
-    })
+    (change, skipped)
 }
 
 /// `imager hash`: the ID a directory would have (after normalisation, if asked),

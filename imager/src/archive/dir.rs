@@ -12,7 +12,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::safe_dir::{set_meta_at, set_meta_fd, Beneath};
 use crate::store::Store;
-use crate::tree::{Kind, Tree};
+use crate::tree::{Entry, Hash, Kind, Tree};
 use rayon::prelude::*;
 use rustix::fs::{FileType, Mode, OFlags};
 use std::path::Path;
@@ -67,6 +67,30 @@ fn undo(dest: &Path, made: bool) {
     }
 }
 
+/// Writes file `e` (its content `hash`, `size` bytes) as `name` in directory `parent`.
+fn write_file(
+    store: &Store,
+    (parent, name): (&std::os::fd::OwnedFd, &[u8]),
+    e: &Entry,
+    (hash, size): (&Hash, u64),
+    shown: &Path,
+) -> Result<()> {
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .ctx("create", shown)?;
+    let mut f = std::fs::File::from(fd);
+    let mut r = store.object_reader(hash, size)?;
+    std::io::copy(&mut r, &mut f).map_err(|err| Error::Store {
+        store: store.root().to_path_buf(),
+        reason: format!("exporting {}: {err}", shown.display()),
+    })?;
+    set_meta_fd(&f, e, shown)
+}
+
 /// Writes the tree into the empty directory `dest`.
 fn fill(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progress) -> Result<()> {
     let b = Beneath::open(dest)?;
@@ -90,24 +114,7 @@ fn fill(store: &Store, tree: &Tree, dest: &Path, progress: &dyn Progress) -> Res
             let (parent, name) = b.parent(&e.path)?;
             match &e.kind {
                 Kind::File { hash, size } => {
-                    let fd = rustix::fs::openat(
-                        &parent,
-                        name,
-                        OFlags::CREATE
-                            | OFlags::EXCL
-                            | OFlags::WRONLY
-                            | OFlags::NOFOLLOW
-                            | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(0o600),
-                    )
-                    .ctx("create", &shown)?;
-                    let mut f = std::fs::File::from(fd);
-                    let mut r = store.object_reader(hash, *size)?;
-                    std::io::copy(&mut r, &mut f).map_err(|err| Error::Store {
-                        store: store.root().to_path_buf(),
-                        reason: format!("exporting {}: {err}", shown.display()),
-                    })?;
-                    set_meta_fd(&f, e, &shown)?;
+                    write_file(store, (&parent, name), e, (hash, *size), &shown)?
                 }
                 Kind::Symlink { target } => {
                     rustix::fs::symlinkat(target.as_slice(), &parent, name)

@@ -201,16 +201,7 @@ impl TarReader<'_> {
             return Ok(());
         }
         let mut p = self.take_pax()?;
-        let raw_name = p
-            .path
-            .take()
-            .or(self.long_name.take())
-            .unwrap_or_else(|| h.path_bytes().into_owned());
-        let raw_link = p
-            .linkpath
-            .take()
-            .or(self.long_link.take())
-            .or_else(|| h.link_name_bytes().map(|c| c.into_owned()));
+        let (raw_name, raw_link) = self.names(&h, &mut p);
         self.last_path = raw_name.clone();
         if raw_name.first() == Some(&b'/') {
             return Err(self.bad(
@@ -272,6 +263,22 @@ impl TarReader<'_> {
             }
         };
         self.record(entry, content, &raw_name)
+    }
+
+    /// The entry's path and link target as the archive spells them: a pax header's, a GNU
+    /// long name's, else the header's own.
+    fn names(&mut self, h: &tar::Header, p: &mut PaxFields) -> (Vec<u8>, Option<Vec<u8>>) {
+        let raw_name = p
+            .path
+            .take()
+            .or(self.long_name.take())
+            .unwrap_or_else(|| h.path_bytes().into_owned());
+        let raw_link = p
+            .linkpath
+            .take()
+            .or(self.long_link.take())
+            .or_else(|| h.link_name_bytes().map(|c| c.into_owned()));
+        (raw_name, raw_link)
     }
 
     /// Reads an extension header (bounded, then whole) and keeps it for the next entry;

@@ -230,23 +230,8 @@ pub fn verify(store: &Store, id: &Hash, signers: Option<&Signers>) -> Result<Vec
         "predicate type".into(),
         is(&st["predicateType"], PREDICATE_TYPE, "predicateType"),
     );
-    let subjects = st["subject"].as_array().cloned().unwrap_or_default();
-    let (tar, spdx) = derived_digests(store, id)?;
-    let want = [
-        ("blake3", id.to_hex(), "the image ID"),
-        ("sha256", tar, "the tar.zst"),
-        ("sha256", spdx, "the SPDX document"),
-    ];
-    for (i, (alg, digest, what)) in want.into_iter().enumerate() {
-        let got = subjects
-            .get(i)
-            .map(|s| s["digest"][alg].clone())
-            .unwrap_or(Value::Null);
-        check(
-            format!("subject: {what}"),
-            (got.as_str() != Some(digest.as_str()))
-                .then(|| format!("the provenance says {got}, the store's is {digest}")),
-        );
+    for c in subject_checks(store, id, &st)? {
+        check(c.what, c.problem);
     }
     let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
         .as_array()
@@ -294,6 +279,31 @@ pub fn verify(store: &Store, id: &Hash, signers: Option<&Signers>) -> Result<Vec
         );
     }
     Ok(checks)
+}
+
+/// The statement's subjects against the store's: the image ID, and its tar.zst and SPDX
+/// document made again now.
+fn subject_checks(store: &Store, id: &Hash, st: &Value) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    let subjects = st["subject"].as_array().cloned().unwrap_or_default();
+    let (tar, spdx) = derived_digests(store, id)?;
+    let want = [
+        ("blake3", id.to_hex(), "the image ID"),
+        ("sha256", tar, "the tar.zst"),
+        ("sha256", spdx, "the SPDX document"),
+    ];
+    for (i, (alg, digest, what)) in want.into_iter().enumerate() {
+        let got = subjects
+            .get(i)
+            .map(|s| s["digest"][alg].clone())
+            .unwrap_or(Value::Null);
+        out.push(Check {
+            what: format!("subject: {what}"),
+            problem: (got.as_str() != Some(digest.as_str()))
+                .then(|| format!("the provenance says {got}, the store's is {digest}")),
+        });
+    }
+    Ok(out)
 }
 
 /// Whether the .debs the provenance lists are those of the stored lock.

@@ -373,6 +373,52 @@ fn check_path(p: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A hard link's rule: its target is an earlier regular file of the tree (entry `i` is
+/// the link).
+fn check_hard_link(entries: &[Entry], i: usize, e: &Entry, target: &[u8]) -> Result<()> {
+    let j = entries
+        .binary_search_by(|x| path_cmp(&x.path, target))
+        .map_err(|_| {
+            Error::invalid(
+                &e.path,
+                format!(
+                    "hard link to {} which is not in the tree",
+                    escape::escape(target)
+                ),
+            )
+        })?;
+    if j >= i || !matches!(entries[j].kind, Kind::File { .. }) {
+        return Err(Error::invalid(
+            &e.path,
+            format!(
+                "hard link target {} is not an earlier regular file",
+                escape::escape(target)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// An entry's xattrs: names non-empty, short and without NUL, values at most 64 KiB,
+/// sorted by name without duplicates (one canonical form, which the image ID relies on).
+fn check_xattrs(e: &Entry) -> Result<()> {
+    for (k, (name, value)) in e.xattrs.iter().enumerate() {
+        if name.is_empty() || name.len() > MAX_XATTR_NAME || name.contains(&0) {
+            return Err(Error::invalid(
+                &e.path,
+                "xattr name empty, too long or with NUL",
+            ));
+        }
+        if value.len() > MAX_XATTR_VALUE {
+            return Err(Error::invalid(&e.path, "xattr value larger than 64 KiB"));
+        }
+        if k > 0 && e.xattrs[k - 1].0 >= *name {
+            return Err(Error::invalid(&e.path, "xattrs not sorted or duplicated"));
+        }
+    }
+    Ok(())
+}
+
 /// The rules every tree obeys, whatever produced it. `entries` must be sorted.
 ///
 /// Parents come before children and must be directories: this is what makes "an entry
@@ -429,44 +475,10 @@ pub fn validate(entries: &[Entry]) -> Result<()> {
                     return Err(Error::invalid(&e.path, "a symlink's mode is always 0777"));
                 }
             }
-            Kind::HardLink { target } => {
-                let j = entries
-                    .binary_search_by(|x| path_cmp(&x.path, target))
-                    .map_err(|_| {
-                        Error::invalid(
-                            &e.path,
-                            format!(
-                                "hard link to {} which is not in the tree",
-                                escape::escape(target)
-                            ),
-                        )
-                    })?;
-                if j >= i || !matches!(entries[j].kind, Kind::File { .. }) {
-                    return Err(Error::invalid(
-                        &e.path,
-                        format!(
-                            "hard link target {} is not an earlier regular file",
-                            escape::escape(target)
-                        ),
-                    ));
-                }
-            }
+            Kind::HardLink { target } => check_hard_link(entries, i, e, target)?,
             _ => {}
         }
-        for (k, (name, value)) in e.xattrs.iter().enumerate() {
-            if name.is_empty() || name.len() > MAX_XATTR_NAME || name.contains(&0) {
-                return Err(Error::invalid(
-                    &e.path,
-                    "xattr name empty, too long or with NUL",
-                ));
-            }
-            if value.len() > MAX_XATTR_VALUE {
-                return Err(Error::invalid(&e.path, "xattr value larger than 64 KiB"));
-            }
-            if k > 0 && e.xattrs[k - 1].0 >= *name {
-                return Err(Error::invalid(&e.path, "xattrs not sorted or duplicated"));
-            }
-        }
+        check_xattrs(e)?;
     }
     // `dirs` was filled in entry order, which is sorted order, so binary search held.
     Ok(())

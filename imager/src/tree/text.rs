@@ -188,13 +188,12 @@ fn parse_line(line: &str) -> std::result::Result<Entry, String> {
     let mut fields = line.split(' ');
     let path = unescape(fields.next().unwrap_or_default())?;
     let kind_name = fields.next().ok_or("missing the kind")?;
-    let mut kv: Vec<(&str, &str)> = Vec::new();
-    for f in fields {
-        let (k, v) = f
-            .split_once('=')
-            .ok_or_else(|| format!("field {f:?} is not key=value"))?;
-        kv.push((k, v));
-    }
+    let kv = fields
+        .map(|f| {
+            f.split_once('=')
+                .ok_or_else(|| format!("field {f:?} is not key=value"))
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let mut it = kv.into_iter().peekable();
     let mut take = |key: &str| -> std::result::Result<&str, String> {
         match it.next() {
@@ -202,10 +201,6 @@ fn parse_line(line: &str) -> std::result::Result<Entry, String> {
             Some((k, _)) => Err(format!("expected field {key}, found {k}")),
             None => Err(format!("missing field {key}")),
         }
-    };
-    let num = |key: &str, v: &str| -> std::result::Result<u64, String> {
-        v.parse::<u64>()
-            .map_err(|_| format!("{key}={v:?} is not a number"))
     };
     let mut e = Entry {
         path,
@@ -231,15 +226,15 @@ fn parse_line(line: &str) -> std::result::Result<Entry, String> {
         let m = take("mode")?;
         e.mode = u32::from_str_radix(m, 8).map_err(|_| format!("mode={m:?} is not octal"))?;
     }
-    e.uid = u32::try_from(num("uid", take("uid")?)?).map_err(|_| "uid out of range")?;
-    e.gid = u32::try_from(num("gid", take("gid")?)?).map_err(|_| "gid out of range")?;
+    e.uid = u32::try_from(number("uid", take("uid")?)?).map_err(|_| "uid out of range")?;
+    e.gid = u32::try_from(number("gid", take("gid")?)?).map_err(|_| "gid out of range")?;
     let m = take("mtime")?;
     e.mtime = m
         .parse::<i64>()
         .map_err(|_| format!("mtime={m:?} is not a number"))?;
     e.kind = match kind_name {
         "file" => {
-            let size = num("size", take("size")?)?;
+            let size = number("size", take("size")?)?;
             let h = take("blake3")?;
             let hash = Hash::from_hex(h)
                 .ok_or_else(|| format!("blake3={h:?} is not 64 lowercase hex digits"))?;
@@ -251,16 +246,7 @@ fn parse_line(line: &str) -> std::result::Result<Entry, String> {
             target: unescape(take("target")?)?,
         },
         "char" | "block" => {
-            let d = take("dev")?;
-            let (a, b) = d
-                .split_once(',')
-                .ok_or_else(|| format!("dev={d:?} is not MAJOR,MINOR"))?;
-            let major = a
-                .parse::<u32>()
-                .map_err(|_| format!("bad device major {a:?}"))?;
-            let minor = b
-                .parse::<u32>()
-                .map_err(|_| format!("bad device minor {b:?}"))?;
+            let (major, minor) = parse_dev(take("dev")?)?;
             if kind_name == "char" {
                 Kind::CharDev { major, minor }
             } else {
@@ -270,18 +256,44 @@ fn parse_line(line: &str) -> std::result::Result<Entry, String> {
         other => return Err(format!("unknown kind {other:?}")),
     };
     for (k, v) in it {
-        let name = k
-            .strip_prefix("xattr.")
-            .ok_or_else(|| format!("unexpected field {k}"))?;
-        let name = unescape_with(name, b"=")?;
-        if v.bytes().any(|c| c.is_ascii_uppercase()) {
-            return Err(format!("xattr value of {k} is not lowercase hex"));
-        }
-        let value = hex::decode(v).map_err(|_| format!("xattr value of {k} is not hex"))?;
-        e.xattrs.push((name, value));
+        e.xattrs.push(parse_xattr(k, v)?);
     }
     super::check_applicable(&e).map_err(|r| format!("{}: {r}", escape(&e.path)))?;
     Ok(e)
+}
+
+/// A field's unsigned number.
+fn number(key: &str, v: &str) -> std::result::Result<u64, String> {
+    v.parse::<u64>()
+        .map_err(|_| format!("{key}={v:?} is not a number"))
+}
+
+/// A device's `dev=MAJOR,MINOR`.
+fn parse_dev(d: &str) -> std::result::Result<(u32, u32), String> {
+    let (a, b) = d
+        .split_once(',')
+        .ok_or_else(|| format!("dev={d:?} is not MAJOR,MINOR"))?;
+    let major = a
+        .parse::<u32>()
+        .map_err(|_| format!("bad device major {a:?}"))?;
+    let minor = b
+        .parse::<u32>()
+        .map_err(|_| format!("bad device minor {b:?}"))?;
+    Ok((major, minor))
+}
+
+/// An `xattr.NAME=HEX` field: the name unescaped, the value from lowercase hex (one
+/// spelling only, so that the text stays canonical).
+fn parse_xattr(k: &str, v: &str) -> std::result::Result<(Vec<u8>, Vec<u8>), String> {
+    let name = k
+        .strip_prefix("xattr.")
+        .ok_or_else(|| format!("unexpected field {k}"))?;
+    let name = unescape_with(name, b"=")?;
+    if v.bytes().any(|c| c.is_ascii_uppercase()) {
+        return Err(format!("xattr value of {k} is not lowercase hex"));
+    }
+    let value = hex::decode(v).map_err(|_| format!("xattr value of {k} is not hex"))?;
+    Ok((name, value))
 }
 
 #[cfg(test)]
