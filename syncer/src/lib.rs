@@ -13,6 +13,7 @@ pub mod deletes;
 pub mod delta;
 pub mod encoding;
 pub mod error;
+pub mod hostfs;
 pub mod payload;
 pub mod plan;
 pub mod progress;
@@ -24,5 +25,6 @@ pub mod render;
 pub mod rollout;
 pub mod selfexe;
 pub mod transport;
+pub(crate) mod wire;
 
 pub use error::{Error, Result};
