@@ -1,7 +1,7 @@
 //! The syncer library's error type. Filesystem errors come from imager's own type (they
 //! carry the path and the action); protocol errors say what was malformed; errors an
 //! agent reports travel back as text and are shown with the host's name by the caller.
-//! Everything else depends on this module, so it depends on none of them: how an error
+//! Nearly every other module uses this one, so it uses none of them: how an error
 //! crosses the wire (the `Error` message, [`Error::from_agent`], [`Error::to_message`])
 //! is the protocol's.
 

@@ -4,6 +4,10 @@
 //!
 //! Before answering anything, an agent finishes a commit an earlier one left half-done
 //! ([`commit::roll_forward`]) and clears leftover staging.
+//!
+//! Here, a session with one handler per message; the handlers that stage content
+//! (`Put`, `Pack`, `Fetch`) are in `content.rs`, the checks of the manifest a `Target`
+//! sends in `manifest.rs`.
 
 pub mod commit;
 mod content;

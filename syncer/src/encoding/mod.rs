@@ -17,8 +17,8 @@
 //! one zstd stream.
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
-//! [`Encoding::decode`]) and the controller's choice of it (`push::choose`). The
-//! controller's cache of encodings is [`crate::delta`].
+//! [`Encoding::decode`]) and the controller's choice of it (`choose`, in
+//! `push/content.rs`). The controller's cache of encodings is [`crate::delta`].
 
 pub mod bsdiff;
 pub mod chunked;
