@@ -1,6 +1,11 @@
 //! The syncer library's error type. Filesystem errors come from imager's own type (they
 //! carry the path and the action); protocol errors say what was malformed; errors an
 //! agent reports travel back as text and are shown with the host's name by the caller.
+//! Nearly every other module uses this one, so it uses none of them: how an error
+//! crosses the wire (the `Error` message, [`Error::from_agent`], [`Error::to_message`])
+//! is the protocol's.
+
+use imager::Hash;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -24,7 +29,7 @@ pub enum Error {
     /// The host is in the middle of a commit that stopped after its commit point (the
     /// message says what blocks it and the ways out).
     #[error("{1}")]
-    MidCommit(Box<crate::protocol::MidCommit>, String),
+    MidCommit(Box<MidCommit>, String),
 
     /// A host spec that names no host (`ssh://...`, `local:/abs/path`).
     #[error("{0}")]
@@ -63,24 +68,25 @@ impl Error {
     pub fn protocol(m: impl Into<String>) -> Error {
         Error::Protocol(m.into())
     }
+}
 
-    /// The error an agent's `Error` message stands for.
-    pub fn from_agent(m: crate::protocol::ErrorMessage) -> Error {
-        match m.mid_commit {
-            Some(c) => Error::MidCommit(Box::new(c), m.message),
-            None => Error::Agent(m.message),
-        }
-    }
+/// A commit a host is in the middle of: what [`Error::MidCommit`] carries, an agent's
+/// `Error` message says (its wire form is the protocol's) and a push's report shows.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MidCommit {
+    /// The image it commits to (`None`: its journal cannot be read).
+    #[serde(serialize_with = "hex_opt")]
+    pub image: Option<Hash>,
+    /// Operations of its journal done, and in all (`None`: not known).
+    pub applied: Option<u64>,
+    pub ops: Option<u64>,
+}
 
-    /// What an agent says when it stops on this error.
-    pub fn to_message(&self) -> crate::protocol::ErrorMessage {
-        crate::protocol::ErrorMessage {
-            message: self.to_string(),
-            mid_commit: match self {
-                Error::MidCommit(c, _) => Some((**c).clone()),
-                _ => None,
-            },
-        }
+/// Serializes an optional image ID as hex.
+fn hex_opt<S: serde::Serializer>(h: &Option<Hash>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match h {
+        Some(h) => s.serialize_str(&h.to_hex()),
+        None => s.serialize_none(),
     }
 }
 

@@ -6,6 +6,12 @@
 //! file travels ([`plan`], [`encoding`]: local copy, zstd delta, rsync delta, bsdiff or
 //! whole, many files in one pack; encodings cached in [`delta`]); the agent
 //! stages everything, then commits through a journal and runs the image's triggers.
+//!
+//! The modules are layered: each uses only modules listed before it here (no cycle;
+//! `.ci/module-cycles` checks it). [`error`]; [`progress`], [`ratelimit`], [`selfexe`];
+//! [`hostfs`] (reading host files); `wire` (the field codec); [`payload`]; [`encoding`];
+//! [`protocol`]; [`compare`]; [`deletes`]; [`delta`]; [`plan`]; [`agent`];
+//! [`transport`]; [`push`]; [`publish`]; [`rollout`]; [`render`].
 
 pub mod agent;
 pub mod compare;
@@ -13,6 +19,7 @@ pub mod deletes;
 pub mod delta;
 pub mod encoding;
 pub mod error;
+pub mod hostfs;
 pub mod payload;
 pub mod plan;
 pub mod progress;
@@ -24,5 +31,6 @@ pub mod render;
 pub mod rollout;
 pub mod selfexe;
 pub mod transport;
+pub(crate) mod wire;
 
 pub use error::{Error, Result};

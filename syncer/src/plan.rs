@@ -1,5 +1,5 @@
-//! How each changed file's content travels, once `push::choose` has said what the host
-//! and the store allow: the candidates for a file whose old version the store holds
+//! How each changed file's content travels, once `choose` (`push/content.rs`) has said
+//! what the host and the store allow: the candidates for a file whose old version the store holds
 //! (bsdiff, zstd patch-from, whole) and the one kept, then the packs that carry the
 //! files whose raw bytes compress better together ([`crate::encoding::pack`]).
 //!
@@ -61,8 +61,8 @@ pub struct Item {
     pub candidates: Option<Candidates>,
 }
 
-/// How one file's content may travel (`push::choose`), decided before anything is
-/// encoded.
+/// How one file's content may travel (`choose`, in `push/content.rs`), decided before
+/// anything is encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wanted {
     pub path: Vec<u8>,

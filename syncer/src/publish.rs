@@ -14,48 +14,21 @@
 //! pairs/<from>-<to>.L19.json          the index of what a host at FROM takes to reach TO
 //! ```
 //! For each pair the plan is the one a push makes for a clean host at FROM (`none`: an
-//! empty root), through the same code ([`crate::push::encode_all`]), so a host that is
-//! at FROM is asked to fetch exactly these files. A pack's key names its parts (how each
+//! empty root), through the same code ([`crate::push::plan_from`]), so a host that is at
+//! FROM is asked to fetch exactly these files: that plan and the files' names are the
+//! push's (`push/published.rs`), which this module builds on. A pack's key names its parts (how each
 //! travels, from what old content, to what new), so a pack the hosts of a colo share is
 //! one file their cache fetches once. A host that drifted gets other packs for the files
 //! around its drift: those are not published and come from the controller.
 
 use crate::delta::Cache;
-use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 use crate::plan::Item;
-use crate::push::Image;
+use crate::push::{item_name, pack_name, plan_from, Image};
 use imager::store::Store;
 use imager::{Hash, Tree};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// Where a pack is published.
-pub fn pack_name(key: &Hash, level: i32) -> String {
-    format!("packs/{key}.L{level}.zst")
-}
-
-/// Where a file that travels on its own is published (`None`: it cannot be, a local
-/// copy or an rsync delta being made for one host's bytes, a large file's records too
-/// big for an agent to hold).
-pub fn item_name(it: &Item, level: i32) -> Option<String> {
-    // A large file's records are not published: each host gets them from the controller.
-    if matches!(it.payload, crate::payload::Payload::Spilled(..)) {
-        return None;
-    }
-    let new = it.hash;
-    match (&it.encoding, it.packable) {
-        (Encoding::Whole, _) if !it.payload.is_empty() => {
-            Some(format!("objects/{new}.L{level}.zst"))
-        }
-        (Encoding::ZstdDelta, Some(Some(old))) => Some(format!("deltas/{old}-{new}.zstd.L{level}")),
-        (Encoding::Bsdiff, Some(Some(old))) => {
-            Some(format!("deltas/{old}-{new}.bsdiff.L{level}.zst"))
-        }
-        _ => None,
-    }
-}
 
 /// One published file of a pair's index.
 #[derive(Clone, Debug, Serialize)]
@@ -191,38 +164,6 @@ fn publish_pair(
     create_parent(&path)?;
     imager::fsx::write_atomic(&path, &json)?;
     Ok(r)
-}
-
-/// The items and packs a push makes for a clean host whose tree is `from`.
-pub(crate) fn plan_from(
-    store: &Store,
-    cache: &Cache,
-    image: &Image,
-    from: &Tree,
-) -> Result<(Vec<Item>, Vec<crate::plan::Pack>)> {
-    let local = crate::agent::scan::local_excludes(&image.local_state)?;
-    // The host's scan leaves out its local state: so does this.
-    let mut host = crate::compare::HostTree {
-        entries: from
-            .entries()
-            .iter()
-            .filter(|e| !local.covers(&e.path))
-            .cloned()
-            .collect(),
-        ..Default::default()
-    };
-    // Which paths go carries no content: the owned prefixes alone do for the plan.
-    let own = crate::compare::Ownership::owned(&image.owned)?;
-    let (changes, _) = crate::compare::compare(
-        &image.tree,
-        &mut host,
-        &local,
-        &own,
-        crate::compare::DirMtimes::Strict,
-    );
-    let have = crate::agent::have_list(&image.tree, &host, &changes);
-    let choices = crate::push::choose(&changes, &image.tree, &have, |h| store.has_object(h));
-    crate::push::encode_all(store, cache, &HashMap::new(), choices, &[])
 }
 
 /// Writes `name` below `dir` unless it is there; one that is there must hold exactly

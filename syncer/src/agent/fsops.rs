@@ -1,7 +1,8 @@
 //! Every write the agent makes to a host goes through here: relative to directory
 //! handles opened beneath the root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`
 //! (imager's [`Beneath`]), new names created with `O_EXCL | O_NOFOLLOW`, and nothing
-//! ever followed through a symlink found on the host.
+//! ever followed through a symlink found on the host. Reads of host files, which the
+//! content decoders need too, are [`crate::hostfs`]'s.
 
 use imager::error::{Error as FsError, IoContext};
 use imager::fsx;
@@ -87,26 +88,6 @@ pub fn write_replace(
         rustix::fs::fsync(dir).ctx("flush directory of", shown)?;
     }
     Ok(())
-}
-
-/// Opens a host file beneath the root for reading, not following a symlink at any step.
-pub fn open_file(b: &Beneath, path: &[u8]) -> Result<std::fs::File> {
-    let (parent, name) = b.parent(path)?;
-    let fd = rustix::fs::openat(
-        &parent,
-        name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("open", b.display(path))?;
-    Ok(std::fs::File::from(fd))
-}
-
-/// Reads a host file beneath the root, not following a symlink at any step.
-pub fn read_file(b: &Beneath, path: &[u8]) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    std::io::Read::read_to_end(&mut open_file(b, path)?, &mut v).ctx("read", b.display(path))?;
-    Ok(v)
 }
 
 pub fn remove_at(dir: &OwnedFd, name: &str, shown: &Path) -> Result<()> {

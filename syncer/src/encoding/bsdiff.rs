@@ -192,7 +192,7 @@ pub(crate) fn apply_to(
     patch: &mut (impl Read + ?Sized),
     out: &mut impl Write,
 ) -> Result<()> {
-    let base = crate::agent::fsops::open_file(host, path)?;
+    let base = crate::hostfs::open_file(host, path)?;
     apply(&base, patch, size, out).map_err(|e| {
         Error::Agent(format!(
             "applying the bsdiff delta for {}: {e}",

@@ -152,7 +152,7 @@ pub fn decode(
     let mut current: Option<(File, u64)> = None;
     let base = |current: &mut Option<(File, u64)>| -> Result<(File, u64)> {
         if current.is_none() {
-            let f = crate::agent::fsops::open_file(host, path)?;
+            let f = crate::hostfs::open_file(host, path)?;
             let len = f.metadata().map_err(|e| write_err(host, path, e))?.len();
             *current = Some((f, len));
         }

@@ -17,8 +17,8 @@
 //! one zstd stream.
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
-//! [`Encoding::decode`]) and the controller's choice of it (`push::choose`). The
-//! controller's cache of encodings is [`crate::delta`].
+//! [`Encoding::decode`]) and the controller's choice of it (`choose`, in
+//! `push/content.rs`). The controller's cache of encodings is [`crate::delta`].
 
 pub mod bsdiff;
 pub mod chunked;
@@ -29,7 +29,7 @@ pub mod whole;
 pub mod zstd_delta;
 
 use crate::error::{Error, Result};
-use crate::protocol::wire::wire_enum;
+use crate::wire::wire_enum;
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
 use std::io::Write;
@@ -140,7 +140,7 @@ fn delta_base(host: &Beneath, path: &[u8], size: u64) -> Result<Vec<u8>> {
             escape(path)
         )));
     }
-    Ok(crate::agent::fsops::read_file(host, path)?)
+    Ok(crate::hostfs::read_file(host, path)?)
 }
 
 /// The error for content that cannot be written to the staged copy of `path`.

@@ -15,10 +15,23 @@
 
 use super::Encoding;
 use crate::error::{Error, Result};
-use crate::protocol::PackEntry;
+use crate::wire::wire_struct;
 use imager::tree::escape::escape;
 use std::io::Read;
 use zstd::zstd_safe::{CCtx, CParameter};
+
+wire_struct! {
+    /// One file of a pack (a `Pack` message's list, a published pack's): the next `len`
+    /// bytes of the pack's stream are its content (`Whole`), a raw bsdiff patch against
+    /// the host's file (`Bsdiff`) or a zstd delta (`ZstdDelta`). Declared here, with the
+    /// stream it describes; the protocol carries it as it is.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct PackEntry {
+        pub path: Vec<u8>,
+        pub encoding: Encoding,
+        pub len: u64,
+    }
+}
 
 /// The most raw bytes (contents and patches) one pack holds: the agent's decoder keeps
 /// a window of this size. Larger sets of files travel in several packs.

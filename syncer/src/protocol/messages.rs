@@ -1,10 +1,15 @@
 //! Every message of the protocol as a named payload struct whose declaration is its
 //! codec (fields travel in declared order), the inner types they carry, and the one
 //! table ([`messages!`]) that gives each message its tag, its name and its decoder.
+//! The `Error` message is in `errors.rs`, with the conversions of the library's error;
+//! a pack's entries ([`PackEntry`]) and [`Encoding`] are declared, codec included, with
+//! what they describe in [`crate::encoding`].
 
-use super::wire::{wire_enum, wire_struct, Dec, Enc, Wire};
+use super::errors::ErrorMessage;
+use crate::encoding::pack::PackEntry;
 use crate::encoding::Encoding;
 use crate::error::{Error, Result};
+use crate::wire::{wire_enum, wire_struct, Dec, Enc, Wire};
 use imager::{Entry, Hash};
 use serde::Serialize;
 
@@ -104,31 +109,6 @@ wire_struct! {
     pub struct ImageSignature {
         pub statement: Vec<u8>,
         pub signature: Vec<u8>,
-    }
-}
-
-wire_struct! {
-    /// Why the peer stops the session.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct ErrorMessage {
-        pub message: String,
-        /// The agent stopped after its commit point: the host is in the middle of a
-        /// commit (this session's, or one an earlier session left), which the next
-        /// session finishes first.
-        pub mid_commit: Option<MidCommit>,
-    }
-}
-
-wire_struct! {
-    /// A commit a host is in the middle of.
-    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-    pub struct MidCommit {
-        /// The image it commits to (`None`: its journal cannot be read).
-        #[serde(serialize_with = "crate::protocol::hex_opt")]
-        pub image: Option<Hash>,
-        /// Operations of its journal done, and in all (`None`: not known).
-        pub applied: Option<u64>,
-        pub ops: Option<u64>,
     }
 }
 
@@ -309,17 +289,6 @@ pub fn escaped<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::O
     s.serialize_str(&imager::tree::escape::escape(p))
 }
 
-/// Serializes an optional image ID as hex.
-pub fn hex_opt<S: serde::Serializer>(
-    h: &Option<Hash>,
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    match h {
-        Some(h) => s.serialize_str(&h.to_hex()),
-        None => s.serialize_none(),
-    }
-}
-
 /// Serializes a list of paths as the project's escaped text.
 pub fn escaped_all<S: serde::Serializer>(
     ps: &[Vec<u8>],
@@ -410,18 +379,6 @@ wire_struct! {
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Manifest {
         pub manifest: ManifestData,
-    }
-}
-
-wire_struct! {
-    /// One file of a pack: the next `len` bytes of the pack's stream are its content
-    /// (`Whole`), a raw bsdiff patch against the host's file (`Bsdiff`) or a zstd delta
-    /// (`ZstdDelta`).
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct PackEntry {
-        pub path: Vec<u8>,
-        pub encoding: Encoding,
-        pub len: u64,
     }
 }
 

@@ -27,18 +27,22 @@
 //!
 //! Here: the framing, pieces and limits, and [`Conn`]. The messages and the one table
 //! of their tags are in `messages.rs` (each message a struct whose declaration is its
-//! codec); the field codec under them, the `Wire` trait, in `wire.rs`. How file content
-//! is encoded inside `Data` frames is [`crate::encoding`].
+//! codec); the field codec under them, the `Wire` trait, is [`crate::wire`]. How file
+//! content is encoded inside `Data` frames is [`crate::encoding`], which declares the
+//! wire forms of [`Encoding`](crate::encoding::Encoding) and [`PackEntry`].
 
+mod errors;
 pub mod item;
 mod messages;
-pub(crate) mod wire;
 
+pub use crate::encoding::pack::PackEntry;
+pub use crate::error::MidCommit;
+pub use errors::ErrorMessage;
 pub use messages::*;
 
 use crate::error::{Error, Result};
+use crate::wire::Enc;
 use std::io::{Read, Write};
-use wire::Enc;
 
 pub const PROTOCOL_VERSION: u32 = 8;
 /// Largest frame body either side accepts.

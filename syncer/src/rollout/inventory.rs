@@ -32,6 +32,7 @@
 //! ```
 
 use crate::error::{Error, Result};
+use crate::push::Health;
 use crate::transport::HostSpec;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -86,26 +87,6 @@ impl Size {
             }
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Health {
-    pub command: String,
-    #[serde(default = "default_health_timeout")]
-    pub timeout: u64,
-    #[serde(default)]
-    pub retries: u32,
-    /// Seconds between attempts.
-    #[serde(default = "default_health_interval")]
-    pub interval: u64,
-}
-
-fn default_health_timeout() -> u64 {
-    60
-}
-fn default_health_interval() -> u64 {
-    5
 }
 
 #[derive(Debug, Clone, Deserialize)]

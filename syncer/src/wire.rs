@@ -1,7 +1,10 @@
-//! The field codec under every message: [`Enc`] and [`Dec`] for the primitive forms
-//! (little-endian integers, length-prefixed bytes, raw hashes), and the [`Wire`] trait
-//! that every field type implements once, so that a message's fields are encoded and
-//! decoded by the same declaration ([`wire_struct!`], [`wire_enum!`]).
+//! The field codec under every message of the [`crate::protocol`]: [`Enc`] and [`Dec`]
+//! for the primitive forms (little-endian integers, length-prefixed bytes, raw hashes),
+//! and the [`Wire`] trait that every field type implements once, so that a message's
+//! fields are encoded and decoded by the same declaration ([`wire_struct!`],
+//! [`wire_enum!`]). It sits below both the protocol and the types the protocol carries
+//! that are declared with what they describe ([`crate::encoding::Encoding`] and a
+//! pack's entries), so that each declares its own wire form.
 //!
 //! Decoding trusts nothing: every length and count is checked against the bytes left in
 //! the frame before anything is allocated, and a list reserves at most [`PREALLOC`]
@@ -218,18 +221,18 @@ macro_rules! wire_struct {
         pub struct $name {
             $( $(#[$fm])* pub $f: $t ),*
         }
-        impl $crate::protocol::wire::Wire for $name {
-            const MIN: usize = 0 $( + <$t as $crate::protocol::wire::Wire>::MIN )*;
-            fn encode(&self, e: &mut $crate::protocol::wire::Enc) {
-                $( $crate::protocol::wire::Wire::encode(&self.$f, e); )*
+        impl $crate::wire::Wire for $name {
+            const MIN: usize = 0 $( + <$t as $crate::wire::Wire>::MIN )*;
+            fn encode(&self, e: &mut $crate::wire::Enc) {
+                $( $crate::wire::Wire::encode(&self.$f, e); )*
             }
-            fn decode(d: &mut $crate::protocol::wire::Dec) -> $crate::error::Result<Self> {
+            fn decode(d: &mut $crate::wire::Dec) -> $crate::error::Result<Self> {
                 Ok($name {
-                    $( $f: $crate::protocol::wire::Wire::decode(d)?, )*
+                    $( $f: $crate::wire::Wire::decode(d)?, )*
                 })
             }
         }
-        impl $crate::protocol::wire::ListItem for $name {}
+        impl $crate::wire::ListItem for $name {}
     };
 }
 pub(crate) use wire_struct;
@@ -246,23 +249,23 @@ macro_rules! wire_enum {
             ),* $(,)?
         }
     ) => {
-        impl $crate::protocol::wire::Wire for $ty {
+        impl $crate::wire::Wire for $ty {
             const MIN: usize = 1;
             #[allow(unused_variables)]
-            fn encode(&self, e: &mut $crate::protocol::wire::Enc) {
+            fn encode(&self, e: &mut $crate::wire::Enc) {
                 match self {
                     $( $($v)::+ $( { $($f),* } )? $( ( $($t),* ) )? => {
                         e.u8($code);
-                        $( $( $crate::protocol::wire::Wire::encode($f, e); )* )?
-                        $( $( $crate::protocol::wire::Wire::encode($t, e); )* )?
+                        $( $( $crate::wire::Wire::encode($f, e); )* )?
+                        $( $( $crate::wire::Wire::encode($t, e); )* )?
                     } )*
                 }
             }
-            fn decode(d: &mut $crate::protocol::wire::Dec) -> $crate::error::Result<Self> {
+            fn decode(d: &mut $crate::wire::Dec) -> $crate::error::Result<Self> {
                 Ok(match d.u8()? {
                     $( $code => $($v)::+
-                        $( { $( $f: $crate::protocol::wire::Wire::decode(d)?, )* } )?
-                        $( ( $( { let $t = $crate::protocol::wire::Wire::decode(d)?; $t } ),* ) )?,
+                        $( { $( $f: $crate::wire::Wire::decode(d)?, )* } )?
+                        $( ( $( { let $t = $crate::wire::Wire::decode(d)?; $t } ),* ) )?,
                     )*
                     k => {
                         return Err($crate::error::Error::protocol(format!(
@@ -273,7 +276,7 @@ macro_rules! wire_enum {
                 })
             }
         }
-        impl $crate::protocol::wire::ListItem for $ty {}
+        impl $crate::wire::ListItem for $ty {}
     };
 }
 pub(crate) use wire_enum;

@@ -1,0 +1,384 @@
+//! The controller's side of a session: push an image to a host (plan, send, commit,
+//! triggers), or ask a host how it differs from the image it runs (status, diff).
+//!
+//! Here, a push's session step by step ([`push_host`]) and the runner over many hosts
+//! ([`for_hosts`]); beside it, the image as pushed (`image.rs`), the options
+//! (`options.rs`), the reports (`report.rs`), how each file's content travels
+//! (`content.rs`), what is published for hosts at an image (`published.rs`), sending
+//! (`send.rs`), and `status` and `diff` (`status.rs`). The rollout and publishing build
+//! on this module; it uses neither.
+
+mod content;
+mod image;
+mod options;
+mod published;
+mod report;
+mod send;
+mod status;
+
+pub use image::Image;
+pub use options::{Health, PushOptions};
+pub(crate) use published::{item_name, pack_name, plan_from};
+pub use report::{
+    ByKind, ContentSources, HostReport, Packs, PathChange, Phases, PushOutcome, Sent, WireBytes,
+};
+pub use status::{status_host, HostStatus};
+
+pub use crate::progress::{NoObserver, Observer};
+
+use crate::delta::Cache;
+use crate::error::{Error, Result};
+use crate::progress::{Clock, Phase};
+use crate::protocol::{Differences, ManifestData, Msg, Stage, StaleUnit, Target};
+use crate::transport::{self, HostSpec, Session};
+use content::plan;
+use imager::store::Store;
+use send::{fetch, send_items, Left};
+use status::path_changes;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Pushes `image` to one host; never fails, the report says how it went.
+pub fn push_host(
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    spec: &HostSpec,
+    opts: &PushOptions,
+    obs: &dyn Observer,
+) -> HostReport {
+    let started = Instant::now();
+    let clock = Clock::new(&spec.to_string(), obs);
+    let mut r = HostReport {
+        host: spec.to_string(),
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    if let Some(policy) = &opts.require_signed {
+        if let Err(e) = policy.check(&image.id, &image.signed(), imager::sign::now()) {
+            r.error = Some(format!("not pushed: {e}"));
+            r.outcome = PushOutcome::FailedBeforeCommit;
+            clock.finish(Phase::Failed);
+            return r;
+        }
+    }
+    let connecting = clock.start(Phase::Connecting);
+    let connected = transport::connect(spec, &opts.transport);
+    drop(connecting);
+    let session = match connected {
+        Ok(s) => s,
+        Err(e) => {
+            r.error = Some(e.to_string());
+            // An agent that cannot finish an earlier session's commit says so first.
+            r.outcome = match e {
+                Error::MidCommit(at, _) => {
+                    r.mid_commit = Some(*at);
+                    PushOutcome::MidCommit
+                }
+                _ => PushOutcome::FailedBeforeCommit,
+            };
+            r.phases.add_clock(&clock, started);
+            clock.finish(Phase::Failed);
+            return r;
+        }
+    };
+    r.agent = Some(session.welcome.agent.clone());
+    r.trust = session.welcome.trust.as_ref().map(|t| t.describe());
+    r.agent_installed = session.installed;
+    r.rolled_forward = session.welcome.rolled_forward;
+    r.damaged_record = session.welcome.damaged_record.clone();
+    r.image_before = session.welcome.image.map(|h| h.to_hex());
+    r.previous_before = session.welcome.previous.map(|h| h.to_hex());
+    let outcome = run_push(session, store, image, cache, opts, &clock, &mut r);
+    let failed_triggers: Vec<String> = r
+        .triggers
+        .iter()
+        .filter(|t| t.failed())
+        .map(|t| {
+            if t.timed_out {
+                format!("trigger {} timed out", t.name)
+            } else {
+                match t.status {
+                    Some(c) => format!("trigger {} failed (exit {c})", t.name),
+                    None => format!("trigger {} was killed", t.name),
+                }
+            }
+        })
+        .collect();
+    r.triggers_failed = failed_triggers.len() as u64;
+    let errored = outcome.is_err();
+    match outcome {
+        Ok(()) => {
+            let mut failed = failed_triggers;
+            if let Some(last) = r.health.last().filter(|h| h.status != Some(0)) {
+                failed.push(format!(
+                    "health check failed after {} attempt(s) ({}): {}",
+                    r.health.len(),
+                    if last.timed_out {
+                        "timed out".to_string()
+                    } else {
+                        match last.status {
+                            Some(c) => format!("exit {c}"),
+                            None => "killed".to_string(),
+                        }
+                    },
+                    last.output.trim()
+                ));
+            }
+            if opts.require_restarted && !r.stale.is_empty() {
+                failed.push(format!(
+                    "processes still run replaced files (require_restarted): {}",
+                    stale_units(&r.stale)
+                ));
+            }
+            r.ok = failed.is_empty();
+            if !r.ok {
+                r.error = Some(failed.join("; "));
+            }
+        }
+        Err(e) => {
+            if let Error::MidCommit(at, _) = &e {
+                r.mid_commit = Some((**at).clone());
+            }
+            r.error = Some(e.to_string());
+        }
+    }
+    r.outcome = PushOutcome::of(&r, errored);
+    r.phases.add_clock(&clock, started);
+    clock.finish(if r.ok { Phase::Done } else { Phase::Failed });
+    r
+}
+
+fn run_push(
+    mut s: Session,
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    opts: &PushOptions,
+    clock: &Clock,
+    r: &mut HostReport,
+) -> Result<()> {
+    let result = push_steps(&mut s, store, image, cache, opts, clock, r);
+    r.wire_sent = s.conn.sent;
+    r.wire_received = s.conn.received;
+    r.wire = s
+        .conn
+        .by_message
+        .iter()
+        .map(|(k, [sent, received])| {
+            (
+                *k,
+                WireBytes {
+                    sent: *sent,
+                    received: *received,
+                },
+            )
+        })
+        .collect();
+    match result {
+        Ok(()) => {
+            s.close();
+            Ok(())
+        }
+        Err(e) => Err(s.fail(e)),
+    }
+}
+
+/// The error for a message that is not the one expected.
+fn unexpected(expected: &str, m: &Msg) -> Error {
+    Error::Protocol(format!("expected {expected}, got {}", m.name()))
+}
+
+fn push_steps(
+    s: &mut Session,
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    opts: &PushOptions,
+    clock: &Clock,
+    r: &mut HostReport,
+) -> Result<()> {
+    let scanning = clock.start(Phase::Scanning);
+    // A host that records no image is asked what its tree is first: one that was
+    // installed from (or is a copy of) an image of the store gets a manifest delta.
+    let manifest = match s.welcome.image {
+        None => ManifestData::Ask,
+        known => image.manifest_for(store, cache, known)?,
+    };
+    let asked = manifest == ManifestData::Ask;
+    s.conn.send(&Msg::Target(Target {
+        image: image.id,
+        manifest,
+        local_state: image.local_state_file.clone(),
+        triggers: image.triggers.clone(),
+        verify: opts.verify,
+        dry_run: opts.dry_run,
+        previous: opts.restore_previous,
+        signatures: image.signatures.clone(),
+        owned: image.owned_file.clone(),
+        install_triggers: opts.install_triggers,
+    }))?;
+    if asked {
+        match s.reply()? {
+            Msg::Identity(i) => {
+                let manifest = image.manifest_for_identity(store, cache, &i)?;
+                r.recognized = matches!(manifest, ManifestData::Delta { .. });
+                s.conn
+                    .send(&Msg::Manifest(crate::protocol::Manifest { manifest }))?;
+            }
+            m => return Err(unexpected("Identity", &m)),
+        }
+    }
+    let (changes, have) = match s.reply()? {
+        Msg::Differences(Differences {
+            changes,
+            have,
+            scan,
+            kept,
+            unmanaged,
+            ..
+        }) => {
+            r.scan = scan;
+            r.kept = kept;
+            r.unmanaged = unmanaged;
+            (changes, have)
+        }
+        m => return Err(unexpected("Differences", &m)),
+    };
+    drop(scanning);
+    let too_many = opts.max_delete.check(&changes, r.scan.entries);
+    if let (Err(why), false) = (&too_many, opts.dry_run) {
+        r.refused = true;
+        return Err(Error::Refused(why.clone()));
+    }
+
+    let planning = clock.start(Phase::Planning);
+    // With mirrors, a host at an image takes the packs published for it where it can.
+    let shared = match (opts.mirrors.is_empty(), s.welcome.image) {
+        (false, Some(from)) if from != image.id && store.has_image(&from) => {
+            let (shared, error) = image.shared_packs(store, cache, from);
+            r.content.shared_packs_error = error;
+            shared
+        }
+        _ => Arc::new(Vec::new()),
+    };
+    let (items, packs) = plan(s, store, image, cache, (&changes, &have), &shared, r)?;
+    drop(planning);
+    if opts.dry_run {
+        r.paths = path_changes(Some(store), &changes, &items);
+        // The dry run shows the whole plan, and fails as the push would.
+        return too_many.map_err(Error::Refused);
+    }
+
+    let staging = clock.start(Phase::Staging);
+    s.conn.send(&Msg::Stage(Stage {
+        files: items.len() as u64,
+        bytes: items.iter().map(|i| i.size).sum(),
+    }))?;
+    let mut left = Left::all(&items, &packs);
+    if !opts.mirrors.is_empty() {
+        let rate = opts.transport.rate_per_host.unwrap_or(0);
+        left = fetch(s, left, &opts.mirrors, rate, cache.level(), r)?;
+    }
+    send_items(
+        s,
+        &items,
+        &left,
+        clock.host(),
+        clock.observer(),
+        &mut r.sent,
+    )?;
+    r.content.controller_bytes = r.sent.bytes();
+    r.commit_sent = true;
+    drop(staging);
+    let _committing = clock.start(Phase::Committing);
+    match s.reply()? {
+        Msg::Committed(c) => {
+            // The agent's part of staging: what it did after the last byte arrived.
+            // The agent's figures: a time is never negative, whatever it sends.
+            r.phases.stage = c.stage_seconds.max(0.0);
+            r.phases.commit = c.commit_seconds.max(0.0);
+            r.commit_ops = c.ops;
+            r.committed = true;
+        }
+        m => return Err(unexpected("Committed", &m)),
+    }
+    r.image_after = Some(image.id.to_hex());
+    let triggers = clock.start(Phase::Triggers);
+    loop {
+        match s.reply()? {
+            Msg::TriggerRan(tr) => r.triggers.push(tr),
+            Msg::Stale(st) => r.stale = st.units,
+            Msg::Done => break,
+            m => return Err(unexpected("TriggerRan, Stale or Done", &m)),
+        }
+    }
+    drop(triggers);
+    if let Some(h) = &opts.health {
+        let _health = clock.start(Phase::HealthCheck);
+        health_checks(s, h, r)?;
+    }
+    Ok(())
+}
+
+/// The units of a stale-process listing, for a message: "nginx.service, cron.service".
+pub fn stale_units(stale: &[StaleUnit]) -> String {
+    stale
+        .iter()
+        .map(|u| u.unit.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Runs the health check until it passes or its attempts are spent, each in `r.health`.
+fn health_checks(s: &mut Session, h: &Health, r: &mut HostReport) -> Result<()> {
+    for attempt in 0..=h.retries {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(h.interval));
+        }
+        s.conn.send(&Msg::Health(crate::protocol::Health {
+            command: h.command.clone(),
+            timeout: h.timeout,
+        }))?;
+        match s.reply()? {
+            Msg::HealthResult(run) => {
+                let ok = run.status == Some(0);
+                r.health.push(run);
+                if ok {
+                    break;
+                }
+            }
+            m => return Err(unexpected("HealthResult", &m)),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `f` for every host, at most `jobs` at a time, returning results in host order.
+pub fn for_hosts<T: Send>(
+    hosts: &[HostSpec],
+    jobs: usize,
+    f: impl Fn(&HostSpec) -> T + Sync,
+) -> Vec<T> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<T>>> =
+        std::sync::Mutex::new((0..hosts.len()).map(|_| None).collect());
+    std::thread::scope(|sc| {
+        for _ in 0..jobs.clamp(1, hosts.len().max(1)) {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if i >= hosts.len() {
+                    break;
+                }
+                let out = f(&hosts[i]);
+                results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(out);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
+}

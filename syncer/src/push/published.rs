@@ -1,0 +1,72 @@
+//! What is published for hosts at an image ([`crate::publish`] writes it; a push asks
+//! a host to fetch it from its mirrors before sending the rest): where each blob is
+//! named, and the plan for a clean host whose blobs they are. Both sides use this, so
+//! what a host is asked to fetch is byte for byte what was published.
+
+use super::content::{choose, encode_all};
+use super::Image;
+use crate::delta::Cache;
+use crate::encoding::Encoding;
+use crate::error::Result;
+use crate::plan::Item;
+use imager::store::Store;
+use imager::{Hash, Tree};
+use std::collections::HashMap;
+
+/// Where a pack is published.
+pub(crate) fn pack_name(key: &Hash, level: i32) -> String {
+    format!("packs/{key}.L{level}.zst")
+}
+
+/// Where a file that travels on its own is published (`None`: it cannot be, a local
+/// copy or an rsync delta being made for one host's bytes, a large file's records too
+/// big for an agent to hold).
+pub(crate) fn item_name(it: &Item, level: i32) -> Option<String> {
+    // A large file's records are not published: each host gets them from the controller.
+    if matches!(it.payload, crate::payload::Payload::Spilled(..)) {
+        return None;
+    }
+    let new = it.hash;
+    match (&it.encoding, it.packable) {
+        (Encoding::Whole, _) if !it.payload.is_empty() => {
+            Some(format!("objects/{new}.L{level}.zst"))
+        }
+        (Encoding::ZstdDelta, Some(Some(old))) => Some(format!("deltas/{old}-{new}.zstd.L{level}")),
+        (Encoding::Bsdiff, Some(Some(old))) => {
+            Some(format!("deltas/{old}-{new}.bsdiff.L{level}.zst"))
+        }
+        _ => None,
+    }
+}
+
+/// The items and packs a push makes for a clean host whose tree is `from`.
+pub(crate) fn plan_from(
+    store: &Store,
+    cache: &Cache,
+    image: &Image,
+    from: &Tree,
+) -> Result<(Vec<Item>, Vec<crate::plan::Pack>)> {
+    let local = crate::agent::scan::local_excludes(&image.local_state)?;
+    // The host's scan leaves out its local state: so does this.
+    let mut host = crate::compare::HostTree {
+        entries: from
+            .entries()
+            .iter()
+            .filter(|e| !local.covers(&e.path))
+            .cloned()
+            .collect(),
+        ..Default::default()
+    };
+    // Which paths go carries no content: the owned prefixes alone do for the plan.
+    let own = crate::compare::Ownership::owned(&image.owned)?;
+    let (changes, _) = crate::compare::compare(
+        &image.tree,
+        &mut host,
+        &local,
+        &own,
+        crate::compare::DirMtimes::Strict,
+    );
+    let have = crate::agent::have_list(&image.tree, &host, &changes);
+    let choices = choose(&changes, &image.tree, &have, |h| store.has_object(h));
+    encode_all(store, cache, &HashMap::new(), choices, &[])
+}

@@ -1,0 +1,180 @@
+//! Sending a push's content: first what the host can fetch from the mirrors of a
+//! published store ([`fetch`]), then the rest from the controller, packs and lone files
+//! in `Data` frames ([`send_items`]), counting what went out by way of sending.
+
+use super::content::pack_shares;
+use super::published;
+use super::report::{ByKind, HostReport};
+use super::{unexpected, Observer};
+use crate::error::{Error, Result};
+use crate::plan::{Item, Pack};
+use crate::protocol::{BlobUse, Data, Msg, Put, CHUNK};
+use crate::transport::Session;
+use imager::Hash;
+
+/// What the controller sends itself: the packs and lone items no mirror gave.
+pub(super) struct Left<'a> {
+    packs: Vec<&'a Pack>,
+    alone: Vec<&'a Item>,
+}
+
+impl<'a> Left<'a> {
+    pub(super) fn all(items: &'a [Item], packs: &'a [Pack]) -> Left<'a> {
+        Left {
+            packs: packs.iter().collect(),
+            alone: items.iter().filter(|it| !it.packed).collect(),
+        }
+    }
+}
+
+/// Asks the host to fetch every published blob of the plan from `mirrors` (packs by
+/// their key, lone files by what they are: [`crate::publish`] names both the same way),
+/// records what it got, and leaves the rest to the controller.
+pub(super) fn fetch<'a>(
+    s: &mut Session,
+    all: Left<'a>,
+    mirrors: &[String],
+    rate: u64,
+    level: i32,
+    r: &mut HostReport,
+) -> Result<Left<'a>> {
+    let mut left = Left {
+        packs: Vec::new(),
+        alone: Vec::new(),
+    };
+    // Each blob's pack or item, in the order of `blobs`.
+    let mut which: Vec<std::result::Result<&Pack, &Item>> = Vec::new();
+    let mut blobs = Vec::new();
+    for p in all.packs {
+        blobs.push(crate::protocol::Blob {
+            name: published::pack_name(&p.key, level),
+            len: p.payload.len() as u64,
+            hash: Hash::of(&p.payload),
+            stages: BlobUse::Pack {
+                entries: p.entries.clone(),
+                skip: p.skip.clone(),
+            },
+        });
+        which.push(Ok(p));
+    }
+    for it in all.alone {
+        let Some(name) = published::item_name(it, level) else {
+            left.alone.push(it);
+            continue;
+        };
+        blobs.push(crate::protocol::Blob {
+            name,
+            len: it.payload.len(),
+            hash: Hash::of(it.payload.bytes()),
+            stages: BlobUse::Put {
+                path: it.path.clone(),
+                encoding: it.encoding.clone(),
+            },
+        });
+        which.push(Err(it));
+    }
+    if blobs.is_empty() {
+        return Ok(left);
+    }
+    s.conn.send(&Msg::Fetch(crate::protocol::Fetch {
+        mirrors: mirrors.to_vec(),
+        rate,
+        blobs,
+    }))?;
+    let answer = match s.reply()? {
+        Msg::Fetched(f) => f,
+        m => return Err(unexpected("Fetched", &m)),
+    };
+    let missing: std::collections::HashSet<u32> = answer.missing.iter().copied().collect();
+    if missing.iter().any(|&m| m as usize >= which.len()) {
+        return Err(Error::Protocol(
+            "Fetched names a blob that was not asked for".into(),
+        ));
+    }
+    r.content.blobs = which.len() as u64;
+    r.content.blobs_missing = missing.len() as u64;
+    for (n, w) in which.into_iter().enumerate() {
+        match (missing.contains(&(n as u32)), w) {
+            (true, Ok(p)) => left.packs.push(p),
+            (true, Err(it)) => left.alone.push(it),
+            (false, Ok(p)) => r.content.mirrors_bytes += p.payload.len() as u64,
+            (false, Err(it)) => r.content.mirrors_bytes += it.payload.len(),
+        }
+    }
+    r.content.mirrors = answer.mirrors;
+    Ok(left)
+}
+
+/// Sends what is `left` to the controller (`Stage` was sent; `items` are what packs
+/// index), counting into `sent` what went out (all of it unless this fails).
+pub(super) fn send_items(
+    s: &mut Session,
+    items: &[Item],
+    left: &Left,
+    host: &str,
+    obs: &dyn Observer,
+    sent: &mut ByKind,
+) -> Result<()> {
+    let total: u64 = left.alone.iter().map(|i| i.payload.len()).sum::<u64>()
+        + left
+            .packs
+            .iter()
+            .map(|p| p.payload.len() as u64)
+            .sum::<u64>();
+    let mut done = 0u64;
+    for p in &left.packs {
+        s.conn.send(&Msg::Pack(crate::protocol::Pack {
+            entries: p.entries.clone(),
+            skip: p.skip.clone(),
+            len: p.payload.len() as u64,
+        }))?;
+        // Each chunk's bytes go to the packed files in order, each up to its share.
+        let shares = pack_shares(p);
+        let mut owed = p.items.iter().zip(shares).peekable();
+        let mut left_of_first = owed.peek().map_or(0, |(_, b)| *b);
+        for chunk in p.payload.chunks(CHUNK) {
+            s.conn.send(&Msg::Data(Data {
+                bytes: chunk.to_vec(),
+            }))?;
+            done += chunk.len() as u64;
+            obs.bytes(host, total, done);
+            let mut n = chunk.len() as u64;
+            while n > 0 {
+                let Some((&i, _)) = owed.peek() else { break };
+                let take = n.min(left_of_first);
+                sent.of(&items[i].encoding).bytes += take;
+                (n, left_of_first) = (n - take, left_of_first - take);
+                if left_of_first == 0 {
+                    owed.next();
+                    left_of_first = owed.peek().map_or(0, |(_, b)| *b);
+                }
+            }
+        }
+        for &i in &p.items {
+            let k = sent.of(&items[i].encoding);
+            k.files += 1;
+            k.content_bytes += items[i].size;
+        }
+    }
+    for it in &left.alone {
+        s.conn.send(&Msg::Put(Put {
+            path: it.path.clone(),
+            encoding: it.encoding.clone(),
+            len: it.payload.len(),
+        }))?;
+        it.payload.for_each_piece(CHUNK, |chunk| {
+            s.conn.send(&Msg::Data(Data {
+                bytes: chunk.to_vec(),
+            }))?;
+            done += chunk.len() as u64;
+            sent.of(&it.encoding).bytes += chunk.len() as u64;
+            obs.bytes(host, total, done);
+            Ok(())
+        })?;
+        let k = sent.of(&it.encoding);
+        k.files += 1;
+        k.content_bytes += it.size;
+    }
+    s.conn.send(&Msg::Commit)?;
+    s.conn.flush()
+}
