@@ -266,6 +266,7 @@ mod tests {
             file("/copied", 10, b"held"),
             file("/delta", big, b"new-d"),
             file("/huge", 5 << 30, b"new-h"),
+            file("/large", (64 << 20) + 1, b"new-l"),
             file("/meta", 3, b"m"),
             file("/rsync", big, b"new-r"),
             file("/small", 100, b"new-s"),
@@ -276,6 +277,7 @@ mod tests {
             change("/copied", ChangeKind::Add, None),
             change("/delta", ChangeKind::Content, old("/delta", b"old-d")),
             change("/huge", ChangeKind::Content, old("/huge", b"old-h")),
+            change("/large", ChangeKind::Content, old("/large", b"old-l")),
             change("/meta", ChangeKind::Meta, None),
             change("/rsync", ChangeKind::Content, old("/rsync", b"old-r")),
             change("/small", ChangeKind::Content, old("/small", b"old-s")),
@@ -304,9 +306,10 @@ mod tests {
                     Encoding::ZstdDelta,
                     Some(Hash::of(b"old-d"))
                 ),
-                // Larger than an agent applies a delta to: whole, though the store has
-                // its old version.
-                ("/huge".into(), Encoding::Whole, None),
+                // Larger than an agent holds in memory: chunked, against the old
+                // version the store has, or alone when it has none.
+                ("/huge".into(), Encoding::Chunked, Some(Hash::of(b"old-h"))),
+                ("/large".into(), Encoding::Chunked, None),
                 ("/rsync".into(), Encoding::RsyncDelta, None),
                 // Too small for the signature round trip to pay.
                 ("/small".into(), Encoding::Whole, None),
