@@ -122,26 +122,17 @@ pub fn encode(
                 zstd_delta: len(&p),
                 whole: len(&wh),
             };
-            match pick(&candidates) {
-                Encoding::ZstdDelta => item(
-                    Encoding::ZstdDelta,
-                    p.unwrap_or_default().into(),
-                    Some(Some(old)),
-                    Some(candidates),
-                ),
-                Encoding::Bsdiff => item(
-                    Encoding::Bsdiff,
-                    b.unwrap_or_default().into(),
-                    Some(Some(old)),
-                    Some(candidates),
-                ),
-                _ => item(
-                    Encoding::Whole,
-                    wh.unwrap_or_default().into(),
-                    Some(None),
-                    Some(candidates),
-                ),
-            }
+            let (e, payload, packable) = match pick(&candidates) {
+                Encoding::ZstdDelta => (Encoding::ZstdDelta, p, Some(Some(old))),
+                Encoding::Bsdiff => (Encoding::Bsdiff, b, Some(Some(old))),
+                _ => (Encoding::Whole, wh, Some(None)),
+            };
+            item(
+                e,
+                payload.unwrap_or_default().into(),
+                packable,
+                Some(candidates),
+            )
         }
         // Compressed on its own only if it is to travel so ([`finish_alone`]): in a
         // pack its content is compressed with the pack.

@@ -147,118 +147,165 @@ pub fn decode(
     payload: &mut dyn Read,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let bad = |why: String| Error::Protocol(format!("chunked content of {}: {why}", escape(path)));
-    let recv = |e: std::io::Error| bad(format!("reading it: {e}"));
-    let mut current: Option<(File, u64)> = None;
-    let base = |current: &mut Option<(File, u64)>| -> Result<(File, u64)> {
-        if current.is_none() {
-            let f = crate::hostfs::open_file(host, path)?;
-            let len = f.metadata().map_err(|e| write_err(host, path, e))?.len();
-            *current = Some((f, len));
-        }
-        let (f, len) = current.as_ref().ok_or_else(|| bad("no base".into()))?;
-        Ok((f.try_clone().map_err(|e| write_err(host, path, e))?, *len))
+    let mut d = Decoder {
+        host,
+        path,
+        size,
+        current: None,
+        done: 0,
+        frame: Vec::new(),
+        buf: Vec::new(),
     };
-    let (mut frame, mut window_buf, mut copy) = (Vec::new(), Vec::new(), Vec::new());
-    let mut done = 0u64;
     loop {
         let mut tag = [0u8; 1];
         match payload.read(&mut tag) {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(recv(e)),
+            Err(e) => return Err(d.recv(e)),
         }
-        let mut field = || -> Result<u64> {
-            let mut b = [0u8; 8];
-            payload.read_exact(&mut b).map_err(recv)?;
-            Ok(u64::from_le_bytes(b))
-        };
         match tag[0] {
             SAME => {
-                let len = field()?;
-                if len > size - done {
-                    return Err(bad(format!("{len} bytes copied past its size {size}")));
-                }
-                let (f, old_len) = base(&mut current)?;
-                if done + len > old_len {
-                    return Err(Error::Agent(format!(
-                        "{}: the host's file has {old_len} bytes, the push expected at least \
-                         {}; the host changed during the push",
-                        host.display(path).display(),
-                        done + len
-                    )));
-                }
-                let mut at = done;
-                while at < done + len {
-                    let n = (1 << 20).min(done + len - at);
-                    read_at(&f, at, n, &mut copy).map_err(|e| write_err(host, path, e))?;
-                    out.write_all(&copy).map_err(|e| write_err(host, path, e))?;
-                    at += n;
-                }
-                done += len;
+                let len = d.field(payload)?;
+                d.same(len, out)?;
             }
-            ZSTD | PATCH => {
-                let b = if tag[0] == PATCH {
-                    Some((field()?, field()?))
-                } else {
-                    None
-                };
-                let (out_len, zlen) = (field()?, field()?);
-                if out_len > SPAN || out_len > size - done {
-                    return Err(bad(format!(
-                        "a record of {out_len} bytes at {done} (spans are at most {SPAN}, \
-                         the file {size})"
-                    )));
-                }
-                if zlen > max_frame() {
-                    return Err(bad(format!("a frame of {zlen} bytes announced")));
-                }
-                frame.clear();
-                (&mut *payload)
-                    .take(zlen)
-                    .read_to_end(&mut frame)
-                    .map_err(recv)?;
-                if frame.len() as u64 != zlen {
-                    return Err(bad(format!("a frame of {zlen} bytes ends early")));
-                }
-                let made = match b {
-                    Some((b_off, b_len)) => {
-                        if b_len > SPAN + 2 * MARGIN {
-                            return Err(bad(format!("a base window of {b_len} bytes")));
-                        }
-                        let (f, old_len) = base(&mut current)?;
-                        if b_off.saturating_add(b_len) > old_len {
-                            return Err(Error::Agent(format!(
-                                "{}: the host's file has {old_len} bytes, the push's patch \
-                                 reads up to {}; the host changed during the push",
-                                host.display(path).display(),
-                                b_off.saturating_add(b_len)
-                            )));
-                        }
-                        read_at(&f, b_off, b_len, &mut window_buf)
-                            .map_err(|e| write_err(host, path, e))?;
-                        zstd_delta::apply(&window_buf, &frame, out_len as usize).map_err(bad)?
-                    }
-                    None => zstd::bulk::decompress(&frame, out_len as usize)
-                        .map_err(|e| bad(e.to_string()))?,
-                };
-                if made.len() as u64 != out_len {
-                    return Err(bad(format!(
-                        "a record made {} bytes, not the {out_len} it announced",
-                        made.len()
-                    )));
-                }
-                out.write_all(&made).map_err(|e| write_err(host, path, e))?;
-                done += out_len;
+            ZSTD => d.frame(None, payload, out)?,
+            PATCH => {
+                let base = (d.field(payload)?, d.field(payload)?);
+                d.frame(Some(base), payload, out)?;
             }
-            t => return Err(bad(format!("unknown record {t}"))),
+            t => return Err(d.bad(format!("unknown record {t}"))),
         }
     }
-    if done != size {
-        return Err(bad(format!("it made {done} bytes, the file has {size}")));
+    if d.done != size {
+        return Err(d.bad(format!("it made {} bytes, the file has {size}", d.done)));
     }
     Ok(())
+}
+
+/// Where the agent is in one file's records.
+struct Decoder<'a> {
+    host: &'a Beneath,
+    path: &'a [u8],
+    size: u64,
+    /// The host's current file and its length, opened by the first record that reads it.
+    current: Option<(File, u64)>,
+    /// Bytes made so far.
+    done: u64,
+    frame: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl Decoder<'_> {
+    fn bad(&self, why: String) -> Error {
+        Error::Protocol(format!("chunked content of {}: {why}", escape(self.path)))
+    }
+
+    fn recv(&self, e: std::io::Error) -> Error {
+        self.bad(format!("reading it: {e}"))
+    }
+
+    fn io(&self, e: std::io::Error) -> Error {
+        write_err(self.host, self.path, e)
+    }
+
+    fn field(&self, payload: &mut dyn Read) -> Result<u64> {
+        let mut b = [0u8; 8];
+        payload.read_exact(&mut b).map_err(|e| self.recv(e))?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// The host's current file, which must hold at least `end` bytes (it is opened once,
+    /// without following a symlink).
+    fn base(&mut self, end: u64) -> Result<&File> {
+        if self.current.is_none() {
+            let f = crate::hostfs::open_file(self.host, self.path)?;
+            let len = f.metadata().map_err(|e| self.io(e))?.len();
+            self.current = Some((f, len));
+        }
+        match &self.current {
+            Some((f, len)) if end <= *len => Ok(f),
+            Some((_, len)) => Err(Error::Agent(format!(
+                "{}: the host's file has {len} bytes, the push reads it up to {end}; the \
+                 host changed during the push",
+                self.host.display(self.path).display()
+            ))),
+            None => Err(self.bad("no host file".into())),
+        }
+    }
+
+    /// `Same`: `len` bytes of the host's file at the current offset, copied in 1 MiB
+    /// pieces.
+    fn same(&mut self, len: u64, out: &mut dyn Write) -> Result<()> {
+        if len > self.size - self.done {
+            return Err(self.bad(format!("{len} bytes copied past its size {}", self.size)));
+        }
+        let (start, end) = (self.done, self.done + len);
+        let f = self.base(end)?.try_clone().map_err(|e| self.io(e))?;
+        let mut at = start;
+        while at < end {
+            let n = (1 << 20).min(end - at);
+            let mut piece = std::mem::take(&mut self.buf);
+            read_at(&f, at, n, &mut piece).map_err(|e| self.io(e))?;
+            out.write_all(&piece).map_err(|e| self.io(e))?;
+            self.buf = piece;
+            at += n;
+        }
+        self.done = end;
+        Ok(())
+    }
+
+    /// `Zstd` (no `base`) or `Patch` (against the host's bytes at `base`: offset and
+    /// length): the frame read from `payload`, decoded and written.
+    fn frame(
+        &mut self,
+        base: Option<(u64, u64)>,
+        payload: &mut dyn Read,
+        out: &mut dyn Write,
+    ) -> Result<()> {
+        let (out_len, zlen) = (self.field(payload)?, self.field(payload)?);
+        if out_len > SPAN || out_len > self.size - self.done {
+            return Err(self.bad(format!(
+                "a record of {out_len} bytes at {} (spans are at most {SPAN}, the file {})",
+                self.done, self.size
+            )));
+        }
+        if zlen > max_frame() {
+            return Err(self.bad(format!("a frame of {zlen} bytes announced")));
+        }
+        let mut frame = std::mem::take(&mut self.frame);
+        frame.clear();
+        payload
+            .take(zlen)
+            .read_to_end(&mut frame)
+            .map_err(|e| self.recv(e))?;
+        if frame.len() as u64 != zlen {
+            return Err(self.bad(format!("a frame of {zlen} bytes ends early")));
+        }
+        let made = match base {
+            Some((b_off, b_len)) => {
+                if b_len > SPAN + 2 * MARGIN {
+                    return Err(self.bad(format!("a base window of {b_len} bytes")));
+                }
+                let f = self.base(b_off.saturating_add(b_len))?;
+                let mut window = Vec::new();
+                read_at(f, b_off, b_len, &mut window).map_err(|e| self.io(e))?;
+                zstd_delta::apply(&window, &frame, out_len as usize).map_err(|e| self.bad(e))?
+            }
+            None => zstd::bulk::decompress(&frame, out_len as usize)
+                .map_err(|e| self.bad(e.to_string()))?,
+        };
+        self.frame = frame;
+        if made.len() as u64 != out_len {
+            return Err(self.bad(format!(
+                "a record made {} bytes, not the {out_len} it announced",
+                made.len()
+            )));
+        }
+        out.write_all(&made).map_err(|e| self.io(e))?;
+        self.done += out_len;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
