@@ -1,5 +1,5 @@
 //! The command line's exit statuses, which scripts depend on: 0 for success (a closed
-//! pipe included), 1 for a failure, 2 only for a command line clap rejects.
+//! pipe included), 1 for a failure, 2 for a command asked wrongly (as syncer's).
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
@@ -19,10 +19,11 @@ fn exit_statuses_say_success_failure_or_usage() {
         Some(2),
         "--tar or --dir is required"
     );
-    // Failures after parsing, misuse found by the library included, exit 1.
+    // Failures after parsing exit 1; misuse the library finds after parsing exits 2, as
+    // syncer's usage errors do.
     assert_eq!(code(&["ls", "x"]), Some(1), "no store");
     let out = env.run(&["hash", "/nonexistent/dir", "--exclude", "["]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.starts_with("imager: error: bad exclude pattern"),

@@ -51,10 +51,12 @@ fn main() {
         Err(e) => {
             // Not `{e:#}`: the library's errors include their source's text, and the
             // chain would repeat it ("(os error 28): ... (os error 28)").
-            eprintln!(
-                "syncer: {}",
-                imager::error::causes_once(e.chain().map(|c| c.to_string()))
-            );
+            if !cli::is_broken_pipe(&e) {
+                eprintln!(
+                    "syncer: {}",
+                    imager::error::causes_once(e.chain().map(|c| c.to_string()))
+                );
+            }
             ExitCode::of_error(&e)
         }
     };

@@ -589,3 +589,40 @@ fn an_agent_that_never_greets_fails_the_host_after_the_handshake_timeout() {
         "{r:#}\n{stderr}"
     );
 }
+
+/// A report piped into a reader that stops early (`| head`) ends the command quietly with
+/// success, as imager's do: `print!` panicked (exit status 101 and a panic message).
+#[test]
+fn a_report_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    let t = scratch("ctl-pipe-");
+    let src = t.path().join("src");
+    // Enough paths that the dry run's JSON is far larger than a pipe's buffer.
+    sh(&format!(
+        "set -e; mkdir -p '{s}/var/lib' '{s}/srv'; cd '{s}/srv'; for i in $(seq 1 3000); do echo $i > f$i; done",
+        s = src.display()
+    ));
+    let store = t.path().join("store");
+    import(&store, &src, "many");
+    let root = t.path().join("host");
+    std::fs::create_dir(&root).unwrap();
+    let mut child = syncer()
+        .args(["push", "many"])
+        .arg(format!("local:{}", root.display()))
+        .args(["--dry-run", "--json"])
+        .env("IMAGER_STORE", &store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // The reader is gone (stdout dropped above); the rest of the report has nowhere to go.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("syncer:"),
+        "{stderr}"
+    );
+}

@@ -1,9 +1,11 @@
 //! Exit statuses, fd's `exit_codes.rs` style: one enum, and the one place an error
 //! becomes a status and a message.
 //!
-//! 0 is success (a closed pipe counts: `imager ls x | head`), 1 a failure, 2 a command
-//! line clap rejects. The library's `Error::Usage` (misuse found after parsing: a bad
-//! `--exclude` glob, a missing `.deb`) exits 1, as it always has: scripts test for it.
+//! The table both tools share (syncer's `cli::ExitCode`): 0 is success (a closed pipe
+//! counts: `imager ls x | head`), 1 a failure, 2 a command asked wrongly: a command line
+//! clap rejects, and the library's `Error::Usage` (misuse found after parsing: a bad
+//! `--exclude` glob, a missing `.deb`), as syncer's usage errors; 130 is left to the
+//! signal (imager stops where Ctrl-C finds it).
 
 use std::process::ExitCode;
 
@@ -46,8 +48,16 @@ fn of(e: &anyhow::Error) -> Exit {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     });
+    let usage = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<crate::Error>(),
+            Some(crate::Error::Usage(_))
+        )
+    });
     if broken_pipe {
         Exit::Success
+    } else if usage {
+        Exit::Usage
     } else {
         Exit::Failure
     }

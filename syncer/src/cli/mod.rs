@@ -131,17 +131,30 @@ impl HostArgs {
     }
 }
 
-/// Prints the report `json` makes as pretty JSON when `as_json`, else the text rendering.
+/// Whether `e` is a write to a pipe whose reader went away (`| head`): nothing to say.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints the report `json` makes as pretty JSON when `as_json`, else the text rendering
+/// (a write error is returned, not a panic as `print!` makes of it).
 pub fn print_report<T: serde::Serialize>(
     as_json: bool,
     json: impl FnOnce() -> T,
     text: impl FnOnce() -> String,
 ) -> Result<()> {
-    if as_json {
-        println!("{}", serde_json::to_string_pretty(&json())?);
+    use std::io::Write;
+    let body = if as_json {
+        serde_json::to_string_pretty(&json())? + "\n"
     } else {
-        print!("{}", text());
-    }
+        text()
+    };
+    let mut out = std::io::stdout().lock();
+    out.write_all(body.as_bytes())?;
+    out.flush()?;
     Ok(())
 }
 
@@ -192,6 +205,9 @@ pub enum ExitCode {
     Failure = 1,
     /// The command was asked wrongly (arguments, a host spec); nothing was tried.
     Usage = 2,
+    /// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it): what was in
+    /// flight finished, nothing more was started.
+    Interrupted = 130,
 }
 
 impl ExitCode {
@@ -204,10 +220,13 @@ impl ExitCode {
         }
     }
 
-    /// The exit status for an error that stopped the command.
+    /// The exit status for an error that stopped the command (a closed pipe counts as
+    /// success: `syncer diff HOST | head`).
     pub fn of_error(e: &anyhow::Error) -> ExitCode {
         if e.chain().any(|c| c.is::<UsageError>()) {
             ExitCode::Usage
+        } else if is_broken_pipe(e) {
+            ExitCode::Success
         } else {
             ExitCode::Failure
         }

@@ -66,7 +66,7 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
         verify: a.conn.verify,
         transport: a.conn.push_options(false)?.transport,
         state_file: state_file.clone(),
-        stop,
+        stop: Arc::clone(&stop),
         confirm: Box::new(confirm),
     };
     let bars = HostBars::new();
@@ -74,6 +74,9 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
     let st = syncer::rollout::run(&store, id, &inv, &opts, saved, obs)?;
     a.conn
         .print(|| &st, || syncer::render::rollout(&st, &state_file))?;
+    if stop.load(std::sync::atomic::Ordering::SeqCst) && !st.finished {
+        return Ok(ExitCode::Interrupted);
+    }
     Ok(ExitCode::ok_if(
         st.finished && st.count(Verdict::Failed) == 0,
     ))
