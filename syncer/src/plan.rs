@@ -53,12 +53,33 @@ pub struct Item {
     pub encoding: Encoding,
     /// The encoding on its own (a `Put`'s payload).
     pub payload: Payload,
-    /// For a file that can go into a pack: the old content its delta is from (`Some`),
-    /// or none for whole content.
-    pub packable: Option<Option<Hash>>,
+    /// Whether it can go into a pack, and as what.
+    pub packable: Packable,
     /// Whether it travels in a pack (set by [`packs`]).
     pub packed: bool,
     pub candidates: Option<Candidates>,
+}
+
+/// Whether an item can go into a pack, and as what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packable {
+    /// It travels on its own: a local copy, an rsync delta, a large file's records,
+    /// whole content larger than a pack's part.
+    No,
+    /// Its whole content.
+    Whole,
+    /// A bsdiff patch or zstd delta from this old content.
+    From(Hash),
+}
+
+impl Packable {
+    /// The old content its delta is from, if it is a delta.
+    pub fn base(self) -> Option<Hash> {
+        match self {
+            Packable::From(h) => Some(h),
+            _ => None,
+        }
+    }
 }
 
 /// How one file's content may travel (`choose`, in `push/content.rs`), decided before
@@ -97,7 +118,7 @@ pub fn encode(
     Ok(match (&w.encoding, w.base) {
         (Encoding::Chunked, base) => {
             let payload = cache.chunked(store, base, (&w.hash, w.size)).map_err(err)?;
-            item(Encoding::Chunked, payload, None, None)
+            item(Encoding::Chunked, payload, Packable::No, None)
         }
         (Encoding::ZstdDelta, Some((old, old_size))) => {
             let b = if old_size <= bsdiff::MAX_OLD {
@@ -123,9 +144,9 @@ pub fn encode(
                 whole: len(&wh),
             };
             let (e, payload, packable) = match pick(&candidates) {
-                Encoding::ZstdDelta => (Encoding::ZstdDelta, p, Some(Some(old))),
-                Encoding::Bsdiff => (Encoding::Bsdiff, b, Some(Some(old))),
-                _ => (Encoding::Whole, wh, Some(None)),
+                Encoding::ZstdDelta => (Encoding::ZstdDelta, p, Packable::From(old)),
+                Encoding::Bsdiff => (Encoding::Bsdiff, b, Packable::From(old)),
+                _ => (Encoding::Whole, wh, Packable::Whole),
             };
             item(
                 e,
@@ -137,14 +158,14 @@ pub fn encode(
         // Compressed on its own only if it is to travel so ([`finish_alone`]): in a
         // pack its content is compressed with the pack.
         (Encoding::Whole, _) | (Encoding::ZstdDelta, None) if w.size <= pack::MAX_PART => {
-            item(Encoding::Whole, Payload::default(), Some(None), None)
+            item(Encoding::Whole, Payload::default(), Packable::Whole, None)
         }
         (Encoding::Whole, _) | (Encoding::ZstdDelta, None) => {
-            item(Encoding::Whole, whole()?.into(), None, None)
+            item(Encoding::Whole, whole()?.into(), Packable::No, None)
         }
         _ => {
             let (e, payload) = other(&w)?;
-            item(e, payload.into(), None, None)
+            item(e, payload.into(), Packable::No, None)
         }
     })
 }
@@ -200,7 +221,7 @@ impl Shared {
                 parts: p
                     .items
                     .iter()
-                    .map(|&i| (items[i].hash, items[i].packable.flatten()))
+                    .map(|&i| (items[i].hash, items[i].packable.base()))
                     .collect(),
                 entries: p.entries,
                 payload: p.payload,
@@ -219,7 +240,7 @@ pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<Pack> {
     let by_path: HashMap<Vec<u8>, usize> = items
         .iter()
         .enumerate()
-        .filter(|(_, it)| it.packable.is_some() && !it.packed)
+        .filter(|(_, it)| it.packable != Packable::No && !it.packed)
         .map(|(i, it)| (it.path.clone(), i))
         .collect();
     let mut used = vec![false; items.len()];
@@ -232,7 +253,7 @@ pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<Pack> {
                 !used[i]
                     && it.hash == *hash
                     && it.encoding == e.encoding
-                    && it.packable.flatten() == *base
+                    && it.packable.base() == *base
                     && raw_len(it) == e.len
             });
             match same {
@@ -269,7 +290,7 @@ pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<Pack> {
 fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
     match (&it.encoding, it.packable) {
         (Encoding::ZstdDelta, _) => Ok(it.payload.bytes().to_vec()),
-        (Encoding::Bsdiff, Some(Some(_))) => crate::delta::decompress_frame(it.payload.bytes()),
+        (Encoding::Bsdiff, Packable::From(_)) => crate::delta::decompress_frame(it.payload.bytes()),
         _ => store.read_object(&it.hash).map_err(|e| e.to_string()),
     }
 }
@@ -295,7 +316,7 @@ pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<Pac
     for (i, it) in items.iter().enumerate() {
         let n = raw_len(it);
         // (Packed already: in a pack reused from another plan.)
-        if it.packable.is_none() || it.packed || n > pack::MAX_PART {
+        if it.packable == Packable::No || it.packed || n > pack::MAX_PART {
             continue;
         }
         if groups.is_empty() || raw + n > pack::MAX_RAW {
@@ -337,7 +358,7 @@ pub fn finish_alone(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<
                 (Encoding::Whole, _) if it.payload.is_empty() => {
                     it.payload = cache.whole(store, &it.hash).map_err(err)?.into();
                 }
-                (Encoding::Bsdiff, Some(Some(old))) => {
+                (Encoding::Bsdiff, Packable::From(old)) => {
                     it.payload = cache
                         .bsdiff_alone(store, &old, &it.hash)
                         .map_err(err)?
@@ -355,7 +376,7 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
     h.update(b"syncer pack 1\n");
     for &i in group {
         let it = &items[i];
-        let base = it.packable.flatten().map_or([0u8; 32], |b| b.0);
+        let base = it.packable.base().map_or([0u8; 32], |b| b.0);
         h.update(&[match it.encoding {
             Encoding::Bsdiff => 1,
             Encoding::ZstdDelta => 2,

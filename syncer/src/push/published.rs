@@ -8,7 +8,7 @@ use super::Image;
 use crate::delta::Cache;
 use crate::encoding::Encoding;
 use crate::error::Result;
-use crate::plan::Item;
+use crate::plan::{Item, Packable};
 use imager::store::Store;
 use imager::{Hash, Tree};
 use std::collections::HashMap;
@@ -31,8 +31,10 @@ pub(crate) fn item_name(it: &Item, level: i32) -> Option<String> {
         (Encoding::Whole, _) if !it.payload.is_empty() => {
             Some(format!("objects/{new}.L{level}.zst"))
         }
-        (Encoding::ZstdDelta, Some(Some(old))) => Some(format!("deltas/{old}-{new}.zstd.L{level}")),
-        (Encoding::Bsdiff, Some(Some(old))) => {
+        (Encoding::ZstdDelta, Packable::From(old)) => {
+            Some(format!("deltas/{old}-{new}.zstd.L{level}"))
+        }
+        (Encoding::Bsdiff, Packable::From(old)) => {
             Some(format!("deltas/{old}-{new}.bsdiff.L{level}.zst"))
         }
         _ => None,
