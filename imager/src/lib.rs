@@ -63,7 +63,7 @@ pub mod sbom {
 pub mod fuzzing {
     pub use crate::archive::{tar_export, tar_import};
     pub use crate::build::dpkg::installed as dpkg_installed_in;
-    pub use crate::build::manifest::load as load_manifest;
+    pub use crate::build::recipe::load as load_manifest;
     pub use crate::deb822::{parse as parse_deb822, parse_release_date};
     pub use crate::packages::dpkg::{
         changelog_entries, compare_versions, entries_between, installed as dpkg_status,

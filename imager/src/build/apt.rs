@@ -3,7 +3,7 @@
 //! changes nothing of this machine's apt state. Proxy and other settings in the host's
 //! `apt.conf.d` still apply.
 
-use super::manifest::{AptSource, Mirrors, Variant};
+use super::recipe::{AptSource, Mirrors, Variant};
 use crate::deb822;
 use crate::error::{Error, Result};
 use crate::fsx;

@@ -2,7 +2,7 @@
 //! with no network; overlays are copied in; hooks run inside with no network, their own
 //! PID/UTS/IPC/mount namespaces and a policy-rc.d that keeps services from starting.
 
-use super::manifest::{Hook, Manifest, Overlay};
+use super::recipe::{Hook, Overlay, Recipe};
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::safe_dir::Beneath;
@@ -89,7 +89,7 @@ fn run_logged(mut c: Command, what: &str, log: &Path, timeout: Option<Duration>)
 pub fn install(
     root: &Path,
     repo: &Path,
-    m: &Manifest,
+    m: &Recipe,
     names: &[String],
     epoch: i64,
     log: &Path,

@@ -1,7 +1,7 @@
 //! dpkg's database inside a root: what is installed (the status file) and which paths
 //! each package owns (`info/*.list`, with `info/*.md5sums` beside them).
 
-use super::manifest::StripMatcher;
+use super::recipe::StripMatcher;
 use crate::deb822;
 use crate::error::Result;
 use crate::fsx;

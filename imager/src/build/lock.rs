@@ -13,7 +13,7 @@
 //! path below that source's URI, size, sha256.
 
 use super::apt::{resolve_sources, PrivateApt, SourceLine};
-use super::manifest::Manifest;
+use super::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::fsx;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ pub fn lock_path(manifest: &Path) -> PathBuf {
 
 /// The digest of what decides the package set: a lock made from other inputs is stale.
 /// Hooks, strip rules, overlays and triggers do not enter it.
-pub fn inputs_digest(m: &Manifest) -> String {
+pub fn inputs_digest(m: &Recipe) -> String {
     let text = serde_json::json!({
         "source": m.source,
         "packages": m.packages.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -59,7 +59,7 @@ pub fn inputs_digest(m: &Manifest) -> String {
 
 /// Resolves the manifest's packages against its sources, using `work` (an empty
 /// directory) for apt's state.
-pub fn resolve(m: &Manifest, work: &Path) -> Result<Lock> {
+pub fn resolve(m: &Recipe, work: &Path) -> Result<Lock> {
     let file = m.files[0].display().to_string();
     let sources = resolve_sources(&m.source)?;
     let apt = PrivateApt::new(work, &sources, &m.source.architecture)?;

@@ -13,8 +13,8 @@ pub mod debs;
 pub mod dpkg;
 pub mod firstboot;
 pub mod lock;
-pub mod manifest;
 pub mod provenance;
+pub mod recipe;
 mod render;
 pub mod scrub;
 pub mod vary;
@@ -28,7 +28,7 @@ use crate::store::Store;
 use crate::tree::scan::Excludes;
 use crate::tree::{text, Hash};
 use lock::Lock;
-use manifest::Manifest;
+use recipe::Recipe;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -71,12 +71,12 @@ fn work_dir(parent: &Path, prefix: &str) -> Result<WorkDir> {
 
 /// `imager lock`: resolves the manifest's packages and writes `M.lock` beside it.
 pub fn lock(manifest_path: &Path) -> Result<(Lock, PathBuf)> {
-    let m = manifest::load(manifest_path)?;
+    let m = recipe::load(manifest_path)?;
     let path = lock::lock_path(&m.files[0]);
     Ok((write_lock(&m, &path)?, path))
 }
 
-fn write_lock(m: &Manifest, path: &Path) -> Result<Lock> {
+fn write_lock(m: &Recipe, path: &Path) -> Result<Lock> {
     let w = work_dir(&std::env::temp_dir(), "imager-lock")?;
     let l = lock::resolve(m, &w.path)?;
     let shown = m.files[0].file_name().unwrap_or_default().to_string_lossy();
@@ -124,7 +124,7 @@ impl Phases {
 
 /// `imager build`: see the module comment. Needs root (mmdebstrap's root mode, chroot).
 pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Result<Built> {
-    let m = manifest::load(&opts.manifest)?;
+    let m = recipe::load(&opts.manifest)?;
     if !rustix::process::geteuid().is_root() {
         return Err(Error::Build(
             "imager build needs root: it installs packages into a chroot with mmdebstrap".into(),
@@ -146,7 +146,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     build_with(store, &m, &lk, lock_updated, previous, opts, progress, ph)
 }
 
-fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)> {
+fn current_lock(m: &Recipe, path: &Path, update: bool) -> Result<(Lock, bool)> {
     let want = lock::inputs_digest(m);
     if path.is_file() {
         let l = Lock::read(path)?;
@@ -176,7 +176,7 @@ fn current_lock(m: &Manifest, path: &Path, update: bool) -> Result<(Lock, bool)>
 #[allow(clippy::too_many_arguments)]
 fn build_with(
     store: &Store,
-    m: &Manifest,
+    m: &Recipe,
     lk: &Lock,
     lock_updated: bool,
     previous: Option<Hash>,
@@ -224,7 +224,7 @@ type StoredFiles = Vec<(String, Vec<u8>)>;
 /// One build, once its packages are downloaded.
 struct Run<'a> {
     store: &'a Store,
-    m: &'a Manifest,
+    m: &'a Recipe,
     lk: &'a Lock,
     lock_updated: bool,
     previous: Option<Hash>,
@@ -435,7 +435,7 @@ fn check_installed(root: &Path, lk: &Lock, manifest: &Path) -> Result<()> {
 
 /// Copies the overlay sources into the store as an (unnamed) image of their own, so a
 /// rebuild has them even when the repository has moved on.
-fn store_overlays(store: &Store, m: &Manifest, work: &Path) -> Result<Option<Hash>> {
+fn store_overlays(store: &Store, m: &Recipe, work: &Path) -> Result<Option<Hash>> {
     if m.overlays.is_empty() {
         return Ok(None);
     }

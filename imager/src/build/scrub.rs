@@ -6,7 +6,7 @@
 
 use super::dpkg;
 use super::lock::Lock;
-use super::manifest::{Manifest, StripMatcher};
+use super::recipe::{Recipe, StripMatcher};
 use crate::contract;
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -43,7 +43,7 @@ pub struct Scrubbed {
     pub strip_generated_removed: usize,
 }
 
-pub fn scrub(root: &Path, m: &Manifest, lock: &Lock) -> Result<Scrubbed> {
+pub fn scrub(root: &Path, m: &Recipe, lock: &Lock) -> Result<Scrubbed> {
     let mut s = Scrubbed::default();
     // Empty, not absent: systemd treats an empty machine-id as the first boot.
     let mid = root.join("etc/machine-id");

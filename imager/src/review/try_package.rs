@@ -9,7 +9,7 @@
 
 use super::{diff, Filter, Report};
 use crate::build::chroot::run_hooks;
-use crate::build::manifest::Hook;
+use crate::build::recipe::Hook;
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;
 use crate::store::{Access, Store};

@@ -18,7 +18,7 @@ fn nearest<'c, T>(chain: &'c [Link], get: impl Fn(&'c File) -> Option<T>) -> Opt
     chain.iter().find_map(|(_, _, f)| get(f))
 }
 
-pub(super) fn merge(chain: Vec<Link>) -> Result<Manifest> {
+pub(super) fn merge(chain: Vec<Link>) -> Result<Recipe> {
     let files: Vec<PathBuf> = chain.iter().map(|(p, _, _)| p.clone()).collect();
     let first = &chain[0].0;
     let name = nearest(&chain, |f| f.name.clone()).ok_or_else(|| Error::Manifest {
@@ -78,7 +78,7 @@ pub(super) fn merge(chain: Vec<Link>) -> Result<Manifest> {
             Some(o.get_ref().clone())
         }
     };
-    Ok(Manifest {
+    Ok(Recipe {
         name,
         description: nearest(&chain, |f| f.description.clone()),
         epoch: nearest(&chain, |f| f.epoch),

@@ -1,7 +1,9 @@
-//! The build manifest: the TOML file an image engineer writes (suite, packages, strip
-//! rules, overlays, hooks, triggers, local state), and how a manifest that `extends`
-//! another is merged with it. Every error names the file, and the line and key where
-//! the TOML parser or a later check can tell.
+//! The build recipe: the TOML file an image engineer writes (suite, packages, strip
+//! rules, overlays, hooks, triggers, local state; users and the CLI call it the build
+//! manifest, `manifests/*.toml`), and how one that `extends` another is merged with it.
+//! In the code it is a [`Recipe`], so that "manifest" means only an image's listing
+//! (`crate::tree::text`). Every error names the file, and the line and key where the
+//! TOML parser or a later check can tell.
 
 use crate::contract::{self, DEFAULT_LOCAL_STATE};
 use crate::error::{Error, Result};
@@ -323,10 +325,10 @@ fn default_hook_timeout() -> u64 {
     600
 }
 
-/// A manifest with its `extends` chain merged: lists add up (parent first), scalars are
-/// the nearest file's.
+/// A build manifest with its `extends` chain merged: lists add up (parent first),
+/// scalars are the nearest file's.
 #[derive(Debug, Clone)]
-pub struct Manifest {
+pub struct Recipe {
     pub name: String,
     pub description: Option<String>,
     /// Files read, the one given first, then its parent, and so on.
@@ -349,7 +351,7 @@ pub struct Manifest {
 }
 
 /// Reads `path` and every manifest it extends.
-pub fn load(path: &Path) -> Result<Manifest> {
+pub fn load(path: &Path) -> Result<Recipe> {
     let mut chain: Vec<Link> = Vec::new();
     let mut next = Some(path.to_path_buf());
     while let Some(p) = next.take() {
@@ -388,9 +390,9 @@ pub fn load(path: &Path) -> Result<Manifest> {
     merge(chain)
 }
 
-impl Manifest {
+impl Recipe {
     /// Every setting as text, leaving out where files are (the manifest files, overlay
-    /// sources): what [`Manifest::flattened`] must read back to (its test, the fuzz target).
+    /// sources): what [`Recipe::flattened`] must read back to (its test, the fuzz target).
     pub fn settings_text(&self) -> String {
         let o: Vec<_> = self
             .overlays
