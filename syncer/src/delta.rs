@@ -459,6 +459,62 @@ pub struct VerifyReport {
     pub other: Vec<PathBuf>,
 }
 
+/// What [`verify`] makes of one file of a cache directory, so the files can be checked
+/// in parallel and the report then built in their order.
+enum Found {
+    Good,
+    Unchecked,
+    Bad(String),
+    Other,
+    Temp,
+}
+
+/// The base an entry was made against, from `store` (an object or an image's text), so
+/// the entry can be decoded; `None` when the store does not have it.
+fn entry_base(store: Option<&Store>, h: &Hash) -> Option<Vec<u8>> {
+    let s = store?;
+    if s.has_object(h) {
+        s.read_object(h).ok()
+    } else if s.has_image(h) {
+        s.image_text(h).ok().map(String::into_bytes)
+    } else {
+        None
+    }
+}
+
+/// Checks one file of a cache directory for [`verify`]: its name, its checksum, and
+/// (when its base is in `store`) that it decodes to the content its name says.
+fn check_entry(f: &Path, store: Option<&Store>) -> Found {
+    let name = f
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let Some((what, old, new)) = parse_entry_name(&name) else {
+        let temp = name.starts_with('.') && name.contains(".zst.tmp");
+        return if temp { Found::Temp } else { Found::Other };
+    };
+    let data = match imager::fsx::read(f).map_err(imager::Error::into_io) {
+        Ok(d) => d,
+        Err(e) => return Found::Bad(format!("cannot read it: {e}")),
+    };
+    let payload = match entry_payload(&data) {
+        Ok(p) => p,
+        Err(why) => return Found::Bad(why),
+    };
+    let b = match old {
+        Some(o) => match entry_base(store, &o) {
+            Some(b) => Some(b),
+            None => return Found::Unchecked,
+        },
+        None => None,
+    };
+    match check_decodes(what, b.as_deref(), payload, &new) {
+        Ok(()) if what == What::Pack => Found::Unchecked,
+        Ok(()) => Found::Good,
+        Err(why) => Found::Bad(why),
+    }
+}
+
 /// Checks every entry of the cache directory `dir`: its checksum, then (with its base
 /// from `store`) that it decodes to the content its name says. With `repair`, removes the
 /// bad entries and leftover temporary files (a push recomputes what it needs).
@@ -468,54 +524,11 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
         files.push(e.path());
     }
     files.sort();
-    let base = |h: &Hash| -> Option<Vec<u8>> {
-        let s = store?;
-        if s.has_object(h) {
-            s.read_object(h).ok()
-        } else if s.has_image(h) {
-            s.image_text(h).ok().map(String::into_bytes)
-        } else {
-            None
-        }
-    };
-    enum Found {
-        Good,
-        Unchecked,
-        Bad(String),
-        Other,
-        Temp,
-    }
     let found: Vec<(PathBuf, Found)> = files
         .into_par_iter()
         .map(|f| {
-            let name = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let Some((what, old, new)) = parse_entry_name(&name) else {
-                let temp = name.starts_with('.') && name.contains(".zst.tmp");
-                return (f, if temp { Found::Temp } else { Found::Other });
-            };
-            let data = match imager::fsx::read(&f).map_err(imager::Error::into_io) {
-                Ok(d) => d,
-                Err(e) => return (f, Found::Bad(format!("cannot read it: {e}"))),
-            };
-            let payload = match entry_payload(&data) {
-                Ok(p) => p,
-                Err(why) => return (f, Found::Bad(why)),
-            };
-            let b = match old {
-                Some(o) => match base(&o) {
-                    Some(b) => Some(b),
-                    None => return (f, Found::Unchecked),
-                },
-                None => None,
-            };
-            match check_decodes(what, b.as_deref(), payload, &new) {
-                Ok(()) if what == What::Pack => (f, Found::Unchecked),
-                Ok(()) => (f, Found::Good),
-                Err(why) => (f, Found::Bad(why)),
-            }
+            let found = check_entry(&f, store);
+            (f, found)
         })
         .collect();
     let mut r = VerifyReport {

@@ -3,7 +3,7 @@
 //! command only chooses between the two forms and a test can read what a user sees.
 
 use crate::delta::VerifyReport;
-use crate::protocol::{Kept, KeptWhy, StaleUnit, Unmanaged};
+use crate::protocol::{Kept, KeptWhy, StaleUnit, TriggerRun, Unmanaged};
 use crate::push::{HostReport, HostStatus};
 use crate::rollout::state::{HostResult, RolloutState, Verdict};
 use imager::tree::escape::escape;
@@ -96,7 +96,19 @@ pub fn push_report(r: &HostReport) -> String {
         secs(p.triggers),
         secs(p.total)
     );
-    for t in &r.triggers {
+    out.push_str(&trigger_runs(&r.triggers));
+    out.push_str(&stale(&r.stale));
+    if r.dry_run {
+        out.push_str(&itemized(&r.paths, &r.unmanaged, "  "));
+    }
+    out
+}
+
+/// The triggers a push ran, each with how it ended and its output, so a user sees why a
+/// service did or did not restart.
+fn trigger_runs(runs: &[TriggerRun]) -> String {
+    let mut out = String::new();
+    for t in runs {
         if let Some(why) = &t.skipped {
             line!(out, "  trigger {}: skipped: {why}", t.name);
             continue;
@@ -113,10 +125,6 @@ pub fn push_report(r: &HostReport) -> String {
         for l in t.output.lines() {
             line!(out, "    | {l}");
         }
-    }
-    out.push_str(&stale(&r.stale));
-    if r.dry_run {
-        out.push_str(&itemized(&r.paths, &r.unmanaged, "  "));
     }
     out
 }

@@ -329,6 +329,13 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
 }
 
 fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
+    let s = spawn_agent(spec, opts)?;
+    handshake(s, opts)
+}
+
+/// Starts the agent for `spec` with its pipes wired into a session, so [`handshake`]
+/// has a connection to greet it over (the welcome is a placeholder until then).
+fn spawn_agent(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     let mut cmd = agent_command(spec, opts)?;
     // Its own process group: Ctrl-C on the controller's terminal reaches the controller
     // (which stops starting hosts) but not the agents, which finish their host.
@@ -359,7 +366,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     if let Some(r) = opts.rate_per_host {
         buckets.push(Bucket::new(r));
     }
-    let mut s = Session {
+    let s = Session {
         conn: Conn::new(
             stdout,
             std::io::BufWriter::with_capacity(1 << 16, Limited::new(stdin, buckets)),
@@ -380,6 +387,12 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
         installed: false,
         closed: false,
     };
+    Ok(s)
+}
+
+/// Exchanges Hello and Welcome with a just started agent, so a session is only handed
+/// out once the agent is known to answer and to speak this protocol version.
+fn handshake(mut s: Session, opts: &TransportOptions) -> Result<Session> {
     // The wait for the greeting is bounded by a watchdog that kills the agent's process
     // group (ssh and what it runs, or a local agent) when the time is up: the pipe then
     // ends, and the blocked read with it. It is joined before the child can be reaped
@@ -427,7 +440,7 @@ fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     }
 }
 
-/// Kills a process group unless stopped in time (see [`start`]).
+/// Kills a process group unless stopped in time (see [`handshake`]).
 struct Watchdog {
     stop: std::sync::mpsc::Sender<()>,
     thread: JoinHandle<bool>,

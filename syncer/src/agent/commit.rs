@@ -431,18 +431,7 @@ fn apply_op(b: &Beneath, staging: &OwnedFd, image: &Tree, op: &Op) -> Result<()>
     };
     let staging_shown = b.display(STAGING);
     match op {
-        Op::Mkdir(p) => {
-            let (parent, name) = b.parent(p)?;
-            match rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o700)) {
-                Ok(()) => {}
-                Err(Errno::EXIST) if stat_at(&parent, name).is_some_and(|s| is_dir(&s)) => {}
-                Err(e) => {
-                    return Err(e)
-                        .ctx("create directory", b.display(p))
-                        .map_err(Into::into)
-                }
-            }
-        }
+        Op::Mkdir(p) => mkdir(b, p)?,
         Op::Swap {
             staged,
             path,
@@ -483,30 +472,51 @@ fn apply_op(b: &Beneath, staging: &OwnedFd, image: &Tree, op: &Op) -> Result<()>
         }
         Op::Link { target, path } => link(b, staging, target, path)?,
         Op::Meta(p) => fsops::set_meta(b, entry(p)?)?,
-        Op::Delete(p) => {
-            // A parent that is gone or no longer a directory: done (replay after a
-            // swap, or what a swap carried away).
-            let (parent, name) = match b.parent(p) {
-                Ok(x) => x,
-                Err(e) if fsops::is_gone(&e) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            let Some(st) = stat_at(&parent, name) else {
-                return Ok(());
-            };
-            let flags = if is_dir(&st) {
-                AtFlags::REMOVEDIR
-            } else {
-                AtFlags::empty()
-            };
-            match rustix::fs::unlinkat(&parent, name, flags) {
-                // A directory that still holds local state (or a mount) stays.
-                Ok(()) | Err(Errno::NOENT) | Err(Errno::NOTEMPTY) | Err(Errno::BUSY) => {}
-                Err(e) => return Err(e).ctx("remove", b.display(p)).map_err(Into::into),
-            }
-        }
+        Op::Delete(p) => delete(b, p)?,
         Op::Trash(s) => remove_tree_at(staging, s.as_bytes(), &staging_shown.join(s))?,
         Op::DirMeta(p) => fsops::set_meta(b, entry(p)?)?,
+    }
+    Ok(())
+}
+
+/// The `mkdir` operation, as replay needs it: a directory already there (from a first
+/// try) counts as made.
+fn mkdir(b: &Beneath, p: &[u8]) -> Result<()> {
+    let (parent, name) = b.parent(p)?;
+    match rustix::fs::mkdirat(&parent, name, rustix::fs::Mode::from_raw_mode(0o700)) {
+        Ok(()) => {}
+        Err(Errno::EXIST) if stat_at(&parent, name).is_some_and(|s| is_dir(&s)) => {}
+        Err(e) => {
+            return Err(e)
+                .ctx("create directory", b.display(p))
+                .map_err(Into::into)
+        }
+    }
+    Ok(())
+}
+
+/// The `delete` operation, as replay needs it: what is already gone counts as deleted,
+/// and a directory that still holds something stays.
+fn delete(b: &Beneath, p: &[u8]) -> Result<()> {
+    // A parent that is gone or no longer a directory: done (replay after a
+    // swap, or what a swap carried away).
+    let (parent, name) = match b.parent(p) {
+        Ok(x) => x,
+        Err(e) if fsops::is_gone(&e) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(st) = stat_at(&parent, name) else {
+        return Ok(());
+    };
+    let flags = if is_dir(&st) {
+        AtFlags::REMOVEDIR
+    } else {
+        AtFlags::empty()
+    };
+    match rustix::fs::unlinkat(&parent, name, flags) {
+        // A directory that still holds local state (or a mount) stays.
+        Ok(()) | Err(Errno::NOENT) | Err(Errno::NOTEMPTY) | Err(Errno::BUSY) => {}
+        Err(e) => return Err(e).ctx("remove", b.display(p)).map_err(Into::into),
     }
     Ok(())
 }

@@ -244,15 +244,7 @@ impl Fetcher {
             };
             self.answered[m] = true;
             pace.answered(Instant::now());
-            match resp
-                .headers()
-                .get("x-cache-status")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some("HIT") => self.stats[m].cache_hits += 1,
-                Some(_) => self.stats[m].cache_misses += 1,
-                None => {}
-            }
+            count_cache_status(&mut self.stats[m], &resp);
             match resp.status().as_u16() {
                 404 | 410 => return Err(Miss::NotFound),
                 200 => got.clear(),
@@ -281,21 +273,43 @@ impl Fetcher {
                 Err(Cut::Io(e)) => return Err(Miss::Failed(e)),
             }
         }
-        if got.len() as u64 != len {
-            return Err(Miss::Corrupt(format!(
-                "{} bytes, not the {len} published",
-                got.len()
-            )));
-        }
-        let h = Hash::of(&got);
-        if h != blob.hash {
-            return Err(Miss::Corrupt(format!(
-                "its bytes hash to {h}, not to {}",
-                blob.hash
-            )));
-        }
+        check_blob(&got, blob)?;
         Ok(got)
     }
+}
+
+/// Counts a mirror's answer as a cache hit or miss when it says (nginx's
+/// `X-Cache-Status`), so the report shows how well a caching mirror serves.
+fn count_cache_status(stats: &mut MirrorStats, resp: &ureq::http::Response<ureq::Body>) {
+    match resp
+        .headers()
+        .get("x-cache-status")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("HIT") => stats.cache_hits += 1,
+        Some(_) => stats.cache_misses += 1,
+        None => {}
+    }
+}
+
+/// Checks that a fetched blob is the one published, by its length and then its hash, so
+/// a mirror's wrong bytes are never used.
+fn check_blob(got: &[u8], blob: &Blob) -> std::result::Result<(), Miss> {
+    let len = blob.len;
+    if got.len() as u64 != len {
+        return Err(Miss::Corrupt(format!(
+            "{} bytes, not the {len} published",
+            got.len()
+        )));
+    }
+    let h = Hash::of(got);
+    if h != blob.hash {
+        return Err(Miss::Corrupt(format!(
+            "its bytes hash to {h}, not to {}",
+            blob.hash
+        )));
+    }
+    Ok(())
 }
 
 /// How a body read stopped short.

@@ -191,35 +191,8 @@ pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
 fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
     let bad = |m: String| Error::Inventory(format!("{what}: {m}"));
     let pick = |a: &Option<String>, b: &Option<String>| b.clone().or_else(|| a.clone());
-    let pause = match pick(&global.pause, &colo.pause).as_deref() {
-        None | Some("confirm") => Pause::Confirm,
-        Some("none") => Pause::None,
-        Some(s) => Pause::Seconds(
-            s.parse()
-                .map_err(|_| bad(format!("pause {s:?}: use none, confirm or seconds")))?,
-        ),
-    };
-    let ionice = match pick(&global.ionice, &colo.ionice).as_deref() {
-        None => None,
-        Some("idle") => Some(IoNice::Idle),
-        Some(s) => {
-            let (class, level) = s.split_once(':').ok_or_else(|| {
-                bad(format!(
-                    "ionice {s:?}: use idle, best-effort:N or realtime:N"
-                ))
-            })?;
-            let level: u8 = level
-                .parse()
-                .ok()
-                .filter(|l| *l <= 7)
-                .ok_or_else(|| bad(format!("ionice level {level:?}: 0 to 7")))?;
-            match class {
-                "best-effort" => Some(IoNice::BestEffort(level)),
-                "realtime" => Some(IoNice::Realtime(level)),
-                _ => return Err(bad(format!("ionice class {class:?}"))),
-            }
-        }
-    };
+    let pause = parse_pause(pick(&global.pause, &colo.pause).as_deref()).map_err(bad)?;
+    let ionice = parse_ionice(pick(&global.ionice, &colo.ionice).as_deref()).map_err(bad)?;
     let rate = |v: Option<String>| -> Result<Option<u64>> {
         v.map(|s| parse_rate(&s).map_err(bad)).transpose()
     };
@@ -259,17 +232,61 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
             .clone()
             .or_else(|| global.require_signed.clone()),
     };
+    check(&p).map_err(bad)?;
+    Ok(p)
+}
+
+/// The `pause` setting: how a rollout waits between waves (an operator's confirmation
+/// unless set).
+fn parse_pause(s: Option<&str>) -> std::result::Result<Pause, String> {
+    Ok(match s {
+        None | Some("confirm") => Pause::Confirm,
+        Some("none") => Pause::None,
+        Some(s) => Pause::Seconds(
+            s.parse()
+                .map_err(|_| format!("pause {s:?}: use none, confirm or seconds"))?,
+        ),
+    })
+}
+
+/// The `ionice` setting (`idle`, `best-effort:N`, `realtime:N`), so a push's disk work
+/// can yield to a host's own.
+fn parse_ionice(s: Option<&str>) -> std::result::Result<Option<IoNice>, String> {
+    Ok(match s {
+        None => None,
+        Some("idle") => Some(IoNice::Idle),
+        Some(s) => {
+            let (class, level) = s
+                .split_once(':')
+                .ok_or_else(|| format!("ionice {s:?}: use idle, best-effort:N or realtime:N"))?;
+            let level: u8 = level
+                .parse()
+                .ok()
+                .filter(|l| *l <= 7)
+                .ok_or_else(|| format!("ionice level {level:?}: 0 to 7"))?;
+            match class {
+                "best-effort" => Some(IoNice::BestEffort(level)),
+                "realtime" => Some(IoNice::Realtime(level)),
+                _ => return Err(format!("ionice class {class:?}")),
+            }
+        }
+    })
+}
+
+/// Checks a merged policy's settings against each other and their ranges, so a bad
+/// inventory fails when it is loaded rather than in the middle of a rollout.
+fn check(p: &Policy) -> std::result::Result<(), String> {
     if p.parallel == 0 {
-        return Err(bad("parallel must be at least 1".into()));
+        return Err("parallel must be at least 1".into());
     }
     if p.waves.is_empty() {
-        return Err(bad("waves is empty".into()));
+        return Err("waves is empty".into());
     }
     // (Errors of a size name the setting and where it is.)
-    let size = |field: &str, s: &Size| s.of(100).map_err(|e| bad(format!("{field}: {e}")));
+    let size = |field: &str, s: &Size| s.of(100).map_err(|e| format!("{field}: {e}"));
     for w in &p.waves {
         if size("waves", w)? == 0 {
-            return Err(bad(format!("a wave of {w:?} has no hosts")));
+            return Err(format!("a wave of {w:?} has no hosts"));
         }
     }
     size("failure_budget", &p.failure_budget)?;
@@ -277,14 +294,14 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
         .as_ref()
         .is_some_and(|h| h.command.trim().is_empty())
     {
-        return Err(bad("the health command is empty".into()));
+        return Err("the health command is empty".into());
     }
     if let Some(n) = p.nice {
         if !(-20..=19).contains(&n) {
-            return Err(bad(format!("nice {n}: -20 to 19")));
+            return Err(format!("nice {n}: -20 to 19"));
         }
     }
-    Ok(p)
+    Ok(())
 }
 
 impl Inventory {

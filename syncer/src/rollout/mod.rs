@@ -248,34 +248,16 @@ pub fn run(
             continue;
         }
         if !first && !run.go_on_to(colo) {
-            let mut s = lock(&run.st);
-            s.stopped = Some(format!("not confirmed: colo {}", colo.name));
-            run.save(&s)?;
+            run.stop(format!("not confirmed: colo {}", colo.name))?;
             break 'colos;
         }
         first = false;
         let total = colo.policy.bandwidth_total.map(Bucket::new);
         let mut popts = push_options(colo, opts, total);
         popts.require_signed = signing.remove(&colo.name).flatten();
-        let canary = colo.policy.canary.min(colo.hosts.len());
-        for (wi, wave) in waves.iter().enumerate() {
-            let is_canary = wi == 0 && canary > 0;
-            let name = if is_canary {
-                "canary".to_string()
-            } else {
-                format!("wave {}", if canary > 0 { wi } else { wi + 1 })
-            };
-            let budget = if is_canary {
-                0
-            } else {
-                colo.policy.failure_budget.of(wave.len())?
-            };
-            if let Some(why) = run.wave(colo, &name, wave, budget, &popts) {
-                let mut s = lock(&run.st);
-                s.stopped = Some(why);
-                run.save(&s)?;
-                break 'colos;
-            }
+        if let Some(why) = run.colo_waves(colo, &waves, &popts)? {
+            run.stop(why)?;
+            break 'colos;
         }
     }
     warn_dropped(&run.cache, obs);
@@ -304,6 +286,42 @@ impl Run<'_> {
 
     fn save(&self, s: &RolloutState) -> Result<()> {
         s.save(&self.opts.state_file)
+    }
+
+    /// Records why the rollout stops and saves it, so a resumed rollout and its report
+    /// say where and why it ended.
+    fn stop(&self, why: String) -> Result<()> {
+        let mut s = lock(&self.st);
+        s.stopped = Some(why);
+        self.save(&s)
+    }
+
+    /// Runs a colo's waves in order, the canary first, so the rollout can stop at the
+    /// first wave that fails: returns why it stopped there.
+    fn colo_waves(
+        &self,
+        colo: &Colo,
+        waves: &[Vec<HostSpec>],
+        popts: &PushOptions,
+    ) -> Result<Option<String>> {
+        let canary = colo.policy.canary.min(colo.hosts.len());
+        for (wi, wave) in waves.iter().enumerate() {
+            let is_canary = wi == 0 && canary > 0;
+            let name = if is_canary {
+                "canary".to_string()
+            } else {
+                format!("wave {}", if canary > 0 { wi } else { wi + 1 })
+            };
+            let budget = if is_canary {
+                0
+            } else {
+                colo.policy.failure_budget.of(wave.len())?
+            };
+            if let Some(why) = self.wave(colo, &name, wave, budget, popts) {
+                return Ok(Some(why));
+            }
+        }
+        Ok(None)
     }
 
     /// Waits or asks as the colo's policy says before it starts; false: not confirmed.
