@@ -90,47 +90,12 @@ pub fn push_host(
     r.image_before = session.welcome.image.map(|h| h.to_hex());
     r.previous_before = session.welcome.previous.map(|h| h.to_hex());
     let outcome = run_push(session, store, image, cache, opts, &clock, &mut r);
-    let failed_triggers: Vec<String> = r
-        .triggers
-        .iter()
-        .filter(|t| t.failed())
-        .map(|t| {
-            if t.timed_out {
-                format!("trigger {} timed out", t.name)
-            } else {
-                match t.status {
-                    Some(c) => format!("trigger {} failed (exit {c})", t.name),
-                    None => format!("trigger {} was killed", t.name),
-                }
-            }
-        })
-        .collect();
+    let failed_triggers = trigger_failures(&r);
     r.triggers_failed = failed_triggers.len() as u64;
     let errored = outcome.is_err();
     match outcome {
         Ok(()) => {
-            let mut failed = failed_triggers;
-            if let Some(last) = r.health.last().filter(|h| h.status != Some(0)) {
-                failed.push(format!(
-                    "health check failed after {} attempt(s) ({}): {}",
-                    r.health.len(),
-                    if last.timed_out {
-                        "timed out".to_string()
-                    } else {
-                        match last.status {
-                            Some(c) => format!("exit {c}"),
-                            None => "killed".to_string(),
-                        }
-                    },
-                    last.output.trim()
-                ));
-            }
-            if opts.require_restarted && !r.stale.is_empty() {
-                failed.push(format!(
-                    "processes still run replaced files (require_restarted): {}",
-                    stale_units(&r.stale)
-                ));
-            }
+            let failed = failures_after_commit(&r, opts, failed_triggers);
             r.ok = failed.is_empty();
             if !r.ok {
                 r.error = Some(failed.join("; "));
@@ -147,6 +112,56 @@ pub fn push_host(
     r.phases.add_clock(&clock, started);
     clock.finish(if r.ok { Phase::Done } else { Phase::Failed });
     r
+}
+
+/// The triggers that failed, a phrase each.
+fn trigger_failures(r: &HostReport) -> Vec<String> {
+    r.triggers
+        .iter()
+        .filter(|t| t.failed())
+        .map(|t| {
+            if t.timed_out {
+                format!("trigger {} timed out", t.name)
+            } else {
+                match t.status {
+                    Some(c) => format!("trigger {} failed (exit {c})", t.name),
+                    None => format!("trigger {} was killed", t.name),
+                }
+            }
+        })
+        .collect()
+}
+
+/// What makes a committed host a failure, a phrase each: its failed triggers, a failed
+/// health check, and (when the policy requires restarts) processes still running
+/// replaced files.
+fn failures_after_commit(
+    r: &HostReport,
+    opts: &PushOptions,
+    mut failed: Vec<String>,
+) -> Vec<String> {
+    if let Some(last) = r.health.last().filter(|h| h.status != Some(0)) {
+        failed.push(format!(
+            "health check failed after {} attempt(s) ({}): {}",
+            r.health.len(),
+            if last.timed_out {
+                "timed out".to_string()
+            } else {
+                match last.status {
+                    Some(c) => format!("exit {c}"),
+                    None => "killed".to_string(),
+                }
+            },
+            last.output.trim()
+        ));
+    }
+    if opts.require_restarted && !r.stale.is_empty() {
+        failed.push(format!(
+            "processes still run replaced files (require_restarted): {}",
+            stale_units(&r.stale)
+        ));
+    }
+    failed
 }
 
 fn run_push(
@@ -189,6 +204,9 @@ fn unexpected(expected: &str, m: &Msg) -> Error {
     Error::Protocol(format!("expected {expected}, got {}", m.name()))
 }
 
+/// The session, in the protocol's order: the target and the host's differences, the
+/// plan, then (unless a dry run) the content, the commit, the triggers and the health
+/// checks, each timed as its phase.
 fn push_steps(
     s: &mut Session,
     store: &Store,
@@ -199,52 +217,7 @@ fn push_steps(
     r: &mut HostReport,
 ) -> Result<()> {
     let scanning = clock.start(Phase::Scanning);
-    // A host that records no image is asked what its tree is first: one that was
-    // installed from (or is a copy of) an image of the store gets a manifest delta.
-    let manifest = match s.welcome.image {
-        None => ManifestData::Ask,
-        known => image.manifest_for(store, cache, known)?,
-    };
-    let asked = manifest == ManifestData::Ask;
-    s.conn.send(&Msg::Target(Target {
-        image: image.id,
-        manifest,
-        local_state: image.local_state_file.clone(),
-        triggers: image.triggers.clone(),
-        verify: opts.verify,
-        dry_run: opts.dry_run,
-        previous: opts.restore_previous,
-        signatures: image.signatures.clone(),
-        owned: image.owned_file.clone(),
-        install_triggers: opts.install_triggers,
-    }))?;
-    if asked {
-        match s.reply()? {
-            Msg::Identity(i) => {
-                let manifest = image.manifest_for_identity(store, cache, &i)?;
-                r.recognized = matches!(manifest, ManifestData::Delta { .. });
-                s.conn
-                    .send(&Msg::Manifest(crate::protocol::Manifest { manifest }))?;
-            }
-            m => return Err(unexpected("Identity", &m)),
-        }
-    }
-    let (changes, have) = match s.reply()? {
-        Msg::Differences(Differences {
-            changes,
-            have,
-            scan,
-            kept,
-            unmanaged,
-            ..
-        }) => {
-            r.scan = scan;
-            r.kept = kept;
-            r.unmanaged = unmanaged;
-            (changes, have)
-        }
-        m => return Err(unexpected("Differences", &m)),
-    };
+    let (changes, have) = differences(s, store, image, cache, opts, r)?;
     drop(scanning);
     let too_many = opts.max_delete.check(&changes, r.scan.entries);
     if let (Err(why), false) = (&too_many, opts.dry_run) {
@@ -291,18 +264,7 @@ fn push_steps(
     r.content.controller_bytes = r.sent.bytes();
     r.commit_sent = true;
     drop(staging);
-    let _committing = clock.start(Phase::Committing);
-    match s.reply()? {
-        Msg::Committed(c) => {
-            // The agent's part of staging: what it did after the last byte arrived.
-            // The agent's figures: a time is never negative, whatever it sends.
-            r.phases.stage = c.stage_seconds.max(0.0);
-            r.phases.commit = c.commit_seconds.max(0.0);
-            r.commit_ops = c.ops;
-            r.committed = true;
-        }
-        m => return Err(unexpected("Committed", &m)),
-    }
+    committed(s, clock, r)?;
     r.image_after = Some(image.id.to_hex());
     let triggers = clock.start(Phase::Triggers);
     loop {
@@ -319,6 +281,83 @@ fn push_steps(
         health_checks(s, h, r)?;
     }
     Ok(())
+}
+
+/// Contents the host holds already, each at a path (`Differences::have`).
+type Have = Vec<(imager::Hash, Vec<u8>)>;
+
+/// Sends the target and returns how the host differs from it (the changes, and the
+/// contents it holds at other paths); a host that records no image says what its tree
+/// is first, so that one installed from an image of the store gets a manifest delta.
+fn differences(
+    s: &mut Session,
+    store: &Store,
+    image: &Image,
+    cache: &Cache,
+    opts: &PushOptions,
+    r: &mut HostReport,
+) -> Result<(Vec<crate::protocol::Change>, Have)> {
+    let manifest = match s.welcome.image {
+        None => ManifestData::Ask,
+        known => image.manifest_for(store, cache, known)?,
+    };
+    let asked = manifest == ManifestData::Ask;
+    s.conn.send(&Msg::Target(Target {
+        image: image.id,
+        manifest,
+        local_state: image.local_state_file.clone(),
+        triggers: image.triggers.clone(),
+        verify: opts.verify,
+        dry_run: opts.dry_run,
+        previous: opts.restore_previous,
+        signatures: image.signatures.clone(),
+        owned: image.owned_file.clone(),
+        install_triggers: opts.install_triggers,
+    }))?;
+    if asked {
+        match s.reply()? {
+            Msg::Identity(i) => {
+                let manifest = image.manifest_for_identity(store, cache, &i)?;
+                r.recognized = matches!(manifest, ManifestData::Delta { .. });
+                s.conn
+                    .send(&Msg::Manifest(crate::protocol::Manifest { manifest }))?;
+            }
+            m => return Err(unexpected("Identity", &m)),
+        }
+    }
+    match s.reply()? {
+        Msg::Differences(Differences {
+            changes,
+            have,
+            scan,
+            kept,
+            unmanaged,
+            ..
+        }) => {
+            r.scan = scan;
+            r.kept = kept;
+            r.unmanaged = unmanaged;
+            Ok((changes, have))
+        }
+        m => Err(unexpected("Differences", &m)),
+    }
+}
+
+/// Waits for the agent's `Committed`, timed as the commit phase.
+fn committed(s: &mut Session, clock: &Clock, r: &mut HostReport) -> Result<()> {
+    let _committing = clock.start(Phase::Committing);
+    match s.reply()? {
+        Msg::Committed(c) => {
+            // The agent's part of staging: what it did after the last byte arrived.
+            // The agent's figures: a time is never negative, whatever it sends.
+            r.phases.stage = c.stage_seconds.max(0.0);
+            r.phases.commit = c.commit_seconds.max(0.0);
+            r.commit_ops = c.ops;
+            r.committed = true;
+            Ok(())
+        }
+        m => Err(unexpected("Committed", &m)),
+    }
 }
 
 /// The units of a stale-process listing, for a message: "nginx.service, cron.service".
