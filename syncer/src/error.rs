@@ -22,6 +22,13 @@ pub enum Error {
     #[error("connection: {0}")]
     Connection(String),
 
+    /// The session ended and the agent's process (or ssh) exited: `text` says what was
+    /// going on, its status and its stderr; `code` is its exit code (255: ssh itself
+    /// failed; 126/127: the remote shell could not run the agent), for callers to act on
+    /// without reading the text.
+    #[error("connection: {text}")]
+    AgentExited { text: String, code: Option<i32> },
+
     /// The agent reported a failure.
     #[error("{0}")]
     Agent(String),

@@ -277,7 +277,7 @@ fn agent_command(spec: &HostSpec, opts: &TransportOptions) -> Result<Command> {
 /// An error's text without the variant's own prefix, for wrapping it in another.
 fn message(e: &Error) -> String {
     match e {
-        Error::Connection(m) => m.clone(),
+        Error::Connection(m) | Error::AgentExited { text: m, .. } => m.clone(),
         other => other.to_string(),
     }
 }
@@ -297,9 +297,11 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
         }
         // ssh itself failed (its own exit status 255: unreachable, refused, denied):
         // installing would fail the same way and repeat the cause.
-        Err(Error::Connection(m)) if ssh && m.contains("(agent exit status: 255)") => {
-            Err(Error::Connection(m))
-        }
+        Err(
+            e @ Error::AgentExited {
+                code: Some(255), ..
+            },
+        ) if ssh => Err(e),
         Err(e) if ssh && opts.install_agent => {
             install(spec, opts).map_err(|i| {
                 Error::Connection(format!(
@@ -314,16 +316,16 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
         }
         // The remote shell's "not found" (127) or "cannot execute" (126): say how to fix
         // it. Other failures (ssh's own 255, a missing ssh) are not about the agent.
-        Err(Error::Connection(m))
-            if ssh
-                && (m.contains("(agent exit status: 127)")
-                    || m.contains("(agent exit status: 126)")) =>
-        {
-            Err(Error::Connection(format!(
-                "{m} (is the agent installed at {}? --install-agent copies it there)",
+        Err(Error::AgentExited {
+            text,
+            code: code @ Some(126 | 127),
+        }) if ssh => Err(Error::AgentExited {
+            text: format!(
+                "{text} (is the agent installed at {}? --install-agent copies it there)",
                 opts.agent
-            )))
-        }
+            ),
+            code,
+        }),
         Err(e) => Err(e),
     }
 }
@@ -491,7 +493,7 @@ impl Session {
                 return Error::from_agent(m);
             }
         }
-        let (status, stderr) = self.close();
+        let (status, stderr) = self.end();
         match e {
             Error::Connection(m) | Error::Protocol(m) => {
                 let mut s = m;
@@ -501,27 +503,40 @@ impl Session {
                 if !stderr.is_empty() {
                     s.push_str(&format!(": {stderr}"));
                 }
-                Error::Connection(s)
+                match status {
+                    Some(st) => Error::AgentExited {
+                        text: s,
+                        code: st.code(),
+                    },
+                    None => Error::Connection(s),
+                }
             }
             other => other,
         }
     }
 
     /// Ends the session and returns the agent's exit status and stderr.
-    pub fn close(mut self) -> (Option<String>, String) {
+    pub fn close(self) -> (Option<String>, String) {
+        let (status, stderr) = self.end();
+        (status.map(|st| st.to_string()), stderr)
+    }
+
+    /// Ends the session: the agent's exit status (once it stopped, or was killed) and
+    /// its stderr.
+    fn end(mut self) -> (Option<std::process::ExitStatus>, String) {
         let _ = self.conn.send(&Msg::Bye);
         self.closed = true;
         // An agent that does not stop (stuck writing to a pipe no one reads) is killed.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let status = loop {
             match self.child.try_wait() {
-                Ok(Some(st)) => break Some(st.to_string()),
+                Ok(Some(st)) => break Some(st),
                 Ok(None) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(10))
                 }
                 Ok(None) => {
                     let _ = self.child.kill();
-                    break self.child.wait().ok().map(|st| st.to_string());
+                    break self.child.wait().ok();
                 }
                 Err(_) => break None,
             }

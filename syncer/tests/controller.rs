@@ -626,3 +626,34 @@ fn a_report_into_a_closed_pipe_ends_quietly() {
         "{stderr}"
     );
 }
+
+/// A remote shell that cannot find the agent (status 127) gets the hint to install it,
+/// decided on the agent's exit code, not on the text of the error.
+#[test]
+fn an_agent_missing_on_the_host_gets_the_install_hint() {
+    use std::os::unix::fs::PermissionsExt;
+    let f = fixture("ctl-missing-");
+    let ssh = f.dir.join("shell-without-agent");
+    std::fs::write(
+        &ssh,
+        "#!/bin/sh\necho 'sh: 1: /usr/local/bin/syncer: not found' >&2\nexit 127\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run(
+        &f.store,
+        &["push", "v1", "ssh://h/srv/x", "-e", ssh.to_str().unwrap()],
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert_eq!(
+        all.matches("--install-agent copies it there").count(),
+        1,
+        "{all}"
+    );
+    assert!(all.contains("exit status: 127"), "{all}");
+}
