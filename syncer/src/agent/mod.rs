@@ -7,7 +7,7 @@
 //!
 //! Here, a session with one handler per message; the handlers that stage content
 //! (`Put`, `Pack`, `Fetch`) are in `content.rs`, the checks of the manifest a `Target`
-//! sends in `manifest.rs`.
+//! sends in `manifest.rs`, the steps of a `Target` in `target.rs`.
 
 pub mod commit;
 mod content;
@@ -19,6 +19,7 @@ pub mod scan;
 pub mod stage;
 pub mod stale;
 pub mod state;
+mod target;
 pub mod triggers;
 pub mod trust;
 
@@ -42,19 +43,21 @@ pub(crate) fn test_stop_point(phase: &str, n: usize) {
 use crate::compare::{compare, DirMtimes, HostTree, Ownership, Recorded};
 use crate::error::{Error, Result};
 use crate::protocol::{
-    Change, ChangeKind, Conn, Differences, Health, Hello, Identity, ManifestData, Msg, Previous,
+    Change, ChangeKind, Conn, Differences, Health, Hello, ManifestData, Msg, Previous, ScanStats,
     SignatureRequest, Signatures, Stage, Status, Target, TriggerRun, Welcome, PROTOCOL_VERSION,
 };
 use imager::safe_dir::Beneath;
 use imager::tree::escape::escape;
+use imager::tree::scan::Excludes;
 use imager::{Hash, Kind, Tree};
-use manifest::{checked_manifest, image_file_is};
+use manifest::checked_manifest;
 use stage::Staging;
 use state::StateDir;
 use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Instant;
+use target::{ask_manifest, image_tree, HostRules};
 
 /// The agent's identity: crate version and its build's identity (ELF build ID, read
 /// without reading the executable; see [`crate::selfexe`]), so a controller can tell an
@@ -231,94 +234,75 @@ impl Session<'_> {
         // here is the one the manifest must hash to below.
         self.pending = None;
         let accepted = self.trust.check(&t.image, &t.signatures, &self.st)?;
-        let (b, st) = (&self.b, &self.st);
         // A new target: whatever was staged for an earlier one is of no use.
         self.staging = None;
-        Staging::clear(b)?;
-        let image = t.image;
-        // The triggers' outputs are local state too; a triggers file that does not parse
-        // is refused only once it is known to be the image's (else the refusal says it
-        // is not the image's, as for any forged file).
-        let (local_state, bad_triggers) =
-            match imager::contract::host_local_globs(t.local_state.as_deref(), &t.triggers) {
-                Ok(g) => (g, None),
-                Err(e) => (
-                    imager::contract::local_state_of(t.local_state.as_deref()),
-                    Some(e),
-                ),
-            };
-        let local = scan::local_excludes(&local_state)?;
-        let owned = imager::contract::owned_of(t.owned.as_deref());
+        Staging::clear(&self.b)?;
+        let rules = HostRules::of(&t)?;
         // Asked who it is, the host scans first and learns the manifest after; else the
         // manifest is checked before anything is written.
         let asked = t.manifest == ManifestData::Ask;
-        // What the controller sent beside the manifest must be the image's own (a
-        // signed image with forged triggers would run them as root; a forged
-        // local-state list would keep old paths): checked as soon as the manifest is.
-        let parsed = |text: &str| -> Result<Tree> {
-            let tree = imager::tree::text::parse(text, &format!("image {image}"))?;
-            image_file_is(
-                &tree,
-                imager::contract::LOCAL_STATE_FILE,
-                t.local_state.as_deref(),
-            )?;
-            image_file_is(&tree, imager::contract::OWNED_FILE, t.owned.as_deref())?;
-            // Empty: the image has no triggers file, or an empty one.
-            let has = tree
-                .get(imager::contract::TRIGGERS_FILE.as_bytes())
-                .is_some();
-            let triggers = (has || !t.triggers.is_empty()).then_some(t.triggers.as_slice());
-            image_file_is(&tree, imager::contract::TRIGGERS_FILE, triggers)?;
-            if let Some(e) = &bad_triggers {
-                return Err(Error::Agent(e.clone()));
-            }
-            Ok(tree)
-        };
         let known = if asked {
             None
         } else {
-            let text = checked_manifest(st, t.manifest.clone(), &image, None)?;
-            Some((parsed(&text)?, text))
+            let text = checked_manifest(&self.st, t.manifest.clone(), &t.image, None)?;
+            Some((image_tree(&t, &rules, &text)?, text))
         };
-        if !t.dry_run {
-            // Made before the scan, so the parent's mtime it moves is seen (and set back
-            // to the image's) by this push, not the next.
-            st.create()?;
-        }
-        let mut cache = scan::HashCache::load(st);
-        let (mut host, stats) = scan::scan(self.root, &local, &mut cache, t.verify)?;
-        if !t.dry_run {
-            cache.save(st)?;
-        }
-        let (tree, text) = match known {
+        let scanned = self.scan_host(&rules.local, t.verify, t.dry_run)?;
+        let image = match known {
             Some(known) => known,
             None => {
-                let kept: Vec<Vec<u8>> = host.kept.keys().cloned().collect();
-                let own = crate::compare::host_view(host.entries.iter(), &local, &kept)
-                    .map_err(|e| Error::Agent(format!("the host's own tree: {e}")))?;
-                conn.send(&Msg::Identity(Identity {
-                    tree: imager::tree::text::id_of(&own),
-                    kept,
-                }))?;
-                match conn.recv("the manifest")? {
-                    Msg::Manifest(m) => {
-                        let text = checked_manifest(st, m.manifest, &image, Some(&own))?;
-                        (parsed(&text)?, text)
-                    }
-                    m => {
-                        return Err(Error::Protocol(format!(
-                            "expected Manifest, got {}",
-                            m.name()
-                        )))
-                    }
-                }
+                let text = ask_manifest(conn, &self.st, &t.image, &rules.local, &scanned.0)?;
+                (image_tree(&t, &rules, &text)?, text)
             }
         };
-        host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
-        let record = st.record()?;
+        let (differences, pending) = self.compared(t, accepted, rules, image, scanned)?;
+        conn.send(&Msg::Differences(differences))?;
+        self.pending = Some(pending);
+        Ok(())
+    }
+
+    /// Scans the host for a target: the state dir made before and the hash cache saved
+    /// after, unless a dry run.
+    fn scan_host(
+        &self,
+        local: &Excludes,
+        verify: bool,
+        dry_run: bool,
+    ) -> Result<(HostTree, ScanStats)> {
+        if !dry_run {
+            // Made before the scan, so the parent's mtime it moves is seen (and set back
+            // to the image's) by this push, not the next.
+            self.st.create()?;
+        }
+        let mut cache = scan::HashCache::load(&self.st);
+        let (host, stats) = scan::scan(self.root, local, &mut cache, verify)?;
+        if !dry_run {
+            cache.save(&self.st)?;
+        }
+        Ok((host, stats))
+    }
+
+    /// Compares the host with the target's image: the `Differences` to send, and the
+    /// `Pending` to keep.
+    fn compared(
+        &self,
+        t: Target,
+        accepted: Option<imager::sign::freshness::Newest>,
+        rules: HostRules,
+        (tree, text): (Tree, String),
+        (mut host, stats): (HostTree, ScanStats),
+    ) -> Result<(Differences, Pending)> {
+        let HostRules {
+            local_state,
+            local,
+            owned,
+            ..
+        } = rules;
+        host.absent_local = scan::absent_local_state(&self.b, &tree, &local, &host);
+        let record = self.st.record()?;
         let own = Ownership {
             recorded: record.manifest().map(Recorded::of),
-            owned: imager::tree::scan::Excludes::new(&owned)?,
+            owned: Excludes::new(&owned)?,
         };
         let (changes, unmanaged) = compare(&tree, &mut host, &local, &own, DirMtimes::Strict);
         drop(own);
@@ -340,7 +324,7 @@ impl Session<'_> {
                 what: c.what,
             })
             .collect();
-        conn.send(&Msg::Differences(Differences {
+        let differences = Differences {
             image: record.id(),
             changes: sent,
             have: have_list(&tree, &host, &changes),
@@ -348,7 +332,7 @@ impl Session<'_> {
             kept: host.kept_list(),
             stale: Vec::new(),
             unmanaged,
-        }))?;
+        };
         let paths = |keep: fn(ChangeKind) -> bool| -> HashSet<Vec<u8>> {
             changes
                 .iter()
@@ -356,8 +340,8 @@ impl Session<'_> {
                 .map(|c| c.path.clone())
                 .collect()
         };
-        self.pending = Some(Pending {
-            id: image,
+        let pending = Pending {
+            id: t.image,
             dry_run: t.dry_run,
             previous: t.previous,
             accepted,
@@ -371,8 +355,8 @@ impl Session<'_> {
             run_triggers: !first_install || t.install_triggers,
             changes,
             host,
-        });
-        Ok(())
+        };
+        Ok((differences, pending))
     }
 
     fn on_signature_request<R: Read, W: Write>(
