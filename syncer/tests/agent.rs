@@ -527,7 +527,7 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
     let (conf, daemon) = ("etc/app.conf", "usr/local/bin/daemon");
     let read = |d: &Path, p: &str| std::fs::read(d.join(p)).unwrap();
     let patch = bsdiff::diff(&read(&root, daemon), &read(&v2, daemon)).unwrap();
-    let session = |raw: &[u8], stream: Vec<u8>| {
+    let session = |raw: &[u8], stream: Vec<u8>, announced: Option<u64>| {
         let entries = vec![
             PackEntry {
                 path: format!("/{daemon}").into_bytes(),
@@ -562,7 +562,7 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
             })),
             frame(&Msg::Pack(Pack {
                 entries,
-                len: stream.len() as u64,
+                len: announced.unwrap_or(stream.len() as u64),
                 skip: Vec::new(),
             })),
             frame(&Msg::Data(Data { bytes: stream })),
@@ -577,7 +577,7 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
     let cases = [
         (
             "a flipped patch byte",
-            session(&wrong, pack::compress(&wrong, 3).unwrap()),
+            session(&wrong, pack::compress(&wrong, 3).unwrap(), None),
             "does not match the image",
         ),
         (
@@ -585,9 +585,15 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
             {
                 let mut s = pack::compress(&good, 3).unwrap();
                 s.truncate(s.len() - 8);
-                session(&good, s)
+                session(&good, s, None)
             },
             "incomplete frame",
+        ),
+        (
+            // Refused before a byte of it is read: the agent holds a pack in memory.
+            "a stream longer than an agent holds",
+            session(&good, Vec::new(), Some(MAX_HELD + 1)),
+            "more than an agent holds in memory",
         ),
     ];
     let kept = |l: Vec<String>| -> Vec<String> {
@@ -607,7 +613,10 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
     }
     // The same session with the right bytes stages both files: it fails only at the
     // commit, for the files no pack carried.
-    let (ok, _, stderr) = agent_with(&root, &session(&good, pack::compress(&good, 3).unwrap()));
+    let (ok, _, stderr) = agent_with(
+        &root,
+        &session(&good, pack::compress(&good, 3).unwrap(), None),
+    );
     assert!(!ok);
     assert!(
         stderr.contains("commit before the content of /opt/new/deep/file"),

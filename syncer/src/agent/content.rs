@@ -44,16 +44,14 @@ impl Session<'_> {
             test_stop_point("stage", s.staged.len());
             return Ok(());
         }
-        if put.len > crate::protocol::MAX_HELD {
-            return Err(Error::Protocol(format!(
-                "the {} content of {} is {} bytes, more than an agent holds in memory \
-                 ({}); larger files travel chunked",
+        held(
+            put.len,
+            &format!(
+                "the {} content of {}",
                 put.encoding.label(),
-                escape(&e.path),
-                put.len,
-                crate::protocol::MAX_HELD
-            )));
-        }
+                escape(&e.path)
+            ),
+        )?;
         let payload = read_payload(conn, put.len)?;
         stage_put(s, &self.b, e, &put.encoding, &payload)
     }
@@ -69,6 +67,7 @@ impl Session<'_> {
             return Err(Error::Protocol("Pack before Stage".into()));
         };
         let files = pack_files(p, &pack.entries, &pack.skip)?;
+        held(pack.len, "a pack's stream")?;
         let stream = read_payload(conn, pack.len)?;
         stage_pack(s, &self.b, &pack.entries, files, &stream)
     }
@@ -93,14 +92,7 @@ impl Session<'_> {
         for (i, blob) in f.blobs.iter().enumerate() {
             // What it stages is checked before a byte is fetched, its size too: a blob is
             // held in memory.
-            if blob.len > crate::protocol::MAX_HELD {
-                return Err(Error::Protocol(format!(
-                    "blob {} of {} bytes asked for, more than an agent holds in memory ({})",
-                    blob.name,
-                    blob.len,
-                    crate::protocol::MAX_HELD
-                )));
-            }
+            held(blob.len, &format!("blob {}", blob.name))?;
             match &blob.stages {
                 BlobUse::Pack { entries, skip } => {
                     let files = pack_files(p, entries, skip)?;
@@ -255,6 +247,21 @@ impl<R: Read, W: Write> Read for Incoming<'_, R, W> {
         self.at += n;
         Ok(n)
     }
+}
+
+/// Refuses a payload of `len` bytes that would be held in memory past
+/// [`crate::protocol::MAX_HELD`] (`what` names it), before a byte of it is read: only a
+/// large file's records are streamed, and the controller sends no other payload that
+/// large.
+fn held(len: u64, what: &str) -> Result<()> {
+    if len > crate::protocol::MAX_HELD {
+        return Err(Error::Protocol(format!(
+            "{what} is {len} bytes, more than an agent holds in memory ({}); larger \
+             files travel chunked",
+            crate::protocol::MAX_HELD
+        )));
+    }
+    Ok(())
 }
 
 fn read_payload<R: Read, W: Write>(conn: &mut Conn<R, W>, len: u64) -> Result<Vec<u8>> {
