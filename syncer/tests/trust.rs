@@ -930,3 +930,39 @@ fn a_policy_others_can_write_or_not_a_regular_file_is_refused_with_the_fix() {
     let st = status_within(&store, &host);
     assert!(st.contains("trust policy: none"), "{st}");
 }
+
+/// TUF's freeze attack by a statement from the future: counted, it would move the
+/// host's anti-rollback record past every real release to come. A statement dated more
+/// than a day after the host's clock does not count, and the record never holds one.
+#[test]
+fn a_statement_dated_in_the_future_does_not_count() {
+    let t = scratch("trust-future-");
+    let dir = t.path();
+    let store = dir.join("store");
+    for v in 1..=2 {
+        tree(&dir.join(format!("t{v}")), v);
+    }
+    let future = import(&store, &dir.join("t1"), "app");
+    let release = key(dir, "release");
+    let now = imager::sign::now();
+    sign_at(&store, &future, &release, now + 30 * DAY, None, None);
+    let (root, host) = host_with_policy(dir, "", &release);
+    let e = refused(&store, &future.to_hex(), &host, &[]);
+    assert!(
+        e.contains(&format!(
+            "signed {}, more than a day after this host's clock",
+            utc(now + 30 * DAY)
+        )) && e.contains("freeze"),
+        "{e}"
+    );
+    assert!(!root.join("var/lib/syncer/accepted").exists());
+    // Today's release goes on, and the record holds its time, not the future one.
+    let today = import(&store, &dir.join("t2"), "app");
+    sign_at(&store, &today, &release, now, None, None);
+    push(&store, &today.to_hex(), &host, &[]);
+    let record = std::fs::read_to_string(root.join("var/lib/syncer/accepted")).unwrap();
+    assert!(
+        record.contains(&format!("newest app {} - {today}", utc(now))),
+        "{record}"
+    );
+}

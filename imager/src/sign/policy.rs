@@ -83,6 +83,10 @@ impl Requirement {
     }
 }
 
+/// How far after a host's clock a statement may be dated and still count: clocks
+/// disagree, but not by days.
+pub const MAX_SKEW: i64 = 24 * 3600;
+
 /// A loaded policy.
 #[derive(Clone, Debug)]
 pub struct TrustPolicy {
@@ -231,6 +235,17 @@ impl TrustPolicy {
         let mut invalid = Vec::new();
         for s in sigs {
             match verify(&self.signers, image, s, now) {
+                // Counted, it would move the host's anti-rollback record past every
+                // real release to come (a freeze), whether or not its signer's clock
+                // was only wrong.
+                Ok(v) if v.statement.time > now.saturating_add(MAX_SKEW) => invalid.push(format!(
+                    "{}: signed {}, more than a day after this host's clock ({}): a \
+                     signer's clock is wrong, or the statement would freeze the host's \
+                     anti-rollback record",
+                    v.origin,
+                    crate::time::utc(v.statement.time),
+                    crate::time::utc(now)
+                )),
                 Ok(v) => match self.max_age.as_ref().filter(|_| aged) {
                     Some((age, text)) if v.statement.time < now.saturating_sub(*age) => invalid
                         .push(format!(
