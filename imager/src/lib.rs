@@ -9,6 +9,12 @@
 //! The modules below the public ones (the archive formats, the build, normalisation,
 //! the review) are the crate's own: callers get what the `pub use` block lists, and
 //! the fuzz targets reach the parsers of outside bytes through [`fuzzing`].
+//!
+//! The modules are layered: each uses only modules listed before it here (no cycle;
+//! `.ci/module-cycles` checks it). [`escape`], [`error`], [`time`], [`progress`];
+//! [`tree`]; [`fsx`], [`safe_dir`]; [`contract`]; [`sign`] (signatures as data and
+//! checks); [`store`]; `derived`, `deb822`, `normalize`; [`ingest`]; `packages`;
+//! `archive`; [`import`]; `build`; `review`; [`attest`]; [`ops`]; [`cli`].
 
 // What callers build on: the syncer keeps a host's tree in step with an image through
 // these (a tree and its text, the store, safe filesystem access, the image contract).
