@@ -24,14 +24,13 @@ impl Session<'_> {
         let e = needs_content(p, &put.path)?;
         if put.encoding == crate::encoding::Encoding::Chunked {
             // Streamed from the connection into the staged file: never held whole.
-            staged_once(s, &e.path)?;
             let mut from = Incoming {
                 conn,
                 left: put.len,
                 buf: Vec::new(),
                 at: 0,
             };
-            s.put_file_with(&self.b, e, |size, out| {
+            stage_with(s, &self.b, e, |size, out| {
                 crate::encoding::chunked::decode(&self.b, &e.path, size, &mut from, out)
             })?;
             if from.left > 0 || from.at < from.buf.len() {
@@ -41,7 +40,6 @@ impl Session<'_> {
                     escape(&e.path)
                 )));
             }
-            test_stop_point("stage", s.staged.len());
             return Ok(());
         }
         held(
@@ -179,8 +177,21 @@ fn stage_put(
     enc: &crate::encoding::Encoding,
     payload: &[u8],
 ) -> Result<()> {
+    stage_with(s, b, e, |size, mut out| {
+        enc.decode(b, &e.path, size, payload, &mut out)
+    })
+}
+
+/// Stages file `e` (once per session) with what `fill` writes, checked against the
+/// image's size and hash, then passes the kill -9 tests' stop point.
+fn stage_with(
+    s: &mut Staging,
+    b: &Beneath,
+    e: &Entry,
+    fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
+) -> Result<()> {
     staged_once(s, &e.path)?;
-    s.put_file(b, e, enc, payload)?;
+    s.put_file_with(b, e, fill)?;
     test_stop_point("stage", s.staged.len());
     Ok(())
 }
@@ -204,12 +215,9 @@ fn stage_pack(
                 .map_err(|e| Error::Protocol(format!("bad pack: {e}")))?;
             return Ok(());
         };
-        staged_once(s, &e.path)?;
-        s.put_file_with(b, e, |size, mut out| {
+        stage_with(s, b, e, |size, mut out| {
             pe.encoding.decode_part(b, &pe.path, size, part, &mut out)
-        })?;
-        test_stop_point("stage", s.staged.len());
-        Ok(())
+        })
     })
 }
 

@@ -7,7 +7,6 @@
 
 use super::commit::STAGING;
 use super::fsops::{self, ensure_dir, remove_tree_at};
-use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 use imager::error::IoContext;
 use imager::safe_dir::{set_meta_fd, Beneath};
@@ -91,20 +90,6 @@ impl Staging {
             )));
         }
         Ok(())
-    }
-
-    /// Stages file `e` from `payload` in `encoding`. `b` reads host files (local copies,
-    /// delta bases) without following symlinks.
-    pub fn put_file(
-        &mut self,
-        b: &Beneath,
-        e: &Entry,
-        encoding: &Encoding,
-        payload: &[u8],
-    ) -> Result<()> {
-        self.put_file_with(b, e, |size, mut out| {
-            encoding.decode(b, &e.path, size, payload, &mut out)
-        })
     }
 
     /// Stages file `e` with the content `fill` writes (given the image's size for it),
