@@ -817,43 +817,36 @@ fn a_failed_canary_is_rolled_back_to_its_older_image_on_a_host_with_a_policy() {
     );
 }
 
-/// `syncer status` with a watchdog: the agent's answer, or a failure if it hangs (an
-/// agent stuck opening a FIFO in place of its policy never answers).
+/// `syncer status` with a watchdog: the agent's answer (stdout then stderr), or a
+/// failure if it hangs (an agent stuck opening a FIFO in place of its policy never
+/// answers). The answer is waited for as it comes; 120 s only bounds a hang.
 fn status_within(store: &Path, host: &str) -> String {
-    use std::io::Read;
-    let mut child = syncer()
+    let child = syncer()
         .args(["status", host])
         .env("IMAGER_STORE", store)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
+    let pid = rustix::process::Pid::from_child(&child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+        Ok(out) => {
+            let out = out.unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
         }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
+        Err(_) => {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             panic!("syncer status {host} hung (the agent never answered)");
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    out
 }
 
 /// As sshd's StrictModes: a policy file or directory others can write is no policy (they
