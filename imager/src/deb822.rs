@@ -88,18 +88,7 @@ pub fn parse_release_date(s: &str) -> Option<i64> {
         }
         Some(_) => return None,
     };
-    Some(days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + sec - offset)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+    Some(crate::time::days_from_civil(year, month, day) * 86400 + h * 3600 + m * 60 + sec - offset)
 }
 
 #[cfg(test)]

@@ -11,27 +11,24 @@
 //! the fuzz targets reach the parsers of outside bytes through [`fuzzing`].
 //!
 //! The modules are layered: each uses only modules listed before it here (no cycle;
-//! `.ci/module-cycles` checks it). [`escape`], [`error`], [`time`], [`progress`];
-//! [`tree`]; [`fsx`], [`safe_dir`]; [`contract`]; [`sign`] (signatures as data and
-//! checks); [`store`]; `derived`, `deb822`, `normalize`; [`ingest`]; `packages`;
-//! `archive`; [`import`]; `build`; `review`; [`attest`]; [`ops`]; [`cli`].
+//! `.ci/module-cycles` checks it). Below them, in their own crates: `imager-core`
+//! ([`escape`], [`error`], [`time`], [`tree`], [`fsx`], [`safe_dir`], [`contract`]) and
+//! `imager-trust` ([`sign`], signatures as data and checks). Here: [`progress`];
+//! [`store`]; `derived`, `deb822`, `normalize`; [`ingest`]; `packages`; `archive`;
+//! [`import`]; `build`; `review`; [`attest`]; [`ops`]; [`cli`].
 
 // What callers build on: the syncer keeps a host's tree in step with an image through
 // these (a tree and its text, the store, safe filesystem access, the image contract).
 pub mod attest;
-pub mod contract;
-pub mod error;
-pub mod escape;
-pub mod fsx;
+// The model and filesystem layer (imager-core) and the signatures (imager-trust), under
+// the names they had when they lived here, so callers keep their paths.
+pub use imager_core::{contract, error, escape, fsx, safe_dir, time, tree};
+pub use imager_trust as sign;
 pub mod import;
 pub mod ingest;
 pub mod ops;
 pub mod progress;
-pub mod safe_dir;
-pub mod sign;
 pub mod store;
-pub mod time;
-pub mod tree;
 
 #[doc(hidden)]
 pub mod cli;

@@ -239,7 +239,7 @@ pub fn parse_duration(text: &str) -> std::result::Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::Statement;
+    use crate::Statement;
 
     fn verified(name: &str, time: i64, version: Option<u64>, until: Option<i64>) -> Verified {
         Verified {

@@ -44,7 +44,7 @@ pub const TRIGGERS_FILE: &str = concat!("/", image_dir!(), "/triggers.toml");
 /// The local-state list of an image that carries none (and of a build manifest that
 /// names none): the repository's `exclude-lists/local-state.txt`, built into the binary
 /// so that imager and the syncer work from anywhere.
-pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../exclude-lists/local-state.txt");
+pub const DEFAULT_LOCAL_STATE: &str = include_str!("../../../exclude-lists/local-state.txt");
 
 /// The prefixes an image owns when it says none ([`OWNED_FILE`]): the operating system's
 /// directories, whose contents come from packages. `/var`, `/srv`, `/opt`, `/home` and

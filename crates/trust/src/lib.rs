@@ -1,15 +1,18 @@
-//! Image signatures: who approved an image, for what. A signature is an SSH signature
+//! imager-trust: image signatures, who approved an image, for what. A signature is an SSH signature
 //! (`ssh-keygen -Y sign`, namespace [`NAMESPACE`]) over a [`Statement`] naming the
 //! image ID, so that anyone can check one with OpenSSH alone. Signatures live in the
-//! store beside the image ([`crate::store::Store::add_signature`]) and travel with it
+//! store beside the image (imager's `Store::add_signature`) and travel with it
 //! on a push; [`policy`] is what a host demands of them; the build's provenance
-//! (`crate::build::provenance`) is signed as a DSSE envelope; [`freshness`] is anti-rollback (the
+//! (imager's `build::provenance`) is signed as a DSSE envelope; [`freshness`] is anti-rollback (the
 //! newest statement a host accepted per name, rollback approvals, `max_age`).
 //!
 //! Why SSH signatures and not minisign: every host and operator machine already has
 //! `ssh-keygen`, release engineers already hold ed25519 SSH keys (and hardware tokens
 //! that make them), and `allowed_signers` gives each key names, a namespace and a
 //! validity window, which is what a host's trust policy needs.
+
+// The model and the filesystem, under the names the modules use.
+use imager_core::{error, fsx, time, tree, Error, Result};
 
 pub mod freshness;
 pub mod keys;

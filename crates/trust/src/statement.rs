@@ -181,7 +181,7 @@ pub(crate) fn civil_seconds(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) ->
         && (0..24).contains(&h)
         && (0..60).contains(&mi)
         && (0..=60).contains(&s);
-    ok.then(|| crate::deb822::days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s)
+    ok.then(|| crate::time::days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s)
 }
 
 #[cfg(test)]
