@@ -7,30 +7,31 @@
 //! whole, many files in one pack; encodings cached in [`delta`]); the agent
 //! stages everything, then commits through a journal and runs the image's triggers.
 //!
-//! The modules are layered: each uses only modules listed before it here (no cycle;
-//! `.ci/module-cycles` checks it). [`error`]; [`progress`], [`ratelimit`], [`selfexe`];
-//! [`hostfs`] (reading host files); `wire` (the field codec); [`payload`]; [`encoding`];
-//! [`protocol`]; [`compare`]; [`deletes`]; [`delta`]; [`plan`]; [`agent`];
-//! [`transport`]; [`push`]; [`publish`]; [`rollout`]; [`render`].
+//! The crates below this one, bottom-up: `imager-core` (the model, safe filesystem
+//! access), `imager-trust` (signatures), `imager` (the store; the builder, which the
+//! controller does not call), `syncer-protocol` ([`error`], [`ratelimit`], [`hostfs`],
+//! the field codec, [`encoding`], [`protocol`], [`compare`]), `syncer-agent` ([`agent`]).
+//! This crate is the controller. Its modules are layered: each uses only modules listed
+//! before it here (no cycle; `.ci/module-cycles` checks it). [`progress`], [`selfexe`];
+//! [`payload`]; [`deletes`]; [`delta`]; [`plan`]; [`transport`]; [`push`];
+//! [`publish`]; [`rollout`]; [`render`].
 
-pub mod agent;
-pub mod compare;
 pub mod deletes;
 pub mod delta;
-pub mod encoding;
-pub mod error;
-pub mod hostfs;
 pub mod payload;
 pub mod plan;
 pub mod progress;
-pub mod protocol;
 pub mod publish;
 pub mod push;
-pub mod ratelimit;
 pub mod render;
 pub mod rollout;
 pub mod selfexe;
 pub mod transport;
-pub(crate) mod wire;
+
+// The host side and the wire, each its own crate (syncer-agent, syncer-protocol), under
+// the names they had when they lived here, so callers keep their paths.
+pub use syncer_agent as agent;
+pub use syncer_protocol as protocol;
+pub use syncer_protocol::{compare, encoding, error, hostfs, ratelimit};
 
 pub use error::{Error, Result};

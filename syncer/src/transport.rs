@@ -4,8 +4,8 @@
 //! child's stdin/stdout; its stderr is kept for error messages.
 //!
 //! With `install_agent`, a missing or different agent binary on an ssh host is replaced
-//! by this one, without its debug sections (copied over the same ssh command), before
-//! the session starts.
+//! by the `syncer-agent` executable beside this one (the agent crate alone), without its
+//! debug sections (copied over the same ssh command), before the session starts.
 
 use crate::error::{Error, Result};
 use crate::protocol::{Conn, Hello, Msg, Welcome, PROTOCOL_VERSION};
@@ -284,10 +284,14 @@ fn message(e: &Error) -> String {
 
 /// Starts a session: the agent runs and has greeted us (installing it first if asked).
 pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
-    let (_, own) = crate::agent::identity();
     let ssh = matches!(spec, HostSpec::Ssh { .. });
     match start(spec, opts) {
-        Ok(s) if !ssh || !opts.install_agent || s.welcome.exe == own => Ok(s),
+        Ok(s) if !ssh || !opts.install_agent => Ok(s),
+        // The agent this controller would install (the `syncer-agent` beside it); a
+        // host that runs another build gets this one.
+        Ok(s) if s.welcome.exe == crate::selfexe::agent_identity().map_err(Error::SelfExe)? => {
+            Ok(s)
+        }
         Ok(s) => {
             s.close();
             install(spec, opts)?;
@@ -550,10 +554,10 @@ impl Session {
     }
 }
 
-/// Copies this program to the ssh host as its agent.
+/// Copies the agent executable (`syncer-agent` beside this program) to the ssh host.
 fn install(spec: &HostSpec, opts: &TransportOptions) -> Result<()> {
-    // Stripped of its debug sections (a tenth of the size); same build ID, so the same
-    // identity as this controller.
+    // Stripped of its debug sections; same build ID, so the same identity as the
+    // executable beside this controller.
     let bin = crate::selfexe::agent_copy().map_err(Error::SelfExe)?;
     let dir = match opts.agent.rsplit_once('/') {
         Some((d, _)) if !d.is_empty() => d.to_string(),

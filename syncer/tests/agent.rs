@@ -382,10 +382,16 @@ fn ssh_hosts_through_a_real_sshd_with_agent_installation() {
     with_install.push("--install-agent");
     let r = push(&f.store, "v1", &hs, &with_install);
     assert_eq!(r["agent_installed"], true, "{r:#}");
-    // The same build (the copy is stripped of its debug sections: see controller.rs).
+    // The small agent executable beside `syncer`, the same build (the copy is stripped
+    // of its debug sections: see controller.rs), not the controller.
     assert_eq!(
         syncer::selfexe::identity_of(&agent).unwrap(),
-        syncer::selfexe::identity_of(Path::new(env!("CARGO_BIN_EXE_syncer"))).unwrap()
+        syncer::selfexe::identity_of(Path::new(env!("CARGO_BIN_EXE_syncer-agent"))).unwrap()
+    );
+    let v = Command::new(&agent).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&v.stdout).starts_with("syncer-agent "),
+        "{v:?}"
     );
     assert_host_is(&h, &f.store, &id(&f.store, "v1"));
 

@@ -433,8 +433,16 @@ fn has_section(path: &Path, name: &str) -> bool {
         .any(|l| l.split_whitespace().any(|w| w == name))
 }
 
+/// How many symbols of an ELF file's symbol table name `needle` (per `readelf -sW`).
+fn symbols_naming(path: &Path, needle: &str) -> usize {
+    sh(&format!("readelf -sW '{}'", path.display()))
+        .lines()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
 #[test]
-fn the_agent_installed_on_an_ssh_host_is_stripped_of_debug_info() {
+fn the_agent_installed_on_an_ssh_host_is_small_and_stripped_of_debug_info() {
     let f = fixture("ctl-strip-");
     let sshd = Sshd::start(&f.dir);
     let (h, _) = new_host(&f, "host");
@@ -448,9 +456,9 @@ fn the_agent_installed_on_an_ssh_host_is_stripped_of_debug_info() {
         agent.to_str().unwrap(),
         "--install-agent",
     ];
-    let controller = Path::new(env!("CARGO_BIN_EXE_syncer"));
+    let built = Path::new(env!("CARGO_BIN_EXE_syncer-agent"));
     assert!(
-        has_section(controller, ".debug_info"),
+        has_section(built, ".debug_info"),
         "the test binary has no debug info"
     );
     let r = push(&f.store, "v1", &hs, &args);
@@ -465,13 +473,24 @@ fn the_agent_installed_on_an_ssh_host_is_stripped_of_debug_info() {
         "the installed agent lost its symbols"
     );
     let (big, small) = (
-        std::fs::metadata(controller).unwrap().len(),
+        std::fs::metadata(built).unwrap().len(),
         std::fs::metadata(&agent).unwrap().len(),
     );
-    assert!(
-        small * 3 < big,
-        "installed {small} bytes, the controller is {big}"
-    );
+    assert!(small * 3 < big, "installed {small} bytes, built {big}");
+    // The agent crate alone: no argument parser, progress bars, store or builder in
+    // what hosts run (the controller has them all).
+    let controller = Path::new(env!("CARGO_BIN_EXE_syncer"));
+    for needle in ["clap_builder", "indicatif", "imager5store"] {
+        assert!(
+            symbols_naming(controller, needle) > 0,
+            "the controller has no {needle} symbols: the check below proves nothing"
+        );
+        assert_eq!(
+            symbols_naming(&agent, needle),
+            0,
+            "the installed agent carries {needle}"
+        );
+    }
     // The stripped agent is the same build: not installed again.
     let r = push(&f.store, "v2", &hs, &args);
     assert_eq!(r["agent_installed"], false, "{r:#}");

@@ -1,0 +1,370 @@
+//! What the host has: one walk of the root (never into another filesystem, never into
+//! local-state paths or the syncer's own directories), then blake3 of every file in
+//! parallel, except those the hash cache already knows.
+//!
+//! The cache is keyed on (path, size, mtime, ctime, inode): any write to a file moves its
+//! ctime, so a hit means the content is what was hashed. A file whose ctime is not older
+//! than the scan's start is not cached (it may be written again within the same clock
+//! tick, git's "racy clean" problem).
+
+use super::state::StateDir;
+use crate::compare::HostTree;
+use crate::protocol::{KeptWhy, ScanStats};
+use imager_core::error::IoContext;
+use imager_core::fsx;
+use imager_core::safe_dir::Beneath;
+use imager_core::tree::escape::{escape, unescape};
+use imager_core::tree::is_below;
+use imager_core::tree::scan::Excludes;
+use imager_core::tree::scan::{entry_of, walk, Found};
+use imager_core::Tree;
+use imager_core::{Entry, Hash, Kind};
+use rayon::prelude::*;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Paths (relative to the root) that belong to the syncer itself.
+pub const OWN_PATHS: &[&[u8]] = &[b"/.syncer-staging", b"/var/lib/syncer", b"/etc/syncer"];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+}
+
+pub struct HashCache {
+    map: HashMap<Vec<u8>, (Key, Hash)>,
+    /// Whether the last scan changed anything (an unchanged cache is not rewritten).
+    dirty: bool,
+}
+
+const CACHE_HEADER: &str = "#syncer-hash-cache v1";
+
+impl HashCache {
+    /// Loads the cache; a missing or unreadable one is empty (it is only a shortcut).
+    pub fn load(state: &StateDir) -> HashCache {
+        let mut map = HashMap::new();
+        if let Ok(Some(text)) = state.read(super::state::HASH_CACHE) {
+            let text = String::from_utf8_lossy(&text);
+            let mut lines = text.lines();
+            if lines.next() == Some(CACHE_HEADER) {
+                for l in lines {
+                    if let Some((p, k, h)) = parse_cache_line(l) {
+                        map.insert(p, (k, h));
+                    }
+                }
+            }
+        }
+        HashCache { map, dirty: false }
+    }
+
+    /// Writes the cache if the last scan changed it. Not flushed to disk: after a crash
+    /// a lost or empty cache only means hashing again.
+    pub fn save(&self, state: &StateDir) -> crate::Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let mut out = String::with_capacity(self.map.len() * 140);
+        out.push_str(CACHE_HEADER);
+        out.push('\n');
+        let mut v: Vec<_> = self.map.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        for (p, (k, h)) in v {
+            out.push_str(&format!(
+                "{} {} {} {} {} {}\n",
+                k.size,
+                k.mtime_ns,
+                k.ctime_ns,
+                k.ino,
+                h,
+                escape(p)
+            ));
+        }
+        state.write_unsynced(super::state::HASH_CACHE, out.as_bytes())
+    }
+
+    /// Replaces the cache with what a scan that started at `start_ns` saw (files only;
+    /// racy ones left out).
+    fn refresh(&mut self, entries: &[Entry], disk_of: &DiskOf, start_ns: i128) {
+        let mut map = HashMap::with_capacity(entries.len());
+        for e in entries {
+            if let Kind::File { hash, .. } = e.kind {
+                let k = key_of(disk_of[e.path.as_slice()].1);
+                if k.ctime_ns < start_ns && k.mtime_ns < start_ns {
+                    map.insert(e.path.clone(), (k, hash));
+                }
+            }
+        }
+        self.dirty = map != self.map;
+        self.map = map;
+    }
+}
+
+fn parse_cache_line(l: &str) -> Option<(Vec<u8>, Key, Hash)> {
+    let mut it = l.split(' ');
+    let key = Key {
+        size: it.next()?.parse().ok()?,
+        mtime_ns: it.next()?.parse().ok()?,
+        ctime_ns: it.next()?.parse().ok()?,
+        ino: it.next()?.parse().ok()?,
+    };
+    let h = Hash::from_hex(it.next()?)?;
+    let p = unescape(it.next()?).ok()?;
+    Some((p, key, h))
+}
+
+fn key_of(m: &std::fs::Metadata) -> Key {
+    Key {
+        size: m.len(),
+        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+        ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        ino: m.ino(),
+    }
+}
+
+/// Walks and hashes the host's root. With `verify`, the cache is not trusted (but is
+/// refreshed).
+pub fn scan(
+    root: &Path,
+    local: &Excludes,
+    cache: &mut HashCache,
+    verify: bool,
+) -> crate::Result<(HostTree, ScanStats)> {
+    let started = Instant::now();
+    let start_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    let root_dev = fsx::symlink_metadata(root)?.dev();
+    let mut host = HostTree::default();
+    keep_mount_points(root, local, &mut host)?;
+    let mut skipped: Vec<Vec<u8>> = Vec::new();
+    let found = walk(root, |p| {
+        let skip = OWN_PATHS.contains(&p) || local.is_excluded(p) || host.kept.contains_key(p);
+        if skip {
+            skipped.push(p.to_vec());
+        }
+        skip
+    })?;
+    keep_found(root_dev, &found, local, &mut host);
+    protect_parents(&mut host, skipped);
+    mark_shared(&found, &mut host);
+    let mut stats = ScanStats::default();
+    let (mut entries, to_hash) = entries_of(&found, &host, cache, verify, &mut stats)?;
+    let disk_of: DiskOf = found
+        .iter()
+        .map(|f| (f.path.as_slice(), (&f.disk, &f.meta)))
+        .collect();
+    hash_files(&mut entries, &to_hash, &disk_of, &mut stats)?;
+    read_xattrs(&mut entries, &disk_of)?;
+    cache.refresh(&entries, &disk_of, start_ns);
+    stats.entries = entries.len() as u64;
+    stats.seconds = started.elapsed().as_secs_f64();
+    host.entries = entries;
+    Ok((host, stats))
+}
+
+/// Each walked path's file on disk and its metadata, as the walk saw them.
+type DiskOf<'a> = HashMap<&'a [u8], (&'a PathBuf, &'a std::fs::Metadata)>;
+
+/// Keeps every mount point below the root, by the kernel's mount table: a bind mount of
+/// the root's own filesystem has the root's st_dev, so the walk alone would enter it.
+fn keep_mount_points(root: &Path, local: &Excludes, host: &mut HostTree) -> crate::Result<()> {
+    for m in super::mounts::beneath(root)? {
+        if !local.covers(&m) && !OWN_PATHS.iter().any(|o| m == *o || is_below(&m, o)) {
+            host.kept.insert(m, KeptWhy::Mount);
+        }
+    }
+    Ok(())
+}
+
+/// Keeps what the walk found to be another filesystem or a symlink standing for local
+/// state, then only the outermost kept paths: what is below one is never looked at.
+fn keep_found(root_dev: u64, found: &[Found], local: &Excludes, host: &mut HostTree) {
+    for f in found {
+        if f.meta.is_dir() && f.meta.dev() != root_dev {
+            host.kept.insert(f.path.clone(), KeptWhy::Mount);
+        } else if f.meta.file_type().is_symlink() && local.is_at_or_above(&f.path) {
+            // /home -> /data/home: the host keeps its homes there, not in the image's
+            // empty directory.
+            host.kept.insert(f.path.clone(), KeptWhy::LocalStateSymlink);
+        }
+    }
+    let outer: Vec<Vec<u8>> = host
+        .kept
+        .keys()
+        .filter(|k| !host.kept.keys().any(|o| o != *k && is_below(k, o)))
+        .cloned()
+        .collect();
+    host.kept.retain(|k, _| outer.contains(k));
+}
+
+/// Directories holding local state, a mount or a kept symlink are never deleted or
+/// replaced.
+fn protect_parents(host: &mut HostTree, skipped: Vec<Vec<u8>>) {
+    let kept: Vec<Vec<u8>> = host.kept.keys().cloned().collect();
+    for s in skipped.into_iter().chain(kept) {
+        let mut p = imager_core::tree::parent(&s);
+        while let Some(q) = p {
+            if !host.protected.insert(q.to_vec()) {
+                break;
+            }
+            p = imager_core::tree::parent(q);
+        }
+    }
+}
+
+/// Marks files with more links than names seen here: they have one outside the root or
+/// in local state.
+fn mark_shared(found: &[Found], host: &mut HostTree) {
+    let mut names: HashMap<(u64, u64), u64> = HashMap::new();
+    for f in found {
+        if !f.meta.is_dir() {
+            *names.entry((f.meta.dev(), f.meta.ino())).or_default() += 1;
+        }
+    }
+    for f in found {
+        if !f.meta.is_dir()
+            && f.meta.nlink() > names[&(f.meta.dev(), f.meta.ino())]
+            && !host.is_kept(&f.path)
+        {
+            host.shared.insert(f.path.clone());
+        }
+    }
+}
+
+/// The entries of what was found outside kept paths, with the hashes the cache knows,
+/// and the indices of the files still to hash.
+fn entries_of(
+    found: &[Found],
+    host: &HostTree,
+    cache: &HashCache,
+    verify: bool,
+    stats: &mut ScanStats,
+) -> crate::Result<(Vec<Entry>, Vec<usize>)> {
+    let mut links = HashMap::new();
+    let mut entries = Vec::with_capacity(found.len());
+    let mut to_hash: Vec<usize> = Vec::new();
+    for f in found {
+        if host.is_kept(&f.path) {
+            continue;
+        }
+        // A socket: no image holds one; it is left alone (a rename over it replaces it).
+        let Some(mut e) = entry_of(f, &mut links)? else {
+            continue;
+        };
+        if let Kind::File { hash, .. } = &mut e.kind {
+            match cache.map.get(&f.path) {
+                Some((ck, h)) if !verify && *ck == key_of(&f.meta) => {
+                    stats.cached_files += 1;
+                    *hash = *h;
+                }
+                _ => to_hash.push(entries.len()),
+            }
+        }
+        entries.push(e);
+    }
+    Ok((entries, to_hash))
+}
+
+/// Hashes the files at `to_hash` in parallel.
+fn hash_files(
+    entries: &mut [Entry],
+    to_hash: &[usize],
+    disk_of: &DiskOf,
+    stats: &mut ScanStats,
+) -> crate::Result<()> {
+    let hashed: Vec<(usize, Hash)> = to_hash
+        .par_iter()
+        .map(|&i| -> crate::Result<(usize, Hash)> {
+            let (disk, _) = disk_of[entries[i].path.as_slice()];
+            let f = fsx::open_nofollow(disk)?;
+            let mut h = blake3::Hasher::new();
+            h.update_reader(f).ctx("read", disk.as_path())?;
+            Ok((i, Hash::from(h.finalize())))
+        })
+        .collect::<crate::Result<_>>()?;
+    for (i, h) in hashed {
+        if let Kind::File { hash, size } = &mut entries[i].kind {
+            *hash = h;
+            stats.hashed_files += 1;
+            stats.hashed_bytes += *size;
+        }
+    }
+    Ok(())
+}
+
+/// Reads every entry's extended attributes in parallel (a hard link has its target's).
+fn read_xattrs(entries: &mut [Entry], disk_of: &DiskOf) -> crate::Result<()> {
+    entries
+        .par_iter_mut()
+        .try_for_each(|e: &mut Entry| -> crate::Result<()> {
+            if !e.is_hardlink() {
+                e.xattrs = fsx::read_xattrs(disk_of[e.path.as_slice()].0)?;
+            }
+            Ok(())
+        })
+}
+
+/// The image's local-state paths that the host lacks, so that a first install gets them
+/// (the scan never looks at local state). A path counts as absent only when its parent
+/// is absent too or opens beneath the root and has no such name: whatever cannot be
+/// looked at (a parent that is a symlink, a permission error) stays the host's.
+pub fn absent_local_state(
+    b: &Beneath,
+    image: &Tree,
+    local: &Excludes,
+    host: &HostTree,
+) -> HashSet<Vec<u8>> {
+    let on_host: HashSet<&[u8]> = host.entries.iter().map(|e| e.path.as_slice()).collect();
+    let mut absent: HashSet<Vec<u8>> = HashSet::new();
+    for e in image.entries() {
+        if e.path == b"/" || !local.covers(&e.path) || host.is_kept(&e.path) {
+            continue;
+        }
+        let Some(parent) = imager_core::tree::parent(&e.path) else {
+            continue;
+        };
+        // A parent outside local state is on the host exactly when the scan saw it.
+        let parent_absent = absent.contains(parent)
+            || (!local.covers(parent) && parent != b"/" && !on_host.contains(parent));
+        let gone = parent_absent
+            || match b.parent(&e.path) {
+                Ok((dir, name)) => matches!(
+                    rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+                    Err(rustix::io::Errno::NOENT)
+                ),
+                Err(_) => false,
+            };
+        if gone {
+            absent.insert(e.path.clone());
+        }
+    }
+    absent
+}
+
+/// For every hash the image needs, a host file that holds it.
+pub fn holders(host: &HostTree) -> HashMap<Hash, Vec<u8>> {
+    let mut out = HashMap::new();
+    for e in &host.entries {
+        if let Kind::File { hash, .. } = e.kind {
+            out.entry(hash).or_insert_with(|| e.path.clone());
+        }
+    }
+    out
+}
+
+/// The local-state globs of an image plus the syncer's own paths: what no push touches.
+pub fn local_excludes(globs: &[String]) -> crate::Result<Excludes> {
+    let mut all = globs.to_vec();
+    all.extend(
+        OWN_PATHS
+            .iter()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+    );
+    Ok(Excludes::new(&all)?)
+}

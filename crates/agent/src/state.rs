@@ -1,0 +1,223 @@
+//! The agent's own files on a host, in `ROOT/var/lib/syncer/` (local state, so no push
+//! ever touches it): the image the host was last synced to and that image's manifest,
+//! local-state globs and triggers; the hash cache; and, while a commit is in flight, the
+//! journal and the target manifest it refers to, then the triggers still to run; on a
+//! host with a trust policy, the anti-rollback record.
+
+use super::fsops::{self, ensure_dir};
+use imager_core::safe_dir::Beneath;
+use imager_core::Hash;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+pub const DIR: &[u8] = b"/var/lib/syncer";
+pub const IMAGE: &str = "image";
+pub const PREVIOUS: &str = "image.previous";
+pub const MANIFEST: &str = "image.manifest";
+pub const LOCAL_STATE: &str = "local-state.txt";
+pub const TRIGGERS: &str = "triggers.toml";
+/// The recorded image's owned-prefix file (none: the built-in list).
+pub const OWNED: &str = "owned.txt";
+pub const HASH_CACHE: &str = "hash-cache";
+pub const JOURNAL: &str = "journal";
+pub const TARGET: &str = "target.manifest";
+pub const TARGET_LOCAL_STATE: &str = "target.local-state.txt";
+pub const TARGET_TRIGGERS: &str = "target.triggers.toml";
+pub const TARGET_OWNED: &str = "target.owned.txt";
+pub const PENDING_TRIGGERS: &str = "triggers.pending";
+/// Anti-rollback: the newest signed statement accepted per name, and the image the host
+/// ran before its last commit ([`imager_trust::freshness::Newest`]); replaced by
+/// `target.accepted` when a commit of an image the host's policy accepted finishes.
+pub const ACCEPTED: &str = "accepted";
+pub const TARGET_ACCEPTED: &str = "target.accepted";
+
+/// Made on the first write, so that a session that writes nothing (a refused
+/// connection, `status` on a host never synced) leaves no trace.
+pub struct StateDir {
+    fd: std::sync::OnceLock<OwnedFd>,
+    root: Beneath,
+    shown: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(root: &std::path::Path) -> crate::Result<StateDir> {
+        let b = Beneath::open(root)?;
+        let fd = std::sync::OnceLock::new();
+        match b.open_dir(DIR) {
+            Ok(d) => {
+                let _ = fd.set(d);
+            }
+            Err(e) if e.io_kind() == Some(std::io::ErrorKind::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(StateDir {
+            fd,
+            shown: b.display(DIR),
+            root: b,
+        })
+    }
+
+    /// Makes the directory now if it does not exist yet.
+    pub fn create(&self) -> crate::Result<()> {
+        self.dir().map(|_| ())
+    }
+
+    fn dir(&self) -> crate::Result<&OwnedFd> {
+        if let Some(d) = self.fd.get() {
+            return Ok(d);
+        }
+        let d = ensure_dir(&self.root, DIR)?;
+        Ok(self.fd.get_or_init(|| d))
+    }
+
+    /// The file's path as messages show it.
+    pub fn shown(&self, name: &str) -> PathBuf {
+        self.shown.join(name)
+    }
+
+    pub fn read(&self, name: &str) -> crate::Result<Option<Vec<u8>>> {
+        match self.fd.get() {
+            Some(d) => Ok(fsops::read_at(d, name, &self.shown(name))?),
+            None => Ok(None),
+        }
+    }
+
+    pub fn read_text(&self, name: &str) -> crate::Result<Option<String>> {
+        match self.read(name)? {
+            None => Ok(None),
+            Some(b) => String::from_utf8(b).map(Some).map_err(|_| {
+                crate::Error::Agent(format!("{} is not UTF-8", self.shown(name).display()))
+            }),
+        }
+    }
+
+    pub fn write(&self, name: &str, data: &[u8]) -> crate::Result<()> {
+        Ok(fsops::write_atomic(
+            self.dir()?,
+            name,
+            data,
+            &self.shown(name),
+        )?)
+    }
+
+    /// The same without flushing: for files that are only a shortcut (the hash cache).
+    pub fn write_unsynced(&self, name: &str, data: &[u8]) -> crate::Result<()> {
+        Ok(fsops::write_replace(
+            self.dir()?,
+            name,
+            data,
+            &self.shown(name),
+            false,
+        )?)
+    }
+
+    pub fn remove(&self, name: &str) -> crate::Result<()> {
+        match self.fd.get() {
+            Some(d) => Ok(fsops::remove_at(d, name, &self.shown(name))?),
+            None => Ok(()),
+        }
+    }
+
+    pub fn rename(&self, from: &str, to: &str) -> crate::Result<()> {
+        use imager_core::error::IoContext;
+        let d = self.dir()?;
+        rustix::fs::renameat(d, from, d, to).ctx("rename into place", self.shown(to))?;
+        rustix::fs::fsync(d)
+            .ctx("flush directory", self.shown.clone())
+            .map_err(Into::into)
+    }
+
+    /// The image the host records, checked: its manifest must hash to its ID. A record
+    /// that does not check out (bit rot, an admin's edit) is not trusted: the host then
+    /// counts as recording no image (a push recognises its tree or sends the image
+    /// whole, and records it again), and `why` says what is wrong.
+    pub fn record(&self) -> crate::Result<Record> {
+        let Some(text) = self.read_text(IMAGE)? else {
+            return Ok(Record::None);
+        };
+        let shown = |n: &str| self.shown(n).display().to_string();
+        let Some(id) = Hash::from_hex(text.trim()) else {
+            return Ok(Record::Damaged {
+                why: format!("{} does not hold an image ID", shown(IMAGE)),
+            });
+        };
+        Ok(match self.read_text(MANIFEST) {
+            Ok(Some(m)) if imager_core::tree::text::id_of(&m) == id => {
+                Record::Valid { id, manifest: m }
+            }
+            Ok(Some(_)) => Record::Damaged {
+                why: format!(
+                    "{} does not hash to the recorded image {id}",
+                    shown(MANIFEST)
+                ),
+            },
+            Ok(None) => Record::Damaged {
+                why: format!(
+                    "{} is missing (the recorded image is {id})",
+                    shown(MANIFEST)
+                ),
+            },
+            Err(e) => Record::Damaged {
+                why: format!("the recorded manifest cannot be read: {e}"),
+            },
+        })
+    }
+
+    /// The image the host was last synced to, as its ID file says (unchecked: see
+    /// [`StateDir::record`]).
+    pub fn image(&self) -> crate::Result<Option<Hash>> {
+        self.id(IMAGE)
+    }
+
+    /// The image it ran before that.
+    pub fn previous(&self) -> crate::Result<Option<Hash>> {
+        self.id(PREVIOUS)
+    }
+
+    fn id(&self, name: &str) -> crate::Result<Option<Hash>> {
+        Ok(self.read_text(name)?.and_then(|t| Hash::from_hex(t.trim())))
+    }
+}
+
+/// What a host records of the image it runs ([`StateDir::record`]).
+pub enum Record {
+    /// Never synced.
+    None,
+    Valid {
+        id: Hash,
+        manifest: String,
+    },
+    /// A record that does not check out, and why.
+    Damaged {
+        why: String,
+    },
+}
+
+impl Record {
+    /// The recorded image, if the record checks out.
+    pub fn id(&self) -> Option<Hash> {
+        match self {
+            Record::Valid { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+
+    /// The recorded manifest, if the record checks out.
+    pub fn manifest(&self) -> Option<&str> {
+        match self {
+            Record::Valid { manifest, .. } => Some(manifest),
+            _ => None,
+        }
+    }
+
+    /// Why the record is not trusted, if it is not.
+    pub fn damage(&self) -> Option<String> {
+        match self {
+            Record::Damaged { why } => Some(format!(
+                "the host's record of its image is damaged: {why}; it counts as recording \
+                 no image until a push records one again"
+            )),
+            _ => None,
+        }
+    }
+}

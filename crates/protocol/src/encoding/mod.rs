@@ -1,0 +1,191 @@
+//! How a file's content travels to a host. [`Encoding`] is the one list of the ways:
+//! each has its wire code (the table below), its label in reports, and its encoder
+//! (the controller's side) and decoder (the agent's) together in a file of its own:
+//!
+//! - [`local_copy`], the content is on the host already, at another path;
+//! - [`whole`], zstd;
+//! - [`zstd_delta`], zstd with the host's current file as a raw prefix
+//!   (`zstd --patch-from`), for an old version the controller holds;
+//! - [`rsync_delta`], fast_rsync against a signature the agent sent, then zstd;
+//! - [`bsdiff`], a bsdiff patch from the host's current file, for an old version the
+//!   controller holds (smaller than zstd's on executables);
+//! - [`chunked`], every file over [`chunked::LARGE`] bytes: spans the host has, or
+//!   compressed alone or against the host's bytes around them, so that memory stays
+//!   bounded on both sides whatever the file's size.
+//!
+//! Whole contents and bsdiff patches also travel in [`pack`]s: many files' raw bytes as
+//! one zstd stream.
+//!
+//! A new encoding is one new file, a variant here (its code, its label, its decoder in
+//! [`Encoding::decode`]) and the controller's choice of it (`choose`, in
+//! `push/content.rs`). The controller's cache of encodings is [`crate::delta`].
+
+pub mod bsdiff;
+pub mod chunked;
+pub mod local_copy;
+pub mod pack;
+pub mod rsync_delta;
+pub mod whole;
+pub mod zstd_delta;
+
+use crate::error::{Error, Result};
+use crate::wire::wire_enum;
+use imager_core::safe_dir::Beneath;
+use imager_core::tree::escape::escape;
+use std::io::Write;
+
+/// How the agent gets a staged file's content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encoding {
+    /// The content is on the host already, at this path.
+    LocalCopy { from: Vec<u8> },
+    /// zstd-compressed whole content.
+    Whole,
+    /// zstd with the host's current file at the path as reference (`--patch-from`).
+    ZstdDelta,
+    /// An rsync delta (fast_rsync) against the host's current file, zstd-compressed.
+    RsyncDelta,
+    /// A bsdiff patch from the host's current file: zstd-compressed on its own, raw in a
+    /// pack.
+    Bsdiff,
+    /// A large file's records ([`chunked`]), streamed on both sides.
+    Chunked,
+}
+
+wire_enum!(Encoding, "content source" {
+    0 => Encoding::LocalCopy { from },
+    1 => Encoding::Whole,
+    2 => Encoding::ZstdDelta,
+    3 => Encoding::RsyncDelta,
+    4 => Encoding::Bsdiff,
+    5 => Encoding::Chunked,
+});
+
+impl Encoding {
+    /// Its name in reports (`via` of a planned path, the rows of a push's summary).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Encoding::LocalCopy { .. } => "local copy",
+            Encoding::ZstdDelta => "zstd delta",
+            Encoding::RsyncDelta => "rsync delta",
+            Encoding::Bsdiff => "bsdiff",
+            Encoding::Whole => "whole",
+            Encoding::Chunked => "chunked",
+        }
+    }
+
+    /// Writes the content of host file `path` (`size` bytes in the image) that
+    /// `payload` makes into `out`. `host` reads host files (local copies, delta bases)
+    /// without following symlinks.
+    pub fn decode(
+        &self,
+        host: &Beneath,
+        path: &[u8],
+        size: u64,
+        payload: &[u8],
+        out: &mut impl Write,
+    ) -> Result<()> {
+        match self {
+            Encoding::Whole => whole::decode(host, path, payload, out),
+            Encoding::LocalCopy { from } => local_copy::decode(host, path, from, out),
+            Encoding::ZstdDelta => {
+                let base = delta_base(host, path, size)?;
+                zstd_delta::decode(&base, payload, out).map_err(|e| {
+                    Error::Agent(format!("applying the delta for {}: {e}", escape(path)))
+                })
+            }
+            Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
+            Encoding::Bsdiff => bsdiff::decode(host, path, size, payload, out),
+            Encoding::Chunked => chunked::decode(host, path, size, &mut &payload[..], out),
+        }
+    }
+
+    /// Writes the content of host file `path` that its part of a pack makes (the content
+    /// itself, a raw bsdiff patch or a zstd delta) into `out`, reading the part to its
+    /// end.
+    pub fn decode_part(
+        &self,
+        host: &Beneath,
+        path: &[u8],
+        size: u64,
+        part: &mut dyn std::io::Read,
+        out: &mut impl Write,
+    ) -> Result<()> {
+        match self {
+            Encoding::Whole => std::io::copy(part, out)
+                .map(drop)
+                .map_err(|e| write_err(host, path, e)),
+            Encoding::Bsdiff => bsdiff::apply_to(host, path, size, part, out),
+            Encoding::ZstdDelta => {
+                let mut delta = Vec::new();
+                part.read_to_end(&mut delta)
+                    .map_err(|e| write_err(host, path, e))?;
+                self.decode(host, path, size, &delta, out)
+            }
+            other => Err(Error::Protocol(format!(
+                "{} is packed as a {}, which a pack cannot hold",
+                escape(path),
+                other.label()
+            ))),
+        }
+    }
+}
+
+/// The host's current content at `path` as a delta's base (held in memory), refused for
+/// a file larger than the agent holds in memory (larger ones travel [`chunked`]).
+fn delta_base(host: &Beneath, path: &[u8], size: u64) -> Result<Vec<u8>> {
+    if size > chunked::LARGE {
+        return Err(Error::Protocol(format!(
+            "delta for {} ({size} bytes) is larger than the agent applies",
+            escape(path)
+        )));
+    }
+    Ok(crate::hostfs::read_file(host, path)?)
+}
+
+/// The error for content that cannot be written to the staged copy of `path`.
+fn write_err(host: &Beneath, path: &[u8], err: std::io::Error) -> Error {
+    imager_core::Error::io("write staged copy of", host.display(path), err).into()
+}
+
+/// A delta's `apply`: (base, delta, the most bytes it may make) to the content.
+type Apply = fn(&[u8], &[u8], usize) -> std::result::Result<Vec<u8>, String>;
+
+/// Applies an rsync delta to the host's current content at `path` and writes what it
+/// makes (base and result are held in memory: fast_rsync applies into a buffer).
+fn apply_delta(
+    apply: Apply,
+    host: &Beneath,
+    path: &[u8],
+    size: u64,
+    payload: &[u8],
+    out: &mut impl Write,
+) -> Result<()> {
+    let base = delta_base(host, path, size)?;
+    let data = apply(&base, payload, size as usize)
+        .map_err(|r| Error::Agent(format!("applying the delta for {}: {r}", escape(path))))?;
+    out.write_all(&data).map_err(|e| write_err(host, path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_round_trip() {
+        let old: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i * 7).to_le_bytes())
+            .collect();
+        let mut new = old.clone();
+        new[1000..1100].fill(9);
+        new.extend_from_slice(b"tail");
+        let d = zstd_delta::encode(&old, &new, 3).expect("delta");
+        assert!(d.len() < 2000, "{}", d.len());
+        assert_eq!(zstd_delta::apply(&old, &d, new.len()).expect("apply"), new);
+        assert!(zstd_delta::apply(&old, &d, 10).is_err());
+        let sig = rsync_delta::signature(&old);
+        let d = rsync_delta::encode(&sig, &new, 3).expect("rsync delta");
+        assert!(d.len() < 20_000, "{}", d.len());
+        assert_eq!(rsync_delta::apply(&old, &d, new.len()).expect("apply"), new);
+    }
+}

@@ -1,0 +1,104 @@
+//! The syncer library's error type. Filesystem errors come from imager's own type (they
+//! carry the path and the action); protocol errors say what was malformed; errors an
+//! agent reports travel back as text and are shown with the host's name by the caller.
+//! Nearly every other module uses this one, so it uses none of them: how an error
+//! crosses the wire (the `Error` message, [`Error::from_agent`], [`Error::to_message`])
+//! is the protocol's.
+
+use imager_core::Hash;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Fs(#[from] imager_core::Error),
+
+    /// The peer sent something this side cannot accept (bad frame, version, message).
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// The connection ended or failed while a message was expected or being sent.
+    #[error("connection: {0}")]
+    Connection(String),
+
+    /// The session ended and the agent's process (or ssh) exited: `text` says what was
+    /// going on, its status and its stderr; `code` is its exit code (255: ssh itself
+    /// failed; 126/127: the remote shell could not run the agent), for callers to act on
+    /// without reading the text.
+    #[error("connection: {text}")]
+    AgentExited { text: String, code: Option<i32> },
+
+    /// The agent reported a failure.
+    #[error("{0}")]
+    Agent(String),
+
+    /// The host is in the middle of a commit that stopped after its commit point (the
+    /// message says what blocks it and the ways out).
+    #[error("{1}")]
+    MidCommit(Box<MidCommit>, String),
+
+    /// A host spec that names no host (`ssh://...`, `local:/abs/path`).
+    #[error("{0}")]
+    HostSpec(String),
+
+    /// The controller could not encode what a host needs (a manifest, a delta).
+    #[error("{0}")]
+    Encode(String),
+
+    /// This program could not find or prepare itself as the agent to install.
+    #[error("{0}")]
+    SelfExe(String),
+
+    /// An inventory file is unreadable or wrong (the message names the file and line).
+    #[error("{0}")]
+    Inventory(String),
+
+    /// A rollout's saved state is unreadable, unwritable or of another rollout.
+    #[error("{0}")]
+    RolloutState(String),
+
+    /// A rollback cannot be done as asked (the host records no previous image).
+    #[error("{0}")]
+    Rollback(String),
+
+    /// An image the controller's `require_signed` policy does not accept.
+    #[error("{0}")]
+    Unsigned(String),
+
+    /// A plan the controller will not carry out (it deletes more than `--max-delete`).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Error {
+    pub fn protocol(m: impl Into<String>) -> Error {
+        Error::Protocol(m.into())
+    }
+}
+
+/// A commit a host is in the middle of: what [`Error::MidCommit`] carries, an agent's
+/// `Error` message says (its wire form is the protocol's) and a push's report shows.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct MidCommit {
+    /// The image it commits to (`None`: its journal cannot be read).
+    #[serde(serialize_with = "hex_opt")]
+    pub image: Option<Hash>,
+    /// Operations of its journal done, and in all (`None`: not known).
+    pub applied: Option<u64>,
+    pub ops: Option<u64>,
+}
+
+/// Serializes an optional image ID as hex.
+fn hex_opt<S: serde::Serializer>(h: &Option<Hash>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match h {
+        Some(h) => s.serialize_str(&h.to_hex()),
+        None => s.serialize_none(),
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Connection(e.to_string())
+    }
+}

@@ -1,0 +1,658 @@
+//! Every message of the protocol as a named payload struct whose declaration is its
+//! codec (fields travel in declared order), the inner types they carry, and the one
+//! table ([`messages!`]) that gives each message its tag, its name and its decoder.
+//! The `Error` message is in `errors.rs`, with the conversions of the library's error;
+//! a pack's entries ([`PackEntry`]) and [`Encoding`] are declared, codec included, with
+//! what they describe in [`crate::encoding`].
+
+use super::errors::ErrorMessage;
+use crate::encoding::pack::PackEntry;
+use crate::encoding::Encoding;
+use crate::error::{Error, Result};
+use crate::wire::{wire_enum, wire_struct, Dec, Enc, Wire};
+use imager_core::{Entry, Hash};
+use serde::Serialize;
+
+/// The first bytes of every session: the `Hello`'s magic.
+pub const MAGIC: &[u8; 4] = b"SYNC";
+
+/// The controller's first message. Its layout never changes (magic, then version), so a
+/// peer of another version gets a clear error instead of garbage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u32,
+}
+
+impl Wire for Hello {
+    const MIN: usize = 8;
+    fn encode(&self, e: &mut Enc) {
+        e.raw(MAGIC);
+        self.version.encode(e);
+    }
+    fn decode(d: &mut Dec) -> Result<Self> {
+        if d.take(4)? != MAGIC {
+            return Err(Error::protocol(
+                "the peer is not a syncer (bad magic in its first message)",
+            ));
+        }
+        Ok(Hello {
+            version: Wire::decode(d)?,
+        })
+    }
+}
+
+wire_struct! {
+    /// The agent's answer to a `Hello`: who it is and what the host runs.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Welcome {
+        pub version: u32,
+        /// The agent's crate version and the blake3 of its executable.
+        pub agent: String,
+        pub exe: Hash,
+        /// The image the host was last synced to, and the one before it.
+        pub image: Option<Hash>,
+        pub previous: Option<Hash>,
+        /// A commit interrupted earlier that this session finished first.
+        pub rolled_forward: bool,
+        /// An unfinished commit (to this image) the agent was told to drop.
+        pub abandoned: Option<Hash>,
+        /// The host's trust policy (`/etc/syncer/trust.toml`): what it demands, or why
+        /// it cannot be used (then the host refuses every image); `None`: no policy.
+        pub trust: Option<TrustSummary>,
+        /// Why the host's record of its image is not trusted (its manifest does not hash
+        /// to its ID): `image` is then `None`.
+        pub damaged_record: Option<String>,
+    }
+}
+
+wire_struct! {
+    /// A host's trust policy, as the agent read it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct TrustSummary {
+        /// "2 requirements, 3 trusted keys", or why the policy cannot be used.
+        pub summary: String,
+        /// The blake3 of the policy and its allowed_signers file (`None`: unusable).
+        pub digest: Option<Hash>,
+    }
+}
+
+impl ImageSignature {
+    /// The signatures as [`imager_trust`] checks them, named "signature N" and `of`
+    /// (for messages).
+    pub fn signed(sigs: &[ImageSignature], of: &str) -> Vec<imager_trust::Signed> {
+        sigs.iter()
+            .enumerate()
+            .map(|(i, s)| imager_trust::Signed {
+                statement: s.statement.clone(),
+                signature: s.signature.clone(),
+                origin: format!("signature {}{of}", i + 1),
+            })
+            .collect()
+    }
+}
+
+impl TrustSummary {
+    /// For reports: the summary and the policy's digest ("2 requirements, 3 trusted
+    /// keys; policy 1a2b3c4d").
+    pub fn describe(&self) -> String {
+        match &self.digest {
+            Some(d) => format!("{}; policy {}", self.summary, &d.to_hex()[..8]),
+            None => self.summary.clone(),
+        }
+    }
+}
+
+wire_struct! {
+    /// One signature of an image (`imager sign`): the statement and the SSH signature
+    /// over it, as stored beside the image.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct ImageSignature {
+        pub statement: Vec<u8>,
+        pub signature: Vec<u8>,
+    }
+}
+
+wire_struct! {
+    /// How does the host differ from the image it was last synced to?
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Status {
+        pub verify: bool,
+    }
+}
+
+/// The image manifest as sent to an agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManifestData {
+    /// zstd-compressed (once per image, at a high level, by the controller).
+    Zstd(Vec<u8>),
+    /// A zstd delta from the manifest of the image the agent says it has.
+    Delta { base: Hash, delta: Vec<u8> },
+    /// The image the agent says it has: it holds the manifest already.
+    Recorded,
+    /// Not yet (a host that records no image): the agent scans, answers with the ID of
+    /// its own tree (`Identity`), and a `Manifest` follows, a delta against that tree's
+    /// manifest when it is one the controller knows.
+    Ask,
+}
+
+wire_enum!(ManifestData, "manifest form" {
+    0 => ManifestData::Zstd(z),
+    1 => ManifestData::Delta { base, delta },
+    2 => ManifestData::Recorded,
+    3 => ManifestData::Ask,
+});
+
+/// What a commit records as the host's previous image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Previous {
+    /// The usual rule: the image the host had (when it changes).
+    #[default]
+    Keep,
+    /// No previous image (a rollback to a host that had none).
+    None,
+    /// This image (a rollback puts back what the host had recorded).
+    Image(Hash),
+}
+
+impl Previous {
+    /// Record exactly `image` (none when `None`), whatever the host had.
+    pub fn set(image: Option<Hash>) -> Previous {
+        image.map_or(Previous::None, Previous::Image)
+    }
+}
+
+wire_enum!(Previous, "previous form" {
+    0 => Previous::Keep,
+    1 => Previous::None,
+    2 => Previous::Image(h),
+});
+
+wire_struct! {
+    /// The image to compare the host with (and, unless a dry run, to push).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Target {
+        pub image: Hash,
+        pub manifest: ManifestData,
+        /// The image's /usr/lib/imager/local-state.txt as it is (`None` when it has none:
+        /// the built-in list applies). The agent checks it, and `triggers`, against the
+        /// manifest's hashes: neither is the controller's to choose.
+        pub local_state: Option<Vec<u8>>,
+        /// The image's /usr/lib/imager/triggers.toml (empty when it has none).
+        pub triggers: Vec<u8>,
+        pub verify: bool,
+        /// Only look: write nothing on the host, not even the hash cache.
+        pub dry_run: bool,
+        /// What to record as the host's previous image.
+        pub previous: Previous,
+        /// The image's signatures: a host with a trust policy commits only an image
+        /// they satisfy, and checks before it writes anything.
+        pub signatures: Vec<ImageSignature>,
+        /// The image's /usr/lib/imager/owned.txt as it is (`None`: the built-in list),
+        /// checked like `local_state`: the prefixes below which the push deletes what
+        /// the host made.
+        pub owned: Option<Vec<u8>>,
+        /// Run the triggers on a first install too (by default a push onto a root that
+        /// holds none of the image's paths runs none).
+        pub install_triggers: bool,
+    }
+}
+
+/// How a path on the host differs from the image it is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    /// The host lacks the path.
+    Add,
+    /// Both are files; the content differs (metadata may too).
+    Content,
+    /// Something else must be put in its place: another kind, another symlink target,
+    /// device number or hard-link target.
+    Replace,
+    /// Same kind and content; owner, mode, xattrs or mtime differ.
+    Meta,
+    /// The host has a path the image lacks.
+    Delete,
+}
+
+wire_enum!(ChangeKind, "change kind" {
+    0 => ChangeKind::Add,
+    1 => ChangeKind::Content,
+    2 => ChangeKind::Replace,
+    3 => ChangeKind::Meta,
+    4 => ChangeKind::Delete,
+});
+
+impl ChangeKind {
+    pub fn letter(self) -> char {
+        match self {
+            ChangeKind::Add => 'A',
+            ChangeKind::Content => 'M',
+            ChangeKind::Replace => 'R',
+            ChangeKind::Meta => 'm',
+            ChangeKind::Delete => 'D',
+        }
+    }
+}
+
+wire_struct! {
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Change {
+        pub path: Vec<u8>,
+        pub kind: ChangeKind,
+        /// The host's entry at the path (with its content hash), if it has one.
+        pub host: Option<Entry>,
+        /// What differs, item by item ([`super::item`]), for itemised reports.
+        pub what: u32,
+    }
+}
+
+wire_struct! {
+    /// A path the host made that the image lacks and does not own (outside its owned
+    /// prefixes, never in the host's recorded image): kept by every push, with all that
+    /// is below it. Only the outermost such paths are listed.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+    pub struct Unmanaged {
+        #[serde(serialize_with = "crate::escaped")]
+        pub path: Vec<u8>,
+        /// Entries it holds, itself included.
+        pub entries: u64,
+    }
+}
+
+/// Why a host path is left alone by every push (it and everything below it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeptWhy {
+    /// A mount point (another filesystem, or a bind mount of the root's own).
+    Mount,
+    /// A symlink at or above a local-state path: the host's own layout.
+    LocalStateSymlink,
+}
+
+wire_enum!(KeptWhy, "kept reason" {
+    0 => KeptWhy::Mount,
+    1 => KeptWhy::LocalStateSymlink,
+});
+
+wire_struct! {
+    /// A host path the scan found and every push leaves alone.
+    #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+    pub struct Kept {
+        #[serde(serialize_with = "crate::escaped")]
+        pub path: Vec<u8>,
+        pub why: KeptWhy,
+    }
+}
+
+/// Serializes a path as the project's escaped text.
+pub fn escaped<S: serde::Serializer>(p: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&imager_core::tree::escape::escape(p))
+}
+
+/// Serializes a list of paths as the project's escaped text.
+pub fn escaped_all<S: serde::Serializer>(
+    ps: &[Vec<u8>],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_seq(ps.iter().map(|p| imager_core::tree::escape::escape(p)))
+}
+
+wire_struct! {
+    /// What a scan took.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct ScanStats {
+        pub entries: u64,
+        pub hashed_files: u64,
+        pub hashed_bytes: u64,
+        pub cached_files: u64,
+        pub seconds: f64,
+    }
+}
+
+wire_struct! {
+    /// How the host differs from an image (the answer to `Status` and `Target`).
+    #[derive(Clone, Debug, PartialEq)]
+    pub struct Differences {
+        pub image: Option<Hash>,
+        pub changes: Vec<Change>,
+        /// For content the image needs: a host path that already holds it.
+        pub have: Vec<(Hash, Vec<u8>)>,
+        pub scan: ScanStats,
+        /// Mount points and local-state symlinks the scan left alone.
+        pub kept: Vec<Kept>,
+        /// Processes still running files that were replaced (the answer to `Status`;
+        /// empty in the answer to `Target`, which comes before anything is replaced).
+        pub stale: Vec<StaleUnit>,
+        /// What the host made that the image lacks and does not own: kept, not drift.
+        pub unmanaged: Vec<Unmanaged>,
+    }
+}
+
+wire_struct! {
+    /// The host files to send rsync signatures of (bases of rsync deltas).
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct SignatureRequest {
+        pub paths: Vec<Vec<u8>>,
+    }
+}
+
+wire_struct! {
+    /// (path, signature) for each path asked.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Signatures {
+        pub sigs: Vec<(Vec<u8>, Vec<u8>)>,
+    }
+}
+
+wire_struct! {
+    /// Content follows: this many files, this many bytes once written.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Stage {
+        pub files: u64,
+        pub bytes: u64,
+    }
+}
+
+wire_struct! {
+    /// One file's content: `len` bytes of its encoding follow in `Data` messages.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Put {
+        pub path: Vec<u8>,
+        pub encoding: Encoding,
+        pub len: u64,
+    }
+}
+
+wire_struct! {
+    /// The agent's answer to a `Target` whose manifest is `Ask`: the ID of its own
+    /// tree's host view (`compare::host_view`), and the paths it left alone.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Identity {
+        pub tree: Hash,
+        pub kept: Vec<Vec<u8>>,
+    }
+}
+
+wire_struct! {
+    /// The manifest of a `Target` sent with `Ask`; a `Delta` may have the host's own
+    /// tree (its `Identity`) as base.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Manifest {
+        pub manifest: ManifestData,
+    }
+}
+
+wire_struct! {
+    /// Several files' content as one zstd stream (`crate::encoding::pack`): `len` bytes
+    /// follow in `Data` messages, holding the entries' parts in order.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Pack {
+        pub entries: Vec<PackEntry>,
+        pub len: u64,
+        /// Entries (indexes) the host does not take: their parts are read and dropped.
+        /// A pack published for hosts at an image serves a host that drifted from it
+        /// in a few files; those come on their own.
+        pub skip: Vec<u32>,
+    }
+}
+
+/// A chunk of a file's encoded content: the rest of its frame, never compressed again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Data {
+    pub bytes: Vec<u8>,
+}
+
+impl Wire for Data {
+    const MIN: usize = 0;
+    fn encode(&self, e: &mut Enc) {
+        e.raw(&self.bytes);
+    }
+    fn decode(d: &mut Dec) -> Result<Self> {
+        Ok(Data {
+            bytes: d.rest().to_vec(),
+        })
+    }
+}
+
+wire_struct! {
+    /// What the agent did with a commit.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct Committed {
+        pub ops: u64,
+        pub stage_seconds: f64,
+        pub commit_seconds: f64,
+    }
+}
+
+wire_struct! {
+    /// The outcome of one trigger.
+    #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+    pub struct TriggerRun {
+        pub name: String,
+        /// Exit status; `None` if it was killed (timeout or signal).
+        pub status: Option<i32>,
+        pub timed_out: bool,
+        pub seconds: f64,
+        pub output: String,
+        /// Not run, and why (a trigger that needs a running system, on a root that
+        /// is not one): neither a success nor a failure.
+        pub skipped: Option<String>,
+    }
+}
+
+impl TriggerRun {
+    /// Whether it ran and failed (exited non-zero, was killed or timed out).
+    pub fn failed(&self) -> bool {
+        self.skipped.is_none() && self.status != Some(0)
+    }
+}
+
+wire_struct! {
+    /// A process that still maps a replaced file.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct StaleProcess {
+        pub pid: u32,
+        /// Its name (`/proc/PID/comm`).
+        pub comm: String,
+    }
+}
+
+wire_struct! {
+    /// A systemd unit (or [`crate::agent::stale::NO_UNIT`]) whose processes still map
+    /// files that were replaced since they started: restarting it loads the new ones.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+    pub struct StaleUnit {
+        pub unit: String,
+        /// By pid, at most [`crate::agent::stale::MAX_LISTED`].
+        pub processes: Vec<StaleProcess>,
+        /// Processes beyond those listed.
+        pub more_processes: u64,
+        /// Root-relative, sorted, at most [`crate::agent::stale::MAX_LISTED`].
+        #[serde(serialize_with = "crate::escaped_all")]
+        pub files: Vec<Vec<u8>>,
+        /// Files beyond those listed.
+        pub more_files: u64,
+    }
+}
+
+wire_struct! {
+    /// After a commit's triggers: the processes that still run replaced files.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Stale {
+        pub units: Vec<StaleUnit>,
+    }
+}
+
+wire_struct! {
+    /// Run a health check on the host (after a push), as a trigger would be run.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Health {
+        pub command: String,
+        pub timeout: u64,
+    }
+}
+
+wire_struct! {
+    /// Fetch content from HTTP mirrors instead of the controller's stream (sent after
+    /// `Stage`): each blob from the first mirror that has it, checked by its length and
+    /// hash before it is staged. Answered by `Fetched`; what no mirror gave follows from
+    /// the controller as `Pack`/`Put` messages.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Fetch {
+        /// Base URLs, in order (the colo's cache first, then the origin), each ending in `/`.
+        pub mirrors: Vec<String>,
+        /// Bytes per second for these fetches (0: no limit).
+        pub rate: u64,
+        pub blobs: Vec<Blob>,
+    }
+}
+
+wire_struct! {
+    /// One published file (`crate::publish`): its name below a mirror's URL, its length
+    /// and blake3, and what it stages.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Blob {
+        pub name: String,
+        pub len: u64,
+        pub hash: Hash,
+        pub stages: BlobUse,
+    }
+}
+
+/// What a fetched blob is: a pack's stream (its entries, and those the host skips, as
+/// in a `Pack`) or one file's encoding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobUse {
+    Pack {
+        entries: Vec<PackEntry>,
+        skip: Vec<u32>,
+    },
+    Put {
+        path: Vec<u8>,
+        encoding: Encoding,
+    },
+}
+
+wire_enum!(BlobUse, "blob use" {
+    0 => BlobUse::Pack { entries, skip },
+    1 => BlobUse::Put { path, encoding },
+});
+
+wire_struct! {
+    /// The answer to a `Fetch`: the blobs (indexes) no mirror gave, and each mirror's
+    /// account.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Fetched {
+        pub missing: Vec<u32>,
+        pub mirrors: Vec<MirrorStats>,
+    }
+}
+
+wire_struct! {
+    /// What one mirror gave a host during a `Fetch`.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+    pub struct MirrorStats {
+        pub url: String,
+        /// Bytes received (those of blobs that failed their check included).
+        pub bytes: u64,
+        pub requests: u64,
+        /// Blobs it gave that passed their check.
+        pub blobs: u64,
+        /// Responses its cache served (`X-Cache-Status: HIT`), and those it had to fetch.
+        pub cache_hits: u64,
+        pub cache_misses: u64,
+        /// Blobs it does not have (404), connection or HTTP errors, and blobs whose bytes
+        /// were wrong (length or hash): each sends the blob to the next mirror.
+        pub not_found: u64,
+        pub errors: u64,
+        pub corrupt: u64,
+        /// Requests that resumed an interrupted transfer with a Range.
+        pub resumed: u64,
+        /// The last error, for the report.
+        pub last_error: String,
+    }
+}
+
+/// The message table: `tag => Variant(Payload)` (or a bare `Variant` for a message
+/// without fields) makes the [`Msg`] enum, its tags, its names and its decoder.
+macro_rules! messages {
+    ( $( $(#[$m:meta])* $tag:literal => $v:ident $( ( $p:ty ) )? ),* $(,)? ) => {
+        /// A message of the protocol (module docs: the session it belongs to).
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Msg {
+            $( $(#[$m])* $v $( ($p) )? ),*
+        }
+
+        impl Msg {
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( messages!(@pat $v $( $p )?) => stringify!($v), )*
+                }
+            }
+
+            pub(super) fn tag(&self) -> u8 {
+                match self {
+                    $( messages!(@pat $v $( $p )?) => $tag, )*
+                }
+            }
+
+            /// The fields, in the payload's own codec.
+            pub(super) fn encode_fields(&self, e: &mut Enc) {
+                match self {
+                    $( messages!(@bind p $v $( $p )?) => {
+                        $( let _: &$p = p; p.encode(e); )?
+                    } )*
+                }
+            }
+
+            /// A message from its tag (without the compression bit) and its fields,
+            /// all of them.
+            pub(super) fn decode_fields(tag: u8, fields: &[u8]) -> Result<Msg> {
+                let mut d = Dec(fields);
+                let msg = match tag {
+                    $( $tag => Msg::$v $( (<$p as Wire>::decode(&mut d)?) )?, )*
+                    t => return Err(Error::protocol(format!("unknown message type {t}"))),
+                };
+                if !d.0.is_empty() {
+                    return Err(Error::protocol(format!(
+                        "{} message has {} trailing bytes",
+                        msg.name(),
+                        d.0.len()
+                    )));
+                }
+                Ok(msg)
+            }
+        }
+    };
+    (@pat $v:ident) => { Msg::$v };
+    (@pat $v:ident $p:ty) => { Msg::$v(_) };
+    (@bind $b:ident $v:ident) => { Msg::$v };
+    (@bind $b:ident $v:ident $p:ty) => { Msg::$v($b) };
+}
+
+messages! {
+    1 => Hello(Hello),
+    2 => Welcome(Welcome),
+    3 => Error(ErrorMessage),
+    4 => Status(Status),
+    5 => Target(Target),
+    6 => Differences(Differences),
+    7 => SignatureRequest(SignatureRequest),
+    8 => Signatures(Signatures),
+    9 => Stage(Stage),
+    10 => Put(Put),
+    11 => Data(Data),
+    12 => Commit,
+    13 => Committed(Committed),
+    14 => TriggerRan(TriggerRun),
+    15 => Done,
+    16 => Bye,
+    17 => Health(Health),
+    18 => HealthResult(TriggerRun),
+    19 => Stale(Stale),
+    20 => Pack(Pack),
+    21 => Identity(Identity),
+    22 => Manifest(Manifest),
+    23 => Fetch(Fetch),
+    24 => Fetched(Fetched),
+}
