@@ -13,7 +13,7 @@ set -euo pipefail
 work=${1:-$(mktemp -d)}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 command -v dpkg-scanpackages >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q dpkg-dev >/dev/null; }
-(cd "$here" && cargo build --release -q -p imager)
+(cd "$here" && cargo build --release -q -p imager-cli)
 imager="$here/target/release/imager"
 rm -rf "$work"; mkdir -p "$work"
 cp -a "$here/manifests" "$work/m"; rm -f "$work/m/"*.lock

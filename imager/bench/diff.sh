@@ -11,7 +11,7 @@ limit=${2:-300}
 command -v diffoscope >/dev/null || { apt-get update -q && apt-get install -y -q diffoscope-minimal; }
 work=$(mktemp -d /tmp/diff-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-(cd "$repo" && cargo build --release --quiet -p imager)
+(cd "$repo" && cargo build --release --quiet -p imager-cli)
 imager=$repo/target/release/imager
 export IMAGER_STORE=$work/store
 for n in A B; do "$imager" import "$corpus/$n" --name $n -q >/dev/null; done

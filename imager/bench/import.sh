@@ -13,7 +13,7 @@ work=${2:-$(mktemp -d)}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 for t in ostree strip-nondeterminism; do command -v $t >/dev/null || need="${need:-} $t"; done
 [ -z "${need:-}" ] || { apt-get update -q >/dev/null && apt-get install -y -q $need >/dev/null; }
-(cd "$here" && cargo build --release -q -p imager)
+(cd "$here" && cargo build --release -q -p imager-cli)
 imager="$here/target/release/imager"
 epoch=1700000000
 mkdir -p "$work"

@@ -1,5 +1,8 @@
-//! The `imager` binary: everything is in [`imager::cli`].
+//! The `imager` command: a thin command line over the `imager` library; everything is
+//! in [`cli`].
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    imager::cli::main()
+    cli::main()
 }

@@ -20,7 +20,7 @@ if [ -n "$given" ]; then work=$given; mkdir -p "$work"; else work=$(mktemp -d /v
 work=$(cd "$work" && pwd)
 cleanup() { [ -n "$given" ] || rm -rf "$work"; }
 trap cleanup EXIT
-[ -n "${NO_BUILD:-}" ] || (cd "$repo" && cargo build --release --locked -q -p imager -p syncer)
+[ -n "${NO_BUILD:-}" ] || (cd "$repo" && cargo build --release --locked -q -p imager-cli -p syncer)
 imager="$repo/target/release/imager"; syncer="$repo/target/release/syncer"
 export IMAGER_STORE="$work/store"
 

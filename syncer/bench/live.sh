@@ -28,7 +28,7 @@ cleanup() {
   [ -n "${KEEP:-}" ] || [ -n "$given" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-[ -n "${NO_BUILD:-}" ] || (cd "$repo" && cargo build --release --locked -q -p imager -p syncer)
+[ -n "${NO_BUILD:-}" ] || (cd "$repo" && cargo build --release --locked -q -p imager-cli -p syncer)
 imager="$repo/target/release/imager"; syncer="$repo/target/release/syncer"
 store=${STORE:-$work/store}
 if [ -z "${STORE:-}" ]; then

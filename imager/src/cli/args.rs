@@ -1,12 +1,12 @@
 //! Argument groups several commands share: normalisation, exclusions, report format and
 //! the review views, each with the conversion into the library's options.
 
-use crate::normalize::{self, MtimePolicy};
-use crate::review;
-use crate::store::{Access, Store};
-use crate::tree::scan::Excludes;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use imager::normalize::{self, MtimePolicy};
+use imager::review;
+use imager::store::{Access, Store};
+use imager::tree::scan::Excludes;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Progress as indicatif bars, for a terminal: one bar (or spinner) per phase.
 
-use crate::progress::Progress;
+use imager::progress::Progress;
 use std::sync::Mutex;
 
 #[derive(Default)]

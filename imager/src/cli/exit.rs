@@ -50,8 +50,8 @@ fn of(e: &anyhow::Error) -> Exit {
     });
     let usage = e.chain().any(|c| {
         matches!(
-            c.downcast_ref::<crate::Error>(),
-            Some(crate::Error::Usage(_))
+            c.downcast_ref::<imager::Error>(),
+            Some(imager::Error::Usage(_))
         )
     });
     if broken_pipe {
@@ -66,7 +66,10 @@ fn of(e: &anyhow::Error) -> Exit {
 /// The error's causes, each once (the library's errors already include their source's
 /// text), with no control character of outside input left to reach a terminal.
 fn message(e: &anyhow::Error) -> String {
-    let msg = crate::error::causes_once(e.chain().map(|c| c.to_string()));
-    let lines: Vec<String> = msg.split('\n').map(crate::escape::escape_message).collect();
+    let msg = imager::error::causes_once(e.chain().map(|c| c.to_string()));
+    let lines: Vec<String> = msg
+        .split('\n')
+        .map(imager::escape::escape_message)
+        .collect();
     lines.join("\n")
 }

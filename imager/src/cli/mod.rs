@@ -9,12 +9,12 @@ mod bars;
 mod commands;
 mod exit;
 
-use crate::progress::{Progress, Quiet};
-use crate::store::{Access, Store};
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use commands::*;
 use exit::Exit;
+use imager::progress::{Progress, Quiet};
+use imager::store::{Access, Store};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -95,7 +95,7 @@ impl Ctx<'_> {
 
 /// `--store`, else `$IMAGER_STORE`, else the default.
 fn store_path(cli: &Cli) -> PathBuf {
-    crate::contract::store_path(cli.store.as_deref())
+    imager::contract::store_path(cli.store.as_deref())
 }
 
 /// Writes a report as pretty JSON and a newline.

@@ -1,10 +1,10 @@
 //! The build commands: `lock`, `build`, `rebuild`, `build-info`.
 
-use crate::build;
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::store::Access;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use imager::build;
+use imager::store::Access;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -69,7 +69,7 @@ pub(crate) struct RebuildArgs {
     json: bool,
     /// Rebuild in a builder environment unlike the original's (comma-separated, or all)
     #[arg(long, value_enum, value_delimiter = ',', value_name = "WHAT")]
-    vary: Vec<build::vary::Vary>,
+    vary: Vec<VaryArg>,
     /// (for --overlay-perms) give the overlay sources other permission bits
     #[arg(long, hide = true)]
     scramble_overlay_perms: bool,
@@ -112,7 +112,8 @@ pub(crate) fn rebuild(ctx: &Ctx, a: RebuildArgs, out: &mut dyn Write) -> Result<
 /// `rebuild --vary`: the rebuild runs as a child imager in the varied environment.
 fn varied(store: &std::path::Path, a: RebuildArgs, out: &mut dyn Write) -> Result<Exit> {
     let exe = std::env::current_exe().context("cannot find this program")?;
-    let r = build::vary::rebuild(&exe, store, &a.image, &a.vary)
+    let vary: Vec<_> = a.vary.iter().map(|v| v.0).collect();
+    let r = build::vary::rebuild(&exe, store, &a.image, &vary)
         .with_context(|| format!("rebuilding {} under varied conditions", a.image))?;
     if a.json {
         write_json(out, &r)?;
@@ -161,12 +162,37 @@ pub(crate) fn build_info(ctx: &Ctx, a: BuildInfoArgs, out: &mut dyn Write) -> Re
         BuildFile::Log => build::BUILD_LOG,
         BuildFile::Info => build::BUILD_INFO,
         BuildFile::LocalState => build::BUILD_LOCAL_STATE,
-        BuildFile::Provenance => crate::build::provenance::PROVENANCE,
-        BuildFile::ProvenanceEnvelope => crate::build::provenance::ENVELOPE,
+        BuildFile::Provenance => imager::build::provenance::PROVENANCE,
+        BuildFile::ProvenanceEnvelope => imager::build::provenance::ENVELOPE,
     };
     match store.image_file(&id, file)? {
         Some(d) => out.write_all(&d)?,
         None => bail!("image {id} has no {file}: it was not made by `imager build`"),
     }
     Ok(Exit::Success)
+}
+
+/// A `--vary` value: the library's [`build::vary::Vary`], spelled and explained as the
+/// library says, for clap.
+#[derive(Clone, Copy, Debug)]
+struct VaryArg(build::vary::Vary);
+
+impl clap::ValueEnum for VaryArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        use build::vary::Vary;
+        const ALL: [VaryArg; Vary::CHOICES.len()] = {
+            let mut out = [VaryArg(Vary::All); Vary::CHOICES.len()];
+            let mut i = 0;
+            while i < out.len() {
+                out[i] = VaryArg(Vary::CHOICES[i]);
+                i += 1;
+            }
+            out
+        };
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0.name()).help(self.0.help()))
+    }
 }

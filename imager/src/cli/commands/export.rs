@@ -1,10 +1,10 @@
 //! `imager export`.
 
 use crate::cli::{exit::Exit, Ctx};
-use crate::ops::{self, ExportTarget};
-use crate::store::Access;
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use imager::ops::{self, ExportTarget};
+use imager::store::Access;
 use std::path::PathBuf;
 
 #[derive(Args)]
@@ -37,7 +37,7 @@ pub(crate) fn run(ctx: &Ctx, a: ExportArgs) -> Result<Exit> {
     let store = ctx.open(Access::Read)?;
     let id = store.resolve(&a.image)?;
     if let Some(out) = &a.disk {
-        let d = crate::export_disk(&store, &id, out, ctx.progress)
+        let d = imager::export_disk(&store, &id, out, ctx.progress)
             .with_context(|| format!("exporting {}", a.image))?;
         let summary = format!(
             "{}: ext4, UUID {}, {} bytes, {} inodes",
@@ -47,7 +47,7 @@ pub(crate) fn run(ctx: &Ctx, a: ExportArgs) -> Result<Exit> {
             d.inodes
         );
         // `--disk /dev/stdout | dd ...`: the image alone goes there.
-        if crate::fsx::is_stdout(out) {
+        if imager::fsx::is_stdout(out) {
             eprintln!("{summary}");
         } else {
             println!("{summary}");
@@ -55,7 +55,7 @@ pub(crate) fn run(ctx: &Ctx, a: ExportArgs) -> Result<Exit> {
         return Ok(Exit::Success);
     }
     if let Some(dir) = &a.oci {
-        let o = crate::export_oci(&store, &id, dir, &a.tag, ctx.progress)
+        let o = imager::export_oci(&store, &id, dir, &a.tag, ctx.progress)
             .with_context(|| format!("exporting {}", a.image))?;
         println!(
             "{}:{}: manifest {}, layer {} ({} bytes), {}",

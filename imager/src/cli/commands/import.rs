@@ -2,10 +2,10 @@
 
 use crate::cli::args::{ExcludeArgs, NormArgs, ReportArgs};
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::ops::{self, ImportOptions, ImportSource};
-use crate::store::Access;
 use anyhow::{Context, Result};
 use clap::Args;
+use imager::ops::{self, ImportOptions, ImportSource};
+use imager::store::Access;
 use std::io::Write;
 use std::path::PathBuf;
 

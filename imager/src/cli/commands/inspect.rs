@@ -2,10 +2,10 @@
 //! `history`.
 
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::ops;
-use crate::store::Access;
 use anyhow::{bail, Result};
 use clap::Args;
+use imager::ops;
+use imager::store::Access;
 use std::io::Write;
 
 #[derive(Args)]

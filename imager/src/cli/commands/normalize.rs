@@ -2,9 +2,9 @@
 
 use crate::cli::args::{ExcludeArgs, NormArgs, ReportArgs};
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::ops;
 use anyhow::{Context, Result};
 use clap::Args;
+use imager::ops;
 use std::io::Write;
 use std::path::PathBuf;
 

@@ -2,12 +2,12 @@
 
 use crate::cli::args::ReviewArgs;
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::ops::{self, ImportSource};
-use crate::review;
-use crate::store::Access;
-use crate::tree::Hash;
 use anyhow::{Context, Result};
 use clap::Args;
+use imager::ops::{self, ImportSource};
+use imager::review;
+use imager::store::Access;
+use imager::tree::Hash;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -89,18 +89,18 @@ pub(crate) struct PackagesArgs {
 pub(crate) fn packages(ctx: &Ctx, a: PackagesArgs, out: &mut dyn Write) -> Result<Exit> {
     let store = ctx.open(Access::Read)?;
     let id = store.resolve(&a.image)?;
-    let pkgs = crate::packages::list(&store, &id)?;
+    let pkgs = imager::packages::list(&store, &id)?;
     if a.cyclonedx {
         write_json(
             out,
-            &crate::packages::cyclonedx::cyclonedx(&store, &id, &pkgs)?,
+            &imager::packages::cyclonedx::cyclonedx(&store, &id, &pkgs)?,
         )?;
     } else if a.spdx {
-        out.write_all(&crate::packages::spdx_bytes(&store, &id)?)?;
+        out.write_all(&imager::packages::spdx_bytes(&store, &id)?)?;
     } else if a.json {
         write_json(out, &pkgs)?;
     } else {
-        write!(out, "{}", crate::packages::text(&pkgs))?;
+        write!(out, "{}", imager::packages::text(&pkgs))?;
     }
     Ok(Exit::Success)
 }

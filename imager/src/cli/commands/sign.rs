@@ -1,11 +1,11 @@
 //! The signing commands: `key generate`, `sign`, `verify`.
 
-use crate::attest::{self, Trust};
 use crate::cli::{exit::Exit, write_json, Ctx};
-use crate::sign::{keys, Signers, TrustPolicy};
-use crate::store::Access;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use imager::attest::{self, Trust};
+use imager::sign::{keys, Signers, TrustPolicy};
+use imager::store::Access;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -36,7 +36,7 @@ struct GenerateArgs {
 /// The passphrase: `--passphrase-file` (first line), else `$IMAGER_KEY_PASSPHRASE`.
 fn passphrase(file: Option<&Path>) -> Result<Option<Vec<u8>>> {
     if let Some(f) = file {
-        let text = crate::fsx::read_to_string(f)?;
+        let text = imager::fsx::read_to_string(f)?;
         let line = text.lines().next().unwrap_or("");
         if line.is_empty() {
             bail!("{}: the passphrase file is empty", f.display());
@@ -68,7 +68,7 @@ pub(crate) fn key(a: KeyArgs, out: &mut dyn Write) -> Result<Exit> {
             writeln!(
                 out,
                 "{who} namespaces=\"{}\" {line}",
-                crate::sign::NAMESPACE
+                imager::sign::NAMESPACE
             )?;
             Ok(Exit::Success)
         }
@@ -114,7 +114,7 @@ pub(crate) struct SignArgs {
 }
 
 pub(crate) fn sign(ctx: &Ctx, a: SignArgs, out: &mut dyn Write) -> Result<Exit> {
-    let now = crate::sign::now();
+    let now = imager::sign::now();
     let rollback_until = match &a.allow_rollback_until {
         Some(t) => {
             let until = attest::parse_until(t, now)?;

@@ -3,8 +3,9 @@
 //! The model is [`tree`] (what an image is and its canonical text); [`store`] keeps
 //! images and their content; [`ingest`] turns a scanned or imported tree into a stored,
 //! normalised image; [`ops`] is what the commands do, as library functions; [`contract`]
-//! is what an image promises the syncer. The `imager` binary is [`cli`], a thin layer
-//! over [`ops`] and the build.
+//! is what an image promises the syncer. The `imager` command is another crate
+//! (`imager-cli`, in the repository's `imager/`), a thin layer over [`ops`], [`build`]
+//! and [`review`]: this library has no argument parser and no progress bars.
 //!
 //! The modules below the public ones (the archive formats, the build, normalisation,
 //! the review) are the crate's own: callers get what the `pub use` block lists, and
@@ -15,7 +16,7 @@
 //! ([`escape`], [`error`], [`time`], [`tree`], [`fsx`], [`safe_dir`], [`contract`]) and
 //! `imager-trust` ([`sign`], signatures as data and checks). Here: [`progress`];
 //! [`store`]; `derived`, `deb822`, `normalize`; [`ingest`]; `packages`; `archive`;
-//! [`import`]; `build`; `review`; [`attest`]; [`ops`]; [`cli`].
+//! [`import`]; [`build`]; [`review`]; [`attest`]; [`ops`].
 
 // What callers build on: the syncer keeps a host's tree in step with an image through
 // these (a tree and its text, the store, safe filesystem access, the image contract).
@@ -30,16 +31,13 @@ pub mod ops;
 pub mod progress;
 pub mod store;
 
-#[doc(hidden)]
-pub mod cli;
-
 pub(crate) mod archive;
-pub(crate) mod build;
+pub mod build;
 pub(crate) mod deb822;
 pub(crate) mod derived;
-pub(crate) mod normalize;
-pub(crate) mod packages;
-pub(crate) mod review;
+pub mod normalize;
+pub mod packages;
+pub mod review;
 
 pub use archive::disk::{export_disk, DiskExport};
 pub use archive::oci::{export_oci, OciExport};

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// One thing about the builder's environment that must not reach the image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Vary {
     /// umask 0002 (group-writable files) instead of the usual 0022
     Umask,
@@ -49,6 +49,62 @@ pub enum Vary {
 }
 
 impl Vary {
+    /// Every value `--vary` takes, `All` last.
+    pub const CHOICES: [Vary; 12] = [
+        Vary::Umask,
+        Vary::Tz,
+        Vary::Locale,
+        Vary::Hostname,
+        Vary::Cwd,
+        Vary::Home,
+        Vary::Path,
+        Vary::Cpus,
+        Vary::Time,
+        Vary::OverlayPerms,
+        Vary::Store,
+        Vary::All,
+    ];
+
+    /// The value as `--vary` spells it.
+    pub fn name(self) -> &'static str {
+        self.spelled().0
+    }
+
+    /// What it varies, for the command's help.
+    pub fn help(self) -> &'static str {
+        self.spelled().1
+    }
+
+    fn spelled(self) -> (&'static str, &'static str) {
+        match self {
+            Vary::Umask => (
+                "umask",
+                "umask 0002 (group-writable files) instead of the usual 0022",
+            ),
+            Vary::Tz => ("tz", "TZ=Pacific/Chatham (UTC+12:45 or +13:45)"),
+            Vary::Locale => ("locale", "LANG and LC_ALL fr_FR.UTF-8, LANGUAGE=fr"),
+            Vary::Hostname => (
+                "hostname",
+                "another hostname, in a UTS namespace of its own",
+            ),
+            Vary::Cwd => ("cwd", "another working directory"),
+            Vary::Home => ("home", "another, empty HOME"),
+            Vary::Path => ("path", "PATH's directories in reverse order"),
+            Vary::Cpus => ("cpus", "one CPU (taskset)"),
+            Vary::Time => ("time", "the clock a day ahead (faketime)"),
+            Vary::OverlayPerms => (
+                "overlay-perms",
+                "overlay sources group-writable and not world-readable, as another checkout \
+                 makes them",
+            ),
+            Vary::Store => (
+                "store",
+                "another store path (a hard-linked copy of the store beside it)",
+            ),
+            Vary::All => ("all", "every variation above"),
+        }
+    }
+
     const EACH: [Vary; 11] = [
         Vary::Umask,
         Vary::Tz,
