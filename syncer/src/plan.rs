@@ -187,7 +187,7 @@ fn pick(c: &Candidates) -> Encoding {
 }
 
 /// A pack as sent: its entries (in the items' order) and its stream.
-pub struct Pack {
+pub struct BuiltPack {
     /// What names it (in the cache, and where it is published): its parts.
     pub key: Hash,
     pub entries: Vec<PackEntry>,
@@ -213,7 +213,7 @@ pub struct Shared {
 
 impl Shared {
     /// The shared form of the packs of a plan.
-    pub fn of(items: &[Item], packs: Vec<Pack>) -> Vec<Shared> {
+    pub fn of(items: &[Item], packs: Vec<BuiltPack>) -> Vec<Shared> {
         packs
             .into_iter()
             .map(|p| Shared {
@@ -236,7 +236,7 @@ impl Shared {
 /// entries; those items are marked packed. A host that drifted from the image the
 /// packs were made for in a few files so still fetches them (a pack's key would change
 /// with any file that differs), and only its drifted files travel otherwise.
-pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<Pack> {
+pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<BuiltPack> {
     let by_path: HashMap<Vec<u8>, usize> = items
         .iter()
         .enumerate()
@@ -270,7 +270,7 @@ pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<Pack> {
         for &i in &taken {
             used[i] = true;
         }
-        out.push(Pack {
+        out.push(BuiltPack {
             key: sp.key,
             entries: sp.entries.clone(),
             items: taken,
@@ -310,7 +310,7 @@ fn raw_len(it: &Item) -> u64 {
 /// Groups the packable items (in order, each part at most [`pack::MAX_PART`]) into
 /// packs of at most [`pack::MAX_RAW`] raw bytes, made (or found in the cache) and
 /// checked; the items packed are marked so.
-pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<Pack>> {
+pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<BuiltPack>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut raw = 0u64;
     for (i, it) in items.iter().enumerate() {
@@ -388,7 +388,7 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
     Hash::from(h.finalize())
 }
 
-fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) -> Result<Pack> {
+fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) -> Result<BuiltPack> {
     let entries: Vec<PackEntry> = group
         .iter()
         .map(|&i| PackEntry {
@@ -420,7 +420,7 @@ fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) ->
                 escape(&items[group[0]].path)
             ))
         })?;
-    Ok(Pack {
+    Ok(BuiltPack {
         key,
         entries,
         items: group,

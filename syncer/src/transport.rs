@@ -195,7 +195,10 @@ impl Default for TransportOptions {
     }
 }
 
-pub struct Session {
+/// A controller's session with an agent it started (over ssh or as a local child): the
+/// agent's process, the connection to it, and what it said about itself. (The host
+/// side of the same session is the agent crate's own `Session`.)
+pub struct RunningAgent {
     pub conn: Conn<ChildStdout, std::io::BufWriter<Limited<ChildStdin>>>,
     child: Child,
     stderr: Option<JoinHandle<String>>,
@@ -205,7 +208,7 @@ pub struct Session {
     closed: bool,
 }
 
-impl Drop for Session {
+impl Drop for RunningAgent {
     /// A session abandoned on an error path: the agent is stopped and reaped (it rolls
     /// back nothing; an interrupted commit is finished by the next agent).
     fn drop(&mut self) {
@@ -283,7 +286,7 @@ fn message(e: &Error) -> String {
 }
 
 /// Starts a session: the agent runs and has greeted us (installing it first if asked).
-pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
+pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<RunningAgent> {
     let ssh = matches!(spec, HostSpec::Ssh { .. });
     match start(spec, opts) {
         Ok(s) if !ssh || !opts.install_agent => Ok(s),
@@ -334,14 +337,14 @@ pub fn connect(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     }
 }
 
-fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
+fn start(spec: &HostSpec, opts: &TransportOptions) -> Result<RunningAgent> {
     let s = spawn_agent(spec, opts)?;
     handshake(s, opts)
 }
 
 /// Starts the agent for `spec` with its pipes wired into a session, so [`handshake`]
 /// has a connection to greet it over (the welcome is a placeholder until then).
-fn spawn_agent(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
+fn spawn_agent(spec: &HostSpec, opts: &TransportOptions) -> Result<RunningAgent> {
     let mut cmd = agent_command(spec, opts)?;
     // Its own process group: Ctrl-C on the controller's terminal reaches the controller
     // (which stops starting hosts) but not the agents, which finish their host.
@@ -372,7 +375,7 @@ fn spawn_agent(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
     if let Some(r) = opts.rate_per_host {
         buckets.push(Bucket::new(r));
     }
-    let s = Session {
+    let s = RunningAgent {
         conn: Conn::new(
             stdout,
             std::io::BufWriter::with_capacity(1 << 16, Limited::new(stdin, buckets)),
@@ -398,7 +401,7 @@ fn spawn_agent(spec: &HostSpec, opts: &TransportOptions) -> Result<Session> {
 
 /// Exchanges Hello and Welcome with a just started agent, so a session is only handed
 /// out once the agent is known to answer and to speak this protocol version.
-fn handshake(mut s: Session, opts: &TransportOptions) -> Result<Session> {
+fn handshake(mut s: RunningAgent, opts: &TransportOptions) -> Result<RunningAgent> {
     // The wait for the greeting is bounded by a watchdog that kills the agent's process
     // group (ssh and what it runs, or a local agent) when the time is up: the pipe then
     // ends, and the blocked read with it. It is joined before the child can be reaped
@@ -478,7 +481,7 @@ impl Watchdog {
     }
 }
 
-impl Session {
+impl RunningAgent {
     /// The agent's next message; an `Error` frame from it becomes `Error::Agent`.
     pub fn reply(&mut self) -> Result<Msg> {
         match self.conn.recv("the agent's reply")? {

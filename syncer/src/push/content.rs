@@ -7,9 +7,9 @@ use super::Image;
 use crate::delta::Cache;
 use crate::encoding::{rsync_delta, Encoding};
 use crate::error::{Error, Result};
-use crate::plan::{self, Item, Pack, Wanted};
+use crate::plan::{self, BuiltPack, Item, Wanted};
 use crate::protocol::{Change, ChangeKind, Msg, SignatureRequest, Signatures};
-use crate::transport::Session;
+use crate::transport::RunningAgent;
 use imager::store::Store;
 use imager::tree::escape::escape;
 use imager::{Hash, Kind, Tree};
@@ -25,14 +25,14 @@ const MIN_RSYNC: u64 = 16 << 10;
 /// and the contents it has, asks the host for the rsync signatures that needs, and
 /// encodes every file (deltas from the cache; `shared` packs reused where they fit).
 pub(super) fn plan(
-    s: &mut Session,
+    s: &mut RunningAgent,
     store: &Store,
     image: &Image,
     cache: &Cache,
     (changes, have): (&[Change], &[(Hash, Vec<u8>)]),
     shared: &[plan::Shared],
     r: &mut HostReport,
-) -> Result<(Vec<Item>, Vec<Pack>)> {
+) -> Result<(Vec<Item>, Vec<BuiltPack>)> {
     for c in changes {
         match c.kind {
             ChangeKind::Add => r.added += 1,
@@ -75,7 +75,7 @@ pub(crate) fn encode_all(
     sigs: &HashMap<Vec<u8>, Vec<u8>>,
     choices: Vec<Choice>,
     shared: &[plan::Shared],
-) -> Result<(Vec<Item>, Vec<Pack>)> {
+) -> Result<(Vec<Item>, Vec<BuiltPack>)> {
     let mut items: Vec<Item> = choices
         .into_par_iter()
         .map(|c| encode(store, cache, sigs, c))
@@ -87,7 +87,7 @@ pub(crate) fn encode_all(
 }
 
 /// Each packed file's share of its pack's bytes on the wire.
-pub(super) fn pack_shares(p: &Pack) -> Vec<u64> {
+pub(super) fn pack_shares(p: &BuiltPack) -> Vec<u64> {
     // Skipped entries' bytes go to the files taken (they travel for them).
     let weights: Vec<u64> = p
         .entries
@@ -151,7 +151,7 @@ pub(crate) fn choose(
 
 /// The host's rsync signatures of the files that travel as rsync deltas (one round
 /// trip, none when there are no such files).
-fn signatures(s: &mut Session, choices: &[Choice]) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+fn signatures(s: &mut RunningAgent, choices: &[Choice]) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
     let paths: Vec<Vec<u8>> = choices
         .iter()
         .filter(|c| c.encoding == Encoding::RsyncDelta)

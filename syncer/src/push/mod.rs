@@ -30,7 +30,7 @@ use crate::delta::Cache;
 use crate::error::{Error, Result};
 use crate::progress::{Clock, Phase};
 use crate::protocol::{Differences, ManifestData, Msg, Stage, StaleUnit, Target};
-use crate::transport::{self, HostSpec, Session};
+use crate::transport::{self, HostSpec, RunningAgent};
 use content::plan;
 use imager::store::Store;
 use send::{fetch, send_items, Left};
@@ -165,7 +165,7 @@ fn failures_after_commit(
 }
 
 fn run_push(
-    mut s: Session,
+    mut s: RunningAgent,
     store: &Store,
     image: &Image,
     cache: &Cache,
@@ -208,7 +208,7 @@ fn unexpected(expected: &str, m: &Msg) -> Error {
 /// plan, then (unless a dry run) the content, the commit, the triggers and the health
 /// checks, each timed as its phase.
 fn push_steps(
-    s: &mut Session,
+    s: &mut RunningAgent,
     store: &Store,
     image: &Image,
     cache: &Cache,
@@ -290,7 +290,7 @@ type Have = Vec<(imager::Hash, Vec<u8>)>;
 /// contents it holds at other paths); a host that records no image says what its tree
 /// is first, so that one installed from an image of the store gets a manifest delta.
 fn differences(
-    s: &mut Session,
+    s: &mut RunningAgent,
     store: &Store,
     image: &Image,
     cache: &Cache,
@@ -344,7 +344,7 @@ fn differences(
 }
 
 /// Waits for the agent's `Committed`, timed as the commit phase.
-fn committed(s: &mut Session, clock: &Clock, r: &mut HostReport) -> Result<()> {
+fn committed(s: &mut RunningAgent, clock: &Clock, r: &mut HostReport) -> Result<()> {
     let _committing = clock.start(Phase::Committing);
     match s.reply()? {
         Msg::Committed(c) => {
@@ -370,7 +370,7 @@ pub fn stale_units(stale: &[StaleUnit]) -> String {
 }
 
 /// Runs the health check until it passes or its attempts are spent, each in `r.health`.
-fn health_checks(s: &mut Session, h: &Health, r: &mut HostReport) -> Result<()> {
+fn health_checks(s: &mut RunningAgent, h: &Health, r: &mut HostReport) -> Result<()> {
     for attempt in 0..=h.retries {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_secs(h.interval));

@@ -47,7 +47,7 @@ pub(crate) fn plan_from(
     cache: &Cache,
     image: &Image,
     from: &Tree,
-) -> Result<(Vec<Item>, Vec<crate::plan::Pack>)> {
+) -> Result<(Vec<Item>, Vec<crate::plan::BuiltPack>)> {
     let local = crate::agent::scan::local_excludes(&image.local_state)?;
     // The host's scan leaves out its local state: so does this.
     let mut host = crate::compare::HostTree {

@@ -7,19 +7,19 @@ use super::published;
 use super::report::{ByKind, HostReport};
 use super::{unexpected, Observer};
 use crate::error::{Error, Result};
-use crate::plan::{Item, Pack};
+use crate::plan::{BuiltPack, Item};
 use crate::protocol::{BlobUse, Data, Msg, Put, CHUNK};
-use crate::transport::Session;
+use crate::transport::RunningAgent;
 use imager::Hash;
 
 /// What the controller sends itself: the packs and lone items no mirror gave.
 pub(super) struct Left<'a> {
-    packs: Vec<&'a Pack>,
+    packs: Vec<&'a BuiltPack>,
     alone: Vec<&'a Item>,
 }
 
 impl<'a> Left<'a> {
-    pub(super) fn all(items: &'a [Item], packs: &'a [Pack]) -> Left<'a> {
+    pub(super) fn all(items: &'a [Item], packs: &'a [BuiltPack]) -> Left<'a> {
         Left {
             packs: packs.iter().collect(),
             alone: items.iter().filter(|it| !it.packed).collect(),
@@ -31,7 +31,7 @@ impl<'a> Left<'a> {
 /// their key, lone files by what they are: [`crate::publish`] names both the same way),
 /// records what it got, and leaves the rest to the controller.
 pub(super) fn fetch<'a>(
-    s: &mut Session,
+    s: &mut RunningAgent,
     all: Left<'a>,
     mirrors: &[String],
     rate: u64,
@@ -43,7 +43,7 @@ pub(super) fn fetch<'a>(
         alone: Vec::new(),
     };
     // Each blob's pack or item, in the order of `blobs`.
-    let mut which: Vec<std::result::Result<&Pack, &Item>> = Vec::new();
+    let mut which: Vec<std::result::Result<&BuiltPack, &Item>> = Vec::new();
     let mut blobs = Vec::new();
     for p in all.packs {
         blobs.push(crate::protocol::Blob {
@@ -108,7 +108,7 @@ pub(super) fn fetch<'a>(
 /// Sends what is `left` to the controller (`Stage` was sent; `items` are what packs
 /// index), counting into `sent` what went out (all of it unless this fails).
 pub(super) fn send_items(
-    s: &mut Session,
+    s: &mut RunningAgent,
     items: &[Item],
     left: &Left,
     host: &str,

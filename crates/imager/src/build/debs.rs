@@ -39,7 +39,7 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 /// What fetching did: packages downloaded and bytes, the rest came from the cache.
 #[derive(Debug, Default, serde::Serialize)]
-pub struct Fetched {
+pub struct Downloads {
     pub downloaded: usize,
     pub bytes: u64,
     pub cached: usize,
@@ -54,16 +54,16 @@ pub fn fetch(
     lock: &Lock,
     mirrors: &[SourceLine],
     progress: &dyn crate::progress::Progress,
-) -> Result<Fetched> {
+) -> Result<Downloads> {
     fsx::create_dir_all(&cache_dir(store))?;
     let missing: Vec<&LockedPackage> = lock
         .packages
         .iter()
         .filter(|p| !cached(store, p).is_file())
         .collect();
-    let mut f = Fetched {
+    let mut f = Downloads {
         cached: lock.packages.len() - missing.len(),
-        ..Fetched::default()
+        ..Downloads::default()
     };
     if missing.is_empty() {
         return Ok(f);

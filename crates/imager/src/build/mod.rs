@@ -103,7 +103,7 @@ pub struct Built {
     pub epoch: i64,
     pub packages: usize,
     pub lock_updated: bool,
-    pub download: debs::Fetched,
+    pub download: debs::Downloads,
     pub overlays: usize,
     pub hooks: usize,
     pub scrub: scrub::Scrubbed,
@@ -113,8 +113,8 @@ pub struct Built {
     pub phases: Vec<(String, f64)>,
 }
 
-struct Phases(Vec<(String, f64)>, Instant);
-impl Phases {
+struct PhaseClock(Vec<(String, f64)>, Instant);
+impl PhaseClock {
     fn done(&mut self, name: &str) {
         self.0
             .push((name.to_string(), self.1.elapsed().as_secs_f64()));
@@ -133,7 +133,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
     // What the build makes (mmdebstrap's tree, hooks' files, directories, imager's own
     // files) takes its mode from the umask: fix it, so the builder's never reaches the image.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    let mut ph = Phases(Vec::new(), Instant::now());
+    let mut ph = PhaseClock(Vec::new(), Instant::now());
     progress.start("resolve", None);
     let lock_file = lock::lock_path(&m.files[0]);
     let (lk, lock_updated) = current_lock(&m, &lock_file, opts.update_lock)?;
@@ -182,7 +182,7 @@ fn build_with(
     previous: Option<Hash>,
     opts: &BuildOptions,
     progress: &dyn Progress,
-    mut ph: Phases,
+    mut ph: PhaseClock,
 ) -> Result<Built> {
     let started = std::time::SystemTime::now();
     // Today's view of the mirrors to download from; a machine whose apt sources name no
@@ -239,8 +239,8 @@ impl Run<'_> {
         &self,
         work: &Path,
         set_ref: bool,
-        download: debs::Fetched,
-        ph: &mut Phases,
+        download: debs::Downloads,
+        ph: &mut PhaseClock,
     ) -> Result<Built> {
         let (store, m, lk, progress) = (self.store, self.m, self.lk, self.progress);
         let root = work.join("root");
@@ -313,7 +313,7 @@ impl Run<'_> {
         work: &Path,
         installed: &[dpkg::Installed],
         log: &Path,
-        ph: &Phases,
+        ph: &PhaseClock,
     ) -> Result<(StoredFiles, Option<Hash>)> {
         let (m, lk) = (self.m, self.lk);
         let overlay_image = store_overlays(self.store, m, work)?;
