@@ -61,9 +61,9 @@ pub struct PairReport {
 }
 
 /// What `syncer publish` did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct PublishReport {
-    pub image: String,
+    pub image: Hash,
     pub dir: PathBuf,
     pub level: i32,
     pub pairs: Vec<PairReport>,
@@ -79,7 +79,7 @@ pub fn publish(
     dir: &Path,
 ) -> Result<PublishReport> {
     let mut report = PublishReport {
-        image: image.id.to_hex(),
+        image: image.id,
         dir: dir.to_path_buf(),
         level: cache.level(),
         pairs: Vec::new(),

@@ -29,10 +29,8 @@ pub fn secs(s: f64) -> String {
 }
 
 /// The first 12 hex digits of an image ID, "-" for none.
-fn short(h: &Option<String>) -> String {
-    h.as_deref()
-        .map(|s| s[..12.min(s.len())].to_string())
-        .unwrap_or_else(|| "-".into())
+fn short(h: &Option<imager::Hash>) -> String {
+    h.map(|h| h.short()).unwrap_or_else(|| "-".into())
 }
 
 /// A push to one host: outcome, paths, bytes by way of sending, time by phase, triggers,
@@ -250,7 +248,7 @@ pub fn host_status(s: &HostStatus) -> String {
             } else {
                 drift
             };
-            line!(out, "{}: {}{names}  {drift}", s.host, &id[..12]);
+            line!(out, "{}: {}{names}  {drift}", s.host, id.short());
         }
     }
     if s.ok || s.trust.is_some() {
@@ -375,8 +373,8 @@ pub fn fleet_status(rows: &[FleetRow]) -> String {
             (Some(_), _) if s.mid_commit => "mid-commit".to_string(),
             (Some(_), _) => "unreachable".to_string(),
             (None, None) => "never synced".to_string(),
-            (None, Some(id)) if s.names.is_empty() => id[..12].to_string(),
-            (None, Some(id)) => format!("{} ({})", &id[..12], s.names.join(",")),
+            (None, Some(id)) if s.names.is_empty() => id.short(),
+            (None, Some(id)) => format!("{} ({})", id.short(), s.names.join(",")),
         };
         let drift = if s.error.is_some() {
             "-".to_string()
@@ -434,7 +432,7 @@ pub fn rollout(st: &RolloutState, state_file: &Path) -> String {
             "STOPPED: {why}\n(state in {}; `syncer rollout --resume --inventory ...` continues)",
             state_file.display()
         ),
-        None => line!(out, "finished: image {}", &st.image[..12]),
+        None => line!(out, "finished: image {}", st.image.short()),
     }
     out
 }

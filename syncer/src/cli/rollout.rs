@@ -47,8 +47,8 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
     };
     let id = match (&a.image, &saved) {
         (Some(i), _) => store.resolve(i)?,
-        (None, Some(s)) => imager::Hash::from_hex(&s.image)
-            .with_context(|| format!("{}: bad image ID", state_file.display()))?,
+        // A bad ID in the saved state is refused when it is loaded, naming the file.
+        (None, Some(s)) => s.image,
         (None, None) => bail!("give an IMAGE or --resume"),
     };
     let colos = match (&saved, a.colo.is_empty()) {

@@ -87,8 +87,8 @@ pub fn push_host(
     r.agent_installed = session.installed;
     r.rolled_forward = session.welcome.rolled_forward;
     r.damaged_record = session.welcome.damaged_record.clone();
-    r.image_before = session.welcome.image.map(|h| h.to_hex());
-    r.previous_before = session.welcome.previous.map(|h| h.to_hex());
+    r.image_before = session.welcome.image;
+    r.previous_before = session.welcome.previous;
     let outcome = run_push(session, store, image, cache, opts, &clock, &mut r);
     let failed_triggers = trigger_failures(&r);
     r.triggers_failed = failed_triggers.len() as u64;
@@ -265,7 +265,7 @@ fn push_steps(
     r.commit_sent = true;
     drop(staging);
     committed(s, clock, r)?;
-    r.image_after = Some(image.id.to_hex());
+    r.image_after = Some(image.id);
     let triggers = clock.start(Phase::Triggers);
     loop {
         match s.reply()? {

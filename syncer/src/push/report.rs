@@ -6,6 +6,7 @@ use crate::encoding::Encoding;
 use crate::plan::Candidates;
 use crate::progress::{Clock, Phase};
 use crate::protocol::{ChangeKind, Kept, ScanStats, StaleUnit, TriggerRun, Unmanaged};
+use imager::Hash;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -218,10 +219,10 @@ pub struct HostReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub dry_run: bool,
-    pub image_before: Option<String>,
+    pub image_before: Option<Hash>,
     /// The image the host had recorded before `image_before`.
-    pub previous_before: Option<String>,
-    pub image_after: Option<String>,
+    pub previous_before: Option<Hash>,
+    pub image_after: Option<Hash>,
     pub agent: Option<String>,
     /// The host's trust policy as its agent described it (`None`: it has none).
     pub trust: Option<String>,

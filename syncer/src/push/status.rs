@@ -47,7 +47,7 @@ pub struct HostStatus {
     pub ok: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    pub image: Option<String>,
+    pub image: Option<imager::Hash>,
     /// Names in the controller's store that point at the image now.
     pub names: Vec<String>,
     pub agent: Option<String>,
@@ -86,7 +86,7 @@ pub fn status_host(
         st.agent = Some(s.welcome.agent.clone());
         st.trust = s.welcome.trust.as_ref().map(|t| t.describe());
         st.abandoned = s.welcome.abandoned.map(|h| h.to_hex());
-        st.image = s.welcome.image.map(|h| h.to_hex());
+        st.image = s.welcome.image;
         if let (Some(store), Some(id)) = (store, s.welcome.image) {
             st.names = store.names_of(&id)?;
         }

@@ -146,7 +146,7 @@ fn roll_host(
         // written: nothing to undo (a way back would delete what the guard kept).
         return (r, None);
     }
-    let before = r.image_before.as_deref().and_then(Hash::from_hex);
+    let before = r.image_before;
     let rb = match before {
         None => Rollback {
             ok: false,
@@ -156,14 +156,14 @@ fn roll_host(
         },
         Some(b) if b == target.id => Rollback {
             ok: true,
-            image: Some(b.to_hex()),
+            image: Some(b),
             error: Some("the host was already at the target image before".into()),
             report: None,
         },
         Some(b) => match images.get(b) {
             Err(e) => Rollback {
                 ok: false,
-                image: Some(b.to_hex()),
+                image: Some(b),
                 error: Some(format!("cannot load the previous image: {e}")),
                 report: None,
             },
@@ -180,13 +180,11 @@ fn roll_host(
                 // The way back deletes what the failed push added: the syncer's own.
                 back.max_delete = crate::deletes::MaxDelete::Unlimited;
                 // Back to how it was: the failed image is not this host's "previous".
-                back.restore_previous = crate::protocol::Previous::set(
-                    r.previous_before.as_deref().and_then(Hash::from_hex),
-                );
+                back.restore_previous = crate::protocol::Previous::set(r.previous_before);
                 let rr = push::push_host(images.store, &prev, cache, spec, &back, obs);
                 Rollback {
                     ok: rr.ok,
-                    image: Some(b.to_hex()),
+                    image: Some(b),
                     error: rr.error.clone(),
                     report: Some(rr),
                 }

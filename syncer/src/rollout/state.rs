@@ -14,7 +14,7 @@ use std::path::Path;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Rollback {
     pub ok: bool,
-    pub image: Option<String>,
+    pub image: Option<Hash>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
@@ -56,8 +56,8 @@ pub struct HostResult {
     /// Why the rollout counts this host as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    pub image_before: Option<String>,
-    pub image_after: Option<String>,
+    pub image_before: Option<Hash>,
+    pub image_after: Option<Hash>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,9 +90,9 @@ impl HostResult {
     ) -> HostResult {
         // After a rollback the host runs what it ran before (if the way back worked).
         let image_after = match &rollback {
-            Some(rb) if rb.ok => rb.image.clone(),
+            Some(rb) if rb.ok => rb.image,
             Some(_) => None,
-            None => r.image_after.clone().or(r.image_before.clone()),
+            None => r.image_after.or(r.image_before),
         };
         HostResult {
             host: spec.to_string(),
@@ -103,7 +103,7 @@ impl HostResult {
             committed: r.committed,
             triggers_failed: r.triggers_failed,
             reason: (!r.ok).then(|| failure_reason(&r).to_string()),
-            image_before: r.image_before.clone(),
+            image_before: r.image_before,
             image_after,
             error: r.error.clone(),
             rollback,
@@ -191,7 +191,7 @@ fn failure_reason(r: &HostReport) -> &'static str {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RolloutState {
-    pub image: String,
+    pub image: Hash,
     pub inventory: String,
     pub colos: Vec<String>,
     /// The latest result of every host reached, in the order they finished.
@@ -209,7 +209,7 @@ pub struct RolloutState {
 impl RolloutState {
     pub fn new(image: Hash, inv: &Inventory, colos: &[&Colo]) -> RolloutState {
         RolloutState {
-            image: image.to_hex(),
+            image,
             inventory: inv.path.display().to_string(),
             colos: colos.iter().map(|c| c.name.clone()).collect(),
             hosts: Vec::new(),
@@ -243,7 +243,7 @@ impl RolloutState {
 
     /// A resumed rollout must be of the same image over the same inventory.
     pub fn check(&self, image: Hash, inv: &Inventory) -> Result<()> {
-        if self.image != image.to_hex() {
+        if self.image != image {
             return Err(Error::RolloutState(format!(
                 "the saved rollout is of image {}, not {image}",
                 self.image

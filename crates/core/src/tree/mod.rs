@@ -24,6 +24,13 @@ impl Hash {
         hex::encode(self.0)
     }
 
+    /// The first 12 hex digits, as reports and messages show an image ID.
+    pub fn short(&self) -> String {
+        let mut s = self.to_hex();
+        s.truncate(12);
+        s
+    }
+
     pub fn from_hex(s: &str) -> Option<Hash> {
         if s.len() != 64 || s.bytes().any(|c| c.is_ascii_uppercase()) {
             return None;
@@ -43,6 +50,22 @@ impl From<blake3::Hash> for Hash {
 impl fmt::Display for Hash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
+    }
+}
+
+/// A hash in reports and saved state is its hex text, as everywhere else it is shown.
+impl serde::Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Hash, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Hash::from_hex(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("not a hash (64 lowercase hex digits): {s:?}"))
+        })
     }
 }
 
@@ -487,6 +510,29 @@ pub fn validate(entries: &[Entry]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reports and saved rollout state carry hashes as hex text, and refuse text that is
+    /// not one (uppercase, short, not hex), naming it.
+    #[test]
+    fn a_hash_is_its_hex_text_in_json() {
+        let h = Hash::of(b"x");
+        let text = serde_json::to_string(&h).unwrap();
+        assert_eq!(text, format!("\"{}\"", h.to_hex()));
+        assert_eq!(serde_json::from_str::<Hash>(&text).unwrap(), h);
+        assert_eq!(h.short(), h.to_hex()[..12]);
+        for bad in [
+            format!("\"{}\"", h.to_hex().to_uppercase()),
+            "\"abc\"".to_string(),
+            format!("\"{}\"", "g".repeat(64)),
+            "42".to_string(),
+        ] {
+            let e = serde_json::from_str::<Hash>(&bad).unwrap_err().to_string();
+            assert!(
+                e.contains("not a hash") || e.contains("invalid type"),
+                "{bad}: {e}"
+            );
+        }
+    }
 
     proptest::proptest! {
         /// The block-skipping comparison orders paths as the plain one does.
