@@ -97,8 +97,12 @@ fn hex_opt<S: serde::Serializer>(h: &Option<Hash>, s: S) -> std::result::Result<
     }
 }
 
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
+impl Error {
+    /// A failure to read or write the session's stream (the agent's stdin/stdout, ssh's
+    /// pipe). Only `Conn` says this: there is no `From<io::Error>`, so an I/O error
+    /// elsewhere cannot pass for a connection failure; it names its path through
+    /// imager's `Io` error.
+    pub fn connection(e: std::io::Error) -> Error {
         Error::Connection(e.to_string())
     }
 }

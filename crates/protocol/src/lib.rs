@@ -191,7 +191,7 @@ impl<R: Read, W: Write> Conn<R, W> {
         self.send_frames(m)?;
         self.by_message.entry(m.name()).or_default()[0] += self.sent - before;
         if !matches!(m, Msg::Put { .. } | Msg::Pack { .. } | Msg::Data { .. }) {
-            self.w.flush()?;
+            self.w.flush().map_err(Error::connection)?;
         }
         Ok(())
     }
@@ -231,14 +231,16 @@ impl<R: Read, W: Write> Conn<R, W> {
     }
 
     fn frame(&mut self, body: &[u8]) -> Result<()> {
-        self.w.write_all(&(body.len() as u32).to_le_bytes())?;
-        self.w.write_all(body)?;
+        self.w
+            .write_all(&(body.len() as u32).to_le_bytes())
+            .map_err(Error::connection)?;
+        self.w.write_all(body).map_err(Error::connection)?;
         self.sent += 4 + body.len() as u64;
         Ok(())
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        Ok(self.w.flush()?)
+        self.w.flush().map_err(Error::connection)
     }
 
     /// The next message; `Ok(None)` at a clean end of stream (between messages).
@@ -311,7 +313,7 @@ impl<R: Read, W: Write> Conn<R, W> {
                 Ok(0) => return Err(Error::protocol("the stream ended inside a frame header")),
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Error::connection(e)),
             }
         }
         let n = u32::from_le_bytes(len) as usize;
@@ -325,7 +327,7 @@ impl<R: Read, W: Write> Conn<R, W> {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 Error::protocol(format!("the stream ended inside a frame of {n} bytes"))
             } else {
-                e.into()
+                Error::connection(e)
             }
         })?;
         self.received += 4 + n as u64;
