@@ -22,7 +22,8 @@ pub enum ImportSource {
 impl ImportSource {
     /// A directory is a directory; anything else is read as an archive.
     pub fn guess(path: &Path) -> ImportSource {
-        if path.is_dir() {
+        // A path that cannot be looked at is taken for an archive: opening it says why.
+        if matches!(crate::fsx::is_dir(path), Ok(true)) {
             ImportSource::Dir(path.to_path_buf())
         } else {
             ImportSource::Archive(path.to_path_buf())

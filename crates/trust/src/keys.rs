@@ -149,11 +149,13 @@ impl Signers {
     pub fn load(path: &Path) -> Result<Signers> {
         let mut out = Signers::default();
         if fsx::metadata(path)?.is_dir() {
-            let mut files: Vec<PathBuf> = fsx::read_dir(path)?
-                .into_iter()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect();
+            let mut files: Vec<PathBuf> = Vec::new();
+            for e in fsx::read_dir(path)? {
+                let p = e.path();
+                if fsx::is_file(&p)? {
+                    files.push(p);
+                }
+            }
             files.sort();
             for f in files {
                 out.0.extend(Signers::load_file(&f)?.0);

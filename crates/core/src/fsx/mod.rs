@@ -535,5 +535,8 @@ pub fn under(root: &Path, entry_path: &[u8]) -> PathBuf {
     root.join(bytes_path(rel))
 }
 
+mod probe;
+pub use probe::{exists, is_dir, is_file};
+
 #[cfg(test)]
 mod tests;

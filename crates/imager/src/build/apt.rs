@@ -195,7 +195,7 @@ impl PrivateApt {
             fsx::create_dir_all(&dir.join(sub))?;
         }
         fsx::write(dir.join("status"), b"")?;
-        let signed = if Path::new(DEBIAN_KEYRING).exists() {
+        let signed = if fsx::exists(DEBIAN_KEYRING)? {
             format!("[signed-by={DEBIAN_KEYRING}] ")
         } else {
             String::new()

@@ -290,7 +290,7 @@ pub fn run_hooks(
         return Ok(());
     }
     let policy = root.join(POLICY_RC_D);
-    let had_policy = policy.exists();
+    let had_policy = fsx::exists(&policy)?;
     if !had_policy {
         fsx::write(
             &policy,

@@ -56,11 +56,12 @@ pub fn fetch(
     progress: &dyn crate::progress::Progress,
 ) -> Result<Downloads> {
     fsx::create_dir_all(&cache_dir(store))?;
-    let missing: Vec<&LockedPackage> = lock
-        .packages
-        .iter()
-        .filter(|p| !cached(store, p).is_file())
-        .collect();
+    let mut missing: Vec<&LockedPackage> = Vec::new();
+    for p in &lock.packages {
+        if !fsx::is_file(cached(store, p))? {
+            missing.push(p);
+        }
+    }
     let mut f = Downloads {
         cached: lock.packages.len() - missing.len(),
         ..Downloads::default()
@@ -142,7 +143,7 @@ fn keep_if_valid(
     part: &Path,
     tried: &mut Vec<String>,
 ) -> Result<bool> {
-    if !part.is_file() {
+    if !fsx::is_file(part)? {
         return Ok(false);
     }
     let got = sha256_file(part)?;

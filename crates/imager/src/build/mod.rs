@@ -148,7 +148,7 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
 
 fn current_lock(m: &Recipe, path: &Path, update: bool) -> Result<(Lock, bool)> {
     let want = lock::inputs_digest(m);
-    if path.is_file() {
+    if fsx::is_file(path)? {
         let l = Lock::read(path)?;
         if l.inputs == want {
             return Ok((l, false));

@@ -158,7 +158,7 @@ fn program(name: &str, package: &str) -> Result<PathBuf> {
         .and_then(|p| {
             std::env::split_paths(&p)
                 .map(|d| d.join(name))
-                .find(|p| p.is_file())
+                .find(|p| matches!(crate::fsx::is_file(p), Ok(true)))
         })
         .ok_or_else(|| {
             Error::Build(format!(

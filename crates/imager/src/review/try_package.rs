@@ -32,7 +32,7 @@ pub fn try_packages(
         return Err(Error::Usage("give at least one .deb".into()));
     }
     for d in debs {
-        if !d.is_file() {
+        if !crate::fsx::is_file(d)? {
             return Err(Error::Usage(format!("{} is not a file", d.display())));
         }
     }

@@ -68,24 +68,26 @@ impl Store {
         let mut created = Vec::new();
         if access == Access::Write {
             // The missing ancestors of the store, outermost first.
-            let mut missing: Vec<PathBuf> = root
-                .ancestors()
-                .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
-                .map(Path::to_path_buf)
-                .collect();
+            let mut missing: Vec<PathBuf> = Vec::new();
+            for a in root.ancestors() {
+                if a.as_os_str().is_empty() || fsx::exists(a)? {
+                    break;
+                }
+                missing.push(a.to_path_buf());
+            }
             missing.reverse();
             created.extend(missing);
             for sub in ["objects", "images", "refs", "tmp"] {
                 let d = root.join(sub);
-                if !d.exists() {
+                if !fsx::exists(&d)? {
                     created.push(d.clone());
                 }
                 fsx::create_dir_all(&d)?;
             }
-            if !root.join("lock").exists() {
+            if !fsx::exists(root.join("lock"))? {
                 created.push(root.join("lock"));
             }
-        } else if !root.join("images").is_dir() {
+        } else if !fsx::is_dir(root.join("images"))? {
             return Err(Error::Store {
                 store: root.to_path_buf(),
                 reason: "no store here (import an image first, or pass --store)".into(),
@@ -135,7 +137,7 @@ impl Store {
         // Unfinished writes of this command only: we hold the exclusive lock.
         let _ = self.clean_tmp();
         for p in self.created.iter().rev() {
-            if p.is_dir() {
+            if matches!(fsx::is_dir(p), Ok(true)) {
                 if fsx::remove_dir(p).is_err() {
                     return; // not empty: something of the store is worth keeping
                 }
@@ -157,7 +159,8 @@ impl Store {
         let tmp = self.root.join("tmp");
         for e in fsx::read_dir(&tmp)? {
             let p = e.path();
-            if p.is_dir() {
+            // The entry itself, not what a symlink there points at.
+            if e.file_type().ctx("look at", &p)?.is_dir() {
                 fsx::remove_dir_all(&p)?;
             } else {
                 fsx::remove_file(&p)?;
@@ -171,8 +174,10 @@ impl Store {
         self.root.join("objects").join(&hex[..2]).join(&hex[2..])
     }
 
+    /// Whether the store has the object. One that cannot be looked at reads as absent:
+    /// the caller then writes or reads it, and that call's error names the path.
     pub fn has_object(&self, h: &Hash) -> bool {
-        self.object_path(h).is_file()
+        matches!(fsx::is_file(self.object_path(h)), Ok(true))
     }
 
     /// Starts a write of new objects (see [`Txn`]).
@@ -213,8 +218,10 @@ impl Store {
         self.root.join("images").join(id.to_hex())
     }
 
+    /// Whether the store has the image (as [`Store::has_object`], an image that cannot
+    /// be looked at reads as absent, and reading it says why).
     pub fn has_image(&self, id: &Hash) -> bool {
-        self.image_dir(id).join("manifest").is_file()
+        matches!(fsx::is_file(self.image_dir(id).join("manifest")), Ok(true))
     }
 
     /// The canonical text of an image, verified against its ID.
@@ -326,7 +333,7 @@ impl Store {
         }
         let id = text::id_of(text);
         let dir = self.image_dir(&id);
-        if dir.join("manifest").is_file() {
+        if fsx::is_file(dir.join("manifest"))? {
             return Ok(id);
         }
         let tmp = self.root.join("tmp").join(format!("image-{}", id.to_hex()));

@@ -37,7 +37,7 @@ pub(crate) fn diff(ctx: &Ctx, a: DiffArgs, out: &mut dyn Write) -> Result<Exit> 
 /// A file is an archive to import first; anything else names an image.
 fn resolve_or_import(ctx: &Ctx, spec: &str) -> Result<Hash> {
     let p = Path::new(spec);
-    if !p.is_file() {
+    if !imager::fsx::is_file(p)? {
         return Ok(ctx.open(Access::Read)?.resolve(spec)?);
     }
     let store = ctx.open(Access::Write)?;
