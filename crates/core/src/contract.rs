@@ -166,9 +166,11 @@ pub fn parse_triggers(toml_text: &[u8]) -> Result<Vec<Trigger>, String> {
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
+    /// What reports and logs call the trigger; it also breaks ties in `order`.
     pub name: String,
     /// Globs over image paths (`*` within a name, `**` across directories).
     pub paths: Vec<String>,
+    /// The shell command, run with `/bin/sh -c` (chrooted into the root when that is not `/`).
     pub run: String,
     /// Triggers run in ascending order, then by name ([`sort_triggers`]).
     #[serde(default = "default_trigger_order")]
@@ -241,6 +243,7 @@ pub fn sort_triggers(triggers: &mut [Trigger]) {
 /// [`TRIGGERS_FILE`] as TOML.
 #[derive(Serialize, Deserialize)]
 pub struct TriggerFile {
+    /// The `[[trigger]]` tables, in the order the file lists them (not the order they run).
     #[serde(default)]
     pub trigger: Vec<Trigger>,
 }

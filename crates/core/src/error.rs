@@ -10,66 +10,107 @@
 use std::io;
 use std::path::PathBuf;
 
+/// A result whose error is the library's [`Error`] unless another is named.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Everything that can go wrong in the library, each variant carrying what its message names
+/// (the path and action, the input and what was wrong with it).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem call failed; `action` is a verb phrase such as "read" or "create directory".
     #[error("failed to {action} {}: {source}", path.display())]
     Io {
+        /// What was being done, said after "failed to".
         action: &'static str,
+        /// The file or directory the call was about.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
 
     /// The tree (from a directory, an archive or a manifest) is not a valid image.
     #[error("invalid tree at {path}: {reason}")]
-    InvalidTree { path: String, reason: String },
+    InvalidTree {
+        /// The path inside the tree, escaped ([`crate::escape::escape`]); `/` for the
+        /// tree as a whole.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 
     /// A manifest text could not be parsed.
     #[error("{source_name}:{line}: {reason}")]
     Manifest {
+        /// Where the text came from, as the user would name it (usually its file's path).
         source_name: String,
+        /// The 1-based line the problem is on; 0 when it is not on one line.
         line: usize,
+        /// What is wrong there.
         reason: String,
     },
 
     /// An archive being imported is malformed or unsafe.
     #[error("{archive}: {path}: {reason}")]
     Archive {
+        /// The archive's name as the user gave it.
         archive: String,
+        /// The member's path inside the archive, escaped.
         path: String,
+        /// What is wrong with that member.
         reason: String,
     },
 
     /// The store is damaged or an object/image is not what its name says.
     #[error("store {}: {reason}", store.display())]
-    Store { store: PathBuf, reason: String },
+    Store {
+        /// The store's root directory.
+        store: PathBuf,
+        /// What is damaged or wrong.
+        reason: String,
+    },
 
     /// An export to another format (a filesystem image, an OCI layout) could not be
     /// made: the tool it runs failed, or the target cannot take it.
     #[error("export to {}: {reason}", target.display())]
-    Export { target: PathBuf, reason: String },
+    Export {
+        /// The file or directory being exported to.
+        target: PathBuf,
+        /// Why it could not be made.
+        reason: String,
+    },
 
     /// An output path names something that is not a file to replace and not a stream
     /// to write into (a directory, a socket, a block device, a dangling symlink): it is
     /// left as it is. `what` says what it is ("a directory").
     #[error("refusing to replace {}: it is {what}", path.display())]
-    NotReplaced { path: PathBuf, what: String },
+    NotReplaced {
+        /// The output path, left untouched.
+        path: PathBuf,
+        /// What the path is instead of a file ("a directory").
+        what: String,
+    },
 
     /// A name, `name~N` or ID that does not resolve to an image.
     #[error("no image {spec:?} in store {}: {reason}", store.display())]
     NotFound {
+        /// The name, `name~N` or ID as the user gave it.
         spec: String,
+        /// The root of the store it was looked up in.
         store: PathBuf,
+        /// Why it does not resolve ("no image with that ID").
         reason: String,
     },
 
     /// An outside program (apt, mmdebstrap, dpkg-deb, a hook) failed: `program` names it
     /// as the user knows it, `detail` says how it failed, with its last words.
     #[error("{program} {detail}")]
-    Command { program: String, detail: String },
+    Command {
+        /// The program as the user knows it.
+        program: String,
+        /// How it failed, with the last of its output; follows `program` in the message.
+        detail: String,
+    },
 
     /// A build cannot go on: its lock is stale or missing, a package cannot be had, an
     /// overlay cannot be copied, the result differs from the lock.
@@ -78,19 +119,31 @@ pub enum Error {
 
     /// A build failed and its work directory was kept (`--keep-failed`) to inspect.
     #[error("{source}\n(the failed build is kept in {})", dir.display())]
-    KeptFailed { source: Box<Error>, dir: PathBuf },
+    KeptFailed {
+        /// The error the build failed with.
+        source: Box<Error>,
+        /// The build's work directory, kept for inspection.
+        dir: PathBuf,
+    },
 
     /// A directory walk failed part way (walkdir's error names the path).
     #[error("walking {}: {source}", root.display())]
     Walk {
+        /// The directory the walk started from.
         root: PathBuf,
+        /// walkdir's error, which names the path it failed at.
         #[source]
         source: walkdir::Error,
     },
 
     /// A signature, key or trust policy file that cannot be used (the reason says why).
     #[error("{}: {reason}", file.display())]
-    Signature { file: PathBuf, reason: String },
+    Signature {
+        /// The signature, key or policy file.
+        file: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
 
     /// Something imager itself produced is not what it should be (a serialiser failed, an
     /// ID it just made does not parse): a bug, not bad input.
@@ -103,6 +156,8 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Io`]: `action` is a verb phrase said after "failed to" ("read",
+    /// "create directory"), `path` the file it was about.
     pub fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         Error::Io {
             action,
@@ -111,6 +166,8 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidTree`] about `path` (raw bytes, a path inside the tree), which
+    /// it escapes for the message.
     pub fn invalid(path: &[u8], reason: impl Into<String>) -> Self {
         Error::InvalidTree {
             path: crate::escape::escape(path),
@@ -171,6 +228,8 @@ pub fn causes_once(causes: impl IntoIterator<Item = String>) -> String {
 
 /// Adds the action and path to a `std::io::Result`, cargo-util style.
 pub trait IoContext<T> {
+    /// The result, its error turned into an [`Error::Io`] that says `action` (a verb
+    /// phrase such as "read") and `path`.
     fn ctx(self, action: &'static str, path: impl Into<PathBuf>) -> Result<T>;
 }
 

@@ -73,6 +73,8 @@ pub fn unescape_with(text: &str, extra: &[u8]) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// Reverses [`escape`]; rejects anything that `escape` would not have produced, returning
+/// a reason.
 pub fn unescape(text: &str) -> Result<Vec<u8>, String> {
     unescape_with(text, b"")
 }

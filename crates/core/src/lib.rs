@@ -11,6 +11,8 @@
 //! `.ci/module-cycles` checks it). [`escape`], [`error`], [`time`]; [`tree`]; [`fsx`],
 //! [`safe_dir`]; [`contract`].
 
+#![warn(missing_docs)]
+
 pub mod contract;
 pub mod error;
 pub mod escape;

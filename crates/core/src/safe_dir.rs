@@ -13,6 +13,8 @@ use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// A handle on a directory that everything is written beneath, and the rules for resolving
+/// paths under it (see the module doc).
 pub struct Beneath {
     root: OwnedFd,
     path: PathBuf,
@@ -52,6 +54,8 @@ impl Beneath {
         })
     }
 
+    /// The open root directory itself, for calls on it that this type does not make (a
+    /// lock, setting its mtime).
     pub fn root_fd(&self) -> &OwnedFd {
         &self.root
     }

@@ -24,8 +24,11 @@ const HEADER: &str = "# syncer anti-rollback record: the newest signed statement
 /// The newest statement a host accepted for one name, and the image it was for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mark {
+    /// When the statement was signed, seconds since the epoch (the signer's clock).
     pub time: i64,
+    /// The statement's `version`, if it had one.
     pub version: Option<u64>,
+    /// The image the statement approved.
     pub image: Hash,
 }
 
@@ -53,7 +56,10 @@ pub fn is_older(time: i64, version: Option<u64>, mark: &Mark) -> bool {
 /// rollback approval: see [`Newest::after`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Newest {
+    /// Per name, the newest statement accepted for it (rollback approvals never count).
     pub names: BTreeMap<String, Mark>,
+    /// The image the host ran before its last commit (`None` before any, or when it ran
+    /// none).
     pub way_back: Option<Hash>,
 }
 
@@ -72,6 +78,8 @@ impl Newest {
         s
     }
 
+    /// Reads what [`Newest::print`] writes (comments and blank lines skipped); the error
+    /// names the line it cannot read.
     pub fn parse(text: &str) -> std::result::Result<Newest, String> {
         let mut n = Newest::default();
         for (i, line) in text.lines().enumerate() {

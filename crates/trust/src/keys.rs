@@ -100,12 +100,17 @@ pub fn fingerprint(key: &PublicKey) -> String {
 /// `allowed_signers` line sets.
 #[derive(Clone, Debug)]
 pub struct Signer {
+    /// The public key whose signatures are trusted.
     pub key: PublicKey,
+    /// The names the key signs as (the line's comma-separated first field; a public key
+    /// file's comment or stem): what a policy's signer globs match.
     pub principals: Vec<String>,
     /// `namespaces="…"`: the namespaces the key may sign in (empty: any).
     pub namespaces: Vec<String>,
     /// `valid-after` / `valid-before`, in seconds since the epoch.
     pub valid_after: Option<i64>,
+    /// The first moment (seconds since the epoch) the key's signatures no longer count;
+    /// `None`: no end.
     pub valid_before: Option<i64>,
     /// Where the line is, for messages: `FILE:LINE`.
     pub origin: String,

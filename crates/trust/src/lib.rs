@@ -11,6 +11,8 @@
 //! that make them), and `allowed_signers` gives each key names, a namespace and a
 //! validity window, which is what a host's trust policy needs.
 
+#![warn(missing_docs)]
+
 // The model and the filesystem, under the names the modules use.
 use imager_core::{error, fsx, time, tree, Error, Result};
 
@@ -33,7 +35,9 @@ pub const NAMESPACE: &str = "imager-image";
 /// signature over them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Signed {
+    /// The statement's text ([`Statement::print`]), exactly the bytes signed.
     pub statement: Vec<u8>,
+    /// The signature in `ssh-keygen -Y sign`'s armoured form (`-----BEGIN SSH SIGNATURE-----`).
     pub signature: Vec<u8>,
     /// Where it came from, for messages (a store path, or "signature N" on a host).
     pub origin: String,
@@ -58,9 +62,13 @@ pub fn sign(key: &PrivateKey, statement: &Statement) -> crate::Result<Signed> {
 /// A signature that checked out: by whom, and what it says.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Verified {
+    /// The signing key's fingerprint, `SHA256:…` as `ssh-keygen -l` prints it.
     pub fingerprint: String,
+    /// The names the trusted signer's line gives the key (what policies match).
     pub principals: Vec<String>,
+    /// The statement as parsed, for the image checked.
     pub statement: Statement,
+    /// Where the signature came from, for messages (the [`Signed::origin`]).
     pub origin: String,
 }
 

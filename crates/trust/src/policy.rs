@@ -53,9 +53,12 @@ struct RequireFile {
 /// (any when empty), with that note and for one of those names when they are given.
 #[derive(Clone, Debug)]
 pub struct Requirement {
+    /// Globs over principals, as written in the policy (`release-*@example.com`).
     pub signers: Vec<String>,
     matcher: globset::GlobSet,
+    /// The note the statement must carry, compared exactly; `None`: any note.
     pub note: Option<String>,
+    /// The names the statement may be for; empty: any name.
     pub names: Vec<String>,
 }
 
@@ -92,7 +95,10 @@ pub const MAX_SKEW: i64 = 24 * 3600;
 pub struct TrustPolicy {
     /// The policy file, for messages.
     pub origin: String,
+    /// The keys the policy's allowed_signers file trusts (never none).
     pub signers: Signers,
+    /// What every image needs, each met by a different key; never empty (no
+    /// `[[require]]` in the file means one signature by any trusted signer).
     pub require: Vec<Requirement>,
     /// The health-check commands an agent may run (exactly these strings).
     pub health: Vec<String>,
@@ -108,6 +114,8 @@ pub struct TrustPolicy {
 /// Which signature met which requirement.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Approval {
+    /// One per requirement, in the policy's order: the requirement in words
+    /// ([`Requirement::describe`]) and the signature that met it.
     pub met: Vec<(String, Verified)>,
     /// Every valid signature that meets a requirement (more than `met` when there are
     /// more than needed): the statements anti-rollback weighs.

@@ -24,6 +24,7 @@ const HEADER: &str = "imager-image-signature 1";
 /// What a signature says about an image.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Statement {
+    /// The image ID: the blake3 of its canonical manifest text (serialised as hex).
     #[serde(serialize_with = "hex_hash")]
     pub image: Hash,
     /// The name the image is approved under (a store name: letters, digits, `-_.`).

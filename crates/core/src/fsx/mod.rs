@@ -19,6 +19,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// A whole file's bytes.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).ctx("read", path)
 }
@@ -49,11 +50,14 @@ pub fn write(path: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> Result<()> {
     std::fs::write(path, bytes).ctx("write", path)
 }
 
+/// Opens a file for reading, following symlinks.
 pub fn open(path: impl AsRef<Path>) -> Result<File> {
     let path = path.as_ref();
     File::open(path).ctx("open", path)
 }
 
+/// Opens a file for writing, creating it or truncating what is there (not atomic: see
+/// [`write_atomic`]).
 pub fn create(path: impl AsRef<Path>) -> Result<File> {
     let path = path.as_ref();
     File::create(path).ctx("create", path)
@@ -64,16 +68,19 @@ pub fn open_with(opts: &std::fs::OpenOptions, path: &Path, action: &'static str)
     opts.open(path).ctx(action, path)
 }
 
+/// Creates one directory; its parent must exist and the path must not.
 pub fn create_dir(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     std::fs::create_dir(path).ctx("create directory", path)
 }
 
+/// Removes an empty directory.
 pub fn remove_dir(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     std::fs::remove_dir(path).ctx("remove", path)
 }
 
+/// Removes a directory and everything under it (symlinks are removed, not followed).
 pub fn remove_dir_all(path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     std::fs::remove_dir_all(path).ctx("remove", path)
@@ -111,6 +118,7 @@ pub fn symlink_metadata(path: impl AsRef<Path>) -> Result<std::fs::Metadata> {
     std::fs::symlink_metadata(path).ctx("inspect", path)
 }
 
+/// The target a symlink holds, as written (not resolved).
 pub fn read_link(path: impl AsRef<Path>) -> Result<PathBuf> {
     let path = path.as_ref();
     std::fs::read_link(path).ctx("read symlink", path)
@@ -131,29 +139,36 @@ pub fn hard_link(src: &Path, dest: &Path) -> Result<()> {
     std::fs::hard_link(src, dest).ctx("link", dest)
 }
 
+/// Sets the permission bits (`0o644`), following a final symlink.
 pub fn set_mode(path: impl AsRef<Path>, mode: u32) -> Result<()> {
     let path = path.as_ref();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).ctx("set mode of", path)
 }
 
+/// The absolute path with every symlink, `.` and `..` resolved; the path must exist.
 pub fn canonicalize(path: impl AsRef<Path>) -> Result<PathBuf> {
     let path = path.as_ref();
     std::fs::canonicalize(path).ctx("resolve", path)
 }
 
+/// A whole file as text; an error if it is not UTF-8.
 pub fn read_to_string(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).ctx("read", path)
 }
 
+/// Creates a directory and any missing parents; one already there is not an error.
 pub fn create_dir_all(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).ctx("create directory", path)
 }
 
+/// Moves `from` to `to`, replacing what is there (atomic on one filesystem); the error
+/// names `to`.
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).ctx("rename into place", to)
 }
 
+/// Removes a file or symlink (not a directory).
 pub fn remove_file(path: &Path) -> Result<()> {
     std::fs::remove_file(path).ctx("remove", path)
 }
@@ -168,7 +183,10 @@ pub enum OutputTarget {
     /// A character device or a fifo, directly or through a symlink (`/dev/null`,
     /// `/dev/stdout`, a pipe someone reads): there is no file to replace, so the bytes
     /// are written into it where it is. `what` is "a character device" or "a fifo".
-    Stream { what: &'static str },
+    Stream {
+        /// What is there, for messages: "a character device" or "a fifo".
+        what: &'static str,
+    },
 }
 
 /// Decides how an output path is written (see [`OutputTarget`]); anything else that is there
@@ -459,10 +477,12 @@ pub fn scratch_file(dir: &Path) -> Result<File> {
     Ok(f)
 }
 
+/// A path's raw bytes, as the tree and the manifest hold paths (not necessarily UTF-8).
 pub fn path_bytes(p: &Path) -> &[u8] {
     p.as_os_str().as_bytes()
 }
 
+/// Raw bytes as a path: the inverse of [`path_bytes`].
 pub fn bytes_path(b: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(b))
 }
@@ -508,11 +528,15 @@ fn xattr_names(
         .collect())
 }
 
+/// Sets an extended attribute on an open file, creating or replacing it; `path` is for
+/// the error only.
 pub fn set_xattr_fd(fd: impl AsFd, name: &[u8], value: &[u8], path: &Path) -> Result<()> {
     rustix::fs::fsetxattr(fd, name, value, rustix::fs::XattrFlags::empty())
         .ctx("set extended attribute on", path)
 }
 
+/// Access and modification times both set to `mtime` (seconds since the epoch, whole
+/// seconds), for `futimens`/`utimensat`.
 pub fn timestamps(mtime: i64) -> Timestamps {
     let t = Timespec {
         tv_sec: mtime,
@@ -524,6 +548,7 @@ pub fn timestamps(mtime: i64) -> Timestamps {
     }
 }
 
+/// Sets an open file's owner and group to numeric IDs; `path` is for the error only.
 pub fn fchown(fd: impl AsFd, uid: u32, gid: u32, path: &Path) -> Result<()> {
     rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
         .ctx("change owner of", path)

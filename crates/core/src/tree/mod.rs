@@ -16,10 +16,12 @@ use std::fmt;
 pub struct Hash(pub [u8; 32]);
 
 impl Hash {
+    /// The blake3 hash of `data` (for a file, its whole content).
     pub fn of(data: &[u8]) -> Hash {
         Hash(*blake3::hash(data).as_bytes())
     }
 
+    /// 64 lowercase hex digits: the form manifests and object names use.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
@@ -31,6 +33,8 @@ impl Hash {
         s
     }
 
+    /// Parses [`Hash::to_hex`]'s form; `None` for anything else, uppercase digits included
+    /// (one spelling per hash).
     pub fn from_hex(s: &str) -> Option<Hash> {
         if s.len() != 64 || s.bytes().any(|c| c.is_ascii_uppercase()) {
             return None;
@@ -78,31 +82,49 @@ impl fmt::Debug for Hash {
 /// What kind of filesystem object an entry is, with the data that only that kind has.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A regular file.
     File {
+        /// Its length in bytes.
         size: u64,
+        /// The hash of its content, which names its object in the store.
         hash: Hash,
     },
+    /// A directory.
     Dir,
+    /// A symbolic link; its mode is always [`SYMLINK_MODE`].
     Symlink {
+        /// What the link points to, raw bytes as stored in the link (relative or
+        /// absolute; not resolved, need not exist). Non-empty, no NUL, at most
+        /// [`MAX_PATH`] bytes.
         target: Vec<u8>,
     },
     /// Another name for an earlier `File` entry (same inode): it has no metadata of its
     /// own, the target's applies.
     HardLink {
+        /// The entry path of that file (`/usr/bin/x`), which comes before this entry in
+        /// path order.
         target: Vec<u8>,
     },
+    /// A character device node.
     CharDev {
+        /// The device's major number (its driver).
         major: u32,
+        /// The device's minor number (which device of that driver).
         minor: u32,
     },
+    /// A block device node.
     BlockDev {
+        /// The device's major number (its driver).
         major: u32,
+        /// The device's minor number (which device of that driver).
         minor: u32,
     },
+    /// A named pipe.
     Fifo,
 }
 
 impl Kind {
+    /// The kind's word in the manifest text and in messages (`file`, `dir`, `char`, ...).
     pub fn name(&self) -> &'static str {
         match self {
             Kind::File { .. } => "file",
@@ -126,6 +148,7 @@ pub const MAX_PATH: usize = 4096;
 pub const MAX_NAME: usize = 255;
 /// Xattr limits of Linux (XATTR_NAME_MAX, XATTR_SIZE_MAX).
 pub const MAX_XATTR_NAME: usize = 255;
+/// Largest xattr value in bytes (XATTR_SIZE_MAX, 64 KiB).
 pub const MAX_XATTR_VALUE: usize = 65536;
 /// uid and gid `(uid_t)-1`: chown(2) reads it as "leave unchanged", so no host can be
 /// given an entry owned by it (an export or push would "succeed" with whatever owner the
@@ -154,14 +177,19 @@ pub fn check_applicable(e: &Entry) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// One path of an image and everything about it that the image fixes: kind, content,
+/// owner, mode, mtime and xattrs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entry {
     /// `/` for the root, `/etc/passwd` otherwise: raw bytes, no `.`/`..`/empty components.
     pub path: Vec<u8>,
+    /// What the entry is, with its content or target.
     pub kind: Kind,
     /// Permission bits (`MODE_MASK`); the file type is in `kind`.
     pub mode: u32,
+    /// The numeric owner (never [`UNAPPLICABLE_ID`]); names are not part of an image.
     pub uid: u32,
+    /// The numeric group (never [`UNAPPLICABLE_ID`]).
     pub gid: u32,
     /// Seconds since the epoch; sub-second parts are not part of an image.
     pub mtime: i64,
@@ -193,6 +221,7 @@ impl Entry {
             && self.xattrs == other.xattrs
     }
 
+    /// Whether this is another name for an earlier file ([`Kind::HardLink`]).
     pub fn is_hardlink(&self) -> bool {
         matches!(self.kind, Kind::HardLink { .. })
     }
@@ -212,18 +241,23 @@ impl Tree {
         Ok(Tree { entries })
     }
 
+    /// All entries, in path order, root first.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
+    /// The entries, in path order, given up by the tree.
     pub fn into_entries(self) -> Vec<Entry> {
         self.entries
     }
 
+    /// The entry at `path` (entry form, `/etc/passwd`), if the tree has one.
     pub fn get(&self, path: &[u8]) -> Option<&Entry> {
         self.index_of(path).map(|i| &self.entries[i])
     }
 
+    /// The position of `path`'s entry in [`Tree::entries`] (a binary search), if the tree
+    /// has one.
     pub fn index_of(&self, path: &[u8]) -> Option<usize> {
         self.entries
             .binary_search_by(|e| path_cmp(&e.path, path))
@@ -286,16 +320,27 @@ impl Tree {
     }
 }
 
+/// Counts over a tree ([`Tree::stats`]): entries by kind, and content sizes.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
+    /// Regular file entries (hard links not included).
     pub files: u64,
+    /// Directory entries, the root included.
     pub dirs: u64,
+    /// Symlink entries.
     pub symlinks: u64,
+    /// Hard link entries (the names beyond a file's first).
     pub hardlinks: u64,
+    /// Character and block device entries together.
     pub devices: u64,
+    /// Named pipe entries.
     pub fifos: u64,
+    /// Entries of any kind with at least one xattr.
     pub with_xattrs: u64,
+    /// The sum of the regular files' sizes, in bytes: every file counts, even one whose
+    /// content another file has; hard links do not count again.
     pub bytes: u64,
+    /// Distinct contents (hashes), which is how many objects the store holds for the tree.
     pub objects: u64,
 }
 

@@ -30,7 +30,11 @@ pub enum Content {
 /// An entry whose file content (if any) has not been hashed yet.
 #[derive(Clone, Debug)]
 pub struct Pending {
+    /// The entry. A `File`'s hash is final only when `content` is [`Content::Known`] or
+    /// [`Content::KnownTooLarge`]; otherwise the ingest sets it (a scan leaves zeros).
     pub entry: Entry,
+    /// Where the file's content comes from; `None` for an entry without content to ingest
+    /// (anything but a `File`).
     pub content: Option<Content>,
 }
 
@@ -45,6 +49,8 @@ pub struct Excludes {
 }
 
 impl Excludes {
+    /// Compiles glob patterns over entry paths (`*` within a name, `**` across
+    /// directories, `\` escapes); no patterns exclude nothing. A bad pattern is a usage error.
     pub fn new(patterns: &[String]) -> Result<Excludes> {
         if patterns.is_empty() {
             return Ok(Excludes::default());
@@ -121,6 +127,8 @@ impl Excludes {
         false
     }
 
+    /// True when `path` itself matches a pattern (its parents are not looked at: see
+    /// [`Excludes::covers`]); the root is never excluded.
     pub fn is_excluded(&self, path: &[u8]) -> bool {
         match &self.set {
             Some(s) => path != b"/" && s.is_match_candidate(&Candidate::new(fsx::bytes_path(path))),
@@ -159,8 +167,11 @@ pub fn list_lines(body: &str) -> Vec<String> {
 
 /// A path found by [`walk`]: its entry path, its path on disk and its metadata.
 pub struct Found {
+    /// The entry path (`/etc/passwd`), relative to the walked root.
     pub path: Vec<u8>,
+    /// The path on disk (the root joined with the entry path).
     pub disk: PathBuf,
+    /// Its metadata, a symlink's own (not followed).
     pub meta: std::fs::Metadata,
 }
 

@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::escape::{escape, escape_with, unescape, unescape_with};
 use std::fmt::Write;
 
+/// The first line of every manifest text (without its newline): the format and its version.
 pub const HEADER: &str = "#imager-manifest v1";
 
 /// Appends one entry's line (with its newline) to `out`.
