@@ -9,8 +9,16 @@ use std::path::PathBuf;
 /// What the executable was asked to do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Command {
-    Serve { root: PathBuf, opts: ServeOptions },
+    /// `serve`: one session on stdin/stdout.
+    Serve {
+        /// The host's root directory (`--root`).
+        root: PathBuf,
+        /// The flags after it (`--abandon-commit`).
+        opts: ServeOptions,
+    },
+    /// `--version`: print the crate's version.
     Version,
+    /// `--help`: print [`USAGE`].
     Help,
 }
 

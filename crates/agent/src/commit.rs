@@ -24,9 +24,12 @@ use rustix::io::Errno;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::os::fd::OwnedFd;
 
+/// Where content is staged, relative to the root: on the root's filesystem, so that the
+/// commit's renames stay on it.
 pub const STAGING: &[u8] = b"/.syncer-staging";
 const HEADER: &str = "#syncer-journal v1";
 
+/// One step of a commit, one line of its journal; each can be replayed after a crash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// A new directory (0700 until `DirMeta`). Only in journals of earlier agents: new
@@ -35,22 +38,39 @@ pub enum Op {
     /// Exchange a staged entry with the host's entry of the other kind (directory versus
     /// anything else); `new_is_dir` tells which side is new, so a replay can tell it was done.
     Swap {
+        /// The entry's name in the staging directory.
         staged: String,
+        /// The host path it goes to, relative to the root.
         path: Vec<u8>,
+        /// Whether the staged (new) entry is the directory.
         new_is_dir: bool,
     },
+    /// Rename a staged entry into place, over what the path holds unless one of the two is
+    /// a directory (that is a `Swap`).
     Rename {
+        /// The entry's name in the staging directory.
         staged: String,
+        /// The host path it goes to, relative to the root.
         path: Vec<u8>,
     },
+    /// Make `path` a hard link to `target` (through a temporary name, so that it is
+    /// replaced at once).
     Link {
+        /// The path linked to, relative to the root: already in place when this runs.
         target: Vec<u8>,
+        /// The new name, relative to the root.
         path: Vec<u8>,
     },
+    /// Set the owner, mode, mtime and xattrs of a path that is not a directory to the
+    /// image's.
     Meta(Vec<u8>),
+    /// Delete a path; one already gone is done, and a directory that still holds
+    /// something (local state, a mount) stays.
     Delete(Vec<u8>),
     /// Remove what a swap left in the staging directory (the host's old entry).
     Trash(String),
+    /// Set a directory's metadata to the image's, deepest first, after everything below it
+    /// has changed (which moves its mtime).
     DirMeta(Vec<u8>),
 }
 
@@ -110,8 +130,12 @@ impl Op {
     }
 }
 
+/// A commit as written before its first operation (the commit point) and replayed by
+/// [`roll_forward`] until it is done.
 pub struct Journal {
+    /// The image the commit brings the host to.
     pub image: Hash,
+    /// The operations, in the order they run.
     pub ops: Vec<Op>,
     /// Every path the commit changes (for triggers).
     pub changed: Vec<Vec<u8>>,
@@ -121,6 +145,8 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// The journal file's text: header line with the image, then `previous`, the `changed`
+    /// paths and one line per operation.
     pub fn text(&self) -> String {
         let mut s = format!("{HEADER} image={}\n", self.image);
         match self.previous {
@@ -140,6 +166,7 @@ impl Journal {
         s
     }
 
+    /// A journal from its file's text; the error says which line is wrong.
     pub fn parse(text: &str) -> std::result::Result<Journal, String> {
         let mut lines = text.lines();
         let head = lines.next().unwrap_or("");
@@ -352,7 +379,9 @@ impl<'a> Steps<'a> {
 pub struct OpFailed {
     /// 1-based, of `j.ops.len()`.
     pub index: usize,
+    /// The operation's journal line (or what failed after them), for the message.
     pub line: String,
+    /// Why it failed.
     pub error: Error,
 }
 

@@ -98,6 +98,7 @@ impl Limits {
 pub struct Fetcher {
     http: ureq::Agent,
     mirrors: Vec<String>,
+    /// Each mirror's account so far, in the order of the mirrors given.
     pub stats: Vec<MirrorStats>,
     buckets: Vec<Arc<Bucket>>,
     limits: Limits,

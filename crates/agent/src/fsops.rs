@@ -14,6 +14,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
+/// A result whose error is imager's filesystem error, which names the path and the action.
 pub type Result<T> = std::result::Result<T, FsError>;
 
 /// Opens (creating as needed, 0700) a directory beneath the root, one component at a
@@ -90,6 +91,8 @@ pub fn write_replace(
     Ok(())
 }
 
+/// Removes the non-directory `name` in `dir` (`shown` in messages); one already gone is not
+/// an error.
 pub fn remove_at(dir: &OwnedFd, name: &str, shown: &Path) -> Result<()> {
     match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
@@ -102,6 +105,7 @@ pub fn stat_at(dir: &OwnedFd, name: &[u8]) -> Option<rustix::fs::Stat> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()
 }
 
+/// Whether the stat is of a directory.
 pub fn is_dir(st: &rustix::fs::Stat) -> bool {
     rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory
 }

@@ -16,6 +16,8 @@
 //! (signatures and the host's trust policy) and `imager-core` (the model and safe
 //! filesystem access).
 
+#![warn(missing_docs)]
+
 // The protocol crate's modules, under the names the agent's modules use.
 use syncer_protocol as protocol;
 use syncer_protocol::{compare, encoding, error, hostfs, ratelimit};

@@ -36,6 +36,8 @@ struct Key {
     ino: u64,
 }
 
+/// The hashes of the host's files from earlier scans, by path, each valid while the file's
+/// size, mtime, ctime and inode are those recorded with it (the `hash-cache` state file).
 pub struct HashCache {
     map: HashMap<Vec<u8>, (Key, Hash)>,
     /// Whether the last scan changed anything (an unchanged cache is not rewritten).

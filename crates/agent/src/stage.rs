@@ -18,7 +18,10 @@ use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+/// The staging directory of a push ([`crate::commit::STAGING`]): content and nodes are
+/// made here under fresh names, then the commit renames them into place.
 pub struct Staging {
+    /// The directory's handle, opened beneath the root.
     pub fd: OwnedFd,
     shown: PathBuf,
     next: u64,

@@ -10,25 +10,44 @@ use imager_core::Hash;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
+/// The directory of these files, relative to the root.
 pub const DIR: &[u8] = b"/var/lib/syncer";
+/// The ID of the image the host runs, in hex (written last by a commit).
 pub const IMAGE: &str = "image";
+/// The ID of the image the host records as its previous one, which a rollback puts back
+/// (absent: none).
 pub const PREVIOUS: &str = "image.previous";
+/// The manifest of the image the host runs: it must hash to `image`.
 pub const MANIFEST: &str = "image.manifest";
+/// The globs a scan never compares for the recorded image (its local state and its
+/// triggers' outputs), one per line.
 pub const LOCAL_STATE: &str = "local-state.txt";
+/// The recorded image's triggers.toml (empty when it has none).
 pub const TRIGGERS: &str = "triggers.toml";
 /// The recorded image's owned-prefix file (none: the built-in list).
 pub const OWNED: &str = "owned.txt";
+/// The scan's cache of file hashes by path and inode metadata ([`crate::scan::HashCache`]).
 pub const HASH_CACHE: &str = "hash-cache";
+/// The journal of a commit in flight ([`crate::commit::Journal`]): its presence is the
+/// commit point.
 pub const JOURNAL: &str = "journal";
+/// The manifest of the image a commit in flight brings: becomes `image.manifest`.
 pub const TARGET: &str = "target.manifest";
+/// The globs never compared, of the commit in flight: become `local-state.txt`.
 pub const TARGET_LOCAL_STATE: &str = "target.local-state.txt";
+/// The triggers of the commit in flight: become `triggers.toml`.
 pub const TARGET_TRIGGERS: &str = "target.triggers.toml";
+/// The owned-prefix file of the commit in flight (empty: the built-in list): becomes
+/// `owned.txt`.
 pub const TARGET_OWNED: &str = "target.owned.txt";
+/// The paths that finished commits changed and whose triggers have not run yet (escaped,
+/// one per line, sorted): removed once they have.
 pub const PENDING_TRIGGERS: &str = "triggers.pending";
 /// Anti-rollback: the newest signed statement accepted per name, and the image the host
 /// ran before its last commit ([`imager_trust::freshness::Newest`]); replaced by
 /// `target.accepted` when a commit of an image the host's policy accepted finishes.
 pub const ACCEPTED: &str = "accepted";
+/// The anti-rollback record the commit in flight brings: becomes `accepted`.
 pub const TARGET_ACCEPTED: &str = "target.accepted";
 
 /// Made on the first write, so that a session that writes nothing (a refused
@@ -40,6 +59,8 @@ pub struct StateDir {
 }
 
 impl StateDir {
+    /// The state directory of the host root `root`, opened if it exists (made on the first
+    /// write otherwise).
     pub fn open(root: &std::path::Path) -> crate::Result<StateDir> {
         let b = Beneath::open(root)?;
         let fd = std::sync::OnceLock::new();
@@ -75,6 +96,7 @@ impl StateDir {
         self.shown.join(name)
     }
 
+    /// The file's content (`None` when it, or the directory, does not exist).
     pub fn read(&self, name: &str) -> crate::Result<Option<Vec<u8>>> {
         match self.fd.get() {
             Some(d) => Ok(fsops::read_at(d, name, &self.shown(name))?),
@@ -82,6 +104,7 @@ impl StateDir {
         }
     }
 
+    /// The file's content as text (`None` when it does not exist); not UTF-8 is an error.
     pub fn read_text(&self, name: &str) -> crate::Result<Option<String>> {
         match self.read(name)? {
             None => Ok(None),
@@ -91,6 +114,7 @@ impl StateDir {
         }
     }
 
+    /// Replaces the file with `data` durably: a new file, flushed, then renamed over.
     pub fn write(&self, name: &str, data: &[u8]) -> crate::Result<()> {
         Ok(fsops::write_atomic(
             self.dir()?,
@@ -111,6 +135,7 @@ impl StateDir {
         )?)
     }
 
+    /// Removes the file; one that does not exist is not an error.
     pub fn remove(&self, name: &str) -> crate::Result<()> {
         match self.fd.get() {
             Some(d) => Ok(fsops::remove_at(d, name, &self.shown(name))?),
@@ -118,6 +143,7 @@ impl StateDir {
         }
     }
 
+    /// Renames `from` over `to`, then flushes the directory so the rename survives a crash.
     pub fn rename(&self, from: &str, to: &str) -> crate::Result<()> {
         use imager_core::error::IoContext;
         let d = self.dir()?;
@@ -183,12 +209,16 @@ impl StateDir {
 pub enum Record {
     /// Never synced.
     None,
+    /// A record that checks out: its manifest hashes to its ID.
     Valid {
+        /// The image's ID.
         id: Hash,
+        /// The image's manifest text.
         manifest: String,
     },
     /// A record that does not check out, and why.
     Damaged {
+        /// What is wrong with it, for the message.
         why: String,
     },
 }

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 const MAX_OUTPUT: usize = 64 << 10;
 
+/// The triggers an image's triggers.toml declares, in the order they run (none for an
+/// empty file); an error says what does not parse.
 pub fn parse(toml_text: &[u8]) -> Result<Vec<Trigger>> {
     contract::parse_triggers(toml_text).map_err(Error::Agent)
 }

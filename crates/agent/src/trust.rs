@@ -29,7 +29,9 @@ use rustix::io::Errno;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
+/// The agent's configuration directory, relative to the root: no push touches it.
 pub const DIR: &[u8] = b"/etc/syncer";
+/// The policy's file name in [`DIR`].
 pub const POLICY: &str = "trust.toml";
 /// The most signatures a `Target` may carry.
 pub const MAX_SIGNATURES: usize = 256;
@@ -38,12 +40,15 @@ pub const MAX_SIGNATURES: usize = 256;
 pub enum HostTrust {
     /// No `/etc/syncer/trust.toml`: every image is accepted (as before policies).
     None,
+    /// A usable policy: only images whose signatures satisfy it are committed.
     Policy(Box<TrustPolicy>),
     /// The policy exists but cannot be used: every image is refused until it is fixed.
     Broken(String),
 }
 
 impl HostTrust {
+    /// Reads the policy beneath the root `b`: a policy that exists but cannot be read, or
+    /// whose directory is unsafe, is `Broken`.
     pub fn load(b: &Beneath) -> HostTrust {
         match load(b) {
             Ok(None) => HostTrust::None,

@@ -98,6 +98,7 @@ pub struct Recorded<'a> {
 }
 
 impl<'a> Recorded<'a> {
+    /// The paths of `manifest` (a manifest's text), read only when first asked about.
     pub fn of(manifest: &'a str) -> Recorded<'a> {
         Recorded {
             text: manifest,

@@ -7,10 +7,14 @@
 
 use imager_core::Hash;
 
+/// A result whose error is, by default, this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What went wrong in a session, on either side: its variant says whose fault it is and
+/// what a caller may do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A filesystem operation failed (the error names the path and the action).
     #[error(transparent)]
     Fs(#[from] imager_core::Error),
 
@@ -27,7 +31,12 @@ pub enum Error {
     /// failed; 126/127: the remote shell could not run the agent), for callers to act on
     /// without reading the text.
     #[error("connection: {text}")]
-    AgentExited { text: String, code: Option<i32> },
+    AgentExited {
+        /// What was going on, the exit status and the process's stderr.
+        text: String,
+        /// The exit code (`None`: killed by a signal).
+        code: Option<i32>,
+    },
 
     /// The agent reported a failure.
     #[error("{0}")]
@@ -72,6 +81,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// An [`Error::Protocol`] saying `m`: what the peer sent that this side cannot accept.
     pub fn protocol(m: impl Into<String>) -> Error {
         Error::Protocol(m.into())
     }
@@ -86,6 +96,7 @@ pub struct MidCommit {
     pub image: Option<Hash>,
     /// Operations of its journal done, and in all (`None`: not known).
     pub applied: Option<u64>,
+    /// Operations in its journal in all (`None`: not known).
     pub ops: Option<u64>,
 }
 

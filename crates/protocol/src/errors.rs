@@ -11,6 +11,7 @@ wire_struct! {
     /// Why the peer stops the session.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct ErrorMessage {
+        /// What went wrong, as the sender's error displays it.
         pub message: String,
         /// The agent stopped after its commit point: the host is in the middle of a
         /// commit (this session's, or one an earlier session left), which the next

@@ -8,6 +8,7 @@ use imager_core::error::{Error as FsError, IoContext};
 use imager_core::safe_dir::Beneath;
 use rustix::fs::{Mode, OFlags};
 
+/// A result whose error is imager's filesystem error, which names the path and the action.
 pub type Result<T> = std::result::Result<T, FsError>;
 
 /// Opens a host file beneath the root for reading, not following a symlink at any step.

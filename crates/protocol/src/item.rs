@@ -12,12 +12,19 @@
 
 use imager_core::{Entry, Kind};
 
+/// Both are files and their content differs (`c`).
 pub const CONTENT: u32 = 1;
+/// Both are files and their sizes differ (`s`).
 pub const SIZE: u32 = 1 << 1;
+/// The modification time differs (`t`).
 pub const MTIME: u32 = 1 << 2;
+/// The permission bits differ (`p`).
 pub const MODE: u32 = 1 << 3;
+/// The owning user differs (`o`).
 pub const OWNER: u32 = 1 << 4;
+/// The owning group differs (`g`).
 pub const GROUP: u32 = 1 << 5;
+/// The extended attributes differ (`x`).
 pub const XATTRS: u32 = 1 << 6;
 /// The kind, a symlink's target, a device's number or a hard link's target differs.
 pub const REPLACED: u32 = 1 << 7;

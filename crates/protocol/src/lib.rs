@@ -38,6 +38,8 @@
 //! content is encoded inside `Data` frames is [`crate::encoding`], which declares the
 //! wire forms of [`Encoding`](crate::encoding::Encoding) and [`PackEntry`].
 
+#![warn(missing_docs)]
+
 pub mod compare;
 pub mod encoding;
 pub mod error;
@@ -58,6 +60,8 @@ use crate::error::{Error, Result};
 use crate::wire::Enc;
 use std::io::{Read, Write};
 
+/// The version both ends speak, sent in `Hello` and `Welcome`: any change to a message's
+/// encoding raises it, and a peer of another version is refused.
 pub const PROTOCOL_VERSION: u32 = 8;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -103,6 +107,8 @@ impl Msg {
         (self.tag(), e.0)
     }
 
+    /// A message from one frame's body (inflated when compressed); bytes left over after
+    /// its fields are an error. A message sent in pieces is [`Conn::recv_opt`]'s to join.
     pub fn decode(body: &[u8]) -> Result<Msg> {
         let (tag, fields) = inflate(body)?;
         Msg::decode_fields(tag, &fields)
@@ -146,7 +152,9 @@ fn frame_body(m: &Msg, tag: u8, fields: Vec<u8>) -> Result<Vec<u8>> {
 pub struct Conn<R, W> {
     r: R,
     w: W,
+    /// Bytes written, frames' length prefixes included.
     pub sent: u64,
+    /// Bytes read, frames' length prefixes included.
     pub received: u64,
     /// Bytes on the wire (frames included) by message name: sent, received.
     pub by_message: std::collections::BTreeMap<&'static str, [u64; 2]>,
@@ -169,6 +177,7 @@ fn inflate(body: &[u8]) -> Result<(u8, std::borrow::Cow<'_, [u8]>)> {
 }
 
 impl<R: Read, W: Write> Conn<R, W> {
+    /// A session that reads frames from `r` and writes them to `w`, its counts at zero.
     pub fn new(r: R, w: W) -> Self {
         Conn {
             r,
@@ -186,6 +195,8 @@ impl<R: Read, W: Write> Conn<R, W> {
         self
     }
 
+    /// Sends `m` (in pieces when large), then flushes, except after `Put`, `Pack` and
+    /// `Data`, whose content follows at once.
     pub fn send(&mut self, m: &Msg) -> Result<()> {
         let before = self.sent;
         self.send_frames(m)?;
@@ -239,6 +250,7 @@ impl<R: Read, W: Write> Conn<R, W> {
         Ok(())
     }
 
+    /// Flushes what `send` left buffered (after content messages).
     pub fn flush(&mut self) -> Result<()> {
         self.w.flush().map_err(Error::connection)
     }

@@ -20,6 +20,7 @@ pub const MAGIC: &[u8; 4] = b"SYNC";
 /// peer of another version gets a clear error instead of garbage.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
+    /// The controller's [`crate::PROTOCOL_VERSION`]: the agent refuses any other.
     pub version: u32,
 }
 
@@ -45,12 +46,18 @@ wire_struct! {
     /// The agent's answer to a `Hello`: who it is and what the host runs.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Welcome {
+        /// The agent's [`crate::PROTOCOL_VERSION`].
         pub version: u32,
         /// The agent's crate version and the blake3 of its executable.
         pub agent: String,
+        /// Which build the agent is: a blake3 of its executable's ELF build ID (of the
+        /// whole file without one), which the controller compares with its own to tell
+        /// an outdated agent.
         pub exe: Hash,
         /// The image the host was last synced to, and the one before it.
         pub image: Option<Hash>,
+        /// The image the host records as its previous one, which a rollback puts back
+        /// (`None`: it records none).
         pub previous: Option<Hash>,
         /// A commit interrupted earlier that this session finished first.
         pub rolled_forward: bool,
@@ -107,7 +114,9 @@ wire_struct! {
     /// over it, as stored beside the image.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct ImageSignature {
+        /// The signed statement, as `imager sign` wrote it.
         pub statement: Vec<u8>,
+        /// The SSH signature over `statement`.
         pub signature: Vec<u8>,
     }
 }
@@ -116,6 +125,7 @@ wire_struct! {
     /// How does the host differ from the image it was last synced to?
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Status {
+        /// Hash every file instead of trusting the host's hash cache.
         pub verify: bool,
     }
 }
@@ -126,7 +136,13 @@ pub enum ManifestData {
     /// zstd-compressed (once per image, at a high level, by the controller).
     Zstd(Vec<u8>),
     /// A zstd delta from the manifest of the image the agent says it has.
-    Delta { base: Hash, delta: Vec<u8> },
+    Delta {
+        /// The ID of the manifest the delta applies to: the host's recorded image, or (in a
+        /// `Manifest`) the view of its own tree it sent as `Identity`.
+        base: Hash,
+        /// The manifest as a zstd delta with the base's manifest text as reference.
+        delta: Vec<u8>,
+    },
     /// The image the agent says it has: it holds the manifest already.
     Recorded,
     /// Not yet (a host that records no image): the agent scans, answers with the ID of
@@ -171,7 +187,9 @@ wire_struct! {
     /// The image to compare the host with (and, unless a dry run, to push).
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Target {
+        /// The image's ID (the hash of its manifest).
         pub image: Hash,
+        /// The image's manifest, in whichever form is cheapest for this host.
         pub manifest: ManifestData,
         /// The image's /usr/lib/imager/local-state.txt as it is (`None` when it has none:
         /// the built-in list applies). The agent checks it, and `triggers`, against the
@@ -179,6 +197,7 @@ wire_struct! {
         pub local_state: Option<Vec<u8>>,
         /// The image's /usr/lib/imager/triggers.toml (empty when it has none).
         pub triggers: Vec<u8>,
+        /// Hash every file instead of trusting the host's hash cache.
         pub verify: bool,
         /// Only look: write nothing on the host, not even the hash cache.
         pub dry_run: bool,
@@ -223,6 +242,8 @@ wire_enum!(ChangeKind, "change kind" {
 });
 
 impl ChangeKind {
+    /// The one-letter code of a status report: `A`dd, `M` content, `R`eplace, `m`eta,
+    /// `D`elete.
     pub fn letter(self) -> char {
         match self {
             ChangeKind::Add => 'A',
@@ -235,9 +256,13 @@ impl ChangeKind {
 }
 
 wire_struct! {
+    /// How one path on the host differs from the image (one line of a status or push
+    /// report).
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Change {
+        /// The path, relative to the root, as raw bytes.
         pub path: Vec<u8>,
+        /// What must happen to the host's path.
         pub kind: ChangeKind,
         /// The host's entry at the path (with its content hash), if it has one.
         pub host: Option<Entry>,
@@ -252,6 +277,7 @@ wire_struct! {
     /// is below it. Only the outermost such paths are listed.
     #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
     pub struct Unmanaged {
+        /// The outermost such path, relative to the root.
         #[serde(serialize_with = "crate::escaped")]
         pub path: Vec<u8>,
         /// Entries it holds, itself included.
@@ -278,8 +304,10 @@ wire_struct! {
     /// A host path the scan found and every push leaves alone.
     #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
     pub struct Kept {
+        /// The path, relative to the root.
         #[serde(serialize_with = "crate::escaped")]
         pub path: Vec<u8>,
+        /// Why every push leaves it alone.
         pub why: KeptWhy,
     }
 }
@@ -301,10 +329,15 @@ wire_struct! {
     /// What a scan took.
     #[derive(Clone, Debug, Default, PartialEq, Serialize)]
     pub struct ScanStats {
+        /// Entries the scan found (kept paths and sockets not counted).
         pub entries: u64,
+        /// Files whose content was read and hashed (not in the hash cache, or `verify`).
         pub hashed_files: u64,
+        /// Bytes read to hash those files.
         pub hashed_bytes: u64,
+        /// Files whose hash came from the host's hash cache, unread.
         pub cached_files: u64,
+        /// Wall-clock time of the scan, in seconds.
         pub seconds: f64,
     }
 }
@@ -313,10 +346,14 @@ wire_struct! {
     /// How the host differs from an image (the answer to `Status` and `Target`).
     #[derive(Clone, Debug, PartialEq)]
     pub struct Differences {
+        /// The image the host records (`None`: it records none).
         pub image: Option<Hash>,
+        /// Each path that differs (in the answer to `Target`, `host` is given only for a
+        /// `Content` change: the base of a delta).
         pub changes: Vec<Change>,
         /// For content the image needs: a host path that already holds it.
         pub have: Vec<(Hash, Vec<u8>)>,
+        /// What the scan of the host took.
         pub scan: ScanStats,
         /// Mount points and local-state symlinks the scan left alone.
         pub kept: Vec<Kept>,
@@ -332,6 +369,8 @@ wire_struct! {
     /// The host files to send rsync signatures of (bases of rsync deltas).
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct SignatureRequest {
+        /// Paths relative to the root: each must be a file the `Target` found changed in
+        /// content.
         pub paths: Vec<Vec<u8>>,
     }
 }
@@ -340,6 +379,8 @@ wire_struct! {
     /// (path, signature) for each path asked.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Signatures {
+        /// One (path, rsync signature of the host's file) per path asked, in the order
+        /// asked.
         pub sigs: Vec<(Vec<u8>, Vec<u8>)>,
     }
 }
@@ -348,7 +389,9 @@ wire_struct! {
     /// Content follows: this many files, this many bytes once written.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Stage {
+        /// Files whose content will be staged.
         pub files: u64,
+        /// Their size once written, in bytes: the agent checks the host has room for it.
         pub bytes: u64,
     }
 }
@@ -357,8 +400,11 @@ wire_struct! {
     /// One file's content: `len` bytes of its encoding follow in `Data` messages.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Put {
+        /// The file's path in the image, relative to the root.
         pub path: Vec<u8>,
+        /// How the content that follows is encoded.
         pub encoding: Encoding,
+        /// Bytes of the encoding that follow in `Data` messages (not the file's size).
         pub len: u64,
     }
 }
@@ -368,7 +414,9 @@ wire_struct! {
     /// tree's host view (`compare::host_view`), and the paths it left alone.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Identity {
+        /// The ID of the host's tree view: the hash of that manifest's text.
         pub tree: Hash,
+        /// The paths the scan left alone (mount points, local-state symlinks).
         pub kept: Vec<Vec<u8>>,
     }
 }
@@ -378,6 +426,8 @@ wire_struct! {
     /// tree (its `Identity`) as base.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Manifest {
+        /// The image's manifest: whole, or a `Delta` against the host's view or its
+        /// recorded image.
         pub manifest: ManifestData,
     }
 }
@@ -387,7 +437,9 @@ wire_struct! {
     /// follow in `Data` messages, holding the entries' parts in order.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Pack {
+        /// The files the stream holds, in the order of their parts.
         pub entries: Vec<PackEntry>,
+        /// Bytes of the stream that follow in `Data` messages.
         pub len: u64,
         /// Entries (indexes) the host does not take: their parts are read and dropped.
         /// A pack published for hosts at an image serves a host that drifted from it
@@ -399,6 +451,7 @@ wire_struct! {
 /// A chunk of a file's encoded content: the rest of its frame, never compressed again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Data {
+    /// The chunk, at most [`crate::CHUNK`] bytes.
     pub bytes: Vec<u8>,
 }
 
@@ -418,8 +471,14 @@ wire_struct! {
     /// What the agent did with a commit.
     #[derive(Clone, Debug, Default, PartialEq, Serialize)]
     pub struct Committed {
+        /// Operations in the commit's journal (0: the host was already at the image).
         pub ops: u64,
+        /// Seconds the agent took, once told to commit, to finish staging (the nodes and
+        /// directories it makes itself, then a sync): content received before is not
+        /// counted.
         pub stage_seconds: f64,
+        /// Seconds from the end of staging to the recorded commit (journal written and
+        /// applied).
         pub commit_seconds: f64,
     }
 }
@@ -428,11 +487,16 @@ wire_struct! {
     /// The outcome of one trigger.
     #[derive(Clone, Debug, PartialEq, serde::Serialize)]
     pub struct TriggerRun {
+        /// The trigger's name in the image's triggers.toml (`health` for a health check).
         pub name: String,
         /// Exit status; `None` if it was killed (timeout or signal).
         pub status: Option<i32>,
+        /// Whether it was killed for running past its timeout.
         pub timed_out: bool,
+        /// How long it ran, in seconds.
         pub seconds: f64,
+        /// Its stdout and stderr, one after the other (64 KiB at most in all), or why it
+        /// could not be started.
         pub output: String,
         /// Not run, and why (a trigger that needs a running system, on a root that
         /// is not one): neither a success nor a failure.
@@ -451,6 +515,7 @@ wire_struct! {
     /// A process that still maps a replaced file.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
     pub struct StaleProcess {
+        /// Its process ID on the host.
         pub pid: u32,
         /// Its name (`/proc/PID/comm`).
         pub comm: String,
@@ -462,6 +527,7 @@ wire_struct! {
     /// files that were replaced since they started: restarting it loads the new ones.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
     pub struct StaleUnit {
+        /// The unit's name (`nginx.service`).
         pub unit: String,
         /// By pid, at most [`crate::agent::stale::MAX_LISTED`].
         pub processes: Vec<StaleProcess>,
@@ -479,6 +545,7 @@ wire_struct! {
     /// After a commit's triggers: the processes that still run replaced files.
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
     pub struct Stale {
+        /// One per unit (or the processes under no unit) that runs replaced files.
         pub units: Vec<StaleUnit>,
     }
 }
@@ -487,7 +554,10 @@ wire_struct! {
     /// Run a health check on the host (after a push), as a trigger would be run.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Health {
+        /// The command, run by the agent as a trigger's command is.
         pub command: String,
+        /// Seconds it may run before it is killed (the agent keeps it within 1 s to 7
+        /// days).
         pub timeout: u64,
     }
 }
@@ -503,6 +573,7 @@ wire_struct! {
         pub mirrors: Vec<String>,
         /// Bytes per second for these fetches (0: no limit).
         pub rate: u64,
+        /// The blobs to fetch and what each stages; `Fetched` names them by index.
         pub blobs: Vec<Blob>,
     }
 }
@@ -512,9 +583,13 @@ wire_struct! {
     /// and blake3, and what it stages.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct Blob {
+        /// Its name below each mirror's base URL.
         pub name: String,
+        /// Its length in bytes, checked before its hash.
         pub len: u64,
+        /// The blake3 of its bytes.
         pub hash: Hash,
+        /// What its bytes stage once checked.
         pub stages: BlobUse,
     }
 }
@@ -523,12 +598,18 @@ wire_struct! {
 /// in a `Pack`) or one file's encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlobUse {
+    /// A pack's zstd stream, as a `Pack` message's `Data` would carry it.
     Pack {
+        /// The files the stream holds, in the order of their parts.
         entries: Vec<PackEntry>,
+        /// Entries (indexes) the host does not take: their parts are read and dropped.
         skip: Vec<u32>,
     },
+    /// One file's encoded content, as a `Put`'s `Data` would carry it.
     Put {
+        /// The file's path in the image, relative to the root.
         path: Vec<u8>,
+        /// How the blob's bytes are encoded.
         encoding: Encoding,
     },
 }
@@ -543,7 +624,10 @@ wire_struct! {
     /// account.
     #[derive(Clone, Debug, Default, PartialEq, Eq)]
     pub struct Fetched {
+        /// Indexes into the `Fetch`'s blobs that no mirror gave: the controller sends
+        /// those.
         pub missing: Vec<u32>,
+        /// One account per mirror, in the `Fetch`'s order.
         pub mirrors: Vec<MirrorStats>,
     }
 }
@@ -552,19 +636,24 @@ wire_struct! {
     /// What one mirror gave a host during a `Fetch`.
     #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
     pub struct MirrorStats {
+        /// The mirror's base URL, as the `Fetch` gave it.
         pub url: String,
         /// Bytes received (those of blobs that failed their check included).
         pub bytes: u64,
+        /// HTTP requests made to it (a resumed blob takes several).
         pub requests: u64,
         /// Blobs it gave that passed their check.
         pub blobs: u64,
         /// Responses its cache served (`X-Cache-Status: HIT`), and those it had to fetch.
         pub cache_hits: u64,
+        /// Responses its cache had to fetch first (any other `X-Cache-Status`).
         pub cache_misses: u64,
         /// Blobs it does not have (404), connection or HTTP errors, and blobs whose bytes
         /// were wrong (length or hash): each sends the blob to the next mirror.
         pub not_found: u64,
+        /// Connection or HTTP errors other than a 404.
         pub errors: u64,
+        /// Blobs whose length or hash was wrong.
         pub corrupt: u64,
         /// Requests that resumed an interrupted transfer with a Range.
         pub resumed: u64,
@@ -584,6 +673,8 @@ macro_rules! messages {
         }
 
         impl Msg {
+            /// The message's name (the variant's), as errors and the per-message byte
+            /// counts show it.
             pub fn name(&self) -> &'static str {
                 match self {
                     $( messages!(@pat $v $( $p )?) => stringify!($v), )*
@@ -631,28 +722,53 @@ macro_rules! messages {
 }
 
 messages! {
+    /// Controller → agent, first in every session: the protocol version.
     1 => Hello(Hello),
+    /// Agent → controller: the answer to `Hello`.
     2 => Welcome(Welcome),
+    /// Agent → controller: it stops the session, and why (in place of the answer
+    /// expected).
     3 => Error(ErrorMessage),
+    /// Controller → agent: how does the host differ from its recorded image?
     4 => Status(Status),
+    /// Controller → agent: the image to compare the host with, and to push.
     5 => Target(Target),
+    /// Agent → controller: the answer to `Status` and `Target`.
     6 => Differences(Differences),
+    /// Controller → agent: which host files to send rsync signatures of.
     7 => SignatureRequest(SignatureRequest),
+    /// Agent → controller: the answer to `SignatureRequest`.
     8 => Signatures(Signatures),
+    /// Controller → agent: content follows (the agent checks it has room).
     9 => Stage(Stage),
+    /// Controller → agent: one file's content follows in `Data` messages.
     10 => Put(Put),
+    /// Controller → agent: the next chunk of the `Put` or `Pack` before it.
     11 => Data(Data),
+    /// Controller → agent: everything is staged; commit it, then run the triggers.
     12 => Commit,
+    /// Agent → controller: the commit is done and recorded.
     13 => Committed(Committed),
+    /// Agent → controller: one trigger after the commit ran (or was skipped).
     14 => TriggerRan(TriggerRun),
+    /// Agent → controller: the last answer to a `Commit` (triggers and `Stale` sent).
     15 => Done,
+    /// Controller → agent: the session ends; the agent exits.
     16 => Bye,
+    /// Controller → agent: run a health check.
     17 => Health(Health),
+    /// Agent → controller: the health check's outcome.
     18 => HealthResult(TriggerRun),
+    /// Agent → controller, after a commit's triggers: what still runs replaced files.
     19 => Stale(Stale),
+    /// Controller → agent: several files' content follows in `Data` messages.
     20 => Pack(Pack),
+    /// Agent → controller: the answer to a `Target` whose manifest is `Ask`.
     21 => Identity(Identity),
+    /// Controller → agent: the manifest an `Ask` left out of the `Target`.
     22 => Manifest(Manifest),
+    /// Controller → agent: fetch content from HTTP mirrors.
     23 => Fetch(Fetch),
+    /// Agent → controller: the answer to `Fetch`.
     24 => Fetched(Fetched),
 }

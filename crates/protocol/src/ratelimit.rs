@@ -13,6 +13,8 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// A bucket of `rate` bytes per second (0 counts as 1), empty at first, in an `Arc` for
+    /// the writers and readers that share it.
     pub fn new(rate: u64) -> Arc<Bucket> {
         Arc::new(Bucket {
             rate: rate.max(1) as f64,
@@ -53,6 +55,7 @@ pub struct Limited<W> {
 }
 
 impl<W: Write> Limited<W> {
+    /// Writes to `inner` at the pace of every bucket in `buckets`.
     pub fn new(inner: W, buckets: Vec<Arc<Bucket>>) -> Self {
         Limited { inner, buckets }
     }
@@ -85,6 +88,7 @@ pub struct LimitedRead<R> {
 }
 
 impl<R: Read> LimitedRead<R> {
+    /// Reads from `inner` at the pace of every bucket in `buckets`.
     pub fn new(inner: R, buckets: Vec<Arc<Bucket>>) -> Self {
         LimitedRead { inner, buckets }
     }

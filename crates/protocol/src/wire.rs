@@ -23,9 +23,11 @@ pub const PREALLOC: usize = 4096;
 pub struct Enc(pub Vec<u8>);
 
 impl Enc {
+    /// Appends `b` as it is, without a length: a fixed-size field, or the rest of a frame.
     pub fn raw(&mut self, b: &[u8]) {
         self.0.extend_from_slice(b);
     }
+    /// Appends one byte (a code, a marker, a boolean).
     pub fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -33,6 +35,7 @@ impl Enc {
     pub fn count(&mut self, n: usize) {
         (n as u32).encode(self);
     }
+    /// Appends `b` after its length: a byte string.
     pub fn bytes(&mut self, b: &[u8]) {
         self.count(b.len());
         self.raw(b);
@@ -43,6 +46,7 @@ impl Enc {
 pub struct Dec<'a>(pub &'a [u8]);
 
 impl<'a> Dec<'a> {
+    /// The next `n` bytes; an error if fewer are left in the frame.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.0.len() {
             return Err(Error::protocol(format!(
@@ -54,11 +58,13 @@ impl<'a> Dec<'a> {
         self.0 = b;
         Ok(a)
     }
+    /// The next `N` bytes as an array (a fixed-size field).
     pub fn arr<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut a = [0u8; N];
         a.copy_from_slice(self.take(N)?);
         Ok(a)
     }
+    /// The next byte.
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
@@ -77,6 +83,7 @@ impl<'a> Dec<'a> {
         }
         Ok(n)
     }
+    /// A byte string: its length, checked against what is left, then its bytes.
     pub fn bytes(&mut self) -> Result<Vec<u8>> {
         let n = u32::decode(self)? as usize;
         Ok(self.take(n)?.to_vec())
@@ -87,7 +94,9 @@ impl<'a> Dec<'a> {
 pub trait Wire: Sized {
     /// The fewest bytes an encoding takes: a list's count is checked against it.
     const MIN: usize;
+    /// Appends the value's encoding to `e`.
     fn encode(&self, e: &mut Enc);
+    /// Reads a value from the front of `d`; a protocol error if the bytes are not one.
     fn decode(d: &mut Dec) -> Result<Self>;
 }
 

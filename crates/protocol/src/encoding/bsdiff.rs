@@ -45,7 +45,9 @@ pub fn encode(raw: &[u8], level: i32) -> std::result::Result<Vec<u8>, String> {
 /// Old content read by offset: the host's file (the agent) or bytes in memory (the
 /// controller's check of a patch it just made).
 pub trait Base {
+    /// The old content's length in bytes.
     fn size(&self) -> std::io::Result<u64>;
+    /// Fills `buf` from `offset` in the old content; an error if that runs past its end.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
 }
 

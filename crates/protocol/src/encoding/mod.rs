@@ -38,7 +38,10 @@ use std::io::Write;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Encoding {
     /// The content is on the host already, at this path.
-    LocalCopy { from: Vec<u8> },
+    LocalCopy {
+        /// The host path that holds it, relative to the root.
+        from: Vec<u8>,
+    },
     /// zstd-compressed whole content.
     Whole,
     /// zstd with the host's current file at the path as reference (`--patch-from`).

@@ -27,8 +27,11 @@ wire_struct! {
     /// stream it describes; the protocol carries it as it is.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct PackEntry {
+        /// The file's path in the image, relative to the root.
         pub path: Vec<u8>,
+        /// How its part is encoded: `Whole`, `Bsdiff` or `ZstdDelta`.
         pub encoding: Encoding,
+        /// Bytes of the stream its part takes (not the file's size).
         pub len: u64,
     }
 }
