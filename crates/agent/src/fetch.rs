@@ -7,8 +7,8 @@
 //! gives is left to the controller's own stream.
 //!
 //! Whatever a mirror does, it costs a push a bounded time: a blob has one budget per
-//! mirror ([`SLACK`] plus its length at [`FLOOR`]) for all the requests it takes, and a
-//! mirror that sends slower than the floor over the last [`WINDOW`] (or nothing for a
+//! mirror (`SLACK` plus its length at `FLOOR`) for all the requests it takes, and a
+//! mirror that sends slower than the floor over the last `WINDOW` (or nothing for a
 //! window), runs out of a budget or does not answer is left out for the rest of the
 //! fetch. A cache that is down or a black hole costs one timeout; one that trickles,
 //! about a window.

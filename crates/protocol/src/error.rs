@@ -1,6 +1,8 @@
-//! The syncer library's error type. Filesystem errors come from imager's own type (they
-//! carry the path and the action); protocol errors say what was malformed; errors an
-//! agent reports travel back as text and are shown with the host's name by the caller.
+//! The error type of the controller and the agent (controller-only variants such as
+//! `Inventory` and `RolloutState` live here too, for one type across the syncer).
+//! Filesystem errors come from imager's own type (they carry the path and the action);
+//! protocol errors say what was malformed; errors an agent reports travel back as text
+//! and are shown with the host's name by the caller.
 //! Nearly every other module uses this one, so it uses none of them: how an error
 //! crosses the wire (the `Error` message, [`Error::from_agent`], [`Error::to_message`])
 //! is the protocol's.

@@ -48,7 +48,7 @@ wire_struct! {
     pub struct Welcome {
         /// The agent's [`crate::PROTOCOL_VERSION`].
         pub version: u32,
-        /// The agent's crate version and the blake3 of its executable.
+        /// The agent's crate version (its build is `exe`).
         pub agent: String,
         /// Which build the agent is: a blake3 of its executable's ELF build ID (of the
         /// whole file without one), which the controller compares with its own to tell
@@ -523,17 +523,17 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// A systemd unit (or [`crate::agent::stale::NO_UNIT`]) whose processes still map
+    /// A systemd unit (or the agent's `stale::NO_UNIT`) whose processes still map
     /// files that were replaced since they started: restarting it loads the new ones.
     #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
     pub struct StaleUnit {
         /// The unit's name (`nginx.service`).
         pub unit: String,
-        /// By pid, at most [`crate::agent::stale::MAX_LISTED`].
+        /// By pid, at most the agent's `stale::MAX_LISTED`.
         pub processes: Vec<StaleProcess>,
         /// Processes beyond those listed.
         pub more_processes: u64,
-        /// Root-relative, sorted, at most [`crate::agent::stale::MAX_LISTED`].
+        /// Root-relative, sorted, at most the agent's `stale::MAX_LISTED`.
         #[serde(serialize_with = "crate::escaped_all")]
         pub files: Vec<Vec<u8>>,
         /// Files beyond those listed.

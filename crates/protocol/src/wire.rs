@@ -1,8 +1,8 @@
 //! The field codec under every message of the [`crate`]: [`Enc`] and [`Dec`]
 //! for the primitive forms (little-endian integers, length-prefixed bytes, raw hashes),
 //! and the [`Wire`] trait that every field type implements once, so that a message's
-//! fields are encoded and decoded by the same declaration ([`wire_struct!`],
-//! [`wire_enum!`]). It sits below both the protocol and the types the protocol carries
+//! fields are encoded and decoded by the same declaration (`wire_struct!`,
+//! `wire_enum!`). It sits below both the protocol and the types the protocol carries
 //! that are declared with what they describe ([`crate::encoding::Encoding`] and a
 //! pack's entries), so that each declares its own wire form.
 //!

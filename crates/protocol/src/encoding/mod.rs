@@ -18,7 +18,7 @@
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
 //! [`Encoding::decode`]) and the controller's choice of it (`choose`, in
-//! `push/content.rs`). The controller's cache of encodings is [`crate::delta`].
+//! `push/content.rs`). The controller's cache of encodings is the syncer's `delta` module.
 
 pub mod bsdiff;
 pub mod chunked;
