@@ -13,6 +13,7 @@ use crate::store::Store;
 use crate::Hash;
 use serde_json::json;
 
+/// The CycloneDX specification version the documents declare (`specVersion`).
 pub const SPEC_VERSION: &str = "1.5";
 
 /// The CycloneDX document for image `id` with packages `pkgs` (from
