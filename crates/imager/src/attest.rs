@@ -44,7 +44,7 @@ impl SignReport {
 /// What a signer approves an image for: the statement's fields but the image and time.
 #[derive(Clone, Debug, Default)]
 pub struct Terms {
-    /// The name (default: see [`name_for`]).
+    /// The name (default: see `name_for`).
     pub name: Option<String>,
     /// Free text on one line, possibly empty ("approved for prod"); `imager sign --note`.
     pub note: String,

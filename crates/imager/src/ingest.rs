@@ -7,7 +7,7 @@
 //! (1) every file but pycs, (2) mtimes of those, (3) pycs, (4) their mtimes.
 //!
 //! Memory does not grow with the tree: a file is in memory only while its thread
-//! normalises and stores it, within [`READ_BUDGET`] over all threads; what `imager
+//! normalises and stores it, within `READ_BUDGET` over all threads; what `imager
 //! normalize` must write back later waits in a [`Spill`] file, not in memory. A file a
 //! rule would look at but that is too large to read into memory is stored as it is and
 //! reported, never passed over in silence.

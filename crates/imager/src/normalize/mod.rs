@@ -1,6 +1,6 @@
 //! Normalisation: the rules that take build-time noise out of a tree so that two builds
 //! of the same inputs give the same image. Each rule is a pure function in its own
-//! module; [`crate::ingest`] applies them while it reads each file once.
+//! module; [`mod@crate::ingest`] applies them while it reads each file once.
 //!
 //! - [`mtime`]: every mtime set to, or clamped at, the epoch; then ProdNG's rule: an
 //!   entry whose content and metadata equal the previous image's keeps that image's

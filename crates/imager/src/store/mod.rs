@@ -517,7 +517,7 @@ impl Store {
         }))
     }
 
-    /// Verifies every object and image (see [`fsck`]).
+    /// Verifies every object and image (see `fsck`).
     pub fn fsck(&self, progress: &dyn crate::progress::Progress) -> Result<FsckReport> {
         fsck::run(self, progress)
     }
