@@ -46,7 +46,8 @@ impl SignReport {
 pub struct Terms {
     /// The name (default: see `name_for`).
     pub name: Option<String>,
-    /// Free text on one line, possibly empty ("approved for prod"); `imager sign --note`.
+    /// What the signature approves the image for (`--note`): free text on one line,
+    /// possibly empty ("approved for prod").
     pub note: String,
     /// `--version`: the signer's monotonic number for the name.
     pub version: Option<u64>,

@@ -17,7 +17,7 @@
 //! `imager-trust` ([`sign`], signatures as data and checks). Here: [`progress`];
 //! [`store`]; `derived`, `deb822`, `normalize`; [`mod@ingest`]; `packages`; `archive`;
 //! [`import`]; [`build`]; [`review`]; [`attest`]; [`ops`].
-// #![warn(missing_docs)]
+#![warn(missing_docs)]
 
 // What callers build on: the syncer keeps a host's tree in step with an image through
 // these (a tree and its text, the store, safe filesystem access, the image contract).

@@ -39,7 +39,7 @@ pub const BUILD_LOCK: &str = "build.lock";
 /// The recipe's local-state globs, one a line, as the build used them.
 pub const BUILD_LOCAL_STATE: &str = "build-local-state.txt";
 /// JSON: tool version, manifest name and files, epoch, lock inputs, previous image,
-/// overlay image and phase timings.
+/// overlay image, start time and phase timings.
 pub const BUILD_INFO: &str = "build-info.json";
 /// The build's log: mmdebstrap's and the hooks' output.
 pub const BUILD_LOG: &str = "build.log";

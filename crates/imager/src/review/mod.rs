@@ -169,7 +169,7 @@ pub struct Report {
     pub new: Side,
     /// Counts over the whole diff, whatever the filter.
     pub summary: Summary,
-    /// Changed packages, by name.
+    /// Changed packages, by name (only those the filter names, when it names any).
     pub packages: Vec<PackageChange>,
     /// Changed paths no package owns (in either image): they deserve the hardest look.
     pub unowned: Vec<FileChange>,

@@ -358,7 +358,8 @@ fn default_hook_timeout() -> u64 {
 /// scalars are the nearest file's.
 #[derive(Debug, Clone)]
 pub struct Recipe {
-    /// The image's name: the ref a build sets, and the name in the lock and build info.
+    /// The image's name: the ref `imager build` sets, and what the build info and the
+    /// provenance's subjects are called.
     pub name: String,
     /// Free text about the image; None when no file in the chain gives one.
     pub description: Option<String>,
