@@ -13,8 +13,11 @@ use std::path::PathBuf;
 /// What `imager sign` stored.
 #[derive(Debug, serde::Serialize)]
 pub struct SignReport {
+    /// The signed image's id, in hex.
     pub image: String,
+    /// The signing key's fingerprint, `SHA256:…` as `ssh-keygen -l` prints it.
     pub fingerprint: String,
+    /// What was signed: the image, the name it is approved as, the note, the time.
     pub statement: Statement,
     /// The `.sig` file; its statement is the `.msg` beside it.
     pub signature: PathBuf,
@@ -23,6 +26,7 @@ pub struct SignReport {
 }
 
 impl SignReport {
+    /// Prints what was signed, by which key, and where the signature files are.
     pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,
@@ -40,8 +44,10 @@ impl SignReport {
 /// What a signer approves an image for: the statement's fields but the image and time.
 #[derive(Clone, Debug, Default)]
 pub struct Terms {
-    /// The name (default: see [`name_for`]).
+    /// The name (default: see `name_for`).
     pub name: Option<String>,
+    /// What the signature approves the image for (`--note`): free text on one line,
+    /// possibly empty ("approved for prod").
     pub note: String,
     /// `--version`: the signer's monotonic number for the name.
     pub version: Option<u64>,
@@ -186,13 +192,18 @@ pub enum Trust {
 /// What `imager verify` found.
 #[derive(Debug, serde::Serialize)]
 pub struct VerifyReport {
+    /// The image checked, its id in hex.
     pub image: String,
+    /// The signatures that check out against the given signers, with what they approve.
     pub valid: Vec<Verified>,
     /// Signatures that do not count, each with the reason.
     pub invalid: Vec<String>,
     /// With a policy: which signature met which requirement, or why it is not met.
     pub policy: Option<std::result::Result<crate::sign::policy::Approval, String>>,
+    /// What each provenance check found; None when provenance was not asked for.
     pub provenance: Option<Vec<provenance::Check>>,
+    /// The verdict: the signatures (the policy, when one was given; else at least one valid
+    /// signature, when signers were given) and every provenance check hold.
     pub ok: bool,
 }
 
@@ -250,6 +261,8 @@ pub fn verify_image(
 }
 
 impl VerifyReport {
+    /// Prints each signature, counted or not, the policy's verdict, the provenance checks
+    /// and the overall verdict (`verified` or `NOT verified`).
     pub fn write_text(&self, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(out, "image {}", self.image)?;
         for v in &self.valid {

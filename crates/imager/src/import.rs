@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 /// Where a tree comes from.
 #[derive(Clone, Debug)]
 pub enum ImportSource {
+    /// A directory on this machine, scanned without following symlinks.
     Dir(PathBuf),
     /// A tar, tar.gz or tar.zst file (`-` for standard input).
     Archive(PathBuf),
@@ -31,10 +32,13 @@ impl ImportSource {
     }
 }
 
+/// How `imager import` stores a tree.
 pub struct ImportOptions {
     /// The name to point at the new image (its history keeps the previous one).
     pub name: Option<String>,
+    /// How to normalise the tree; None stores it as it is.
     pub normalize: Option<normalize::Options>,
+    /// Paths left out of the image (globs, `/var/log/**`).
     pub excludes: Excludes,
     /// Files stored beside the image's manifest (a build's record), by name.
     pub extra: Vec<(String, Vec<u8>)>,
@@ -52,14 +56,20 @@ impl ImportOptions {
     }
 }
 
+/// What `imager import` stored.
 #[derive(Debug, serde::Serialize)]
 pub struct Imported {
+    /// The new image's id, in hex.
     pub id: String,
+    /// The name now pointing at it; None when none was asked for.
     pub name: Option<String>,
+    /// Counts and sizes of the image's entries.
     pub stats: Stats,
     /// Bytes of content the store did not have before.
     pub new_bytes: u64,
+    /// Content objects the store did not have before.
     pub new_objects: usize,
+    /// What normalisation changed; empty when it was not asked for.
     pub normalize: Report,
 }
 

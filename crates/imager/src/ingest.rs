@@ -7,7 +7,7 @@
 //! (1) every file but pycs, (2) mtimes of those, (3) pycs, (4) their mtimes.
 //!
 //! Memory does not grow with the tree: a file is in memory only while its thread
-//! normalises and stores it, within [`READ_BUDGET`] over all threads; what `imager
+//! normalises and stores it, within `READ_BUDGET` over all threads; what `imager
 //! normalize` must write back later waits in a [`Spill`] file, not in memory. A file a
 //! rule would look at but that is too large to read into memory is stored as it is and
 //! reported, never passed over in silence.
@@ -82,7 +82,10 @@ impl Drop for Reserved<'_> {
 
 /// Where ingested content goes.
 pub trait Sink: Sync {
+    /// Stores `data` (or only hashes it) and returns its BLAKE3 hash.
     fn put_bytes(&self, data: &[u8]) -> Result<Hash>;
+    /// Stores the regular file at `path`, `size` bytes long, streamed rather than read into
+    /// memory, and returns its BLAKE3 hash; never follows a symlink at `path`.
     fn put_file(&self, path: &Path, size: u64) -> Result<Hash>;
 }
 
@@ -104,6 +107,7 @@ impl Sink for HashOnly {
 
 /// Into the store, through a transaction.
 pub struct StoreSink<'a> {
+    /// The open store transaction new objects go into.
     pub txn: &'a Txn<'a>,
 }
 
@@ -182,8 +186,12 @@ impl Spill {
 /// given) where the new content of every file normalisation rewrote waits, for writing
 /// back to a directory.
 pub struct Ingested {
+    /// The image's tree, normalised, with every file's content hash.
     pub tree: Tree,
+    /// What normalisation changed and what it left alone.
     pub report: Report,
+    /// Every file normalisation rewrote: its path and where its new content waits in the
+    /// spill (empty when no spill was given).
     pub rewritten: Vec<(Vec<u8>, Kept)>,
 }
 

@@ -1,7 +1,7 @@
 //! imager: reproducible, content-hashed images of Linux root filesystems.
 //!
 //! The model is [`tree`] (what an image is and its canonical text); [`store`] keeps
-//! images and their content; [`ingest`] turns a scanned or imported tree into a stored,
+//! images and their content; [`mod@ingest`] turns a scanned or imported tree into a stored,
 //! normalised image; [`ops`] is what the commands do, as library functions; [`contract`]
 //! is what an image promises the syncer. The `imager` command is another crate
 //! (`imager-cli`, in the repository's `imager/`), a thin layer over [`ops`], [`build`]
@@ -15,8 +15,9 @@
 //! `.ci/module-cycles` checks it). Below them, in their own crates: `imager-core`
 //! ([`escape`], [`error`], [`time`], [`tree`], [`fsx`], [`safe_dir`], [`contract`]) and
 //! `imager-trust` ([`sign`], signatures as data and checks). Here: [`progress`];
-//! [`store`]; `derived`, `deb822`, `normalize`; [`ingest`]; `packages`; `archive`;
+//! [`store`]; `derived`, `deb822`, `normalize`; [`mod@ingest`]; `packages`; `archive`;
 //! [`import`]; [`build`]; [`review`]; [`attest`]; [`ops`].
+#![warn(missing_docs)]
 
 // What callers build on: the syncer keeps a host's tree in step with an image through
 // these (a tree and its text, the store, safe filesystem access, the image contract).

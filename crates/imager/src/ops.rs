@@ -88,12 +88,15 @@ pub fn normalize_dir(
 
 /// Where an export goes.
 pub enum ExportTarget {
+    /// A tar.zst file at this path, written atomically (the deterministic export).
     TarZst(PathBuf),
     /// The same tar.zst bytes on standard output.
     TarZstStdout,
+    /// A new or empty directory, filled with the image's entries and exact metadata.
     Dir(PathBuf),
 }
 
+/// `imager export`: writes the stored image `id` to `target`.
 pub fn export(
     store: &Store,
     id: &Hash,
@@ -127,11 +130,14 @@ pub fn ls(tree: &Tree, path: &str) -> Result<String> {
     Ok(out)
 }
 
+/// What `imager show` reports about an image.
 #[derive(Debug, serde::Serialize)]
 pub struct Shown {
+    /// The image's id, in hex.
     pub id: String,
     /// Names whose current image this is, and names that had it earlier (`name~N`).
     pub names: Vec<String>,
+    /// Counts and sizes of the image's entries and content.
     pub stats: Stats,
 }
 
@@ -190,6 +196,7 @@ pub fn show(store: &Store, id: &Hash) -> Result<Shown> {
 /// they work with (the syncer's live tests build the example manifest).
 pub use crate::build::{build, lock, BuildOptions, Built};
 
+/// Opens the store at `root`, for reading or for writing (see [`Access`]).
 pub fn open_store(root: &Path, access: Access) -> Result<Store> {
     Store::open(root, access)
 }

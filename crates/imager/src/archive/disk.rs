@@ -66,6 +66,7 @@ pub struct DiskExport {
     pub uuid: String,
     /// Size of the filesystem (and of the file, which is sparse) in bytes.
     pub bytes: u64,
+    /// Inodes the filesystem was made with: the tree's plus headroom.
     pub inodes: u64,
     /// The time in every superblock and inode change time field.
     pub epoch: i64,

@@ -45,13 +45,19 @@ const GZIP_LEVEL: u32 = 6;
 /// What an export made: the digests (`sha256:...`) and sizes.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct OciExport {
+    /// Digest of the image manifest blob, the one the index names.
     pub manifest: String,
+    /// Digest of the config blob.
     pub config: String,
+    /// Digest of the layer blob (the gzip-compressed tar).
     pub layer: String,
     /// SHA-256 of the uncompressed layer (the config's `rootfs.diff_ids`).
     pub diff_id: String,
+    /// Bytes of the layer after gzip compression.
     pub layer_bytes: u64,
+    /// Bytes of the uncompressed tar.
     pub tar_bytes: u64,
+    /// The OCI architecture (`amd64`, `arm64`, `386`), from the image's dpkg when it has one.
     pub architecture: String,
 }
 

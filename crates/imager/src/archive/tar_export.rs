@@ -5,7 +5,7 @@
 //! headers, with a pax header only when needed, holding in this order `path` and
 //! `linkpath` (longer than 100 bytes), `uid`/`gid` (too large for ustar), `mtime`
 //! (negative or too large) and `SCHILY.xattr.<name>` for every xattr, which GNU tar reads
-//! with `--xattrs`; zstd at fixed parameters ([`super::ZSTD_LEVEL`]).
+//! with `--xattrs`; zstd at fixed parameters (`super::ZSTD_LEVEL`).
 
 use crate::error::{Error, IoContext, Result};
 use crate::progress::Progress;

@@ -58,6 +58,7 @@ impl<R: Read> Read for EofTracker<R> {
 pub struct ArchiveReadOptions<'a> {
     /// Keep gzip and pyc files in memory so normalisation can rewrite them.
     pub keep_candidates: bool,
+    /// Paths left out of the tree, with everything below a directory that matches.
     pub excludes: &'a crate::tree::scan::Excludes,
 }
 

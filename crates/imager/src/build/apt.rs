@@ -14,12 +14,17 @@ use std::process::Command;
 /// One apt source: `deb URI SUITE COMPONENTS...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceLine {
+    /// The archive's base URI (`http://deb.debian.org/debian`).
     pub uri: String,
+    /// The suite or codename (`bookworm`, `bookworm-updates`).
     pub suite: String,
+    /// Archive components (`main`, `contrib`), in order.
     pub components: Vec<String>,
 }
 
 impl SourceLine {
+    /// The line without its `deb ` prefix: `URI SUITE COMPONENTS...`, as the lock's
+    /// `source` lines and [`SourceLine::parse`] have it.
     pub fn text(&self) -> String {
         format!("{} {} {}", self.uri, self.suite, self.components.join(" "))
     }
@@ -164,10 +169,15 @@ fn host_sources() -> Result<Vec<(String, String)>> {
 /// A package version as an index describes it.
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
+    /// Path of the .deb below the source's URI (the index's `Filename`).
     pub filename: String,
+    /// Size of the .deb in bytes.
     pub size: u64,
+    /// SHA-256 of the .deb, hex, as the index gives it.
     pub sha256: String,
+    /// `Essential: yes`: in the base set of every variant.
     pub essential: bool,
+    /// The `Priority` field (`required`, `important`, ...); `optional` when absent.
     pub priority: String,
     /// The index of the source whose Packages file lists it.
     pub source: Option<usize>,

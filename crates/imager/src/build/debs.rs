@@ -15,6 +15,7 @@ use std::process::Command;
 
 const APT_HELPER: &str = "/usr/lib/apt/apt-helper";
 
+/// Where the store caches .debs: `debs/` in the store's root, one `<sha256>.deb` each.
 pub fn cache_dir(store: &Store) -> PathBuf {
     store.root().join("debs")
 }
@@ -40,8 +41,11 @@ fn sha256_file(path: &Path) -> Result<String> {
 /// What fetching did: packages downloaded and bytes, the rest came from the cache.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Downloads {
+    /// Packages fetched from a mirror.
     pub downloaded: usize,
+    /// Bytes fetched (the locked sizes of the downloaded packages).
     pub bytes: u64,
+    /// Packages the cache already had.
     pub cached: usize,
 }
 

@@ -11,9 +11,13 @@ use std::path::Path;
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Installed {
+    /// Binary package name.
     pub name: String,
+    /// Installed version.
     pub version: String,
+    /// Debian architecture (`amd64`, `all`).
     pub arch: String,
+    /// Source package name, without the version (the binary's name when it has no `Source`).
     pub source: String,
 }
 

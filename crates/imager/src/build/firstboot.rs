@@ -23,6 +23,7 @@ use std::path::Path;
 
 const SCRIPT: &str = include_str!("firstboot/firstboot.sh");
 const UNIT: &str = include_str!("firstboot/imager-firstboot.service");
+/// The systemd unit's file name, under `/usr/lib/systemd/system`.
 pub const UNIT_NAME: &str = "imager-firstboot.service";
 /// The units that pull it in.
 const WANTED_BY: &[&str] = &["ssh.service", "ssh.socket"];

@@ -20,22 +20,39 @@ use std::path::{Path, PathBuf};
 
 const HEADER: &str = "# imager lock v1";
 
+/// One `package` line: a .deb the build installs, pinned by size and sha256.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LockedPackage {
+    /// Binary package name.
     pub name: String,
+    /// Exact Debian version.
     pub version: String,
+    /// Debian architecture (`amd64`, `all`).
     pub arch: String,
+    /// Index into [`Lock::sources`] of the source it came from.
     pub source: usize,
+    /// Path of the .deb below that source's URI (`pool/main/...`); never empty components
+    /// or `..`.
     pub filename: String,
+    /// Size of the .deb in bytes.
     pub size: u64,
+    /// SHA-256 of the .deb, lowercase hex.
     pub sha256: String,
 }
 
+/// A parsed lock: the exact package set an image is built from (see the module comment
+/// for the file format).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lock {
+    /// [`inputs_digest`] of the manifest it was made from; a different digest means stale.
     pub inputs: String,
+    /// `SOURCE_DATE_EPOCH` for the build, seconds since the epoch (UTC): the manifest's, else
+    /// the newest Date of the sources' Release files.
     pub epoch: i64,
+    /// The apt sources the packages were resolved from, in order; packages refer to them
+    /// by index.
     pub sources: Vec<SourceLine>,
+    /// Every package the image gets, dependencies included.
     pub packages: Vec<LockedPackage>,
 }
 
@@ -111,6 +128,8 @@ pub fn resolve(m: &Recipe, work: &Path) -> Result<Lock> {
 }
 
 impl Lock {
+    /// The lock file's text; `manifest_name` goes into the header comment, which
+    /// [`Lock::parse`] skips.
     pub fn print(&self, manifest_name: &str) -> String {
         let mut s = format!(
             "{HEADER}: the exact package set of {manifest_name}, made by `imager lock`; edit the manifest, not this file\n"
@@ -128,6 +147,7 @@ impl Lock {
         s
     }
 
+    /// Parses a lock's text; `shown` names it in errors, which carry the line number.
     pub fn parse(text: &str, shown: &str) -> Result<Lock> {
         let bad = |line: usize, why: &str| Error::Manifest {
             source_name: shown.to_string(),
@@ -198,6 +218,7 @@ impl Lock {
         })
     }
 
+    /// Reads and parses the lock file at `path`.
     pub fn read(path: &Path) -> Result<Lock> {
         Lock::parse(&fsx::read_to_string(path)?, &path.display().to_string())
     }

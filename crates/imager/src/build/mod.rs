@@ -34,10 +34,17 @@ use std::time::Instant;
 
 /// Files stored beside an image's manifest by a build.
 pub const BUILD_MANIFEST: &str = "build-manifest.toml";
+/// The lock the image was built from, as `imager lock` prints it.
 pub const BUILD_LOCK: &str = "build.lock";
+/// The recipe's local-state globs, one a line, as the build used them.
 pub const BUILD_LOCAL_STATE: &str = "build-local-state.txt";
+/// JSON: tool version, manifest name and files, epoch, lock inputs, previous image,
+/// overlay image, start time and phase timings.
 pub const BUILD_INFO: &str = "build-info.json";
+/// The build's log: mmdebstrap's and the hooks' output.
 pub const BUILD_LOG: &str = "build.log";
+/// The installed packages, one `name version arch source` line each, as dpkg's status
+/// has them after the hooks.
 pub const PACKAGES: &str = "packages.txt";
 
 /// A unique directory name for this process's work.
@@ -84,7 +91,9 @@ fn write_lock(m: &Recipe, path: &Path) -> Result<Lock> {
     Ok(l)
 }
 
+/// What `imager build` is asked to do.
 pub struct BuildOptions {
+    /// The build manifest (`manifests/*.toml`) to build; its lock is `M.lock` beside it.
     pub manifest: PathBuf,
     /// Resolve again when the lock is missing or was made from other inputs.
     pub update_lock: bool,
@@ -96,18 +105,30 @@ pub struct BuildOptions {
     pub set_ref: bool,
 }
 
+/// What `imager build` made, for its report (text or JSON).
 #[derive(Debug, serde::Serialize)]
 pub struct Built {
+    /// The new image's id, in hex.
     pub id: String,
+    /// The manifest's name; a ref to the image only when `set_ref` was asked for.
     pub name: String,
+    /// `SOURCE_DATE_EPOCH` the build used (the lock's), seconds since the epoch (UTC).
     pub epoch: i64,
+    /// Packages installed in the image, as dpkg's status lists them after the hooks.
     pub packages: usize,
+    /// True when the lock was missing or stale and was resolved again.
     pub lock_updated: bool,
+    /// What was downloaded into the store's .deb cache and what it already had.
     pub download: debs::Downloads,
+    /// Entries (files, directories, links) the overlays copied into the image.
     pub overlays: usize,
+    /// Hooks run.
     pub hooks: usize,
+    /// What the scrub removed.
     pub scrub: scrub::Scrubbed,
+    /// What normalisation changed.
     pub normalize: normalize::Report,
+    /// Counts and sizes of the stored image.
     pub stats: crate::tree::Stats,
     /// (phase, seconds), in order.
     pub phases: Vec<(String, f64)>,
@@ -493,8 +514,11 @@ fn scramble_perms(dir: &Path) -> Result<()> {
 /// What `imager rebuild` found.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Rebuilt {
+    /// The id of the image rebuilt, in hex.
     pub original: String,
+    /// The id of the rebuild's image, in hex.
     pub rebuilt: String,
+    /// True when the rebuild gave the same image id: the build is reproducible.
     pub identical: bool,
     /// Path by path, `-` the original's manifest line, `+` the rebuild's.
     pub differences: Vec<String>,

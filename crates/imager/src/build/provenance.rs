@@ -18,10 +18,15 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+/// The image file holding the provenance statement (in-toto JSON).
 pub const PROVENANCE: &str = "provenance.json";
+/// The image file holding the statement's DSSE envelope, with its signatures.
 pub const ENVELOPE: &str = "provenance.dsse.json";
+/// The DSSE payload type of the envelope: an in-toto statement.
 pub const PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+/// The statement's `_type`.
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// The statement's `predicateType`: SLSA provenance v1.
 pub const PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
 /// The build type: what the external parameters mean (a manifest path and name).
 pub const BUILD_TYPE: &str =
@@ -36,16 +41,23 @@ fn sha256(data: &[u8]) -> String {
 
 /// What a build knows once its image is stored.
 pub struct Facts<'a> {
+    /// The image's name (the manifest's): names the subjects (`NAME.tar.zst`, ...).
     pub name: &'a str,
     /// The manifest files as given (the one built first, then what it extends).
     pub manifest_files: &'a [std::path::PathBuf],
+    /// The lock file the build was given (`M.lock` beside the first manifest file).
     pub lock_file: &'a std::path::Path,
+    /// `SOURCE_DATE_EPOCH` the build used, seconds since the epoch (UTC).
     pub epoch: i64,
+    /// The image normalisation followed (`--previous`); None when there was none.
     pub previous: Option<Hash>,
+    /// The image the build stored its overlays as; None when the recipe has none.
     pub overlays: Option<Hash>,
     /// `(name=version:arch, URL, sha256)` of every .deb installed.
     pub debs: Vec<(String, String, String)>,
+    /// When the build started, seconds since the epoch (UTC).
     pub started: i64,
+    /// When the image was stored, seconds since the epoch (UTC).
     pub finished: i64,
 }
 
@@ -192,6 +204,7 @@ fn envelope_error(store: &Store, id: &Hash, reason: String) -> Error {
 /// One check of [`verify`].
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Check {
+    /// What was checked (`stored build.lock`, `overlays`, `packages`, `subject: ...`).
     pub what: String,
     /// `None`: it holds; else what is wrong.
     pub problem: Option<String>,

@@ -14,6 +14,8 @@ fn secs(s: f64) -> String {
 }
 
 impl Built {
+    /// Prints the build report: id and name, packages and downloads, overlays, hooks,
+    /// scrub and normalisation counts, and the time each phase took.
     pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         let b = self;
         writeln!(out, "{} {}", b.id, b.name)?;
@@ -54,6 +56,7 @@ impl Built {
 }
 
 impl Rebuilt {
+    /// Prints whether the rebuild matched; if not, every differing manifest line.
     pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         if self.identical {
             return writeln!(out, "{}: rebuilt bit for bit", self.original);
@@ -73,6 +76,8 @@ impl Rebuilt {
 }
 
 impl VariedRebuild {
+    /// Prints what was varied, then the rebuild's report and whether the tar.zst exports
+    /// matched.
     pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         for v in &self.varied {
             writeln!(out, "varied: {v}")?;

@@ -35,14 +35,22 @@ const MACHINE_STATE: &[&str] = &[
 /// What scrubbing did, for the build report.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Scrubbed {
+    /// Files removed because they are machine state (caches, logs, seeds, host keys).
     pub machine_state_removed: usize,
+    /// Files removed because the recipe's local-state globs cover them.
     pub local_state_removed: usize,
+    /// Lines dropped from dpkg's `*.list` and `*.md5sums` for paths the strip rules kept
+    /// off the disk.
     pub dpkg_list_lines_dropped: usize,
     /// Files the strip rules cover that maintainer scripts or hooks made (dpkg's filters
     /// only see files from packages).
     pub strip_generated_removed: usize,
 }
 
+/// Scrubs the installed tree at `root` (see the module comment): empties `/etc/machine-id`,
+/// sets shadow's last-change day to the lock's epoch, writes the lock's sources to
+/// `/etc/apt/sources.list`, aligns dpkg's lists, removes unwanted files and writes the
+/// image's own files (triggers, local state, owned prefixes).
 pub fn scrub(root: &Path, m: &Recipe, lock: &Lock) -> Result<Scrubbed> {
     let mut s = Scrubbed::default();
     // Empty, not absent: systemd treats an empty machine-id as the first boot.

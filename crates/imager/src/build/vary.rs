@@ -123,7 +123,10 @@ impl Vary {
 /// A rebuild under varied conditions: what was varied and what came out.
 #[derive(Debug, serde::Serialize)]
 pub struct VariedRebuild {
+    /// Each condition varied and its value, one phrase each (`TZ=Pacific/Chatham`,
+    /// `store: /tmp/...`).
     pub varied: Vec<String>,
+    /// The rebuild's comparison with the original image.
     #[serde(flatten)]
     pub rebuilt: Rebuilt,
     /// The digest of the original's tar.zst export, made by this process.

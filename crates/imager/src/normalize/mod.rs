@@ -1,6 +1,6 @@
 //! Normalisation: the rules that take build-time noise out of a tree so that two builds
 //! of the same inputs give the same image. Each rule is a pure function in its own
-//! module; [`crate::ingest`] applies them while it reads each file once.
+//! module; [`mod@crate::ingest`] applies them while it reads each file once.
 //!
 //! - [`mtime`]: every mtime set to, or clamped at, the epoch; then ProdNG's rule: an
 //!   entry whose content and metadata equal the previous image's keeps that image's
@@ -26,15 +26,22 @@ pub enum MtimePolicy {
 /// What normalisation does; see the module documentation.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// `SOURCE_DATE_EPOCH`: the mtime entries are set to or clamped at, seconds since the
+    /// epoch (UTC).
     pub epoch: i64,
+    /// Whether mtimes later than the epoch are clamped (the default) or every mtime is set.
     pub mtime: MtimePolicy,
+    /// Rewrite gzip member headers (default on).
     pub gzip: bool,
+    /// Rewrite timestamp-based pyc headers (default on).
     pub pyc: bool,
     /// The image this one follows, for the ProdNG mtime rule.
     pub previous: Option<Tree>,
 }
 
 impl Options {
+    /// The defaults for `epoch`: clamp mtimes, normalise gzip and pyc headers, no previous
+    /// image.
     pub fn new(epoch: i64) -> Options {
         Options {
             epoch,
@@ -50,18 +57,26 @@ impl Options {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Rule {
+    /// An mtime set or clamped to the epoch.
     Mtime,
+    /// An mtime taken from the previous image, whose entry is the same but for its mtime.
     MtimePrevious,
+    /// A gzip header rewritten.
     Gzip,
+    /// A pyc header rewritten.
     Pyc,
 }
 
 /// What normalisation changed: counts per rule, the paths, and what it left alone.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Report {
+    /// Entries whose mtime was set or clamped to the epoch.
     pub mtime: usize,
+    /// Entries that kept the previous image's mtime instead.
     pub mtime_previous: usize,
+    /// Gzip files whose headers were rewritten.
     pub gzip: usize,
+    /// Pyc files whose headers were rewritten.
     pub pyc: usize,
     /// (rule, escaped path), sorted.
     pub changed: Vec<(Rule, String)>,

@@ -1,5 +1,5 @@
 //! `imager packages --cyclonedx`: the image's installed packages as a CycloneDX 1.5 SBOM
-//! (JSON), beside the SPDX document of [`super::packages::spdx`]: many scanners read only
+//! (JSON), beside the SPDX document of [`super::spdx`]: many scanners read only
 //! one of the two. The inputs are the same (dpkg's status in the image), and so is the
 //! determinism: the serial number is a UUID derived from the image ID, the metadata
 //! timestamp the image's epoch (its newest mtime), the components in package order, and
@@ -13,10 +13,11 @@ use crate::store::Store;
 use crate::Hash;
 use serde_json::json;
 
+/// The CycloneDX specification version the documents declare (`specVersion`).
 pub const SPEC_VERSION: &str = "1.5";
 
 /// The CycloneDX document for image `id` with packages `pkgs` (from
-/// [`super::packages::list`]): one `library` component per package, with its Debian
+/// [`super::list`]): one `library` component per package, with its Debian
 /// package URL (the SPDX document's) as `purl` and `bom-ref`, and its source package as
 /// properties; the image itself is the metadata's `operating-system` component, which
 /// depends on every package.

@@ -6,13 +6,19 @@ use crate::deb822;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+/// An installed package, as the status file describes it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Package {
+    /// Binary package name.
     pub name: String,
+    /// Installed version.
     pub version: String,
+    /// Debian architecture (`amd64`, `all`); empty when the status gives none.
     pub architecture: String,
     /// The source package (the binary's name when the status has no `Source:`).
     pub source: String,
+    /// The source package's version: the one in `Source: name (version)`, else the
+    /// binary's.
     pub source_version: String,
 }
 
@@ -132,7 +138,10 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
 /// One entry of a Debian changelog: its version and its whole text.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ChangelogEntry {
+    /// The version in the entry's first line, as the changelog gives it.
     pub version: String,
+    /// The whole entry, its header line up to the next entry's, trailing whitespace
+    /// trimmed.
     pub text: String,
 }
 

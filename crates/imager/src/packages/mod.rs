@@ -24,6 +24,8 @@ pub fn list(store: &Store, id: &Hash) -> Result<Vec<Package>> {
     Ok(dpkg::installed(&status).into_values().collect())
 }
 
+/// The packages as `imager packages` prints them: one aligned line each of name,
+/// version, architecture, source and source version.
 pub fn text(pkgs: &[Package]) -> String {
     let w = pkgs.iter().map(|p| p.name.len()).max().unwrap_or(0);
     let v = pkgs.iter().map(|p| p.version.len()).max().unwrap_or(0);

@@ -23,40 +23,65 @@ use std::collections::{BTreeMap, HashMap};
 /// Text files up to this size get a unified diff.
 const MAX_TEXT_DIFF: u64 = 64 << 10;
 
+/// One of the two images compared.
 #[derive(Clone, Debug, Serialize)]
 pub struct Side {
+    /// The image's id, in hex.
     pub id: String,
+    /// The names whose current image this is, sorted; empty when none points at it.
     pub names: Vec<String>,
 }
 
+/// What changed, counted over the whole diff: the filter narrows what is listed, not
+/// these counts.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Summary {
+    /// Paths only the new image has.
     pub files_added: u64,
+    /// Paths only the old image has.
     pub files_removed: u64,
+    /// Paths both images have, with any difference (content, metadata, type).
     pub files_changed: u64,
+    /// Bytes of the regular files among the changed paths, in the old image.
     pub bytes_old: u64,
+    /// Bytes of the regular files among the changed paths, in the new image.
     pub bytes_new: u64,
+    /// Packages only the new image's dpkg status lists.
     pub packages_added: u64,
+    /// Packages only the old image's dpkg status lists.
     pub packages_removed: u64,
+    /// Packages whose version went up, by dpkg's ordering.
     pub packages_upgraded: u64,
+    /// Packages whose version went down, by dpkg's ordering.
     pub packages_downgraded: u64,
 }
 
+/// How a package differs between the two images.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PackageChangeKind {
+    /// Only in the new image.
     Added,
+    /// Only in the old image.
     Removed,
+    /// A newer version in the new image; the change carries the changelog entries between.
     Upgraded,
+    /// An older version in the new image; no changelog entries are given.
     Downgraded,
 }
 
+/// A package added, removed or at another version.
 #[derive(Clone, Debug, Serialize)]
 pub struct PackageChange {
+    /// The binary package's name.
     pub name: String,
+    /// Which way it changed.
     pub change: PackageChangeKind,
+    /// Its version in the old image; None when it was added.
     pub old_version: Option<String>,
+    /// Its version in the new image; None when it was removed.
     pub new_version: Option<String>,
+    /// The source package it was built from (the new side's, else the old's).
     pub source: String,
     /// The new (else old) side's source version, which the changelog entries use.
     pub source_version: String,
@@ -64,68 +89,102 @@ pub struct PackageChange {
     pub changelog: Vec<ChangelogEntry>,
 }
 
+/// How a path differs between the two images.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum FileChangeKind {
+    /// Only in the new image.
     Added,
+    /// Only in the old image.
     Removed,
+    /// In both, with some difference.
     Changed,
 }
 
 /// One side of a changed path, as the manifest line says.
 #[derive(Clone, Debug, Serialize)]
 pub struct FileSide {
+    /// The entry's type: `file`, `dir`, `symlink`, `hardlink`, `char`, `block` or `fifo`.
     pub kind: &'static str,
+    /// Content size in bytes; None unless a regular file (or a hard link to one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// BLAKE3 hash of the content, in hex; None unless a regular file (or a hard link to one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blake3: Option<String>,
+    /// Permission bits as four octal digits (`0755`); a hard link shows its target's.
     pub mode: String,
+    /// Owner's numeric user id.
     pub uid: u32,
+    /// Owner's numeric group id.
     pub gid: u32,
+    /// Where a symlink points or the path a hard link shares, escaped; None otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// A device node's `major,minor`; None otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The `security.capability` xattr in hex; None when the file has no capabilities.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
 }
 
+/// A path that was added, removed or changed.
 #[derive(Clone, Debug, Serialize)]
 pub struct FileChange {
+    /// The path, escaped for display.
     pub path: String,
+    /// Whether it was added, removed or changed.
     pub change: FileChangeKind,
+    /// The old image's entry; None when added.
     pub old: Option<FileSide>,
+    /// The new image's entry; None when removed.
     pub new: Option<FileSide>,
     /// What changed, one phrase each ("content 10 -> 12 bytes", "mode 0644 -> 0755").
     pub what: Vec<String>,
     /// The changes a reviewer must not miss: setuid/setgid bits, capabilities.
     pub flagged: Vec<String>,
+    /// A unified diff of the content when both sides are small text files (or absent);
+    /// None otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
 }
 
+/// The changed paths one package owns.
 #[derive(Clone, Debug, Serialize)]
 pub struct PackageFiles {
+    /// The owning package's name.
     pub package: String,
+    /// Its changed paths, in image order.
     pub files: Vec<FileChange>,
 }
 
+/// How one image differs from another: the model [`render`] prints as text or Markdown
+/// and serde gives as JSON.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
+    /// The image compared from.
     pub old: Side,
+    /// The image compared to.
     pub new: Side,
+    /// Counts over the whole diff, whatever the filter.
     pub summary: Summary,
+    /// Changed packages, by name (only those the filter names, when it names any).
     pub packages: Vec<PackageChange>,
     /// Changed paths no package owns (in either image): they deserve the hardest look.
     pub unowned: Vec<FileChange>,
+    /// Changed paths some package owns, grouped by package (sorted by name). A path several
+    /// packages own is listed once: under a package the filter named, else one that changed
+    /// version, else the first by name.
     pub by_package: Vec<PackageFiles>,
 }
 
 /// What to include.
 #[derive(Default)]
 pub struct Filter {
+    /// Only paths these globs match; None for every path.
     pub paths: Option<globset::GlobSet>,
+    /// Only these packages and the paths they own; empty for every package.
     pub packages: Vec<String>,
 }
 

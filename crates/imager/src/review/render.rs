@@ -164,6 +164,8 @@ pub fn text(r: &Report, colour: bool, summary_only: bool) -> String {
     o
 }
 
+/// Markdown, for a merge request or a ticket (changed files' diffs in code fences);
+/// `summary_only` stops after the summary.
 pub fn markdown(r: &Report, summary_only: bool) -> String {
     let p = Paint { on: false };
     let mut o = String::new();

@@ -8,11 +8,16 @@ use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 
+/// What `imager fsck` found: totals, and every problem it met.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct FsckReport {
+    /// Images checked (each manifest re-hashed and parsed).
     pub images: usize,
+    /// Object files whose names are hashes, each re-read and re-hashed.
     pub objects: usize,
+    /// Bytes read from those objects.
     pub bytes: u64,
+    /// Names (refs) checked.
     pub refs: usize,
     /// Objects no image refers to (left by an interrupted import; harmless).
     pub unreferenced: usize,
@@ -21,6 +26,7 @@ pub struct FsckReport {
 }
 
 impl FsckReport {
+    /// True when fsck found no problem (unreferenced objects are not one).
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }

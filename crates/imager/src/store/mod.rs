@@ -35,6 +35,8 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+/// An open store (the layout is in the module comment), locked while open: shared for
+/// reading, exclusive for writing.
 pub struct Store {
     root: PathBuf,
     _lock: File,
@@ -46,7 +48,9 @@ pub struct Store {
 /// Whether a command only reads the store or also writes to it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Access {
+    /// Shared lock: others may read at the same time; the store must already exist.
     Read,
+    /// Exclusive lock: creates the store if it is missing and clears `tmp/` when opened.
     Write,
 }
 
@@ -119,6 +123,7 @@ impl Store {
         Ok(store)
     }
 
+    /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -169,6 +174,7 @@ impl Store {
         Ok(())
     }
 
+    /// Where the object with hash `h` lives: `objects/ab/cdef…`, named by its hex.
     pub fn object_path(&self, h: &Hash) -> PathBuf {
         let hex = h.to_hex();
         self.root.join("objects").join(&hex[..2]).join(&hex[2..])
@@ -237,6 +243,7 @@ impl Store {
         Ok(text)
     }
 
+    /// Reads image `id` as a tree, its manifest checked against its id.
     pub fn read_image(&self, id: &Hash) -> Result<Tree> {
         text::parse(&self.image_text(id)?, &format!("image {id}"))
     }
@@ -510,7 +517,7 @@ impl Store {
         }))
     }
 
-    /// Verifies every object and image (see [`fsck`]).
+    /// Verifies every object and image (see `fsck`).
     pub fn fsck(&self, progress: &dyn crate::progress::Progress) -> Result<FsckReport> {
         fsck::run(self, progress)
     }

@@ -17,6 +17,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+/// A batch of new objects (see the module comment): staged by [`Txn::put_bytes`] and
+/// [`Txn::put_reader`] from many threads, named only by [`Txn::commit`]; a batch dropped
+/// without a commit removes what it staged.
 pub struct Txn<'s> {
     store: &'s Store,
     staged: Mutex<Vec<(PathBuf, Hash)>>,

@@ -83,7 +83,9 @@ struct OverlayFile {
 /// Where packages come from: this machine's own apt sources, or explicit mirrors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mirrors {
+    /// The build machine's own apt sources (`"host"`, the default).
     Host,
+    /// These mirrors, in order.
     List(Vec<Mirror>),
 }
 
@@ -92,9 +94,12 @@ pub enum Mirrors {
 #[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Mirror {
+    /// The mirror's base URL, as apt's `sources.list` takes it.
     pub url: String,
+    /// Suites to use from it; empty for the source's suite.
     #[serde(default)]
     pub suites: Vec<String>,
+    /// Components to use from it; empty for the source's components.
     #[serde(default)]
     pub components: Vec<String>,
 }
@@ -175,6 +180,7 @@ impl Variant {
         })
     }
 
+    /// The name mmdebstrap's `--variant` and the manifest use (`minbase`).
     pub fn as_str(self) -> &'static str {
         match self {
             Variant::Essential => "essential",
@@ -185,12 +191,19 @@ impl Variant {
     }
 }
 
+/// The `[source]` table, merged: which Debian release, for which architecture, from
+/// where.
 #[derive(Debug, Clone, Serialize)]
 pub struct AptSource {
+    /// The Debian suite or codename (default `bookworm`).
     pub suite: String,
+    /// The Debian architecture to install (default `amd64`).
     pub architecture: String,
+    /// Archive components (default `main`).
     pub components: Vec<String>,
+    /// The base mmdebstrap starts from before the listed packages.
     pub variant: Variant,
+    /// Where packages come from (default: the host's apt sources).
     pub mirrors: Mirrors,
     /// With host mirrors: also use `<suite>-updates` and `<suite>-security` when the
     /// host's sources have them.
@@ -200,7 +213,9 @@ pub struct AptSource {
 /// A package to install, optionally pinned to an exact version (`name=version`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PackageSpec {
+    /// The binary package's name.
     pub name: String,
+    /// The exact version to install; None for the newest the sources offer.
     pub version: Option<String>,
 }
 
@@ -216,11 +231,18 @@ impl std::fmt::Display for PackageSpec {
 /// Paths left out of the image, applied as dpkg `path-exclude`/`path-include` filters.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Strip {
+    /// Leave out `/usr/share/doc` (each package's copyright file stays).
     pub docs: bool,
+    /// Leave out translated manual pages; the untranslated `/usr/share/man/man[0-9]*` stay.
     pub man: bool,
+    /// Leave out `/usr/share/info`.
     pub info: bool,
+    /// Locales kept under `/usr/share/locale`; when non-empty, every other locale is left
+    /// out.
     pub locales: Vec<String>,
+    /// More `path-exclude` globs, dpkg's syntax (`*` crosses `/`).
     pub exclude: Vec<String>,
+    /// More `path-include` globs: exceptions to the exclusions, dpkg's syntax.
     pub keep: Vec<String>,
 }
 
@@ -280,6 +302,7 @@ impl Strip {
     }
 }
 
+/// A [`Strip`]'s globs compiled, to ask whether dpkg would leave a path out.
 pub struct StripMatcher {
     exclude: globset::GlobSet,
     keep: globset::GlobSet,
@@ -294,13 +317,17 @@ impl StripMatcher {
     }
 }
 
+/// A file or directory from the build machine copied into the image after the packages
+/// are installed.
 #[derive(Debug, Clone)]
 pub struct Overlay {
     /// Absolute path of the file or directory to copy in.
     pub src: PathBuf,
     /// Where it goes in the image.
     pub dest: String,
+    /// Numeric user id the copied files get (default 0).
     pub owner: u32,
+    /// Numeric group id the copied files get (default 0).
     pub group: u32,
     /// Mode of files (default: 0o755 if the source is executable by its owner, else
     /// 0o644; git keeps only that bit, so nothing else of a checkout counts).
@@ -313,6 +340,8 @@ pub struct Overlay {
 #[derive(Deserialize, Serialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
+    /// Names the hook in the build log and in errors, and is `IMAGER_HOOK` in its
+    /// environment; unique across the `extends` chain.
     pub name: String,
     /// Run with `/bin/sh -c` inside the image.
     pub run: String,
@@ -329,16 +358,29 @@ fn default_hook_timeout() -> u64 {
 /// scalars are the nearest file's.
 #[derive(Debug, Clone)]
 pub struct Recipe {
+    /// The image's name: the ref `imager build` sets, and what the build info and the
+    /// provenance's subjects are called.
     pub name: String,
+    /// Free text about the image; None when no file in the chain gives one.
     pub description: Option<String>,
     /// Files read, the one given first, then its parent, and so on.
     pub files: Vec<PathBuf>,
+    /// `SOURCE_DATE_EPOCH` for the build, seconds since the epoch (UTC); None: the newest
+    /// Date of the sources' Release files, fixed at lock time.
     pub epoch: Option<i64>,
+    /// Which release to install, and from where.
     pub source: AptSource,
+    /// The packages asked for, one per name (sorted by name); a nearer file's pin replaces a
+    /// parent's.
     pub packages: Vec<PackageSpec>,
+    /// What dpkg leaves out of the image.
     pub strip: Strip,
+    /// Files copied in after install, parent's first.
     pub overlays: Vec<Overlay>,
+    /// Commands run in the chroot after install, parent's first.
     pub hooks: Vec<Hook>,
+    /// What the syncer runs when the listed paths change, sorted; a child's trigger replaces
+    /// a parent's of the same name.
     pub triggers: Vec<Trigger>,
     /// Local-state globs (from the listed files, or the built-in default list).
     pub local_state: Vec<String>,

@@ -32,55 +32,94 @@ const SCRATCH: usize = 32 * 1024;
 /// `offset` a byte offset into the whole input: where the offending field starts.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GzipError {
+    /// The first three bytes are not a gzip member's magic and deflate method.
     #[error("not gzip: the data does not start with 1f 8b 08")]
     NotGzip,
+    /// The data ends inside a member.
     #[error(
         "member {member}: {reading} starting at byte {offset} is cut off by the end of the data"
     )]
     Truncated {
+        /// 0-based index of the member.
         member: usize,
+        /// Where the cut-off part starts, in bytes from the start of the input.
         offset: usize,
+        /// The part being read ("header", "FNAME field", "deflate data", ...).
         reading: &'static str,
     },
+    /// A member header names a compression method other than deflate.
     #[error("member {member} at byte {offset} has compression method {method}, not deflate (8)")]
     BadMethod {
+        /// 0-based index of the member.
         member: usize,
+        /// Where the CM byte is, in bytes from the start of the input.
         offset: usize,
+        /// The CM byte the header carries.
         method: u8,
     },
+    /// A member header sets flag bits RFC 1952 reserves.
     #[error("member {member} at byte {offset} sets reserved header flags {flags:#04x}")]
     ReservedFlags {
+        /// 0-based index of the member.
         member: usize,
+        /// Where the FLG byte is, in bytes from the start of the input.
         offset: usize,
+        /// The whole FLG byte, reserved bits included.
         flags: u8,
     },
+    /// A member's FHCRC does not match its header.
     #[error("member {member}: header CRC at byte {offset} is {stored:#06x}, not {computed:#06x}")]
     HeaderCrcMismatch {
+        /// 0-based index of the member.
         member: usize,
+        /// Where the FHCRC field starts, in bytes from the start of the input.
         offset: usize,
+        /// The header CRC the file carries.
         stored: u16,
+        /// The low 16 bits of the CRC32 of the header as read.
         computed: u16,
     },
+    /// A member's deflate stream does not decode.
     #[error("member {member}: invalid deflate data starting at byte {offset}: {msg}")]
     BadDeflate {
+        /// 0-based index of the member.
         member: usize,
+        /// Where the member's deflate data starts, in bytes from the start of the input.
         offset: usize,
+        /// The inflater's message.
         msg: String,
     },
+    /// A member's CRC32 or ISIZE does not match its inflated data.
     #[error(
         "member {member}: {field} at byte {offset} is {stored:#010x}, computed {computed:#010x}"
     )]
     TrailerMismatch {
+        /// 0-based index of the member.
         member: usize,
+        /// Where the mismatched trailer field starts, in bytes from the start of the input.
         offset: usize,
+        /// Which trailer field: "CRC32" or "ISIZE".
         field: &'static str,
+        /// The value the file carries.
         stored: u32,
+        /// The value of the inflated data (ISIZE: its length modulo 2^32).
         computed: u32,
     },
+    /// Bytes after the last member that are neither another member nor zero padding.
     #[error("{len} bytes after the last member, at byte {offset}, are not zero padding")]
-    TrailingGarbage { offset: usize, len: usize },
+    TrailingGarbage {
+        /// Where they start, in bytes from the start of the input.
+        offset: usize,
+        /// How many bytes there are, to the end of the input.
+        len: usize,
+    },
+    /// The file has more members than the normaliser will work through (a hostile
+    /// file of many tiny members).
     #[error("more than {limit} gzip members")]
-    TooManyMembers { limit: usize },
+    TooManyMembers {
+        /// The most members a file may have.
+        limit: usize,
+    },
 }
 
 /// True when `data` starts with the gzip magic and deflate method (1f 8b 08).
