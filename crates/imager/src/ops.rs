@@ -191,7 +191,6 @@ pub fn show(store: &Store, id: &Hash) -> Result<Shown> {
     })
 }
 
-/// Opens the store for a command.
 /// `imager lock` and `imager build` as library calls, for callers that build the images
 /// they work with (the syncer's live tests build the example manifest).
 pub use crate::build::{build, lock, BuildOptions, Built};
