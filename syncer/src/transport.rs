@@ -195,11 +195,17 @@ impl Default for TransportOptions {
     }
 }
 
+/// What a controller reads from an agent it started (the child's stdout).
+pub type AgentRead = ChildStdout;
+/// What a controller writes to an agent it started (the child's stdin, rate-limited,
+/// buffered).
+pub type AgentWrite = std::io::BufWriter<Limited<ChildStdin>>;
+
 /// A controller's session with an agent it started (over ssh or as a local child): the
 /// agent's process, the connection to it, and what it said about itself. (The host
 /// side of the same session is the agent crate's own `Session`.)
 pub struct RunningAgent {
-    pub conn: Conn<ChildStdout, std::io::BufWriter<Limited<ChildStdin>>>,
+    pub conn: Conn<AgentRead, AgentWrite>,
     child: Child,
     stderr: Option<JoinHandle<String>>,
     /// What the agent said about itself.
@@ -482,14 +488,6 @@ impl Watchdog {
 }
 
 impl RunningAgent {
-    /// The agent's next message; an `Error` frame from it becomes `Error::Agent`.
-    pub fn reply(&mut self) -> Result<Msg> {
-        match self.conn.recv("the agent's reply")? {
-            Msg::Error(m) => Err(Error::from_agent(m)),
-            m => Ok(m),
-        }
-    }
-
     /// The error to show for a failed exchange: the agent's own `Error` message if it
     /// sent one, else the transport's error with the agent's stderr and exit status.
     pub fn fail(mut self, e: Error) -> Error {

@@ -40,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod compare;
 pub mod encoding;
 pub mod error;
@@ -48,12 +49,14 @@ pub mod ratelimit;
 pub mod wire;
 
 mod errors;
+mod fetch;
 pub mod item;
 mod messages;
 
 pub use crate::encoding::pack::PackEntry;
 pub use crate::error::MidCommit;
 pub use errors::ErrorMessage;
+pub use fetch::*;
 pub use messages::*;
 
 use crate::error::{Error, Result};

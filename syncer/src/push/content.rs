@@ -8,8 +8,7 @@ use crate::delta::Cache;
 use crate::encoding::{rsync_delta, Encoding};
 use crate::error::{Error, Result};
 use crate::plan::{self, BuiltPack, Item, Wanted};
-use crate::protocol::{Change, ChangeKind, Msg, SignatureRequest, Signatures};
-use crate::transport::RunningAgent;
+use crate::protocol::{Change, ChangeKind, SignatureRequest, Signatures};
 use imager::store::Store;
 use imager::tree::escape::escape;
 use imager::{Hash, Kind, Tree};
@@ -25,7 +24,7 @@ const MIN_RSYNC: u64 = 16 << 10;
 /// and the contents it has, asks the host for the rsync signatures that needs, and
 /// encodes every file (deltas from the cache; `shared` packs reused where they fit).
 pub(super) fn plan(
-    s: &mut RunningAgent,
+    s: &mut super::Planning,
     store: &Store,
     image: &Image,
     cache: &Cache,
@@ -151,7 +150,7 @@ pub(crate) fn choose(
 
 /// The host's rsync signatures of the files that travel as rsync deltas (one round
 /// trip, none when there are no such files).
-fn signatures(s: &mut RunningAgent, choices: &[Choice]) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
+fn signatures(s: &mut super::Planning, choices: &[Choice]) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
     let paths: Vec<Vec<u8>> = choices
         .iter()
         .filter(|c| c.encoding == Encoding::RsyncDelta)
@@ -159,18 +158,8 @@ fn signatures(s: &mut RunningAgent, choices: &[Choice]) -> Result<HashMap<Vec<u8
         .collect();
     let mut sigs: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
     if !paths.is_empty() {
-        s.conn
-            .send(&Msg::SignatureRequest(SignatureRequest { paths }))?;
-        match s.conn.recv("signatures")? {
-            Msg::Signatures(Signatures { sigs: v }) => sigs.extend(v),
-            Msg::Error(e) => return Err(Error::from_agent(e)),
-            m => {
-                return Err(Error::Protocol(format!(
-                    "expected Signatures, got {}",
-                    m.name()
-                )))
-            }
-        }
+        let Signatures { sigs: v } = s.signatures(SignatureRequest { paths })?;
+        sigs.extend(v);
     }
     Ok(sigs)
 }

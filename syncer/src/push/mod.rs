@@ -29,8 +29,9 @@ pub use crate::progress::{NoObserver, Observer};
 use crate::delta::Cache;
 use crate::error::{Error, Result};
 use crate::progress::{Clock, Phase};
-use crate::protocol::{Differences, ManifestData, Msg, Stage, StaleUnit, Target};
-use crate::transport::{self, HostSpec, RunningAgent};
+use crate::protocol::client::{self, AfterCommit, Targeted};
+use crate::protocol::{Differences, ManifestData, Stage, StaleUnit, Target};
+use crate::transport::{self, AgentRead, AgentWrite, HostSpec, RunningAgent};
 use content::plan;
 use imager::store::Store;
 use send::{fetch, send_items, Left};
@@ -199,14 +200,16 @@ fn run_push(
     }
 }
 
-/// The error for a message that is not the one expected.
-fn unexpected(expected: &str, m: &Msg) -> Error {
-    Error::Protocol(format!("expected {expected}, got {}", m.name()))
-}
+/// The session's steps over an agent started by this controller (`protocol::client`).
+type Ready<'c> = client::Ready<'c, AgentRead, AgentWrite>;
+type Planning<'c> = client::Planning<'c, AgentRead, AgentWrite>;
+type Staging<'c> = client::Staging<'c, AgentRead, AgentWrite>;
+type Committing<'c> = client::Committing<'c, AgentRead, AgentWrite>;
+type Triggering<'c> = client::Triggering<'c, AgentRead, AgentWrite>;
 
-/// The session, in the protocol's order: the target and the host's differences, the
-/// plan, then (unless a dry run) the content, the commit, the triggers and the health
-/// checks, each timed as its phase.
+/// The session, in the protocol's order (each step's type allows only the next): the
+/// target and the host's differences, the plan, then (unless a dry run) the content, the
+/// commit, the triggers and the health checks, each timed as its phase.
 fn push_steps(
     s: &mut RunningAgent,
     store: &Store,
@@ -216,8 +219,10 @@ fn push_steps(
     clock: &Clock,
     r: &mut HostReport,
 ) -> Result<()> {
+    let at = s.welcome.image;
     let scanning = clock.start(Phase::Scanning);
-    let (changes, have) = differences(s, store, image, cache, opts, r)?;
+    let ready = Ready::new(&mut s.conn);
+    let (changes, have, mut planning) = differences(ready, at, store, image, cache, opts, r)?;
     drop(scanning);
     let too_many = opts.max_delete.check(&changes, r.scan.entries);
     if let (Err(why), false) = (&too_many, opts.dry_run) {
@@ -225,9 +230,9 @@ fn push_steps(
         return Err(Error::Refused(why.clone()));
     }
 
-    let planning = clock.start(Phase::Planning);
+    let planning_phase = clock.start(Phase::Planning);
     // With mirrors, a host at an image takes the packs published for it where it can.
-    let shared = match (opts.mirrors.is_empty(), s.welcome.image) {
+    let shared = match (opts.mirrors.is_empty(), at) {
         (false, Some(from)) if from != image.id && store.has_image(&from) => {
             let (shared, error) = image.shared_packs(store, cache, from);
             r.content.shared_packs_error = error;
@@ -235,8 +240,9 @@ fn push_steps(
         }
         _ => Arc::new(Vec::new()),
     };
-    let (items, packs) = plan(s, store, image, cache, (&changes, &have), &shared, r)?;
-    drop(planning);
+    let plan_in = (&changes[..], &have[..]);
+    let (items, packs) = plan(&mut planning, store, image, cache, plan_in, &shared, r)?;
+    drop(planning_phase);
     if opts.dry_run {
         r.paths = path_changes(Some(store), &changes, &items);
         // The dry run shows the whole plan, and fails as the push would.
@@ -244,17 +250,17 @@ fn push_steps(
     }
 
     let staging = clock.start(Phase::Staging);
-    s.conn.send(&Msg::Stage(Stage {
+    let mut st: Staging = planning.stage(Stage {
         files: items.len() as u64,
         bytes: items.iter().map(|i| i.size).sum(),
-    }))?;
+    })?;
     let mut left = Left::all(&items, &packs);
     if !opts.mirrors.is_empty() {
         let rate = opts.transport.rate_per_host.unwrap_or(0);
-        left = fetch(s, left, &opts.mirrors, rate, cache.level(), r)?;
+        left = fetch(&mut st, left, &opts.mirrors, rate, cache.level(), r)?;
     }
     send_items(
-        s,
+        &mut st,
         &items,
         &left,
         clock.host(),
@@ -262,23 +268,20 @@ fn push_steps(
         &mut r.sent,
     )?;
     r.content.controller_bytes = r.sent.bytes();
+    let committing = st.commit()?;
     r.commit_sent = true;
     drop(staging);
-    committed(s, clock, r)?;
+    let triggering = committed(committing, clock, r)?;
     r.image_after = Some(image.id);
     let triggers = clock.start(Phase::Triggers);
-    loop {
-        match s.reply()? {
-            Msg::TriggerRan(tr) => r.triggers.push(tr),
-            Msg::Stale(st) => r.stale = st.units,
-            Msg::Done => break,
-            m => return Err(unexpected("TriggerRan, Stale or Done", &m)),
-        }
-    }
+    let mut ready = triggering.finish(|e| match e {
+        AfterCommit::Trigger(t) => r.triggers.push(t),
+        AfterCommit::Stale(st) => r.stale = st.units,
+    })?;
     drop(triggers);
     if let Some(h) = &opts.health {
         let _health = clock.start(Phase::HealthCheck);
-        health_checks(s, h, r)?;
+        health_checks(&mut ready, h, r)?;
     }
     Ok(())
 }
@@ -287,22 +290,23 @@ fn push_steps(
 type Have = Vec<(imager::Hash, Vec<u8>)>;
 
 /// Sends the target and returns how the host differs from it (the changes, and the
-/// contents it holds at other paths); a host that records no image says what its tree
-/// is first, so that one installed from an image of the store gets a manifest delta.
-fn differences(
-    s: &mut RunningAgent,
+/// contents it holds at other paths); a host that records no image (`at`) says what
+/// its tree is first, so that one installed from an image of the store gets a manifest
+/// delta.
+fn differences<'c>(
+    ready: Ready<'c>,
+    at: Option<imager::Hash>,
     store: &Store,
     image: &Image,
     cache: &Cache,
     opts: &PushOptions,
     r: &mut HostReport,
-) -> Result<(Vec<crate::protocol::Change>, Have)> {
-    let manifest = match s.welcome.image {
+) -> Result<(Vec<crate::protocol::Change>, Have, Planning<'c>)> {
+    let manifest = match at {
         None => ManifestData::Ask,
         known => image.manifest_for(store, cache, known)?,
     };
-    let asked = manifest == ManifestData::Ask;
-    s.conn.send(&Msg::Target(Target {
+    let targeted = ready.target(Target {
         image: image.id,
         manifest,
         local_state: image.local_state_file.clone(),
@@ -313,51 +317,44 @@ fn differences(
         signatures: image.signatures.clone(),
         owned: image.owned_file.clone(),
         install_triggers: opts.install_triggers,
-    }))?;
-    if asked {
-        match s.reply()? {
-            Msg::Identity(i) => {
-                let manifest = image.manifest_for_identity(store, cache, &i)?;
-                r.recognized = matches!(manifest, ManifestData::Delta { .. });
-                s.conn
-                    .send(&Msg::Manifest(crate::protocol::Manifest { manifest }))?;
-            }
-            m => return Err(unexpected("Identity", &m)),
+    })?;
+    let (differences, planning) = match targeted {
+        Targeted::Asked(identity, asked) => {
+            let manifest = image.manifest_for_identity(store, cache, &identity)?;
+            r.recognized = matches!(manifest, ManifestData::Delta { .. });
+            asked.manifest(crate::protocol::Manifest { manifest })?
         }
-    }
-    match s.reply()? {
-        Msg::Differences(Differences {
-            changes,
-            have,
-            scan,
-            kept,
-            unmanaged,
-            ..
-        }) => {
-            r.scan = scan;
-            r.kept = kept;
-            r.unmanaged = unmanaged;
-            Ok((changes, have))
-        }
-        m => Err(unexpected("Differences", &m)),
-    }
+        Targeted::Differs(d, planning) => (d, planning),
+    };
+    let Differences {
+        changes,
+        have,
+        scan,
+        kept,
+        unmanaged,
+        ..
+    } = differences;
+    r.scan = scan;
+    r.kept = kept;
+    r.unmanaged = unmanaged;
+    Ok((changes, have, planning))
 }
 
 /// Waits for the agent's `Committed`, timed as the commit phase.
-fn committed(s: &mut RunningAgent, clock: &Clock, r: &mut HostReport) -> Result<()> {
+fn committed<'c>(
+    committing: Committing<'c>,
+    clock: &Clock,
+    r: &mut HostReport,
+) -> Result<Triggering<'c>> {
     let _committing = clock.start(Phase::Committing);
-    match s.reply()? {
-        Msg::Committed(c) => {
-            // The agent's part of staging: what it did after the last byte arrived.
-            // The agent's figures: a time is never negative, whatever it sends.
-            r.phases.stage = c.stage_seconds.max(0.0);
-            r.phases.commit = c.commit_seconds.max(0.0);
-            r.commit_ops = c.ops;
-            r.committed = true;
-            Ok(())
-        }
-        m => Err(unexpected("Committed", &m)),
-    }
+    let (c, triggering) = committing.committed()?;
+    // The agent's part of staging: what it did after the last byte arrived.
+    // The agent's figures: a time is never negative, whatever it sends.
+    r.phases.stage = c.stage_seconds.max(0.0);
+    r.phases.commit = c.commit_seconds.max(0.0);
+    r.commit_ops = c.ops;
+    r.committed = true;
+    Ok(triggering)
 }
 
 /// The units of a stale-process listing, for a message: "nginx.service, cron.service".
@@ -370,24 +367,19 @@ pub fn stale_units(stale: &[StaleUnit]) -> String {
 }
 
 /// Runs the health check until it passes or its attempts are spent, each in `r.health`.
-fn health_checks(s: &mut RunningAgent, h: &Health, r: &mut HostReport) -> Result<()> {
+fn health_checks(ready: &mut Ready, h: &Health, r: &mut HostReport) -> Result<()> {
     for attempt in 0..=h.retries {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_secs(h.interval));
         }
-        s.conn.send(&Msg::Health(crate::protocol::Health {
+        let run = ready.health(crate::protocol::Health {
             command: h.command.clone(),
             timeout: h.timeout,
-        }))?;
-        match s.reply()? {
-            Msg::HealthResult(run) => {
-                let ok = run.status == Some(0);
-                r.health.push(run);
-                if ok {
-                    break;
-                }
-            }
-            m => return Err(unexpected("HealthResult", &m)),
+        })?;
+        let ok = run.status == Some(0);
+        r.health.push(run);
+        if ok {
+            break;
         }
     }
     Ok(())

@@ -5,11 +5,10 @@
 use super::content::pack_shares;
 use super::published;
 use super::report::{ByKind, HostReport};
-use super::{unexpected, Observer};
+use super::{Observer, Staging};
 use crate::error::{Error, Result};
 use crate::plan::{BuiltPack, Item};
-use crate::protocol::{BlobUse, Data, Msg, Put, CHUNK};
-use crate::transport::RunningAgent;
+use crate::protocol::{BlobUse, Put, CHUNK};
 use imager::Hash;
 
 /// What the controller sends itself: the packs and lone items no mirror gave.
@@ -31,7 +30,7 @@ impl<'a> Left<'a> {
 /// their key, lone files by what they are: [`crate::publish`] names both the same way),
 /// records what it got, and leaves the rest to the controller.
 pub(super) fn fetch<'a>(
-    s: &mut RunningAgent,
+    s: &mut Staging,
     all: Left<'a>,
     mirrors: &[String],
     rate: u64,
@@ -76,15 +75,11 @@ pub(super) fn fetch<'a>(
     if blobs.is_empty() {
         return Ok(left);
     }
-    s.conn.send(&Msg::Fetch(crate::protocol::Fetch {
+    let answer = s.fetch(crate::protocol::Fetch {
         mirrors: mirrors.to_vec(),
         rate,
         blobs,
-    }))?;
-    let answer = match s.reply()? {
-        Msg::Fetched(f) => f,
-        m => return Err(unexpected("Fetched", &m)),
-    };
+    })?;
     let missing: std::collections::HashSet<u32> = answer.missing.iter().copied().collect();
     if missing.iter().any(|&m| m as usize >= which.len()) {
         return Err(Error::Protocol(
@@ -105,10 +100,11 @@ pub(super) fn fetch<'a>(
     Ok(left)
 }
 
-/// Sends what is `left` to the controller (`Stage` was sent; `items` are what packs
-/// index), counting into `sent` what went out (all of it unless this fails).
+/// Sends what is `left` to the host (`Stage` was sent; `items` are what packs index),
+/// counting into `sent` what went out (all of it unless this fails). The commit is the
+/// caller's next step.
 pub(super) fn send_items(
-    s: &mut RunningAgent,
+    s: &mut Staging,
     items: &[Item],
     left: &Left,
     host: &str,
@@ -123,19 +119,17 @@ pub(super) fn send_items(
             .sum::<u64>();
     let mut done = 0u64;
     for p in &left.packs {
-        s.conn.send(&Msg::Pack(crate::protocol::Pack {
+        s.pack(crate::protocol::Pack {
             entries: p.entries.clone(),
             skip: p.skip.clone(),
             len: p.payload.len() as u64,
-        }))?;
+        })?;
         // Each chunk's bytes go to the packed files in order, each up to its share.
         let shares = pack_shares(p);
         let mut owed = p.items.iter().zip(shares).peekable();
         let mut left_of_first = owed.peek().map_or(0, |(_, b)| *b);
         for chunk in p.payload.chunks(CHUNK) {
-            s.conn.send(&Msg::Data(Data {
-                bytes: chunk.to_vec(),
-            }))?;
+            s.data(chunk.to_vec())?;
             done += chunk.len() as u64;
             obs.bytes(host, total, done);
             let mut n = chunk.len() as u64;
@@ -157,15 +151,13 @@ pub(super) fn send_items(
         }
     }
     for it in &left.alone {
-        s.conn.send(&Msg::Put(Put {
+        s.put(Put {
             path: it.path.clone(),
             encoding: it.encoding.clone(),
             len: it.payload.len(),
-        }))?;
+        })?;
         it.payload.for_each_piece(CHUNK, |chunk| {
-            s.conn.send(&Msg::Data(Data {
-                bytes: chunk.to_vec(),
-            }))?;
+            s.data(chunk.to_vec())?;
             done += chunk.len() as u64;
             sent.of(&it.encoding).bytes += chunk.len() as u64;
             obs.bytes(host, total, done);
@@ -175,6 +167,5 @@ pub(super) fn send_items(
         k.files += 1;
         k.content_bytes += it.size;
     }
-    s.conn.send(&Msg::Commit)?;
-    s.conn.flush()
+    Ok(())
 }

@@ -2,10 +2,10 @@
 //! and the planned paths as `--dry-run` and `diff` list them.
 
 use super::report::PathChange;
-use super::{unexpected, PushOptions};
+use super::PushOptions;
 use crate::error::{Error, Result};
 use crate::plan::{self, Item};
-use crate::protocol::{Change, ChangeKind, Differences, Kept, Msg, StaleUnit, Status, Unmanaged};
+use crate::protocol::{Change, ChangeKind, Differences, Kept, StaleUnit, Status, Unmanaged};
 use crate::transport::{self, HostSpec};
 use imager::store::Store;
 use imager::tree::escape::escape;
@@ -90,26 +90,22 @@ pub fn status_host(
         if let (Some(store), Some(id)) = (store, s.welcome.image) {
             st.names = store.names_of(&id)?;
         }
-        let changes = match s
-            .conn
-            .send(&Msg::Status(Status {
-                verify: opts.verify,
-            }))
-            .and_then(|_| s.reply())
-        {
-            Ok(Msg::Differences(Differences {
+        let status = Status {
+            verify: opts.verify,
+        };
+        let changes = match crate::protocol::client::Ready::new(&mut s.conn).status(status) {
+            Ok(Differences {
                 changes,
                 kept,
                 stale,
                 unmanaged,
                 ..
-            })) => {
+            }) => {
                 st.kept = kept;
                 st.stale = stale;
                 st.unmanaged = unmanaged;
                 changes
             }
-            Ok(m) => return Err(s.fail(unexpected("Differences", &m))),
             Err(e) => return Err(s.fail(e)),
         };
         s.close();
