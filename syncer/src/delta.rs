@@ -216,8 +216,8 @@ impl Cache {
         }
     }
 
-    /// The zstd level it encodes at: the push's, which rsync deltas and mirror fetches use
-    /// too.
+    /// The zstd level it encodes at: the push's, which rsync deltas use too and published
+    /// files' names carry.
     pub fn level(&self) -> i32 {
         self.level
     }

@@ -16,7 +16,7 @@
 //! [`payload`]; [`deletes`]; [`delta`]; [`plan`]; [`transport`]; [`push`];
 //! [`publish`]; [`rollout`]; [`render`].
 
-// #![warn(missing_docs)]
+#![warn(missing_docs)]
 
 pub mod deletes;
 pub mod delta;

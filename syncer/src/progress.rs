@@ -10,8 +10,8 @@ use std::time::Instant;
 /// One step of a push to a host, in order; `Done` or `Failed` ends it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Phase {
-    /// Reaching the host and starting its agent (installing it first if it is missing),
-    /// up to the agent's welcome.
+    /// Reaching the host and starting its agent (installing it first when asked to and
+    /// it is missing or another build), up to the agent's welcome.
     Connecting,
     /// The agent scans the host and compares it with the image, up to its differences.
     Scanning,

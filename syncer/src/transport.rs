@@ -223,7 +223,7 @@ pub struct RunningAgent {
     stderr: Option<JoinHandle<String>>,
     /// What the agent said about itself.
     pub welcome: Welcome,
-    /// Whether the agent was installed on the host before this session started.
+    /// Whether [`connect`] installed the agent on the host before starting this session.
     pub installed: bool,
     closed: bool,
 }

@@ -30,6 +30,8 @@ pub struct Image {
     pub local_state_file: Option<Vec<u8>>,
     /// The prefixes the image owns completely, and the file they come from (sent as is).
     pub owned: Vec<String>,
+    /// The file `owned` comes from (`/usr/lib/imager/owned.txt`) as the image holds it;
+    /// `None` when it has none (the default prefixes apply).
     pub owned_file: Option<Vec<u8>>,
     /// Its triggers file (`/usr/lib/imager/triggers.toml`) as it holds it; empty when it
     /// has none. Sent as is, for the agent to check against the manifest and run.

@@ -9,8 +9,8 @@ use serde::Deserialize;
 /// of a colo's waves in a rollout.
 #[derive(Clone, Default)]
 pub struct PushOptions {
-    /// Only plan: the host is scanned and the plan reported, and nothing is sent or
-    /// written on the host (not even its hash cache).
+    /// Only plan: the host is scanned and the plan reported; no content is sent and
+    /// nothing is written on the host (not even its hash cache).
     pub dry_run: bool,
     /// Have the agent hash every file instead of trusting its hash cache: slower, and
     /// catches a change that kept a file's size and times.
