@@ -10,9 +10,11 @@ use imager::tree::escape::escape;
 /// How many of a host's paths one push may delete.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum MaxDelete {
+    /// At most this many paths, however large the host.
     Count(u64),
     /// Of the entries the host's scan saw.
     Percent(f64),
+    /// No limit: the guard is off.
     Unlimited,
 }
 

@@ -203,6 +203,9 @@ pub struct Cache {
 }
 
 impl Cache {
+    /// A cache that keeps its entries on disk in `dir` (only in memory when `None`) and
+    /// encodes at zstd `level` (1 to 22); the level is part of each entry's name, so runs
+    /// at different levels do not share entries.
     pub fn new(dir: Option<PathBuf>, level: i32) -> Cache {
         Cache {
             dir,
@@ -213,6 +216,8 @@ impl Cache {
         }
     }
 
+    /// The zstd level it encodes at: the push's, which rsync deltas use too and published
+    /// files' names carry.
     pub fn level(&self) -> i32 {
         self.level
     }
@@ -438,7 +443,10 @@ impl Cache {
 /// One cache file that `verify` found wrong.
 #[derive(Clone, Debug, Serialize)]
 pub struct BadEntry {
+    /// Its path, in the cache directory.
     pub file: PathBuf,
+    /// What is wrong with it, in words: unreadable, a bad checksum, or what decoding it
+    /// gave.
     pub problem: String,
     /// Whether `--repair` removed it.
     pub removed: bool,
@@ -447,6 +455,7 @@ pub struct BadEntry {
 /// What [`verify`] found in a cache directory.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct VerifyReport {
+    /// The cache directory checked.
     pub dir: PathBuf,
     /// Entries decoded and found to make the content their name says.
     pub good: u64,
@@ -454,6 +463,7 @@ pub struct VerifyReport {
     /// could not be decoded (they are used only for hosts that have that base), and
     /// packs, which decode but whose parts only their maker and the hosts check.
     pub unchecked: u64,
+    /// Entries that are damaged or decode to the wrong content, in file name order.
     pub bad: Vec<BadEntry>,
     /// Files that are no cache entry (left alone), and leftover temporary files.
     pub other: Vec<PathBuf>,

@@ -16,6 +16,8 @@
 //! [`payload`]; [`deletes`]; [`delta`]; [`plan`]; [`transport`]; [`push`];
 //! [`publish`]; [`rollout`]; [`render`].
 
+#![warn(missing_docs)]
+
 pub mod deletes;
 pub mod delta;
 pub mod payload;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 /// The bytes one file's encoding takes on the wire.
 #[derive(Clone, Debug)]
 pub enum Payload {
+    /// Held in memory (small files' encodings, packs), shared without copying.
     Memory(Arc<Vec<u8>>),
     /// A scratch file (freed when the last host is done with it) and its length.
     Spilled(Arc<File>, u64),
@@ -29,6 +30,7 @@ impl From<Arc<Vec<u8>>> for Payload {
 }
 
 impl Payload {
+    /// Bytes it takes on the wire, in memory or spilled alike.
     pub fn len(&self) -> u64 {
         match self {
             Payload::Memory(v) => v.len() as u64,
@@ -36,6 +38,7 @@ impl Payload {
         }
     }
 
+    /// Whether it has no bytes at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

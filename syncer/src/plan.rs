@@ -37,19 +37,29 @@ pub const PATCH_FROM_MAX: u64 = 1 << 20;
 /// the store could travel (those computed), for the report.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Candidates {
+    /// Bytes of the bsdiff patch, zstd-compressed at [`crate::delta::BSDIFF_LEVEL`];
+    /// `None` when the old version is too large for bsdiff ([`bsdiff::MAX_OLD`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bsdiff: Option<u64>,
+    /// Bytes of the zstd patch-from delta at the push's level; `None` for a file larger
+    /// than [`PATCH_FROM_MAX`] that bsdiff could take.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zstd_delta: Option<u64>,
+    /// Bytes of the whole content compressed at the push's level; `None` when a delta
+    /// came out under a quarter of the file's size, so it was not worth computing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub whole: Option<u64>,
 }
 
 /// One file's content as it travels.
 pub struct Item {
+    /// The file's path in the image, raw bytes (not necessarily UTF-8).
     pub path: Vec<u8>,
+    /// The new content's hash, as the image names it.
     pub hash: Hash,
+    /// The new content's size in bytes, uncompressed.
     pub size: u64,
+    /// The way it travels, as chosen (a delta's candidates compared).
     pub encoding: Encoding,
     /// The encoding on its own (a `Put`'s payload).
     pub payload: Payload,
@@ -57,6 +67,8 @@ pub struct Item {
     pub packable: Packable,
     /// Whether it travels in a pack (set by [`packs`]).
     pub packed: bool,
+    /// The sizes compared to choose its encoding; `None` unless the store held the
+    /// host's old version (the report sums them).
     pub candidates: Option<Candidates>,
 }
 
@@ -86,9 +98,14 @@ impl Packable {
 /// anything is encoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wanted {
+    /// The file's path in the image, raw bytes.
     pub path: Vec<u8>,
+    /// The new content's hash.
     pub hash: Hash,
+    /// The new content's size in bytes.
     pub size: u64,
+    /// The way `choose` allows: a `ZstdDelta` with a base means "compare the delta
+    /// candidates" ([`encode`] may settle on bsdiff or whole).
     pub encoding: Encoding,
     /// For a delta: the old content, in the store, it is made from, and its size.
     pub base: Option<(Hash, u64)>,
@@ -190,10 +207,13 @@ fn pick(c: &Candidates) -> Encoding {
 pub struct BuiltPack {
     /// What names it (in the cache, and where it is published): its parts.
     pub key: Hash,
+    /// Each part's path, encoding and raw length, as the host is told them.
     pub entries: Vec<PackEntry>,
     /// The items (indexes) it carries, in order.
     pub items: Vec<usize>,
+    /// The compressed stream, as it goes on the wire.
     pub payload: Arc<Vec<u8>>,
+    /// Bytes of all its parts before the pack's compression (skipped entries included).
     pub raw: u64,
     /// Entries (indexes) this host skips: a pack made for hosts at an image, reused for
     /// one that drifted from it in those files ([`reuse`]).
@@ -203,11 +223,15 @@ pub struct BuiltPack {
 /// A pack as made for a clean host at some image (what `crate::publish` publishes):
 /// its parts' identities, so that a host at that image can reuse it.
 pub struct Shared {
+    /// What names it: the hash of its parts, as for [`BuiltPack::key`].
     pub key: Hash,
+    /// Each part's path, encoding and raw length.
     pub entries: Vec<PackEntry>,
     /// Each entry's new content and the old content its delta is from.
     pub parts: Vec<(Hash, Option<Hash>)>,
+    /// The compressed stream.
     pub payload: Arc<Vec<u8>>,
+    /// Bytes of all its parts before the pack's compression.
     pub raw: u64,
 }
 

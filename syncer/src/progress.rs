@@ -10,15 +10,25 @@ use std::time::Instant;
 /// One step of a push to a host, in order; `Done` or `Failed` ends it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum Phase {
+    /// Reaching the host and starting its agent (installing it first when asked to and
+    /// it is missing or another build), up to the agent's welcome.
     Connecting,
+    /// The agent scans the host and compares it with the image, up to its differences.
     Scanning,
+    /// Choosing how each changed file travels and encoding it (deltas, packs).
     Planning,
     /// Sending the content (the agent stages it as it arrives).
     Staging,
+    /// Waiting for the agent to commit the staged files through its journal.
     Committing,
+    /// The image's triggers running on the host, then its check for processes that
+    /// still run replaced files.
     Triggers,
+    /// The push's health check, retried as its options say.
     HealthCheck,
+    /// The push is over and the host is fine.
     Done,
+    /// The push is over and failed, at whatever phase (its report says where).
     Failed,
 }
 
@@ -53,7 +63,10 @@ impl std::fmt::Display for Phase {
 /// Called as a push goes through its phases (progress bars) and a rollout through its
 /// waves.
 pub trait Observer: Sync {
+    /// The push to `host` enters `phase` (a final one once, at its end).
     fn phase(&self, _host: &str, _phase: Phase) {}
+    /// Content sent to `host` so far: `done` of the `total` bytes the controller sends
+    /// itself, encoded as they go on the wire (what mirrors serve is not counted).
     fn bytes(&self, _host: &str, _total: u64, _done: u64) {}
     /// A line for the log of a rollout (printed when there are no progress bars).
     fn log(&self, _line: &str) {}
@@ -77,6 +90,7 @@ pub struct Clock<'a> {
 }
 
 impl<'a> Clock<'a> {
+    /// A clock for the push to `host` (the name the observer is told), no phase timed yet.
     pub fn new(host: &str, obs: &'a dyn Observer) -> Clock<'a> {
         Clock {
             host: host.to_string(),
@@ -110,10 +124,13 @@ impl<'a> Clock<'a> {
             .fold(0.0, |total, (_, s)| total + s)
     }
 
+    /// The observer it tells, for the parts of a push that report more than phases
+    /// (bytes sent).
     pub fn observer(&self) -> &'a dyn Observer {
         self.obs
     }
 
+    /// The host's name, as the observer is told it.
     pub fn host(&self) -> &str {
         &self.host
     }

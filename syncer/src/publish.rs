@@ -14,7 +14,7 @@
 //! pairs/<from>-<to>.L19.json          the index of what a host at FROM takes to reach TO
 //! ```
 //! For each pair the plan is the one a push makes for a clean host at FROM (`none`: an
-//! empty root), through the same code ([`crate::push::plan_from`]), so a host that is at
+//! empty root), through the same code (`push::plan_from`), so a host that is at
 //! FROM is asked to fetch exactly these files: that plan and the files' names are the
 //! push's (`push/published.rs`), which this module builds on. A pack's key names its parts (how each
 //! travels, from what old content, to what new), so a pack the hosts of a colo share is
@@ -33,11 +33,15 @@ use std::path::{Path, PathBuf};
 /// One published file of a pair's index.
 #[derive(Clone, Debug, Serialize)]
 pub struct Published {
+    /// Its path below the published directory (`packs/...`, `objects/...`, `deltas/...`).
     pub name: String,
+    /// Its size in bytes, as served (compressed).
     pub len: u64,
+    /// The blake3 of its bytes, in hex: what a host checks what it fetched against.
     pub blake3: String,
     /// The files it stages, and their size once written.
     pub files: u64,
+    /// Bytes of those files' contents once staged, uncompressed.
     pub content_bytes: u64,
 }
 
@@ -46,15 +50,21 @@ pub struct Published {
 pub struct PairReport {
     /// The image a host is at (`None`: an empty root).
     pub from: Option<String>,
+    /// The image published, in hex.
     pub to: String,
+    /// The pair's index file, below the published directory
+    /// (`pairs/<from>-<to>.L<level>.json`).
     pub index: String,
     /// Files to fetch, and their bytes.
     pub blobs: u64,
+    /// Bytes of those files, as served (compressed).
     pub bytes: u64,
     /// Of those, files written now and files that were there already (from an earlier
     /// publish, or another pair).
     pub written: u64,
+    /// Bytes of the files written now.
     pub written_bytes: u64,
+    /// Files already there, with the bytes their name promises; left as they were.
     pub present: u64,
     /// Files that change content but cannot be published (local copies, rsync deltas).
     pub not_published: u64,
@@ -63,9 +73,14 @@ pub struct PairReport {
 /// What `syncer publish` did.
 #[derive(Clone, Debug, Serialize)]
 pub struct PublishReport {
+    /// The image published: the one hosts reach with these files.
     pub image: Hash,
+    /// The directory published below, for a web server to serve.
     pub dir: PathBuf,
+    /// The zstd level of every file: it must be the level pushes and rollouts run at,
+    /// since a host asks for names with that level in them.
     pub level: i32,
+    /// One per image a host may be at, the empty root first.
     pub pairs: Vec<PairReport>,
 }
 

@@ -346,8 +346,12 @@ pub fn diff(s: &HostStatus) -> String {
 
 /// One row of the fleet's status: a host of a colo and its last rollout result.
 pub struct FleetRow {
+    /// The colo the inventory lists the host in.
     pub colo: String,
+    /// What the host says now ([`crate::push::status_host`]).
     pub status: HostStatus,
+    /// Its latest result in the saved rollout state; `None` when no rollout reached it,
+    /// or there is no state.
     pub last: Option<HostResult>,
 }
 

@@ -19,13 +19,22 @@ use std::thread::JoinHandle;
 /// Where `--install-agent` puts the agent on an ssh host (local state, never synced).
 pub const DEFAULT_AGENT: &str = "/var/lib/syncer/bin/syncer";
 
+/// Where a host's agent runs and the root it syncs, as an inventory or the command line
+/// names it ([`HostSpec::parse`]; `Display` gives the same spelling back).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostSpec {
+    /// `local:/path`: this program's own `serve` as a child process, syncing the
+    /// directory at that absolute path.
     Local(PathBuf),
+    /// `ssh://[user@]host[:port][/root]`: the agent started through the ssh command.
     Ssh {
+        /// The login name (`ssh -l`); `None` leaves it to ssh and its configuration.
         user: Option<String>,
+        /// The host name or address (an IPv6 address without its brackets).
         host: String,
+        /// The ssh port (`ssh -p`); `None` leaves it to ssh and its configuration.
         port: Option<u16>,
+        /// The directory on the host the agent syncs (`serve --root`): `/` unless given.
         root: String,
     },
 }
@@ -76,6 +85,8 @@ impl HostSpec {
         }
     }
 
+    /// Reads `local:/path` or `ssh://[user@]host[:port][/root]`; anything else is an
+    /// [`Error::HostSpec`] that says the accepted forms.
     pub fn parse(s: &str) -> Result<HostSpec> {
         let bad = |why: &str| {
             Error::HostSpec(format!(
@@ -157,17 +168,23 @@ impl std::fmt::Display for HostSpec {
     }
 }
 
+/// How the controller reaches and starts hosts' agents: the ssh command, the agent's
+/// path and prefix, the rate limits and the handshake's timeout.
 #[derive(Clone)]
 pub struct TransportOptions {
     /// The ssh command and its options, split on whitespace (`-e "ssh -p 2222"`).
     pub ssh: Vec<String>,
     /// The agent's path on ssh hosts.
     pub agent: String,
+    /// Replace a missing or different agent on ssh hosts with the `syncer-agent` beside
+    /// this program (`--install-agent`); local hosts always run this program itself.
     pub install_agent: bool,
     /// A command prefix for the agent (`nice -n 10 ionice -c 3`), from a rollout policy.
     pub agent_prefix: Vec<String>,
     /// Bytes per second sent to each host, and to all hosts together.
     pub rate_per_host: Option<u64>,
+    /// The one bucket every host's session draws from, shared through the `Arc`; `None`:
+    /// no total limit.
     pub rate_total: Option<std::sync::Arc<crate::ratelimit::Bucket>>,
     /// Tell the agent to drop an unfinished commit instead of finishing it.
     pub abandon_commit: bool,
@@ -205,11 +222,14 @@ pub type AgentWrite = std::io::BufWriter<Limited<ChildStdin>>;
 /// agent's process, the connection to it, and what it said about itself. (The host
 /// side of the same session is the agent crate's own `Session`.)
 pub struct RunningAgent {
+    /// The session's messages: sent to the agent's stdin (rate-limited), read from its
+    /// stdout; it counts the bytes each way.
     pub conn: Conn<AgentRead, AgentWrite>,
     child: Child,
     stderr: Option<JoinHandle<String>>,
     /// What the agent said about itself.
     pub welcome: Welcome,
+    /// Whether [`connect`] installed the agent on the host before starting this session.
     pub installed: bool,
     closed: bool,
 }

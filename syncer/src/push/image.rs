@@ -17,8 +17,11 @@ use std::sync::Arc;
 /// An image as the controller pushes it: its tree and text, and the local-state globs and
 /// triggers it carries in `/usr/lib/imager/`.
 pub struct Image {
+    /// Its ID: the blake3 of its manifest text.
     pub id: Hash,
+    /// Its entries, parsed from the manifest.
     pub tree: Tree,
+    /// Its manifest as the store holds it: what hosts are sent (whole or as a delta).
     pub text: String,
     /// What a host never compares: the image's local-state globs and its triggers'
     /// outputs.
@@ -27,7 +30,11 @@ pub struct Image {
     pub local_state_file: Option<Vec<u8>>,
     /// The prefixes the image owns completely, and the file they come from (sent as is).
     pub owned: Vec<String>,
+    /// The file `owned` comes from (`/usr/lib/imager/owned.txt`) as the image holds it;
+    /// `None` when it has none (the default prefixes apply).
     pub owned_file: Option<Vec<u8>>,
+    /// Its triggers file (`/usr/lib/imager/triggers.toml`) as it holds it; empty when it
+    /// has none. Sent as is, for the agent to check against the manifest and run.
     pub triggers: Vec<u8>,
     /// Its signatures in the store, sent with the `Target` for the host's trust policy.
     pub signatures: Vec<crate::protocol::ImageSignature>,
@@ -52,6 +59,8 @@ impl Image {
         crate::protocol::ImageSignature::signed(&self.signatures, " in the controller's store")
     }
 
+    /// Reads image `id` from `store` with its local-state, owned and triggers files and
+    /// its signatures; an image too large for any agent to take is refused here.
     pub fn load(store: &Store, id: Hash) -> Result<Image> {
         let text = store.image_text(&id)?;
         // An image stored before imager refused it: said here, with the numbers, instead

@@ -5,10 +5,17 @@ use crate::protocol::Previous;
 use crate::transport::TransportOptions;
 use serde::Deserialize;
 
+/// How to push an image, beyond the image itself: one set for every host of a push, or
+/// of a colo's waves in a rollout.
 #[derive(Clone, Default)]
 pub struct PushOptions {
+    /// Only plan: the host is scanned and the plan reported; no content is sent and
+    /// nothing is written on the host (not even its hash cache).
     pub dry_run: bool,
+    /// Have the agent hash every file instead of trusting its hash cache: slower, and
+    /// catches a change that kept a file's size and times.
     pub verify: bool,
+    /// How hosts are reached: ssh, the agent, rate limits.
     pub transport: TransportOptions,
     /// Run on the host after its triggers; a failure fails the push.
     pub health: Option<Health>,
@@ -27,7 +34,7 @@ pub struct PushOptions {
     /// Run the image's triggers on a first install too (`--install-triggers`).
     pub install_triggers: bool,
     /// The most a host's plan may delete (`--max-delete`, the policy's `max_delete`):
-    /// a count, or a percentage of the host's entries; `None`: no limit.
+    /// a count, or a percentage of the host's entries; `MaxDelete::Unlimited`: no limit.
     pub max_delete: crate::deletes::MaxDelete,
 }
 
@@ -36,9 +43,12 @@ pub struct PushOptions {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Health {
+    /// The command, run by the agent as a trigger's command is; exit status 0 passes.
     pub command: String,
+    /// Seconds one attempt may run before it is killed (60 unless given).
     #[serde(default = "default_health_timeout")]
     pub timeout: u64,
+    /// Attempts after the first one fails (0 unless given): `retries + 1` in all.
     #[serde(default)]
     pub retries: u32,
     /// Seconds between attempts.

@@ -14,6 +14,7 @@ use std::time::Instant;
 /// Files and bytes for one way of sending content.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Sent {
+    /// Files whose content travels this way.
     pub files: u64,
     /// Bytes on the wire for them.
     pub bytes: u64,
@@ -21,10 +22,17 @@ pub struct Sent {
     pub content_bytes: u64,
 }
 
+/// Files and bytes by the way their content travels, one [`Sent`] for each way.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ByKind {
+    /// Contents the host holds already at another path, copied there: nothing but the
+    /// `Put` travels.
     pub local_copy: Sent,
+    /// zstd patch-from deltas from the host's old version (which the store holds), on
+    /// their own and in packs.
     pub zstd_delta: Sent,
+    /// rsync deltas against the host's signatures, for old versions the store lacks;
+    /// always on their own.
     pub rsync_delta: Sent,
     /// bsdiff patches, on their own and in packs (a packed file's `bytes` are its share
     /// of its pack's, in proportion to its raw part).
@@ -72,8 +80,11 @@ impl ByKind {
 /// reports spell it as below).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub enum PushOutcome {
+    /// The host committed the image and all that came after passed: triggers, health
+    /// check, and the stale-process rule when required.
     #[serde(rename = "ok")]
     Ok,
+    /// A dry run that planned without error; the host is unchanged.
     #[serde(rename = "dry run")]
     DryRun,
     /// The host was left as it was.
@@ -83,8 +94,10 @@ pub enum PushOutcome {
     /// The host runs the new image; the session failed after the commit.
     #[serde(rename = "committed, then failed")]
     CommittedThenFailed,
+    /// The host runs the new image; a trigger failed, was killed or timed out.
     #[serde(rename = "committed, trigger failed")]
     CommittedTriggerFailed,
+    /// The host runs the new image; the last attempt of the health check failed.
     #[serde(rename = "committed, health check failed")]
     CommittedHealthCheckFailed,
     /// Processes still run replaced files and the push required them restarted.
@@ -103,6 +116,7 @@ pub enum PushOutcome {
 }
 
 impl PushOutcome {
+    /// How reports print it: the same words as its JSON spelling.
     pub fn words(self) -> &'static str {
         match self {
             PushOutcome::Ok => "ok",
@@ -147,17 +161,31 @@ impl std::fmt::Display for PushOutcome {
     }
 }
 
+/// How long each step of a push to a host took, in seconds of wall clock; 0 for a step
+/// that did not run.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Phases {
+    /// Reaching the host and starting its agent, up to its welcome (an install of the
+    /// agent included).
     pub connect: f64,
+    /// From sending the target to the host's differences: mostly the agent's scan.
     pub scan: f64,
+    /// Choosing and encoding the content on the controller (deltas, packs; the cache
+    /// makes it short for every host after the first at an image).
     pub plan: f64,
     /// Sending the content (the part a bandwidth limit stretches).
     pub send: f64,
+    /// Staging in all: `send`, plus what the agent did after the last byte arrived (by
+    /// its own clock).
     pub stage: f64,
+    /// The agent's commit through its journal, by its own clock.
     pub commit: f64,
+    /// From the commit's answer to the agent's last word: the triggers, then its check
+    /// for stale processes.
     pub triggers: f64,
+    /// Every attempt of the health check and the waits between them.
     pub health: f64,
+    /// The whole push, from its start to its report: more than the sum of the phases.
     pub total: f64,
 }
 
@@ -179,7 +207,9 @@ impl Phases {
 /// One planned path, for `--dry-run` and `diff`.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct PathChange {
+    /// The path, escaped as manifests write it (so any byte prints).
     pub path: String,
+    /// What the plan does to it: add, content, replace, meta or delete.
     pub change: ChangeKind,
     /// What differs, as `rsync --itemize-changes` says it ([`crate::protocol::item`]).
     pub item: String,
@@ -197,6 +227,8 @@ pub struct PathChange {
     /// compressed on its own, and what kind of file it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidates: Option<Candidates>,
+    /// That kind of file, with `candidates`: "executable", "shared library", "python",
+    /// "compressed", "text" or "other" (absent when the store was not at hand).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class: Option<&'static str>,
 }
@@ -204,7 +236,9 @@ pub struct PathChange {
 /// The packs of a push (see [`crate::encoding::pack`]).
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct Packs {
+    /// Packs planned, each one compressed stream on the wire.
     pub packs: u64,
+    /// Files they carry.
     pub files: u64,
     /// Their raw parts (contents and patches), before compression.
     pub raw_bytes: u64,
@@ -212,21 +246,36 @@ pub struct Packs {
     pub bytes: u64,
 }
 
+/// What a push did to one host, for the text report and `--json`: never an error of its
+/// own, whatever went wrong is in here.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HostReport {
+    /// The host as given (`ssh://...` or `local:...`).
     pub host: String,
+    /// Whether the push did all it was asked: committed (or, in a dry run, planned) with
+    /// no trigger, health check or required restart failing.
     pub ok: bool,
+    /// Why it is not ok: the error that stopped it, or the failures after the commit
+    /// joined by "; ". Absent when ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The push only planned (`--dry-run`): nothing was sent to the host or written.
     pub dry_run: bool,
+    /// The image the host recorded when the session began; `None` when it records none,
+    /// or when its agent was never reached.
     pub image_before: Option<Hash>,
     /// The image the host had recorded before `image_before`.
     pub previous_before: Option<Hash>,
+    /// The image the host runs after this push; `None` unless it committed.
     pub image_after: Option<Hash>,
+    /// The agent's version, as its welcome said it; `None` when it was not reached.
     pub agent: Option<String>,
     /// The host's trust policy as its agent described it (`None`: it has none).
     pub trust: Option<String>,
+    /// The push installed the agent on the host before its session (`--install-agent`):
+    /// it was missing or another build.
     pub agent_installed: bool,
+    /// The agent first finished a commit that an earlier session had left halfway.
     pub rolled_forward: bool,
     /// A host that recorded no image had the tree of an image of the store (its host
     /// view: without local state, mount points and directory mtimes), so the manifest
@@ -256,9 +305,14 @@ pub struct HostReport {
     pub mid_commit: Option<crate::protocol::MidCommit>,
     /// Triggers that exited non-zero, were killed or timed out.
     pub triggers_failed: u64,
+    /// Paths the plan adds: the host lacks them.
     pub added: u64,
+    /// Paths whose content or kind changes (a file's content, a symlink's target,
+    /// another kind of entry).
     pub changed: u64,
+    /// Paths whose owner, mode, xattrs or mtime alone change.
     pub metadata: u64,
+    /// Paths the plan deletes.
     pub deleted: u64,
     /// Operations the agent's commit journal held.
     pub commit_ops: u64,
@@ -267,7 +321,10 @@ pub struct HostReport {
     /// What was sent: the plan once every file went out, less when the push failed on
     /// the way (a file counts once all its bytes were sent; `bytes` counts every byte).
     pub sent: ByKind,
+    /// Bytes the controller sent the agent in the whole session, frames included: what
+    /// bandwidth the push took towards the host (mirrors' fetches not counted).
     pub wire_sent: u64,
+    /// Bytes the agent sent back in the session, frames included.
     pub wire_received: u64,
     /// Where the wire's bytes went: by message, sent and received (frames included).
     pub wire: BTreeMap<&'static str, WireBytes>,
@@ -275,13 +332,17 @@ pub struct HostReport {
     pub content: ContentSources,
     /// Planned packs.
     pub packs: Packs,
+    /// What the host's scan took: entries seen, files hashed, bytes read.
     pub scan: ScanStats,
     /// Mount points and local-state symlinks on the host that the push left alone.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<Kept>,
     /// What the host made outside the image's owned prefixes, kept (outermost paths).
     pub unmanaged: Vec<Unmanaged>,
+    /// Seconds each phase took.
     pub phases: Phases,
+    /// The triggers that ran after the commit, in order, each with its exit status,
+    /// output and time.
     pub triggers: Vec<TriggerRun>,
     /// After the triggers: processes, by unit, that still run files the push (or
     /// anything else) replaced, so still run the old code until restarted.
@@ -289,6 +350,8 @@ pub struct HostReport {
     /// Every attempt of the health check, the last one deciding.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<TriggerRun>,
+    /// Every path the plan changes, with how its content would travel: filled by a dry
+    /// run only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathChange>,
 }
@@ -299,9 +362,11 @@ pub struct ContentSources {
     /// Content bytes (encoded, as published) the host took from mirrors, and those the
     /// controller sent in `Data` frames.
     pub mirrors_bytes: u64,
+    /// Content bytes the controller sent itself (all of them without mirrors).
     pub controller_bytes: u64,
     /// Blobs offered for fetching, and how many no mirror gave (sent by the controller).
     pub blobs: u64,
+    /// Of those, the ones no mirror gave: the controller sent them.
     pub blobs_missing: u64,
     /// Each mirror's account, in the order tried.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -344,6 +409,8 @@ impl ContentSources {
 /// Bytes of one message kind on the wire.
 #[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct WireBytes {
+    /// Bytes the controller sent in messages of this kind, frames included.
     pub sent: u64,
+    /// Bytes the agent sent in messages of this kind, frames included.
     pub received: u64,
 }

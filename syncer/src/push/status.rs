@@ -43,17 +43,27 @@ pub(super) fn path_changes(
 /// What `status` and `diff` learn about a host.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct HostStatus {
+    /// The host as given (`ssh://...` or `local:...`).
     pub host: String,
+    /// Whether the host answered: its agent was reached and compared it with its image
+    /// (drift is not a failure here; `drifted` says it).
     pub ok: bool,
+    /// Why the host could not be asked (connection, agent, damaged record); absent when
+    /// ok.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The image the host records; `None` when it records none (then nothing is
+    /// compared) or was not reached.
     pub image: Option<imager::Hash>,
     /// Names in the controller's store that point at the image now.
     pub names: Vec<String>,
+    /// The agent's version, as its welcome said it; `None` when it was not reached.
     pub agent: Option<String>,
     /// The host's trust policy as its agent described it (`None`: it has none).
     pub trust: Option<String>,
+    /// The host differs from the image it records (false for one that records none).
     pub drifted: bool,
+    /// How many paths differ: added, changed, deleted or with other metadata.
     pub differences: u64,
     /// The unfinished commit (its image) that `abandon-commit` dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -65,12 +75,16 @@ pub struct HostStatus {
     pub kept: Vec<Kept>,
     /// What the host made outside the image's owned prefixes: kept, and not drift.
     pub unmanaged: Vec<Unmanaged>,
-    /// Processes, by unit, that still run replaced files (see [`HostReport::stale`]).
+    /// Processes, by unit, that still run replaced files (as a push report's `stale`).
     pub stale: Vec<StaleUnit>,
+    /// Each path that differs, as `diff` lists them; empty for `status`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathChange>,
 }
 
+/// Asks the host at `spec` how it differs from the image it records (hashing every file
+/// with `opts.verify`), listing the paths with `with_paths`; `store`, when at hand, names
+/// the image. Never fails: the status says what went wrong.
 pub fn status_host(
     store: Option<&Store>,
     spec: &HostSpec,

@@ -37,20 +37,43 @@ use crate::transport::HostSpec;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// A `[policy]` table as written, the global one or a colo's `[colo.policy]`: every key
+/// is optional, a colo's unset keys come from the global table, then the defaults
+/// ([`Policy`] is the result).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyFile {
+    /// Hosts pushed first in each colo, as a wave of their own that may not fail at all
+    /// (default 1).
     pub canary: Option<usize>,
+    /// The waves after the canary, each a count or a percentage of the colo's hosts;
+    /// hosts left over form one last wave (default one wave of "100%").
     pub waves: Option<Vec<Size>>,
+    /// Hosts pushed at once within a wave (default 8).
     pub parallel: Option<usize>,
+    /// Failed hosts a wave may have before the rollout stops after it: a count or a
+    /// percentage of the wave (default 0).
     pub failure_budget: Option<Size>,
+    /// Before each colo but the first: "none", "confirm" (the default; `--yes` answers
+    /// it) or seconds to wait.
     pub pause: Option<String>,
+    /// The health check run on each host after its triggers (none by default).
     pub health: Option<Health>,
+    /// Bytes per second sent to one host: `20MB`, `512k`, `1G`, `1500` ([`parse_rate`]);
+    /// no limit by default.
     pub bandwidth_per_host: Option<String>,
+    /// Bytes per second sent to all the colo's hosts together, written the same way.
     pub bandwidth_total: Option<String>,
+    /// The agent's CPU priority (`nice -n`, -20 to 19); unchanged by default.
     pub nice: Option<i32>,
+    /// The agent's IO priority: "idle", "best-effort:N" or "realtime:N" (N from 0 to
+    /// 7); unchanged by default.
     pub ionice: Option<String>,
+    /// Fail a host whose processes still run files the push replaced once its triggers
+    /// ran (default false).
     pub require_restarted: Option<bool>,
+    /// A trust policy file the image must satisfy, relative to the inventory's
+    /// directory (none by default).
     pub require_signed: Option<PathBuf>,
     /// The most a host's plan may delete: a count, `N%` of its entries, or "unlimited".
     pub max_delete: Option<Size>,
@@ -60,7 +83,9 @@ pub struct PolicyFile {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum Size {
+    /// A TOML integer: that many hosts.
     Count(usize),
+    /// A TOML string: a percentage ("25%") or a count ("3"), read by [`Size::of`].
     Text(String),
 }
 
@@ -114,32 +139,49 @@ struct InventoryFile {
 /// Between colos.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pause {
+    /// Go straight on.
     None,
+    /// Ask the operator (`--yes` answers yes); the rollout stops if not confirmed.
     Confirm,
+    /// Wait this many seconds, then go on.
     Seconds(u64),
 }
 
 /// IO priority of the agent (`ionice`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IoNice {
+    /// Class 3: the disk only when nothing else wants it.
     Idle,
+    /// Class 2 at this level, 0 (first) to 7 (last).
     BestEffort(u8),
+    /// Class 1 at this level, 0 to 7: ahead of every best-effort process on the host.
     Realtime(u8),
 }
 
 /// A colo's policy with the global one applied under it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
+    /// Hosts pushed first, as a wave of their own whose failure budget is 0.
     pub canary: usize,
+    /// The waves after the canary, each a count or a percentage of the colo's hosts
+    /// (never empty; [`waves`] splits the hosts).
     pub waves: Vec<Size>,
+    /// Hosts pushed at once within a wave; at least 1.
     pub parallel: usize,
+    /// Failed hosts a wave may have, a count or a percentage of the wave; one more and
+    /// the rollout stops after that wave.
     pub failure_budget: Size,
+    /// What happens before the colo starts, when it is not the first.
     pub pause: Pause,
+    /// The health check run after each host's triggers; `None`: none.
     pub health: Option<Health>,
     /// Bytes per second.
     pub bandwidth_per_host: Option<u64>,
+    /// Bytes per second to all the colo's hosts together; `None`: no limit.
     pub bandwidth_total: Option<u64>,
+    /// The agent's `nice` level, -20 to 19; `None`: not changed.
     pub nice: Option<i32>,
+    /// The agent's IO priority; `None`: not changed.
     pub ionice: Option<IoNice>,
     /// A host whose processes still run files the push replaced, once its triggers
     /// ran, counts as failed (as a failed health check does).
@@ -152,18 +194,28 @@ pub struct Policy {
     pub max_delete: crate::deletes::MaxDelete,
 }
 
+/// One colo of an inventory: its hosts in the order they roll, and its policy.
 #[derive(Debug, Clone)]
 pub struct Colo {
+    /// Its name, unique in the inventory (`--colo` selects by it).
     pub name: String,
+    /// Its hosts in inventory order: the canary first, then the waves; no host root is
+    /// listed twice in the inventory.
     pub hosts: Vec<HostSpec>,
     /// Where its hosts fetch published content (`crate::publish`), in order.
     pub mirrors: Vec<String>,
+    /// Its own policy with the global one applied under it.
     pub policy: Policy,
 }
 
+/// A fleet inventory as loaded, checked whole, so that a rollout never meets a bad
+/// setting half-way.
 #[derive(Debug, Clone)]
 pub struct Inventory {
+    /// The file it was read from: a rollout's state names it, and `require_signed` paths
+    /// are relative to its directory.
     pub path: PathBuf,
+    /// Its colos in rollout order (at least one).
     pub colos: Vec<Colo>,
 }
 
@@ -236,7 +288,7 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
     Ok(p)
 }
 
-/// The `pause` setting: how a rollout waits between waves (an operator's confirmation
+/// The `pause` setting: how a rollout waits between colos (an operator's confirmation
 /// unless set).
 fn parse_pause(s: Option<&str>) -> std::result::Result<Pause, String> {
     Ok(match s {
@@ -305,6 +357,7 @@ fn check(p: &Policy) -> std::result::Result<(), String> {
 }
 
 impl Inventory {
+    /// Reads and checks the inventory at `path` (see [`Inventory::parse`]).
     pub fn load(path: &Path) -> Result<Inventory> {
         let text = imager::fsx::read_to_string(path)
             .map_err(imager::Error::into_io)
@@ -312,6 +365,8 @@ impl Inventory {
         Inventory::parse(&text, path)
     }
 
+    /// Checks the TOML `text` of the inventory at `path`: its keys, hosts, mirrors and
+    /// policies. Errors name the file (with the line for a TOML error) and the colo.
     pub fn parse(text: &str, path: &Path) -> Result<Inventory> {
         let f: InventoryFile = toml::from_str(text).map_err(|e| {
             let line = e

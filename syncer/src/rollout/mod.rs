@@ -25,14 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// What a rollout (or `syncer rollback`) is asked beyond the inventory's policies.
 pub struct RolloutOptions {
     /// Colos to roll, by name (all when empty).
     pub colos: Vec<String>,
     /// Go on between colos without asking.
     pub yes: bool,
+    /// Have every agent hash every file instead of trusting its hash cache.
     pub verify: bool,
     /// ssh command, agent path, agent installation (policies add the rest).
     pub transport: TransportOptions,
+    /// Where the state is saved after every host (and read back by `--resume`).
     pub state_file: PathBuf,
     /// Set by Ctrl-C: no new host starts; those in flight finish.
     pub stop: Arc<AtomicBool>,

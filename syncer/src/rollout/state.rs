@@ -13,10 +13,16 @@ use std::path::Path;
 /// The way back of a failed host.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Rollback {
+    /// Whether the host is back at the image it ran before (also true, with no push, when
+    /// it was at the target image already).
     pub ok: bool,
+    /// The image it was rolled back to: the one it recorded before the failed push
+    /// (`None`: it recorded none, and nothing was tried).
     pub image: Option<Hash>,
+    /// Why the way back failed or was not tried (or, with `ok`, why none was needed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The way back's own push report, when it ran (not kept across `--resume`).
     #[serde(skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub report: Option<HostReport>,
 }
@@ -25,7 +31,10 @@ pub struct Rollback {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
+    /// The host runs the image and all its checks passed: `--resume` skips it.
     Ok,
+    /// Anything else, a failure after the commit included: it counts against the wave's
+    /// failure budget, and the host was rolled back if it was reached.
     Failed,
 }
 
@@ -38,11 +47,16 @@ impl std::fmt::Display for Verdict {
     }
 }
 
+/// One host's result in a rollout: its line in the log and its entry in the saved state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostResult {
+    /// The host as the inventory gives it (`ssh://...` or `local:...`).
     pub host: String,
+    /// Its colo's name.
     pub colo: String,
+    /// Its wave in the colo: "canary", or "wave N" counted from 1 after the canary.
     pub wave: String,
+    /// What the rollout made of it: ok, or failed (rolled back when it was reached).
     pub outcome: Verdict,
     /// The push's own outcome ("ok", "failed before commit", "committed, trigger
     /// failed", ...; see [`HostReport::outcome`]).
@@ -51,21 +65,34 @@ pub struct HostResult {
     /// Whether the push's commit applied (before any rollback).
     #[serde(default)]
     pub committed: bool,
+    /// Triggers that exited non-zero, were killed or timed out after the commit.
     #[serde(default)]
     pub triggers_failed: u64,
     /// Why the rollout counts this host as failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The image the host recorded before the push; `None` when it recorded none or was
+    /// not reached.
     pub image_before: Option<Hash>,
+    /// The image it runs now: the target, or after a rollback the image it went back to;
+    /// `None` when a rollback failed (what it runs is not known).
     pub image_after: Option<Hash>,
+    /// The push's error, as its report says it (absent when it was ok).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The way back of a failed host that was reached (absent otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollback: Option<Rollback>,
+    /// Paths the push added.
     pub added: u64,
+    /// Paths whose content or kind the push changed.
     pub changed: u64,
+    /// Paths the push deleted.
     pub deleted: u64,
+    /// Bytes the controller sent the host in the push, frames included (the rollback's
+    /// not counted).
     pub wire_sent: u64,
+    /// Seconds the host took, wall clock: the push and any rollback.
     pub seconds: f64,
     /// The host's trust policy as its agent described it (`None`: it has none).
     #[serde(default)]
@@ -80,6 +107,8 @@ pub struct HostResult {
 }
 
 impl HostResult {
+    /// The result of the push `r` to `spec` (and of its `rollback`, if one ran), in
+    /// `colo`'s `wave`, which took `seconds` in all.
     pub fn new(
         colo: &str,
         wave: &str,
@@ -118,6 +147,7 @@ impl HostResult {
         }
     }
 
+    /// Whether the rollout counts the host as done.
     pub fn ok(&self) -> bool {
         self.outcome == Verdict::Ok
     }
@@ -189,16 +219,28 @@ fn failure_reason(r: &HostReport) -> &'static str {
     }
 }
 
+/// A rollout's saved state, which is also its report (`--json`): what `--resume` and
+/// `status --inventory` read back.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RolloutState {
+    /// The image rolled out.
     pub image: Hash,
+    /// The inventory's path as given: a resumed rollout must give the same.
     pub inventory: String,
+    /// The colos selected, in the order they roll.
     pub colos: Vec<String>,
     /// The latest result of every host reached, in the order they finished.
     pub hosts: Vec<HostResult>,
+    /// Why the rollout stopped before its end: a wave over its failure budget, Ctrl-C,
+    /// a colo not confirmed. `None` when it did not stop.
     pub stopped: Option<String>,
+    /// Every selected colo was rolled with nothing stopping it (hosts may still have
+    /// failed within their wave's budget).
     pub finished: bool,
+    /// Seconds the last run took, wall clock (a resumed rollout counts from its resume).
     pub wall_seconds: f64,
+    /// CPU seconds (user and system) the controller's process had used by the end of
+    /// the last run, the agents it started not included.
     pub controller_cpu_seconds: f64,
     /// Per colo, where its hosts' content came from (the sum of its hosts' latest
     /// results): bytes from each mirror, from the controller, cache hits.
@@ -207,6 +249,7 @@ pub struct RolloutState {
 }
 
 impl RolloutState {
+    /// The state of a rollout of `image` over `colos` of `inv` that has not started.
     pub fn new(image: Hash, inv: &Inventory, colos: &[&Colo]) -> RolloutState {
         RolloutState {
             image,
@@ -221,6 +264,7 @@ impl RolloutState {
         }
     }
 
+    /// Reads a saved state back; an error names the file.
     pub fn load(path: &Path) -> Result<RolloutState> {
         let text = imager::fsx::read_to_string(path).map_err(|e| {
             let e = e.into_io();
@@ -259,6 +303,7 @@ impl RolloutState {
         Ok(())
     }
 
+    /// Whether the latest result of `h` is ok, so `--resume` skips it.
     pub fn is_done(&self, h: &HostSpec) -> bool {
         let name = h.to_string();
         self.hosts.iter().any(|r| r.host == name && r.ok())
@@ -277,6 +322,7 @@ impl RolloutState {
         }
     }
 
+    /// How many hosts' latest result is `outcome`.
     pub fn count(&self, outcome: Verdict) -> usize {
         self.hosts.iter().filter(|r| r.outcome == outcome).count()
     }
