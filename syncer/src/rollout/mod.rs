@@ -171,7 +171,7 @@ fn roll_host(
                 report: None,
             },
             Ok(prev) => {
-                obs.log(&format!("{spec}: rolling back to {}", &b.to_hex()[..12]));
+                obs.log(&format!("{spec}: rolling back to {}", b.short()));
                 let mut back = opts.clone();
                 back.health = None;
                 // From the controller: mirrors hold the way forward, and an urgent way
@@ -463,7 +463,7 @@ pub fn rollback(
                     } else {
                         "FAILED going back to"
                     },
-                    &img.id.to_hex()[..12]
+                    img.id.short()
                 ));
                 r
             });

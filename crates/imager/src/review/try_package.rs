@@ -36,11 +36,10 @@ pub fn try_packages(
             return Err(Error::Usage(format!("{} is not a file", d.display())));
         }
     }
-    let work = store_root.join("build").join(format!(
-        "try-{}-{}",
-        &image.to_hex()[..12],
-        std::process::id()
-    ));
+    let work =
+        store_root
+            .join("build")
+            .join(format!("try-{}-{}", image.short(), std::process::id()));
     let _ = crate::fsx::remove_dir_all(&work);
     crate::fsx::create_dir_all(&work)?;
     let r = run(store_root, image, debs, filter, progress, &work);
