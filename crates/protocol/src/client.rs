@@ -25,7 +25,7 @@ use crate::{
 use std::io::{Read, Write};
 
 /// The error for a message that is not the one the session expects here.
-pub fn unexpected(expected: &str, m: &Msg) -> Error {
+fn unexpected(expected: &str, m: &Msg) -> Error {
     Error::Protocol(format!("expected {expected}, got {}", m.name()))
 }
 
