@@ -8,7 +8,7 @@
 //! kept on disk with a checksum that every read checks (a damaged file is dropped and
 //! computed again); [`verify`] checks a whole cache directory.
 
-use crate::encoding::{bsdiff, chunked, pack, whole, zstd_delta};
+use crate::encoding::{chunked, pack, whole, zstd_delta, PatchKind};
 use crate::payload::Payload;
 use imager::store::Store;
 use imager::Hash;
@@ -38,11 +38,12 @@ type LargeSlot = Arc<OnceLock<Result<Payload, String>>>;
 enum What {
     /// zstd: whole content (no old hash) or a patch-from delta.
     Zstd,
-    /// A bsdiff patch from old to new, zstd-compressed at [`BSDIFF_LEVEL`]: the form
-    /// packs are made from (they decompress it), and its size the candidate's.
-    Bsdiff,
+    /// A raw patch from old to new (bsdiff, gzip-aware), zstd-compressed at
+    /// [`BSDIFF_LEVEL`]: the form packs are made from (they decompress it), and its size
+    /// the candidate's.
+    Patch(PatchKind),
     /// The same patch compressed at the push's level, to travel on its own.
-    BsdiffAlone,
+    PatchAlone(PatchKind),
     /// A pack's stream; its "new hash" is the hash of the pack's list of parts.
     Pack,
 }
@@ -50,7 +51,7 @@ enum What {
 /// (what, old content for a delta, new content).
 type Key = (What, Option<Hash>, Hash);
 
-/// The zstd level bsdiff patches are kept at: fast, as nearly all of them travel in
+/// The zstd level raw patches (bsdiff, gzip-aware) are kept at: fast, as nearly all of them travel in
 /// packs, which compress them again (at level 19, 10 s of CPU more for the corpus).
 pub const BSDIFF_LEVEL: i32 = 3;
 
@@ -101,9 +102,9 @@ fn check_decodes(what: What, old: Option<&[u8]>, data: &[u8], new: &Hash) -> Res
         Err(_) => return Err("not a zstd frame".into()),
     };
     let out = match (what, old) {
-        (What::Bsdiff | What::BsdiffAlone, Some(o)) => {
+        (What::Patch(kind) | What::PatchAlone(kind), Some(o)) => {
             let raw = zstd::bulk::decompress(data, size).map_err(|e| e.to_string())?;
-            bsdiff::patched_up_to(o, &raw, MAX_DECODED)?
+            kind.patched(o, &raw, MAX_DECODED)?
         }
         (What::Pack, _) => {
             // Its parts are checked by whoever makes it; here only that it decodes.
@@ -130,9 +131,9 @@ fn checked(what: What, d: Vec<u8>, old: Option<&[u8]>, new: &Hash) -> Result<Vec
 
 /// `raw` zstd-compressed at `level`, checked to decompress to it.
 fn checked_compression(raw: &[u8], level: i32) -> Result<Vec<u8>, String> {
-    let z = bsdiff::encode(raw, level)?;
+    let z = whole::encode(raw, level)?;
     if decompress_frame(&z)? != raw {
-        return Err("the compressed bsdiff patch does not decompress to it".into());
+        return Err("the compressed patch does not decompress to it".into());
     }
     Ok(z)
 }
@@ -159,13 +160,14 @@ fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
 }
 
 /// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a zstd delta, `NEW.LLEVEL.zst`
-/// whole, `OLD-NEW.bsdiff.LLEVEL.zst` for a bsdiff patch, `pack-KEY.LLEVEL.zst` a pack.
+/// whole, `OLD-NEW.KIND.LLEVEL.zst` for a raw patch (`bsdiff`, `gzip`),
+/// `pack-KEY.LLEVEL.zst` a pack.
 fn entry_name((what, old, new): Key, level: i32) -> String {
     match (what, old) {
         (What::Pack, _) => format!("pack-{new}.L{level}.zst"),
         // Both forms are one kind of entry: at the same level they are the same bytes.
-        (What::Bsdiff, Some(o)) => format!("{o}-{new}.bsdiff.L{BSDIFF_LEVEL}.zst"),
-        (What::BsdiffAlone, Some(o)) => format!("{o}-{new}.bsdiff.L{level}.zst"),
+        (What::Patch(k), Some(o)) => format!("{o}-{new}.{}.L{BSDIFF_LEVEL}.zst", k.name()),
+        (What::PatchAlone(k), Some(o)) => format!("{o}-{new}.{}.L{level}.zst", k.name()),
         (_, Some(o)) => format!("{o}-{new}.L{level}.zst"),
         (_, None) => format!("{new}.L{level}.zst"),
     }
@@ -179,10 +181,13 @@ fn parse_entry_name(name: &str) -> Option<Key> {
     if let Some(key) = hashes.strip_prefix("pack-") {
         return Some((What::Pack, None, Hash::from_hex(key)?));
     }
-    let (what, hashes) = match hashes.strip_suffix(".bsdiff") {
-        Some(h) => (What::Bsdiff, h),
-        None => (What::Zstd, hashes),
-    };
+    let (what, hashes) = PatchKind::ALL
+        .iter()
+        .find_map(|k| {
+            let h = hashes.strip_suffix(k.name())?.strip_suffix('.')?;
+            Some((What::Patch(*k), h))
+        })
+        .unwrap_or((What::Zstd, hashes));
     match (what, hashes.split_once('-')) {
         (_, Some((o, n))) => Some((what, Some(Hash::from_hex(o)?), Hash::from_hex(n)?)),
         (What::Zstd, None) => Some((what, None, Hash::from_hex(hashes)?)),
@@ -257,37 +262,42 @@ impl Cache {
         })
     }
 
-    /// The bsdiff patch of `new` from `old` (both in the store), zstd-compressed on its
-    /// own (the raw patch, for a pack, is its decompression).
-    pub fn bsdiff(&self, store: &Store, old: &Hash, new: &Hash) -> Result<Arc<Vec<u8>>, String> {
-        self.get((What::Bsdiff, Some(*old), *new), || {
+    /// The raw patch of kind `kind` of `new` from `old` (both in the store),
+    /// zstd-compressed on its own at [`BSDIFF_LEVEL`] (the raw patch, for a pack, is its
+    /// decompression); an error when there is none (a gzip-aware patch between files
+    /// that are not both gzip).
+    pub fn patch(
+        &self,
+        kind: PatchKind,
+        store: &Store,
+        old: &Hash,
+        new: &Hash,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        self.get((What::Patch(kind), Some(*old), *new), || {
             let o = store.read_object(old).map_err(|e| e.to_string())?;
             let n = store.read_object(new).map_err(|e| e.to_string())?;
-            let raw = bsdiff::diff(&o, &n)?;
-            // Checked as its raw form is used (a pack); the compressed form adds a
-            // frame the decompression below proves.
-            let out = bsdiff::patched(&o, &raw, n.len() as u64)?;
-            if Hash::of(&out) != *new {
-                return Err("the bsdiff patch just computed does not make its content".into());
-            }
-            drop((o, n, out));
+            // Proved as its raw form is used (a pack); the compressed form adds a frame
+            // the decompression below proves.
+            let raw = kind.diff(&o, &n)?;
+            drop((o, n));
             checked_compression(&raw, BSDIFF_LEVEL)
         })
     }
 
-    /// The bsdiff patch of `new` from `old` compressed at the push's level, for one that
+    /// The raw patch of `new` from `old` compressed at the push's level, for one that
     /// travels on its own (not in a pack).
-    pub fn bsdiff_alone(
+    pub fn patch_alone(
         &self,
+        kind: PatchKind,
         store: &Store,
         old: &Hash,
         new: &Hash,
     ) -> Result<Arc<Vec<u8>>, String> {
         if self.level == BSDIFF_LEVEL {
-            return self.bsdiff(store, old, new);
+            return self.patch(kind, store, old, new);
         }
-        self.get((What::BsdiffAlone, Some(*old), *new), || {
-            let z = self.bsdiff(store, old, new)?;
+        self.get((What::PatchAlone(kind), Some(*old), *new), || {
+            let z = self.patch(kind, store, old, new)?;
             let raw = decompress_frame(&z)?;
             checked_compression(&raw, self.level)
         })

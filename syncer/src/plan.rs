@@ -1,16 +1,16 @@
 //! How each changed file's content travels, once `choose` (`push/content.rs`) has said
 //! what the host and the store allow: the candidates for a file whose old version the store holds
-//! (bsdiff, zstd patch-from, whole) and the one kept, then the packs that carry the
+//! (bsdiff, gzip-aware for gzip files, zstd patch-from, whole) and the one kept, then the packs that carry the
 //! files whose raw bytes compress better together ([`crate::encoding::pack`]).
 //!
 //! The rule for a file with an old version: the smallest candidate on its own, except
-//! that a bsdiff patch or whole content, which go into a pack, are kept unless the
+//! that a raw patch (bsdiff, gzip-aware) or whole content, which go into a pack, are kept unless the
 //! zstd delta is clearly smaller ([`PACK_GAIN`]): in a pack they share a compression
 //! context and come out smaller than on their own, a zstd delta cannot (it is
 //! compressed already).
 
 use crate::delta::Cache;
-use crate::encoding::{bsdiff, pack, Encoding};
+use crate::encoding::{bsdiff, gzip, pack, Encoding, PatchKind};
 use crate::error::{Error, Result};
 use crate::payload::Payload;
 use crate::protocol::PackEntry;
@@ -41,6 +41,11 @@ pub struct Candidates {
     /// `None` when the old version is too large for bsdiff ([`bsdiff::MAX_OLD`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bsdiff: Option<u64>,
+    /// Bytes of the gzip-aware patch ([`gzip`]), compressed as bsdiff's; `None` unless
+    /// both versions are gzip files (named `.gz`) within [`gzip::MAX_FILE`] whose
+    /// deflate streams it can rebuild.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<u64>,
     /// Bytes of the zstd patch-from delta at the push's level; `None` for a file larger
     /// than [`PATCH_FROM_MAX`] that bsdiff could take.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,7 +85,7 @@ pub enum Packable {
     No,
     /// Its whole content.
     Whole,
-    /// A bsdiff patch or zstd delta from this old content.
+    /// A raw patch (bsdiff, gzip-aware) or zstd delta from this old content.
     From(Hash),
 }
 
@@ -139,16 +144,23 @@ pub fn encode(
         }
         (Encoding::ZstdDelta, Some((old, old_size))) => {
             let b = if old_size <= bsdiff::MAX_OLD {
-                Some(cache.bsdiff(store, &old, &w.hash).map_err(err)?)
+                Some(cache.patch(PatchKind::Bsdiff, store, &old, &w.hash).map_err(err)?)
             } else {
                 None
             };
+            // Only a candidate: a file named .gz that is no gzip file, or whose stream
+            // preflate cannot take, travels another way.
+            let g = (w.path.ends_with(b".gz")
+                && old_size <= gzip::MAX_FILE
+                && w.size <= gzip::MAX_FILE)
+                .then(|| cache.patch(PatchKind::Gzip, store, &old, &w.hash).ok())
+                .flatten();
             let p = if b.is_none() || w.size <= PATCH_FROM_MAX {
                 Some(cache.zstd_delta(store, &old, &w.hash).map_err(err)?)
             } else {
                 None
             };
-            let least = [&b, &p].into_iter().flatten().map(|d| d.len()).min();
+            let least = [&b, &g, &p].into_iter().flatten().map(|d| d.len()).min();
             // The whole file only when the deltas are not clearly small.
             let wh = match least {
                 Some(n) if (n as u64) * 4 < w.size => None,
@@ -157,12 +169,14 @@ pub fn encode(
             let len = |d: &Option<Arc<Vec<u8>>>| d.as_ref().map(|d| d.len() as u64);
             let candidates = Candidates {
                 bsdiff: len(&b),
+                gzip: len(&g),
                 zstd_delta: len(&p),
                 whole: len(&wh),
             };
             let (e, payload, packable) = match pick(&candidates) {
                 Encoding::ZstdDelta => (Encoding::ZstdDelta, p, Packable::From(old)),
                 Encoding::Bsdiff => (Encoding::Bsdiff, b, Packable::From(old)),
+                Encoding::GzipDelta => (Encoding::GzipDelta, g, Packable::From(old)),
                 _ => (Encoding::Whole, wh, Packable::Whole),
             };
             item(
@@ -189,12 +203,15 @@ pub fn encode(
 
 /// The way a file with these candidates travels: see the module's rule.
 fn pick(c: &Candidates) -> Encoding {
-    let packed = match (c.bsdiff, c.whole) {
-        (Some(b), Some(w)) if w <= b => Some((Encoding::Whole, w)),
-        (Some(b), _) => Some((Encoding::Bsdiff, b)),
-        (None, Some(w)) => Some((Encoding::Whole, w)),
-        (None, None) => None,
-    };
+    // What goes into a pack, the smallest (on a tie the first: whole, then bsdiff).
+    let packed = [
+        (Encoding::Whole, c.whole),
+        (Encoding::Bsdiff, c.bsdiff),
+        (Encoding::GzipDelta, c.gzip),
+    ]
+    .into_iter()
+    .filter_map(|(e, n)| Some((e, n?)))
+    .min_by_key(|(_, n)| *n);
     match (packed, c.zstd_delta) {
         (Some((_, n)), Some(z)) if (z as f64) < PACK_GAIN * n as f64 => Encoding::ZstdDelta,
         (Some((e, _)), _) => e,
@@ -309,12 +326,14 @@ pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<BuiltPack> {
     out
 }
 
-/// The bytes of a packable item in a pack: its content, its bsdiff patch uncompressed,
+/// The bytes of a packable item in a pack: its content, its raw patch uncompressed,
 /// or its zstd delta as it is (compressed already, but in a pack it needs no `Put`).
 fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
     match (&it.encoding, it.packable) {
         (Encoding::ZstdDelta, _) => Ok(it.payload.bytes().to_vec()),
-        (Encoding::Bsdiff, Packable::From(_)) => crate::delta::decompress_frame(it.payload.bytes()),
+        (e, Packable::From(_)) if e.patch_kind().is_some() => {
+            crate::delta::decompress_frame(it.payload.bytes())
+        }
         _ => store.read_object(&it.hash).map_err(|e| e.to_string()),
     }
 }
@@ -323,10 +342,12 @@ fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
 fn raw_len(it: &Item) -> u64 {
     match it.encoding {
         Encoding::ZstdDelta => it.payload.len(),
-        Encoding::Bsdiff => zstd::zstd_safe::get_frame_content_size(it.payload.bytes())
-            .ok()
-            .flatten()
-            .unwrap_or(u64::MAX),
+        Encoding::Bsdiff | Encoding::GzipDelta => {
+            zstd::zstd_safe::get_frame_content_size(it.payload.bytes())
+                .ok()
+                .flatten()
+                .unwrap_or(u64::MAX)
+        }
         _ => it.size,
     }
 }
@@ -369,7 +390,7 @@ pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<Bui
 }
 
 /// Encodes on its own, at the push's level, every item that [`encode`] left for a pack
-/// but that no pack took: whole content not compressed yet, bsdiff patches compressed
+/// but that no pack took: whole content not compressed yet, raw patches compressed
 /// at the fast level packs start from.
 pub fn finish_alone(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<()> {
     use rayon::prelude::*;
@@ -382,9 +403,12 @@ pub fn finish_alone(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<
                 (Encoding::Whole, _) if it.payload.is_empty() => {
                     it.payload = cache.whole(store, &it.hash).map_err(err)?.into();
                 }
-                (Encoding::Bsdiff, Packable::From(old)) => {
+                (e, Packable::From(old)) => {
+                    let Some(kind) = e.patch_kind() else {
+                        return Ok(());
+                    };
                     it.payload = cache
-                        .bsdiff_alone(store, &old, &it.hash)
+                        .patch_alone(kind, store, &old, &it.hash)
                         .map_err(err)?
                         .into();
                 }
@@ -403,6 +427,7 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
         let base = it.packable.base().map_or([0u8; 32], |b| b.0);
         h.update(&[match it.encoding {
             Encoding::Bsdiff => 1,
+            Encoding::GzipDelta => 3,
             Encoding::ZstdDelta => 2,
             _ => 0,
         }]);
@@ -511,6 +536,7 @@ mod tests {
     fn c(b: Option<u64>, z: Option<u64>, w: Option<u64>) -> Candidates {
         Candidates {
             bsdiff: b,
+            gzip: None,
             zstd_delta: z,
             whole: w,
         }

@@ -34,8 +34,9 @@ pub(crate) fn item_name(it: &Item, level: i32) -> Option<String> {
         (Encoding::ZstdDelta, Packable::From(old)) => {
             Some(format!("deltas/{old}-{new}.zstd.L{level}"))
         }
-        (Encoding::Bsdiff, Packable::From(old)) => {
-            Some(format!("deltas/{old}-{new}.bsdiff.L{level}.zst"))
+        (e, Packable::From(old)) => {
+            let kind = e.patch_kind()?.name();
+            Some(format!("deltas/{old}-{new}.{kind}.L{level}.zst"))
         }
         _ => None,
     }

@@ -37,6 +37,8 @@ pub struct ByKind {
     /// bsdiff patches, on their own and in packs (a packed file's `bytes` are its share
     /// of its pack's, in proportion to its raw part).
     pub bsdiff: Sent,
+    /// gzip-aware patches, on their own and in packs (shared out the same way).
+    pub gzip_delta: Sent,
     /// Whole content, on its own and in packs (shared out the same way).
     pub whole: Sent,
     /// Large files' records.
@@ -50,6 +52,7 @@ impl ByKind {
             Encoding::ZstdDelta => &mut self.zstd_delta,
             Encoding::RsyncDelta => &mut self.rsync_delta,
             Encoding::Bsdiff => &mut self.bsdiff,
+            Encoding::GzipDelta => &mut self.gzip_delta,
             Encoding::Whole => &mut self.whole,
             Encoding::Chunked => &mut self.chunked,
         }
@@ -61,7 +64,7 @@ impl ByKind {
     }
 
     /// Each way with its label, in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, &Sent); 6] {
+    pub fn rows(&self) -> [(&'static str, &Sent); 7] {
         [
             (
                 Encoding::LocalCopy { from: Vec::new() }.label(),
@@ -70,6 +73,7 @@ impl ByKind {
             (Encoding::ZstdDelta.label(), &self.zstd_delta),
             (Encoding::RsyncDelta.label(), &self.rsync_delta),
             (Encoding::Bsdiff.label(), &self.bsdiff),
+            (Encoding::GzipDelta.label(), &self.gzip_delta),
             (Encoding::Whole.label(), &self.whole),
             (Encoding::Chunked.label(), &self.chunked),
         ]

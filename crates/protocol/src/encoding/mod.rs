@@ -9,11 +9,14 @@
 //! - [`rsync_delta`], fast_rsync against a signature the agent sent, then zstd;
 //! - [`bsdiff`], a bsdiff patch from the host's current file, for an old version the
 //!   controller holds (smaller than zstd's on executables);
+//! - [`gzip`], a gzip file's text delta and what rebuilds its exact compressed bytes,
+//!   for an old version the controller holds (a changelog's new entry, not its whole
+//!   recompressed file);
 //! - [`chunked`], every file over [`chunked::LARGE`] bytes: spans the host has, or
 //!   compressed alone or against the host's bytes around them, so that memory stays
 //!   bounded on both sides whatever the file's size.
 //!
-//! Whole contents and bsdiff patches also travel in [`pack`]s: many files' raw bytes as
+//! Whole contents, bsdiff and gzip-aware patches (the [`PatchKind`]s) also travel in [`pack`]s: many files' raw bytes as
 //! one zstd stream.
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
@@ -22,6 +25,7 @@
 
 pub mod bsdiff;
 pub mod chunked;
+pub mod gzip;
 pub mod local_copy;
 pub mod pack;
 pub mod rsync_delta;
@@ -53,6 +57,9 @@ pub enum Encoding {
     Bsdiff,
     /// A large file's records ([`chunked`]), streamed on both sides.
     Chunked,
+    /// A gzip-aware patch from the host's current file ([`gzip`]): zstd-compressed on its
+    /// own, raw in a pack.
+    GzipDelta,
 }
 
 wire_enum!(Encoding, "content source" {
@@ -62,6 +69,7 @@ wire_enum!(Encoding, "content source" {
     3 => Encoding::RsyncDelta,
     4 => Encoding::Bsdiff,
     5 => Encoding::Chunked,
+    6 => Encoding::GzipDelta,
 });
 
 impl Encoding {
@@ -74,6 +82,16 @@ impl Encoding {
             Encoding::Bsdiff => "bsdiff",
             Encoding::Whole => "whole",
             Encoding::Chunked => "chunked",
+            Encoding::GzipDelta => "gzip delta",
+        }
+    }
+
+    /// The kind of raw patch it is, for one that is ([`PatchKind`]).
+    pub fn patch_kind(&self) -> Option<PatchKind> {
+        match self {
+            Encoding::Bsdiff => Some(PatchKind::Bsdiff),
+            Encoding::GzipDelta => Some(PatchKind::Gzip),
+            _ => None,
         }
     }
 
@@ -100,6 +118,7 @@ impl Encoding {
             Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
             Encoding::Bsdiff => bsdiff::decode(host, path, size, payload, out),
             Encoding::Chunked => chunked::decode(host, path, size, &mut &payload[..], out),
+            Encoding::GzipDelta => gzip::decode(host, path, size, payload, out),
         }
     }
 
@@ -119,6 +138,7 @@ impl Encoding {
                 .map(drop)
                 .map_err(|e| write_err(host, path, e)),
             Encoding::Bsdiff => bsdiff::apply_to(host, path, size, part, out),
+            Encoding::GzipDelta => gzip::apply_to(host, path, size, part, out),
             Encoding::ZstdDelta => {
                 let mut delta = Vec::new();
                 part.read_to_end(&mut delta)
@@ -132,6 +152,94 @@ impl Encoding {
             ))),
         }
     }
+}
+
+/// The raw patches from a host's current file to the new content, which the controller
+/// computes from the old version it holds: each travels zstd-compressed on its own or raw
+/// in a pack, and its cache entry is checked by applying it ([`PatchKind::patched`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PatchKind {
+    /// [`bsdiff`]: any file.
+    Bsdiff,
+    /// [`gzip`]: gzip files, their texts diffed.
+    Gzip,
+}
+
+impl PatchKind {
+    /// Every kind.
+    pub const ALL: [PatchKind; 2] = [PatchKind::Bsdiff, PatchKind::Gzip];
+
+    /// The encoding it travels as.
+    pub fn encoding(self) -> Encoding {
+        match self {
+            PatchKind::Bsdiff => Encoding::Bsdiff,
+            PatchKind::Gzip => Encoding::GzipDelta,
+        }
+    }
+
+    /// Its name in cache entries and published files.
+    pub fn name(self) -> &'static str {
+        match self {
+            PatchKind::Bsdiff => "bsdiff",
+            PatchKind::Gzip => "gzip",
+        }
+    }
+
+    /// The raw patch from `old` to `new`, proved to make `new`, or why there is none.
+    pub fn diff(self, old: &[u8], new: &[u8]) -> std::result::Result<Vec<u8>, String> {
+        match self {
+            PatchKind::Bsdiff => {
+                let raw = bsdiff::diff(old, new)?;
+                if bsdiff::patched(old, &raw, new.len() as u64)? != new {
+                    return Err("the bsdiff patch just computed does not make its content".into());
+                }
+                Ok(raw)
+            }
+            PatchKind::Gzip => gzip::diff(old, new),
+        }
+    }
+
+    /// The content raw patch `raw` makes from `old`, at most `limit` bytes (a check of a
+    /// cached patch).
+    pub fn patched(
+        self,
+        old: &[u8],
+        raw: &[u8],
+        limit: u64,
+    ) -> std::result::Result<Vec<u8>, String> {
+        match self {
+            PatchKind::Bsdiff => bsdiff::patched_up_to(old, raw, limit),
+            PatchKind::Gzip => {
+                let mut out = Vec::new();
+                gzip::apply_up_to(old, raw, limit.min(gzip::MAX_FILE), &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Reads `r` to its end, refused past `max` bytes.
+fn read_bounded(r: &mut dyn std::io::Read, max: u64) -> std::io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(r, max + 1), &mut v)?;
+    if v.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("more than the {max} bytes allowed"),
+        ));
+    }
+    Ok(v)
+}
+
+/// The host's file at `path`, refused if it is larger than `max` bytes.
+fn read_host_bounded(host: &Beneath, path: &[u8], max: u64) -> Result<Vec<u8>> {
+    let mut f = crate::hostfs::open_file(host, path)?;
+    read_bounded(&mut f, max).map_err(|e| {
+        Error::Agent(format!(
+            "reading {} as a delta's base: {e}",
+            escape(path)
+        ))
+    })
 }
 
 /// The host's current content at `path` as a delta's base (held in memory), refused for
