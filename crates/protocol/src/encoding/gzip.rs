@@ -14,10 +14,14 @@
 //! exactly, for more. Nothing depends on the host's gzip or zlib.
 //!
 //! The raw patch, uncompressed (zstd-compressed on its own, raw in a pack, as bsdiff's):
-//! `SGZ1`, the new text's length, the number of segments, each segment (`0`, length,
-//! bytes: kept; `1`, its text's length, the reconstruction data's length, the data: a
-//! deflate stream), then a [`super::bsdiff`] patch from the old text to the new. Numbers
-//! are 8 bytes, little-endian.
+//! `SGZ1`, the new text's length, the blake3 of the rest of the patch, the blake3 of the
+//! new text, the number of segments, each segment (`0`, length, bytes: kept; `1`, its
+//! text's length, the reconstruction data's length, the data: a deflate stream), then a
+//! [`super::bsdiff`] patch from the old text to the new. Numbers are 8 bytes,
+//! little-endian. preflate replays a compressor's decisions on the text it is given, and
+//! on a text or reconstruction data other than the ones it was made from it may run for
+//! minutes: the agent checks both hashes first, so preflate only ever sees the pair the
+//! controller proved.
 //!
 //! Memory is bounded on the agent's side: the old file, both texts and the patch are held
 //! (at most [`MAX_FILE`], [`MAX_TEXT`] each); an old file that inflates past the bound (a
@@ -177,8 +181,7 @@ pub fn diff(old: &[u8], new: &[u8]) -> std::result::Result<Vec<u8>, String> {
     }
     let p = parse(new, MAX_TEXT).map_err(|e| format!("the new file: {e}"))?;
     let mut out = Vec::with_capacity(4096);
-    out.extend_from_slice(MAGIC);
-    put_u64(&mut out, p.text.len());
+    out.extend_from_slice(&blake3::hash(&p.text).as_bytes()[..]);
     put_u64(&mut out, p.segments.len());
     // The reconstruction is checked once, on the whole patch, below.
     let config = preflate_rs::PreflateConfig {
@@ -210,6 +213,13 @@ pub fn diff(old: &[u8], new: &[u8]) -> std::result::Result<Vec<u8>, String> {
         }
     }
     out.extend_from_slice(&bsdiff::diff(&old_text, &p.text)?);
+    let sealed = [
+        &MAGIC[..],
+        &(p.text.len() as u64).to_le_bytes(),
+        blake3::hash(&out).as_bytes(),
+    ]
+    .concat();
+    let out = [sealed, out].concat();
     let made = patched(old, &out, new.len() as u64)?;
     if made != new {
         return Err("the gzip-aware patch just made does not rebuild the file".into());
@@ -269,6 +279,11 @@ pub fn apply_up_to(
             "the patch declares {text_len} bytes of text, over the {MAX_TEXT}-byte limit"
         ));
     }
+    let sum = take(&mut p, 32)?;
+    if blake3::hash(p).as_bytes()[..] != sum[..] {
+        return Err("the patch is damaged (its checksum does not match)".into());
+    }
+    let text_sum = take(&mut p, 32)?;
     let count = take_u64(&mut p)?;
     let mut segments = Vec::new();
     for _ in 0..count {
@@ -290,6 +305,12 @@ pub fn apply_up_to(
     let mut text = Vec::with_capacity(text_len as usize);
     bsdiff::apply(&old_text[..], &mut &p[..], text_len, &mut text).map_err(|e| e.to_string())?;
     drop(old_text);
+    if blake3::hash(&text).as_bytes()[..] != text_sum[..] {
+        return Err(
+            "the text it makes is not the one it was made for (the host's file changed?)"
+                .into(),
+        );
+    }
     let mut written = 0u64;
     let mut emit = |bytes: &[u8]| -> std::result::Result<(), String> {
         written += bytes.len() as u64;
