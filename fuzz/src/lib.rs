@@ -478,3 +478,28 @@ pub fn chunked_records(data: &[u8]) {
         assert_eq!(out.0, size, "decoded to another size than announced");
     }
 }
+
+/// A gzip-aware patch as the agent applies it (`syncer::encoding::gzip`): with a first
+/// byte that is even, the rest is a patch applied to a real `gzip -9n` file; odd, the
+/// rest is the host's old file, to which a real patch is applied (a hostile or damaged
+/// gzip file: a bomb, a truncated stream, odd headers). Nothing may panic, and what a
+/// patch makes has at most the size announced.
+pub fn gzip_patch(data: &[u8]) {
+    use syncer::encoding::gzip;
+    const OLD: &[u8] = include_bytes!("../data/gzip-old.gz");
+    const NEW: &[u8] = include_bytes!("../data/gzip-new.gz");
+    static PATCH: OnceLock<Vec<u8>> = OnceLock::new();
+    let patch = PATCH.get_or_init(|| gzip::diff(OLD, NEW).expect("a patch between the seeds"));
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let mut out = Vec::new();
+    let made = if mode % 2 == 0 {
+        gzip::apply_up_to(OLD, rest, NEW.len() as u64, &mut out)
+    } else {
+        gzip::apply_up_to(rest, patch, NEW.len() as u64, &mut out)
+    };
+    if let Ok(n) = made {
+        assert!(n <= NEW.len() as u64 && n == out.len() as u64, "made {n} bytes");
+    }
+}

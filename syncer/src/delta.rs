@@ -38,7 +38,7 @@ type LargeSlot = Arc<OnceLock<Result<Payload, String>>>;
 enum What {
     /// zstd: whole content (no old hash) or a patch-from delta.
     Zstd,
-    /// A raw patch from old to new (bsdiff, gzip-aware), zstd-compressed at
+    /// A raw patch from old to new (bsdiff, gzip-aware, Zucchini), zstd-compressed at
     /// [`BSDIFF_LEVEL`]: the form packs are made from (they decompress it), and its size
     /// the candidate's.
     Patch(PatchKind),
@@ -51,7 +51,7 @@ enum What {
 /// (what, old content for a delta, new content).
 type Key = (What, Option<Hash>, Hash);
 
-/// The zstd level raw patches (bsdiff, gzip-aware) are kept at: fast, as nearly all of them travel in
+/// The zstd level raw patches (bsdiff, gzip-aware, Zucchini) are kept at: fast, as nearly all of them travel in
 /// packs, which compress them again (at level 19, 10 s of CPU more for the corpus).
 pub const BSDIFF_LEVEL: i32 = 3;
 
@@ -160,7 +160,7 @@ fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
 }
 
 /// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a zstd delta, `NEW.LLEVEL.zst`
-/// whole, `OLD-NEW.KIND.LLEVEL.zst` for a raw patch (`bsdiff`, `gzip`),
+/// whole, `OLD-NEW.KIND.LLEVEL.zst` for a raw patch (`bsdiff`, `gzip`, `zucchini`),
 /// `pack-KEY.LLEVEL.zst` a pack.
 fn entry_name((what, old, new): Key, level: i32) -> String {
     match (what, old) {

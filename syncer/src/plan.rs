@@ -1,16 +1,16 @@
 //! How each changed file's content travels, once `choose` (`push/content.rs`) has said
 //! what the host and the store allow: the candidates for a file whose old version the store holds
-//! (bsdiff, gzip-aware for gzip files, zstd patch-from, whole) and the one kept, then the packs that carry the
+//! (bsdiff, gzip-aware for gzip files, Zucchini for executables, zstd patch-from, whole) and the one kept, then the packs that carry the
 //! files whose raw bytes compress better together ([`crate::encoding::pack`]).
 //!
 //! The rule for a file with an old version: the smallest candidate on its own, except
-//! that a raw patch (bsdiff, gzip-aware) or whole content, which go into a pack, are kept unless the
+//! that a raw patch (bsdiff, gzip-aware, Zucchini) or whole content, which go into a pack, are kept unless the
 //! zstd delta is clearly smaller ([`PACK_GAIN`]): in a pack they share a compression
 //! context and come out smaller than on their own, a zstd delta cannot (it is
 //! compressed already).
 
 use crate::delta::Cache;
-use crate::encoding::{bsdiff, gzip, pack, Encoding, PatchKind};
+use crate::encoding::{bsdiff, gzip, pack, zucchini, Encoding, PatchKind};
 use crate::error::{Error, Result};
 use crate::payload::Payload;
 use crate::protocol::PackEntry;
@@ -33,6 +33,11 @@ pub const PACK_GAIN: f64 = 0.75;
 /// patch-from costs more CPU than bsdiff and lost to it on nearly all of them.
 pub const PATCH_FROM_MAX: u64 = 1 << 20;
 
+/// A Zucchini candidate is computed only for an executable whose bsdiff patch is larger
+/// than this (as update_engine does): it costs as much CPU as bsdiff, and on a small
+/// patch saves a few hundred bytes at most.
+pub const ZUCCHINI_FROM: u64 = 4 << 10;
+
 /// The sizes, each compressed on its own, of the ways a file with an old version in
 /// the store could travel (those computed), for the report.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -46,6 +51,11 @@ pub struct Candidates {
     /// deflate streams it can rebuild.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gzip: Option<u64>,
+    /// Bytes of the Zucchini patch ([`zucchini`]), compressed as bsdiff's; `None` unless
+    /// both versions are ELF files within [`zucchini::MAX_FILE`] whose bsdiff patch is
+    /// over [`ZUCCHINI_FROM`] bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zucchini: Option<u64>,
     /// Bytes of the zstd patch-from delta at the push's level; `None` for a file larger
     /// than [`PATCH_FROM_MAX`] that bsdiff could take.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -144,7 +154,11 @@ pub fn encode(
         }
         (Encoding::ZstdDelta, Some((old, old_size))) => {
             let b = if old_size <= bsdiff::MAX_OLD {
-                Some(cache.patch(PatchKind::Bsdiff, store, &old, &w.hash).map_err(err)?)
+                Some(
+                    cache
+                        .patch(PatchKind::Bsdiff, store, &old, &w.hash)
+                        .map_err(err)?,
+                )
             } else {
                 None
             };
@@ -155,12 +169,26 @@ pub fn encode(
                 && w.size <= gzip::MAX_FILE)
                 .then(|| cache.patch(PatchKind::Gzip, store, &old, &w.hash).ok())
                 .flatten();
+            // Only a candidate too: bsdiff's patch says whether it can matter, and the
+            // files' first bytes whether they are executables.
+            let z = b
+                .as_ref()
+                .filter(|b| {
+                    b.len() as u64 > ZUCCHINI_FROM
+                        && old_size <= zucchini::MAX_FILE
+                        && w.size <= zucchini::MAX_FILE
+                })
+                .and_then(|_| cache.patch(PatchKind::Zucchini, store, &old, &w.hash).ok());
             let p = if b.is_none() || w.size <= PATCH_FROM_MAX {
                 Some(cache.zstd_delta(store, &old, &w.hash).map_err(err)?)
             } else {
                 None
             };
-            let least = [&b, &g, &p].into_iter().flatten().map(|d| d.len()).min();
+            let least = [&b, &g, &z, &p]
+                .into_iter()
+                .flatten()
+                .map(|d| d.len())
+                .min();
             // The whole file only when the deltas are not clearly small.
             let wh = match least {
                 Some(n) if (n as u64) * 4 < w.size => None,
@@ -170,6 +198,7 @@ pub fn encode(
             let candidates = Candidates {
                 bsdiff: len(&b),
                 gzip: len(&g),
+                zucchini: len(&z),
                 zstd_delta: len(&p),
                 whole: len(&wh),
             };
@@ -177,6 +206,7 @@ pub fn encode(
                 Encoding::ZstdDelta => (Encoding::ZstdDelta, p, Packable::From(old)),
                 Encoding::Bsdiff => (Encoding::Bsdiff, b, Packable::From(old)),
                 Encoding::GzipDelta => (Encoding::GzipDelta, g, Packable::From(old)),
+                Encoding::Zucchini => (Encoding::Zucchini, z, Packable::From(old)),
                 _ => (Encoding::Whole, wh, Packable::Whole),
             };
             item(
@@ -208,6 +238,7 @@ fn pick(c: &Candidates) -> Encoding {
         (Encoding::Whole, c.whole),
         (Encoding::Bsdiff, c.bsdiff),
         (Encoding::GzipDelta, c.gzip),
+        (Encoding::Zucchini, c.zucchini),
     ]
     .into_iter()
     .filter_map(|(e, n)| Some((e, n?)))
@@ -342,7 +373,7 @@ fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
 fn raw_len(it: &Item) -> u64 {
     match it.encoding {
         Encoding::ZstdDelta => it.payload.len(),
-        Encoding::Bsdiff | Encoding::GzipDelta => {
+        Encoding::Bsdiff | Encoding::GzipDelta | Encoding::Zucchini => {
             zstd::zstd_safe::get_frame_content_size(it.payload.bytes())
                 .ok()
                 .flatten()
@@ -428,6 +459,7 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
         h.update(&[match it.encoding {
             Encoding::Bsdiff => 1,
             Encoding::GzipDelta => 3,
+            Encoding::Zucchini => 4,
             Encoding::ZstdDelta => 2,
             _ => 0,
         }]);
@@ -537,6 +569,7 @@ mod tests {
         Candidates {
             bsdiff: b,
             gzip: None,
+            zucchini: None,
             zstd_delta: z,
             whole: w,
         }

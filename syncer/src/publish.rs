@@ -12,6 +12,7 @@
 //! deltas/<old>-<new>.zstd.L19         a zstd patch-from delta
 //! deltas/<old>-<new>.bsdiff.L19.zst   a bsdiff patch
 //! deltas/<old>-<new>.gzip.L19.zst     a gzip-aware patch
+//! deltas/<old>-<new>.zucchini.L19.zst a Zucchini patch
 //! pairs/<from>-<to>.L19.json          the index of what a host at FROM takes to reach TO
 //! ```
 //! For each pair the plan is the one a push makes for a clean host at FROM (`none`: an

@@ -115,13 +115,22 @@ fn gzip_files_made_every_way_end_exact_and_the_common_ones_travel_as_their_text_
     for name in ["pigz.gz", "zlib-1.gz"] {
         assert!(via(name)["candidates"]["bsdiff"].is_u64(), "{name}");
     }
-    assert!(via("not-gzip.gz")["candidates"]["gzip"].is_null(), "{dry:#}");
-    assert!(r["sent"]["gzip_delta"]["files"].as_u64().unwrap() >= 7, "{r:#}");
+    assert!(
+        via("not-gzip.gz")["candidates"]["gzip"].is_null(),
+        "{dry:#}"
+    );
+    assert!(
+        r["sent"]["gzip_delta"]["files"].as_u64().unwrap() >= 7,
+        "{r:#}"
+    );
 
     // And back: the old versions are made from the new the same way.
     let back = push(&store, "v1", &hs, &[]);
     assert_host_is(&h, &store, &v1);
-    assert!(back["sent"]["gzip_delta"]["files"].as_u64().unwrap() >= 7, "{back:#}");
+    assert!(
+        back["sent"]["gzip_delta"]["files"].as_u64().unwrap() >= 7,
+        "{back:#}"
+    );
 }
 
 /// A damaged gzip-aware patch, or one that declares a terabyte of text, sent to a real
@@ -185,13 +194,23 @@ fn a_damaged_or_oversized_gzip_aware_patch_is_refused_and_the_host_keeps_its_fil
     let cases = [
         ("a flipped byte", flipped, "gnu-9n.gz"),
         ("a terabyte of text", huge, "over the"),
-        ("a truncated patch", raw[..raw.len() / 2].to_vec(), "gzip-aware delta"),
+        (
+            "a truncated patch",
+            raw[..raw.len() / 2].to_vec(),
+            "gzip-aware delta",
+        ),
     ];
     for (name, patch, want) in cases {
         let (ok, _, stderr) = agent_with(&root, &session(&patch));
         assert!(!ok, "{name}: the agent accepted it");
-        assert!(stderr.contains(want), "{name}: stderr lacks {want:?}: {stderr}");
-        assert!(stderr.contains("gnu-9n.gz"), "{name}: the file is not named: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{name}: stderr lacks {want:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("gnu-9n.gz"),
+            "{name}: the file is not named: {stderr}"
+        );
         assert_eq!(read(&root), old, "{name}: the host's file changed");
     }
 }

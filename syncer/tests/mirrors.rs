@@ -275,6 +275,8 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
         h["content"]["controller_bytes"].as_u64().unwrap(),
         h["sent"]["whole"]["bytes"].as_u64().unwrap()
             + h["sent"]["bsdiff"]["bytes"].as_u64().unwrap()
+            + h["sent"]["gzip_delta"]["bytes"].as_u64().unwrap()
+            + h["sent"]["zucchini"]["bytes"].as_u64().unwrap()
             + h["sent"]["zstd_delta"]["bytes"].as_u64().unwrap(),
         "{h:#}"
     );

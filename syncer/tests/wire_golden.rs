@@ -7,7 +7,7 @@
 //! the owned-prefix file and `install_triggers` in `Target`, what differs per `Change`,
 //! the host's unmanaged paths in `Differences`, a skipped trigger, a damaged record in
 //! `Welcome` and the commit an `Error` leaves a host in the middle of, 7; the chunked
-//! content of large files, 8; gzip-aware deltas as a content source, 9).
+//! content of large files, 8; gzip-aware and Zucchini deltas as content sources, 9).
 //! A refactor of the codec must leave every constant here unchanged;
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
@@ -423,14 +423,22 @@ fn messages() -> Vec<(&'static str, Msg)> {
             }),
         ),
         ("put-gzip-delta", put(Encoding::GzipDelta)),
+        ("put-zucchini", put(Encoding::Zucchini)),
         (
             "pack-gzip-delta",
             Msg::Pack(Pack {
-                entries: vec![PackEntry {
-                    path: b"/usr/share/doc/x/changelog.Debian.gz".to_vec(),
-                    encoding: Encoding::GzipDelta,
-                    len: 300,
-                }],
+                entries: vec![
+                    PackEntry {
+                        path: b"/usr/share/doc/x/changelog.Debian.gz".to_vec(),
+                        encoding: Encoding::GzipDelta,
+                        len: 300,
+                    },
+                    PackEntry {
+                        path: b"/usr/lib/x.so".to_vec(),
+                        encoding: Encoding::Zucchini,
+                        len: 200,
+                    },
+                ],
                 len: 99,
                 skip: Vec::new(),
             }),
@@ -485,7 +493,8 @@ const GOLDEN: &[(&str, &str)] = &[
     ("fetch", "17020000000d000000687474703a2f2f63616368652f10000000687474703a2f2f6f726967696e2f702fe803000000000000020000000f0000007061636b732f6b2e4c31392e7a73746300000000000000fd6ad1c2e792f4cb1c7af9be82806a548fffa613a25fed9338903ee8d793b86c0001000000060000002f6574632f7901040000000000000000000000110000006f626a656374732f6f2e4c31392e7a737407000000000000008b2c74304e187f7aff6960d04b1cfc953a6bc027b4d356a6786a3410744df5e0010a0000002f7573722f62696e2f7804"),
     ("fetched", "180100000001000000010000000d000000687474703a2f2f63616368652f6300000000000000030000000000000001000000000000000100000000000000010000000000000001000000000000000000000000000000000000000000000001000000000000000100000078"),
     ("put-gzip-delta", "0a0a0000002f7573722f62696e2f78060c00000000000000"),
-    ("pack-gzip-delta", "1401000000240000002f7573722f73686172652f646f632f782f6368616e67656c6f672e44656269616e2e677a062c01000000000000630000000000000000000000"),
+    ("put-zucchini", "0a0a0000002f7573722f62696e2f78070c00000000000000"),
+    ("pack-gzip-delta", "1402000000240000002f7573722f73686172652f646f632f782f6368616e67656c6f672e44656269616e2e677a062c010000000000000d0000002f7573722f6c69622f782e736f07c800000000000000630000000000000000000000"),
 ];
 
 /// What a body is pinned as: its hex when short, else its length and blake3.

@@ -50,7 +50,7 @@ pub(super) fn plan(
         k.content_bytes += it.size;
     }
     for p in &packs {
-        for (&i, bytes) in p.items.iter().zip(pack_shares(p)) {
+        for (&i, bytes) in p.items.iter().zip(pack_shares(p, &items)) {
             let k = r.planned.of(&items[i].encoding);
             k.files += 1;
             k.bytes += bytes;
@@ -85,15 +85,26 @@ pub(crate) fn encode_all(
     Ok((items, packs))
 }
 
-/// Each packed file's share of its pack's bytes on the wire.
-pub(super) fn pack_shares(p: &BuiltPack) -> Vec<u64> {
+/// Each packed file's share of its pack's bytes on the wire: in proportion to its part
+/// compressed alone where that is known (a patch; whole content with a whole candidate),
+/// else to its raw length. By raw length alone a gzip-aware patch, whose raw form is
+/// mostly the zeros of a text delta, would be charged several times what it costs.
+pub(super) fn pack_shares(p: &BuiltPack, items: &[Item]) -> Vec<u64> {
     // Skipped entries' bytes go to the files taken (they travel for them).
     let weights: Vec<u64> = p
         .entries
         .iter()
         .enumerate()
         .filter(|(k, _)| !p.skip.contains(&(*k as u32)))
-        .map(|(_, e)| e.len)
+        .zip(&p.items)
+        .map(|((_, e), &i)| {
+            let it = &items[i];
+            match (it.payload.len(), it.candidates.as_ref().and_then(|c| c.whole)) {
+                (0, Some(w)) if it.encoding == Encoding::Whole => w,
+                (0, _) => e.len,
+                (n, _) => n,
+            }
+        })
         .collect();
     plan::apportion(p.payload.len() as u64, &weights)
 }

@@ -39,6 +39,8 @@ pub struct ByKind {
     pub bsdiff: Sent,
     /// gzip-aware patches, on their own and in packs (shared out the same way).
     pub gzip_delta: Sent,
+    /// Zucchini patches, on their own and in packs (shared out the same way).
+    pub zucchini: Sent,
     /// Whole content, on its own and in packs (shared out the same way).
     pub whole: Sent,
     /// Large files' records.
@@ -53,6 +55,7 @@ impl ByKind {
             Encoding::RsyncDelta => &mut self.rsync_delta,
             Encoding::Bsdiff => &mut self.bsdiff,
             Encoding::GzipDelta => &mut self.gzip_delta,
+            Encoding::Zucchini => &mut self.zucchini,
             Encoding::Whole => &mut self.whole,
             Encoding::Chunked => &mut self.chunked,
         }
@@ -64,7 +67,7 @@ impl ByKind {
     }
 
     /// Each way with its label, in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, &Sent); 7] {
+    pub fn rows(&self) -> [(&'static str, &Sent); 8] {
         [
             (
                 Encoding::LocalCopy { from: Vec::new() }.label(),
@@ -74,6 +77,7 @@ impl ByKind {
             (Encoding::RsyncDelta.label(), &self.rsync_delta),
             (Encoding::Bsdiff.label(), &self.bsdiff),
             (Encoding::GzipDelta.label(), &self.gzip_delta),
+            (Encoding::Zucchini.label(), &self.zucchini),
             (Encoding::Whole.label(), &self.whole),
             (Encoding::Chunked.label(), &self.chunked),
         ]

@@ -125,7 +125,7 @@ pub(super) fn send_items(
             len: p.payload.len() as u64,
         })?;
         // Each chunk's bytes go to the packed files in order, each up to its share.
-        let shares = pack_shares(p);
+        let shares = pack_shares(p, items);
         let mut owed = p.items.iter().zip(shares).peekable();
         let mut left_of_first = owed.peek().map_or(0, |(_, b)| *b);
         for chunk in p.payload.chunks(CHUNK) {

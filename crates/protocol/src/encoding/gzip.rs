@@ -91,7 +91,11 @@ fn header_len(b: &[u8]) -> Option<usize> {
 
 /// Inflates the raw deflate stream at the start of `input`, appending its text to `text`
 /// (which may not grow past `limit`); how many bytes of `input` the stream took.
-fn inflate_stream(input: &[u8], text: &mut Vec<u8>, limit: u64) -> std::result::Result<usize, String> {
+fn inflate_stream(
+    input: &[u8],
+    text: &mut Vec<u8>,
+    limit: u64,
+) -> std::result::Result<usize, String> {
     let mut state = InflateState::new_boxed(DataFormat::Raw);
     let mut at = 0usize;
     let mut buf = vec![0u8; 64 << 10];
@@ -307,15 +311,16 @@ pub fn apply_up_to(
     drop(old_text);
     if blake3::hash(&text).as_bytes()[..] != text_sum[..] {
         return Err(
-            "the text it makes is not the one it was made for (the host's file changed?)"
-                .into(),
+            "the text it makes is not the one it was made for (the host's file changed?)".into(),
         );
     }
     let mut written = 0u64;
     let mut emit = |bytes: &[u8]| -> std::result::Result<(), String> {
         written += bytes.len() as u64;
         if written > size {
-            return Err(format!("the patch makes more than the {size} bytes expected"));
+            return Err(format!(
+                "the patch makes more than the {size} bytes expected"
+            ));
         }
         out.write_all(bytes).map_err(|e| e.to_string())
     };

@@ -12,11 +12,13 @@
 //! - [`gzip`], a gzip file's text delta and what rebuilds its exact compressed bytes,
 //!   for an old version the controller holds (a changelog's new entry, not its whole
 //!   recompressed file);
+//! - [`zucchini`], Chromium's executable differ, for an ELF file whose old version the
+//!   controller holds (a third smaller than bsdiff's patches on libraries);
 //! - [`chunked`], every file over [`chunked::LARGE`] bytes: spans the host has, or
 //!   compressed alone or against the host's bytes around them, so that memory stays
 //!   bounded on both sides whatever the file's size.
 //!
-//! Whole contents, bsdiff and gzip-aware patches (the [`PatchKind`]s) also travel in [`pack`]s: many files' raw bytes as
+//! Whole contents, bsdiff, gzip-aware and Zucchini patches (the [`PatchKind`]s) also travel in [`pack`]s: many files' raw bytes as
 //! one zstd stream.
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
@@ -31,6 +33,7 @@ pub mod pack;
 pub mod rsync_delta;
 pub mod whole;
 pub mod zstd_delta;
+pub mod zucchini;
 
 use crate::error::{Error, Result};
 use crate::wire::wire_enum;
@@ -60,6 +63,9 @@ pub enum Encoding {
     /// A gzip-aware patch from the host's current file ([`gzip`]): zstd-compressed on its
     /// own, raw in a pack.
     GzipDelta,
+    /// A Zucchini patch from the host's current file ([`zucchini`]): zstd-compressed on
+    /// its own, raw in a pack.
+    Zucchini,
 }
 
 wire_enum!(Encoding, "content source" {
@@ -70,6 +76,7 @@ wire_enum!(Encoding, "content source" {
     4 => Encoding::Bsdiff,
     5 => Encoding::Chunked,
     6 => Encoding::GzipDelta,
+    7 => Encoding::Zucchini,
 });
 
 impl Encoding {
@@ -83,6 +90,7 @@ impl Encoding {
             Encoding::Whole => "whole",
             Encoding::Chunked => "chunked",
             Encoding::GzipDelta => "gzip delta",
+            Encoding::Zucchini => "zucchini",
         }
     }
 
@@ -91,6 +99,7 @@ impl Encoding {
         match self {
             Encoding::Bsdiff => Some(PatchKind::Bsdiff),
             Encoding::GzipDelta => Some(PatchKind::Gzip),
+            Encoding::Zucchini => Some(PatchKind::Zucchini),
             _ => None,
         }
     }
@@ -119,6 +128,7 @@ impl Encoding {
             Encoding::Bsdiff => bsdiff::decode(host, path, size, payload, out),
             Encoding::Chunked => chunked::decode(host, path, size, &mut &payload[..], out),
             Encoding::GzipDelta => gzip::decode(host, path, size, payload, out),
+            Encoding::Zucchini => zucchini::decode(host, path, size, payload, out),
         }
     }
 
@@ -139,6 +149,7 @@ impl Encoding {
                 .map_err(|e| write_err(host, path, e)),
             Encoding::Bsdiff => bsdiff::apply_to(host, path, size, part, out),
             Encoding::GzipDelta => gzip::apply_to(host, path, size, part, out),
+            Encoding::Zucchini => zucchini::apply_to(host, path, size, part, out),
             Encoding::ZstdDelta => {
                 let mut delta = Vec::new();
                 part.read_to_end(&mut delta)
@@ -163,17 +174,20 @@ pub enum PatchKind {
     Bsdiff,
     /// [`gzip`]: gzip files, their texts diffed.
     Gzip,
+    /// [`zucchini`]: ELF executables and libraries.
+    Zucchini,
 }
 
 impl PatchKind {
     /// Every kind.
-    pub const ALL: [PatchKind; 2] = [PatchKind::Bsdiff, PatchKind::Gzip];
+    pub const ALL: [PatchKind; 3] = [PatchKind::Bsdiff, PatchKind::Gzip, PatchKind::Zucchini];
 
     /// The encoding it travels as.
     pub fn encoding(self) -> Encoding {
         match self {
             PatchKind::Bsdiff => Encoding::Bsdiff,
             PatchKind::Gzip => Encoding::GzipDelta,
+            PatchKind::Zucchini => Encoding::Zucchini,
         }
     }
 
@@ -182,6 +196,7 @@ impl PatchKind {
         match self {
             PatchKind::Bsdiff => "bsdiff",
             PatchKind::Gzip => "gzip",
+            PatchKind::Zucchini => "zucchini",
         }
     }
 
@@ -196,6 +211,7 @@ impl PatchKind {
                 Ok(raw)
             }
             PatchKind::Gzip => gzip::diff(old, new),
+            PatchKind::Zucchini => zucchini::diff(old, new),
         }
     }
 
@@ -214,6 +230,7 @@ impl PatchKind {
                 gzip::apply_up_to(old, raw, limit.min(gzip::MAX_FILE), &mut out)?;
                 Ok(out)
             }
+            PatchKind::Zucchini => zucchini::patched(old, raw, limit),
         }
     }
 }
@@ -234,12 +251,8 @@ fn read_bounded(r: &mut dyn std::io::Read, max: u64) -> std::io::Result<Vec<u8>>
 /// The host's file at `path`, refused if it is larger than `max` bytes.
 fn read_host_bounded(host: &Beneath, path: &[u8], max: u64) -> Result<Vec<u8>> {
     let mut f = crate::hostfs::open_file(host, path)?;
-    read_bounded(&mut f, max).map_err(|e| {
-        Error::Agent(format!(
-            "reading {} as a delta's base: {e}",
-            escape(path)
-        ))
-    })
+    read_bounded(&mut f, max)
+        .map_err(|e| Error::Agent(format!("reading {} as a delta's base: {e}", escape(path))))
 }
 
 /// The host's current content at `path` as a delta's base (held in memory), refused for

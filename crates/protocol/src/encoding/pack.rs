@@ -8,8 +8,8 @@
 //!
 //! A pack is a `Pack` message listing its entries (path, how, length), then its stream
 //! in `Data` messages: the entries' raw bytes in order, each the file's content
-//! ([`Encoding::Whole`]), a raw bsdiff or gzip-aware patch against the host's file
-//! ([`Encoding::Bsdiff`], [`Encoding::GzipDelta`]) or a zstd delta as sent on its own ([`Encoding::ZstdDelta`]:
+//! ([`Encoding::Whole`]), a raw patch against the host's file ([`Encoding::Bsdiff`],
+//! [`Encoding::GzipDelta`], [`Encoding::Zucchini`]) or a zstd delta as sent on its own ([`Encoding::ZstdDelta`]:
 //! compressed already, it gains nothing from the stream but its `Put` and frames). The agent decodes the stream as it goes and stages each file
 //! from its part, checking its hash as for any other file.
 
@@ -109,7 +109,11 @@ pub fn check_entries(entries: &[PackEntry]) -> Result<()> {
     for e in entries {
         if !matches!(
             e.encoding,
-            Encoding::Whole | Encoding::Bsdiff | Encoding::GzipDelta | Encoding::ZstdDelta
+            Encoding::Whole
+                | Encoding::Bsdiff
+                | Encoding::GzipDelta
+                | Encoding::Zucchini
+                | Encoding::ZstdDelta
         ) {
             return Err(Error::Protocol(format!(
                 "{} is packed as a {}, which a pack cannot hold",
