@@ -124,6 +124,8 @@ fields = [
     ("zstd_delta_bytes", s["zstd_delta"]["bytes"]),
     ("rsync_delta_bytes", s["rsync_delta"]["bytes"]),
     ("bsdiff_bytes", s["bsdiff"]["bytes"]),
+    ("gzip_delta_bytes", s["gzip_delta"]["bytes"]),
+    ("zucchini_bytes", s["zucchini"]["bytes"]),
     ("whole_bytes", s["whole"]["bytes"]),
     ("pack_files", h["packs"]["files"]),
     ("pack_bytes", h["packs"]["bytes"]),
@@ -335,10 +337,26 @@ def ratio(a, b):
 o, ob = g("ostree-static-delta", "bytes"), g("ostree-static-delta-back", "bytes")
 print()
 print("goal                                   syncer / ostree   target")
-print("managed host A -> B, wire               %-17s <= 0.84" % ratio(g("syncer-pipe-managed", "wire_bytes"), o))
-print("managed host B -> A, wire               %-17s <= 0.84" % ratio(g("syncer-pipe-managed-back", "wire_bytes"), ob))
-print("host never synced A -> B, wire          %-17s <= 0.90" % ratio(g("syncer-pipe-warm", "wire_bytes"), o))
+print("managed host A -> B, wire               %-17s <= 0.35" % ratio(g("syncer-pipe-managed", "wire_bytes"), o))
+print("managed host B -> A, wire               %-17s <= 0.35" % ratio(g("syncer-pipe-managed-back", "wire_bytes"), ob))
+print("host never synced A -> B, wire          %-17s <= 0.40" % ratio(g("syncer-pipe-warm", "wire_bytes"), o))
 print("cold delta computation, s               %s / %s" % (g("syncer-pipe-cold", "plan_s"), s(g("ostree-static-delta", "generate_s"))))
+def fratio(a, b):
+    try:
+        return "%.2f" % (float(a) / float(b))
+    except (TypeError, ValueError, ZeroDivisionError):
+        return "-"
+print()
+print("goal (wall, warm cache)                 syncer / rsync    target")
+print("managed host, pipe                      %-17s <= 0.5" % fratio(g("syncer-pipe-managed", "wall_s"), g("rsync-cz", "wall_s")))
+print("unmanaged host, pipe                    %-17s <= 0.5" % fratio(g("syncer-pipe-warm", "wall_s"), g("rsync-cz", "wall_s")))
+print("unmanaged host, ssh                     %-17s <= 0.5" % fratio(g("syncer-ssh-warm", "wall_s"), g("rsync-ssh-cz", "wall_s")))
+print()
+print("%-28s %8s %8s %8s %8s %8s" % ("phases (s)", "connect", "scan", "plan", "stage", "commit"))
+for n in ("syncer-pipe-warm", "syncer-pipe-managed", "syncer-ssh-warm", "syncer-noop-managed2"):
+    r = rows.get(n, {})
+    if "wall_s" in r:
+        print("%-28s %8s %8s %8s %8s %8s" % (n, *(r.get(k + "_s", "-") for k in ("connect", "scan", "plan", "stage", "commit"))))
 
 # Where the bytes go.
 print()
@@ -357,16 +375,20 @@ try:
 except Exception:
     plan = []
 kinds = {}
+ways = ("bsdiff", "gzip", "zucchini", "zstd_delta", "whole")
 for p in plan:
     c = p.get("candidates")
     if c is None:
         continue
-    k = kinds.setdefault(p.get("class", "?"), {"files": 0, "won": {}, **{x: [0, 0] for x in ("bsdiff", "zstd_delta", "whole")}})
+    k = kinds.setdefault(p.get("class", "?"), {"files": 0, "won": {}, "before": 0, "after": 0, **{x: [0, 0] for x in ways}})
     k["files"] += 1
-    for x in ("bsdiff", "zstd_delta", "whole"):
+    for x in ways:
         if x in c:
             k[x][0] += 1
             k[x][1] += c[x]
+    # The best candidate on its own, without and with the content-aware ones.
+    k["before"] += min(c[x] for x in ("bsdiff", "zstd_delta", "whole") if x in c)
+    k["after"] += min(c[x] for x in ways if x in c)
     way = p.get("via", "?") + (" (packed)" if p.get("packed") else "")
     k["won"][way] = k["won"].get(way, 0) + 1
 if kinds:
@@ -374,10 +396,10 @@ if kinds:
     # old versions up to 64 MiB, patch-from up to 1 MiB, whole only where the deltas
     # were not clearly small.
     print()
-    print("%-15s %6s %18s %18s %18s  %s" % ("kind", "files", "bsdiff", "zstd delta", "whole", "sent as"))
+    print("%-15s %6s %16s %16s %16s %16s %16s %10s %10s  %s" % ("kind", "files", "bsdiff", "gzip", "zucchini", "zstd delta", "whole", "best was", "best now", "sent as"))
     cell = lambda v: "%d: %s" % (v[0], mb(v[1])) if v[0] else "-"
     for name, k in sorted(kinds.items(), key=lambda kv: -kv[1]["bsdiff"][1]):
         won = ", ".join("%s %d" % kv for kv in sorted(k["won"].items(), key=lambda kv: -kv[1]))
-        print("%-15s %6d %18s %18s %18s  %s" % (name, k["files"], cell(k["bsdiff"]), cell(k["zstd_delta"]), cell(k["whole"]), won))
+        print("%-15s %6d %16s %16s %16s %16s %16s %10s %10s  %s" % (name, k["files"], *(cell(k[x]) for x in ways), mb(k["before"]), mb(k["after"]), won))
 PY
 [ "$failed" = 0 ] || { echo "push.sh: some runs failed (ok=false above)" >&2; exit 1; }

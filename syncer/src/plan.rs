@@ -38,6 +38,11 @@ pub const PATCH_FROM_MAX: u64 = 1 << 20;
 /// patch saves a few hundred bytes at most.
 pub const ZUCCHINI_FROM: u64 = 4 << 10;
 
+/// Files from this size get their Zucchini candidate (when they are executables)
+/// computed alongside bsdiff's rather than after it, whatever bsdiff's patch: their
+/// bsdiff patch is nearly always over [`ZUCCHINI_FROM`].
+pub const ZUCCHINI_ALONGSIDE: u64 = 1 << 20;
+
 /// The sizes, each compressed on its own, of the ways a file with an old version in
 /// the store could travel (those computed), for the report.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -153,14 +158,23 @@ pub fn encode(
             item(Encoding::Chunked, payload, Packable::No, None)
         }
         (Encoding::ZstdDelta, Some((old, old_size))) => {
-            let b = if old_size <= bsdiff::MAX_OLD {
-                Some(
-                    cache
-                        .patch(PatchKind::Bsdiff, store, &old, &w.hash)
-                        .map_err(err)?,
-                )
+            let fits_zucchini = old_size <= zucchini::MAX_FILE
+                && w.size <= zucchini::MAX_FILE
+                && starts_elf(store, &w.hash, w.size);
+            let zucchini = || cache.patch(PatchKind::Zucchini, store, &old, &w.hash).ok();
+            // A large file's Zucchini patch is computed beside its bsdiff patch, not after
+            // it: on a cold cache the two are the plan's longest chain.
+            let (b, early_z) = if old_size <= bsdiff::MAX_OLD {
+                let bsdiff = || cache.patch(PatchKind::Bsdiff, store, &old, &w.hash);
+                let (b, z) = if fits_zucchini && w.size >= ZUCCHINI_ALONGSIDE {
+                    let (b, z) = rayon::join(bsdiff, zucchini);
+                    (b, Some(z))
+                } else {
+                    (bsdiff(), None)
+                };
+                (Some(b.map_err(err)?), z)
             } else {
-                None
+                (None, None)
             };
             // Only a candidate: a file named .gz that is no gzip file, or whose stream
             // preflate cannot take, travels another way.
@@ -171,14 +185,13 @@ pub fn encode(
                 .flatten();
             // Only a candidate too: bsdiff's patch says whether it can matter, and the
             // files' first bytes whether they are executables.
-            let z = b
-                .as_ref()
-                .filter(|b| {
-                    b.len() as u64 > ZUCCHINI_FROM
-                        && old_size <= zucchini::MAX_FILE
-                        && w.size <= zucchini::MAX_FILE
-                })
-                .and_then(|_| cache.patch(PatchKind::Zucchini, store, &old, &w.hash).ok());
+            let z = match early_z {
+                Some(z) => z,
+                None => b
+                    .as_ref()
+                    .filter(|b| b.len() as u64 > ZUCCHINI_FROM && fits_zucchini)
+                    .and_then(|_| zucchini()),
+            };
             let p = if b.is_none() || w.size <= PATCH_FROM_MAX {
                 Some(cache.zstd_delta(store, &old, &w.hash).map_err(err)?)
             } else {
@@ -509,6 +522,17 @@ fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) ->
         raw,
         skip: Vec::new(),
     })
+}
+
+/// Whether the store's object `hash` (of `size` bytes) is an ELF file, by its first
+/// bytes (a Zucchini candidate is computed only for those).
+fn starts_elf(store: &Store, hash: &Hash, size: u64) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let Ok(mut r) = store.object_reader(hash, size) else {
+        return false;
+    };
+    r.read_exact(&mut head).is_ok() && zucchini::is_elf(&head)
 }
 
 /// What kind of file this is, for the report's table of which way won by kind:

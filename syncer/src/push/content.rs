@@ -75,10 +75,20 @@ pub(crate) fn encode_all(
     choices: Vec<Choice>,
     shared: &[plan::Shared],
 ) -> Result<(Vec<Item>, Vec<BuiltPack>)> {
-    let mut items: Vec<Item> = choices
-        .into_par_iter()
-        .map(|c| encode(store, cache, sigs, c))
+    // Largest first, each thread taking the next as it is free (`par_bridge` pulls in
+    // order): the plan of a cold cache ends when its longest file does (a 7 MB
+    // interpreter's bsdiff and Zucchini take seconds), so that one must not start last.
+    let n = choices.len();
+    let mut order: Vec<(usize, Choice)> = choices.into_iter().enumerate().collect();
+    order.sort_by_key(|(_, c)| std::cmp::Reverse(c.size));
+    let mut done: Vec<(usize, Item)> = order
+        .into_iter()
+        .par_bridge()
+        .map(|(i, c)| encode(store, cache, sigs, c).map(|it| (i, it)))
         .collect::<Result<_>>()?;
+    done.sort_unstable_by_key(|(i, _)| *i);
+    debug_assert_eq!(done.len(), n);
+    let mut items: Vec<Item> = done.into_iter().map(|(_, it)| it).collect();
     let mut packs = plan::reuse(&mut items, shared);
     packs.extend(plan::packs(store, cache, &mut items)?);
     plan::finish_alone(store, cache, &mut items)?;
@@ -99,7 +109,10 @@ pub(super) fn pack_shares(p: &BuiltPack, items: &[Item]) -> Vec<u64> {
         .zip(&p.items)
         .map(|((_, e), &i)| {
             let it = &items[i];
-            match (it.payload.len(), it.candidates.as_ref().and_then(|c| c.whole)) {
+            match (
+                it.payload.len(),
+                it.candidates.as_ref().and_then(|c| c.whole),
+            ) {
                 (0, Some(w)) if it.encoding == Encoding::Whole => w,
                 (0, _) => e.len,
                 (n, _) => n,

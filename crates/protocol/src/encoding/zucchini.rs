@@ -22,6 +22,13 @@ use std::io::{Read, Write};
 /// enough that bsdiff serves them.
 pub const MAX_FILE: u64 = 48 << 20;
 
+/// Makes Zucchini compute its whole-file CRC-32s with crc32fast (zlib's CRC-32, as it
+/// requires), once per process, before its first patch is made or applied.
+fn fast_crc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| zucchini::set_crc32(Some(crc32fast::hash)));
+}
+
 /// Whether `b` is an ELF file (what Zucchini is used for here).
 pub fn is_elf(b: &[u8]) -> bool {
     b.starts_with(b"\x7fELF")
@@ -38,6 +45,7 @@ pub fn diff(old: &[u8], new: &[u8]) -> std::result::Result<Vec<u8>, String> {
             "over the {MAX_FILE}-byte limit of Zucchini patches"
         ));
     }
+    fast_crc();
     let raw = zucchini::generate(old, new).map_err(|e| format!("Zucchini: {e}"))?;
     if patched(old, &raw, new.len() as u64)? != new {
         return Err("the Zucchini patch just made does not make its file".into());
@@ -47,6 +55,7 @@ pub fn diff(old: &[u8], new: &[u8]) -> std::result::Result<Vec<u8>, String> {
 
 /// The content raw patch `raw` makes from `old`, of at most `limit` bytes.
 pub fn patched(old: &[u8], raw: &[u8], limit: u64) -> std::result::Result<Vec<u8>, String> {
+    fast_crc();
     let limit = usize::try_from(limit.min(MAX_FILE)).unwrap_or(usize::MAX);
     zucchini::apply_bounded(old, raw, limit).map_err(|e| format!("Zucchini: {e}"))
 }
