@@ -187,10 +187,14 @@ fresh A "$w/h2"
 rm -rf "$w/h2"
 
 # ---- 3: managed host: adopt A, then push B ---------------------------------------------
+# The first managed push also computes the manifest delta A -> B (once per image pair,
+# some 0.6 s at level 19); the steady state of a fleet is every host after it, measured
+# by pushing B again once the host is back at A.
 fresh A "$w/h3"
 push syncer-pipe-adopt A "local:$w/h3" --cache "$cache"
-push syncer-pipe-managed B "local:$w/h3" --cache "$cache"
+push syncer-pipe-managed-first B "local:$w/h3" --cache "$cache"
 push syncer-pipe-managed-back A "local:$w/h3" --cache "$cache"     # and B -> A
+push syncer-pipe-managed B "local:$w/h3" --cache "$cache"
 rm -rf "$w/h3"
 
 # ---- 4: over ssh to a private sshd on 127.0.0.1 -----------------------------------------
@@ -251,6 +255,24 @@ fresh B "$w/r5"
 rsync_run rsync-c-noop "$work/B/" "x:$w/r5/" -aHAXc -e "$rsh"
 rsync_run rsync-noop "$work/B/" "x:$w/r5/" -aHAX -e "$rsh"       # quick check (size+mtime)
 rm -rf "$w/r5"
+
+# ---- 5b: the agent's peak memory while it applies the update (warm cache) ---------------
+# A local host's agent is `syncer serve --root DIR`, a child of the push: its VmHWM (peak
+# resident set) is read from /proc until it exits.
+fresh A "$w/h7"
+"$syncer" push B "local:$w/h7" --store "$store" --json --cache "$cache" > "$w/rss.json" 2>&1 &
+push_pid=$!
+peak=0
+while kill -0 "$push_pid" 2>/dev/null; do
+  for pid in $(pgrep -f "serve --root $w/h7" || true); do
+    kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    [ -n "$kb" ] && [ "$kb" -gt "$peak" ] && peak=$kb
+  done
+  sleep 0.01
+done
+wait "$push_pid" || failed=1
+report "syncer-agent-rss peak_kb=$peak"
+rm -rf "$w/h7"
 
 # ---- 6: zstd level trade-off, cold cache each ---------------------------------------------
 for level in ${LEVELS-3 9 19}; do
@@ -341,6 +363,7 @@ print("managed host A -> B, wire               %-17s <= 0.35" % ratio(g("syncer-
 print("managed host B -> A, wire               %-17s <= 0.35" % ratio(g("syncer-pipe-managed-back", "wire_bytes"), ob))
 print("host never synced A -> B, wire          %-17s <= 0.40" % ratio(g("syncer-pipe-warm", "wire_bytes"), o))
 print("cold delta computation, s               %s / %s" % (g("syncer-pipe-cold", "plan_s"), s(g("ostree-static-delta", "generate_s"))))
+print("agent peak RSS applying A -> B, MB       %-17s <= 256" % ("%.0f" % (int(g("syncer-agent-rss", "peak_kb") or 0) / 1024)))
 def fratio(a, b):
     try:
         return "%.2f" % (float(a) / float(b))
