@@ -503,3 +503,32 @@ pub fn gzip_patch(data: &[u8]) {
         assert!(n <= NEW.len() as u64 && n == out.len() as u64, "made {n} bytes");
     }
 }
+
+/// A Zucchini patch as the agent applies it (`syncer::encoding::zucchini`, Chromium's C++
+/// behind the bindings), against a real executable (`/bin/true`): with a first byte that
+/// is even, the rest is the patch; odd, the rest is the host's old file, to which a real
+/// patch (to `/bin/true` with its code shifted) is applied. Nothing may crash, and what
+/// a patch makes has at most the size announced.
+pub fn zucchini_patch(data: &[u8]) {
+    use syncer::encoding::zucchini;
+    static SEED: OnceLock<(Vec<u8>, Vec<u8>, u64)> = OnceLock::new();
+    let (old, patch, size) = SEED.get_or_init(|| {
+        let old = std::fs::read("/bin/true").expect("read /bin/true");
+        let mut new = old.clone();
+        let at = new.len() / 3;
+        new.splice(at..at, [0x90u8; 32]);
+        let patch = zucchini::diff(&old, &new).expect("a patch of /bin/true");
+        (old, patch, new.len() as u64)
+    });
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let made = if mode % 2 == 0 {
+        zucchini::patched(old, rest, *size)
+    } else {
+        zucchini::patched(rest, patch, *size)
+    };
+    if let Ok(out) = made {
+        assert!(out.len() as u64 <= *size, "made {} bytes", out.len());
+    }
+}
