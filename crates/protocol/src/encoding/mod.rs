@@ -18,8 +18,8 @@
 //!   compressed alone or against the host's bytes around them, so that memory stays
 //!   bounded on both sides whatever the file's size.
 //!
-//! Whole contents, bsdiff, gzip-aware and Zucchini patches (the [`PatchKind`]s) also travel in [`pack`]s: many files' raw bytes as
-//! one zstd stream.
+//! Whole contents and the raw patches (bsdiff, gzip-aware, Zucchini: the [`PatchKind`]s)
+//! also travel in [`pack`]s: many files' raw bytes as one zstd stream.
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
 //! [`Encoding::decode`]) and the controller's choice of it (`choose`, in

@@ -22,14 +22,14 @@ use zstd::zstd_safe::{CCtx, CParameter};
 
 wire_struct! {
     /// One file of a pack (a `Pack` message's list, a published pack's): the next `len`
-    /// bytes of the pack's stream are its content (`Whole`), a raw bsdiff patch against
-    /// the host's file (`Bsdiff`) or a zstd delta (`ZstdDelta`). Declared here, with the
-    /// stream it describes; the protocol carries it as it is.
+    /// bytes of the pack's stream are its content (`Whole`), a raw patch against the
+    /// host's file (`Bsdiff`, `GzipDelta`, `Zucchini`) or a zstd delta (`ZstdDelta`).
+    /// Declared here, with the stream it describes; the protocol carries it as it is.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct PackEntry {
         /// The file's path in the image, relative to the root.
         pub path: Vec<u8>,
-        /// How its part is encoded: `Whole`, `Bsdiff` or `ZstdDelta`.
+        /// How its part is encoded: `Whole`, a raw patch or `ZstdDelta`.
         pub encoding: Encoding,
         /// Bytes of the stream its part takes (not the file's size).
         pub len: u64,
