@@ -158,40 +158,7 @@ pub fn encode(
             item(Encoding::Chunked, payload, Packable::No, None)
         }
         (Encoding::ZstdDelta, Some((old, old_size))) => {
-            let fits_zucchini = old_size <= zucchini::MAX_FILE
-                && w.size <= zucchini::MAX_FILE
-                && starts_elf(store, &w.hash, w.size);
-            let zucchini = || cache.patch(PatchKind::Zucchini, store, &old, &w.hash).ok();
-            // A large file's Zucchini patch is computed beside its bsdiff patch, not after
-            // it: on a cold cache the two are the plan's longest chain.
-            let (b, early_z) = if old_size <= bsdiff::MAX_OLD {
-                let bsdiff = || cache.patch(PatchKind::Bsdiff, store, &old, &w.hash);
-                let (b, z) = if fits_zucchini && w.size >= ZUCCHINI_ALONGSIDE {
-                    let (b, z) = rayon::join(bsdiff, zucchini);
-                    (b, Some(z))
-                } else {
-                    (bsdiff(), None)
-                };
-                (Some(b.map_err(err)?), z)
-            } else {
-                (None, None)
-            };
-            // Only a candidate: a file named .gz that is no gzip file, or whose stream
-            // preflate cannot take, travels another way.
-            let g = (w.path.ends_with(b".gz")
-                && old_size <= gzip::MAX_FILE
-                && w.size <= gzip::MAX_FILE)
-                .then(|| cache.patch(PatchKind::Gzip, store, &old, &w.hash).ok())
-                .flatten();
-            // Only a candidate too: bsdiff's patch says whether it can matter, and the
-            // files' first bytes whether they are executables.
-            let z = match early_z {
-                Some(z) => z,
-                None => b
-                    .as_ref()
-                    .filter(|b| b.len() as u64 > ZUCCHINI_FROM && fits_zucchini)
-                    .and_then(|_| zucchini()),
-            };
+            let (b, g, z) = raw_patches(store, cache, &w, (old, old_size)).map_err(err)?;
             let p = if b.is_none() || w.size <= PATCH_FROM_MAX {
                 Some(cache.zstd_delta(store, &old, &w.hash).map_err(err)?)
             } else {
@@ -242,6 +209,58 @@ pub fn encode(
             item(e, payload.into(), Packable::No, None)
         }
     })
+}
+
+/// A file's bsdiff, gzip-aware and Zucchini patches, each zstd-compressed at
+/// [`crate::delta::BSDIFF_LEVEL`], `None` where there is none.
+type Patches = (
+    Option<Arc<Vec<u8>>>,
+    Option<Arc<Vec<u8>>>,
+    Option<Arc<Vec<u8>>>,
+);
+
+/// The raw patches of `w` from its old version `old` (hash, size) in the store, those
+/// that apply: bsdiff (old versions up to [`bsdiff::MAX_OLD`]), gzip-aware (`.gz` files
+/// it can rebuild) and Zucchini (ELF files whose bsdiff patch is large enough to matter).
+fn raw_patches(
+    store: &Store,
+    cache: &Cache,
+    w: &Wanted,
+    (old, old_size): (Hash, u64),
+) -> std::result::Result<Patches, String> {
+    let fits_zucchini = old_size <= zucchini::MAX_FILE
+        && w.size <= zucchini::MAX_FILE
+        && starts_elf(store, &w.hash, w.size);
+    let zucchini = || cache.patch(PatchKind::Zucchini, store, &old, &w.hash).ok();
+    // A large file's Zucchini patch is computed beside its bsdiff patch, not after
+    // it: on a cold cache the two are the plan's longest chain.
+    let (b, early_z) = if old_size <= bsdiff::MAX_OLD {
+        let bsdiff = || cache.patch(PatchKind::Bsdiff, store, &old, &w.hash);
+        let (b, z) = if fits_zucchini && w.size >= ZUCCHINI_ALONGSIDE {
+            let (b, z) = rayon::join(bsdiff, zucchini);
+            (b, Some(z))
+        } else {
+            (bsdiff(), None)
+        };
+        (Some(b?), z)
+    } else {
+        (None, None)
+    };
+    // Only a candidate: a file named .gz that is no gzip file, or whose stream
+    // preflate cannot take, travels another way.
+    let g = (w.path.ends_with(b".gz") && old_size <= gzip::MAX_FILE && w.size <= gzip::MAX_FILE)
+        .then(|| cache.patch(PatchKind::Gzip, store, &old, &w.hash).ok())
+        .flatten();
+    // Only a candidate too: bsdiff's patch says whether it can matter, and the
+    // files' first bytes whether they are executables.
+    let z = match early_z {
+        Some(z) => z,
+        None => b
+            .as_ref()
+            .filter(|b| b.len() as u64 > ZUCCHINI_FROM && fits_zucchini)
+            .and_then(|_| zucchini()),
+    };
+    Ok((b, g, z))
 }
 
 /// The way a file with these candidates travels: see the module's rule.
