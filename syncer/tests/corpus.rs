@@ -126,6 +126,12 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
         .sum::<u64>();
     assert!(content * 10 > r["wire_sent"].as_u64().unwrap() * 8, "{r:#}");
     assert!(!h.join(".syncer-staging").read_dir().unwrap().any(|_| true));
+    // Every cache entry the push made (bsdiff, gzip-aware and Zucchini patches, packs)
+    // decodes to what its name says.
+    let out = run(&c.store, &["cache", "verify", "--json"]);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{v:#}");
+    assert!(v["good"].as_u64().unwrap() > 500, "{v:#}");
 
     // Status: at B, clean. A second push is a no-op that sends no content.
     let st = json(&ok(&c.store, &["status", &hs, "--json"]));

@@ -124,6 +124,28 @@ fn gzip_files_made_every_way_end_exact_and_the_common_ones_travel_as_their_text_
         "{r:#}"
     );
 
+    // The delta cache keeps the gzip-aware patches checksummed, and `cache verify`
+    // decodes each against its base: all good; one damaged is named.
+    let cache = store.join("syncer-cache");
+    let gz: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".gzip.L"))
+        .collect();
+    assert!(gz.len() >= 7, "{gz:?}");
+    let out = run(&store, &["cache", "verify", "--json"]);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{v:#}");
+    assert!(v["good"].as_u64().unwrap() >= gz.len() as u64, "{v:#}");
+    let mut bytes = std::fs::read(&gz[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&gz[0], &bytes).unwrap();
+    let out = run(&store, &["cache", "verify", "--json"]);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(1), "{v:#}");
+    assert_eq!(v["bad"][0]["file"], gz[0].display().to_string(), "{v:#}");
+
     // And back: the old versions are made from the new the same way.
     let back = push(&store, "v1", &hs, &[]);
     assert_host_is(&h, &store, &v1);
