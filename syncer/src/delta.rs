@@ -160,7 +160,7 @@ fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
 }
 
 /// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a zstd delta, `NEW.LLEVEL.zst`
-/// whole, `OLD-NEW.KIND.LLEVEL.zst` for a raw patch (`bsdiff`, `gzip`, `zucchini`),
+/// whole, `OLD-NEW.KIND.LLEVEL.zst` for a raw patch (`bsdiff`, `gzip2`, `zucchini`),
 /// `pack-KEY.LLEVEL.zst` a pack.
 fn entry_name((what, old, new): Key, level: i32) -> String {
     match (what, old) {

@@ -58,7 +58,7 @@ pub struct Candidates {
     pub gzip: Option<u64>,
     /// Bytes of the Zucchini patch ([`zucchini`]), compressed as bsdiff's; `None` unless
     /// both versions are ELF files within [`zucchini::MAX_FILE`] whose bsdiff patch is
-    /// over [`ZUCCHINI_FROM`] bytes.
+    /// over [`ZUCCHINI_FROM`] bytes or that are [`ZUCCHINI_ALONGSIDE`] bytes or more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zucchini: Option<u64>,
     /// Bytes of the zstd patch-from delta at the push's level; `None` for a file larger
@@ -100,7 +100,7 @@ pub enum Packable {
     No,
     /// Its whole content.
     Whole,
-    /// A raw patch (bsdiff, gzip-aware) or zstd delta from this old content.
+    /// A raw patch (bsdiff, gzip-aware, Zucchini) or zstd delta from this old content.
     From(Hash),
 }
 
@@ -497,6 +497,12 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
         }]);
         h.update(&base);
         h.update(&it.hash.0);
+        // And the part's own bytes (a patch, a delta): made again by another build of
+        // its differ (preflate, Zucchini) or in another format, a patch may differ, and a
+        // pack made before must not pass for it.
+        if !it.payload.is_empty() {
+            h.update(blake3::hash(it.payload.bytes()).as_bytes());
+        }
     }
     Hash::from(h.finalize())
 }

@@ -11,7 +11,7 @@
 //! objects/<hash>.L19.zst              one file's whole content
 //! deltas/<old>-<new>.zstd.L19         a zstd patch-from delta
 //! deltas/<old>-<new>.bsdiff.L19.zst   a bsdiff patch
-//! deltas/<old>-<new>.gzip.L19.zst     a gzip-aware patch
+//! deltas/<old>-<new>.gzip2.L19.zst    a gzip-aware patch (format 2)
 //! deltas/<old>-<new>.zucchini.L19.zst a Zucchini patch
 //! pairs/<from>-<to>.L19.json          the index of what a host at FROM takes to reach TO
 //! ```

@@ -130,7 +130,7 @@ fn gzip_files_made_every_way_end_exact_and_the_common_ones_travel_as_their_text_
     let gz: Vec<std::path::PathBuf> = std::fs::read_dir(&cache)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.to_string_lossy().contains(".gzip.L"))
+        .filter(|p| p.to_string_lossy().contains(".gzip2.L"))
         .collect();
     assert!(gz.len() >= 7, "{gz:?}");
     let out = run(&store, &["cache", "verify", "--json"]);

@@ -35,7 +35,8 @@ pub struct ByKind {
     /// always on their own.
     pub rsync_delta: Sent,
     /// bsdiff patches, on their own and in packs (a packed file's `bytes` are its share
-    /// of its pack's, in proportion to its raw part).
+    /// of its pack's, in proportion to its part compressed alone where that is known, a
+    /// patch or whole content with a whole candidate, else to its raw length).
     pub bsdiff: Sent,
     /// gzip-aware patches, on their own and in packs (shared out the same way).
     pub gzip_delta: Sent,

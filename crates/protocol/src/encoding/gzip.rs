@@ -14,7 +14,7 @@
 //! exactly, for more. Nothing depends on the host's gzip or zlib.
 //!
 //! The raw patch, uncompressed (zstd-compressed on its own, raw in a pack, as bsdiff's):
-//! `SGZ1`, the new text's length, the blake3 of the rest of the patch, the blake3 of the
+//! `SGZ2`, the new text's length, the blake3 of that length and the rest, the blake3 of the
 //! new text, the number of segments, each segment (`0`, length, bytes: kept; `1`, its
 //! text's length, the reconstruction data's length, the data: a deflate stream), then a
 //! [`super::bsdiff`] patch from the old text to the new. Numbers are 8 bytes,
@@ -24,7 +24,8 @@
 //! controller proved.
 //!
 //! Memory is bounded on the agent's side: the old file, both texts and the patch are held
-//! (at most [`MAX_FILE`], [`MAX_TEXT`] each); an old file that inflates past the bound (a
+//! (at most [`MAX_FILE`], [`MAX_TEXT`] each, and [`MAX_PATCH`]; the controller makes no
+//! larger patch); an old file that inflates past the bound (a
 //! decompression bomb on the host) or a patch that declares more fails that file, and the
 //! hash check of what it makes refuses a damaged patch's result.
 
@@ -42,10 +43,18 @@ pub const MAX_FILE: u64 = 16 << 20;
 /// The largest text (all members decompressed) either side may have.
 pub const MAX_TEXT: u64 = 32 << 20;
 
-/// The largest raw patch the agent takes: the segments' data and the text delta.
-pub const MAX_PATCH: u64 = 2 * MAX_TEXT;
+/// The largest raw patch the agent takes (and the controller makes): the segments' data
+/// and the text delta.
+pub const MAX_PATCH: u64 = MAX_TEXT + MAX_FILE;
 
-const MAGIC: &[u8; 4] = b"SGZ1";
+/// The most members a gzip file is split into; the bytes after them are kept as they
+/// are (a file of a million empty members would otherwise cost a million segments).
+const MAX_MEMBERS: usize = 4096;
+
+/// The first bytes of a patch: the format and its version. The version is in the cache
+/// entries' and published files' names too ([`super::PatchKind::name`]), so a patch of
+/// another version is never taken for one of this.
+const MAGIC: &[u8; 4] = b"SGZ2";
 
 /// A piece of a gzip file: bytes kept as they are, or a deflate stream.
 #[derive(Debug)]
@@ -89,18 +98,25 @@ fn header_len(b: &[u8]) -> Option<usize> {
     (at <= b.len()).then_some(at)
 }
 
+/// An inflater and its output buffer, made once per file and reset for each member.
+struct Inflater {
+    state: Box<InflateState>,
+    buf: Vec<u8>,
+}
+
 /// Inflates the raw deflate stream at the start of `input`, appending its text to `text`
 /// (which may not grow past `limit`); how many bytes of `input` the stream took.
 fn inflate_stream(
+    inf: &mut Inflater,
     input: &[u8],
     text: &mut Vec<u8>,
     limit: u64,
 ) -> std::result::Result<usize, String> {
-    let mut state = InflateState::new_boxed(DataFormat::Raw);
+    inf.state.reset(DataFormat::Raw);
+    let (state, buf) = (&mut inf.state, &mut inf.buf);
     let mut at = 0usize;
-    let mut buf = vec![0u8; 64 << 10];
     loop {
-        let r = inflate(&mut state, &input[at..], &mut buf, MZFlush::None);
+        let r = inflate(state, &input[at..], buf, MZFlush::None);
         at += r.bytes_consumed;
         if text.len() as u64 + r.bytes_written as u64 > limit {
             return Err(format!(
@@ -128,10 +144,14 @@ fn parse(b: &[u8], limit: u64) -> std::result::Result<Parsed, String> {
     };
     let mut at = 0usize;
     let mut kept_from = 0usize;
-    while let Some(h) = header_len(&b[at..]) {
+    let mut inf = Inflater {
+        state: InflateState::new_boxed(DataFormat::Raw),
+        buf: vec![0u8; 64 << 10],
+    };
+    while let Some(h) = header_len(&b[at..]).filter(|_| p.segments.len() < 2 * MAX_MEMBERS) {
         let start = at + h;
         let before = p.text.len();
-        let len = match inflate_stream(&b[start..], &mut p.text, limit) {
+        let len = match inflate_stream(&mut inf, &b[start..], &mut p.text, limit) {
             Ok(n) => n,
             // A damaged member after the first is trailing bytes, kept as they are.
             Err(_) if !p.segments.is_empty() => {
@@ -217,18 +237,27 @@ pub fn diff(old: &[u8], new: &[u8]) -> std::result::Result<Vec<u8>, String> {
         }
     }
     out.extend_from_slice(&bsdiff::diff(&old_text, &p.text)?);
-    let sealed = [
-        &MAGIC[..],
-        &(p.text.len() as u64).to_le_bytes(),
-        blake3::hash(&out).as_bytes(),
-    ]
-    .concat();
-    let out = [sealed, out].concat();
+    let len = (p.text.len() as u64).to_le_bytes();
+    let sum = checksum(&len, &out);
+    let out = [&MAGIC[..], &len, &sum, &out].concat();
+    if out.len() as u64 > MAX_PATCH {
+        return Err(format!("the patch is over the {MAX_PATCH}-byte limit"));
+    }
     let made = patched(old, &out, new.len() as u64)?;
     if made != new {
         return Err("the gzip-aware patch just made does not rebuild the file".into());
     }
     Ok(out)
+}
+
+/// The blake3 a patch carries: of its text length and of everything after the checksum.
+/// It finds damage (a torn cache entry, a bad mirror); it is no signature: the controller
+/// is trusted with what it sends, and a mirror's blobs are checked against its index.
+fn checksum(len: &[u8; 8], rest: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(len);
+    h.update(rest);
+    *h.finalize().as_bytes()
 }
 
 /// Reads a number of a patch.
@@ -284,7 +313,7 @@ pub fn apply_up_to(
         ));
     }
     let sum = take(&mut p, 32)?;
-    if blake3::hash(p).as_bytes()[..] != sum[..] {
+    if checksum(&text_len.to_le_bytes(), p)[..] != sum[..] {
         return Err("the patch is damaged (its checksum does not match)".into());
     }
     let text_sum = take(&mut p, 32)?;

@@ -191,11 +191,13 @@ impl PatchKind {
         }
     }
 
-    /// Its name in cache entries and published files.
+    /// Its name in cache entries and published files, with its format's version where
+    /// the format changed (a cached or published patch of another version must not be
+    /// taken for one of this: the agent would refuse it).
     pub fn name(self) -> &'static str {
         match self {
             PatchKind::Bsdiff => "bsdiff",
-            PatchKind::Gzip => "gzip",
+            PatchKind::Gzip => "gzip2",
             PatchKind::Zucchini => "zucchini",
         }
     }

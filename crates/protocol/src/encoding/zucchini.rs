@@ -9,7 +9,8 @@
 //! The raw patch is Zucchini's own format (it records the old and new files' sizes and
 //! CRC-32s, which its apply checks); it travels zstd-compressed on its own or raw in a
 //! pack, as bsdiff's. Zucchini works in memory: the agent holds the host's file, the
-//! patch and the result, each refused past [`MAX_FILE`] before it is read or made.
+//! patch and the result, each refused past [`MAX_FILE`] before it is read or made (the
+//! controller makes no larger patch), and Zucchini's own tables beside them.
 
 use super::write_err;
 use crate::error::{Error, Result};
@@ -29,6 +30,10 @@ fn fast_crc() {
     ONCE.call_once(|| zucchini::set_crc32(Some(crc32fast::hash)));
 }
 
+/// Old and new files of more than this many bytes together get their patch made one at a
+/// time.
+const SERIAL_FROM: usize = 16 << 20;
+
 /// Whether `b` is an ELF file (what Zucchini is used for here).
 pub fn is_elf(b: &[u8]) -> bool {
     b.starts_with(b"\x7fELF")
@@ -46,7 +51,16 @@ pub fn diff(old: &[u8], new: &[u8]) -> std::result::Result<Vec<u8>, String> {
         ));
     }
     fast_crc();
+    // Generation takes some 30 bytes of memory per byte of the files: large ones are
+    // made one at a time, so that the controller's memory does not grow with its cores
+    // (as large files' chunked encodings, for the same reason).
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = (old.len() + new.len() > SERIAL_FROM)
+        .then(|| ONE.lock().unwrap_or_else(|p| p.into_inner()));
     let raw = zucchini::generate(old, new).map_err(|e| format!("Zucchini: {e}"))?;
+    if raw.len() as u64 > MAX_FILE {
+        return Err(format!("the patch is over the {MAX_FILE}-byte limit"));
+    }
     if patched(old, &raw, new.len() as u64)? != new {
         return Err("the Zucchini patch just made does not make its file".into());
     }
@@ -94,7 +108,7 @@ pub fn apply_to(
             "{size} bytes is over the {MAX_FILE}-byte limit of Zucchini patches"
         )));
     }
-    let raw = super::read_bounded(patch, 2 * MAX_FILE).map_err(|e| fail(e.to_string()))?;
+    let raw = super::read_bounded(patch, MAX_FILE).map_err(|e| fail(e.to_string()))?;
     let old = super::read_host_bounded(host, path, MAX_FILE)?;
     let new = patched(&old, &raw, size).map_err(fail)?;
     if new.len() as u64 != size {
