@@ -13,7 +13,6 @@
 //! from the host's file and writes the result as it goes, so memory stays a few buffers
 //! whatever the file's size.
 
-use super::write_err;
 use crate::error::{Error, Result};
 use imager_core::safe_dir::Beneath;
 use imager_core::tree::escape::escape;
@@ -170,20 +169,6 @@ fn control(patch: &mut (impl Read + ?Sized)) -> std::io::Result<Option<(u64, u64
         magnitude
     };
     Ok(Some((word(0), word(1), seek)))
-}
-
-/// The agent's side of a patch sent on its own: the zstd-compressed patch in `payload`
-/// applied to the host's current file at `path`.
-pub fn decode(
-    host: &Beneath,
-    path: &[u8],
-    size: u64,
-    payload: &[u8],
-    out: &mut impl Write,
-) -> Result<()> {
-    let mut patch =
-        zstd::stream::read::Decoder::new(payload).map_err(|e| write_err(host, path, e))?;
-    apply_to(host, path, size, &mut patch, out)
 }
 
 /// Applies a raw patch read from `patch` to the host's file at `path`.

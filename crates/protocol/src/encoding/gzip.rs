@@ -29,13 +29,12 @@
 //! decompression bomb on the host) or a patch that declares more fails that file, and the
 //! hash check of what it makes refuses a damaged patch's result.
 
-use super::{bsdiff, write_err};
+use super::bsdiff;
 use crate::error::{Error, Result};
-use imager_core::safe_dir::Beneath;
 use imager_core::tree::escape::escape;
 use miniz_oxide::inflate::stream::{inflate, InflateState};
 use miniz_oxide::{DataFormat, MZFlush, MZStatus};
-use std::io::{Read, Write};
+use std::io::Write;
 
 /// The largest gzip file, old or new, that gets a gzip-aware delta.
 pub const MAX_FILE: u64 = 16 << 20;
@@ -383,38 +382,24 @@ pub fn patched(old: &[u8], raw: &[u8], size: u64) -> std::result::Result<Vec<u8>
     Ok(out)
 }
 
-/// The agent's side of a patch sent on its own: the zstd-compressed patch in `payload`
-/// applied to the host's current file at `path`.
-pub fn decode(
-    host: &Beneath,
+/// The agent's side: `raw` applied to the host's file `old` (both read whole within
+/// their limits by the caller), the result written to `out`; errors name `path`.
+pub fn apply_held(
     path: &[u8],
+    old: &[u8],
+    raw: &[u8],
     size: u64,
-    payload: &[u8],
     out: &mut impl Write,
 ) -> Result<()> {
-    let patch = zstd::stream::read::Decoder::new(payload).map_err(|e| write_err(host, path, e))?;
-    apply_to(host, path, size, &mut { patch }, out)
-}
-
-/// Applies a raw patch read from `patch` (to its end) to the host's file at `path`.
-pub fn apply_to(
-    host: &Beneath,
-    path: &[u8],
-    size: u64,
-    patch: &mut dyn Read,
-    out: &mut impl Write,
-) -> Result<()> {
-    let fail = |e: String| {
-        Error::Agent(format!(
-            "applying the gzip-aware delta for {}: {e}",
-            escape(path)
-        ))
-    };
-    let raw = super::read_bounded(patch, MAX_PATCH).map_err(|e| fail(e.to_string()))?;
-    let old = super::read_host_bounded(host, path, MAX_FILE)?;
     let mut w = std::io::BufWriter::new(out);
-    apply(&old, &raw, size, &mut w).map_err(fail)?;
-    w.flush().map_err(|e| write_err(host, path, e))
+    apply(old, raw, size, &mut w)
+        .and_then(|()| w.flush().map_err(|e| e.to_string()))
+        .map_err(|e| {
+            Error::Agent(format!(
+                "applying the gzip-aware delta for {}: {e}",
+                escape(path)
+            ))
+        })
 }
 
 #[cfg(test)]

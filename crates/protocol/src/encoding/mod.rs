@@ -125,10 +125,13 @@ impl Encoding {
                 })
             }
             Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
-            Encoding::Bsdiff => bsdiff::decode(host, path, size, payload, out),
             Encoding::Chunked => chunked::decode(host, path, size, &mut &payload[..], out),
-            Encoding::GzipDelta => gzip::decode(host, path, size, payload, out),
-            Encoding::Zucchini => zucchini::decode(host, path, size, payload, out),
+            // A raw patch sent on its own is zstd-compressed; in a pack it is raw.
+            Encoding::Bsdiff | Encoding::GzipDelta | Encoding::Zucchini => {
+                let mut patch = zstd::stream::read::Decoder::new(payload)
+                    .map_err(|e| write_err(host, path, e))?;
+                self.decode_part(host, path, size, &mut patch, out)
+            }
         }
     }
 
@@ -148,8 +151,16 @@ impl Encoding {
                 .map(drop)
                 .map_err(|e| write_err(host, path, e)),
             Encoding::Bsdiff => bsdiff::apply_to(host, path, size, part, out),
-            Encoding::GzipDelta => gzip::apply_to(host, path, size, part, out),
-            Encoding::Zucchini => zucchini::apply_to(host, path, size, part, out),
+            Encoding::GzipDelta => {
+                let raw = read_part(path, part, gzip::MAX_PATCH)?;
+                let old = read_host_bounded(host, path, gzip::MAX_FILE)?;
+                gzip::apply_held(path, &old, &raw, size, out)
+            }
+            Encoding::Zucchini => {
+                let raw = read_part(path, part, zucchini::MAX_FILE)?;
+                let old = read_host_bounded(host, path, zucchini::MAX_FILE)?;
+                zucchini::apply_held(path, &old, &raw, size, out)
+            }
             Encoding::ZstdDelta => {
                 let mut delta = Vec::new();
                 part.read_to_end(&mut delta)
@@ -248,6 +259,13 @@ fn read_bounded(r: &mut dyn std::io::Read, max: u64) -> std::io::Result<Vec<u8>>
         ));
     }
     Ok(v)
+}
+
+/// A patch applied in memory (gzip-aware, Zucchini), read from `part` to its end,
+/// refused past `max` bytes.
+fn read_part(path: &[u8], part: &mut dyn std::io::Read, max: u64) -> Result<Vec<u8>> {
+    read_bounded(part, max)
+        .map_err(|e| Error::Agent(format!("reading the delta for {}: {e}", escape(path))))
 }
 
 /// The host's file at `path`, refused if it is larger than `max` bytes.

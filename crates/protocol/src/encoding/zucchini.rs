@@ -12,11 +12,9 @@
 //! patch and the result, each refused past [`MAX_FILE`] before it is read or made (the
 //! controller makes no larger patch), and Zucchini's own tables beside them.
 
-use super::write_err;
 use crate::error::{Error, Result};
-use imager_core::safe_dir::Beneath;
 use imager_core::tree::escape::escape;
-use std::io::{Read, Write};
+use std::io::Write;
 
 /// The largest old or new file Zucchini is computed for and applied to: its generation
 /// takes some 30 bytes of memory per byte of the files, and larger executables are rare
@@ -74,27 +72,13 @@ pub fn patched(old: &[u8], raw: &[u8], limit: u64) -> std::result::Result<Vec<u8
     zucchini::apply_bounded(old, raw, limit).map_err(|e| format!("Zucchini: {e}"))
 }
 
-/// The agent's side of a patch sent on its own: the zstd-compressed patch in `payload`
-/// applied to the host's current file at `path`.
-pub fn decode(
-    host: &Beneath,
+/// The agent's side: `raw` applied to the host's file `old` (both read whole within
+/// [`MAX_FILE`] by the caller), exactly `size` bytes written to `out`; errors name `path`.
+pub fn apply_held(
     path: &[u8],
+    old: &[u8],
+    raw: &[u8],
     size: u64,
-    payload: &[u8],
-    out: &mut impl Write,
-) -> Result<()> {
-    let mut patch =
-        zstd::stream::read::Decoder::new(payload).map_err(|e| write_err(host, path, e))?;
-    apply_to(host, path, size, &mut patch, out)
-}
-
-/// Applies a raw patch read from `patch` (to its end) to the host's file at `path`,
-/// writing exactly `size` bytes or failing.
-pub fn apply_to(
-    host: &Beneath,
-    path: &[u8],
-    size: u64,
-    patch: &mut dyn Read,
     out: &mut impl Write,
 ) -> Result<()> {
     let fail = |e: String| {
@@ -108,13 +92,11 @@ pub fn apply_to(
             "{size} bytes is over the {MAX_FILE}-byte limit of Zucchini patches"
         )));
     }
-    let raw = super::read_bounded(patch, MAX_FILE).map_err(|e| fail(e.to_string()))?;
-    let old = super::read_host_bounded(host, path, MAX_FILE)?;
-    let new = patched(&old, &raw, size).map_err(fail)?;
+    let new = patched(old, raw, size).map_err(fail)?;
     if new.len() as u64 != size {
         return Err(fail(format!("it makes {} bytes, not {size}", new.len())));
     }
-    out.write_all(&new).map_err(|e| write_err(host, path, e))
+    out.write_all(&new).map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]
