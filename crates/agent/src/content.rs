@@ -197,6 +197,14 @@ fn stage_with(
 }
 
 /// Stages the files of a pack's stream, `files` being its entries' in the image.
+///
+/// The stream is decoded in order on this thread; its parts are staged by workers, one
+/// per core (at most [`PACK_WORKERS`]): rebuilding a gzip file's deflate streams or
+/// applying a Zucchini patch takes CPU that the stream's decoding does not, and was most
+/// of a warm push's time while it ran on one core. The parts waiting for a worker are
+/// bounded (two per worker); at most one large in-memory patch ([`heavy`]) is applied at
+/// a time, so memory stays what one such patch takes. The first failure in the pack's
+/// order is the one reported, and no part after it is started.
 fn stage_pack(
     s: &mut Staging,
     b: &Beneath,
@@ -204,21 +212,116 @@ fn stage_pack(
     files: Vec<Option<&Entry>>,
     stream: &[u8],
 ) -> Result<()> {
-    let mut next = files.into_iter();
-    crate::encoding::pack::unpack(stream, entries, |pe, part| {
-        let Some(e) = next
-            .next()
-            .ok_or_else(|| Error::Protocol("a pack entry without its file".into()))?
-        else {
-            // Skipped: read and dropped (the pack's own check wants every part read).
-            std::io::copy(part, &mut std::io::sink())
+    let before = s.staged.len();
+    let mut jobs = Vec::with_capacity(files.len());
+    for f in files {
+        jobs.push(match f {
+            Some(e) => {
+                staged_once(s, &e.path)?;
+                Some((e, s.reserve(&e.path)))
+            }
+            None => None,
+        });
+    }
+    let s: &Staging = s;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(PACK_WORKERS));
+    let failed = Failure::default();
+    let done = std::sync::atomic::AtomicUsize::new(before);
+    let heavy_lock = std::sync::Mutex::new(());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(2 * workers);
+    let rx = std::sync::Mutex::new(rx);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let Ok((i, part)) = rx.lock().map_err(drop).and_then(|r| r.recv().map_err(drop))
+                else {
+                    return;
+                };
+                let (Some((e, name)), pe) = (&jobs[i], &entries[i]) else {
+                    continue;
+                };
+                if failed.any() {
+                    continue;
+                }
+                let _one = heavy(pe, e).then(|| heavy_lock.lock());
+                let r = s.fill_file(b, e, name, |size, mut out| {
+                    pe.encoding
+                        .decode_part(b, &pe.path, size, &mut part.as_slice(), &mut out)
+                });
+                match r {
+                    Ok(()) => test_stop_point(
+                        "stage",
+                        1 + done.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                    ),
+                    Err(err) => failed.set(i, err),
+                }
+            });
+        }
+        let mut i = 0;
+        let read = crate::encoding::pack::unpack(stream, entries, |_, part| {
+            let mut v = Vec::new();
+            part.read_to_end(&mut v)
                 .map_err(|e| Error::Protocol(format!("bad pack: {e}")))?;
-            return Ok(());
-        };
-        stage_with(s, b, e, |size, mut out| {
-            pe.encoding.decode_part(b, &pe.path, size, part, &mut out)
-        })
-    })
+            // Skipped entries are read and dropped (the pack's own check wants every
+            // part read); a failure stops the stream, the workers' error is the one told.
+            if jobs[i].is_some() && !failed.any() && tx.send((i, v)).is_err() {
+                return Err(Error::Protocol("the pack's workers stopped".into()));
+            }
+            i += 1;
+            Ok(())
+        });
+        drop(tx);
+        if let Err(e) = read {
+            failed.set(i, e);
+        }
+    });
+    failed.into_result()
+}
+
+/// At most this many threads stage one pack's parts.
+const PACK_WORKERS: usize = 4;
+
+/// Whether staging pack entry `pe` (file `e`) holds large buffers: a gzip-aware or
+/// Zucchini patch is applied in memory (the host's old file, the patch, the new content),
+/// and over [`HEAVY`] bytes such parts go one at a time.
+fn heavy(pe: &PackEntry, e: &Entry) -> bool {
+    const HEAVY: u64 = 8 << 20;
+    let size = match e.kind {
+        imager_core::Kind::File { size, .. } => size,
+        _ => 0,
+    };
+    matches!(
+        pe.encoding,
+        crate::encoding::Encoding::GzipDelta | crate::encoding::Encoding::Zucchini
+    ) && size.saturating_add(pe.len) > HEAVY
+}
+
+/// The first failure of a pack's staging, by the entries' order.
+#[derive(Default)]
+struct Failure(
+    std::sync::Mutex<Option<(usize, Error)>>,
+    std::sync::atomic::AtomicBool,
+);
+
+impl Failure {
+    fn set(&self, i: usize, e: Error) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Ok(mut f) = self.0.lock() {
+            if f.as_ref().is_none_or(|(j, _)| i < *j) {
+                *f = Some((i, e));
+            }
+        }
+    }
+    fn any(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn into_result(self) -> Result<()> {
+        match self.0.into_inner() {
+            Ok(None) => Ok(()),
+            Ok(Some((_, e))) => Err(e),
+            Err(_) => Err(Error::Agent("a pack's worker panicked".into())),
+        }
+    }
 }
 
 /// A `Put`'s content as it arrives in `Data` messages, read in order (a large file's

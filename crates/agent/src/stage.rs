@@ -66,7 +66,8 @@ impl Staging {
         Ok(())
     }
 
-    fn name(&mut self, path: &[u8]) -> String {
+    /// Reserves a fresh staged name for image path `path` (made by [`Staging::fill_file`]).
+    pub fn reserve(&mut self, path: &[u8]) -> String {
         self.next += 1;
         let n = format!("s{}", self.next);
         self.staged.insert(path.to_vec(), n.clone());
@@ -103,6 +104,20 @@ impl Staging {
         e: &Entry,
         fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
     ) -> Result<()> {
+        let name = self.reserve(&e.path);
+        self.fill_file(b, e, &name, fill)
+    }
+
+    /// Makes file `e` under its reserved staged `name` with the content `fill` writes
+    /// (given the image's size for it), checked against the image's size and hash. Takes
+    /// `&self`: the files of a pack are made by several threads at once.
+    pub fn fill_file(
+        &self,
+        b: &Beneath,
+        e: &Entry,
+        name: &str,
+        fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
+    ) -> Result<()> {
         let Kind::File { size, hash } = e.kind else {
             return Err(Error::Protocol(format!(
                 "content sent for {}, which is a {} in the image",
@@ -111,14 +126,13 @@ impl Staging {
             )));
         };
         let shown = b.display(&e.path);
-        let name = self.name(&e.path);
         let fd = rustix::fs::openat(
             &self.fd,
-            name.as_str(),
+            name,
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .ctx("create", self.shown.join(&name))?;
+        .ctx("create", self.shown.join(name))?;
         let mut w = Hashing {
             f: std::fs::File::from(fd),
             h: blake3::Hasher::new(),
@@ -126,7 +140,7 @@ impl Staging {
             limit: size,
         };
         fill(size, &mut w)?;
-        imager_core::fsx::end_sparse(&w.f, w.n).ctx("write", self.shown.join(&name))?;
+        imager_core::fsx::end_sparse(&w.f, w.n).ctx("write", self.shown.join(name))?;
         if w.n != size || Hash::from(w.h.finalize()) != hash {
             return Err(Error::Agent(format!(
                 "{}: the content assembled for it does not match the image (size {} of {size}); \
@@ -141,7 +155,7 @@ impl Staging {
 
     /// Stages a symlink, device, fifo or (empty) replacement directory.
     pub fn put_node(&mut self, e: &Entry) -> Result<()> {
-        let name = self.name(&e.path);
+        let name = self.reserve(&e.path);
         let shown = self.shown.join(&name);
         fsops::make_node(&self.fd, name.as_bytes(), e, &shown)?;
         Ok(())
