@@ -18,6 +18,9 @@
 #   WORKDIR    default a temporary directory, removed at the end; a given WORKDIR keeps
 #              what peers.sh leaves there (clamped A and B are reused by later runs) and
 #              push-results.txt (every figure line); this script's own scratch is removed
+#              Put it on the kind of filesystem hosts have (ext4 with a journal): on ext4
+#              without one, every inode made right after a push freed many checks each
+#              recently freed inode first, and staging pays most of the wall time for it.
 # Environment: PEERS=path to peers.sh (default: next to this script, else
 #   /work/shared/bench/peers.sh); NO_BUILD=1 to skip `cargo build --release`;
 #   SSH_PORT=first port to try for the private sshd (default 2299); KEEP=1 keeps all;
