@@ -665,3 +665,52 @@ fn a_black_hole_mirror_costs_one_timeout() {
         "{h:#}"
     );
 }
+
+/// "Hosts at the same image ask for the same files": a first install onto an empty root
+/// asks its mirrors for exactly what `publish` wrote for an empty root, local-state files
+/// of the image (which a first install gets, a later push never touches) included, so no
+/// file content comes from the controller.
+#[test]
+fn a_first_install_takes_what_publish_wrote_for_an_empty_root() {
+    let t = scratch("mirrors-first-");
+    let dir = t.path();
+    let store = dir.join("store");
+    let tree = dir.join("v2");
+    version(&tree, 2);
+    // As a build keeps them: default local state, among the image's other files in
+    // the order of the image (so that a plan that left them out groups its packs
+    // differently from one that has them).
+    sh(&format!(
+        "set -e; cd '{d}'; mkdir -p var/log/app etc/ssh root
+         printf '127.0.0.1 localhost\\n' > etc/hosts
+         printf 'image\\n' > etc/hostname
+         for i in 1 2 3; do printf 'log %s\\n' $i > var/log/app/$i.log; done
+         printf 'PS1=x\\n' > root/.profile",
+        d = tree.display()
+    ));
+    import_leaving_out(&store, &tree, "v2", &[]);
+    let publ = dir.join("pub");
+    let r = json(&ok(
+        &store,
+        &["publish", "v2", "--to", &str_of(&publ), "--json"],
+    ));
+    assert_eq!(r["pairs"][0]["from"], serde_json::Value::Null, "{r:#}");
+    let origin = Nginx::origin(&dir.join("origin"), &publ);
+
+    let root = dir.join("host");
+    std::fs::create_dir(&root).unwrap();
+    let spec = format!("local:{}", root.display());
+    let out = ok(
+        &store,
+        &["push", "v2", &spec, "--json", "--mirror", &origin.url()],
+    );
+    let h = json(&out)["hosts"][0].clone();
+    assert_host_is_whole(&root, &store, &id(&store, "v2"));
+    assert_eq!(h["content"]["blobs_missing"], 0, "{h:#}");
+    assert_eq!(h["content"]["controller_bytes"], 0, "{h:#}");
+    assert_eq!(data_sent(&h), 0, "{h:#}");
+    assert!(
+        h["content"]["mirrors_bytes"].as_u64().unwrap() > 300_000,
+        "{h:#}"
+    );
+}

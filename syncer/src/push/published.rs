@@ -50,7 +50,18 @@ pub(crate) fn plan_from(
     from: &Tree,
 ) -> Result<(Vec<Item>, Vec<crate::plan::BuiltPack>)> {
     let local = crate::agent::scan::local_excludes(&image.local_state)?;
-    // The host's scan leaves out its local state: so does this.
+    // The host's scan leaves out its local state: so does this. What of the image's
+    // local state a clean host at `from` lacks (all of it, on an empty root) it gets, as
+    // the agent finds (`agent::scan::absent_local_state`): left out here, a first
+    // install's plan had files this one lacked, and not one of its packs had the key
+    // that was published.
+    let absent_local = image
+        .tree
+        .entries()
+        .iter()
+        .filter(|e| e.path != b"/" && local.covers(&e.path) && from.get(&e.path).is_none())
+        .map(|e| e.path.clone())
+        .collect();
     let mut host = crate::compare::HostTree {
         entries: from
             .entries()
@@ -58,6 +69,7 @@ pub(crate) fn plan_from(
             .filter(|e| !local.covers(&e.path))
             .cloned()
             .collect(),
+        absent_local,
         ..Default::default()
     };
     // Which paths go carries no content: the owned prefixes alone do for the plan.

@@ -52,7 +52,11 @@ pub fn image(store: &Path, id: &Hash) -> Tree {
 /// The host's tree as an image would see it: local state and the syncer's own paths
 /// left out.
 pub fn host_tree(root: &Path) -> Tree {
-    let mut globs = local_state_globs();
+    host_tree_leaving_out(root, local_state_globs())
+}
+
+/// The host's tree without the syncer's own paths and what `globs` match.
+pub fn host_tree_leaving_out(root: &Path, mut globs: Vec<String>) -> Tree {
     globs.push("/.syncer-staging".into());
     globs.push("/var/lib/syncer".into());
     let pending = imager::tree::scan::scan(root, &Excludes::new(&globs).unwrap()).unwrap();
@@ -69,8 +73,16 @@ pub fn host_tree(root: &Path) -> Tree {
 
 /// Fails with the differing manifest lines unless `root` is exactly the image.
 pub fn assert_host_is(root: &Path, store: &Path, id: &Hash) {
+    assert_tree_is(host_tree(root), root, store, id);
+}
+
+/// Fails unless `root` is exactly the image, its local state included (a first install).
+pub fn assert_host_is_whole(root: &Path, store: &Path, id: &Hash) {
+    assert_tree_is(host_tree_leaving_out(root, Vec::new()), root, store, id);
+}
+
+fn assert_tree_is(got: Tree, root: &Path, store: &Path, id: &Hash) {
     let want = image(store, id);
-    let got = host_tree(root);
     let d = imager::tree::text::differences(&want, &got);
     assert!(
         d.is_empty(),
