@@ -64,3 +64,72 @@ fn a_reader_that_stops_early_is_not_a_failure() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(out.stderr.is_empty(), "{out:?}");
 }
+
+/// A command that must wait for the store's lock says so, and who holds it, then goes
+/// on once the holder lets go (here `flock(1)` holding it for writing, as a `syncer
+/// publish` or another build would). The test waits for the message and for the end,
+/// never for a time.
+#[test]
+fn a_wait_for_the_store_lock_says_who_holds_it() {
+    use std::io::{BufRead, BufReader, Write};
+    let env = Env::new();
+    let tree = env.path("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/motd"), "hello\n").unwrap();
+    assert!(env
+        .run(&["import", tree.to_str().unwrap()])
+        .status
+        .success());
+
+    let lock = env.store().join("lock");
+    let mut holder = Command::new("flock")
+        .arg("--exclusive")
+        .arg(&lock)
+        .args(["-c", "echo held; read line"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut held = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut held)
+        .unwrap();
+    assert_eq!(held, "held\n");
+
+    let mut waiting = env
+        .command(&["import", tree.to_str().unwrap(), "--name", "again"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the kernel lists the import as blocked on the lock (`->` in
+    // /proc/locks), then let the holder go and read all it said.
+    let blocked = format!(" {} ", waiting.id());
+    while !std::fs::read_to_string("/proc/locks")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains("-> FLOCK") && l.contains(&blocked))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    holder.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert!(holder.wait().unwrap().success());
+    let status = waiting.wait().unwrap();
+    let mut err = String::new();
+    waiting
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "{err}");
+    let line = err.lines().next().unwrap_or_default();
+    assert!(
+        line.starts_with("imager: waiting for the store's lock (")
+            && line.contains("to write: pid ")
+            && line.contains("holds it for writing (")
+            && line.contains("flock --exclusive"),
+        "{err}"
+    );
+    assert!(env.store().join("refs/again").is_file());
+}

@@ -46,6 +46,7 @@ enum Cmd {
 }
 
 fn main() {
+    imager::store::on_lock_wait(|m| eprintln!("syncer: {m}"));
     let code = match run(Cli::parse().cmd) {
         Ok(code) => code,
         Err(e) => {

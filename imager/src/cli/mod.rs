@@ -144,6 +144,7 @@ pub fn main() -> std::process::ExitCode {
         Ok(c) => c,
         Err(e) => return exit::usage(e).into(),
     };
+    imager::store::on_lock_wait(|m| eprintln!("imager: {m}"));
     let mut out = std::io::stdout().lock();
     let outcome = run(cli, &mut out).and_then(|c| out.flush().map(|_| c).map_err(Into::into));
     match outcome {

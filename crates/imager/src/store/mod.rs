@@ -22,15 +22,16 @@
 //! the content against its name.
 
 mod fsck;
+mod lock;
 mod txn;
 
 pub use fsck::FsckReport;
+pub use lock::on_lock_wait;
 pub use txn::Txn;
 
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::tree::{text, Hash, Tree};
-use rustix::fs::FlockOperation;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -107,11 +108,7 @@ impl Store {
             &lock_path,
             "open lock",
         )?;
-        let op = match access {
-            Access::Read => FlockOperation::LockShared,
-            Access::Write => FlockOperation::LockExclusive,
-        };
-        rustix::fs::flock(&lock, op).ctx("lock", &lock_path)?;
+        lock::take(&lock, &lock_path, access)?;
         let store = Store {
             root: root.to_path_buf(),
             _lock: lock,
