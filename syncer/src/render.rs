@@ -17,8 +17,8 @@ macro_rules! line {
     }};
 }
 
-fn mb(b: u64) -> String {
-    format!("{:.2} MB", b as f64 / 1e6)
+fn size(b: u64) -> String {
+    imager::units::bytes(b)
 }
 
 /// Seconds as reports print them, `0.12s`. A negative, `-0.0` or NaN (an agent's
@@ -79,8 +79,8 @@ pub fn push_report(r: &HostReport) -> String {
     line!(
         out,
         "  wire: {} sent, {} received",
-        mb(r.wire_sent),
-        mb(r.wire_received)
+        size(r.wire_sent),
+        size(r.wire_received)
     );
     let p = &r.phases;
     line!(
@@ -211,14 +211,14 @@ fn sent(r: &HostReport) -> String {
             let of_plan = if s == p {
                 String::new()
             } else {
-                format!("  (of {} files, {} planned)", p.files, mb(p.bytes))
+                format!("  (of {} files, {} planned)", p.files, size(p.bytes))
             };
             line!(
                 out,
                 "  {name:12} {:6} files  {:>12} {verb} for {:>12}{of_plan}",
                 s.files,
-                mb(s.bytes),
-                mb(s.content_bytes)
+                size(s.bytes),
+                size(s.content_bytes)
             );
         }
     }
@@ -448,7 +448,7 @@ fn content(c: &crate::push::ContentSources) -> String {
         .mirrors
         .iter()
         .map(|m| {
-            let mut s = format!("{}: {}", m.url, mb(m.bytes));
+            let mut s = format!("{}: {}", m.url, size(m.bytes));
             if m.cache_hits + m.cache_misses > 0 {
                 s += &format!(
                     ", {} of {} cache hits",
@@ -473,9 +473,9 @@ fn content(c: &crate::push::ContentSources) -> String {
         .collect();
     format!(
         "{} from mirrors ({}), {} from the controller; {} of {} published files from no mirror",
-        mb(c.mirrors_bytes),
+        size(c.mirrors_bytes),
         each.join("; "),
-        mb(c.controller_bytes),
+        size(c.controller_bytes),
         c.blobs_missing,
         c.blobs
     )
@@ -492,9 +492,9 @@ pub fn publish(r: &crate::publish::PublishReport) -> String {
             p.from.as_ref().map_or("none", |f| &f[..12]),
             &p.to[..12],
             p.blobs,
-            mb(p.bytes),
+            size(p.bytes),
             p.written,
-            mb(p.written_bytes),
+            size(p.written_bytes),
             p.present,
             p.not_published,
             p.index

@@ -8,7 +8,7 @@
 //! below it, which is what keeps the agent small.
 //!
 //! The modules are layered: each uses only modules listed before it here (no cycle;
-//! `.ci/module-cycles` checks it). [`escape`], [`error`], [`time`]; [`tree`]; [`fsx`],
+//! `.ci/module-cycles` checks it). [`escape`], [`error`], [`time`], [`units`]; [`tree`]; [`fsx`],
 //! [`safe_dir`]; [`contract`].
 
 #![warn(missing_docs)]
@@ -20,6 +20,7 @@ pub mod fsx;
 pub mod safe_dir;
 pub mod time;
 pub mod tree;
+pub mod units;
 
 pub use contract::{Trigger, TriggerFile};
 pub use error::{Error, IoContext, Result};

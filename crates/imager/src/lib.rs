@@ -24,7 +24,7 @@
 pub mod attest;
 // The model and filesystem layer (imager-core) and the signatures (imager-trust), under
 // the names they had when they lived here, so callers keep their paths.
-pub use imager_core::{contract, error, escape, fsx, safe_dir, time, tree};
+pub use imager_core::{contract, error, escape, fsx, safe_dir, time, tree, units};
 pub use imager_trust as sign;
 pub mod import;
 pub mod ingest;

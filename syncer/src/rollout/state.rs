@@ -164,13 +164,13 @@ impl HostResult {
     /// One log line.
     pub fn line(&self) -> String {
         let mut s = format!(
-            "{} [{} {}]: {} in {:.1} s, {:.2} MB sent",
+            "{} [{} {}]: {} in {:.1} s, {} sent",
             self.host,
             self.colo,
             self.wave,
             self.verdict(),
-            self.seconds,
-            self.wire_sent as f64 / 1e6
+            self.seconds.max(0.0),
+            imager::units::bytes(self.wire_sent)
         );
         let c = &self.content;
         if c.blobs > 0 {
@@ -179,8 +179,8 @@ impl HostResult {
                 .first()
                 .map_or((0, 0), |m| (m.cache_hits, m.cache_hits + m.cache_misses));
             s.push_str(&format!(
-                ", {:.2} MB from mirrors ({hits} of {asked} cache hits), {} of {} published files from none",
-                c.mirrors_bytes as f64 / 1e6,
+                ", {} from mirrors ({hits} of {asked} cache hits), {} of {} published files from none",
+                imager::units::bytes(c.mirrors_bytes),
                 c.blobs_missing,
                 c.blobs
             ));
