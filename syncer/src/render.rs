@@ -406,11 +406,12 @@ pub fn fleet_status(rows: &[FleetRow]) -> String {
     out
 }
 
-/// A rollout: a line per host, the totals, and whether it finished or stopped (and how
-/// to resume it from `state_file`).
+/// A rollout's conclusion: the hosts that failed, the totals, and whether it finished or
+/// stopped (and how to resume it from `state_file`). Every host's line was printed as
+/// it finished (above the bars, or in the log): repeating them doubled each in a log.
 pub fn rollout(st: &RolloutState, state_file: &Path) -> String {
     let mut out = String::new();
-    for r in &st.hosts {
+    for r in st.hosts.iter().filter(|r| !r.ok()) {
         line!(out, "{}", r.line());
     }
     line!(

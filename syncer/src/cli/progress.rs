@@ -1,5 +1,7 @@
-//! What a push or rollout shows while it runs: one progress bar per host (and the
-//! fleet's and the wave's) on a terminal, plain log lines without one.
+//! What a push or rollout shows while it runs: on a terminal, one progress bar per host
+//! in flight (and the fleet's and the wave's totals), each finished host as one printed
+//! line above them; without a terminal, plain log lines. Conclusions are printed after
+//! the bars are cleared ([`HostBars::clear`]), so that no redraw overwrites them.
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -61,13 +63,44 @@ impl HostBars {
     }
 }
 
+impl HostBars {
+    /// Removes every bar from the terminal, before the command prints its conclusion.
+    pub fn clear(&self) {
+        for (_, b) in self.bars.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            b.finish_and_clear();
+        }
+        if let Some((f, w)) = self.fleet.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            f.finish_and_clear();
+            w.finish_and_clear();
+        }
+        let _ = self.multi.clear();
+    }
+
+    /// The bars' terminal: a question asked in its `suspend` has the bars hidden while
+    /// it waits, drawn again after.
+    pub fn multi(&self) -> MultiProgress {
+        self.multi.clone()
+    }
+}
+
 impl Observer for HostBars {
     fn phase(&self, host: &str, phase: Phase) {
-        let b = self.bar(host);
-        b.set_message(phase.label());
         if phase.is_final() {
-            b.finish();
+            // A finished host leaves the screen: its outcome is its printed line (a
+            // rollout's, or the push's report), never a bar that says "done" about a
+            // host the rollout then failed.
+            let gone = self
+                .bars
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(host);
+            if let Some(b) = gone {
+                b.finish_and_clear();
+                self.multi.remove(&b);
+            }
+            return;
         }
+        self.bar(host).set_message(phase.label());
     }
     fn log(&self, line: &str) {
         let _ = self.multi.println(line);

@@ -69,6 +69,7 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
     let reports = push::for_hosts(&specs, a.conn.jobs, |h| {
         push::push_host(&store, &img, &cache, h, &opts, obs)
     });
+    bars.clear();
     let dropped = cache.dropped();
     for d in &dropped {
         eprintln!("syncer: warning: {d}");

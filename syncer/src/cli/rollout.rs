@@ -60,6 +60,8 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
         .context("cannot catch Ctrl-C")?;
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))
         .context("cannot catch SIGTERM")?;
+    let bars = HostBars::new();
+    let multi = bars.multi();
     let opts = RolloutOptions {
         colos,
         yes: a.yes,
@@ -67,11 +69,13 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
         transport: a.conn.push_options(false)?.transport,
         state_file: state_file.clone(),
         stop: Arc::clone(&stop),
-        confirm: Box::new(confirm),
+        // The question is asked with the bars hidden: drawn over, it was drawn twice.
+        confirm: Box::new(move |colo| multi.suspend(|| confirm(colo))),
     };
-    let bars = HostBars::new();
     let obs = observer(&bars, a.conn.json, &PlainLog);
-    let st = syncer::rollout::run(&store, id, &inv, &opts, saved, obs)?;
+    let st = syncer::rollout::run(&store, id, &inv, &opts, saved, obs);
+    bars.clear();
+    let st = st?;
     a.conn
         .print(|| &st, || syncer::render::rollout(&st, &state_file))?;
     if stop.load(std::sync::atomic::Ordering::SeqCst) && !st.finished {

@@ -154,10 +154,11 @@ impl HostResult {
 
     /// "failed (committed, trigger failed)": the rollout's verdict and the push's.
     fn verdict(&self) -> String {
-        if self.ok() || self.push_outcome.is_empty() {
-            self.outcome.to_string()
-        } else {
-            format!("{} ({})", self.outcome, self.push_outcome)
+        match (self.ok(), self.push_outcome.is_empty()) {
+            (true, _) => self.outcome.to_string(),
+            // Marked so that a failure stands out among a hundred "ok" lines.
+            (false, true) => "FAILED".into(),
+            (false, false) => format!("FAILED ({})", self.push_outcome),
         }
     }
 
