@@ -28,6 +28,7 @@
 set -euo pipefail
 export LC_ALL=C
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
 repo=$(cd "$here/../.." && pwd)
 corpus=${1:-/work/corpus}
 if [ -n "${2:-}" ]; then work=$2; own_work=0; else work=$(mktemp -d /tmp/push-bench.XXXXXX); own_work=1; fi
@@ -98,7 +99,10 @@ push() {
   local name=$1 image=$2 host=$3; shift 3
   local out="$w/$name.json" err="$w/$name.err" t0 t1 rc=0
   t0=$(now)
-  "$syncer" push "$image" "$host" --store "$store" --json "$@" > "$out" 2> "$err" || rc=$?
+  # At level 19 unless the caller says (a push to `local:` hosts defaults to 1): the
+  # level of a fleet's pushes and of `publish`, which the figures are about.
+  local lv=(--level 19); case " $* " in *" --level "*) lv=();; esac
+  "$syncer" push "$image" "$host" --store "$store" --json "${lv[@]}" "$@" > "$out" 2> "$err" || rc=$?
   t1=$(now)
   local line
   line=$(python3 - "$out" "$(secs $t0 $t1)" "$rc" "$err" <<'PY'
@@ -186,7 +190,7 @@ rm -rf "$w/h2"
 # The plan for a fresh copy of A, path by path (warm cache): which way each changed file
 # travels and what each candidate would have cost on its own, for the table by kind.
 fresh A "$w/h2"
-"$syncer" push B "local:$w/h2" --store "$store" --json --dry-run --cache "$cache" > "$work/push-plan.json"
+"$syncer" push B "local:$w/h2" --store "$store" --json --dry-run --level 19 --cache "$cache" > "$work/push-plan.json"
 rm -rf "$w/h2"
 
 # ---- 3: managed host: adopt A, then push B ---------------------------------------------
@@ -201,44 +205,7 @@ push syncer-pipe-managed B "local:$w/h3" --cache "$cache"
 rm -rf "$w/h3"
 
 # ---- 4: over ssh to a private sshd on 127.0.0.1 -----------------------------------------
-port=$(python3 - "${SSH_PORT:-2299}" <<'PY'
-import socket, sys
-for p in range(int(sys.argv[1]), int(sys.argv[1]) + 100):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); print(p); break
-    except OSError:
-        pass
-    finally:
-        s.close()
-else:
-    sys.exit("no free port")
-PY
-)
-sd="$w/ssh"; mkdir -p "$sd" /run/sshd; chmod 700 "$sd"
-ssh-keygen -q -t ed25519 -N '' -f "$sd/host_key"
-ssh-keygen -q -t ed25519 -N '' -f "$sd/client_key"
-cp "$sd/client_key.pub" "$sd/authorized_keys"
-cat > "$sd/sshd_config" <<EOF
-Port $port
-ListenAddress 127.0.0.1
-HostKey $sd/host_key
-AuthorizedKeysFile $sd/authorized_keys
-PermitRootLogin yes
-StrictModes no
-UsePAM no
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-PidFile $sd/sshd.pid
-EOF
-/usr/sbin/sshd -D -f "$sd/sshd_config" -E "$sd/sshd.log" &
-sshd_pid=$!
-ssh_cmd="ssh -i $sd/client_key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR -p $port"
-for i in $(seq 50); do
-  $ssh_cmd root@127.0.0.1 true 2>/dev/null && break
-  [ "$i" = 50 ] && { echo "push.sh: cannot log in to the private sshd on port $port:" >&2; tail "$sd/sshd.log" >&2; exit 1; }
-  sleep 0.2
-done
+start_sshd "$w/ssh"
 fresh A "$w/h4"
 push syncer-ssh-warm B "ssh://root@127.0.0.1$w/h4" -e "$ssh_cmd" --agent "$syncer" --cache "$cache"
 rm -rf "$w/h4"
@@ -263,7 +230,7 @@ rm -rf "$w/r5"
 # A local host's agent is `syncer serve --root DIR`, a child of the push: its VmHWM (peak
 # resident set) is read from /proc until it exits.
 fresh A "$w/h7"
-"$syncer" push B "local:$w/h7" --store "$store" --json --cache "$cache" > "$w/rss.json" 2>&1 &
+"$syncer" push B "local:$w/h7" --store "$store" --json --level 19 --cache "$cache" > "$w/rss.json" 2>&1 &
 push_pid=$!
 peak=0
 while kill -0 "$push_pid" 2>/dev/null; do

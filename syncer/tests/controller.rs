@@ -676,3 +676,32 @@ fn an_agent_missing_on_the_host_gets_the_install_hint() {
     );
     assert!(all.contains("exit status: 127"), "{all}");
 }
+
+/// A push to `local:` hosts compresses at level 1 unless told (their bytes cross a pipe
+/// on this machine; at 19 a first install spent minutes compressing), and at 19, the
+/// level `publish` names its files with, as soon as a mirror is given or `--level` says.
+#[test]
+fn a_local_push_compresses_at_level_1_unless_told() {
+    let f = fixture("ctl-level-");
+    let cache = f.store.join("syncer-cache");
+    let level_of = |host: &str, extra: &[&str]| {
+        let mut args = vec!["push", "v2", host, "--json"];
+        args.extend_from_slice(extra);
+        let out = run(&f.store, &args);
+        assert!(out.status.success(), "{out:?}");
+        json(&String::from_utf8_lossy(&out.stdout))["level"].clone()
+    };
+    let (a, hs_a) = new_host(&f, "host-a");
+    assert_eq!(level_of(&hs_a, &[]), 1);
+    assert_host_is(&a, &f.store, &id(&f.store, "v2"));
+    let names: Vec<String> = entries(&cache)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.contains(".L1.")),
+        "{names:?}"
+    );
+    let (_, hs_b) = new_host(&f, "host-b");
+    assert_eq!(level_of(&hs_b, &["--level", "19"]), 19);
+}

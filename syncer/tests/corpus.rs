@@ -65,8 +65,9 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     let hs = format!("local:{}", h.display());
     let before = host_tree(&h);
 
-    // A dry run reports the plan and changes nothing.
-    let dry = push(&c.store, "B", &hs, &["--dry-run"]);
+    // A dry run reports the plan and changes nothing. Both at the level of a fleet's
+    // pushes (a `local:` host's default is 1): the deltas' sizes are what ssh hosts get.
+    let dry = push(&c.store, "B", &hs, &["--dry-run", "--level", "19"]);
     assert_eq!(dry["dry_run"], true);
     assert!(dry["changed"].as_u64().unwrap() > 500, "{dry:#}");
     let deltas = |r: &serde_json::Value, k: &str| -> u64 {
@@ -104,7 +105,7 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     assert!(d.is_empty(), "--dry-run changed the host: {d:?}");
     assert!(!h.join("var/lib/syncer/image").exists());
 
-    let r = push(&c.store, "B", &hs, &[]);
+    let r = push(&c.store, "B", &hs, &["--level", "19"]);
     assert_host_is(&h, &c.store, &c.b);
     local_state_intact(&h);
     assert_eq!(r["image_after"], c.b.to_hex());

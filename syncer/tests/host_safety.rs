@@ -536,7 +536,10 @@ fn a_two_million_entry_image_whose_manifest_is_over_256_mib_is_pushable_at_every
     let t = scratch("safety-2m-");
     let (store, n, len) = symlink_image(t.path(), 1, 90, 2_000_000);
     assert!(len > OLD_MANIFEST_LIMIT, "{len}");
-    for (i, level) in [&[][..], &["--level", "1"][..]].into_iter().enumerate() {
+    for (i, level) in [&["--level", "19"][..], &["--level", "1"][..]]
+        .into_iter()
+        .enumerate()
+    {
         let (_, hs) = empty_host(t.path(), &format!("host{i}"));
         let mut args = vec!["--dry-run"];
         args.extend_from_slice(level);

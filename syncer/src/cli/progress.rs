@@ -142,3 +142,150 @@ impl Observer for PlainLog {
         eprintln!("{line}");
     }
 }
+
+/// Without a terminal, a line on stderr for each host whose phase has gone on for
+/// [`SlowLog::AFTER`], then every [`SlowLog::EVERY`] it goes on: a first install
+/// planning for minutes, or a large file crossing a slow link, is not silent in a log.
+/// Phases that end sooner print nothing (the report says it all).
+pub struct SlowLog {
+    hosts: Mutex<HashMap<String, Slow>>,
+    done: (Mutex<bool>, std::sync::Condvar),
+}
+
+/// Where one host is: its phase, since when, when it was last told, and its bytes.
+struct Slow {
+    phase: Phase,
+    since: std::time::Instant,
+    told: Option<std::time::Instant>,
+    bytes: Option<(u64, u64)>,
+}
+
+impl SlowLog {
+    const AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub fn new() -> SlowLog {
+        SlowLog {
+            hosts: Mutex::new(HashMap::new()),
+            done: (Mutex::new(false), std::sync::Condvar::new()),
+        }
+    }
+
+    /// Runs `f` (the pushes) with a thread that prints the lines, stopped when `f` ends.
+    pub fn while_running<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| self.watch());
+            let out = f();
+            *self.done.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.done.1.notify_all();
+            out
+        })
+    }
+
+    fn watch(&self) {
+        let mut done = self.done.0.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self
+                .done
+                .1
+                .wait_timeout(done, std::time::Duration::from_secs(1))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            for line in self.due(std::time::Instant::now()) {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// The lines due at `now`, each host marked as told.
+    fn due(&self, now: std::time::Instant) -> Vec<String> {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (host, s) in hosts.iter_mut() {
+            let wait = match s.told {
+                None => Self::AFTER,
+                Some(_) => Self::EVERY,
+            };
+            if now.duration_since(s.told.unwrap_or(s.since)) < wait {
+                continue;
+            }
+            s.told = Some(now);
+            let mut line = format!(
+                "{host}: {} for {} s",
+                s.phase.label(),
+                now.duration_since(s.since).as_secs()
+            );
+            if let (Phase::Staging, Some((total, done))) = (s.phase, s.bytes) {
+                line += &format!(
+                    ", {} of {} sent",
+                    imager::units::bytes(done),
+                    imager::units::bytes(total)
+                );
+            }
+            out.push(line);
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Observer for SlowLog {
+    fn phase(&self, host: &str, phase: Phase) {
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if phase.is_final() {
+            hosts.remove(host);
+        } else {
+            hosts.insert(
+                host.to_string(),
+                Slow {
+                    phase,
+                    since: std::time::Instant::now(),
+                    told: None,
+                    bytes: None,
+                },
+            );
+        }
+    }
+    fn bytes(&self, host: &str, total: u64, done: u64) {
+        if let Some(s) = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(host)
+        {
+            s.bytes = Some((total, done));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_slow_phase_is_told_after_five_seconds_then_every_thirty() {
+        let log = SlowLog::new();
+        log.phase("h", Phase::Planning);
+        let t0 = log.hosts.lock().unwrap().get("h").unwrap().since;
+        assert!(log.due(t0 + Duration::from_secs(4)).is_empty());
+        assert_eq!(
+            log.due(t0 + Duration::from_secs(5)),
+            ["h: planning for 5 s"]
+        );
+        assert!(log.due(t0 + Duration::from_secs(20)).is_empty());
+        assert_eq!(
+            log.due(t0 + Duration::from_secs(35)),
+            ["h: planning for 35 s"]
+        );
+        log.phase("h", Phase::Staging);
+        log.bytes("h", 2_000_000, 500_000);
+        let t1 = log.hosts.lock().unwrap().get("h").unwrap().since;
+        assert_eq!(
+            log.due(t1 + Duration::from_secs(6)),
+            ["h: staging for 6 s, 500 kB of 2.00 MB sent"]
+        );
+        log.phase("h", Phase::Done);
+        assert!(log.due(t1 + Duration::from_secs(60)).is_empty());
+    }
+}
