@@ -25,6 +25,25 @@ fn import(env: &Env, rel: &str, files: &[(&str, &str)], name: Option<&str>) -> S
     env.id(&args)
 }
 
+/// Image `a` (named `web`) and unnamed image `b`, which share one object ("shared\n",
+/// 7 bytes; `b` holds it twice) and each have their own: `a` one of 7 bytes, `b` two of
+/// 7 bytes.
+fn two_images(env: &Env) -> (String, String) {
+    let a = import(
+        env,
+        "a",
+        &[("x", "only a\n"), ("same", "shared\n")],
+        Some("web"),
+    );
+    let b = [
+        ("y", "only b\n"),
+        ("z", "also b\n"),
+        ("same", "shared\n"),
+        ("again", "shared\n"),
+    ];
+    (a, import(env, "b", &b, None))
+}
+
 fn listed(env: &Env) -> Vec<serde_json::Value> {
     let v: serde_json::Value = serde_json::from_str(&env.ok(&["list", "--json"])).unwrap();
     v.as_array().unwrap().clone()
@@ -71,22 +90,7 @@ fn record_previous(env: &Env, user: &str, needed: &str) {
 #[test]
 fn list_shows_ids_names_sizes_and_signatures() {
     let env = Env::new();
-    let a = import(
-        &env,
-        "a",
-        &[("x", "hello\n"), ("same", "shared\n")],
-        Some("web"),
-    );
-    let b = import(
-        &env,
-        "b",
-        &[
-            ("y", "there\n"),
-            ("same", "shared\n"),
-            ("again", "shared\n"),
-        ],
-        None,
-    );
+    let (a, b) = two_images(&env);
     let key = env.path("release");
     env.ok(&["key", "generate", "--out", s(&key)]);
     env.ok(&["sign", "web", "--key", s(&key)]);
@@ -102,11 +106,11 @@ fn list_shows_ids_names_sizes_and_signatures() {
     assert!(!row_a.contains(&a[..13]), "short IDs by default: {text}");
     // Distinct objects: "shared\n" counts once in b.
     assert!(
-        row_a.contains("13 B") && row_a.contains(" yes ") && row_a.ends_with("web"),
+        row_a.contains("14 B") && row_a.contains(" yes ") && row_a.ends_with("web"),
         "{text}"
     );
     assert!(
-        row_b.contains("13 B") && row_b.contains(" no ") && row_b.ends_with('-'),
+        row_b.contains("21 B") && row_b.contains(" no ") && row_b.ends_with('-'),
         "{text}"
     );
     // Aligned: every column starts at the header's offset.
@@ -123,11 +127,11 @@ fn list_shows_ids_names_sizes_and_signatures() {
     assert_eq!(ja["names"], serde_json::json!(["web"]));
     assert_eq!(
         (ja["bytes"].as_u64(), ja["signed"].as_bool()),
-        (Some(13), Some(true))
+        (Some(14), Some(true))
     );
     assert_eq!(
         (jb["bytes"].as_u64(), jb["signed"].as_bool()),
-        (Some(13), Some(false))
+        (Some(21), Some(false))
     );
     assert!(ja["stored"].as_str().unwrap().ends_with('Z'));
     let times: Vec<i64> = list
@@ -239,33 +243,33 @@ fn rm_refuses_a_named_or_needed_image_and_says_why() {
 #[test]
 fn rm_then_gc_frees_exactly_what_only_the_removed_image_used() {
     let env = Env::new();
-    let a = import(
-        &env,
-        "a",
-        &[("x", "only a\n"), ("same", "shared\n")],
-        Some("web"),
-    );
-    let b = import(&env, "b", &[("y", "only b\n"), ("same", "shared\n")], None);
+    let (a, b) = two_images(&env);
     let before = tar_digest(&env, &a);
-    assert_eq!(object_count(&env), 3);
+    assert_eq!(object_count(&env), 4);
 
     env.ok(&["rm", &b]);
-    assert_eq!(object_count(&env), 3, "rm removes the record only");
+    assert_eq!(object_count(&env), 4, "rm removes the record only");
     let dry = env.ok(&["gc", "--dry-run"]);
     assert!(
-        dry.contains("would remove: 0 images, 1 objects (7 B)"),
+        dry.contains("would remove: 0 images, 2 objects (14 B)"),
         "{dry}"
     );
-    assert_eq!(object_count(&env), 3, "--dry-run removes nothing");
+    assert_eq!(object_count(&env), 4, "--dry-run removes nothing");
 
     let r: serde_json::Value = serde_json::from_str(&env.ok(&["gc", "--json"])).unwrap();
-    assert_eq!(r["objects"]["objects"], 1);
-    assert_eq!(r["bytes_freed"], 7);
+    assert_eq!(r["objects"]["objects"], 2);
+    assert_eq!(r["bytes_freed"], 14);
     assert_eq!(object_count(&env), 2);
     assert_eq!(tar_digest(&env, &a), before);
     fsck_passes(&env);
     // Nothing left to free.
     assert!(env.ok(&["gc"]).contains("removed: 0 images, 0 objects"));
+    // A damaged ref stops what would rewrite refs (it might name what goes), not a sweep.
+    std::fs::write(env.store().join("refs/broken"), "not an image id\n").unwrap();
+    env.ok(&["gc"]);
+    let e = env.fails(&["gc", "--keep", "1"]);
+    assert!(e.contains("refs/broken:1"), "{e}");
+    std::fs::remove_file(env.store().join("refs/broken")).unwrap();
 
     // rm --gc does both.
     let c = import(&env, "c", &[("z", "only c\n")], None);
@@ -345,18 +349,7 @@ fn killed_at(env: &Env, at: &str, args: &[&str]) {
 #[test]
 fn a_removal_killed_at_any_stop_point_leaves_a_store_fsck_passes() {
     let env = Env::new();
-    let a = import(
-        &env,
-        "a",
-        &[("x", "only a\n"), ("same", "shared\n")],
-        Some("web"),
-    );
-    let b = import(
-        &env,
-        "b",
-        &[("y", "only b\n"), ("z", "also b\n"), ("same", "shared\n")],
-        None,
-    );
+    let (a, b) = two_images(&env);
     let before = tar_digest(&env, &a);
 
     // Killed with b renamed into tmp/, not yet deleted.

@@ -247,3 +247,21 @@ fn needed_by(store: &Store, images: &[Hash]) -> Result<HashMap<Hash, Needs>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_in_decimal_units() {
+        let cases = [
+            (0, "0 B"),
+            (999, "999 B"),
+            (1000, "1.0 kB"),
+            (95_800_000, "95.8 MB"),
+            (999_960, "1.0 MB"),
+            (2_500_000_000_000, "2.5 TB"),
+        ];
+        for (n, want) in cases {
+            assert_eq!(super::human_bytes(n), want, "{n}");
+        }
+    }
+}

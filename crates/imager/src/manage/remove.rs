@@ -188,6 +188,9 @@ fn doomed(
     o: &GcOptions,
     needs: &HashMap<Hash, Needs>,
 ) -> Result<(BTreeSet<Hash>, BTreeSet<Hash>)> {
+    if o.keep.is_none() && !o.unnamed {
+        return Ok(Default::default());
+    }
     let mut in_history = HashSet::new();
     let mut kept = HashSet::new();
     for name in store.refs()? {

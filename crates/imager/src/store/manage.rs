@@ -105,6 +105,11 @@ impl Store {
         if !dry_run {
             self.require_write("forgetting images")?;
         }
+        if gone.is_empty() {
+            // Nothing to forget: a damaged ref elsewhere is fsck's to report, not a
+            // reason to stop.
+            return Ok(Vec::new());
+        }
         let refs = self.root.join("refs");
         let mut changes = Vec::new();
         for name in self.refs()? {
@@ -201,4 +206,73 @@ pub(super) fn object_hash(p: &std::path::Path) -> Option<Hash> {
     let fan = p.parent()?.file_name()?.to_str()?;
     let rest = p.file_name()?.to_str()?;
     Hash::from_hex(&format!("{fan}{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::tree::{Entry, Tree};
+
+    /// A stored image of empty directories: `/` and `dirs`.
+    fn image(store: &Store, dirs: &[&str]) -> Hash {
+        let mut entries = vec![Entry::dir(b"/", 0o755, 0)];
+        entries.extend(dirs.iter().map(|d| Entry::dir(d.as_bytes(), 0o755, 0)));
+        store
+            .write_image(&Tree::new(entries).unwrap(), &[])
+            .unwrap()
+    }
+
+    #[test]
+    fn forget_trims_histories_and_removes_a_name_whose_current_image_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s"), Access::Write).unwrap();
+        let (i1, i2, i3) = (
+            image(&store, &[]),
+            image(&store, &["/a"]),
+            image(&store, &["/b"]),
+        );
+        for id in [i1, i2, i3] {
+            store.set_ref("web", &id).unwrap();
+        }
+        store.set_ref("db", &i1).unwrap();
+        store.set_ref("db", &i2).unwrap();
+
+        let changes = store.forget(&HashSet::from([i1]), false).unwrap();
+        let dropped = |name: &str| RefChange {
+            name: name.into(),
+            removed: false,
+            dropped: 1,
+        };
+        assert_eq!(changes, vec![dropped("db"), dropped("web")]);
+        assert_eq!(store.ref_history("web").unwrap(), vec![i2, i3]);
+
+        let gone = HashSet::from([i3]);
+        let would = store.forget(&gone, true).unwrap();
+        assert_eq!(
+            store.ref_history("web").unwrap(),
+            vec![i2, i3],
+            "a dry run writes nothing"
+        );
+        assert_eq!(store.forget(&gone, false).unwrap(), would);
+        assert!(would[0].removed && would[0].dropped == 0);
+        assert_eq!(store.refs().unwrap(), vec!["db".to_string()]);
+    }
+
+    #[test]
+    fn removing_needs_the_exclusive_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("s");
+        let id = image(&Store::open(&root, Access::Write).unwrap(), &[]);
+        let store = Store::open(&root, Access::Read).unwrap();
+        let e = store.remove_image(&id).unwrap_err().to_string();
+        assert!(e.contains("exclusive lock"), "{e}");
+        assert!(store.forget(&HashSet::from([id]), false).is_err());
+        assert!(store.sweep_objects(&HashSet::new(), false).is_err());
+        assert_eq!(
+            store.sweep_objects(&HashSet::new(), true).unwrap(),
+            Swept::default()
+        );
+        assert!(store.has_image(&id));
+    }
 }
