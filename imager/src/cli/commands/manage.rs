@@ -31,6 +31,7 @@ pub(crate) struct TagArgs {
     image: String,
     /// The name to point at it
     name: String,
+    /// Print the report as JSON
     #[arg(long)]
     json: bool,
 }
@@ -54,6 +55,7 @@ pub(crate) struct RmArgs {
     /// Then free the objects no remaining image uses (as `imager gc`)
     #[arg(long)]
     gc: bool,
+    /// Print the report as JSON
     #[arg(long)]
     json: bool,
 }
@@ -72,7 +74,8 @@ pub(crate) fn rm(ctx: &Ctx, a: RmArgs, out: &mut dyn Write) -> Result<Exit> {
 #[derive(Args)]
 pub(crate) struct GcArgs {
     /// First remove the images older than the N most recent entries of every name's
-    /// history (a name's current image is always kept)
+    /// history (a name's current image, and an image a kept image's build record
+    /// needs, are always kept)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     keep: Option<u64>,
     /// First remove the images in no name's history (not even as NAME~N)
@@ -84,6 +87,7 @@ pub(crate) struct GcArgs {
     /// Say what would be removed and the bytes; remove nothing
     #[arg(long)]
     dry_run: bool,
+    /// Print the report as JSON
     #[arg(long)]
     json: bool,
 }
