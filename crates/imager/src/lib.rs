@@ -16,7 +16,7 @@
 //! ([`escape`], [`error`], [`time`], [`tree`], [`fsx`], [`safe_dir`], [`contract`]) and
 //! `imager-trust` ([`sign`], signatures as data and checks). Here: [`progress`];
 //! [`store`]; `derived`, `deb822`, `normalize`; [`mod@ingest`]; `packages`; `archive`;
-//! [`import`]; [`build`]; [`review`]; [`attest`]; [`ops`].
+//! [`import`]; [`build`]; [`manage`]; [`review`]; [`attest`]; [`ops`].
 #![warn(missing_docs)]
 
 // What callers build on: the syncer keeps a host's tree in step with an image through
@@ -28,6 +28,7 @@ pub use imager_core::{contract, error, escape, fsx, safe_dir, time, tree, units}
 pub use imager_trust as sign;
 pub mod import;
 pub mod ingest;
+pub mod manage;
 pub mod ops;
 pub mod progress;
 pub mod store;

@@ -168,22 +168,7 @@ impl Shown {
 /// `imager show`: what an image is and what names it.
 pub fn show(store: &Store, id: &Hash) -> Result<Shown> {
     let tree = store.read_image(id)?;
-    let mut names = Vec::new();
-    for r in store.refs()? {
-        // A ref that cannot be read names nothing here (`fsck` reports it).
-        let Ok(hist) = store.ref_history(&r) else {
-            continue;
-        };
-        for (back, h) in hist.iter().rev().enumerate() {
-            if h == id {
-                names.push(if back == 0 {
-                    r.clone()
-                } else {
-                    format!("{r}~{back}")
-                });
-            }
-        }
-    }
+    let names = store.names_by_image()?.remove(id).unwrap_or_default();
     Ok(Shown {
         id: id.to_hex(),
         names,

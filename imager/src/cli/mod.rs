@@ -55,6 +55,17 @@ enum Cmd {
     Fsck(inspect::FsckArgs),
     /// The images a name has pointed at, newest first (NAME, NAME~1, ...)
     History(inspect::HistoryArgs),
+    /// Every image: ID, size (its distinct objects), when stored (its manifest's mtime;
+    /// the store records no time of its own), signed or not, names; newest first
+    List(manage::ListArgs),
+    /// Point a name at an image (the name's history keeps what it pointed at before)
+    Tag(manage::TagArgs),
+    /// Remove images' records (not one a name points at, or another image's build
+    /// record needs, without --force); `imager gc` then frees their objects
+    Rm(manage::RmArgs),
+    /// Free the objects no image uses; --keep N and --unnamed first remove old and
+    /// unnamed images
+    Gc(manage::GcArgs),
     /// What changed between two images: packages with changelog entries, files by
     /// package (unowned first), modes, owners, capabilities, text diffs
     Diff(review::DiffArgs),
@@ -100,9 +111,24 @@ fn store_path(cli: &Cli) -> PathBuf {
 
 /// Writes a report as pretty JSON and a newline.
 pub(crate) fn write_json(out: &mut dyn Write, v: &impl serde::Serialize) -> Result<()> {
-    serde_json::to_writer_pretty(&mut *out, v)?;
+    // As an io::Error, so that a closed pipe (`--json | head`) is seen as one.
+    serde_json::to_writer_pretty(&mut *out, v).map_err(std::io::Error::from)?;
     writeln!(out)?;
     Ok(())
+}
+
+/// Prints a report as JSON (`--json`) or with its text renderer.
+pub(crate) fn print_report<R: serde::Serialize>(
+    out: &mut dyn Write,
+    json: bool,
+    r: &R,
+    text: impl FnOnce(&R, &mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    if json {
+        write_json(out, r)
+    } else {
+        Ok(text(r, out)?)
+    }
 }
 
 fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
@@ -125,6 +151,10 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Cmd::Normalize(a) => normalize::normalize(&ctx, a, out),
         Cmd::Fsck(a) => inspect::fsck(&ctx, a, out),
         Cmd::History(a) => inspect::history(&ctx, a, out),
+        Cmd::List(a) => manage::list(&ctx, a, out),
+        Cmd::Tag(a) => manage::tag(&ctx, a, out),
+        Cmd::Rm(a) => manage::rm(&ctx, a, out),
+        Cmd::Gc(a) => manage::gc(&ctx, a, out),
         Cmd::Diff(a) => review::diff(&ctx, a, out),
         Cmd::TryPackage(a) => review::try_package(&ctx, a, out),
         Cmd::Packages(a) => review::packages(&ctx, a, out),

@@ -203,7 +203,7 @@ fn check_refs(store: &Store, r: &mut FsckReport) -> Result<()> {
 }
 
 /// Every file under `objects/` (two levels: fan-out directory, then the objects).
-fn object_files(store: &Store) -> Result<Vec<std::path::PathBuf>> {
+pub(super) fn object_files(store: &Store) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
     for fan in crate::fsx::read_dir(store.root.join("objects"))? {
         for e in crate::fsx::read_dir(fan.path())? {
@@ -219,12 +219,7 @@ type Checked = (Option<Hash>, u64, Option<String>);
 
 /// Objects: the file hashes to its name.
 fn check_object(p: &std::path::Path) -> Checked {
-    let name = p
-        .parent()
-        .and_then(|d| d.file_name())
-        .zip(p.file_name())
-        .map(|(a, b)| format!("{}{}", a.to_string_lossy(), b.to_string_lossy()));
-    let Some(h) = name.as_deref().and_then(Hash::from_hex) else {
+    let Some(h) = super::manage::object_hash(p) else {
         return (
             None,
             0,

@@ -20,13 +20,21 @@
 //! objects are; a ref is replaced by rename. A crash leaves at worst unreferenced objects
 //! and files in `tmp/`, never a name pointing at something incomplete. Every read checks
 //! the content against its name.
+//!
+//! Removal ([`manage`]) runs the same rules backwards: names first (a ref is rewritten or
+//! unlinked before the image it named goes), then the image directory, renamed into
+//! `tmp/` in one step and deleted there, then (by `gc` alone) the objects no remaining
+//! image uses. A crash leaves at worst unreferenced objects and files in `tmp/`, never an
+//! image missing objects or a name pointing at a missing image.
 
 mod fsck;
 mod lock;
+mod manage;
 mod txn;
 
 pub use fsck::FsckReport;
 pub use lock::on_lock_wait;
+pub use manage::{RefChange, Swept};
 pub use txn::Txn;
 
 use crate::error::{Error, IoContext, Result};
@@ -41,6 +49,9 @@ use std::path::{Path, PathBuf};
 pub struct Store {
     root: PathBuf,
     _lock: File,
+    /// The lock held: what removes images and objects refuses to run without the
+    /// exclusive one.
+    access: Access,
     /// What this open created, parents first (empty if the store existed): what
     /// [`Store::discard_if_new`] removes.
     created: Vec<PathBuf>,
@@ -112,6 +123,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             _lock: lock,
+            access,
             created,
         };
         if access == Access::Write {
@@ -435,6 +447,13 @@ impl Store {
             return Ok(());
         }
         hist.push(*id);
+        self.write_ref(name, &hist)
+    }
+
+    /// Replaces the history of `name` (oldest first) by rename: readers see the old
+    /// history or the new one, never a mix.
+    fn write_ref(&self, name: &str, hist: &[Hash]) -> Result<()> {
+        self.check_ref_name(name)?;
         let text: String = hist.iter().map(|h| format!("{h}\n")).collect();
         let tmp = self.root.join("tmp").join(format!("ref-{name}"));
         let refs = self.root.join("refs");

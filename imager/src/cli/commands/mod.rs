@@ -5,6 +5,7 @@ pub(crate) mod build;
 pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod inspect;
+pub(crate) mod manage;
 pub(crate) mod normalize;
 pub(crate) mod review;
 pub(crate) mod sign;
