@@ -96,7 +96,7 @@ pub fn write_list(items: &[Listed], full: bool, out: &mut dyn Write) -> std::io:
                 } else {
                     l.id[..12].to_string()
                 },
-                l.bytes.map_or_else(|| "?".into(), human_bytes),
+                l.bytes.map_or_else(|| "?".into(), crate::units::bytes),
                 l.stored.replace('T', " ").trim_end_matches('Z').to_string(),
                 if l.signed { "yes" } else { "no" }.into(),
                 if names.is_empty() {
@@ -131,21 +131,6 @@ pub fn write_list(items: &[Listed], full: bool, out: &mut dyn Write) -> std::io:
         )?;
     }
     Ok(())
-}
-
-/// `95.8 MB`: decimal units, one decimal from kB up.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1000.0;
-    let mut unit = 0;
-    while v >= 999.95 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// What `imager tag` did.
@@ -246,22 +231,4 @@ fn needed_by(store: &Store, images: &[Hash]) -> Result<HashMap<Hash, Needs>> {
         }
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_read_in_decimal_units() {
-        let cases = [
-            (0, "0 B"),
-            (999, "999 B"),
-            (1000, "1.0 kB"),
-            (95_800_000, "95.8 MB"),
-            (999_960, "1.0 MB"),
-            (2_500_000_000_000, "2.5 TB"),
-        ];
-        for (n, want) in cases {
-            assert_eq!(super::human_bytes(n), want, "{n}");
-        }
-    }
 }

@@ -341,7 +341,7 @@ impl GcReport {
                 out,
                 "kept {} cached .debs ({}) that no image's lock lists (gc --debs removes them)",
                 d.unused_kept,
-                super::human_bytes(d.unused_kept_bytes)
+                crate::units::bytes(d.unused_kept_bytes)
             )?;
         }
         writeln!(
@@ -354,10 +354,10 @@ impl GcReport {
             },
             self.images.len(),
             self.objects.objects,
-            super::human_bytes(self.objects.bytes),
+            crate::units::bytes(self.objects.bytes),
             d.removed,
-            super::human_bytes(d.removed_bytes),
-            super::human_bytes(self.bytes_freed),
+            crate::units::bytes(d.removed_bytes),
+            crate::units::bytes(self.bytes_freed),
             if self.dry_run {
                 "would be freed"
             } else {
