@@ -51,6 +51,13 @@ enum What {
 /// (what, old content for a delta, new content).
 type Key = (What, Option<Hash>, Hash);
 
+/// The most a file's whole content, and a pack that is mostly whole contents, is
+/// compressed at, whatever the push's level: level 19 runs at some 3 MB/s a core, slower
+/// than nearly any link (a first install of a 330 MB root over ssh spent 108 s of its
+/// 112 s compressing), where level 3 runs at hundreds of MB/s for some 20% more bytes.
+/// Deltas and patches, small and computed once for a whole fleet, keep the push's level.
+pub const WHOLE_LEVEL: i32 = 3;
+
 /// The zstd level raw patches (bsdiff, gzip-aware, Zucchini) are kept at: fast, as nearly all of them travel in
 /// packs, which compress them again (at level 19, 10 s of CPU more for the corpus).
 pub const BSDIFF_LEVEL: i32 = 3;
@@ -209,8 +216,9 @@ pub struct Cache {
 
 impl Cache {
     /// A cache that keeps its entries on disk in `dir` (only in memory when `None`) and
-    /// encodes at zstd `level` (1 to 22); the level is part of each entry's name, so runs
-    /// at different levels do not share entries.
+    /// encodes deltas at zstd `level` (1 to 22) and whole contents at most at
+    /// [`WHOLE_LEVEL`]; the level is part of each entry's name, so runs at different
+    /// levels do not share entries.
     pub fn new(dir: Option<PathBuf>, level: i32) -> Cache {
         Cache {
             dir,
@@ -227,6 +235,12 @@ impl Cache {
         self.level
     }
 
+    /// The zstd level of whole contents, and of packs made mostly of them: the push's,
+    /// at most [`WHOLE_LEVEL`].
+    pub fn whole_level(&self) -> i32 {
+        self.level.min(WHOLE_LEVEL)
+    }
+
     /// The damaged cache files dropped and recomputed so far, each named once.
     pub fn dropped(&self) -> Vec<String> {
         self.dropped
@@ -239,7 +253,12 @@ impl Cache {
     pub fn whole(&self, store: &Store, new: &Hash) -> Result<Arc<Vec<u8>>, String> {
         self.get((What::Zstd, None, *new), || {
             let data = store.read_object(new).map_err(|e| e.to_string())?;
-            checked(What::Zstd, whole::encode(&data, self.level)?, None, new)
+            checked(
+                What::Zstd,
+                whole::encode(&data, self.whole_level())?,
+                None,
+                new,
+            )
         })
     }
 
@@ -303,14 +322,16 @@ impl Cache {
         })
     }
 
-    /// A pack's stream, by the hash of its list of parts (`key`): from the cache, or
-    /// made by `make` (which checks every part).
+    /// A pack's stream at zstd `level`, by the hash of its list of parts (`key`, which
+    /// decides the level: see `plan::pack_level`): from the cache, or made by `make`
+    /// (which checks every part).
     pub fn pack(
         &self,
         key: &Hash,
+        level: i32,
         make: impl FnOnce(i32) -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, String> {
-        self.get((What::Pack, None, *key), || make(self.level))
+        self.get_at((What::Pack, None, *key), level, || make(level))
     }
 
     /// The records of large file `new` (`size` bytes), against the host's `old` version
@@ -351,13 +372,12 @@ impl Cache {
             let spill = imager::fsx::scratch_file(&store.root().join("tmp"))
                 .map_err(|e| format!("a scratch file for a large file's encoding: {e}"))?;
             let mut w = std::io::BufWriter::with_capacity(1 << 20, &spill);
-            let got = chunked::encode(
-                &n,
-                size,
-                o.as_ref().map(|(f, l)| (f, *l)),
-                self.level,
-                &mut w,
-            )?;
+            // Without an old version every record is whole content.
+            let level = match o {
+                Some(_) => self.level,
+                None => self.whole_level(),
+            };
+            let got = chunked::encode(&n, size, o.as_ref().map(|(f, l)| (f, *l)), level, &mut w)?;
             w.flush()
                 .map_err(|e| format!("writing a large file's encoding: {e}"))?;
             drop(w);
@@ -405,15 +425,26 @@ impl Cache {
         key: Key,
         compute: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, String> {
+        let level = match key {
+            (What::Zstd, None, _) => self.whole_level(),
+            _ => self.level,
+        };
+        self.get_at(key, level, compute)
+    }
+
+    /// [`Cache::get`] for an entry encoded at `level` (its name says it).
+    fn get_at(
+        &self,
+        key: Key,
+        level: i32,
+        compute: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<Arc<Vec<u8>>, String> {
         let slot = {
             let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             m.entry(key).or_default().clone()
         };
         slot.get_or_init(|| {
-            let file = self
-                .dir
-                .as_ref()
-                .map(|d| d.join(entry_name(key, self.level)));
+            let file = self.dir.as_ref().map(|d| d.join(entry_name(key, level)));
             if let Some(f) = &file {
                 match imager::fsx::read(f).map_err(imager::Error::into_io) {
                     Ok(mut data) => match entry_payload(&data) {

@@ -298,6 +298,8 @@ pub struct BuiltPack {
     /// Entries (indexes) this host skips: a pack made for hosts at an image, reused for
     /// one that drifted from it in those files ([`reuse`]).
     pub skip: Vec<u32>,
+    /// The zstd level of its stream ([`pack_level`]), which its published name carries.
+    pub level: i32,
 }
 
 /// A pack as made for a clean host at some image (what `crate::publish` publishes):
@@ -313,6 +315,8 @@ pub struct Shared {
     pub payload: Arc<Vec<u8>>,
     /// Bytes of all its parts before the pack's compression.
     pub raw: u64,
+    /// The zstd level of its stream.
+    pub level: i32,
 }
 
 impl Shared {
@@ -330,6 +334,7 @@ impl Shared {
                 entries: p.entries,
                 payload: p.payload,
                 raw: p.raw,
+                level: p.level,
             })
             .collect()
     }
@@ -381,6 +386,7 @@ pub fn reuse(items: &mut [Item], shared: &[Shared]) -> Vec<BuiltPack> {
             payload: sp.payload.clone(),
             raw: sp.raw,
             skip,
+            level: sp.level,
         });
     }
     for (it, u) in items.iter_mut().zip(used) {
@@ -518,8 +524,9 @@ fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) ->
         .collect();
     let raw: u64 = entries.iter().map(|e| e.len).sum();
     let key = pack_key(items, &group);
+    let level = pack_level(cache, &entries);
     let payload = cache
-        .pack(&key, |level| {
+        .pack(&key, level, |level| {
             let mut all = Vec::with_capacity(raw as usize);
             for &i in &group {
                 all.extend(raw_part(store, &items[i])?);
@@ -546,7 +553,26 @@ fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) ->
         payload,
         raw,
         skip: Vec::new(),
+        level,
     })
+}
+
+/// A pack is compressed at the push's level, or at the whole contents' level
+/// ([`Cache::whole_level`]) when whole contents are most of its raw bytes (a first
+/// install's packs: all of them): what it holds decides, so the push and `publish` name
+/// the same pack alike.
+fn pack_level(cache: &Cache, entries: &[PackEntry]) -> i32 {
+    let raw: u64 = entries.iter().map(|e| e.len).sum();
+    let whole: u64 = entries
+        .iter()
+        .filter(|e| e.encoding == Encoding::Whole)
+        .map(|e| e.len)
+        .sum();
+    if whole * 2 > raw {
+        cache.whole_level()
+    } else {
+        cache.level()
+    }
 }
 
 /// Whether the store's object `hash` (of `size` bytes) is an ELF file, by its first

@@ -5,10 +5,12 @@
 //! published comes from the controller as before.
 //!
 //! Layout below the directory (every name is a hash of what the file holds, so a file
-//! never changes once written; `L19` is the zstd level the push runs at):
+//! never changes once written; `L19` is the zstd level the push runs at, `L3` that of
+//! whole contents, `delta::WHOLE_LEVEL`):
 //! ```text
 //! packs/<key>.L19.zst                 a pack: several files' contents and patches, one zstd stream
-//! objects/<hash>.L19.zst              one file's whole content
+//! packs/<key>.L3.zst                  a pack mostly of whole contents (an empty host's)
+//! objects/<hash>.L3.zst               one file's whole content
 //! deltas/<old>-<new>.zstd.L19         a zstd patch-from delta
 //! deltas/<old>-<new>.bsdiff.L19.zst   a bsdiff patch
 //! deltas/<old>-<new>.gzip2.L19.zst    a gzip-aware patch (format 2)
@@ -157,11 +159,11 @@ fn publish_pair(
     };
     for p in &packs {
         let files: Vec<&Item> = p.items.iter().map(|&i| &items[i]).collect();
-        put(pack_name(&p.key, level), &p.payload, &files)?;
+        put(pack_name(&p.key, p.level), &p.payload, &files)?;
     }
     let mut not_published = 0;
     for it in items.iter().filter(|it| !it.packed) {
-        match item_name(it, level) {
+        match item_name(it, cache) {
             Some(name) => put(name, it.payload.bytes(), &[it])?,
             None => not_published += 1,
         }

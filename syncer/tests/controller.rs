@@ -702,6 +702,30 @@ fn a_local_push_compresses_at_level_1_unless_told() {
         !names.is_empty() && names.iter().all(|n| n.contains(".L1.")),
         "{names:?}"
     );
+    // At level 19 an empty host's content, all whole, is still compressed at level 3
+    // (level 19 is slower than nearly any link); a host at v1 gets its deltas at 19.
+    std::fs::remove_dir_all(&cache).unwrap();
     let (_, hs_b) = new_host(&f, "host-b");
     assert_eq!(level_of(&hs_b, &["--level", "19"]), 19);
+    let names = |c: &Path| -> Vec<String> {
+        entries(c)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    let first = names(&cache);
+    assert!(
+        !first.is_empty() && first.iter().all(|n| n.ends_with(".L3.zst")),
+        "{first:?}"
+    );
+    let (_, hs_c) = new_host(&f, "host-c");
+    push(&f.store, "v1", &hs_c, &["--level", "19"]);
+    assert_eq!(level_of(&hs_c, &["--level", "19"]), 19);
+    assert!(
+        names(&cache)
+            .iter()
+            .any(|n| n.contains('-') && n.ends_with(".L19.zst")),
+        "{:?}",
+        names(&cache)
+    );
 }

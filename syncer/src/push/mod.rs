@@ -257,7 +257,7 @@ fn push_steps(
     let mut left = Left::all(&items, &packs);
     if !opts.mirrors.is_empty() {
         let rate = opts.transport.rate_per_host.unwrap_or(0);
-        left = fetch(&mut st, left, &opts.mirrors, rate, cache.level(), r)?;
+        left = fetch(&mut st, left, &opts.mirrors, rate, cache, r)?;
     }
     send_items(
         &mut st,

@@ -20,8 +20,10 @@ pub(crate) fn pack_name(key: &Hash, level: i32) -> String {
 
 /// Where a file that travels on its own is published (`None`: it cannot be, a local
 /// copy or an rsync delta being made for one host's bytes, a large file's records too
-/// big for an agent to hold).
-pub(crate) fn item_name(it: &Item, level: i32) -> Option<String> {
+/// big for an agent to hold); whole contents at the cache's whole level, deltas at its
+/// level, as the cache made them.
+pub(crate) fn item_name(it: &Item, cache: &Cache) -> Option<String> {
+    let level = cache.level();
     // A large file's records are not published: each host gets them from the controller.
     if matches!(it.payload, crate::payload::Payload::Spilled(..)) {
         return None;
@@ -29,7 +31,7 @@ pub(crate) fn item_name(it: &Item, level: i32) -> Option<String> {
     let new = it.hash;
     match (&it.encoding, it.packable) {
         (Encoding::Whole, _) if !it.payload.is_empty() => {
-            Some(format!("objects/{new}.L{level}.zst"))
+            Some(format!("objects/{new}.L{}.zst", cache.whole_level()))
         }
         (Encoding::ZstdDelta, Packable::From(old)) => {
             Some(format!("deltas/{old}-{new}.zstd.L{level}"))

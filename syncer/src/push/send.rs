@@ -6,6 +6,7 @@ use super::content::pack_shares;
 use super::published;
 use super::report::{ByKind, HostReport};
 use super::{Observer, Staging};
+use crate::delta::Cache;
 use crate::error::{Error, Result};
 use crate::plan::{BuiltPack, Item};
 use crate::protocol::{BlobUse, Put, CHUNK};
@@ -34,7 +35,7 @@ pub(super) fn fetch<'a>(
     all: Left<'a>,
     mirrors: &[String],
     rate: u64,
-    level: i32,
+    cache: &Cache,
     r: &mut HostReport,
 ) -> Result<Left<'a>> {
     let mut left = Left {
@@ -46,7 +47,7 @@ pub(super) fn fetch<'a>(
     let mut blobs = Vec::new();
     for p in all.packs {
         blobs.push(crate::protocol::Blob {
-            name: published::pack_name(&p.key, level),
+            name: published::pack_name(&p.key, p.level),
             len: p.payload.len() as u64,
             hash: Hash::of(&p.payload),
             stages: BlobUse::Pack {
@@ -57,7 +58,7 @@ pub(super) fn fetch<'a>(
         which.push(Ok(p));
     }
     for it in all.alone {
-        let Some(name) = published::item_name(it, level) else {
+        let Some(name) = published::item_name(it, cache) else {
             left.alone.push(it);
             continue;
         };
