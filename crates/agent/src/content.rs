@@ -201,10 +201,11 @@ fn stage_with(
 /// The stream is decoded in order on this thread; its parts are staged by workers, one
 /// per core (at most [`PACK_WORKERS`]): rebuilding a gzip file's deflate streams or
 /// applying a Zucchini patch takes CPU that the stream's decoding does not, and was most
-/// of a warm push's time while it ran on one core. The parts waiting for a worker are
-/// bounded (two per worker); at most one large in-memory patch ([`heavy`]) is applied at
-/// a time, so memory stays what one such patch takes. The first failure in the pack's
-/// order is the one reported, and no part after it is started.
+/// of a warm push's time while it ran on one core. The parts read and not yet staged
+/// hold at most [`QUEUED`] bytes (one part alone may be larger); at most one large
+/// in-memory patch ([`heavy`]) is applied at a time, so memory stays what one such patch
+/// takes. The first failure in the pack's order is the one reported, and no part after
+/// it is started.
 fn stage_pack(
     s: &mut Staging,
     b: &Beneath,
@@ -223,59 +224,139 @@ fn stage_pack(
             None => None,
         });
     }
-    let s: &Staging = s;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(PACK_WORKERS));
-    let failed = Failure::default();
-    let done = std::sync::atomic::AtomicUsize::new(before);
-    let heavy_lock = std::sync::Mutex::new(());
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Vec<u8>)>(2 * workers);
-    let rx = std::sync::Mutex::new(rx);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<u8>)>();
+    let run = PackRun {
+        s,
+        b,
+        entries,
+        jobs,
+        rx: std::sync::Mutex::new(rx),
+        failed: Failure::default(),
+        done: std::sync::atomic::AtomicUsize::new(before),
+        heavy: std::sync::Mutex::new(()),
+        queued: Budget::new(QUEUED),
+    };
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            scope.spawn(|| loop {
-                let Ok((i, part)) = rx.lock().map_err(drop).and_then(|r| r.recv().map_err(drop))
-                else {
-                    return;
-                };
-                let (Some((e, name)), pe) = (&jobs[i], &entries[i]) else {
-                    continue;
-                };
-                if failed.any() {
-                    continue;
-                }
-                let _one = heavy(pe, e).then(|| heavy_lock.lock());
-                let r = s.fill_file(b, e, name, |size, mut out| {
-                    pe.encoding
-                        .decode_part(b, &pe.path, size, &mut part.as_slice(), &mut out)
-                });
-                match r {
-                    Ok(()) => test_stop_point(
-                        "stage",
-                        1 + done.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-                    ),
-                    Err(err) => failed.set(i, err),
-                }
-            });
+            scope.spawn(|| run.work());
         }
         let mut i = 0;
         let read = crate::encoding::pack::unpack(stream, entries, |_, part| {
+            if run.failed.any() {
+                // A worker failed on an earlier part: its error is the one told.
+                return Err(Error::Protocol("stopped".into()));
+            }
             let mut v = Vec::new();
             part.read_to_end(&mut v)
                 .map_err(|e| Error::Protocol(format!("bad pack: {e}")))?;
-            // Skipped entries are read and dropped (the pack's own check wants every
-            // part read); a failure stops the stream, the workers' error is the one told.
-            if jobs[i].is_some() && !failed.any() && tx.send((i, v)).is_err() {
-                return Err(Error::Protocol("the pack's workers stopped".into()));
+            // Skipped entries are read and dropped: the pack's own check wants every
+            // part read.
+            if run.jobs[i].is_some() {
+                run.queued.take(v.len() as u64);
+                if tx.send((i, v)).is_err() {
+                    return Err(Error::Protocol("the pack's workers stopped".into()));
+                }
             }
             i += 1;
             Ok(())
         });
         drop(tx);
         if let Err(e) = read {
-            failed.set(i, e);
+            run.failed.set(i, e);
         }
     });
-    failed.into_result()
+    run.failed.into_result()
+}
+
+/// Bytes of parts read and waiting for a worker, at most.
+const QUEUED: u64 = 32 << 20;
+
+/// One pack being staged: what its workers share.
+struct PackRun<'a> {
+    s: &'a Staging,
+    b: &'a Beneath,
+    entries: &'a [PackEntry],
+    /// Each entry's file and reserved staged name (`None`: skipped).
+    jobs: Vec<Option<(&'a Entry, String)>>,
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<(usize, Vec<u8>)>>,
+    failed: Failure,
+    /// Files staged in the session, for the crash tests' stop point.
+    done: std::sync::atomic::AtomicUsize,
+    /// Held while a heavy part is applied.
+    heavy: std::sync::Mutex<()>,
+    queued: Budget,
+}
+
+impl PackRun<'_> {
+    /// A worker: stages parts as they come until the stream ends.
+    fn work(&self) {
+        loop {
+            let next = self
+                .rx
+                .lock()
+                .map_err(drop)
+                .and_then(|r| r.recv().map_err(drop));
+            let Ok((i, part)) = next else {
+                return;
+            };
+            self.stage(i, &part);
+            self.queued.give(part.len() as u64);
+        }
+    }
+
+    fn stage(&self, i: usize, part: &[u8]) {
+        let (Some((e, name)), pe) = (&self.jobs[i], &self.entries[i]) else {
+            return;
+        };
+        if self.failed.any() {
+            return;
+        }
+        let _one = heavy(pe, e).then(|| self.heavy.lock());
+        let r = self.s.fill_file(self.b, e, name, |size, mut out| {
+            pe.encoding
+                .decode_part(self.b, &pe.path, size, &mut &part[..], &mut out)
+        });
+        match r {
+            Ok(()) => test_stop_point(
+                "stage",
+                1 + self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            ),
+            Err(err) => self.failed.set(i, err),
+        }
+    }
+}
+
+/// A count of bytes in flight, at most `max` (a single larger amount passes alone).
+struct Budget {
+    used: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+    max: u64,
+}
+
+impl Budget {
+    fn new(max: u64) -> Budget {
+        Budget {
+            used: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max,
+        }
+    }
+
+    /// Waits until `n` more bytes fit (or nothing is in flight), then counts them.
+    fn take(&self, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used > 0 && *used + n > self.max {
+            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += n;
+    }
+
+    fn give(&self, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
 }
 
 /// At most this many threads stage one pack's parts.
