@@ -31,6 +31,7 @@
 //! canary = 0
 //! ```
 
+use super::connect::{Connect, HostEntry};
 use crate::error::{Error, Result};
 use crate::push::Health;
 use crate::transport::HostSpec;
@@ -77,6 +78,13 @@ pub struct PolicyFile {
     pub require_signed: Option<PathBuf>,
     /// The most a host's plan may delete: a count, `N%` of its entries, or "unlimited".
     pub max_delete: Option<Size>,
+    /// Run on the controller before each host (`sh -c`); a failure fails the host
+    /// untouched.
+    pub pre: Option<String>,
+    /// Run on the controller after each host whose `pre` ran, whatever its outcome.
+    pub post: Option<String>,
+    /// Seconds a `pre` or `post` command may run before it is killed (default 300).
+    pub hook_timeout: Option<u64>,
 }
 
 /// A count of hosts or a percentage of a colo's hosts.
@@ -118,7 +126,9 @@ impl Size {
 #[serde(deny_unknown_fields)]
 struct ColoFile {
     name: String,
-    hosts: Vec<String>,
+    hosts: Vec<HostEntry>,
+    #[serde(default)]
+    connect: Connect,
     /// HTTP mirrors of the published store, in the order hosts try them: the colo's
     /// cache first, then the origin.
     #[serde(default)]
@@ -130,6 +140,8 @@ struct ColoFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InventoryFile {
+    #[serde(default)]
+    connect: Connect,
     #[serde(default)]
     policy: PolicyFile,
     #[serde(default)]
@@ -192,6 +204,28 @@ pub struct Policy {
     /// The most a host's plan may delete; a host over it fails before anything is
     /// written.
     pub max_delete: crate::deletes::MaxDelete,
+    /// The command run on the controller before each host (see [`super::hooks`]).
+    pub pre: Option<String>,
+    /// The command run on the controller after each host whose `pre` ran.
+    pub post: Option<String>,
+    /// How long `pre` or `post` may run before it is killed.
+    pub hook_timeout: std::time::Duration,
+}
+
+/// One host of a colo: where it is, and how it is reached.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The host root, as the inventory spells it.
+    pub spec: HostSpec,
+    /// Its connection settings: its own over its colo's over the global ones (the
+    /// command line's come under them all, see [`Connect::transport`]).
+    pub connect: Connect,
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.spec.fmt(f)
+    }
 }
 
 /// One colo of an inventory: its hosts in the order they roll, and its policy.
@@ -201,7 +235,7 @@ pub struct Colo {
     pub name: String,
     /// Its hosts in inventory order: the canary first, then the waves; no host root is
     /// listed twice in the inventory.
-    pub hosts: Vec<HostSpec>,
+    pub hosts: Vec<Host>,
     /// Where its hosts fetch published content (`crate::publish`), in order.
     pub mirrors: Vec<String>,
     /// Its own policy with the global one applied under it.
@@ -283,6 +317,11 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
             .require_signed
             .clone()
             .or_else(|| global.require_signed.clone()),
+        pre: pick(&global.pre, &colo.pre),
+        post: pick(&global.post, &colo.post),
+        hook_timeout: std::time::Duration::from_secs(
+            colo.hook_timeout.or(global.hook_timeout).unwrap_or(300),
+        ),
     };
     check(&p).map_err(bad)?;
     Ok(p)
@@ -353,6 +392,14 @@ fn check(p: &Policy) -> std::result::Result<(), String> {
             return Err(format!("nice {n}: -20 to 19"));
         }
     }
+    for (key, cmd) in [("pre", &p.pre), ("post", &p.post)] {
+        if cmd.as_ref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(format!("the {key} command is empty"));
+        }
+    }
+    if p.hook_timeout.is_zero() {
+        return Err("hook_timeout must be at least 1 second".into());
+    }
     Ok(())
 }
 
@@ -396,26 +443,13 @@ impl Inventory {
             if c.hosts.is_empty() {
                 return Err(Error::Inventory(format!("{what}: lists no hosts")));
             }
-            let mut hosts = Vec::new();
-            for h in &c.hosts {
-                let spec =
-                    HostSpec::parse(h).map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
-                if let Some((first, colo)) =
-                    roots.insert(spec.identity(), (h.clone(), c.name.clone()))
-                {
-                    return Err(Error::Inventory(format!(
-                        "{what}: host {h} is listed twice (as {first} in colo {colo}: the same \
-                         host root)"
-                    )));
-                }
-                hosts.push(spec);
-            }
+            let dir = dir_of(path);
+            let hosts = colo_hosts(c, &f.connect, dir, &what, &mut roots)?;
             for m in &c.mirrors {
                 crate::agent::fetch::check_mirror(m)
                     .map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
             }
             let mut policy = merge(&f.policy, &c.policy, &what)?;
-            let dir = path.parent().unwrap_or(Path::new("."));
             policy.require_signed = policy.require_signed.map(|p| dir.join(p));
             colos.push(Colo {
                 name: c.name.clone(),
@@ -428,6 +462,12 @@ impl Inventory {
             path: path.to_path_buf(),
             colos,
         })
+    }
+
+    /// The inventory's directory, which relative paths in it (`identity`,
+    /// `require_signed`) start from and hooks run in.
+    pub fn dir(&self) -> &Path {
+        dir_of(&self.path)
     }
 
     /// The colos named (all when `names` is empty), in rollout order.
@@ -448,8 +488,49 @@ impl Inventory {
     }
 }
 
+/// The directory of the file at `path` (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// A colo's hosts with their settings merged, each host root once in the inventory:
+/// `roots` holds the roots seen so far, with their first spelling and colo.
+fn colo_hosts(
+    c: &ColoFile,
+    global: &Connect,
+    dir: &Path,
+    what: &str,
+    roots: &mut std::collections::HashMap<String, (String, String)>,
+) -> Result<Vec<Host>> {
+    let bad = |e: String| Error::Inventory(format!("{what}: {e}"));
+    // The colo's own settings are checked even where every host overrides them.
+    c.connect.over(global).checked(dir).map_err(bad)?;
+    let mut hosts = Vec::new();
+    for entry in &c.hosts {
+        let (h, own) = entry.split().map_err(bad)?;
+        let spec = HostSpec::parse(&h).map_err(|e| bad(e.to_string()))?;
+        let connect = own
+            .over(&c.connect)
+            .over(global)
+            .checked(dir)
+            .map_err(|e| bad(format!("host {h}: {e}")))?;
+        if let Some((first, colo)) =
+            roots.insert(connect.identity(&spec), (h.clone(), c.name.clone()))
+        {
+            return Err(bad(format!(
+                "host {h} is listed twice (as {first} in colo {colo}: the same host root)"
+            )));
+        }
+        hosts.push(Host { spec, connect });
+    }
+    Ok(hosts)
+}
+
 /// A colo's hosts split into the canary wave and the waves after it (none empty).
-pub fn waves(colo: &Colo) -> Result<Vec<Vec<HostSpec>>> {
+pub fn waves(colo: &Colo) -> Result<Vec<Vec<Host>>> {
     let n = colo.hosts.len();
     let mut out = Vec::new();
     let mut at = colo.policy.canary.min(n);
