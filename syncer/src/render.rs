@@ -541,57 +541,6 @@ pub fn cache_verify(r: &VerifyReport, store: &Path) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::StaleProcess;
-
-    /// A time is never printed negative: "-0.00s" came from an empty float sum (-0.0).
-    #[test]
-    fn seconds_are_never_printed_negative() {
-        assert_eq!(secs(-0.0), "0.00s");
-        assert_eq!(secs(-0.004), "0.00s");
-        assert_eq!(secs(-3.0), "0.00s");
-        assert_eq!(secs(f64::NAN), "0.00s");
-        assert_eq!(secs(0.0), "0.00s");
-        assert_eq!(secs(1.234), "1.23s");
-        let empty: [f64; 0] = [];
-        assert_eq!(secs(empty.iter().sum()), "0.00s");
-    }
-
-    #[test]
-    fn stale_processes_are_a_line_per_unit_with_what_was_left_out_counted() {
-        let p = |pid, comm: &str| StaleProcess {
-            pid,
-            comm: comm.into(),
-        };
-        let units = [
-            StaleUnit {
-                unit: "nginx.service".into(),
-                processes: vec![p(123, "nginx"), p(124, "nginx")],
-                more_processes: 0,
-                files: vec![b"/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2".to_vec()],
-                more_files: 0,
-            },
-            StaleUnit {
-                unit: "(no unit)".into(),
-                processes: vec![p(9, "sh")],
-                more_processes: 2,
-                files: vec![b"/bin/sh".to_vec(), b"/lib/a\n".to_vec()],
-                more_files: 5,
-            },
-        ];
-        assert_eq!(
-            stale(&units),
-            "  still running replaced files: nginx.service (pids 123 nginx, 124 nginx): \
-             /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2\n  \
-             still running replaced files: (no unit) (pids 9 sh and 2 more): /bin/sh, \
-             /lib/a\\x0a and 5 more\n"
-        );
-        assert_eq!(stale(&[]), "");
-    }
-}
-
 /// A rollout's plan (`rollout --dry-run`): per colo its waves, per host what a push would
 /// send and delete (the first deletes of each, all of them in `--json`).
 pub fn rollout_plan(p: &crate::rollout::dryrun::RolloutPlan) -> String {
@@ -652,4 +601,55 @@ pub fn rollout_plan(p: &crate::rollout::dryrun::RolloutPlan) -> String {
         line!(out, "not selected: {}", p.not_selected.join(", "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StaleProcess;
+
+    /// A time is never printed negative: "-0.00s" came from an empty float sum (-0.0).
+    #[test]
+    fn seconds_are_never_printed_negative() {
+        assert_eq!(secs(-0.0), "0.00s");
+        assert_eq!(secs(-0.004), "0.00s");
+        assert_eq!(secs(-3.0), "0.00s");
+        assert_eq!(secs(f64::NAN), "0.00s");
+        assert_eq!(secs(0.0), "0.00s");
+        assert_eq!(secs(1.234), "1.23s");
+        let empty: [f64; 0] = [];
+        assert_eq!(secs(empty.iter().sum()), "0.00s");
+    }
+
+    #[test]
+    fn stale_processes_are_a_line_per_unit_with_what_was_left_out_counted() {
+        let p = |pid, comm: &str| StaleProcess {
+            pid,
+            comm: comm.into(),
+        };
+        let units = [
+            StaleUnit {
+                unit: "nginx.service".into(),
+                processes: vec![p(123, "nginx"), p(124, "nginx")],
+                more_processes: 0,
+                files: vec![b"/usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2".to_vec()],
+                more_files: 0,
+            },
+            StaleUnit {
+                unit: "(no unit)".into(),
+                processes: vec![p(9, "sh")],
+                more_processes: 2,
+                files: vec![b"/bin/sh".to_vec(), b"/lib/a\n".to_vec()],
+                more_files: 5,
+            },
+        ];
+        assert_eq!(
+            stale(&units),
+            "  still running replaced files: nginx.service (pids 123 nginx, 124 nginx): \
+             /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0.11.2\n  \
+             still running replaced files: (no unit) (pids 9 sh and 2 more): /bin/sh, \
+             /lib/a\\x0a and 5 more\n"
+        );
+        assert_eq!(stale(&[]), "");
+    }
 }

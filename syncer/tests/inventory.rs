@@ -360,33 +360,23 @@ fn pre_and_post_hooks_run_around_each_host_and_their_failures_fail_it() {
     assert_eq!(rec(0)["outcome"], "ok");
     assert_eq!(rec(0)["pre"]["status"], 0);
     assert_eq!(image(0).trim(), v2h);
+    let failed_for = |r: &serde_json::Value, why: &str| {
+        assert_eq!(r["outcome"], "failed", "{r:#}");
+        let reason = r["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(why), "{r:#}");
+    };
     // h2: failed by its pre, never touched.
     let h2 = rec(1);
-    assert_eq!(h2["outcome"], "failed", "{h2:#}");
-    assert!(
-        h2["reason"]
-            .as_str()
-            .unwrap()
-            .contains("the pre hook failed (exit 3: draining failed)"),
-        "{h2:#}"
-    );
+    failed_for(&h2, "the pre hook failed (exit 3: draining failed)");
     assert_eq!(h2["pre"]["output"], serde_json::json!(["draining failed"]));
     assert_eq!(snapshot(&hosts[1]), before);
     // h3: its health check failed, rolled back; its post saw "failed".
     let h3 = rec(2);
-    assert_eq!(h3["outcome"], "failed");
+    failed_for(&h3, "health check");
     assert_eq!(h3["rollback"]["ok"], true, "{h3:#}");
     assert_eq!(image(2).trim(), v1.to_hex());
     // h4: pushed, then failed by its post (not rolled back: the post runs after).
-    let h4 = rec(3);
-    assert_eq!(h4["outcome"], "failed", "{h4:#}");
-    assert!(
-        h4["reason"]
-            .as_str()
-            .unwrap()
-            .contains("the post hook failed (exit 4: undrain failed)"),
-        "{h4:#}"
-    );
+    failed_for(&rec(3), "the post hook failed (exit 4: undrain failed)");
     assert_eq!(image(3).trim(), v2h);
     // The text report names the hook on the host's line.
     let text = String::from_utf8_lossy(&out.stderr);

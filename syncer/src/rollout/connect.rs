@@ -5,6 +5,8 @@
 //! host spec's own user and port (`ssh://user@host:port`) win over all of them.
 //! Settings apply to `ssh://` hosts; `local:` hosts run this program itself.
 
+use super::inventory::Host;
+use crate::error::{Error, Result};
 use crate::transport::{HostSpec, TransportOptions};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -43,7 +45,7 @@ pub(super) enum HostEntry {
 
 impl HostEntry {
     /// The spec as written and the host's own settings; an error names the key.
-    pub(super) fn split(&self) -> Result<(String, Connect), String> {
+    pub(super) fn split(&self) -> std::result::Result<(String, Connect), String> {
         match self {
             HostEntry::Spec(s) => Ok((s.clone(), Connect::default())),
             HostEntry::Table(t) => {
@@ -81,7 +83,7 @@ impl Connect {
 
     /// Checks the values, so that a bad one fails when the inventory loads rather than
     /// as an ssh error on some host, and resolves `identity` against `dir`.
-    pub(super) fn checked(mut self, dir: &Path) -> Result<Connect, String> {
+    pub(super) fn checked(mut self, dir: &Path) -> std::result::Result<Connect, String> {
         let empty = |key: &str, v: &Option<String>| match v {
             Some(s) if s.trim().is_empty() => Err(format!("connect {key} is empty")),
             _ => Ok(()),
@@ -105,11 +107,15 @@ impl Connect {
         }
         if let Some(i) = &self.identity {
             let i = dir.join(i);
-            if !i.is_file() {
-                return Err(format!(
-                    "connect identity {}: no such key file",
-                    i.display()
-                ));
+            match imager::fsx::is_file(&i) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(format!(
+                        "connect identity {}: no such key file",
+                        i.display()
+                    ))
+                }
+                Err(e) => return Err(format!("connect identity: {e}")),
             }
             self.identity = Some(i);
         }
@@ -157,6 +163,41 @@ impl Connect {
         }
         t
     }
+}
+
+/// A colo's hosts with their settings merged, each host root once in the inventory:
+/// `roots` holds the roots seen so far, with their first spelling and colo.
+pub(super) fn colo_hosts(
+    entries: &[HostEntry],
+    colo: &Connect,
+    global: &Connect,
+    dir: &Path,
+    name: &str,
+    what: &str,
+    roots: &mut std::collections::HashMap<String, (String, String)>,
+) -> Result<Vec<Host>> {
+    let bad = |e: String| Error::Inventory(format!("{what}: {e}"));
+    // The colo's own settings are checked even where every host overrides them.
+    colo.over(global).checked(dir).map_err(bad)?;
+    let mut hosts = Vec::new();
+    for entry in entries {
+        let (h, own) = entry.split().map_err(bad)?;
+        let spec = HostSpec::parse(&h).map_err(|e| bad(e.to_string()))?;
+        let connect = own
+            .over(colo)
+            .over(global)
+            .checked(dir)
+            .map_err(|e| bad(format!("host {h}: {e}")))?;
+        if let Some((first, colo)) =
+            roots.insert(connect.identity(&spec), (h.clone(), name.to_string()))
+        {
+            return Err(bad(format!(
+                "host {h} is listed twice (as {first} in colo {colo}: the same host root)"
+            )));
+        }
+        hosts.push(Host { spec, connect });
+    }
+    Ok(hosts)
 }
 
 #[cfg(test)]
@@ -238,44 +279,20 @@ mod tests {
     fn bad_values_are_refused_when_loaded() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         for (c, says) in [
+            ("port = 0", "port 0"),
+            ("rsh = \" \"", "rsh is empty"),
+            ("user = \"-oProxyCommand=x\"", "starts with '-'"),
+            ("ssh_options = [\"\"]", "empty option"),
             (
-                Connect {
-                    port: Some(0),
-                    ..Default::default()
-                },
-                "port 0",
-            ),
-            (
-                Connect {
-                    rsh: Some(" ".into()),
-                    ..Default::default()
-                },
-                "rsh is empty",
-            ),
-            (
-                Connect {
-                    user: Some("-oProxyCommand=x".into()),
-                    ..Default::default()
-                },
-                "starts with '-'",
-            ),
-            (
-                Connect {
-                    ssh_options: Some(vec!["".into()]),
-                    ..Default::default()
-                },
-                "empty option",
-            ),
-            (
-                Connect {
-                    identity: Some("no-such-key".into()),
-                    ..Default::default()
-                },
+                "identity = \"no-such-key\"",
                 "no-such-key: no such key file",
             ),
         ] {
-            let e = c.checked(dir).unwrap_err();
-            assert!(e.contains(says), "{e}");
+            let e = toml::from_str::<Connect>(c)
+                .unwrap()
+                .checked(dir)
+                .unwrap_err();
+            assert!(e.contains(says), "{c}: {e}");
         }
         let c = Connect {
             identity: Some("Cargo.toml".into()),
@@ -285,5 +302,90 @@ mod tests {
             c.checked(dir).unwrap().identity,
             Some(dir.join("Cargo.toml"))
         );
+    }
+}
+
+#[cfg(test)]
+mod inventory_tests {
+    use super::super::inventory::Inventory;
+    use std::path::Path;
+
+    fn parse(text: &str) -> std::result::Result<Inventory, String> {
+        Inventory::parse(text, Path::new("fleet.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_inventory_merges_settings_host_over_colo_over_global() {
+        let inv = parse(
+            "[connect]\nuser = \"deploy\"\nport = 2200\nagent = \"/a\"\n\
+             [[colo]]\nname = \"c\"\nhosts = [\"ssh://h1\", { host = \"ssh://h2\", port = 2222 }, \
+             \"ssh://admin@h3:22\"]\n[colo.connect]\nagent = \"/b\"\ninstall_agent = true\n",
+        )
+        .unwrap();
+        let t: Vec<_> = inv.colos[0]
+            .hosts
+            .iter()
+            .map(|h| h.connect.transport(&Default::default()))
+            .collect();
+        assert_eq!((t[0].port, t[0].agent.as_str()), (Some(2200), "/b"));
+        assert!(t[0].install_agent && t[1].install_agent);
+        assert_eq!(t[1].port, Some(2222));
+        // The spec's own user and port are not replaced: ssh_command puts them first.
+        assert_eq!(inv.colos[0].hosts[2].spec.to_string(), "ssh://admin@h3:22");
+    }
+
+    #[test]
+    fn bad_settings_name_the_file_colo_host_and_key() {
+        for (text, want) in [
+            (
+                "[connect]\nprot = 1\n[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n",
+                "fleet.toml:2: unknown field `prot`",
+            ),
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [{ host = \"ssh://h\", identiy = \"k\" }]\n",
+                "fleet.toml: colo a: host ssh://h: unknown field `identiy`",
+            ),
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [\"ssh://h\"]\n[colo.connect]\nport = 0\n",
+                "fleet.toml: colo a: connect port 0",
+            ),
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [{ host = \"ssh://h\", identity = \"nokey\" }]\n",
+                "fleet.toml: colo a: host ssh://h: connect identity ./nokey: no such key file",
+            ),
+            // The same root, once through its settings' port.
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [{ host = \"ssh://h\", port = 2222 }, \"ssh://h:2222\"]\n",
+                "host ssh://h:2222 is listed twice (as ssh://h in colo a",
+            ),
+            (
+                "[policy]\nhook_timeout = 0\n[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n",
+                "fleet.toml: colo a: hook_timeout must be at least 1 second",
+            ),
+            (
+                "[[colo]]\nname = \"a\"\nhosts = [\"local:/x\"]\n[colo.policy]\npost = \"\"\n",
+                "the post command is empty",
+            ),
+        ] {
+            let e = parse(text).err().unwrap_or_default();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn hooks_merge_like_the_rest_of_the_policy() {
+        let inv = parse(
+            "[policy]\npre = \"drain\"\npost = \"undrain\"\nhook_timeout = 5\n\
+             [[colo]]\nname = \"a\"\nhosts = [\"local:/a\"]\n[colo.policy]\npre = \"other\"\n\
+             [[colo]]\nname = \"b\"\nhosts = [\"local:/b\"]\n",
+        )
+        .unwrap();
+        let p = &inv.colos[0].policy;
+        assert_eq!(
+            (p.pre.as_deref(), p.post.as_deref()),
+            (Some("other"), Some("undrain"))
+        );
+        assert_eq!(p.hook_timeout.as_secs(), 5);
+        assert_eq!(inv.colos[1].policy.pre.as_deref(), Some("drain"));
     }
 }

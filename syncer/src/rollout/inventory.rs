@@ -1,8 +1,21 @@
-//! The fleet inventory: colos in rollout order, their hosts, and the rollout policy
-//! (global, overridden per colo). TOML; `syncer/inventories/example.toml` shows and
-//! explains every key.
+//! The fleet inventory: colos in rollout order, their hosts, how they are reached, and
+//! the rollout policy (global, overridden per colo). TOML;
+//! `syncer/inventories/example.toml` shows and explains every key.
+//!
+//! Connection settings ([`super::connect`]) come from a host's inline table, then its
+//! colo's `[colo.connect]`, then the global `[connect]`, then the command line (`-e`,
+//! `--agent`, `--install-agent`), then the defaults; a spec's own user and port win.
 //!
 //! ```toml
+//! [connect]
+//! user = "deploy"             # ssh -l, for specs without user@
+//! port = 22                   # ssh -p, for specs without :port
+//! identity = "keys/fleet"     # ssh -i, relative to the inventory
+//! rsh = "ssh -4"              # the whole ssh command line, as -e
+//! agent = "/var/lib/syncer/bin/syncer" # the agent's path on hosts, as --agent
+//! ssh_options = ["BatchMode=yes"]      # each as -o; a more specific list replaces it
+//! install_agent = false       # as --install-agent
+//!
 //! [policy]
 //! canary = 1                  # hosts first, alone, in each colo
 //! waves = ["25%", "100%"]     # then waves: counts or percentages of the colo's hosts
@@ -18,6 +31,9 @@
 //!                             # to the inventory; hosts check their own policy again)
 //! max_delete = 1000           # a host whose plan deletes more fails before anything is
 //!                             # written: a count, "N%" of its entries, or "unlimited"
+//! pre = "lb drain $SYNCER_HOST"    # on the controller before each host (sh -c, in the
+//! post = "lb undrain $SYNCER_HOST" # inventory's directory); see `super::hooks`
+//! hook_timeout = 300          # seconds before a hook is killed
 //! [policy.health]
 //! command = "systemctl is-system-running --wait"
 //! timeout = 60
@@ -26,12 +42,14 @@
 //!
 //! [[colo]]
 //! name = "test"
-//! hosts = ["ssh://root@test1", "local:/srv/chroots/test2"]
+//! hosts = ["ssh://root@test1", "local:/srv/chroots/test2", { host = "ssh://test3", port = 2222 }]
+//! [colo.connect]
+//! identity = "keys/test"
 //! [colo.policy]
 //! canary = 0
 //! ```
 
-use super::connect::{Connect, HostEntry};
+use super::connect::{colo_hosts, Connect, HostEntry};
 use crate::error::{Error, Result};
 use crate::push::Health;
 use crate::transport::HostSpec;
@@ -444,7 +462,9 @@ impl Inventory {
                 return Err(Error::Inventory(format!("{what}: lists no hosts")));
             }
             let dir = dir_of(path);
-            let hosts = colo_hosts(c, &f.connect, dir, &what, &mut roots)?;
+            let hosts = colo_hosts(
+                &c.hosts, &c.connect, &f.connect, dir, &c.name, &what, &mut roots,
+            )?;
             for m in &c.mirrors {
                 crate::agent::fetch::check_mirror(m)
                     .map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
@@ -494,39 +514,6 @@ fn dir_of(path: &Path) -> &Path {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     }
-}
-
-/// A colo's hosts with their settings merged, each host root once in the inventory:
-/// `roots` holds the roots seen so far, with their first spelling and colo.
-fn colo_hosts(
-    c: &ColoFile,
-    global: &Connect,
-    dir: &Path,
-    what: &str,
-    roots: &mut std::collections::HashMap<String, (String, String)>,
-) -> Result<Vec<Host>> {
-    let bad = |e: String| Error::Inventory(format!("{what}: {e}"));
-    // The colo's own settings are checked even where every host overrides them.
-    c.connect.over(global).checked(dir).map_err(bad)?;
-    let mut hosts = Vec::new();
-    for entry in &c.hosts {
-        let (h, own) = entry.split().map_err(bad)?;
-        let spec = HostSpec::parse(&h).map_err(|e| bad(e.to_string()))?;
-        let connect = own
-            .over(&c.connect)
-            .over(global)
-            .checked(dir)
-            .map_err(|e| bad(format!("host {h}: {e}")))?;
-        if let Some((first, colo)) =
-            roots.insert(connect.identity(&spec), (h.clone(), c.name.clone()))
-        {
-            return Err(bad(format!(
-                "host {h} is listed twice (as {first} in colo {colo}: the same host root)"
-            )));
-        }
-        hosts.push(Host { spec, connect });
-    }
-    Ok(hosts)
 }
 
 /// A colo's hosts split into the canary wave and the waves after it (none empty).
@@ -581,6 +568,17 @@ mod tests {
             .map(|w| w.len())
             .collect();
         assert_eq!(sizes, [1, 2, 2]);
+        // Connection settings: the host's own over its colo's over the global ones.
+        let db = &inv.colos[1].hosts[4];
+        assert_eq!(db.spec.to_string(), "ssh://ams1-db01.example.net");
+        let t = db.connect.transport(&Default::default());
+        assert_eq!((t.user.as_deref(), t.port), (Some("deploy"), Some(2222)));
+        assert_eq!(t.agent, "/opt/syncer/bin/syncer");
+        assert_eq!(t.ssh_options, ["BatchMode=yes", "ConnectTimeout=10"]);
+        let web = inv.colos[2].hosts[0].connect.transport(&Default::default());
+        assert_eq!((web.user.as_deref(), web.port), (Some("root"), None));
+        assert_eq!(web.agent, crate::transport::DEFAULT_AGENT);
+        assert_eq!(inv.colos[0].policy.hook_timeout.as_secs(), 300);
     }
 
     #[test]
