@@ -431,6 +431,14 @@ pub fn rollout(st: &RolloutState, state_file: &Path) -> String {
             line!(out, "colo {colo}: {}", content(c));
         }
     }
+    if !st.not_selected.is_empty() {
+        line!(
+            out,
+            "{} host(s) not selected (--limit {}), left alone",
+            st.not_selected.len(),
+            st.limit.join(" --limit ")
+        );
+    }
     match &st.stopped {
         Some(why) => line!(
             out,
@@ -530,6 +538,68 @@ pub fn cache_verify(r: &VerifyReport, store: &Path) -> String {
         r.unchecked,
         store.display()
     );
+    out
+}
+
+/// A rollout's plan (`rollout --dry-run`): per colo its waves, per host what a push would
+/// send and delete (the first deletes of each, all of them in `--json`).
+pub fn rollout_plan(p: &crate::rollout::dryrun::RolloutPlan) -> String {
+    const DELETES_SHOWN: usize = 10;
+    let mut out = String::new();
+    line!(
+        out,
+        "dry run: image {}, nothing is written",
+        p.image.short()
+    );
+    for c in &p.colos {
+        line!(out, "colo {}:", c.name);
+        if let Some(why) = &c.refused {
+            line!(out, "  REFUSED: {why}");
+        }
+        for (name, cmd) in [("pre", &c.pre), ("post", &c.post)] {
+            if let Some(cmd) = cmd {
+                line!(out, "  {name} hook (not run): {cmd}");
+            }
+        }
+        for w in &c.waves {
+            line!(
+                out,
+                "  {}: {} host(s), failure budget {}",
+                w.name,
+                w.hosts.len(),
+                w.failure_budget
+            );
+            for h in &w.hosts {
+                match &h.error {
+                    Some(e) => line!(out, "    {}: FAILED: {e}", h.host),
+                    None => line!(
+                        out,
+                        "    {}: {} -> {}, {} to send, {} added, {} changed, {} deleted",
+                        h.host,
+                        short(&h.image_before),
+                        p.image.short(),
+                        size(h.bytes),
+                        h.added,
+                        h.changed,
+                        h.deleted
+                    ),
+                }
+                for d in h.deletes.iter().take(DELETES_SHOWN) {
+                    line!(out, "      delete {d}");
+                }
+                if h.deletes.len() > DELETES_SHOWN {
+                    line!(
+                        out,
+                        "      ... and {} more deletes (--json lists them)",
+                        h.deletes.len() - DELETES_SHOWN
+                    );
+                }
+            }
+        }
+    }
+    if !p.not_selected.is_empty() {
+        line!(out, "not selected: {}", p.not_selected.join(", "));
+    }
     out
 }
 

@@ -174,6 +174,14 @@ impl std::fmt::Display for HostSpec {
 pub struct TransportOptions {
     /// The ssh command and its options, split on whitespace (`-e "ssh -p 2222"`).
     pub ssh: Vec<String>,
+    /// The login name for ssh hosts whose spec names none (an inventory's `user`).
+    pub user: Option<String>,
+    /// The port for ssh hosts whose spec names none (an inventory's `port`).
+    pub port: Option<u16>,
+    /// A key file for ssh (`-i`, an inventory's `identity`).
+    pub identity: Option<PathBuf>,
+    /// Options for ssh, each passed as `-o OPTION` (an inventory's `ssh_options`).
+    pub ssh_options: Vec<String>,
     /// The agent's path on ssh hosts.
     pub agent: String,
     /// Replace a missing or different agent on ssh hosts with the `syncer-agent` beside
@@ -201,6 +209,10 @@ impl Default for TransportOptions {
     fn default() -> Self {
         TransportOptions {
             ssh: vec!["ssh".into()],
+            user: None,
+            port: None,
+            identity: None,
+            ssh_options: Vec::new(),
             agent: DEFAULT_AGENT.into(),
             install_agent: false,
             agent_prefix: Vec::new(),
@@ -257,11 +269,20 @@ fn ssh_command(spec: &HostSpec, opts: &TransportOptions, remote: &str) -> Comman
         unreachable!("ssh_command is only called for ssh hosts")
     };
     let mut c = Command::new(&opts.ssh[0]);
+    // After the ssh command's own options: ssh takes the first value it is given for
+    // each, so what the command line (`-e`, `rsh`) sets is not overridden here.
     c.args(&opts.ssh[1..]);
-    if let Some(p) = port {
+    if let Some(i) = &opts.identity {
+        c.arg("-i").arg(i);
+    }
+    for o in &opts.ssh_options {
+        c.arg("-o").arg(o);
+    }
+    // The spec's own port and user win over the settings' defaults.
+    if let Some(p) = port.or(opts.port) {
         c.arg("-p").arg(p.to_string());
     }
-    if let Some(u) = user {
+    if let Some(u) = user.as_ref().or(opts.user.as_ref()) {
         c.arg("-l").arg(u);
     }
     c.arg("--").arg(host).arg(remote);
@@ -475,14 +496,15 @@ fn handshake(mut s: RunningAgent, opts: &TransportOptions) -> Result<RunningAgen
     }
 }
 
-/// Kills a process group unless stopped in time (see [`handshake`]).
-struct Watchdog {
+/// Kills a process group unless stopped in time (see [`handshake`]; a rollout's hooks
+/// use it too).
+pub(crate) struct Watchdog {
     stop: std::sync::mpsc::Sender<()>,
     thread: JoinHandle<bool>,
 }
 
 impl Watchdog {
-    fn start(pid: u32, timeout: std::time::Duration) -> Watchdog {
+    pub(crate) fn start(pid: u32, timeout: std::time::Duration) -> Watchdog {
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::spawn(move || {
             match stopped.recv_timeout(timeout) {
@@ -501,7 +523,7 @@ impl Watchdog {
     }
 
     /// Stops the watchdog; whether it had fired.
-    fn stop(self) -> bool {
+    pub(crate) fn stop(self) -> bool {
         let _ = self.stop.send(());
         self.thread.join().unwrap_or(false)
     }

@@ -29,6 +29,7 @@ pub fn run(a: RollbackArgs) -> Result<ExitCode> {
     let to = a.to.map(|t| store.resolve(&t)).transpose()?;
     let opts = RolloutOptions {
         colos: a.colo.clone(),
+        limit: Default::default(),
         yes: true,
         verify: a.conn.verify,
         transport: a.conn.push_options(false)?.transport,

@@ -1,8 +1,9 @@
 //! `syncer rollout IMAGE --inventory FILE`: colo by colo, canary then waves, saving its
 //! state after every host so that `--resume` continues it; Ctrl-C stops it between hosts.
+//! `--limit` rolls part of the hosts, `--dry-run` shows the plan and writes nothing.
 
 use super::progress::{observer, HostBars, PlainLog};
-use super::{state_path, ExitCode, HostArgs};
+use super::{state_path, ExitCode, HostArgs, UsageError};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use syncer::rollout::inventory::Inventory;
+use syncer::rollout::limit::Limit;
 use syncer::rollout::state::{RolloutState, Verdict};
 use syncer::rollout::RolloutOptions;
 
@@ -23,6 +25,15 @@ pub struct RolloutArgs {
     /// Only these colos (repeatable), in inventory order
     #[arg(long)]
     colo: Vec<String>,
+    /// Only the hosts this selects (repeatable): a host spec, a colo's name, or a glob
+    /// over host specs (`ssh://ams1-web*`); canary and waves are made of the selected
+    /// hosts of each colo, the others are left alone
+    #[arg(long, value_name = "PATTERN")]
+    limit: Vec<String>,
+    /// Show the whole rollout's plan (per colo its waves, per host what a push would
+    /// send and delete), touching no host and writing no state
+    #[arg(long, conflicts_with = "resume")]
+    dry_run: bool,
     /// Continue the rollout saved in the state file
     #[arg(long)]
     resume: bool,
@@ -55,6 +66,13 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
         (Some(s), true) => s.colos.clone(),
         _ => a.colo,
     };
+    let patterns = match (&saved, a.limit.is_empty()) {
+        (Some(s), true) => s.limit.clone(),
+        _ => a.limit,
+    };
+    // A pattern that selects nothing is how the command was asked: exit status 2.
+    let limit =
+        Limit::new(&patterns, &inv.select(&colos)?).map_err(|e| UsageError(e.to_string()))?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
         .context("cannot catch Ctrl-C")?;
@@ -64,6 +82,7 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
     let multi = bars.multi();
     let opts = RolloutOptions {
         colos,
+        limit,
         yes: a.yes,
         verify: a.conn.verify,
         transport: a.conn.push_options(false)?.transport,
@@ -73,6 +92,14 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
         confirm: Box::new(move |colo| multi.suspend(|| confirm(colo))),
     };
     let obs = observer(&bars, a.conn.json, &PlainLog);
+    if a.dry_run {
+        let plan = syncer::rollout::dryrun::plan(&store, id, &inv, &opts, obs);
+        bars.clear();
+        let plan = plan?;
+        a.conn
+            .print(|| &plan, || syncer::render::rollout_plan(&plan))?;
+        return Ok(ExitCode::ok_if(plan.ok()));
+    }
     let st = syncer::rollout::run(&store, id, &inv, &opts, saved, obs);
     bars.clear();
     let st = st?;

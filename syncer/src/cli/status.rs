@@ -47,8 +47,10 @@ fn fleet(inv: &std::path::Path, state: Option<PathBuf>, conn: &HostArgs) -> Resu
     let opts = conn.push_options(false)?;
     let mut rows = Vec::new();
     for colo in &inv.colos {
+        // Each host reached as its inventory settings say, over the command line's.
         let st = push::for_hosts(&colo.hosts, conn.jobs, |h| {
-            push::status_host(store.as_ref(), h, &opts, false)
+            let o = syncer::rollout::host_options(&opts, h);
+            push::status_host(store.as_ref(), &h.spec, &o, false)
         });
         for status in st {
             let last = saved

@@ -386,11 +386,7 @@ fn health_checks(ready: &mut Ready, h: &Health, r: &mut HostReport) -> Result<()
 }
 
 /// Runs `f` for every host, at most `jobs` at a time, returning results in host order.
-pub fn for_hosts<T: Send>(
-    hosts: &[HostSpec],
-    jobs: usize,
-    f: impl Fn(&HostSpec) -> T + Sync,
-) -> Vec<T> {
+pub fn for_hosts<H: Sync, T: Send>(hosts: &[H], jobs: usize, f: impl Fn(&H) -> T + Sync) -> Vec<T> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: std::sync::Mutex<Vec<Option<T>>> =
         std::sync::Mutex::new((0..hosts.len()).map(|_| None).collect());

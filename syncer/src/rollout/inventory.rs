@@ -1,8 +1,21 @@
-//! The fleet inventory: colos in rollout order, their hosts, and the rollout policy
-//! (global, overridden per colo). TOML; `syncer/inventories/example.toml` shows and
-//! explains every key.
+//! The fleet inventory: colos in rollout order, their hosts, how they are reached, and
+//! the rollout policy (global, overridden per colo). TOML;
+//! `syncer/inventories/example.toml` shows and explains every key.
+//!
+//! Connection settings ([`super::connect`]) come from a host's inline table, then its
+//! colo's `[colo.connect]`, then the global `[connect]`, then the command line (`-e`,
+//! `--agent`, `--install-agent`), then the defaults; a spec's own user and port win.
 //!
 //! ```toml
+//! [connect]
+//! user = "deploy"             # ssh -l, for specs without user@
+//! port = 22                   # ssh -p, for specs without :port
+//! identity = "keys/fleet"     # ssh -i, relative to the inventory
+//! rsh = "ssh -4"              # the whole ssh command line, as -e
+//! agent = "/var/lib/syncer/bin/syncer" # the agent's path on hosts, as --agent
+//! ssh_options = ["BatchMode=yes"]      # each as -o; a more specific list replaces it
+//! install_agent = false       # as --install-agent
+//!
 //! [policy]
 //! canary = 1                  # hosts first, alone, in each colo
 //! waves = ["25%", "100%"]     # then waves: counts or percentages of the colo's hosts
@@ -18,6 +31,9 @@
 //!                             # to the inventory; hosts check their own policy again)
 //! max_delete = 1000           # a host whose plan deletes more fails before anything is
 //!                             # written: a count, "N%" of its entries, or "unlimited"
+//! pre = "lb drain $SYNCER_HOST"    # on the controller before each host (sh -c, in the
+//! post = "lb undrain $SYNCER_HOST" # inventory's directory); see `super::hooks`
+//! hook_timeout = 300          # seconds before a hook is killed
 //! [policy.health]
 //! command = "systemctl is-system-running --wait"
 //! timeout = 60
@@ -26,11 +42,14 @@
 //!
 //! [[colo]]
 //! name = "test"
-//! hosts = ["ssh://root@test1", "local:/srv/chroots/test2"]
+//! hosts = ["ssh://root@test1", "local:/srv/chroots/test2", { host = "ssh://test3", port = 2222 }]
+//! [colo.connect]
+//! identity = "keys/test"
 //! [colo.policy]
 //! canary = 0
 //! ```
 
+use super::connect::{colo_hosts, Connect, HostEntry};
 use crate::error::{Error, Result};
 use crate::push::Health;
 use crate::transport::HostSpec;
@@ -77,6 +96,13 @@ pub struct PolicyFile {
     pub require_signed: Option<PathBuf>,
     /// The most a host's plan may delete: a count, `N%` of its entries, or "unlimited".
     pub max_delete: Option<Size>,
+    /// Run on the controller before each host (`sh -c`); a failure fails the host
+    /// untouched.
+    pub pre: Option<String>,
+    /// Run on the controller after each host whose `pre` ran, whatever its outcome.
+    pub post: Option<String>,
+    /// Seconds a `pre` or `post` command may run before it is killed (default 300).
+    pub hook_timeout: Option<u64>,
 }
 
 /// A count of hosts or a percentage of a colo's hosts.
@@ -118,7 +144,9 @@ impl Size {
 #[serde(deny_unknown_fields)]
 struct ColoFile {
     name: String,
-    hosts: Vec<String>,
+    hosts: Vec<HostEntry>,
+    #[serde(default)]
+    connect: Connect,
     /// HTTP mirrors of the published store, in the order hosts try them: the colo's
     /// cache first, then the origin.
     #[serde(default)]
@@ -130,6 +158,8 @@ struct ColoFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InventoryFile {
+    #[serde(default)]
+    connect: Connect,
     #[serde(default)]
     policy: PolicyFile,
     #[serde(default)]
@@ -192,6 +222,28 @@ pub struct Policy {
     /// The most a host's plan may delete; a host over it fails before anything is
     /// written.
     pub max_delete: crate::deletes::MaxDelete,
+    /// The command run on the controller before each host (see [`super::hooks`]).
+    pub pre: Option<String>,
+    /// The command run on the controller after each host whose `pre` ran.
+    pub post: Option<String>,
+    /// How long `pre` or `post` may run before it is killed.
+    pub hook_timeout: std::time::Duration,
+}
+
+/// One host of a colo: where it is, and how it is reached.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The host root, as the inventory spells it.
+    pub spec: HostSpec,
+    /// Its connection settings: its own over its colo's over the global ones (the
+    /// command line's come under them all, see [`Connect::transport`]).
+    pub connect: Connect,
+}
+
+impl std::fmt::Display for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.spec.fmt(f)
+    }
 }
 
 /// One colo of an inventory: its hosts in the order they roll, and its policy.
@@ -201,7 +253,7 @@ pub struct Colo {
     pub name: String,
     /// Its hosts in inventory order: the canary first, then the waves; no host root is
     /// listed twice in the inventory.
-    pub hosts: Vec<HostSpec>,
+    pub hosts: Vec<Host>,
     /// Where its hosts fetch published content (`crate::publish`), in order.
     pub mirrors: Vec<String>,
     /// Its own policy with the global one applied under it.
@@ -283,6 +335,11 @@ fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
             .require_signed
             .clone()
             .or_else(|| global.require_signed.clone()),
+        pre: pick(&global.pre, &colo.pre),
+        post: pick(&global.post, &colo.post),
+        hook_timeout: std::time::Duration::from_secs(
+            colo.hook_timeout.or(global.hook_timeout).unwrap_or(300),
+        ),
     };
     check(&p).map_err(bad)?;
     Ok(p)
@@ -353,6 +410,14 @@ fn check(p: &Policy) -> std::result::Result<(), String> {
             return Err(format!("nice {n}: -20 to 19"));
         }
     }
+    for (key, cmd) in [("pre", &p.pre), ("post", &p.post)] {
+        if cmd.as_ref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(format!("the {key} command is empty"));
+        }
+    }
+    if p.hook_timeout.is_zero() {
+        return Err("hook_timeout must be at least 1 second".into());
+    }
     Ok(())
 }
 
@@ -396,26 +461,15 @@ impl Inventory {
             if c.hosts.is_empty() {
                 return Err(Error::Inventory(format!("{what}: lists no hosts")));
             }
-            let mut hosts = Vec::new();
-            for h in &c.hosts {
-                let spec =
-                    HostSpec::parse(h).map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
-                if let Some((first, colo)) =
-                    roots.insert(spec.identity(), (h.clone(), c.name.clone()))
-                {
-                    return Err(Error::Inventory(format!(
-                        "{what}: host {h} is listed twice (as {first} in colo {colo}: the same \
-                         host root)"
-                    )));
-                }
-                hosts.push(spec);
-            }
+            let dir = dir_of(path);
+            let hosts = colo_hosts(
+                &c.hosts, &c.connect, &f.connect, dir, &c.name, &what, &mut roots,
+            )?;
             for m in &c.mirrors {
                 crate::agent::fetch::check_mirror(m)
                     .map_err(|e| Error::Inventory(format!("{what}: {e}")))?;
             }
             let mut policy = merge(&f.policy, &c.policy, &what)?;
-            let dir = path.parent().unwrap_or(Path::new("."));
             policy.require_signed = policy.require_signed.map(|p| dir.join(p));
             colos.push(Colo {
                 name: c.name.clone(),
@@ -428,6 +482,12 @@ impl Inventory {
             path: path.to_path_buf(),
             colos,
         })
+    }
+
+    /// The inventory's directory, which relative paths in it (`identity`,
+    /// `require_signed`) start from and hooks run in.
+    pub fn dir(&self) -> &Path {
+        dir_of(&self.path)
     }
 
     /// The colos named (all when `names` is empty), in rollout order.
@@ -448,8 +508,16 @@ impl Inventory {
     }
 }
 
+/// The directory of the file at `path` (`.` for a bare file name).
+fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// A colo's hosts split into the canary wave and the waves after it (none empty).
-pub fn waves(colo: &Colo) -> Result<Vec<Vec<HostSpec>>> {
+pub fn waves(colo: &Colo) -> Result<Vec<Vec<Host>>> {
     let n = colo.hosts.len();
     let mut out = Vec::new();
     let mut at = colo.policy.canary.min(n);
@@ -500,6 +568,17 @@ mod tests {
             .map(|w| w.len())
             .collect();
         assert_eq!(sizes, [1, 2, 2]);
+        // Connection settings: the host's own over its colo's over the global ones.
+        let db = &inv.colos[1].hosts[4];
+        assert_eq!(db.spec.to_string(), "ssh://ams1-db01.example.net");
+        let t = db.connect.transport(&Default::default());
+        assert_eq!((t.user.as_deref(), t.port), (Some("deploy"), Some(2222)));
+        assert_eq!(t.agent, "/opt/syncer/bin/syncer");
+        assert_eq!(t.ssh_options, ["BatchMode=yes", "ConnectTimeout=10"]);
+        let web = inv.colos[2].hosts[0].connect.transport(&Default::default());
+        assert_eq!((web.user.as_deref(), web.port), (Some("root"), None));
+        assert_eq!(web.agent, crate::transport::DEFAULT_AGENT);
+        assert_eq!(inv.colos[0].policy.hook_timeout.as_secs(), 300);
     }
 
     #[test]

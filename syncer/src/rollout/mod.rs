@@ -7,7 +7,11 @@
 //! `--resume` continues where it stopped. Deltas are computed once per (from, to) pair
 //! and shared by every host ([`crate::delta::Cache`]).
 
+pub mod connect;
+pub mod dryrun;
+pub mod hooks;
 pub mod inventory;
+pub mod limit;
 pub mod state;
 
 use crate::delta::Cache;
@@ -17,7 +21,8 @@ use crate::ratelimit::Bucket;
 use crate::transport::{self, HostSpec, TransportOptions};
 use imager::store::Store;
 use imager::Hash;
-use inventory::{Colo, Inventory, IoNice, Pause};
+use inventory::{Colo, Host, Inventory, IoNice, Pause};
+use limit::Limit;
 use state::{HostResult, Rollback, RolloutState};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,11 +34,14 @@ use std::time::Instant;
 pub struct RolloutOptions {
     /// Colos to roll, by name (all when empty).
     pub colos: Vec<String>,
+    /// Of their hosts, those to roll (`--limit`; all by default).
+    pub limit: Limit,
     /// Go on between colos without asking.
     pub yes: bool,
     /// Have every agent hash every file instead of trusting its hash cache.
     pub verify: bool,
-    /// ssh command, agent path, agent installation (policies add the rest).
+    /// ssh command, agent path, agent installation: the command line's, under the
+    /// inventory's connection settings (policies add the rest).
     pub transport: TransportOptions,
     /// Where the state is saved after every host (and read back by `--resume`).
     pub state_file: PathBuf,
@@ -85,6 +93,52 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         install_triggers: false,
         max_delete: p.max_delete,
     }
+}
+
+/// The options for one host: the colo's, with the host's connection settings over the
+/// command line's.
+pub fn host_options(popts: &PushOptions, h: &Host) -> PushOptions {
+    PushOptions {
+        transport: h.connect.transport(&popts.transport),
+        ..popts.clone()
+    }
+}
+
+/// The colos `opts` selects, each with only the hosts its `--limit` selects, and the
+/// specs of the hosts left out.
+fn selected(inv: &Inventory, opts: &RolloutOptions) -> Result<(Vec<Colo>, Vec<String>)> {
+    let mut left = Vec::new();
+    let mut colos = Vec::new();
+    for c in inv.select(&opts.colos)? {
+        let (c, l) = opts.limit.apply(c);
+        left.extend(l);
+        if !c.hosts.is_empty() {
+            colos.push(c);
+        }
+    }
+    Ok((colos, left))
+}
+
+/// A colo's waves in order, each with its name ("canary", "wave N") and its failure
+/// budget (none for the canary).
+fn named_waves(colo: &Colo) -> Result<Vec<(String, usize, Vec<Host>)>> {
+    let canary = colo.policy.canary.min(colo.hosts.len());
+    let mut out = Vec::new();
+    for (wi, wave) in inventory::waves(colo)?.into_iter().enumerate() {
+        let is_canary = wi == 0 && canary > 0;
+        let name = if is_canary {
+            "canary".to_string()
+        } else {
+            format!("wave {}", if canary > 0 { wi } else { wi + 1 })
+        };
+        let budget = if is_canary {
+            0
+        } else {
+            colo.policy.failure_budget.of(wave.len())?
+        };
+        out.push((name, budget, wave));
+    }
+    Ok(out)
 }
 
 /// The colo's `require_signed` policy, loaded, and whether `image` satisfies it: what a
@@ -207,16 +261,18 @@ pub fn run(
     obs: &dyn Observer,
 ) -> Result<RolloutState> {
     let started = Instant::now();
-    let colos = inv.select(&opts.colos)?;
+    let (colos, not_selected) = selected(inv, opts)?;
     let mut st = match resume {
         Some(s) => {
             s.check(image, inv)?;
             s
         }
-        None => RolloutState::new(image, inv, &colos),
+        None => RolloutState::new(image, inv, &inv.select(&opts.colos)?),
     };
     st.stopped = None;
     st.finished = false;
+    st.limit = opts.limit.patterns();
+    st.not_selected = not_selected;
     let images = Images {
         store,
         loaded: Mutex::new(HashMap::new()),
@@ -224,7 +280,7 @@ pub fn run(
     let todo_total = colos
         .iter()
         .flat_map(|c| c.hosts.iter())
-        .filter(|h| !st.is_done(h))
+        .filter(|h| !st.is_done(&h.spec))
         .count();
     let run = Run {
         target: images.get(image)?,
@@ -232,6 +288,7 @@ pub fn run(
         cache: Cache::new(opts_cache_dir(store), 19),
         opts,
         obs,
+        dir: inv.dir().to_path_buf(),
         st: Mutex::new(st),
     };
     // Every colo's policy before any host: a rollout never stops half-way for a
@@ -242,23 +299,22 @@ pub fn run(
     }
     obs.rollout(todo_total as u64);
     let mut first = true;
-    'colos: for colo in colos {
-        let waves = inventory::waves(colo)?;
-        let todo: usize = colo.hosts.iter().filter(|h| !run.is_done(h)).count();
+    for colo in &colos {
+        let todo: usize = colo.hosts.iter().filter(|h| !run.is_done(&h.spec)).count();
         if todo == 0 {
             continue;
         }
         if !first && !run.go_on_to(colo) {
             run.stop(format!("not confirmed: colo {}", colo.name))?;
-            break 'colos;
+            break;
         }
         first = false;
         let total = colo.policy.bandwidth_total.map(Bucket::new);
         let mut popts = push_options(colo, opts, total);
         popts.require_signed = signing.remove(&colo.name).flatten();
-        if let Some(why) = run.colo_waves(colo, &waves, &popts)? {
+        if let Some(why) = run.colo_waves(colo, &popts)? {
             run.stop(why)?;
-            break 'colos;
+            break;
         }
     }
     warn_dropped(&run.cache, obs);
@@ -277,6 +333,8 @@ struct Run<'a> {
     cache: Cache,
     opts: &'a RolloutOptions,
     obs: &'a dyn Observer,
+    /// Where hooks run: the inventory's directory.
+    dir: PathBuf,
     st: Mutex<RolloutState>,
 }
 
@@ -299,26 +357,9 @@ impl Run<'_> {
 
     /// Runs a colo's waves in order, the canary first, so the rollout can stop at the
     /// first wave that fails: returns why it stopped there.
-    fn colo_waves(
-        &self,
-        colo: &Colo,
-        waves: &[Vec<HostSpec>],
-        popts: &PushOptions,
-    ) -> Result<Option<String>> {
-        let canary = colo.policy.canary.min(colo.hosts.len());
-        for (wi, wave) in waves.iter().enumerate() {
-            let is_canary = wi == 0 && canary > 0;
-            let name = if is_canary {
-                "canary".to_string()
-            } else {
-                format!("wave {}", if canary > 0 { wi } else { wi + 1 })
-            };
-            let budget = if is_canary {
-                0
-            } else {
-                colo.policy.failure_budget.of(wave.len())?
-            };
-            if let Some(why) = self.wave(colo, &name, wave, budget, popts) {
+    fn colo_waves(&self, colo: &Colo, popts: &PushOptions) -> Result<Option<String>> {
+        for (name, budget, wave) in named_waves(colo)? {
+            if let Some(why) = self.wave(colo, &name, &wave, budget, popts) {
                 return Ok(Some(why));
             }
         }
@@ -346,11 +387,11 @@ impl Run<'_> {
         &self,
         colo: &Colo,
         name: &str,
-        wave: &[HostSpec],
+        wave: &[Host],
         budget: usize,
         popts: &PushOptions,
     ) -> Option<String> {
-        let hosts: Vec<HostSpec> = wave.iter().filter(|h| !self.is_done(h)).cloned().collect();
+        let hosts: Vec<&Host> = wave.iter().filter(|h| !self.is_done(&h.spec)).collect();
         if hosts.is_empty() {
             return None;
         }
@@ -368,9 +409,7 @@ impl Run<'_> {
             if self.opts.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) > budget {
                 return None;
             }
-            let t = Instant::now();
-            let (r, rb) = roll_host(&self.images, &self.target, &self.cache, h, popts, self.obs);
-            let res = HostResult::new(&colo.name, name, h, r, rb, t.elapsed().as_secs_f64());
+            let res = self.host(colo, name, h, popts);
             self.obs.log(&res.line());
             self.obs.host_done(res.ok());
             if !res.ok() {
@@ -394,6 +433,67 @@ impl Run<'_> {
         } else {
             None
         }
+    }
+}
+
+impl Run<'_> {
+    /// One host's turn: its `pre` hook, then (if that passed) its push and any
+    /// rollback, then its `post` hook, which sees the outcome.
+    fn host(&self, colo: &Colo, wave: &str, h: &Host, popts: &PushOptions) -> HostResult {
+        let t = Instant::now();
+        let p = &colo.policy;
+        let mut env = vec![
+            ("SYNCER_HOST", h.spec.to_string()),
+            ("SYNCER_COLO", colo.name.clone()),
+            ("SYNCER_WAVE", wave.to_string()),
+            ("SYNCER_IMAGE", self.target.id.to_hex()),
+        ];
+        let hook = |cmd: &str, env: &[(&str, String)]| {
+            let r = hooks::run(cmd, env, &self.dir, p.hook_timeout);
+            self.obs.log(&format!("{h}: {cmd:?}: {}", r.describe()));
+            r
+        };
+        let pre = p.pre.as_deref().map(|c| hook(c, &env));
+        let mut res = match pre.as_ref().filter(|r| !r.ok()) {
+            Some(failed) => {
+                let why = format!(
+                    "the pre hook failed ({}): the host was not touched",
+                    failed.describe()
+                );
+                let r = HostReport {
+                    host: h.spec.to_string(),
+                    error: Some(why.clone()),
+                    outcome: push::PushOutcome::FailedBeforeCommit,
+                    ..Default::default()
+                };
+                let mut res = HostResult::new(&colo.name, wave, &h.spec, r, None, 0.0);
+                res.reason = Some(why);
+                res
+            }
+            None => {
+                let o = host_options(popts, h);
+                let (r, rb) = roll_host(
+                    &self.images,
+                    &self.target,
+                    &self.cache,
+                    &h.spec,
+                    &o,
+                    self.obs,
+                );
+                HostResult::new(&colo.name, wave, &h.spec, r, rb, 0.0)
+            }
+        };
+        res.pre = pre;
+        if let Some(cmd) = &p.post {
+            env.push(("SYNCER_OUTCOME", res.outcome.to_string()));
+            let post = hook(cmd, &env);
+            if !post.ok() {
+                res.fail(format!("the post hook failed ({})", post.describe()));
+            }
+            res.post = Some(post);
+        }
+        res.seconds = t.elapsed().as_secs_f64();
+        res
     }
 }
 
@@ -445,17 +545,19 @@ pub fn rollback(
         // Each host's image is checked as it is pushed (hosts go back to different
         // images); the policy itself must load before any host.
         popts.require_signed = load_signing_policy(colo)?;
-        out.extend(push::for_hosts(&colo.hosts, colo.policy.parallel, |h| {
+        out.extend(push::for_hosts(&colo.hosts, colo.policy.parallel, |host| {
+            let o = host_options(&popts, host);
+            let h = &host.spec;
             let target = match to {
                 Some(t) => Ok(t),
-                None => transport::connect(h, &popts.transport).and_then(|s| {
+                None => transport::connect(h, &o.transport).and_then(|s| {
                     let prev = s.welcome.previous;
                     s.close();
                     prev.ok_or_else(|| Error::Rollback("the host records no previous image".into()))
                 }),
             };
             let r = target.and_then(|t| images.get(t)).map(|img| {
-                let r = push::push_host(store, &img, &cache, h, &popts, obs);
+                let r = push::push_host(store, &img, &cache, h, &o, obs);
                 obs.log(&format!(
                     "{h}: {} {}",
                     if r.ok {

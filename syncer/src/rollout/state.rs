@@ -2,6 +2,7 @@
 //! host's outcome was, and why the rollout stopped. `--resume` reads it back and skips
 //! the hosts that already run the image; it is also the report.
 
+use super::hooks::HookRun;
 use super::inventory::{Colo, Inventory};
 use crate::error::{Error, Result};
 use crate::push::{HostReport, PushOutcome};
@@ -101,6 +102,12 @@ pub struct HostResult {
     /// controller.
     #[serde(default)]
     pub content: crate::push::ContentSources,
+    /// The policy's `pre` hook, run on the controller before the host was touched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre: Option<HookRun>,
+    /// The policy's `post` hook, run after the push and any rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post: Option<HookRun>,
     /// The push's full report (not kept across `--resume`).
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub push: Option<HostReport>,
@@ -143,8 +150,20 @@ impl HostResult {
             seconds,
             trust: r.trust.clone(),
             content: r.content.clone(),
+            pre: None,
+            post: None,
             push: Some(r),
         }
+    }
+
+    /// Counts the host as failed for `why` too (a `post` hook that failed after it
+    /// passed, or after its own failure).
+    pub fn fail(&mut self, why: String) {
+        self.reason = Some(match (self.ok(), self.reason.take()) {
+            (false, Some(r)) => format!("{r}; {why}"),
+            _ => why,
+        });
+        self.outcome = Verdict::Failed;
     }
 
     /// Whether the rollout counts the host as done.
@@ -196,6 +215,15 @@ impl HostResult {
                 (false, None) => "; ROLLBACK FAILED".to_string(),
             });
         }
+        for (name, hook) in [("pre", &self.pre), ("post", &self.post)] {
+            if let Some(h) = hook {
+                s.push_str(&format!(
+                    "; {name} hook {} in {:.1} s",
+                    h.describe(),
+                    h.seconds
+                ));
+            }
+        }
         s
     }
 }
@@ -230,6 +258,12 @@ pub struct RolloutState {
     pub inventory: String,
     /// The colos selected, in the order they roll.
     pub colos: Vec<String>,
+    /// The `--limit` patterns of the last run (none: every host of the colos).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub limit: Vec<String>,
+    /// The hosts of the colos that `limit` left out, untouched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_selected: Vec<String>,
     /// The latest result of every host reached, in the order they finished.
     pub hosts: Vec<HostResult>,
     /// Why the rollout stopped before its end: a wave over its failure budget, Ctrl-C,
@@ -256,6 +290,8 @@ impl RolloutState {
             image,
             inventory: inv.path.display().to_string(),
             colos: colos.iter().map(|c| c.name.clone()).collect(),
+            limit: Vec::new(),
+            not_selected: Vec::new(),
             hosts: Vec::new(),
             stopped: None,
             finished: false,
