@@ -20,18 +20,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// The agent: serve one session on stdin/stdout for the host root DIR
+    #[command(after_help = cli::examples::SERVE)]
     Serve(cli::serve::ServeArgs),
     /// Make hosts equal to an image (name, name~N or ID in the store)
     Push(cli::push::PushArgs),
     /// The image each host runs and whether it drifted from it
+    #[command(after_help = cli::examples::STATUS)]
     Status(cli::status::StatusArgs),
     /// Roll an image across a fleet: colo by colo, canary then waves, with health checks,
     /// failure budgets and automatic rollback of failed hosts
+    #[command(after_help = cli::examples::ROLLOUT)]
     Rollout(cli::rollout::RolloutArgs),
     /// Return a colo (or the fleet) to each host's previous image, or to --to
+    #[command(after_help = cli::examples::ROLLBACK)]
     Rollback(cli::rollback::RollbackArgs),
     /// Drop the unfinished commit of hosts whose roll-forward keeps failing: they keep
     /// what the commit had done and their recorded image; push an image next
+    #[command(after_help = cli::examples::ABANDON_COMMIT)]
     AbandonCommit(cli::abandon_commit::AbandonCommitArgs),
     /// The controller's delta cache
     Cache {
@@ -42,6 +47,7 @@ enum Cmd {
     Diff(cli::diff::DiffArgs),
     /// Write what hosts need to reach an image as static files for HTTP mirrors (an
     /// origin any web server serves, cached per colo by nginx)
+    #[command(after_help = cli::examples::PUBLISH)]
     Publish(cli::publish::PublishArgs),
 }
 
@@ -75,5 +81,48 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Cache { cmd } => cli::cache::run(cmd),
         Cmd::Diff(a) => cli::diff::run(a),
         Cmd::Publish(a) => cli::publish::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every option and argument of every subcommand says what it is, and every
+    /// subcommand's help ends with examples, as ripgrep's and fd's do.
+    #[test]
+    fn every_option_has_help_and_every_command_examples() {
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "syncer", &mut missing);
+        assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            let id = a.get_id().as_str();
+            if id != "help" && id != "version" && a.get_help().is_none() {
+                missing.push(format!("{path}: {id} has no help"));
+            }
+        }
+        let leaf = cmd.get_subcommands().next().is_none();
+        let examples = cmd
+            .get_after_help()
+            .is_some_and(|h| h.to_string().contains("Examples:"));
+        if leaf && path != "syncer" && !examples {
+            missing.push(format!("{path}: no examples"));
+        }
+        // Each example parses: a renamed flag fails here, not in a user's terminal.
+        let help = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+        for line in help.lines().filter(|l| l.trim_start().starts_with("syncer ")) {
+            let words = line.split('#').next().unwrap_or("").split_whitespace();
+            if let Err(e) = <super::Cli as clap::Parser>::try_parse_from(words) {
+                missing.push(format!("{path}: example {line:?} does not parse: {e}"));
+            }
+        }
+        for s in cmd.get_subcommands() {
+            if s.get_name() != "help" {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct AbandonCommitArgs {
+    /// Hosts: ssh://[user@]host[:port][/root] or local:/path
     #[arg(required = true)]
     hosts: Vec<String>,
     #[command(flatten)]

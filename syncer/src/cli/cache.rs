@@ -9,6 +9,7 @@ use std::path::PathBuf;
 pub enum CacheCmd {
     /// Check every entry: its checksum, and that it decodes to the content its name says
     /// (exit 1 if any entry is bad and was not removed)
+    #[command(after_help = super::examples::CACHE_VERIFY)]
     Verify {
         /// The image store (deltas are decoded against their base from it)
         /// [env: IMAGER_STORE; default /var/lib/imager]

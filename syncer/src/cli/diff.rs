@@ -6,8 +6,9 @@ use clap::Args;
 use syncer::push;
 
 #[derive(Args)]
-#[command(after_help = super::ownership_help())]
+#[command(after_help = super::examples::with_ownership(super::examples::DIFF))]
 pub struct DiffArgs {
+    /// The host: ssh://[user@]host[:port][/root] or local:/path
     host: String,
     #[command(flatten)]
     conn: HostArgs,

@@ -7,6 +7,7 @@
 pub mod abandon_commit;
 pub mod cache;
 pub mod diff;
+pub mod examples;
 pub mod progress;
 pub mod publish;
 pub mod push;

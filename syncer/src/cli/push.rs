@@ -10,9 +10,11 @@ use syncer::push::{self, Image};
 use syncer::transport::HostSpec;
 
 #[derive(Args)]
-#[command(after_help = super::ownership_help())]
+#[command(after_help = super::examples::with_ownership(super::examples::PUSH))]
 pub struct PushArgs {
+    /// The image: a name, name~N (N images before) or an ID (or a unique prefix)
     image: String,
+    /// Hosts: ssh://[user@]host[:port][/root] or local:/path
     #[arg(required = true)]
     hosts: Vec<String>,
     #[command(flatten)]

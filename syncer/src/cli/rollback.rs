@@ -13,10 +13,14 @@ use syncer::rollout::RolloutOptions;
 
 #[derive(Args)]
 pub struct RollbackArgs {
+    /// The fleet inventory (as `rollout` takes it)
     #[arg(long)]
     inventory: PathBuf,
+    /// Only these colos (repeatable) [default: every colo]
     #[arg(long)]
     colo: Vec<String>,
+    /// Every host to this image (name, name~N or ID) [default: each host's previous
+    /// image, as the host recorded it]
     #[arg(long)]
     to: Option<String>,
     #[command(flatten)]

@@ -20,6 +20,8 @@ pub struct RolloutArgs {
     /// The image (name, name~N or ID); with --resume, the saved rollout's
     #[arg(required_unless_present = "resume")]
     image: Option<String>,
+    /// The fleet inventory: colos, hosts, policy, connection settings (TOML; see
+    /// syncer/inventories/example.toml)
     #[arg(long)]
     inventory: PathBuf,
     /// Only these colos (repeatable), in inventory order

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct ServeArgs {
+    /// The host's root directory the session syncs (`/` on a host; a chroot's or
+    /// container's root otherwise)
     #[arg(long)]
     root: PathBuf,
     /// Drop an unfinished commit instead of finishing it (see abandon-commit)
