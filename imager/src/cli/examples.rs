@@ -196,3 +196,17 @@ Examples:
   imager verify base --policy /etc/syncer/trust.toml --provenance
   # Against a directory of allowed_signers and .pub files, as JSON
   imager verify base --trusted keys/ --json";
+
+pub(crate) const COMPLETIONS: &str = "\
+Examples:
+  # Install for bash, zsh and fish (as root)
+  imager completions bash > /usr/share/bash-completion/completions/imager
+  imager completions zsh > /usr/share/zsh/vendor-completions/_imager
+  imager completions fish > /usr/share/fish/vendor_completions.d/imager.fish";
+
+pub(crate) const MANPAGES: &str = "\
+Examples:
+  # Install them (as root), then read one
+  imager manpages /usr/share/man/man1 && man imager-export
+  # Write them elsewhere and read one without installing it
+  imager manpages man/ && man -l man/imager-export.1";

@@ -127,6 +127,13 @@ enum Cmd {
     /// provenance against the store
     #[command(after_help = examples::VERIFY)]
     Verify(sign::VerifyArgs),
+    /// Print a completion script for bash, zsh, fish, elvish or powershell
+    #[command(after_help = examples::COMPLETIONS)]
+    Completions(docs::CompletionsArgs),
+    /// Write the man pages into DIR: imager.1, and imager-COMMAND.1 for each command;
+    /// prints the path of each
+    #[command(after_help = examples::MANPAGES)]
+    Manpages(docs::ManpagesArgs),
 }
 
 /// What every command gets: where the store is, and where progress goes.
@@ -202,6 +209,8 @@ fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
         Cmd::Key(a) => sign::key(a, out),
         Cmd::Sign(a) => sign::sign(&ctx, a, out),
         Cmd::Verify(a) => sign::verify(&ctx, a, out),
+        Cmd::Completions(a) => docs::completions(a, out),
+        Cmd::Manpages(a) => docs::manpages(a, out),
     }
 }
 
