@@ -133,3 +133,90 @@ fn a_wait_for_the_store_lock_says_who_holds_it() {
     );
     assert!(env.store().join("refs/again").is_file());
 }
+
+/// The completion scripts are generated from the command definitions: they must parse and
+/// know the commands, so that installing one cannot break a user's shell start-up.
+#[test]
+fn completion_scripts_parse_and_name_the_commands() {
+    let env = Env::new();
+    let bash = env.ok(&["completions", "bash"]);
+    let script = env.path("imager.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "bash -n: {check:?}");
+    assert!(bash.contains("export"), "{bash}");
+    for shell in ["zsh", "fish"] {
+        let out = env.ok(&["completions", shell]);
+        for command in ["export", "try-package", "build-info", "manpages"] {
+            assert!(
+                out.contains(command),
+                "{shell} script without {command}:\n{out}"
+            );
+        }
+    }
+    assert_eq!(env.run(&["completions", "tcsh"]).status.code(), Some(2));
+}
+
+/// The man pages carry the same option texts as `--help`, and render with the system's
+/// man (man-db, or groff where it is missing).
+#[test]
+fn man_pages_carry_the_help_texts() {
+    let env = Env::new();
+    let dir = env.path("man/man1");
+    env.ok(&["manpages", common::s(&dir)]);
+    for page in ["imager.1", "imager-export.1", "imager-key-generate.1"] {
+        assert!(dir.join(page).is_file(), "no {page}");
+    }
+    let help = env.ok(&["export", "-h"]);
+    let tar_help = help
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("--tar <FILE>"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no --tar in:\n{help}"));
+    let page = render_man(&dir.join("imager-export.1"));
+    assert!(page.contains(tar_help), "{tar_help:?} not in:\n{page}");
+    let examples = page.split_once(" EXAMPLES ").map(|(_, e)| e).unwrap_or("");
+    assert!(
+        examples.contains("imager export web --tar web.tar.zst"),
+        "{page}"
+    );
+}
+
+/// The page as text: no overstrikes, ASCII hyphens, whitespace collapsed (so that a line
+/// break is a space).
+fn render_man(page: &std::path::Path) -> String {
+    let man = Command::new("man")
+        .arg("-l")
+        .arg(page)
+        .env("MANWIDTH", "200")
+        .env_remove("MAN_KEEP_FORMATTING")
+        .output();
+    let out = match man {
+        Ok(o) => o,
+        Err(_) => {
+            common::need("groff", "groff-base");
+            Command::new("groff")
+                .args(["-man", "-Tutf8", "-P-cbou", "-rLL=200n"])
+                .arg(page)
+                .output()
+                .unwrap()
+        }
+    };
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut plain = String::new();
+    for c in text.chars() {
+        match c {
+            '\u{8}' => {
+                plain.pop();
+            }
+            '\u{2010}' | '\u{2212}' => plain.push('-'),
+            c => plain.push(c),
+        }
+    }
+    plain.split_whitespace().collect::<Vec<_>>().join(" ")
+}

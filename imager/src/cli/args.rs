@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 /// How `diff` and `try-package` show their report.
 #[derive(Args)]
 pub(crate) struct ReviewArgs {
+    /// Print the report as one JSON object (see Reviewing images in the README)
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
+    /// Print the report as Markdown, for a review tool or a merge request
     #[arg(long)]
     markdown: bool,
-    /// Only the summary
+    /// Only the summary: counts of files and packages added, removed and changed
     #[arg(long)]
     summary: bool,
     /// Only paths matching this glob (repeatable)

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct LockArgs {
+    /// The build manifest (M.toml); the lock is written beside it as M.lock
     manifest: PathBuf,
+    /// Print the lock's path, epoch and packages as JSON instead of one line of totals
     #[arg(long)]
     json: bool,
 }
@@ -27,16 +29,18 @@ pub(crate) fn lock(a: LockArgs, out: &mut dyn Write) -> Result<Exit> {
 
 #[derive(Args)]
 pub(crate) struct BuildArgs {
+    /// The build manifest (M.toml), built from the lock M.lock beside it
     manifest: PathBuf,
     /// Resolve again (and rewrite M.lock) if the lock is missing or stale
     #[arg(long)]
     update_lock: bool,
-    /// Keep the chroot and log of a failed build to inspect
+    /// Keep the chroot and log of a failed build (under STORE/build/) to inspect
     #[arg(long)]
     keep_failed: bool,
     /// An image whose mtimes unchanged entries keep (ProdNG's rule)
     #[arg(long, value_name = "IMAGE")]
     previous: Option<String>,
+    /// Print the report (ID, epoch, downloads, scrub, normalisation, phase times) as JSON
     #[arg(long)]
     json: bool,
 }
@@ -62,9 +66,12 @@ pub(crate) fn build(ctx: &Ctx, a: BuildArgs, out: &mut dyn Write) -> Result<Exit
 
 #[derive(Args)]
 pub(crate) struct RebuildArgs {
+    /// The image to rebuild (made by `imager build`): a name, NAME~N, an ID or an ID prefix
     image: String,
+    /// Keep the chroot and log of a failed rebuild (under STORE/build/) to inspect
     #[arg(long)]
     keep_failed: bool,
+    /// Print both IDs and every difference as JSON
     #[arg(long)]
     json: bool,
     /// Rebuild in a builder environment unlike the original's (comma-separated, or all)
@@ -129,7 +136,9 @@ fn varied(store: &std::path::Path, a: RebuildArgs, out: &mut dyn Write) -> Resul
 
 #[derive(Args)]
 pub(crate) struct BuildInfoArgs {
+    /// The image (made by `imager build`): a name, NAME~N, an ID or an ID prefix
     image: String,
+    /// Which of the files the build stored to print
     #[arg(long, value_enum, default_value_t = BuildFile::Info)]
     what: BuildFile,
 }
@@ -139,12 +148,15 @@ pub(crate) struct BuildInfoArgs {
 enum BuildFile {
     /// name, version, architecture, source package
     Packages,
+    /// the lock the build installed from
     Lock,
     /// the manifest flattened into one file
     Manifest,
+    /// mmdebstrap's and the hooks' output
     Log,
     /// tool version, epoch, phase timings (JSON)
     Info,
+    /// the local-state globs the scrub applied
     LocalState,
     /// the in-toto statement with the SLSA provenance of the build (JSON)
     Provenance,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct ExportArgs {
+    /// The image: a name, NAME~N, an ID or a unique ID prefix (8+ hex digits)
     image: String,
     /// The tar.zst to write (- for standard output)
     #[arg(

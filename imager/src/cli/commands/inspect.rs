@@ -10,7 +10,9 @@ use std::io::Write;
 
 #[derive(Args)]
 pub(crate) struct LsArgs {
+    /// The image: a name, NAME~N, an ID or a unique ID prefix (8+ hex digits)
     image: String,
+    /// Only this path and what is below it [default: /, the whole image]
     path: Option<String>,
 }
 
@@ -23,9 +25,12 @@ pub(crate) fn ls(ctx: &Ctx, a: LsArgs, out: &mut dyn Write) -> Result<Exit> {
 
 #[derive(Args)]
 pub(crate) struct ShowArgs {
+    /// The image: a name, NAME~N, an ID or a unique ID prefix (8+ hex digits)
     image: String,
+    /// Print the image's canonical manifest text (whose blake3 is its ID) instead
     #[arg(long)]
     manifest: bool,
+    /// Print the ID, names and totals as JSON
     #[arg(long)]
     json: bool,
 }
@@ -48,6 +53,7 @@ pub(crate) fn show(ctx: &Ctx, a: ShowArgs, out: &mut dyn Write) -> Result<Exit> 
 
 #[derive(Args)]
 pub(crate) struct FsckArgs {
+    /// Print the counts checked and every problem found as JSON
     #[arg(long)]
     json: bool,
 }
@@ -66,6 +72,7 @@ pub(crate) fn fsck(ctx: &Ctx, a: FsckArgs, out: &mut dyn Write) -> Result<Exit> 
 
 #[derive(Args)]
 pub(crate) struct HistoryArgs {
+    /// The name whose history to print (each line: ID, then NAME or NAME~N)
     name: String,
 }
 

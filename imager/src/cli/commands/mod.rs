@@ -2,6 +2,7 @@
 //! arguments struct (cargo's `src/bin/cargo/commands/`).
 
 pub(crate) mod build;
+pub(crate) mod docs;
 pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod inspect;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub(crate) struct HashArgs {
+    /// The directory to hash (read only, never changed)
     dir: PathBuf,
     /// Compute the ID of the normalised tree (the directory is not changed)
     #[arg(long)]
@@ -33,6 +34,7 @@ pub(crate) fn hash(ctx: &Ctx, a: HashArgs, out: &mut dyn Write) -> Result<Exit> 
 
 #[derive(Args)]
 pub(crate) struct NormalizeArgs {
+    /// The directory to normalise in place (its files are rewritten)
     dir: PathBuf,
     #[command(flatten)]
     norm: NormArgs,

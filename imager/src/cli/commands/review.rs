@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 pub(crate) struct DiffArgs {
     /// A name, name~N, ID, or a tar[.zst] file (imported first)
     old: String,
+    /// The newer image, in any of the forms OLD takes
     new: String,
     #[command(flatten)]
     view: ReviewArgs,
@@ -54,8 +55,10 @@ fn resolve_or_import(ctx: &Ctx, spec: &str) -> Result<Hash> {
 
 #[derive(Args)]
 pub(crate) struct TryPackageArgs {
+    /// The image to try them in (not changed): a name, NAME~N, an ID or an ID prefix
     image: String,
-    #[arg(required = true)]
+    /// The .deb files, installed together by one `dpkg -i`
+    #[arg(required = true, value_name = "DEB")]
     debs: Vec<PathBuf>,
     #[command(flatten)]
     view: ReviewArgs,
@@ -76,9 +79,12 @@ pub(crate) fn try_package(ctx: &Ctx, a: TryPackageArgs, out: &mut dyn Write) -> 
 
 #[derive(Args)]
 pub(crate) struct PackagesArgs {
+    /// The image: a name, NAME~N, an ID or a unique ID prefix (8+ hex digits)
     image: String,
+    /// Print the packages as a JSON array (without an option: one line each, as text)
     #[arg(long, conflicts_with_all = ["spdx", "cyclonedx"])]
     json: bool,
+    /// An SPDX 2.3 SBOM (JSON; the one `imager build` stored, when there is one)
     #[arg(long, conflicts_with = "cyclonedx")]
     spdx: bool,
     /// A CycloneDX 1.5 SBOM (JSON)

@@ -18,17 +18,20 @@ pub(crate) struct KeyArgs {
 #[derive(Subcommand)]
 enum KeyCmd {
     /// Write a new ed25519 signing key (FILE) and its public key (FILE.pub)
+    #[command(after_help = crate::cli::examples::KEY)]
     Generate(GenerateArgs),
 }
 
 #[derive(Args)]
 struct GenerateArgs {
+    /// Where to write the private key (FILE.pub gets the public one); neither may exist
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
     /// The key's comment: who holds it (release@example.com)
     #[arg(long, default_value = "")]
     comment: String,
-    /// Encrypt the key with the passphrase in this file (its first line)
+    /// Encrypt the key with the passphrase in this file (its first line) [default:
+    /// $IMAGER_KEY_PASSPHRASE, else unencrypted]
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
 }
@@ -77,6 +80,7 @@ pub(crate) fn key(a: KeyArgs, out: &mut dyn Write) -> Result<Exit> {
 
 #[derive(Args)]
 pub(crate) struct SignArgs {
+    /// The image: a name, NAME~N, an ID or a unique ID prefix (8+ hex digits)
     image: String,
     /// The private key (OpenSSH ed25519, as `imager key generate` or `ssh-keygen -t
     /// ed25519` writes it)
@@ -107,8 +111,11 @@ pub(crate) struct SignArgs {
     /// Also sign the image's build provenance (a DSSE envelope)
     #[arg(long)]
     provenance: bool,
+    /// The passphrase of an encrypted --key: the first line of this file [default:
+    /// $IMAGER_KEY_PASSPHRASE]
     #[arg(long, value_name = "FILE")]
     passphrase_file: Option<PathBuf>,
+    /// Print what was signed, the key's fingerprint and the signature files as JSON
     #[arg(long)]
     json: bool,
 }
@@ -160,6 +167,7 @@ pub(crate) fn sign(ctx: &Ctx, a: SignArgs, out: &mut dyn Write) -> Result<Exit> 
 
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
+    /// The image: a name, NAME~N, an ID or a unique ID prefix (8+ hex digits)
     image: String,
     /// A trusted public key (FILE.pub); repeatable
     #[arg(long, value_name = "FILE.pub")]
@@ -175,6 +183,7 @@ pub(crate) struct VerifyArgs {
     /// keys are given)
     #[arg(long)]
     provenance: bool,
+    /// Print the verdict, the valid and invalid signatures and the provenance checks as JSON
     #[arg(long)]
     json: bool,
 }
