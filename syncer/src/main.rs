@@ -49,6 +49,20 @@ enum Cmd {
     /// origin any web server serves, cached per colo by nginx)
     #[command(after_help = cli::examples::PUBLISH)]
     Publish(cli::publish::PublishArgs),
+    /// Print the shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(after_help = cli::examples::COMPLETIONS)]
+    Completions {
+        /// The shell to print the completion script for
+        #[arg(value_enum)]
+        shell: cli_docs::Shell,
+    },
+    /// Write the man pages: syncer.1 and one syncer-COMMAND.1 per subcommand
+    #[command(after_help = cli::examples::MANPAGES)]
+    Manpages {
+        /// The directory to write the pages into (created if missing; pages already
+        /// there are replaced)
+        dir: std::path::PathBuf,
+    },
 }
 
 fn main() {
@@ -81,6 +95,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Cache { cmd } => cli::cache::run(cmd),
         Cmd::Diff(a) => cli::diff::run(a),
         Cmd::Publish(a) => cli::publish::run(a),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let script = cli_docs::completions(shell, &mut Cli::command(), "syncer");
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
+            Ok(ExitCode::Success)
+        }
+        Cmd::Manpages { dir } => {
+            use clap::CommandFactory;
+            imager::fsx::create_dir_all(&dir)?;
+            for (name, page) in cli_docs::manpages(Cli::command())? {
+                imager::fsx::write(dir.join(&name), page)?;
+                println!("{}", dir.join(name).display());
+            }
+            Ok(ExitCode::Success)
+        }
     }
 }
 
@@ -112,9 +141,21 @@ mod tests {
             missing.push(format!("{path}: no examples"));
         }
         // Each example parses: a renamed flag fails here, not in a user's terminal.
-        let help = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-        for line in help.lines().filter(|l| l.trim_start().starts_with("syncer ")) {
-            let words = line.split('#').next().unwrap_or("").split_whitespace();
+        let help = cmd
+            .get_after_help()
+            .map(|h| h.to_string())
+            .unwrap_or_default();
+        for line in help
+            .lines()
+            .filter(|l| l.trim_start().starts_with("syncer "))
+        {
+            // The command alone: up to a comment or a shell operator.
+            let words = line
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .take_while(|w| !matches!(*w, ">" | ">>" | "|" | "&&" | ";"));
             if let Err(e) = <super::Cli as clap::Parser>::try_parse_from(words) {
                 missing.push(format!("{path}: example {line:?} does not parse: {e}"));
             }

@@ -43,6 +43,15 @@ pub const PUBLISH: &str = "Examples:
   syncer publish web --from web~1 --to /srv/syncer-pub   # for hosts at web~1 and empty ones
   syncer publish web --to /srv/syncer-pub --json";
 
+pub const COMPLETIONS: &str = "Examples:
+  syncer completions bash > /usr/share/bash-completion/completions/syncer
+  syncer completions zsh > /usr/share/zsh/vendor-completions/_syncer
+  syncer completions fish > /usr/share/fish/vendor_completions.d/syncer.fish";
+
+pub const MANPAGES: &str = "Examples:
+  syncer manpages /usr/share/man/man1         # then: man syncer-push
+  syncer manpages /tmp/man && man -l /tmp/man/syncer-rollout.1";
+
 /// A subcommand's `ownership_help` followed by its examples.
 pub fn with_ownership(examples: &str) -> String {
     format!("{}\n\n{examples}", super::ownership_help())
