@@ -355,9 +355,12 @@ pub struct FleetRow {
     pub last: Option<HostResult>,
 }
 
-/// The fleet's status as a table: host, colo, image, drift, last rollout result.
+/// The fleet's status as a table: host, colo, image, drift, last rollout result; then,
+/// for each host that could not be asked or whose trust policy is unusable, why (a table
+/// that only said "unreachable" left the operator to guess).
 pub fn fleet_status(rows: &[FleetRow]) -> String {
     let mut out = String::new();
+    let mut why = Vec::new();
     line!(
         out,
         "{:<40} {:<10} {:<24} {:<18} {:<8} LAST",
@@ -402,6 +405,19 @@ pub fn fleet_status(rows: &[FleetRow]) -> String {
             "{:<40} {c:<10} {image:<24} {drift:<18} {trust:<8} {last}",
             s.host
         );
+        match (&s.error, &s.trust) {
+            (Some(e), _) => why.push(format!("{}: {e}", s.host)),
+            (None, Some(t)) if t.starts_with("unusable") => {
+                why.push(format!("{}: trust policy {t}", s.host))
+            }
+            _ => {}
+        }
+    }
+    if !why.is_empty() {
+        line!(out, "");
+        for w in why {
+            line!(out, "{w}");
+        }
     }
     out
 }
@@ -619,6 +635,35 @@ mod tests {
         assert_eq!(secs(1.234), "1.23s");
         let empty: [f64; 0] = [];
         assert_eq!(secs(empty.iter().sum()), "0.00s");
+    }
+
+    /// An unreachable host's row is followed, below the table, by why.
+    #[test]
+    fn the_fleet_table_says_why_a_host_is_unreachable() {
+        let row = |host: &str, error: Option<&str>| FleetRow {
+            colo: "lab".into(),
+            status: HostStatus {
+                host: host.into(),
+                ok: error.is_none(),
+                error: error.map(String::from),
+                ..Default::default()
+            },
+            last: None,
+        };
+        let text = fleet_status(&[
+            row("local:/srv/a", None),
+            row(
+                "ssh://web1",
+                Some("ssh: connect to host web1 port 22: Connection refused"),
+            ),
+        ]);
+        let last = "ssh://web1: ssh: connect to host web1 port 22: Connection refused";
+        assert!(
+            text.lines().nth(2).unwrap_or("").contains("unreachable"),
+            "{text}"
+        );
+        assert_eq!(text.lines().last(), Some(last), "{text}");
+        assert!(!text.contains("local:/srv/a: "), "{text}");
     }
 
     #[test]
