@@ -89,11 +89,15 @@ impl Tmux {
         let t = Tmux {
             socket: dir.join("tmux.sock").display().to_string(),
         };
-        // The pane stays after the command ends (its last screen is what is checked).
+        // The pane stays after the command ends (its last screen is what is checked),
+        // and says it ended on a tmux channel ([`Tmux::ended`]).
         let script = dir.join("pane.sh");
         std::fs::write(
             &script,
-            format!("{command}\necho EXIT=$?\nsleep infinity\n"),
+            format!(
+                "{command}\necho EXIT=$?\ntmux -S '{}' wait-for -S ended\nsleep infinity\n",
+                t.socket
+            ),
         )
         .unwrap();
         t.tmux(&[
@@ -125,8 +129,9 @@ impl Tmux {
         self.tmux(&["capture-pane", "-p", "-t", "t", "-S", "-", "-E", "-"])
     }
 
-    /// Waits until the pane shows `what` (a generous bound only so that a broken
-    /// display fails the test instead of hanging it); returns the screen.
+    /// Waits until the pane shows `what` (a prompt: no program tells when it is drawn,
+    /// so the pane is read again until it is; the bound only makes a broken display fail
+    /// the test instead of hanging it); returns the screen.
     fn wait_for(&self, what: &str) -> String {
         let start = std::time::Instant::now();
         loop {
@@ -140,6 +145,13 @@ impl Tmux {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    /// Waits until the pane's command has ended (the channel is signalled even when
+    /// nobody waits yet), then returns the screen.
+    fn ended(&self) -> String {
+        self.tmux(&["wait-for", "ended"]);
+        self.screen()
     }
 
     fn keys(&self, keys: &[&str]) {
@@ -170,7 +182,7 @@ fn on_a_terminal_each_host_is_one_line_and_the_conclusion_stays() {
     let s = pane.wait_for("Continue with colo prod? [y/N]");
     assert_eq!(lines_with(&s, "Continue with colo prod?"), 1, "{s}");
     pane.keys(&["y", "Enter"]);
-    let s = pane.wait_for("EXIT=");
+    let s = pane.ended();
     assert!(s.contains("EXIT=0"), "{s}");
     for i in 0..5 {
         assert_eq!(
@@ -194,7 +206,7 @@ fn on_a_terminal_each_host_is_one_line_and_the_conclusion_stays() {
     std::fs::write(f.hosts[0].join("root/fail-health"), "").unwrap();
     drop(pane);
     let pane = Tmux::run(&f.dir, &f.rollout("--yes"));
-    let s = pane.wait_for("EXIT=");
+    let s = pane.ended();
     assert!(s.contains("EXIT=1"), "{s}");
     let failed = format!("{} [lab canary]: FAILED", f.spec(0));
     // Once as it finished, once in the conclusion's list of failures.
