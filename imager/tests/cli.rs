@@ -186,6 +186,75 @@ fn man_pages_carry_the_help_texts() {
     );
 }
 
+/// The `imager` Debian package (`packaging/debs.sh`, cargo-deb), made from the binary
+/// these tests run: it holds the binary, a man page per command (gzipped, rendering
+/// with man) and the three shells' completions, and depends on what builds need.
+#[test]
+fn the_debian_package_holds_the_binary_its_pages_and_completions() {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("cargo-deb").is_file()))
+        .unwrap_or(false);
+    assert!(found, "cargo-deb is missing: cargo install cargo-deb --version 3.8.0 --locked (the README's set-up does)");
+    let env = Env::new();
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_imager"));
+    let out = env.path("debs");
+    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/debs.sh"))
+        .args([
+            "--profile",
+            "dev",
+            "--no-build",
+            "-o",
+            common::s(&out),
+            "imager",
+        ])
+        .env("CARGO_TARGET_DIR", bin.parent().unwrap().parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let deb = out.join(format!("imager_{}-1_amd64.deb", env!("CARGO_PKG_VERSION")));
+    let field = |f: &str| {
+        let o = Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&deb)
+            .arg(f)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "imager");
+    assert!(
+        field("Depends").contains("mmdebstrap"),
+        "{}",
+        field("Depends")
+    );
+    let root = env.path("root");
+    let x = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(x.success());
+    let imager = root.join("usr/bin/imager");
+    let help = Command::new(&imager).arg("--help").output().unwrap();
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("Examples"));
+    for f in [
+        "usr/share/bash-completion/completions/imager",
+        "usr/share/zsh/vendor-completions/_imager",
+        "usr/share/fish/vendor_completions.d/imager.fish",
+        "usr/share/doc/imager/copyright",
+    ] {
+        assert!(root.join(f).is_file(), "the package lacks /{f}");
+    }
+    let page = render_man(&root.join("usr/share/man/man1/imager-build.1.gz"));
+    assert!(page.contains("imager build"), "{page}");
+}
+
 /// The page as text: no overstrikes, ASCII hyphens, whitespace collapsed (so that a line
 /// break is a space).
 fn render_man(page: &std::path::Path) -> String {

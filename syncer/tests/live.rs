@@ -654,3 +654,142 @@ fn a_live_canary_that_fails_its_health_check_is_rolled_back() {
     let status = json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(status[0]["image"].as_str(), Some(a.as_str()), "{status:#}");
 }
+
+/// Waits until nginx at `addr` serves `version` (its reload after a push is graceful:
+/// old workers answer until they finish); fails after 600 s rather than hang.
+fn serves(addr: &str, version: &str) {
+    let want = format!("{version}\n");
+    for _ in 0..6000 {
+        if get(addr, "/version").ok().map(|(_, b)| b) == Some(want.clone()) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{addr} never served version {version}");
+}
+
+/// Builds the Debian packages of the binaries these tests run (`packaging/debs.sh`,
+/// cargo-deb) into `out`: the controller's and the agent's.
+fn build_debs(out: &Path) -> (PathBuf, PathBuf) {
+    nspawn::require(
+        "cargo-deb",
+        "cargo-deb (cargo install cargo-deb --locked; .ci/run does)",
+    );
+    let bin = Path::new(env!("CARGO_BIN_EXE_syncer"));
+    let target = bin.parent().unwrap().parent().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/debs.sh");
+    let made = Command::new(&script)
+        .args(["--profile", "dev", "--no-build", "-o"])
+        .arg(out)
+        .args(["syncer", "syncer-agent"])
+        .env("CARGO_TARGET_DIR", target)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "debs.sh failed:\n{}{}",
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let field = |deb: &Path, f: &str| sh(&format!("dpkg-deb -f '{}' {f}", deb.display()));
+    let version = env!("CARGO_PKG_VERSION");
+    let (syncer, agent) = (
+        out.join(format!("syncer_{version}-1_amd64.deb")),
+        out.join(format!("syncer-agent_{version}-1_amd64.deb")),
+    );
+    // cargo-deb does not substitute ${binary:Version}: the controller's dependency on
+    // its agent is written out in syncer/Cargo.toml, and must be this version.
+    let agent_version = field(&agent, "Version").trim().to_string();
+    assert!(
+        field(&syncer, "Depends").contains(&format!("syncer-agent (= {agent_version})")),
+        "the controller's package depends on another agent version than {agent_version}"
+    );
+    (syncer, agent)
+}
+
+/// The agent's Debian package installed with dpkg into a booted machine: pushes reach
+/// it with neither `--agent` nor `--install-agent`, a push of an image without the
+/// package keeps the agent (it never deletes the program it runs from, which lies
+/// below the owned /usr), the forced command its README.Debian gives works, its example
+/// trust policy is a valid policy once uncommented, and removing the package takes only
+/// the package's own files. The controller's package installs beside it.
+#[test]
+fn the_agent_package_installed_with_dpkg_takes_pushes() {
+    let s = scratch("syncer-live-deb-");
+    let (syncer_deb, agent_deb) = build_debs(&s.path().join("debs"));
+    let (m, root, rsh) = live_machine(s.path(), "deb1", "live-a");
+    let addr = m.addr.clone().unwrap();
+    let host = format!("ssh://root@{addr}/");
+    for deb in [&agent_deb, &syncer_deb] {
+        std::fs::copy(deb, root.join("var/tmp").join(deb.file_name().unwrap())).unwrap();
+    }
+    m.ok("dpkg -i /var/tmp/syncer-agent_*.deb");
+    assert_eq!(
+        m.ok("readlink /var/lib/syncer/bin/syncer").trim(),
+        "/usr/bin/syncer-agent"
+    );
+    m.ok("test -f /etc/syncer/trust.toml.example && test ! -e /etc/syncer/trust.toml");
+    // The controller's package: its dependency on this agent version holds.
+    m.ok("dpkg -i /var/tmp/syncer_*.deb && syncer --help >/dev/null");
+    m.ok("test -s /usr/share/bash-completion/completions/syncer && test -s /usr/share/man/man1/syncer-push.1.gz");
+    // Removing the packages takes their files and the link; the agent's state and the
+    // example policy (a conffile, until a purge) stay. (Before the pushes below: after
+    // a push the host's dpkg database is the image's, which does not list them.)
+    m.ok("dpkg -r syncer syncer-agent");
+    m.ok("test ! -e /usr/bin/syncer-agent && test ! -L /var/lib/syncer/bin/syncer");
+    m.ok("test -f /var/lib/syncer/image && test -f /etc/syncer/trust.toml.example");
+    m.ok("dpkg -i /var/tmp/syncer-agent_*.deb /var/tmp/syncer_*.deb && rm /var/tmp/*.deb");
+
+    // The image has no syncer-agent: a push keeps the agent it runs (the package's),
+    // and the next push finds it.
+    let r = push(&images().store, "live-b", &host, &["-e", &rsh]);
+    assert_eq!(r["committed"], true, "{r:#}");
+    m.ok("test -x /usr/bin/syncer-agent");
+    serves(&addr, "B");
+    let drift = run(&images().store, &["diff", &host, "-e", &rsh]);
+    assert!(
+        drift.status.success(),
+        "the packaged agent is drift:\n{}",
+        String::from_utf8_lossy(&drift.stdout)
+    );
+
+    // README.Debian's forced command: the controller's key starts the agent and
+    // nothing else, and pushes still work through it.
+    let key = std::fs::read_to_string(s.path().join("id.pub")).unwrap();
+    std::fs::write(
+        root.join("root/.ssh/authorized_keys"),
+        format!(
+            "command=\"/usr/bin/syncer-agent serve --root /\",no-port-forwarding,\
+             no-X11-forwarding,no-agent-forwarding,no-pty {key}"
+        ),
+    )
+    .unwrap();
+    let r = push(&images().store, "live-a", &host, &["-e", &rsh]);
+    assert_eq!(r["committed"], true, "{r:#}");
+    serves(&addr, "A");
+    let shell = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{rsh} root@{addr} echo a shell"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&shell.stdout).contains("a shell"),
+        "the forced command let the key run a shell"
+    );
+
+    // The example policy, uncommented, is one the agent uses.
+    m.ok("sed -E 's/^#([a-z_]+ =|\\[\\[require)/\\1/' /etc/syncer/trust.toml.example > /etc/syncer/trust.toml");
+    let k: Vec<&str> = key.split_whitespace().take(2).collect();
+    let k = k.join(" ");
+    std::fs::write(
+        root.join("etc/syncer/allowed_signers"),
+        format!("release@example.com {k}\nreview-1@example.com {k}\n"),
+    )
+    .unwrap();
+    let out = run(&images().store, &["status", &host, "-e", &rsh, "--json"]);
+    let status = json(&String::from_utf8_lossy(&out.stdout));
+    let trust = status[0]["trust"].as_str().unwrap_or("none");
+    assert!(trust.starts_with("2 requirements"), "{status:#}");
+    m.ok("rm /etc/syncer/trust.toml /etc/syncer/allowed_signers");
+}

@@ -314,6 +314,7 @@ impl Session<'_> {
             ..
         } = rules;
         host.absent_local = scan::absent_local_state(&self.b, &tree, &local, &host);
+        scan::spare_own_executable(self.root, &tree, &mut host);
         let record = self.st.record()?;
         let own = Ownership {
             recorded: record.manifest().map(Recorded::of),
@@ -614,6 +615,7 @@ fn status(root: &Path, b: &Beneath, st: &StateDir, verify: bool) -> Result<Diffe
     let mut cache = scan::HashCache::load(st);
     let (mut host, stats) = scan::scan(root, &local, &mut cache, verify)?;
     host.absent_local = scan::absent_local_state(b, &tree, &local, &host);
+    scan::spare_own_executable(root, &tree, &mut host);
     cache.save(st)?;
     let (changes, unmanaged) = compare(&tree, &mut host, &local, &own, DirMtimes::Lenient);
     Ok(Differences {

@@ -370,3 +370,68 @@ pub fn local_excludes(globs: &[String]) -> crate::Result<Excludes> {
     );
     Ok(Excludes::new(&all)?)
 }
+
+/// Leaves the agent's own executable out of the host's tree when it lies in the synced
+/// root and the image does not hold it. A host that installed the agent with its package
+/// manager (`/usr/bin/syncer-agent`, below the owned `/usr`) would otherwise lose the
+/// program every later push runs at its first push of an image without the package:
+/// the push that deleted it would succeed, and the next would find no agent. Its
+/// directories the image lacks are protected as local state's are. An image that holds the path
+/// replaces it like any file (the running agent keeps its old inode).
+pub fn spare_own_executable(root: &Path, image: &Tree, host: &mut HostTree) {
+    let (Ok(exe), Ok(root)) = (fsx::read_link("/proc/self/exe"), fsx::canonicalize(root)) else {
+        return;
+    };
+    if let Some(rel) = own_path(&root, &exe) {
+        spare(&rel, image, host);
+    }
+}
+
+/// `exe`'s path relative to `root` (`/usr/bin/syncer-agent`), when it lies below it.
+fn own_path(root: &Path, exe: &Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let rest = exe.strip_prefix(root).ok()?;
+    let rest = rest.as_os_str().as_bytes();
+    (!rest.is_empty()).then(|| [b"/", rest].concat())
+}
+
+fn spare(rel: &[u8], image: &Tree, host: &mut HostTree) {
+    if image.get(rel).is_some() {
+        return;
+    }
+    host.entries.retain(|e| e.path != rel);
+    // Its directories the image lacks would be deleted with it; those the image has
+    // are compared as before.
+    let mut p = rel;
+    while let Some(i) = p.iter().rposition(|&b| b == b'/').filter(|&i| i > 0) {
+        p = &p[..i];
+        if image.get(p).is_none() {
+            host.protected.insert(p.to_vec());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_path;
+    use std::path::Path;
+
+    #[test]
+    fn the_own_executable_is_named_relative_to_the_root() {
+        let exe = Path::new("/usr/bin/syncer-agent");
+        assert_eq!(
+            own_path(Path::new("/"), exe).as_deref(),
+            Some(&b"/usr/bin/syncer-agent"[..])
+        );
+        assert_eq!(
+            own_path(Path::new("/srv/h1"), Path::new("/srv/h1/usr/bin/a")).as_deref(),
+            Some(&b"/usr/bin/a"[..])
+        );
+        // The controller's own agent, outside a local: root, is not the host's.
+        assert_eq!(own_path(Path::new("/srv/h1"), exe), None);
+        assert_eq!(
+            own_path(Path::new("/srv/h1"), Path::new("/srv/h10/a")),
+            None
+        );
+    }
+}
