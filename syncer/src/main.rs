@@ -13,6 +13,9 @@ use cli::ExitCode;
     about = "Push imager images onto hosts as file-level deltas"
 )]
 struct Cli {
+    /// `--store` and `-q`, as imager takes them.
+    #[command(flatten)]
+    common: cli_docs::Common,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -44,7 +47,9 @@ enum Cmd {
         cmd: cli::cache::CacheCmd,
     },
     /// The paths where a host differs from the image it runs
-    Diff(cli::diff::DiffArgs),
+    // `diff` before, which is still accepted: `imager diff` compares two images.
+    #[command(visible_alias = "diff")]
+    Drift(cli::drift::DriftArgs),
     /// Write what hosts need to reach an image as static files for HTTP mirrors (an
     /// origin any web server serves, cached per colo by nginx)
     #[command(after_help = cli::examples::PUBLISH)]
@@ -67,7 +72,9 @@ enum Cmd {
 
 fn main() {
     imager::store::on_lock_wait(|m| eprintln!("syncer: {m}"));
-    let code = match run(Cli::parse().cmd) {
+    let cli = Cli::parse();
+    let ctx = cli::Ctx::new(&cli.common);
+    let code = match run(cli.cmd, &ctx) {
         Ok(code) => code,
         Err(e) => {
             // Not `{e:#}`: the library's errors include their source's text, and the
@@ -84,17 +91,17 @@ fn main() {
     std::process::exit(code.code());
 }
 
-fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+fn run(cmd: Cmd, ctx: &cli::Ctx) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Serve(a) => cli::serve::run(a),
-        Cmd::Push(a) => cli::push::run(a),
-        Cmd::Status(a) => cli::status::run(a),
-        Cmd::Rollout(a) => cli::rollout::run(a),
-        Cmd::Rollback(a) => cli::rollback::run(a),
-        Cmd::AbandonCommit(a) => cli::abandon_commit::run(a),
-        Cmd::Cache { cmd } => cli::cache::run(cmd),
-        Cmd::Diff(a) => cli::diff::run(a),
-        Cmd::Publish(a) => cli::publish::run(a),
+        Cmd::Push(a) => cli::push::run(a, ctx),
+        Cmd::Status(a) => cli::status::run(a, ctx),
+        Cmd::Rollout(a) => cli::rollout::run(a, ctx),
+        Cmd::Rollback(a) => cli::rollback::run(a, ctx),
+        Cmd::AbandonCommit(a) => cli::abandon_commit::run(a, ctx),
+        Cmd::Cache { cmd } => cli::cache::run(cmd, ctx),
+        Cmd::Drift(a) => cli::drift::run(a, ctx),
+        Cmd::Publish(a) => cli::publish::run(a, ctx),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             let script = cli_docs::completions(shell, &mut Cli::command(), "syncer");
@@ -124,6 +131,14 @@ mod tests {
         let mut missing = Vec::new();
         walk(&super::Cli::command(), "syncer", &mut missing);
         assert!(missing.is_empty(), "{}", missing.join("\n"));
+    }
+
+    /// `--store`, `-q`, `--json` and `--dry-run` mean here what they mean in imager, and
+    /// no option is spelled as imager spells something else (the same check runs there).
+    #[test]
+    fn the_options_shared_with_imager_mean_the_same() {
+        let offenders = cli_docs::vocabulary::check(&super::Cli::command());
+        assert!(offenders.is_empty(), "{}", offenders.join("\n"));
     }
 
     fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {

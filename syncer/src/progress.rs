@@ -68,8 +68,14 @@ pub trait Observer: Sync {
     /// Content sent to `host` so far: `done` of the `total` bytes the controller sends
     /// itself, encoded as they go on the wire (what mirrors serve is not counted).
     fn bytes(&self, _host: &str, _total: u64, _done: u64) {}
-    /// A line for the log of a rollout (printed when there are no progress bars).
+    /// A line for the log of a rollout (printed when there are no progress bars): a
+    /// host's outcome, a warning.
     fn log(&self, _line: &str) {}
+    /// A line that only says how far a rollout got (a wave starts, a pause, a host is
+    /// rolled back): logged as [`Observer::log`]'s unless the observer is quiet (`-q`).
+    fn note(&self, line: &str) {
+        self.log(line);
+    }
     /// A rollout of `hosts` hosts begins.
     fn rollout(&self, _hosts: u64) {}
     /// A wave begins (`label`: colo and wave).

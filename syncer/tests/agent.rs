@@ -142,7 +142,7 @@ fn an_empty_root_gets_the_images_local_state_and_keeps_it_afterwards() {
     std::fs::write(root.join("var/log/app/app.log"), "served\n").unwrap();
     std::fs::remove_file(root.join("var/log/app/old/README")).unwrap();
     std::fs::remove_dir(root.join("var/log/app/old")).unwrap();
-    let out = run(&store, &["diff", &host, "--json"]);
+    let out = run(&store, &["drift", &host, "--json"]);
     let status = json(&String::from_utf8_lossy(&out.stdout));
     let drift: Vec<&str> = status["paths"]
         .as_array()
@@ -476,8 +476,8 @@ fn a_file_in_a_version_the_store_never_saw_travels_as_an_rsync_delta() {
 }
 
 #[test]
-fn verify_hashes_every_file_instead_of_trusting_the_hash_cache() {
-    let f = fixture("agent-verify-");
+fn rehash_hashes_every_file_instead_of_trusting_the_hash_cache() {
+    let f = fixture("agent-rehash-");
     let h = f.dir.join("host");
     std::fs::create_dir(&h).unwrap();
     let hs = format!("local:{}", h.display());
@@ -485,7 +485,7 @@ fn verify_hashes_every_file_instead_of_trusting_the_hash_cache() {
     let st = json(&ok(&f.store, &["status", &hs, "--json"]));
     assert_eq!(st[0]["drifted"], false);
     // A cache that lies about /etc/static.conf (as a stale one would): the stat-only
-    // scan believes it, --verify reads the file and sees it is fine.
+    // scan believes it, --rehash reads the file and sees it is fine.
     let cache = h.join("var/lib/syncer/hash-cache");
     let text = std::fs::read_to_string(&cache).unwrap();
     let wrong = imager::Hash::of(b"something else").to_hex();
@@ -504,13 +504,13 @@ fn verify_hashes_every_file_instead_of_trusting_the_hash_cache() {
         .collect();
     assert_ne!(lied, text, "no cache line for /etc/static.conf");
     std::fs::write(&cache, lied).unwrap();
-    let out = run(&f.store, &["diff", &hs]);
+    let out = run(&f.store, &["drift", &hs]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "drift (where the host differs from its image):\n  >fc...... /etc/static.conf",
         "the cache was not used"
     );
-    let st = json(&ok(&f.store, &["status", &hs, "--json", "--verify"]));
+    let st = json(&ok(&f.store, &["status", &hs, "--json", "--rehash"]));
     assert_eq!(st[0]["drifted"], false, "{st:#}");
 }
 

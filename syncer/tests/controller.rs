@@ -323,7 +323,7 @@ fn cli_errors_have_the_right_exit_status_and_say_their_cause_once() {
         ),
         (vec!["push", "v1", "local:rel"], 2, "bad host", "bad host"),
         (
-            vec!["diff", &hs],
+            vec!["drift", &hs],
             1,
             "no image recorded on this host",
             "never synced",

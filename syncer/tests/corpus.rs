@@ -182,7 +182,7 @@ fn a_drifted_host_is_repaired_and_nothing_outside_its_root_is_touched() {
         .map(|e| e.unwrap().file_name())
         .collect();
 
-    let out = run(&c.store, &["diff", &hs]);
+    let out = run(&c.store, &["drift", &hs]);
     assert_eq!(out.status.code(), Some(1), "diff exits 1 on a drifted host");
     let out = String::from_utf8_lossy(&out.stdout);
     // Itemised as rsync does: what happens and to what kind, then what differs.

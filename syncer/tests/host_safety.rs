@@ -183,7 +183,7 @@ fn a_file_hard_linked_from_outside_is_replaced_not_changed_through_and_is_drift(
     // The other names are drift: the host is not what v1 says (an inode of its own).
     let st = status(&f.store, &hs);
     assert_eq!(st["drifted"], true, "{st:#}");
-    let diff = run(&f.store, &["diff", &hs]);
+    let diff = run(&f.store, &["drift", &hs]);
     let diff = String::from_utf8_lossy(&diff.stdout);
     // Same content, a new inode ('n'): the other names keep theirs.
     assert!(diff.contains(">fn...... /etc/app.conf"), "{diff}");
@@ -387,7 +387,7 @@ fn a_damaged_host_record_is_said_so_and_the_next_push_heals_it() {
         "{st:#}"
     );
     assert_eq!(st["drifted"], false, "{st:#}");
-    let out = run(&f.store, &["diff", &hs]);
+    let out = run(&f.store, &["drift", &hs]);
     assert!(!out.status.success());
     // The same image again: recognised from the tree, recorded again.
     let r = push(&f.store, "v1", &hs, &[]);

@@ -85,9 +85,9 @@ fn snapshot(root: &Path, paths: &[&str]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn diff(store: &Path, host: &str) -> (bool, String, serde_json::Value) {
-    let text = run(store, &["diff", host]);
-    let js = run(store, &["diff", host, "--json"]);
+fn drift(store: &Path, host: &str) -> (bool, String, serde_json::Value) {
+    let text = run(store, &["drift", host]);
+    let js = run(store, &["drift", host, "--json"]);
     (
         text.status.success() && js.status.success(),
         String::from_utf8_lossy(&text.stdout).into_owned() + &String::from_utf8_lossy(&text.stderr),
@@ -188,7 +188,7 @@ fn a_host_keeps_what_it_made_through_pushes_a_b_a() {
         "config b\n"
     );
     // No drift right after a clean push; what the host made is listed apart.
-    let (clean, text, v) = diff(&store, &host);
+    let (clean, text, v) = drift(&store, &host);
     assert!(clean, "{text}");
     assert!(
         text.contains("made on the host outside the image's owned prefixes"),
@@ -212,12 +212,12 @@ fn a_host_keeps_what_it_made_through_pushes_a_b_a() {
         std::fs::read_to_string(root.join("var/lib/app/old-data")).unwrap(),
         "from image A\n"
     );
-    let (clean, text, _) = diff(&store, &host);
+    let (clean, text, _) = drift(&store, &host);
     assert!(clean, "{text}");
 
     // A file the host makes under an owned prefix is drift, and the next push removes it.
     std::fs::write(root.join("etc/stray.conf"), "x\n").unwrap();
-    let (clean, text, _) = diff(&store, &host);
+    let (clean, text, _) = drift(&store, &host);
     assert!(
         !clean && text.contains("*deleting /etc/stray.conf"),
         "{text}"
@@ -325,7 +325,7 @@ fn an_images_owned_prefixes_decide_what_the_host_made_that_goes() {
     for p in ["opt/app/extra", "opt/other/extra", "etc/extra"] {
         std::fs::write(root.join(p), "x").unwrap();
     }
-    let (clean, text, _) = diff(&store, &host);
+    let (clean, text, _) = drift(&store, &host);
     assert!(!clean, "{text}");
     assert!(text.contains("*deleting /opt/app/extra"), "{text}");
     // /etc is not in this image's list: the host's.
@@ -334,7 +334,7 @@ fn an_images_owned_prefixes_decide_what_the_host_made_that_goes() {
     push(&store, "owns-opt-app", &host, &[]);
     assert!(!root.join("opt/app/extra").exists());
     assert!(root.join("opt/other/extra").exists() && root.join("etc/extra").exists());
-    let (clean, text, _) = diff(&store, &host);
+    let (clean, text, _) = drift(&store, &host);
     assert!(clean, "{text}");
 }
 
@@ -396,7 +396,7 @@ EOF",
         .unwrap()
         .starts_with("regenerated"));
     // The output differs from the image's: not drift.
-    let (clean, text, _) = diff(&store, &host);
+    let (clean, text, _) = drift(&store, &host);
     assert!(clean, "{text}");
     // Asked, a first install runs them.
     let fresh = dir.join("fresh");

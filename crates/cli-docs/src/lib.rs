@@ -1,8 +1,12 @@
 //! Shell completions and man pages made from a clap command line's own definitions, so
 //! that `--help`, the completions and the pages cannot disagree: what `imager
-//! completions`/`manpages` and `syncer completions`/`manpages` print and write.
+//! completions`/`manpages` and `syncer completions`/`manpages` print and write; and the
+//! options both tools share ([`vocabulary`]).
+
+pub mod vocabulary;
 
 pub use clap_complete::Shell;
+pub use vocabulary::Common;
 
 /// The completion script of `cmd` (the program `name`) for `shell`, in memory: the
 /// generators panic when a write fails, and a closed pipe (`completions bash | head`)

@@ -28,12 +28,9 @@ use std::path::PathBuf;
     after_help = examples::IMAGER
 )]
 struct Cli {
-    /// The image store [env: IMAGER_STORE; default /var/lib/imager]
-    #[arg(long, global = true, value_name = "DIR")]
-    store: Option<PathBuf>,
-    /// No progress bars, even on a terminal
-    #[arg(long, short, global = true)]
-    quiet: bool,
+    /// `--store` and `-q`, as syncer takes them.
+    #[command(flatten)]
+    common: cli_docs::Common,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -150,7 +147,7 @@ impl Ctx<'_> {
 
 /// `--store`, else `$IMAGER_STORE`, else the default.
 fn store_path(cli: &Cli) -> PathBuf {
-    imager::contract::store_path(cli.store.as_deref())
+    imager::contract::store_path(cli.common.store.as_deref())
 }
 
 /// Writes a report as pretty JSON and a newline.
@@ -177,7 +174,7 @@ pub(crate) fn print_report<R: serde::Serialize>(
 
 fn run(cli: Cli, out: &mut dyn Write) -> Result<Exit> {
     let bars = bars::TerminalBars::default();
-    let progress: &dyn Progress = if !cli.quiet && std::io::stderr().is_terminal() {
+    let progress: &dyn Progress = if !cli.common.quiet && std::io::stderr().is_terminal() {
         &bars
     } else {
         &Quiet
@@ -242,6 +239,14 @@ mod tests {
         let mut cli = Cli::command();
         cli.build();
         check(&cli, "imager", &mut offenders);
+        assert!(offenders.is_empty(), "{}", offenders.join("\n"));
+    }
+
+    /// `--store`, `-q`, `--json` and `--dry-run` mean here what they mean in syncer, and
+    /// no option is spelled as syncer spells something else (the same check runs there).
+    #[test]
+    fn the_options_shared_with_syncer_mean_the_same() {
+        let offenders = cli_docs::vocabulary::check(&Cli::command());
         assert!(offenders.is_empty(), "{}", offenders.join("\n"));
     }
 

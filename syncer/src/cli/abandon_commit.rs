@@ -2,7 +2,7 @@
 //! roll-forward keeps failing, then shows their status.
 
 use super::status::host_statuses;
-use super::{ExitCode, HostArgs};
+use super::{Ctx, ExitCode, HostArgs};
 use anyhow::Result;
 use clap::Args;
 
@@ -15,8 +15,8 @@ pub struct AbandonCommitArgs {
     conn: HostArgs,
 }
 
-pub fn run(a: AbandonCommitArgs) -> Result<ExitCode> {
-    let st = host_statuses(&a.hosts, &a.conn, true)?;
+pub fn run(a: AbandonCommitArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let st = host_statuses(ctx, &a.hosts, &a.conn, true)?;
     a.conn.print(
         || &st,
         || st.iter().map(syncer::render::abandoned).collect(),

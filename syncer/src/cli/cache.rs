@@ -1,6 +1,6 @@
 //! `syncer cache ...`: the controller's delta cache.
 
-use super::{print_report, store_path, ExitCode};
+use super::{print_report, Ctx, ExitCode};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -11,45 +11,35 @@ pub enum CacheCmd {
     /// (exit 1 if any entry is bad and was not removed)
     #[command(after_help = super::examples::CACHE_VERIFY)]
     Verify {
-        /// The image store (deltas are decoded against their base from it)
-        /// [env: IMAGER_STORE; default /var/lib/imager]
-        #[arg(long)]
-        store: Option<PathBuf>,
         /// The cache directory [default: STORE/syncer-cache]
         #[arg(long)]
         cache: Option<PathBuf>,
         /// Remove bad entries (and leftover temporary files); a push recomputes them
         #[arg(long)]
         repair: bool,
-        /// Print a JSON report
+        /// Print the report as JSON
         #[arg(long)]
         json: bool,
     },
 }
 
-pub fn run(cmd: CacheCmd) -> Result<ExitCode> {
+pub fn run(cmd: CacheCmd, ctx: &Ctx) -> Result<ExitCode> {
     match cmd {
         CacheCmd::Verify {
-            store,
             cache,
             repair,
             json,
-        } => verify(store, cache, repair, json),
+        } => verify(ctx, cache, repair, json),
     }
 }
 
-fn verify(
-    store: Option<PathBuf>,
-    cache: Option<PathBuf>,
-    repair: bool,
-    json: bool,
-) -> Result<ExitCode> {
-    let root = store_path(&store);
-    let dir = cache.unwrap_or_else(|| root.join("syncer-cache"));
-    // Without the store, entries are still checked against their checksums.
-    let store = imager::store::Store::open(&root, imager::store::Access::Read).ok();
+/// Deltas are decoded against their base from the store; without one, entries are
+/// still checked against their checksums.
+fn verify(ctx: &Ctx, cache: Option<PathBuf>, repair: bool, json: bool) -> Result<ExitCode> {
+    let dir = cache.unwrap_or_else(|| ctx.store.join("syncer-cache"));
+    let store = ctx.store_if_any();
     let r = syncer::delta::verify(&dir, store.as_ref(), repair)
         .with_context(|| format!("cannot read the cache directory {}", dir.display()))?;
-    print_report(json, || &r, || syncer::render::cache_verify(&r, &root))?;
+    print_report(json, || &r, || syncer::render::cache_verify(&r, &ctx.store))?;
     Ok(ExitCode::ok_if(r.bad.iter().all(|b| b.removed)))
 }

@@ -10,12 +10,14 @@ pub const PUSH: &str = "Examples:
   syncer push web~1 ssh://web1 ssh://web2 -j 2 # back to the name's previous image
   syncer push web local:/srv/chroots/test     # a root on this machine (zstd level 1)
   syncer push web ssh://web1 --dry-run        # what would change, path by path
+  syncer push web ssh://web1 --policy trust.toml # only if signed as the policy says
+  syncer -q push web local:/srv/chroots/test --store /srv/imager # no progress, another store
   syncer push web ssh://web1 --mirror http://ams1-cache:8080/ --json";
 
 pub const STATUS: &str = "Examples:
   syncer status ssh://web1 ssh://web2         # image, drift and trust of each host
   syncer status --inventory fleet.toml        # every host of a fleet, with its last rollout
-  syncer status ssh://web1 --verify --json    # hash every file, ignoring the hash cache";
+  syncer status ssh://web1 --rehash --json    # hash every file, ignoring the hash cache";
 
 pub const ROLLOUT: &str = "Examples:
   syncer rollout web --inventory fleet.toml   # colo by colo, canary first, asks between colos
@@ -35,9 +37,10 @@ pub const CACHE_VERIFY: &str = "Examples:
   syncer cache verify                         # the store's cache, STORE/syncer-cache
   syncer cache verify --cache /var/cache/syncer --repair";
 
-pub const DIFF: &str = "Examples:
-  syncer diff ssh://web1                      # where web1 differs from the image it runs
-  syncer diff local:/srv/chroots/test --json";
+pub const DRIFT: &str = "Examples:
+  syncer drift ssh://web1                     # where web1 differs from the image it runs
+  syncer drift local:/srv/chroots/test --json
+  syncer drift ssh://web1 --rehash            # hash every file, ignoring the hash cache";
 
 pub const PUBLISH: &str = "Examples:
   syncer publish web --from web~1 --to /srv/syncer-pub   # for hosts at web~1 and empty ones

@@ -6,7 +6,7 @@
 
 pub mod abandon_commit;
 pub mod cache;
-pub mod diff;
+pub mod drift;
 pub mod examples;
 pub mod progress;
 pub mod publish;
@@ -23,7 +23,7 @@ use syncer::push::PushOptions;
 use syncer::transport::{HostSpec, TransportOptions, DEFAULT_AGENT};
 
 /// What a push may delete, and the letters of its itemised listings: the `--help` of
-/// `push` and `diff`.
+/// `push` and `drift`.
 pub fn ownership_help() -> String {
     format!(
         "What a push deletes: a path the image does not hold goes when the host's recorded \
@@ -35,12 +35,41 @@ pub fn ownership_help() -> String {
     )
 }
 
+/// What every command gets from the global options (`cli_docs::Common`, imager's too):
+/// the store's path and whether progress is shown.
+pub struct Ctx {
+    /// `--store`, else `$IMAGER_STORE`, else imager's default store.
+    pub store: PathBuf,
+    /// `-q`: no progress bars or lines.
+    pub quiet: bool,
+}
+
+impl Ctx {
+    pub fn new(common: &cli_docs::Common) -> Ctx {
+        Ctx {
+            store: imager::contract::store_path(common.store.as_deref()),
+            quiet: common.quiet,
+        }
+    }
+
+    /// The store, if it can be opened: commands that only read hosts work without one
+    /// (image names are then shown as IDs).
+    pub fn store_if_any(&self) -> Option<imager::store::Store> {
+        self.open_store().ok()
+    }
+
+    /// The store, which the command needs.
+    pub fn open_store(&self) -> Result<imager::store::Store> {
+        Ok(imager::store::Store::open(
+            &self.store,
+            imager::store::Access::Read,
+        )?)
+    }
+}
+
 /// How the command reaches hosts and reports: the options every host command takes.
 #[derive(Args, Clone)]
 pub struct HostArgs {
-    /// The image store [env: IMAGER_STORE; default /var/lib/imager]
-    #[arg(long)]
-    pub store: Option<PathBuf>,
     /// The ssh command for ssh:// hosts, split on spaces (like rsync's -e)
     #[arg(short = 'e', long = "rsh", default_value = "ssh")]
     pub rsh: String,
@@ -51,9 +80,10 @@ pub struct HostArgs {
     #[arg(long)]
     pub install_agent: bool,
     /// Hash every file on the host, ignoring the agent's hash cache
-    #[arg(long)]
-    pub verify: bool,
-    /// Print a JSON report
+    // `--verify` before: a hidden alias, since `imager verify` checks signatures.
+    #[arg(long, alias = "verify")]
+    pub rehash: bool,
+    /// Print the report as JSON
     #[arg(long)]
     pub json: bool,
     /// Hosts handled at once (1 or more)
@@ -82,25 +112,6 @@ fn handshake_timeout() -> Result<std::time::Duration> {
 }
 
 impl HostArgs {
-    /// The store these arguments name.
-    pub fn store_path(&self) -> PathBuf {
-        store_path(&self.store)
-    }
-
-    /// The store, if it can be opened: commands that only read hosts work without one
-    /// (image names are then shown as IDs).
-    pub fn store_if_any(&self) -> Option<imager::store::Store> {
-        imager::store::Store::open(&self.store_path(), imager::store::Access::Read).ok()
-    }
-
-    /// The store, which the command needs.
-    pub fn open_store(&self) -> Result<imager::store::Store> {
-        Ok(imager::store::Store::open(
-            &self.store_path(),
-            imager::store::Access::Read,
-        )?)
-    }
-
     /// Push options from these arguments (no health check, the host's own previous).
     pub fn push_options(&self, dry_run: bool) -> Result<PushOptions> {
         let ssh: Vec<String> = self.rsh.split_whitespace().map(String::from).collect();
@@ -109,7 +120,7 @@ impl HostArgs {
         }
         Ok(PushOptions {
             dry_run,
-            verify: self.verify,
+            rehash: self.rehash,
             transport: TransportOptions {
                 ssh,
                 agent: self.agent.clone(),
@@ -168,11 +179,6 @@ fn at_least_one(s: &str) -> std::result::Result<usize, String> {
     }
 }
 
-/// `--store`, else `$IMAGER_STORE`, else imager's default store.
-pub fn store_path(p: &Option<PathBuf>) -> PathBuf {
-    imager::contract::store_path(p.as_deref())
-}
-
 /// Where a rollout over `inventory` keeps its state: `fleet.toml` → `fleet.rollout.json`.
 pub fn state_path(inventory: &Path) -> PathBuf {
     inventory.with_extension("rollout.json")
@@ -222,7 +228,7 @@ impl ExitCode {
     }
 
     /// The exit status for an error that stopped the command (a closed pipe counts as
-    /// success: `syncer diff HOST | head`).
+    /// success: `syncer drift HOST | head`).
     pub fn of_error(e: &anyhow::Error) -> ExitCode {
         if e.chain().any(|c| c.is::<UsageError>()) {
             ExitCode::Usage

@@ -9,12 +9,17 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use syncer::progress::{Observer, Phase};
 
-/// Bars when stderr is a terminal and the report is text; else `quiet`.
-pub fn observer<'a>(bars: &'a HostBars, json: bool, quiet: &'a dyn Observer) -> &'a dyn Observer {
-    if std::io::stderr().is_terminal() && !json {
+/// Bars when stderr is a terminal and `no_bars` is false (the report is text, no `-q`);
+/// else `plain`.
+pub fn observer<'a>(
+    bars: &'a HostBars,
+    no_bars: bool,
+    plain: &'a dyn Observer,
+) -> &'a dyn Observer {
+    if std::io::stderr().is_terminal() && !no_bars {
         bars
     } else {
-        quiet
+        plain
     }
 }
 
@@ -135,11 +140,19 @@ impl Observer for HostBars {
     }
 }
 
-/// Log lines on stderr, for runs without a terminal.
-pub struct PlainLog;
+/// Log lines on stderr, for runs without a terminal (or with `-q`): each host's outcome
+/// and the warnings, and unless `quiet` the notes of how far the rollout got.
+pub struct PlainLog {
+    pub quiet: bool,
+}
 impl Observer for PlainLog {
     fn log(&self, line: &str) {
         eprintln!("{line}");
+    }
+    fn note(&self, line: &str) {
+        if !self.quiet {
+            eprintln!("{line}");
+        }
     }
 }
 

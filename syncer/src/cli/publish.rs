@@ -2,7 +2,7 @@
 //! from their colo's caches ([`syncer::publish`]).
 
 use super::push::cache_dir;
-use super::{print_report, store_path, ExitCode};
+use super::{print_report, Ctx, ExitCode};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -20,23 +20,19 @@ pub struct PublishArgs {
     /// with an empty root always is)
     #[arg(long, value_name = "IMAGE")]
     from: Vec<String>,
-    /// The image store [env: IMAGER_STORE; default /var/lib/imager]
-    #[arg(long)]
-    store: Option<PathBuf>,
     /// The delta cache [default: STORE/syncer-cache if it can be made]
     #[arg(long)]
     cache: Option<PathBuf>,
     /// zstd level: the one pushes and rollouts run at (a host asks for names with it)
     #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: i32,
-    /// Print a JSON report
+    /// Print the report as JSON
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(a: PublishArgs) -> Result<ExitCode> {
-    let root = store_path(&a.store);
-    let store = imager::store::Store::open(&root, imager::store::Access::Read)?;
+pub fn run(a: PublishArgs, ctx: &Ctx) -> Result<ExitCode> {
+    let store = ctx.open_store()?;
     let id = store.resolve(&a.image)?;
     let image = Image::load(&store, id)?;
     let from = a
@@ -44,7 +40,7 @@ pub fn run(a: PublishArgs) -> Result<ExitCode> {
         .iter()
         .map(|f| store.resolve(f))
         .collect::<imager::Result<Vec<_>>>()?;
-    let cache = Cache::new(cache_dir(a.cache, &root)?, a.level);
+    let cache = Cache::new(cache_dir(a.cache, &ctx.store)?, a.level);
     let r = syncer::publish::publish(&store, &cache, &image, &from, &a.to)
         .with_context(|| format!("publishing {} to {}", a.image, a.to.display()))?;
     print_report(a.json, || &r, || syncer::render::publish(&r))?;

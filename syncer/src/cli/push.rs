@@ -1,11 +1,12 @@
 //! `syncer push IMAGE HOST...`: makes hosts equal to an image, many at once.
 
 use super::progress::{observer, HostBars, SlowLog};
-use super::{hosts, ExitCode, HostArgs};
+use super::{hosts, Ctx, ExitCode, HostArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use syncer::delta::Cache;
+use syncer::progress::{NoObserver, Observer};
 use syncer::push::{self, Image};
 use syncer::transport::HostSpec;
 
@@ -19,7 +20,7 @@ pub struct PushArgs {
     hosts: Vec<String>,
     #[command(flatten)]
     conn: HostArgs,
-    /// Show what would be sent, change nothing
+    /// Show what would be sent and deleted, path by path; change nothing
     #[arg(long)]
     dry_run: bool,
     /// Where computed deltas are kept between runs [default: STORE/syncer-cache if it
@@ -32,9 +33,11 @@ pub struct PushArgs {
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: Option<i32>,
     /// Push only if the image's signatures satisfy this trust policy (a host's
-    /// trust.toml); checked before any host is contacted
-    #[arg(long, value_name = "POLICY")]
-    require_signed: Option<PathBuf>,
+    /// trust.toml, as `imager verify --policy` takes it); checked before any host is
+    /// contacted
+    // `--require-signed` before: a hidden alias, so that both tools spell it alike.
+    #[arg(long, value_name = "FILE", alias = "require-signed")]
+    policy: Option<PathBuf>,
     /// An HTTP mirror of a published store (`syncer publish`), tried in the order given
     /// (a colo's cache, then the origin); hosts fetch what it has, the rest comes over ssh
     #[arg(long, value_name = "URL")]
@@ -49,9 +52,9 @@ pub struct PushArgs {
     install_triggers: bool,
 }
 
-pub fn run(a: PushArgs) -> Result<ExitCode> {
+pub fn run(a: PushArgs, ctx: &Ctx) -> Result<ExitCode> {
     let specs = hosts(&a.hosts)?;
-    let store = a.conn.open_store()?;
+    let store = ctx.open_store()?;
     let id = store.resolve(&a.image)?;
     let img = Image::load(&store, id)?;
     let mut opts = a.conn.push_options(a.dry_run)?;
@@ -61,7 +64,7 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
     opts.mirrors = a.mirror.clone();
     opts.max_delete = a.max_delete;
     opts.install_triggers = a.install_triggers;
-    if let Some(path) = &a.require_signed {
+    if let Some(path) = &a.policy {
         let policy = imager::sign::TrustPolicy::load(path)?;
         policy
             .check(&id, &img.signed(), imager::sign::now())
@@ -69,10 +72,11 @@ pub fn run(a: PushArgs) -> Result<ExitCode> {
         opts.require_signed = Some(std::sync::Arc::new(policy));
     }
     let level = a.level.unwrap_or(default_level(&specs, &a.mirror));
-    let cache = Cache::new(cache_dir(a.cache, &a.conn.store_path())?, level);
+    let cache = Cache::new(cache_dir(a.cache, &ctx.store)?, level);
     let bars = HostBars::new();
     let slow = SlowLog::new();
-    let obs = observer(&bars, a.conn.json, &slow);
+    let plain: &dyn Observer = if ctx.quiet { &NoObserver } else { &slow };
+    let obs = observer(&bars, a.conn.json || ctx.quiet, plain);
     let reports = slow.while_running(|| {
         push::for_hosts(&specs, a.conn.jobs, |h| {
             push::push_host(&store, &img, &cache, h, &opts, obs)

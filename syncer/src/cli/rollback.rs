@@ -2,7 +2,7 @@
 //! previous image, or to `--to`.
 
 use super::progress::PlainLog;
-use super::{state_path, ExitCode, HostArgs};
+use super::{state_path, Ctx, ExitCode, HostArgs};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -27,21 +27,28 @@ pub struct RollbackArgs {
     conn: HostArgs,
 }
 
-pub fn run(a: RollbackArgs) -> Result<ExitCode> {
+pub fn run(a: RollbackArgs, ctx: &Ctx) -> Result<ExitCode> {
     let inv = Inventory::load(&a.inventory)?;
-    let store = a.conn.open_store()?;
+    let store = ctx.open_store()?;
     let to = a.to.map(|t| store.resolve(&t)).transpose()?;
     let opts = RolloutOptions {
         colos: a.colo.clone(),
         limit: Default::default(),
         yes: true,
-        verify: a.conn.verify,
+        rehash: a.conn.rehash,
         transport: a.conn.push_options(false)?.transport,
         state_file: state_path(&inv.path),
         stop: Arc::new(AtomicBool::new(false)),
         confirm: Box::new(|_| true),
     };
-    let reports = syncer::rollout::rollback(&store, &inv, &a.colo, to, &opts, &PlainLog)?;
+    let reports = syncer::rollout::rollback(
+        &store,
+        &inv,
+        &a.colo,
+        to,
+        &opts,
+        &PlainLog { quiet: ctx.quiet },
+    )?;
     a.conn.print(
         || &reports,
         || reports.iter().map(syncer::render::push_report).collect(),

@@ -3,7 +3,7 @@
 //! `--limit` rolls part of the hosts, `--dry-run` shows the plan and writes nothing.
 
 use super::progress::{observer, HostBars, PlainLog};
-use super::{state_path, ExitCode, HostArgs, UsageError};
+use super::{state_path, Ctx, ExitCode, HostArgs, UsageError};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::io::IsTerminal;
@@ -33,7 +33,7 @@ pub struct RolloutArgs {
     #[arg(long, value_name = "PATTERN")]
     limit: Vec<String>,
     /// Show the whole rollout's plan (per colo its waves, per host what a push would
-    /// send and delete), touching no host and writing no state
+    /// send and delete); change nothing: no host is touched, no state written
     #[arg(long, conflicts_with = "resume")]
     dry_run: bool,
     /// Continue the rollout saved in the state file
@@ -49,10 +49,10 @@ pub struct RolloutArgs {
     conn: HostArgs,
 }
 
-pub fn run(a: RolloutArgs) -> Result<ExitCode> {
+pub fn run(a: RolloutArgs, ctx: &Ctx) -> Result<ExitCode> {
     let inv = Inventory::load(&a.inventory)?;
     let state_file = a.state.unwrap_or_else(|| state_path(&inv.path));
-    let store = a.conn.open_store()?;
+    let store = ctx.open_store()?;
     let saved = if a.resume {
         Some(RolloutState::load(&state_file)?)
     } else {
@@ -86,14 +86,16 @@ pub fn run(a: RolloutArgs) -> Result<ExitCode> {
         colos,
         limit,
         yes: a.yes,
-        verify: a.conn.verify,
+        rehash: a.conn.rehash,
         transport: a.conn.push_options(false)?.transport,
         state_file: state_file.clone(),
         stop: Arc::clone(&stop),
         // The question is asked with the bars hidden: drawn over, it was drawn twice.
         confirm: Box::new(move |colo| multi.suspend(|| confirm(colo))),
     };
-    let obs = observer(&bars, a.conn.json, &PlainLog);
+    // `-q`: no bars, and of the log only each host's outcome and the warnings.
+    let plain = PlainLog { quiet: ctx.quiet };
+    let obs = observer(&bars, a.conn.json || ctx.quiet, &plain);
     if a.dry_run {
         let plan = syncer::rollout::dryrun::plan(&store, id, &inv, &opts, obs);
         bars.clear();

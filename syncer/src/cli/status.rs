@@ -1,7 +1,7 @@
 //! `syncer status`: the image each host runs and whether it drifted, for hosts given
 //! by name or for a whole inventory (with each host's last rollout result).
 
-use super::{hosts, state_path, ExitCode, HostArgs};
+use super::{hosts, state_path, Ctx, ExitCode, HostArgs};
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -25,11 +25,11 @@ pub struct StatusArgs {
     conn: HostArgs,
 }
 
-pub fn run(a: StatusArgs) -> Result<ExitCode> {
+pub fn run(a: StatusArgs, ctx: &Ctx) -> Result<ExitCode> {
     match &a.inventory {
-        Some(inv) => fleet(inv, a.state, &a.conn),
+        Some(inv) => fleet(ctx, inv, a.state, &a.conn),
         None => {
-            let st = host_statuses(&a.hosts, &a.conn, false)?;
+            let st = host_statuses(ctx, &a.hosts, &a.conn, false)?;
             a.conn.print(
                 || &st,
                 || st.iter().map(syncer::render::host_status).collect(),
@@ -40,9 +40,14 @@ pub fn run(a: StatusArgs) -> Result<ExitCode> {
 }
 
 /// Every host of the inventory, colo by colo, with its last rollout result.
-fn fleet(inv: &std::path::Path, state: Option<PathBuf>, conn: &HostArgs) -> Result<ExitCode> {
+fn fleet(
+    ctx: &Ctx,
+    inv: &std::path::Path,
+    state: Option<PathBuf>,
+    conn: &HostArgs,
+) -> Result<ExitCode> {
     let inv = Inventory::load(inv)?;
-    let store = conn.store_if_any();
+    let store = ctx.store_if_any();
     let saved = RolloutState::load(&state.unwrap_or_else(|| state_path(&inv.path))).ok();
     let opts = conn.push_options(false)?;
     let mut rows = Vec::new();
@@ -75,9 +80,14 @@ fn fleet(inv: &std::path::Path, state: Option<PathBuf>, conn: &HostArgs) -> Resu
 }
 
 /// `status` of each host (after dropping an unfinished commit, with `abandon`).
-pub fn host_statuses(list: &[String], conn: &HostArgs, abandon: bool) -> Result<Vec<HostStatus>> {
+pub fn host_statuses(
+    ctx: &Ctx,
+    list: &[String],
+    conn: &HostArgs,
+    abandon: bool,
+) -> Result<Vec<HostStatus>> {
     let specs = hosts(list)?;
-    let store = conn.store_if_any();
+    let store = ctx.store_if_any();
     let mut opts = conn.push_options(false)?;
     opts.transport.abandon_commit = abandon;
     Ok(push::for_hosts(&specs, conn.jobs, |h| {

@@ -311,7 +311,7 @@ fn differences<'c>(
         manifest,
         local_state: image.local_state_file.clone(),
         triggers: image.triggers.clone(),
-        verify: opts.verify,
+        verify: opts.rehash, // the wire keeps its name: agents of every version read it
         dry_run: opts.dry_run,
         previous: opts.restore_previous,
         signatures: image.signatures.clone(),

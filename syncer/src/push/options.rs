@@ -14,7 +14,7 @@ pub struct PushOptions {
     pub dry_run: bool,
     /// Have the agent hash every file instead of trusting its hash cache: slower, and
     /// catches a change that kept a file's size and times.
-    pub verify: bool,
+    pub rehash: bool,
     /// How hosts are reached: ssh, the agent, rate limits.
     pub transport: TransportOptions,
     /// Run on the host after its triggers; a failure fails the push.
@@ -25,7 +25,7 @@ pub struct PushOptions {
     /// For a rollback: the previous image to record (what the host had recorded before
     /// the failed push), instead of the image it is leaving.
     pub restore_previous: Previous,
-    /// `--require-signed` / the inventory's `require_signed`: the controller pushes only
+    /// `--policy` / the inventory's `require_signed`: the controller pushes only
     /// an image this policy accepts (the hosts check their own policy again).
     pub require_signed: Option<std::sync::Arc<imager::sign::TrustPolicy>>,
     /// HTTP mirrors of a published store (`crate::publish`), in order (the colo's cache,

@@ -83,7 +83,7 @@ pub struct HostStatus {
 }
 
 /// Asks the host at `spec` how it differs from the image it records (hashing every file
-/// with `opts.verify`), listing the paths with `with_paths`; `store`, when at hand, names
+/// with `opts.rehash`), listing the paths with `with_paths`; `store`, when at hand, names
 /// the image. Never fails: the status says what went wrong.
 pub fn status_host(
     store: Option<&Store>,
@@ -105,7 +105,7 @@ pub fn status_host(
             st.names = store.names_of(&id)?;
         }
         let status = Status {
-            verify: opts.verify,
+            verify: opts.rehash, // the wire keeps its name (`push_host` says why)
         };
         let changes = match crate::protocol::client::Ready::new(&mut s.conn).status(status) {
             Ok(Differences {

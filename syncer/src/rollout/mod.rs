@@ -39,7 +39,7 @@ pub struct RolloutOptions {
     /// Go on between colos without asking.
     pub yes: bool,
     /// Have every agent hash every file instead of trusting its hash cache.
-    pub verify: bool,
+    pub rehash: bool,
     /// ssh command, agent path, agent installation: the command line's, under the
     /// inventory's connection settings (policies add the rest).
     pub transport: TransportOptions,
@@ -82,7 +82,7 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
     transport.rate_total = total;
     PushOptions {
         dry_run: false,
-        verify: base.verify,
+        rehash: base.rehash,
         transport,
         health: p.health.clone(),
         require_restarted: p.require_restarted,
@@ -225,7 +225,7 @@ fn roll_host(
                 report: None,
             },
             Ok(prev) => {
-                obs.log(&format!("{spec}: rolling back to {}", b.short()));
+                obs.note(&format!("{spec}: rolling back to {}", b.short()));
                 let mut back = opts.clone();
                 back.health = None;
                 // From the controller: mirrors hold the way forward, and an urgent way
@@ -372,7 +372,7 @@ impl Run<'_> {
             Pause::None => true,
             Pause::Seconds(n) => {
                 self.obs
-                    .log(&format!("pausing {n} s before colo {}", colo.name));
+                    .note(&format!("pausing {n} s before colo {}", colo.name));
                 std::thread::sleep(std::time::Duration::from_secs(n));
                 true
             }
@@ -395,7 +395,7 @@ impl Run<'_> {
         if hosts.is_empty() {
             return None;
         }
-        self.obs.log(&format!(
+        self.obs.note(&format!(
             "colo {}: {name}: {} host(s), failure budget {budget}",
             colo.name,
             hosts.len()

@@ -84,7 +84,7 @@ pub(crate) struct GcArgs {
     /// Also remove the cached .debs that no remaining image's build lock lists
     #[arg(long)]
     debs: bool,
-    /// Say what would be removed and the bytes; remove nothing
+    /// Show what would be removed and the bytes; remove nothing
     #[arg(long)]
     dry_run: bool,
     /// Print the report as JSON

@@ -1,22 +1,24 @@
-//! `syncer diff HOST`: the paths where a host differs from the image it runs.
+//! `syncer drift HOST` (`diff` before; an alias still): the paths where a host differs
+//! from the image it runs. `imager diff` compares two images; this compares a host with
+//! its own.
 
-use super::{host, ExitCode, HostArgs};
+use super::{host, Ctx, ExitCode, HostArgs};
 use anyhow::{bail, Result};
 use clap::Args;
 use syncer::push;
 
 #[derive(Args)]
-#[command(after_help = super::examples::with_ownership(super::examples::DIFF))]
-pub struct DiffArgs {
+#[command(after_help = super::examples::with_ownership(super::examples::DRIFT))]
+pub struct DriftArgs {
     /// The host: ssh://[user@]host[:port][/root] or local:/path
     host: String,
     #[command(flatten)]
     conn: HostArgs,
 }
 
-pub fn run(a: DiffArgs) -> Result<ExitCode> {
+pub fn run(a: DriftArgs, ctx: &Ctx) -> Result<ExitCode> {
     let spec = host(&a.host)?;
-    let store = a.conn.store_if_any();
+    let store = ctx.store_if_any();
     let opts = a.conn.push_options(false)?;
     let s = push::status_host(store.as_ref(), &spec, &opts, true);
     let never_synced = s.ok && s.image.is_none();
