@@ -347,7 +347,7 @@ fn an_image_pushed_onto_an_empty_root_boots_with_keys_of_its_own() {
         // What the first boot and the services made (keys, the cluster, nginx's temp
         // directories, timer stamps, ldconfig's cache) is no drift.
         let host = format!("local:{}", root.display());
-        let out = run(&im.store, &["diff", &host]);
+        let out = run(&im.store, &["drift", &host]);
         assert!(
             out.status.success(),
             "{name}: drift right after the first boot:\n{}",
@@ -426,7 +426,7 @@ fn a_running_host_takes_a_live_update_over_ssh() {
     let diff = |when: &str| {
         let out = run(
             &images().store,
-            &["diff", &host, "-e", &rsh, "--install-agent"],
+            &["drift", &host, "-e", &rsh, "--install-agent"],
         );
         assert!(
             out.status.success(),
@@ -746,7 +746,7 @@ fn the_agent_package_installed_with_dpkg_takes_pushes() {
     assert_eq!(r["committed"], true, "{r:#}");
     m.ok("test -x /usr/bin/syncer-agent");
     serves(&addr, "B");
-    let drift = run(&images().store, &["diff", &host, "-e", &rsh]);
+    let drift = run(&images().store, &["drift", &host, "-e", &rsh]);
     assert!(
         drift.status.success(),
         "the packaged agent is drift:\n{}",
