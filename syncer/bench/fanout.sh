@@ -56,7 +56,7 @@ inventory() { # N
 syncer_run() { # N
   local n=$1
   hosts "$n"; inventory "$n"; rm -f "$work/fleet.rollout.json"
-  /usr/bin/time -f "%e %U %S" -o "$work/time" "$syncer" rollout B --inventory "$work/fleet.toml" --yes --json > "$work/out.json"
+  /usr/bin/time -f "%e %U %S" -o "$work/time" "$syncer" rollout B --inventory "$work/fleet.toml" --yes --json --no-store-copies > "$work/out.json"
   read -r wall user sys < "$work/time"
   python3 - "$work/out.json" "$n" "$wall" "$user" "$sys" <<'PY'
 import json, sys
@@ -87,7 +87,7 @@ EOF
 
 # Warm the delta cache once (a fleet computes the deltas for an image pair once).
 hosts 1; inventory 1
-"$syncer" rollout B --inventory "$work/fleet.toml" --yes --json > /dev/null
+"$syncer" rollout B --inventory "$work/fleet.toml" --yes --json --no-store-copies > /dev/null
 for n in $counts; do
   syncer_run "$n"
   rsync_run "$n"

@@ -2,8 +2,11 @@
 # Measures a first install: `syncer push` of an image onto an empty root, against copying
 # the image's export with the tools people would use instead, in the same run:
 #   local-cp           cp -a of the export (a directory on the same filesystem)
-#   local-push         syncer push IMAGE local:EMPTY, default level (1 for local hosts),
-#                      cold delta cache; then local-push-again: a second empty root
+#   local-push         syncer push IMAGE local:EMPTY: the agent copies the image's files
+#                      from the store itself (store copies, the default for local:
+#                      hosts); then local-push-again: a second empty root
+#   local-push-pipe    the same through the agent's pipe (--no-store-copies), default
+#                      level (1 for local hosts), cold delta cache
 #   ssh-rsync          rsync -a of the export over ssh (a private sshd on 127.0.0.1)
 #   ssh-push-L3        syncer push over the same ssh at --level 3, cold cache
 #   ssh-push-L19       ... at level 19 (the default for ssh hosts), cold cache
@@ -80,6 +83,9 @@ mkdir "$w/h1" "$w/h2"
 timed local-push "$syncer" push B "local:$w/h1" --json --cache "$w/cache-local"
 timed local-push-again "$syncer" push B "local:$w/h2" --json --cache "$w/cache-local"
 rm -rf "$w/h1" "$w/h2"
+mkdir "$w/h1"
+timed local-push-pipe "$syncer" push B "local:$w/h1" --json --cache "$w/cache-local" --no-store-copies
+rm -rf "$w/h1"
 
 start_sshd "$w/ssh"
 mkdir "$w/r1" "$w/h3" "$w/h4"
@@ -100,6 +106,7 @@ for line in open(sys.argv[1]):
 g = lambda n, k: float(rows[n][k])
 print("%-26s %8s %10s %s" % ("case", "wall s", "ratio", "against"))
 for n, ref, goal in (("local-push", "local-cp", 2.0), ("local-push-again", "local-cp", 2.0),
+                     ("local-push-pipe", "local-cp", 2.0),
                      ("ssh-push-L3", "ssh-rsync", 1.5), ("ssh-push-L19", "ssh-rsync", 1.5)):
     print("%-26s %8.2f %10.2f %s (%.2f s; goal <= %.1f)" % (n, g(n, "wall_s"), g(n, "wall_s") / g(ref, "wall_s"), ref, g(ref, "wall_s"), goal))
 PY

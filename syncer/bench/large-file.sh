@@ -43,7 +43,7 @@ measured_push() {
   sample_peak "serve --root $root" "$work/agent.kb" &
   local agent_sampler=$!
   t0=$(date +%s.%N)
-  "$syncer" push "$image" "local:$root" --json --level 19 >"$work/report.json" &
+  "$syncer" push "$image" "local:$root" --json --level 19 --no-store-copies >"$work/report.json" &
   local push=$!
   sample_peak "syncer push $image local:$root" "$work/controller.kb" &
   local sampler=$!

@@ -102,7 +102,9 @@ push() {
   # At level 19 unless the caller says (a push to `local:` hosts defaults to 1): the
   # level of a fleet's pushes and of `publish`, which the figures are about.
   local lv=(--level 19); case " $* " in *" --level "*) lv=();; esac
-  "$syncer" push "$image" "$host" --store "$store" --json "${lv[@]}" "$@" > "$out" 2> "$err" || rc=$?
+  # --no-store-copies: a local: host's new files through the pipe, as a fleet's hosts
+  # get them (its agent would otherwise copy them from the store).
+  "$syncer" push "$image" "$host" --store "$store" --json "${lv[@]}" --no-store-copies "$@" > "$out" 2> "$err" || rc=$?
   t1=$(now)
   local line
   line=$(python3 - "$out" "$(secs $t0 $t1)" "$rc" "$err" <<'PY'
@@ -190,7 +192,7 @@ rm -rf "$w/h2"
 # The plan for a fresh copy of A, path by path (warm cache): which way each changed file
 # travels and what each candidate would have cost on its own, for the table by kind.
 fresh A "$w/h2"
-"$syncer" push B "local:$w/h2" --store "$store" --json --dry-run --level 19 --cache "$cache" > "$work/push-plan.json"
+"$syncer" push B "local:$w/h2" --store "$store" --json --dry-run --level 19 --no-store-copies --cache "$cache" > "$work/push-plan.json"
 rm -rf "$w/h2"
 
 # ---- 3: managed host: adopt A, then push B ---------------------------------------------
@@ -230,7 +232,7 @@ rm -rf "$w/r5"
 # A local host's agent is `syncer serve --root DIR`, a child of the push: its VmHWM (peak
 # resident set) is read from /proc until it exits.
 fresh A "$w/h7"
-"$syncer" push B "local:$w/h7" --store "$store" --json --level 19 --cache "$cache" > "$w/rss.json" 2>&1 &
+"$syncer" push B "local:$w/h7" --store "$store" --json --level 19 --no-store-copies --cache "$cache" > "$w/rss.json" 2>&1 &
 push_pid=$!
 peak=0
 while kill -0 "$push_pid" 2>/dev/null; do

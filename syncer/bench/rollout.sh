@@ -33,7 +33,7 @@ inventory() { # N
 measure() { # name N: prints wall, total CPU, controller CPU, bytes
   local name=$1 n=$2
   inventory "$n"; rm -f "$work/fleet.rollout.json"
-  /usr/bin/time -f "%e %U %S" -o "$work/time" "$syncer" rollout B --inventory "$work/fleet.toml" --yes --json > "$work/out.json"
+  /usr/bin/time -f "%e %U %S" -o "$work/time" "$syncer" rollout B --inventory "$work/fleet.toml" --yes --json --no-store-copies > "$work/out.json"
   read -r wall user sys < "$work/time"
   python3 - "$work/out.json" "$name" "$wall" "$user" "$sys" <<'PY'
 import json, sys

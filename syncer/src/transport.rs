@@ -196,6 +196,10 @@ pub struct TransportOptions {
     pub rate_total: Option<std::sync::Arc<crate::ratelimit::Bucket>>,
     /// Tell the agent to drop an unfinished commit instead of finishing it.
     pub abandon_commit: bool,
+    /// The store's objects directory, given to the agents of `local:` hosts (which run
+    /// on this machine): they copy the image's files from it themselves (store copies),
+    /// so nothing is compressed or crosses the pipe. Never given to an ssh host.
+    pub objects: Option<PathBuf>,
     /// How long the agent may take to greet us once started (`Welcome` after our
     /// `Hello`): an agent stuck before its session starts must not stall a push forever.
     pub handshake_timeout: std::time::Duration,
@@ -219,6 +223,7 @@ impl Default for TransportOptions {
             rate_per_host: None,
             rate_total: None,
             abandon_commit: false,
+            objects: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
         }
     }
@@ -243,6 +248,9 @@ pub struct RunningAgent {
     pub welcome: Welcome,
     /// Whether [`connect`] installed the agent on the host before starting this session.
     pub installed: bool,
+    /// Whether the agent was given the store's objects ([`TransportOptions::objects`]):
+    /// it takes store copies.
+    pub store_copies: bool,
     closed: bool,
 }
 
@@ -304,6 +312,9 @@ fn agent_command(spec: &HostSpec, opts: &TransportOptions) -> Result<Command> {
             c.arg("serve").arg("--root").arg(root);
             if opts.abandon_commit {
                 c.arg("--abandon-commit");
+            }
+            if let Some(objects) = &opts.objects {
+                c.arg("--objects").arg(objects);
             }
             c
         }
@@ -441,6 +452,7 @@ fn spawn_agent(spec: &HostSpec, opts: &TransportOptions) -> Result<RunningAgent>
             damaged_record: None,
         },
         installed: false,
+        store_copies: matches!(spec, HostSpec::Local(_)) && opts.objects.is_some(),
         closed: false,
     };
     Ok(s)

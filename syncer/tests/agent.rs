@@ -72,7 +72,12 @@ fn every_kind_of_entry_arrives_and_a_running_executable_is_replaced() {
     std::fs::create_dir(&h).unwrap();
     let hs = format!("local:{}", h.display());
     let r = push(&f.store, "v1", &hs, &[]);
-    assert!(r["sent"]["whole"]["files"].as_u64().unwrap() > 0);
+    // A local host's agent copies an empty root's files from the store itself.
+    assert!(
+        r["sent"]["store_copy"]["files"].as_u64().unwrap() > 0,
+        "{r:#}"
+    );
+    assert_eq!(r["sent"]["whole"]["files"], 0, "{r:#}");
     assert_host_is(&h, &f.store, &id(&f.store, "v1"));
     // An empty root is no image of the store: the manifest went whole.
     assert_eq!(r["recognized"], false, "{r:#}");

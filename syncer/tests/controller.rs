@@ -255,6 +255,8 @@ fn a_failed_push_reports_the_bytes_it_sent_not_the_ones_it_planned() {
             "--json",
             "--level",
             "1",
+            // Through the pipe, as to a remote host: what was sent is counted.
+            "--no-store-copies",
         ],
     );
     assert_eq!(out.status.code(), Some(1));
@@ -551,7 +553,9 @@ PY",
     let host = dir.join("host");
     std::fs::create_dir(&host).unwrap();
     let hs = format!("local:{}", host.display());
-    let (r, kb) = push_measured(&store, &["push", "v1", &hs]);
+    // Through the pipe (a local host's agent would copy it from the store): the
+    // chunked encoding of a whole large file, as a remote host gets it.
+    let (r, kb) = push_measured(&store, &["push", "v1", &hs, "--no-store-copies"]);
     assert!(kb < BOUND_KB, "first install: peak RSS {kb} kB");
     assert_eq!(r["sent"]["chunked"]["files"], 1, "{r:#}");
     assert_host_is(&host, &store, &ids[0]);
@@ -728,4 +732,49 @@ fn a_local_push_compresses_at_level_1_unless_told() {
         "{:?}",
         names(&cache)
     );
+}
+
+/// A `local:` host's agent copies what would travel whole from the store itself (store
+/// copies): nothing of the content crosses the pipe, the host is the image, and a
+/// store object that is not what its name says fails the push before the commit,
+/// leaving the host as it was.
+#[test]
+fn a_local_host_copies_new_files_from_the_store_and_checks_them() {
+    let f = fixture("ctl-store-copy-");
+    let (h, hs) = new_host(&f, "host");
+    let r = push(&f.store, "v1", &hs, &[]);
+    assert_eq!(r["sent"]["store_copy"]["files"], 2, "{r:#}");
+    assert_eq!(r["sent"]["whole"]["files"], 0, "{r:#}");
+    // The 300 kB of random content stayed out of the pipe.
+    let wire = r["wire_sent"].as_u64().unwrap();
+    assert!(wire < 100_000, "{wire} bytes sent for a store copy:\n{r:#}");
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
+
+    // v2's new file, copied from a store object someone overwrote: refused.
+    let new = imager::Hash::of(b"new file\n");
+    let object = f
+        .store
+        .join("objects")
+        .join(&new.to_hex()[..2])
+        .join(&new.to_hex()[2..]);
+    sh(&format!(
+        "chmod u+w '{o}' && printf 'new fil!\\n' > '{o}'",
+        o = object.display()
+    ));
+    let out = run(&f.store, &["push", "v2", &hs, "--json"]);
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let r2 = &v["hosts"][0];
+    assert_eq!(out.status.code(), Some(1), "{r2:#}");
+    assert_eq!(r2["committed"], false, "{r2:#}");
+    assert!(
+        r2["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("does not match the image"),
+        "{r2:#}"
+    );
+    // The agent said it stopped before its commit point, though the controller had
+    // sent Commit: the host was not touched, and the report says so.
+    assert_eq!(r2["outcome"], "failed before commit", "{r2:#}");
+    assert_host_is(&h, &f.store, &id(&f.store, "v1"));
 }

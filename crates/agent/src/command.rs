@@ -23,11 +23,13 @@ pub enum Command {
 }
 
 /// The usage text `--help` prints and a wrong command line shows.
-pub const USAGE: &str = "usage: syncer-agent serve --root DIR [--abandon-commit]
+pub const USAGE: &str = "usage: syncer-agent serve --root DIR [--abandon-commit] [--objects DIR]
 The syncer's agent: serves one session on stdin/stdout for the host root DIR (started by
 a controller over ssh, or as a local child process).
   --root DIR         the host's root directory
-  --abandon-commit   drop an unfinished commit instead of finishing it";
+  --abandon-commit   drop an unfinished commit instead of finishing it
+  --objects DIR      the controller's store objects, read for files sent as store copies
+                     (given by a controller on this machine: a local: host)";
 
 /// Parses the arguments after the program's name; the error says what is wrong.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
@@ -41,7 +43,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         None if first.is_some() => return Err("a command that is not UTF-8".into()),
         None => return Err("no command given".into()),
     }
-    let (mut root, mut abandon_commit) = (None, false);
+    let (mut root, mut abandon_commit, mut objects) = (None, false, None);
     while let Some(a) = args.next() {
         match a.to_str() {
             Some("--root") => {
@@ -52,6 +54,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 root = Some(PathBuf::from(&s["--root=".len()..]));
             }
             Some("--abandon-commit") => abandon_commit = true,
+            Some("--objects") => {
+                let dir = args.next().ok_or("--objects needs a directory")?;
+                objects = Some(PathBuf::from(dir));
+            }
             Some("--help" | "-h") => return Ok(Command::Help),
             _ => return Err(format!("unexpected argument {a:?}")),
         }
@@ -59,7 +65,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
     let root = root.ok_or("serve needs --root DIR")?;
     Ok(Command::Serve {
         root,
-        opts: ServeOptions { abandon_commit },
+        opts: ServeOptions {
+            abandon_commit,
+            objects,
+        },
     })
 }
 
@@ -102,11 +111,14 @@ mod tests {
     #[test]
     fn the_command_line_is_syncer_serves() {
         assert_eq!(
-            parse(words("serve --root /srv/h --abandon-commit")),
+            parse(words(
+                "serve --root /srv/h --abandon-commit --objects /s/objects"
+            )),
             Ok(Command::Serve {
                 root: "/srv/h".into(),
                 opts: ServeOptions {
-                    abandon_commit: true
+                    abandon_commit: true,
+                    objects: Some("/s/objects".into()),
                 }
             })
         );

@@ -11,6 +11,7 @@ use imager_core::tree::escape::escape;
 use imager_core::Entry;
 use std::collections::HashSet;
 use std::io::{Read, Write};
+use std::path::Path;
 
 impl Session<'_> {
     pub(super) fn on_put<R: Read, W: Write>(
@@ -22,6 +23,10 @@ impl Session<'_> {
             return Err(Error::Protocol("Put before Stage".into()));
         };
         let e = needs_content(p, &put.path)?;
+        if put.encoding == crate::encoding::Encoding::StoreCopy {
+            let objects = store_objects(self.objects, &put.path, put.len)?;
+            return stage_with(s, &self.b, e, |_, out| copy_object(objects, e, out));
+        }
         if put.encoding == crate::encoding::Encoding::Chunked {
             // Streamed from the connection into the staged file: never held whole.
             let mut from = Incoming {
@@ -67,7 +72,7 @@ impl Session<'_> {
         let files = pack_files(p, &pack.entries, &pack.skip)?;
         held(pack.len, "a pack's stream")?;
         let stream = read_payload(conn, pack.len)?;
-        stage_pack(s, &self.b, &pack.entries, files, &stream)
+        stage_pack(s, (&self.b, self.objects), &pack.entries, files, &stream)
     }
 
     /// Blobs from HTTP mirrors ([`fetch`]), each staged as the `Pack` or `Put` it is
@@ -95,7 +100,8 @@ impl Session<'_> {
                 BlobUse::Pack { entries, skip } => {
                     let files = pack_files(p, entries, skip)?;
                     match fetcher.get(blob) {
-                        Some(stream) => stage_pack(s, &self.b, entries, files, &stream)?,
+                        // (A mirror's pack holds no store copies.)
+                        Some(stream) => stage_pack(s, (&self.b, None), entries, files, &stream)?,
                         None => missing.push(i as u32),
                     }
                 }
@@ -157,6 +163,43 @@ fn pack_files<'p>(
         .collect()
 }
 
+/// The objects directory a store copy is read from: only an agent the controller gave
+/// one takes store copies, and nothing travels with them.
+fn store_objects<'a>(objects: Option<&'a Path>, path: &[u8], len: u64) -> Result<&'a Path> {
+    match objects {
+        Some(dir) if len == 0 => Ok(dir),
+        Some(_) => Err(Error::Protocol(format!(
+            "{} was sent as a store copy with {len} bytes",
+            escape(path)
+        ))),
+        None => Err(Error::Protocol(format!(
+            "{} was sent as a store copy, and this agent was given no store objects \
+             (serve --objects DIR: a local: host only)",
+            escape(path)
+        ))),
+    }
+}
+
+/// A store copy: the controller's object of the file's hash (the store's layout,
+/// `ab/cdef…`). The staged file is checked against the image's size and hash like any
+/// content, so a damaged object fails the file, never the host.
+fn copy_object(objects: &Path, e: &Entry, out: &mut dyn Write) -> Result<()> {
+    let imager_core::Kind::File { hash, .. } = e.kind else {
+        return Err(Error::Protocol(format!(
+            "{} is not a file",
+            escape(&e.path)
+        )));
+    };
+    let hex = hash.to_hex();
+    let path = objects.join(&hex[..2]).join(&hex[2..]);
+    // Large reads (std::io::copy writes a BufReader's buffer as it is): a first
+    // install is hundreds of MB of these.
+    let mut f = std::io::BufReader::with_capacity(1 << 20, imager_core::fsx::open(&path)?);
+    std::io::copy(&mut f, out)
+        .map_err(|err| imager_core::Error::io("copy the store object", path, err))?;
+    Ok(())
+}
+
 /// Refuses content for a path staged already (by a `Put`, a `Pack` or a fetched blob):
 /// each would be checked, but the second would take room the first was counted in.
 fn staged_once(s: &Staging, path: &[u8]) -> Result<()> {
@@ -208,7 +251,7 @@ fn stage_with(
 /// it is started.
 fn stage_pack(
     s: &mut Staging,
-    b: &Beneath,
+    (b, objects): (&Beneath, Option<&Path>),
     entries: &[PackEntry],
     files: Vec<Option<&Entry>>,
     stream: &[u8],
@@ -229,6 +272,7 @@ fn stage_pack(
     let run = PackRun {
         s,
         b,
+        objects,
         entries,
         jobs,
         rx: std::sync::Mutex::new(rx),
@@ -276,6 +320,8 @@ const QUEUED: u64 = 32 << 20;
 struct PackRun<'a> {
     s: &'a Staging,
     b: &'a Beneath,
+    /// The controller's store objects, for store copies ([`Session::objects`]).
+    objects: Option<&'a Path>,
     entries: &'a [PackEntry],
     /// Each entry's file and reserved staged name (`None`: skipped).
     jobs: Vec<Option<(&'a Entry, String)>>,
@@ -313,10 +359,19 @@ impl PackRun<'_> {
             return;
         }
         let _one = heavy(pe, e).then(|| self.heavy.lock());
-        let r = self.s.fill_file(self.b, e, name, |size, mut out| {
-            pe.encoding
-                .decode_part(self.b, &pe.path, size, &mut &part[..], &mut out)
-        });
+        let r = match pe.encoding {
+            crate::encoding::Encoding::StoreCopy => {
+                let from = |o| {
+                    self.s
+                        .fill_file(self.b, e, name, |_, out| copy_object(o, e, out))
+                };
+                store_objects(self.objects, &pe.path, pe.len).and_then(from)
+            }
+            _ => self.s.fill_file(self.b, e, name, |size, mut out| {
+                pe.encoding
+                    .decode_part(self.b, &pe.path, size, &mut &part[..], &mut out)
+            }),
+        };
         match r {
             Ok(()) => test_stop_point(
                 "stage",

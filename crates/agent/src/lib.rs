@@ -114,6 +114,10 @@ pub struct ServeOptions {
     /// a host whose roll-forward keeps failing. The host keeps whatever the commit had
     /// done; the next push makes it whole.
     pub abandon_commit: bool,
+    /// The controller's store objects (`objects/ab/cdef…`), for an agent on the
+    /// controller's machine (a `local:` host): files sent as store copies are read from
+    /// there, so nothing is compressed or crosses the pipe. Checked like any content.
+    pub objects: Option<std::path::PathBuf>,
 }
 
 /// Serves one session on `input`/`output`. Errors are sent to the controller as an
@@ -171,6 +175,7 @@ fn session<R: Read, W: Write>(
         b,
         st,
         trust,
+        objects: opts.objects.as_deref(),
         pending: None,
         staging: None,
     };
@@ -206,6 +211,8 @@ struct Session<'a> {
     st: StateDir,
     /// The host's trust policy, read when the session started.
     trust: trust::HostTrust,
+    /// The controller's store objects, when it gave them ([`ServeOptions::objects`]).
+    objects: Option<&'a Path>,
     /// The last `Target`, until it is committed.
     pending: Option<Pending>,
     /// The staging directory, from `Stage` to `Commit`.

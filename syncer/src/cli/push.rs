@@ -50,6 +50,11 @@ pub struct PushArgs {
     /// image's paths gets its files as built, and by default runs no trigger)
     #[arg(long)]
     install_triggers: bool,
+    /// Send a local: host's new files through its agent's pipe, as a remote host gets
+    /// them, instead of letting the agent copy them from the store (to measure what a
+    /// remote host would be sent)
+    #[arg(long)]
+    no_store_copies: bool,
 }
 
 pub fn run(a: PushArgs, ctx: &Ctx) -> Result<ExitCode> {
@@ -64,6 +69,7 @@ pub fn run(a: PushArgs, ctx: &Ctx) -> Result<ExitCode> {
     opts.mirrors = a.mirror.clone();
     opts.max_delete = a.max_delete;
     opts.install_triggers = a.install_triggers;
+    opts.no_store_copies = a.no_store_copies;
     if let Some(path) = &a.policy {
         let policy = imager::sign::TrustPolicy::load(path)?;
         policy

@@ -36,6 +36,7 @@ pub fn run(a: RollbackArgs, ctx: &Ctx) -> Result<ExitCode> {
         limit: Default::default(),
         yes: true,
         rehash: a.conn.rehash,
+        no_store_copies: false,
         transport: a.conn.push_options(false)?.transport,
         state_file: state_path(&inv.path),
         stop: Arc::new(AtomicBool::new(false)),

@@ -45,6 +45,11 @@ pub struct RolloutArgs {
     /// The rollout state [default: the inventory's name with .rollout.json]
     #[arg(long)]
     state: Option<PathBuf>,
+    /// Send local: hosts' new files through their agents' pipes, as remote hosts get
+    /// them, instead of letting the agents copy them from the store (to measure what a
+    /// fleet would be sent)
+    #[arg(long)]
+    no_store_copies: bool,
     #[command(flatten)]
     conn: HostArgs,
 }
@@ -87,6 +92,7 @@ pub fn run(a: RolloutArgs, ctx: &Ctx) -> Result<ExitCode> {
         limit,
         yes: a.yes,
         rehash: a.conn.rehash,
+        no_store_copies: a.no_store_copies,
         transport: a.conn.push_options(false)?.transport,
         state_file: state_file.clone(),
         stop: Arc::clone(&stop),

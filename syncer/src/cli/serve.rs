@@ -15,6 +15,10 @@ pub struct ServeArgs {
     /// Drop an unfinished commit instead of finishing it (see abandon-commit)
     #[arg(long)]
     abandon_commit: bool,
+    /// The controller's store objects, read for files sent as store copies (given by
+    /// a controller to the agents of its local: hosts)
+    #[arg(long, value_name = "DIR")]
+    objects: Option<PathBuf>,
 }
 
 pub fn run(a: ServeArgs) -> Result<ExitCode> {
@@ -22,6 +26,7 @@ pub fn run(a: ServeArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout().lock();
     let opts = syncer::agent::ServeOptions {
         abandon_commit: a.abandon_commit,
+        objects: a.objects,
     };
     syncer::agent::serve(&a.root, &opts, stdin, stdout)
         .with_context(|| format!("agent on {}", a.root.display()))?;

@@ -28,7 +28,7 @@ pub(super) fn plan(
     store: &Store,
     image: &Image,
     cache: &Cache,
-    (changes, have): (&[Change], &[(Hash, Vec<u8>)]),
+    (changes, have, store_copy): (&[Change], &[(Hash, Vec<u8>)], bool),
     shared: &[plan::Shared],
     r: &mut HostReport,
 ) -> Result<(Vec<Item>, Vec<BuiltPack>)> {
@@ -40,7 +40,9 @@ pub(super) fn plan(
             ChangeKind::Delete => r.deleted += 1,
         }
     }
-    let choices = choose(changes, &image.tree, have, |h| store.has_object(h));
+    let choices = choose(changes, &image.tree, have, store_copy, |h| {
+        store.has_object(h)
+    });
     let sigs = signatures(s, &choices)?;
     let (items, packs) = encode_all(store, cache, &sigs, choices, shared)?;
     for it in items.iter().filter(|it| !it.packed) {
@@ -126,7 +128,8 @@ pub(super) fn pack_shares(p: &BuiltPack, items: &[Item]) -> Vec<u64> {
 type Choice = Wanted;
 
 /// How the content of each changed file of `tree` travels: a local copy when the host
-/// holds it already (`have`), chunked when it is large (against the host's old version
+/// holds it already (`have`), a store copy of a new file when the host's agent reads the
+/// store's objects itself (`store_copy`: a `local:` host), chunked when it is large (against the host's old version
 /// when the store holds that: [`crate::encoding::chunked`]), a zstd delta from the host's old version when the store holds that (`in_store`),
 /// an rsync delta when it does not and the file is large enough to be worth the
 /// signature round trip, else whole. Metadata changes, deletions and non-files carry no
@@ -135,6 +138,7 @@ pub(crate) fn choose(
     changes: &[Change],
     tree: &Tree,
     have: &[(Hash, Vec<u8>)],
+    store_copy: bool,
     in_store: impl Fn(&Hash) -> bool,
 ) -> Vec<Choice> {
     let have: HashMap<Hash, &Vec<u8>> = have.iter().map(|(h, p)| (*h, p)).collect();
@@ -152,6 +156,11 @@ pub(crate) fn choose(
         };
         let (encoding, base) = if let Some(p) = have.get(hash) {
             (Encoding::LocalCopy { from: (*p).clone() }, None)
+        } else if store_copy && old.is_none() && in_store(hash) {
+            // What would travel whole (a new path, a first install) is copied from the
+            // store by the host's agent; changed files keep their deltas, computed once
+            // and cached, which cost the agent less than the copy and hash of the whole.
+            (Encoding::StoreCopy, None)
         } else if *size > crate::encoding::chunked::LARGE {
             (Encoding::Chunked, old.filter(|(o, _)| in_store(o)))
         } else if let Some(o) = old.filter(|(o, _)| in_store(o)) {
@@ -300,7 +309,7 @@ mod tests {
         // The store holds the old versions of /delta and /huge only.
         let stored = [Hash::of(b"old-d"), Hash::of(b"old-h")];
         let got: Vec<(String, Encoding, Option<Hash>)> =
-            choose(&changes, &tree, &have, |h| stored.contains(h))
+            choose(&changes, &tree, &have, false, |h| stored.contains(h))
                 .into_iter()
                 .map(|c| (escape(&c.path), c.encoding, c.base.map(|(h, _)| h)))
                 .collect();

@@ -64,7 +64,12 @@ pub fn push_host(
         }
     }
     let connecting = clock.start(Phase::Connecting);
-    let connected = transport::connect(spec, &opts.transport);
+    // A local host's agent runs on this machine: it reads the store's objects itself.
+    let mut transport = opts.transport.clone();
+    if opts.mirrors.is_empty() && !opts.no_store_copies {
+        transport.objects = Some(store.root().join("objects"));
+    }
+    let connected = transport::connect(spec, &transport);
     drop(connecting);
     let session = match connected {
         Ok(s) => s,
@@ -94,6 +99,11 @@ pub fn push_host(
     let failed_triggers = trigger_failures(&r);
     r.triggers_failed = failed_triggers.len() as u64;
     let errored = outcome.is_err();
+    // The agent's own error answer, which it sends before its commit point (after it,
+    // the answer is a MidCommit): the host's tree was not changed, even when the
+    // controller had sent Commit already (the content was all sent before the agent
+    // read what failed).
+    let refused = matches!(outcome, Err(Error::Agent(_)));
     match outcome {
         Ok(()) => {
             let failed = failures_after_commit(&r, opts, failed_triggers);
@@ -109,7 +119,7 @@ pub fn push_host(
             r.error = Some(e.to_string());
         }
     }
-    r.outcome = PushOutcome::of(&r, errored);
+    r.outcome = PushOutcome::of(&r, errored, refused);
     r.phases.add_clock(&clock, started);
     clock.finish(if r.ok { Phase::Done } else { Phase::Failed });
     r
@@ -240,7 +250,7 @@ fn push_steps(
         }
         _ => Arc::new(Vec::new()),
     };
-    let plan_in = (&changes[..], &have[..]);
+    let plan_in = (&changes[..], &have[..], s.store_copies);
     let (items, packs) = plan(&mut planning, store, image, cache, plan_in, &shared, r)?;
     drop(planning_phase);
     if opts.dry_run {

@@ -33,6 +33,10 @@ pub struct PushOptions {
     pub mirrors: Vec<String>,
     /// Run the image's triggers on a first install too (`--install-triggers`).
     pub install_triggers: bool,
+    /// `--no-store-copies`: a `local:` host's agent is not given the store's objects,
+    /// so its new files travel through the pipe as a remote host's would. (With
+    /// mirrors it is never given them: the hosts are to take the mirrors' content.)
+    pub no_store_copies: bool,
     /// The most a host's plan may delete (`--max-delete`, the policy's `max_delete`):
     /// a count, or a percentage of the host's entries; `MaxDelete::Unlimited`: no limit.
     pub max_delete: crate::deletes::MaxDelete,

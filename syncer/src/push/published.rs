@@ -84,6 +84,7 @@ pub(crate) fn plan_from(
         crate::compare::DirMtimes::Strict,
     );
     let have = crate::agent::have_list(&image.tree, &host, &changes);
-    let choices = choose(&changes, &image.tree, &have, |h| store.has_object(h));
+    // Published content is for hosts elsewhere: never a store copy.
+    let choices = choose(&changes, &image.tree, &have, false, |h| store.has_object(h));
     encode_all(store, cache, &HashMap::new(), choices, &[])
 }

@@ -46,6 +46,9 @@ pub struct ByKind {
     pub whole: Sent,
     /// Large files' records.
     pub chunked: Sent,
+    /// Contents a `local:` host's agent copied from the store's objects itself: nothing
+    /// but the `Put` travels.
+    pub store_copy: Sent,
 }
 
 impl ByKind {
@@ -59,6 +62,7 @@ impl ByKind {
             Encoding::Zucchini => &mut self.zucchini,
             Encoding::Whole => &mut self.whole,
             Encoding::Chunked => &mut self.chunked,
+            Encoding::StoreCopy => &mut self.store_copy,
         }
     }
 
@@ -68,7 +72,7 @@ impl ByKind {
     }
 
     /// Each way with its label, in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, &Sent); 8] {
+    pub fn rows(&self) -> [(&'static str, &Sent); 9] {
         [
             (
                 Encoding::LocalCopy { from: Vec::new() }.label(),
@@ -81,6 +85,7 @@ impl ByKind {
             (Encoding::Zucchini.label(), &self.zucchini),
             (Encoding::Whole.label(), &self.whole),
             (Encoding::Chunked.label(), &self.chunked),
+            (Encoding::StoreCopy.label(), &self.store_copy),
         ]
     }
 }
@@ -140,15 +145,16 @@ impl PushOutcome {
         }
     }
 
-    /// The outcome of a finished push (`errored`: the session failed).
-    pub(super) fn of(r: &HostReport, errored: bool) -> PushOutcome {
+    /// The outcome of a finished push (`errored`: the session failed; `refused`: with
+    /// the agent's answer that it stopped before its commit point).
+    pub(super) fn of(r: &HostReport, errored: bool, refused: bool) -> PushOutcome {
         if r.ok && r.dry_run {
             PushOutcome::DryRun
         } else if r.ok {
             PushOutcome::Ok
         } else if r.mid_commit.is_some() {
             PushOutcome::MidCommit
-        } else if !r.committed && r.commit_sent {
+        } else if !r.committed && r.commit_sent && !refused {
             PushOutcome::CommitInterrupted
         } else if !r.committed {
             PushOutcome::FailedBeforeCommit

@@ -7,9 +7,11 @@ use super::published;
 use super::report::{ByKind, HostReport};
 use super::{Observer, Staging};
 use crate::delta::Cache;
+use crate::encoding::pack::{self, PackEntry};
+use crate::encoding::Encoding;
 use crate::error::{Error, Result};
 use crate::plan::{BuiltPack, Item};
-use crate::protocol::{BlobUse, Put, CHUNK};
+use crate::protocol::{BlobUse, Pack, Put, CHUNK};
 use imager::Hash;
 
 /// What the controller sends itself: the packs and lone items no mirror gave.
@@ -119,6 +121,11 @@ pub(super) fn send_items(
             .map(|p| p.payload.len() as u64)
             .sum::<u64>();
     let mut done = 0u64;
+    let (copies, alone): (Vec<&Item>, Vec<&Item>) = left
+        .alone
+        .iter()
+        .partition(|it| it.encoding == Encoding::StoreCopy);
+    send_store_copies(s, &copies, sent)?;
     for p in &left.packs {
         s.pack(crate::protocol::Pack {
             entries: p.entries.clone(),
@@ -151,7 +158,7 @@ pub(super) fn send_items(
             k.content_bytes += items[i].size;
         }
     }
-    for it in &left.alone {
+    for it in alone {
         s.put(Put {
             path: it.path.clone(),
             encoding: it.encoding.clone(),
@@ -167,6 +174,40 @@ pub(super) fn send_items(
         let k = sent.of(&it.encoding);
         k.files += 1;
         k.content_bytes += it.size;
+    }
+    Ok(())
+}
+
+/// Store copies per pack: the agent's workers share out a pack's files, and a pack's
+/// list of paths stays a small message.
+const STORE_COPIES_PER_PACK: usize = 4096;
+
+/// Sends a `local:` host's store copies as packs whose parts are empty (the agent copies
+/// each file from the store's objects on the pack's workers, in parallel, where lone
+/// `Put`s would be staged one after another).
+fn send_store_copies(s: &mut Staging, copies: &[&Item], sent: &mut ByKind) -> Result<()> {
+    if copies.is_empty() {
+        return Ok(());
+    }
+    let empty = pack::compress(&[], 1).map_err(Error::Encode)?;
+    for batch in copies.chunks(STORE_COPIES_PER_PACK) {
+        s.pack(Pack {
+            entries: batch
+                .iter()
+                .map(|it| PackEntry {
+                    path: it.path.clone(),
+                    encoding: Encoding::StoreCopy,
+                    len: 0,
+                })
+                .collect(),
+            skip: Vec::new(),
+            len: empty.len() as u64,
+        })?;
+        s.data(empty.clone())?;
+        let k = sent.of(&Encoding::StoreCopy);
+        k.bytes += empty.len() as u64;
+        k.files += batch.len() as u64;
+        k.content_bytes += batch.iter().map(|it| it.size).sum::<u64>();
     }
     Ok(())
 }

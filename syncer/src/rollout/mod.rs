@@ -40,6 +40,8 @@ pub struct RolloutOptions {
     pub yes: bool,
     /// Have every agent hash every file instead of trusting its hash cache.
     pub rehash: bool,
+    /// `--no-store-copies` ([`PushOptions::no_store_copies`]).
+    pub no_store_copies: bool,
     /// ssh command, agent path, agent installation: the command line's, under the
     /// inventory's connection settings (policies add the rest).
     pub transport: TransportOptions,
@@ -92,6 +94,7 @@ fn push_options(colo: &Colo, base: &RolloutOptions, total: Option<Arc<Bucket>>) 
         mirrors: colo.mirrors.clone(),
         install_triggers: false,
         max_delete: p.max_delete,
+        no_store_copies: base.no_store_copies,
     }
 }
 

@@ -66,6 +66,10 @@ pub enum Encoding {
     /// A Zucchini patch from the host's current file ([`zucchini`]): zstd-compressed on
     /// its own, raw in a pack.
     Zucchini,
+    /// The controller's store object of the file's hash, which the agent reads itself:
+    /// only an agent on the controller's machine that was given the store's objects
+    /// directory (`serve --objects DIR`, a `local:` host) takes it. Nothing travels.
+    StoreCopy,
 }
 
 wire_enum!(Encoding, "content source" {
@@ -77,6 +81,7 @@ wire_enum!(Encoding, "content source" {
     5 => Encoding::Chunked,
     6 => Encoding::GzipDelta,
     7 => Encoding::Zucchini,
+    8 => Encoding::StoreCopy,
 });
 
 impl Encoding {
@@ -91,6 +96,7 @@ impl Encoding {
             Encoding::Chunked => "chunked",
             Encoding::GzipDelta => "gzip delta",
             Encoding::Zucchini => "zucchini",
+            Encoding::StoreCopy => "store copy",
         }
     }
 
@@ -126,6 +132,12 @@ impl Encoding {
             }
             Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
             Encoding::Chunked => chunked::decode(host, path, size, &mut &payload[..], out),
+            // The agent reads it from its objects directory before it gets here.
+            Encoding::StoreCopy => Err(Error::Protocol(format!(
+                "{} was sent as a store copy, which only an agent on the controller's \
+                 machine given its store (serve --objects DIR) takes",
+                escape(path)
+            ))),
             // A raw patch sent on its own is zstd-compressed; in a pack it is raw.
             Encoding::Bsdiff | Encoding::GzipDelta | Encoding::Zucchini => {
                 let mut patch = zstd::stream::read::Decoder::new(payload)

@@ -11,7 +11,9 @@
 //! ([`Encoding::Whole`]), a raw patch against the host's file ([`Encoding::Bsdiff`],
 //! [`Encoding::GzipDelta`], [`Encoding::Zucchini`]) or a zstd delta as sent on its own ([`Encoding::ZstdDelta`]:
 //! compressed already, it gains nothing from the stream but its `Put` and frames). The agent decodes the stream as it goes and stages each file
-//! from its part, checking its hash as for any other file.
+//! from its part, checking its hash as for any other file. A `local:` host's agent is
+//! also sent packs of store copies ([`Encoding::StoreCopy`], each part empty): it copies
+//! their files from the store's objects on the pack's workers.
 
 use super::Encoding;
 use crate::error::{Error, Result};
@@ -107,14 +109,18 @@ pub fn check_entries(entries: &[PackEntry]) -> Result<()> {
     let mut total = 0u64;
     let mut seen = std::collections::HashSet::new();
     for e in entries {
-        if !matches!(
-            e.encoding,
-            Encoding::Whole
-                | Encoding::Bsdiff
-                | Encoding::GzipDelta
-                | Encoding::Zucchini
-                | Encoding::ZstdDelta
-        ) {
+        // A store copy's content is not in the stream: its part is empty.
+        let store_copy = e.encoding == Encoding::StoreCopy && e.len == 0;
+        if !store_copy
+            && !matches!(
+                e.encoding,
+                Encoding::Whole
+                    | Encoding::Bsdiff
+                    | Encoding::GzipDelta
+                    | Encoding::Zucchini
+                    | Encoding::ZstdDelta
+            )
+        {
             return Err(Error::Protocol(format!(
                 "{} is packed as a {}, which a pack cannot hold",
                 escape(&e.path),
