@@ -20,6 +20,10 @@ use std::sync::Arc;
 /// round trip costs more than it saves).
 const MIN_RSYNC: u64 = 16 << 10;
 
+/// The host's differences, the contents it holds already and whether its agent takes
+/// store copies: what a plan starts from.
+pub(super) type Differing<'a> = (&'a [Change], &'a [(Hash, Vec<u8>)], bool);
+
 /// Decides how each file's content travels ([`choose`]) from the host's differences
 /// and the contents it has, asks the host for the rsync signatures that needs, and
 /// encodes every file (deltas from the cache; `shared` packs reused where they fit).
@@ -28,7 +32,7 @@ pub(super) fn plan(
     store: &Store,
     image: &Image,
     cache: &Cache,
-    (changes, have, store_copy): (&[Change], &[(Hash, Vec<u8>)], bool),
+    (changes, have, store_copy): Differing,
     shared: &[plan::Shared],
     r: &mut HostReport,
 ) -> Result<(Vec<Item>, Vec<BuiltPack>)> {

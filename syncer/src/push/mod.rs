@@ -64,12 +64,7 @@ pub fn push_host(
         }
     }
     let connecting = clock.start(Phase::Connecting);
-    // A local host's agent runs on this machine: it reads the store's objects itself.
-    let mut transport = opts.transport.clone();
-    if opts.mirrors.is_empty() && !opts.no_store_copies {
-        transport.objects = Some(store.root().join("objects"));
-    }
-    let connected = transport::connect(spec, &transport);
+    let connected = transport::connect(spec, &transport_of(store, opts));
     drop(connecting);
     let session = match connected {
         Ok(s) => s,
@@ -99,10 +94,8 @@ pub fn push_host(
     let failed_triggers = trigger_failures(&r);
     r.triggers_failed = failed_triggers.len() as u64;
     let errored = outcome.is_err();
-    // The agent's own error answer, which it sends before its commit point (after it,
-    // the answer is a MidCommit): the host's tree was not changed, even when the
-    // controller had sent Commit already (the content was all sent before the agent
-    // read what failed).
+    // The agent's own error answer comes before its commit point (after it, it is a
+    // MidCommit): the host was not changed, even if Commit had been sent.
     let refused = matches!(outcome, Err(Error::Agent(_)));
     match outcome {
         Ok(()) => {
@@ -123,6 +116,17 @@ pub fn push_host(
     r.phases.add_clock(&clock, started);
     clock.finish(if r.ok { Phase::Done } else { Phase::Failed });
     r
+}
+
+/// How the host is reached: a local host's agent, which runs on this machine, is given
+/// the store's objects to copy new files from (unless the push takes mirrors' content
+/// or was asked not to).
+fn transport_of(store: &Store, opts: &PushOptions) -> transport::TransportOptions {
+    let mut transport = opts.transport.clone();
+    if opts.mirrors.is_empty() && !opts.no_store_copies {
+        transport.objects = Some(store.root().join("objects"));
+    }
+    transport
 }
 
 /// The triggers that failed, a phrase each.
