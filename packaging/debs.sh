@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Debian packages from the workspace with cargo-deb
-# (`cargo install cargo-deb --locked`):
+# Builds the Debian packages from the workspace with cargo-deb 3.8.0
+# (`cargo install cargo-deb --version 3.8.0 --locked`):
 #   imager        the image builder (/usr/bin/imager), its man pages and completions
 #   syncer        the controller (/usr/bin/syncer), its man pages and completions;
 #                 depends on syncer-agent at the same version (what --install-agent copies)
@@ -25,7 +25,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#packages[@]} -gt 0 ] || packages=(imager syncer syncer-agent)
 command -v cargo-deb >/dev/null || {
-    echo "debs.sh: cargo-deb is missing: cargo install cargo-deb --locked" >&2; exit 1; }
+    echo "debs.sh: cargo-deb is missing: cargo install cargo-deb --version 3.8.0 --locked" >&2; exit 1; }
 target=$(cargo metadata --no-deps --format-version 1 --locked |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 case "$profile" in dev) dir="$target/debug" ;; *) dir="$target/$profile" ;; esac
