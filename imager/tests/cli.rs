@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
+#[path = "../../tests/support/debs.rs"]
+mod debs;
 use common::Env;
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -191,41 +193,11 @@ fn man_pages_carry_the_help_texts() {
 /// with man) and the three shells' completions, and depends on what builds need.
 #[test]
 fn the_debian_package_holds_the_binary_its_pages_and_completions() {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("cargo-deb").is_file()))
-        .unwrap_or(false);
-    assert!(found, "cargo-deb is missing: cargo install cargo-deb --version 3.8.0 --locked (the README's set-up does)");
     let env = Env::new();
     let bin = std::path::Path::new(env!("CARGO_BIN_EXE_imager"));
-    let out = env.path("debs");
-    let made = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/debs.sh"))
-        .args([
-            "--profile",
-            "dev",
-            "--no-build",
-            "-o",
-            common::s(&out),
-            "imager",
-        ])
-        .env("CARGO_TARGET_DIR", bin.parent().unwrap().parent().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&made.stdout),
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let deb = out.join(format!("imager_{}-1_amd64.deb", env!("CARGO_PKG_VERSION")));
-    let field = |f: &str| {
-        let o = Command::new("dpkg-deb")
-            .arg("-f")
-            .arg(&deb)
-            .arg(f)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let debs = debs::build(bin, &env.path("debs"), &["imager"]);
+    let deb = &debs[0];
+    let field = |f: &str| debs::field(deb, f);
     assert_eq!(field("Package"), "imager");
     assert!(
         field("Depends").contains("mmdebstrap"),
@@ -235,7 +207,7 @@ fn the_debian_package_holds_the_binary_its_pages_and_completions() {
     let root = env.path("root");
     let x = Command::new("dpkg-deb")
         .arg("-x")
-        .arg(&deb)
+        .arg(deb)
         .arg(&root)
         .status()
         .unwrap();

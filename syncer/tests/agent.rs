@@ -538,8 +538,8 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
     let (conf, daemon) = ("etc/app.conf", "usr/local/bin/daemon");
     let read = |d: &Path, p: &str| std::fs::read(d.join(p)).unwrap();
     let patch = bsdiff::diff(&read(&root, daemon), &read(&v2, daemon)).unwrap();
-    let session = |raw: &[u8], stream: Vec<u8>, announced: Option<u64>| {
-        let entries = vec![
+    let both = |raw: &[u8]| {
+        vec![
             PackEntry {
                 path: format!("/{daemon}").into_bytes(),
                 encoding: Encoding::Bsdiff,
@@ -550,7 +550,9 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
                 encoding: Encoding::Whole,
                 len: (raw.len() - patch.len()) as u64,
             },
-        ];
+        ]
+    };
+    let packed = |entries: Vec<PackEntry>, stream: Vec<u8>, announced: Option<u64>| {
         [
             frame(&Msg::Hello(Hello {
                 version: PROTOCOL_VERSION,
@@ -581,6 +583,8 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
         ]
         .concat()
     };
+    let session =
+        |raw: &[u8], stream: Vec<u8>, announced: Option<u64>| packed(both(raw), stream, announced);
     let good = [patch.clone(), read(&v2, conf)].concat();
     // One byte of the patch's added bytes flipped: it applies, to the wrong content.
     let mut wrong = good.clone();
@@ -605,6 +609,21 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
             "a stream longer than an agent holds",
             session(&good, Vec::new(), Some(MAX_HELD + 1)),
             "more than an agent holds in memory",
+        ),
+        (
+            // Only an agent a controller on its machine gave the store's objects
+            // (`serve --objects`) copies from them: this one was given none.
+            "a store copy to an agent given no store",
+            packed(
+                vec![PackEntry {
+                    path: format!("/{conf}").into_bytes(),
+                    encoding: Encoding::StoreCopy,
+                    len: 0,
+                }],
+                pack::compress(&[], 3).unwrap(),
+                None,
+            ),
+            "given no store objects",
         ),
     ];
     let kept = |l: Vec<String>| -> Vec<String> {

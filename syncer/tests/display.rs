@@ -22,13 +22,7 @@ struct Fleet {
 
 impl Fleet {
     fn new(prefix: &str) -> Fleet {
-        let t = scratch(prefix);
-        let dir = t.path().to_path_buf();
-        let store = dir.join("store");
-        for v in [1, 2] {
-            mini_root(&dir.join(format!("v{v}")), v, 100_000);
-            import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
-        }
+        let (t, dir, store) = two_image_store(prefix, 100_000);
         let hosts: Vec<PathBuf> = (1..=5).map(|i| dir.join(format!("h{i}"))).collect();
         for h in &hosts {
             std::fs::create_dir(h).unwrap();

@@ -20,13 +20,7 @@ struct Fleet {
 
 impl Fleet {
     fn new(prefix: &str) -> Fleet {
-        let t = scratch(prefix);
-        let dir = t.path().to_path_buf();
-        let store = dir.join("store");
-        for v in [1, 2] {
-            mini_root(&dir.join(format!("v{v}")), v, 20_000);
-            import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
-        }
+        let (t, dir, store) = two_image_store(prefix, 20_000);
         let sshd = Sshd::start(&dir);
         let mut hosts = Vec::new();
         for (i, scheme) in [

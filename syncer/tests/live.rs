@@ -10,6 +10,8 @@
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
+#[path = "../../tests/support/debs.rs"]
+mod debs;
 #[path = "../../tests/support/nspawn.rs"]
 mod nspawn;
 
@@ -655,53 +657,16 @@ fn a_live_canary_that_fails_its_health_check_is_rolled_back() {
     assert_eq!(status[0]["image"].as_str(), Some(a.as_str()), "{status:#}");
 }
 
-/// Waits until nginx at `addr` serves `version` (its reload after a push is graceful:
-/// old workers answer until they finish); fails after 600 s rather than hang.
-fn serves(addr: &str, version: &str) {
-    let want = format!("{version}\n");
-    for _ in 0..6000 {
-        if get(addr, "/version").ok().map(|(_, b)| b) == Some(want.clone()) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("{addr} never served version {version}");
-}
-
-/// Builds the Debian packages of the binaries these tests run (`packaging/debs.sh`,
-/// cargo-deb) into `out`: the controller's and the agent's.
+/// Builds the controller's and the agent's packages of the binaries these tests run,
+/// and checks that the controller's depends on this very agent version (cargo-deb does
+/// not substitute `${binary:Version}`: it is written out in syncer/Cargo.toml).
 fn build_debs(out: &Path) -> (PathBuf, PathBuf) {
-    nspawn::require(
-        "cargo-deb",
-        "cargo-deb (cargo install cargo-deb --locked; .ci/run does)",
-    );
     let bin = Path::new(env!("CARGO_BIN_EXE_syncer"));
-    let target = bin.parent().unwrap().parent().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/debs.sh");
-    let made = Command::new(&script)
-        .args(["--profile", "dev", "--no-build", "-o"])
-        .arg(out)
-        .args(["syncer", "syncer-agent"])
-        .env("CARGO_TARGET_DIR", target)
-        .output()
-        .unwrap();
+    let made = debs::build(bin, out, &["syncer", "syncer-agent"]);
+    let (syncer, agent) = (made[0].clone(), made[1].clone());
+    let agent_version = debs::field(&agent, "Version");
     assert!(
-        made.status.success(),
-        "debs.sh failed:\n{}{}",
-        String::from_utf8_lossy(&made.stdout),
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let field = |deb: &Path, f: &str| sh(&format!("dpkg-deb -f '{}' {f}", deb.display()));
-    let version = env!("CARGO_PKG_VERSION");
-    let (syncer, agent) = (
-        out.join(format!("syncer_{version}-1_amd64.deb")),
-        out.join(format!("syncer-agent_{version}-1_amd64.deb")),
-    );
-    // cargo-deb does not substitute ${binary:Version}: the controller's dependency on
-    // its agent is written out in syncer/Cargo.toml, and must be this version.
-    let agent_version = field(&agent, "Version").trim().to_string();
-    assert!(
-        field(&syncer, "Depends").contains(&format!("syncer-agent (= {agent_version})")),
+        debs::field(&syncer, "Depends").contains(&format!("syncer-agent (= {agent_version})")),
         "the controller's package depends on another agent version than {agent_version}"
     );
     (syncer, agent)
@@ -745,7 +710,12 @@ fn the_agent_package_installed_with_dpkg_takes_pushes() {
     let r = push(&images().store, "live-b", &host, &["-e", &rsh]);
     assert_eq!(r["committed"], true, "{r:#}");
     m.ok("test -x /usr/bin/syncer-agent");
-    serves(&addr, "B");
+    // (The image's files, not nginx's answer: its reload is graceful, old workers
+    // answer until they finish, and the reload is the live tests' subject.)
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/live-version")).unwrap(),
+        "B\n"
+    );
     let drift = run(&images().store, &["drift", &host, "-e", &rsh]);
     assert!(
         drift.status.success(),
@@ -766,7 +736,10 @@ fn the_agent_package_installed_with_dpkg_takes_pushes() {
     .unwrap();
     let r = push(&images().store, "live-a", &host, &["-e", &rsh]);
     assert_eq!(r["committed"], true, "{r:#}");
-    serves(&addr, "A");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/live-version")).unwrap(),
+        "A\n"
+    );
     let shell = Command::new("sh")
         .arg("-c")
         .arg(format!("{rsh} root@{addr} echo a shell"))

@@ -21,13 +21,7 @@ struct Fleet {
 
 impl Fleet {
     fn new(prefix: &str) -> Fleet {
-        let t = scratch(prefix);
-        let dir = t.path().to_path_buf();
-        let store = dir.join("store");
-        for v in [1, 2] {
-            mini_root(&dir.join(format!("v{v}")), v, 300_000);
-            import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
-        }
+        let (t, dir, store) = two_image_store(prefix, 300_000);
         // Two sshds, one client key.
         let sshd = vec![Sshd::start(&dir), Sshd::start(&dir)];
         let rsh = sshd[0].rsh();

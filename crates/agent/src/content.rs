@@ -23,10 +23,6 @@ impl Session<'_> {
             return Err(Error::Protocol("Put before Stage".into()));
         };
         let e = needs_content(p, &put.path)?;
-        if put.encoding == crate::encoding::Encoding::StoreCopy {
-            let objects = store_objects(self.objects, &put.path, put.len)?;
-            return stage_with(s, &self.b, e, |_, out| copy_object(objects, e, out));
-        }
         if put.encoding == crate::encoding::Encoding::Chunked {
             // Streamed from the connection into the staged file: never held whole.
             let mut from = Incoming {
@@ -164,7 +160,8 @@ fn pack_files<'p>(
 }
 
 /// The objects directory a store copy is read from: only an agent the controller gave
-/// one takes store copies, and nothing travels with them.
+/// one takes store copies, and nothing travels with them. They come in packs (a lone
+/// `Put` of one is refused by [`crate::encoding::Encoding::decode`]).
 fn store_objects<'a>(objects: Option<&'a Path>, path: &[u8], len: u64) -> Result<&'a Path> {
     match objects {
         Some(dir) if len == 0 => Ok(dir),
@@ -180,8 +177,8 @@ fn store_objects<'a>(objects: Option<&'a Path>, path: &[u8], len: u64) -> Result
     }
 }
 
-/// A store copy: the controller's object of the file's hash (the store's layout,
-/// `ab/cdef…`). The staged file is checked against the image's size and hash like any
+/// A store copy: the controller's object of the file's hash
+/// ([`imager_core::Hash::object_name`]). The staged file is checked against the image's size and hash like any
 /// content, so a damaged object fails the file, never the host.
 fn copy_object(objects: &Path, e: &Entry, out: &mut dyn Write) -> Result<()> {
     let imager_core::Kind::File { hash, .. } = e.kind else {
@@ -190,8 +187,7 @@ fn copy_object(objects: &Path, e: &Entry, out: &mut dyn Write) -> Result<()> {
             escape(&e.path)
         )));
     };
-    let hex = hash.to_hex();
-    let path = objects.join(&hex[..2]).join(&hex[2..]);
+    let path = objects.join(hash.object_name());
     // Large reads (std::io::copy writes a BufReader's buffer as it is): a first
     // install is hundreds of MB of these.
     let mut f = std::io::BufReader::with_capacity(1 << 20, imager_core::fsx::open(&path)?);

@@ -124,7 +124,7 @@ pub fn push_host(
 fn transport_of(store: &Store, opts: &PushOptions) -> transport::TransportOptions {
     let mut transport = opts.transport.clone();
     if opts.mirrors.is_empty() && !opts.no_store_copies {
-        transport.objects = Some(store.root().join("objects"));
+        transport.objects = Some(store.objects_dir());
     }
     transport
 }

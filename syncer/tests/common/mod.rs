@@ -306,6 +306,20 @@ pub fn wait_for_line(child: &mut Child, ready: &str, log: &Path, what: &str) {
     });
 }
 
+/// A scratch directory with a store holding images `v1` and `v2`, each a [`mini_root`]
+/// with `payload` bytes: what the fleet tests start from. Returns the directory's
+/// guard, its path and the store's.
+pub fn two_image_store(prefix: &str, payload: usize) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = scratch(prefix);
+    let dir = t.path().to_path_buf();
+    let store = dir.join("store");
+    for v in [1, 2] {
+        mini_root(&dir.join(format!("v{v}")), v, payload);
+        import(&store, &dir.join(format!("v{v}")), &format!("v{v}"));
+    }
+    (t, dir, store)
+}
+
 /// A tiny root a health check or trigger can run in: dash and the libraries it needs,
 /// an app config and a payload of `payload` pseudo-random bytes that depend on `v`.
 pub fn mini_root(dir: &Path, v: u32, payload: usize) {

@@ -26,6 +26,14 @@ impl Hash {
         hex::encode(self.0)
     }
 
+    /// Where a store keeps the object of this content, relative to its `objects/`
+    /// directory: `ab/cdef…` (a fan-out directory of the first two hex digits). The
+    /// store and a `local:` host's agent, which copies objects itself, both read it so.
+    pub fn object_name(&self) -> std::path::PathBuf {
+        let hex = self.to_hex();
+        std::path::Path::new(&hex[..2]).join(&hex[2..])
+    }
+
     /// The first 12 hex digits, as reports and messages show an image ID.
     pub fn short(&self) -> String {
         let mut s = self.to_hex();

@@ -205,7 +205,7 @@ fn check_refs(store: &Store, r: &mut FsckReport) -> Result<()> {
 /// Every file under `objects/` (two levels: fan-out directory, then the objects).
 pub(super) fn object_files(store: &Store) -> Result<Vec<std::path::PathBuf>> {
     let mut files = Vec::new();
-    for fan in crate::fsx::read_dir(store.root.join("objects"))? {
+    for fan in crate::fsx::read_dir(store.objects_dir())? {
         for e in crate::fsx::read_dir(fan.path())? {
             files.push(e.path());
         }

@@ -185,8 +185,12 @@ impl Store {
 
     /// Where the object with hash `h` lives: `objects/ab/cdef…`, named by its hex.
     pub fn object_path(&self, h: &Hash) -> PathBuf {
-        let hex = h.to_hex();
-        self.root.join("objects").join(&hex[..2]).join(&hex[2..])
+        self.objects_dir().join(h.object_name())
+    }
+
+    /// The directory of the objects ([`Hash::object_name`] below it).
+    pub fn objects_dir(&self) -> PathBuf {
+        self.root.join("objects")
     }
 
     /// Whether the store has the object. One that cannot be looked at reads as absent:

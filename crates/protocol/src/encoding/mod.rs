@@ -68,7 +68,8 @@ pub enum Encoding {
     Zucchini,
     /// The controller's store object of the file's hash, which the agent reads itself:
     /// only an agent on the controller's machine that was given the store's objects
-    /// directory (`serve --objects DIR`, a `local:` host) takes it. Nothing travels.
+    /// directory (`serve --objects DIR`, a `local:` host) takes it, as a pack entry
+    /// whose part is empty (the pack's workers copy in parallel). Nothing travels.
     StoreCopy,
 }
 
@@ -132,10 +133,9 @@ impl Encoding {
             }
             Encoding::RsyncDelta => apply_delta(rsync_delta::apply, host, path, size, payload, out),
             Encoding::Chunked => chunked::decode(host, path, size, &mut &payload[..], out),
-            // The agent reads it from its objects directory before it gets here.
+            // Store copies travel in packs, which the agent stages itself.
             Encoding::StoreCopy => Err(Error::Protocol(format!(
-                "{} was sent as a store copy, which only an agent on the controller's \
-                 machine given its store (serve --objects DIR) takes",
+                "{} was sent as a store copy on its own; store copies come in packs",
                 escape(path)
             ))),
             // A raw patch sent on its own is zstd-compressed; in a pack it is raw.
