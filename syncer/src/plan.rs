@@ -425,6 +425,16 @@ fn raw_len(it: &Item) -> u64 {
 /// packs of at most [`pack::MAX_RAW`] raw bytes, made (or found in the cache) and
 /// checked; the items packed are marked so.
 pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<BuiltPack>> {
+    groups(items)
+        .into_iter()
+        .map(|g| make_pack(store, cache, items, g))
+        .collect()
+}
+
+/// The groups of packable items [`packs`] makes packs of, each of two files or more (a
+/// pack of one file is that file on its own); their items are marked packed. A push
+/// makes each pack as the one before it is sent ([`make_pack`]).
+pub fn groups(items: &mut [Item]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut raw = 0u64;
     for (i, it) in items.iter().enumerate() {
@@ -442,20 +452,16 @@ pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<Bui
             g.push(i);
         }
     }
-    let mut out = Vec::new();
-    for g in groups {
-        // A pack of one file is that file on its own.
-        if g.len() < 2 {
-            continue;
-        }
-        out.push(make_pack(store, cache, items, g)?);
+    groups.retain(|g| g.len() >= 2);
+    for &i in groups.iter().flatten() {
+        items[i].packed = true;
     }
-    for p in &out {
-        for &i in &p.items {
-            items[i].packed = true;
-        }
-    }
-    Ok(out)
+    groups
+}
+
+/// The raw bytes of a group's parts (before the pack's compression).
+pub fn group_raw(items: &[Item], group: &[usize]) -> u64 {
+    group.iter().map(|&i| raw_len(&items[i])).sum()
 }
 
 /// Encodes on its own, at the push's level, every item that [`encode`] left for a pack
@@ -513,7 +519,13 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
     Hash::from(h.finalize())
 }
 
-fn make_pack(store: &Store, cache: &Cache, items: &[Item], group: Vec<usize>) -> Result<BuiltPack> {
+/// The pack of `group` (of [`groups`]): from the cache, or compressed and checked.
+pub fn make_pack(
+    store: &Store,
+    cache: &Cache,
+    items: &[Item],
+    group: Vec<usize>,
+) -> Result<BuiltPack> {
     let entries: Vec<PackEntry> = group
         .iter()
         .map(|&i| PackEntry {

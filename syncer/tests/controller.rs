@@ -278,6 +278,51 @@ fn a_failed_push_reports_the_bytes_it_sent_not_the_ones_it_planned() {
     );
 }
 
+/// A push makes each pack while the one before it is sent (a first install's
+/// compression overlaps the link): a pack that cannot be made after others went out
+/// fails the host before its commit, naming the file, and the host keeps its tree.
+#[test]
+fn packs_are_sent_as_they_are_made_and_one_that_cannot_be_made_fails_before_commit() {
+    let t = scratch("ctl-stream-");
+    let dir = t.path();
+    let store = dir.join("store");
+    let v = dir.join("v1");
+    // Six files of 15 MiB: two packs (at most 64 MiB raw each), a1-a4 and a5-a6.
+    sh(&format!(
+        "set -e; mkdir -p '{d}/srv' '{d}/var/lib'
+         for i in 1 2 3 4 5 6; do head -c 15728640 /dev/urandom > '{d}/srv/a'$i; done",
+        d = v.display()
+    ));
+    import(&store, &v, "v1");
+    let a6 = imager::Hash::of(&std::fs::read(v.join("srv/a6")).unwrap());
+    let object = store
+        .join("objects")
+        .join(&a6.to_hex()[..2])
+        .join(&a6.to_hex()[2..]);
+    sh(&format!(
+        "chmod u+w '{o}' && printf 'XXXX' | dd of='{o}' bs=1 seek=4096 conv=notrunc status=none",
+        o = object.display()
+    ));
+    let h = dir.join("host");
+    std::fs::create_dir(&h).unwrap();
+    let hs = format!("local:{}", h.display());
+    let args = ["push", "v1", &hs, "--json", "--level", "1"];
+    let out = run(&store, &[&args[..], &["--no-store-copies"]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    let r = &v["hosts"][0];
+    assert_eq!(r["outcome"], "failed before commit", "{r:#}");
+    let e = r["error"].as_str().unwrap();
+    assert!(
+        e.contains("packing 2 files from /srv/a5") && e.contains("corrupt"),
+        "{e}"
+    );
+    // The first pack went out whole before the second was found unmakeable.
+    assert_eq!(r["sent"]["whole"]["files"], 4, "{r:#}");
+    assert_eq!(r["packs"]["packs"], 1, "{r:#}");
+    assert!(!h.join("srv").exists(), "the failed push left files");
+}
+
 /// Each row: arguments, the exit status, a text the output must contain, a text that must
 /// appear at most once (a cause repeated by the error chain).
 #[test]

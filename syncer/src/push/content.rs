@@ -24,18 +24,28 @@ const MIN_RSYNC: u64 = 16 << 10;
 /// store copies: what a plan starts from.
 pub(super) type Differing<'a> = (&'a [Change], &'a [(Hash, Vec<u8>)], bool);
 
+/// A plan's content: every file's item, the packs made (or reused), and the groups of
+/// items whose packs are still to be made (when the plan was asked to leave them for
+/// the sending: [`plan::make_pack`] each as the one before it goes out).
+pub(crate) struct Planned {
+    pub items: Vec<Item>,
+    pub packs: Vec<BuiltPack>,
+    pub pending: Vec<Vec<usize>>,
+}
+
 /// Decides how each file's content travels ([`choose`]) from the host's differences
 /// and the contents it has, asks the host for the rsync signatures that needs, and
-/// encodes every file (deltas from the cache; `shared` packs reused where they fit).
+/// encodes every file (deltas from the cache; `shared` packs reused where they fit),
+/// leaving the packs still to be made to the sending when `later`.
 pub(super) fn plan(
     s: &mut super::Planning,
     store: &Store,
     image: &Image,
     cache: &Cache,
     (changes, have, store_copy): Differing,
-    shared: &[plan::Shared],
+    (shared, later): (&[plan::Shared], bool),
     r: &mut HostReport,
-) -> Result<(Vec<Item>, Vec<BuiltPack>)> {
+) -> Result<Planned> {
     for c in changes {
         match c.kind {
             ChangeKind::Add => r.added += 1,
@@ -48,39 +58,47 @@ pub(super) fn plan(
         store.has_object(h)
     });
     let sigs = signatures(s, &choices)?;
-    let (items, packs) = encode_all(store, cache, &sigs, choices, shared)?;
-    for it in items.iter().filter(|it| !it.packed) {
+    let planned = encode_all(store, cache, &sigs, choices, shared, later)?;
+    for it in planned.items.iter().filter(|it| !it.packed) {
         let k = r.planned.of(&it.encoding);
         k.files += 1;
         k.bytes += it.payload.len();
         k.content_bytes += it.size;
     }
-    for p in &packs {
-        for (&i, bytes) in p.items.iter().zip(pack_shares(p, &items)) {
-            let k = r.planned.of(&items[i].encoding);
-            k.files += 1;
-            k.bytes += bytes;
-            k.content_bytes += items[i].size;
-        }
-        r.packs.packs += 1;
-        r.packs.files += p.items.len() as u64;
-        r.packs.raw_bytes += p.raw;
-        r.packs.bytes += p.payload.len() as u64;
+    for p in &planned.packs {
+        count_pack(r, p, &planned.items);
     }
-    Ok((items, packs))
+    Ok(planned)
+}
+
+/// Counts a pack into the report's plan (when it is made: a pack made while the one
+/// before it is sent counts as it comes).
+pub(super) fn count_pack(r: &mut HostReport, p: &BuiltPack, items: &[Item]) {
+    for (&i, bytes) in p.items.iter().zip(pack_shares(p, items)) {
+        let k = r.planned.of(&items[i].encoding);
+        k.files += 1;
+        k.bytes += bytes;
+        k.content_bytes += items[i].size;
+    }
+    r.packs.packs += 1;
+    r.packs.files += p.items.len() as u64;
+    r.packs.raw_bytes += p.raw;
+    r.packs.bytes += p.payload.len() as u64;
 }
 
 /// Every file encoded as chosen, packed where packs take them (first the `shared` ones
 /// that fit, [`plan::reuse`]), the rest finished alone: the same for a host and for
 /// [`crate::publish`], so what is published for a host at an image is byte for byte
-/// what a push to it would send.
+/// what a push to it would send. With `later`, the new packs are left to be made
+/// ([`Planned::pending`]).
 pub(crate) fn encode_all(
     store: &Store,
     cache: &Cache,
     sigs: &HashMap<Vec<u8>, Vec<u8>>,
     choices: Vec<Choice>,
     shared: &[plan::Shared],
-) -> Result<(Vec<Item>, Vec<BuiltPack>)> {
+    later: bool,
+) -> Result<Planned> {
     // Largest first, each thread taking the next as it is free (`par_bridge` pulls in
     // order): the plan of a cold cache ends when its longest file does (a 7 MB
     // interpreter's bsdiff and Zucchini take seconds), so that one must not start last.
@@ -96,9 +114,18 @@ pub(crate) fn encode_all(
     debug_assert_eq!(done.len(), n);
     let mut items: Vec<Item> = done.into_iter().map(|(_, it)| it).collect();
     let mut packs = plan::reuse(&mut items, shared);
-    packs.extend(plan::packs(store, cache, &mut items)?);
+    let mut pending = plan::groups(&mut items);
     plan::finish_alone(store, cache, &mut items)?;
-    Ok((items, packs))
+    if !later {
+        for g in pending.drain(..) {
+            packs.push(plan::make_pack(store, cache, &items, g)?);
+        }
+    }
+    Ok(Planned {
+        items,
+        packs,
+        pending,
+    })
 }
 
 /// Each packed file's share of its pack's bytes on the wire: in proportion to its part

@@ -34,7 +34,7 @@ use crate::protocol::{Differences, ManifestData, Stage, StaleUnit, Target};
 use crate::transport::{self, AgentRead, AgentWrite, HostSpec, RunningAgent};
 use content::plan;
 use imager::store::Store;
-use send::{fetch, send_items, Left};
+use send::{fetch, send_items, Later, Left};
 use status::path_changes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -255,32 +255,30 @@ fn push_steps(
         _ => Arc::new(Vec::new()),
     };
     let plan_in = (&changes[..], &have[..], s.store_copies);
-    let (items, packs) = plan(&mut planning, store, image, cache, plan_in, &shared, r)?;
+    // Without mirrors, each new pack is made while the one before it is sent; the
+    // mirrors are asked for every pack by name, so those must all be made first.
+    let later = (&shared[..], opts.mirrors.is_empty() && !opts.dry_run);
+    let mut planned = plan(&mut planning, store, image, cache, plan_in, later, r)?;
     drop(planning_phase);
     if opts.dry_run {
-        r.paths = path_changes(Some(store), &changes, &items);
+        r.paths = path_changes(Some(store), &changes, &planned.items);
         // The dry run shows the whole plan, and fails as the push would.
         return too_many.map_err(Error::Refused);
     }
 
     let staging = clock.start(Phase::Staging);
+    let items = &planned.items;
     let mut st: Staging = planning.stage(Stage {
         files: items.len() as u64,
         bytes: items.iter().map(|i| i.size).sum(),
     })?;
-    let mut left = Left::all(&items, &packs);
+    let mut left = Left::all(items, &planned.packs);
     if !opts.mirrors.is_empty() {
         let rate = opts.transport.rate_per_host.unwrap_or(0);
         left = fetch(&mut st, left, &opts.mirrors, rate, cache, r)?;
     }
-    send_items(
-        &mut st,
-        &items,
-        &left,
-        clock.host(),
-        clock.observer(),
-        &mut r.sent,
-    )?;
+    let pending = std::mem::take(&mut planned.pending);
+    send_while_packing(&mut st, store, cache, (items, &left), pending, clock, r)?;
     r.content.controller_bytes = r.sent.bytes();
     let committing = st.commit()?;
     r.commit_sent = true;
@@ -298,6 +296,43 @@ fn push_steps(
         health_checks(&mut ready, h, r)?;
     }
     Ok(())
+}
+
+/// Sends the plan's content (`left`, then the packs of the `pending` groups), each pack
+/// made on a thread of its own while the one before it goes out: a first install's
+/// compression overlaps the link and the host's writing instead of preceding them.
+fn send_while_packing(
+    st: &mut Staging,
+    store: &Store,
+    cache: &Cache,
+    (items, left): (&[crate::plan::Item], &Left),
+    pending: Vec<Vec<usize>>,
+    clock: &Clock,
+    r: &mut HostReport,
+) -> Result<()> {
+    let raw = pending
+        .iter()
+        .map(|g| crate::plan::group_raw(items, g))
+        .sum();
+    std::thread::scope(|scope| {
+        // One pack ahead: made while the one before it is sent, no more held.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for g in pending {
+                let p = crate::plan::make_pack(store, cache, items, g);
+                let failed = p.is_err();
+                // The receiver is gone when the sending failed: stop making packs.
+                if tx.send(p).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let later = Later {
+            packs: &mut rx.iter(),
+            raw,
+        };
+        send_items(st, items, left, later, (clock.host(), clock.observer()), r)
+    })
 }
 
 /// Contents the host holds already, each at a path (`Differences::have`).

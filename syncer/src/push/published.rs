@@ -86,5 +86,6 @@ pub(crate) fn plan_from(
     let have = crate::agent::have_list(&image.tree, &host, &changes);
     // Published content is for hosts elsewhere: never a store copy.
     let choices = choose(&changes, &image.tree, &have, false, |h| store.has_object(h));
-    encode_all(store, cache, &HashMap::new(), choices, &[])
+    let p = encode_all(store, cache, &HashMap::new(), choices, &[], false)?;
+    Ok((p.items, p.packs))
 }

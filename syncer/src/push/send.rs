@@ -1,8 +1,9 @@
 //! Sending a push's content: first what the host can fetch from the mirrors of a
-//! published store ([`fetch`]), then the rest from the controller, packs and lone files
-//! in `Data` frames ([`send_items`]), counting what went out by way of sending.
+//! published store ([`fetch`]), then the rest from the controller, lone files and packs
+//! in `Data` frames ([`send_items`]; without mirrors each pack is made while the one
+//! before it goes out), counting what went out by way of sending.
 
-use super::content::pack_shares;
+use super::content::{count_pack, pack_shares};
 use super::published;
 use super::report::{ByKind, HostReport};
 use super::{Observer, Staging};
@@ -103,61 +104,43 @@ pub(super) fn fetch<'a>(
     Ok(left)
 }
 
+/// Packs made while the ones before them are sent (`Planned::pending`), each with the
+/// raw bytes of its group, by which the progress counts it until it is made.
+pub(super) struct Later<'a> {
+    pub packs: &'a mut dyn Iterator<Item = Result<BuiltPack>>,
+    pub raw: u64,
+}
+
 /// Sends what is `left` to the host (`Stage` was sent; `items` are what packs index),
-/// counting into `sent` what went out (all of it unless this fails). The commit is the
-/// caller's next step.
+/// then each pack made `later` as it comes (counted into the report's plan then),
+/// counting into the report's `sent` what went out (all of it unless this fails). The
+/// commit is the caller's next step.
 pub(super) fn send_items(
     s: &mut Staging,
     items: &[Item],
     left: &Left,
-    host: &str,
-    obs: &dyn Observer,
-    sent: &mut ByKind,
+    later: Later,
+    (host, obs): (&str, &dyn Observer),
+    r: &mut HostReport,
 ) -> Result<()> {
-    let total: u64 = left.alone.iter().map(|i| i.payload.len()).sum::<u64>()
-        + left
-            .packs
-            .iter()
-            .map(|p| p.payload.len() as u64)
-            .sum::<u64>();
-    let mut done = 0u64;
+    let mut progress = Progress {
+        host,
+        obs,
+        total: later.raw
+            + left.alone.iter().map(|i| i.payload.len()).sum::<u64>()
+            + left
+                .packs
+                .iter()
+                .map(|p| p.payload.len() as u64)
+                .sum::<u64>(),
+        done: 0,
+    };
     let (copies, alone): (Vec<&Item>, Vec<&Item>) = left
         .alone
         .iter()
         .partition(|it| it.encoding == Encoding::StoreCopy);
-    send_store_copies(s, &copies, sent)?;
-    for p in &left.packs {
-        s.pack(crate::protocol::Pack {
-            entries: p.entries.clone(),
-            skip: p.skip.clone(),
-            len: p.payload.len() as u64,
-        })?;
-        // Each chunk's bytes go to the packed files in order, each up to its share.
-        let shares = pack_shares(p, items);
-        let mut owed = p.items.iter().zip(shares).peekable();
-        let mut left_of_first = owed.peek().map_or(0, |(_, b)| *b);
-        for chunk in p.payload.chunks(CHUNK) {
-            s.data(chunk.to_vec())?;
-            done += chunk.len() as u64;
-            obs.bytes(host, total, done);
-            let mut n = chunk.len() as u64;
-            while n > 0 {
-                let Some((&i, _)) = owed.peek() else { break };
-                let take = n.min(left_of_first);
-                sent.of(&items[i].encoding).bytes += take;
-                (n, left_of_first) = (n - take, left_of_first - take);
-                if left_of_first == 0 {
-                    owed.next();
-                    left_of_first = owed.peek().map_or(0, |(_, b)| *b);
-                }
-            }
-        }
-        for &i in &p.items {
-            let k = sent.of(&items[i].encoding);
-            k.files += 1;
-            k.content_bytes += items[i].size;
-        }
-    }
+    send_store_copies(s, &copies, &mut r.sent)?;
+    // Lone files first: the first pack to be made is made meanwhile.
     for it in alone {
         s.put(Put {
             path: it.path.clone(),
@@ -166,14 +149,78 @@ pub(super) fn send_items(
         })?;
         it.payload.for_each_piece(CHUNK, |chunk| {
             s.data(chunk.to_vec())?;
-            done += chunk.len() as u64;
-            sent.of(&it.encoding).bytes += chunk.len() as u64;
-            obs.bytes(host, total, done);
+            r.sent.of(&it.encoding).bytes += chunk.len() as u64;
+            progress.add(chunk.len() as u64);
             Ok(())
         })?;
-        let k = sent.of(&it.encoding);
+        let k = r.sent.of(&it.encoding);
         k.files += 1;
         k.content_bytes += it.size;
+    }
+    for p in &left.packs {
+        send_pack(s, p, items, &mut progress, &mut r.sent)?;
+    }
+    for p in later.packs {
+        let p = p?;
+        count_pack(r, &p, items);
+        progress.total = (progress.total + p.payload.len() as u64).saturating_sub(p.raw);
+        send_pack(s, &p, items, &mut progress, &mut r.sent)?;
+    }
+    Ok(())
+}
+
+/// The bytes sent of those to send, as the observer is told them.
+struct Progress<'a> {
+    host: &'a str,
+    obs: &'a dyn Observer,
+    total: u64,
+    done: u64,
+}
+
+impl Progress<'_> {
+    fn add(&mut self, n: u64) {
+        self.done += n;
+        self.obs
+            .bytes(self.host, self.total.max(self.done), self.done);
+    }
+}
+
+/// Sends one pack, each chunk's bytes counted to the packed files in order, each up to
+/// its share.
+fn send_pack(
+    s: &mut Staging,
+    p: &BuiltPack,
+    items: &[Item],
+    progress: &mut Progress,
+    sent: &mut ByKind,
+) -> Result<()> {
+    s.pack(crate::protocol::Pack {
+        entries: p.entries.clone(),
+        skip: p.skip.clone(),
+        len: p.payload.len() as u64,
+    })?;
+    let shares = pack_shares(p, items);
+    let mut owed = p.items.iter().zip(shares).peekable();
+    let mut left_of_first = owed.peek().map_or(0, |(_, b)| *b);
+    for chunk in p.payload.chunks(CHUNK) {
+        s.data(chunk.to_vec())?;
+        progress.add(chunk.len() as u64);
+        let mut n = chunk.len() as u64;
+        while n > 0 {
+            let Some((&i, _)) = owed.peek() else { break };
+            let take = n.min(left_of_first);
+            sent.of(&items[i].encoding).bytes += take;
+            (n, left_of_first) = (n - take, left_of_first - take);
+            if left_of_first == 0 {
+                owed.next();
+                left_of_first = owed.peek().map_or(0, |(_, b)| *b);
+            }
+        }
+    }
+    for &i in &p.items {
+        let k = sent.of(&items[i].encoding);
+        k.files += 1;
+        k.content_bytes += items[i].size;
     }
     Ok(())
 }
