@@ -85,7 +85,7 @@ pub struct Item {
     pub payload: Payload,
     /// Whether it can go into a pack, and as what.
     pub packable: Packable,
-    /// Whether it travels in a pack (set by [`packs`]).
+    /// Whether it travels in a pack (set by [`groups`], or [`reuse`]).
     pub packed: bool,
     /// The sizes compared to choose its encoding; `None` unless the store held the
     /// host's old version (the report sums them).
@@ -421,33 +421,25 @@ fn raw_len(it: &Item) -> u64 {
     }
 }
 
-/// Groups the packable items (in order, each part at most [`pack::MAX_PART`]) into
-/// packs of at most [`pack::MAX_RAW`] raw bytes, made (or found in the cache) and
-/// checked; the items packed are marked so.
-pub fn packs(store: &Store, cache: &Cache, items: &mut [Item]) -> Result<Vec<BuiltPack>> {
-    groups(items)
-        .into_iter()
-        .map(|g| make_pack(store, cache, items, g))
-        .collect()
-}
-
-/// The groups of packable items [`packs`] makes packs of, each of two files or more (a
-/// pack of one file is that file on its own); their items are marked packed. A push
-/// makes each pack as the one before it is sent ([`make_pack`]).
+/// Groups the packable items (in order, each part at most [`pack::MAX_PART`]) for packs
+/// of at most [`pack::MAX_RAW`] raw bytes ([`WHOLE_PACK_RAW`] of whole content), each of two files or more (a pack of one file
+/// is that file on its own); their items are marked packed. Each is made by
+/// [`make_pack`] (a push makes each as the one before it is sent).
 pub fn groups(items: &mut [Item]) -> Vec<Vec<usize>> {
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut raw = 0u64;
+    let (mut raw, mut whole) = (0u64, 0u64);
     for (i, it) in items.iter().enumerate() {
         let n = raw_len(it);
         // (Packed already: in a pack reused from another plan.)
         if it.packable == Packable::No || it.packed || n > pack::MAX_PART {
             continue;
         }
-        if groups.is_empty() || raw + n > pack::MAX_RAW {
+        let w = if it.encoding == Encoding::Whole { n } else { 0 };
+        if groups.is_empty() || raw + n > pack::MAX_RAW || whole + w > WHOLE_PACK_RAW {
             groups.push(Vec::new());
-            raw = 0;
+            (raw, whole) = (0, 0);
         }
-        raw += n;
+        (raw, whole) = (raw + n, whole + w);
         if let Some(g) = groups.last_mut() {
             g.push(i);
         }
@@ -519,12 +511,26 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
     Hash::from(h.finalize())
 }
 
-/// The pack of `group` (of [`groups`]): from the cache, or compressed and checked.
+/// The most whole content a pack holds (its raw bytes may reach [`pack::MAX_RAW`] with
+/// patches): packs are made while the ones before them are sent, and a first install's
+/// first bytes wait for its first pack. The corpus's 323 MB at level 3 in 16 MB packs
+/// are 2.6% larger than in 64 MB ones; patches, which gain more from one another, keep
+/// the larger packs.
+pub const WHOLE_PACK_RAW: u64 = 16 << 20;
+
+/// The level of a pack of whole contents made `fast`: while the link takes bytes faster
+/// than the packs are made ([`crate::push`] sees it waiting for them), compressing
+/// harder only slows the push down (as `zstd --adapt` lowers its level).
+pub const FAST_LEVEL: i32 = 1;
+
+/// The pack of `group` (of [`groups`]): from the cache, or compressed and checked; at
+/// [`FAST_LEVEL`] when `fast` and its level would be the whole contents' (unless the
+/// cache holds it at that level already).
 pub fn make_pack(
     store: &Store,
     cache: &Cache,
     items: &[Item],
-    group: Vec<usize>,
+    (group, fast): (Vec<usize>, bool),
 ) -> Result<BuiltPack> {
     let entries: Vec<PackEntry> = group
         .iter()
@@ -536,7 +542,10 @@ pub fn make_pack(
         .collect();
     let raw: u64 = entries.iter().map(|e| e.len).sum();
     let key = pack_key(items, &group);
-    let level = pack_level(cache, &entries);
+    let mut level = pack_level(cache, &entries);
+    if fast && level == cache.whole_level() && !cache.has_pack(&key, level) {
+        level = level.min(FAST_LEVEL);
+    }
     let payload = cache
         .pack(&key, level, |level| {
             let mut all = Vec::with_capacity(raw as usize);

@@ -287,18 +287,19 @@ fn packs_are_sent_as_they_are_made_and_one_that_cannot_be_made_fails_before_comm
     let dir = t.path();
     let store = dir.join("store");
     let v = dir.join("v1");
-    // Six files of 15 MiB: two packs (at most 64 MiB raw each), a1-a4 and a5-a6.
+    // Twelve files of 3 MiB: three packs (at most 16 MiB of whole content each),
+    // a01-a05, a06-a10 and a11-a12.
     sh(&format!(
         "set -e; mkdir -p '{d}/srv' '{d}/var/lib'
-         for i in 1 2 3 4 5 6; do head -c 15728640 /dev/urandom > '{d}/srv/a'$i; done",
+         for i in 01 02 03 04 05 06 07 08 09 10 11 12; do head -c 3145728 /dev/urandom > '{d}/srv/a'$i; done",
         d = v.display()
     ));
     import(&store, &v, "v1");
-    let a6 = imager::Hash::of(&std::fs::read(v.join("srv/a6")).unwrap());
+    let a12 = imager::Hash::of(&std::fs::read(v.join("srv/a12")).unwrap());
     let object = store
         .join("objects")
-        .join(&a6.to_hex()[..2])
-        .join(&a6.to_hex()[2..]);
+        .join(&a12.to_hex()[..2])
+        .join(&a12.to_hex()[2..]);
     sh(&format!(
         "chmod u+w '{o}' && printf 'XXXX' | dd of='{o}' bs=1 seek=4096 conv=notrunc status=none",
         o = object.display()
@@ -314,12 +315,12 @@ fn packs_are_sent_as_they_are_made_and_one_that_cannot_be_made_fails_before_comm
     assert_eq!(r["outcome"], "failed before commit", "{r:#}");
     let e = r["error"].as_str().unwrap();
     assert!(
-        e.contains("packing 2 files from /srv/a5") && e.contains("corrupt"),
+        e.contains("packing 2 files from /srv/a11") && e.contains("corrupt"),
         "{e}"
     );
-    // The first pack went out whole before the second was found unmakeable.
-    assert_eq!(r["sent"]["whole"]["files"], 4, "{r:#}");
-    assert_eq!(r["packs"]["packs"], 1, "{r:#}");
+    // The first packs went out whole before the last was found unmakeable.
+    assert_eq!(r["sent"]["whole"]["files"], 10, "{r:#}");
+    assert_eq!(r["packs"]["packs"], 2, "{r:#}");
     assert!(!h.join("srv").exists(), "the failed push left files");
 }
 
@@ -752,7 +753,8 @@ fn a_local_push_compresses_at_level_1_unless_told() {
         "{names:?}"
     );
     // At level 19 an empty host's content, all whole, is still compressed at level 3
-    // (level 19 is slower than nearly any link); a host at v1 gets its deltas at 19.
+    // (level 19 is slower than nearly any link), its manifest at 9; a host at v1 gets
+    // its deltas at 19.
     std::fs::remove_dir_all(&cache).unwrap();
     let (_, hs_b) = new_host(&f, "host-b");
     assert_eq!(level_of(&hs_b, &["--level", "19"]), 19);
@@ -763,8 +765,12 @@ fn a_local_push_compresses_at_level_1_unless_told() {
             .collect()
     };
     let first = names(&cache);
+    let manifest = format!("{}.L9.zst", id(&f.store, "v2"));
     assert!(
-        !first.is_empty() && first.iter().all(|n| n.ends_with(".L3.zst")),
+        first.contains(&manifest)
+            && first
+                .iter()
+                .all(|n| n.ends_with(".L3.zst") || *n == manifest),
         "{first:?}"
     );
     let (_, hs_c) = new_host(&f, "host-c");

@@ -34,7 +34,7 @@ use crate::protocol::{Differences, ManifestData, Stage, StaleUnit, Target};
 use crate::transport::{self, AgentRead, AgentWrite, HostSpec, RunningAgent};
 use content::plan;
 use imager::store::Store;
-use send::{fetch, send_items, Later, Left};
+use send::{fetch, send_items, Later, Left, Made};
 use status::path_changes;
 use std::sync::Arc;
 use std::time::Instant;
@@ -300,7 +300,8 @@ fn push_steps(
 
 /// Sends the plan's content (`left`, then the packs of the `pending` groups), each pack
 /// made on a thread of its own while the one before it goes out: a first install's
-/// compression overlaps the link and the host's writing instead of preceding them.
+/// compression overlaps the link and the host's writing instead of preceding them. A
+/// pack of whole contents is made fast when the sending waited for the one before it.
 fn send_while_packing(
     st: &mut Staging,
     store: &Store,
@@ -310,16 +311,20 @@ fn send_while_packing(
     clock: &Clock,
     r: &mut HostReport,
 ) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let raw = pending
         .iter()
         .map(|g| crate::plan::group_raw(items, g))
         .sum();
+    let starved = AtomicBool::new(false);
     std::thread::scope(|scope| {
         // One pack ahead: made while the one before it is sent, no more held.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let starved = &starved;
         scope.spawn(move || {
             for g in pending {
-                let p = crate::plan::make_pack(store, cache, items, g);
+                let fast = starved.swap(false, Ordering::Relaxed);
+                let p = crate::plan::make_pack(store, cache, items, (g, fast));
                 let failed = p.is_err();
                 // The receiver is gone when the sending failed: stop making packs.
                 if tx.send(p).is_err() || failed {
@@ -327,8 +332,13 @@ fn send_while_packing(
                 }
             }
         });
+        let mut made = Made {
+            rx,
+            starved,
+            first: true,
+        };
         let later = Later {
-            packs: &mut rx.iter(),
+            packs: &mut made,
             raw,
         };
         send_items(st, items, left, later, (clock.host(), clock.observer()), r)

@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 use crate::plan::{BuiltPack, Item};
 use crate::protocol::{BlobUse, Pack, Put, CHUNK};
 use imager::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
 
 /// What the controller sends itself: the packs and lone items no mirror gave.
 pub(super) struct Left<'a> {
@@ -109,6 +111,34 @@ pub(super) fn fetch<'a>(
 pub(super) struct Later<'a> {
     pub packs: &'a mut dyn Iterator<Item = Result<BuiltPack>>,
     pub raw: u64,
+}
+
+/// The packs made beside the sending, as they come; `starved` is set when the sending
+/// had to wait for one after the first (the link takes bytes faster than they are
+/// made): the maker's next pack of whole contents is made fast ([`crate::plan::FAST_LEVEL`]).
+pub(super) struct Made<'a> {
+    pub rx: Receiver<Result<BuiltPack>>,
+    pub starved: &'a AtomicBool,
+    pub first: bool,
+}
+
+impl Iterator for Made<'_> {
+    type Item = Result<BuiltPack>;
+
+    fn next(&mut self) -> Option<Result<BuiltPack>> {
+        let got = match self.rx.try_recv() {
+            Ok(p) => Some(p),
+            Err(TryRecvError::Disconnected) => None,
+            Err(TryRecvError::Empty) => {
+                if !self.first {
+                    self.starved.store(true, Ordering::Relaxed);
+                }
+                self.rx.recv().ok()
+            }
+        };
+        self.first = false;
+        got
+    }
 }
 
 /// Sends what is `left` to the host (`Stage` was sent; `items` are what packs index),
