@@ -466,12 +466,25 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
     let kept = kept.unwrap_or_else(|| panic!("no kept directory in {e}"));
     assert!(Path::new(&kept).join("root/usr/bin/dpkg").exists());
     std::fs::remove_dir_all(&kept).unwrap();
+
+    // A hook of one of mmdebstrap's phases fails the same way, naming its phase.
+    let early = m.join("bad-early.toml");
+    std::fs::write(&early, "name = \"bad-early\"\nextends = \"base.toml\"\n[[hook]]\nname = \"explode-early\"\nphase = \"essential\"\nrun = \"echo said-early >&2; exit 4\"\n").unwrap();
+    let e = env.fails(&["build", early.to_str().unwrap(), "--update-lock"]);
+    assert!(
+        e.contains("hook \"explode-early\" (essential phase) of")
+            && e.contains("bad-early.toml")
+            && e.contains("said-early")
+            && e.contains("failed (exit 4)"),
+        "{e}"
+    );
 }
 
 /// A manifest with an overlay (sources checked out group-writable, as under umask 0002,
-/// and without a `mode`), a hook that makes files and a trigger, rebuilt with every
-/// variation of `rebuild --vary`: the same image ID, and the varied rebuild's own tar.zst
-/// export has the bytes of the original's.
+/// and without a `mode`), a hook that makes files, a hook at each of mmdebstrap's phases
+/// noting what existed when it ran, and a trigger, rebuilt with every variation of
+/// `rebuild --vary`: the same image ID, and the varied rebuild's own tar.zst export has
+/// the bytes of the original's.
 fn builder_environment_does_not_reach_the_image(env: &Env, m: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let ov = m.join("vary-overlay");
@@ -495,6 +508,27 @@ dest = "/opt/vary"
 name = "make-files"
 run = "echo made > /etc/made-by-hook && mkdir -p /var/lib/made-by-hook && date +%Z > /var/lib/made-by-hook/zone"
 
+# One hook per phase of mmdebstrap's, each noting what existed when it ran.
+[[hook]]
+name = "at-setup"
+phase = "setup"
+run = 'mkdir -p var/lib/phases && { test -e usr/bin/dpkg && echo dpkg || echo no-dpkg; echo "$IMAGER_HOOK $TZ"; } > var/lib/phases/setup'
+
+[[hook]]
+name = "at-extract"
+phase = "extract"
+run = 'seen() { for p in base-files nginx-light; do dpkg -s $p >/dev/null 2>&1 && echo $p || echo no-$p; done; test -e /opt/vary/motd && echo overlay || echo no-overlay; }; { test -x /usr/bin/dpkg && echo dpkg; seen; } > /var/lib/phases/extract'
+
+[[hook]]
+name = "at-essential"
+phase = "essential"
+run = 'for p in base-files nginx-light; do dpkg -s $p >/dev/null 2>&1 && echo $p || echo no-$p; done > /var/lib/phases/essential'
+
+[[hook]]
+name = "at-customize"
+phase = "customize"
+run = '{ for p in base-files nginx-light; do dpkg -s $p >/dev/null 2>&1 && echo $p || echo no-$p; done; test -e /opt/vary/motd && echo overlay || echo no-overlay; } > /var/lib/phases/customize'
+
 [[trigger]]
 name = "say"
 paths = ["/opt/vary/**"]
@@ -510,6 +544,21 @@ run = "true"
         ls.contains("/opt/vary/bin/hello file mode=0755")
             && ls.contains("/opt/vary/motd file mode=0644"),
         "overlay modes follow the executable bit only:\n{ls}"
+    );
+    // Each phase's hook ran at its moment (the default one after the overlays).
+    let root = env.path("vary-root");
+    env.ok(&["export", id, "--dir", root.to_str().unwrap()]);
+    let phase = |p: &str| std::fs::read_to_string(root.join("var/lib/phases").join(p)).unwrap();
+    assert_eq!(phase("setup"), "no-dpkg\nat-setup UTC\n");
+    assert_eq!(
+        phase("extract"),
+        "dpkg\nno-base-files\nno-nginx-light\nno-overlay\n"
+    );
+    assert_eq!(phase("essential"), "base-files\nno-nginx-light\n");
+    assert_eq!(phase("customize"), "base-files\nnginx-light\nno-overlay\n");
+    assert_eq!(
+        std::fs::read_to_string(root.join("etc/made-by-hook")).unwrap(),
+        "made\n"
     );
     let r = json(&env.ok(&["rebuild", id, "--vary", "all", "--json"]));
     assert_eq!(r["identical"], true, "varied rebuild differs: {r:#}");

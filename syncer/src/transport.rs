@@ -7,6 +7,7 @@
 //! by the `syncer-agent` executable beside this one (the agent crate alone), without its
 //! debug sections (copied over the same ssh command), before the session starts.
 
+use imager::escape::shell_quote as quote;
 use crate::error::{Error, Result};
 use crate::protocol::{Conn, Hello, Msg, Welcome, PROTOCOL_VERSION};
 use crate::ratelimit::{Bucket, Limited};
@@ -263,10 +264,6 @@ impl Drop for RunningAgent {
             let _ = self.child.wait();
         }
     }
-}
-
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn ssh_command(spec: &HostSpec, opts: &TransportOptions, remote: &str) -> Command {

@@ -89,6 +89,12 @@ fn parse_hex_byte(h: &[u8]) -> Option<u8> {
     Some(d(*h.first()?)? << 4 | d(*h.get(1)?)?)
 }
 
+/// `text` as one word of a POSIX shell command line (single-quoted): for commands that
+/// another program runs with `sh -c` (ssh's remote command, mmdebstrap's hooks).
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

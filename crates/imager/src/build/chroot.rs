@@ -2,7 +2,7 @@
 //! with no network; overlays are copied in; hooks run inside with no network, their own
 //! PID/UTS/IPC/mount namespaces and a policy-rc.d that keeps services from starting.
 
-use super::recipe::{Hook, Overlay, Recipe};
+use super::recipe::{Hook, HookPhase, Overlay, Recipe};
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
 use crate::safe_dir::Beneath;
@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(super) const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// A command's environment: nothing of the caller's, only what makes runs repeatable.
 fn clean_env(c: &mut Command, epoch: i64) {
@@ -122,12 +122,15 @@ pub fn install(
     // apt inside the chroot reads the repository through a bind mount (in our mount
     // namespace) that mmdebstrap's own hook sets up and removes.
     c.arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount");
+    // The manifest's hooks of mmdebstrap's phases, under the rules of run_hooks.
+    c.args(super::phases::mmdebstrap_args(&m.hooks, epoch));
     // The priority and Essential sets come from the repository, which has no suite name.
     c.arg("")
         .arg(root)
         .arg(format!("deb [trusted=yes] file://{} ./", repo.display()));
     clean_env(&mut c, epoch);
-    run_logged(c, "mmdebstrap", log, None)?;
+    run_logged(c, "mmdebstrap", log, None)
+        .map_err(|e| super::phases::name_failed_hook(e, &m.hooks, &m.files[0]))?;
     remove_mount_point(root, repo)
 }
 
@@ -276,9 +279,9 @@ fn mkdirs(b: &Beneath, path: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
-const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
+pub(super) const POLICY_RC_D: &str = "usr/sbin/policy-rc.d";
 
-/// Runs the hooks in order inside the image.
+/// Runs the hooks of the `final` phase (after the overlays) in order inside the image.
 pub fn run_hooks(
     root: &Path,
     hooks: &[Hook],
@@ -286,6 +289,11 @@ pub fn run_hooks(
     log: &Path,
     manifest: &Path,
 ) -> Result<()> {
+    // (The others ran at their phases of mmdebstrap's: `phases`.)
+    let hooks: Vec<&Hook> = hooks
+        .iter()
+        .filter(|h| h.phase == HookPhase::Final)
+        .collect();
     if hooks.is_empty() {
         return Ok(());
     }
@@ -374,6 +382,7 @@ mod tests {
             name: name.into(),
             run: run.into(),
             timeout,
+            phase: HookPhase::Final,
         }
     }
 

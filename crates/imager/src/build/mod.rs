@@ -13,6 +13,7 @@ pub mod debs;
 pub mod dpkg;
 pub mod firstboot;
 pub mod lock;
+mod phases;
 pub mod provenance;
 pub mod recipe;
 mod render;

@@ -75,6 +75,7 @@ fn run(
         name: "try-package".into(),
         run: format!("dpkg -i {}", names.join(" ")),
         timeout: 600,
+        phase: crate::build::recipe::HookPhase::Final,
     };
     let shown = debs
         .iter()

@@ -336,18 +336,68 @@ pub struct Overlay {
     pub dir_mode: u32,
 }
 
-/// A command run inside the chroot after the packages are installed, with no network.
+/// A command run during the build with no network, in namespaces of its own, a clean
+/// environment (`SOURCE_DATE_EPOCH`, `TZ=UTC`, `LC_ALL=C.UTF-8`) and a time limit: by
+/// default inside the chroot after the packages and overlays; at one of mmdebstrap's
+/// phases with `phase`.
 #[derive(Deserialize, Serialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Hook {
     /// Names the hook in the build log and in errors, and is `IMAGER_HOOK` in its
     /// environment; unique across the `extends` chain.
     pub name: String,
-    /// Run with `/bin/sh -c` inside the image.
+    /// Run with `/bin/sh -c` inside the image (in the `setup` phase, which has nothing
+    /// to run inside yet, in the root's directory, which `IMAGER_ROOT` names).
     pub run: String,
     /// Seconds before the hook is killed.
     #[serde(default = "default_hook_timeout")]
     pub timeout: u64,
+    /// When it runs (written only when not the default: manifests flattened before
+    /// phases existed read back the same).
+    #[serde(default, skip_serializing_if = "HookPhase::is_final")]
+    pub phase: HookPhase,
+}
+
+/// When a hook runs: mmdebstrap's four hook phases, then after the overlays.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HookPhase {
+    /// The root has its directories and apt's configuration, no package yet.
+    Setup,
+    /// The essential packages are unpacked, not configured.
+    Extract,
+    /// The essential packages are installed; the manifest's others are not yet.
+    Essential,
+    /// Every package is installed; the overlays are not copied in yet.
+    Customize,
+    /// After the overlays (the default).
+    #[default]
+    Final,
+}
+
+impl HookPhase {
+    /// mmdebstrap's phases, in order (`final` is imager's own).
+    pub const MMDEBSTRAP: [HookPhase; 4] = [
+        HookPhase::Setup,
+        HookPhase::Extract,
+        HookPhase::Essential,
+        HookPhase::Customize,
+    ];
+
+    /// As the manifest names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            HookPhase::Setup => "setup",
+            HookPhase::Extract => "extract",
+            HookPhase::Essential => "essential",
+            HookPhase::Customize => "customize",
+            HookPhase::Final => "final",
+        }
+    }
+
+    fn is_final(&self) -> bool {
+        *self == HookPhase::Final
+    }
 }
 
 fn default_hook_timeout() -> u64 {
