@@ -201,12 +201,64 @@ fn text_diffs_flags_and_packages_as_text_json_and_spdx() {
         .unwrap()
         .contains("capabilities"));
 
+    // Times read as dates, not epoch numbers.
+    assert!(
+        j["unowned"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|f| f["what"].as_array().unwrap())
+            .all(|w| !w.as_str().unwrap().starts_with("mtime ")
+                || w.as_str().unwrap().contains(" UTC -> ")),
+        "{j:#}"
+    );
+    pages_on_a_terminal_only(&env);
+
     // No dpkg database: no packages, and the SPDX document says so validly.
     assert_eq!(env.ok(&["packages", "t"]), "");
     let spdx: serde_json::Value =
         serde_json::from_str(&env.ok(&["packages", "t", "--spdx"])).unwrap();
     assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
     assert_eq!(spdx["packages"].as_array().unwrap().len(), 0);
+}
+
+/// On a terminal (here `script`'s) the report goes through $PAGER, as git's does;
+/// `--no-pager` and a pipe write directly.
+fn pages_on_a_terminal_only(env: &Env) {
+    let run = |on_tty: bool, extra: &str| {
+        let imager = format!(
+            "'{}' --store '{}' --quiet diff t~1 t {extra}",
+            env!("CARGO_BIN_EXE_imager"),
+            env.store().display()
+        );
+        let mut c = if on_tty {
+            let mut c = Command::new("script");
+            c.args(["-qec", &imager, "/dev/null"]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &imager]);
+            c
+        };
+        let out = c
+            .env("PAGER", "sed s/^/PAGED:/")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{imager}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let paged = run(true, "");
+    assert!(
+        paged.contains("PAGED:") && paged.contains("/etc/app.conf"),
+        "{paged}"
+    );
+    let direct = run(true, "--no-pager");
+    assert!(
+        !direct.contains("PAGED:") && direct.contains("/etc/app.conf"),
+        "{direct}"
+    );
+    assert!(!run(false, "").contains("PAGED:"));
 }
 
 #[test]
@@ -298,4 +350,313 @@ fn try_package_reports_what_a_real_deb_and_its_maintainer_scripts_did() {
     assert!(own("tinyproxy").contains(&"/usr/lib/systemd/system/tinyproxy.service".to_string()));
     // The image itself is untouched; the result is a new, unnamed image.
     assert_eq!(env.ok(&["history", "B"]).lines().count(), 1);
+}
+
+/// The packages a release adds on top of base in [`a_release_of_eleven_packages_reads_in_sections_that_fit_a_screen`]:
+/// ELF binaries and libraries, man pages (gzip), a few configuration files.
+const ELEVEN: [&str; 11] = [
+    "git", "jq", "htop", "strace", "tcpdump", "rsync", "tmux", "lsof", "file", "bc", "unzip",
+];
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}):\n{s}"))
+}
+
+/// Builds `base` and `plus` (base and [`ELEVEN`]) from the repository's manifests.
+fn build_base_and_plus(env: &Env) {
+    let m = env.path("manifests");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&m)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _ = std::fs::remove_file(m.join("base.lock"));
+    let pkgs: Vec<String> = ELEVEN.iter().map(|p| format!("{p:?}")).collect();
+    std::fs::write(
+        m.join("plus.toml"),
+        format!(
+            "name = \"plus\"\nextends = \"base.toml\"\npackages = [{}]\n",
+            pkgs.join(", ")
+        ),
+    )
+    .unwrap();
+    for f in ["base.toml", "plus.toml"] {
+        let f = m.join(f);
+        env.ok(&["lock", f.to_str().unwrap()]);
+        env.ok(&["build", f.to_str().unwrap()]);
+    }
+}
+
+/// The `Files of ...` sections of a text report: heading and lines, up to the blank line.
+fn sections(text: &str) -> Vec<(String, Vec<&str>)> {
+    let mut out: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut cur: Option<(String, Vec<&str>)> = None;
+    for l in text.lines() {
+        if l.starts_with("Files of ") || l == "Files no package owns" {
+            out.extend(cur.take());
+            cur = Some((l.trim_start_matches("Files of ").to_string(), vec![l]));
+        } else if l.is_empty() {
+            out.extend(cur.take());
+        } else if let Some((_, lines)) = cur.as_mut() {
+            lines.push(l);
+        }
+    }
+    out.extend(cur);
+    out
+}
+
+/// `(added, changed, removed)` of a JSON file list.
+fn counts(files: &[serde_json::Value]) -> (u64, u64, u64) {
+    let n = |k: &str| files.iter().filter(|f| f["change"] == k).count() as u64;
+    (n("added"), n("changed"), n("removed"))
+}
+
+/// The issue's release: base against base plus 11 packages, about 50,000 lines in full.
+/// `--stat`, the default view, the caps, `--exclude`, `--markdown` and the content views
+/// all checked against the JSON report and against binutils and zcat on the same files.
+#[test]
+fn a_release_of_eleven_packages_reads_in_sections_that_fit_a_screen() {
+    let env = Env::new();
+    build_base_and_plus(&env);
+    let j = json(&env.ok(&["diff", "base", "plus", "--json"]));
+    let groups = j["by_package"].as_array().unwrap();
+    let files_of = |p: &str| -> Vec<serde_json::Value> {
+        groups
+            .iter()
+            .filter(|g| g["package"] == p)
+            .flat_map(|g| g["files"].as_array().unwrap().clone())
+            .collect()
+    };
+
+    // --stat: a row per package with the JSON's counts; totals equal to the summary.
+    let stat = env.ok(&["diff", "base", "plus", "--stat"]);
+    for p in ELEVEN {
+        let row = stat
+            .lines()
+            .find(|l| l.starts_with(&format!(" {p} (added ")))
+            .unwrap_or_else(|| panic!("no --stat row for {p}:\n{stat}"));
+        let n: Vec<u64> = row
+            .split_once(") ")
+            .unwrap()
+            .1
+            .split_whitespace()
+            .take(3)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let (a, c, r) = counts(&files_of(p));
+        assert!(a > 0, "{p} added no files");
+        assert_eq!(n, [a, c, r], "{row}");
+    }
+    let sj = json(&env.ok(&["diff", "base", "plus", "--stat", "--json"]));
+    let s = &j["summary"];
+    assert_eq!(sj["total"]["added"], s["files_added"]);
+    assert_eq!(sj["total"]["changed"], s["files_changed"]);
+    assert_eq!(sj["total"]["removed"], s["files_removed"]);
+    assert!(sj["dirs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["name"] == "/usr/bin"));
+    let totals = stat.lines().last().unwrap();
+    assert!(
+        totals.contains(&format!("{} added", s["files_added"])) && totals.contains("packages: "),
+        "{totals}"
+    );
+
+    // The default view: a section per package that fits a screen, its shown files and
+    // its fold line adding up to the JSON's files.
+    let text = env.ok(&["diff", "base", "plus"]);
+    let full = env.ok(&["diff", "base", "plus", "--full"]);
+    assert!(
+        full.lines().count() > 5 * text.lines().count(),
+        "default {} lines, full {}",
+        text.lines().count(),
+        full.lines().count()
+    );
+    let secs = sections(&text);
+    for p in ELEVEN {
+        assert!(secs.iter().any(|(n, _)| n == p), "no section for {p}");
+    }
+    let mut folded_any = false;
+    for (name, lines) in &secs {
+        assert!(
+            lines.len() <= 60,
+            "{name}: {} lines\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+        if name == "Files no package owns" {
+            continue;
+        }
+        let shown = lines
+            .iter()
+            .filter(|l| ["  + ", "  ~ ", "  - "].iter().any(|m| l.starts_with(m)))
+            .count() as u64;
+        let folded: u64 = lines
+            .iter()
+            .filter_map(|l| l.trim_start().strip_prefix("… "))
+            .filter(|l| l.contains(" more files ("))
+            .map(|l| l.split(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        folded_any |= folded > 0;
+        let (a, c, r) = counts(&files_of(name));
+        assert_eq!(shown + folded, a + c + r, "{name}:\n{}", lines.join("\n"));
+    }
+    assert!(folded_any, "nothing was folded:\n{text}");
+
+    // --max-lines: cut there, the last line saying what it left out.
+    let capped = env.ok(&["diff", "base", "plus", "--max-lines", "100"]);
+    let cl: Vec<&str> = capped.lines().collect();
+    assert_eq!(cl.len(), 100);
+    assert!(
+        cl[99].starts_with("… ") && cl[99].contains("more lines not shown (--max-lines 100)"),
+        "{}",
+        cl[99]
+    );
+    assert!(
+        cl[99].contains("sections not shown: Files of "),
+        "{}",
+        cl[99]
+    );
+
+    // --exclude: the man pages are gone from the report.
+    let man = |v: &serde_json::Value| {
+        v["by_package"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["files"].as_array().unwrap())
+            .chain(v["unowned"].as_array().unwrap())
+            .filter(|f| f["path"].as_str().unwrap().starts_with("/usr/share/man/"))
+            .count()
+    };
+    assert!(man(&j) > 10);
+    let ex = json(&env.ok(&[
+        "diff",
+        "base",
+        "plus",
+        "--json",
+        "--exclude",
+        "/usr/share/man/**",
+    ]));
+    assert_eq!(man(&ex), 0);
+    let ex_text = env.ok(&[
+        "diff",
+        "base",
+        "plus",
+        "--full",
+        "--exclude",
+        "/usr/share/man/**",
+    ]);
+    // (dpkg's file lists still name them, in their diffs.)
+    let listed = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("  + /usr/share/man/"))
+            .count()
+    };
+    assert!(
+        listed(&full) > 10 && listed(&ex_text) == 0,
+        "man pages listed"
+    );
+
+    markdown_renders(&env, &text);
+    content_views_match_binutils_and_zcat(&env, &j);
+}
+
+/// `--markdown` parses as CommonMark with tables: the package table, the diffs in fenced
+/// `diff` blocks, every fence closed (each section's heading is a heading, not code).
+fn markdown_renders(env: &Env, text: &str) {
+    use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag};
+    let md = env.ok(&["diff", "base", "plus", "--markdown"]);
+    assert!(!md.contains("\\x0a"), "escaped newlines in the Markdown");
+    let (mut diff_blocks, mut tables, mut h2) = (0, 0, 0);
+    for e in Parser::new_ext(&md, Options::ENABLE_TABLES) {
+        match e {
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(info))) if &*info == "diff" => {
+                diff_blocks += 1
+            }
+            Event::Start(Tag::Table(_)) => tables += 1,
+            Event::Start(Tag::Heading {
+                level: HeadingLevel::H2,
+                ..
+            }) => h2 += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        diff_blocks > 0 && tables == 1,
+        "{diff_blocks} diff blocks, {tables} tables"
+    );
+    // "## Packages" and one heading per section of the text view.
+    assert_eq!(h2, 1 + sections(text).len());
+}
+
+/// An ELF library's view names symbols `nm -D` finds in it; a man page's view is the diff
+/// of the text `zcat` gives.
+fn content_views_match_binutils_and_zcat(env: &Env, j: &serde_json::Value) {
+    let all: Vec<&serde_json::Value> = j["by_package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["files"].as_array().unwrap())
+        .collect();
+    let object = |f: &serde_json::Value| {
+        let h = f["new"]["blake3"].as_str().unwrap();
+        env.store().join("objects").join(&h[..2]).join(&h[2..])
+    };
+    let tool = |cmd: &str, p: &Path| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{cmd} '{}'", p.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let lib = all
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().contains("/libjq.so.") && f["new"]["kind"] == "file")
+        .expect("libjq in the report");
+    let view = &lib["view"];
+    assert_eq!(view["kind"], "elf", "{lib:#}");
+    let defined = tool("nm -D --defined-only", &object(lib));
+    assert!(
+        defined.lines().any(|l| l.ends_with(" jv_parse")),
+        "{defined}"
+    );
+    let syms = view["elf"]["symbols"].as_array().unwrap();
+    assert!(
+        syms.iter()
+            .any(|s| s["name"] == "jv_parse" && s["old"].is_null() && s["new"].as_u64() > Some(0)),
+        "{view:#}"
+    );
+    assert!(view["elf"]["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == ".text"));
+    let full = env.ok(&["diff", "base", "plus", "--full", "--package", "libjq1"]);
+    assert!(full.contains("+ sym jv_parse ("), "{full}");
+
+    let page = all
+        .iter()
+        .find(|f| f["path"] == "/usr/share/man/man1/jq.1.gz")
+        .expect("jq's man page in the report");
+    assert_eq!(page["view"]["kind"], "gzip", "{page:#}");
+    let d = page["view"]["diff"].as_str().unwrap();
+    let text = tool("zcat", &object(page));
+    let first = text.lines().find(|l| !l.is_empty()).unwrap();
+    assert!(
+        d.contains(&format!("\n+{first}\n")),
+        "{first:?} not in\n{d}"
+    );
+    assert_eq!(
+        d.lines()
+            .filter(|l| l.starts_with('+') && !l.starts_with("+++"))
+            .count(),
+        text.lines().count()
+    );
 }

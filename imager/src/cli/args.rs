@@ -13,18 +13,39 @@ use std::path::{Path, PathBuf};
 /// How `diff` and `try-package` show their report.
 #[derive(Args)]
 pub(crate) struct ReviewArgs {
-    /// Print the report as one JSON object (see Reviewing images in the README)
+    /// Print the report as one JSON object (see Reviewing images in the README); with
+    /// --stat, the stat's rows
     #[arg(long, conflicts_with = "markdown")]
     json: bool,
     /// Print the report as Markdown, for a review tool or a merge request
     #[arg(long)]
     markdown: bool,
     /// Only the summary: counts of files and packages added, removed and changed
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["stat", "full"])]
     summary: bool,
+    /// Files added, changed and removed and their bytes per package and per top
+    /// directory, and the totals (as git diff --stat)
+    #[arg(long, conflicts_with = "full")]
+    stat: bool,
+    /// Everything: every file, whole diffs and views, whole changelogs (the default view
+    /// folds each package's section to fit a screen)
+    #[arg(long)]
+    full: bool,
+    /// Cut the output at N lines, the last saying how much was left out and where
+    #[arg(long, value_name = "N")]
+    max_lines: Option<usize>,
+    /// At most N lines of each file's diff or content view [default: 40; with --full: all]
+    #[arg(long, value_name = "N")]
+    max_diff_lines: Option<usize>,
     /// Only paths matching this glob (repeatable)
     #[arg(long = "path", value_name = "GLOB")]
     pub paths: Vec<String>,
+    /// Leave out paths matching this glob (e.g. '/usr/share/man/**'); repeatable
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Never page: on a terminal the report goes through $PAGER (else less -FRX), as git's
+    #[arg(long)]
+    no_pager: bool,
 }
 
 #[derive(Args)]
@@ -116,38 +137,71 @@ impl NormArgs {
     }
 }
 
+/// The globs as one set; `option` names them in errors.
+fn globs(list: &[String], option: &str) -> Result<Option<globset::GlobSet>> {
+    if list.is_empty() {
+        return Ok(None);
+    }
+    let mut g = globset::GlobSetBuilder::new();
+    for p in list {
+        g.add(
+            globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .with_context(|| format!("bad {option} glob {p:?}"))?,
+        );
+    }
+    Ok(Some(g.build()?))
+}
+
 impl ReviewArgs {
-    /// The `--path` globs and `packages` (`diff --package`) as a review filter.
+    /// The `--path` and `--exclude` globs and `packages` (`diff --package`) as a review
+    /// filter; the reports of counts read no content.
     pub fn filter(&self, packages: &[String]) -> Result<review::Filter> {
-        let mut filter = review::Filter {
+        Ok(review::Filter {
             packages: packages.to_vec(),
-            ..Default::default()
-        };
-        if !self.paths.is_empty() {
-            let mut g = globset::GlobSetBuilder::new();
-            for p in &self.paths {
-                g.add(
-                    globset::GlobBuilder::new(p)
-                        .literal_separator(true)
-                        .build()
-                        .with_context(|| format!("bad --path glob {p:?}"))?,
-                );
-            }
-            filter.paths = Some(g.build()?);
-        }
-        Ok(filter)
+            paths: globs(&self.paths, "--path")?,
+            exclude: globs(&self.exclude, "--exclude")?,
+            no_content: self.stat || (self.summary && !self.json),
+        })
     }
 
-    /// Prints a review as JSON, Markdown or (coloured on a terminal) text.
+    /// Prints a review as JSON, Markdown or (coloured on a terminal) text, through the
+    /// pager on a terminal.
     pub fn print(&self, out: &mut dyn Write, r: &review::Report) -> Result<()> {
-        if self.json {
-            super::write_json(out, r)?;
-        } else if self.markdown {
-            write!(out, "{}", review::render::markdown(r, self.summary))?;
+        use review::fold::Limits;
+        use review::render::{Level, Options};
+        let text = if self.json {
+            let mut v = Vec::new();
+            if self.stat {
+                super::write_json(&mut v, &review::stat::stat(r))?;
+            } else {
+                super::write_json(&mut v, r)?;
+            }
+            String::from_utf8(v).context("JSON is UTF-8")?
         } else {
-            let colour = std::io::stdout().is_terminal();
-            write!(out, "{}", review::render::text(r, colour, self.summary))?;
-        }
-        Ok(())
+            let mut limits = if self.full {
+                Limits::full()
+            } else {
+                Limits::DEFAULT
+            };
+            if let Some(n) = self.max_diff_lines {
+                limits.diff_lines = Some(n);
+            }
+            let level = match (self.summary, self.stat) {
+                (true, _) => Level::Summary,
+                (_, true) => Level::Stat,
+                _ => Level::Sections,
+            };
+            let opts = Options {
+                level,
+                markdown: self.markdown,
+                colour: !self.markdown && std::io::stdout().is_terminal(),
+                limits,
+                max_lines: self.max_lines,
+            };
+            review::render::render(r, &opts)
+        };
+        super::pager::write_paged(out, &text, !self.no_pager)
     }
 }

@@ -113,8 +113,14 @@ Examples:
 
 pub(crate) const DIFF: &str = "\
 Examples:
-  # What the new build changes, for the reviewer
+  # What the new build changes, for the reviewer: a section per package, folded to fit
   imager diff base~1 base
+  # How much changed where: per package and per top directory, as git diff --stat
+  imager diff base~1 base --stat
+  # Everything, without man pages, cut at 2000 lines
+  imager diff base~1 base --full --exclude '/usr/share/man/**' --max-lines 2000
+  # The default view with at most 10 lines of each diff, not paged
+  imager diff base~1 base --max-diff-lines 10 --no-pager
   # One package's upgrade: changelog entries and files, as Markdown
   imager diff A B --package openssl --markdown
   # Archives are imported first
@@ -127,7 +133,10 @@ Examples:
   # What installing these would add, change and remove
   imager try-package base tinyproxy_*.deb tinyproxy-bin_*.deb
   # Only the summary, and what it does under /etc
-  imager try-package base hello_2.10-3_amd64.deb --summary --path '/etc/**'";
+  imager try-package base hello_2.10-3_amd64.deb --summary --path '/etc/**'
+  # Counts per package and directory, then everything the package's scripts did
+  imager try-package base hello_2.10-3_amd64.deb --stat
+  imager try-package base hello_2.10-3_amd64.deb --full --exclude '/usr/share/**'";
 
 pub(crate) const PACKAGES: &str = "\
 Examples:

@@ -9,6 +9,7 @@ mod bars;
 mod commands;
 mod examples;
 mod exit;
+mod pager;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -91,7 +92,8 @@ enum Cmd {
     #[command(after_help = examples::GC)]
     Gc(manage::GcArgs),
     /// What changed between two images: packages with changelog entries, files by
-    /// package (unowned first), modes, owners, capabilities, text diffs
+    /// package (unowned first), modes, owners, capabilities, text diffs and content views
+    /// (ELF symbols, gzip text, .pyc sources); --stat, a view folded to fit, or --full
     #[command(after_help = examples::DIFF)]
     Diff(review::DiffArgs),
     /// Install .debs into a throwaway copy of an image (chroot, no network, no services)
