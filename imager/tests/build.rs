@@ -6,7 +6,7 @@ mod common;
 #[path = "../../tests/support/nspawn.rs"]
 mod nspawn;
 
-use common::Env;
+use common::{sbom, Env};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -91,6 +91,7 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
 
     let root = env.path("root");
     env.ok(&["export", id, "--dir", root.to_str().unwrap()]);
+    sboms_carry_the_lock_and_the_tar(&env, id, &root, &m.join("base.lock"), &a);
     first_boot_shows_in_imager_diff(&env, id, &root);
     // dpkg's database agrees with the disk, stripped files included.
     assert_eq!(chroot(&root, "dpkg --verify"), "");
@@ -298,6 +299,46 @@ fn provenance_names_what_the_store_holds(env: &Env, id: &str, tar: &Path, m: &Pa
         std::fs::write(&p, &good).unwrap();
     }
     env.ok(&["verify", id, "--key", &pubkey, "--provenance"]);
+}
+
+/// The SBOMs of a built image pass the official validators and agree with dpkg in the
+/// exported tree and with the copyright files; every package's checksum is its .deb's
+/// sha256 in the lock, and the image's is its tar.zst's (the exported file's).
+fn sboms_carry_the_lock_and_the_tar(env: &Env, id: &str, root: &Path, lock: &Path, tar: &Path) {
+    let (spdx, cdx) = (env.path("sbom.spdx.json"), env.path("sbom.cdx.json"));
+    std::fs::write(&spdx, env.ok(&["packages", id, "--spdx"])).unwrap();
+    std::fs::write(&cdx, env.ok(&["packages", id, "--cyclonedx"])).unwrap();
+    let s = sbom::Sboms::read(&spdx, &cdx);
+    let by_name = s.check_against_dpkg(root);
+    sbom::licences_follow_the_copyright_files(&by_name, root);
+    let locked = sbom::locked_debs(lock);
+    let mut spdx_sums = std::collections::BTreeMap::new();
+    for p in by_name.values() {
+        let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+        let key = (
+            p["name"].as_str().unwrap().to_string(),
+            p["versionInfo"].as_str().unwrap().to_string(),
+            sbom::purl_arch(purl),
+        );
+        assert_eq!(p["checksums"][0]["algorithm"], "SHA256", "{p}");
+        let sum = p["checksums"][0]["checksumValue"].as_str().unwrap();
+        assert_eq!(Some(sum), locked.get(&key).map(String::as_str), "{key:?}");
+        spdx_sums.insert(purl.to_string(), sum.to_string());
+    }
+    for c in s.cyclonedx["components"].as_array().unwrap() {
+        assert_eq!(c["hashes"][0]["alg"], "SHA-256", "{c}");
+        assert_eq!(
+            c["hashes"][0]["content"],
+            spdx_sums[c["purl"].as_str().unwrap()]
+        );
+    }
+    let out = Command::new("sha256sum").arg(tar).output().unwrap();
+    let tar_sha = String::from_utf8_lossy(&out.stdout)[..64].to_string();
+    let (a, b) = s.tar_digests();
+    assert_eq!(
+        (a.as_str(), b.as_str()),
+        (Some(&tar_sha[..]), Some(&tar_sha[..]))
+    );
 }
 
 /// A reviewer sees the first-boot mechanism: `imager diff` from the same tree without it

@@ -298,11 +298,27 @@ fn oci_layout_is_identical_on_every_export_and_goes_through_a_registry() {
 fn image_with_packages(env: &Env) -> Hash {
     let root = env.path("pk");
     std::fs::create_dir_all(root.join("var/lib/dpkg")).unwrap();
-    let status = "Package: libc6\nStatus: install ok installed\nArchitecture: amd64\nMulti-Arch: same\nVersion: 2.36-9+deb12u4\nSource: glibc\n\n\
+    let status = "Package: libc6\nStatus: install ok installed\nMaintainer: GNU Libc Maintainers <debian-glibc@lists.debian.org>\nArchitecture: amd64\nMulti-Arch: same\nVersion: 2.36-9+deb12u4\nSource: glibc\n\n\
 Package: libc6\nStatus: install ok installed\nArchitecture: i386\nMulti-Arch: same\nVersion: 2.36-9+deb12u4\nSource: glibc\n\n\
-Package: perl-base\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:5.36.0-7\nSource: perl (5.36.0-7)\n\n\
+Package: perl-base\nStatus: install ok installed\nMaintainer: Niko Tyni <ntyni@debian.org>\nArchitecture: amd64\nVersion: 1:5.36.0-7\nSource: perl (5.36.0-7)\n\n\
 Package: gone\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.0\n";
     std::fs::write(root.join("var/lib/dpkg/status"), status).unwrap();
+    // The release through Debian's symlink; one DEP-5 copyright file, one in prose.
+    std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("usr/lib/os-release"),
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
+    for (pkg, text) in [
+        ("perl-base", "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\nFiles: *\nCopyright: Larry Wall\nLicense: GPL-1+ or Artistic\n"),
+        ("libc6", "This is the Debian prepackaged version of the GNU C Library.\n"),
+    ] {
+        std::fs::create_dir_all(root.join("usr/share/doc").join(pkg)).unwrap();
+        std::fs::write(root.join("usr/share/doc").join(pkg).join("copyright"), text).unwrap();
+    }
     sh("find . -exec touch -h -d @1700000000 {} +", &root);
     Hash::from_hex(&env.id(&["import", s(&root)])).unwrap()
 }
@@ -314,8 +330,11 @@ fn cyclonedx_is_deterministic_and_lists_what_spdx_lists() {
     let id = image_with_packages(&env);
     let st = store(&env);
     let pkgs = sbom::list(&st, &id).unwrap();
-    let doc = sbom::cyclonedx(&st, &id, &pkgs).unwrap();
-    let again = sbom::cyclonedx(&st, &id, &sbom::list(&st, &id).unwrap()).unwrap();
+    // Imported, not built: nothing recorded.
+    let records = sbom::records(&st, &id).unwrap();
+    assert!(!records.locked && records.tar_sha256.is_none());
+    let doc = sbom::cyclonedx(&st, &id, &pkgs, &records).unwrap();
+    let again = sbom::cyclonedx(&st, &id, &sbom::list(&st, &id).unwrap(), &records).unwrap();
     assert_eq!(
         serde_json::to_vec_pretty(&doc).unwrap(),
         serde_json::to_vec_pretty(&again).unwrap()
@@ -329,7 +348,7 @@ fn cyclonedx_is_deterministic_and_lists_what_spdx_lists() {
         uuid.len() == 36 && &uuid[14..15] == "5" && "89ab".contains(&uuid[19..20]),
         "{serial}"
     );
-    let spdx = sbom::spdx(&st, &id, &pkgs).unwrap();
+    let spdx = sbom::spdx(&st, &id, &pkgs, &records).unwrap();
     assert_eq!(
         doc["metadata"]["timestamp"],
         spdx["creationInfo"]["created"]
@@ -345,6 +364,11 @@ fn cyclonedx_is_deterministic_and_lists_what_spdx_lists() {
     let cdx = purls(&doc, "components", &|c| {
         c["purl"].as_str().unwrap().to_string()
     });
+    let spdx_root = spdx["packages"][0].clone();
+    assert_eq!(spdx_root["SPDXID"], "SPDXRef-Image");
+    assert_eq!(spdx_root["versionInfo"], id.to_hex());
+    let mut spdx = spdx;
+    spdx["packages"].as_array_mut().unwrap().remove(0);
     let sp = purls(&spdx, "packages", &|p| {
         p["externalRefs"][0]["referenceLocator"]
             .as_str()
@@ -355,9 +379,9 @@ fn cyclonedx_is_deterministic_and_lists_what_spdx_lists() {
     assert_eq!(
         cdx,
         [
-            "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=amd64",
-            "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=i386",
-            "pkg:deb/debian/perl-base@1%3A5.36.0-7?arch=amd64",
+            "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=amd64&distro=debian-12",
+            "pkg:deb/debian/libc6@2.36-9+deb12u4?arch=i386&distro=debian-12",
+            "pkg:deb/debian/perl-base@1%3A5.36.0-7?arch=amd64&distro=debian-12",
         ]
     );
     let perl = doc["components"]
@@ -368,6 +392,41 @@ fn cyclonedx_is_deterministic_and_lists_what_spdx_lists() {
         .unwrap();
     assert_eq!(perl["version"], "1:5.36.0-7");
     assert_eq!(perl["properties"][1]["value"], "perl");
+    // Licences from the copyright files: DEP-5 as an expression, prose as no assertion.
+    let expr = "GPL-1.0-or-later OR Artistic-1.0-Perl";
+    assert_eq!(perl["licenses"][0]["expression"], expr);
+    assert_eq!(perl["supplier"]["name"], "Niko Tyni");
+    let spdx_pkg = |name: &str| {
+        spdx["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(spdx_pkg("perl-base")["licenseDeclared"], expr);
+    assert_eq!(
+        spdx_pkg("perl-base")["supplier"],
+        "Person: Niko Tyni (ntyni@debian.org)"
+    );
+    assert_eq!(spdx_pkg("libc6")["licenseDeclared"], "NOASSERTION");
+    assert_eq!(
+        spdx_pkg("libc6")["supplier"],
+        "Organization: GNU Libc Maintainers (debian-glibc@lists.debian.org)"
+    );
+    let libc = &doc["components"][0];
+    assert_eq!(libc["licenses"][0]["license"]["name"], "NOASSERTION");
+    // No lock: no checksums anywhere, a note instead.
+    assert!(doc["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["hashes"].is_null()));
+    assert!(spdx_pkg("libc6")["comment"]
+        .as_str()
+        .unwrap()
+        .contains("not built from a lock"));
     assert_eq!(
         doc["dependencies"][0]["dependsOn"]
             .as_array()

@@ -4,7 +4,7 @@
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
 mod common;
 
-use common::Env;
+use common::{sbom, Env};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,23 +32,9 @@ fn corpus() -> PathBuf {
 
 /// `name -> version` of the installed packages, as dpkg-query reads the tree's database.
 fn dpkg_versions(root: &Path) -> BTreeMap<String, String> {
-    let out = Command::new("dpkg-query")
-        .arg(format!(
-            "--admindir={}",
-            root.join("var/lib/dpkg").display()
-        ))
-        .args(["-W", "-f", "${db:Status-Abbrev} ${Package} ${Version}\n"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .filter(|l| l.starts_with("ii"))
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f[1].to_string(), f[2].to_string())
-        })
+    sbom::dpkg_installed(root)
+        .into_iter()
+        .map(|(name, version, _)| (name, version))
         .collect()
 }
 
@@ -214,12 +200,14 @@ fn text_diffs_flags_and_packages_as_text_json_and_spdx() {
     );
     pages_on_a_terminal_only(&env);
 
-    // No dpkg database: no packages, and the SPDX document says so validly.
+    // No dpkg database: no packages but the image's own, and the SPDX document says so
+    // validly.
     assert_eq!(env.ok(&["packages", "t"]), "");
     let spdx: serde_json::Value =
         serde_json::from_str(&env.ok(&["packages", "t", "--spdx"])).unwrap();
     assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
-    assert_eq!(spdx["packages"].as_array().unwrap().len(), 0);
+    assert_eq!(spdx["packages"].as_array().unwrap().len(), 1);
+    assert_eq!(spdx["packages"][0]["SPDXID"], "SPDXRef-Image");
 }
 
 /// On a terminal (here `script`'s) the report goes through $PAGER, as git's does;
@@ -282,8 +270,9 @@ fn packages_of_a_corpus_image_match_dpkg() {
     assert_eq!(got, want);
     let spdx: serde_json::Value =
         serde_json::from_str(&env.ok(&["packages", "B", "--spdx"])).unwrap();
-    assert_eq!(spdx["packages"].as_array().unwrap().len(), want.len());
-    assert!(spdx["packages"][0]["externalRefs"][0]["referenceLocator"]
+    // The image's own package, then dpkg's.
+    assert_eq!(spdx["packages"].as_array().unwrap().len(), want.len() + 1);
+    assert!(spdx["packages"][1]["externalRefs"][0]["referenceLocator"]
         .as_str()
         .unwrap()
         .starts_with("pkg:deb/debian/"));
@@ -293,6 +282,39 @@ fn packages_of_a_corpus_image_match_dpkg() {
     );
     let text = env.ok(&["packages", "B"]);
     assert_eq!(text.lines().count(), want.len());
+}
+
+/// The SBOMs of an imported image pass the official validators, and say what dpkg and
+/// the copyright files in the tree say: every purl with arch and distro, every package a
+/// licence and a supplier. Imported, the image has no lock: no package checksums, and a
+/// note in each package saying why; no build recorded its tar.zst's digest either.
+#[test]
+fn corpus_sboms_pass_the_validators_and_agree_with_dpkg_and_the_copyright_files() {
+    let c = corpus();
+    let env = Env::new();
+    env.ok(&["import", c.join("B").to_str().unwrap(), "--name", "B"]);
+    let (spdx, cdx) = (env.path("B.spdx.json"), env.path("B.cdx.json"));
+    std::fs::write(&spdx, env.ok(&["packages", "B", "--spdx"])).unwrap();
+    std::fs::write(&cdx, env.ok(&["packages", "B", "--cyclonedx"])).unwrap();
+    let s = sbom::Sboms::read(&spdx, &cdx);
+    let by_name = s.check_against_dpkg(&c.join("B"));
+    sbom::licences_follow_the_copyright_files(&by_name, &c.join("B"));
+    for p in by_name.values() {
+        assert!(p["checksums"].is_null(), "{p}");
+        assert!(
+            p["comment"]
+                .as_str()
+                .unwrap()
+                .contains("not built from a lock"),
+            "{p}"
+        );
+    }
+    assert!(s.spdx["packages"][0]["checksums"].is_null());
+    assert!(s.cyclonedx["metadata"]["component"]["hashes"].is_null());
+    assert_eq!(
+        by_name["libc6"]["supplier"],
+        "Organization: GNU Libc Maintainers (debian-glibc@lists.debian.org)"
+    );
 }
 
 #[test]

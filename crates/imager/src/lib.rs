@@ -56,9 +56,11 @@ pub use tree::{Entry, Hash, Kind, Stats, Tree};
 /// An image's installed packages and its software bills of materials (SPDX 2.3,
 /// CycloneDX 1.5), all deterministic: the same image gives the same bytes.
 pub mod sbom {
+    pub use crate::build::provenance::sbom_records as records;
     pub use crate::packages::cyclonedx::cyclonedx;
     pub use crate::packages::dpkg::Package;
-    pub use crate::packages::{list, spdx};
+    pub use crate::packages::license::from_copyright as licence_of_copyright;
+    pub use crate::packages::{list, spdx, BuildRecords};
 }
 
 /// The parsers of outside bytes, for the fuzz targets in `fuzz/`: not an API.

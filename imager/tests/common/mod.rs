@@ -2,6 +2,8 @@
 //! store, and on failure show the command and everything it printed.
 #![allow(dead_code)]
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+pub mod sbom;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -61,19 +61,62 @@ pub struct Facts<'a> {
     pub finished: i64,
 }
 
-/// The sha256 digests of the image's tar.zst and SPDX document.
-fn derived_digests(store: &Store, id: &Hash) -> Result<(String, String)> {
+/// The sha256 of the image's tar.zst, made now.
+fn tar_digest(store: &Store, id: &Hash) -> Result<String> {
     let tree = store.read_image(id)?;
     let tar = crate::archive::tar_export::tar_zst_digest(store, &tree, &crate::progress::Quiet)?;
-    let tar = tar.trim_start_matches("sha256:").to_string();
-    Ok((tar, sha256(&crate::packages::spdx_bytes(store, id)?)))
+    Ok(tar.trim_start_matches("sha256:").to_string())
+}
+
+/// The sha256 digests of the image's tar.zst and SPDX document.
+fn derived_digests(store: &Store, id: &Hash) -> Result<(String, String)> {
+    let tar = tar_digest(store, id)?;
+    let spdx = crate::packages::spdx_bytes(store, id, || sbom_records(store, id))?;
+    Ok((tar, sha256(&spdx)))
+}
+
+/// What the build recorded about a stored image for its SBOMs: the .debs' sha256 from
+/// the stored lock, the tar.zst's from the provenance; empty for an image no build
+/// stored. A stored lock that does not parse is an error, not an SBOM without checksums.
+pub fn sbom_records(store: &Store, id: &Hash) -> Result<crate::packages::BuildRecords> {
+    let mut r = crate::packages::BuildRecords::default();
+    if let Some(lock) = store.image_file(id, BUILD_LOCK)? {
+        let shown = store
+            .root()
+            .join("images")
+            .join(id.to_hex())
+            .join(BUILD_LOCK);
+        let lk = super::lock::Lock::parse(
+            &String::from_utf8_lossy(&lock),
+            &shown.display().to_string(),
+        )?;
+        r.locked = true;
+        r.debs = lk
+            .packages
+            .into_iter()
+            .map(|p| ((p.name, p.version, p.arch), p.sha256))
+            .collect();
+    }
+    if let Some(st) = store.image_file(id, PROVENANCE)? {
+        let v: Value = serde_json::from_slice(&st).unwrap_or(Value::Null);
+        r.tar_sha256 = v["subject"][1]["digest"]["sha256"]
+            .as_str()
+            .map(str::to_string);
+    }
+    Ok(r)
 }
 
 /// The provenance statement of a stored image, as JSON bytes.
 pub fn statement(store: &Store, id: &Hash, f: &Facts) -> Result<Vec<u8>> {
-    let doc = crate::packages::spdx_made_now(store, id)?;
+    // The tar.zst first: the SPDX document names its digest.
+    let tar = tar_digest(store, id)?;
+    let records = crate::packages::BuildRecords {
+        tar_sha256: Some(tar.clone()),
+        ..sbom_records(store, id)?
+    };
+    let doc = crate::packages::spdx_made_now(store, id, &records)?;
     store.add_image_file(id, crate::packages::SPDX_FILE, &doc)?;
-    let (tar, spdx) = derived_digests(store, id)?;
+    let spdx = sha256(&doc);
     let utc = crate::time::utc;
     let mut deps = Vec::new();
     for name in STORED {

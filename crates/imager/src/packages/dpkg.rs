@@ -20,6 +20,10 @@ pub struct Package {
     /// The source package's version: the one in `Source: name (version)`, else the
     /// binary's.
     pub source_version: String,
+    /// The `Maintainer` field (`Name <address>`), for the SBOMs' supplier; not in
+    /// `imager packages --json`, which lists what identifies a package.
+    #[serde(skip)]
+    pub maintainer: Option<String>,
 }
 
 /// Installed packages by name (`name:arch` for multi-arch `same` packages seen twice).
@@ -54,6 +58,7 @@ pub fn installed(status: &str) -> BTreeMap<String, Package> {
                 architecture: arch,
                 source,
                 source_version,
+                maintainer: p.get("Maintainer").map(str::to_string),
             },
         );
     }

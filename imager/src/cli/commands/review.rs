@@ -97,12 +97,14 @@ pub(crate) fn packages(ctx: &Ctx, a: PackagesArgs, out: &mut dyn Write) -> Resul
     let id = store.resolve(&a.image)?;
     let pkgs = imager::packages::list(&store, &id)?;
     if a.cyclonedx {
+        let records = imager::sbom::records(&store, &id)?;
         write_json(
             out,
-            &imager::packages::cyclonedx::cyclonedx(&store, &id, &pkgs)?,
+            &imager::packages::cyclonedx::cyclonedx(&store, &id, &pkgs, &records)?,
         )?;
     } else if a.spdx {
-        out.write_all(&imager::packages::spdx_bytes(&store, &id)?)?;
+        let records = || imager::sbom::records(&store, &id);
+        out.write_all(&imager::packages::spdx_bytes(&store, &id, records)?)?;
     } else if a.json {
         write_json(out, &pkgs)?;
     } else {
