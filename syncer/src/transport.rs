@@ -7,10 +7,10 @@
 //! by the `syncer-agent` executable beside this one (the agent crate alone), without its
 //! debug sections (copied over the same ssh command), before the session starts.
 
-use imager::escape::shell_quote as quote;
 use crate::error::{Error, Result};
 use crate::protocol::{Conn, Hello, Msg, Welcome, PROTOCOL_VERSION};
 use crate::ratelimit::{Bucket, Limited};
+use imager::escape::shell_quote as quote;
 use imager::Hash;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -38,7 +38,9 @@ fn command(h: &Hook, epoch: i64) -> String {
     };
     let policy = match h.phase {
         HookPhase::Setup => "",
-        _ => r#"if [ -d "$1/usr/sbin" ] && [ ! -e "$p" ] && [ ! -L "$p" ]; then printf '#!/bin/sh\n# written by imager for the build: no service starts\nexit 101\n' > "$p" && chmod 755 "$p" && made=1; fi"#,
+        _ => {
+            r#"if [ -d "$1/usr/sbin" ] && [ ! -e "$p" ] && [ ! -L "$p" ]; then printf '#!/bin/sh\n# written by imager for the build: no service starts\nexit 101\n' > "$p" && chmod 755 "$p" && made=1; fi"#
+        }
     };
     let label = label(h);
     format!(
@@ -54,10 +56,7 @@ if [ $rc -ne 0 ]; then echo {failed}" (exit $rc)" >&2; exit $rc; fi"#,
         t = h.timeout,
         inner = shell_quote(inner),
         run = shell_quote(&h.run),
-        timed_out = shell_quote(&format!(
-            "imager: {label} timed out after {} s",
-            h.timeout
-        )),
+        timed_out = shell_quote(&format!("imager: {label} timed out after {} s", h.timeout)),
         failed = shell_quote(&format!("imager: {label} failed")),
     )
 }
@@ -123,7 +122,10 @@ mod tests {
         // PID namespace of its own: the hook's shell is PID 1 there.
         assert_eq!(made.lines().nth(1), Some("1"), "{made}");
         let log = String::from_utf8_lossy(&out.stdout);
-        assert!(log.starts_with("--- hook \"it's\" (setup phase): echo"), "{log}");
+        assert!(
+            log.starts_with("--- hook \"it's\" (setup phase): echo"),
+            "{log}"
+        );
     }
 
     #[test]
