@@ -349,6 +349,23 @@ impl Cache {
         self.get_at((What::Pack, None, *key), level, || make(level))
     }
 
+    /// [`Cache::pack`], leaving a pack made now (then `true`) to be written into the
+    /// cache's directory by [`Cache::keep_pack`]: a push makes the next pack while the
+    /// one before it is sent and written.
+    pub fn pack_unkept(
+        &self,
+        key: &Hash,
+        level: i32,
+        make: impl FnOnce(i32) -> Result<Vec<u8>, String>,
+    ) -> Result<(Arc<Vec<u8>>, bool), String> {
+        self.find_or_make((What::Pack, None, *key), level, || make(level))
+    }
+
+    /// Keeps a pack [`Cache::pack_unkept`] made.
+    pub fn keep_pack(&self, key: &Hash, level: i32, d: &[u8]) {
+        self.keep((What::Pack, None, *key), level, d);
+    }
+
     /// Whether the pack `key` at `level` is made already (in memory, or a file of the
     /// cache: its checksum is checked when it is read).
     pub fn has_pack(&self, key: &Hash, level: i32) -> bool {
@@ -471,11 +488,27 @@ impl Cache {
         level: i32,
         compute: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<Arc<Vec<u8>>, String> {
+        let (d, made) = self.find_or_make(key, level, compute)?;
+        if made {
+            self.keep(key, level, &d);
+        }
+        Ok(d)
+    }
+
+    /// The entry from memory or from its file, else computed: then `true`, and it is
+    /// not yet kept in the cache's directory ([`Cache::keep`]).
+    fn find_or_make(
+        &self,
+        key: Key,
+        level: i32,
+        compute: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<(Arc<Vec<u8>>, bool), String> {
+        let mut made = false;
         let slot = {
             let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             m.entry((key, level)).or_default().clone()
         };
-        slot.get_or_init(|| {
+        let got = slot.get_or_init(|| {
             let file = self.dir.as_ref().map(|d| d.join(entry_name(key, level)));
             if let Some(f) = &file {
                 match imager::fsx::read(f).map_err(imager::Error::into_io) {
@@ -503,13 +536,21 @@ impl Cache {
                 }
             }
             let d = compute()?;
-            if let Some(f) = &file {
-                // A cache that cannot be written is only slower.
-                let _ = write_durably(f, &[MAGIC, &Hash::of(&d).0, &d]);
-            }
+            made = true;
             Ok(Arc::new(d))
-        })
-        .clone()
+        });
+        got.clone().map(|d| (d, made))
+    }
+
+    /// Writes an entry computed by [`Cache::find_or_make`] into the cache's directory.
+    fn keep(&self, key: Key, level: i32, d: &[u8]) {
+        if let Some(dir) = &self.dir {
+            // A cache that cannot be written is only slower.
+            let _ = write_durably(
+                &dir.join(entry_name(key, level)),
+                &[MAGIC, &Hash::of(d).0, d],
+            );
+        }
     }
 }
 
@@ -642,26 +683,4 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A pack made at two levels (a push made it fast, another asks for it at the whole
-    /// contents' level) is two entries, in memory and on disk, each found by its level.
-    #[test]
-    fn a_pack_at_two_levels_is_two_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Hash::of(b"parts");
-        let c = Cache::new(Some(dir.path().to_path_buf()), 19);
-        assert!(!c.has_pack(&key, WHOLE_LEVEL));
-        let l3 = c.pack(&key, WHOLE_LEVEL, |_| Ok(b"at 3".to_vec())).unwrap();
-        let l1 = c.pack(&key, 1, |_| Ok(b"at 1".to_vec())).unwrap();
-        assert_eq!((&l3[..], &l1[..]), (&b"at 3"[..], &b"at 1"[..]));
-        assert!(c.has_pack(&key, WHOLE_LEVEL) && c.has_pack(&key, 1));
-        assert!(!c.has_pack(&Hash::of(b"other"), WHOLE_LEVEL));
-        // Another process: from the cache's files.
-        let again = Cache::new(Some(dir.path().to_path_buf()), 19);
-        assert!(again.has_pack(&key, 1) && !again.has_pack(&key, 2));
-        let read = again.pack(&key, 1, |_| Err("made again".into())).unwrap();
-        assert_eq!(&read[..], b"at 1");
-    }
-}
+mod tests;

@@ -118,7 +118,12 @@ pub(crate) fn encode_all(
     plan::finish_alone(store, cache, &mut items)?;
     if !later {
         for g in pending.drain(..) {
-            packs.push(plan::make_pack(store, cache, &items, (g, false))?);
+            packs.push(plan::make_pack(
+                store,
+                cache,
+                &items,
+                (g, plan::Making::Before),
+            )?);
         }
     }
     Ok(Planned {

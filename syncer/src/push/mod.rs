@@ -324,7 +324,8 @@ fn send_while_packing(
         scope.spawn(move || {
             for g in pending {
                 let fast = starved.swap(false, Ordering::Relaxed);
-                let p = crate::plan::make_pack(store, cache, items, (g, fast));
+                let making = crate::plan::Making::Beside { fast };
+                let p = crate::plan::make_pack(store, cache, items, (g, making));
                 let failed = p.is_err();
                 // The receiver is gone when the sending failed: stop making packs.
                 if tx.send(p).is_err() || failed {
@@ -340,6 +341,7 @@ fn send_while_packing(
         let later = Later {
             packs: &mut made,
             raw,
+            cache,
         };
         send_items(st, items, left, later, (clock.host(), clock.observer()), r)
     })

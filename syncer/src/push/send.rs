@@ -111,6 +111,8 @@ pub(super) fn fetch<'a>(
 pub(super) struct Later<'a> {
     pub packs: &'a mut dyn Iterator<Item = Result<BuiltPack>>,
     pub raw: u64,
+    /// Where each is kept once it is sent (while the next is made).
+    pub cache: &'a Cache,
 }
 
 /// The packs made beside the sending, as they come; `starved` is set when the sending
@@ -195,6 +197,9 @@ pub(super) fn send_items(
         count_pack(r, &p, items);
         progress.total = (progress.total + p.payload.len() as u64).saturating_sub(p.raw);
         send_pack(s, &p, items, &mut progress, &mut r.sent)?;
+        if p.unkept {
+            later.cache.keep_pack(&p.key, p.level, &p.payload);
+        }
     }
     Ok(())
 }
