@@ -148,7 +148,7 @@ fn header(o: &mut String, r: &Report, limits: &Limits) {
     let shown = match (limits.section_lines, limits.diff_lines) {
         (None, None) => "Everything is shown (--full).".to_string(),
         (sec, diff) => format!(
-            "As the text view: each section cut to {} lines, each diff or view to {} lines, the rest counted (imager diff --full shows everything).",
+            "As the text view: each section cut to {} lines, each diff or view to {} lines, the rest counted; the search looks at the files shown (imager diff --full shows everything).",
             sec.map_or("any".into(), |n| n.to_string()),
             diff.map_or("any".into(), |n| n.to_string())
         ),
