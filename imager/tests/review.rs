@@ -2,8 +2,11 @@
 //! a security update apart), checked against dpkg's own view of the two trees.
 #![allow(clippy::unwrap_used)]
 #![allow(clippy::disallowed_methods)] // tests set up and read files directly
+#[path = "review/browser.rs"]
+mod browser;
 mod common;
 
+use browser::{dump_dom, file_url, read_dom, screenshot, Dom, Proxy};
 use common::{sbom, Env};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -153,15 +156,7 @@ fn diff_of_the_corpus_pair_agrees_with_dpkg_and_with_itself() {
 fn text_diffs_flags_and_packages_as_text_json_and_spdx() {
     let env = Env::new();
     let root = env.path("t");
-    let sh = |c: &str| {
-        let st = Command::new("sh")
-            .arg("-c")
-            .arg(c)
-            .current_dir(&root)
-            .status()
-            .unwrap();
-        assert!(st.success(), "{c}");
-    };
+    let sh = |c: &str| sh_in(&root, c);
     std::fs::create_dir_all(root.join("etc")).unwrap();
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     sh("printf 'port 80\\nworkers 4\\n' > etc/app.conf && printf x > usr/bin/tool && chmod 755 usr/bin/tool && cp /bin/true usr/bin/pinger");
@@ -208,6 +203,17 @@ fn text_diffs_flags_and_packages_as_text_json_and_spdx() {
     assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
     assert_eq!(spdx["packages"].as_array().unwrap().len(), 1);
     assert_eq!(spdx["packages"][0]["SPDXID"], "SPDXRef-Image");
+}
+
+/// Runs a shell command in `dir`, which must succeed.
+fn sh_in(dir: &Path, c: &str) {
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(c)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{c}");
 }
 
 /// On a terminal (here `script`'s) the report goes through $PAGER, as git's does;
@@ -332,7 +338,15 @@ fn try_package_reports_what_a_real_deb_and_its_maintainer_scripts_did() {
         .status()
         .unwrap();
     assert!(st.success(), "apt-get download failed");
-    let mut args = vec!["try-package".to_string(), "B".into(), "--json".into()];
+    // The HTML page of the same run (the renderer diff uses), checked in the browser below.
+    let page = artifacts().join("try-package.html");
+    let mut args = vec![
+        "try-package".to_string(),
+        "B".into(),
+        "--json".into(),
+        "--html".into(),
+        page.display().to_string(),
+    ];
     for e in std::fs::read_dir(&debs).unwrap() {
         args.push(e.unwrap().path().display().to_string());
     }
@@ -372,6 +386,10 @@ fn try_package_reports_what_a_real_deb_and_its_maintainer_scripts_did() {
     assert!(own("tinyproxy").contains(&"/usr/lib/systemd/system/tinyproxy.service".to_string()));
     // The image itself is untouched; the result is a new, unnamed image.
     assert_eq!(env.ok(&["history", "B"]).lines().count(), 1);
+    let proxy = Proxy::start();
+    let dom = read_dom(&dump_dom(&env.path("chromium"), &proxy, &file_url(&page)));
+    dom_matches_json(&dom, &r, false);
+    assert_eq!(proxy.page_requests(), Vec::<String>::new());
 }
 
 /// The packages a release adds on top of base in [`a_release_of_eleven_packages_reads_in_sections_that_fit_a_screen`]:
@@ -681,4 +699,350 @@ fn content_views_match_binutils_and_zcat(env: &Env, j: &serde_json::Value) {
             .count(),
         text.lines().count()
     );
+}
+
+/// Where the HTML tests keep their pages and screenshots, to look at after a run.
+fn artifacts() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("html-report");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The files of a JSON report's section: the unowned files for `""`, else a package's.
+fn json_files<'a>(j: &'a serde_json::Value, package: &str) -> Vec<&'a serde_json::Value> {
+    if package.is_empty() {
+        return j["unowned"].as_array().unwrap().iter().collect();
+    }
+    j["by_package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["package"] == package)
+        .flat_map(|g| g["files"].as_array().unwrap())
+        .collect()
+}
+
+/// The page's DOM against the JSON of the same report: one table row per package with
+/// its change; one section per package with files or changelog entries (the unowned
+/// first), each counting the JSON's files, shown plus folded (`full`: all shown, with the
+/// JSON's paths and changes); the summary's numbers; no filter applied.
+fn dom_matches_json(dom: &Dom, j: &serde_json::Value, full: bool) {
+    let rows: Vec<(String, String)> = j["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().into(),
+                p["change"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String)> = dom
+        .rows
+        .iter()
+        .map(|(n, k, _)| (n.clone(), k.clone()))
+        .collect();
+    assert_eq!(got, rows, "package rows");
+    for (k, v) in [
+        ("files-added", "files_added"),
+        ("files-changed", "files_changed"),
+        ("files-removed", "files_removed"),
+        ("packages-upgraded", "packages_upgraded"),
+    ] {
+        assert_eq!(
+            dom.summary[&format!("data-{k}")],
+            j["summary"][v].to_string(),
+            "{k}"
+        );
+    }
+    let mut want: Vec<String> = j["by_package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["package"].as_str().unwrap().to_string())
+        .collect();
+    want.extend(
+        j["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| !p["changelog"].as_array().unwrap().is_empty())
+            .map(|p| p["name"].as_str().unwrap().to_string()),
+    );
+    want.sort();
+    want.dedup();
+    if !j["unowned"].as_array().unwrap().is_empty() {
+        want.insert(0, String::new());
+    }
+    let names: Vec<String> = dom.sections.iter().map(|s| s.package.clone()).collect();
+    assert_eq!(names, want, "sections");
+    let first = want
+        .first()
+        .map(|w| if w.is_empty() { "unowned" } else { "package" });
+    assert_eq!(dom.sections.first().map(|s| s.kind.as_str()), first);
+    for s in &dom.sections {
+        let files = json_files(j, &s.package);
+        assert!(
+            !s.hidden && s.files.iter().all(|f| !f.2),
+            "{} hidden",
+            s.package
+        );
+        assert_eq!(s.total, files.len() as u64, "{}: data-total", s.package);
+        assert_eq!(
+            s.files.len() as u64 + s.folded,
+            s.total,
+            "{}: shown + folded",
+            s.package
+        );
+        if full {
+            assert_eq!(s.folded, 0, "{}", s.package);
+            let mut a: Vec<(String, String)> = s
+                .files
+                .iter()
+                .map(|(p, c, _)| (p.clone(), c.clone()))
+                .collect();
+            let mut b: Vec<(String, String)> = files
+                .iter()
+                .map(|f| {
+                    (
+                        f["path"].as_str().unwrap().into(),
+                        f["change"].as_str().unwrap().into(),
+                    )
+                })
+                .collect();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{}: files", s.package);
+        }
+    }
+    assert_eq!(dom.scripts, 1, "one script: the page's own");
+}
+
+/// The search box's filter, applied by the page's script to `#q=TEXT`: a section shows
+/// when its package's name holds the text (all its files), else the files whose path
+/// holds it; the table keeps the rows whose package or source holds it.
+fn search_filters(dom: &Dom, j: &serde_json::Value, q: &str) {
+    let has = |s: &str| s.to_lowercase().contains(&q.to_lowercase());
+    let (mut shown, mut hidden) = (0, 0);
+    for s in &dom.sections {
+        let by_name = !s.package.is_empty() && has(&s.package);
+        let want_files: Vec<&str> = json_files(j, &s.package)
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .filter(|p| by_name || has(p))
+            .collect();
+        let got_files: Vec<&str> = s
+            .files
+            .iter()
+            .filter(|f| !f.2)
+            .map(|f| f.0.as_str())
+            .collect();
+        assert_eq!(got_files, want_files, "{q:?} in {:?}", s.package);
+        assert_eq!(
+            s.hidden,
+            !by_name && want_files.is_empty(),
+            "{q:?}: section {:?}",
+            s.package
+        );
+        if s.hidden {
+            hidden += 1
+        } else {
+            shown += 1
+        }
+    }
+    assert!(
+        shown > 0 && hidden > 0,
+        "{q:?}: {shown} sections shown, {hidden} hidden"
+    );
+    for p in j["packages"].as_array().unwrap() {
+        let name = p["name"].as_str().unwrap();
+        let row = dom.rows.iter().find(|r| r.0 == name).unwrap();
+        assert_eq!(
+            row.2,
+            !has(name) && !has(p["source"].as_str().unwrap()),
+            "row {name}"
+        );
+    }
+}
+
+/// No `src`, `href`, `action` or CSS `url()` reaches outside the page; its policy allows
+/// nothing but its own inline style and script.
+fn self_contained(html: &str) {
+    for t in browser::tags(html) {
+        for a in [
+            "src",
+            "href",
+            "action",
+            "data",
+            "poster",
+            "srcset",
+            "xlink:href",
+        ] {
+            if let Some(v) = t.get(a) {
+                assert!(
+                    v.starts_with('#') || v.starts_with("data:"),
+                    "<{} {a}={v:?}>",
+                    t.name
+                );
+            }
+        }
+        assert!(t.name != "link" || t.get("rel") == Some("icon"), "{t:?}");
+    }
+    assert!(!html.contains("url("), "a CSS url()");
+    assert!(!html.contains("@import"));
+    assert!(
+        html.contains("<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none';")
+    );
+}
+
+/// The issue's test of the HTML report, on the corpus pair: opened in headless Chromium
+/// (screenshot kept under CARGO_TARGET_TMPDIR/html-report), the DOM after the script ran
+/// counts what `--json` counts (folded and `--full`), the search box filters, the same
+/// images give the same bytes, and the browser tried no connection at all (a proxy that
+/// sees a control page's one external image saw none of the report's).
+#[test]
+fn html_report_of_the_corpus_pair_in_headless_chromium() {
+    browser::chromium();
+    let c = corpus();
+    let env = Env::new();
+    env.ok(&["import", c.join("A").to_str().unwrap(), "--name", "A"]);
+    env.ok(&["import", c.join("B").to_str().unwrap(), "--name", "B"]);
+    let j = json(&env.ok(&["diff", "A", "B", "--json"]));
+    let out = artifacts();
+    let (page, full, again) = (
+        out.join("corpus.html"),
+        out.join("corpus-full.html"),
+        env.path("again.html"),
+    );
+    assert_eq!(
+        env.ok(&["diff", "A", "B", "--html", page.to_str().unwrap()]),
+        ""
+    );
+    // --html with --json: the page and the same JSON from one run.
+    let j_full = json(&env.ok(&[
+        "diff",
+        "A",
+        "B",
+        "--full",
+        "--json",
+        "--html",
+        full.to_str().unwrap(),
+    ]));
+    assert_eq!(j_full, j);
+    env.ok(&["diff", "A", "B", "--html", again.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert_eq!(
+        html,
+        std::fs::read_to_string(&again).unwrap(),
+        "not deterministic"
+    );
+    self_contained(&html);
+    self_contained(&std::fs::read_to_string(&full).unwrap());
+
+    let proxy = Proxy::start();
+    let work = env.path("chromium");
+    screenshot(&work, &proxy, &file_url(&page), &out.join("corpus.png"));
+    dom_matches_json(
+        &read_dom(&dump_dom(&work, &proxy, &file_url(&page))),
+        &j,
+        false,
+    );
+    let dom_full = read_dom(&dump_dom(&work, &proxy, &file_url(&full)));
+    dom_matches_json(&dom_full, &j, true);
+    // Search for the first upgraded package with files: its section, and the unowned
+    // dpkg files that name it.
+    let upgraded: Vec<&str> = j["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let q = j["by_package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["package"].as_str().unwrap())
+        .find(|p| upgraded.contains(p))
+        .unwrap();
+    let searched = read_dom(&dump_dom(
+        &work,
+        &proxy,
+        &format!("{}#q={q}", file_url(&full)),
+    ));
+    search_filters(&searched, &j, q);
+    assert_eq!(
+        proxy.page_requests(),
+        Vec::<String>::new(),
+        "the report made network requests"
+    );
+
+    // The proxy does see what a page fetches.
+    let control = env.path("control.html");
+    std::fs::write(
+        &control,
+        "<p>control</p><img src=\"http://imager-test.invalid/x.png\">",
+    )
+    .unwrap();
+    dump_dom(&work, &proxy, &file_url(&control));
+    let seen = proxy.page_requests();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|h| h == "imager-test.invalid"),
+        "the control page's request, seen by the proxy: {seen:?}"
+    );
+}
+
+/// Paths that are HTML (a `<script>` element, an `<img onerror>`, a quote that would end
+/// an attribute) and a diff of HTML lines show as text: the browser's DOM has the page's
+/// one script, no attribute the names try to add, and every path exactly as `--json`
+/// gives it.
+#[test]
+fn html_report_shows_hostile_names_as_text() {
+    browser::chromium();
+    let env = Env::new();
+    let root = env.path("t");
+    let sh = |c: &str| sh_in(&root, c);
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    sh("printf '<p>old</p>\\n' > etc/page.html");
+    env.ok(&["import", root.to_str().unwrap(), "--name", "t"]);
+    sh(
+        r#"mkdir -p 'opt/<script>document.body.dataset.pwned=1<' && touch 'opt/<script>document.body.dataset.pwned=1</script>' \
+        && touch 'opt/<img src=x onerror=document.body.dataset.pwned=2>' 'opt/a" data-pwned="3' "opt/b' data-pwned='4" \
+        && printf '<script>document.body.dataset.pwned=5</script>\n' > etc/page.html"#,
+    );
+    env.ok(&["import", root.to_str().unwrap(), "--name", "t"]);
+    let j = json(&env.ok(&["diff", "t~1", "t", "--json"]));
+    let page = artifacts().join("hostile.html");
+    env.ok(&["diff", "t~1", "t", "--html", page.to_str().unwrap()]);
+    let html = std::fs::read_to_string(&page).unwrap();
+    self_contained(&html);
+    let proxy = Proxy::start();
+    let work = env.path("chromium");
+    screenshot(
+        &work,
+        &proxy,
+        &file_url(&page),
+        &artifacts().join("hostile.png"),
+    );
+    let dump = dump_dom(&work, &proxy, &file_url(&page));
+    let dom = read_dom(&dump);
+    dom_matches_json(&dom, &j, true);
+    assert!(
+        dom.all
+            .iter()
+            .all(|t| !t.attrs.contains_key("data-pwned") && t.name != "img"),
+        "{dump}"
+    );
+    let paths: Vec<&str> = dom.sections[0].files.iter().map(|f| f.0.as_str()).collect();
+    assert!(
+        paths.contains(&"/opt/<script>document.body.dataset.pwned=1</script>"),
+        "{paths:?}"
+    );
+    assert!(paths.contains(&"/opt/a\"\\x20data-pwned=\"3"), "{paths:?}");
+    // The diff's HTML line is text in the new side's cell.
+    assert!(
+        dump.contains("&lt;script&gt;document.body.dataset.pwned=5&lt;/script&gt;"),
+        "{dump}"
+    );
+    assert_eq!(proxy.page_requests(), Vec::<String>::new());
 }

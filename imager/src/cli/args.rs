@@ -46,6 +46,11 @@ pub(crate) struct ReviewArgs {
     /// Never page: on a terminal the report goes through $PAGER (else less -FRX), as git's
     #[arg(long)]
     no_pager: bool,
+    /// Write the report as one self-contained HTML page (folded as the text view, or
+    /// everything with --full; `-` for standard output); nothing else is printed unless
+    /// --json or --markdown asks for it too
+    #[arg(long, value_name = "OUT.html", conflicts_with_all = ["summary", "stat", "max_lines"])]
+    html: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -166,11 +171,44 @@ impl ReviewArgs {
         })
     }
 
-    /// Prints a review as JSON, Markdown or (coloured on a terminal) text, through the
-    /// pager on a terminal.
-    pub fn print(&self, out: &mut dyn Write, r: &review::Report) -> Result<()> {
+    /// How the sections fold: the default view's, or everything with `--full`, and
+    /// `--max-diff-lines`.
+    fn limits(&self) -> review::fold::Limits {
         use review::fold::Limits;
+        let mut limits = if self.full {
+            Limits::full()
+        } else {
+            Limits::DEFAULT
+        };
+        if let Some(n) = self.max_diff_lines {
+            limits.diff_lines = Some(n);
+        }
+        limits
+    }
+
+    /// Writes the HTML page `--html` asks for (`-`: to `out`); returns whether the text
+    /// report is still to be printed (only when --json or --markdown asks for it).
+    fn write_html(&self, out: &mut dyn Write, r: &review::Report) -> Result<bool> {
+        let Some(path) = &self.html else {
+            return Ok(true);
+        };
+        let page = review::html::render(r, &self.limits());
+        if path.as_os_str() == "-" {
+            out.write_all(page.as_bytes())?;
+            return Ok(false);
+        }
+        imager::fsx::write_atomic(path, page.as_bytes())
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+        Ok(self.json || self.markdown)
+    }
+
+    /// Prints a review as JSON, Markdown or (coloured on a terminal) text, through the
+    /// pager on a terminal; with `--html`, writes the page first.
+    pub fn print(&self, out: &mut dyn Write, r: &review::Report) -> Result<()> {
         use review::render::{Level, Options};
+        if !self.write_html(out, r)? {
+            return Ok(());
+        }
         let text = if self.json {
             let mut v = Vec::new();
             if self.stat {
@@ -180,14 +218,7 @@ impl ReviewArgs {
             }
             String::from_utf8(v).context("JSON is UTF-8")?
         } else {
-            let mut limits = if self.full {
-                Limits::full()
-            } else {
-                Limits::DEFAULT
-            };
-            if let Some(n) = self.max_diff_lines {
-                limits.diff_lines = Some(n);
-            }
+            let limits = self.limits();
             let level = match (self.summary, self.stat) {
                 (true, _) => Level::Summary,
                 (_, true) => Level::Stat,

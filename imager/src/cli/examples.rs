@@ -123,6 +123,10 @@ Examples:
   imager diff base~1 base --max-diff-lines 10 --no-pager
   # One package's upgrade: changelog entries and files, as Markdown
   imager diff A B --package openssl --markdown
+  # One HTML page to open in a browser or attach to a ticket (self-contained, no network)
+  imager diff base~1 base --html review.html
+  # Everything in the page, and the JSON of the same report on standard output
+  imager diff base~1 base --html review.html --full --json > review.json
   # Archives are imported first
   imager diff old.tar.zst new.tar.zst --json
   # Only the counts, for /etc
@@ -136,7 +140,9 @@ Examples:
   imager try-package base hello_2.10-3_amd64.deb --summary --path '/etc/**'
   # Counts per package and directory, then everything the package's scripts did
   imager try-package base hello_2.10-3_amd64.deb --stat
-  imager try-package base hello_2.10-3_amd64.deb --full --exclude '/usr/share/**'";
+  imager try-package base hello_2.10-3_amd64.deb --full --exclude '/usr/share/**'
+  # The same report as an HTML page
+  imager try-package base tinyproxy_*.deb tinyproxy-bin_*.deb --html try.html";
 
 pub(crate) const PACKAGES: &str = "\
 Examples:

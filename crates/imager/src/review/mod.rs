@@ -1,7 +1,8 @@
 //! What reviewers read before an image ships: how two images differ, as a model
 //! ([`Report`]) shaped for reading ([`stat`]: counts per package and directory; [`fold`]:
 //! sections per package with long lists and diffs folded) and rendered as text, JSON or
-//! Markdown ([`render`]). The shapes are data (serde), so that other renderers reuse them.
+//! Markdown ([`render`]) or as one self-contained HTML page ([`html`]). The shapes are data
+//! (serde), so that other renderers reuse them.
 //!
 //! Packages come from each image's dpkg status, with the changelog entries between the
 //! two versions; files are grouped by the package that owns them (dpkg's file lists),
@@ -14,6 +15,7 @@
 mod compare;
 mod elf;
 pub mod fold;
+pub mod html;
 mod opened;
 pub mod render;
 pub mod stat;

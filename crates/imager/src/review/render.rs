@@ -38,7 +38,7 @@ pub struct Options {
 /// Content from an image made safe for a terminal: control characters (escape
 /// sequences, carriage returns) shown as `\xNN` so a reviewed file cannot hide lines.
 /// For one line: a newline is a control character too.
-fn clean(s: &str) -> String {
+pub(super) fn clean(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_control() && c != '\t' {
@@ -98,7 +98,7 @@ impl Paint {
     }
 }
 
-fn side_name(s: &super::Side) -> String {
+pub(super) fn side_name(s: &super::Side) -> String {
     if s.names.is_empty() {
         s.id[..12].to_string()
     } else {
@@ -119,7 +119,7 @@ fn summary_lines(s: &super::Summary) -> Vec<String> {
     ]
 }
 
-fn change_word(k: &PackageChangeKind) -> &'static str {
+pub(super) fn change_word(k: &PackageChangeKind) -> &'static str {
     match k {
         PackageChangeKind::Added => "added",
         PackageChangeKind::Removed => "removed",
@@ -140,7 +140,7 @@ fn version_line(p: &super::PackageChange) -> String {
 }
 
 /// What changed about a file, after its path: the phrases, else its type and mode.
-fn file_details(f: &FileChange) -> String {
+pub(super) fn file_details(f: &FileChange) -> String {
     if !f.what.is_empty() {
         f.what.join("; ")
     } else if let Some(side) = f.new.as_ref().or(f.old.as_ref()) {
@@ -159,7 +159,7 @@ fn mark(f: &FileChange) -> &'static str {
 }
 
 /// `diff` or `view`, for what a file's body is.
-fn body_word(f: &FileChange) -> &'static str {
+pub(super) fn body_word(f: &FileChange) -> &'static str {
     if f.diff.is_some() {
         "diff"
     } else {
@@ -187,7 +187,7 @@ pub fn folded_line(r: &StatRow) -> String {
 }
 
 /// `… 3 more changelog lines (2 entries)`.
-fn changelog_fold(s: &Section) -> String {
+pub(super) fn changelog_fold(s: &Section) -> String {
     let (lines, entries) = s.changelog_omitted;
     format!("… {lines} more changelog lines ({entries} entries)")
 }
@@ -487,4 +487,4 @@ pub fn cap_lines(out: &str, max: usize, markdown: bool) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

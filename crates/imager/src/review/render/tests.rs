@@ -5,7 +5,8 @@ use super::super::*;
 use super::*;
 use crate::packages::dpkg;
 
-fn side(size: u64) -> FileSide {
+/// A regular file of `size` bytes, mode 0644, owned by root (also the HTML tests').
+pub(in crate::review) fn side(size: u64) -> FileSide {
     FileSide {
         kind: "file",
         size: Some(size),
