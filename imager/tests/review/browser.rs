@@ -6,12 +6,12 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::{ErrorKind, Read};
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 /// Debian's `chromium`; the tests fail (never skip) without it.
@@ -45,10 +45,17 @@ pub const BROWSER_OWN: [&str; 6] = [
 /// browser makes for anything but a file goes to it.
 pub struct Proxy {
     pub addr: String,
-    seen: Arc<Mutex<Vec<String>>>,
+    seen: Seen,
+    readers: Arc<Mutex<Vec<JoinHandle<()>>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// The hosts requested, in the order their readers saw them, and their signal.
+type Seen = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+/// The host of the proxy's own last request (`Proxy::page_requests`).
+const SYNC_HOST: &str = "proxy-sync.invalid";
 
 /// The host a proxy request's first line names.
 fn request_host(first: &str) -> String {
@@ -67,44 +74,59 @@ fn request_host(first: &str) -> String {
 impl Proxy {
     pub fn start() -> Proxy {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        l.set_nonblocking(true).unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen: Seen = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let readers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (seen.clone(), stop.clone());
-        let thread = std::thread::spawn(move || loop {
-            match l.accept() {
-                Ok((mut c, _)) => {
-                    let _ = c.set_nonblocking(false);
-                    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        let (s, r, st) = (seen.clone(), readers.clone(), stop.clone());
+        // Each connection is read on a thread of its own until its first line or its
+        // end (Chromium's exit closes it): no time limit, and one idle connection does
+        // not hold up the others.
+        let thread = std::thread::spawn(move || {
+            for c in l.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut c) = c else { continue };
+                let s = s.clone();
+                r.lock().unwrap().push(std::thread::spawn(move || {
                     let mut buf = [0u8; 1024];
                     let n = c.read(&mut buf).unwrap_or(0);
                     let text = String::from_utf8_lossy(&buf[..n]);
                     let host = request_host(text.lines().next().unwrap_or(""));
-                    s.lock().unwrap().push(host);
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    if st.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(_) => return,
+                    s.0.lock().unwrap().push(host);
+                    s.1.notify_all();
+                }));
             }
         });
         Proxy {
             addr,
             seen,
+            readers,
             stop,
             thread: Some(thread),
         }
     }
 
-    /// The hosts of the requests so far that Chromium did not make for itself.
+    /// The hosts of the requests so far that Chromium did not make for itself. A request
+    /// of its own (`SYNC_HOST`) goes last: once it is seen, every connection accepted
+    /// before it was too, and their readers are waited for.
     pub fn page_requests(&self) -> Vec<String> {
-        let seen = self.seen.lock().unwrap();
+        let mut c = TcpStream::connect(&self.addr).unwrap();
+        c.write_all(format!("GET http://{SYNC_HOST}/ HTTP/1.1\r\n").as_bytes())
+            .unwrap();
+        drop(c);
+        let (lock, cv) = &*self.seen;
+        drop(
+            cv.wait_while(lock.lock().unwrap(), |v| !v.iter().any(|h| h == SYNC_HOST))
+                .unwrap(),
+        );
+        for t in std::mem::take(&mut *self.readers.lock().unwrap()) {
+            t.join().unwrap();
+        }
+        let seen = lock.lock().unwrap();
         seen.iter()
-            .filter(|h| !BROWSER_OWN.contains(&h.as_str()))
+            .filter(|h| !BROWSER_OWN.contains(&h.as_str()) && *h != SYNC_HOST)
             .cloned()
             .collect()
     }
@@ -113,6 +135,8 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = TcpStream::connect(&self.addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
