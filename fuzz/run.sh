@@ -37,17 +37,34 @@ cargo +nightly fuzz build "${flags[@]}"
 work=$(mktemp -d -p /dev/shm 2>/dev/null || mktemp -d)
 trap 'rm -rf "$work"' EXIT
 export IMAGER_FUZZ_SCRATCH=$work
-failed=()
-for t in "${targets[@]}"; do
+# One target per core at a time: each is one process, so two cores run two targets at
+# full speed, and CI waits half as long.
+jobs_max=${FUZZ_JOBS:-$(nproc)}
+run_target() {
+    local t=$1
     mkdir -p "$work/$t" "corpus/$t" "artifacts/$t"
-    echo "fuzz: $t for ${secs}s"
-    if ! cargo +nightly fuzz run "${flags[@]}" "$t" "$work/$t" "corpus/$t" -- \
+    if cargo +nightly fuzz run "${flags[@]}" "$t" "$work/$t" "corpus/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -max_len=16384 \
         -print_final_stats=1 >"$work/$t.log" 2>&1; then
+        echo ok >"$work/$t.status"
+    else
+        echo failed >"$work/$t.status"
+    fi
+}
+for t in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs_max" ]; do wait -n || true; done
+    echo "fuzz: $t for ${secs}s"
+    run_target "$t" &
+done
+wait
+failed=()
+for t in "${targets[@]}"; do
+    if [ "$(cat "$work/$t.status" 2>/dev/null)" != ok ]; then
+        echo "fuzz: $t failed:"
         tail -n 40 "$work/$t.log"
         failed+=("$t")
     else
-        grep -E '^stat::number_of_executed_units' "$work/$t.log" || true
+        echo "fuzz: $t: $(grep -E '^stat::number_of_executed_units' "$work/$t.log" || true)"
     fi
 done
 if [ ${#failed[@]} -gt 0 ]; then

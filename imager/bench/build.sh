@@ -2,8 +2,12 @@
 # Build benchmark: `imager build manifests/base.toml` against plain mmdebstrap of the same
 # package set, in the same run on the same machine.
 #   imager lock                      resolve against the mirrors (network)
-#   imager build, cold cache         download + install + strip + scrub + normalise + hash + store
-#   imager build, warm cache         the steady state of a rebuild (no network)
+#   imager build, cold cache         download + install + strip + scrub + normalise + hash +
+#                                    store, and keeping the installed tree in the install cache
+#   imager build --no-cache          the same with the .debs in the store (no network)
+#   imager build, install cache      the package set from the install cache
+#   overlay / hook change            the engineer's loop: a manifest extending base with an
+#                                    overlay file and a hook, each changed in turn
 #   mmdebstrap from the mirror       the same packages, downloaded by apt
 #   mmdebstrap from a local repo     the same .debs from a file:// repository: the same
 #                                    input as imager's warm build, so the difference is
@@ -24,9 +28,41 @@ timed() { local t0; t0=$(now); "$@" >"$work/out" 2>"$work/err" || { cat "$work/e
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "imager-lock          wall_s=$(timed I lock "$work/m/base.toml")"
 echo "imager-build-cold    wall_s=$(timed I build "$work/m/base.toml")"
-echo "imager-build-warm    wall_s=$(timed I build "$work/m/base.toml")"
-echo "imager-build-warm    wall_s=$(timed I build "$work/m/base.toml")"
-echo "phases of the last build: $(grep ' time ' "$work/out")"
+for _ in 1 2; do
+  echo "imager-build-nocache wall_s=$(timed I build --no-cache "$work/m/base.toml")"
+  echo "  phases: $(grep ' time ' "$work/out")"
+done
+for _ in 1 2; do
+  echo "imager-build-cached  wall_s=$(timed I build "$work/m/base.toml")"
+  echo "  phases: $(grep ' time ' "$work/out")"
+done
+
+# The engineer's loop: base plus an overlay file and a hook (the same package set, so the
+# same install cache entry).
+mkdir -p "$work/m/overlays/loop"
+loop_manifest() {
+  cat >"$work/m/loop.toml" <<EOT
+name = "loop"
+extends = "base.toml"
+[[overlay]]
+src = "overlays/loop/motd"
+dest = "/etc/motd"
+[[hook]]
+name = "stamp"
+run = "echo $1 > /etc/loop-stamp"
+EOT
+}
+echo "first" >"$work/m/overlays/loop/motd"; loop_manifest one
+I lock "$work/m/loop.toml" >/dev/null
+I build "$work/m/loop.toml" >/dev/null
+for n in 1 2; do
+  echo "edit $n" >"$work/m/overlays/loop/motd"
+  echo "overlay-change       wall_s=$(timed I build "$work/m/loop.toml")"
+  echo "  $(grep -m1 installed "$work/out" | xargs); phases: $(grep ' time ' "$work/out")"
+  loop_manifest "hook-$n"
+  echo "hook-change          wall_s=$(timed I build "$work/m/loop.toml")"
+  echo "  phases: $(grep ' time ' "$work/out")"
+done
 id=$(I show base --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "image $id"
 

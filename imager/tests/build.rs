@@ -61,6 +61,10 @@ fn base_builds_reproducibly_and_leaves_a_clean_truthful_image() {
         second["download"]["downloaded"], 0,
         "the second build should use the cache"
     );
+    // The second started from the install cache; the rebuild below (no cache) proves
+    // that a copy of it gives what a clean install gives.
+    assert_eq!(first["install"]["cache"], "miss", "{first:#}");
+    assert_eq!(second["install"]["cache"], "hit", "{second:#}");
     let id = first["id"].as_str().unwrap();
     // Nothing of the build's own directories is in the image (mmdebstrap's mount point
     // for the repository was left behind: a new path, so a new ID, every build).
@@ -444,6 +448,7 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let second = json(&env.ok(&["build", app, "--json"]));
     assert_eq!(first["id"], second["id"], "two builds of python-app differ");
+    assert_eq!(second["install"]["cache"], "hit", "{second:#}");
     // The hook's outputs really were made reproducible by the rules, not by luck.
     assert!(first["normalize"]["pyc"].as_u64().unwrap() >= 1, "{first}");
     assert!(first["normalize"]["gzip"].as_u64().unwrap() >= 1, "{first}");
@@ -472,6 +477,7 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
         "1.0: first release\n"
     );
 
+    overlay_and_hook_changes_start_from_the_install_cache(&env, &m, app, &first);
     builder_environment_does_not_reach_the_image(&env, &m);
 
     // A stale lock is refused until it is updated.
@@ -484,6 +490,15 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
         e.contains("no longer matches") && e.contains("--update-lock"),
         "{e}"
     );
+    // Another package set is installed afresh, and kept beside the first.
+    let more = json(&env.ok(&["build", app, "--update-lock", "--json"]));
+    assert_eq!(more["install"]["cache"], "miss", "{more:#}");
+    assert!(env.ok(&["ls", more["id"].as_str().unwrap(), "/usr/bin/jq"]).contains("/usr/bin/jq"));
+    let (old, new) = (&first["install"]["key"], &more["install"]["key"]);
+    assert_ne!(old, new);
+    for k in [old, new] {
+        assert!(env.store().join("build-cache").join(k.as_str().unwrap()).join("entry.json").is_file());
+    }
 
     // A failing hook: its name and output are shown, and --keep-failed keeps the chroot.
     let bad = m.join("bad-hook.toml");
@@ -519,6 +534,49 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
             && e.contains("failed (exit 4)"),
         "{e}"
     );
+}
+
+/// The engineer's loop: an overlay file changed, then a hook; both builds start from the
+/// install cache. Then the entry is damaged: the next build finds it, installs again
+/// from the .debs and gets the same ID, so a build from the cache is a clean build's.
+fn overlay_and_hook_changes_start_from_the_install_cache(
+    env: &Env,
+    m: &Path,
+    app: &str,
+    clean: &serde_json::Value,
+) {
+    let changes = m.join("overlays/python-app/opt/app/CHANGES");
+    let text = std::fs::read_to_string(&changes).unwrap() + "1.1: from the install cache\n";
+    std::fs::write(&changes, text).unwrap();
+    let ov = json(&env.ok(&["build", app, "--json"]));
+    assert_eq!(ov["install"]["cache"], "hit", "{ov:#}");
+    assert_ne!(ov["id"], clean["id"], "the overlay change is not in the image");
+
+    let manifest = std::fs::read_to_string(app).unwrap();
+    let hooked = manifest.replace(
+        "gzip -k -9 /opt/app/CHANGES",
+        "gzip -k -9 /opt/app/CHANGES && echo hooked > /opt/app/hooked",
+    );
+    assert_ne!(hooked, manifest);
+    std::fs::write(app, hooked).unwrap();
+    let hk = json(&env.ok(&["build", app, "--json"]));
+    assert_eq!(hk["install"]["cache"], "hit", "{hk:#}");
+    let id = hk["id"].as_str().unwrap();
+    assert!(env.ok(&["ls", id, "/opt/app/hooked"]).contains("/opt/app/hooked"));
+    assert_eq!(hk["install"]["key"], clean["install"]["key"]);
+
+    let key = hk["install"]["key"].as_str().unwrap();
+    let victim = env.store().join("build-cache").join(key).join("root/usr/bin/dpkg");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&victim).unwrap();
+    std::io::Write::write_all(&mut f, b"damage").unwrap();
+    drop(f);
+    let again = json(&env.ok(&["build", app, "--json"]));
+    assert_eq!(again["install"]["cache"], "miss", "{again:#}");
+    let note = again["install"]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("damaged") && note.contains(key), "{again:#}");
+    assert_eq!(again["id"], hk["id"], "a clean install gives another image");
+    // Put back as it was, for what follows.
+    std::fs::write(app, manifest).unwrap();
 }
 
 /// A manifest with an overlay (sources checked out group-writable, as under umask 0002,

@@ -126,6 +126,9 @@ fn build_base(scratch: &Path, store: &Path) -> String {
             keep_failed: false,
             previous: None,
             set_ref: true,
+            cache: imager::build::cache::Use::ReadWrite {
+                limit: imager::build::cache::DEFAULT_LIMIT,
+            },
         },
         &imager::Quiet,
     )

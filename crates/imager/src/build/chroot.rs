@@ -85,45 +85,38 @@ fn run_logged(mut c: Command, what: &str, log: &Path, timeout: Option<Duration>)
     })
 }
 
-/// Populates `root` (absent) with the locked package set from `repo`.
-pub fn install(
-    root: &Path,
-    repo: &Path,
-    m: &Recipe,
-    names: &[String],
-    epoch: i64,
-    log: &Path,
-) -> Result<()> {
+/// mmdebstrap's options for installing `names` under the manifest's variant, strip
+/// rules and mmdebstrap-phase hooks: everything of its command line but the suite, the
+/// root and the repository, which name this build's work directory. What they install
+/// from the locked .debs depends on these alone (with the tools' versions), which makes
+/// them part of the install cache's key.
+pub fn mmdebstrap_args(m: &Recipe, names: &[String], epoch: i64) -> Vec<String> {
     let (exclude, keep) = m.strip.filters();
+    let mut a: Vec<String> = ["--mode=root", "--format=directory", "--verbose"]
+        .map(String::from)
+        .to_vec();
+    a.push(format!("--variant={}", m.source.variant.as_str()));
+    a.push(format!("--architectures={}", m.source.architecture));
+    a.push(format!("--include={}", names.join(",")));
+    a.extend(exclude.iter().map(|g| format!("--dpkgopt=path-exclude={g}")));
+    a.extend(keep.iter().map(|g| format!("--dpkgopt=path-include={g}")));
+    // apt inside the chroot reads the repository through a bind mount (in our mount
+    // namespace) that mmdebstrap's own hook sets up and removes.
+    a.push("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount".into());
+    // The manifest's hooks of mmdebstrap's phases, under the rules of run_hooks.
+    a.extend(super::phases::mmdebstrap_args(&m.hooks, epoch));
+    a
+}
+
+/// Populates `root` (absent) from `repo` with mmdebstrap run with `args`
+/// ([`mmdebstrap_args`]).
+pub fn install(root: &Path, repo: &Path, m: &Recipe, args: &[String], epoch: i64, log: &Path) -> Result<()> {
     let mut c = Command::new("unshare");
     // A network namespace of its own: the repository is a local directory, and no
     // maintainer script may reach out. A mount namespace: what mmdebstrap mounts in the
     // chroot (/proc, /sys) goes away with it, even if it is killed.
-    c.args([
-        "--net",
-        "--mount",
-        "--propagation",
-        "private",
-        "--",
-        "mmdebstrap",
-        "--mode=root",
-        "--format=directory",
-        "--verbose",
-    ]);
-    c.arg(format!("--variant={}", m.source.variant.as_str()));
-    c.arg(format!("--architectures={}", m.source.architecture));
-    c.arg(format!("--include={}", names.join(",")));
-    for g in &exclude {
-        c.arg(format!("--dpkgopt=path-exclude={g}"));
-    }
-    for g in &keep {
-        c.arg(format!("--dpkgopt=path-include={g}"));
-    }
-    // apt inside the chroot reads the repository through a bind mount (in our mount
-    // namespace) that mmdebstrap's own hook sets up and removes.
-    c.arg("--hook-dir=/usr/share/mmdebstrap/hooks/file-mirror-automount");
-    // The manifest's hooks of mmdebstrap's phases, under the rules of run_hooks.
-    c.args(super::phases::mmdebstrap_args(&m.hooks, epoch));
+    c.args(["--net", "--mount", "--propagation", "private", "--", "mmdebstrap"]);
+    c.args(args);
     // The priority and Essential sets come from the repository, which has no suite name.
     c.arg("")
         .arg(root)

@@ -8,6 +8,7 @@
 //! What the build used is stored with the image so that `imager rebuild` can repeat it.
 
 pub mod apt;
+pub mod cache;
 pub mod chroot;
 pub mod debs;
 pub mod dpkg;
@@ -104,6 +105,8 @@ pub struct BuildOptions {
     pub previous: Option<String>,
     /// Point the manifest's name at the new image.
     pub set_ref: bool,
+    /// Whether the package stage may start from, and is kept in, the install cache.
+    pub cache: cache::Use,
 }
 
 /// What `imager build` made, for its report (text or JSON).
@@ -121,6 +124,8 @@ pub struct Built {
     pub lock_updated: bool,
     /// What was downloaded into the store's .deb cache and what it already had.
     pub download: debs::Downloads,
+    /// Where the installed packages came from: mmdebstrap or the install cache.
+    pub install: cache::Report,
     /// Entries (files, directories, links) the overlays copied into the image.
     pub overlays: usize,
     /// Hooks run.
@@ -223,6 +228,7 @@ fn build_with(
         previous,
         started,
         progress,
+        cache: opts.cache,
     };
     match run.in_chroot(&w.path, opts.set_ref, download, &mut ph) {
         Ok(mut b) => {
@@ -252,6 +258,7 @@ struct Run<'a> {
     previous: Option<Hash>,
     started: std::time::SystemTime,
     progress: &'a dyn Progress,
+    cache: cache::Use,
 }
 
 impl Run<'_> {
@@ -266,15 +273,15 @@ impl Run<'_> {
     ) -> Result<Built> {
         let (store, m, lk, progress) = (self.store, self.m, self.lk, self.progress);
         let root = work.join("root");
-        let repo = work.join("repo");
         let log = work.join("build.log");
         progress.start("install", None);
-        debs::make_repo(store, lk, &repo)?;
-        let names: Vec<String> = lk.packages.iter().map(|p| p.name.clone()).collect();
-        chroot::install(&root, &repo, m, &names, lk.epoch, &log)?;
-        check_installed(&root, lk, &m.files[0])?;
+        let install = self.install(work, &root, &log)?;
         progress.finish();
-        ph.done("install");
+        ph.done(if install.cache == "hit" {
+            "install (cached)"
+        } else {
+            "install"
+        });
 
         progress.start("overlays and hooks", None);
         let overlays = chroot::apply_overlays(&root, &m.overlays)?;
@@ -318,6 +325,7 @@ impl Run<'_> {
             packages: installed.len(),
             lock_updated: self.lock_updated,
             download,
+            install,
             overlays,
             hooks: m.hooks.len(),
             scrub: scrubbed,
@@ -325,6 +333,56 @@ impl Run<'_> {
             stats: imported.stats,
             phases: Vec::new(),
         })
+    }
+
+    /// Makes `root` the locked package set as mmdebstrap installs it: a verified copy of
+    /// the install cache's entry when there is one (and the cache may be read), else
+    /// installed from a flat repository of the locked .debs, then kept in the cache. A
+    /// cache that cannot keep the new entry is reported; the build goes on.
+    fn install(&self, work: &Path, root: &Path, log: &Path) -> Result<cache::Report> {
+        let (store, m, lk) = (self.store, self.m, self.lk);
+        let names: Vec<String> = lk.packages.iter().map(|p| p.name.clone()).collect();
+        let args = chroot::mmdebstrap_args(m, &names, lk.epoch);
+        let key = (self.cache != cache::Use::Off).then(|| cache::key(lk, &args));
+        let mut report = cache::Report {
+            cache: "off",
+            key: key.map(|k| k.to_hex()),
+            note: None,
+        };
+        if let (Some(k), cache::Use::ReadWrite { .. }) = (&key, self.cache) {
+            match cache::restore(store, k, root)? {
+                cache::Restored::Hit => {
+                    check_installed(root, lk, &m.files[0])?;
+                    let line = format!("--- install: a copy of install cache entry {}\n", k.to_hex());
+                    fsx::write(log, line)?;
+                    report.cache = "hit";
+                    return Ok(report);
+                }
+                cache::Restored::Miss => {}
+                cache::Restored::Damaged(why) => report.note = Some(why),
+            }
+        }
+        let repo = work.join("repo");
+        debs::make_repo(store, lk, &repo)?;
+        chroot::install(root, &repo, m, &args, lk.epoch, log)?;
+        check_installed(root, lk, &m.files[0])?;
+        let limit = match self.cache {
+            cache::Use::ReadWrite { limit } => {
+                report.cache = "miss";
+                limit
+            }
+            cache::Use::Refresh { limit } => {
+                report.cache = "refresh";
+                limit
+            }
+            cache::Use::Off => return Ok(report),
+        };
+        if let Some(k) = &key {
+            if let Err(e) = cache::save(store, k, root, limit) {
+                report.note = Some(format!("the install cache could not keep this install: {e}"));
+            }
+        }
+        Ok(report)
     }
 
     /// What is needed to build this image again (and what the build did), stored beside
@@ -575,6 +633,8 @@ pub fn rebuild(
             keep_failed,
             previous,
             set_ref: false,
+            // A rebuild proves that the image comes from its inputs alone.
+            cache: cache::Use::Off,
         },
         progress,
     )?;

@@ -110,6 +110,8 @@ pub struct GcOptions {
     pub unnamed: bool,
     /// Remove the cached .debs no remaining image's lock lists.
     pub debs: bool,
+    /// Empty the install cache (without it, only leftovers of interrupted builds go).
+    pub build_cache: bool,
     /// Say what would go; remove nothing.
     pub dry_run: bool,
 }
@@ -142,7 +144,9 @@ pub struct GcReport {
     pub objects: Swept,
     /// The .deb cache.
     pub debs: DebsReport,
-    /// Bytes freed: objects and .debs.
+    /// The install cache (`build-cache/`).
+    pub build_cache: crate::build::cache::Trimmed,
+    /// Bytes freed: objects, .debs and install cache entries.
     pub bytes_freed: u64,
 }
 
@@ -169,14 +173,17 @@ pub fn gc(store: &Store, o: &GcOptions) -> Result<GcReport> {
     }
     let objects = store.sweep_objects(&live, o.dry_run)?;
     let debs = sweep_debs(store, &wanted_debs, o)?;
+    let limit = if o.build_cache { 0 } else { u64::MAX };
+    let build_cache = crate::build::cache::trim(store, limit, None, o.dry_run)?;
     Ok(GcReport {
         dry_run: o.dry_run,
         images: doomed.iter().map(|h| h.to_hex()).collect(),
         kept_needed: kept_needed.iter().map(|h| h.to_hex()).collect(),
         names,
-        bytes_freed: objects.bytes + debs.removed_bytes,
+        bytes_freed: objects.bytes + debs.removed_bytes + build_cache.removed_bytes,
         objects,
         debs,
+        build_cache,
     })
 }
 
@@ -344,9 +351,19 @@ impl GcReport {
                 crate::units::bytes(d.unused_kept_bytes)
             )?;
         }
+        let c = &self.build_cache;
+        if c.kept > 0 {
+            writeln!(
+                out,
+                "kept {} install cache entr{} ({}) (gc --build-cache removes them)",
+                c.kept,
+                if c.kept == 1 { "y" } else { "ies" },
+                crate::units::bytes(c.kept_bytes)
+            )?;
+        }
         writeln!(
             out,
-            "{}: {} images, {} objects ({}), {} .debs ({}); {} {}",
+            "{}: {} images, {} objects ({}), {} .debs ({}), {} install cache entries ({}); {} {}",
             if self.dry_run {
                 "would remove"
             } else {
@@ -357,6 +374,8 @@ impl GcReport {
             crate::units::bytes(self.objects.bytes),
             d.removed,
             crate::units::bytes(d.removed_bytes),
+            c.removed,
+            crate::units::bytes(c.removed_bytes),
             crate::units::bytes(self.bytes_freed),
             if self.dry_run {
                 "would be freed"

@@ -40,9 +40,36 @@ pub(crate) struct BuildArgs {
     /// An image whose mtimes unchanged entries keep (ProdNG's rule)
     #[arg(long, value_name = "IMAGE")]
     previous: Option<String>,
+    /// Install the packages from scratch even when the install cache has them (the
+    /// entry is replaced with what was installed)
+    #[arg(long)]
+    no_cache: bool,
+    /// The most the install cache (STORE/build-cache) may hold; least recently used
+    /// entries go first (bytes, or with K, M, G, T)
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4G")]
+    cache_limit: u64,
     /// Print the report (ID, epoch, downloads, scrub, normalisation, phase times) as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// A size as `4G`, `512M`, `100k` or bytes (powers of 1024).
+pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => return Err(format!("{s:?} is not a size: use bytes or a number with K, M, G or T")),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size: use bytes or a number with K, M, G or T"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 pub(crate) fn build(ctx: &Ctx, a: BuildArgs, out: &mut dyn Write) -> Result<Exit> {
@@ -53,6 +80,15 @@ pub(crate) fn build(ctx: &Ctx, a: BuildArgs, out: &mut dyn Write) -> Result<Exit
         keep_failed: a.keep_failed,
         previous: a.previous,
         set_ref: true,
+        cache: if a.no_cache {
+            build::cache::Use::Refresh {
+                limit: a.cache_limit,
+            }
+        } else {
+            build::cache::Use::ReadWrite {
+                limit: a.cache_limit,
+            }
+        },
     };
     let b = build::build(&store, &opts, ctx.progress)
         .with_context(|| format!("building {}", a.manifest.display()))?;

@@ -84,6 +84,9 @@ pub(crate) struct GcArgs {
     /// Also remove the cached .debs that no remaining image's build lock lists
     #[arg(long)]
     debs: bool,
+    /// Also empty the install cache (the installed package sets builds start from)
+    #[arg(long)]
+    build_cache: bool,
     /// Show what would be removed and the bytes; remove nothing
     #[arg(long)]
     dry_run: bool,
@@ -98,6 +101,7 @@ pub(crate) fn gc(ctx: &Ctx, a: GcArgs, out: &mut dyn Write) -> Result<Exit> {
         keep: a.keep.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         unnamed: a.unnamed,
         debs: a.debs,
+        build_cache: a.build_cache,
         dry_run: a.dry_run,
     };
     let r = manage::gc(&store, &o)?;
