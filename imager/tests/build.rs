@@ -493,11 +493,18 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
     // Another package set is installed afresh, and kept beside the first.
     let more = json(&env.ok(&["build", app, "--update-lock", "--json"]));
     assert_eq!(more["install"]["cache"], "miss", "{more:#}");
-    assert!(env.ok(&["ls", more["id"].as_str().unwrap(), "/usr/bin/jq"]).contains("/usr/bin/jq"));
+    assert!(env
+        .ok(&["ls", more["id"].as_str().unwrap(), "/usr/bin/jq"])
+        .contains("/usr/bin/jq"));
     let (old, new) = (&first["install"]["key"], &more["install"]["key"]);
     assert_ne!(old, new);
     for k in [old, new] {
-        assert!(env.store().join("build-cache").join(k.as_str().unwrap()).join("entry.json").is_file());
+        assert!(env
+            .store()
+            .join("build-cache")
+            .join(k.as_str().unwrap())
+            .join("entry.json")
+            .is_file());
     }
 
     // A failing hook: its name and output are shown, and --keep-failed keeps the chroot.
@@ -550,7 +557,10 @@ fn overlay_and_hook_changes_start_from_the_install_cache(
     std::fs::write(&changes, text).unwrap();
     let ov = json(&env.ok(&["build", app, "--json"]));
     assert_eq!(ov["install"]["cache"], "hit", "{ov:#}");
-    assert_ne!(ov["id"], clean["id"], "the overlay change is not in the image");
+    assert_ne!(
+        ov["id"], clean["id"],
+        "the overlay change is not in the image"
+    );
 
     let manifest = std::fs::read_to_string(app).unwrap();
     let hooked = manifest.replace(
@@ -562,12 +572,21 @@ fn overlay_and_hook_changes_start_from_the_install_cache(
     let hk = json(&env.ok(&["build", app, "--json"]));
     assert_eq!(hk["install"]["cache"], "hit", "{hk:#}");
     let id = hk["id"].as_str().unwrap();
-    assert!(env.ok(&["ls", id, "/opt/app/hooked"]).contains("/opt/app/hooked"));
+    assert!(env
+        .ok(&["ls", id, "/opt/app/hooked"])
+        .contains("/opt/app/hooked"));
     assert_eq!(hk["install"]["key"], clean["install"]["key"]);
 
     let key = hk["install"]["key"].as_str().unwrap();
-    let victim = env.store().join("build-cache").join(key).join("root/usr/bin/dpkg");
-    let mut f = std::fs::OpenOptions::new().append(true).open(&victim).unwrap();
+    let victim = env
+        .store()
+        .join("build-cache")
+        .join(key)
+        .join("root/usr/bin/dpkg");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&victim)
+        .unwrap();
     std::io::Write::write_all(&mut f, b"damage").unwrap();
     drop(f);
     let again = json(&env.ok(&["build", app, "--json"]));

@@ -108,7 +108,10 @@ pub fn key(lk: &Lock, mmdebstrap_args: &[String]) -> Hash {
         line(&format!("arg {}", a.replace('\n', "\\n")));
     }
     for p in &lk.packages {
-        line(&format!("deb {} {} {} {}", p.name, p.version, p.arch, p.sha256));
+        line(&format!(
+            "deb {} {} {} {}",
+            p.name, p.version, p.arch, p.sha256
+        ));
     }
     Hash(*h.finalize().as_bytes())
 }
@@ -146,8 +149,12 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
 
 fn read_entry(path: &Path) -> Result<Entry> {
     let text = fsx::read(path)?;
-    let e: Entry = serde_json::from_slice(&text)
-        .map_err(|e| Error::Build(format!("{}: not an install cache entry: {e}", path.display())))?;
+    let e: Entry = serde_json::from_slice(&text).map_err(|e| {
+        Error::Build(format!(
+            "{}: not an install cache entry: {e}",
+            path.display()
+        ))
+    })?;
     if e.format != FORMAT {
         return Err(Error::Build(format!(
             "{}: format {:?}, not {FORMAT:?}",
@@ -191,7 +198,10 @@ pub fn restore(store: &Store, key: &Hash, root: &Path) -> Result<Restored> {
     match found {
         Ok(()) => Ok(Restored::Hit),
         Err(e) => {
-            let why = format!("install cache entry {} is damaged ({e}): removed, installing again", entry_dir.display());
+            let why = format!(
+                "install cache entry {} is damaged ({e}): removed, installing again",
+                entry_dir.display()
+            );
             if fsx::exists(root)? {
                 fsx::remove_dir_all(root)?;
             }
@@ -278,7 +288,8 @@ pub fn trim(store: &Store, limit: u64, keep: Option<&Hash>, dry_run: bool) -> Re
             continue; // not the cache's
         }
         // An entry without a readable record is no use: it goes first.
-        let (used, bytes) = read_entry(&path.join(ENTRY)).map_or((0, 0), |e| (e.last_used, e.bytes));
+        let (used, bytes) =
+            read_entry(&path.join(ENTRY)).map_or((0, 0), |e| (e.last_used, e.bytes));
         entries.push((used, bytes, name, path));
     }
     // Newest first: what is kept is counted from the front.
@@ -324,8 +335,14 @@ mod tests {
         tree(&installed, "v1");
         save(&store, &key_of(1), &installed, DEFAULT_LIMIT).unwrap();
         let out = d.path().join("out");
-        assert!(matches!(restore(&store, &key_of(2), &out).unwrap(), Restored::Miss));
-        assert!(matches!(restore(&store, &key_of(1), &out).unwrap(), Restored::Hit));
+        assert!(matches!(
+            restore(&store, &key_of(2), &out).unwrap(),
+            Restored::Miss
+        ));
+        assert!(matches!(
+            restore(&store, &key_of(1), &out).unwrap(),
+            Restored::Hit
+        ));
         assert_eq!(std::fs::read(out.join("usr/bin/tool")).unwrap(), b"v1");
         assert!(out.join("bin").is_symlink());
         std::fs::remove_dir_all(&out).unwrap();

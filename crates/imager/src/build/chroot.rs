@@ -98,7 +98,11 @@ pub fn mmdebstrap_args(m: &Recipe, names: &[String], epoch: i64) -> Vec<String> 
     a.push(format!("--variant={}", m.source.variant.as_str()));
     a.push(format!("--architectures={}", m.source.architecture));
     a.push(format!("--include={}", names.join(",")));
-    a.extend(exclude.iter().map(|g| format!("--dpkgopt=path-exclude={g}")));
+    a.extend(
+        exclude
+            .iter()
+            .map(|g| format!("--dpkgopt=path-exclude={g}")),
+    );
     a.extend(keep.iter().map(|g| format!("--dpkgopt=path-include={g}")));
     // apt inside the chroot reads the repository through a bind mount (in our mount
     // namespace) that mmdebstrap's own hook sets up and removes.
@@ -110,12 +114,26 @@ pub fn mmdebstrap_args(m: &Recipe, names: &[String], epoch: i64) -> Vec<String> 
 
 /// Populates `root` (absent) from `repo` with mmdebstrap run with `args`
 /// ([`mmdebstrap_args`]).
-pub fn install(root: &Path, repo: &Path, m: &Recipe, args: &[String], epoch: i64, log: &Path) -> Result<()> {
+pub fn install(
+    root: &Path,
+    repo: &Path,
+    m: &Recipe,
+    args: &[String],
+    epoch: i64,
+    log: &Path,
+) -> Result<()> {
     let mut c = Command::new("unshare");
     // A network namespace of its own: the repository is a local directory, and no
     // maintainer script may reach out. A mount namespace: what mmdebstrap mounts in the
     // chroot (/proc, /sys) goes away with it, even if it is killed.
-    c.args(["--net", "--mount", "--propagation", "private", "--", "mmdebstrap"]);
+    c.args([
+        "--net",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "mmdebstrap",
+    ]);
     c.args(args);
     // The priority and Essential sets come from the repository, which has no suite name.
     c.arg("")

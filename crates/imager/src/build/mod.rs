@@ -353,7 +353,10 @@ impl Run<'_> {
             match cache::restore(store, k, root)? {
                 cache::Restored::Hit => {
                     check_installed(root, lk, &m.files[0])?;
-                    let line = format!("--- install: a copy of install cache entry {}\n", k.to_hex());
+                    let line = format!(
+                        "--- install: a copy of install cache entry {}\n",
+                        k.to_hex()
+                    );
                     fsx::write(log, line)?;
                     report.cache = "hit";
                     return Ok(report);
@@ -379,7 +382,9 @@ impl Run<'_> {
         };
         if let Some(k) = &key {
             if let Err(e) = cache::save(store, k, root, limit) {
-                report.note = Some(format!("the install cache could not keep this install: {e}"));
+                report.note = Some(format!(
+                    "the install cache could not keep this install: {e}"
+                ));
             }
         }
         Ok(report)

@@ -29,11 +29,22 @@ impl Built {
             b.epoch,
             if b.lock_updated { ", lock updated" } else { "" }
         )?;
-        let key = b.install.key.as_deref().and_then(|k| k.get(..12)).unwrap_or("");
+        let key = b
+            .install
+            .key
+            .as_deref()
+            .and_then(|k| k.get(..12))
+            .unwrap_or("");
         match b.install.cache {
             "hit" => writeln!(out, "  installed: a copy of install cache entry {key}")?,
-            "miss" => writeln!(out, "  installed by mmdebstrap; kept as install cache entry {key}")?,
-            "refresh" => writeln!(out, "  installed by mmdebstrap (--no-cache); install cache entry {key} replaced")?,
+            "miss" => writeln!(
+                out,
+                "  installed by mmdebstrap; kept as install cache entry {key}"
+            )?,
+            "refresh" => writeln!(
+                out,
+                "  installed by mmdebstrap (--no-cache); install cache entry {key} replaced"
+            )?,
             _ => writeln!(out, "  installed by mmdebstrap (no install cache)")?,
         }
         if let Some(n) = &b.install.note {

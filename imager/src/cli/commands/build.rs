@@ -57,13 +57,21 @@ pub(crate) struct BuildArgs {
 pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
         "T" => 40,
-        _ => return Err(format!("{s:?} is not a size: use bytes or a number with K, M, G or T")),
+        _ => {
+            return Err(format!(
+                "{s:?} is not a size: use bytes or a number with K, M, G or T"
+            ))
+        }
     };
     let n: u64 = num
         .parse()
