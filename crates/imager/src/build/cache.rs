@@ -6,9 +6,10 @@
 //! epoch, mmdebstrap's options (variant, architecture, strip rules, the hooks of
 //! mmdebstrap's phases), the versions of mmdebstrap, apt and dpkg, and imager's own. An
 //! entry records the ID of its tree as it was installed (contents, modes, owners,
-//! xattrs, mtimes); every copy taken out is hashed and compared with it, so a damaged
-//! entry is found, removed and installed again, never built on. Entries beyond the size
-//! limit go least recently used first; `imager gc --build-cache` removes them all.
+//! xattrs, mtimes); each time a copy is taken out, the entry is hashed again and compared
+//! with it, so a damaged entry is found, removed and installed again, never built on.
+//! Entries beyond the size limit go least recently used first; `imager gc --build-cache`
+//! removes them all.
 
 use super::lock::Lock;
 use crate::error::{Error, Result};
@@ -147,6 +148,20 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     }
 }
 
+/// Copies `from` to `to` and hashes `from` at the same time (the copy is mostly the
+/// kernel's work, the hash blake3's on the other cores): `from` is not written while
+/// this runs, and cp fails loudly on any error, so the hash is also the copy's.
+fn copy_and_hash(from: &Path, to: &Path) -> Result<(Hash, u64)> {
+    std::thread::scope(|s| {
+        let hashing = s.spawn(|| tree_id(from));
+        let copied = copy_tree(from, to);
+        let hashed = hashing
+            .join()
+            .map_err(|_| Error::Internal("hashing the install cache's tree panicked".into()))?;
+        copied.and(hashed)
+    })
+}
+
 fn read_entry(path: &Path) -> Result<Entry> {
     let text = fsx::read(path)?;
     let e: Entry = serde_json::from_slice(&text).map_err(|e| {
@@ -182,8 +197,7 @@ pub fn restore(store: &Store, key: &Hash, root: &Path) -> Result<Restored> {
         return Ok(Restored::Miss);
     }
     let found = read_entry(&entry_dir.join(ENTRY)).and_then(|mut e| {
-        copy_tree(&entry_dir.join("root"), root)?;
-        let (id, _) = tree_id(root)?;
+        let (id, _) = copy_and_hash(&entry_dir.join("root"), root)?;
         if id.to_hex() != e.tree {
             return Err(Error::Build(format!(
                 "its tree is now {}, it was {} when cached",
@@ -227,8 +241,7 @@ pub fn save(store: &Store, key: &Hash, root: &Path, limit: u64) -> Result<()> {
     let new = cache.join(format!(".new-{}", super::unique("entry")));
     fsx::create_dir_all(&new)?;
     let made = (|| {
-        copy_tree(root, &new.join("root"))?;
-        let (id, bytes) = tree_id(&new.join("root"))?;
+        let (id, bytes) = copy_and_hash(root, &new.join("root"))?;
         let t = now();
         let e = Entry {
             format: FORMAT.into(),

@@ -275,13 +275,8 @@ impl Run<'_> {
         let root = work.join("root");
         let log = work.join("build.log");
         progress.start("install", None);
-        let install = self.install(work, &root, &log)?;
+        let install = self.install(work, &root, &log, ph)?;
         progress.finish();
-        ph.done(if install.cache == "hit" {
-            "install (cached)"
-        } else {
-            "install"
-        });
 
         progress.start("overlays and hooks", None);
         let overlays = chroot::apply_overlays(&root, &m.overlays)?;
@@ -339,7 +334,13 @@ impl Run<'_> {
     /// the install cache's entry when there is one (and the cache may be read), else
     /// installed from a flat repository of the locked .debs, then kept in the cache. A
     /// cache that cannot keep the new entry is reported; the build goes on.
-    fn install(&self, work: &Path, root: &Path, log: &Path) -> Result<cache::Report> {
+    fn install(
+        &self,
+        work: &Path,
+        root: &Path,
+        log: &Path,
+        ph: &mut PhaseClock,
+    ) -> Result<cache::Report> {
         let (store, m, lk) = (self.store, self.m, self.lk);
         let names: Vec<String> = lk.packages.iter().map(|p| p.name.clone()).collect();
         let args = chroot::mmdebstrap_args(m, &names, lk.epoch);
@@ -359,6 +360,7 @@ impl Run<'_> {
                     );
                     fsx::write(log, line)?;
                     report.cache = "hit";
+                    ph.done("install (cached)");
                     return Ok(report);
                 }
                 cache::Restored::Miss => {}
@@ -369,6 +371,7 @@ impl Run<'_> {
         debs::make_repo(store, lk, &repo)?;
         chroot::install(root, &repo, m, &args, lk.epoch, log)?;
         check_installed(root, lk, &m.files[0])?;
+        ph.done("install");
         let limit = match self.cache {
             cache::Use::ReadWrite { limit } => {
                 report.cache = "miss";
@@ -386,6 +389,7 @@ impl Run<'_> {
                     "the install cache could not keep this install: {e}"
                 ));
             }
+            ph.done("install cache");
         }
         Ok(report)
     }
