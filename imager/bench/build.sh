@@ -55,12 +55,15 @@ EOT
 echo "first" >"$work/m/overlays/loop/motd"; loop_manifest one
 I lock "$work/m/loop.toml" >/dev/null
 I build "$work/m/loop.toml" >/dev/null
-for n in 1 2; do
+# Each edit twice: with the provenance (tar.zst and SPDX made and hashed), and without.
+for n in 1 2 3 4; do
+  flags=(); label=""
+  if [ "$n" -gt 2 ]; then flags=(--no-provenance); label=" --no-provenance"; fi
   echo "edit $n" >"$work/m/overlays/loop/motd"
-  echo "overlay-change       wall_s=$(timed I build "$work/m/loop.toml")"
+  echo "overlay-change$label wall_s=$(timed I build "${flags[@]}" "$work/m/loop.toml")"
   echo "  $(grep -m1 installed "$work/out" | xargs); phases: $(grep ' time ' "$work/out")"
   loop_manifest "hook-$n"
-  echo "hook-change          wall_s=$(timed I build "$work/m/loop.toml")"
+  echo "hook-change$label    wall_s=$(timed I build "${flags[@]}" "$work/m/loop.toml")"
   echo "  phases: $(grep ' time ' "$work/out")"
 done
 id=$(I show base --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

@@ -555,12 +555,19 @@ fn overlay_and_hook_changes_start_from_the_install_cache(
     let changes = m.join("overlays/python-app/opt/app/CHANGES");
     let text = std::fs::read_to_string(&changes).unwrap() + "1.1: from the install cache\n";
     std::fs::write(&changes, text).unwrap();
-    let ov = json(&env.ok(&["build", app, "--json"]));
+    let ov = json(&env.ok(&["build", app, "--no-provenance", "--json"]));
     assert_eq!(ov["install"]["cache"], "hit", "{ov:#}");
     assert_ne!(
         ov["id"], clean["id"],
         "the overlay change is not in the image"
     );
+    // Without its provenance until a build of the same image writes it.
+    let ov_id = ov["id"].as_str().unwrap();
+    let e = env.fails(&["build-info", ov_id, "--what", "provenance"]);
+    assert!(e.contains("--no-provenance"), "{e}");
+    let ov2 = json(&env.ok(&["build", app, "--json"]));
+    assert_eq!(ov2["id"], ov["id"]);
+    assert!(env.ok(&["build-info", ov_id, "--what", "provenance"]).contains("in-toto"));
 
     let manifest = std::fs::read_to_string(app).unwrap();
     let hooked = manifest.replace(

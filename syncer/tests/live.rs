@@ -129,6 +129,7 @@ fn build_base(scratch: &Path, store: &Path) -> String {
             cache: imager::build::cache::Use::ReadWrite {
                 limit: imager::build::cache::DEFAULT_LIMIT,
             },
+            provenance: true,
         },
         &imager::Quiet,
     )

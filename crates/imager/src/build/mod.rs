@@ -107,6 +107,10 @@ pub struct BuildOptions {
     pub set_ref: bool,
     /// Whether the package stage may start from, and is kept in, the install cache.
     pub cache: cache::Use,
+    /// Write the provenance statement (and SPDX document) of a new image: most of a
+    /// build from the install cache is making its tar.zst to hash, so an engineer's
+    /// edit-build-diff loop may leave it out; a later build of the same image writes it.
+    pub provenance: bool,
 }
 
 /// What `imager build` made, for its report (text or JSON).
@@ -229,6 +233,7 @@ fn build_with(
         started,
         progress,
         cache: opts.cache,
+        provenance: opts.provenance,
     };
     match run.in_chroot(&w.path, opts.set_ref, download, &mut ph) {
         Ok(mut b) => {
@@ -259,6 +264,7 @@ struct Run<'a> {
     started: std::time::SystemTime,
     progress: &'a dyn Progress,
     cache: cache::Use,
+    provenance: bool,
 }
 
 impl Run<'_> {
@@ -311,8 +317,10 @@ impl Run<'_> {
             progress,
         )?;
         ph.done("normalise, hash, store");
-        self.write_provenance(&imported.id, overlay_image)?;
-        ph.done("provenance");
+        if self.provenance {
+            self.write_provenance(&imported.id, overlay_image)?;
+            ph.done("provenance");
+        }
         Ok(Built {
             id: imported.id,
             name: m.name.clone(),
@@ -644,6 +652,7 @@ pub fn rebuild(
             set_ref: false,
             // A rebuild proves that the image comes from its inputs alone.
             cache: cache::Use::Off,
+            provenance: true,
         },
         progress,
     )?;

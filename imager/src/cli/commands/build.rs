@@ -48,6 +48,10 @@ pub(crate) struct BuildArgs {
     /// entries go first (bytes, or with K, M, G, T)
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4G")]
     cache_limit: u64,
+    /// Do not write a new image's provenance and SPDX document (most of a build from the
+    /// install cache: for the edit-build-diff loop; a later build of the image writes them)
+    #[arg(long)]
+    no_provenance: bool,
     /// Print the report (ID, epoch, downloads, scrub, normalisation, phase times) as JSON
     #[arg(long)]
     json: bool,
@@ -97,6 +101,7 @@ pub(crate) fn build(ctx: &Ctx, a: BuildArgs, out: &mut dyn Write) -> Result<Exit
                 limit: a.cache_limit,
             }
         },
+        provenance: !a.no_provenance,
     };
     let b = build::build(&store, &opts, ctx.progress)
         .with_context(|| format!("building {}", a.manifest.display()))?;
@@ -223,6 +228,10 @@ pub(crate) fn build_info(ctx: &Ctx, a: BuildInfoArgs, out: &mut dyn Write) -> Re
     };
     match store.image_file(&id, file)? {
         Some(d) => out.write_all(&d)?,
+        None if file == imager::build::provenance::PROVENANCE => bail!(
+            "image {id} has no {file}: it was built with --no-provenance (a build of the same \
+             manifest without it writes one), or not by `imager build`"
+        ),
         None => bail!("image {id} has no {file}: it was not made by `imager build`"),
     }
     Ok(Exit::Success)
