@@ -108,8 +108,8 @@ Examples:
   imager gc
   # What keeping 3 images per name and dropping unnamed ones would free
   imager gc --keep 3 --unnamed --dry-run
-  # Also remove the cached .debs no image's lock lists
-  imager gc --debs";
+  # Also remove the cached .debs no image's lock lists, and the install cache
+  imager gc --debs --build-cache";
 
 pub(crate) const DIFF: &str = "\
 Examples:
@@ -166,7 +166,11 @@ Examples:
   # Resolve again first if the manifest changed since its lock
   imager build manifests/base.toml --update-lock
   # Keep a failed build's chroot; unchanged files keep the previous image's mtimes
-  imager build manifests/base.toml --keep-failed --previous base";
+  imager build manifests/base.toml --keep-failed --previous base
+  # After editing an overlay: from the install cache, without provenance, then the diff
+  imager build manifests/python-app.toml --no-provenance && imager diff python-app~1 python-app
+  # Install the packages from scratch (and replace the install cache's entry)
+  imager build manifests/base.toml --no-cache";
 
 pub(crate) const REBUILD: &str = "\
 Examples:
