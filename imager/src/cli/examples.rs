@@ -167,8 +167,9 @@ Examples:
   imager build manifests/base.toml --update-lock
   # Keep a failed build's chroot; unchanged files keep the previous image's mtimes
   imager build manifests/base.toml --keep-failed --previous base
-  # After editing an overlay: from the install cache, without provenance, then the diff
-  imager build manifests/python-app.toml --no-provenance && imager diff python-app~1 python-app
+  # After editing an overlay: from the install cache, without provenance (then
+  # `imager diff python-app~1 python-app` shows the edit)
+  imager build manifests/python-app.toml --no-provenance
   # Install the packages from scratch (and replace the install cache's entry)
   imager build manifests/base.toml --no-cache";
 
