@@ -506,6 +506,27 @@ fn hooks_with_timestamp_pycs_and_named_gzip_stay_reproducible() {
             .join("entry.json")
             .is_file());
     }
+    // gc keeps the entries unless asked, and then empties the cache.
+    let kept = json(&env.ok(&["gc", "--json"]));
+    assert!(
+        kept["build_cache"]["kept"].as_u64().unwrap() >= 2,
+        "{kept:#}"
+    );
+    let dry = json(&env.ok(&["gc", "--build-cache", "--dry-run", "--json"]));
+    assert_eq!(dry["build_cache"]["removed"], kept["build_cache"]["kept"]);
+    assert!(env
+        .store()
+        .join("build-cache")
+        .join(new.as_str().unwrap())
+        .exists());
+    let gone = json(&env.ok(&["gc", "--build-cache", "--json"]));
+    assert_eq!(gone["build_cache"]["removed"], kept["build_cache"]["kept"]);
+    assert_eq!(
+        std::fs::read_dir(env.store().join("build-cache"))
+            .unwrap()
+            .count(),
+        0
+    );
 
     // A failing hook: its name and output are shown, and --keep-failed keeps the chroot.
     let bad = m.join("bad-hook.toml");
@@ -567,7 +588,9 @@ fn overlay_and_hook_changes_start_from_the_install_cache(
     assert!(e.contains("--no-provenance"), "{e}");
     let ov2 = json(&env.ok(&["build", app, "--json"]));
     assert_eq!(ov2["id"], ov["id"]);
-    assert!(env.ok(&["build-info", ov_id, "--what", "provenance"]).contains("in-toto"));
+    assert!(env
+        .ok(&["build-info", ov_id, "--what", "provenance"])
+        .contains("in-toto"));
 
     let manifest = std::fs::read_to_string(app).unwrap();
     let hooked = manifest.replace(
