@@ -5,8 +5,15 @@
 # out-of-memory (over 2 GiB), leaving the input in fuzz/artifacts/TARGET/.
 #
 # Usage: fuzz/run.sh [SECONDS] [TARGET...]
+#        fuzz/run.sh --build-only       (install and build, run nothing: CI builds while
+#                                        the tests run)
 set -euo pipefail
 cd "$(dirname "$0")"
+build_only=
+if [ "${1:-}" = --build-only ]; then
+    build_only=1
+    shift
+fi
 secs=${1:-30}
 shift || true
 if [ $# -gt 0 ]; then
@@ -31,6 +38,9 @@ fi
 # long and each run twice as many inputs.
 flags=(--debug-assertions --sanitizer none)
 cargo +nightly fuzz build "${flags[@]}"
+if [ -n "$build_only" ]; then
+    exit 0
+fi
 
 # New inputs go to a scratch directory, not the committed seeds; so do the targets' own
 # files (a store, a host root), on tmpfs when there is one.
