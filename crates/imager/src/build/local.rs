@@ -289,3 +289,124 @@ pub fn from_cache(store: &Store, lk: &Lock, dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // tests set up and read files directly
+    use super::*;
+
+    /// A real .deb made by dpkg-deb: package `name` 1.0 for all, holding `content`.
+    fn deb(at: &Path, name: &str, content: &str) -> String {
+        let pkg = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(pkg.path().join("DEBIAN")).unwrap();
+        std::fs::write(
+            pkg.path().join("DEBIAN/control"),
+            format!("Package: {name}\nVersion: 1.0\nArchitecture: all\nMaintainer: T <t@example.org>\nDescription: test\n"),
+        )
+        .unwrap();
+        std::fs::write(pkg.path().join("f"), content).unwrap();
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        let st = std::process::Command::new("dpkg-deb")
+            .args(["--root-owner-group", "-b"])
+            .arg(pkg.path())
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{st:?}");
+        debs::sha256_file(at).unwrap()
+    }
+
+    fn key(name: &str) -> (String, String, String) {
+        (name.into(), "1.0".into(), "all".into())
+    }
+
+    #[test]
+    fn every_deb_below_is_offered_from_its_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        let sha = deb(&a.join("pool/x/one_1.0_all.deb"), "one", "1");
+        deb(&b.join("two.deb"), "two", "2");
+        std::fs::write(a.join("notes.txt"), "not a package").unwrap();
+        let index = offer(&[a.clone(), b.clone()], &d.path().join("repo")).unwrap();
+        assert_eq!(index.len(), 2);
+        let one = &index[&key("one")];
+        assert_eq!(one.filename, "pool/x/one_1.0_all.deb");
+        assert_eq!(
+            (one.source, one.sha256.as_str()),
+            (Some(Origin::Local(0)), sha.as_str())
+        );
+        assert!(!one.essential);
+        assert_eq!(index[&key("two")].source, Some(Origin::Local(1)));
+        let packages = std::fs::read_to_string(d.path().join("repo/Packages")).unwrap();
+        assert!(
+            packages.contains("Filename: ./0/pool/x/one_1.0_all.deb\n"),
+            "{packages}"
+        );
+        assert!(std::fs::read_to_string(d.path().join("repo/Release"))
+            .unwrap()
+            .contains(" Packages\n"));
+        assert!(offer(&[], &d.path().join("none")).unwrap().is_empty());
+
+        // The same package twice with other bytes is refused, naming both files.
+        deb(&b.join("one-again.deb"), "one", "other");
+        let e = offer(&[a, b], &d.path().join("repo2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("one_1.0_all.deb") && e.contains("one-again.deb"),
+            "{e}"
+        );
+
+        let shown = shown_dirs(
+            &[
+                d.path().join("a"),
+                d.path().to_path_buf(),
+                PathBuf::from("/srv/apt"),
+            ],
+            d.path(),
+        )
+        .unwrap();
+        assert_eq!(shown, ["a", ".", "/srv/apt"]);
+    }
+
+    #[test]
+    fn a_changed_or_gone_deb_makes_the_lock_stale() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("debs/one_1.0_all.deb");
+        let sha = deb(&file, "one", "1");
+        let m = d.path().join("m.toml");
+        std::fs::write(&m, "name = \"m\"\n[[local]]\ndir = \"debs\"\n").unwrap();
+        let m = super::super::recipe::load(&m).unwrap();
+        let mut lk = Lock {
+            inputs: String::new(),
+            epoch: 0,
+            sources: vec![],
+            locals: vec!["debs".into()],
+            packages: vec![LockedPackage {
+                name: "one".into(),
+                version: "1.0".into(),
+                arch: "all".into(),
+                source: Origin::Local(0),
+                filename: "one_1.0_all.deb".into(),
+                size: 0,
+                sha256: sha.clone(),
+            }],
+        };
+        assert_eq!(stale(&m, &lk).unwrap(), None);
+        let sha2 = deb(&file, "one", "2");
+        let why = stale(&m, &lk).unwrap().unwrap();
+        assert!(
+            why.contains("one_1.0_all.deb (one 1.0) changed")
+                && why.contains(&sha)
+                && why.contains(&sha2),
+            "{why}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert!(stale(&m, &lk).unwrap().unwrap().contains("locked but gone"));
+        lk.locals.push("more".into());
+        assert!(stale(&m, &lk)
+            .unwrap()
+            .unwrap()
+            .contains("the manifest names 1 local .deb directories, the lock 2"));
+    }
+}
