@@ -174,9 +174,11 @@ fn current_lock(m: &Recipe, path: &Path, update: bool) -> Result<(Lock, bool)> {
     let shown = m.files[0].display();
     if fsx::is_file(path)? {
         let l = Lock::read(path)?;
-        let stale_locals = match l.inputs == want {
-            true => local::stale(m, &l)?,
-            false => None,
+        // Read only for a lock whose inputs match: another's says so first.
+        let stale_locals = if l.inputs == want {
+            local::stale(m, &l)?
+        } else {
+            None
         };
         if l.inputs == want && stale_locals.is_none() {
             return Ok((l, false));
@@ -221,7 +223,7 @@ fn build_with(
     // fetch found the local .debs just copied in the cache: they were not there before.
     let download = debs::Downloads {
         local: copied,
-        cached: fetched.cached - copied,
+        cached: fetched.cached.saturating_sub(copied),
         ..fetched
     };
     ph.done("download");
