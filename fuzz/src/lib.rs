@@ -270,6 +270,9 @@ pub fn build_manifest(data: &[u8]) {
     for i in 0..m.overlays.len() {
         std::fs::create_dir_all(fdir.join(format!("overlays/{i}"))).expect("overlay dir");
     }
+    for i in 0..m.local_debs.len() {
+        std::fs::create_dir_all(fdir.join(format!("local/{i}"))).expect("local .deb dir");
+    }
     std::fs::write(fdir.join("local-state.txt"), m.local_state.join("\n"))
         .expect("write local-state.txt");
     let fpath = fdir.join("flat.toml");

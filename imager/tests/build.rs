@@ -825,3 +825,119 @@ fn bad_manifests_fail_with_clear_errors() {
         "{e}"
     );
 }
+
+/// A team's own .deb from a directory beside the manifest (`[[local]]`): resolved with
+/// the mirror's packages (its dependency comes from there) and locked by its sha256; the
+/// same file name with other bytes then fails the lock check, naming the file, both
+/// digests and the way out, and `--update-lock` takes the new one: installed, named in
+/// the provenance by its file, and rebuilt from the store alone. Two builds: the lock is
+/// checked before anything is installed.
+#[test]
+fn local_debs_are_locked_by_hash_and_installed() {
+    let env = Env::new();
+    let m = env.path("m");
+    let debs = m.join("debs");
+    std::fs::create_dir_all(&debs).unwrap();
+    let deb = debs.join("hello-team_1.0_all.deb");
+    let make_deb = |greeting: &str| {
+        let pkg = env.path("pkg");
+        let _ = std::fs::remove_dir_all(&pkg);
+        std::fs::create_dir_all(pkg.join("DEBIAN")).unwrap();
+        std::fs::create_dir_all(pkg.join("usr/share/hello-team")).unwrap();
+        std::fs::write(
+            pkg.join("DEBIAN/control"),
+            "Package: hello-team\nVersion: 1.0\nArchitecture: all\nMaintainer: Team <team@example.org>\n\
+             Depends: libc6, jq\nDescription: the team's own package\n",
+        )
+        .unwrap();
+        std::fs::write(pkg.join("usr/share/hello-team/greeting"), greeting).unwrap();
+        let out = Command::new("dpkg-deb")
+            .args(["--root-owner-group", "--build"])
+            .arg(&pkg)
+            .arg(&deb)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = Command::new("sha256sum").arg(&deb).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)[..64].to_string()
+    };
+    let locked = |sha: &str| {
+        let lock = std::fs::read_to_string(m.join("team.lock")).unwrap();
+        let line = "package hello-team 1.0 all local:0 hello-team_1.0_all.deb ";
+        assert!(
+            lock.contains("\nlocal debs\n")
+                && lock
+                    .lines()
+                    .any(|l| l.starts_with(line) && l.ends_with(sha)),
+            "{lock}"
+        );
+        lock
+    };
+    let sha = make_deb("v1\n");
+    let manifest = m.join("team.toml");
+    // The essential set is the smallest build; jq is in no variant's base set.
+    std::fs::write(
+        &manifest,
+        "name = \"team\"\npackages = [\"hello-team\"]\n[source]\nvariant = \"essential\"\n\
+         [[local]]\ndir = \"debs\"\n",
+    )
+    .unwrap();
+    let man = manifest.to_str().unwrap();
+    env.ok(&["lock", man]);
+    let lock = locked(&sha);
+    assert!(
+        lock.lines()
+            .any(|l| l.starts_with("package jq ") && !l.contains(" local:")),
+        "{lock}"
+    );
+
+    // Same name, other bytes: the lock check names the file, both digests, the way out.
+    let sha2 = make_deb("v2\n");
+    assert_ne!(sha, sha2);
+    let e = env.fails(&["build", man]);
+    let file = deb.canonicalize().unwrap();
+    for x in [
+        file.to_str().unwrap(),
+        "changed since the lock was made",
+        &sha,
+        &sha2,
+        "imager lock",
+        "--update-lock",
+    ] {
+        assert!(e.contains(x), "{x:?} not in:\n{e}");
+    }
+    let built = json(&env.ok(&["build", man, "--update-lock", "--json"]));
+    assert_eq!(built["lock_updated"], true, "{built}");
+    assert_eq!(built["download"]["local"], 1, "{built}");
+    locked(&sha2);
+    let id = built["id"].as_str().unwrap();
+    let root = env.path("root");
+    env.ok(&["export", id, "--dir", root.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(root.join("usr/share/hello-team/greeting")).unwrap(),
+        "v2\n"
+    );
+    assert!(chroot(&root, "dpkg -s hello-team").contains("Status: install ok installed"));
+    assert!(chroot(&root, "jq --version").starts_with("jq-"));
+
+    // The provenance names it by its file, not by a URL of a mirror that never had it,
+    // and its own check counts it among the lock's .debs.
+    let st = json(&env.ok(&["build-info", id, "--what", "provenance"]));
+    let deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
+        .as_array()
+        .unwrap();
+    let d = deps
+        .iter()
+        .find(|d| d["name"] == "hello-team=1.0:all")
+        .unwrap_or_else(|| panic!("no local .deb in {deps:#?}"));
+    let uri = format!("file://{}", file.display());
+    assert_eq!(d["uri"].as_str(), Some(uri.as_str()), "{d}");
+    assert_eq!(d["digest"]["sha256"].as_str(), Some(sha2.as_str()), "{d}");
+    let out = env.ok(&["verify", id, "--provenance"]);
+    assert!(out.contains("provenance: packages: ok"), "{out}");
+
+    // Rebuilt from what the store holds: the directory is not needed.
+    std::fs::remove_dir_all(&debs).unwrap();
+    let rebuilt = env.ok(&["rebuild", id]);
+    assert!(rebuilt.contains("rebuilt bit for bit"), "{rebuilt}");
+}

@@ -166,6 +166,26 @@ fn host_sources() -> Result<Vec<(String, String)>> {
     Ok(out)
 }
 
+/// Where a locked package comes from: a mirror's source line, or a local .deb directory
+/// of the manifest (`[[local]]`), each by its index in the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The lock's `source` line of this index.
+    Mirror(usize),
+    /// The lock's `local` line of this index.
+    Local(usize),
+}
+
+/// As the lock writes it: `3` for a mirror, `local:0` for a local directory.
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Mirror(i) => write!(f, "{i}"),
+            Origin::Local(i) => write!(f, "local:{i}"),
+        }
+    }
+}
+
 /// A package version as an index describes it.
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
@@ -179,8 +199,8 @@ pub struct IndexEntry {
     pub essential: bool,
     /// The `Priority` field (`required`, `important`, ...); `optional` when absent.
     pub priority: String,
-    /// The index of the source whose Packages file lists it.
-    pub source: Option<usize>,
+    /// The source whose Packages file lists it.
+    pub source: Option<Origin>,
 }
 
 /// Every package version of the downloaded indices, keyed by (name, version, arch).
@@ -194,8 +214,14 @@ pub struct PrivateApt {
 }
 
 impl PrivateApt {
-    /// Sets up `dir` (which must be empty or absent) for the given sources.
-    pub fn new(dir: &Path, sources: &[SourceLine], arch: &str) -> Result<PrivateApt> {
+    /// Sets up `dir` (which must be empty or absent) for the given sources, and `local`, a
+    /// flat repository of the manifest's own .debs (its index made here, so trusted).
+    pub fn new(
+        dir: &Path,
+        sources: &[SourceLine],
+        local: Option<&Path>,
+        arch: &str,
+    ) -> Result<PrivateApt> {
         for sub in [
             "lists/partial",
             "cache/archives/partial",
@@ -210,10 +236,13 @@ impl PrivateApt {
         } else {
             String::new()
         };
-        let list: String = sources
+        let mut list: String = sources
             .iter()
             .map(|s| format!("deb {signed}{}\n", s.text()))
             .collect();
+        if let Some(l) = local {
+            list += &format!("deb [trusted=yes] file:{} ./\n", l.display());
+        }
         fsx::write(dir.join("etc/sources.list"), list)?;
         Ok(PrivateApt {
             dir: dir.to_path_buf(),
@@ -308,7 +337,7 @@ impl PrivateApt {
                         sha256: sha.to_string(),
                         essential: p.get("Essential") == Some("yes"),
                         priority: p.get("Priority").unwrap_or("optional").to_string(),
-                        source,
+                        source: source.map(Origin::Mirror),
                     });
             }
         }

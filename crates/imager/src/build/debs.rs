@@ -2,7 +2,7 @@
 //! and the flat apt repository a build installs from: exactly the locked .debs, so apt
 //! inside mmdebstrap can choose nothing else.
 
-use super::apt::SourceLine;
+use super::apt::{Origin, SourceLine};
 use super::lock::{Lock, LockedPackage};
 use crate::error::{Error, IoContext, Result};
 use crate::fsx;
@@ -20,11 +20,13 @@ pub fn cache_dir(store: &Store) -> PathBuf {
     store.root().join("debs")
 }
 
-fn cached(store: &Store, p: &LockedPackage) -> PathBuf {
+/// Where the store caches the locked .deb `p`.
+pub(super) fn cached(store: &Store, p: &LockedPackage) -> PathBuf {
     cache_dir(store).join(format!("{}.deb", p.sha256))
 }
 
-fn sha256_file(path: &Path) -> Result<String> {
+/// The SHA-256 of a file, lowercase hex.
+pub(super) fn sha256_file(path: &Path) -> Result<String> {
     let mut f = fsx::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -47,9 +49,12 @@ pub struct Downloads {
     pub bytes: u64,
     /// Packages the cache already had.
     pub cached: usize,
+    /// Packages copied into the cache from the manifest's local directories.
+    pub local: usize,
 }
 
-/// Makes sure every locked .deb is in the cache. Missing ones are fetched in one apt
+/// Makes sure every locked .deb of a mirror is in the cache (local ones are copied in
+/// before, see `super::local`). Missing ones are fetched in one apt
 /// download from the first candidate mirror (apt pipelines and parallelises it); those
 /// that failed are then tried, one by one, on every other candidate. Each file is checked
 /// against the lock's sha256 before it is kept.
@@ -62,7 +67,7 @@ pub fn fetch(
     fsx::create_dir_all(&cache_dir(store))?;
     let mut missing: Vec<&LockedPackage> = Vec::new();
     for p in &lock.packages {
-        if !fsx::is_file(cached(store, p))? {
+        if matches!(p.source, Origin::Mirror(_)) && !fsx::is_file(cached(store, p))? {
             missing.push(p);
         }
     }
@@ -127,11 +132,16 @@ pub fn fetch(
 /// mirror may have moved), then every other current one, then the one the lock recorded.
 fn candidates(lock: &Lock, mirrors: &[SourceLine], p: &LockedPackage) -> Vec<String> {
     let mut uris: Vec<String> = Vec::new();
+    let at = match p.source {
+        Origin::Mirror(i) => i,
+        // Never asked: fetch leaves local packages out.
+        Origin::Local(_) => usize::MAX,
+    };
     let all = mirrors
-        .get(p.source)
+        .get(at)
         .into_iter()
         .chain(mirrors)
-        .chain(lock.sources.get(p.source));
+        .chain(lock.sources.get(at));
     for m in all {
         if !uris.contains(&m.uri) {
             uris.push(m.uri.clone());
@@ -140,8 +150,9 @@ fn candidates(lock: &Lock, mirrors: &[SourceLine], p: &LockedPackage) -> Vec<Str
     uris
 }
 
-/// Moves a downloaded file into the cache if its sha256 is the locked one.
-fn keep_if_valid(
+/// Moves a downloaded (or copied) file into the cache if its sha256 is the locked one;
+/// otherwise removes it and notes what it was in `tried`.
+pub(super) fn keep_if_valid(
     store: &Store,
     p: &LockedPackage,
     part: &Path,
@@ -212,28 +223,7 @@ pub fn make_repo(store: &Store, lock: &Lock, repo: &Path) -> Result<()> {
             );
             let dest = repo.join(&name);
             fsx::hard_link(&src, &dest)?;
-            let out = Command::new("dpkg-deb")
-                .arg("-f")
-                .arg(&dest)
-                .output()
-                .map_err(|e| Error::io("run", "dpkg-deb", e))?;
-            if !out.status.success() {
-                return Err(Error::Command {
-                    program: "dpkg-deb".into(),
-                    detail: format!(
-                        "cannot read {}: {}",
-                        src.display(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                });
-            }
-            let control = String::from_utf8_lossy(&out.stdout);
-            Ok(format!(
-                "{}\nFilename: ./{name}\nSize: {}\nSHA256: {}\n\n",
-                control.trim_end(),
-                p.size,
-                p.sha256
-            ))
+            stanza(&dest, &src, &format!("./{name}"), p.size, &p.sha256)
         })
         .collect();
     let mut index = String::new();
@@ -241,4 +231,36 @@ pub fn make_repo(store: &Store, lock: &Lock, repo: &Path) -> Result<()> {
         index += &s?;
     }
     fsx::write(repo.join("Packages"), index)
+}
+
+/// The `Packages` stanza of the .deb at `deb`: its control data, then `Filename` (below
+/// the repository), `Size` and `SHA256`. `shown` names it in errors (the cached file, not
+/// the repository's link to it).
+pub(super) fn stanza(
+    deb: &Path,
+    shown: &Path,
+    filename: &str,
+    size: u64,
+    sha256: &str,
+) -> Result<String> {
+    let out = Command::new("dpkg-deb")
+        .arg("-f")
+        .arg(deb)
+        .output()
+        .map_err(|e| Error::io("run", "dpkg-deb", e))?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            program: "dpkg-deb".into(),
+            detail: format!(
+                "cannot read {}: {}",
+                shown.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    let control = String::from_utf8_lossy(&out.stdout);
+    Ok(format!(
+        "{}\nFilename: {filename}\nSize: {size}\nSHA256: {sha256}\n\n",
+        control.trim_end()
+    ))
 }

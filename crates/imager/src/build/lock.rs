@@ -7,12 +7,16 @@
 //! inputs <blake3 of the manifest's resolution inputs>
 //! epoch 1747734000
 //! source http://deb.debian.org/debian bookworm main
+//! local debs
 //! package adduser 3.134 all 0 pool/main/a/adduser/adduser_3.134_all.deb 1234 <sha256>
+//! package hello 1.0 all local:0 hello_1.0_all.deb 772 <sha256>
 //! ```
-//! A `package` line is: name, version, architecture, index of the `source` it came from,
-//! path below that source's URI, size, sha256.
+//! A `package` line is: name, version, architecture, where it came from (the index of a
+//! `source` line, or `local:` and the index of a `local` line: a directory of the
+//! manifest's own .debs, relative to the lock's), its path below that source's URI or
+//! that directory, size, sha256.
 
-use super::apt::{resolve_sources, PrivateApt, SourceLine};
+use super::apt::{resolve_sources, Origin, PrivateApt, SourceLine};
 use super::recipe::Recipe;
 use crate::error::{Error, Result};
 use crate::fsx;
@@ -29,10 +33,10 @@ pub struct LockedPackage {
     pub version: String,
     /// Debian architecture (`amd64`, `all`).
     pub arch: String,
-    /// Index into [`Lock::sources`] of the source it came from.
-    pub source: usize,
-    /// Path of the .deb below that source's URI (`pool/main/...`); never empty components
-    /// or `..`.
+    /// The [`Lock::sources`] or [`Lock::locals`] entry it came from.
+    pub source: Origin,
+    /// Path of the .deb below that source's URI (`pool/main/...`) or local directory;
+    /// never empty components or `..`.
     pub filename: String,
     /// Size of the .deb in bytes.
     pub size: u64,
@@ -52,6 +56,9 @@ pub struct Lock {
     /// The apt sources the packages were resolved from, in order; packages refer to them
     /// by index.
     pub sources: Vec<SourceLine>,
+    /// The manifest's local .deb directories (`[[local]]`), in its order: relative to the
+    /// lock's directory, or absolute when outside it.
+    pub locals: Vec<String>,
     /// Every package the image gets, dependencies included.
     pub packages: Vec<LockedPackage>,
 }
@@ -74,16 +81,25 @@ pub fn inputs_digest(m: &Recipe) -> String {
         .to_string()
 }
 
-/// Resolves the manifest's packages against its sources, using `work` (an empty
-/// directory) for apt's state.
+/// Resolves the manifest's packages against its sources and local .debs, using `work`
+/// (an empty directory) for apt's state.
 pub fn resolve(m: &Recipe, work: &Path) -> Result<Lock> {
     let file = m.files[0].display().to_string();
     let sources = resolve_sources(&m.source)?;
-    let apt = PrivateApt::new(work, &sources, &m.source.architecture)?;
+    let local_repo = work.join("local-debs");
+    let offered = super::local::offer(&m.local_debs, &local_repo)?;
+    let apt = PrivateApt::new(
+        work,
+        &sources,
+        (!m.local_debs.is_empty()).then_some(local_repo.as_path()),
+        &m.source.architecture,
+    )?;
     apt.update()
         .map_err(|e| Error::Build(format!("{file}: {e}")))?;
     let specs: Vec<String> = m.packages.iter().map(|p| p.to_string()).collect();
-    let index = apt.index()?;
+    let mut index = apt.index()?;
+    // The manifest's own win over a mirror's .deb of the same version.
+    index.extend(offered);
     let chosen = apt
         .resolve(&index, m.source.variant, &specs)
         .map_err(|e| Error::Build(format!("{file}: resolving packages: {e}")))?;
@@ -119,10 +135,12 @@ pub fn resolve(m: &Recipe, work: &Path) -> Result<Lock> {
             ))
         })?,
     };
+    let lock_dir = m.files[0].parent().unwrap_or(Path::new("/"));
     Ok(Lock {
         inputs: inputs_digest(m),
         epoch,
         sources,
+        locals: super::local::shown_dirs(&m.local_debs, lock_dir)?,
         packages,
     })
 }
@@ -137,6 +155,9 @@ impl Lock {
         s += &format!("inputs {}\nepoch {}\n", self.inputs, self.epoch);
         for src in &self.sources {
             s += &format!("source {}\n", src.text());
+        }
+        for l in &self.locals {
+            s += &format!("local {l}\n");
         }
         for p in &self.packages {
             s += &format!(
@@ -158,7 +179,7 @@ impl Lock {
             return Err(bad(1, "not an imager lock (no `# imager lock v1` header)"));
         }
         let (mut inputs, mut epoch) = (None, None);
-        let (mut sources, mut packages) = (Vec::new(), Vec::new());
+        let (mut sources, mut locals, mut packages) = (Vec::new(), Vec::new(), Vec::new());
         for (i, l) in text.lines().enumerate() {
             let n = i + 1;
             if l.starts_with('#') || l.trim().is_empty() {
@@ -179,6 +200,7 @@ impl Lock {
                     SourceLine::parse(rest)
                         .ok_or_else(|| bad(n, "expected `source URI SUITE COMPONENT...`"))?,
                 ),
+                "local" => locals.push(rest.to_string()),
                 "package" => {
                     let f: Vec<&str> = rest.split(' ').collect();
                     let ok = f.len() == 7
@@ -191,12 +213,8 @@ impl Lock {
                             "expected `package NAME VERSION ARCH SOURCE PATH SIZE SHA256`",
                         ));
                     }
-                    let source: usize = f[3]
-                        .parse()
-                        .map_err(|_| bad(n, "source index is not a number"))?;
-                    if source >= sources.len() {
-                        return Err(bad(n, "source index names no `source` line above"));
-                    }
+                    let source = parse_origin(f[3], sources.len(), locals.len())
+                        .map_err(|why| bad(n, why))?;
                     packages.push(LockedPackage {
                         name: f[0].into(),
                         version: f[1].into(),
@@ -214,6 +232,7 @@ impl Lock {
             inputs: inputs.ok_or_else(|| bad(0, "no `inputs` line"))?,
             epoch: epoch.ok_or_else(|| bad(0, "no `epoch` line"))?,
             sources,
+            locals,
             packages,
         })
     }
@@ -222,6 +241,25 @@ impl Lock {
     pub fn read(path: &Path) -> Result<Lock> {
         Lock::parse(&fsx::read_to_string(path)?, &path.display().to_string())
     }
+}
+
+/// A `package` line's origin: a `source` line's index, or `local:` and a `local` line's.
+fn parse_origin(
+    word: &str,
+    sources: usize,
+    locals: usize,
+) -> std::result::Result<Origin, &'static str> {
+    let (index, count, what) = match word.strip_prefix("local:") {
+        Some(i) => (i, locals, Origin::Local as fn(usize) -> Origin),
+        None => (word, sources, Origin::Mirror as fn(usize) -> Origin),
+    };
+    let i: usize = index
+        .parse()
+        .map_err(|_| "source index is not a number (or local:NUMBER)")?;
+    if i >= count {
+        return Err("source index names no `source` (or `local`) line above");
+    }
+    Ok(what(i))
 }
 
 #[cfg(test)]
@@ -238,21 +276,37 @@ mod tests {
                 suite: "bookworm".into(),
                 components: vec!["main".into()],
             }],
-            packages: vec![LockedPackage {
-                name: "gzip".into(),
-                version: "1.12-1".into(),
-                arch: "amd64".into(),
-                source: 0,
-                filename: "pool/main/g/gzip/gzip_1.12-1_amd64.deb".into(),
-                size: 123,
-                sha256: "0".repeat(64),
-            }],
+            locals: vec!["team debs".into()],
+            packages: vec![
+                LockedPackage {
+                    name: "gzip".into(),
+                    version: "1.12-1".into(),
+                    arch: "amd64".into(),
+                    source: Origin::Mirror(0),
+                    filename: "pool/main/g/gzip/gzip_1.12-1_amd64.deb".into(),
+                    size: 123,
+                    sha256: "0".repeat(64),
+                },
+                LockedPackage {
+                    name: "hello".into(),
+                    version: "1.0".into(),
+                    arch: "all".into(),
+                    source: Origin::Local(0),
+                    filename: "hello_1.0_all.deb".into(),
+                    size: 772,
+                    sha256: "1".repeat(64),
+                },
+            ],
         };
         let t = l.print("base.toml");
         assert_eq!(Lock::parse(&t, "x.lock").unwrap(), l);
+        assert!(t.contains("\nlocal team debs\n") && t.contains(" all local:0 hello_1.0"));
         let broken = t.replace(" 0 pool", " 3 pool");
         let e = Lock::parse(&broken, "x.lock").unwrap_err().to_string();
-        assert!(e.starts_with("x.lock:5:"), "{e}");
+        assert!(e.starts_with("x.lock:6:"), "{e}");
+        let broken = t.replace("local:0", "local:1");
+        let e = Lock::parse(&broken, "x.lock").unwrap_err().to_string();
+        assert!(e.starts_with("x.lock:7:"), "{e}");
         assert!(Lock::parse("package x", "y.lock").is_err());
     }
 }

@@ -13,6 +13,7 @@ pub mod chroot;
 pub mod debs;
 pub mod dpkg;
 pub mod firstboot;
+pub mod local;
 pub mod lock;
 mod phases;
 pub mod provenance;
@@ -179,26 +180,33 @@ pub fn build(store: &Store, opts: &BuildOptions, progress: &dyn Progress) -> Res
 
 fn current_lock(m: &Recipe, path: &Path, update: bool) -> Result<(Lock, bool)> {
     let want = lock::inputs_digest(m);
+    let shown = m.files[0].display();
     if fsx::is_file(path)? {
         let l = Lock::read(path)?;
-        if l.inputs == want {
+        // Read only for a lock whose inputs match: another's says so first.
+        let stale_locals = if l.inputs == want {
+            local::stale(m, &l)?
+        } else {
+            None
+        };
+        if l.inputs == want && stale_locals.is_none() {
             return Ok((l, false));
         }
         if !update {
+            let why = match stale_locals {
+                Some(w) => format!(", whose local .debs are not the locked ones:\n  {w}\n"),
+                None => " (its packages or sources changed): ".into(),
+            };
             return Err(Error::Build(format!(
-                "{} no longer matches {} (its packages or sources changed): run `imager lock {}` \
+                "{} no longer matches {shown}{why}run `imager lock {shown}` \
                  and review the change, or build with --update-lock",
                 path.display(),
-                m.files[0].display(),
-                m.files[0].display()
             )));
         }
     } else if !update {
         return Err(Error::Build(format!(
-            "{} has no lock ({} is missing): run `imager lock {}` first, or build with --update-lock",
-            m.files[0].display(),
+            "{shown} has no lock ({} is missing): run `imager lock {shown}` first, or build with --update-lock",
             path.display(),
-            m.files[0].display()
         )));
     }
     Ok((write_lock(m, path)?, true))
@@ -219,7 +227,14 @@ fn build_with(
     // Today's view of the mirrors to download from; a machine whose apt sources name no
     // mirror for the suite can still build from the lock's recorded ones.
     let sources = apt::resolve_sources(&m.source).unwrap_or_else(|_| lk.sources.clone());
-    let download = debs::fetch(store, lk, &sources, progress)?;
+    let copied = local::cache(store, m, lk)?;
+    let fetched = debs::fetch(store, lk, &sources, progress)?;
+    // fetch found the local .debs just copied in the cache: they were not there before.
+    let download = debs::Downloads {
+        local: copied,
+        cached: fetched.cached.saturating_sub(copied),
+        ..fetched
+    };
     ph.done("download");
 
     let builds = store.root().join("build");
@@ -471,14 +486,20 @@ impl Run<'_> {
             .packages
             .iter()
             .map(|p| {
-                let base = lk
-                    .sources
-                    .get(p.source)
-                    .map(|s| s.uri.as_str())
-                    .unwrap_or("");
+                // A local .deb by the file it was copied from: it has no download URL.
+                let url = match p.source {
+                    apt::Origin::Mirror(i) => {
+                        let base = lk.sources.get(i).map(|s| s.uri.as_str()).unwrap_or("");
+                        format!("{}/{}", base.trim_end_matches('/'), p.filename)
+                    }
+                    apt::Origin::Local(i) => {
+                        let dir = self.m.local_debs.get(i).cloned().unwrap_or_default();
+                        format!("file://{}", dir.join(&p.filename).display())
+                    }
+                };
                 (
                     format!("{}={}:{}", p.name, p.version, p.arch),
-                    format!("{}/{}", base.trim_end_matches('/'), p.filename),
+                    url,
                     p.sha256.clone(),
                 )
             })
@@ -629,6 +650,8 @@ pub fn rebuild(
     fsx::write(&mpath, &flat)?;
     fsx::write(lock::lock_path(&mpath), &lock_text)?;
     fsx::write(w.path.join("local-state.txt"), &local_state)?;
+    let lk = Lock::parse(&String::from_utf8_lossy(&lock_text), BUILD_LOCK)?;
+    local::from_cache(store, &lk, &w.path)?;
     if let Some(ov) = info["overlays"].as_str().and_then(Hash::from_hex) {
         let tree = store.read_image(&ov)?;
         crate::archive::dir::export_dir(

@@ -6,7 +6,8 @@
 //! SPDX document (sha256 of what `imager export --tar` and `imager packages --spdx`
 //! write). The resolved dependencies are what the build stored to be rebuilt from (the
 //! flattened manifest, the lock, the local-state list, the overlays) with their digests,
-//! the manifest files and lock it was given, and every .deb by URL and sha256.
+//! the manifest files and lock it was given, and every .deb by URL (a local one by its
+//! `file://` path) and sha256.
 //! [`verify`] checks each of them against the store.
 
 use super::{BUILD_LOCAL_STATE, BUILD_LOCK, BUILD_MANIFEST};
@@ -381,7 +382,9 @@ fn debs_problem(lock: &[u8], deps: &[Value]) -> Option<String> {
         .collect();
     let mut got: Vec<(String, String)> = deps
         .iter()
-        .filter(|d| d["uri"].as_str().is_some_and(|u| !u.starts_with("file:")))
+        // A .deb is the entry with both a URI and a name (a local one's URI is `file:`
+        // too, like the manifest files', which have no name).
+        .filter(|d| d["uri"].is_string() && d["name"].is_string())
         .map(|d| {
             let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
             (s(&d["name"]), s(&d["digest"]["sha256"]))

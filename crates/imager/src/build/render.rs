@@ -19,9 +19,13 @@ impl Built {
     pub fn write_text(&self, out: &mut dyn Write) -> io::Result<()> {
         let b = self;
         writeln!(out, "{} {}", b.id, b.name)?;
+        let local = match b.download.local {
+            0 => String::new(),
+            n => format!("; {n} copied from local directories"),
+        };
         writeln!(
             out,
-            "  {} packages ({} downloaded, {} bytes; {} cached), epoch {}{}",
+            "  {} packages ({} downloaded, {} bytes; {} cached{local}), epoch {}{}",
             b.packages,
             b.download.downloaded,
             b.download.bytes,

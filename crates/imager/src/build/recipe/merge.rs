@@ -46,6 +46,7 @@ pub(super) fn merge(chain: Vec<Link>) -> Result<Recipe> {
         lists.add_packages(&w, f)?;
         lists.add_strip(&w, f)?;
         lists.add_overlays(&w, f)?;
+        lists.add_local_debs(&w, f)?;
         lists.add_hooks(&w, f)?;
         lists.add_triggers(&w, f)?;
         lists.add_local_state(&w, f)?;
@@ -54,6 +55,7 @@ pub(super) fn merge(chain: Vec<Link>) -> Result<Recipe> {
         packages,
         strip,
         overlays,
+        local_debs,
         hooks,
         mut triggers,
         local_state,
@@ -88,6 +90,7 @@ pub(super) fn merge(chain: Vec<Link>) -> Result<Recipe> {
         strip,
         overlays,
         hooks,
+        local_debs,
         triggers,
         local_state,
         owned,
@@ -147,6 +150,7 @@ struct Lists {
     packages: BTreeMap<String, PackageSpec>,
     strip: Strip,
     overlays: Vec<Overlay>,
+    local_debs: Vec<PathBuf>,
     hooks: Vec<Hook>,
     triggers: Vec<Trigger>,
     local_state: Option<Vec<String>>,
@@ -234,6 +238,36 @@ impl Lists {
                 mode: o.mode,
                 dir_mode: o.dir_mode.unwrap_or(0o755),
             });
+        }
+        Ok(())
+    }
+
+    /// `[[local]]` directories: relative to the file that names them, or absolute; a
+    /// `file:` URL (what a `deb file:/srv/apt ...` line names) is taken as its path. Each
+    /// directory counts once, however many files of the chain name it.
+    fn add_local_debs(&mut self, w: &Where, f: &File) -> Result<()> {
+        let base = w.file.parent().unwrap_or(Path::new("/"));
+        for l in &f.local {
+            let given = l.dir.get_ref();
+            let path = given
+                .strip_prefix("file://")
+                .or_else(|| given.strip_prefix("file:"))
+                .unwrap_or(given);
+            let bad = |why: String| {
+                let shown = base.join(path);
+                w.at(
+                    Some(l.dir.span().start),
+                    format!("local.dir {}: {why}", shown.display()),
+                )
+            };
+            let dir =
+                fsx::canonicalize(base.join(path)).map_err(|e| bad(e.into_io().to_string()))?;
+            if !fsx::is_dir(&dir).map_err(|e| bad(e.into_io().to_string()))? {
+                return Err(bad("not a directory".into()));
+            }
+            if !self.local_debs.contains(&dir) {
+                self.local_debs.push(dir);
+            }
         }
         Ok(())
     }

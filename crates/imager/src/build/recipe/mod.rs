@@ -37,6 +37,8 @@ struct File {
     hook: Vec<Hook>,
     #[serde(default)]
     trigger: Vec<Spanned<Trigger>>,
+    #[serde(default)]
+    local: Vec<LocalFile>,
     local_state: Option<Vec<Spanned<String>>>,
     owned: Option<Spanned<Vec<String>>>,
     first_boot: Option<bool>,
@@ -78,6 +80,13 @@ struct OverlayFile {
     group: u32,
     mode: Option<u32>,
     dir_mode: Option<u32>,
+}
+
+/// A `[[local]]` table: a directory of the team's own .debs.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct LocalFile {
+    dir: Spanned<String>,
 }
 
 /// Where packages come from: this machine's own apt sources, or explicit mirrors.
@@ -429,6 +438,9 @@ pub struct Recipe {
     pub overlays: Vec<Overlay>,
     /// Commands run in the chroot after install, parent's first.
     pub hooks: Vec<Hook>,
+    /// Directories (absolute, canonical) whose `.debs`, at any depth, apt may choose
+    /// from beside the mirrors' (`[[local]]`), parent's first, each once.
+    pub local_debs: Vec<PathBuf>,
     /// What the syncer runs when the listed paths change, sorted; a child's trigger replaces
     /// a parent's of the same name.
     pub triggers: Vec<Trigger>,
@@ -492,7 +504,7 @@ impl Recipe {
             .map(|o| (&o.dest, o.owner, o.group, o.mode, o.dir_mode))
             .collect();
         format!(
-            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            "{} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?} {}",
             self.name,
             self.description,
             self.epoch,
@@ -504,14 +516,15 @@ impl Recipe {
             self.triggers,
             self.local_state,
             self.first_boot,
-            self.owned
+            self.owned,
+            self.local_debs.len()
         )
     }
 
     /// This manifest as one self-contained file (no `extends`) that [`load`] reads back
     /// to the same settings: what a build stores so that the image can be rebuilt.
-    /// Overlay sources become `overlays/<n>` and the local-state list `local-state.txt`,
-    /// both relative to the file.
+    /// Overlay sources become `overlays/<n>`, local .deb directories `local/<n>` and the
+    /// local-state list `local-state.txt`, all relative to the file.
     pub fn flattened(&self) -> Result<String> {
         #[derive(Serialize)]
         struct Flat<'a> {
@@ -531,6 +544,9 @@ impl Recipe {
             source: &'a AptSource,
             strip: &'a Strip,
             overlay: Vec<FlatOverlay<'a>>,
+            // Written only when there is one: manifests without keep their flat text.
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            local: Vec<FlatLocal>,
             hook: &'a [Hook],
             trigger: &'a [Trigger],
         }
@@ -543,6 +559,10 @@ impl Recipe {
             #[serde(skip_serializing_if = "Option::is_none")]
             mode: Option<u32>,
             dir_mode: u32,
+        }
+        #[derive(Serialize)]
+        struct FlatLocal {
+            dir: String,
         }
         let flat = Flat {
             name: &self.name,
@@ -564,6 +584,11 @@ impl Recipe {
                     group: o.group,
                     mode: o.mode,
                     dir_mode: o.dir_mode,
+                })
+                .collect(),
+            local: (0..self.local_debs.len())
+                .map(|i| FlatLocal {
+                    dir: format!("local/{i}"),
                 })
                 .collect(),
             hook: &self.hooks,

@@ -59,6 +59,11 @@ fn errors_name_the_file_line_and_key() {
             "name = \"x\"\n[source]\nvariant = \"tiny\"\n",
             &["r.toml:3:", "tiny"],
         ),
+        (
+            "l.toml",
+            "name = \"x\"\n[[local]]\ndir = \"file:no-such-dir\"\n",
+            &["l.toml:3:", "local.dir", "no-such-dir"],
+        ),
     ];
     for (file, body, expect) in cases {
         let e = load(&write(d.path(), file, body)).unwrap_err().to_string();
@@ -73,11 +78,18 @@ fn a_flattened_manifest_reads_back_the_same() {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("ov")).unwrap();
     std::fs::write(d.path().join("ov/f"), "x").unwrap();
+    std::fs::create_dir_all(d.path().join("debs")).unwrap();
     write(d.path(), "base.toml", "name = \"base\"\npackages = [\"gzip\"]\nepoch = 5\n[source]\nvariant = \"important\"\nmirrors = [\"http://a/debian\", { url = \"http://b/sec\", suites = [\"bookworm-security\"], components = [\"main\", \"contrib\"] }]\n[strip]\ndocs = true\nlocales = [\"en\"]\nkeep = [\"/usr/share/doc/x/*\"]\n[[trigger]]\nname = \"t\"\npaths = [\"/etc/**\"]\nrun = \"true\"\norder = 3\n");
-    let app = write(d.path(), "app.toml", "name = \"app\"\nextends = \"base.toml\"\npackages = [\"jq=1.6-2.1\"]\n[[overlay]]\nsrc = \"ov\"\ndest = \"/opt/ov\"\nowner = 7\nmode = 0o640\n[[hook]]\nname = \"h\"\nrun = \"echo hi\"\ntimeout = 9\n");
+    let app = write(d.path(), "app.toml", "name = \"app\"\nextends = \"base.toml\"\npackages = [\"jq=1.6-2.1\"]\n[[overlay]]\nsrc = \"ov\"\ndest = \"/opt/ov\"\nowner = 7\nmode = 0o640\n[[hook]]\nname = \"h\"\nrun = \"echo hi\"\ntimeout = 9\n[[local]]\ndir = \"debs\"\n[[local]]\ndir = \"./debs/\"\n");
     let m = load(&app).unwrap();
     let flat = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(flat.path().join("overlays/0")).unwrap();
+    std::fs::create_dir_all(flat.path().join("local/0")).unwrap();
+    // Named twice, one directory.
+    assert_eq!(
+        m.local_debs,
+        [d.path().canonicalize().unwrap().join("debs")]
+    );
     std::fs::write(
         flat.path().join("local-state.txt"),
         m.local_state.join("\n"),
@@ -88,6 +100,10 @@ fn a_flattened_manifest_reads_back_the_same() {
     assert_eq!(
         back.overlays[0].src,
         flat.path().canonicalize().unwrap().join("overlays/0")
+    );
+    assert_eq!(
+        back.local_debs,
+        [flat.path().canonicalize().unwrap().join("local/0")]
     );
 }
 
