@@ -211,15 +211,16 @@ pub fn continue_colo(f: &Fleet, colo: Option<&str>, obs: &dyn Observer) -> Resul
 }
 
 impl Run<'_> {
-    /// Reads the record again into this controller's view; the store's revision then.
-    fn refresh(&self) -> Option<i64> {
+    /// Reads the colo's results again into this controller's view (and whether the
+    /// rollout was stopped); the store's revision then.
+    fn refresh(&self, colo: &Colo) -> Option<i64> {
         let f = self.opts.fleet.as_ref()?;
-        match f.load() {
-            Ok(Some((st, rev))) => {
-                if let Some(why) = &st.stopped {
+        match f.load_colo(&colo.name) {
+            Ok(Some((meta, hosts, rev))) => {
+                if let Some(why) = &meta.stopped {
                     lock(&self.halted).get_or_insert_with(|| why.clone());
                 }
-                *lock(&self.st) = st;
+                lock(&self.st).replace_colo(&colo.name, hosts);
                 Some(rev)
             }
             Ok(None) | Err(_) => None,
@@ -237,7 +238,7 @@ impl Run<'_> {
         budget: usize,
         popts: &PushOptions,
     ) -> Option<String> {
-        self.refresh();
+        self.refresh(colo);
         let hosts = self.wave_start(colo, name, wave, budget);
         if hosts.is_empty() {
             return None;
@@ -258,7 +259,7 @@ impl Run<'_> {
             push::for_hosts(&pending, colo.policy.parallel, |h| {
                 self.shared_host(colo, name, h, popts)
             });
-            let rev = self.refresh().unwrap_or(0);
+            let rev = self.refresh(colo).unwrap_or(0);
             let failures = self.wave_failures(colo, name);
             if failures > budget {
                 return Some(format!(
@@ -334,7 +335,7 @@ impl Run<'_> {
             return None;
         }
         let spec = h.spec.to_string();
-        let before = match f.claim(&spec, self.run_no, self.obs, &abort) {
+        let before = match f.claim(&spec, &colo.name, self.run_no, self.obs, &abort) {
             Ok(Some(Claim::Mine(before))) => before,
             Ok(Some(Claim::Held(_) | Claim::Done) | None) => return None,
             Err(e) => {

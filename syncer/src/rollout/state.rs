@@ -408,6 +408,13 @@ impl RolloutState {
         }
     }
 
+    /// Replaces the results of `colo`'s hosts with `hosts` (as read from a fleet record):
+    /// one pass, however many hosts the other colos have.
+    pub fn replace_colo(&mut self, colo: &str, hosts: Vec<HostResult>) {
+        self.hosts.retain(|h| h.colo != colo);
+        self.hosts.extend(hosts);
+    }
+
     /// How many hosts' latest result is `outcome`.
     pub fn count(&self, outcome: Verdict) -> usize {
         self.hosts.iter().filter(|r| r.outcome == outcome).count()

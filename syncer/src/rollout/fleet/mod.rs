@@ -6,7 +6,8 @@
 //! Keys, under the rollout's PREFIX (`etcd://H:P,.../PREFIX`):
 //! - `PREFIX/meta`: the rollout (image, inventory digest, colos, limit, run, fleet budget
 //!   and its count of failures, why it stopped), a [`RolloutState`] without its hosts;
-//! - `PREFIX/hosts/<host>`: each host's latest result;
+//! - `PREFIX/hosts/<colo>/<host>`: each host's latest result (by colo, so that a
+//!   controller reads one colo's, not the whole fleet's, at each wave);
 //! - `PREFIX/claims/<host>`: the controller pushing the host now, under its lease;
 //! - `PREFIX/inflight/<host>`: the same, without a lease: left behind by a controller
 //!   that died mid-push, it tells the next one to ask the host its state first;
@@ -253,6 +254,20 @@ impl Fleet {
             f.controllers = controllers;
         }
         Ok(Some((st, rev)))
+    }
+
+    /// The rollout without its hosts, and the latest results of one colo's hosts; the
+    /// store's revision when the results were read (watch from there).
+    pub fn load_colo(&self, colo: &str) -> Result<Option<(RolloutState, Vec<HostResult>, i64)>> {
+        let (kvs, rev) = self
+            .client
+            .range(&self.key(&format!("hosts/{colo}/")))
+            .map_err(etcd_err)?;
+        let Some(meta) = self.client.get(&self.key("meta")).map_err(etcd_err)? else {
+            return Ok(None);
+        };
+        let hosts = kvs.iter().map(parse).collect::<Result<Vec<HostResult>>>()?;
+        Ok(Some((parse(&meta)?, hosts, rev)))
     }
 
     /// The hosts claimed now, each with its claim's value.

@@ -137,18 +137,19 @@ impl Fleet {
         }
     }
 
-    /// Claims `host` for this controller in run `run`, unless it is settled already or
+    /// Claims `host` (of `colo`) for this controller in run `run`, unless it is settled already or
     /// another controller holds it; `None` when `abort` said to give up while etcd was
     /// out of reach (no new host starts then).
     pub fn claim(
         &self,
         host: &str,
+        colo: &str,
         run: u64,
         obs: &dyn Observer,
         abort: &dyn Fn() -> bool,
     ) -> Result<Option<Claim>> {
         let (result, claim, inflight, reserved) = (
-            self.key(&format!("hosts/{host}")),
+            self.key(&format!("hosts/{colo}/{host}")),
             self.key(&format!("claims/{host}")),
             self.key(&format!("inflight/{host}")),
             format!("{RESERVED}{host}"),
@@ -215,7 +216,7 @@ impl Fleet {
     pub fn record(&self, res: &HostResult, obs: &dyn Observer) -> Result<RolloutState> {
         let (meta, result, claim, inflight) = (
             self.key("meta"),
-            self.key(&format!("hosts/{}", res.host)),
+            self.key(&format!("hosts/{}/{}", res.colo, res.host)),
             self.key(&format!("claims/{}", res.host)),
             self.key(&format!("inflight/{}", res.host)),
         );
