@@ -150,7 +150,15 @@ pub fn run(a: RolloutArgs, ctx: &Ctx) -> Result<ExitCode> {
     // `-q`: no bars, and of the log only each host's outcome and the warnings.
     let obs = observer(&bars, a.conn.json || ctx.quiet, &plain);
     let fleet = match etcd && !a.dry_run {
-        true => Some(Arc::new(Fleet::connect(&state, a.lease_ttl, obs)?)),
+        true => {
+            let stopped = || stop.load(std::sync::atomic::Ordering::SeqCst);
+            Some(Arc::new(Fleet::connect(
+                &state,
+                a.lease_ttl,
+                obs,
+                &stopped,
+            )?))
+        }
         false => None,
     };
     let opts = RolloutOptions {

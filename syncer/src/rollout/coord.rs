@@ -335,6 +335,16 @@ impl Run<'_> {
             return None;
         }
         let spec = h.spec.to_string();
+        if f.lease_was_lost() {
+            self.obs.note(
+                "this controller's etcd lease expired while etcd was out of reach: its claims \
+                 went with it; it goes on under a new lease",
+            );
+            if let Err(e) = f.register(self.obs) {
+                self.obs
+                    .log(&format!("cannot list this controller again: {e}"));
+            }
+        }
         let before = match f.claim(&spec, &colo.name, self.run_no, self.obs, &abort) {
             Ok(Some(Claim::Mine(before))) => before,
             Ok(Some(Claim::Held(_) | Claim::Done) | None) => return None,

@@ -88,8 +88,13 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 
 impl Fleet {
     /// Connects to the rollout at `url` with a lease of `ttl` seconds, and keeps the lease
-    /// alive from a thread until dropped. `register`: list this controller as working.
-    pub fn connect(url: &str, ttl: u64, obs: &dyn Observer) -> Result<Fleet> {
+    /// alive from a thread until dropped; waits for etcd until `abort` says to give up.
+    pub fn connect(
+        url: &str,
+        ttl: u64,
+        obs: &dyn Observer,
+        abort: &dyn Fn() -> bool,
+    ) -> Result<Fleet> {
         let (endpoints, prefix) = super::etcd::parse_url(url).map_err(etcd_err)?;
         let client = Arc::new(Client::new(endpoints, Duration::from_secs(2)));
         let quit = Arc::new((Mutex::new(false), Condvar::new()));
@@ -104,7 +109,7 @@ impl Fleet {
             keeper: Mutex::new(None),
         };
         let id = f
-            .retry(obs, "grant this controller's lease", &|| false, || {
+            .retry(obs, "grant this controller's lease", abort, || {
                 f.client.grant(ttl)
             })?
             .ok_or_else(|| Error::RolloutState("interrupted".into()))?;
@@ -214,6 +219,12 @@ impl Fleet {
             let _ = cv.wait_timeout(g, pause);
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+    }
+
+    /// Whether the lease had expired since last asked (etcd out of reach for longer than
+    /// its TTL) and a new one was taken: the claims and the listing it held are gone.
+    pub fn lease_was_lost(&self) -> bool {
+        self.lease_lost.swap(false, Ordering::SeqCst)
     }
 
     /// Lists this controller as working on the rollout (under its lease).
