@@ -39,6 +39,8 @@ pub fn run(a: RollbackArgs, ctx: &Ctx) -> Result<ExitCode> {
         no_store_copies: false,
         transport: a.conn.push_options(false)?.transport,
         state_file: state_path(&inv.path),
+        fleet: None,
+        join: false,
         stop: Arc::new(AtomicBool::new(false)),
         confirm: Box::new(|_| true),
     };

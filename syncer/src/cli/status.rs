@@ -18,9 +18,10 @@ pub struct StatusArgs {
     /// A fleet inventory: its hosts by colo, with the last rollout's result
     #[arg(long)]
     inventory: Option<PathBuf>,
-    /// The rollout state [default: the inventory's name with .rollout.json]
+    /// The rollout state: a file or `etcd://HOST:PORT[,...]/PREFIX` [default: the
+    /// inventory's `[fleet] state`, else its name with .rollout.json]
     #[arg(long)]
-    state: Option<PathBuf>,
+    state: Option<String>,
     #[command(flatten)]
     conn: HostArgs,
 }
@@ -43,12 +44,22 @@ pub fn run(a: StatusArgs, ctx: &Ctx) -> Result<ExitCode> {
 fn fleet(
     ctx: &Ctx,
     inv: &std::path::Path,
-    state: Option<PathBuf>,
+    state: Option<String>,
     conn: &HostArgs,
 ) -> Result<ExitCode> {
     let inv = Inventory::load(inv)?;
     let store = ctx.store_if_any();
-    let saved = RolloutState::load(&state.unwrap_or_else(|| state_path(&inv.path))).ok();
+    let state = state
+        .or_else(|| inv.fleet.state.clone())
+        .unwrap_or_else(|| state_path(&inv.path).display().to_string());
+    let saved = if state.starts_with("etcd://") {
+        // A record that cannot be read is said, not taken for "no rollout".
+        syncer::rollout::fleet::Fleet::reader(&state)?
+            .load()?
+            .map(|(st, _)| st)
+    } else {
+        RolloutState::load(std::path::Path::new(&state)).ok()
+    };
     let opts = conn.push_options(false)?;
     let mut rows = Vec::new();
     for colo in &inv.colos {

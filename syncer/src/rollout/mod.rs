@@ -6,27 +6,44 @@
 //! hosts in flight are done, the rollout stops; its state is saved after every host, so
 //! `--resume` continues where it stopped. Deltas are computed once per (from, to) pair
 //! and shared by every host ([`crate::delta::Cache`]).
+//!
+//! The state is a JSON file by default ([`state`]); with `--state etcd://...` it is a
+//! record in etcd ([`fleet`], over [`etcd`]'s JSON-gateway client) that several
+//! controllers share, claiming each host before they push it (`coord.rs` is a
+//! controller's side of that). `[fleet] parallel_colos` rolls colos at once and
+//! `[fleet] failure_budget` counts failures across the whole rollout, with either state.
 
 pub mod connect;
 pub mod dryrun;
+pub mod etcd;
+pub mod fleet;
 pub mod hooks;
 pub mod inventory;
 pub mod limit;
+mod rollback;
 pub mod state;
+
+pub use coord::continue_colo;
+pub use rollback::rollback;
+
+mod coord;
+mod host;
+
+use host::{roll_host, Images};
 
 use crate::delta::Cache;
 use crate::error::{Error, Result};
 use crate::push::{self, HostReport, Image, Observer, PushOptions};
 use crate::ratelimit::Bucket;
-use crate::transport::{self, HostSpec, TransportOptions};
+use crate::transport::{HostSpec, TransportOptions};
 use imager::store::Store;
 use imager::Hash;
 use inventory::{Colo, Host, Inventory, IoNice, Pause};
 use limit::Limit;
-use state::{HostResult, Rollback, RolloutState};
+use state::{HostResult, RolloutState};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -45,8 +62,14 @@ pub struct RolloutOptions {
     /// ssh command, agent path, agent installation: the command line's, under the
     /// inventory's connection settings (policies add the rest).
     pub transport: TransportOptions,
-    /// Where the state is saved after every host (and read back by `--resume`).
+    /// Where the state is saved after every host (and read back by `--resume`), when
+    /// it is not kept in etcd.
     pub state_file: PathBuf,
+    /// The rollout's record in etcd, when it is kept there: every controller reads and
+    /// writes it there, and claims each host before pushing it.
+    pub fleet: Option<Arc<fleet::Fleet>>,
+    /// Join the rollout recorded in `fleet` rather than start (or `--resume`) one.
+    pub join: bool,
     /// Set by Ctrl-C: no new host starts; those in flight finish.
     pub stop: Arc<AtomicBool>,
     /// Asks whether to go on to the next colo (a terminal prompt in the binary).
@@ -165,96 +188,8 @@ fn load_signing_policy(colo: &Colo) -> Result<Option<Arc<imager::sign::TrustPoli
         .map_err(|e| Error::Unsigned(format!("colo {}: require_signed: {e}", colo.name)))
 }
 
-/// Images loaded once each (the target, and every image hosts are rolled back to).
-struct Images<'s> {
-    store: &'s Store,
-    loaded: Mutex<HashMap<Hash, Arc<Image>>>,
-}
-
-impl Images<'_> {
-    fn get(&self, id: Hash) -> Result<Arc<Image>> {
-        if let Some(i) = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-        {
-            return Ok(i.clone());
-        }
-        let i = Arc::new(Image::load(self.store, id)?);
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, i.clone());
-        Ok(i)
-    }
-}
-
-/// Pushes `target` to one host and, if that fails after the host was reached, pushes
-/// back the image it had before.
-fn roll_host(
-    images: &Images,
-    target: &Image,
-    cache: &Cache,
-    spec: &HostSpec,
-    opts: &PushOptions,
-    obs: &dyn Observer,
-) -> (HostReport, Option<Rollback>) {
-    let r = push::push_host(images.store, target, cache, spec, opts, obs);
-    if r.ok || r.agent.is_none() || r.refused {
-        // Success, a host never reached, or a plan refused before anything was
-        // written: nothing to undo (a way back would delete what the guard kept).
-        return (r, None);
-    }
-    let before = r.image_before;
-    let rb = match before {
-        None => Rollback {
-            ok: false,
-            image: None,
-            error: Some("the host had no recorded image to go back to".into()),
-            report: None,
-        },
-        Some(b) if b == target.id => Rollback {
-            ok: true,
-            image: Some(b),
-            error: Some("the host was already at the target image before".into()),
-            report: None,
-        },
-        Some(b) => match images.get(b) {
-            Err(e) => Rollback {
-                ok: false,
-                image: Some(b),
-                error: Some(format!("cannot load the previous image: {e}")),
-                report: None,
-            },
-            Ok(prev) => {
-                obs.note(&format!("{spec}: rolling back to {}", b.short()));
-                let mut back = opts.clone();
-                back.health = None;
-                // From the controller: mirrors hold the way forward, and an urgent way
-                // back must not wait for their 404s.
-                back.mirrors.clear();
-                // The way back replaces files too: its own stale processes are listed,
-                // never a reason to fail it.
-                back.require_restarted = false;
-                // The way back deletes what the failed push added: the syncer's own.
-                back.max_delete = crate::deletes::MaxDelete::Unlimited;
-                // Back to how it was: the failed image is not this host's "previous".
-                back.restore_previous = crate::protocol::Previous::set(r.previous_before);
-                let rr = push::push_host(images.store, &prev, cache, spec, &back, obs);
-                Rollback {
-                    ok: rr.ok,
-                    image: Some(b),
-                    error: rr.error.clone(),
-                    report: Some(rr),
-                }
-            }
-        },
-    };
-    (r, Some(rb))
-}
-
-/// Runs (or, with `resume`, continues) a rollout of `image` over `inv`.
+/// Runs (or, with `resume`, continues) a rollout of `image` over `inv`; with a record in
+/// etcd (`opts.fleet`), starts, resumes or joins (`opts.join`) the one recorded there.
 pub fn run(
     store: &Store,
     image: Hash,
@@ -265,6 +200,81 @@ pub fn run(
 ) -> Result<RolloutState> {
     let started = Instant::now();
     let (colos, not_selected) = selected(inv, opts)?;
+    let hosts = colos.iter().map(|c| c.hosts.len()).sum();
+    let fleet_budget = match &inv.fleet.failure_budget {
+        Some(b) => Some(b.of(hosts)?),
+        None => None,
+    };
+    let st = match &opts.fleet {
+        Some(f) => coord::begin(
+            f,
+            image,
+            inv,
+            opts,
+            &colos,
+            not_selected,
+            resume.is_some(),
+            obs,
+        )?,
+        None => file_state(image, inv, opts, resume, not_selected)?,
+    };
+    let images = Images {
+        store,
+        loaded: Mutex::new(HashMap::new()),
+    };
+    let run = Run {
+        target: images.get(image)?,
+        images,
+        cache: Cache::new(opts_cache_dir(store), 19),
+        opts,
+        obs,
+        dir: inv.dir().to_path_buf(),
+        run_no: st.fleet.as_ref().map_or(0, |f| f.run),
+        st: Mutex::new(st),
+        halted: Mutex::new(None),
+        fleet_budget,
+        fleet_failed: AtomicUsize::new(0),
+        started_colos: AtomicUsize::new(0),
+    };
+    let todo_total = colos
+        .iter()
+        .flat_map(|c| c.hosts.iter())
+        .filter(|h| !run.is_done(&h.spec))
+        .count();
+    // Every colo's policy before any host: a rollout never stops half-way for a
+    // signature it could have asked for at the start.
+    let mut signing = HashMap::new();
+    for colo in &colos {
+        signing.insert(colo.name.clone(), signing_policy(colo, &run.target)?);
+    }
+    obs.rollout(todo_total as u64);
+    let parallel = inv.fleet.parallel_colos.unwrap_or(1);
+    let done = run.colos(&colos, Mutex::new(signing), parallel);
+    warn_dropped(&run.cache, obs);
+    let halted = lock(&run.halted).clone();
+    let mut s = run.st.into_inner().unwrap_or_else(|p| p.into_inner());
+    if let Some(f) = &opts.fleet {
+        s = coord::end(f, &colos, halted, obs)?;
+    }
+    done?;
+    s.wall_seconds = started.elapsed().as_secs_f64();
+    s.controller_cpu_seconds = own_cpu_seconds();
+    if opts.fleet.is_none() {
+        s.finished = s.stopped.is_none();
+        s.save(&opts.state_file)?;
+    }
+    Ok(s)
+}
+
+/// The state a rollout with a state file starts from: the saved one (`--resume`, of the
+/// same image and inventory) or a new one.
+fn file_state(
+    image: Hash,
+    inv: &Inventory,
+    opts: &RolloutOptions,
+    resume: Option<RolloutState>,
+    not_selected: Vec<String>,
+) -> Result<RolloutState> {
     let mut st = match resume {
         Some(s) => {
             s.check(image, inv)?;
@@ -276,57 +286,7 @@ pub fn run(
     st.finished = false;
     st.limit = opts.limit.patterns();
     st.not_selected = not_selected;
-    let images = Images {
-        store,
-        loaded: Mutex::new(HashMap::new()),
-    };
-    let todo_total = colos
-        .iter()
-        .flat_map(|c| c.hosts.iter())
-        .filter(|h| !st.is_done(&h.spec))
-        .count();
-    let run = Run {
-        target: images.get(image)?,
-        images,
-        cache: Cache::new(opts_cache_dir(store), 19),
-        opts,
-        obs,
-        dir: inv.dir().to_path_buf(),
-        st: Mutex::new(st),
-    };
-    // Every colo's policy before any host: a rollout never stops half-way for a
-    // signature it could have asked for at the start.
-    let mut signing = HashMap::new();
-    for colo in &colos {
-        signing.insert(colo.name.clone(), signing_policy(colo, &run.target)?);
-    }
-    obs.rollout(todo_total as u64);
-    let mut first = true;
-    for colo in &colos {
-        let todo: usize = colo.hosts.iter().filter(|h| !run.is_done(&h.spec)).count();
-        if todo == 0 {
-            continue;
-        }
-        if !first && !run.go_on_to(colo) {
-            run.stop(format!("not confirmed: colo {}", colo.name))?;
-            break;
-        }
-        first = false;
-        let total = colo.policy.bandwidth_total.map(Bucket::new);
-        let mut popts = push_options(colo, opts, total);
-        popts.require_signed = signing.remove(&colo.name).flatten();
-        if let Some(why) = run.colo_waves(colo, &popts)? {
-            run.stop(why)?;
-            break;
-        }
-    }
-    warn_dropped(&run.cache, obs);
-    let mut s = run.st.into_inner().unwrap_or_else(|p| p.into_inner());
-    s.finished = s.stopped.is_none();
-    s.wall_seconds = started.elapsed().as_secs_f64();
-    s.controller_cpu_seconds = own_cpu_seconds();
-    s.save(&opts.state_file)?;
-    Ok(s)
+    Ok(st)
 }
 
 /// What every wave of one rollout shares: the image, the cache, the saved state.
@@ -338,31 +298,132 @@ struct Run<'a> {
     obs: &'a dyn Observer,
     /// Where hooks run: the inventory's directory.
     dir: PathBuf,
+    /// This controller's view of the state (in etcd, refreshed from the record).
     st: Mutex<RolloutState>,
+    /// The run of a rollout recorded in etcd (0 with a state file).
+    run_no: u64,
+    /// Why this controller starts no more hosts, in every colo: the first reason.
+    halted: Mutex<Option<String>>,
+    /// Failed hosts the whole rollout may have; with a state file counted here, in etcd
+    /// in the record (all controllers together).
+    fleet_budget: Option<usize>,
+    fleet_failed: AtomicUsize,
+    /// Colos started so far by this controller: the first ones go without a pause.
+    started_colos: AtomicUsize,
 }
 
 impl Run<'_> {
     fn is_done(&self, h: &HostSpec) -> bool {
-        lock(&self.st).is_done(h)
+        let name = h.to_string();
+        let st = lock(&self.st);
+        match self.opts.fleet {
+            Some(_) => st
+                .hosts
+                .iter()
+                .any(|r| r.host == name && fleet::settled(r, self.run_no)),
+            None => st.is_done(h),
+        }
     }
 
     fn save(&self, s: &RolloutState) -> Result<()> {
         s.save(&self.opts.state_file)
     }
 
+    fn halted(&self) -> Option<String> {
+        lock(&self.halted).clone()
+    }
+
     /// Records why the rollout stops and saves it, so a resumed rollout and its report
-    /// say where and why it ended.
+    /// say where and why it ended. In etcd, an interruption stops this controller only:
+    /// the others go on with the rollout.
     fn stop(&self, why: String) -> Result<()> {
-        let mut s = lock(&self.st);
-        s.stopped = Some(why);
-        self.save(&s)
+        lock(&self.halted).get_or_insert_with(|| why.clone());
+        match &self.opts.fleet {
+            Some(f) if why != "interrupted" => {
+                f.update(self.obs, "record why the rollout stops", &|s| {
+                    s.stopped.get_or_insert_with(|| why.clone());
+                })?;
+                Ok(())
+            }
+            Some(_) => Ok(()),
+            None => {
+                let mut s = lock(&self.st);
+                s.stopped.get_or_insert(why);
+                self.save(&s)
+            }
+        }
+    }
+
+    /// Rolls the colos, `parallel` at once, each from its first wave to its last; stops
+    /// starting colos (and hosts) once the rollout is stopped.
+    fn colos(
+        &self,
+        colos: &[Colo],
+        signing: Mutex<HashMap<String, Option<Arc<imager::sign::TrustPolicy>>>>,
+        parallel: usize,
+    ) -> Result<()> {
+        let next = AtomicUsize::new(0);
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        std::thread::scope(|sc| {
+            for _ in 0..parallel.clamp(1, colos.len().max(1)) {
+                sc.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(colo) = colos.get(i) else { break };
+                    if self.halted().is_some() || self.opts.stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let sign = lock(&signing).remove(&colo.name).flatten();
+                    if let Err(e) = self.colo(i, colo, sign, parallel) {
+                        lock(&self.halted).get_or_insert_with(|| e.to_string());
+                        lock(&failed).get_or_insert(e);
+                        break;
+                    }
+                });
+            }
+        });
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// One colo (the `i`th of the rollout): its pause, then its waves.
+    fn colo(
+        &self,
+        i: usize,
+        colo: &Colo,
+        sign: Option<Arc<imager::sign::TrustPolicy>>,
+        parallel: usize,
+    ) -> Result<()> {
+        let todo = colo.hosts.iter().filter(|h| !self.is_done(&h.spec)).count();
+        if todo == 0 {
+            return Ok(());
+        }
+        // The first colos to start, as many as roll at once, go without a pause. In etcd
+        // that is by their place in the rollout, the same for every controller.
+        let nth = self.started_colos.fetch_add(1, Ordering::SeqCst);
+        let first = if self.opts.fleet.is_some() { i } else { nth };
+        if first >= parallel && !self.go_on_to(colo) {
+            return self.stop(format!("not confirmed: colo {}", colo.name));
+        }
+        let total = colo.policy.bandwidth_total.map(Bucket::new);
+        let mut popts = push_options(colo, self.opts, total);
+        popts.require_signed = sign;
+        if let Some(why) = self.colo_waves(colo, &popts)? {
+            self.stop(why)?;
+        }
+        Ok(())
     }
 
     /// Runs a colo's waves in order, the canary first, so the rollout can stop at the
     /// first wave that fails: returns why it stopped there.
     fn colo_waves(&self, colo: &Colo, popts: &PushOptions) -> Result<Option<String>> {
         for (name, budget, wave) in named_waves(colo)? {
-            if let Some(why) = self.wave(colo, &name, &wave, budget, popts) {
+            let why = match self.opts.fleet {
+                Some(_) => self.shared_wave(colo, &name, &wave, budget, popts),
+                None => self.wave(colo, &name, &wave, budget, popts),
+            };
+            if let Some(why) = why {
                 return Ok(Some(why));
             }
         }
@@ -380,8 +441,42 @@ impl Run<'_> {
                 true
             }
             Pause::Confirm if self.opts.yes => true,
-            Pause::Confirm => (self.opts.confirm)(&colo.name),
+            Pause::Confirm => match &self.opts.fleet {
+                Some(f) => coord::wait_continue(f, colo, &self.opts.stop, self.obs),
+                None => (self.opts.confirm)(&colo.name),
+            },
         }
+    }
+
+    /// Counts a failed host against the fleet's budget (with a state file; in etcd the
+    /// record counts); the reason to stop once it is spent.
+    fn count_fleet_failure(&self) -> Option<String> {
+        let b = self.fleet_budget?;
+        let n = self.fleet_failed.fetch_add(1, Ordering::SeqCst) + 1;
+        (n > b).then(|| {
+            format!("the fleet's failure budget is spent: {n} host(s) failed, the budget is {b}")
+        })
+    }
+
+    /// The wave's hosts not done yet, said with the wave's budget when there are any.
+    fn wave_start<'h>(
+        &self,
+        colo: &Colo,
+        name: &str,
+        wave: &'h [Host],
+        budget: usize,
+    ) -> Vec<&'h Host> {
+        let hosts: Vec<&Host> = wave.iter().filter(|h| !self.is_done(&h.spec)).collect();
+        if !hosts.is_empty() {
+            self.obs.note(&format!(
+                "colo {}: {name}: {} host(s), failure budget {budget}",
+                colo.name,
+                hosts.len()
+            ));
+            self.obs
+                .wave(&format!("{} {name}", colo.name), hosts.len() as u64);
+        }
+        hosts
     }
 
     /// Pushes the wave's hosts that are not done yet; returns why the rollout stops
@@ -394,22 +489,18 @@ impl Run<'_> {
         budget: usize,
         popts: &PushOptions,
     ) -> Option<String> {
-        let hosts: Vec<&Host> = wave.iter().filter(|h| !self.is_done(&h.spec)).collect();
+        let hosts = self.wave_start(colo, name, wave, budget);
         if hosts.is_empty() {
             return None;
         }
-        self.obs.note(&format!(
-            "colo {}: {name}: {} host(s), failure budget {budget}",
-            colo.name,
-            hosts.len()
-        ));
-        self.obs
-            .wave(&format!("{} {name}", colo.name), hosts.len() as u64);
         // Counted as hosts finish: once the budget is spent, no new host of the
         // wave starts (those in flight finish).
-        let failed = std::sync::atomic::AtomicUsize::new(0);
+        let failed = AtomicUsize::new(0);
         let results = push::for_hosts(&hosts, colo.policy.parallel, |h| {
-            if self.opts.stop.load(Ordering::SeqCst) || failed.load(Ordering::SeqCst) > budget {
+            if self.opts.stop.load(Ordering::SeqCst)
+                || failed.load(Ordering::SeqCst) > budget
+                || self.halted().is_some()
+            {
                 return None;
             }
             let res = self.host(colo, name, h, popts);
@@ -417,6 +508,9 @@ impl Run<'_> {
             self.obs.host_done(res.ok());
             if !res.ok() {
                 failed.fetch_add(1, Ordering::SeqCst);
+                if let Some(why) = self.count_fleet_failure() {
+                    lock(&self.halted).get_or_insert(why);
+                }
             }
             let mut s = lock(&self.st);
             s.record(res.clone());
@@ -431,6 +525,8 @@ impl Run<'_> {
                 "colo {} {name}: {failures} host(s) failed, the budget is {budget}",
                 colo.name
             ))
+        } else if let Some(why) = self.halted() {
+            Some(why)
         } else if self.opts.stop.load(Ordering::SeqCst) {
             Some("interrupted".into())
         } else {
@@ -522,66 +618,6 @@ pub fn own_cpu_seconds() -> f64 {
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// `syncer rollback`: each host of the colos back to the image it ran before (or to `to`).
-pub fn rollback(
-    store: &Store,
-    inv: &Inventory,
-    colos: &[String],
-    to: Option<Hash>,
-    opts: &RolloutOptions,
-    obs: &dyn Observer,
-) -> Result<Vec<HostReport>> {
-    let selected = inv.select(colos)?;
-    let images = Images {
-        store,
-        loaded: Mutex::new(HashMap::new()),
-    };
-    let cache = Cache::new(opts_cache_dir(store), 19);
-    let mut out = Vec::new();
-    for colo in selected {
-        let total = colo.policy.bandwidth_total.map(Bucket::new);
-        let mut popts = push_options(colo, opts, total);
-        popts.health = None;
-        popts.require_restarted = false;
-        // Each host's image is checked as it is pushed (hosts go back to different
-        // images); the policy itself must load before any host.
-        popts.require_signed = load_signing_policy(colo)?;
-        out.extend(push::for_hosts(&colo.hosts, colo.policy.parallel, |host| {
-            let o = host_options(&popts, host);
-            let h = &host.spec;
-            let target = match to {
-                Some(t) => Ok(t),
-                None => transport::connect(h, &o.transport).and_then(|s| {
-                    let prev = s.welcome.previous;
-                    s.close();
-                    prev.ok_or_else(|| Error::Rollback("the host records no previous image".into()))
-                }),
-            };
-            let r = target.and_then(|t| images.get(t)).map(|img| {
-                let r = push::push_host(store, &img, &cache, h, &o, obs);
-                obs.log(&format!(
-                    "{h}: {} {}",
-                    if r.ok {
-                        "back at"
-                    } else {
-                        "FAILED going back to"
-                    },
-                    img.id.short()
-                ));
-                r
-            });
-            r.unwrap_or_else(|e| HostReport {
-                host: h.to_string(),
-                error: Some(e.to_string()),
-                outcome: push::PushOutcome::FailedBeforeCommit,
-                ..Default::default()
-            })
-        }));
-    }
-    warn_dropped(&cache, obs);
-    Ok(out)
 }
 
 /// Names the damaged delta cache files that were dropped and recomputed.

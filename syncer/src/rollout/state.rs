@@ -111,6 +111,21 @@ pub struct HostResult {
     /// The push's full report (not kept across `--resume`).
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub push: Option<HostReport>,
+    /// In a fleet record (etcd), the run of the rollout this result belongs to: a host
+    /// whose result is of an earlier run (before a `--resume`) is pushed again if failed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub run: u64,
+    /// In a fleet record, the controller that pushed the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<String>,
+    /// In a fleet record, set when the host was taken over from a controller that
+    /// left it in the middle of its push: whose it was and what the host said it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl HostResult {
@@ -153,6 +168,9 @@ impl HostResult {
             pre: None,
             post: None,
             push: Some(r),
+            run: 0,
+            controller: None,
+            taken_over: None,
         }
     }
 
@@ -281,6 +299,36 @@ pub struct RolloutState {
     /// results): bytes from each mirror, from the controller, cache hits.
     #[serde(default)]
     pub content: std::collections::BTreeMap<String, crate::push::ContentSources>,
+    /// The fleet-wide side of a rollout: its etcd record, its run, the fleet budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetInfo>,
+}
+
+/// What a rollout recorded in etcd adds to its state (`None` in a state file).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FleetInfo {
+    /// Where the record is: `etcd://H:P,.../PREFIX`.
+    pub url: String,
+    /// Counts the rollout's runs: 1 at its start, one more at each `--resume`.
+    pub run: u64,
+    /// The inventory's blake3: a controller that joins must have the same.
+    pub inventory_digest: String,
+    /// Who started it: `user@machine pid N`.
+    pub started_by: String,
+    /// Failed hosts the whole rollout may have (`[fleet] failure_budget`); one more and
+    /// every controller stops starting hosts. `None`: no fleet-wide budget.
+    pub failure_budget: Option<usize>,
+    /// Hosts that failed in this run, all controllers together.
+    pub failed: u64,
+    /// Colos an operator let start (`--continue`, or `--yes` at the start).
+    #[serde(default)]
+    pub continued: Vec<String>,
+    /// The colo a controller waits at for `--continue`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// The controllers working on it now (read from their leased keys, not stored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controllers: Vec<String>,
 }
 
 impl RolloutState {
@@ -298,6 +346,7 @@ impl RolloutState {
             wall_seconds: 0.0,
             controller_cpu_seconds: 0.0,
             content: Default::default(),
+            fleet: None,
         }
     }
 
@@ -357,6 +406,13 @@ impl RolloutState {
                 .or_default()
                 .add(&h.content);
         }
+    }
+
+    /// Replaces the results of `colo`'s hosts with `hosts` (as read from a fleet record):
+    /// one pass, however many hosts the other colos have.
+    pub fn replace_colo(&mut self, colo: &str, hosts: Vec<HostResult>) {
+        self.hosts.retain(|h| h.colo != colo);
+        self.hosts.extend(hosts);
     }
 
     /// How many hosts' latest result is `outcome`.
