@@ -23,9 +23,39 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.digits$} {}", UNITS[unit])
 }
 
+/// A size as people write it, in the SI units [`bytes`] prints: `4G`, `20MB`, `512k`,
+/// `1.5M`, `1500` (bytes). The suffix is k, M, G or T (either case), with or without `B`.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let (num, mult) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        Some('t' | 'T') => (&t[..t.len() - 1], 1e12),
+        _ => (t, 1.0),
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0 && n * mult < u64::MAX as f64).then_some((n * mult) as u64)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::bytes;
+    use super::{bytes, parse_bytes};
+
+    #[test]
+    fn sizes_parse_in_the_units_they_print_in() {
+        assert_eq!(parse_bytes("4G"), Some(4_000_000_000));
+        assert_eq!(parse_bytes("20MB"), Some(20_000_000));
+        assert_eq!(parse_bytes("512k"), Some(512_000));
+        assert_eq!(parse_bytes("1.5M"), Some(1_500_000));
+        assert_eq!(parse_bytes("1500"), Some(1500));
+        assert_eq!(parse_bytes(" 2 TB "), Some(2_000_000_000_000));
+        for bad in ["fast", "", "G", "-1M", "1e400", "NaN"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
+        assert_eq!(bytes(parse_bytes("4G").unwrap()), "4.00 GB");
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

@@ -23,7 +23,7 @@ use std::process::Command;
 /// The cache's directory in the store.
 pub const DIR: &str = "build-cache";
 /// What a build keeps at most unless told otherwise: a few package sets of a usual size.
-pub const DEFAULT_LIMIT: u64 = 4 << 30;
+pub const DEFAULT_LIMIT: u64 = 4_000_000_000;
 /// The format of an entry and of the key's inputs; a change starts a new cache.
 const FORMAT: &str = "imager install cache 1";
 const ENTRY: &str = "entry.json";

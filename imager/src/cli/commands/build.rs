@@ -45,7 +45,7 @@ pub(crate) struct BuildArgs {
     #[arg(long)]
     no_cache: bool,
     /// The most the install cache (STORE/build-cache) may hold; least recently used
-    /// entries go first (bytes, or with K, M, G, T)
+    /// entries go first (bytes, or with k, M, G, T: powers of 1000)
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4G")]
     cache_limit: u64,
     /// Do not write a new image's provenance and SPDX document (most of a build from the
@@ -57,31 +57,10 @@ pub(crate) struct BuildArgs {
     json: bool,
 }
 
-/// A size as `4G`, `512M`, `100k` or bytes (powers of 1024).
-pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => {
-            return Err(format!(
-                "{s:?} is not a size: use bytes or a number with K, M, G or T"
-            ))
-        }
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size: use bytes or a number with K, M, G or T"))?;
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?} is too large"))
+/// A size for `--cache-limit`, in the SI units reports print ([`imager::units::parse_bytes`]).
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    imager::units::parse_bytes(s)
+        .ok_or_else(|| format!("{s:?} is not a size: use bytes or a number with k, M, G or T"))
 }
 
 pub(crate) fn build(ctx: &Ctx, a: BuildArgs, out: &mut dyn Write) -> Result<Exit> {

@@ -295,25 +295,17 @@ pub struct Inventory {
     pub digest: String,
 }
 
-/// `20MB`, `512k`, `1G`, `1500` (bytes per second).
+/// `20MB`, `512k`, `1G`, `1500` (bytes per second; `/s` may follow), as
+/// [`imager::units::parse_bytes`] reads sizes.
 pub fn parse_rate(s: &str) -> std::result::Result<u64, String> {
     let t = s.trim();
-    let t = t.strip_suffix("/s").unwrap_or(t);
-    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
-    let (num, mult) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
-        _ => (t, 1.0),
-    };
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad rate {s:?}: use bytes per second, e.g. 20MB or 512k"))?;
-    if n <= 0.0 {
-        return Err(format!("bad rate {s:?}: must be positive"));
+    match imager::units::parse_bytes(t.strip_suffix("/s").unwrap_or(t)) {
+        None => Err(format!(
+            "bad rate {s:?}: use bytes per second, e.g. 20MB or 512k"
+        )),
+        Some(0) => Err(format!("bad rate {s:?}: must be positive")),
+        Some(n) => Ok(n),
     }
-    Ok((n * mult) as u64)
 }
 
 fn merge(global: &PolicyFile, colo: &PolicyFile, what: &str) -> Result<Policy> {
