@@ -61,7 +61,7 @@ for n in 1 2 3 4; do
   if [ "$n" -gt 2 ]; then flags=(--no-provenance); label=" --no-provenance"; fi
   echo "edit $n" >"$work/m/overlays/loop/motd"
   echo "overlay-change$label wall_s=$(timed I build "${flags[@]}" "$work/m/loop.toml")"
-  echo "  $(grep -m1 installed "$work/out" | xargs); phases: $(grep ' time ' "$work/out")"
+  echo "  $(grep -m1 installed "$work/out" | sed 's/^ *//'); phases: $(grep ' time ' "$work/out")"
   loop_manifest "hook-$n"
   echo "hook-change$label    wall_s=$(timed I build "${flags[@]}" "$work/m/loop.toml")"
   echo "  phases: $(grep ' time ' "$work/out")"

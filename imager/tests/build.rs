@@ -601,6 +601,8 @@ fn overlay_and_hook_changes_start_from_the_install_cache(
     std::fs::write(app, hooked).unwrap();
     let hk = json(&env.ok(&["build", app, "--json"]));
     assert_eq!(hk["install"]["cache"], "hit", "{hk:#}");
+    // Each build gave its tree back; the next brought it back to the entry with rsync.
+    assert_eq!(hk["install"]["restored"], "synced", "{hk:#}");
     let id = hk["id"].as_str().unwrap();
     assert!(env
         .ok(&["ls", id, "/opt/app/hooked"])

@@ -10,6 +10,12 @@
 //! with it, so a damaged entry is found, removed and installed again, never built on.
 //! Entries beyond the size limit go least recently used first; `imager gc --build-cache`
 //! removes them all.
+//!
+//! Copying a whole tree costs seconds (one file creation per file), so a build gives its
+//! tree back when it is done with it: it becomes the entry's `scratch`, and the next
+//! build takes it, brings it back to the entry's state with `rsync --delete` (which
+//! rewrites only what the last build's overlays, hooks and scrub changed) and hashes it:
+//! only a tree whose ID is the entry's record is used, else a fresh copy is taken.
 
 use super::lock::Lock;
 use crate::error::{Error, Result};
@@ -27,6 +33,9 @@ pub const DEFAULT_LIMIT: u64 = 4_000_000_000;
 /// The format of an entry and of the key's inputs; a change starts a new cache.
 const FORMAT: &str = "imager install cache 1";
 const ENTRY: &str = "entry.json";
+/// The tree the last build of an entry's package set finished with (see the module's
+/// comment).
+const SCRATCH: &str = "scratch";
 
 /// How a build uses the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +64,10 @@ pub struct Report {
     /// The cache key, in hex (none when the cache is off).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// How a hit's tree was made: `synced` (the entry's scratch tree, the last build's,
+    /// brought back to the entry with rsync) or `copied` (a full copy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored: Option<&'static str>,
     /// What went wrong with the cache when it did: a damaged entry removed, or an entry
     /// that could not be kept. The build itself went on.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -182,35 +195,106 @@ fn read_entry(path: &Path) -> Result<Entry> {
 
 /// What [`restore`] found.
 pub enum Restored {
-    /// `root` is a verified copy of the cached tree.
-    Hit,
+    /// `root` is the cached tree, verified: the entry's scratch tree brought back to it
+    /// (`synced`), or a full copy.
+    Hit {
+        /// Whether `root` is the scratch tree, synced.
+        synced: bool,
+    },
     /// No entry for the key.
     Miss,
     /// The entry was damaged (why): it is removed, and `root` does not exist.
     Damaged(String),
 }
 
-/// Makes `root` (absent) a copy of the entry for `key`, verified against its record.
+/// Brings `root`, a tree an earlier build started from the entry at `entry_dir`, back to
+/// the entry's state: only what differs in size or mtime (or is missing, or is left
+/// over) is written. Never crosses into another filesystem, so nothing mounted inside
+/// the tree is touched. The caller verifies the result by its ID.
+fn sync_scratch(entry_dir: &Path, root: &Path) -> Result<()> {
+    let mut from = entry_dir.join("root").into_os_string();
+    from.push("/");
+    let mut to = root.as_os_str().to_owned();
+    to.push("/");
+    let out = Command::new("rsync")
+        .args(["-aHAXx", "--numeric-ids", "--delete", "--no-inc-recursive"])
+        .arg(from)
+        .arg(to)
+        .output()
+        .map_err(|e| Error::io("run", "rsync", e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Build(format!(
+            "rsync {} into {}: {} ({})",
+            entry_dir.display(),
+            root.display(),
+            String::from_utf8_lossy(&out.stderr).trim(),
+            out.status
+        )))
+    }
+}
+
+/// Takes the entry's scratch tree as `root` and brings it to the entry's state;
+/// `Ok(true)` when `root` is now exactly the recorded tree. Anything else (no scratch, a
+/// failed sync, another ID) leaves `root` absent, for a full copy.
+fn take_scratch(entry_dir: &Path, root: &Path, record: &str) -> Result<bool> {
+    let scratch = entry_dir.join(SCRATCH);
+    // Renamed, not shared: a build that runs at the same time finds none and copies.
+    if !fsx::exists(&scratch)? || fsx::rename(&scratch, root).is_err() {
+        return Ok(false);
+    }
+    let same = sync_scratch(entry_dir, root)
+        .and_then(|()| tree_id(root))
+        .is_ok_and(|(id, _)| id.to_hex() == record);
+    if !same {
+        fsx::remove_dir_all(root)?;
+    }
+    Ok(same)
+}
+
+/// Gives a finished build's tree, started from the entry for `key`, back to that entry
+/// as its scratch tree for the next build. Leaves `root` where it is when the entry is
+/// gone or already has one (another build's); the build's work directory then goes with
+/// it.
+pub fn keep_scratch(store: &Store, key: &Hash, root: &Path) -> Result<()> {
+    let entry_dir = dir(store).join(key.to_hex());
+    let scratch = entry_dir.join(SCRATCH);
+    if fsx::exists(entry_dir.join(ENTRY))? && !fsx::exists(&scratch)? {
+        // A race with another build's rename only fails this one.
+        let _ = fsx::rename(root, &scratch);
+    }
+    Ok(())
+}
+
+/// Makes `root` (absent) a copy of the entry for `key`, verified against its record:
+/// the entry's scratch tree brought up to date when there is one, else a full copy.
 pub fn restore(store: &Store, key: &Hash, root: &Path) -> Result<Restored> {
     let entry_dir = dir(store).join(key.to_hex());
     if !fsx::exists(&entry_dir)? {
         return Ok(Restored::Miss);
     }
     let found = read_entry(&entry_dir.join(ENTRY)).and_then(|mut e| {
-        let (id, _) = copy_and_hash(&entry_dir.join("root"), root)?;
-        if id.to_hex() != e.tree {
+        let synced = take_scratch(&entry_dir, root, &e.tree)?;
+        let id = if synced {
+            e.tree.clone()
+        } else {
+            copy_and_hash(&entry_dir.join("root"), root)?.0.to_hex()
+        };
+        if id != e.tree {
             return Err(Error::Build(format!(
                 "its tree is now {}, it was {} when cached",
-                id.short(),
+                id.get(..12).unwrap_or(&id),
                 e.tree.get(..12).unwrap_or(&e.tree)
             )));
         }
         e.last_used = now();
         let text = serde_json::to_vec_pretty(&e).map_err(|e| Error::Internal(e.to_string()))?;
-        fsx::write_atomic(&entry_dir.join(ENTRY), &text)
+        fsx::write_atomic(&entry_dir.join(ENTRY), &text)?;
+        Ok(synced)
     });
     match found {
-        Ok(()) => Ok(Restored::Hit),
+        Ok(synced) => Ok(Restored::Hit { synced }),
         Err(e) => {
             let why = format!(
                 "install cache entry {} is damaged ({e}): removed, installing again",
@@ -300,9 +384,13 @@ pub fn trim(store: &Store, limit: u64, keep: Option<&Hash>, dry_run: bool) -> Re
         if Hash::from_hex(&name).is_none() {
             continue; // not the cache's
         }
-        // An entry without a readable record is no use: it goes first.
-        let (used, bytes) =
+        // An entry without a readable record is no use: it goes first. A scratch tree
+        // holds about as much as the entry's.
+        let (used, mut bytes) =
             read_entry(&path.join(ENTRY)).map_or((0, 0), |e| (e.last_used, e.bytes));
+        if fsx::exists(path.join(SCRATCH))? {
+            bytes *= 2;
+        }
         entries.push((used, bytes, name, path));
     }
     // Newest first: what is kept is counted from the front.
@@ -354,7 +442,7 @@ mod tests {
         ));
         assert!(matches!(
             restore(&store, &key_of(1), &out).unwrap(),
-            Restored::Hit
+            Restored::Hit { .. }
         ));
         assert_eq!(std::fs::read(out.join("usr/bin/tool")).unwrap(), b"v1");
         assert!(out.join("bin").is_symlink());
@@ -368,6 +456,84 @@ mod tests {
             _ => panic!("damage not found"),
         }
         assert!(!out.exists() && !entry.exists());
+    }
+
+    /// A build's tree given back is brought to the entry's state, whatever the build did
+    /// to it; one that rsync's size-and-mtime check cannot see through is caught by its
+    /// ID and replaced by a full copy.
+    #[test]
+    fn a_scratch_tree_is_brought_back_to_the_entry_or_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&d.path().join("store"), Access::Write).unwrap();
+        let installed = d.path().join("installed");
+        tree(&installed, "v1");
+        std::fs::create_dir_all(installed.join("etc")).unwrap();
+        std::fs::write(installed.join("etc/motd"), "hello").unwrap();
+        save(&store, &key_of(1), &installed, DEFAULT_LIMIT).unwrap();
+        let entry = store.root().join(DIR).join(key_of(1).to_hex());
+        let out = d.path().join("out");
+        let scratch = entry.join(SCRATCH);
+
+        // What overlays, hooks and the scrub do: write, add, remove, chmod.
+        assert!(matches!(
+            restore(&store, &key_of(1), &out).unwrap(),
+            Restored::Hit { .. }
+        ));
+        std::fs::write(out.join("usr/bin/tool"), "v2 longer").unwrap();
+        std::fs::write(out.join("etc/added"), "x").unwrap();
+        std::fs::remove_file(out.join("bin")).unwrap();
+        fsx::set_mode(out.join("etc/motd"), 0o600).unwrap();
+        let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let usr = ino(&out.join("usr"));
+        keep_scratch(&store, &key_of(1), &out).unwrap();
+        assert!(!out.exists() && scratch.is_dir());
+        assert!(matches!(
+            restore(&store, &key_of(1), &out).unwrap(),
+            Restored::Hit { .. }
+        ));
+        assert!(!scratch.exists(), "the scratch tree is taken, not shared");
+        assert_eq!(
+            tree_id(&out).unwrap(),
+            tree_id(&entry.join("root")).unwrap()
+        );
+        assert_eq!(std::fs::read(out.join("usr/bin/tool")).unwrap(), b"v1");
+        assert!(out.join("bin").is_symlink() && !out.join("etc/added").exists());
+        assert_eq!(ino(&out.join("usr")), usr, "synced in place, not copied");
+
+        // Same size, mtime put back: rsync skips it, the ID does not.
+        let tool = out.join("usr/bin/tool");
+        let mtime = std::fs::metadata(&tool).unwrap().modified().unwrap();
+        std::fs::write(&tool, "v9").unwrap();
+        let old_usr = std::fs::File::open(out.join("usr")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&tool)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        keep_scratch(&store, &key_of(1), &out).unwrap();
+        assert!(matches!(
+            restore(&store, &key_of(1), &out).unwrap(),
+            Restored::Hit { .. }
+        ));
+        assert_eq!(std::fs::read(&tool).unwrap(), b"v1");
+        assert_eq!(
+            tree_id(&out).unwrap(),
+            tree_id(&entry.join("root")).unwrap()
+        );
+        // (The old directory is held open, so that its inode number cannot be reused.)
+        let held = std::os::unix::fs::MetadataExt::ino(&old_usr.metadata().unwrap());
+        assert_ne!(ino(&out.join("usr")), held, "a full copy");
+
+        // Only one scratch tree: a second build's tree is left to its work directory.
+        let other = d.path().join("other");
+        assert!(matches!(
+            restore(&store, &key_of(1), &other).unwrap(),
+            Restored::Hit { .. }
+        ));
+        keep_scratch(&store, &key_of(1), &out).unwrap();
+        keep_scratch(&store, &key_of(1), &other).unwrap();
+        assert!(!out.exists() && other.exists() && scratch.is_dir());
     }
 
     #[test]

@@ -94,3 +94,31 @@ pub fn align_lists(root: &Path, strip: Option<&StripMatcher>) -> Result<(usize, 
     }
     Ok((dropped, owned))
 }
+
+/// mmdebstrap must have installed exactly the locked set.
+pub fn check_installed(root: &Path, lk: &super::lock::Lock, manifest: &Path) -> Result<()> {
+    use std::collections::BTreeSet;
+    let got: BTreeSet<(String, String, String)> = installed(root)?
+        .into_iter()
+        .map(|p| (p.name, p.version, p.arch))
+        .collect();
+    let want: BTreeSet<(String, String, String)> = lk
+        .packages
+        .iter()
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect();
+    if got == want {
+        return Ok(());
+    }
+    let show = |sign: char, s: &mut dyn Iterator<Item = &(String, String, String)>| {
+        s.map(|p| format!("{sign}{} {}", p.0, p.1))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    Err(crate::error::Error::Build(format!(
+        "{}: the chroot's packages differ from the lock: {} {}",
+        manifest.display(),
+        show('+', &mut got.difference(&want)),
+        show('-', &mut want.difference(&got))
+    )))
+}

@@ -332,6 +332,11 @@ impl Run<'_> {
             progress,
         )?;
         ph.done("normalise, hash, store");
+        if let Some(k) = install.key.as_deref().and_then(Hash::from_hex) {
+            // The next build of this package set starts from this tree (an optimisation:
+            // a tree that cannot be kept is removed with the work directory).
+            let _ = cache::keep_scratch(store, &k, &root);
+        }
         if self.provenance {
             self.write_provenance(&imported.id, overlay_image)?;
             ph.done("provenance");
@@ -371,18 +376,25 @@ impl Run<'_> {
         let mut report = cache::Report {
             cache: "off",
             key: key.map(|k| k.to_hex()),
+            restored: None,
             note: None,
         };
         if let (Some(k), cache::Use::ReadWrite { .. }) = (&key, self.cache) {
             match cache::restore(store, k, root)? {
-                cache::Restored::Hit => {
-                    check_installed(root, lk, &m.files[0])?;
+                cache::Restored::Hit { synced } => {
+                    dpkg::check_installed(root, lk, &m.files[0])?;
                     let line = format!(
-                        "--- install: a copy of install cache entry {}\n",
-                        k.to_hex()
+                        "--- install: install cache entry {} ({})\n",
+                        k.to_hex(),
+                        if synced {
+                            "scratch tree synced"
+                        } else {
+                            "copied"
+                        }
                     );
                     fsx::write(log, line)?;
                     report.cache = "hit";
+                    report.restored = Some(if synced { "synced" } else { "copied" });
                     ph.done("install (cached)");
                     return Ok(report);
                 }
@@ -393,7 +405,7 @@ impl Run<'_> {
         let repo = work.join("repo");
         debs::make_repo(store, lk, &repo)?;
         chroot::install(root, &repo, m, &args, lk.epoch, log)?;
-        check_installed(root, lk, &m.files[0])?;
+        dpkg::check_installed(root, lk, &m.files[0])?;
         ph.done("install");
         let limit = match self.cache {
             cache::Use::ReadWrite { limit } => {
@@ -521,34 +533,6 @@ impl Run<'_> {
             .add_image_file(&id, provenance::PROVENANCE, &text)?;
         Ok(())
     }
-}
-
-/// mmdebstrap must have installed exactly the locked set.
-fn check_installed(root: &Path, lk: &Lock, manifest: &Path) -> Result<()> {
-    use std::collections::BTreeSet;
-    let got: BTreeSet<(String, String, String)> = dpkg::installed(root)?
-        .into_iter()
-        .map(|p| (p.name, p.version, p.arch))
-        .collect();
-    let want: BTreeSet<(String, String, String)> = lk
-        .packages
-        .iter()
-        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
-        .collect();
-    if got == want {
-        return Ok(());
-    }
-    let show = |sign: char, s: &mut dyn Iterator<Item = &(String, String, String)>| {
-        s.map(|p| format!("{sign}{} {}", p.0, p.1))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    Err(Error::Build(format!(
-        "{}: the chroot's packages differ from the lock: {} {}",
-        manifest.display(),
-        show('+', &mut got.difference(&want)),
-        show('-', &mut want.difference(&got))
-    )))
 }
 
 /// Copies the overlay sources into the store as an (unnamed) image of their own, so a

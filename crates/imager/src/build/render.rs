@@ -40,6 +40,10 @@ impl Built {
             .and_then(|k| k.get(..12))
             .unwrap_or("");
         match b.install.cache {
+            "hit" if b.install.restored == Some("synced") => writeln!(
+                out,
+                "  installed: install cache entry {key} (the last build's tree, synced back to it)"
+            )?,
             "hit" => writeln!(out, "  installed: a copy of install cache entry {key}")?,
             "miss" => writeln!(
                 out,
