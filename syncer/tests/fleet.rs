@@ -398,7 +398,9 @@ fn a_controller_killed_mid_commit_leaves_its_host_to_the_other_which_asks_it_fir
     args.extend(common);
     // Its agents stop themselves (SIGSTOP) after the journal is written, before the
     // commit's first operation: the host is left mid-commit when both are killed.
-    let a = Controller::start(&h.store, &args, &[("SYNCER_TEST_STOP_AT", "commit:1")]);
+    let mut a = Controller::start(&h.store, &args, &[("SYNCER_TEST_STOP_AT", "commit:1")]);
+    // Waits for the event (an agent stopped at its stop point), however long it takes,
+    // but not for a controller that ended without reaching it.
     let (root, agent) = loop {
         if let Some(found) = h
             .all()
@@ -406,6 +408,9 @@ fn a_controller_killed_mid_commit_leaves_its_host_to_the_other_which_asks_it_fir
             .find_map(|r| stopped_agent(r).map(|p| (r.clone(), p)))
         {
             break found;
+        }
+        if let Ok(Some(st)) = a.child.try_wait() {
+            panic!("the first controller ended ({st}) before an agent stopped mid-commit");
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     };
