@@ -3,9 +3,9 @@
 //! parallel, except those the hash cache already knows.
 //!
 //! The cache is keyed on (path, size, mtime, ctime, inode): any write to a file moves its
-//! ctime, so a hit means the content is what was hashed. A file whose ctime is not older
-//! than the scan's start is not cached (it may be written again within the same clock
-//! tick, git's "racy clean" problem).
+//! ctime, so a hit means the content is what was hashed. A file whose ctime is not a
+//! clock tick older than the scan's start is not cached: a write right after the scan
+//! could give it the very ctime it had (git's "racy clean" problem; see [`settled`]).
 
 use super::state::StateDir;
 use crate::compare::HostTree;
@@ -96,7 +96,7 @@ impl HashCache {
         for e in entries {
             if let Kind::File { hash, .. } = e.kind {
                 let k = key_of(disk_of[e.path.as_slice()].1);
-                if k.ctime_ns < start_ns && k.mtime_ns < start_ns {
+                if settled(&k, start_ns) {
                     map.insert(e.path.clone(), (k, hash));
                 }
             }
@@ -104,6 +104,23 @@ impl HashCache {
         self.dirty = map != self.map;
         self.map = map;
     }
+}
+
+/// The longest tick of the kernel's coarse clock, which file times come from: a jiffy,
+/// 10 ms at the lowest `HZ` Linux has.
+const TICK_NS: i128 = 10_000_000;
+
+/// Whether a file last changed as `k` says can be cached by a scan that started at
+/// `start_ns`: its ctime is at least a tick older than the start, so that any later
+/// change gets another ctime. A ctime of whole seconds is a filesystem that keeps no
+/// more (ext4 with small inodes, FAT): its tick is then two seconds.
+fn settled(k: &Key, start_ns: i128) -> bool {
+    let tick = if k.ctime_ns % 1_000_000_000 == 0 {
+        2_000_000_000
+    } else {
+        TICK_NS
+    };
+    k.ctime_ns + tick <= start_ns && k.mtime_ns < start_ns
 }
 
 fn parse_cache_line(l: &str) -> Option<(Vec<u8>, Key, Hash)> {
@@ -413,8 +430,37 @@ fn spare(rel: &[u8], image: &Tree, host: &mut HostTree) {
 
 #[cfg(test)]
 mod tests {
-    use super::own_path;
+    use super::{own_path, settled, Key};
     use std::path::Path;
+
+    /// A file changed less than a tick before the scan started is hashed again next
+    /// time: a write after the scan, in the same tick, would leave its ctime as it was.
+    /// (Before: anything changed before the start was cached.)
+    #[test]
+    fn a_file_changed_within_a_tick_of_the_scan_is_not_cached() {
+        let s = 1_700_000_000_123_456_789i128;
+        let k = |ctime_ns: i128| Key {
+            size: 1,
+            mtime_ns: ctime_ns,
+            ctime_ns,
+            ino: 1,
+        };
+        assert!(!settled(&k(s - 1), s));
+        assert!(!settled(&k(s - 9_999_999), s));
+        assert!(settled(&k(s - 10_000_000), s));
+        assert!(settled(&k(s - 3_600_000_000_000), s));
+        assert!(!settled(&k(s + 1), s));
+        // Whole seconds: a filesystem that keeps no finer times.
+        let whole = 1_700_000_000_000_000_000i128;
+        assert!(!settled(&k(whole), whole + 1_500_000_000));
+        assert!(settled(&k(whole), whole + 2_000_000_000));
+        // An mtime set ahead of the start (touch -d): never cached.
+        let ahead = Key {
+            mtime_ns: s + 1,
+            ..k(s - 3_600_000_000_000)
+        };
+        assert!(!settled(&ahead, s));
+    }
 
     #[test]
     fn the_own_executable_is_named_relative_to_the_root() {
