@@ -375,4 +375,53 @@ fn pre_and_post_hooks_run_around_each_host_and_their_failures_fail_it() {
     // The text report names the hook on the host's line.
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("post hook exit 4: undrain failed"), "{text}");
+
+    // `syncer rollback` runs the same hooks around each host it puts back, over the
+    // hosts `--limit` selects: h1 and h4 back to v1, the others left alone.
+    std::fs::remove_file(dir.join("hooks.log")).unwrap();
+    let (s0, s3) = (spec(0), spec(3));
+    let inv_s = inv.to_str().unwrap();
+    let rb_args = ["rollback", "--inventory", inv_s, "--json", "--limit"];
+    let out = run(&store, &[&rb_args[..], &[&s0, "--limit", &s3]].concat());
+    let rb = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(!out.status.success(), "{rb:#}");
+    let log = std::fs::read_to_string(dir.join("hooks.log")).unwrap();
+    let v1h = v1.to_hex();
+    let want: Vec<String> = vec![
+        format!("pre {s0} one rollback {v1h}"),
+        format!("post {s0} ok"),
+        format!("pre {s3} one rollback {v1h}"),
+        format!("post {s3} ok"),
+    ];
+    assert_eq!(log.lines().collect::<Vec<_>>(), want);
+    let rb = rb.as_array().unwrap();
+    assert_eq!(rb.len(), 2, "{rb:#?}");
+    assert_eq!(
+        (rb[0]["host"].as_str(), rb[0]["ok"].as_bool()),
+        (Some(&*s0), Some(true))
+    );
+    assert_eq!(rb[0]["pre"]["status"], 0);
+    assert_eq!(rb[1]["ok"], false);
+    let err = rb[1]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("the post hook failed (exit 4: undrain failed)"),
+        "{rb:#?}"
+    );
+    for i in [0, 3] {
+        assert_eq!(image(i).trim(), v1h, "host {i}");
+    }
+    assert_eq!(image(2).trim(), v1h);
+
+    // A failed pre leaves its host untouched.
+    let before = snapshot(&hosts[1]);
+    let out = run(&store, &[&rb_args[..], &[&spec(1), "--to", "v2"]].concat());
+    let rb = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(!out.status.success(), "{rb:#}");
+    let err = rb[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("the pre hook failed (exit 3: draining failed)"),
+        "{rb:#}"
+    );
+    assert!(err.contains("the host was not touched"), "{rb:#}");
+    assert_eq!(snapshot(&hosts[1]), before);
 }

@@ -27,7 +27,8 @@ pub const ROLLOUT: &str = "Examples:
 
 pub const ROLLBACK: &str = "Examples:
   syncer rollback --inventory fleet.toml --colo ams1    # each host to its previous image
-  syncer rollback --inventory fleet.toml --to web~1     # every host to one image";
+  syncer rollback --inventory fleet.toml --to web~1     # every host to one image
+  syncer rollback --inventory fleet.toml --limit 'ssh://ams1-web*'  # only these hosts";
 
 pub const ABANDON_COMMIT: &str = "Examples:
   syncer abandon-commit ssh://web1            # drop the commit it keeps failing to finish

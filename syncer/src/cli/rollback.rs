@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use syncer::rollout::inventory::Inventory;
+use syncer::rollout::limit::Limit;
 use syncer::rollout::RolloutOptions;
 
 #[derive(Args)]
@@ -19,6 +20,10 @@ pub struct RollbackArgs {
     /// Only these colos (repeatable) [default: every colo]
     #[arg(long)]
     colo: Vec<String>,
+    /// Only the hosts this selects (repeatable): a host spec, a colo's name, or a glob
+    /// over host specs (`ssh://ams1-web*`), as for `rollout`
+    #[arg(long, value_name = "PATTERN")]
+    limit: Vec<String>,
     /// Every host to this image (name, name~N or ID) [default: each host's previous
     /// image, as the host recorded it]
     #[arg(long)]
@@ -33,7 +38,8 @@ pub fn run(a: RollbackArgs, ctx: &Ctx) -> Result<ExitCode> {
     let to = a.to.map(|t| store.resolve(&t)).transpose()?;
     let opts = RolloutOptions {
         colos: a.colo.clone(),
-        limit: Default::default(),
+        limit: Limit::new(&a.limit, &inv.select(&a.colo)?)
+            .map_err(|e| super::UsageError(e.to_string()))?,
         yes: true,
         rehash: a.conn.rehash,
         no_store_copies: false,
@@ -44,17 +50,15 @@ pub fn run(a: RollbackArgs, ctx: &Ctx) -> Result<ExitCode> {
         stop: Arc::new(AtomicBool::new(false)),
         confirm: Box::new(|_| true),
     };
-    let reports = syncer::rollout::rollback(
-        &store,
-        &inv,
-        &a.colo,
-        to,
-        &opts,
-        &PlainLog { quiet: ctx.quiet },
-    )?;
+    let hosts = syncer::rollout::rollback(&store, &inv, to, &opts, &PlainLog { quiet: ctx.quiet })?;
     a.conn.print(
-        || &reports,
-        || reports.iter().map(syncer::render::push_report).collect(),
+        || &hosts,
+        || {
+            hosts
+                .iter()
+                .map(|h| syncer::render::push_report(&h.report))
+                .collect()
+        },
     )?;
-    Ok(ExitCode::ok_if(reports.iter().all(|r| r.ok)))
+    Ok(ExitCode::ok_if(hosts.iter().all(|h| h.report.ok)))
 }

@@ -58,6 +58,56 @@ impl HookRun {
     }
 }
 
+/// A colo policy's hooks around one host's turn (a rollout's or a rollback's): `pre`
+/// before anything touches the host, `post` after, with the outcome in its
+/// environment. Each run is logged on the host's line.
+pub struct Around<'a> {
+    /// The host's colo's policy.
+    pub policy: &'a super::inventory::Policy,
+    /// Where the hooks run: the inventory's directory.
+    pub dir: &'a Path,
+    /// The host, as its lines name it.
+    pub host: &'a crate::transport::HostSpec,
+    /// `SYNCER_HOST`, `SYNCER_COLO`, `SYNCER_WAVE`, `SYNCER_IMAGE`.
+    pub env: Vec<(&'static str, String)>,
+    /// Where the log lines go.
+    pub obs: &'a dyn crate::push::Observer,
+}
+
+impl Around<'_> {
+    fn run(&self, cmd: &str) -> HookRun {
+        let r = run(cmd, &self.env, self.dir, self.policy.hook_timeout);
+        self.obs
+            .log(&format!("{}: {cmd:?}: {}", self.host, r.describe()));
+        r
+    }
+
+    /// Runs `pre`, if the policy has one.
+    pub fn pre(&self) -> Option<HookRun> {
+        self.policy.pre.as_deref().map(|c| self.run(c))
+    }
+
+    /// Runs `post`, if the policy has one, with `SYNCER_OUTCOME` set to `outcome`.
+    pub fn post(&mut self, outcome: &str) -> Option<HookRun> {
+        let cmd = self.policy.post.as_deref()?;
+        self.env.push(("SYNCER_OUTCOME", outcome.to_string()));
+        Some(self.run(cmd))
+    }
+}
+
+/// Why a host failed whose `pre` hook failed.
+pub fn pre_failed(failed: &HookRun) -> String {
+    format!(
+        "the pre hook failed ({}): the host was not touched",
+        failed.describe()
+    )
+}
+
+/// Why a host failed whose `post` hook failed.
+pub fn post_failed(failed: &HookRun) -> String {
+    format!("the post hook failed ({})", failed.describe())
+}
+
 /// Runs `command` with `sh -c` in `dir` with `env` added, for at most `timeout`; never
 /// fails, the run says how it went.
 pub fn run(command: &str, env: &[(&str, String)], dir: &Path, timeout: Duration) -> HookRun {

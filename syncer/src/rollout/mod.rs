@@ -540,25 +540,22 @@ impl Run<'_> {
     /// rollback, then its `post` hook, which sees the outcome.
     fn host(&self, colo: &Colo, wave: &str, h: &Host, popts: &PushOptions) -> HostResult {
         let t = Instant::now();
-        let p = &colo.policy;
-        let mut env = vec![
-            ("SYNCER_HOST", h.spec.to_string()),
-            ("SYNCER_COLO", colo.name.clone()),
-            ("SYNCER_WAVE", wave.to_string()),
-            ("SYNCER_IMAGE", self.target.id.to_hex()),
-        ];
-        let hook = |cmd: &str, env: &[(&str, String)]| {
-            let r = hooks::run(cmd, env, &self.dir, p.hook_timeout);
-            self.obs.log(&format!("{h}: {cmd:?}: {}", r.describe()));
-            r
+        let mut around = hooks::Around {
+            policy: &colo.policy,
+            dir: &self.dir,
+            host: &h.spec,
+            env: vec![
+                ("SYNCER_HOST", h.spec.to_string()),
+                ("SYNCER_COLO", colo.name.clone()),
+                ("SYNCER_WAVE", wave.to_string()),
+                ("SYNCER_IMAGE", self.target.id.to_hex()),
+            ],
+            obs: self.obs,
         };
-        let pre = p.pre.as_deref().map(|c| hook(c, &env));
+        let pre = around.pre();
         let mut res = match pre.as_ref().filter(|r| !r.ok()) {
             Some(failed) => {
-                let why = format!(
-                    "the pre hook failed ({}): the host was not touched",
-                    failed.describe()
-                );
+                let why = hooks::pre_failed(failed);
                 let r = HostReport {
                     host: h.spec.to_string(),
                     error: Some(why.clone()),
@@ -583,11 +580,9 @@ impl Run<'_> {
             }
         };
         res.pre = pre;
-        if let Some(cmd) = &p.post {
-            env.push(("SYNCER_OUTCOME", res.outcome.to_string()));
-            let post = hook(cmd, &env);
+        if let Some(post) = around.post(&res.outcome.to_string()) {
             if !post.ok() {
-                res.fail(format!("the post hook failed ({})", post.describe()));
+                res.fail(hooks::post_failed(&post));
             }
             res.post = Some(post);
         }
