@@ -514,6 +514,9 @@ impl Cache {
                 match imager::fsx::read(f).map_err(imager::Error::into_io) {
                     Ok(mut data) => match entry_payload(&data) {
                         Ok(_) => {
+                            // Used now: `syncer cache prune` removes the least recently
+                            // used first (a read-only cache is only pruned by age).
+                            let _ = imager::fsx::touch(f);
                             data.drain(..HEADER);
                             return Ok(Arc::new(data));
                         }
@@ -682,5 +685,6 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
     Ok(r)
 }
 
+pub mod prune;
 #[cfg(test)]
 mod tests;

@@ -829,3 +829,85 @@ fn a_local_host_copies_new_files_from_the_store_and_checks_them() {
     assert_eq!(r2["outcome"], "failed before commit", "{r2:#}");
     assert_host_is(&h, &f.store, &id(&f.store, "v1"));
 }
+
+/// `syncer cache prune`: a push marks each cache entry it reads as used, and a prune
+/// keeps the most recently used entries that fit and removes the others; a dry run only
+/// counts.
+#[test]
+fn cache_prune_keeps_the_entries_pushes_used_last() {
+    let (_t, dir, store) = two_image_store("cache-prune-", 200_000);
+    let cache = dir.join("cache");
+    let c = cache.to_str().unwrap();
+    let host = |n: &str| {
+        let h = dir.join(n);
+        std::fs::create_dir_all(&h).unwrap();
+        format!("local:{}", h.display())
+    };
+    let (h1, h2) = (host("h1"), host("h2"));
+    // Packs (not store copies) so that a first install goes through the cache.
+    let push = |image: &str, h: &str| {
+        ok(
+            &store,
+            &["push", image, h, "--cache", c, "--no-store-copies"],
+        );
+    };
+    push("v1", &h1);
+    push("v2", &h1);
+    let entries = || -> Vec<(String, u64, std::time::SystemTime)> {
+        let mut v: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    m.len(),
+                    m.modified().unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let all = entries();
+    assert!(all.len() >= 2, "{all:?}");
+    // Everything last used a day ago; then a first install of v1 reads its packs.
+    sh(&format!("touch -m -d '1 day ago' '{}'/*", cache.display()));
+    push("v1", &h2);
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let now = entries();
+    let used: Vec<&(String, u64, _)> = now.iter().filter(|e| e.2 > hour_ago).collect();
+    assert!(!used.is_empty() && used.len() < now.len(), "{now:?}");
+    let used_bytes: u64 = used.iter().map(|e| e.1).sum();
+
+    let prune = |max: &str, dry: bool| {
+        let mut a = vec!["cache", "prune", "--cache", c, "--max-size", max, "--json"];
+        if dry {
+            a.push("--dry-run");
+        }
+        json(&ok(&store, &a))
+    };
+    let max = used_bytes.to_string();
+    let dry = prune(&max, true);
+    assert_eq!(dry["removed"], (now.len() - used.len()) as u64, "{dry:#}");
+    assert_eq!(entries(), now, "a dry run removes nothing");
+    let r = prune(&max, false);
+    assert_eq!(
+        (r["kept"].as_u64(), r["kept_bytes"].as_u64()),
+        (Some(used.len() as u64), Some(used_bytes))
+    );
+    let left: Vec<String> = entries().into_iter().map(|e| e.0).collect();
+    let want: Vec<String> = used.iter().map(|e| e.0.clone()).collect();
+    assert_eq!(left, want);
+    // The pushes still work from what is left (what is missing is computed again).
+    push("v2", &h2);
+    assert!(prune("0", false)["kept"] == 0);
+    assert!(entries().is_empty());
+    // A size it cannot read is a usage error naming the value.
+    let out = run(
+        &store,
+        &["cache", "prune", "--cache", c, "--max-size", "lots"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"lots\" is not a size"));
+}

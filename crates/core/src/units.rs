@@ -23,6 +23,13 @@ pub fn bytes(n: u64) -> String {
     format!("{v:.digits$} {}", UNITS[unit])
 }
 
+/// [`parse_bytes`] for a command-line option (clap's `value_parser`): the error says
+/// what a size looks like.
+pub fn parse_size_arg(s: &str) -> Result<u64, String> {
+    parse_bytes(s)
+        .ok_or_else(|| format!("{s:?} is not a size: use bytes or a number with k, M, G or T"))
+}
+
 /// A size as people write it, in the SI units [`bytes`] prints: `4G`, `20MB`, `512k`,
 /// `1.5M`, `1500` (bytes). The suffix is k, M, G or T (either case), with or without `B`.
 pub fn parse_bytes(s: &str) -> Option<u64> {

@@ -21,6 +21,23 @@ pub enum CacheCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Keep the cache within a size: the most recently used entries that fit stay (each
+    /// push marks the entries it reads), the others are removed
+    #[command(after_help = super::examples::CACHE_PRUNE)]
+    Prune {
+        /// The cache directory [default: STORE/syncer-cache]
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// The most the cache may hold (bytes, or with k, M, G, T: powers of 1000)
+        #[arg(long, value_name = "SIZE", value_parser = imager::units::parse_size_arg)]
+        max_size: u64,
+        /// Say what would be removed; remove nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(cmd: CacheCmd, ctx: &Ctx) -> Result<ExitCode> {
@@ -30,7 +47,32 @@ pub fn run(cmd: CacheCmd, ctx: &Ctx) -> Result<ExitCode> {
             repair,
             json,
         } => verify(ctx, cache, repair, json),
+        CacheCmd::Prune {
+            cache,
+            max_size,
+            dry_run,
+            json,
+        } => {
+            let dir = cache.unwrap_or_else(|| ctx.store.join("syncer-cache"));
+            let r = syncer::delta::prune::prune(&dir, max_size, dry_run)?;
+            print_report(json, || &r, || prune_text(&r))?;
+            Ok(ExitCode::Success)
+        }
     }
+}
+
+/// `cache prune`'s one line.
+fn prune_text(r: &syncer::delta::prune::PruneReport) -> String {
+    let b = imager::units::bytes;
+    format!(
+        "{}: {} {} entries ({}), kept {} ({})\n",
+        r.dir.display(),
+        if r.dry_run { "would remove" } else { "removed" },
+        r.removed,
+        b(r.removed_bytes),
+        r.kept,
+        b(r.kept_bytes)
+    )
 }
 
 /// Deltas are decoded against their base from the store; without one, entries are

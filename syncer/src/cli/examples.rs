@@ -38,6 +38,10 @@ pub const CACHE_VERIFY: &str = "Examples:
   syncer cache verify                         # the store's cache, STORE/syncer-cache
   syncer cache verify --cache /var/cache/syncer --repair";
 
+pub const CACHE_PRUNE: &str = "Examples:
+  syncer cache prune --max-size 20G --dry-run  # what would go
+  syncer cache prune --max-size 20G            # e.g. daily, from cron or a systemd timer";
+
 pub const DRIFT: &str = "Examples:
   syncer drift ssh://web1                     # where web1 differs from the image it runs
   syncer drift local:/srv/chroots/test --json

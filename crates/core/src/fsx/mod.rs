@@ -548,6 +548,21 @@ pub fn timestamps(mtime: i64) -> Timestamps {
     }
 }
 
+/// Sets a file's modification time to now, its access time left as it is: a cache marks
+/// an entry used (access times are not kept on most mounts, `relatime`).
+pub fn touch(path: &Path) -> Result<()> {
+    let at = |nsec| Timespec {
+        tv_sec: 0,
+        tv_nsec: nsec,
+    };
+    let times = Timestamps {
+        last_access: at(rustix::fs::UTIME_OMIT),
+        last_modification: at(rustix::fs::UTIME_NOW),
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty())
+        .ctx("set the modification time of", path)
+}
+
 /// Sets an open file's owner and group to numeric IDs; `path` is for the error only.
 pub fn fchown(fd: impl AsFd, uid: u32, gid: u32, path: &Path) -> Result<()> {
     rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))

@@ -46,7 +46,7 @@ pub(crate) struct BuildArgs {
     no_cache: bool,
     /// The most the install cache (STORE/build-cache) may hold; least recently used
     /// entries go first (bytes, or with k, M, G, T: powers of 1000)
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "4G")]
+    #[arg(long, value_name = "SIZE", value_parser = imager::units::parse_size_arg, default_value = "4G")]
     cache_limit: u64,
     /// Do not write a new image's provenance and SPDX document (most of a build from the
     /// install cache: for the edit-build-diff loop; a later build of the image writes them)
@@ -55,12 +55,6 @@ pub(crate) struct BuildArgs {
     /// Print the report (ID, epoch, downloads, scrub, normalisation, phase times) as JSON
     #[arg(long)]
     json: bool,
-}
-
-/// A size for `--cache-limit`, in the SI units reports print ([`imager::units::parse_bytes`]).
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    imager::units::parse_bytes(s)
-        .ok_or_else(|| format!("{s:?} is not a size: use bytes or a number with k, M, G or T"))
 }
 
 pub(crate) fn build(ctx: &Ctx, a: BuildArgs, out: &mut dyn Write) -> Result<Exit> {
