@@ -168,10 +168,12 @@ pub fn decompress_frame(z: &[u8]) -> Result<Vec<u8>, String> {
     zstd::bulk::decompress(z, n as usize).map_err(|e| e.to_string())
 }
 
-/// Writes `parts` to `path` so that a crash leaves no file, the old one or the whole new
-/// one (see [`imager::fsx::write_atomic`]).
-fn write_durably(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
-    imager::fsx::write_atomic_with(path, |f| {
+/// Writes `parts` to `path` so that other pushes see no file, the old one or the whole
+/// new one. Not flushed: an entry checks itself when read (its checksum), and one a
+/// crash tore is computed again, while flushing would make a first install wait for its
+/// hundred MB of packs to reach the disk.
+fn write_entry(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
+    imager::fsx::replace_unsynced_with(path, |f| {
         parts
             .iter()
             .try_for_each(|p| f.write_all(p))
@@ -549,7 +551,7 @@ impl Cache {
     fn keep(&self, key: Key, level: i32, d: &[u8]) {
         if let Some(dir) = &self.dir {
             // A cache that cannot be written is only slower.
-            let _ = write_durably(
+            let _ = write_entry(
                 &dir.join(entry_name(key, level)),
                 &[MAGIC, &Hash::of(d).0, d],
             );

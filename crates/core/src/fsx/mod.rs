@@ -368,12 +368,38 @@ pub fn write_atomic_via(
     path: &Path,
     fill: impl FnOnce(&mut File) -> Result<()>,
 ) -> Result<()> {
+    replace_via(tmp, path, fill, true)
+}
+
+/// Replaces `path` with what `fill` writes, through a temporary beside it, without
+/// flushing anything: readers see the old file or the whole new one, but after a power
+/// cut the new one may be empty or torn. Only for files that check themselves when read
+/// (a checksummed cache entry) and are made again when they fail: it saves a flush of
+/// every byte written, which a push's first install waits for.
+pub fn replace_unsynced_with(
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> Result<()>,
+) -> Result<()> {
+    replace_via(&temp_beside(path), path, fill, false)
+}
+
+fn replace_via(
+    tmp: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> Result<()>,
+    durable: bool,
+) -> Result<()> {
     let r = (|| {
         let mut f = File::create(tmp).ctx("create", tmp)?;
         fill(&mut f)?;
-        f.sync_all().ctx("flush", tmp)?;
+        if durable {
+            f.sync_all().ctx("flush", tmp)?;
+        }
         rename(tmp, path)?;
-        sync_dir(parent_dir(path))
+        if durable {
+            sync_dir(parent_dir(path))?;
+        }
+        Ok(())
     })();
     if r.is_err() {
         let _ = std::fs::remove_file(tmp);
