@@ -290,7 +290,12 @@ pub fn restore(store: &Store, key: &Hash, root: &Path) -> Result<Restored> {
         }
         e.last_used = now();
         let text = serde_json::to_vec_pretty(&e).map_err(|e| Error::Internal(e.to_string()))?;
-        fsx::write_atomic(&entry_dir.join(ENTRY), &text)?;
+        // Only the last use changed: not flushed (a crash may lose it, or leave a record
+        // that does not parse, which only makes the entry go first or be installed again).
+        let path = entry_dir.join(ENTRY);
+        fsx::replace_unsynced_with(&path, |f| {
+            std::io::Write::write_all(f, &text).map_err(|e| Error::io("write", &path, e))
+        })?;
         Ok(synced)
     });
     match found {
