@@ -31,7 +31,7 @@ pub enum CacheCmd {
         /// The most the cache may hold (bytes, or with k, M, G, T: powers of 1000)
         #[arg(long, value_name = "SIZE", value_parser = imager::units::parse_size_arg)]
         max_size: u64,
-        /// Say what would be removed; remove nothing
+        /// Show what would be removed, and remove nothing
         #[arg(long)]
         dry_run: bool,
         /// Print the report as JSON
