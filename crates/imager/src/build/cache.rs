@@ -36,6 +36,10 @@ const ENTRY: &str = "entry.json";
 /// The tree the last build of an entry's package set finished with (see the module's
 /// comment).
 const SCRATCH: &str = "scratch";
+/// A hit from the entry's scratch tree, the last build's, brought back to the entry.
+pub const SYNCED: &str = "synced";
+/// A hit from a full copy of the entry.
+pub const COPIED: &str = "copied";
 
 /// How a build uses the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,11 +65,10 @@ pub struct Report {
     /// `hit` (a copy of the cached tree), `miss` (installed, then cached), `refresh`
     /// (installed although cached, cache replaced) or `off`.
     pub cache: &'static str,
-    /// The cache key, in hex (none when the cache is off).
+    /// The cache key (none when the cache is off).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
-    /// How a hit's tree was made: `synced` (the entry's scratch tree, the last build's,
-    /// brought back to the entry with rsync) or `copied` (a full copy).
+    pub key: Option<Hash>,
+    /// How a hit's tree was made: [`SYNCED`] or [`COPIED`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restored: Option<&'static str>,
     /// What went wrong with the cache when it did: a damaged entry removed, or an entry
@@ -195,12 +198,9 @@ fn read_entry(path: &Path) -> Result<Entry> {
 
 /// What [`restore`] found.
 pub enum Restored {
-    /// `root` is the cached tree, verified: the entry's scratch tree brought back to it
-    /// (`synced`), or a full copy.
-    Hit {
-        /// Whether `root` is the scratch tree, synced.
-        synced: bool,
-    },
+    /// `root` is the cached tree, verified, made as the value says ([`SYNCED`] or
+    /// [`COPIED`]).
+    Hit(&'static str),
     /// No entry for the key.
     Miss,
     /// The entry was damaged (why): it is removed, and `root` does not exist.
@@ -275,11 +275,11 @@ pub fn restore(store: &Store, key: &Hash, root: &Path) -> Result<Restored> {
         return Ok(Restored::Miss);
     }
     let found = read_entry(&entry_dir.join(ENTRY)).and_then(|mut e| {
-        let synced = take_scratch(&entry_dir, root, &e.tree)?;
-        let id = if synced {
-            e.tree.clone()
+        let (id, how) = if take_scratch(&entry_dir, root, &e.tree)? {
+            (e.tree.clone(), SYNCED)
         } else {
-            copy_and_hash(&entry_dir.join("root"), root)?.0.to_hex()
+            let (id, _) = copy_and_hash(&entry_dir.join("root"), root)?;
+            (id.to_hex(), COPIED)
         };
         if id != e.tree {
             return Err(Error::Build(format!(
@@ -296,10 +296,10 @@ pub fn restore(store: &Store, key: &Hash, root: &Path) -> Result<Restored> {
         fsx::replace_unsynced_with(&path, |f| {
             std::io::Write::write_all(f, &text).map_err(|e| Error::io("write", &path, e))
         })?;
-        Ok(synced)
+        Ok(how)
     });
     match found {
-        Ok(synced) => Ok(Restored::Hit { synced }),
+        Ok(how) => Ok(Restored::Hit(how)),
         Err(e) => {
             let why = format!(
                 "install cache entry {} is damaged ({e}): removed, installing again",
@@ -433,6 +433,15 @@ mod tests {
         Hash([n; 32])
     }
 
+    /// How `restore` made `out` from entry `n`, or why it did not.
+    fn restored(store: &Store, n: u8, out: &Path) -> &'static str {
+        match restore(store, &key_of(n), out).unwrap() {
+            Restored::Hit(how) => how,
+            Restored::Miss => "miss",
+            Restored::Damaged(_) => "damaged",
+        }
+    }
+
     #[test]
     fn a_copy_is_verified_and_a_damaged_entry_is_removed() {
         let d = tempfile::tempdir().unwrap();
@@ -441,14 +450,8 @@ mod tests {
         tree(&installed, "v1");
         save(&store, &key_of(1), &installed, DEFAULT_LIMIT).unwrap();
         let out = d.path().join("out");
-        assert!(matches!(
-            restore(&store, &key_of(2), &out).unwrap(),
-            Restored::Miss
-        ));
-        assert!(matches!(
-            restore(&store, &key_of(1), &out).unwrap(),
-            Restored::Hit { .. }
-        ));
+        assert_eq!(restored(&store, 2, &out), "miss");
+        assert_eq!(restored(&store, 1, &out), COPIED);
         assert_eq!(std::fs::read(out.join("usr/bin/tool")).unwrap(), b"v1");
         assert!(out.join("bin").is_symlink());
         std::fs::remove_dir_all(&out).unwrap();
@@ -480,10 +483,7 @@ mod tests {
         let scratch = entry.join(SCRATCH);
 
         // What overlays, hooks and the scrub do: write, add, remove, chmod.
-        assert!(matches!(
-            restore(&store, &key_of(1), &out).unwrap(),
-            Restored::Hit { .. }
-        ));
+        assert_eq!(restored(&store, 1, &out), COPIED);
         std::fs::write(out.join("usr/bin/tool"), "v2 longer").unwrap();
         std::fs::write(out.join("etc/added"), "x").unwrap();
         std::fs::remove_file(out.join("bin")).unwrap();
@@ -492,10 +492,7 @@ mod tests {
         let usr = ino(&out.join("usr"));
         keep_scratch(&store, &key_of(1), &out).unwrap();
         assert!(!out.exists() && scratch.is_dir());
-        assert!(matches!(
-            restore(&store, &key_of(1), &out).unwrap(),
-            Restored::Hit { .. }
-        ));
+        assert_eq!(restored(&store, 1, &out), SYNCED);
         assert!(!scratch.exists(), "the scratch tree is taken, not shared");
         assert_eq!(
             tree_id(&out).unwrap(),
@@ -509,7 +506,6 @@ mod tests {
         let tool = out.join("usr/bin/tool");
         let mtime = std::fs::metadata(&tool).unwrap().modified().unwrap();
         std::fs::write(&tool, "v9").unwrap();
-        let old_usr = std::fs::File::open(out.join("usr")).unwrap();
         std::fs::File::options()
             .write(true)
             .open(&tool)
@@ -517,25 +513,20 @@ mod tests {
             .set_modified(mtime)
             .unwrap();
         keep_scratch(&store, &key_of(1), &out).unwrap();
-        assert!(matches!(
-            restore(&store, &key_of(1), &out).unwrap(),
-            Restored::Hit { .. }
-        ));
+        assert_eq!(
+            restored(&store, 1, &out),
+            COPIED,
+            "the ID differs: a full copy"
+        );
         assert_eq!(std::fs::read(&tool).unwrap(), b"v1");
         assert_eq!(
             tree_id(&out).unwrap(),
             tree_id(&entry.join("root")).unwrap()
         );
-        // (The old directory is held open, so that its inode number cannot be reused.)
-        let held = std::os::unix::fs::MetadataExt::ino(&old_usr.metadata().unwrap());
-        assert_ne!(ino(&out.join("usr")), held, "a full copy");
 
         // Only one scratch tree: a second build's tree is left to its work directory.
         let other = d.path().join("other");
-        assert!(matches!(
-            restore(&store, &key_of(1), &other).unwrap(),
-            Restored::Hit { .. }
-        ));
+        assert_eq!(restored(&store, 1, &other), COPIED);
         keep_scratch(&store, &key_of(1), &out).unwrap();
         keep_scratch(&store, &key_of(1), &other).unwrap();
         assert!(!out.exists() && other.exists() && scratch.is_dir());

@@ -332,10 +332,10 @@ impl Run<'_> {
             progress,
         )?;
         ph.done("normalise, hash, store");
-        if let Some(k) = install.key.as_deref().and_then(Hash::from_hex) {
+        if let Some(k) = &install.key {
             // The next build of this package set starts from this tree (an optimisation:
             // a tree that cannot be kept is removed with the work directory).
-            let _ = cache::keep_scratch(store, &k, &root);
+            let _ = cache::keep_scratch(store, k, &root);
         }
         if self.provenance {
             self.write_provenance(&imported.id, overlay_image)?;
@@ -375,26 +375,18 @@ impl Run<'_> {
         let key = (self.cache != cache::Use::Off).then(|| cache::key(lk, &args));
         let mut report = cache::Report {
             cache: "off",
-            key: key.map(|k| k.to_hex()),
+            key,
             restored: None,
             note: None,
         };
         if let (Some(k), cache::Use::ReadWrite { .. }) = (&key, self.cache) {
             match cache::restore(store, k, root)? {
-                cache::Restored::Hit { synced } => {
+                cache::Restored::Hit(how) => {
                     dpkg::check_installed(root, lk, &m.files[0])?;
-                    let line = format!(
-                        "--- install: install cache entry {} ({})\n",
-                        k.to_hex(),
-                        if synced {
-                            "scratch tree synced"
-                        } else {
-                            "copied"
-                        }
-                    );
+                    let line = format!("--- install: install cache entry {} ({how})\n", k.to_hex());
                     fsx::write(log, line)?;
                     report.cache = "hit";
-                    report.restored = Some(if synced { "synced" } else { "copied" });
+                    report.restored = Some(how);
                     ph.done("install (cached)");
                     return Ok(report);
                 }

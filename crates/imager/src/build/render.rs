@@ -3,7 +3,7 @@
 
 use super::lock::Lock;
 use super::vary::VariedRebuild;
-use super::{Built, Rebuilt};
+use super::{cache, Built, Rebuilt};
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -33,14 +33,9 @@ impl Built {
             b.epoch,
             if b.lock_updated { ", lock updated" } else { "" }
         )?;
-        let key = b
-            .install
-            .key
-            .as_deref()
-            .and_then(|k| k.get(..12))
-            .unwrap_or("");
+        let key = b.install.key.map(|k| k.short()).unwrap_or_default();
         match b.install.cache {
-            "hit" if b.install.restored == Some("synced") => writeln!(
+            "hit" if b.install.restored == Some(cache::SYNCED) => writeln!(
                 out,
                 "  installed: install cache entry {key} (the last build's tree, synced back to it)"
             )?,
