@@ -871,12 +871,18 @@ fn cache_prune_keeps_the_entries_pushes_used_last() {
     };
     let all = entries();
     assert!(all.len() >= 2, "{all:?}");
-    // Everything last used a day ago; then a first install of v1 reads its packs.
+    // Everything last used a day ago; then a first install of v1 reads its packs. What
+    // the push used is what it marked (or wrote): whatever changed since.
     sh(&format!("touch -m -d '1 day ago' '{}'/*", cache.display()));
+    let before = entries();
     push("v1", &h2);
-    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     let now = entries();
-    let used: Vec<&(String, u64, _)> = now.iter().filter(|e| e.2 > hour_ago).collect();
+    let used: Vec<&(String, u64, _)> = now.iter().filter(|e| !before.contains(e)).collect();
+    // Entries read (not only written) are marked: those of the first install of h1.
+    assert!(
+        used.iter().any(|u| before.iter().any(|b| b.0 == u.0)),
+        "{used:?}"
+    );
     assert!(!used.is_empty() && used.len() < now.len(), "{now:?}");
     let used_bytes: u64 = used.iter().map(|e| e.1).sum();
 

@@ -371,6 +371,18 @@ pub struct HostReport {
     pub paths: Vec<PathChange>,
 }
 
+impl HostReport {
+    /// A host left as it was, for `why` (a failed `pre` hook, no image to go back to).
+    pub fn untouched(host: &impl std::fmt::Display, why: String) -> HostReport {
+        HostReport {
+            host: host.to_string(),
+            error: Some(why),
+            outcome: PushOutcome::FailedBeforeCommit,
+            ..Default::default()
+        }
+    }
+}
+
 /// Where a host's content came from.
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ContentSources {

@@ -62,19 +62,38 @@ impl HookRun {
 /// before anything touches the host, `post` after, with the outcome in its
 /// environment. Each run is logged on the host's line.
 pub struct Around<'a> {
-    /// The host's colo's policy.
-    pub policy: &'a super::inventory::Policy,
-    /// Where the hooks run: the inventory's directory.
-    pub dir: &'a Path,
-    /// The host, as its lines name it.
-    pub host: &'a crate::transport::HostSpec,
-    /// `SYNCER_HOST`, `SYNCER_COLO`, `SYNCER_WAVE`, `SYNCER_IMAGE`.
-    pub env: Vec<(&'static str, String)>,
-    /// Where the log lines go.
-    pub obs: &'a dyn crate::push::Observer,
+    policy: &'a super::inventory::Policy,
+    dir: &'a Path,
+    host: &'a crate::transport::HostSpec,
+    env: Vec<(&'static str, String)>,
+    obs: &'a dyn crate::push::Observer,
 }
 
-impl Around<'_> {
+impl<'a> Around<'a> {
+    /// The hooks of `colo`'s policy around `host`, run in `dir` (the inventory's) with
+    /// `SYNCER_HOST`, `SYNCER_COLO`, `SYNCER_WAVE` (`wave`) and `SYNCER_IMAGE` (`image`).
+    pub fn new(
+        colo: &'a super::inventory::Colo,
+        host: &'a crate::transport::HostSpec,
+        (wave, image): (&str, &imager::Hash),
+        dir: &'a Path,
+        obs: &'a dyn crate::push::Observer,
+    ) -> Around<'a> {
+        let env = vec![
+            ("SYNCER_HOST", host.to_string()),
+            ("SYNCER_COLO", colo.name.clone()),
+            ("SYNCER_WAVE", wave.to_string()),
+            ("SYNCER_IMAGE", image.to_hex()),
+        ];
+        Around {
+            policy: &colo.policy,
+            dir,
+            host,
+            env,
+            obs,
+        }
+    }
+
     fn run(&self, cmd: &str) -> HookRun {
         let r = run(cmd, &self.env, self.dir, self.policy.hook_timeout);
         self.obs

@@ -540,28 +540,13 @@ impl Run<'_> {
     /// rollback, then its `post` hook, which sees the outcome.
     fn host(&self, colo: &Colo, wave: &str, h: &Host, popts: &PushOptions) -> HostResult {
         let t = Instant::now();
-        let mut around = hooks::Around {
-            policy: &colo.policy,
-            dir: &self.dir,
-            host: &h.spec,
-            env: vec![
-                ("SYNCER_HOST", h.spec.to_string()),
-                ("SYNCER_COLO", colo.name.clone()),
-                ("SYNCER_WAVE", wave.to_string()),
-                ("SYNCER_IMAGE", self.target.id.to_hex()),
-            ],
-            obs: self.obs,
-        };
+        let image = (wave, &self.target.id);
+        let mut around = hooks::Around::new(colo, &h.spec, image, &self.dir, self.obs);
         let pre = around.pre();
         let mut res = match pre.as_ref().filter(|r| !r.ok()) {
             Some(failed) => {
                 let why = hooks::pre_failed(failed);
-                let r = HostReport {
-                    host: h.spec.to_string(),
-                    error: Some(why.clone()),
-                    outcome: push::PushOutcome::FailedBeforeCommit,
-                    ..Default::default()
-                };
+                let r = HostReport::untouched(&h.spec, why.clone());
                 let mut res = HostResult::new(&colo.name, wave, &h.spec, r, None, 0.0);
                 res.reason = Some(why);
                 res

@@ -85,35 +85,22 @@ impl Back<'_> {
     fn host(&self, colo: &Colo, host: &Host, to: Option<Hash>, popts: &PushOptions) -> RolledBack {
         let o = host_options(popts, host);
         let h = &host.spec;
-        let failed = |why: String| RolledBack {
-            report: HostReport {
-                host: h.to_string(),
-                error: Some(why),
-                outcome: push::PushOutcome::FailedBeforeCommit,
-                ..Default::default()
-            },
-            pre: None,
-            post: None,
-        };
         let img = match self.target(host, to, &o) {
             Ok(img) => img,
-            Err(e) => return failed(e.to_string()),
+            Err(e) => {
+                let report = HostReport::untouched(h, e.to_string());
+                return RolledBack {
+                    report,
+                    pre: None,
+                    post: None,
+                };
+            }
         };
-        let mut around = hooks::Around {
-            policy: &colo.policy,
-            dir: self.inv.dir(),
-            host: h,
-            env: vec![
-                ("SYNCER_HOST", h.to_string()),
-                ("SYNCER_COLO", colo.name.clone()),
-                ("SYNCER_WAVE", "rollback".to_string()),
-                ("SYNCER_IMAGE", img.id.to_hex()),
-            ],
-            obs: self.obs,
-        };
+        let image = ("rollback", &img.id);
+        let mut around = hooks::Around::new(colo, h, image, self.inv.dir(), self.obs);
         let pre = around.pre();
         let mut report = match pre.as_ref().filter(|r| !r.ok()) {
-            Some(f) => failed(hooks::pre_failed(f)).report,
+            Some(f) => HostReport::untouched(h, hooks::pre_failed(f)),
             None => {
                 let r = push::push_host(self.store, &img, &self.cache, h, &o, self.obs);
                 let how = if r.ok {
