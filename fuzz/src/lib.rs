@@ -388,6 +388,8 @@ pub fn hash_cache(data: &[u8]) {
     let dir = root.join("var/lib/syncer");
     std::fs::create_dir_all(&dir).expect("state dir");
     std::fs::write(dir.join("hash-cache"), data).expect("write the cache");
+    // The same bytes as the list of what the last commit wrote.
+    std::fs::write(dir.join("hash-cache.committed"), data).expect("write the list");
     let st = StateDir::open(&root).expect("open the state dir");
     let cache = HashCache::load(&st);
     cache

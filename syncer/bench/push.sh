@@ -207,6 +207,20 @@ push syncer-pipe-managed B "local:$w/h3" --cache "$cache"
 rm -rf "$w/h3"
 
 # ---- 4: over ssh to a private sshd on 127.0.0.1 -----------------------------------------
+# The same at level 1, a `local:` host's default: no gzip-aware or Zucchini candidates
+# (the wall time goals; the bytes goals are the level-19 pushes above).
+fresh A "$w/h8"
+push syncer-pipe-cold-L1 B "local:$w/h8" --cache "$cache" --level 1
+fresh A "$w/h8"
+push syncer-pipe-warm-L1 B "local:$w/h8" --cache "$cache" --level 1
+rm -rf "$w/h8"
+fresh A "$w/h8"
+push syncer-pipe-adopt-L1 A "local:$w/h8" --cache "$cache" --level 1
+push syncer-pipe-managed-first-L1 B "local:$w/h8" --cache "$cache" --level 1
+push syncer-pipe-managed-back-L1 A "local:$w/h8" --cache "$cache" --level 1
+push syncer-pipe-managed-L1 B "local:$w/h8" --cache "$cache" --level 1
+rm -rf "$w/h8"
+
 start_sshd "$w/ssh"
 fresh A "$w/h4"
 push syncer-ssh-warm B "ssh://root@127.0.0.1$w/h4" -e "$ssh_cmd" --agent "$syncer" --cache "$cache"
@@ -293,6 +307,8 @@ table = [
     ("syncer pipe, cold cache", g("syncer-pipe-cold", "wall_s"), mb(g("syncer-pipe-cold", "wire_bytes")), "wire sent+received; plan %s s" % g("syncer-pipe-cold", "plan_s")),
     ("syncer pipe, warm cache", g("syncer-pipe-warm", "wall_s"), mb(g("syncer-pipe-warm", "wire_bytes")), "wire sent+received; plan %s s" % g("syncer-pipe-warm", "plan_s")),
     ("syncer pipe, managed host", g("syncer-pipe-managed", "wall_s"), mb(g("syncer-pipe-managed", "wire_bytes")), "wire sent+received, warm cache"),
+    ("syncer pipe, managed, level 1", g("syncer-pipe-managed-L1", "wall_s"), mb(g("syncer-pipe-managed-L1", "wire_bytes")), "a local: host's default level, warm cache"),
+    ("syncer pipe, warm cache, level 1", g("syncer-pipe-warm-L1", "wall_s"), mb(g("syncer-pipe-warm-L1", "wire_bytes")), "never synced, warm cache"),
     ("rsync -cz pipe (peers)", g("rsync-cz", "wall_s"), mb(g("rsync-cz", "bytes_sent")), "bytes sent only"),
     ("rsync -cz pipe, 8 hosts", g("rsync-cz-8hosts", "wall_s"), "-", "parallel"),
     ("syncer ssh, warm cache", g("syncer-ssh-warm", "wall_s"), mb(g("syncer-ssh-warm", "wire_bytes")), "wire sent+received"),
@@ -344,11 +360,13 @@ def fratio(a, b):
 print()
 print("goal (wall, warm cache)                 syncer / rsync    target")
 print("managed host, pipe                      %-17s <= 0.5" % fratio(g("syncer-pipe-managed", "wall_s"), g("rsync-cz", "wall_s")))
+print("managed host, pipe, level 1            %-17s <= 0.5" % fratio(g("syncer-pipe-managed-L1", "wall_s"), g("rsync-cz", "wall_s")))
 print("unmanaged host, pipe                    %-17s <= 0.5" % fratio(g("syncer-pipe-warm", "wall_s"), g("rsync-cz", "wall_s")))
+print("unmanaged host, pipe, level 1           %-17s <= 0.5" % fratio(g("syncer-pipe-warm-L1", "wall_s"), g("rsync-cz", "wall_s")))
 print("unmanaged host, ssh                     %-17s <= 0.5" % fratio(g("syncer-ssh-warm", "wall_s"), g("rsync-ssh-cz", "wall_s")))
 print()
 print("%-28s %8s %8s %8s %8s %8s" % ("phases (s)", "connect", "scan", "plan", "stage", "commit"))
-for n in ("syncer-pipe-warm", "syncer-pipe-managed", "syncer-ssh-warm", "syncer-noop-managed2"):
+for n in ("syncer-pipe-warm", "syncer-pipe-managed", "syncer-pipe-warm-L1", "syncer-pipe-managed-L1", "syncer-ssh-warm", "syncer-noop-managed2"):
     r = rows.get(n, {})
     if "wall_s" in r:
         print("%-28s %8s %8s %8s %8s %8s" % (n, *(r.get(k + "_s", "-") for k in ("connect", "scan", "plan", "stage", "commit"))))

@@ -37,6 +37,7 @@ pub mod state;
 mod target;
 pub mod triggers;
 pub mod trust;
+pub mod written;
 
 /// For the crash tests: with `SYNCER_TEST_STOP_AT=PHASE:N` (`stage:N`, the Nth file
 /// staged; `commit:N`, before the Nth journal operation) the agent stops itself with
@@ -64,7 +65,7 @@ use crate::protocol::{
 use imager_core::safe_dir::Beneath;
 use imager_core::tree::escape::escape;
 use imager_core::tree::scan::Excludes;
-use imager_core::{Hash, Kind, Tree};
+use imager_core::{Entry, Hash, Kind, Tree};
 use manifest::checked_manifest;
 use stage::Staging;
 use state::StateDir;
@@ -498,6 +499,30 @@ pub fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash,
 /// temporary name, with a margin.
 const COMMIT_INODES: u64 = 16;
 
+/// The files a commit makes or sets the metadata of, with the content each holds then
+/// (a file's content was checked as it was staged; one whose metadata alone changed
+/// holds the image's content already).
+fn written_files(p: &Pending) -> Vec<written::Written> {
+    p.changes
+        .iter()
+        .filter(|c| c.kind != ChangeKind::Delete)
+        .filter_map(|c| match p.image.get(&c.path) {
+            Some(
+                e @ Entry {
+                    kind: Kind::File { hash, size },
+                    ..
+                },
+            ) => Some(written::Written {
+                path: c.path.clone(),
+                hash: *hash,
+                size: *size,
+                mtime: e.mtime,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn commit_pending(
     b: &Beneath,
     st: &StateDir,
@@ -562,6 +587,8 @@ fn commit_pending(
         .and_then(|_| commit::finish(st, &j))
         .map_err(|e| commit::stuck(b, &j, commit::OpFailed::recording(e)))?;
     Staging::clear(b)?;
+    // Only a shortcut for the next scan: a list not written means hashing again.
+    let _ = written::record_written(st, &written_files(&p), scan::now_ns());
     Ok(crate::protocol::Committed {
         ops: j.ops.len() as u64,
         stage_seconds,

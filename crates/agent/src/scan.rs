@@ -3,13 +3,15 @@
 //! parallel, except those the hash cache already knows.
 //!
 //! The cache is keyed on (path, size, mtime, ctime, inode): any write to a file moves its
-//! ctime, so a hit means the content is what was hashed. A file whose ctime is not a
+//! ctime, so a hit means the content is what was hashed. What the last commit wrote is
+//! taken as it left it ([`crate::written`]), so a push's own renames cost no hashing. A file whose ctime is not a
 //! clock tick older than the scan's start is not cached: a write right after the scan
 //! could give it the very ctime it had (git's "racy clean" problem; see [`settled`]).
 
 use super::state::StateDir;
 use crate::compare::HostTree;
 use crate::protocol::{KeptWhy, ScanStats};
+use crate::written::{Committed, TICK_NS};
 use imager_core::error::IoContext;
 use imager_core::fsx;
 use imager_core::safe_dir::Beneath;
@@ -40,6 +42,8 @@ struct Key {
 /// size, mtime, ctime and inode are those recorded with it (the `hash-cache` state file).
 pub struct HashCache {
     map: HashMap<Vec<u8>, (Key, Hash)>,
+    /// What the last commit wrote ([`record_written`]), until a scan has taken it in.
+    committed: Committed,
     /// Whether the last scan changed anything (an unchanged cache is not rewritten).
     dirty: bool,
 }
@@ -61,7 +65,11 @@ impl HashCache {
                 }
             }
         }
-        HashCache { map, dirty: false }
+        HashCache {
+            map,
+            committed: Committed::load(state),
+            dirty: false,
+        }
     }
 
     /// Writes the cache if the last scan changed it. Not flushed to disk: after a crash
@@ -86,29 +94,60 @@ impl HashCache {
                 escape(p)
             ));
         }
-        state.write_unsynced(super::state::HASH_CACHE, out.as_bytes())
+        state.write_unsynced(super::state::HASH_CACHE, out.as_bytes())?;
+        // What the commit wrote is in the cache now, or was not as it left it, or (a scan
+        // within a tick of the commit) still only in its list.
+        if self.committed.files.is_empty() {
+            state.remove(super::state::HASH_CACHE_COMMITTED)
+        } else {
+            self.committed.write(state)
+        }
+    }
+
+    /// The hash of `path` (whose metadata the walk saw as `m`) if the cache or the last
+    /// commit's list vouches for it.
+    fn get(&self, path: &[u8], m: &std::fs::Metadata) -> Option<Hash> {
+        let k = key_of(m);
+        match self.map.get(path) {
+            Some((ck, h)) if *ck == k => Some(*h),
+            _ => self.committed.hit(path, (k.size, k.mtime_ns, k.ctime_ns)),
+        }
     }
 
     /// Replaces the cache with what a scan that started at `start_ns` saw (files only;
     /// racy ones left out).
     fn refresh(&mut self, entries: &[Entry], disk_of: &DiskOf, start_ns: i128) {
         let mut map = HashMap::with_capacity(entries.len());
+        let mut unsettled = HashMap::new();
         for e in entries {
             if let Kind::File { hash, .. } = e.kind {
                 let k = key_of(disk_of[e.path.as_slice()].1);
                 if settled(&k, start_ns) {
                     map.insert(e.path.clone(), (k, hash));
+                } else if let Some(c) = self.committed.files.get(&e.path) {
+                    if self
+                        .committed
+                        .hit(&e.path, (k.size, k.mtime_ns, k.ctime_ns))
+                        == Some(hash)
+                    {
+                        unsettled.insert(e.path.clone(), *c);
+                    }
                 }
             }
         }
-        self.dirty = map != self.map;
+        self.dirty = map != self.map || !self.committed.files.is_empty();
         self.map = map;
+        self.committed.files = unsettled;
     }
 }
 
-/// The longest tick of the kernel's coarse clock, which file times come from: a jiffy,
-/// 10 ms at the lowest `HZ` Linux has.
-const TICK_NS: i128 = 10_000_000;
+/// The wall clock in nanoseconds since the epoch (what file times are compared with).
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
 
 /// Whether a file last changed as `k` says can be cached by a scan that started at
 /// `start_ns`: its ctime is at least a tick older than the start, so that any later
@@ -154,10 +193,7 @@ pub fn scan(
     verify: bool,
 ) -> crate::Result<(HostTree, ScanStats)> {
     let started = Instant::now();
-    let start_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
+    let start_ns = now_ns();
     let root_dev = fsx::symlink_metadata(root)?.dev();
     let mut host = HostTree::default();
     keep_mount_points(root, local, &mut host)?;
@@ -277,12 +313,12 @@ fn entries_of(
             continue;
         };
         if let Kind::File { hash, .. } = &mut e.kind {
-            match cache.map.get(&f.path) {
-                Some((ck, h)) if !verify && *ck == key_of(&f.meta) => {
+            match cache.get(&f.path, &f.meta).filter(|_| !verify) {
+                Some(h) => {
                     stats.cached_files += 1;
-                    *hash = *h;
+                    *hash = h;
                 }
-                _ => to_hash.push(entries.len()),
+                None => to_hash.push(entries.len()),
             }
         }
         entries.push(e);
@@ -431,7 +467,102 @@ fn spare(rel: &[u8], image: &Tree, host: &mut HostTree) {
 #[cfg(test)]
 mod tests {
     use super::{own_path, settled, Key};
+    use crate::written::{record_written, Written};
     use std::path::Path;
+
+    /// What a commit wrote is not hashed by the next scan, unless it changed since: a
+    /// file written over (its mtime put back to the image's) after the commit ended is
+    /// hashed again and found to differ. (Before: every file the commit wrote was
+    /// hashed again.)
+    #[test]
+    #[allow(clippy::unwrap_used, clippy::disallowed_methods)]
+    fn the_next_scan_takes_what_the_commit_wrote_as_it_left_it() {
+        use super::{scan, HashCache};
+        use imager_core::Hash;
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let image_mtime = 1_600_000_000i64;
+        let put = |name: &str, data: &[u8]| {
+            let p = root.join(name);
+            std::fs::write(&p, data).unwrap();
+            let f = std::fs::File::options().write(true).open(&p).unwrap();
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(image_mtime as u64);
+            f.set_modified(at).unwrap();
+        };
+        let ctime = |name: &str| {
+            let m = std::fs::symlink_metadata(root.join(name)).unwrap();
+            m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+        };
+        put("kept", b"as committed");
+        put("changed", b"as committed");
+        put("touched", b"mtime moved");
+        let st = crate::state::StateDir::open(root).unwrap();
+        st.create().unwrap();
+        // The commit's end: after its last change, as the agent takes it.
+        let at = ["kept", "changed", "touched"]
+            .map(ctime)
+            .into_iter()
+            .max()
+            .unwrap();
+        let written: Vec<Written> = [
+            ("kept", &b"as committed"[..]),
+            ("changed", b"as committed"),
+            ("touched", b"mtime moved"),
+        ]
+        .iter()
+        .map(|(n, d)| Written {
+            path: format!("/{n}").into_bytes(),
+            hash: Hash::of(d),
+            size: d.len() as u64,
+            mtime: image_mtime,
+        })
+        .collect();
+        record_written(&st, &written, at).unwrap();
+        // A write after the commit, the mtime put back: waits for the event (a ctime
+        // past the commit's end), not for a time.
+        while ctime("changed") <= at {
+            put("changed", b"AS COMMITTED");
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(root.join("touched"))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        let local = super::local_excludes(&[]).unwrap();
+        let mut cache = HashCache::load(&st);
+        let (host, stats) = scan(root, &local, &mut cache, false).unwrap();
+        assert_eq!(stats.hashed_files, 2, "{:?}", stats.hashed_files);
+        assert_eq!(stats.cached_files, 1);
+        let hash = |n: &str| match host
+            .entries
+            .iter()
+            .find(|e| e.path == format!("/{n}").as_bytes())
+        {
+            Some(imager_core::Entry {
+                kind: imager_core::Kind::File { hash, .. },
+                ..
+            }) => *hash,
+            e => panic!("{n}: {e:?}"),
+        };
+        assert_eq!(hash("kept"), Hash::of(b"as committed"));
+        assert_eq!(hash("changed"), Hash::of(b"AS COMMITTED"));
+        assert_eq!(hash("touched"), Hash::of(b"mtime moved"));
+        // Saved, the cache still vouches for the file (in its map, or, when the scan
+        // began within a tick of the commit, in the list still), and the next commit's
+        // list keeps it.
+        cache.save(&st).unwrap();
+        record_written(&st, &written[2..], at).unwrap();
+        let meta = std::fs::symlink_metadata(root.join("kept")).unwrap();
+        let again = HashCache::load(&st);
+        assert_eq!(again.get(b"/kept", &meta), Some(Hash::of(b"as committed")));
+        // A scan that verifies takes nothing from the list.
+        record_written(&st, &written, at).unwrap();
+        let mut cache = HashCache::load(&st);
+        let (_, stats) = scan(root, &local, &mut cache, true).unwrap();
+        assert_eq!(stats.hashed_files, 3);
+    }
 
     /// A file changed less than a tick before the scan started is hashed again next
     /// time: a write after the scan, in the same tick, would leave its ctime as it was.

@@ -27,9 +27,10 @@ pub struct PushArgs {
     /// can be made, else none]
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// zstd level for whole files and deltas, 1 to 22 [default: 1 when every host is
-    /// `local:` and no --mirror is given (bytes on a local pipe cost nothing), else 19,
-    /// the level of `publish` and rollouts]
+    /// zstd level for whole files and deltas, 1 to 22; from 4 up, gzip files and
+    /// executables also get gzip-aware and Zucchini patches (fewer bytes, more of the
+    /// host's CPU) [default: 1 when every host is `local:` and no --mirror is given
+    /// (bytes on a local pipe cost nothing), else 19, the level of `publish` and rollouts]
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: Option<i32>,
     /// Push only if the image's signatures satisfy this trust policy (a host's
@@ -97,6 +98,7 @@ pub fn run(a: PushArgs, ctx: &Ctx) -> Result<ExitCode> {
         serde_json::json!({
             "image": id.to_hex(),
             "level": level,
+            "content_aware": syncer::plan::content_aware(level),
             "hosts": reports,
             "cache_dropped": dropped,
         })

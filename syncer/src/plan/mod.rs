@@ -44,6 +44,20 @@ pub const ZUCCHINI_FROM: u64 = 4 << 10;
 /// bsdiff patch is nearly always over [`ZUCCHINI_FROM`].
 pub const ZUCCHINI_ALONGSIDE: u64 = 1 << 20;
 
+/// The lowest zstd level at which a file's gzip-aware and Zucchini candidates are
+/// computed. Below it (level 1 is a `local:` host's default: its bytes cross a pipe)
+/// they are left out: the agent's rebuilding of deflate streams and applying of Zucchini
+/// patches cost a push more time than the bytes they save take on a pipe (a managed
+/// host of the benchmark corpus: 0.55 s with them, 0.45 s without, for 2.3 MB against
+/// 4.8 MB; `docs/benchmarks.md`), and the cold plan skips their CPU-heavy diffs.
+pub const CONTENT_AWARE_FROM: i32 = 4;
+
+/// Whether a push at `level` computes gzip-aware and Zucchini candidates
+/// ([`CONTENT_AWARE_FROM`]).
+pub fn content_aware(level: i32) -> bool {
+    level >= CONTENT_AWARE_FROM
+}
+
 /// The sizes, each compressed on its own, of the ways a file with an old version in
 /// the store could travel (those computed), for the report.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
@@ -222,14 +236,17 @@ type Patches = (
 
 /// The raw patches of `w` from its old version `old` (hash, size) in the store, those
 /// that apply: bsdiff (old versions up to [`bsdiff::MAX_OLD`]), gzip-aware (`.gz` files
-/// it can rebuild) and Zucchini (ELF files whose bsdiff patch is large enough to matter).
+/// it can rebuild) and Zucchini (ELF files whose bsdiff patch is large enough to matter),
+/// the last two only at a level that is [`content_aware`].
 fn raw_patches(
     store: &Store,
     cache: &Cache,
     w: &Wanted,
     (old, old_size): (Hash, u64),
 ) -> std::result::Result<Patches, String> {
-    let fits_zucchini = old_size <= zucchini::MAX_FILE
+    let aware = content_aware(cache.level());
+    let fits_zucchini = aware
+        && old_size <= zucchini::MAX_FILE
         && w.size <= zucchini::MAX_FILE
         && starts_elf(store, &w.hash, w.size);
     let zucchini = || cache.patch(PatchKind::Zucchini, store, &old, &w.hash).ok();
@@ -249,7 +266,10 @@ fn raw_patches(
     };
     // Only a candidate: a file named .gz that is no gzip file, or whose stream
     // preflate cannot take, travels another way.
-    let g = (w.path.ends_with(b".gz") && old_size <= gzip::MAX_FILE && w.size <= gzip::MAX_FILE)
+    let g = (aware
+        && w.path.ends_with(b".gz")
+        && old_size <= gzip::MAX_FILE
+        && w.size <= gzip::MAX_FILE)
         .then(|| cache.patch(PatchKind::Gzip, store, &old, &w.hash).ok())
         .flatten();
     // Only a candidate too: bsdiff's patch says whether it can matter, and the
