@@ -270,7 +270,8 @@ impl Session<'_> {
             let text = checked_manifest(&self.st, t.manifest.clone(), &t.image, None)?;
             Some((image_tree(&t, &rules, &text)?, text))
         };
-        let scanned = self.scan_host(&rules.local, t.verify, t.dry_run)?;
+        let (host, stats, cache) = self.scan_host(&rules.local, t.verify, t.dry_run)?;
+        let scanned = (host, stats);
         let image = match known {
             Some(known) => known,
             None => {
@@ -281,17 +282,22 @@ impl Session<'_> {
         let (differences, pending) = self.compared(t, accepted, rules, image, scanned)?;
         conn.send(&Msg::Differences(differences))?;
         self.pending = Some(pending);
+        // While the controller plans. Only a shortcut: a cache not saved means hashing
+        // again.
+        if let Some(cache) = cache {
+            let _ = cache.save(&self.st);
+        }
         Ok(())
     }
 
-    /// Scans the host for a target: the state dir made before and the hash cache saved
-    /// after, unless a dry run.
+    /// Scans the host for a target: the state dir made before, and the hash cache to
+    /// save after unless a dry run.
     fn scan_host(
         &self,
         local: &Excludes,
         verify: bool,
         dry_run: bool,
-    ) -> Result<(HostTree, ScanStats)> {
+    ) -> Result<(HostTree, ScanStats, Option<scan::HashCache>)> {
         if !dry_run {
             // Made before the scan, so the parent's mtime it moves is seen (and set back
             // to the image's) by this push, not the next.
@@ -299,10 +305,7 @@ impl Session<'_> {
         }
         let mut cache = scan::HashCache::load(&self.st);
         let (host, stats) = scan::scan(self.root, local, &mut cache, verify)?;
-        if !dry_run {
-            cache.save(&self.st)?;
-        }
-        Ok((host, stats))
+        Ok((host, stats, (!dry_run).then_some(cache)))
     }
 
     /// Compares the host with the target's image: the `Differences` to send, and the

@@ -197,14 +197,18 @@ pub fn scan(
     let root_dev = fsx::symlink_metadata(root)?.dev();
     let mut host = HostTree::default();
     keep_mount_points(root, local, &mut host)?;
-    let mut skipped: Vec<Vec<u8>> = Vec::new();
+    let skipped = std::sync::Mutex::new(Vec::new());
     let found = walk(root, |p| {
         let skip = OWN_PATHS.contains(&p) || local.is_excluded(p) || host.kept.contains_key(p);
         if skip {
-            skipped.push(p.to_vec());
+            skipped
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(p.to_vec());
         }
         skip
     })?;
+    let skipped = skipped.into_inner().unwrap_or_else(|e| e.into_inner());
     keep_found(root_dev, &found, local, &mut host);
     protect_parents(&mut host, skipped);
     mark_shared(&found, &mut host);

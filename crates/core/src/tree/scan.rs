@@ -2,7 +2,7 @@
 //! filesystems), then the per-entry system calls (xattrs) in parallel. File content is not
 //! read here; the ingest stage reads each file once, to normalise, hash and store it.
 
-use super::{entry_path, Entry, Hash, Kind, SYMLINK_MODE};
+use super::{Entry, Hash, Kind, SYMLINK_MODE};
 use crate::error::{Error, Result};
 use crate::fsx;
 use globset::{Candidate, GlobSet};
@@ -178,7 +178,11 @@ pub struct Found {
 /// One walk of `root` (a directory), in image order, never following symlinks and never
 /// entering another filesystem (mount points below `root` are listed, not entered).
 /// `skip(path)` leaves a path out, and with a directory everything below it.
-pub fn walk(root: &Path, mut skip: impl FnMut(&[u8]) -> bool) -> Result<Vec<Found>> {
+///
+/// Directories are read in parallel (rayon), each entry's metadata taken relative to
+/// its directory's handle (std's `DirEntry::metadata`), not by resolving its whole path
+/// again: a host's scan, most of a managed push, was one thread of `statx` path walks.
+pub fn walk(root: &Path, skip: impl Fn(&[u8]) -> bool + Sync) -> Result<Vec<Found>> {
     let meta = fsx::symlink_metadata(root)?;
     if !meta.is_dir() {
         return Err(Error::Usage(format!(
@@ -186,51 +190,76 @@ pub fn walk(root: &Path, mut skip: impl FnMut(&[u8]) -> bool) -> Result<Vec<Foun
             root.display()
         )));
     }
-    let mut found: Vec<Found> = Vec::new();
-    let root_dev = meta.dev();
-    // Not walkdir's filter_entry: with same_file_system, a skipped directory on another
-    // filesystem was never entered, and filter_entry's skip_current_dir then skips the
-    // rest of its *parent* (every name after /proc in /, on a booted host). The walk
-    // skips a directory only when it was entered, and lists mount points unentered.
-    let mut walker = walkdir::WalkDir::new(root)
-        .same_file_system(true)
-        .follow_links(false)
-        .into_iter();
-    while let Some(item) = walker.next() {
-        let d = item.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.to_path_buf());
-            let io = e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("filesystem loop"));
-            Error::io("walk", path, io)
-        })?;
-        let rel = d.path().strip_prefix(root).unwrap_or(d.path());
-        let p = entry_path(fsx::path_bytes(rel))
-            .map_err(|r| Error::invalid(fsx::path_bytes(rel), r))?;
-        let m = d.metadata().map_err(|e| {
-            let io = e
-                .into_io_error()
-                .unwrap_or_else(|| std::io::Error::other("metadata"));
-            Error::io("inspect", d.path(), io)
-        })?;
-        let entered = m.is_dir() && (d.depth() == 0 || m.dev() == root_dev);
-        if d.depth() > 0 && skip(&p) {
-            if entered {
-                walker.skip_current_dir();
-            }
-            continue;
-        }
-        found.push(Found {
-            path: p,
-            disk: d.into_path(),
-            meta: m,
-        });
+    let w = Walk {
+        root_dev: meta.dev(),
+        skip: &skip,
+        found: std::sync::Mutex::new(Vec::new()),
+        error: std::sync::Mutex::new(None),
+    };
+    rayon::scope(|s| w.dir(s, root.to_path_buf(), b"/".to_vec()));
+    if let Some(e) = w.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
     }
+    let mut found = w.found.into_inner().unwrap_or_else(|p| p.into_inner());
+    found.push(Found {
+        path: b"/".to_vec(),
+        disk: root.to_path_buf(),
+        meta,
+    });
     found.sort_by(|a, b| super::path_cmp(&a.path, &b.path));
     Ok(found)
+}
+
+/// A walk in progress ([`walk`]): what it found, and its first error.
+struct Walk<'a> {
+    root_dev: u64,
+    skip: &'a (dyn Fn(&[u8]) -> bool + Sync),
+    found: std::sync::Mutex<Vec<Found>>,
+    error: std::sync::Mutex<Option<Error>>,
+}
+
+impl<'a> Walk<'a> {
+    /// Lists directory `disk` (entry path `path`), and walks each of its directories on
+    /// the root's filesystem as a task of its own.
+    fn dir<'s>(&'s self, s: &rayon::Scope<'s>, disk: PathBuf, path: Vec<u8>) {
+        if let Err(e) = self.list(s, &disk, &path) {
+            let mut first = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            first.get_or_insert(e);
+        }
+    }
+
+    fn list<'s>(&'s self, s: &rayon::Scope<'s>, disk: &Path, path: &[u8]) -> Result<()> {
+        let mut here = Vec::new();
+        for ent in fsx::read_dir(disk)? {
+            let mut p = Vec::with_capacity(path.len() + 1 + ent.file_name().len());
+            p.extend_from_slice(path);
+            if path != b"/" {
+                p.push(b'/');
+            }
+            p.extend_from_slice(fsx::path_bytes(Path::new(&ent.file_name())));
+            let disk = ent.path();
+            let m = ent
+                .metadata()
+                .map_err(|e| Error::io("inspect", disk.clone(), e))?;
+            if (self.skip)(&p) {
+                continue;
+            }
+            if m.is_dir() && m.dev() == self.root_dev {
+                let (d, q) = (disk.clone(), p.clone());
+                s.spawn(move |s| self.dir(s, d, q));
+            }
+            here.push(Found {
+                path: p,
+                disk,
+                meta: m,
+            });
+        }
+        self.found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(here);
+        Ok(())
+    }
 }
 
 /// The entry for a walked path, without content hash or xattrs (`None` for a socket,
