@@ -30,6 +30,8 @@ use std::process::Command;
 pub const DIR: &str = "build-cache";
 /// What a build keeps at most unless told otherwise: a few package sets of a usual size.
 pub const DEFAULT_LIMIT: u64 = 4_000_000_000;
+/// [`DEFAULT_LIMIT`] as the command line writes it (a unit test holds them equal).
+pub const DEFAULT_LIMIT_TEXT: &str = "4G";
 /// The format of an entry and of the key's inputs; a change starts a new cache.
 const FORMAT: &str = "imager install cache 1";
 const ENTRY: &str = "entry.json";
@@ -422,6 +424,14 @@ pub fn trim(store: &Store, limit: u64, keep: Option<&Hash>, dry_run: bool) -> Re
 mod tests {
     use super::*;
     use crate::store::Access;
+
+    #[test]
+    fn the_default_limit_is_written_once_in_each_form() {
+        assert_eq!(
+            crate::units::parse_bytes(DEFAULT_LIMIT_TEXT),
+            Some(DEFAULT_LIMIT)
+        );
+    }
 
     fn tree(dir: &Path, content: &str) {
         std::fs::create_dir_all(dir.join("usr/bin")).unwrap();

@@ -46,7 +46,7 @@ pub(crate) struct BuildArgs {
     no_cache: bool,
     /// The most the install cache (STORE/build-cache) may hold; least recently used
     /// entries go first (bytes, or with k, M, G, T: powers of 1000)
-    #[arg(long, value_name = "SIZE", value_parser = imager::units::parse_size_arg, default_value = "4G")]
+    #[arg(long, value_name = "SIZE", value_parser = imager::units::parse_size_arg, default_value = imager::build::cache::DEFAULT_LIMIT_TEXT)]
     cache_limit: u64,
     /// Do not write a new image's provenance and SPDX document (most of a build from the
     /// install cache: for the edit-build-diff loop; a later build of the image writes them)
