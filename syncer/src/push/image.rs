@@ -182,21 +182,29 @@ impl Image {
     }
 
     fn search_view(&self, store: &Store, id: &crate::protocol::Identity) -> Result<Option<String>> {
+        use rayon::prelude::*;
         let local = crate::agent::scan::local_excludes(&self.local_state)?;
         let mut seen = std::collections::HashSet::new();
+        let mut images = Vec::new();
         for name in store.refs()? {
             for image in store.ref_history(&name)? {
-                if !seen.insert(image) || !store.has_image(&image) {
-                    continue;
-                }
-                let tree = store.read_image(&image)?;
-                let view = crate::compare::host_view(tree.entries().iter(), &local, &id.kept)?;
-                if imager::tree::text::id_of(&view) == id.tree {
-                    return Ok(Some(view));
+                if seen.insert(image) && store.has_image(&image) {
+                    images.push(image);
                 }
             }
         }
-        Ok(None)
+        // Every image is read and viewed when none matches (an empty root's first
+        // install): on every core. Images with the same view give the same text, so
+        // whichever is found first will do.
+        images
+            .par_iter()
+            .map(|image| -> Result<Option<String>> {
+                let tree = store.read_image(image)?;
+                let view = crate::compare::host_view(tree.entries().iter(), &local, &id.kept)?;
+                Ok((imager::tree::text::id_of(&view) == id.tree).then_some(view))
+            })
+            .find_map_any(|r| r.transpose())
+            .transpose()
     }
 
     /// How to tell a host at image `base` (if any) what this image is.
