@@ -591,7 +591,7 @@ fn commit_pending(
         .map_err(|e| commit::stuck(b, &j, commit::OpFailed::recording(e)))?;
     Staging::clear(b)?;
     // Only a shortcut for the next scan: a list not written means hashing again.
-    let _ = written::record_written(st, &written_files(&p), scan::now_ns());
+    let _ = written::record_written(st, &written_files(&p), written::now_ns());
     Ok(crate::protocol::Committed {
         ops: j.ops.len() as u64,
         stage_seconds,

@@ -4,14 +4,15 @@
 //!
 //! The cache is keyed on (path, size, mtime, ctime, inode): any write to a file moves its
 //! ctime, so a hit means the content is what was hashed. What the last commit wrote is
-//! taken as it left it ([`crate::written`]), so a push's own renames cost no hashing. A file whose ctime is not a
-//! clock tick older than the scan's start is not cached: a write right after the scan
-//! could give it the very ctime it had (git's "racy clean" problem; see [`settled`]).
+//! taken as it left it ([`crate::written`]), so a push's own renames cost no hashing. A
+//! file whose ctime is not a clock tick older than the scan's start is not cached: a
+//! write right after the scan could give it the very ctime it had (git's "racy clean"
+//! problem; see [`settled`]).
 
 use super::state::StateDir;
 use crate::compare::HostTree;
 use crate::protocol::{KeptWhy, ScanStats};
-use crate::written::{Committed, TICK_NS};
+use crate::written::{now_ns, Committed, TICK_NS};
 use imager_core::error::IoContext;
 use imager_core::fsx;
 use imager_core::safe_dir::Beneath;
@@ -42,7 +43,8 @@ struct Key {
 /// size, mtime, ctime and inode are those recorded with it (the `hash-cache` state file).
 pub struct HashCache {
     map: HashMap<Vec<u8>, (Key, Hash)>,
-    /// What the last commit wrote ([`record_written`]), until a scan has taken it in.
+    /// What the last commit wrote ([`crate::written::record_written`]), until a scan
+    /// has taken it in.
     committed: Committed,
     /// Whether the last scan changed anything (an unchanged cache is not rewritten).
     dirty: bool,
@@ -139,14 +141,6 @@ impl HashCache {
         self.map = map;
         self.committed.files = unsettled;
     }
-}
-
-/// The wall clock in nanoseconds since the epoch (what file times are compared with).
-pub fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0)
 }
 
 /// Whether a file last changed as `k` says can be cached by a scan that started at
@@ -565,6 +559,13 @@ mod tests {
         record_written(&st, &written, at).unwrap();
         let mut cache = HashCache::load(&st);
         let (_, stats) = scan(root, &local, &mut cache, true).unwrap();
+        assert_eq!(stats.hashed_files, 3);
+        // Nor does any scan when the clock is behind a commit's end (set back since).
+        st.remove(crate::state::HASH_CACHE).unwrap();
+        let ahead = crate::written::now_ns() + 3_600_000_000_000;
+        record_written(&st, &written, ahead).unwrap();
+        let mut cache = HashCache::load(&st);
+        let (_, stats) = scan(root, &local, &mut cache, false).unwrap();
         assert_eq!(stats.hashed_files, 3);
     }
 

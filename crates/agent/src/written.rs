@@ -11,6 +11,14 @@ use std::collections::HashMap;
 /// 10 ms at the lowest `HZ` Linux has.
 pub const TICK_NS: i128 = 10_000_000;
 
+/// The wall clock in nanoseconds since the epoch (what file times are compared with).
+pub fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
 /// A file a commit made (or set the metadata of), with the content it was checked to
 /// hold and the size and mtime the image gives it ([`record_written`]).
 pub struct Written {
@@ -25,10 +33,10 @@ pub struct Written {
 }
 
 /// Adds the files a commit that ended at `committed_ns` wrote to the list the next scan
-/// reads ([`crate::scan::HashCache::load`]): a push's renames move the ctime of every file it writes
-/// (1,290 files of a managed host's update of the benchmark corpus, all of a first
-/// install), so the cache misses them all, and without this list the next scan would hash
-/// again what this push has just checked. Entries of an earlier commit that a scan could
+/// reads ([`crate::scan::HashCache::load`]): a push's renames move the ctime of every
+/// file it writes (1,290 files of a managed host's update of the benchmark corpus, all of
+/// a first install), so the cache misses them all, and without this list the next scan
+/// would hash again what this push has just checked. Entries of an earlier commit that a scan could
 /// not yet take into the cache (within a tick of it) stay, each with its own commit's end.
 /// Not flushed: a lost list means hashing again.
 pub fn record_written(
@@ -112,6 +120,12 @@ impl Committed {
             if let Some((p, f)) = line {
                 c.files.insert(p, f);
             }
+        }
+        // A clock now behind a commit's end was set back since: a change made after the
+        // commit could carry a ctime before its end, so the list vouches for nothing.
+        let now = now_ns();
+        if c.files.values().any(|f| f.at_ns > now) {
+            c.files.clear();
         }
         c
     }
