@@ -620,7 +620,12 @@ fn check_entry(f: &Path, store: Option<&Store>) -> Found {
         .unwrap_or_default();
     let Some((what, old, new)) = parse_entry_name(&name) else {
         let temp = name.starts_with('.') && name.contains(".zst.tmp");
-        return if temp { Found::Temp } else { Found::Other };
+        return match views::check(&name, f) {
+            Some(true) => Found::Unchecked,
+            Some(false) => Found::Bad("not a view ID".into()),
+            None if temp => Found::Temp,
+            None => Found::Other,
+        };
     };
     let data = match imager::fsx::read(f).map_err(imager::Error::into_io) {
         Ok(d) => d,
@@ -690,3 +695,4 @@ pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Resul
 pub mod prune;
 #[cfg(test)]
 mod tests;
+pub mod views;

@@ -21,3 +21,43 @@ fn a_pack_at_two_levels_is_two_entries() {
     let read = again.pack(&key, 1, |_| Err("made again".into())).unwrap();
     assert_eq!(&read[..], b"at 1");
 }
+
+/// An image's view ID is computed once and read back by the next process; `cache verify`
+/// counts it (not an unknown file), and a damaged one is named bad and computed again.
+/// (Before: every push to a host without a record read and viewed every image.)
+#[test]
+fn a_view_id_is_computed_once_and_checked() {
+    use super::views::view_key;
+    let dir = tempfile::tempdir().unwrap();
+    let key = view_key(
+        &Hash::of(b"image"),
+        &["/var/log/**".into()],
+        &[b"/srv".to_vec()],
+    );
+    assert_ne!(
+        key,
+        view_key(&Hash::of(b"image"), &["/var/log/**".into()], &[])
+    );
+    let c = Cache::new(Some(dir.path().to_path_buf()), 19);
+    let made = c.view_id(&key, || Ok(Hash::of(b"view"))).unwrap();
+    assert_eq!(made, Hash::of(b"view"));
+    let again = Cache::new(Some(dir.path().to_path_buf()), 19);
+    let read = again
+        .view_id(&key, || {
+            Err(crate::error::Error::Protocol("made again".into()))
+        })
+        .unwrap();
+    assert_eq!(read, made);
+    let r = verify(dir.path(), None, false).unwrap();
+    assert_eq!((r.unchecked, r.bad.len(), r.other.len()), (1, 0, 0));
+    let file = dir.path().join(format!("view-{}", key.to_hex()));
+    imager::fsx::write(&file, b"not an ID\n").unwrap();
+    let r = verify(dir.path(), None, false).unwrap();
+    assert_eq!(r.bad.len(), 1);
+    let fixed = again.view_id(&key, || Ok(Hash::of(b"view"))).unwrap();
+    assert_eq!(fixed, made);
+    assert_eq!(
+        imager::fsx::read_to_string(&file).unwrap(),
+        format!("{}\n", made.to_hex())
+    );
+}

@@ -145,7 +145,7 @@ impl Image {
         cache: &Cache,
         id: &crate::protocol::Identity,
     ) -> Result<ManifestData> {
-        let Some(view) = self.view_with_id(store, id)? else {
+        let Some(view) = self.view_with_id(store, cache, id)? else {
             return self.manifest_for(store, cache, None);
         };
         let d = cache
@@ -162,6 +162,7 @@ impl Image {
     fn view_with_id(
         &self,
         store: &Store,
+        cache: &Cache,
         id: &crate::protocol::Identity,
     ) -> Result<Option<String>> {
         let key = (id.tree, id.kept.clone());
@@ -173,7 +174,7 @@ impl Image {
         {
             return Ok(v.clone());
         }
-        let found = self.search_view(store, id)?;
+        let found = self.search_view((store, cache), id)?;
         self.views
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -181,7 +182,12 @@ impl Image {
         Ok(found)
     }
 
-    fn search_view(&self, store: &Store, id: &crate::protocol::Identity) -> Result<Option<String>> {
+    /// [`Image::view_with_id`]'s search, each time: (the store, its delta cache).
+    fn search_view(
+        &self,
+        (store, cache): (&Store, &Cache),
+        id: &crate::protocol::Identity,
+    ) -> Result<Option<String>> {
         use rayon::prelude::*;
         let local = crate::agent::scan::local_excludes(&self.local_state)?;
         let mut seen = std::collections::HashSet::new();
@@ -193,18 +199,34 @@ impl Image {
                 }
             }
         }
-        // Every image is read and viewed when none matches (an empty root's first
-        // install): on every core. Images with the same view give the same text, so
-        // whichever is found first will do.
-        images
+        let view = |image: &Hash| -> Result<String> {
+            let tree = store.read_image(image)?;
+            Ok(crate::compare::host_view(
+                tree.entries().iter(),
+                &local,
+                &id.kept,
+            )?)
+        };
+        // Each image's view ID comes from the delta cache once it was computed (an empty
+        // root's first install looks at every image), else from its view, made on every
+        // core. Images with the same view give the same text, so whichever matches first
+        // will do; its view is made again and checked (the cache is only a shortcut).
+        let matching = images
             .par_iter()
-            .map(|image| -> Result<Option<String>> {
-                let tree = store.read_image(image)?;
-                let view = crate::compare::host_view(tree.entries().iter(), &local, &id.kept)?;
-                Ok((imager::tree::text::id_of(&view) == id.tree).then_some(view))
+            .map(|image| -> Result<Option<Hash>> {
+                let key = crate::delta::views::view_key(image, &self.local_state, &id.kept);
+                let vid = cache.view_id(&key, || Ok(imager::tree::text::id_of(&view(image)?)))?;
+                Ok((vid == id.tree).then_some(*image))
             })
             .find_map_any(|r| r.transpose())
-            .transpose()
+            .transpose()?;
+        match matching {
+            Some(image) => {
+                let v = view(&image)?;
+                Ok((imager::tree::text::id_of(&v) == id.tree).then_some(v))
+            }
+            None => Ok(None),
+        }
     }
 
     /// How to tell a host at image `base` (if any) what this image is.
