@@ -31,7 +31,7 @@ pub fn prune(dir: &Path, max_bytes: u64, dry_run: bool) -> imager::Result<PruneR
     let mut entries = Vec::new();
     for e in imager::fsx::read_dir(dir)? {
         let name = e.file_name().to_string_lossy().into_owned();
-        if super::parse_entry_name(&name).is_none() {
+        if super::parse_entry_name(&name).is_none() && !super::views::is_view(&name) {
             continue;
         }
         let path = e.path();

@@ -40,8 +40,12 @@ impl Cache {
             .dir
             .as_ref()
             .map(|d| d.join(format!("{PREFIX}{}", key.to_hex())));
-        if let Some(Some(id)) = file.as_ref().map(|f| read_view(f)) {
-            return Ok(id);
+        if let Some(f) = &file {
+            if let Some(id) = read_view(f) {
+                // Used: `cache prune` keeps what pushes used last, as for any entry.
+                let _ = imager::fsx::touch(f);
+                return Ok(id);
+            }
         }
         let id = compute()?;
         if let Some(f) = &file {
@@ -58,9 +62,12 @@ fn read_view(file: &std::path::Path) -> Option<Hash> {
     Hash::from_hex(text.trim_end_matches('\n'))
 }
 
+/// Whether `name` is a view entry's file name.
+pub(super) fn is_view(name: &str) -> bool {
+    name.strip_prefix(PREFIX).and_then(Hash::from_hex).is_some()
+}
+
 /// Whether `name` is a view entry's file name, and then whether it holds an ID.
 pub(super) fn check(name: &str, file: &std::path::Path) -> Option<bool> {
-    let key = name.strip_prefix(PREFIX)?;
-    Hash::from_hex(key)?;
-    Some(read_view(file).is_some())
+    is_view(name).then(|| read_view(file).is_some())
 }
