@@ -74,8 +74,9 @@ impl HashCache {
         }
     }
 
-    /// Writes the cache if the last scan changed it. Not flushed to disk: after a crash
-    /// a lost or empty cache only means hashing again.
+    /// Writes the cache if the last scan changed it, and with it the list of what commits
+    /// wrote (what that scan could not yet take in, or none). Not flushed to disk: after
+    /// a crash a lost or empty cache only means hashing again.
     pub fn save(&self, state: &StateDir) -> crate::Result<()> {
         if !self.dirty {
             return Ok(());
@@ -112,7 +113,10 @@ impl HashCache {
         let k = key_of(m);
         match self.map.get(path) {
             Some((ck, h)) if *ck == k => Some(*h),
-            _ => self.committed.hit(path, (k.size, k.mtime_ns, k.ctime_ns)),
+            _ => self
+                .committed
+                .hit(path, (k.size, k.mtime_ns, k.ctime_ns))
+                .map(|f| f.hash),
         }
     }
 
@@ -126,14 +130,12 @@ impl HashCache {
                 let k = key_of(disk_of[e.path.as_slice()].1);
                 if settled(&k, start_ns) {
                     map.insert(e.path.clone(), (k, hash));
-                } else if let Some(c) = self.committed.files.get(&e.path) {
-                    if self
-                        .committed
-                        .hit(&e.path, (k.size, k.mtime_ns, k.ctime_ns))
-                        == Some(hash)
-                    {
-                        unsettled.insert(e.path.clone(), *c);
-                    }
+                } else if let Some(c) = self
+                    .committed
+                    .hit(&e.path, (k.size, k.mtime_ns, k.ctime_ns))
+                    .filter(|c| c.hash == hash)
+                {
+                    unsettled.insert(e.path.clone(), *c);
                 }
             }
         }

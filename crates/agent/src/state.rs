@@ -29,7 +29,7 @@ pub const OWNED: &str = "owned.txt";
 /// The scan's cache of file hashes by path and inode metadata ([`crate::scan::HashCache`]).
 pub const HASH_CACHE: &str = "hash-cache";
 /// The files the last commit wrote, with their contents, until a scan takes them into
-/// the hash cache ([`crate::scan::record_written`]).
+/// the hash cache ([`crate::written::record_written`]).
 pub const HASH_CACHE_COMMITTED: &str = "hash-cache.committed";
 /// The journal of a commit in flight ([`crate::commit::Journal`]): its presence is the
 /// commit point.

@@ -36,14 +36,17 @@ pub struct Written {
 /// reads ([`crate::scan::HashCache::load`]): a push's renames move the ctime of every
 /// file it writes (1,290 files of a managed host's update of the benchmark corpus, all of
 /// a first install), so the cache misses them all, and without this list the next scan
-/// would hash again what this push has just checked. Entries of an earlier commit that a scan could
-/// not yet take into the cache (within a tick of it) stay, each with its own commit's end.
-/// Not flushed: a lost list means hashing again.
+/// would hash again what this push has just checked. Entries of an earlier commit that a
+/// scan could not yet take into the cache (within a tick of it) stay, each with its own
+/// commit's end. Not flushed: a lost list means hashing again.
 pub fn record_written(
     state: &StateDir,
     written: &[Written],
     committed_ns: i128,
 ) -> crate::Result<()> {
+    if written.is_empty() {
+        return Ok(());
+    }
     let mut c = Committed::load(state);
     for w in written {
         let f = CommittedFile {
@@ -68,7 +71,7 @@ pub(crate) struct CommittedFile {
     /// When the commit that wrote it ended (ns since the epoch).
     at_ns: i128,
     /// The content it held then.
-    hash: Hash,
+    pub(crate) hash: Hash,
 }
 
 /// The files recent commits wrote, by path ([`record_written`]).
@@ -130,21 +133,22 @@ impl Committed {
         c
     }
 
-    /// The content of `path` as its commit left it, if the file is still as it left it:
-    /// of the image's size and mtime (an ordinary write since would have moved the mtime
-    /// to "now", and an image's mtimes are a tick older than its commit), and changed
-    /// no later than the commit ended (its renames are the last change it made).
+    /// `path`'s entry (with the content its commit left), if the file is still as that
+    /// commit left it: of the image's size and mtime (an ordinary write since would have
+    /// moved the mtime to "now", and an image's mtimes are a tick older than its commit),
+    /// and changed no later than the commit ended (its renames are the last change it
+    /// made).
     pub(crate) fn hit(
         &self,
         path: &[u8],
         (size, mtime_ns, ctime_ns): (u64, i128, i128),
-    ) -> Option<Hash> {
+    ) -> Option<&CommittedFile> {
         let f = self.files.get(path)?;
         let image_mtime_ns = f.mtime as i128 * 1_000_000_000;
         (size == f.size
             && mtime_ns == image_mtime_ns
             && image_mtime_ns + TICK_NS <= f.at_ns
             && ctime_ns <= f.at_ns)
-            .then_some(f.hash)
+            .then_some(f)
     }
 }

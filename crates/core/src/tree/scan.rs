@@ -231,19 +231,22 @@ impl<'a> Walk<'a> {
     fn list<'s>(&'s self, s: &rayon::Scope<'s>, disk: &Path, path: &[u8]) -> Result<()> {
         let mut here = Vec::new();
         for ent in fsx::read_dir(disk)? {
-            let mut p = Vec::with_capacity(path.len() + 1 + ent.file_name().len());
+            let name = ent.file_name();
+            let name = fsx::path_bytes(Path::new(&name));
+            let mut p = Vec::with_capacity(path.len() + 1 + name.len());
             p.extend_from_slice(path);
             if path != b"/" {
                 p.push(b'/');
             }
-            p.extend_from_slice(fsx::path_bytes(Path::new(&ent.file_name())));
+            p.extend_from_slice(name);
+            // Before its metadata: what is left out is not even looked at.
+            if (self.skip)(&p) {
+                continue;
+            }
             let disk = ent.path();
             let m = ent
                 .metadata()
                 .map_err(|e| Error::io("inspect", disk.clone(), e))?;
-            if (self.skip)(&p) {
-                continue;
-            }
             if m.is_dir() && m.dev() == self.root_dev {
                 let (d, q) = (disk.clone(), p.clone());
                 s.spawn(move |s| self.dir(s, d, q));
