@@ -109,6 +109,22 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     assert_host_is(&h, &c.store, &c.b);
     local_state_intact(&h);
     assert_eq!(r["image_after"], c.b.to_hex());
+    // Recognized again, now from the view IDs the dry run left in the delta cache.
+    assert_eq!(r["recognized"], true, "{r:#}");
+    assert!(
+        r["wire"]["Manifest"]["sent"].as_u64().unwrap() < 150_000,
+        "{r:#}"
+    );
+    assert!(
+        std::fs::read_dir(c.store.join("syncer-cache"))
+            .unwrap()
+            .any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("view-")),
+        "no view ID kept"
+    );
     assert!(r["commit_ops"].as_u64().unwrap() > 1000, "{r:#}");
     // Content the store held in its old version went as deltas, far smaller than the
     // files; nothing unchanged went at all.
