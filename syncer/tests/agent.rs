@@ -552,7 +552,18 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
             },
         ]
     };
-    let packed = |entries: Vec<PackEntry>, stream: Vec<u8>, announced: Option<u64>| {
+    // A session with packs of (entries, stream, announced length) one after another.
+    let packs = |packs: Vec<(Vec<PackEntry>, Vec<u8>, Option<u64>)>| {
+        let frames = packs.into_iter().flat_map(|(entries, stream, announced)| {
+            [
+                frame(&Msg::Pack(Pack {
+                    entries,
+                    len: announced.unwrap_or(stream.len() as u64),
+                    skip: Vec::new(),
+                })),
+                frame(&Msg::Data(Data { bytes: stream })),
+            ]
+        });
         [
             frame(&Msg::Hello(Hello {
                 version: PROTOCOL_VERSION,
@@ -573,15 +584,15 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
                 files: 2,
                 bytes: 1 << 20,
             })),
-            frame(&Msg::Pack(Pack {
-                entries,
-                len: announced.unwrap_or(stream.len() as u64),
-                skip: Vec::new(),
-            })),
-            frame(&Msg::Data(Data { bytes: stream })),
-            frame(&Msg::Commit),
         ]
+        .into_iter()
+        .chain(frames)
+        .chain([frame(&Msg::Commit)])
+        .collect::<Vec<_>>()
         .concat()
+    };
+    let packed = |entries: Vec<PackEntry>, stream: Vec<u8>, announced: Option<u64>| {
+        packs(vec![(entries, stream, announced)])
     };
     let session =
         |raw: &[u8], stream: Vec<u8>, announced: Option<u64>| packed(both(raw), stream, announced);
@@ -589,6 +600,19 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
     // One byte of the patch's added bytes flipped: it applies, to the wrong content.
     let mut wrong = good.clone();
     wrong[30] ^= 1;
+    // Each file in a pack of its own: the packs are staged while the next are read.
+    let apart = |raw: &[u8], second: Vec<u8>| {
+        let entries = both(raw);
+        let cut = entries[0].len as usize;
+        vec![
+            (
+                vec![entries[0].clone()],
+                pack::compress(&raw[..cut], 3).unwrap(),
+                None,
+            ),
+            (vec![entries[1].clone()], second, None),
+        ]
+    };
     let cases = [
         (
             "a flipped patch byte",
@@ -625,6 +649,21 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
             ),
             "given no store objects",
         ),
+        (
+            // The first failure in the packs' order is told, whatever a later pack
+            // does while the first is staged.
+            "a flipped patch byte in the first pack, a damaged second",
+            packs(apart(&wrong, b"not a zstd stream".to_vec())),
+            "does not match the image",
+        ),
+        (
+            "a file sent in two packs",
+            packs(vec![
+                apart(&good, Vec::new()).remove(0),
+                apart(&good, Vec::new()).remove(0),
+            ]),
+            "was sent twice",
+        ),
     ];
     let kept = |l: Vec<String>| -> Vec<String> {
         l.into_iter()
@@ -641,15 +680,21 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
         assert_eq!(kept(listing(&root)), kept(before.clone()), "{name}");
         assert_eq!(read(&root, daemon), read(&t.path().join("root"), daemon));
     }
-    // The same session with the right bytes stages both files: it fails only at the
-    // commit, for the files no pack carried.
-    let (ok, _, stderr) = agent_with(
-        &root,
-        &session(&good, pack::compress(&good, 3).unwrap(), None),
-    );
-    assert!(!ok);
-    assert!(
-        stderr.contains("commit before the content of /opt/new/deep/file"),
-        "{stderr}"
-    );
+    // The same session with the right bytes stages both files, in one pack or in two:
+    // it fails only at the commit, for the files no pack carried.
+    let conf_len = read(&v2, conf).len();
+    for input in [
+        session(&good, pack::compress(&good, 3).unwrap(), None),
+        packs(apart(
+            &good,
+            pack::compress(&good[good.len() - conf_len..], 3).unwrap(),
+        )),
+    ] {
+        let (ok, _, stderr) = agent_with(&root, &input);
+        assert!(!ok);
+        assert!(
+            stderr.contains("commit before the content of /opt/new/deep/file"),
+            "{stderr}"
+        );
+    }
 }

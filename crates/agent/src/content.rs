@@ -2,8 +2,8 @@
 //! encoding, a pack's stream, blobs from HTTP mirrors), each file checked to be one the
 //! push sends content for, staged once and checked against the image by [`Staging`].
 
-use super::stage::Staging;
-use super::{fetch, test_stop_point, Pending, Session};
+use super::stage::{Names, Staging};
+use super::{fetch, packs, test_stop_point, Pending, Session};
 use crate::error::{Error, Result};
 use crate::protocol::{BlobUse, Conn, Data, Fetch, Fetched, Msg, Pack, PackEntry, Put};
 use imager_core::safe_dir::Beneath;
@@ -11,7 +11,6 @@ use imager_core::tree::escape::escape;
 use imager_core::Entry;
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::path::Path;
 
 impl Session<'_> {
     pub(super) fn on_put<R: Read, W: Write>(
@@ -55,20 +54,46 @@ impl Session<'_> {
         stage_put(s, &self.b, e, &put.encoding, &payload)
     }
 
-    /// Several files from one stream (`encoding::pack`), each staged and checked as a
-    /// `Put`'s.
-    pub(super) fn on_pack<R: Read, W: Write>(
+    /// Packs (`encoding::pack`: several files from one stream), each file staged and
+    /// checked as a `Put`'s: this one and every `Pack` right after it, staged while the
+    /// next ones are read ([`packs`]). Returns the message that followed them.
+    pub(super) fn on_packs<R: Read, W: Write>(
         &mut self,
         conn: &mut Conn<R, W>,
-        pack: Pack,
-    ) -> Result<()> {
+        first: Pack,
+    ) -> Result<Option<Msg>> {
         let (Some(p), Some(s)) = (self.pending.as_ref(), self.staging.as_mut()) else {
             return Err(Error::Protocol("Pack before Stage".into()));
         };
-        let files = pack_files(p, &pack.entries, &pack.skip)?;
-        held(pack.len, "a pack's stream")?;
-        let stream = read_payload(conn, pack.len)?;
-        stage_pack(s, (&self.b, self.objects), &pack.entries, files, &stream)
+        let target = packs::Target {
+            dir: &s.dir,
+            b: &self.b,
+            objects: self.objects,
+        };
+        let mut first = Some(first);
+        let mut after = None;
+        packs::stage_packs(&mut s.names, &target, |names| {
+            let pack = match first.take() {
+                Some(pack) => pack,
+                None => match conn.recv_opt()? {
+                    Some(Msg::Pack(pack)) => pack,
+                    other => {
+                        after = other;
+                        return Ok(None);
+                    }
+                },
+            };
+            let files = pack_files(p, &pack.entries, &pack.skip)?;
+            held(pack.len, "a pack's stream")?;
+            let files = reserve(names, files)?;
+            let stream = read_payload(conn, pack.len)?;
+            Ok(Some(packs::Ready {
+                entries: pack.entries,
+                files,
+                stream,
+            }))
+        })?;
+        Ok(after)
     }
 
     /// Blobs from HTTP mirrors ([`fetch`]), each staged as the `Pack` or `Put` it is
@@ -96,8 +121,26 @@ impl Session<'_> {
                 BlobUse::Pack { entries, skip } => {
                     let files = pack_files(p, entries, skip)?;
                     match fetcher.get(blob) {
-                        // (A mirror's pack holds no store copies.)
-                        Some(stream) => stage_pack(s, (&self.b, None), entries, files, &stream)?,
+                        Some(stream) => {
+                            // (A mirror's pack holds no store copies.)
+                            let target = packs::Target {
+                                dir: &s.dir,
+                                b: &self.b,
+                                objects: None,
+                            };
+                            let mut one = Some((entries.clone(), files, stream));
+                            packs::stage_packs(&mut s.names, &target, |names| {
+                                let Some((entries, files, stream)) = one.take() else {
+                                    return Ok(None);
+                                };
+                                let files = reserve(names, files)?;
+                                Ok(Some(packs::Ready {
+                                    entries,
+                                    files,
+                                    stream,
+                                }))
+                            })?
+                        }
                         None => missing.push(i as u32),
                     }
                 }
@@ -159,53 +202,21 @@ fn pack_files<'p>(
         .collect()
 }
 
-/// The objects directory a store copy is read from: only an agent the controller gave
-/// one takes store copies, and nothing travels with them. They come in packs (a lone
-/// `Put` of one is refused by [`crate::encoding::Encoding::decode`]).
-fn store_objects<'a>(objects: Option<&'a Path>, path: &[u8], len: u64) -> Result<&'a Path> {
-    match objects {
-        Some(dir) if len == 0 => Ok(dir),
-        Some(_) => Err(Error::Protocol(format!(
-            "{} was sent as a store copy with {len} bytes",
-            escape(path)
-        ))),
-        None => Err(Error::Protocol(format!(
-            "{} was sent as a store copy, and this agent was given no store objects \
-             (serve --objects DIR: a local: host only)",
-            escape(path)
-        ))),
-    }
-}
-
-/// A store copy: the controller's object of the file's hash
-/// ([`imager_core::Hash::object_name`]). The staged file is checked against the image's size and hash like any
-/// content, so a damaged object fails the file, never the host.
-fn copy_object(objects: &Path, e: &Entry, out: &mut dyn Write) -> Result<()> {
-    let imager_core::Kind::File { hash, .. } = e.kind else {
-        return Err(Error::Protocol(format!(
-            "{} is not a file",
-            escape(&e.path)
-        )));
-    };
-    let path = objects.join(hash.object_name());
-    // Large reads (std::io::copy writes a BufReader's buffer as it is): a first
-    // install is hundreds of MB of these.
-    let mut f = std::io::BufReader::with_capacity(1 << 20, imager_core::fsx::open(&path)?);
-    std::io::copy(&mut f, out)
-        .map_err(|err| imager_core::Error::io("copy the store object", path, err))?;
-    Ok(())
-}
-
-/// Refuses content for a path staged already (by a `Put`, a `Pack` or a fetched blob):
-/// each would be checked, but the second would take room the first was counted in.
-fn staged_once(s: &Staging, path: &[u8]) -> Result<()> {
-    if s.staged.contains_key(path) {
-        return Err(Error::Protocol(format!(
-            "{} was sent twice",
-            imager_core::tree::escape::escape(path)
-        )));
-    }
-    Ok(())
+/// Reserves a staged name for each file of a pack (each staged once per session).
+fn reserve<'p>(
+    names: &mut Names,
+    files: Vec<Option<&'p Entry>>,
+) -> Result<Vec<Option<(&'p Entry, String)>>> {
+    files
+        .into_iter()
+        .map(|f| {
+            f.map(|e| {
+                names.once(&e.path)?;
+                Ok((e, names.reserve(&e.path)))
+            })
+            .transpose()
+        })
+        .collect()
 }
 
 /// Stages one file from its encoding (checked against the image by [`Staging`]).
@@ -229,231 +240,10 @@ fn stage_with(
     e: &Entry,
     fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
 ) -> Result<()> {
-    staged_once(s, &e.path)?;
+    s.names.once(&e.path)?;
     s.put_file_with(b, e, fill)?;
-    test_stop_point("stage", s.staged.len());
+    test_stop_point("stage", s.names.staged.len());
     Ok(())
-}
-
-/// Stages the files of a pack's stream, `files` being its entries' in the image.
-///
-/// The stream is decoded in order on this thread; its parts are staged by workers, one
-/// per core (at most [`PACK_WORKERS`]): rebuilding a gzip file's deflate streams or
-/// applying a Zucchini patch takes CPU that the stream's decoding does not, and was most
-/// of a warm push's time while it ran on one core. The parts read and not yet staged
-/// hold at most [`QUEUED`] bytes (one part alone may be larger); at most one large
-/// in-memory patch ([`heavy`]) is applied at a time, so memory stays what one such patch
-/// takes. The first failure in the pack's order is the one reported, and no part after
-/// it is started.
-fn stage_pack(
-    s: &mut Staging,
-    (b, objects): (&Beneath, Option<&Path>),
-    entries: &[PackEntry],
-    files: Vec<Option<&Entry>>,
-    stream: &[u8],
-) -> Result<()> {
-    let before = s.staged.len();
-    let mut jobs = Vec::with_capacity(files.len());
-    for f in files {
-        jobs.push(match f {
-            Some(e) => {
-                staged_once(s, &e.path)?;
-                Some((e, s.reserve(&e.path)))
-            }
-            None => None,
-        });
-    }
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(PACK_WORKERS));
-    let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<u8>)>();
-    let run = PackRun {
-        s,
-        b,
-        objects,
-        entries,
-        jobs,
-        rx: std::sync::Mutex::new(rx),
-        failed: Failure::default(),
-        done: std::sync::atomic::AtomicUsize::new(before),
-        heavy: std::sync::Mutex::new(()),
-        queued: Budget::new(QUEUED),
-    };
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| run.work());
-        }
-        let mut i = 0;
-        let read = crate::encoding::pack::unpack(stream, entries, |_, part| {
-            if run.failed.any() {
-                // A worker failed on an earlier part: its error is the one told.
-                return Err(Error::Protocol("stopped".into()));
-            }
-            let mut v = Vec::new();
-            part.read_to_end(&mut v)
-                .map_err(|e| Error::Protocol(format!("bad pack: {e}")))?;
-            // Skipped entries are read and dropped: the pack's own check wants every
-            // part read.
-            if run.jobs[i].is_some() {
-                run.queued.take(v.len() as u64);
-                if tx.send((i, v)).is_err() {
-                    return Err(Error::Protocol("the pack's workers stopped".into()));
-                }
-            }
-            i += 1;
-            Ok(())
-        });
-        drop(tx);
-        if let Err(e) = read {
-            run.failed.set(i, e);
-        }
-    });
-    run.failed.into_result()
-}
-
-/// Bytes of parts read and waiting for a worker, at most.
-const QUEUED: u64 = 32 << 20;
-
-/// One pack being staged: what its workers share.
-struct PackRun<'a> {
-    s: &'a Staging,
-    b: &'a Beneath,
-    /// The controller's store objects, for store copies ([`Session::objects`]).
-    objects: Option<&'a Path>,
-    entries: &'a [PackEntry],
-    /// Each entry's file and reserved staged name (`None`: skipped).
-    jobs: Vec<Option<(&'a Entry, String)>>,
-    rx: std::sync::Mutex<std::sync::mpsc::Receiver<(usize, Vec<u8>)>>,
-    failed: Failure,
-    /// Files staged in the session, for the crash tests' stop point.
-    done: std::sync::atomic::AtomicUsize,
-    /// Held while a heavy part is applied.
-    heavy: std::sync::Mutex<()>,
-    queued: Budget,
-}
-
-impl PackRun<'_> {
-    /// A worker: stages parts as they come until the stream ends.
-    fn work(&self) {
-        loop {
-            let next = self
-                .rx
-                .lock()
-                .map_err(drop)
-                .and_then(|r| r.recv().map_err(drop));
-            let Ok((i, part)) = next else {
-                return;
-            };
-            self.stage(i, &part);
-            self.queued.give(part.len() as u64);
-        }
-    }
-
-    fn stage(&self, i: usize, part: &[u8]) {
-        let (Some((e, name)), pe) = (&self.jobs[i], &self.entries[i]) else {
-            return;
-        };
-        if self.failed.any() {
-            return;
-        }
-        let _one = heavy(pe, e).then(|| self.heavy.lock());
-        let r = match pe.encoding {
-            crate::encoding::Encoding::StoreCopy => {
-                let from = |o| {
-                    self.s
-                        .fill_file(self.b, e, name, |_, out| copy_object(o, e, out))
-                };
-                store_objects(self.objects, &pe.path, pe.len).and_then(from)
-            }
-            _ => self.s.fill_file(self.b, e, name, |size, mut out| {
-                pe.encoding
-                    .decode_part(self.b, &pe.path, size, &mut &part[..], &mut out)
-            }),
-        };
-        match r {
-            Ok(()) => test_stop_point(
-                "stage",
-                1 + self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
-            ),
-            Err(err) => self.failed.set(i, err),
-        }
-    }
-}
-
-/// A count of bytes in flight, at most `max` (a single larger amount passes alone).
-struct Budget {
-    used: std::sync::Mutex<u64>,
-    freed: std::sync::Condvar,
-    max: u64,
-}
-
-impl Budget {
-    fn new(max: u64) -> Budget {
-        Budget {
-            used: std::sync::Mutex::new(0),
-            freed: std::sync::Condvar::new(),
-            max,
-        }
-    }
-
-    /// Waits until `n` more bytes fit (or nothing is in flight), then counts them.
-    fn take(&self, n: u64) {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        while *used > 0 && *used + n > self.max {
-            used = self.freed.wait(used).unwrap_or_else(|p| p.into_inner());
-        }
-        *used += n;
-    }
-
-    fn give(&self, n: u64) {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        *used = used.saturating_sub(n);
-        self.freed.notify_all();
-    }
-}
-
-/// At most this many threads stage one pack's parts.
-const PACK_WORKERS: usize = 4;
-
-/// Whether staging pack entry `pe` (file `e`) holds large buffers: a gzip-aware or
-/// Zucchini patch is applied in memory (the host's old file, the patch, the new content),
-/// and over [`HEAVY`] bytes such parts go one at a time.
-fn heavy(pe: &PackEntry, e: &Entry) -> bool {
-    const HEAVY: u64 = 8 << 20;
-    let size = match e.kind {
-        imager_core::Kind::File { size, .. } => size,
-        _ => 0,
-    };
-    matches!(
-        pe.encoding,
-        crate::encoding::Encoding::GzipDelta | crate::encoding::Encoding::Zucchini
-    ) && size.saturating_add(pe.len) > HEAVY
-}
-
-/// The first failure of a pack's staging, by the entries' order.
-#[derive(Default)]
-struct Failure(
-    std::sync::Mutex<Option<(usize, Error)>>,
-    std::sync::atomic::AtomicBool,
-);
-
-impl Failure {
-    fn set(&self, i: usize, e: Error) {
-        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Ok(mut f) = self.0.lock() {
-            if f.as_ref().is_none_or(|(j, _)| i < *j) {
-                *f = Some((i, e));
-            }
-        }
-    }
-    fn any(&self) -> bool {
-        self.1.load(std::sync::atomic::Ordering::SeqCst)
-    }
-    fn into_result(self) -> Result<()> {
-        match self.0.into_inner() {
-            Ok(None) => Ok(()),
-            Ok(Some((_, e))) => Err(e),
-            Err(_) => Err(Error::Agent("a pack's worker panicked".into())),
-        }
-    }
 }
 
 /// A `Put`'s content as it arrives in `Data` messages, read in order (a large file's

@@ -30,6 +30,7 @@ pub mod fetch;
 pub mod fsops;
 mod manifest;
 pub mod mounts;
+mod packs;
 pub mod scan;
 pub mod stage;
 pub mod stale;
@@ -223,15 +224,21 @@ struct Session<'a> {
 impl Session<'_> {
     /// Answers messages until `Bye` or the end of the stream.
     fn serve<R: Read, W: Write>(&mut self, conn: &mut Conn<R, W>) -> Result<()> {
-        while let Some(msg) = conn.recv_opt()? {
+        let mut next = conn.recv_opt()?;
+        while let Some(msg) = next {
             match msg {
                 Msg::Bye => return Ok(()),
+                // Packs are staged while the ones after them are read: what follows them
+                // comes back.
+                Msg::Pack(p) => {
+                    next = self.on_packs(conn, p)?;
+                    continue;
+                }
                 Msg::Status(m) => self.on_status(conn, m)?,
                 Msg::Target(t) => self.on_target(conn, t)?,
                 Msg::SignatureRequest(r) => self.on_signature_request(conn, r)?,
                 Msg::Stage(m) => self.on_stage(m)?,
                 Msg::Put(p) => self.on_put(conn, p)?,
-                Msg::Pack(p) => self.on_pack(conn, p)?,
                 Msg::Health(h) => self.on_health(conn, h)?,
                 Msg::Fetch(f) => self.on_fetch(conn, f)?,
                 Msg::Commit => self.on_commit(conn)?,
@@ -242,6 +249,7 @@ impl Session<'_> {
                     )))
                 }
             }
+            next = conn.recv_opt()?;
         }
         Ok(())
     }
@@ -557,7 +565,13 @@ fn commit_pending(
     s.sync()?;
     let stage_seconds = started.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let mut j = commit::plan_ops(p.id, &p.image, &p.changes, &s.staged, &p.host.protected)?;
+    let mut j = commit::plan_ops(
+        p.id,
+        &p.image,
+        &p.changes,
+        &s.names.staged,
+        &p.host.protected,
+    )?;
     j.previous = p.previous;
     if !p.run_triggers {
         j.changed.clear();
@@ -584,7 +598,7 @@ fn commit_pending(
     if std::env::var_os("SYNCER_TEST_CRASH_AFTER_JOURNAL").is_some() {
         std::process::abort();
     }
-    commit::apply(b, &s.fd, &p.image, &j).map_err(|e| commit::stuck(b, &j, e))?;
+    commit::apply(b, &s.dir.fd, &p.image, &j).map_err(|e| commit::stuck(b, &j, e))?;
     // The renames reach the disk before the state says the host runs the new image.
     s.sync()
         .and_then(|_| commit::finish(st, &j))

@@ -21,12 +21,47 @@ use std::path::PathBuf;
 /// The staging directory of a push ([`crate::commit::STAGING`]): content and nodes are
 /// made here under fresh names, then the commit renames them into place.
 pub struct Staging {
+    /// Where entries are made.
+    pub dir: StagingDir,
+    /// Which name each image path was given there.
+    pub names: Names,
+}
+
+/// The staging directory itself: files are filled through `&self`, so several threads
+/// stage a pack's files at once while the session thread reserves the next names.
+pub struct StagingDir {
     /// The directory's handle, opened beneath the root.
     pub fd: OwnedFd,
     shown: PathBuf,
+}
+
+/// The staged names handed out so far.
+#[derive(Default)]
+pub struct Names {
     next: u64,
     /// Image path → staged name.
     pub staged: HashMap<Vec<u8>, String>,
+}
+
+impl Names {
+    /// Reserves a fresh staged name for image path `path` (made by
+    /// [`StagingDir::fill_file`]).
+    pub fn reserve(&mut self, path: &[u8]) -> String {
+        self.next += 1;
+        let n = format!("s{}", self.next);
+        self.staged.insert(path.to_vec(), n.clone());
+        n
+    }
+
+    /// Refuses content for a path staged already (by a `Put`, a `Pack` or a fetched
+    /// blob): each would be checked, but the second would take room the first was
+    /// counted in.
+    pub fn once(&self, path: &[u8]) -> Result<()> {
+        if self.staged.contains_key(path) {
+            return Err(Error::Protocol(format!("{} was sent twice", escape(path))));
+        }
+        Ok(())
+    }
 }
 
 impl Staging {
@@ -35,10 +70,11 @@ impl Staging {
         ensure_dir(b, STAGING)?;
         Staging::clear(b)?;
         Ok(Staging {
-            fd: ensure_dir(b, STAGING)?,
-            shown: b.display(STAGING),
-            next: 0,
-            staged: HashMap::new(),
+            dir: StagingDir {
+                fd: ensure_dir(b, STAGING)?,
+                shown: b.display(STAGING),
+            },
+            names: Names::default(),
         })
     }
 
@@ -66,23 +102,16 @@ impl Staging {
         Ok(())
     }
 
-    /// Reserves a fresh staged name for image path `path` (made by [`Staging::fill_file`]).
-    pub fn reserve(&mut self, path: &[u8]) -> String {
-        self.next += 1;
-        let n = format!("s{}", self.next);
-        self.staged.insert(path.to_vec(), n.clone());
-        n
-    }
-
     /// Checks there is room for `bytes` of new content and `inodes` new entries, with
     /// a margin, so that a full filesystem stops the push while the host is untouched.
     pub fn check_room(&self, bytes: u64, inodes: u64) -> Result<()> {
-        let (free, free_inodes) = fsops::free_space(&self.fd, &self.shown)?;
+        let d = &self.dir;
+        let (free, free_inodes) = fsops::free_space(&d.fd, &d.shown)?;
         let need = bytes.saturating_add(bytes / 50).saturating_add(8 << 20);
         if free < need {
             return Err(Error::Agent(format!(
                 "not enough space on the filesystem of {}: the update needs {} bytes, {} are free",
-                self.shown.display(),
+                d.shown.display(),
                 need,
                 free
             )));
@@ -90,7 +119,7 @@ impl Staging {
         if let Some(fi) = free_inodes.filter(|fi| *fi < inodes) {
             return Err(Error::Agent(format!(
                 "not enough inodes on the filesystem of {}: the update needs {inodes} new entries, {fi} inodes are free",
-                self.shown.display(),
+                d.shown.display(),
             )));
         }
         Ok(())
@@ -104,10 +133,25 @@ impl Staging {
         e: &Entry,
         fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
     ) -> Result<()> {
-        let name = self.reserve(&e.path);
-        self.fill_file(b, e, &name, fill)
+        let name = self.names.reserve(&e.path);
+        self.dir.fill_file(b, e, &name, fill)
     }
 
+    /// Stages a symlink, device, fifo or (empty) replacement directory.
+    pub fn put_node(&mut self, e: &Entry) -> Result<()> {
+        let name = self.names.reserve(&e.path);
+        let shown = self.dir.shown.join(&name);
+        fsops::make_node(&self.dir.fd, name.as_bytes(), e, &shown)?;
+        Ok(())
+    }
+
+    /// Makes everything staged durable (one `syncfs` instead of an fsync per file).
+    pub fn sync(&self) -> Result<()> {
+        self.dir.sync()
+    }
+}
+
+impl StagingDir {
     /// Makes file `e` under its reserved staged `name` with the content `fill` writes
     /// (given the image's size for it), checked against the image's size and hash. Takes
     /// `&self`: the files of a pack are made by several threads at once.
@@ -150,14 +194,6 @@ impl Staging {
             )));
         }
         set_meta_fd(&w.f, e, &shown)?;
-        Ok(())
-    }
-
-    /// Stages a symlink, device, fifo or (empty) replacement directory.
-    pub fn put_node(&mut self, e: &Entry) -> Result<()> {
-        let name = self.reserve(&e.path);
-        let shown = self.shown.join(&name);
-        fsops::make_node(&self.fd, name.as_bytes(), e, &shown)?;
         Ok(())
     }
 
