@@ -604,22 +604,31 @@ fn a_symlink_or_file_at_the_staging_path_is_replaced_not_followed() {
 
 /// A new directory has its owner and mode from the moment it is made (staged), not
 /// 0700 until the commit ends: a kill in the middle leaves nothing a service cannot read.
+///
+/// It is staged with what is new below it, and goes into place with one rename. One the
+/// host made in the meantime (after the scan, before the commit's renames) is merged
+/// into: the image's entries go in, what the host put there stays (outside the image's
+/// owned prefixes, as ever).
 #[test]
-fn new_directories_have_their_mode_while_the_commit_runs() {
+fn new_directories_have_their_mode_while_the_commit_runs_and_keep_what_the_host_made() {
     let f = Fx::new("safety-dirmode-");
     f.variant(
         "v3",
-        "mkdir -m 0755 usr/share && mkdir -m 0751 usr/share/web && echo hi > usr/share/web/index && chown 33:33 usr/share/web",
+        "mkdir -m 0751 srv/web && mkdir -m 0755 srv/web/img && echo hi > srv/web/index \
+         && echo png > srv/web/img/a.png && ln -s index srv/web/home && chown 33:33 srv/web",
     );
     let (h, hs) = f.host("host");
     let modes = f.dir.join("modes");
+    // Stopped before the first operation; the directories appear, one with a file of the
+    // host's; the next session finishes the commit.
     stop_in_commit(
         &f.store,
         "v3",
         &h,
         &hs,
         &format!(
-            "find '{}/.syncer-staging' -mindepth 1 -maxdepth 1 -type d -printf '%m %u\\n' | sort > '{}'; kill -9",
+            "find '{0}/.syncer-staging' -mindepth 1 -type d -printf '%m %u\\n' | sort > '{1}'; \
+             mkdir -p '{0}/srv/web/img' && echo mine > '{0}/srv/web/img/mine' && kill -9",
             h.display(),
             modes.display()
         ),
@@ -629,5 +638,13 @@ fn new_directories_have_their_mode_while_the_commit_runs() {
         "751 www-data\n755 root\n"
     );
     push(&f.store, "v3", &hs, &[]);
+    let mine = h.join("srv/web/img/mine");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine\n");
+    // Without it, the host is the image (modes, owners, the symlink, the files).
+    std::fs::remove_file(&mine).unwrap();
     assert_host_is(&h, &f.store, &f.id("v3"));
+    let staged: Vec<_> = std::fs::read_dir(h.join(".syncer-staging"))
+        .unwrap()
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
 }

@@ -206,7 +206,7 @@ fn pack_files<'p>(
 fn reserve<'p>(
     names: &mut Names,
     files: Vec<Option<&'p Entry>>,
-) -> Result<Vec<Option<(&'p Entry, String)>>> {
+) -> Result<Vec<Option<packs::Staged<'p>>>> {
     files
         .into_iter()
         .map(|f| {
@@ -242,7 +242,7 @@ fn stage_with(
 ) -> Result<()> {
     s.names.once(&e.path)?;
     s.put_file_with(b, e, fill)?;
-    test_stop_point("stage", s.names.staged.len());
+    test_stop_point("stage", s.names.len());
     Ok(())
 }
 

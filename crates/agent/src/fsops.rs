@@ -117,6 +117,30 @@ pub fn remove_tree_at(dir: &OwnedFd, name: &[u8], shown: &Path) -> Result<()> {
     remove_on(dir, name, shown, None)
 }
 
+/// Opens directory `name` in `dir`, never through a symlink.
+pub fn open_dir_at(dir: &OwnedFd, name: &[u8], shown: &Path) -> Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx("open directory", shown)
+}
+
+/// The names in directory `dir` (`.` and `..` left out).
+pub fn names_in(dir: &OwnedFd, shown: &Path) -> Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for ent in rustix::fs::Dir::read_from(dir).ctx("list", shown)? {
+        let ent = ent.ctx("list", shown)?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    Ok(names)
+}
+
 /// `within`: the device and mount ID of the directory being emptied (`None` at the top).
 fn remove_on(
     dir: &OwnedFd,
@@ -142,22 +166,8 @@ fn remove_on(
             std::io::Error::from_raw_os_error(Errno::XDEV.raw_os_error()),
         ));
     }
-    let sub = rustix::fs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ctx("open directory", shown)?;
-    let mut names = Vec::new();
-    for ent in rustix::fs::Dir::read_from(&sub).ctx("list", shown)? {
-        let ent = ent.ctx("list", shown)?;
-        let n = ent.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(n.to_vec());
-        }
-    }
-    for n in names {
+    let sub = open_dir_at(dir, name, shown)?;
+    for n in names_in(&sub, shown)? {
         remove_on(
             &sub,
             &n,

@@ -428,7 +428,7 @@ impl Session<'_> {
         let s = Staging::create(&self.b)?;
         // Every new entry is a new inode (files, nodes, directories).
         s.check_room(m.bytes, p.content.len() as u64 + COMMIT_INODES)?;
-        self.staging = Some(s);
+        self.staging = Some(staged_dirs(s, p)?);
         Ok(())
     }
 
@@ -462,7 +462,7 @@ impl Session<'_> {
             .ok_or_else(|| Error::Protocol("Commit without a Target to commit".into()))?;
         let s = match self.staging.take() {
             Some(s) => s,
-            None => Staging::create(&self.b)?,
+            None => staged_dirs(Staging::create(&self.b)?, &p)?,
         };
         let started = Instant::now();
         let not_run = if p.run_triggers {
@@ -503,6 +503,21 @@ pub fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash,
         }
     }
     have
+}
+
+/// Stages the new directories of `p` as trees, first thing (what is new below them is
+/// made inside them; see [`stage::Names`]).
+fn staged_dirs(mut s: Staging, p: &Pending) -> Result<Staging> {
+    let mut dirs: Vec<&Entry> = p
+        .changes
+        .iter()
+        .filter(|c| c.kind == ChangeKind::Add)
+        .filter_map(|c| p.image.get(&c.path))
+        .filter(|e| e.kind == Kind::Dir)
+        .collect();
+    dirs.sort_by(|a, b| imager_core::tree::path_cmp(&a.path, &b.path));
+    s.put_new_dirs(dirs)?;
+    Ok(s)
 }
 
 /// Inodes the commit needs beyond the staged entries: replacements of the state files
@@ -555,23 +570,18 @@ fn commit_pending(
         let Some(e) = p.image.get(&c.path) else {
             continue;
         };
-        // Every new entry but a file's content (sent) and a hard link (made by the
-        // commit) is made here, before the commit point: directories included, so the
-        // commit creates no inode of its own.
-        if !matches!(e.kind, Kind::File { .. } | Kind::HardLink { .. }) {
+        // Every new entry but a file's content (sent), a hard link (made by the commit)
+        // and a new directory (staged first) is made here, before the commit point:
+        // replacement directories included, so the commit creates no inode of its own.
+        let new_dir = c.kind == ChangeKind::Add && e.kind == Kind::Dir;
+        if !new_dir && !matches!(e.kind, Kind::File { .. } | Kind::HardLink { .. }) {
             s.put_node(e)?;
         }
     }
     s.sync()?;
     let stage_seconds = started.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let mut j = commit::plan_ops(
-        p.id,
-        &p.image,
-        &p.changes,
-        &s.names.staged,
-        &p.host.protected,
-    )?;
+    let mut j = commit::plan_ops(p.id, &p.image, &p.changes, &s.names, &p.host.protected)?;
     j.previous = p.previous;
     if !p.run_triggers {
         j.changed.clear();

@@ -12,8 +12,8 @@
 //! Memory is bounded: packs read and not yet decoded hold at most [`STREAMS_QUEUED`]
 //! bytes, parts decoded and not yet staged at most [`PARTS_QUEUED`] (one larger pack or
 //! part passes alone), and at most one large in-memory patch ([`heavy`]) is applied at a
-//! time. The first failure in the packs' order is the one reported; after it no part is
-//! started and no further pack is read.
+//! time. The first failure in the packs' order is the one reported: a part after it is
+//! not started, and once any part failed no further pack is read.
 
 use super::stage::{Names, StagingDir};
 use super::test_stop_point;
@@ -24,7 +24,7 @@ use imager_core::tree::escape::escape;
 use imager_core::Entry;
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -33,11 +33,15 @@ use std::sync::{Arc, Condvar, Mutex};
 pub struct Ready<'p> {
     /// The pack's entries, as the controller listed them.
     pub entries: Vec<PackEntry>,
-    /// Each entry's file and staged name; `None` for an entry skipped.
-    pub files: Vec<Option<(&'p Entry, String)>>,
+    /// Each entry's file and staged place; `None` for an entry skipped.
+    pub files: Vec<Option<Staged<'p>>>,
     /// The pack's compressed stream.
     pub stream: Vec<u8>,
 }
+
+/// A file of a pack: its entry in the image and its reserved place in the staging
+/// directory.
+pub type Staged<'p> = (&'p Entry, Vec<u8>);
 
 /// Where parts are staged and what they may read.
 pub struct Target<'a> {
@@ -60,7 +64,7 @@ pub fn stage_packs<'p>(
     let run = Run {
         target,
         failed: Failure::default(),
-        done: AtomicUsize::new(names.staged.len()),
+        done: AtomicUsize::new(names.len()),
         heavy: Mutex::new(()),
         streams: Budget::new(STREAMS_QUEUED),
         parts: Budget::new(PARTS_QUEUED),
@@ -134,13 +138,13 @@ impl<'p> Run<'_, '_> {
         for pack in packs {
             let base = order;
             order += pack.entries.len();
-            // After a failure, packs still queued are dropped unread (the reader waits
+            // After an earlier failure, packs still queued are dropped unread (the reader waits
             // on their budget).
-            if !self.failed.any() {
+            if !self.failed.before(base) {
                 let mut i = 0;
                 let read = crate::encoding::pack::unpack(&pack.stream, &pack.entries, |_, part| {
-                    if self.failed.any() {
-                        // A worker failed on an earlier part: its error is the one told.
+                    if self.failed.before(base + i) {
+                        // An earlier part failed: its error is the one told.
                         return Err(Error::Protocol("stopped".into()));
                     }
                     let mut v = Vec::new();
@@ -187,14 +191,14 @@ impl<'p> Run<'_, '_> {
     }
 
     fn stage_part(&self, part: &Part<'p>) {
-        let (Some((e, name)), pe) = (&part.pack.files[part.i], &part.pack.entries[part.i]) else {
+        let (Some((e, at)), pe) = (&part.pack.files[part.i], &part.pack.entries[part.i]) else {
             return;
         };
-        if self.failed.any() {
+        if self.failed.before(part.order) {
             return;
         }
         let _one = heavy(pe, e).then(|| self.heavy.lock());
-        match self.target.stage(pe, e, name, &part.bytes) {
+        match self.target.stage(pe, e, at, &part.bytes) {
             Ok(()) => test_stop_point("stage", 1 + self.done.fetch_add(1, Ordering::SeqCst)),
             Err(err) => self.failed.set(part.order, err),
         }
@@ -202,15 +206,15 @@ impl<'p> Run<'_, '_> {
 }
 
 impl Target<'_> {
-    /// Stages one part: file `e` under staged `name`, from pack entry `pe`'s `bytes`.
-    fn stage(&self, pe: &PackEntry, e: &Entry, name: &str, bytes: &[u8]) -> Result<()> {
+    /// Stages one part: file `e` at staged place `at`, from pack entry `pe`'s `bytes`.
+    fn stage(&self, pe: &PackEntry, e: &Entry, at: &[u8], bytes: &[u8]) -> Result<()> {
         match pe.encoding {
             crate::encoding::Encoding::StoreCopy => {
                 let objects = store_objects(self.objects, &pe.path, pe.len)?;
                 self.dir
-                    .fill_file(self.b, e, name, |_, out| copy_object(objects, e, out))
+                    .fill_file(self.b, e, at, |_, out| copy_object(objects, e, out))
             }
-            _ => self.dir.fill_file(self.b, e, name, |size, mut out| {
+            _ => self.dir.fill_file(self.b, e, at, |size, mut out| {
                 pe.encoding
                     .decode_part(self.b, &pe.path, size, &mut &bytes[..], &mut out)
             }),
@@ -303,23 +307,40 @@ fn heavy(pe: &PackEntry, e: &Entry) -> bool {
 }
 
 /// The first failure of a run, by the parts' order.
-#[derive(Default)]
-struct Failure(Mutex<Option<(usize, Error)>>, AtomicBool);
+struct Failure {
+    first: Mutex<Option<(usize, Error)>>,
+    /// The order of the first failure so far (`usize::MAX`: none).
+    at: AtomicUsize,
+}
+
+impl Default for Failure {
+    fn default() -> Self {
+        Failure {
+            first: Mutex::new(None),
+            at: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
 
 impl Failure {
     fn set(&self, i: usize, e: Error) {
-        self.1.store(true, Ordering::SeqCst);
-        if let Ok(mut f) = self.0.lock() {
+        self.at.fetch_min(i, Ordering::SeqCst);
+        if let Ok(mut f) = self.first.lock() {
             if f.as_ref().is_none_or(|(j, _)| i < *j) {
                 *f = Some((i, e));
             }
         }
     }
     fn any(&self) -> bool {
-        self.1.load(Ordering::SeqCst)
+        self.at.load(Ordering::SeqCst) != usize::MAX
+    }
+    /// Whether a part before the one of order `i` failed: then `i` is not worth
+    /// staging. (One after it failing is no reason: `i` may fail first.)
+    fn before(&self, i: usize) -> bool {
+        self.at.load(Ordering::SeqCst) < i
     }
     fn into_result(self) -> Result<()> {
-        match self.0.into_inner() {
+        match self.first.into_inner() {
             Ok(None) => Ok(()),
             Ok(Some((_, e))) => Err(e),
             Err(_) => Err(Error::Agent("a pack's worker panicked".into())),

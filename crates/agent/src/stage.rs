@@ -13,7 +13,7 @@ use imager_core::safe_dir::{set_meta_fd, Beneath};
 use imager_core::tree::escape::escape;
 use imager_core::{Entry, Hash, Kind};
 use rustix::fs::{Mode, OFlags};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -35,29 +35,88 @@ pub struct StagingDir {
     shown: PathBuf,
 }
 
-/// The staged names handed out so far.
+/// Where each image path's new entry was staged.
+///
+/// A new directory is staged as a tree: what is new below it is made inside it, so the
+/// commit renames the directory alone and its content goes into place with it (a first
+/// install is a few renames, not one per file). Everything else gets a fresh name at the
+/// top of the staging directory and a rename of its own.
 #[derive(Default)]
 pub struct Names {
     next: u64,
-    /// Image path → staged name.
-    pub staged: HashMap<Vec<u8>, String>,
+    /// Image path → staged name, for entries at the top (each renamed into place).
+    staged: HashMap<Vec<u8>, String>,
+    /// New directories staged as trees: path → where, relative to the staging directory.
+    trees: HashMap<Vec<u8>, Vec<u8>>,
+    /// Paths staged inside a new directory's tree.
+    inside: HashSet<Vec<u8>>,
+}
+
+/// Where a path's new entry was staged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Staged {
+    /// At the top of the staging directory, under this name: the commit renames it.
+    Top(String),
+    /// Inside a new directory's tree: it goes into place with that directory.
+    Inside,
 }
 
 impl Names {
-    /// Reserves a fresh staged name for image path `path` (made by
-    /// [`StagingDir::fill_file`]).
-    pub fn reserve(&mut self, path: &[u8]) -> String {
+    /// Reserves the place of image path `path`'s new entry (made by
+    /// [`StagingDir::fill_file`] or a node): inside its new parent directory's tree when
+    /// it has one, else a fresh name at the top. Returns it relative to the staging
+    /// directory.
+    pub fn reserve(&mut self, path: &[u8]) -> Vec<u8> {
+        if let Some(at) = self.inside_location(path) {
+            self.inside.insert(path.to_vec());
+            return at;
+        }
         self.next += 1;
         let n = format!("s{}", self.next);
         self.staged.insert(path.to_vec(), n.clone());
-        n
+        n.into_bytes()
+    }
+
+    /// Reserves the place of new directory `path`, whose new entries go inside it.
+    pub fn reserve_tree(&mut self, path: &[u8]) -> Vec<u8> {
+        let at = self.reserve(path);
+        self.trees.insert(path.to_vec(), at.clone());
+        at
+    }
+
+    fn inside_location(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let at = self.trees.get(imager_core::tree::parent(path)?)?;
+        let name = imager_core::tree::file_name(path);
+        // (An image's paths are normalized; this keeps a bad one at the top, by name.)
+        if matches!(name, b"" | b"." | b"..") || name.contains(&b'/') {
+            return None;
+        }
+        Some([at.as_slice(), b"/", name].concat())
+    }
+
+    /// Where `path`'s new entry was staged, if it was.
+    pub fn of(&self, path: &[u8]) -> Option<Staged> {
+        if self.inside.contains(path) {
+            return Some(Staged::Inside);
+        }
+        self.staged.get(path).cloned().map(Staged::Top)
+    }
+
+    /// How many entries were staged.
+    pub fn len(&self) -> usize {
+        self.staged.len() + self.inside.len()
+    }
+
+    /// Whether nothing was staged.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Refuses content for a path staged already (by a `Put`, a `Pack` or a fetched
     /// blob): each would be checked, but the second would take room the first was
     /// counted in.
     pub fn once(&self, path: &[u8]) -> Result<()> {
-        if self.staged.contains_key(path) {
+        if self.of(path).is_some() {
             return Err(Error::Protocol(format!("{} was sent twice", escape(path))));
         }
         Ok(())
@@ -88,15 +147,7 @@ impl Staging {
             Err(e) => return Err(e.into()),
         };
         let shown = b.display(STAGING);
-        let mut names = Vec::new();
-        for ent in rustix::fs::Dir::read_from(&dir).ctx("list", shown.clone())? {
-            let ent = ent.ctx("list", shown.clone())?;
-            let n = ent.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(n.to_vec());
-            }
-        }
-        for n in names {
+        for n in fsops::names_in(&dir, &shown)? {
             remove_tree_at(&dir, &n, &shown.join(imager_core::fsx::bytes_path(&n)))?;
         }
         Ok(())
@@ -133,15 +184,23 @@ impl Staging {
         e: &Entry,
         fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
     ) -> Result<()> {
-        let name = self.names.reserve(&e.path);
-        self.dir.fill_file(b, e, &name, fill)
+        let at = self.names.reserve(&e.path);
+        self.dir.fill_file(b, e, &at, fill)
     }
 
     /// Stages a symlink, device, fifo or (empty) replacement directory.
     pub fn put_node(&mut self, e: &Entry) -> Result<()> {
-        let name = self.names.reserve(&e.path);
-        let shown = self.dir.shown.join(&name);
-        fsops::make_node(&self.dir.fd, name.as_bytes(), e, &shown)?;
+        let at = self.names.reserve(&e.path);
+        self.dir.make_node(&at, e)
+    }
+
+    /// Stages the image's new directories `dirs` (parents first) as trees, before any
+    /// content arrives: what is new below each is then made inside it.
+    pub fn put_new_dirs<'e>(&mut self, dirs: impl IntoIterator<Item = &'e Entry>) -> Result<()> {
+        for e in dirs {
+            let at = self.names.reserve_tree(&e.path);
+            self.dir.make_node(&at, e)?;
+        }
         Ok(())
     }
 
@@ -152,14 +211,20 @@ impl Staging {
 }
 
 impl StagingDir {
-    /// Makes file `e` under its reserved staged `name` with the content `fill` writes
+    fn make_node(&self, at: &[u8], e: &Entry) -> Result<()> {
+        let shown = self.shown.join(imager_core::fsx::bytes_path(at));
+        fsops::make_node(&self.fd, at, e, &shown)?;
+        Ok(())
+    }
+
+    /// Makes file `e` at its reserved place `at` with the content `fill` writes
     /// (given the image's size for it), checked against the image's size and hash. Takes
     /// `&self`: the files of a pack are made by several threads at once.
     pub fn fill_file(
         &self,
         b: &Beneath,
         e: &Entry,
-        name: &str,
+        at: &[u8],
         fill: impl FnOnce(u64, &mut dyn Write) -> Result<()>,
     ) -> Result<()> {
         let Kind::File { size, hash } = e.kind else {
@@ -170,13 +235,14 @@ impl StagingDir {
             )));
         };
         let shown = b.display(&e.path);
+        let staged = self.shown.join(imager_core::fsx::bytes_path(at));
         let fd = rustix::fs::openat(
             &self.fd,
-            name,
+            at,
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .ctx("create", self.shown.join(name))?;
+        .ctx("create", &staged)?;
         let mut w = Hashing {
             f: std::fs::File::from(fd),
             h: blake3::Hasher::new(),
@@ -184,7 +250,7 @@ impl StagingDir {
             limit: size,
         };
         fill(size, &mut w)?;
-        imager_core::fsx::end_sparse(&w.f, w.n).ctx("write", self.shown.join(name))?;
+        imager_core::fsx::end_sparse(&w.f, w.n).ctx("write", &staged)?;
         if w.n != size || Hash::from(w.h.finalize()) != hash {
             return Err(Error::Agent(format!(
                 "{}: the content assembled for it does not match the image (size {} of {size}); \

@@ -316,11 +316,13 @@ fn apply_op(b: &Beneath, staging: &OwnedFd, image: &Tree, op: &Op) -> Result<()>
             };
             let (parent, name) = b.parent(path)?;
             // A new directory that something made meanwhile (and may have filled): it
-            // is there, as the old `mkdir` accepted; the staged one is not needed.
+            // is there, as the old `mkdir` accepted; what was staged inside the staged
+            // one goes into it.
             if is_dir(&sst) && stat_at(&parent, name).is_some_and(|s| is_dir(&s)) {
-                return rustix::fs::unlinkat(staging, staged.as_str(), AtFlags::REMOVEDIR)
-                    .ctx("remove", staging_shown.join(staged))
-                    .map_err(Into::into);
+                return merge_dir(
+                    (staging, staged.as_bytes(), &staging_shown.join(staged)),
+                    (&parent, name, &b.display(path)),
+                );
             }
             rustix::fs::renameat(staging, staged.as_str(), &parent, name)
                 .ctx("rename into place", b.display(path))?;
@@ -331,6 +333,33 @@ fn apply_op(b: &Beneath, staging: &OwnedFd, image: &Tree, op: &Op) -> Result<()>
         Op::Trash(s) => remove_tree_at(staging, s.as_bytes(), &staging_shown.join(s))?,
         Op::DirMeta(p) => fsops::set_meta(b, entry(p)?)?,
     }
+    Ok(())
+}
+
+/// Moves what staged directory `from` holds into host directory `to` (one made since
+/// the scan), merging the directories both have, then removes `from`. A replay after a
+/// crash moves what is left. Each side is (parent's handle, name, path shown).
+fn merge_dir(
+    (from_parent, from, from_shown): (&OwnedFd, &[u8], &std::path::Path),
+    (to_parent, to, to_shown): (&OwnedFd, &[u8], &std::path::Path),
+) -> Result<()> {
+    let src = fsops::open_dir_at(from_parent, from, from_shown)?;
+    let dst = fsops::open_dir_at(to_parent, to, to_shown)?;
+    for n in fsops::names_in(&src, from_shown)? {
+        let (from_n, to_n) = (
+            from_shown.join(imager_core::fsx::bytes_path(&n)),
+            to_shown.join(imager_core::fsx::bytes_path(&n)),
+        );
+        let both_dirs = stat_at(&src, &n).is_some_and(|s| is_dir(&s))
+            && stat_at(&dst, &n).is_some_and(|s| is_dir(&s));
+        if both_dirs {
+            merge_dir((&src, &n, &from_n), (&dst, &n, &to_n))?;
+        } else {
+            rustix::fs::renameat(&src, n.as_slice(), &dst, n.as_slice())
+                .ctx("rename into place", &to_n)?;
+        }
+    }
+    rustix::fs::unlinkat(from_parent, from, AtFlags::REMOVEDIR).ctx("remove", from_shown)?;
     Ok(())
 }
 

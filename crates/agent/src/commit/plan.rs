@@ -5,18 +5,20 @@
 use super::{Journal, Op};
 use crate::error::{Error, Result};
 use crate::protocol::{Change, ChangeKind, Previous};
+use crate::stage::{Names, Staged};
 use imager_core::tree::escape::escape;
 use imager_core::tree::{parent, path_cmp};
 use imager_core::{Hash, Kind, Tree};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 
-/// The journal for `changes` towards `image`. `staged` maps each path whose new entry
-/// was staged (files, nodes, replacement directories) to its staged name.
+/// The journal for `changes` towards `image`. `staged` says where each path's new entry
+/// was staged (files, nodes, directories): an entry inside a new directory's tree has no
+/// operation of its own, it goes into place with the directory.
 pub fn plan_ops(
     id: Hash,
     image: &Tree,
     changes: &[Change],
-    staged: &HashMap<Vec<u8>, String>,
+    staged: &Names,
     protected: &HashSet<Vec<u8>>,
 ) -> Result<Journal> {
     let mut steps = Steps::new(staged, protected);
@@ -34,7 +36,7 @@ pub fn plan_ops(
 /// A journal's operations gathered change by change into the steps they run in (the
 /// order in the module comment).
 struct Steps<'a> {
-    staged: &'a HashMap<Vec<u8>, String>,
+    staged: &'a Names,
     protected: &'a HashSet<Vec<u8>>,
     first: Vec<Op>,
     links: Vec<Op>,
@@ -48,7 +50,7 @@ struct Steps<'a> {
 }
 
 impl<'a> Steps<'a> {
-    fn new(staged: &'a HashMap<Vec<u8>, String>, protected: &'a HashSet<Vec<u8>>) -> Self {
+    fn new(staged: &'a Names, protected: &'a HashSet<Vec<u8>>) -> Self {
         Steps {
             staged,
             protected,
@@ -63,10 +65,10 @@ impl<'a> Steps<'a> {
         }
     }
 
-    /// The staged name of `p`'s new entry; a commit before it was sent is the
-    /// controller's error.
-    fn need(&self, p: &[u8]) -> Result<String> {
-        self.staged.get(p).cloned().ok_or_else(|| {
+    /// Where `p`'s new entry was staged; a commit before it was sent is the controller's
+    /// error.
+    fn need(&self, p: &[u8]) -> Result<Staged> {
+        self.staged.of(p).ok_or_else(|| {
             Error::Protocol(format!(
                 "commit before the content of {} was sent",
                 escape(p)
@@ -137,18 +139,25 @@ impl<'a> Steps<'a> {
     }
 
     fn rename(&mut self, path: &[u8]) -> Result<()> {
-        let staged = self.need(path)?;
-        self.first.push(Op::Rename {
-            staged,
-            path: path.to_vec(),
-        });
+        if let Staged::Top(staged) = self.need(path)? {
+            self.first.push(Op::Rename {
+                staged,
+                path: path.to_vec(),
+            });
+        }
         Ok(())
     }
 
     /// Exchanges the staged entry with the host's of the other kind; the host's old entry
     /// is trashed afterwards.
     fn swap(&mut self, path: &[u8], new_is_dir: bool) -> Result<()> {
-        let s = self.need(path)?;
+        // (A path inside a new directory has nothing on the host to swap with.)
+        let Staged::Top(s) = self.need(path)? else {
+            return Err(Error::Protocol(format!(
+                "{} is new below a new directory, and the host has it",
+                escape(path)
+            )));
+        };
         self.first.push(Op::Swap {
             staged: s.clone(),
             path: path.to_vec(),
