@@ -428,7 +428,7 @@ impl Session<'_> {
         let s = Staging::create(&self.b)?;
         // Every new entry is a new inode (files, nodes, directories).
         s.check_room(m.bytes, p.content.len() as u64 + COMMIT_INODES)?;
-        self.staging = Some(staged_dirs(s, p)?);
+        self.staging = Some(s.with_new_dirs(&p.changes, &p.image)?);
         Ok(())
     }
 
@@ -462,7 +462,7 @@ impl Session<'_> {
             .ok_or_else(|| Error::Protocol("Commit without a Target to commit".into()))?;
         let s = match self.staging.take() {
             Some(s) => s,
-            None => staged_dirs(Staging::create(&self.b)?, &p)?,
+            None => Staging::create(&self.b)?.with_new_dirs(&p.changes, &p.image)?,
         };
         let started = Instant::now();
         let not_run = if p.run_triggers {
@@ -503,21 +503,6 @@ pub fn have_list(tree: &Tree, host: &HostTree, changes: &[Change]) -> Vec<(Hash,
         }
     }
     have
-}
-
-/// Stages the new directories of `p` as trees, first thing (what is new below them is
-/// made inside them; see [`stage::Names`]).
-fn staged_dirs(mut s: Staging, p: &Pending) -> Result<Staging> {
-    let mut dirs: Vec<&Entry> = p
-        .changes
-        .iter()
-        .filter(|c| c.kind == ChangeKind::Add)
-        .filter_map(|c| p.image.get(&c.path))
-        .filter(|e| e.kind == Kind::Dir)
-        .collect();
-    dirs.sort_by(|a, b| imager_core::tree::path_cmp(&a.path, &b.path));
-    s.put_new_dirs(dirs)?;
-    Ok(s)
 }
 
 /// Inodes the commit needs beyond the staged entries: replacements of the state files
@@ -562,22 +547,16 @@ fn commit_pending(
         // interrupted push run next).
         return Ok(crate::protocol::Committed::default());
     }
-    // Nodes and replacement directories are made here, not sent.
-    for c in &p.changes {
-        if c.kind == ChangeKind::Delete || c.kind == ChangeKind::Meta {
-            continue;
-        }
-        let Some(e) = p.image.get(&c.path) else {
-            continue;
-        };
-        // Every new entry but a file's content (sent), a hard link (made by the commit)
-        // and a new directory (staged first) is made here, before the commit point:
-        // replacement directories included, so the commit creates no inode of its own.
-        let new_dir = c.kind == ChangeKind::Add && e.kind == Kind::Dir;
-        if !new_dir && !matches!(e.kind, Kind::File { .. } | Kind::HardLink { .. }) {
-            s.put_node(e)?;
-        }
-    }
+    // Nodes and replacement directories are made here, not sent; meanwhile the content
+    // staged so far goes to disk, so the flush after them is short.
+    std::thread::scope(|scope| {
+        let early = scope.spawn(|| s.dir.sync());
+        let made = stage::put_nodes(&mut s.names, &s.dir, &p.changes, &p.image);
+        let flushed = early
+            .join()
+            .unwrap_or_else(|_| Err(Error::Agent("the flush's thread panicked".into())));
+        made.and(flushed)
+    })?;
     s.sync()?;
     let stage_seconds = started.elapsed().as_secs_f64();
     let t0 = Instant::now();

@@ -8,10 +8,11 @@
 use super::commit::STAGING;
 use super::fsops::{self, ensure_dir, remove_tree_at};
 use crate::error::{Error, Result};
+use crate::protocol::{Change, ChangeKind};
 use imager_core::error::IoContext;
 use imager_core::safe_dir::{set_meta_fd, Beneath};
 use imager_core::tree::escape::escape;
-use imager_core::{Entry, Hash, Kind};
+use imager_core::{Entry, Hash, Kind, Tree};
 use rustix::fs::{Mode, OFlags};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -188,20 +189,22 @@ impl Staging {
         self.dir.fill_file(b, e, &at, fill)
     }
 
-    /// Stages a symlink, device, fifo or (empty) replacement directory.
-    pub fn put_node(&mut self, e: &Entry) -> Result<()> {
-        let at = self.names.reserve(&e.path);
-        self.dir.make_node(&at, e)
-    }
-
-    /// Stages the image's new directories `dirs` (parents first) as trees, before any
-    /// content arrives: what is new below each is then made inside it.
-    pub fn put_new_dirs<'e>(&mut self, dirs: impl IntoIterator<Item = &'e Entry>) -> Result<()> {
+    /// Stages the new directories of `changes` towards `image` as trees, first thing:
+    /// what is new below each is then made inside it (see [`Names`]).
+    pub fn with_new_dirs(mut self, changes: &[Change], image: &Tree) -> Result<Staging> {
+        let mut dirs: Vec<&Entry> = changes
+            .iter()
+            .filter(|c| c.kind == ChangeKind::Add)
+            .filter_map(|c| image.get(&c.path))
+            .filter(|e| e.kind == Kind::Dir)
+            .collect();
+        // Parents first.
+        dirs.sort_by(|a, b| imager_core::tree::path_cmp(&a.path, &b.path));
         for e in dirs {
             let at = self.names.reserve_tree(&e.path);
             self.dir.make_node(&at, e)?;
         }
-        Ok(())
+        Ok(self)
     }
 
     /// Makes everything staged durable (one `syncfs` instead of an fsync per file).
@@ -211,7 +214,8 @@ impl Staging {
 }
 
 impl StagingDir {
-    fn make_node(&self, at: &[u8], e: &Entry) -> Result<()> {
+    /// Makes node `e` (symlink, device, fifo, directory) at its reserved place `at`.
+    pub fn make_node(&self, at: &[u8], e: &Entry) -> Result<()> {
         let shown = self.shown.join(imager_core::fsx::bytes_path(at));
         fsops::make_node(&self.fd, at, e, &shown)?;
         Ok(())
@@ -268,6 +272,32 @@ impl StagingDir {
         rustix::fs::syncfs(&self.fd).ctx("flush", self.shown.clone())?;
         Ok(())
     }
+}
+
+/// Makes the nodes of `changes` towards `image` (symlinks, devices, fifos, replacement
+/// directories) in staging: every new entry but a file's content (sent), a hard link
+/// (made by the commit) and a new directory (staged first) is made before the commit
+/// point, so the commit creates no inode of its own.
+pub fn put_nodes(
+    names: &mut Names,
+    dir: &StagingDir,
+    changes: &[Change],
+    image: &Tree,
+) -> Result<()> {
+    for c in changes {
+        if c.kind == ChangeKind::Delete || c.kind == ChangeKind::Meta {
+            continue;
+        }
+        let Some(e) = image.get(&c.path) else {
+            continue;
+        };
+        let new_dir = c.kind == ChangeKind::Add && e.kind == Kind::Dir;
+        if !new_dir && !matches!(e.kind, Kind::File { .. } | Kind::HardLink { .. }) {
+            let at = names.reserve(&e.path);
+            dir.make_node(&at, e)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes through, hashing, refusing to grow past the image's size for the file.
