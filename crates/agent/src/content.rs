@@ -242,7 +242,7 @@ fn stage_with(
 ) -> Result<()> {
     s.names.once(&e.path)?;
     s.put_file_with(b, e, fill)?;
-    test_stop_point("stage", s.names.len());
+    test_stop_point("stage", s.names.files());
     Ok(())
 }
 

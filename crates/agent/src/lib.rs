@@ -180,6 +180,7 @@ fn session<R: Read, W: Write>(
         objects: opts.objects.as_deref(),
         pending: None,
         staging: None,
+        stage_started: None,
     };
     let result = s.serve(conn);
     if result.is_err() && s.st.read(state::JOURNAL).ok().flatten().is_none() {
@@ -219,6 +220,8 @@ struct Session<'a> {
     pending: Option<Pending>,
     /// The staging directory, from `Stage` to `Commit`.
     staging: Option<Staging>,
+    /// When the `Stage` message came: the staging's time counts from it.
+    stage_started: Option<Instant>,
 }
 
 impl Session<'_> {
@@ -425,6 +428,7 @@ impl Session<'_> {
             }
             Some(p) => p,
         };
+        self.stage_started = Some(Instant::now());
         let s = Staging::create(&self.b)?;
         // Every new entry is a new inode (files, nodes, directories).
         s.check_room(m.bytes, p.content.len() as u64 + COMMIT_INODES)?;
@@ -464,7 +468,7 @@ impl Session<'_> {
             Some(s) => s,
             None => Staging::create(&self.b)?.with_new_dirs(&p.changes, &p.image)?,
         };
-        let started = Instant::now();
+        let started = self.stage_started.take().unwrap_or_else(Instant::now);
         let not_run = if p.run_triggers {
             Vec::new()
         } else {

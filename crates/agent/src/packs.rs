@@ -64,7 +64,7 @@ pub fn stage_packs<'p>(
     let run = Run {
         target,
         failed: Failure::default(),
-        done: AtomicUsize::new(names.len()),
+        done: AtomicUsize::new(names.files()),
         heavy: Mutex::new(()),
         streams: Budget::new(STREAMS_QUEUED),
         parts: Budget::new(PARTS_QUEUED),

@@ -474,9 +474,9 @@ wire_struct! {
     pub struct Committed {
         /// Operations in the commit's journal (0: the host was already at the image).
         pub ops: u64,
-        /// Seconds the agent took, once told to commit, to finish staging (the nodes and
-        /// directories it makes itself, then a sync): content received before is not
-        /// counted.
+        /// Seconds the agent staged for, from the `Stage` message to everything staged
+        /// flushed: decoding and writing the content, the nodes it makes itself, a
+        /// sync. (Agents before 2026-12-07 counted from the commit's request only.)
         pub stage_seconds: f64,
         /// Seconds from the end of staging to the recorded commit (journal written and
         /// applied).

@@ -409,8 +409,8 @@ fn committed<'c>(
 ) -> Result<Triggering<'c>> {
     let _committing = clock.start(Phase::Committing);
     let (c, triggering) = committing.committed()?;
-    // The agent's part of staging: what it did after the last byte arrived.
-    // The agent's figures: a time is never negative, whatever it sends.
+    // The agent's own staging time, from its `Stage` message (Phases::stage takes the
+    // longer of it and the sending). A time is never negative, whatever it sends.
     r.phases.stage = c.stage_seconds.max(0.0);
     r.phases.commit = c.commit_seconds.max(0.0);
     r.commit_ops = c.ops;

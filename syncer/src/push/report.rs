@@ -190,8 +190,9 @@ pub struct Phases {
     pub plan: f64,
     /// Sending the content (the part a bandwidth limit stretches).
     pub send: f64,
-    /// Staging in all: `send`, plus what the agent did after the last byte arrived (by
-    /// its own clock).
+    /// Staging in all: the longer of `send` and the agent's own staging, from the
+    /// `Stage` message to the content flushed (by its clock; it goes on after the last
+    /// byte is sent, as it decodes and writes what the pipe holds).
     pub stage: f64,
     /// The agent's commit through its journal, by its own clock.
     pub commit: f64,
@@ -212,7 +213,7 @@ impl Phases {
         self.scan = clock.seconds(Phase::Scanning);
         self.plan = clock.seconds(Phase::Planning);
         self.send = clock.seconds(Phase::Staging);
-        self.stage += self.send;
+        self.stage = self.stage.max(self.send);
         self.triggers = clock.seconds(Phase::Triggers);
         self.health = clock.seconds(Phase::HealthCheck);
         self.total = started.elapsed().as_secs_f64();
