@@ -10,8 +10,8 @@
 //! takes CPU that the stream's decoding does not, which is why parts go to workers.
 //!
 //! Memory is bounded: packs read and not yet decoded hold at most [`STREAMS_QUEUED`]
-//! bytes, parts decoded and not yet staged at most [`PARTS_QUEUED`] (one larger pack or
-//! part passes alone), and at most one large in-memory patch ([`heavy`]) is applied at a
+//! bytes (a pack's stream is dropped once decoded), parts decoded and not yet staged at
+//! most [`PARTS_QUEUED`] (one larger pack or part passes alone), and at most one large in-memory patch ([`heavy`]) is applied at a
 //! time. The first failure in the packs' order is the one reported: a part after it is
 //! not started, and once any part failed no further pack is read.
 
@@ -26,7 +26,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Condvar, Mutex};
 
 /// One pack, read and checked, ready to decode: its entries, each one's file in the
 /// image and reserved staged name (`None`: skipped), and its stream.
@@ -70,7 +70,7 @@ pub fn stage_packs<'p>(
         parts: Budget::new(PARTS_QUEUED),
     };
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(PACK_WORKERS));
-    let (to_decoder, packs) = channel::<Arc<Ready<'p>>>();
+    let (to_decoder, packs) = channel::<Ready<'p>>();
     let (to_workers, parts) = channel::<Part<'p>>();
     let parts = Mutex::new(parts);
     let read = std::thread::scope(|scope| {
@@ -84,7 +84,7 @@ pub fn stage_packs<'p>(
                     return Ok(());
                 };
                 run.streams.take(pack.stream.len() as u64);
-                if to_decoder.send(Arc::new(pack)).is_err() {
+                if to_decoder.send(pack).is_err() {
                     return Err(Error::Protocol("the pack's decoder stopped".into()));
                 }
             }
@@ -106,11 +106,12 @@ const PARTS_QUEUED: u64 = 32 << 20;
 /// At most this many threads stage parts.
 const PACK_WORKERS: usize = 4;
 
-/// One part for a worker: the pack it is of, its index there and in the whole run (the
-/// order failures are told in), and its bytes.
+/// One part for a worker: its pack entry, its file and staged place, its index in the
+/// whole run (the order failures are told in), and its bytes. (It holds nothing of its
+/// pack's stream, which goes as soon as it is decoded.)
 struct Part<'p> {
-    pack: Arc<Ready<'p>>,
-    i: usize,
+    entry: PackEntry,
+    file: Staged<'p>,
     order: usize,
     bytes: Vec<u8>,
 }
@@ -129,20 +130,21 @@ struct Run<'a, 't> {
 
 impl<'p> Run<'_, '_> {
     /// The decoder: each pack's stream in order, its parts handed to the workers.
-    fn decode(
-        &self,
-        packs: Receiver<Arc<Ready<'p>>>,
-        to_workers: std::sync::mpsc::Sender<Part<'p>>,
-    ) {
+    fn decode(&self, packs: Receiver<Ready<'p>>, to_workers: std::sync::mpsc::Sender<Part<'p>>) {
         let mut order = 0;
-        for pack in packs {
+        for Ready {
+            entries,
+            mut files,
+            stream,
+        } in packs
+        {
             let base = order;
-            order += pack.entries.len();
+            order += entries.len();
             // After an earlier failure, packs still queued are dropped unread (the reader waits
             // on their budget).
             if !self.failed.before(base) {
                 let mut i = 0;
-                let read = crate::encoding::pack::unpack(&pack.stream, &pack.entries, |_, part| {
+                let read = crate::encoding::pack::unpack(&stream, &entries, |pe, part| {
                     if self.failed.before(base + i) {
                         // An earlier part failed: its error is the one told.
                         return Err(Error::Protocol("stopped".into()));
@@ -152,11 +154,11 @@ impl<'p> Run<'_, '_> {
                         .map_err(|e| Error::Protocol(format!("bad pack: {e}")))?;
                     // Skipped entries are read and dropped: the pack's own check wants
                     // every part read.
-                    if pack.files[i].is_some() {
+                    if let Some(file) = files[i].take() {
                         self.parts.take(v.len() as u64);
                         let part = Part {
-                            pack: pack.clone(),
-                            i,
+                            entry: pe.clone(),
+                            file,
                             order: base + i,
                             bytes: v,
                         };
@@ -171,7 +173,7 @@ impl<'p> Run<'_, '_> {
                     self.failed.set(base + i, e);
                 }
             }
-            self.streams.give(pack.stream.len() as u64);
+            self.streams.give(stream.len() as u64);
         }
     }
 
@@ -191,9 +193,7 @@ impl<'p> Run<'_, '_> {
     }
 
     fn stage_part(&self, part: &Part<'p>) {
-        let (Some((e, at)), pe) = (&part.pack.files[part.i], &part.pack.entries[part.i]) else {
-            return;
-        };
+        let ((e, at), pe) = (&part.file, &part.entry);
         if self.failed.before(part.order) {
             return;
         }

@@ -1,5 +1,6 @@
-//! Staging: every new file, node and replacement directory is first made in
-//! `ROOT/.syncer-staging/` (the root's filesystem, so the commit is renames), created
+//! Staging: every new file, node and directory is first made in `ROOT/.syncer-staging/`
+//! (the root's filesystem, so the commit is renames; a new directory with what is new
+//! below it inside, so it goes into place with one rename), created
 //! with `O_EXCL | O_NOFOLLOW`, owner, mode, xattrs and mtime set through its handle, its
 //! content checked against the image's hash. Nothing outside the staging directory
 //! changes until the commit; a failure here (disk full included) removes the staging
@@ -20,7 +21,8 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 /// The staging directory of a push ([`crate::commit::STAGING`]): content and nodes are
-/// made here under fresh names, then the commit renames them into place.
+/// made here, under fresh names or inside a new directory's tree ([`Names`]), then the
+/// commit renames them into place.
 pub struct Staging {
     /// Where entries are made.
     pub dir: StagingDir,
