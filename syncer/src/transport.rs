@@ -274,8 +274,16 @@ fn ssh_command(spec: &HostSpec, opts: &TransportOptions, remote: &str) -> Comman
         unreachable!("ssh_command is only called for ssh hosts")
     };
     let mut c = Command::new(&opts.ssh[0]);
-    // After the ssh command's own options: ssh takes the first value it is given for
-    // each, so what the command line (`-e`, `rsh`) sets is not overridden here.
+    // ssh takes the first value it is given for each option. The host spec's own
+    // `user@` and `:port` come first: they win over everything, the ssh command's own
+    // options (`-e`, `rsh`) included.
+    if let Some(p) = port {
+        c.arg("-p").arg(p.to_string());
+    }
+    if let Some(u) = user {
+        c.arg("-l").arg(u);
+    }
+    // Then the ssh command's own options, which the settings below do not override.
     c.args(&opts.ssh[1..]);
     if let Some(i) = &opts.identity {
         c.arg("-i").arg(i);
@@ -283,11 +291,10 @@ fn ssh_command(spec: &HostSpec, opts: &TransportOptions, remote: &str) -> Comman
     for o in &opts.ssh_options {
         c.arg("-o").arg(o);
     }
-    // The spec's own port and user win over the settings' defaults.
-    if let Some(p) = port.or(opts.port) {
+    if let Some(p) = opts.port.filter(|_| port.is_none()) {
         c.arg("-p").arg(p.to_string());
     }
-    if let Some(u) = user.as_ref().or(opts.user.as_ref()) {
+    if let Some(u) = opts.user.as_ref().filter(|_| user.is_none()) {
         c.arg("-l").arg(u);
     }
     c.arg("--").arg(host).arg(remote);

@@ -425,3 +425,38 @@ fn pre_and_post_hooks_run_around_each_host_and_their_failures_fail_it() {
     assert!(err.contains("the host was not touched"), "{rb:#}");
     assert_eq!(snapshot(&hosts[1]), before);
 }
+
+/// A host spec's own `:port` and `user@` win over everything, the ssh command line's own
+/// `-p` included (as the README says): the spec names the one host, `-e` and `rsh` are
+/// shared by many.
+#[test]
+fn a_host_specs_own_port_wins_over_the_ssh_command_lines() {
+    let f = Fleet::new("inv-port-");
+    let host = format!(
+        "ssh://root@127.0.0.1:{}{}",
+        f.sshd.port,
+        f.hosts[0].1.display()
+    );
+    // Port 1 refuses connections: reached only if the spec's port is the one used.
+    let rsh = format!("{} -p 1 -l nobody", f.sshd.rsh());
+    let out = run(
+        &f.store,
+        &[
+            "push",
+            "v1",
+            &host,
+            "-e",
+            &rsh,
+            "--agent",
+            env!("CARGO_BIN_EXE_syncer"),
+            "--json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_host_is_whole(&f.hosts[0].1, &f.store, &id(&f.store, "v1"));
+}
