@@ -80,8 +80,13 @@ struct Tmux {
 
 impl Tmux {
     fn run(dir: &Path, command: &str) -> Tmux {
+        // A socket of its own each time: `kill-server` returns before the old server
+        // is gone, and a new one on the same socket could reach the one exiting ("server
+        // exited unexpectedly", as CI saw once).
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let t = Tmux {
-            socket: dir.join("tmux.sock").display().to_string(),
+            socket: dir.join(format!("tmux-{n}.sock")).display().to_string(),
         };
         // The pane stays after the command ends (its last screen is what is checked),
         // and says it ended on a tmux channel ([`Tmux::ended`]).
