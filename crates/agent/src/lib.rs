@@ -270,6 +270,7 @@ impl Session<'_> {
         let accepted = self.trust.check(&t.image, &t.signatures, &self.st)?;
         // A new target: whatever was staged for an earlier one is of no use.
         self.staging = None;
+        self.stage_started = None;
         Staging::clear(&self.b)?;
         let rules = HostRules::of(&t)?;
         // Asked who it is, the host scans first and learns the manifest after; else the
