@@ -640,8 +640,15 @@ fn new_directories_have_their_mode_while_the_commit_runs_and_keep_what_the_host_
     push(&f.store, "v3", &hs, &[]);
     let mine = h.join("srv/web/img/mine");
     assert_eq!(std::fs::read_to_string(&mine).unwrap(), "mine\n");
-    // Without it, the host is the image (modes, owners, the symlink, the files).
+    // Without it (and with its directory's mtime, which the image set, put back), the
+    // host is the image: modes, owners, the symlink, the files.
+    let img = h.join("srv/web/img");
+    let mtime = std::fs::metadata(&img).unwrap().modified().unwrap();
     std::fs::remove_file(&mine).unwrap();
+    std::fs::File::open(&img)
+        .unwrap()
+        .set_times(std::fs::FileTimes::new().set_modified(mtime))
+        .unwrap();
     assert_host_is(&h, &f.store, &f.id("v3"));
     let staged: Vec<_> = std::fs::read_dir(h.join(".syncer-staging"))
         .unwrap()
