@@ -7,7 +7,7 @@
 //! taken as it left it ([`crate::written`]), so a push's own renames cost no hashing. A
 //! file whose ctime is not a clock tick older than the scan's start is not cached: a
 //! write right after the scan could give it the very ctime it had (git's "racy clean"
-//! problem; see [`settled`]).
+//! problem; see `settled`).
 
 use super::state::StateDir;
 use crate::compare::HostTree;
