@@ -121,26 +121,7 @@ impl Session<'_> {
                 BlobUse::Pack { entries, skip } => {
                     let files = pack_files(p, entries, skip)?;
                     match fetcher.get(blob) {
-                        Some(stream) => {
-                            // (A mirror's pack holds no store copies.)
-                            let target = packs::Target {
-                                dir: &s.dir,
-                                b: &self.b,
-                                objects: None,
-                            };
-                            let mut one = Some((entries.clone(), files, stream));
-                            packs::stage_packs(&mut s.names, &target, |names| {
-                                let Some((entries, files, stream)) = one.take() else {
-                                    return Ok(None);
-                                };
-                                let files = reserve(names, files)?;
-                                Ok(Some(packs::Ready {
-                                    entries,
-                                    files,
-                                    stream,
-                                }))
-                            })?
-                        }
+                        Some(stream) => stage_one(s, &self.b, entries.clone(), files, stream)?,
                         None => missing.push(i as u32),
                     }
                 }
@@ -200,6 +181,34 @@ fn pack_files<'p>(
             false => needs_content(p, &entries[i].path).map(Some),
         })
         .collect()
+}
+
+/// Stages one pack a mirror gave (whole, checked): the pipeline of [`packs`] for one
+/// pack. (A mirror's pack holds no store copies.)
+fn stage_one(
+    s: &mut Staging,
+    b: &Beneath,
+    entries: Vec<PackEntry>,
+    files: Vec<Option<&Entry>>,
+    stream: Vec<u8>,
+) -> Result<()> {
+    let target = packs::Target {
+        dir: &s.dir,
+        b,
+        objects: None,
+    };
+    let mut one = Some((entries, files, stream));
+    packs::stage_packs(&mut s.names, &target, |names| {
+        let Some((entries, files, stream)) = one.take() else {
+            return Ok(None);
+        };
+        let files = reserve(names, files)?;
+        Ok(Some(packs::Ready {
+            entries,
+            files,
+            stream,
+        }))
+    })
 }
 
 /// Reserves a staged name for each file of a pack (each staged once per session).

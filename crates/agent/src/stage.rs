@@ -91,7 +91,7 @@ impl Names {
         let at = self.trees.get(imager_core::tree::parent(path)?)?;
         let name = imager_core::tree::file_name(path);
         // (An image's paths are normalized; this keeps a bad one at the top, by name.)
-        if matches!(name, b"" | b"." | b"..") || name.contains(&b'/') {
+        if matches!(name, b"" | b"." | b"..") {
             return None;
         }
         Some([at.as_slice(), b"/", name].concat())
@@ -193,9 +193,7 @@ impl Staging {
     pub fn with_new_dirs(mut self, changes: &[Change], image: &Tree) -> Result<Staging> {
         let mut dirs: Vec<&Entry> = changes
             .iter()
-            .filter(|c| c.kind == ChangeKind::Add)
-            .filter_map(|c| image.get(&c.path))
-            .filter(|e| e.kind == Kind::Dir)
+            .filter_map(|c| image.get(&c.path).filter(|e| is_new_dir(c, e)))
             .collect();
         // Parents first.
         dirs.sort_by(|a, b| imager_core::tree::path_cmp(&a.path, &b.path));
@@ -273,6 +271,11 @@ impl StagingDir {
     }
 }
 
+/// Whether change `c` adds directory `e` (its image entry): one staged as a tree, first.
+fn is_new_dir(c: &Change, e: &Entry) -> bool {
+    c.kind == ChangeKind::Add && e.kind == Kind::Dir
+}
+
 /// Makes the nodes of `changes` towards `image` (symlinks, devices, fifos, replacement
 /// directories) in staging: every new entry but a file's content (sent), a hard link
 /// (made by the commit) and a new directory (staged first) is made before the commit
@@ -290,8 +293,7 @@ pub fn put_nodes(
         let Some(e) = image.get(&c.path) else {
             continue;
         };
-        let new_dir = c.kind == ChangeKind::Add && e.kind == Kind::Dir;
-        if !new_dir && !matches!(e.kind, Kind::File { .. } | Kind::HardLink { .. }) {
+        if !is_new_dir(c, e) && !matches!(e.kind, Kind::File { .. } | Kind::HardLink { .. }) {
             let at = names.reserve(&e.path);
             dir.make_node(&at, e)?;
         }

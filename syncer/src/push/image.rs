@@ -209,24 +209,34 @@ impl Image {
         };
         // Each image's view ID comes from the delta cache once it was computed (an empty
         // root's first install looks at every image), else from its view, made on every
-        // core. Images with the same view give the same text, so whichever matches first
-        // will do; its view is made again and checked (the cache is only a shortcut).
+        // core (a view just made that matches is kept). Images with the same view give
+        // the same text, so whichever matches first will do; a match the cache named is
+        // made and checked (the cache is only a shortcut).
+        let made = std::sync::Mutex::new(None);
         let matching = images
             .par_iter()
             .map(|image| -> Result<Option<Hash>> {
                 let key = crate::delta::views::view_key(image, &self.local_state, &id.kept);
-                let vid = cache.view_id(&key, || Ok(imager::tree::text::id_of(&view(image)?)))?;
+                let vid = cache.view_id(&key, || {
+                    let v = view(image)?;
+                    let vid = imager::tree::text::id_of(&v);
+                    if vid == id.tree {
+                        *made.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
+                    }
+                    Ok(vid)
+                })?;
                 Ok((vid == id.tree).then_some(*image))
             })
             .find_map_any(|r| r.transpose())
             .transpose()?;
-        match matching {
-            Some(image) => {
-                let v = view(&image)?;
-                Ok((imager::tree::text::id_of(&v) == id.tree).then_some(v))
-            }
-            None => Ok(None),
-        }
+        let Some(image) = matching else {
+            return Ok(None);
+        };
+        let v = match made.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(v) => v,
+            None => view(&image)?,
+        };
+        Ok((imager::tree::text::id_of(&v) == id.tree).then_some(v))
     }
 
     /// How to tell a host at image `base` (if any) what this image is.
