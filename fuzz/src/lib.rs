@@ -537,3 +537,36 @@ pub fn zucchini_patch(data: &[u8]) {
         assert!(out.len() as u64 <= *size, "made {} bytes", out.len());
     }
 }
+
+/// A bitcode-aware patch as the agent applies it (`syncer::encoding::bitcode`), against
+/// real LLVM bitcode (two modules `llvm-as` wrote): by the first byte modulo 3, the rest
+/// is a patch applied to the old module; the host's old file, to which a real patch is
+/// applied; or a bitstream read into tokens, which must write back and read again to the
+/// same tokens (what the reader accepts, the writer can write). Nothing may panic, and
+/// what a patch makes has at most the size announced.
+pub fn bitcode_patch(data: &[u8]) {
+    use syncer::encoding::bitcode::{self, stream};
+    const OLD: &[u8] = include_bytes!("../data/bitcode-old.bc");
+    const NEW: &[u8] = include_bytes!("../data/bitcode-new.bc");
+    static PATCH: OnceLock<Vec<u8>> = OnceLock::new();
+    let patch = PATCH.get_or_init(|| bitcode::diff(OLD, NEW).expect("a patch between the seeds"));
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let size = NEW.len() as u64;
+    let made = match mode % 3 {
+        0 => bitcode::patched(OLD, rest, size),
+        1 => bitcode::patched(rest, patch, size),
+        _ => {
+            let limit = bitcode::max_tokens(rest.len() as u64);
+            if let Ok(t) = stream::tokens(rest, limit) {
+                let again = stream::bits(&t, 1 << 24).expect("the reader's tokens write");
+                assert_eq!(stream::tokens(&again, limit).as_ref(), Ok(&t), "tokens differ");
+            }
+            return;
+        }
+    };
+    if let Ok(out) = made {
+        assert!(out.len() as u64 <= size, "made {} bytes", out.len());
+    }
+}

@@ -135,6 +135,7 @@ fields = [
     ("bsdiff_bytes", s["bsdiff"]["bytes"]),
     ("gzip_delta_bytes", s["gzip_delta"]["bytes"]),
     ("zucchini_bytes", s["zucchini"]["bytes"]),
+    ("bitcode_delta_bytes", s["bitcode_delta"]["bytes"]),
     ("whole_bytes", s["whole"]["bytes"]),
     ("pack_files", h["packs"]["files"]),
     ("pack_bytes", h["packs"]["bytes"]),
@@ -388,7 +389,7 @@ try:
 except Exception:
     plan = []
 kinds = {}
-ways = ("bsdiff", "gzip", "zucchini", "zstd_delta", "whole")
+ways = ("bsdiff", "gzip", "zucchini", "bitcode", "zstd_delta", "whole")
 for p in plan:
     c = p.get("candidates")
     if c is None:
@@ -409,10 +410,10 @@ if kinds:
     # old versions up to 64 MiB, patch-from up to 1 MiB, whole only where the deltas
     # were not clearly small.
     print()
-    print("%-15s %6s %16s %16s %16s %16s %16s %10s %10s  %s" % ("kind", "files", "bsdiff", "gzip", "zucchini", "zstd delta", "whole", "best was", "best now", "sent as"))
+    print("%-15s %6s %16s %16s %16s %16s %16s %16s %10s %10s  %s" % ("kind", "files", "bsdiff", "gzip", "zucchini", "bitcode", "zstd delta", "whole", "best was", "best now", "sent as"))
     cell = lambda v: "%d: %s" % (v[0], mb(v[1])) if v[0] else "-"
     for name, k in sorted(kinds.items(), key=lambda kv: -kv[1]["bsdiff"][1]):
         won = ", ".join("%s %d" % kv for kv in sorted(k["won"].items(), key=lambda kv: -kv[1]))
-        print("%-15s %6d %16s %16s %16s %16s %16s %10s %10s  %s" % (name, k["files"], *(cell(k[x]) for x in ways), mb(k["before"]), mb(k["after"]), won))
+        print("%-15s %6d %16s %16s %16s %16s %16s %16s %10s %10s  %s" % (name, k["files"], *(cell(k[x]) for x in ways), mb(k["before"]), mb(k["after"]), won))
 PY
 [ "$failed" = 0 ] || { echo "push.sh: some runs failed (ok=false above)" >&2; exit 1; }

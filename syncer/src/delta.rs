@@ -182,7 +182,7 @@ fn write_entry(path: &Path, parts: &[&[u8]]) -> imager::Result<()> {
 }
 
 /// The file name of an entry: `OLD-NEW.LLEVEL.zst` for a zstd delta, `NEW.LLEVEL.zst`
-/// whole, `OLD-NEW.KIND.LLEVEL.zst` for a raw patch (`bsdiff`, `gzip2`, `zucchini`),
+/// whole, `OLD-NEW.KIND.LLEVEL.zst` for a raw patch (`bsdiff`, `gzip2`, `zucchini`, `bitcode1`),
 /// `pack-KEY.LLEVEL.zst` a pack.
 fn entry_name((what, old, new): Key, level: i32) -> String {
     match (what, old) {

@@ -15,6 +15,7 @@
 //! deltas/<old>-<new>.bsdiff.L19.zst   a bsdiff patch
 //! deltas/<old>-<new>.gzip2.L19.zst    a gzip-aware patch (format 2)
 //! deltas/<old>-<new>.zucchini.L19.zst a Zucchini patch
+//! deltas/<old>-<new>.bitcode1.L19.zst a bitcode-aware patch (format 1)
 //! pairs/<from>-<to>.L19.json          the index of what a host at FROM takes to reach TO
 //! ```
 //! For each pair the plan is the one a push makes for a clean host at FROM (`none`: an

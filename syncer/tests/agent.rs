@@ -564,32 +564,7 @@ fn a_corrupt_pack_is_refused_and_the_host_keeps_its_files() {
                 frame(&Msg::Data(Data { bytes: stream })),
             ]
         });
-        [
-            frame(&Msg::Hello(Hello {
-                version: PROTOCOL_VERSION,
-            })),
-            frame(&Msg::Target(Target {
-                image: id,
-                manifest: ManifestData::Zstd(zstd::bulk::compress(text.as_bytes(), 3).unwrap()),
-                local_state: None,
-                triggers: Vec::new(),
-                verify: false,
-                dry_run: false,
-                previous: Previous::Keep,
-                signatures: Vec::new(),
-                owned: None,
-                install_triggers: false,
-            })),
-            frame(&Msg::Stage(Stage {
-                files: 2,
-                bytes: 1 << 20,
-            })),
-        ]
-        .into_iter()
-        .chain(frames)
-        .chain([frame(&Msg::Commit)])
-        .collect::<Vec<_>>()
-        .concat()
+        session(id, &text, 2, frames.collect())
     };
     let packed = |entries: Vec<PackEntry>, stream: Vec<u8>, announced: Option<u64>| {
         packs(vec![(entries, stream, announced)])

@@ -277,6 +277,7 @@ fn hosts_take_their_content_from_colo_caches_and_fall_back_when_they_fail() {
             + h["sent"]["bsdiff"]["bytes"].as_u64().unwrap()
             + h["sent"]["gzip_delta"]["bytes"].as_u64().unwrap()
             + h["sent"]["zucchini"]["bytes"].as_u64().unwrap()
+            + h["sent"]["bitcode_delta"]["bytes"].as_u64().unwrap()
             + h["sent"]["zstd_delta"]["bytes"].as_u64().unwrap(),
         "{h:#}"
     );

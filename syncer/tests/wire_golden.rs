@@ -1,14 +1,14 @@
 //! The wire format, pinned: one instance of every message (and of every inner variant:
 //! manifest forms, content sources, change kinds, kept reasons, entry kinds, the previous
 //! image's three forms, a trigger's status, stale-process listings, packs) encoded and compared
-//! with bytes captured from protocol version 10 (4 plus image signatures in `Target` and
+//! with bytes captured from protocol version 11 (4 plus image signatures in `Target` and
 //! the host's trust policy in `Welcome` made 5; the raw local-state file in `Target`,
 //! `Fetch`/`Fetched` for content from HTTP mirrors and the entries a `Pack` skips, 6;
 //! the owned-prefix file and `install_triggers` in `Target`, what differs per `Change`,
 //! the host's unmanaged paths in `Differences`, a skipped trigger, a damaged record in
 //! `Welcome` and the commit an `Error` leaves a host in the middle of, 7; the chunked
 //! content of large files, 8; gzip-aware and Zucchini deltas as content sources, 9;
-//! store copies for `local:` hosts' agents, 10).
+//! store copies for `local:` hosts' agents, 10; bitcode-aware deltas, 11).
 //! A refactor of the codec must leave every constant here unchanged;
 //! a deliberate change of the format bumps `PROTOCOL_VERSION` and these bytes with it.
 
@@ -426,6 +426,7 @@ fn messages() -> Vec<(&'static str, Msg)> {
         ("put-gzip-delta", put(Encoding::GzipDelta)),
         ("put-zucchini", put(Encoding::Zucchini)),
         ("put-store-copy", put(Encoding::StoreCopy)),
+        ("put-bitcode", put(Encoding::Bitcode)),
         (
             "pack-gzip-delta",
             Msg::Pack(Pack {
@@ -497,6 +498,7 @@ const GOLDEN: &[(&str, &str)] = &[
     ("put-gzip-delta", "0a0a0000002f7573722f62696e2f78060c00000000000000"),
     ("put-zucchini", "0a0a0000002f7573722f62696e2f78070c00000000000000"),
     ("put-store-copy", "0a0a0000002f7573722f62696e2f78080c00000000000000"),
+    ("put-bitcode", "0a0a0000002f7573722f62696e2f78090c00000000000000"),
     ("pack-gzip-delta", "1402000000240000002f7573722f73686172652f646f632f782f6368616e67656c6f672e44656269616e2e677a062c010000000000000d0000002f7573722f6c69622f782e736f07c800000000000000630000000000000000000000"),
 ];
 
@@ -510,8 +512,8 @@ fn pinned(body: &[u8]) -> String {
 }
 
 #[test]
-fn every_message_encodes_to_the_bytes_of_protocol_version_10() {
-    assert_eq!(PROTOCOL_VERSION, 10);
+fn every_message_encodes_to_the_bytes_of_protocol_version_11() {
+    assert_eq!(PROTOCOL_VERSION, 11);
     let mut wrong = Vec::new();
     let mut all = String::new();
     let msgs = messages();

@@ -291,8 +291,8 @@ impl Budget {
     }
 }
 
-/// Whether staging pack entry `pe` (file `e`) holds large buffers: a gzip-aware or
-/// Zucchini patch is applied in memory (the host's old file, the patch, the new content),
+/// Whether staging pack entry `pe` (file `e`) holds large buffers: a gzip-aware,
+/// Zucchini or bitcode patch is applied in memory (the host's old file, the patch, the new content),
 /// and over [`HEAVY`] bytes such parts go one at a time.
 fn heavy(pe: &PackEntry, e: &Entry) -> bool {
     const HEAVY: u64 = 8 << 20;
@@ -302,7 +302,9 @@ fn heavy(pe: &PackEntry, e: &Entry) -> bool {
     };
     matches!(
         pe.encoding,
-        crate::encoding::Encoding::GzipDelta | crate::encoding::Encoding::Zucchini
+        crate::encoding::Encoding::GzipDelta
+            | crate::encoding::Encoding::Zucchini
+            | crate::encoding::Encoding::Bitcode
     ) && size.saturating_add(pe.len) > HEAVY
 }
 

@@ -65,7 +65,7 @@ use std::io::{Read, Write};
 
 /// The version both ends speak, sent in `Hello` and `Welcome`: any change to a message's
 /// encoding raises it, and a peer of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 /// Largest frame body either side accepts.
 pub const MAX_FRAME: usize = 64 << 20;
 /// A message whose encoding is larger than this travels as several frames (`Part`

@@ -10,7 +10,7 @@
 //! compressed already).
 
 use crate::delta::Cache;
-use crate::encoding::{bsdiff, gzip, pack, zucchini, Encoding, PatchKind};
+use crate::encoding::{bitcode, bsdiff, gzip, pack, zucchini, Encoding, PatchKind};
 use crate::error::{Error, Result};
 use crate::payload::Payload;
 use imager::store::Store;
@@ -76,6 +76,11 @@ pub struct Candidates {
     /// over [`ZUCCHINI_FROM`] bytes or that are [`ZUCCHINI_ALONGSIDE`] bytes or more.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub zucchini: Option<u64>,
+    /// Bytes of the bitcode-aware patch ([`bitcode`]), compressed as bsdiff's; `None`
+    /// unless both versions are LLVM bitcode within [`bitcode::MAX_FILE`] whose bsdiff
+    /// patch is over [`ZUCCHINI_FROM`] bytes and whose tokens rebuild them exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bitcode: Option<u64>,
     /// Bytes of the zstd patch-from delta at the push's level; `None` for a file larger
     /// than [`PATCH_FROM_MAX`] that bsdiff could take.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -173,13 +178,14 @@ pub fn encode(
             item(Encoding::Chunked, payload, Packable::No, None)
         }
         (Encoding::ZstdDelta, Some((old, old_size))) => {
-            let (b, g, z) = raw_patches(store, cache, &w, (old, old_size)).map_err(err)?;
+            let Patches { b, g, z, c } =
+                raw_patches(store, cache, &w, (old, old_size)).map_err(err)?;
             let p = if b.is_none() || w.size <= PATCH_FROM_MAX {
                 Some(cache.zstd_delta(store, &old, &w.hash).map_err(err)?)
             } else {
                 None
             };
-            let least = [&b, &g, &z, &p]
+            let least = [&b, &g, &z, &c, &p]
                 .into_iter()
                 .flatten()
                 .map(|d| d.len())
@@ -194,6 +200,7 @@ pub fn encode(
                 bsdiff: len(&b),
                 gzip: len(&g),
                 zucchini: len(&z),
+                bitcode: len(&c),
                 zstd_delta: len(&p),
                 whole: len(&wh),
             };
@@ -202,6 +209,7 @@ pub fn encode(
                 Encoding::Bsdiff => (Encoding::Bsdiff, b, Packable::From(old)),
                 Encoding::GzipDelta => (Encoding::GzipDelta, g, Packable::From(old)),
                 Encoding::Zucchini => (Encoding::Zucchini, z, Packable::From(old)),
+                Encoding::Bitcode => (Encoding::Bitcode, c, Packable::From(old)),
                 _ => (Encoding::Whole, wh, Packable::Whole),
             };
             item(
@@ -226,18 +234,20 @@ pub fn encode(
     })
 }
 
-/// A file's bsdiff, gzip-aware and Zucchini patches, each zstd-compressed at
-/// [`crate::delta::BSDIFF_LEVEL`], `None` where there is none.
-type Patches = (
-    Option<Arc<Vec<u8>>>,
-    Option<Arc<Vec<u8>>>,
-    Option<Arc<Vec<u8>>>,
-);
+/// A file's raw patches (bsdiff, gzip-aware, Zucchini, bitcode-aware), each
+/// zstd-compressed at [`crate::delta::BSDIFF_LEVEL`], `None` where there is none.
+struct Patches {
+    b: Option<Arc<Vec<u8>>>,
+    g: Option<Arc<Vec<u8>>>,
+    z: Option<Arc<Vec<u8>>>,
+    c: Option<Arc<Vec<u8>>>,
+}
 
 /// The raw patches of `w` from its old version `old` (hash, size) in the store, those
 /// that apply: bsdiff (old versions up to [`bsdiff::MAX_OLD`]), gzip-aware (`.gz` files
-/// it can rebuild) and Zucchini (ELF files whose bsdiff patch is large enough to matter),
-/// the last two only at a level that is [`content_aware`].
+/// it can rebuild), Zucchini (ELF files whose bsdiff patch is large enough to matter) and
+/// bitcode-aware (LLVM bitcode, the same), the last three only at a level that is
+/// [`content_aware`].
 fn raw_patches(
     store: &Store,
     cache: &Cache,
@@ -245,10 +255,14 @@ fn raw_patches(
     (old, old_size): (Hash, u64),
 ) -> std::result::Result<Patches, String> {
     let aware = content_aware(cache.level());
-    let fits_zucchini = aware
-        && old_size <= zucchini::MAX_FILE
-        && w.size <= zucchini::MAX_FILE
-        && starts_elf(store, &w.hash, w.size);
+    let first = if aware {
+        head(store, &w.hash, w.size)
+    } else {
+        [0; 4]
+    };
+    let fits = |max: u64| aware && old_size <= max && w.size <= max;
+    let fits_zucchini = fits(zucchini::MAX_FILE) && zucchini::is_elf(&first);
+    let fits_bitcode = fits(bitcode::MAX_FILE) && bitcode::is_bitcode(&first);
     let zucchini = || cache.patch(PatchKind::Zucchini, store, &old, &w.hash).ok();
     // A large file's Zucchini patch is computed beside its bsdiff patch, not after
     // it: on a cold cache the two are the plan's longest chain.
@@ -272,16 +286,17 @@ fn raw_patches(
         && w.size <= gzip::MAX_FILE)
         .then(|| cache.patch(PatchKind::Gzip, store, &old, &w.hash).ok())
         .flatten();
-    // Only a candidate too: bsdiff's patch says whether it can matter, and the
-    // files' first bytes whether they are executables.
+    // Only candidates too: bsdiff's patch says whether they can matter, and the
+    // files' first bytes whether they are executables or bitcode.
+    let matters = b.as_ref().is_some_and(|b| b.len() as u64 > ZUCCHINI_FROM);
     let z = match early_z {
         Some(z) => z,
-        None => b
-            .as_ref()
-            .filter(|b| b.len() as u64 > ZUCCHINI_FROM && fits_zucchini)
-            .and_then(|_| zucchini()),
+        None => (matters && fits_zucchini).then(zucchini).flatten(),
     };
-    Ok((b, g, z))
+    let c = (matters && fits_bitcode)
+        .then(|| cache.patch(PatchKind::Bitcode, store, &old, &w.hash).ok())
+        .flatten();
+    Ok(Patches { b, g, z, c })
 }
 
 /// The way a file with these candidates travels: see the module's rule.
@@ -292,6 +307,7 @@ fn pick(c: &Candidates) -> Encoding {
         (Encoding::Bsdiff, c.bsdiff),
         (Encoding::GzipDelta, c.gzip),
         (Encoding::Zucchini, c.zucchini),
+        (Encoding::Bitcode, c.bitcode),
     ]
     .into_iter()
     .filter_map(|(e, n)| Some((e, n?)))
@@ -304,20 +320,21 @@ fn pick(c: &Candidates) -> Encoding {
     }
 }
 
-/// Whether the store's object `hash` (of `size` bytes) is an ELF file, by its first
-/// bytes (a Zucchini candidate is computed only for those).
-fn starts_elf(store: &Store, hash: &Hash, size: u64) -> bool {
+/// The first bytes of the store's object `hash` (of `size` bytes), zeros where it has
+/// none: they say whether it is an ELF file or bitcode (which get candidates of their
+/// own).
+fn head(store: &Store, hash: &Hash, size: u64) -> [u8; 4] {
     use std::io::Read;
     let mut head = [0u8; 4];
-    let Ok(mut r) = store.object_reader(hash, size) else {
-        return false;
-    };
-    r.read_exact(&mut head).is_ok() && zucchini::is_elf(&head)
+    if let Ok(mut r) = store.object_reader(hash, size) {
+        let _ = r.read_exact(&mut head);
+    }
+    head
 }
 
 /// What kind of file this is, for the report's table of which way won by kind:
-/// "executable" or "shared library" (ELF), "python", "compressed" (gzip, xz, zstd,
-/// bzip2), "text" or "other".
+/// "executable" or "shared library" (ELF), "bitcode" (LLVM), "python", "compressed"
+/// (gzip, xz, zstd, bzip2), "text" or "other".
 pub fn class(store: &Store, path: &[u8], hash: &Hash, size: u64) -> &'static str {
     use std::io::Read;
     // The first 4 KiB tell, not the whole file.
@@ -333,6 +350,8 @@ pub fn class(store: &Store, path: &[u8], hash: &Hash, size: u64) -> &'static str
         } else {
             "executable"
         }
+    } else if bitcode::is_bitcode(head) {
+        "bitcode"
     } else if name.ends_with(".py") {
         "python"
     } else if [&b"\x1f\x8b"[..], b"\xfd7zXZ\0", b"\x28\xb5\x2f\xfd", b"BZh"]
@@ -372,10 +391,9 @@ mod tests {
     fn c(b: Option<u64>, z: Option<u64>, w: Option<u64>) -> Candidates {
         Candidates {
             bsdiff: b,
-            gzip: None,
-            zucchini: None,
             zstd_delta: z,
             whole: w,
+            ..Candidates::default()
         }
     }
 

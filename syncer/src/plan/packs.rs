@@ -146,7 +146,7 @@ fn raw_part(store: &Store, it: &Item) -> std::result::Result<Vec<u8>, String> {
 fn raw_len(it: &Item) -> u64 {
     match it.encoding {
         Encoding::ZstdDelta => it.payload.len(),
-        Encoding::Bsdiff | Encoding::GzipDelta | Encoding::Zucchini => {
+        ref e if e.patch_kind().is_some() => {
             zstd::zstd_safe::get_frame_content_size(it.payload.bytes())
                 .ok()
                 .flatten()
@@ -231,6 +231,7 @@ fn pack_key(items: &[Item], group: &[usize]) -> Hash {
             Encoding::Bsdiff => 1,
             Encoding::GzipDelta => 3,
             Encoding::Zucchini => 4,
+            Encoding::Bitcode => 5,
             Encoding::ZstdDelta => 2,
             _ => 0,
         }]);

@@ -42,6 +42,8 @@ pub struct ByKind {
     pub gzip_delta: Sent,
     /// Zucchini patches, on their own and in packs (shared out the same way).
     pub zucchini: Sent,
+    /// Bitcode-aware patches, on their own and in packs (shared out the same way).
+    pub bitcode_delta: Sent,
     /// Whole content, on its own and in packs (shared out the same way).
     pub whole: Sent,
     /// Large files' records.
@@ -60,6 +62,7 @@ impl ByKind {
             Encoding::Bsdiff => &mut self.bsdiff,
             Encoding::GzipDelta => &mut self.gzip_delta,
             Encoding::Zucchini => &mut self.zucchini,
+            Encoding::Bitcode => &mut self.bitcode_delta,
             Encoding::Whole => &mut self.whole,
             Encoding::Chunked => &mut self.chunked,
             Encoding::StoreCopy => &mut self.store_copy,
@@ -72,7 +75,7 @@ impl ByKind {
     }
 
     /// Each way with its label, in the order reports list them.
-    pub fn rows(&self) -> [(&'static str, &Sent); 9] {
+    pub fn rows(&self) -> [(&'static str, &Sent); 10] {
         [
             (
                 Encoding::LocalCopy { from: Vec::new() }.label(),
@@ -83,6 +86,7 @@ impl ByKind {
             (Encoding::Bsdiff.label(), &self.bsdiff),
             (Encoding::GzipDelta.label(), &self.gzip_delta),
             (Encoding::Zucchini.label(), &self.zucchini),
+            (Encoding::Bitcode.label(), &self.bitcode_delta),
             (Encoding::Whole.label(), &self.whole),
             (Encoding::Chunked.label(), &self.chunked),
             (Encoding::StoreCopy.label(), &self.store_copy),

@@ -141,6 +141,86 @@ pub fn frame(m: &syncer::protocol::Msg) -> Vec<u8> {
     v
 }
 
+/// A whole session as a controller writes it for image `id` (its manifest `text`):
+/// `Hello`, `Target`, `Stage` of `files` files, the `content` frames, `Commit`.
+pub fn session(id: Hash, text: &str, files: u64, content: Vec<Vec<u8>>) -> Vec<u8> {
+    use syncer::protocol::*;
+    [
+        frame(&Msg::Hello(Hello {
+            version: PROTOCOL_VERSION,
+        })),
+        frame(&Msg::Target(Target {
+            image: id,
+            manifest: ManifestData::Zstd(zstd::bulk::compress(text.as_bytes(), 3).unwrap()),
+            local_state: None,
+            triggers: Vec::new(),
+            verify: false,
+            dry_run: false,
+            previous: Previous::Keep,
+            signatures: Vec::new(),
+            owned: None,
+            install_triggers: false,
+        })),
+        frame(&Msg::Stage(Stage {
+            files,
+            bytes: 1 << 20,
+        })),
+    ]
+    .into_iter()
+    .chain(content)
+    .chain([frame(&Msg::Commit)])
+    .collect::<Vec<_>>()
+    .concat()
+}
+
+/// Each (name, raw patch, what the error must say) sent to an agent on `root` for image
+/// `v2` of `store` as the one file `file` (`encoding`, zstd-compressed as a patch sent
+/// alone): refused, the message names the file, and the host's file stays as it was.
+pub fn assert_patches_refused(
+    root: &Path,
+    (store, v2): (&Path, Hash),
+    file: &str,
+    encoding: syncer::encoding::Encoding,
+    cases: Vec<(&str, Vec<u8>, &str)>,
+) {
+    use syncer::protocol::*;
+    let text = Store::open(store, Access::Read)
+        .unwrap()
+        .image_text(&v2)
+        .unwrap();
+    let name = file.rsplit('/').next().unwrap();
+    let old = std::fs::read(root.join(file)).unwrap();
+    for (case, patch, want) in cases {
+        let z = zstd::bulk::compress(&patch, 3).unwrap();
+        let put = Msg::Put(Put {
+            path: format!("/{file}").into_bytes(),
+            encoding: encoding.clone(),
+            len: z.len() as u64,
+        });
+        let input = session(
+            v2,
+            &text,
+            1,
+            vec![frame(&put), frame(&Msg::Data(Data { bytes: z }))],
+        );
+        let (ok, _, stderr) = agent_with(root, &input);
+        assert!(!ok, "{case}: the agent accepted it");
+        assert!(
+            stderr.contains(want),
+            "{case}: stderr lacks {want:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(name),
+            "{case}: {name} is not named: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(root.join(file)).unwrap(),
+            old,
+            "{case}: the host's file changed"
+        );
+    }
+}
+
 /// Runs an agent on `root` with `input` as its whole stdin: (success, stdout, stderr).
 pub fn agent_with(root: &Path, input: &[u8]) -> (bool, Vec<u8>, String) {
     use std::io::Write;

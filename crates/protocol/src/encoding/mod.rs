@@ -14,17 +14,21 @@
 //!   recompressed file);
 //! - [`zucchini`], Chromium's executable differ, for an ELF file whose old version the
 //!   controller holds (a third smaller than bsdiff's patches on libraries);
+//! - [`bitcode`], an LLVM bitcode file diffed as its byte-aligned tokens and rebuilt bit
+//!   for bit, for one whose old version the controller holds;
 //! - [`chunked`], every file over [`chunked::LARGE`] bytes: spans the host has, or
 //!   compressed alone or against the host's bytes around them, so that memory stays
 //!   bounded on both sides whatever the file's size.
 //!
-//! Whole contents and the raw patches (bsdiff, gzip-aware, Zucchini: the [`PatchKind`]s)
+//! Whole contents and the raw patches (bsdiff, gzip-aware, Zucchini, bitcode: the
+//! [`PatchKind`]s)
 //! also travel in [`pack`]s: many files' raw bytes as one zstd stream.
 //!
 //! A new encoding is one new file, a variant here (its code, its label, its decoder in
 //! [`Encoding::decode`]) and the controller's choice of it (`choose`, in
 //! `push/content.rs`). The controller's cache of encodings is the syncer's `delta` module.
 
+pub mod bitcode;
 pub mod bsdiff;
 pub mod chunked;
 pub mod gzip;
@@ -71,6 +75,9 @@ pub enum Encoding {
     /// directory (`serve --objects DIR`, a `local:` host) takes it, as a pack entry
     /// whose part is empty (the pack's workers copy in parallel). Nothing travels.
     StoreCopy,
+    /// A bitcode-aware patch from the host's current file ([`bitcode`]): zstd-compressed
+    /// on its own, raw in a pack.
+    Bitcode,
 }
 
 wire_enum!(Encoding, "content source" {
@@ -83,6 +90,7 @@ wire_enum!(Encoding, "content source" {
     6 => Encoding::GzipDelta,
     7 => Encoding::Zucchini,
     8 => Encoding::StoreCopy,
+    9 => Encoding::Bitcode,
 });
 
 impl Encoding {
@@ -98,6 +106,7 @@ impl Encoding {
             Encoding::GzipDelta => "gzip delta",
             Encoding::Zucchini => "zucchini",
             Encoding::StoreCopy => "store copy",
+            Encoding::Bitcode => "bitcode delta",
         }
     }
 
@@ -107,6 +116,7 @@ impl Encoding {
             Encoding::Bsdiff => Some(PatchKind::Bsdiff),
             Encoding::GzipDelta => Some(PatchKind::Gzip),
             Encoding::Zucchini => Some(PatchKind::Zucchini),
+            Encoding::Bitcode => Some(PatchKind::Bitcode),
             _ => None,
         }
     }
@@ -139,7 +149,7 @@ impl Encoding {
                 escape(path)
             ))),
             // A raw patch sent on its own is zstd-compressed; in a pack it is raw.
-            Encoding::Bsdiff | Encoding::GzipDelta | Encoding::Zucchini => {
+            Encoding::Bsdiff | Encoding::GzipDelta | Encoding::Zucchini | Encoding::Bitcode => {
                 let mut patch = zstd::stream::read::Decoder::new(payload)
                     .map_err(|e| write_err(host, path, e))?;
                 self.decode_part(host, path, size, &mut patch, out)
@@ -171,7 +181,26 @@ impl Encoding {
             Encoding::Zucchini => {
                 let raw = read_part(path, part, zucchini::MAX_FILE)?;
                 let old = read_host_bounded(host, path, zucchini::MAX_FILE)?;
-                zucchini::apply_held(path, &old, &raw, size, out)
+                apply_in_memory(
+                    "Zucchini delta",
+                    zucchini::MAX_FILE,
+                    path,
+                    size,
+                    out,
+                    |size| zucchini::patched(&old, &raw, size),
+                )
+            }
+            Encoding::Bitcode => {
+                let raw = read_part(path, part, bitcode::max_tokens(bitcode::MAX_FILE))?;
+                let old = read_host_bounded(host, path, bitcode::MAX_FILE)?;
+                apply_in_memory(
+                    "bitcode delta",
+                    bitcode::MAX_FILE,
+                    path,
+                    size,
+                    out,
+                    |size| bitcode::patched(&old, &raw, size),
+                )
             }
             Encoding::ZstdDelta => {
                 let mut delta = Vec::new();
@@ -199,11 +228,18 @@ pub enum PatchKind {
     Gzip,
     /// [`zucchini`]: ELF executables and libraries.
     Zucchini,
+    /// [`bitcode`]: LLVM bitcode, its tokens diffed.
+    Bitcode,
 }
 
 impl PatchKind {
     /// Every kind.
-    pub const ALL: [PatchKind; 3] = [PatchKind::Bsdiff, PatchKind::Gzip, PatchKind::Zucchini];
+    pub const ALL: [PatchKind; 4] = [
+        PatchKind::Bsdiff,
+        PatchKind::Gzip,
+        PatchKind::Zucchini,
+        PatchKind::Bitcode,
+    ];
 
     /// The encoding it travels as.
     pub fn encoding(self) -> Encoding {
@@ -211,6 +247,7 @@ impl PatchKind {
             PatchKind::Bsdiff => Encoding::Bsdiff,
             PatchKind::Gzip => Encoding::GzipDelta,
             PatchKind::Zucchini => Encoding::Zucchini,
+            PatchKind::Bitcode => Encoding::Bitcode,
         }
     }
 
@@ -222,6 +259,7 @@ impl PatchKind {
             PatchKind::Bsdiff => "bsdiff",
             PatchKind::Gzip => "gzip2",
             PatchKind::Zucchini => "zucchini",
+            PatchKind::Bitcode => "bitcode1",
         }
     }
 
@@ -237,6 +275,7 @@ impl PatchKind {
             }
             PatchKind::Gzip => gzip::diff(old, new),
             PatchKind::Zucchini => zucchini::diff(old, new),
+            PatchKind::Bitcode => bitcode::diff(old, new),
         }
     }
 
@@ -256,6 +295,7 @@ impl PatchKind {
                 Ok(out)
             }
             PatchKind::Zucchini => zucchini::patched(old, raw, limit),
+            PatchKind::Bitcode => bitcode::patched(old, raw, limit),
         }
     }
 }
@@ -285,6 +325,30 @@ fn read_host_bounded(host: &Beneath, path: &[u8], max: u64) -> Result<Vec<u8>> {
     let mut f = crate::hostfs::open_file(host, path)?;
     read_bounded(&mut f, max)
         .map_err(|e| Error::Agent(format!("reading {} as a delta's base: {e}", escape(path))))
+}
+
+/// The agent's side of a raw patch applied in memory (Zucchini, bitcode-aware): what
+/// `patched` makes, at most `size` bytes, written to `out` if it is exactly `size` bytes;
+/// over `max` it is refused before anything is made. Errors say `what` and name `path`.
+pub(crate) fn apply_in_memory(
+    what: &str,
+    max: u64,
+    path: &[u8],
+    size: u64,
+    out: &mut impl Write,
+    patched: impl FnOnce(u64) -> std::result::Result<Vec<u8>, String>,
+) -> Result<()> {
+    let fail = |e: String| Error::Agent(format!("applying the {what} for {}: {e}", escape(path)));
+    if size > max {
+        return Err(fail(format!(
+            "{size} bytes is over the {max}-byte limit of such patches"
+        )));
+    }
+    let new = patched(size).map_err(fail)?;
+    if new.len() as u64 != size {
+        return Err(fail(format!("it makes {} bytes, not {size}", new.len())));
+    }
+    out.write_all(&new).map_err(|e| fail(e.to_string()))
 }
 
 /// The host's current content at `path` as a delta's base (held in memory), refused for

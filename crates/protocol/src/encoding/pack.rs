@@ -9,7 +9,7 @@
 //! A pack is a `Pack` message listing its entries (path, how, length), then its stream
 //! in `Data` messages: the entries' raw bytes in order, each the file's content
 //! ([`Encoding::Whole`]), a raw patch against the host's file ([`Encoding::Bsdiff`],
-//! [`Encoding::GzipDelta`], [`Encoding::Zucchini`]) or a zstd delta as sent on its own ([`Encoding::ZstdDelta`]:
+//! [`Encoding::GzipDelta`], [`Encoding::Zucchini`], [`Encoding::Bitcode`]) or a zstd delta as sent on its own ([`Encoding::ZstdDelta`]:
 //! compressed already, it gains nothing from the stream but its `Put` and frames). The agent decodes the stream as it goes and stages each file
 //! from its part, checking its hash as for any other file. A `local:` host's agent is
 //! also sent packs of store copies ([`Encoding::StoreCopy`], each part empty): it copies
@@ -25,7 +25,7 @@ use zstd::zstd_safe::{CCtx, CParameter};
 wire_struct! {
     /// One file of a pack (a `Pack` message's list, a published pack's): the next `len`
     /// bytes of the pack's stream are its content (`Whole`), a raw patch against the
-    /// host's file (`Bsdiff`, `GzipDelta`, `Zucchini`) or a zstd delta (`ZstdDelta`).
+    /// host's file (`Bsdiff`, `GzipDelta`, `Zucchini`, `Bitcode`) or a zstd delta (`ZstdDelta`).
     /// Declared here, with the stream it describes; the protocol carries it as it is.
     #[derive(Clone, Debug, PartialEq, Eq)]
     pub struct PackEntry {
@@ -118,6 +118,7 @@ pub fn check_entries(entries: &[PackEntry]) -> Result<()> {
                     | Encoding::Bsdiff
                     | Encoding::GzipDelta
                     | Encoding::Zucchini
+                    | Encoding::Bitcode
                     | Encoding::ZstdDelta
             )
         {

@@ -12,10 +12,6 @@
 //! patch and the result, each refused past [`MAX_FILE`] before it is read or made (the
 //! controller makes no larger patch), and Zucchini's own tables beside them.
 
-use crate::error::{Error, Result};
-use imager_core::tree::escape::escape;
-use std::io::Write;
-
 /// The largest old or new file Zucchini is computed for and applied to: its generation
 /// takes some 30 bytes of memory per byte of the files, and larger executables are rare
 /// enough that bsdiff serves them.
@@ -70,33 +66,6 @@ pub fn patched(old: &[u8], raw: &[u8], limit: u64) -> std::result::Result<Vec<u8
     fast_crc();
     let limit = usize::try_from(limit.min(MAX_FILE)).unwrap_or(usize::MAX);
     zucchini::apply_bounded(old, raw, limit).map_err(|e| format!("Zucchini: {e}"))
-}
-
-/// The agent's side: `raw` applied to the host's file `old` (both read whole within
-/// [`MAX_FILE`] by the caller), exactly `size` bytes written to `out`; errors name `path`.
-pub fn apply_held(
-    path: &[u8],
-    old: &[u8],
-    raw: &[u8],
-    size: u64,
-    out: &mut impl Write,
-) -> Result<()> {
-    let fail = |e: String| {
-        Error::Agent(format!(
-            "applying the Zucchini delta for {}: {e}",
-            escape(path)
-        ))
-    };
-    if size > MAX_FILE {
-        return Err(fail(format!(
-            "{size} bytes is over the {MAX_FILE}-byte limit of Zucchini patches"
-        )));
-    }
-    let new = patched(old, raw, size).map_err(fail)?;
-    if new.len() as u64 != size {
-        return Err(fail(format!("it makes {} bytes, not {size}", new.len())));
-    }
-    out.write_all(&new).map_err(|e| fail(e.to_string()))
 }
 
 #[cfg(test)]
