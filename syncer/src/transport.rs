@@ -179,6 +179,11 @@ pub struct TransportOptions {
     pub user: Option<String>,
     /// The port for ssh hosts whose spec names none (an inventory's `port`).
     pub port: Option<u16>,
+    /// Whether `user` wins over a `-l` in `ssh` (an inventory's, set at least as
+    /// specifically as its `rsh`); else `ssh`'s own `-l` wins.
+    pub user_first: bool,
+    /// The same for `port` and a `-p` in `ssh`.
+    pub port_first: bool,
     /// A key file for ssh (`-i`, an inventory's `identity`).
     pub identity: Option<PathBuf>,
     /// Options for ssh, each passed as `-o OPTION` (an inventory's `ssh_options`).
@@ -216,6 +221,8 @@ impl Default for TransportOptions {
             ssh: vec!["ssh".into()],
             user: None,
             port: None,
+            user_first: false,
+            port_first: false,
             identity: None,
             ssh_options: Vec::new(),
             agent: DEFAULT_AGENT.into(),
@@ -276,11 +283,16 @@ fn ssh_command(spec: &HostSpec, opts: &TransportOptions, remote: &str) -> Comman
     let mut c = Command::new(&opts.ssh[0]);
     // ssh takes the first value it is given for each option. The host spec's own
     // `user@` and `:port` come first: they win over everything, the ssh command's own
-    // options (`-e`, `rsh`) included.
+    // options (`-e`, `rsh`) included; so do an inventory's `user` and `port` set at
+    // least as specifically as its `rsh`.
+    let port = port.or(opts.port.filter(|_| opts.port_first));
+    let user = user
+        .clone()
+        .or(opts.user.clone().filter(|_| opts.user_first));
     if let Some(p) = port {
         c.arg("-p").arg(p.to_string());
     }
-    if let Some(u) = user {
+    if let Some(u) = &user {
         c.arg("-l").arg(u);
     }
     // Then the ssh command's own options, which the settings below do not override.

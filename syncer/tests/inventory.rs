@@ -429,6 +429,43 @@ fn pre_and_post_hooks_run_around_each_host_and_their_failures_fail_it() {
 /// A host spec's own `:port` and `user@` win over everything, the ssh command line's own
 /// `-p` included (as the README says): the spec names the one host, `-e` and `rsh` are
 /// shared by many.
+/// A host's own `port` and `user` beat a `-p` and `-l` in its colo's `rsh` (more
+/// specific), where a global `port` loses to that `rsh` (less specific).
+#[test]
+fn a_hosts_port_and_user_win_over_its_colos_rsh() {
+    let f = Fleet::new("inv-rsh-");
+    let inv = f.dir.join("rsh.toml");
+    let agent = env!("CARGO_BIN_EXE_syncer");
+    // Port 1 refuses connections, user nobody has no key: reached only if each host's
+    // own settings come first.
+    std::fs::write(
+        &inv,
+        format!(
+            "[connect]\nport = 1\n[policy]\npause = \"none\"\ncanary = 1\nparallel = 1\n\n\
+             [[colo]]\nname = \"edge\"\nhosts = [\n  {{ host = \"{}\", port = {}, user = \"root\" }},\n]\n\
+             [colo.connect]\nrsh = \"{} -p 1 -l nobody\"\nagent = \"{agent}\"\n\n\
+             [[colo]]\nname = \"far\"\nhosts = [\"{}\"]\n\
+             [colo.connect]\nrsh = \"{} -p {} -l root\"\nagent = \"{agent}\"\n",
+            f.hosts[0].0,
+            f.sshd.port,
+            f.sshd.rsh(),
+            f.hosts[1].0,
+            f.sshd.rsh(),
+            f.sshd.port,
+        ),
+    )
+    .unwrap();
+    let (out, st) = f.rollout(&["v1", "--inventory", inv.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{st:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..2 {
+        assert_host_is_whole(&f.hosts[i].1, &f.store, &id(&f.store, "v1"));
+    }
+}
+
 #[test]
 fn a_host_specs_own_port_wins_over_the_ssh_command_lines() {
     let f = Fleet::new("inv-port-");

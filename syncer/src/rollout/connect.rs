@@ -2,7 +2,8 @@
 //! colo's `[colo.connect]` and a host's own inline table, so that a fleet's commands
 //! need no `-e` or `--agent` of their own. The most specific setting wins: the host's,
 //! then the colo's, then the global one, then the command line, then the defaults; a
-//! host spec's own user and port (`ssh://user@host:port`) win over all of them.
+//! host spec's own user and port (`ssh://user@host:port`) win over all of them, and a
+//! `user` or `port` key wins over a `-l` or `-p` in an `rsh` no more specific than it.
 //! Settings apply to `ssh://` hosts; `local:` hosts run this program itself.
 
 use super::inventory::Host;
@@ -32,6 +33,13 @@ pub struct Connect {
     pub ssh_options: Option<Vec<String>>,
     /// Install the agent where it is missing or different (`--install-agent`).
     pub install_agent: Option<bool>,
+    /// Whether `port` was set at least as specifically as `rsh`, so that it wins over a
+    /// `-p` in it; `None` in a table as written, where a port set beside `rsh` wins.
+    #[serde(skip)]
+    port_over_rsh: Option<bool>,
+    /// The same for `user` and a `-l` in `rsh`.
+    #[serde(skip)]
+    user_over_rsh: Option<bool>,
 }
 
 /// A colo's host as written: `"ssh://web1"`, or an inline table with the spec under
@@ -70,7 +78,13 @@ impl Connect {
         fn pick<T: Clone>(a: &Option<T>, b: &Option<T>) -> Option<T> {
             a.clone().or_else(|| b.clone())
         }
+        // A key set here is at least as specific as any `rsh`; an `rsh` set here without
+        // it is more specific than the key from below.
+        let over_rsh =
+            |here: bool, under_wins: bool| Some(here || (self.rsh.is_none() && under_wins));
         Connect {
+            port_over_rsh: over_rsh(self.port.is_some(), under.port_wins()),
+            user_over_rsh: over_rsh(self.user.is_some(), under.user_wins()),
             user: pick(&self.user, &under.user),
             port: self.port.or(under.port),
             identity: pick(&self.identity, &under.identity),
@@ -79,6 +93,16 @@ impl Connect {
             ssh_options: pick(&self.ssh_options, &under.ssh_options),
             install_agent: self.install_agent.or(under.install_agent),
         }
+    }
+
+    /// Whether the port is to win over a `-p` in the ssh command line.
+    fn port_wins(&self) -> bool {
+        self.port_over_rsh.unwrap_or(self.port.is_some())
+    }
+
+    /// Whether the user is to win over a `-l` in the ssh command line.
+    fn user_wins(&self) -> bool {
+        self.user_over_rsh.unwrap_or(self.user.is_some())
     }
 
     /// Checks the values, so that a bad one fails when the inventory loads rather than
@@ -157,6 +181,9 @@ impl Connect {
         }
         t.user = self.user.clone().or(t.user);
         t.port = self.port.or(t.port);
+        // Set in the inventory, over the command line's `-e` or an `rsh` less specific.
+        t.user_first = self.user.is_some() && self.user_wins();
+        t.port_first = self.port.is_some() && self.port_wins();
         t.identity = self.identity.clone().or(t.identity);
         if let Some(o) = &self.ssh_options {
             t.ssh_options = o.clone();
@@ -246,6 +273,42 @@ mod tests {
         assert_eq!(t.ssh, ["ssh", "-4", "-C"]);
         assert!(!t.install_agent);
         assert_eq!(t.agent, crate::transport::DEFAULT_AGENT);
+    }
+
+    #[test]
+    fn a_port_or_user_wins_over_an_rsh_only_when_set_at_least_as_specifically() {
+        let rsh = |r: &str| Connect {
+            rsh: Some(r.into()),
+            ..Default::default()
+        };
+        let port = Connect {
+            port: Some(2222),
+            ..Default::default()
+        };
+        let user = Connect {
+            user: Some("deploy".into()),
+            ..Default::default()
+        };
+        let base = TransportOptions::default();
+        let first = |c: Connect| {
+            let t = c.transport(&base);
+            (t.port_first, t.user_first)
+        };
+        // A host's port over its colo's rsh wins; the global user under that rsh loses.
+        assert_eq!(
+            first(port.over(&rsh("ssh -p 1 -l x").over(&user))),
+            (true, false)
+        );
+        // A colo's rsh over the global port and user wins, whatever the host adds.
+        let under = rsh("ssh -p 1").over(&port.over(&user));
+        assert_eq!(first(Connect::default().over(&under)), (false, false));
+        // Set beside the rsh in one table, or with no rsh at all (over `-e`): the key.
+        let beside = Connect {
+            port: Some(2222),
+            ..rsh("ssh -p 1")
+        };
+        assert_eq!(first(beside), (true, false));
+        assert_eq!(first(user.over(&port)), (true, true));
     }
 
     #[test]
