@@ -17,8 +17,9 @@ pub mod stream;
 use super::bsdiff;
 
 /// The largest old or new file a bitcode patch is made for and applied to (PostgreSQL's
-/// largest, its summary index, is under 2 MB).
-pub const MAX_FILE: u64 = 32 << 20;
+/// largest, its summary index, is under 2 MB): the agent holds the old and new files,
+/// both token streams and the patch, some 7 times this at most.
+pub const MAX_FILE: u64 = 16 << 20;
 
 /// The most token bytes a file of `size` bytes may take: LLVM's files take some 7% more
 /// than their bits; a stream of one-bit fields would take eight times as many.

@@ -26,6 +26,10 @@ pub const MAGIC: [u8; 4] = *b"BC\xC0\xDE";
 const MAX_DEPTH: u32 = 64;
 /// The widest fixed field or VBR chunk (LLVM's `MaxChunkSize`).
 const MAX_WIDTH: u64 = 32;
+/// The most abbreviation operands held at once, BLOCKINFO's and the open blocks' own
+/// (LLVM's files hold a few hundred): each takes a few bits to write and 8 bytes to
+/// hold, so without a bound a hostile file would hold far more memory than its size.
+const MAX_OPS: usize = 1 << 16;
 
 type R<T> = Result<T, String>;
 
@@ -99,14 +103,15 @@ pub fn bits(tokens: &[u8], limit: u64) -> R<Vec<u8>> {
 fn walk(s: &mut impl Side) -> R<()> {
     s.bytes(MAGIC.len() as u64)?;
     let mut info = BlockInfo::new();
+    let mut ops_left = MAX_OPS;
     while s.next_block()? {
-        block(s, &mut info, 0)?;
+        block(s, (&mut info, &mut ops_left), 0)?;
     }
     s.tail()
 }
 
 /// A block, from its `ENTER_SUBBLOCK` header to its `END_BLOCK`.
-fn block(s: &mut impl Side, info: &mut BlockInfo, depth: u32) -> R<()> {
+fn block(s: &mut impl Side, (info, ops_left): (&mut BlockInfo, &mut usize), depth: u32) -> R<()> {
     if depth > MAX_DEPTH {
         return Err(format!("blocks nested more than {MAX_DEPTH} deep"));
     }
@@ -125,11 +130,13 @@ fn block(s: &mut impl Side, info: &mut BlockInfo, depth: u32) -> R<()> {
         match s.fixed(width as u32)? {
             0 => {
                 s.align()?;
+                // The block's own abbreviations end with it (BLOCKINFO's stay).
+                *ops_left += own.iter().map(|a| a.len()).sum::<usize>();
                 return s.block_end();
             }
-            1 => block(s, info, depth + 1)?,
+            1 => block(s, (info, ops_left), depth + 1)?,
             2 => {
-                let a = define(s)?;
+                let a = define(s, ops_left)?;
                 if id == 0 {
                     let t = target.ok_or("BLOCKINFO defines an abbreviation before SETBID")?;
                     Rc::make_mut(info.entry(t).or_default()).push(a);
@@ -162,9 +169,14 @@ fn block(s: &mut impl Side, info: &mut BlockInfo, depth: u32) -> R<()> {
     }
 }
 
-/// A `DEFINE_ABBREV`: its operands, checked so that every record it makes takes bits.
-fn define(s: &mut impl Side) -> R<Abbrev> {
+/// A `DEFINE_ABBREV`: its operands, checked so that every record it makes takes bits,
+/// and counted against `ops_left`.
+fn define(s: &mut impl Side, ops_left: &mut usize) -> R<Abbrev> {
     let n = s.vbr(5)?;
+    *ops_left = usize::try_from(n)
+        .ok()
+        .and_then(|n| ops_left.checked_sub(n))
+        .ok_or(format!("more than {MAX_OPS} abbreviation operands"))?;
     let mut ops = Vec::new();
     for _ in 0..n {
         let op = if s.fixed(1)? == 1 {
@@ -553,6 +565,28 @@ mod tests {
         assert!(file.starts_with(&MAGIC));
         assert_eq!(tokens(&file, 1 << 20).expect("tokens"), toks);
         assert_eq!(bits(&toks, 1 << 20).expect("bits again"), file);
+    }
+
+    #[test]
+    fn abbreviations_held_at_once_are_bounded_and_freed_with_their_block() {
+        // Blocks one after another, each defining 1,000 literal operands: more than the
+        // bound in all, never more than 1,000 held.
+        let mut t = MAGIC.to_vec();
+        for _ in 0..(MAX_OPS / 1000 + 5) {
+            [1, 8, 3, 2, 1000].iter().for_each(|&v| leb(&mut t, v));
+            (0..1000).for_each(|_| t.extend_from_slice(&[1, 0]));
+            leb(&mut t, 0);
+        }
+        t.extend_from_slice(&[0, 0]);
+        let file = bits(&t, 1 << 24).expect("bits");
+        assert_eq!(tokens(&file, 1 << 24).expect("tokens"), t);
+        // One definition of more than the bound is refused before it is read.
+        let mut t = MAGIC.to_vec();
+        [1, 8, 3, 2, MAX_OPS as u64 + 1]
+            .iter()
+            .for_each(|&v| leb(&mut t, v));
+        let e = bits(&t, 1 << 24).expect_err("too many operands");
+        assert!(e.contains("abbreviation operands"), "{e}");
     }
 
     #[test]
