@@ -179,8 +179,7 @@ pub struct TransportOptions {
     pub user: Option<String>,
     /// The port for ssh hosts whose spec names none (an inventory's `port`).
     pub port: Option<u16>,
-    /// Whether `user` wins over a `-l` in `ssh` (an inventory's, set at least as
-    /// specifically as its `rsh`); else `ssh`'s own `-l` wins.
+    /// Whether `user` wins over a `-l` in `ssh` (set as specifically as an `rsh`).
     pub user_first: bool,
     /// The same for `port` and a `-p` in `ssh`.
     pub port_first: bool,
@@ -281,18 +280,15 @@ fn ssh_command(spec: &HostSpec, opts: &TransportOptions, remote: &str) -> Comman
         unreachable!("ssh_command is only called for ssh hosts")
     };
     let mut c = Command::new(&opts.ssh[0]);
-    // ssh takes the first value it is given for each option. The host spec's own
-    // `user@` and `:port` come first: they win over everything, the ssh command's own
-    // options (`-e`, `rsh`) included; so do an inventory's `user` and `port` set at
-    // least as specifically as its `rsh`.
+    // ssh keeps the first value of each option: first the spec's own `user@` and `:port`
+    // (over `-e` and `rsh`), else an inventory's set as specifically as its `rsh`.
     let port = port.or(opts.port.filter(|_| opts.port_first));
-    let user = user
-        .clone()
-        .or(opts.user.clone().filter(|_| opts.user_first));
+    let inventory_user = opts.user.as_ref().filter(|_| opts.user_first);
+    let user = user.as_ref().or(inventory_user);
     if let Some(p) = port {
         c.arg("-p").arg(p.to_string());
     }
-    if let Some(u) = &user {
+    if let Some(u) = user {
         c.arg("-l").arg(u);
     }
     // Then the ssh command's own options, which the settings below do not override.
