@@ -27,9 +27,9 @@ pub struct PushArgs {
     /// can be made, else none]
     #[arg(long)]
     cache: Option<PathBuf>,
-    /// zstd level for whole files and deltas, 1 to 22; from 4 up, gzip files and
-    /// executables also get gzip-aware and Zucchini patches (fewer bytes, more of the
-    /// host's CPU) [default: 1 when every host is `local:` and no --mirror is given
+    /// zstd level for whole files and deltas, 1 to 22; from 4 up, gzip files,
+    /// executables and LLVM bitcode also get gzip-aware, Zucchini and bitcode-aware
+    /// patches (fewer bytes, more of the host's CPU) [default: 1 when every host is `local:` and no --mirror is given
     /// (bytes on a local pipe cost nothing), else 19, the level of `publish` and rollouts]
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=22))]
     level: Option<i32>,

@@ -1,6 +1,7 @@
 //! How each changed file's content travels, once `choose` (`push/content.rs`) has said
 //! what the host and the store allow: the candidates for a file whose old version the store holds
-//! (bsdiff, gzip-aware for gzip files, Zucchini for executables, zstd patch-from, whole) and the one kept, then the packs that carry the
+//! (bsdiff, gzip-aware for gzip files, Zucchini for executables, bitcode-aware for LLVM
+//! bitcode, zstd patch-from, whole) and the one kept, then the packs that carry the
 //! files whose raw bytes compress better together ([`crate::encoding::pack`]).
 //!
 //! The rule for a file with an old version: the smallest candidate on its own, except
@@ -49,15 +50,15 @@ pub const BITCODE_FROM: u64 = 1 << 10;
 /// bsdiff patch is nearly always over [`ZUCCHINI_FROM`].
 pub const ZUCCHINI_ALONGSIDE: u64 = 1 << 20;
 
-/// The lowest zstd level at which a file's gzip-aware and Zucchini candidates are
-/// computed. Below it (level 1 is a `local:` host's default: its bytes cross a pipe)
+/// The lowest zstd level at which a file's gzip-aware, Zucchini and bitcode-aware
+/// candidates are computed. Below it (level 1 is a `local:` host's default: its bytes cross a pipe)
 /// they are left out: the agent's rebuilding of deflate streams and applying of Zucchini
 /// patches cost a push more time than the bytes they save take on a pipe (a managed
 /// host of the benchmark corpus: 0.55 s with them, 0.45 s without, for 2.3 MB against
 /// 4.8 MB; `docs/benchmarks.md`), and the cold plan skips their CPU-heavy diffs.
 pub const CONTENT_AWARE_FROM: i32 = 4;
 
-/// Whether a push at `level` computes gzip-aware and Zucchini candidates
+/// Whether a push at `level` computes gzip-aware, Zucchini and bitcode-aware candidates
 /// ([`CONTENT_AWARE_FROM`]).
 pub fn content_aware(level: i32) -> bool {
     level >= CONTENT_AWARE_FROM
