@@ -64,12 +64,12 @@ fn assemble(text: &str, out: &Path) {
 }
 
 /// PostgreSQL's bitcode directories of the two newest versions of `postgresql-15` in the
-/// apt sources (old, new), downloaded and unpacked once per test run; `None` when the
-/// sources hold one version only (then there is no pair to diff).
+/// apt sources (old, new), each downloaded and unpacked once into the target directory
+/// (kept there for later runs, as the corpus is); `None` when the sources hold one
+/// version only (then there is no pair to diff).
 fn postgres() -> Option<&'static (PathBuf, PathBuf)> {
     static PAIR: OnceLock<Option<(PathBuf, PathBuf)>> = OnceLock::new();
     PAIR.get_or_init(|| {
-        let dir = scratch("bitcode-pg-").keep();
         let madison = sh("apt-cache madison postgresql-15 | awk -F'|' '{print $2}'");
         let mut versions: Vec<&str> = madison.lines().map(str::trim).collect();
         versions.dedup();
@@ -77,15 +77,21 @@ fn postgres() -> Option<&'static (PathBuf, PathBuf)> {
             eprintln!("one version of postgresql-15 in the apt sources: no real pair");
             return None;
         }
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("postgresql-15");
+        std::fs::create_dir_all(&base).unwrap();
         // madison lists the newest first.
-        let mut roots = versions[..2].iter().rev().enumerate().map(|(i, v)| {
-            let d = dir.join(format!("v{i}"));
-            sh(&format!(
-                "cd '{}' && mkdir -p {i} && cd {i} && apt-get download -q postgresql-15={v} \
-                 >/dev/null && dpkg-deb -x postgresql-15_*.deb '{}'",
-                dir.display(),
-                d.display()
-            ));
+        let mut roots = versions[..2].iter().rev().map(|v| {
+            let d = base.join(v);
+            if !d.exists() {
+                // Unpacked aside, then renamed: a run stopped half-way leaves no half.
+                let t = scratch("postgresql-15-");
+                sh(&format!(
+                    "cd '{0}' && apt-get download -q postgresql-15={v} >/dev/null && \
+                     dpkg-deb -x postgresql-15_*.deb '{0}/root'",
+                    t.path().display()
+                ));
+                std::fs::rename(t.path().join("root"), &d).unwrap();
+            }
             d.join("usr/lib/postgresql/15/lib/bitcode")
         });
         Some((roots.next().unwrap(), roots.next().unwrap()))
