@@ -185,23 +185,9 @@ fn a_damaged_or_oversized_gzip_aware_patch_is_refused_and_the_host_keeps_its_fil
     let file = "usr/share/doc/pkg/gnu-9n.gz";
     let read = |d: &Path| std::fs::read(d.join(file)).unwrap();
     let raw = gzip::diff(&read(&root), &read(&t.path().join("v2"))).unwrap();
-    // The last byte is the text delta's (bsdiff's copied bytes): it applies, to a text
-    // whose stream is not the file.
-    let mut flipped = raw.clone();
-    let last = flipped.len() - 1;
-    flipped[last] ^= 0x20;
-    let mut huge = raw.clone();
-    huge[4..12].copy_from_slice(&(1u64 << 40).to_le_bytes());
-    let cases = vec![
-        ("a flipped byte", flipped, "gnu-9n.gz"),
-        ("a terabyte of text", huge, "over the"),
-        (
-            "a truncated patch",
-            raw[..raw.len() / 2].to_vec(),
-            "gzip-aware delta",
-        ),
-    ];
-    assert_patches_refused(&root, (&store, id), file, Encoding::GzipDelta, cases);
+    // The new text's length is the 8 bytes after the magic `SGZ2`.
+    let put = (file, Encoding::GzipDelta);
+    assert_patches_refused(&root, (&store, id), put, &raw, 4, "gzip-aware delta");
 }
 
 #[test]

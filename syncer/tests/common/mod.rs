@@ -173,15 +173,19 @@ pub fn session(id: Hash, text: &str, files: u64, content: Vec<Vec<u8>>) -> Vec<u
     .concat()
 }
 
-/// Each (name, raw patch, what the error must say) sent to an agent on `root` for image
-/// `v2` of `store` as the one file `file` (`encoding`, zstd-compressed as a patch sent
-/// alone): refused, the message names the file, and the host's file stays as it was.
+/// Raw patch `raw` of `file` (from its version on `root` to image `v2` of `store`),
+/// damaged three ways and sent to an agent on `root` as a `Put` (`encoding`,
+/// zstd-compressed as a patch sent alone): its last byte flipped (it applies, to the
+/// wrong content), the 8-byte length at `len_at` set to a terabyte ("over the"), and cut
+/// in half (`what`, the kind's name in the agent's message). Each is refused, the message
+/// names the file, and the host's file stays as it was.
 pub fn assert_patches_refused(
     root: &Path,
     (store, v2): (&Path, Hash),
-    file: &str,
-    encoding: syncer::encoding::Encoding,
-    cases: Vec<(&str, Vec<u8>, &str)>,
+    (file, encoding): (&str, syncer::encoding::Encoding),
+    raw: &[u8],
+    len_at: usize,
+    what: &str,
 ) {
     use syncer::protocol::*;
     let text = Store::open(store, Access::Read)
@@ -189,6 +193,15 @@ pub fn assert_patches_refused(
         .image_text(&v2)
         .unwrap();
     let name = file.rsplit('/').next().unwrap();
+    let mut flipped = raw.to_vec();
+    *flipped.last_mut().unwrap() ^= 0x20;
+    let mut huge = raw.to_vec();
+    huge[len_at..len_at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let cases = [
+        ("a flipped byte", flipped, name),
+        ("a terabyte", huge, "over the"),
+        ("a truncated patch", raw[..raw.len() / 2].to_vec(), what),
+    ];
     let old = std::fs::read(root.join(file)).unwrap();
     for (case, patch, want) in cases {
         let z = zstd::bulk::compress(&patch, 3).unwrap();
