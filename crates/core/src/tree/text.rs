@@ -125,7 +125,13 @@ pub fn id_of(text: &str) -> Hash {
 }
 
 /// Parses a canonical text; `source_name` names it in errors (a file path or an image ID).
+///
+/// The lines are parsed and checked to be canonical in parallel (a host's manifest is
+/// some 16,000 lines, parsed on both sides of every push, and the single-threaded parse
+/// was a tenth of a managed host's push); hard links and the order are then checked in
+/// one pass, line by line, so an error is the one the first bad line gives.
 pub fn parse(text: &str, source_name: &str) -> Result<Tree> {
+    use rayon::prelude::*;
     let err = |line: usize, reason: String| Error::Manifest {
         source_name: source_name.to_string(),
         line,
@@ -136,13 +142,32 @@ pub fn parse(text: &str, source_name: &str) -> Result<Tree> {
         Some(h) if h == format!("{HEADER}\n") => {}
         _ => return Err(err(1, format!("expected the header line {HEADER:?}"))),
     }
-    let mut entries: Vec<Entry> = Vec::new();
-    for (n, raw) in lines.enumerate() {
+    let lines: Vec<&str> = lines.collect();
+    // Each line's entry (or why it does not parse), and whether it is printed as it is.
+    let parsed: Vec<(std::result::Result<Entry, String>, bool)> = lines
+        .par_chunks(PARSE_CHUNK)
+        .flat_map_iter(|chunk| {
+            let mut printed = String::new();
+            chunk.iter().map(move |raw| {
+                let Some(line) = raw.strip_suffix('\n') else {
+                    return (Err("the last line has no newline".into()), false);
+                };
+                let e = parse_line(line);
+                let canonical = e.as_ref().is_ok_and(|e| {
+                    printed.clear();
+                    write_entry(&mut printed, e);
+                    printed == *raw
+                });
+                (e, canonical)
+            })
+        })
+        .collect();
+    let mut entries: Vec<Entry> = Vec::with_capacity(parsed.len());
+    let mut canonical = true;
+    for (n, (e, printed_as_is)) in parsed.into_iter().enumerate() {
         let lineno = n + 2;
-        let line = raw
-            .strip_suffix('\n')
-            .ok_or_else(|| err(lineno, "the last line has no newline".into()))?;
-        let mut e = parse_line(line).map_err(|r| err(lineno, r))?;
+        let mut e = e.map_err(|r| err(lineno, r))?;
+        canonical &= printed_as_is;
         if let Kind::HardLink { target } = &e.kind {
             // A hard link shares its target's inode, so it shares its metadata.
             let t = entries
@@ -175,8 +200,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<Tree> {
         entries.push(e);
     }
     let tree = Tree::new(entries).map_err(|e| err(0, e.to_string()))?;
-    // Strictness: exactly one text per tree.
-    if print(&tree) != text {
+    // Strictness: exactly one text per tree. Every line is its entry as printed, so the
+    // whole text is the tree's.
+    if !canonical {
         return Err(err(
             0,
             "the text is not in canonical form (fields, order or spelling)".into(),
@@ -184,6 +210,9 @@ pub fn parse(text: &str, source_name: &str) -> Result<Tree> {
     }
     Ok(tree)
 }
+
+/// Lines a thread parses at a time.
+const PARSE_CHUNK: usize = 2048;
 
 fn parse_line(line: &str) -> std::result::Result<Entry, String> {
     let mut fields = line.split(' ');
@@ -337,6 +366,29 @@ mod tests {
         assert_eq!(t.entries().len(), 6);
         let hl = t.get(b"/a b\n2").unwrap();
         assert_eq!(hl.mode, 0o4755, "a hard link takes its target's metadata");
+    }
+
+    #[test]
+    fn a_text_of_many_chunks_parses_and_names_its_first_bad_line() {
+        let mut text = format!("{HEADER}\n/ dir mode=0755 uid=0 gid=0 mtime=0\n");
+        for i in 0..3 * PARSE_CHUNK {
+            text.push_str(&format!("/f{i:06} fifo mode=0600 uid=0 gid=0 mtime={i}\n"));
+        }
+        let t = parse(&text, "many").expect("parse");
+        assert_eq!(t.entries().len(), 3 * PARSE_CHUNK + 1);
+        assert_eq!(print(&t), text);
+        // Line numbers count from the header, line 1; file i is on line i + 3.
+        let at = |i: usize| format!("/f{i:06} fifo mode=0600");
+        let bad = text
+            .replace(&at(2 * PARSE_CHUNK + 7), "/f fifo mode=0600")
+            .replace(
+                &at(PARSE_CHUNK + 5),
+                &at(PARSE_CHUNK + 5).replace("0600", "06z0"),
+            );
+        match parse(&bad, "many") {
+            Err(Error::Manifest { line, .. }) => assert_eq!(line, PARSE_CHUNK + 8),
+            other => panic!("expected the first bad line named, got {other:?}"),
+        }
     }
 
     #[test]

@@ -74,6 +74,115 @@ impl Base for [u8] {
     }
 }
 
+/// The host's file read through a few cached blocks. A patch's steps read the old
+/// content a few bytes each, mostly forwards but also back and forth between regions
+/// (an executable's code and its data), and one `pread` per step was a large part of a
+/// managed host's update in system time (46,000 calls for the corpus pair).
+pub struct Window {
+    f: std::fs::File,
+    len: u64,
+    /// Blocks read, by their index in the file, and when each was last used.
+    held: std::cell::RefCell<Vec<Block>>,
+    uses: std::cell::Cell<u64>,
+}
+
+struct Block {
+    index: u64,
+    used: u64,
+    bytes: Vec<u8>,
+}
+
+/// A block's size; a read of more than [`BLOCKS`] of them goes to the file directly.
+const BLOCK: u64 = 64 << 10;
+
+/// Blocks kept at once (the least recently used is read over).
+const BLOCKS: usize = 16;
+
+impl Window {
+    /// Reads `f` through cached blocks.
+    pub fn new(f: std::fs::File) -> std::io::Result<Window> {
+        Ok(Window {
+            len: f.metadata()?.len(),
+            f,
+            held: std::cell::RefCell::new(Vec::new()),
+            uses: std::cell::Cell::new(0),
+        })
+    }
+
+    /// Copies the bytes of block `index` from `at` in it into `buf`, reading the block
+    /// first when it is not held.
+    fn copy_from(&self, index: u64, at: usize, buf: &mut [u8]) -> std::io::Result<()> {
+        let mut held = self.held.borrow_mut();
+        let used = self.uses.get() + 1;
+        self.uses.set(used);
+        let i = match held.iter().position(|b| b.index == index) {
+            Some(i) => i,
+            None => {
+                let start = index * BLOCK;
+                // Sized to what the file holds: most files are far smaller than a block.
+                let mut bytes = vec![0; BLOCK.min(self.len.saturating_sub(start)) as usize];
+                let got = read_full_at(&self.f, &mut bytes, start)?;
+                bytes.truncate(got);
+                let block = Block { index, used, bytes };
+                if held.len() < BLOCKS {
+                    held.push(block);
+                    held.len() - 1
+                } else {
+                    let (oldest, _) = held
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, b)| b.used)
+                        .ok_or_else(|| bad("no block"))?;
+                    held[oldest] = block;
+                    oldest
+                }
+            }
+        };
+        let block = &mut held[i];
+        block.used = used;
+        let part = block
+            .bytes
+            .get(at..at + buf.len())
+            .ok_or_else(|| bad("a step reads past the end of the old content"))?;
+        buf.copy_from_slice(part);
+        Ok(())
+    }
+}
+
+impl Base for Window {
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.len)
+    }
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        if buf.len() as u64 > BLOCK * BLOCKS as u64 {
+            return FileExt::read_exact_at(&self.f, buf, offset);
+        }
+        let (mut done, mut at) = (0, offset);
+        while done < buf.len() {
+            let (index, within) = (at / BLOCK, (at % BLOCK) as usize);
+            let n = (buf.len() - done).min(BLOCK as usize - within);
+            self.copy_from(index, within, &mut buf[done..done + n])?;
+            done += n;
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Reads into `buf` from `offset` until it is full or the file ends; how many bytes.
+fn read_full_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 fn bad(what: &str) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidData,
@@ -108,7 +217,9 @@ fn apply_up_to(
 ) -> std::io::Result<u64> {
     let base_len = base.size()?;
     let (mut old_pos, mut written) = (0u64, 0u64);
-    let (mut buf, mut old) = (vec![0u8; BUF], vec![0u8; BUF]);
+    // No step adds more than the result's size: a small file's buffers are as small.
+    let buf_len = BUF.min(usize::try_from(size).unwrap_or(BUF));
+    let (mut buf, mut old) = (vec![0u8; buf_len], vec![0u8; buf_len]);
     while let Some((add, copy, seek)) = control(patch)? {
         let step = add
             .checked_add(copy)
@@ -123,7 +234,7 @@ fn apply_up_to(
         }
         let mut left = add;
         while left > 0 {
-            let n = left.min(BUF as u64) as usize;
+            let n = left.min(buf_len as u64) as usize;
             patch.read_exact(&mut buf[..n])?;
             base.read_exact_at(&mut old[..n], old_pos)?;
             for (b, o) in buf[..n].iter_mut().zip(&old[..n]) {
@@ -180,6 +291,12 @@ pub fn apply_to(
     out: &mut impl Write,
 ) -> Result<()> {
     let base = crate::hostfs::open_file(host, path)?;
+    let base = Window::new(base).map_err(|e| {
+        Error::Agent(format!(
+            "reading {} for its bsdiff delta: {e}",
+            escape(path)
+        ))
+    })?;
     apply(&base, patch, size, out).map_err(|e| {
         Error::Agent(format!(
             "applying the bsdiff delta for {}: {e}",
@@ -240,5 +357,33 @@ mod tests {
         big[0..8].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(patched(&old, &big, n).is_err());
         assert!(patched(&old[..old.len() / 2], &raw, n).is_err());
+    }
+
+    #[test]
+    fn a_host_file_read_through_cached_blocks_gives_what_the_file_holds() {
+        // Sixty blocks of old content; the new one moves its blocks around, so steps
+        // move back and forth across more blocks than are held.
+        let old: Vec<u8> = (0..15 * BLOCK as u32)
+            .flat_map(|i| (i.wrapping_mul(2_654_435_761) >> 7).to_le_bytes())
+            .collect();
+        let block = old.len() / 6;
+        let mut new = Vec::new();
+        for i in [5, 0, 3, 1, 4, 2] {
+            new.extend_from_slice(&old[i * block..(i + 1) * block]);
+            new.extend_from_slice(b"changed");
+        }
+        let raw = diff(&old, &new).expect("diff");
+        let mut file = tempfile::tempfile().expect("temp file");
+        std::io::Write::write_all(&mut file, &old).expect("write");
+        let n = new.len() as u64;
+        let window = Window::new(file.try_clone().expect("clone")).expect("window");
+        let mut out = Vec::new();
+        apply(&window, &mut &raw[..], n, &mut out).expect("apply");
+        assert!(out == new, "the result differs from the new content");
+        // A file cut short after it was opened: a step past its new end is refused.
+        file.set_len(old.len() as u64 / 2).expect("truncate");
+        let mut out = Vec::new();
+        let err = apply(&window, &mut &raw[..], n, &mut out).expect_err("a short file");
+        assert!(err.to_string().contains("past the end"), "{err}");
     }
 }
