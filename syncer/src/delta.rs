@@ -513,12 +513,12 @@ impl Cache {
         let got = slot.get_or_init(|| {
             let file = self.dir.as_ref().map(|d| d.join(entry_name(key, level)));
             if let Some(f) = &file {
-                match imager::fsx::read(f).map_err(imager::Error::into_io) {
+                // Marked used (within the hour): `syncer cache prune` removes the least
+                // recently used first (a read-only cache is only pruned by age).
+                let hour = std::time::Duration::from_secs(3600);
+                match imager::fsx::read_and_mark_used(f, hour).map_err(imager::Error::into_io) {
                     Ok(mut data) => match entry_payload(&data) {
                         Ok(_) => {
-                            // Used now: `syncer cache prune` removes the least recently
-                            // used first (a read-only cache is only pruned by age).
-                            let _ = imager::fsx::touch(f);
                             data.drain(..HEADER);
                             return Ok(Arc::new(data));
                         }

@@ -577,16 +577,46 @@ pub fn timestamps(mtime: i64) -> Timestamps {
 /// Sets a file's modification time to now, its access time left as it is: a cache marks
 /// an entry used (access times are not kept on most mounts, `relatime`).
 pub fn touch(path: &Path) -> Result<()> {
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &now_mtime(),
+        rustix::fs::AtFlags::empty(),
+    )
+    .ctx("set the modification time of", path)
+}
+
+/// The modification time set to now, the access time left.
+fn now_mtime() -> Timestamps {
     let at = |nsec| Timespec {
         tv_sec: 0,
         tv_nsec: nsec,
     };
-    let times = Timestamps {
+    Timestamps {
         last_access: at(rustix::fs::UTIME_OMIT),
         last_modification: at(rustix::fs::UTIME_NOW),
-    };
-    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty())
-        .ctx("set the modification time of", path)
+    }
+}
+
+/// Reads a file whole, and marks it used ([`touch`]) unless its modification time is
+/// already within `fresh` of now: a cache read by every push marks its entries once in
+/// a while, not with a path lookup and inode write per read. Failing to mark is not an
+/// error (a read-only cache).
+pub fn read_and_mark_used(path: &Path, fresh: std::time::Duration) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = File::open(path).ctx("read", path)?;
+    let m = f.metadata().ctx("read", path)?;
+    let mut data = Vec::with_capacity(m.len() as usize);
+    f.read_to_end(&mut data).ctx("read", path)?;
+    let stale = m
+        .modified()
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_none_or(|age| age >= fresh);
+    if stale {
+        let _ = rustix::fs::futimens(&f, &now_mtime());
+    }
+    Ok(data)
 }
 
 /// Sets an open file's owner and group to numeric IDs; `path` is for the error only.

@@ -209,3 +209,30 @@ fn an_atomic_write_through_a_symlink_keeps_the_link_and_into_a_fifo_writes_in_pl
     use std::os::unix::fs::FileTypeExt;
     assert!(symlink_metadata(&fifo).unwrap().file_type().is_fifo());
 }
+
+/// A cache entry read is marked used when its mark is older than `fresh`, and left as it
+/// is when it is newer (a read per push marks it once in a while).
+#[test]
+fn a_read_marks_the_file_used_only_when_its_mark_is_stale() {
+    use std::time::{Duration, SystemTime};
+    let d = tempfile::tempdir().unwrap();
+    let (old, recent) = (d.path().join("old"), d.path().join("recent"));
+    let hour = Duration::from_secs(3600);
+    let set = |p: &Path, t: SystemTime| {
+        let f = std::fs::File::options().write(true).open(p).unwrap();
+        f.set_modified(t).unwrap();
+    };
+    let mtime = |p: &Path| symlink_metadata(p).unwrap().modified().unwrap();
+    for p in [&old, &recent] {
+        write(p, b"entry").unwrap();
+    }
+    let day_ago = SystemTime::now() - 24 * hour;
+    let minute_ago = SystemTime::now() - Duration::from_secs(60);
+    set(&old, day_ago);
+    set(&recent, minute_ago);
+    assert_eq!(read_and_mark_used(&old, hour).unwrap(), b"entry");
+    assert_eq!(read_and_mark_used(&recent, hour).unwrap(), b"entry");
+    assert!(mtime(&old) > minute_ago, "a day-old mark was not renewed");
+    assert_eq!(mtime(&recent), minute_ago, "a fresh mark was rewritten");
+    assert!(read_and_mark_used(&d.path().join("missing"), hour).is_err());
+}
