@@ -227,6 +227,7 @@ pub fn absent_local_state(
     host: &HostTree,
 ) -> HashSet<Vec<u8>> {
     let on_host: HashSet<&[u8]> = host.entries.iter().map(|e| e.path.as_slice()).collect();
+    let local = local.covering();
     let mut absent: HashSet<Vec<u8>> = HashSet::new();
     for e in image.entries() {
         if e.path == b"/" || !local.covers(&e.path) || host.is_kept(&e.path) {

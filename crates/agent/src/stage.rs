@@ -250,10 +250,10 @@ impl StagingDir {
             n: 0,
             limit: size,
             held: Vec::new(),
+            hole_at_end: false,
         };
         fill(size, &mut w)?;
-        w.write_held().ctx("write", &staged)?;
-        imager_core::fsx::end_sparse(&w.f, w.n).ctx("write", &staged)?;
+        w.finish().ctx("write", &staged)?;
         if w.n != size || Hash::from(w.h.finalize()) != hash {
             return Err(Error::Agent(format!(
                 "{}: the content assembled for it does not match the image (size {} of {size}); \
@@ -313,16 +313,29 @@ struct Hashing {
     n: u64,
     limit: u64,
     held: Vec<u8>,
+    /// The last bytes written were left a hole: the length must be set at the end.
+    hole_at_end: bool,
 }
 
 /// Bytes a staged file's writes are held to (a multiple of the sparse check's pieces).
 const HELD: usize = 256 << 10;
 
 impl Hashing {
+    /// Writes what is held, and sets the length where the content ends in a hole.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.write_held()?;
+        if self.hole_at_end {
+            imager_core::fsx::end_sparse(&self.f, self.n)?;
+        }
+        Ok(())
+    }
+
     /// Writes what is held.
     fn write_held(&mut self) -> std::io::Result<()> {
         // Holes stay holes: a sparse image file costs the host its data, not its size.
-        imager_core::fsx::write_sparse(&mut self.f, &self.held)?;
+        if !self.held.is_empty() {
+            self.hole_at_end = imager_core::fsx::write_sparse(&mut self.f, &self.held)?;
+        }
         self.held.clear();
         Ok(())
     }
@@ -338,7 +351,7 @@ impl Write for Hashing {
         self.h.update(buf);
         self.n += buf.len() as u64;
         if self.held.is_empty() && buf.len() >= HELD {
-            imager_core::fsx::write_sparse(&mut self.f, buf)?;
+            self.hole_at_end = imager_core::fsx::write_sparse(&mut self.f, buf)?;
             return Ok(buf.len());
         }
         let mut rest = buf;
@@ -386,10 +399,17 @@ mod tests {
 
     #[test]
     fn content_written_a_few_bytes_at_a_time_keeps_its_holes_and_hash() {
-        // What a delta's steps write: small pieces, here 1 MiB of zeros between data.
+        // What a delta's steps write: small pieces, here 1 MiB of zeros between data,
+        // and the same ending in zeros (a hole at the end: the length is set).
         let mut content = b"head".repeat(1000);
         content.resize(content.len() + (1 << 20), 0);
+        let ending_in_zeros = content.clone();
         content.extend(b"tail".repeat(1000));
+        written_in_small_pieces(&content);
+        written_in_small_pieces(&ending_in_zeros);
+    }
+
+    fn written_in_small_pieces(content: &[u8]) {
         let f = tempfile::tempfile().expect("temp file");
         let mut w = Hashing {
             f: f.try_clone().expect("clone"),
@@ -397,13 +417,14 @@ mod tests {
             n: 0,
             limit: content.len() as u64,
             held: Vec::new(),
+            hole_at_end: false,
         };
         for piece in content.chunks(7) {
             w.write_all(piece).expect("write");
         }
-        w.write_held().expect("write what is held");
-        imager_core::fsx::end_sparse(&w.f, w.n).expect("length");
-        assert_eq!(Hash::from(w.h.finalize()), Hash::of(&content));
+        w.finish().expect("finish");
+        assert_eq!(Hash::from(w.h.finalize()), Hash::of(content));
+        assert_eq!(f.metadata().expect("stat").len(), content.len() as u64);
         let mut back = vec![0; content.len()];
         std::os::unix::fs::FileExt::read_exact_at(&f, &mut back, 0).expect("read back");
         assert!(back == content, "the file differs from what was written");

@@ -126,6 +126,7 @@ pub fn keep_unmanaged(
 ) -> (Vec<bool>, Vec<Unmanaged>) {
     let mut all = vec![false; host.entries.len()];
     let mut outer: Vec<Unmanaged> = Vec::new();
+    let local = local.covering();
     for (i, h) in host.entries.iter().enumerate() {
         let p = &h.path;
         if image.get(p).is_some()
@@ -181,7 +182,8 @@ pub fn compare(
     let (x, y) = (image.entries(), &host.entries);
     let (mut i, mut j) = (0, 0);
     let mut out = Vec::new();
-    let skip = |p: &[u8]| local.covers(p) || host.is_kept(p);
+    let covering = local.covering();
+    let skip = |p: &[u8]| covering.covers(p) || host.is_kept(p);
     while i < x.len() || j < y.len() {
         let ord = match (x.get(i), y.get(j)) {
             (Some(a), Some(b)) => path_cmp(&a.path, &b.path),
@@ -335,6 +337,7 @@ pub fn host_view<'a>(
         kept.iter()
             .any(|k| p == k.as_slice() || imager_core::tree::is_below(p, k))
     };
+    let local = local.covering();
     let view: Vec<Entry> = entries
         .filter(|e| e.path == b"/" || (!local.covers(&e.path) && !under_kept(&e.path)))
         .map(|e| {

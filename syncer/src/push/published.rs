@@ -51,7 +51,8 @@ pub(crate) fn plan_from(
     image: &Image,
     from: &Tree,
 ) -> Result<(Vec<Item>, Vec<crate::plan::BuiltPack>)> {
-    let local = crate::agent::scan::local_excludes(&image.local_state)?;
+    let excludes = crate::agent::scan::local_excludes(&image.local_state)?;
+    let local = excludes.covering();
     // The host's scan leaves out its local state: so does this. What of the image's
     // local state a clean host at `from` lacks (all of it, on an empty root) it gets, as
     // the agent finds (`agent::scan::absent_local_state`): left out here, a first
@@ -79,7 +80,7 @@ pub(crate) fn plan_from(
     let (changes, _) = crate::compare::compare(
         &image.tree,
         &mut host,
-        &local,
+        &excludes,
         &own,
         crate::compare::DirMtimes::Strict,
     );

@@ -460,17 +460,21 @@ pub fn read_all(f: &mut File, size_hint: u64, path: &Path) -> Result<Vec<u8>> {
 /// Writes `buf` at the file's position, leaving a hole where a 64 KiB piece of it is all
 /// zeros: a sparse file (a disk image, a database's preallocated space) stays sparse
 /// when copied. A hole at the end only exists once [`end_sparse`] sets the length.
-pub fn write_sparse(f: &mut File, buf: &[u8]) -> std::io::Result<()> {
+/// Returns whether `buf` ended in a hole (`false` for an empty `buf`): only a file whose
+/// last write did needs [`end_sparse`] (a `ftruncate` per staged file otherwise).
+pub fn write_sparse(f: &mut File, buf: &[u8]) -> std::io::Result<bool> {
     use std::io::{Seek, SeekFrom, Write};
     const PIECE: usize = 64 << 10;
+    let mut hole = false;
     for piece in buf.chunks(PIECE) {
-        if piece.len() == PIECE && piece.iter().all(|&b| b == 0) {
+        hole = piece.len() == PIECE && piece.iter().all(|&b| b == 0);
+        if hole {
             f.seek(SeekFrom::Current(PIECE as i64))?;
         } else {
             f.write_all(piece)?;
         }
     }
-    Ok(())
+    Ok(hole)
 }
 
 /// Ends a file written by [`write_sparse`] at `len` bytes (a trailing hole included).

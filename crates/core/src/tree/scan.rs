@@ -127,12 +127,53 @@ impl Excludes {
         false
     }
 
+    /// [`Excludes::covers`] for many paths asked in path order ([`Covering`]).
+    pub fn covering(&self) -> Covering<'_> {
+        Covering {
+            excludes: self,
+            last: std::cell::RefCell::new(None),
+        }
+    }
+
     /// True when `path` itself matches a pattern (its parents are not looked at: see
     /// [`Excludes::covers`]); the root is never excluded.
     pub fn is_excluded(&self, path: &[u8]) -> bool {
         match &self.set {
             Some(s) => path != b"/" && s.is_match_candidate(&Candidate::new(fsx::bytes_path(path))),
             None => false,
+        }
+    }
+}
+
+/// [`Excludes::covers`] remembering its answer for the last parent directory asked
+/// about: a path is covered when it matches or its parent is covered, so paths asked in
+/// path order cost one match each instead of one per ancestor (a comparison of two
+/// 16,000-entry trees asked some 200,000).
+pub struct Covering<'a> {
+    excludes: &'a Excludes,
+    last: std::cell::RefCell<Option<(Vec<u8>, bool)>>,
+}
+
+impl Covering<'_> {
+    /// True when `path` or one of its parent directories is excluded.
+    pub fn covers(&self, path: &[u8]) -> bool {
+        if self.excludes.set.is_none() {
+            return false;
+        }
+        if self.excludes.is_excluded(path) {
+            return true;
+        }
+        let Some(parent) = super::parent(path) else {
+            return false;
+        };
+        let mut last = self.last.borrow_mut();
+        match &*last {
+            Some((p, covered)) if p.as_slice() == parent => *covered,
+            _ => {
+                let covered = self.excludes.covers(parent);
+                *last = Some((parent.to_vec(), covered));
+                covered
+            }
         }
     }
 }
@@ -372,6 +413,50 @@ pub fn scan(root: &Path, excludes: &Excludes) -> Result<Vec<Pending>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asked in any order, remembering or not, the covering answers as `covers` does.
+    #[test]
+    fn a_covering_answers_as_covers_in_any_order() {
+        let ex = Excludes::new(&[
+            "/var/log".to_string(),
+            "/home/*/.cache".to_string(),
+            "**/*.pyc".to_string(),
+        ])
+        .expect("patterns");
+        let paths: Vec<&[u8]> = vec![
+            b"/",
+            b"/etc",
+            b"/etc/a.pyc",
+            b"/home",
+            b"/home/u",
+            b"/home/u/.cache",
+            b"/home/u/.cache/x",
+            b"/home/u/.cache/x/y",
+            b"/home/u/.config",
+            b"/var",
+            b"/var/log",
+            b"/var/log/syslog",
+            b"/var/log/apt/history.log",
+            b"/var/lib",
+            b"/var/lib/x.pyc/inner",
+            b"/var/lib/y",
+        ];
+        let covering = ex.covering();
+        let want: Vec<bool> = paths.iter().map(|p| ex.covers(p)).collect();
+        assert_eq!(want.iter().filter(|&&c| c).count(), 8, "{want:?}");
+        for order in [paths.clone(), paths.iter().rev().cloned().collect()] {
+            for p in order {
+                let i = paths.iter().position(|q| *q == p).expect("a listed path");
+                assert_eq!(
+                    covering.covers(p),
+                    want[i],
+                    "{}",
+                    String::from_utf8_lossy(p)
+                );
+            }
+        }
+        assert!(!Excludes::default().covering().covers(b"/var/log"));
+    }
 
     /// A skipped mount point must not end the walk of its parent (walkdir's filter_entry
     /// with same_file_system did that: on a booted host, every name after /proc).

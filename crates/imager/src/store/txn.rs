@@ -175,7 +175,7 @@ fn copy_exact(
     let result = (|| {
         let mut f = fsx::create(tmp)?;
         let mut buf = vec![0u8; 256 * 1024];
-        let mut n = 0u64;
+        let (mut n, mut hole) = (0u64, false);
         loop {
             let k = match r.read(&mut buf) {
                 Ok(0) => break,
@@ -186,10 +186,12 @@ fn copy_exact(
             if let Some(h) = hasher.as_deref_mut() {
                 h.update(&buf[..k]);
             }
-            fsx::write_sparse(&mut f, &buf[..k]).ctx("write", tmp)?;
+            hole = fsx::write_sparse(&mut f, &buf[..k]).ctx("write", tmp)?;
             n += k as u64;
         }
-        fsx::end_sparse(&f, n).ctx("write", tmp)?;
+        if hole {
+            fsx::end_sparse(&f, n).ctx("write", tmp)?;
+        }
         if n != size {
             return Err(Error::io(
                 "read content of",
@@ -206,4 +208,30 @@ fn copy_exact(
         let _ = fsx::remove_file(tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    /// Zeros are stored as holes, and a content ending in them still has its length
+    /// (only then is it set: a file ending in data has it already).
+    #[test]
+    fn content_copied_in_keeps_its_holes_and_its_length() {
+        let t = tempfile::tempdir().expect("temp dir");
+        for (name, tail) in [("ends-in-data", &b"tail"[..]), ("ends-in-zeros", &b""[..])] {
+            let mut content = b"head".to_vec();
+            content.resize(4 + (1 << 20), 0);
+            content.extend_from_slice(tail);
+            let tmp = t.path().join(name);
+            let mut h = blake3::Hasher::new();
+            let n = content.len() as u64;
+            super::copy_exact(&content[..], &tmp, n, name, Some(&mut h)).expect("copy");
+            assert_eq!(crate::fsx::read(&tmp).expect("read"), content, "{name}");
+            let m = crate::fsx::symlink_metadata(&tmp).expect("stat");
+            assert_eq!(m.len(), n, "{name}");
+            assert!(m.blocks() * 512 < 1 << 19, "{name}: the zeros were stored");
+            assert_eq!(h.finalize(), blake3::hash(&content));
+        }
+    }
 }
