@@ -13,7 +13,7 @@ use imager_core::fsx;
 use imager_core::safe_dir::Beneath;
 use imager_core::tree::is_below;
 use imager_core::tree::scan::Excludes;
-use imager_core::tree::scan::{entry_of, walk, Found};
+use imager_core::tree::scan::{entry_of, is_vanished, walk_live, Found};
 use imager_core::Tree;
 use imager_core::{Entry, Hash, Kind};
 use rayon::prelude::*;
@@ -35,11 +35,23 @@ pub fn scan(
 ) -> crate::Result<(HostTree, ScanStats)> {
     let started = Instant::now();
     let start_ns = now_ns();
+    let (found, mut host) = walk_host(root, local)?;
+    let mut stats = ScanStats::default();
+    let entries = entries_found(&found, &host, cache, verify, &mut stats, start_ns)?;
+    stats.entries = entries.len() as u64;
+    stats.seconds = started.elapsed().as_secs_f64();
+    host.entries = entries;
+    Ok((host, stats))
+}
+
+/// The walk of the host's root: what it found, and what it keeps (mount points,
+/// local-state symlinks) and protects.
+fn walk_host(root: &Path, local: &Excludes) -> crate::Result<(Vec<Found>, HostTree)> {
     let root_dev = fsx::symlink_metadata(root)?.dev();
     let mut host = HostTree::default();
     keep_mount_points(root, local, &mut host)?;
     let skipped = std::sync::Mutex::new(Vec::new());
-    let found = walk(root, |p| {
+    let found = walk_live(root, |p| {
         let skip = OWN_PATHS.contains(&p) || local.is_excluded(p) || host.kept.contains_key(p);
         if skip {
             skipped
@@ -53,19 +65,30 @@ pub fn scan(
     keep_found(root_dev, &found, local, &mut host);
     protect_parents(&mut host, skipped);
     mark_shared(&found, &mut host);
-    let mut stats = ScanStats::default();
-    let (mut entries, to_hash, bare) = entries_of(&found, &host, cache, verify, &mut stats)?;
+    Ok((found, host))
+}
+
+/// The entries of what the walk found, hashed (or from the cache) and with their
+/// extended attributes, but those gone since the walk saw them; the cache is refreshed
+/// with them (a scan that started at `start_ns`).
+fn entries_found(
+    found: &[Found],
+    host: &HostTree,
+    cache: &mut HashCache,
+    verify: bool,
+    stats: &mut ScanStats,
+    start_ns: i128,
+) -> crate::Result<Vec<Entry>> {
+    let (mut entries, to_hash, bare) = entries_of(found, host, cache, verify, stats)?;
     let disk_of: DiskOf = found
         .iter()
         .map(|f| (f.path.as_slice(), (&f.disk, &f.meta)))
         .collect();
-    hash_files(&mut entries, &to_hash, &disk_of, &mut stats)?;
-    read_xattrs(&mut entries, &bare, &disk_of)?;
+    let mut vanished = hash_files(&mut entries, &to_hash, &disk_of, stats)?;
+    vanished.extend(read_xattrs(&mut entries, &bare, &disk_of)?);
+    let entries = without_vanished(entries, vanished);
     cache.refresh(&entries, &disk_of, start_ns);
-    stats.entries = entries.len() as u64;
-    stats.seconds = started.elapsed().as_secs_f64();
-    host.entries = entries;
-    Ok((host, stats))
+    Ok(entries)
 }
 
 /// Each walked path's file on disk and its metadata, as the walk saw them.
@@ -156,8 +179,12 @@ fn entries_of(
             continue;
         }
         // A socket: no image holds one; it is left alone (a rename over it replaces it).
-        let Some(mut e) = entry_of(f, &mut links)? else {
-            continue;
+        // A symlink gone since the walk saw it is gone.
+        let mut e = match entry_of(f, &mut links) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(e) if is_vanished(&e) => continue,
+            Err(e) => return Err(e.into()),
         };
         let mut known_bare = false;
         if let Kind::File { hash, .. } = &mut e.kind {
@@ -176,44 +203,93 @@ fn entries_of(
     Ok((entries, to_hash, bare))
 }
 
-/// Hashes the files at `to_hash` in parallel.
+/// Hashes the files at `to_hash` in parallel; the indices of those gone since the walk
+/// saw them (a running host's temporary files).
 fn hash_files(
     entries: &mut [Entry],
     to_hash: &[usize],
     disk_of: &DiskOf,
     stats: &mut ScanStats,
-) -> crate::Result<()> {
-    let hashed: Vec<(usize, Hash)> = to_hash
+) -> crate::Result<Vec<usize>> {
+    let hashed: Vec<(usize, Option<Hash>)> = to_hash
         .par_iter()
-        .map(|&i| -> crate::Result<(usize, Hash)> {
+        .map(|&i| -> crate::Result<(usize, Option<Hash>)> {
             let (disk, _) = disk_of[entries[i].path.as_slice()];
-            let f = fsx::open_nofollow(disk)?;
+            let f = match fsx::open_nofollow(disk) {
+                Err(e) if is_vanished(&e) => return Ok((i, None)),
+                r => r?,
+            };
             let mut h = blake3::Hasher::new();
             h.update_reader(f).ctx("read", disk.as_path())?;
-            Ok((i, Hash::from(h.finalize())))
+            Ok((i, Some(Hash::from(h.finalize()))))
         })
         .collect::<crate::Result<_>>()?;
+    let mut vanished = Vec::new();
     for (i, h) in hashed {
+        let Some(h) = h else {
+            vanished.push(i);
+            continue;
+        };
         if let Kind::File { hash, size } = &mut entries[i].kind {
             *hash = h;
             stats.hashed_files += 1;
             stats.hashed_bytes += *size;
         }
     }
-    Ok(())
+    Ok(vanished)
+}
+
+/// The entries but those at `vanished`, and the hard links to them: gone from the host
+/// since the walk saw them. An image path among them is added again by the push; a path
+/// the host made is not the push's to know of.
+fn without_vanished(entries: Vec<Entry>, vanished: Vec<usize>) -> Vec<Entry> {
+    if vanished.is_empty() {
+        return entries;
+    }
+    let mut gone = vec![false; entries.len()];
+    for i in vanished {
+        gone[i] = true;
+    }
+    let gone_paths: HashSet<Vec<u8>> = entries
+        .iter()
+        .zip(&gone)
+        .filter(|(_, &g)| g)
+        .map(|(e, _)| e.path.clone())
+        .collect();
+    entries
+        .into_iter()
+        .zip(gone)
+        .filter(|(e, g)| {
+            !g && !matches!(&e.kind, Kind::HardLink { target } if gone_paths.contains(target))
+        })
+        .map(|(e, _)| e)
+        .collect()
 }
 
 /// Reads the extended attributes of every entry but those `bare` says have none, in
-/// parallel (a hard link has its target's).
-fn read_xattrs(entries: &mut [Entry], bare: &[bool], disk_of: &DiskOf) -> crate::Result<()> {
-    entries.par_iter_mut().zip(bare).try_for_each(
-        |(e, &bare): (&mut Entry, &bool)| -> crate::Result<()> {
+/// parallel (a hard link has its target's); the indices of the entries gone since the
+/// walk saw them.
+fn read_xattrs(
+    entries: &mut [Entry],
+    bare: &[bool],
+    disk_of: &DiskOf,
+) -> crate::Result<Vec<usize>> {
+    let gone: Vec<Option<usize>> = entries
+        .par_iter_mut()
+        .enumerate()
+        .zip(bare)
+        .map(|((i, e), &bare)| -> crate::Result<Option<usize>> {
             if !e.is_hardlink() && !bare {
-                e.xattrs = fsx::read_xattrs(disk_of[e.path.as_slice()].0)?;
+                match fsx::read_xattrs(disk_of[e.path.as_slice()].0) {
+                    Ok(x) => e.xattrs = x,
+                    Err(err) if is_vanished(&err) => return Ok(Some(i)),
+                    Err(err) => return Err(err.into()),
+                }
             }
-            Ok(())
-        },
-    )
+            Ok(None)
+        })
+        .collect::<crate::Result<_>>()?;
+    Ok(gone.into_iter().flatten().collect())
 }
 
 /// The image's local-state paths that the host lacks, so that a first install gets them
@@ -320,6 +396,47 @@ fn spare(rel: &[u8], image: &Tree, host: &mut HostTree) {
 mod tests {
     use super::own_path;
     use std::path::Path;
+
+    /// A running host's files come and go while it is scanned (nginx's temp bodies):
+    /// what the walk saw and is gone when it is hashed, read as a link or asked for its
+    /// xattrs is left out, with the hard links to it, instead of failing the scan.
+    /// (Before: "failed to open /var/lib/nginx/body/0000000981", and the push failed.)
+    #[test]
+    #[allow(clippy::unwrap_used, clippy::disallowed_methods)]
+    fn what_vanishes_between_the_walk_and_its_reading_is_left_out() {
+        use super::{entries_found, walk_host, HashCache};
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path();
+        let body = root.join("var/lib/nginx/body");
+        std::fs::create_dir_all(&body).unwrap();
+        for n in ["0000000981", "0000000982", "kept"] {
+            std::fs::write(body.join(n), n).unwrap();
+        }
+        std::fs::hard_link(body.join("0000000982"), body.join("linked")).unwrap();
+        std::os::unix::fs::symlink("kept", body.join("link")).unwrap();
+        std::fs::create_dir(body.join("dir")).unwrap();
+        std::fs::write(body.join("dir/inner"), b"x").unwrap();
+        let st = crate::state::StateDir::open(root).unwrap();
+        let local = super::local_excludes(&[]).unwrap();
+        let (found, host) = walk_host(root, &local).unwrap();
+        // Gone after the walk: a file, a file with a second name, a symlink, a directory.
+        for n in ["0000000981", "0000000982", "link"] {
+            std::fs::remove_file(body.join(n)).unwrap();
+        }
+        std::fs::remove_dir_all(body.join("dir")).unwrap();
+        let mut cache = HashCache::load(&st);
+        let mut stats = Default::default();
+        let start = crate::written::now_ns();
+        let entries = entries_found(&found, &host, &mut cache, false, &mut stats, start).unwrap();
+        let names: Vec<String> = entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .filter(|p| p.starts_with("/var/lib/nginx/body/"))
+            .collect();
+        // The second name of the removed 0000000982 is a file of its own now, and the
+        // walk saw it as the hard link: left out with it (the next scan sees it).
+        assert_eq!(names, ["/var/lib/nginx/body/kept"], "{names:?}");
+    }
 
     #[test]
     fn the_own_executable_is_named_relative_to_the_root() {

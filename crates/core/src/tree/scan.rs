@@ -224,6 +224,26 @@ pub struct Found {
 /// its directory's handle (std's `DirEntry::metadata`), not by resolving its whole path
 /// again: a host's scan, most of a managed push, was one thread of `statx` path walks.
 pub fn walk(root: &Path, skip: impl Fn(&[u8]) -> bool + Sync) -> Result<Vec<Found>> {
+    walk_with(root, &skip, false)
+}
+
+/// [`walk`] of a tree that changes while it is walked (a running host: nginx's temp
+/// files come and go by the hundred): an entry gone between its directory's listing and
+/// its metadata, or a directory gone before it is listed, is left out, as it is gone.
+pub fn walk_live(root: &Path, skip: impl Fn(&[u8]) -> bool + Sync) -> Result<Vec<Found>> {
+    walk_with(root, &skip, true)
+}
+
+/// Whether an error says the entry is gone: removed, or a directory replaced by a
+/// non-directory, since it was listed.
+pub fn is_vanished(e: &Error) -> bool {
+    matches!(
+        e.io_kind(),
+        Some(std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
+    )
+}
+
+fn walk_with(root: &Path, skip: &(dyn Fn(&[u8]) -> bool + Sync), live: bool) -> Result<Vec<Found>> {
     let meta = fsx::symlink_metadata(root)?;
     if !meta.is_dir() {
         return Err(Error::Usage(format!(
@@ -233,7 +253,8 @@ pub fn walk(root: &Path, skip: impl Fn(&[u8]) -> bool + Sync) -> Result<Vec<Foun
     }
     let w = Walk {
         root_dev: meta.dev(),
-        skip: &skip,
+        skip,
+        live,
         found: std::sync::Mutex::new(Vec::new()),
         error: std::sync::Mutex::new(None),
     };
@@ -255,6 +276,8 @@ pub fn walk(root: &Path, skip: impl Fn(&[u8]) -> bool + Sync) -> Result<Vec<Foun
 struct Walk<'a> {
     root_dev: u64,
     skip: &'a (dyn Fn(&[u8]) -> bool + Sync),
+    /// Entries that vanish are left out ([`walk_live`]).
+    live: bool,
     found: std::sync::Mutex<Vec<Found>>,
     error: std::sync::Mutex<Option<Error>>,
 }
@@ -271,7 +294,11 @@ impl<'a> Walk<'a> {
 
     fn list<'s>(&'s self, s: &rayon::Scope<'s>, disk: &Path, path: &[u8]) -> Result<()> {
         let mut here = Vec::new();
-        for ent in fsx::read_dir(disk)? {
+        let listed = match fsx::read_dir(disk) {
+            Err(e) if self.live && is_vanished(&e) => return Ok(()),
+            r => r?,
+        };
+        for ent in listed {
             let name = ent.file_name();
             let name = fsx::path_bytes(Path::new(&name));
             let mut p = Vec::with_capacity(path.len() + 1 + name.len());
@@ -285,9 +312,10 @@ impl<'a> Walk<'a> {
                 continue;
             }
             let disk = ent.path();
-            let m = ent
-                .metadata()
-                .map_err(|e| Error::io("inspect", disk.clone(), e))?;
+            let m = match ent.metadata() {
+                Err(e) if self.live && e.kind() == std::io::ErrorKind::NotFound => continue,
+                r => r.map_err(|e| Error::io("inspect", disk.clone(), e))?,
+            };
             if m.is_dir() && m.dev() == self.root_dev {
                 let (d, q) = (disk.clone(), p.clone());
                 s.spawn(move |s| self.dir(s, d, q));
