@@ -354,8 +354,18 @@ fn an_agent_refuses_a_manifest_that_is_not_the_signed_image() {
             "the /usr/lib/imager/local-state.txt sent is not the image's",
         ),
     ];
-    for (input, want) in cases {
-        let (ok, _, stderr) = agent_with(&root, &input);
+    for (input, want) in &cases {
+        let (ok, _, stderr) = agent_with(&root, input);
+        assert!(!ok, "the agent took it ({want})");
+        assert!(stderr.contains(want), "wanted {want:?}: {stderr}");
+        assert_eq!(snapshot(&root), before);
+    }
+    // A host with a state directory scans while the manifest is parsed and the side
+    // files checked: the same refusals, and still nothing written.
+    std::fs::create_dir_all(root.join("var/lib/syncer")).unwrap();
+    let before = snapshot(&root);
+    for (input, want) in &cases[2..] {
+        let (ok, _, stderr) = agent_with(&root, input);
         assert!(!ok, "the agent took it ({want})");
         assert!(stderr.contains(want), "wanted {want:?}: {stderr}");
         assert_eq!(snapshot(&root), before);

@@ -276,13 +276,23 @@ impl Session<'_> {
         // Asked who it is, the host scans first and learns the manifest after; else the
         // manifest is checked before anything is written.
         let asked = t.manifest == ManifestData::Ask;
-        let known = if asked {
-            None
-        } else {
-            let text = checked_manifest(&self.st, t.manifest.clone(), &t.image, None)?;
-            Some((image_tree(&t, &rules, &text)?, text))
+        let text = match asked {
+            true => None,
+            false => Some(checked_manifest(
+                &self.st,
+                t.manifest.clone(),
+                &t.image,
+                None,
+            )?),
         };
-        let (host, stats, cache) = self.scan_host(&rules.local, t.verify, t.dry_run)?;
+        // Parsed while the host is scanned, where the scan writes nothing (its state
+        // directory is there, or a dry run).
+        let overlap = self.st.exists() || t.dry_run;
+        let (tree, (host, stats, cache)) =
+            target::tree_while_scanning((&t, &rules, text.as_deref()), overlap, || {
+                self.scan_host(&rules.local, t.verify, t.dry_run)
+            })?;
+        let known = tree.zip(text);
         let scanned = (host, stats);
         let image = match known {
             Some(known) => known,

@@ -81,6 +81,11 @@ impl StateDir {
         })
     }
 
+    /// Whether the directory exists (was there when opened, or made since).
+    pub fn exists(&self) -> bool {
+        self.fd.get().is_some()
+    }
+
     /// Makes the directory now if it does not exist yet.
     pub fn create(&self) -> crate::Result<()> {
         self.dir().map(|_| ())

@@ -76,6 +76,41 @@ pub(super) fn image_tree(t: &Target, rules: &HostRules, text: &str) -> Result<Tr
     Ok(tree)
 }
 
+/// The image's tree from the manifest text the target sent (none: asked) and what
+/// `scan` returns. With `overlap`, the tree is parsed and the side files checked on a
+/// thread of their own while `scan` runs, which must then write nothing: what the target
+/// sent is always checked before anything is written. A bad tree is the error told
+/// first.
+pub(super) fn tree_while_scanning<S>(
+    (t, rules, text): (&Target, &HostRules, Option<&str>),
+    overlap: bool,
+    scan: impl FnOnce() -> Result<S>,
+) -> Result<(Option<Tree>, S)> {
+    let parse = |text: &str| image_tree(t, rules, text);
+    let early = match (text, overlap) {
+        (Some(text), false) => Some(parse(text)?),
+        _ => None,
+    };
+    let (late, scanned) = std::thread::scope(|s| {
+        let late = match (text, overlap) {
+            (Some(text), true) => Some(s.spawn(move || parse(text))),
+            _ => None,
+        };
+        let scanned = scan();
+        let late = late.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(Error::Agent("parsing the manifest panicked".into())))
+        });
+        (late, scanned)
+    });
+    let tree = match (early, late) {
+        (Some(tree), _) => Some(tree),
+        (None, Some(tree)) => Some(tree?),
+        (None, None) => None,
+    };
+    Ok((tree, scanned?))
+}
+
 /// The "asked" round trip: sends the host's own identity, returns the manifest text the
 /// controller answers with, checked to be image `image`'s.
 pub(super) fn ask_manifest<R: Read, W: Write>(
