@@ -12,8 +12,6 @@ use crate::encoding::{chunked, pack, whole, zstd_delta, PatchKind};
 use crate::payload::Payload;
 use imager::store::Store;
 use imager::Hash;
-use rayon::prelude::*;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +82,9 @@ const MAGIC: &[u8; 8] = b"SYNCZC1\n";
 const HEADER: usize = MAGIC.len() + 32;
 /// How a zstd frame starts (an entry written before entries had a checksum).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// How often an entry read is marked used again.
+const MARK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The encoded bytes of a cache file, or why it cannot be used.
 fn entry_payload(file: &[u8]) -> Result<&[u8], String> {
@@ -515,10 +516,14 @@ impl Cache {
             if let Some(f) = &file {
                 // Marked used (within the hour): `syncer cache prune` removes the least
                 // recently used first (a read-only cache is only pruned by age).
-                let hour = std::time::Duration::from_secs(3600);
-                match imager::fsx::read_and_mark_used(f, hour).map_err(imager::Error::into_io) {
-                    Ok(mut data) => match entry_payload(&data) {
-                        Ok(_) => {
+                let mut checked = Ok(());
+                let read = imager::fsx::read_and_mark_used(f, MARK_EVERY, |d| {
+                    checked = entry_payload(d).map(drop);
+                    checked.is_ok()
+                });
+                match read.map_err(imager::Error::into_io) {
+                    Ok(mut data) => match checked {
+                        Ok(()) => {
                             data.drain(..HEADER);
                             return Ok(Arc::new(data));
                         }
@@ -559,138 +564,8 @@ impl Cache {
     }
 }
 
-/// One cache file that `verify` found wrong.
-#[derive(Clone, Debug, Serialize)]
-pub struct BadEntry {
-    /// Its path, in the cache directory.
-    pub file: PathBuf,
-    /// What is wrong with it, in words: unreadable, a bad checksum, or what decoding it
-    /// gave.
-    pub problem: String,
-    /// Whether `--repair` removed it.
-    pub removed: bool,
-}
-
-/// What [`verify`] found in a cache directory.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct VerifyReport {
-    /// The cache directory checked.
-    pub dir: PathBuf,
-    /// Entries decoded and found to make the content their name says.
-    pub good: u64,
-    /// Entries whose checksum holds but whose base is no longer in the store, so they
-    /// could not be decoded (they are used only for hosts that have that base), and
-    /// packs, which decode but whose parts only their maker and the hosts check.
-    pub unchecked: u64,
-    /// Entries that are damaged or decode to the wrong content, in file name order.
-    pub bad: Vec<BadEntry>,
-    /// Files that are no cache entry (left alone), and leftover temporary files.
-    pub other: Vec<PathBuf>,
-}
-
-/// What [`verify`] makes of one file of a cache directory, so the files can be checked
-/// in parallel and the report then built in their order.
-enum Found {
-    Good,
-    Unchecked,
-    Bad(String),
-    Other,
-    Temp,
-}
-
-/// The base an entry was made against, from `store` (an object or an image's text), so
-/// the entry can be decoded; `None` when the store does not have it.
-fn entry_base(store: Option<&Store>, h: &Hash) -> Option<Vec<u8>> {
-    let s = store?;
-    if s.has_object(h) {
-        s.read_object(h).ok()
-    } else if s.has_image(h) {
-        s.image_text(h).ok().map(String::into_bytes)
-    } else {
-        None
-    }
-}
-
-/// Checks one file of a cache directory for [`verify`]: its name, its checksum, and
-/// (when its base is in `store`) that it decodes to the content its name says.
-fn check_entry(f: &Path, store: Option<&Store>) -> Found {
-    let name = f
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let Some((what, old, new)) = parse_entry_name(&name) else {
-        let temp = name.starts_with('.') && name.contains(".zst.tmp");
-        return match views::check(&name, f) {
-            Some(true) => Found::Unchecked,
-            Some(false) => Found::Bad("not a view ID".into()),
-            None if temp => Found::Temp,
-            None => Found::Other,
-        };
-    };
-    let data = match imager::fsx::read(f).map_err(imager::Error::into_io) {
-        Ok(d) => d,
-        Err(e) => return Found::Bad(format!("cannot read it: {e}")),
-    };
-    let payload = match entry_payload(&data) {
-        Ok(p) => p,
-        Err(why) => return Found::Bad(why),
-    };
-    let b = match old {
-        Some(o) => match entry_base(store, &o) {
-            Some(b) => Some(b),
-            None => return Found::Unchecked,
-        },
-        None => None,
-    };
-    match check_decodes(what, b.as_deref(), payload, &new) {
-        Ok(()) if what == What::Pack => Found::Unchecked,
-        Ok(()) => Found::Good,
-        Err(why) => Found::Bad(why),
-    }
-}
-
-/// Checks every entry of the cache directory `dir`: its checksum, then (with its base
-/// from `store`) that it decodes to the content its name says. With `repair`, removes the
-/// bad entries and leftover temporary files (a push recomputes what it needs).
-pub fn verify(dir: &Path, store: Option<&Store>, repair: bool) -> std::io::Result<VerifyReport> {
-    let mut files: Vec<PathBuf> = Vec::new();
-    for e in imager::fsx::read_dir(dir).map_err(imager::Error::into_io)? {
-        files.push(e.path());
-    }
-    files.sort();
-    let found: Vec<(PathBuf, Found)> = files
-        .into_par_iter()
-        .map(|f| {
-            let found = check_entry(&f, store);
-            (f, found)
-        })
-        .collect();
-    let mut r = VerifyReport {
-        dir: dir.to_path_buf(),
-        ..Default::default()
-    };
-    for (f, found) in found {
-        match found {
-            Found::Good => r.good += 1,
-            Found::Unchecked => r.unchecked += 1,
-            Found::Bad(problem) => {
-                let removed = repair && imager::fsx::remove_file(&f).is_ok();
-                r.bad.push(BadEntry {
-                    file: f,
-                    problem,
-                    removed,
-                });
-            }
-            Found::Temp => {
-                if !(repair && imager::fsx::remove_file(&f).is_ok()) {
-                    r.other.push(f);
-                }
-            }
-            Found::Other => r.other.push(f),
-        }
-    }
-    Ok(r)
-}
+mod verify;
+pub use verify::{verify, BadEntry, VerifyReport};
 
 pub mod prune;
 #[cfg(test)]

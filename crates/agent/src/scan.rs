@@ -11,6 +11,7 @@ pub use cache::HashCache;
 use imager_core::error::IoContext;
 use imager_core::fsx;
 use imager_core::safe_dir::Beneath;
+use imager_core::tree::escape::escape;
 use imager_core::tree::is_below;
 use imager_core::tree::scan::Excludes;
 use imager_core::tree::scan::{entry_of, is_vanished, walk_live, Found};
@@ -86,7 +87,7 @@ fn entries_found(
         .collect();
     let mut vanished = hash_files(&mut entries, &to_hash, &disk_of, stats)?;
     vanished.extend(read_xattrs(&mut entries, &bare, &disk_of)?);
-    let entries = without_vanished(entries, vanished);
+    let entries = without_vanished(entries, vanished)?;
     cache.refresh(&entries, &disk_of, start_ns);
     Ok(entries)
 }
@@ -239,31 +240,55 @@ fn hash_files(
     Ok(vanished)
 }
 
-/// The entries but those at `vanished`, and the hard links to them: gone from the host
-/// since the walk saw them. An image path among them is added again by the push; a path
-/// the host made is not the push's to know of.
-fn without_vanished(entries: Vec<Entry>, vanished: Vec<usize>) -> Vec<Entry> {
+/// The entries but those at `vanished` and what lies below a directory among them: gone
+/// from the host since the walk saw them. An image path among them is added again by the
+/// push; a path the host made is not the push's to know of. A file gone whose other names
+/// the walk saw as its hard links is an error: those names are still there, and the
+/// scan cannot say what they hold (left out, the host's data in them would be unknown to
+/// the push, and a directory holding them unprotected).
+fn without_vanished(entries: Vec<Entry>, vanished: Vec<usize>) -> crate::Result<Vec<Entry>> {
     if vanished.is_empty() {
-        return entries;
+        return Ok(entries);
     }
     let mut gone = vec![false; entries.len()];
     for i in vanished {
         gone[i] = true;
     }
-    let gone_paths: HashSet<Vec<u8>> = entries
+    let gone_paths: HashSet<&[u8]> = entries
         .iter()
         .zip(&gone)
         .filter(|(_, &g)| g)
-        .map(|(e, _)| e.path.clone())
+        .map(|(e, _)| e.path.as_slice())
         .collect();
-    entries
+    let below_gone = |p: &[u8]| {
+        let mut q = imager_core::tree::parent(p);
+        while let Some(d) = q {
+            if gone_paths.contains(d) {
+                return true;
+            }
+            q = imager_core::tree::parent(d);
+        }
+        false
+    };
+    let mut keep = Vec::with_capacity(entries.len());
+    for (e, &g) in entries.iter().zip(&gone) {
+        if let Kind::HardLink { target } = &e.kind {
+            if !g && gone_paths.contains(target.as_slice()) && !below_gone(&e.path) {
+                return Err(crate::Error::Agent(format!(
+                    "{} was removed during the scan, and {} is another name of its file: \
+                     the host is changing; push again",
+                    escape(target),
+                    escape(&e.path)
+                )));
+            }
+        }
+        keep.push(!g && !below_gone(&e.path));
+    }
+    Ok(entries
         .into_iter()
-        .zip(gone)
-        .filter(|(e, g)| {
-            !g && !matches!(&e.kind, Kind::HardLink { target } if gone_paths.contains(target))
-        })
-        .map(|(e, _)| e)
-        .collect()
+        .zip(keep)
+        .filter_map(|(e, k)| k.then_some(e))
+        .collect())
 }
 
 /// Reads the extended attributes of every entry but those `bare` says have none, in
@@ -303,7 +328,8 @@ pub fn absent_local_state(
     host: &HostTree,
 ) -> HashSet<Vec<u8>> {
     let on_host: HashSet<&[u8]> = host.entries.iter().map(|e| e.path.as_slice()).collect();
-    let local = local.covering();
+    // One covering for the paths, one for their parents: each remembers its own last.
+    let (local, local_parent) = (local.covering(), local.covering());
     let mut absent: HashSet<Vec<u8>> = HashSet::new();
     for e in image.entries() {
         if e.path == b"/" || !local.covers(&e.path) || host.is_kept(&e.path) {
@@ -314,7 +340,7 @@ pub fn absent_local_state(
         };
         // A parent outside local state is on the host exactly when the scan saw it.
         let parent_absent = absent.contains(parent)
-            || (!local.covers(parent) && parent != b"/" && !on_host.contains(parent));
+            || (!local_parent.covers(parent) && parent != b"/" && !on_host.contains(parent));
         let gone = parent_absent
             || match b.parent(&e.path) {
                 Ok((dir, name)) => matches!(
@@ -399,8 +425,10 @@ mod tests {
 
     /// A running host's files come and go while it is scanned (nginx's temp bodies):
     /// what the walk saw and is gone when it is hashed, read as a link or asked for its
-    /// xattrs is left out, with the hard links to it, instead of failing the scan.
-    /// (Before: "failed to open /var/lib/nginx/body/0000000981", and the push failed.)
+    /// xattrs is left out, with what was below a directory gone (files the cache knew
+    /// and never opened too), instead of failing the scan. (Before: "failed to open
+    /// /var/lib/nginx/body/0000000981", and the push failed.) A file gone whose other
+    /// name is still there fails the scan: what that name holds is the host's.
     #[test]
     #[allow(clippy::unwrap_used, clippy::disallowed_methods)]
     fn what_vanishes_between_the_walk_and_its_reading_is_left_out() {
@@ -408,34 +436,56 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let root = t.path();
         let body = root.join("var/lib/nginx/body");
-        std::fs::create_dir_all(&body).unwrap();
-        for n in ["0000000981", "0000000982", "kept"] {
+        std::fs::create_dir_all(body.join("dir")).unwrap();
+        for n in ["0000000981", "kept", "dir/inner"] {
             std::fs::write(body.join(n), n).unwrap();
         }
-        std::fs::hard_link(body.join("0000000982"), body.join("linked")).unwrap();
         std::os::unix::fs::symlink("kept", body.join("link")).unwrap();
-        std::fs::create_dir(body.join("dir")).unwrap();
-        std::fs::write(body.join("dir/inner"), b"x").unwrap();
         let st = crate::state::StateDir::open(root).unwrap();
+        st.create().unwrap();
         let local = super::local_excludes(&[]).unwrap();
-        let (found, host) = walk_host(root, &local).unwrap();
-        // Gone after the walk: a file, a file with a second name, a symlink, a directory.
-        for n in ["0000000981", "0000000982", "link"] {
-            std::fs::remove_file(body.join(n)).unwrap();
+        let scan_after = |change: &dyn Fn()| {
+            let (found, host) = walk_host(root, &local).unwrap();
+            change();
+            let mut cache = HashCache::load(&st);
+            let mut stats = Default::default();
+            let start = crate::written::now_ns();
+            let entries = entries_found(&found, &host, &mut cache, false, &mut stats, start)?;
+            cache.save(&st).unwrap();
+            let names: Vec<String> = entries
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+                .filter(|p| p.starts_with("/var/lib/nginx/body/"))
+                .collect();
+            crate::Result::Ok((names, stats.cached_files))
+        };
+        // Cached (and known to have no xattrs) once the clock is a tick past the files.
+        let settled = crate::written::now_ns() + crate::written::TICK_NS;
+        while crate::written::now_ns() <= settled {
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        std::fs::remove_dir_all(body.join("dir")).unwrap();
-        let mut cache = HashCache::load(&st);
-        let mut stats = Default::default();
-        let start = crate::written::now_ns();
-        let entries = entries_found(&found, &host, &mut cache, false, &mut stats, start).unwrap();
-        let names: Vec<String> = entries
-            .iter()
-            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
-            .filter(|p| p.starts_with("/var/lib/nginx/body/"))
-            .collect();
-        // The second name of the removed 0000000982 is a file of its own now, and the
-        // walk saw it as the hard link: left out with it (the next scan sees it).
-        assert_eq!(names, ["/var/lib/nginx/body/kept"], "{names:?}");
+        assert_eq!(scan_after(&|| {}).unwrap().0.len(), 5);
+        // Gone after the walk: a new file, a symlink, and a directory whose file the
+        // cache knows (so it is never opened). (A file the cache knows and that goes
+        // after the walk stays in the scan, as any change after it: the next push sees
+        // it.)
+        std::fs::write(body.join("0000000982"), b"new").unwrap();
+        let (names, cached) = scan_after(&|| {
+            std::fs::remove_file(body.join("0000000982")).unwrap();
+            std::fs::remove_file(body.join("link")).unwrap();
+            std::fs::remove_dir_all(body.join("dir")).unwrap();
+        })
+        .unwrap();
+        let body_path = |n: &str| format!("/var/lib/nginx/body/{n}");
+        assert_eq!(names, [body_path("0000000981"), body_path("kept")]);
+        assert!(cached >= 3, "the files were not cached: {cached}");
+        // A file with a second name: the first name goes, the second stays.
+        std::fs::hard_link(body.join("kept"), body.join("zz-linked")).unwrap();
+        let err: crate::Error =
+            scan_after(&|| std::fs::remove_file(body.join("kept")).unwrap()).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("/var/lib/nginx/body/zz-linked"), "{err}");
+        assert!(err.contains("push again"), "{err}");
     }
 
     #[test]

@@ -306,7 +306,8 @@ pub fn put_nodes(
 /// Writes a staged file, hashing, refusing to grow past the image's size for the file.
 /// Writes are held up to [`HELD`] bytes: a delta's steps come a few bytes at a time, and
 /// one `write` each was most of a managed host's update in system time (78,000 calls
-/// for the corpus pair).
+/// for the corpus pair). A write of [`HELD`] bytes or more with nothing held goes
+/// through as it is.
 struct Hashing {
     f: std::fs::File,
     h: blake3::Hasher,
@@ -317,7 +318,9 @@ struct Hashing {
     hole_at_end: bool,
 }
 
-/// Bytes a staged file's writes are held to (a multiple of the sparse check's pieces).
+/// Bytes a staged file's writes are held to (a multiple of the sparse check's 64 KiB
+/// pieces, so that what is held starts where a piece of the file does, unless a large
+/// write went through before).
 const HELD: usize = 256 << 10;
 
 impl Hashing {
@@ -357,7 +360,9 @@ impl Write for Hashing {
         let mut rest = buf;
         while !rest.is_empty() {
             if self.held.capacity() == 0 {
-                self.held.reserve_exact(HELD);
+                // A small file's buffer is as small.
+                self.held
+                    .reserve_exact(HELD.min(usize::try_from(self.limit).unwrap_or(HELD)));
             }
             let n = rest.len().min(HELD - self.held.len());
             self.held.extend_from_slice(&rest[..n]);

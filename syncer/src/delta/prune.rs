@@ -1,6 +1,6 @@
-//! `syncer cache prune`: keeps the controller's delta cache within a size. Every read of
-//! an entry marks it used (its modification time), so the entries kept are the most
-//! recently used that fit, and the rest go, least recently used first: what the fleet's
+//! `syncer cache prune`: keeps the controller's delta cache within a size. A read of an
+//! entry marks it used (its modification time, renewed when an hour old), so the entries
+//! kept are the most recently used that fit, and the rest go, least recently used first: what the fleet's
 //! current images need stays, the deltas to images long gone do not. Temporary files
 //! and foreign files are left to `cache verify --repair`.
 

@@ -602,22 +602,31 @@ fn now_mtime() -> Timestamps {
     }
 }
 
-/// Reads a file whole, and marks it used ([`touch`]) unless its modification time is
-/// already within `fresh` of now: a cache read by every push marks its entries once in
-/// a while, not with a path lookup and inode write per read. Failing to mark is not an
-/// error (a read-only cache).
-pub fn read_and_mark_used(path: &Path, fresh: std::time::Duration) -> Result<Vec<u8>> {
+/// Reads a file whole, asks `valid` whether what it holds is good (always) and, if so,
+/// marks it used (its modification time set to now, as [`touch`] does) unless that mark
+/// is already within `fresh` of now: a cache read by every push marks its entries once in a while, through
+/// the handle it read with, not with a path lookup and an inode write per read. Failing
+/// to mark is not an error (a read-only cache).
+pub fn read_and_mark_used(
+    path: &Path,
+    fresh: std::time::Duration,
+    valid: impl FnOnce(&[u8]) -> bool,
+) -> Result<Vec<u8>> {
     use std::io::Read;
     let mut f = File::open(path).ctx("read", path)?;
     let m = f.metadata().ctx("read", path)?;
-    let mut data = Vec::with_capacity(m.len() as usize);
+    let mut data = Vec::new();
+    // As std::fs::read: a size that cannot be held is an error, not an abort.
+    data.try_reserve_exact(usize::try_from(m.len()).unwrap_or(usize::MAX))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::OutOfMemory, e.to_string()))
+        .ctx("read", path)?;
     f.read_to_end(&mut data).ctx("read", path)?;
     let stale = m
         .modified()
         .ok()
         .and_then(|t| t.elapsed().ok())
         .is_none_or(|age| age >= fresh);
-    if stale {
+    if valid(&data) && stale {
         let _ = rustix::fs::futimens(&f, &now_mtime());
     }
     Ok(data)

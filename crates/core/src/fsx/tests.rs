@@ -210,8 +210,9 @@ fn an_atomic_write_through_a_symlink_keeps_the_link_and_into_a_fifo_writes_in_pl
     assert!(symlink_metadata(&fifo).unwrap().file_type().is_fifo());
 }
 
-/// A cache entry read is marked used when its mark is older than `fresh`, and left as it
-/// is when it is newer (a read per push marks it once in a while).
+/// A cache entry read is marked used when its mark is older than `fresh` and the caller
+/// takes its content, and left as it is otherwise (a read per push marks it once in a
+/// while).
 #[test]
 fn a_read_marks_the_file_used_only_when_its_mark_is_stale() {
     use std::time::{Duration, SystemTime};
@@ -230,9 +231,14 @@ fn a_read_marks_the_file_used_only_when_its_mark_is_stale() {
     let minute_ago = SystemTime::now() - Duration::from_secs(60);
     set(&old, day_ago);
     set(&recent, minute_ago);
-    assert_eq!(read_and_mark_used(&old, hour).unwrap(), b"entry");
-    assert_eq!(read_and_mark_used(&recent, hour).unwrap(), b"entry");
+    let valid = |d: &[u8]| d == b"entry";
+    assert_eq!(read_and_mark_used(&old, hour, valid).unwrap(), b"entry");
+    assert_eq!(read_and_mark_used(&recent, hour, valid).unwrap(), b"entry");
     assert!(mtime(&old) > minute_ago, "a day-old mark was not renewed");
     assert_eq!(mtime(&recent), minute_ago, "a fresh mark was rewritten");
-    assert!(read_and_mark_used(&d.path().join("missing"), hour).is_err());
+    // What the caller finds damaged is not marked: a prune may take it.
+    set(&old, day_ago);
+    assert_eq!(read_and_mark_used(&old, hour, |_| false).unwrap(), b"entry");
+    assert_eq!(mtime(&old), day_ago, "a damaged entry was marked used");
+    assert!(read_and_mark_used(&d.path().join("missing"), hour, valid).is_err());
 }

@@ -295,7 +295,8 @@ impl<'a> Walk<'a> {
     fn list<'s>(&'s self, s: &rayon::Scope<'s>, disk: &Path, path: &[u8]) -> Result<()> {
         let mut here = Vec::new();
         let listed = match fsx::read_dir(disk) {
-            Err(e) if self.live && is_vanished(&e) => return Ok(()),
+            // The root itself stays strict: a root gone is not an empty host.
+            Err(e) if self.live && is_vanished(&e) && path != b"/" => return Ok(()),
             r => r?,
         };
         for ent in listed {
