@@ -460,10 +460,7 @@ mod tests {
             crate::Result::Ok((names, stats.cached_files))
         };
         // Cached (and known to have no xattrs) once the clock is a tick past the files.
-        let settled = crate::written::now_ns() + crate::written::TICK_NS;
-        while crate::written::now_ns() <= settled {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        crate::written::wait_a_tick();
         assert_eq!(scan_after(&|| {}).unwrap().0.len(), 5);
         // Gone after the walk: a new file, a symlink, and a directory whose file the
         // cache knows (so it is never opened). (A file the cache knows and that goes

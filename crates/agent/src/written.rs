@@ -19,6 +19,16 @@ pub fn now_ns() -> i128 {
         .unwrap_or(0)
 }
 
+/// Returns once the clock is a tick past now: what was changed before the call is then
+/// settled for a scan that starts after it (waits for the clock, not for a set time).
+#[cfg(test)]
+pub(crate) fn wait_a_tick() {
+    let done = now_ns() + TICK_NS;
+    while now_ns() <= done {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// A file a commit made (or set the metadata of), with the content it was checked to
 /// hold and the size and mtime the image gives it ([`record_written`]).
 pub struct Written {

@@ -328,13 +328,7 @@ mod tests {
         let st = crate::state::StateDir::open(root).unwrap();
         st.create().unwrap();
         // Cached only once the clock is a tick past the files' last change.
-        let settle = || {
-            let done = crate::written::now_ns() + crate::written::TICK_NS;
-            while crate::written::now_ns() <= done {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-        };
-        settle();
+        crate::written::wait_a_tick();
         let local = crate::scan::local_excludes(&[]).unwrap();
         let scan_again = || {
             let mut cache = HashCache::load(&st);
@@ -361,7 +355,7 @@ mod tests {
         assert_eq!(scan_again(), (2, vec![], marked.clone()));
         // An xattr set on the plain file: its ctime moved, so it is looked at again.
         set("plain", b"2");
-        settle();
+        crate::written::wait_a_tick();
         let plain = vec![(b"user.test".to_vec(), b"2".to_vec())];
         assert_eq!(scan_again(), (1, plain.clone(), marked.clone()));
         assert_eq!(scan_again(), (2, plain.clone(), marked.clone()));

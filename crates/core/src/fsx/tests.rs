@@ -212,30 +212,36 @@ fn an_atomic_write_through_a_symlink_keeps_the_link_and_into_a_fifo_writes_in_pl
 
 /// A cache entry read is marked used when its mark is older than `fresh` and the caller
 /// takes its content, and left as it is otherwise (a read per push marks it once in a
-/// while).
+/// while). Both marks are a day old, and `fresh` a year or an hour: no margin of the
+/// test's own running time is involved.
 #[test]
 fn a_read_marks_the_file_used_only_when_its_mark_is_stale() {
     use std::time::{Duration, SystemTime};
     let d = tempfile::tempdir().unwrap();
     let (old, recent) = (d.path().join("old"), d.path().join("recent"));
-    let hour = Duration::from_secs(3600);
+    let (hour, year) = (Duration::from_secs(3600), Duration::from_secs(365 * 86_400));
     let set = |p: &Path, t: SystemTime| {
         let f = std::fs::File::options().write(true).open(p).unwrap();
         f.set_modified(t).unwrap();
     };
     let mtime = |p: &Path| symlink_metadata(p).unwrap().modified().unwrap();
+    let day_ago = SystemTime::now() - 24 * hour;
     for p in [&old, &recent] {
         write(p, b"entry").unwrap();
+        set(p, day_ago);
     }
-    let day_ago = SystemTime::now() - 24 * hour;
-    let minute_ago = SystemTime::now() - Duration::from_secs(60);
-    set(&old, day_ago);
-    set(&recent, minute_ago);
     let valid = |d: &[u8]| d == b"entry";
     assert_eq!(read_and_mark_used(&old, hour, valid).unwrap(), b"entry");
-    assert_eq!(read_and_mark_used(&recent, hour, valid).unwrap(), b"entry");
-    assert!(mtime(&old) > minute_ago, "a day-old mark was not renewed");
-    assert_eq!(mtime(&recent), minute_ago, "a fresh mark was rewritten");
+    assert_eq!(read_and_mark_used(&recent, year, valid).unwrap(), b"entry");
+    assert!(
+        mtime(&old) > day_ago,
+        "a mark older than `fresh` was not renewed"
+    );
+    assert_eq!(
+        mtime(&recent),
+        day_ago,
+        "a mark within `fresh` was rewritten"
+    );
     // What the caller finds damaged is not marked: a prune may take it.
     set(&old, day_ago);
     assert_eq!(read_and_mark_used(&old, hour, |_| false).unwrap(), b"entry");

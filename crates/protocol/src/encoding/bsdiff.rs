@@ -121,8 +121,13 @@ impl Window {
                 let start = index * BLOCK;
                 // Sized to what the file holds: most files are far smaller than a block.
                 let mut bytes = vec![0; BLOCK.min(self.len.saturating_sub(start)) as usize];
-                let got = read_full_at(&self.f, &mut bytes, start)?;
-                bytes.truncate(got);
+                // A file cut short since it was opened ends before the length it had.
+                FileExt::read_exact_at(&self.f, &mut bytes, start).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::UnexpectedEof => {
+                        bad("a step reads past the end of the old content")
+                    }
+                    _ => e,
+                })?;
                 let block = Block { index, used, bytes };
                 if held.len() < BLOCKS {
                     held.push(block);
@@ -167,20 +172,6 @@ impl Base for Window {
         }
         Ok(())
     }
-}
-
-/// Reads into `buf` from `offset` until it is full or the file ends; how many bytes.
-fn read_full_at(f: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 fn bad(what: &str) -> std::io::Error {
