@@ -462,6 +462,12 @@ impl Cache {
         })
     }
 
+    /// The manifest delta from `old` to `new` when it was made before (in memory or in
+    /// the cache's directory), else `None`: never computed.
+    pub fn known_manifest_delta(&self, old: &Hash, new: &Hash) -> Option<Arc<Vec<u8>>> {
+        self.find((What::Zstd, Some(*old), *new), self.level)
+    }
+
     /// An image manifest compressed whole (for hosts that know no earlier image).
     pub fn manifest_whole(&self, id: &Hash, text: &str) -> Result<Arc<Vec<u8>>, String> {
         let level = manifest_level(self.level);
@@ -512,44 +518,64 @@ impl Cache {
             m.entry((key, level)).or_default().clone()
         };
         let got = slot.get_or_init(|| {
-            let file = self.dir.as_ref().map(|d| d.join(entry_name(key, level)));
-            if let Some(f) = &file {
-                // Marked used (within the hour): `syncer cache prune` removes the least
-                // recently used first (a read-only cache is only pruned by age).
-                let mut checked = Ok(());
-                let read = imager::fsx::read_and_mark_used(f, MARK_EVERY, |d| {
-                    checked = entry_payload(d).map(drop);
-                    checked.is_ok()
-                });
-                match read.map_err(imager::Error::into_io) {
-                    Ok(mut data) => match checked {
-                        Ok(()) => {
-                            data.drain(..HEADER);
-                            return Ok(Arc::new(data));
-                        }
-                        // An entry of an older syncer (a bare zstd frame, no checksum)
-                        // is replaced without a warning: every one of them would warn.
-                        Err(_) if data.starts_with(&ZSTD_MAGIC) => {}
-                        Err(why) => {
-                            self.dropped
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push(format!(
-                                    "damaged delta cache entry {}: {why}; recomputed it",
-                                    f.display()
-                                ))
-                        }
-                    },
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    // Unreadable: computed again, and the write below replaces it.
-                    Err(_) => {}
-                }
+            if let Some(data) = self.read_entry(key, level, true) {
+                return Ok(Arc::new(data));
             }
             let d = compute()?;
             made = true;
             Ok(Arc::new(d))
         });
         got.clone().map(|d| (d, made))
+    }
+
+    /// The entry from memory or from its file (whose checksum holds), never computed:
+    /// `None` leaves it to be made by whoever asks for it next.
+    fn find(&self, key: Key, level: i32) -> Option<Arc<Vec<u8>>> {
+        let slot = {
+            let mut m = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            m.entry((key, level)).or_default().clone()
+        };
+        if let Some(got) = slot.get() {
+            return got.as_ref().ok().cloned();
+        }
+        // A damaged file is said so by whoever makes the entry again.
+        let data = Arc::new(self.read_entry(key, level, false)?);
+        // (Another thread may have made it meanwhile: either is the same entry.)
+        let _ = slot.set(Ok(data.clone()));
+        Some(data)
+    }
+
+    /// The payload of the entry's file when there is one and its checksum holds; marked
+    /// used (within the hour): `syncer cache prune` removes the least recently used
+    /// first (a read-only cache is only pruned by age). With `report`, a damaged file is
+    /// said so (it is made again and replaced).
+    fn read_entry(&self, key: Key, level: i32, report: bool) -> Option<Vec<u8>> {
+        let f = self.dir.as_ref()?.join(entry_name(key, level));
+        let mut checked = Ok(());
+        let read = imager::fsx::read_and_mark_used(&f, MARK_EVERY, |d| {
+            checked = entry_payload(d).map(drop);
+            checked.is_ok()
+        });
+        // Absent, or unreadable: computed again, and the write replaces it.
+        let mut data = read.ok()?;
+        match checked {
+            Ok(()) => {
+                data.drain(..HEADER);
+                return Some(data);
+            }
+            // An entry of an older syncer (a bare zstd frame, no checksum) is replaced
+            // without a warning: every one of them would warn.
+            Err(_) if data.starts_with(&ZSTD_MAGIC) || !report => {}
+            Err(why) => self
+                .dropped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(format!(
+                    "damaged delta cache entry {}: {why}; recomputed it",
+                    f.display()
+                )),
+        }
+        None
     }
 
     /// Writes an entry computed by [`Cache::find_or_make`] into the cache's directory.

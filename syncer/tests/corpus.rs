@@ -109,7 +109,8 @@ fn b_onto_a_makes_the_host_equal_b_and_keeps_its_local_state() {
     assert_host_is(&h, &c.store, &c.b);
     local_state_intact(&h);
     assert_eq!(r["image_after"], c.b.to_hex());
-    // Recognized again, now from the view IDs the dry run left in the delta cache.
+    // Recognized again, now from the manifest delta (and view IDs) the dry run left in
+    // the delta cache.
     assert_eq!(r["recognized"], true, "{r:#}");
     assert!(
         r["wire"]["Manifest"]["sent"].as_u64().unwrap() < 150_000,

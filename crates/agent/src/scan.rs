@@ -80,13 +80,16 @@ fn entries_found(
     stats: &mut ScanStats,
     start_ns: i128,
 ) -> crate::Result<Vec<Entry>> {
-    let (mut entries, to_hash, bare) = entries_of(found, host, cache, verify, stats)?;
+    let (mut entries, to_hash, mut xattrs_known) = entries_of(found, host, cache, verify, stats)?;
     let disk_of: DiskOf = found
         .iter()
         .map(|f| (f.path.as_slice(), (&f.disk, &f.meta)))
         .collect();
     let mut vanished = hash_files(&mut entries, &to_hash, &disk_of, stats)?;
-    vanished.extend(read_xattrs(&mut entries, &bare, &disk_of)?);
+    for &i in &to_hash {
+        xattrs_known[i] = true;
+    }
+    vanished.extend(read_xattrs(&mut entries, &xattrs_known, &disk_of)?);
     let entries = without_vanished(entries, vanished)?;
     cache.refresh(&entries, &disk_of, start_ns);
     Ok(entries)
@@ -162,8 +165,8 @@ fn mark_shared(found: &[Found], host: &mut HostTree) {
 }
 
 /// The entries of what was found outside kept paths, with the hashes the cache knows,
-/// the indices of the files still to hash, and for each entry whether the cache knows it
-/// has no extended attributes.
+/// the indices of the files still to hash, and for each entry whether its extended
+/// attributes are known (the cache knows it has none).
 fn entries_of(
     found: &[Found],
     host: &HostTree,
@@ -204,33 +207,37 @@ fn entries_of(
     Ok((entries, to_hash, bare))
 }
 
-/// Hashes the files at `to_hash` in parallel; the indices of those gone since the walk
-/// saw them (a running host's temporary files).
+/// Hashes the files at `to_hash` in parallel, and reads their extended attributes
+/// through the same open file; the indices of those gone since the walk saw them (a
+/// running host's temporary files).
 fn hash_files(
     entries: &mut [Entry],
     to_hash: &[usize],
     disk_of: &DiskOf,
     stats: &mut ScanStats,
 ) -> crate::Result<Vec<usize>> {
-    let hashed: Vec<(usize, Option<Hash>)> = to_hash
+    type Read = (Hash, Vec<(Vec<u8>, Vec<u8>)>);
+    let read: Vec<(usize, Option<Read>)> = to_hash
         .par_iter()
-        .map(|&i| -> crate::Result<(usize, Option<Hash>)> {
+        .map(|&i| -> crate::Result<(usize, Option<Read>)> {
             let (disk, _) = disk_of[entries[i].path.as_slice()];
             let f = match fsx::open_nofollow(disk) {
                 Err(e) if is_vanished(&e) => return Ok((i, None)),
                 r => r?,
             };
+            let xattrs = fsx::read_xattrs_fd(&f, disk)?;
             let mut h = blake3::Hasher::new();
             h.update_reader(f).ctx("read", disk.as_path())?;
-            Ok((i, Some(Hash::from(h.finalize()))))
+            Ok((i, Some((Hash::from(h.finalize()), xattrs))))
         })
         .collect::<crate::Result<_>>()?;
     let mut vanished = Vec::new();
-    for (i, h) in hashed {
-        let Some(h) = h else {
+    for (i, r) in read {
+        let Some((h, xattrs)) = r else {
             vanished.push(i);
             continue;
         };
+        entries[i].xattrs = xattrs;
         if let Kind::File { hash, size } = &mut entries[i].kind {
             *hash = h;
             stats.hashed_files += 1;
@@ -291,20 +298,20 @@ fn without_vanished(entries: Vec<Entry>, vanished: Vec<usize>) -> crate::Result<
         .collect())
 }
 
-/// Reads the extended attributes of every entry but those `bare` says have none, in
+/// Reads the extended attributes of every entry but those `known` already, in
 /// parallel (a hard link has its target's); the indices of the entries gone since the
 /// walk saw them.
 fn read_xattrs(
     entries: &mut [Entry],
-    bare: &[bool],
+    known: &[bool],
     disk_of: &DiskOf,
 ) -> crate::Result<Vec<usize>> {
     let gone: Vec<Option<usize>> = entries
         .par_iter_mut()
         .enumerate()
-        .zip(bare)
-        .map(|((i, e), &bare)| -> crate::Result<Option<usize>> {
-            if !e.is_hardlink() && !bare {
+        .zip(known)
+        .map(|((i, e), &known)| -> crate::Result<Option<usize>> {
+            if !e.is_hardlink() && !known {
                 match fsx::read_xattrs(disk_of[e.path.as_slice()].0) {
                     Ok(x) => e.xattrs = x,
                     Err(err) if is_vanished(&err) => return Ok(Some(i)),

@@ -61,3 +61,43 @@ fn a_view_id_is_computed_once_and_checked() {
         format!("{}\n", made.to_hex())
     );
 }
+
+/// A manifest delta made before is found without its base's text (a host's view need
+/// not be made again to answer it); one never made, or whose file is damaged, is not
+/// found, and asking leaves it to be made (and a damaged file said so) once.
+#[test]
+fn a_known_manifest_delta_is_found_only_when_made_and_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = "#imager-manifest v1\n/ dir mode=0755\n".repeat(50);
+    let new = format!("{old}/etc dir mode=0755\n");
+    let (o, n) = (Hash::of(old.as_bytes()), Hash::of(new.as_bytes()));
+    let c = Cache::new(Some(dir.path().to_path_buf()), 19);
+    assert!(c.known_manifest_delta(&o, &n).is_none());
+    // Not found is not an entry: the delta is still made when asked for.
+    let made = c.manifest_delta((&o, &old), (&n, &new)).unwrap();
+    assert_eq!(c.known_manifest_delta(&o, &n).as_deref(), Some(&*made));
+    // Another process: from the cache's file; only at the level it was made at.
+    let again = Cache::new(Some(dir.path().to_path_buf()), 19);
+    assert_eq!(again.known_manifest_delta(&o, &n).as_deref(), Some(&*made));
+    assert!(Cache::new(Some(dir.path().to_path_buf()), 1)
+        .known_manifest_delta(&o, &n)
+        .is_none());
+    assert!(again.known_manifest_delta(&n, &o).is_none());
+    // Damaged: not found, and made again (said once) by whoever asks for it.
+    let file = imager::fsx::read_dir(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|e| e.path())
+        .find(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .unwrap();
+    let mut bytes = imager::fsx::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    imager::fsx::write(&file, &bytes).unwrap();
+    let third = Cache::new(Some(dir.path().to_path_buf()), 19);
+    assert!(third.known_manifest_delta(&o, &n).is_none());
+    assert!(third.dropped().is_empty());
+    let remade = third.manifest_delta((&o, &old), (&n, &new)).unwrap();
+    assert_eq!(remade, made);
+    assert_eq!(third.dropped().len(), 1, "{:?}", third.dropped());
+}

@@ -145,6 +145,15 @@ impl Image {
         cache: &Cache,
         id: &crate::protocol::Identity,
     ) -> Result<ManifestData> {
+        // A view this image's manifest was sent from before: the delta is the cache's,
+        // made from the text that hashes to the host's ID (its key), and the agent
+        // checks what it makes against the image's ID. No image's view is made again.
+        if let Some(d) = cache.known_manifest_delta(&id.tree, &self.id) {
+            return Ok(ManifestData::Delta {
+                base: id.tree,
+                delta: d.to_vec(),
+            });
+        }
         let Some(view) = self.view_with_id(store, cache, id)? else {
             return self.manifest_for(store, cache, None);
         };

@@ -519,12 +519,36 @@ pub fn bytes_path(b: &[u8]) -> &Path {
 
 /// Extended attributes of `path` (not following a final symlink), sorted by name.
 pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = xattr_names(|buf| rustix::fs::llistxattr(path, buf), path)?;
+    xattrs_with(
+        |buf| rustix::fs::llistxattr(path, buf),
+        |name, buf| rustix::fs::lgetxattr(path, name, buf),
+        path,
+    )
+}
+
+/// [`read_xattrs`] of an open file (no path looked up again); `path` is for errors.
+pub fn read_xattrs_fd(fd: impl AsFd, path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let fd = fd.as_fd();
+    xattrs_with(
+        |buf| rustix::fs::flistxattr(fd, buf),
+        |name, buf| rustix::fs::fgetxattr(fd, name, buf),
+        path,
+    )
+}
+
+/// Every extended attribute, sorted by name, through `list` (the names) and `get` (a
+/// value).
+fn xattrs_with(
+    list: impl FnMut(&mut [u8]) -> rustix::io::Result<usize>,
+    mut get: impl FnMut(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+    path: &Path,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = xattr_names(list, path)?;
     let mut out = Vec::with_capacity(names.len());
     for name in names {
         let mut buf = vec![0u8; 256];
         let value = loop {
-            match rustix::fs::lgetxattr(path, name.as_slice(), &mut buf[..]) {
+            match get(name.as_slice(), &mut buf[..]) {
                 Ok(n) => break buf[..n].to_vec(),
                 Err(rustix::io::Errno::RANGE) => buf.resize(buf.len() * 4, 0),
                 // Removed between list and get: the tree changed under us; not an xattr.
