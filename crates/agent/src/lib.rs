@@ -590,13 +590,15 @@ fn commit_pending(
     let owned_len = p.owned.as_ref().map_or(0, Vec::len);
     let bytes = p.manifest.len() + ls.len() + owned_len + p.triggers.len() + 2 * journal.len();
     s.check_room(bytes as u64, COMMIT_INODES)?;
-    st.write(state::TARGET, p.manifest.as_bytes())?;
-    st.write(state::TARGET_LOCAL_STATE, ls.as_bytes())?;
-    st.write(state::TARGET_TRIGGERS, &p.triggers)?;
+    // The files the journal's commit finishes with: all on disk (one flush) before it.
+    st.write_unsynced(state::TARGET, p.manifest.as_bytes())?;
+    st.write_unsynced(state::TARGET_LOCAL_STATE, ls.as_bytes())?;
+    st.write_unsynced(state::TARGET_TRIGGERS, &p.triggers)?;
     // Empty when the image has none (an image's own file is never empty: it starts
     // with a comment), so that every commit replaces the recorded one.
-    st.write(state::TARGET_OWNED, p.owned.as_deref().unwrap_or_default())?;
+    st.write_unsynced(state::TARGET_OWNED, p.owned.as_deref().unwrap_or_default())?;
     trust::stage_record(st, p.accepted.as_ref())?;
+    st.sync()?;
     // The commit point: from here on, any agent finishes this commit.
     st.write(state::JOURNAL, journal.as_bytes())?;
     if std::env::var_os("SYNCER_TEST_CRASH_AFTER_JOURNAL").is_some() {

@@ -132,7 +132,8 @@ impl StateDir {
         )?)
     }
 
-    /// The same without flushing: for files that are only a shortcut (the hash cache).
+    /// The same without flushing: for files that are only a shortcut (the hash cache),
+    /// or that a [`StateDir::sync`] after them puts on disk.
     pub fn write_unsynced(&self, name: &str, data: &[u8]) -> crate::Result<()> {
         Ok(fsops::write_replace(
             self.dir()?,
@@ -141,6 +142,15 @@ impl StateDir {
             &self.shown(name),
             false,
         )?)
+    }
+
+    /// Flushes the whole filesystem the directory is on (`syncfs`): files written with
+    /// [`StateDir::write_unsynced`] and names removed or renamed before it are on disk
+    /// once it returns, in one flush instead of two for each.
+    pub fn sync(&self) -> crate::Result<()> {
+        use imager_core::error::IoContext;
+        rustix::fs::syncfs(self.dir()?).ctx("flush", self.shown.clone())?;
+        Ok(())
     }
 
     /// Removes the file; one that does not exist is not an error.

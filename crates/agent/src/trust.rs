@@ -163,10 +163,11 @@ impl HostTrust {
 }
 
 /// Before a commit point: the record to put in place when the commit finishes (none: a
-/// host without a policy keeps the one it has).
+/// host without a policy keeps the one it has). Not flushed: the caller flushes the
+/// state directory before the journal is written.
 pub fn stage_record(st: &StateDir, record: Option<&Newest>) -> Result<()> {
     match record {
-        Some(r) => st.write(state::TARGET_ACCEPTED, r.print().as_bytes()),
+        Some(r) => st.write_unsynced(state::TARGET_ACCEPTED, r.print().as_bytes()),
         None => st.remove(state::TARGET_ACCEPTED),
     }
 }
