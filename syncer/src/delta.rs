@@ -457,6 +457,11 @@ impl Cache {
     ) -> Result<Arc<Vec<u8>>, String> {
         self.get((What::Zstd, Some(*old.0), *new.0), || {
             let (o, n) = (old.1.as_bytes(), new.1.as_bytes());
+            // The key says what the delta is from: a host is sent it by that ID alone
+            // (`known_manifest_delta`), so an entry is never made from another text.
+            if Hash::of(o) != *old.0 {
+                return Err(format!("the base text does not hash to {}", old.0));
+            }
             let level = manifest_delta_level(self.level, o.len() + n.len());
             checked(What::Zstd, zstd_delta::encode(o, n, level)?, Some(o), new.0)
         })

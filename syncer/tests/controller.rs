@@ -917,3 +917,40 @@ fn cache_prune_keeps_the_entries_pushes_used_last() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"lots\" is not a size"));
 }
+
+/// A host never synced that holds an image's tree is told the manifest as a delta from
+/// its own view. Once that delta is in the cache it answers such a host without the
+/// store's images being looked at, even after the image it was made from left the store
+/// (before, the store was searched each time, and such a host was told the manifest
+/// whole); without that delta, and without the image, the manifest goes whole.
+#[test]
+fn a_host_never_synced_is_answered_from_the_manifest_delta_in_the_cache() {
+    let f = fixture("ctl-identity-");
+    let v2 = id(&f.store, "v2");
+    let copy_of_v1 = |name: &str| {
+        let h = f.dir.join(name);
+        copy_tree(&f.dir.join("v1"), &h);
+        (h.clone(), format!("local:{}", h.display()))
+    };
+    let (a, hs_a) = copy_of_v1("host-a");
+    let r = push(&f.store, "v2", &hs_a, &[]);
+    assert_eq!(r["recognized"], true, "{r:#}");
+    assert_host_is(&a, &f.store, &v2);
+    let s = imager::store::Store::open(&f.store, imager::store::Access::Write).unwrap();
+    let o = imager::manage::RmOptions {
+        force: true,
+        gc: false,
+    };
+    imager::manage::rm(&s, &["v1".to_string()], o).unwrap();
+    drop(s);
+    let (b, hs_b) = copy_of_v1("host-b");
+    let r = push(&f.store, "v2", &hs_b, &[]);
+    assert_eq!(r["recognized"], true, "{r:#}");
+    assert_host_is(&b, &f.store, &v2);
+    // Another cache, and no image of the store with the host's tree: whole.
+    let (c, hs_c) = copy_of_v1("host-c");
+    let other = f.dir.join("other-cache");
+    let r = push(&f.store, "v2", &hs_c, &["--cache", other.to_str().unwrap()]);
+    assert_eq!(r["recognized"], false, "{r:#}");
+    assert_host_is(&c, &f.store, &v2);
+}

@@ -73,6 +73,9 @@ fn a_known_manifest_delta_is_found_only_when_made_and_whole() {
     let (o, n) = (Hash::of(old.as_bytes()), Hash::of(new.as_bytes()));
     let c = Cache::new(Some(dir.path().to_path_buf()), 19);
     assert!(c.known_manifest_delta(&o, &n).is_none());
+    // An entry is only ever made from the text its key names.
+    let e = c.manifest_delta((&n, &old), (&o, &new)).unwrap_err();
+    assert!(e.contains("does not hash to"), "{e}");
     // Not found is not an entry: the delta is still made when asked for.
     let made = c.manifest_delta((&o, &old), (&n, &new)).unwrap();
     assert_eq!(c.known_manifest_delta(&o, &n).as_deref(), Some(&*made));

@@ -297,9 +297,9 @@ pub struct HostReport {
     pub agent_installed: bool,
     /// The agent first finished a commit that an earlier session had left halfway.
     pub rolled_forward: bool,
-    /// A host that recorded no image had the tree of an image of the store (its host
-    /// view: without local state, mount points and directory mtimes), so the manifest
-    /// went as a delta.
+    /// A host that recorded no image had the tree of an image (its host view: without
+    /// local state, mount points and directory mtimes) that the store holds or that a
+    /// manifest delta in the cache was made from, so the manifest went as a delta.
     pub recognized: bool,
     /// What happened, in a few words: "ok", "dry run", "failed before commit",
     /// "committed, trigger failed", "committed, health check failed", "committed, stale
