@@ -21,8 +21,8 @@ pub enum CacheCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Keep the cache within a size: the most recently used entries that fit stay (each
-    /// push marks the entries it reads), the others are removed
+    /// Keep the cache within a size: the most recently used entries that fit stay (a
+    /// push marks the entries it reads, at most once an hour), the others are removed
     #[command(after_help = super::examples::CACHE_PRUNE)]
     Prune {
         /// The cache directory [default: STORE/syncer-cache]
