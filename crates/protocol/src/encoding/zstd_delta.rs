@@ -14,14 +14,15 @@ fn window_log(total: usize) -> u32 {
 }
 
 /// Whether the encoder also looks for long matches (long distance matching) against an
-/// old content of `old_len` bytes at `level`. Below level 16 zstd's match finders keep
-/// one position per hash (a table of 2^13 to 2^20 entries) or search chains shorter
-/// than a reference of a few MB: most of the old content is never found, and a 2.4 MB
-/// manifest's delta at level 1 was 600 kB where long matching makes it 50 kB (`zstd
-/// --patch-from` turns it on for the same reason). From level 16 the searches reach
-/// far enough up to 8 MB.
+/// old content of `old_len` bytes at `level`. Below level 16 zstd's match finders index
+/// only the last part of a reference (at level 1 some 64 to 128 kB, from level 9 a few
+/// MB): the rest of the old content is never found, and a 2.4 MB manifest's delta at
+/// level 1 was 600 kB where long matching makes it 50 kB (`zstd --patch-from` turns it
+/// on when the reference outgrows the level's search). A reference of 64 kB or less is
+/// within every level's reach, and long matching made such deltas a few percent larger
+/// at middle levels. From level 16 the searches reach far enough up to 8 MB.
 fn long_distance(old_len: usize, level: i32) -> bool {
-    old_len > (8 << 20) || level < 16
+    old_len > (8 << 20) || (level < 16 && old_len > (64 << 10))
 }
 
 /// The controller's side, `zstd --patch-from=old`: `new` compressed with `old` as a
