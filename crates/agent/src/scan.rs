@@ -279,8 +279,9 @@ fn without_vanished(entries: Vec<Entry>, vanished: Vec<usize>) -> crate::Result<
     };
     let mut keep = Vec::with_capacity(entries.len());
     for (e, &g) in entries.iter().zip(&gone) {
+        let here = !g && !below_gone(&e.path);
         if let Kind::HardLink { target } = &e.kind {
-            if !g && gone_paths.contains(target.as_slice()) && !below_gone(&e.path) {
+            if here && gone_paths.contains(target.as_slice()) {
                 return Err(crate::Error::Agent(format!(
                     "{} was removed during the scan, and {} is another name of its file: \
                      the host is changing; push again",
@@ -289,7 +290,7 @@ fn without_vanished(entries: Vec<Entry>, vanished: Vec<usize>) -> crate::Result<
                 )));
             }
         }
-        keep.push(!g && !below_gone(&e.path));
+        keep.push(here);
     }
     Ok(entries
         .into_iter()

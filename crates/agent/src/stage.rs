@@ -268,8 +268,7 @@ impl StagingDir {
 
     /// Makes everything staged durable (one `syncfs` instead of an fsync per file).
     pub fn sync(&self) -> Result<()> {
-        rustix::fs::syncfs(&self.fd).ctx("flush", self.shown.clone())?;
-        Ok(())
+        Ok(imager_core::fsx::syncfs(&self.fd, &self.shown)?)
     }
 }
 

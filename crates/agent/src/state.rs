@@ -148,9 +148,7 @@ impl StateDir {
     /// [`StateDir::write_unsynced`] and names removed or renamed before it are on disk
     /// once it returns, in one flush instead of two for each.
     pub fn sync(&self) -> crate::Result<()> {
-        use imager_core::error::IoContext;
-        rustix::fs::syncfs(self.dir()?).ctx("flush", self.shown.clone())?;
-        Ok(())
+        Ok(imager_core::fsx::syncfs(self.dir()?, &self.shown)?)
     }
 
     /// Removes the file; one that does not exist is not an error.

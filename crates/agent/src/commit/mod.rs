@@ -525,8 +525,7 @@ pub fn roll_forward(b: &Beneath, st: &StateDir) -> Result<bool> {
         )
     })?;
     apply(b, &staging, &image, &j).map_err(|f| stuck(b, &j, f))?;
-    rustix::fs::syncfs(&staging)
-        .ctx("flush", b.display(STAGING))
+    imager_core::fsx::syncfs(&staging, &b.display(STAGING))
         .map_err(Error::from)
         .and_then(|_| finish(st, &j))
         .map_err(|e| stuck(b, &j, OpFailed::recording(e)))?;

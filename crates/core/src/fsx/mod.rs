@@ -656,6 +656,12 @@ pub fn read_and_mark_used(
     Ok(data)
 }
 
+/// Flushes the whole filesystem `fd` is on (`syncfs`): everything written or renamed
+/// on it before is on disk once it returns. `path` names it in the error.
+pub fn syncfs(fd: impl AsFd, path: &Path) -> Result<()> {
+    rustix::fs::syncfs(fd).ctx("flush the filesystem of", path)
+}
+
 /// Sets an open file's owner and group to numeric IDs; `path` is for the error only.
 pub fn fchown(fd: impl AsFd, uid: u32, gid: u32, path: &Path) -> Result<()> {
     rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))

@@ -212,27 +212,27 @@ fn an_atomic_write_through_a_symlink_keeps_the_link_and_into_a_fifo_writes_in_pl
 
 /// A cache entry read is marked used when its mark is older than `fresh` and the caller
 /// takes its content, and left as it is otherwise (a read per push marks it once in a
-/// while). Both marks are a day old, and `fresh` a year or an hour: no margin of the
-/// test's own running time is involved.
+/// while). Both marks are a day old, and `fresh` zero (always stale) or the longest
+/// duration (never stale): nothing depends on how long the test takes.
 #[test]
 fn a_read_marks_the_file_used_only_when_its_mark_is_stale() {
     use std::time::{Duration, SystemTime};
     let d = tempfile::tempdir().unwrap();
     let (old, recent) = (d.path().join("old"), d.path().join("recent"));
-    let (hour, year) = (Duration::from_secs(3600), Duration::from_secs(365 * 86_400));
+    let (always, never) = (Duration::ZERO, Duration::MAX);
     let set = |p: &Path, t: SystemTime| {
         let f = std::fs::File::options().write(true).open(p).unwrap();
         f.set_modified(t).unwrap();
     };
     let mtime = |p: &Path| symlink_metadata(p).unwrap().modified().unwrap();
-    let day_ago = SystemTime::now() - 24 * hour;
+    let day_ago = SystemTime::now() - Duration::from_secs(86_400);
     for p in [&old, &recent] {
         write(p, b"entry").unwrap();
         set(p, day_ago);
     }
     let valid = |d: &[u8]| d == b"entry";
-    assert_eq!(read_and_mark_used(&old, hour, valid).unwrap(), b"entry");
-    assert_eq!(read_and_mark_used(&recent, year, valid).unwrap(), b"entry");
+    assert_eq!(read_and_mark_used(&old, always, valid).unwrap(), b"entry");
+    assert_eq!(read_and_mark_used(&recent, never, valid).unwrap(), b"entry");
     assert!(
         mtime(&old) > day_ago,
         "a mark older than `fresh` was not renewed"
@@ -244,7 +244,10 @@ fn a_read_marks_the_file_used_only_when_its_mark_is_stale() {
     );
     // What the caller finds damaged is not marked: a prune may take it.
     set(&old, day_ago);
-    assert_eq!(read_and_mark_used(&old, hour, |_| false).unwrap(), b"entry");
+    assert_eq!(
+        read_and_mark_used(&old, always, |_| false).unwrap(),
+        b"entry"
+    );
     assert_eq!(mtime(&old), day_ago, "a damaged entry was marked used");
-    assert!(read_and_mark_used(&d.path().join("missing"), hour, valid).is_err());
+    assert!(read_and_mark_used(&d.path().join("missing"), always, valid).is_err());
 }

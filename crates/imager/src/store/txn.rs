@@ -125,7 +125,7 @@ impl<'s> Txn<'s> {
         }
         let tmp_dir = self.store.root.join("tmp");
         let d = fsx::open(&tmp_dir)?;
-        rustix::fs::syncfs(&d).ctx("flush the filesystem of", &tmp_dir)?;
+        fsx::syncfs(&d, &tmp_dir)?;
         let mut dirs = HashSet::new();
         for (tmp, h) in &staged {
             let dst = self.store.object_path(h);
@@ -136,7 +136,7 @@ impl<'s> Txn<'s> {
             }
             fsx::rename(tmp, &dst)?;
         }
-        rustix::fs::syncfs(&d).ctx("flush the filesystem of", &tmp_dir)?;
+        fsx::syncfs(&d, &tmp_dir)?;
         Ok(staged.len())
     }
 }
